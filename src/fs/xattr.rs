@@ -1,0 +1,151 @@
+//! Extended attributes of message directories: flags (read-write) and identity (read-only).
+
+use std::ffi::OsStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::inodes::Node;
+use super::{Fs, FsError, FsResult};
+use crate::store::Flag;
+
+/// Flags, space-separated; writing replaces the whole set.
+pub const FLAGS: &str = "user.imap.flags";
+/// Read-only attributes.
+pub const UID: &str = "user.imap.uid";
+pub const UIDVALIDITY: &str = "user.imap.uidvalidity";
+pub const INTERNALDATE: &str = "user.imap.internaldate";
+pub const MAILBOX: &str = "user.imap.mailbox";
+
+const ALL: [&str; 5] = [FLAGS, UID, UIDVALIDITY, INTERNALDATE, MAILBOX];
+
+/// Year, month, day, hour, minute, second (UTC) of a Unix time
+/// (Howard Hinnant's days-from-civil inverse).
+pub fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// An RFC 3339 timestamp in UTC (`2023-11-14T22:13:20Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, mo, d, h, mi, s) = civil_from_unix(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+impl Fs {
+    /// `getxattr`.
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        let Node::Message {
+            message, section, ..
+        } = self.node(ino)?
+        else {
+            return Err(FsError::NoAttribute);
+        };
+        if !section.is_whole() {
+            return Err(FsError::NoAttribute);
+        }
+        let name = name.to_str().ok_or(FsError::NoAttribute)?;
+        let value = match name {
+            FLAGS => {
+                // \Recent is the server's alone: showing it would make a read-modify-write
+                // of this attribute fail.
+                let flags = self.message_meta(&message)?.flags;
+                let shown: Vec<&str> = flags
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                    .collect();
+                shown.join(" ")
+            }
+            UID => message.uid.to_string(),
+            UIDVALIDITY => message.validity.to_string(),
+            INTERNALDATE => rfc3339(self.message_meta(&message)?.internal_date),
+            MAILBOX => self.mailbox_path(&message.mailbox),
+            _ => return Err(FsError::NoAttribute),
+        };
+        Ok(value.into_bytes())
+    }
+
+    /// `listxattr`: NUL-terminated names.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match self.node(ino)? {
+            Node::Message { section, .. } if section.is_whole() => {
+                let mut out = Vec::new();
+                for name in ALL {
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(0);
+                }
+                Ok(out)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// `setxattr`: only `user.imap.flags` can be written; it replaces the whole set.
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8]) -> FsResult<()> {
+        self.refuse_if_read_only()?;
+        let Node::Message {
+            message, section, ..
+        } = self.node(ino)?
+        else {
+            return Err(FsError::NotSupported);
+        };
+        let name = name.to_str().unwrap_or_default();
+        match name {
+            FLAGS if section.is_whole() => {
+                let text = std::str::from_utf8(value)
+                    .map_err(|_| FsError::Invalid("flags must be UTF-8 text".into()))?;
+                let flags = Flag::parse_list(text.trim_end_matches(['\n', '\0']))
+                    .map_err(|e| FsError::Invalid(e.to_string()))?;
+                self.set_message_flags(&message, &flags)
+            }
+            UID | UIDVALIDITY | INTERNALDATE | MAILBOX => {
+                Err(FsError::NotPermitted(format!("{name} is read-only")))
+            }
+            _ => Err(FsError::NotSupported),
+        }
+    }
+
+    /// `removexattr`: removing the flags clears them; the rest are read-only.
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        match name.to_str() {
+            Some(FLAGS) => self.setxattr(ino, name, b""),
+            Some(UID | UIDVALIDITY | INTERNALDATE | MAILBOX) => {
+                self.refuse_if_read_only()?;
+                Err(FsError::NotPermitted(format!("{name:?} is read-only")))
+            }
+            _ => Err(FsError::NoAttribute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // leap day 2000
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+    }
+}

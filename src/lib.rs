@@ -1,0 +1,11 @@
+//! imapfs: mount an IMAP account as a directory tree of mailboxes, messages and MIME parts.
+
+pub mod cache;
+pub mod cli;
+pub mod fs;
+pub mod fuse;
+pub mod mime;
+pub mod run;
+pub mod secret;
+pub mod store;
+pub mod utf7;

@@ -1,0 +1,909 @@
+//! The layout of a message directory: which files and subdirectories a BODYSTRUCTURE gives,
+//! with their section numbers ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
+
+use super::naming::{guess_extension, nested_message_dir_name, sanitize_name, UniqueNames};
+use super::params::{is_attachment, part_file_name};
+use super::{Content, Entry, EntryKind, FileSpec, BODY_HTML_FILE, BODY_TEXT_FILE, MESSAGE_FILE};
+use crate::store::{BodyPart, PartHeader, Section, TransferEncoding};
+
+/// How deep (multiparts plus encapsulated messages) a structure is followed. Deeper parts
+/// are left out of the listing (they stay readable through message.eml); this bounds the
+/// recursion on hostile input.
+const MAX_DEPTH: usize = 64;
+
+/// Layout of a top-level message directory. `whole_size` is RFC822.SIZE of the message (the
+/// size of message.eml).
+///
+/// The directory holds `message.eml` (`BODY[]`), `body.txt` and `body.html` when the message
+/// has such a main body, one file per other leaf part (under its decoded, sanitised file name,
+/// else `part-<section>.<ext>`), and one subdirectory per message/rfc822 part. Multipart
+/// containers produce no entry. Names are unique in each directory: `message.eml`,
+/// `body.txt` and `body.html` are always reserved, so an attachment called `body.txt`
+/// is listed as `body (2).txt` whether or not the message has a text body.
+pub fn message_layout(structure: &BodyPart, whole_size: u64) -> Vec<Entry> {
+    let message_file = FileSpec {
+        section: Section::whole(),
+        content: Content::Raw,
+        size_hint: whole_size,
+        exact_size: true,
+    };
+    message_entries(message_file, &Section::whole(), structure, 0)
+}
+
+/// The section of a message's body when the message is at `base`: a multipart body's
+/// children are `base.1`, `base.2`, ... (so the multipart itself is addressed as `base`);
+/// a single-part body is `base.1`.
+fn body_section(base: &Section, body: &BodyPart) -> Section {
+    match body {
+        BodyPart::Multipart { .. } => base.clone(),
+        BodyPart::Leaf { .. } | BodyPart::Message { .. } => base.child(1),
+    }
+}
+
+/// The 1-based part number of the child at `index`.
+fn child_number(index: usize) -> u32 {
+    u32::try_from(index).map_or(u32::MAX, |n| n.saturating_add(1))
+}
+
+/// The entries of a message directory: `message_file`, then the bodies, then the parts of
+/// `body`, the body of the message at section `base`.
+fn message_entries(
+    message_file: FileSpec,
+    base: &Section,
+    body: &BodyPart,
+    depth: usize,
+) -> Vec<Entry> {
+    let mut names = UniqueNames::new();
+    for reserved in [MESSAGE_FILE, BODY_TEXT_FILE, BODY_HTML_FILE] {
+        names.claim(reserved, true);
+    }
+    let mut entries = vec![Entry {
+        name: MESSAGE_FILE.to_string(),
+        kind: EntryKind::File(message_file),
+    }];
+
+    let section = body_section(base, body);
+    let text = find_main_body(body, &section, "plain", depth);
+    let html = find_main_body(body, &section, "html", depth);
+    for (name, found) in [(BODY_TEXT_FILE, &text), (BODY_HTML_FILE, &html)] {
+        if let Some((
+            section,
+            BodyPart::Leaf {
+                header,
+                encoding,
+                octets,
+            },
+        )) = found
+        {
+            let spec = FileSpec {
+                section: section.clone(),
+                content: Content::Text {
+                    encoding: encoding.clone(),
+                    charset: charset(header),
+                },
+                size_hint: decoded_size_hint(encoding, *octets),
+                exact_size: false,
+            };
+            entries.push(Entry {
+                name: name.to_string(),
+                kind: EntryKind::File(spec),
+            });
+        }
+    }
+    let body_sections = [text, html].map(|found| found.map(|(section, _)| section));
+
+    let mut leaves = Vec::new();
+    collect_leaves(body, section, depth, &mut leaves);
+    for (section, part) in leaves {
+        if body_sections.contains(&Some(section.clone())) {
+            continue;
+        }
+        match part {
+            BodyPart::Leaf {
+                header,
+                encoding,
+                octets,
+            } => {
+                let wanted = match part_file_name(header) {
+                    Some(name) => sanitize_name(&name),
+                    None => format!(
+                        "part-{section}.{}",
+                        guess_extension(&header.media_type, &header.subtype)
+                    ),
+                };
+                let spec = FileSpec {
+                    section,
+                    content: Content::Decoded(encoding.clone()),
+                    size_hint: decoded_size_hint(encoding, *octets),
+                    exact_size: false,
+                };
+                entries.push(Entry {
+                    name: names.claim(&wanted, true),
+                    kind: EntryKind::File(spec),
+                });
+            }
+            BodyPart::Message {
+                header,
+                encoding,
+                octets,
+                subject,
+                body,
+            } => {
+                let wanted = match part_file_name(header).and_then(|n| dir_name_from_file(&n)) {
+                    Some(name) => name,
+                    None => nested_message_dir_name(&section, subject.as_deref()),
+                };
+                let sub_entries = if depth < MAX_DEPTH {
+                    let file = encapsulated_message_file(&section, encoding, *octets);
+                    message_entries(file, &section, body, depth + 1)
+                } else {
+                    tracing::warn!(%section, "MIME structure too deep; not listing its parts");
+                    vec![Entry {
+                        name: MESSAGE_FILE.to_string(),
+                        kind: EntryKind::File(encapsulated_message_file(
+                            &section, encoding, *octets,
+                        )),
+                    }]
+                };
+                entries.push(Entry {
+                    name: names.claim(&wanted, false),
+                    kind: EntryKind::Message {
+                        section,
+                        entries: sub_entries,
+                    },
+                });
+            }
+            // collect_leaves yields no multiparts.
+            BodyPart::Multipart { .. } => {}
+        }
+    }
+    entries
+}
+
+/// The message.eml of an encapsulated message at `section`: `BODY[section]` as is, which
+/// is exactly `octets` long. A message/rfc822 part may only be 7bit, 8bit or binary
+/// ([RFC 2046 §5.2.1](https://www.rfc-editor.org/rfc/rfc2046#section-5.2.1)); one that is
+/// nevertheless base64 or quoted-printable is decoded, so that message.eml is a message.
+fn encapsulated_message_file(
+    section: &Section,
+    encoding: &TransferEncoding,
+    octets: u64,
+) -> FileSpec {
+    let (content, exact_size) = match encoding {
+        TransferEncoding::SevenBit | TransferEncoding::EightBit | TransferEncoding::Binary => {
+            (Content::Raw, true)
+        }
+        TransferEncoding::Base64 | TransferEncoding::QuotedPrintable => {
+            (Content::Decoded(encoding.clone()), false)
+        }
+        TransferEncoding::Other(_) => (Content::Raw, false),
+    };
+    FileSpec {
+        section: section.clone(),
+        content,
+        size_hint: decoded_size_hint(encoding, octets),
+        exact_size,
+    }
+}
+
+/// A directory name from an encapsulated message's file name: sanitised, without a trailing
+/// `.eml` (any case). `None` if nothing usable is left.
+fn dir_name_from_file(file_name: &str) -> Option<String> {
+    let clean = sanitize_name(file_name);
+    let stem = match clean.len().checked_sub(4) {
+        Some(cut) if clean.is_char_boundary(cut) && clean[cut..].eq_ignore_ascii_case(".eml") => {
+            clean[..cut].trim_end()
+        }
+        _ => clean.as_str(),
+    };
+    match stem {
+        "" | "." | ".." => None,
+        _ => Some(stem.to_string()),
+    }
+}
+
+/// Every leaf and message/rfc822 part under `part` (which is at `section`), in order, with
+/// its section.
+fn collect_leaves<'a>(
+    part: &'a BodyPart,
+    section: Section,
+    depth: usize,
+    out: &mut Vec<(Section, &'a BodyPart)>,
+) {
+    match part {
+        BodyPart::Leaf { .. } | BodyPart::Message { .. } => out.push((section, part)),
+        BodyPart::Multipart { children, .. } => {
+            if depth >= MAX_DEPTH {
+                tracing::warn!(%section, "MIME structure too deep; not listing its parts");
+                return;
+            }
+            for (index, child) in children.iter().enumerate() {
+                collect_leaves(child, section.child(child_number(index)), depth + 1, out);
+            }
+        }
+    }
+}
+
+/// The main text/`subtype` body under `part` (at `section`): the first non-attachment
+/// text/`subtype` leaf, looking at every child of a multipart/alternative but only the first
+/// child of any other multipart, and never inside a message/rfc822.
+fn find_main_body<'a>(
+    part: &'a BodyPart,
+    section: &Section,
+    subtype: &str,
+    depth: usize,
+) -> Option<(Section, &'a BodyPart)> {
+    match part {
+        BodyPart::Leaf { header, .. } => {
+            let wanted = header.media_type.eq_ignore_ascii_case("text")
+                && header.subtype.eq_ignore_ascii_case(subtype)
+                && !is_attachment(header);
+            wanted.then(|| (section.clone(), part))
+        }
+        BodyPart::Message { .. } => None,
+        BodyPart::Multipart { header, children } => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            let searched = if header.subtype.eq_ignore_ascii_case("alternative") {
+                children.len()
+            } else {
+                1
+            };
+            children
+                .iter()
+                .take(searched)
+                .enumerate()
+                .find_map(|(index, child)| {
+                    let child_section = section.child(child_number(index));
+                    find_main_body(child, &child_section, subtype, depth + 1)
+                })
+        }
+    }
+}
+
+/// The `charset` Content-Type parameter, if present and not empty.
+fn charset(header: &PartHeader) -> Option<String> {
+    header
+        .params
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"').trim().to_string())
+        .filter(|value| !value.is_empty())
+}
+
+/// An estimate of the decoded size of a part that is `octets` long encoded. For base64 it
+/// assumes the usual 76-character lines ending in CRLF; for everything else it is `octets`
+/// (quoted-printable only shrinks, so that is an upper bound).
+pub(crate) fn decoded_size_hint(encoding: &TransferEncoding, octets: u64) -> u64 {
+    match encoding {
+        TransferEncoding::Base64 => {
+            let line_breaks = octets / 78 * 2;
+            octets.saturating_sub(line_breaks) / 4 * 3
+        }
+        TransferEncoding::QuotedPrintable
+        | TransferEncoding::SevenBit
+        | TransferEncoding::EightBit
+        | TransferEncoding::Binary
+        | TransferEncoding::Other(_) => octets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn leaf(media: &str, encoding: TransferEncoding, octets: u64) -> BodyPart {
+        let (media_type, subtype) = media.split_once('/').unwrap_or((media, ""));
+        BodyPart::Leaf {
+            header: PartHeader {
+                media_type: media_type.into(),
+                subtype: subtype.into(),
+                ..PartHeader::default()
+            },
+            encoding,
+            octets,
+        }
+    }
+
+    fn text(subtype: &str, charset: &str) -> BodyPart {
+        let mut part = leaf(
+            &format!("text/{subtype}"),
+            TransferEncoding::QuotedPrintable,
+            100,
+        );
+        if let BodyPart::Leaf { header, .. } = &mut part {
+            header.params = strings(&[("charset", charset)]);
+        }
+        part
+    }
+
+    /// A base64 attachment with Content-Disposition parameters `disposition_params`.
+    fn attachment(media: &str, disposition_params: &[(&str, &str)]) -> BodyPart {
+        let mut part = leaf(media, TransferEncoding::Base64, 780);
+        if let BodyPart::Leaf { header, .. } = &mut part {
+            header.disposition = Some("attachment".into());
+            header.disposition_params = strings(disposition_params);
+        }
+        part
+    }
+
+    /// A part with only a Content-Type `name` parameter (no disposition), as old mailers send.
+    fn named(media: &str, name: &str) -> BodyPart {
+        let mut part = leaf(media, TransferEncoding::Base64, 780);
+        if let BodyPart::Leaf { header, .. } = &mut part {
+            header.params = strings(&[("name", name)]);
+        }
+        part
+    }
+
+    fn multipart(subtype: &str, children: Vec<BodyPart>) -> BodyPart {
+        BodyPart::Multipart {
+            header: PartHeader {
+                media_type: "multipart".into(),
+                subtype: subtype.into(),
+                ..PartHeader::default()
+            },
+            children,
+        }
+    }
+
+    fn rfc822(subject: Option<&str>, body: BodyPart) -> BodyPart {
+        BodyPart::Message {
+            header: PartHeader {
+                media_type: "message".into(),
+                subtype: "rfc822".into(),
+                ..PartHeader::default()
+            },
+            encoding: TransferEncoding::SevenBit,
+            octets: 5000,
+            subject: subject.map(|s| s.as_bytes().to_vec()),
+            body: Box::new(body),
+        }
+    }
+
+    /// Every entry as `path@section`, directories as `path/@section`, depth first.
+    fn listing(entries: &[Entry]) -> Vec<String> {
+        fn walk(entries: &[Entry], prefix: &str, out: &mut Vec<String>) {
+            for entry in entries {
+                match &entry.kind {
+                    EntryKind::File(spec) => {
+                        out.push(format!("{prefix}{}@{}", entry.name, spec.section))
+                    }
+                    EntryKind::Message { section, entries } => {
+                        out.push(format!("{prefix}{}/@{section}", entry.name));
+                        walk(entries, &format!("{prefix}{}/", entry.name), out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(entries, "", &mut out);
+        out
+    }
+
+    fn find<'a>(entries: &'a [Entry], name: &str) -> &'a Entry {
+        entries
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no entry {name} in {:?}", listing(entries)))
+    }
+
+    fn file<'a>(entries: &'a [Entry], name: &str) -> &'a FileSpec {
+        find(entries, name)
+            .file()
+            .unwrap_or_else(|| panic!("{name} is not a file"))
+    }
+
+    fn dir<'a>(entries: &'a [Entry], name: &str) -> &'a [Entry] {
+        match &find(entries, name).kind {
+            EntryKind::Message { entries, .. } => entries,
+            EntryKind::File(_) => panic!("{name} is not a directory"),
+        }
+    }
+
+    /// The structure Dovecot reports for a typical forwarded-with-attachment message.
+    fn dovecot_example() -> BodyPart {
+        multipart(
+            "mixed",
+            vec![
+                multipart(
+                    "alternative",
+                    vec![text("plain", "utf-8"), text("html", "iso-8859-1")],
+                ),
+                named("application/pdf", "report.pdf"),
+                rfc822(
+                    Some("Holiday =?utf-8?q?pictures_=E2=98=80?="),
+                    multipart(
+                        "mixed",
+                        vec![
+                            text("plain", "us-ascii"),
+                            attachment("image/png", &[("filename", "photo.png")]),
+                        ],
+                    ),
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn dovecot_example_names_and_sections() {
+        let entries = message_layout(&dovecot_example(), 12345);
+        assert_eq!(
+            listing(&entries),
+            [
+                "message.eml@",
+                "body.txt@1.1",
+                "body.html@1.2",
+                "report.pdf@2",
+                "message-3 Holiday pictures ☀/@3",
+                "message-3 Holiday pictures ☀/message.eml@3",
+                "message-3 Holiday pictures ☀/body.txt@3.1",
+                "message-3 Holiday pictures ☀/photo.png@3.2",
+            ]
+        );
+    }
+
+    #[test]
+    fn dovecot_example_contents() {
+        let entries = message_layout(&dovecot_example(), 12345);
+        let eml = file(&entries, "message.eml");
+        assert_eq!(eml.content, Content::Raw);
+        assert_eq!((eml.size_hint, eml.exact_size), (12345, true));
+        assert_eq!(
+            file(&entries, "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::QuotedPrintable,
+                charset: Some("utf-8".into())
+            }
+        );
+        assert_eq!(
+            file(&entries, "body.html").content,
+            Content::Text {
+                encoding: TransferEncoding::QuotedPrintable,
+                charset: Some("iso-8859-1".into())
+            }
+        );
+        let pdf = file(&entries, "report.pdf");
+        assert_eq!(pdf.content, Content::Decoded(TransferEncoding::Base64));
+        assert_eq!((pdf.size_hint, pdf.exact_size), (570, false)); // (780 - 20) * 3 / 4
+        let nested = dir(&entries, "message-3 Holiday pictures ☀");
+        let nested_eml = file(nested, "message.eml");
+        assert_eq!(nested_eml.content, Content::Raw);
+        assert_eq!(nested_eml.section, Section(vec![3]));
+        assert_eq!((nested_eml.size_hint, nested_eml.exact_size), (5000, true));
+    }
+
+    #[test]
+    fn third_child_of_multipart_is_section_3() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                text("plain", "utf-8"),
+                named("application/pdf", "a.pdf"),
+                leaf("application/octet-stream", TransferEncoding::Base64, 10),
+                leaf("image/jpeg", TransferEncoding::Base64, 10),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            [
+                "message.eml@",
+                "body.txt@1",
+                "a.pdf@2",
+                "part-3.bin@3",
+                "part-4.jpg@4"
+            ]
+        );
+    }
+
+    #[test]
+    fn single_part_message_body_is_section_1() {
+        let entries = message_layout(&text("plain", "utf-8"), 10);
+        assert_eq!(listing(&entries), ["message.eml@", "body.txt@1"]);
+        let entries = message_layout(&named("application/pdf", "only.pdf"), 10);
+        assert_eq!(listing(&entries), ["message.eml@", "only.pdf@1"]);
+        let entries = message_layout(&text("html", "utf-8"), 10);
+        assert_eq!(listing(&entries), ["message.eml@", "body.html@1"]);
+    }
+
+    #[test]
+    fn rfc822_with_single_part_body() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                text("plain", "utf-8"),
+                rfc822(Some("Inner"), text("plain", "koi8-r")),
+            ],
+        );
+        let entries = message_layout(&structure, 1);
+        assert_eq!(
+            listing(&entries),
+            [
+                "message.eml@",
+                "body.txt@1",
+                "message-2 Inner/@2",
+                "message-2 Inner/message.eml@2",
+                "message-2 Inner/body.txt@2.1",
+            ]
+        );
+        let inner = dir(&entries, "message-2 Inner");
+        assert_eq!(
+            file(inner, "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::QuotedPrintable,
+                charset: Some("koi8-r".into())
+            }
+        );
+    }
+
+    #[test]
+    fn rfc822_with_multipart_body_and_nested_rfc822() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                text("plain", "utf-8"),
+                rfc822(
+                    Some("Outer"),
+                    multipart(
+                        "mixed",
+                        vec![
+                            multipart(
+                                "alternative",
+                                vec![text("plain", "utf-8"), text("html", "utf-8")],
+                            ),
+                            named("image/gif", "a.gif"),
+                            rfc822(
+                                None,
+                                multipart(
+                                    "mixed",
+                                    vec![text("plain", "utf-8"), named("application/zip", "z.zip")],
+                                ),
+                            ),
+                        ],
+                    ),
+                ),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            [
+                "message.eml@",
+                "body.txt@1",
+                "message-2 Outer/@2",
+                "message-2 Outer/message.eml@2",
+                "message-2 Outer/body.txt@2.1.1",
+                "message-2 Outer/body.html@2.1.2",
+                "message-2 Outer/a.gif@2.2",
+                "message-2 Outer/message-2.3 (no subject)/@2.3",
+                "message-2 Outer/message-2.3 (no subject)/message.eml@2.3",
+                "message-2 Outer/message-2.3 (no subject)/body.txt@2.3.1",
+                "message-2 Outer/message-2.3 (no subject)/z.zip@2.3.2",
+            ]
+        );
+    }
+
+    #[test]
+    fn top_level_rfc822_body() {
+        // A message whose own Content-Type is message/rfc822.
+        let structure = rfc822(Some("Bounced"), text("plain", "utf-8"));
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            [
+                "message.eml@",
+                "message-1 Bounced/@1",
+                "message-1 Bounced/message.eml@1",
+                "message-1 Bounced/body.txt@1.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn alternative_with_related_html() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                multipart(
+                    "alternative",
+                    vec![
+                        text("plain", "utf-8"),
+                        multipart(
+                            "related",
+                            vec![
+                                text("html", "utf-8"),
+                                leaf("image/png", TransferEncoding::Base64, 100),
+                            ],
+                        ),
+                    ],
+                ),
+                leaf("text/calendar", TransferEncoding::SevenBit, 50),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            [
+                "message.eml@",
+                "body.txt@1.1",
+                "body.html@1.2.1",
+                "part-1.2.2.png@1.2.2",
+                "part-2.ics@2",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_first_child_of_mixed_is_searched_for_the_body() {
+        let structure = multipart(
+            "mixed",
+            vec![named("application/pdf", "x.pdf"), text("plain", "utf-8")],
+        );
+        let entries = message_layout(&structure, 1);
+        assert_eq!(
+            listing(&entries),
+            ["message.eml@", "x.pdf@1", "part-2.txt@2"]
+        );
+        // A text part that is not the body is byte-identical to what was sent: no conversion.
+        assert_eq!(
+            file(&entries, "part-2.txt").content,
+            Content::Decoded(TransferEncoding::QuotedPrintable)
+        );
+    }
+
+    #[test]
+    fn text_attachments_are_not_the_body() {
+        let mut disposed = text("plain", "utf-8");
+        if let BodyPart::Leaf { header, .. } = &mut disposed {
+            header.disposition = Some("attachment".into());
+        }
+        let structure = multipart(
+            "mixed",
+            vec![multipart(
+                "alternative",
+                vec![
+                    disposed,
+                    named("text/plain", "notes.txt"),
+                    text("plain", "utf-8"),
+                ],
+            )],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            [
+                "message.eml@",
+                "body.txt@1.3",
+                "part-1.1.txt@1.1",
+                "notes.txt@1.2",
+            ]
+        );
+    }
+
+    #[test]
+    fn body_is_not_searched_inside_rfc822() {
+        let structure = multipart("mixed", vec![rfc822(Some("x"), text("plain", "utf-8"))]);
+        let names: Vec<String> = message_layout(&structure, 1)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["message.eml", "message-1 x"]);
+    }
+
+    #[test]
+    fn rfc2231_and_rfc2047_names() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                text("plain", "utf-8"),
+                attachment("application/pdf", &[("filename*", "utf-8''%E2%82%AC.pdf")]),
+                attachment(
+                    "application/pdf",
+                    &[
+                        ("FILENAME*0*", "utf-8''Sch%C3%B6ne"),
+                        ("FILENAME*1*", "%20Gr%C3%BC%C3%9Fe.pdf"),
+                    ],
+                ),
+                named("image/jpeg", "=?UTF-8?B?0YTQvtGC0L4uanBn?="),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            [
+                "message.eml@",
+                "body.txt@1",
+                "€.pdf@2",
+                "Schöne Grüße.pdf@3",
+                "фото.jpg@4",
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_sanitised() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                attachment(
+                    "application/octet-stream",
+                    &[("filename", "../../etc/passwd")],
+                ),
+                attachment("application/octet-stream", &[("filename", "..")]),
+                attachment("application/octet-stream", &[("filename", "a\0b\x1b.txt")]),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", ".._.._etc_passwd@1", "_@2", "a_b_.txt@3"]
+        );
+    }
+
+    #[test]
+    fn collisions_with_fixed_names_and_each_other() {
+        let structure = multipart(
+            "mixed",
+            vec![
+                multipart(
+                    "alternative",
+                    vec![text("plain", "utf-8"), text("html", "utf-8")],
+                ),
+                named("text/plain", "body.txt"),
+                named("message/rfc822", "message.eml"),
+                named("application/pdf", "report.pdf"),
+                named("application/pdf", "report.pdf"),
+                named("application/pdf", "Report.pdf"),
+                rfc822(Some("report.pdf"), text("plain", "utf-8")),
+            ],
+        );
+        let mut with_name = rfc822(None, text("plain", "utf-8"));
+        if let BodyPart::Message { header, .. } = &mut with_name {
+            header.params = strings(&[("name", "report.pdf.eml")]);
+        }
+        let BodyPart::Multipart {
+            mut children,
+            header,
+        } = structure
+        else {
+            unreachable!()
+        };
+        children.push(with_name);
+        let entries = message_layout(&BodyPart::Multipart { header, children }, 1);
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message.eml",
+                "body.txt",
+                "body.html",
+                "body (2).txt",
+                "message (2).eml",
+                "report.pdf",
+                "report (2).pdf",
+                "Report.pdf",
+                "message-7 report.pdf",
+                "report.pdf (2)",
+            ]
+        );
+    }
+
+    #[test]
+    fn fixed_names_are_reserved_even_without_a_body() {
+        let structure = multipart("mixed", vec![named("text/html", "body.html")]);
+        let names: Vec<String> = message_layout(&structure, 1)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["message.eml", "body (2).html"]);
+    }
+
+    #[test]
+    fn fifty_attachments_with_the_same_name() {
+        let children = (0..50).map(|_| named("image/png", "image.png")).collect();
+        let entries = message_layout(&multipart("mixed", children), 1);
+        let names: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names.len(), 51);
+        assert!(names.contains("image.png"));
+        assert!(names.contains("image (50).png"));
+        assert_eq!(file(&entries, "image (50).png").section, Section(vec![50]));
+    }
+
+    #[test]
+    fn long_attachment_name_keeps_extension() {
+        let long = format!("{}.pdf", "x".repeat(1000));
+        let entries = message_layout(&named("application/pdf", &long), 1);
+        let name = &entries[1].name;
+        assert!(name.len() <= 200 && name.ends_with("xx.pdf"), "{name}");
+    }
+
+    #[test]
+    fn encapsulated_message_with_file_name_and_odd_encoding() {
+        let mut part = rfc822(Some("ignored"), text("plain", "utf-8"));
+        if let BodyPart::Message {
+            header, encoding, ..
+        } = &mut part
+        {
+            header.disposition = Some("attachment".into());
+            header.disposition_params = strings(&[("filename", "Forwarded.EML")]);
+            *encoding = TransferEncoding::Base64;
+        }
+        let entries = message_layout(&multipart("mixed", vec![part]), 1);
+        let nested = dir(&entries, "Forwarded");
+        let eml = file(nested, "message.eml");
+        assert_eq!(eml.content, Content::Decoded(TransferEncoding::Base64));
+        assert!(!eml.exact_size);
+        assert_eq!(eml.size_hint, (5000 - 128) / 4 * 3);
+    }
+
+    #[test]
+    fn eml_only_file_name_falls_back_to_section_name() {
+        let mut part = rfc822(Some("Subj"), text("plain", "utf-8"));
+        if let BodyPart::Message { header, .. } = &mut part {
+            header.params = strings(&[("name", ".eml")]);
+        }
+        let entries = message_layout(&multipart("mixed", vec![part]), 1);
+        assert_eq!(entries[1].name, "message-1 Subj");
+    }
+
+    #[test]
+    fn uppercase_media_types_and_charset_param() {
+        let mut part = leaf("TEXT/PLAIN", TransferEncoding::Base64, 10);
+        if let BodyPart::Leaf { header, .. } = &mut part {
+            header.params = strings(&[("CHARSET", "\"Windows-1252\"")]);
+        }
+        let entries = message_layout(&part, 1);
+        assert_eq!(
+            file(&entries, "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::Base64,
+                charset: Some("Windows-1252".into())
+            }
+        );
+    }
+
+    #[test]
+    fn empty_multipart_lists_only_message_eml() {
+        let entries = message_layout(&multipart("mixed", Vec::new()), 7);
+        assert_eq!(listing(&entries), ["message.eml@"]);
+    }
+
+    #[test]
+    fn very_deep_structure_is_cut_off_without_crashing() {
+        let mut part = text("plain", "utf-8");
+        for _ in 0..500 {
+            part = multipart("mixed", vec![part]);
+        }
+        let entries = message_layout(&part, 1);
+        assert_eq!(listing(&entries), ["message.eml@"]);
+
+        let mut message = text("plain", "utf-8");
+        for _ in 0..200 {
+            message = rfc822(None, message);
+        }
+        let entries = message_layout(&message, 1);
+        let mut depth = 0;
+        let mut current = &entries;
+        while let Some(EntryKind::Message { entries, .. }) = current.get(1).map(|e| &e.kind) {
+            depth += 1;
+            current = entries;
+        }
+        assert_eq!(depth, MAX_DEPTH + 1);
+    }
+
+    #[test]
+    fn size_hints() {
+        assert_eq!(decoded_size_hint(&TransferEncoding::Base64, 0), 0);
+        assert_eq!(decoded_size_hint(&TransferEncoding::Base64, 8), 6);
+        // 10 full lines of 76 characters + CRLF decode to 570 bytes.
+        assert_eq!(decoded_size_hint(&TransferEncoding::Base64, 780), 570);
+        assert_eq!(
+            decoded_size_hint(&TransferEncoding::QuotedPrintable, 99),
+            99
+        );
+        assert_eq!(decoded_size_hint(&TransferEncoding::SevenBit, 5), 5);
+    }
+}

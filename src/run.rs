@@ -1,0 +1,273 @@
+//! Putting it together: get the secret, log in, mount, detach, and unmount on a signal.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use crate::cli::{AuthMethod, DeleteMode, Options, Security};
+use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig};
+use crate::fuse::FuseAdapter;
+use crate::secret;
+use crate::store::imap::connection::ConnectConfig;
+use crate::store::imap::{Auth, ImapStore, Transport};
+use crate::store::StoreError;
+
+/// FUSE threads serving requests; the IMAP pool is separate (`--connections`).
+const FUSE_THREADS: usize = 8;
+
+/// Why imapfs could not start; each is printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("mountpoint {0}: {1}")]
+    Mountpoint(String, String),
+    #[error("{0}")]
+    Secret(String),
+    #[error("cannot log in as {user} at {server}: {error}")]
+    Login {
+        user: String,
+        server: String,
+        error: StoreError,
+    },
+    #[error("cannot mount at {0}: {1}")]
+    Mount(String, std::io::Error),
+    #[error("{0}")]
+    Daemon(String),
+}
+
+fn check_mountpoint(opts: &Options) -> Result<(), RunError> {
+    let shown = opts.mountpoint.display().to_string();
+    match std::fs::metadata(&opts.mountpoint) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(RunError::Mountpoint(shown, "not a directory".into())),
+        Err(e) => Err(RunError::Mountpoint(shown, e.to_string())),
+    }
+}
+
+/// Logs in once with the options' credentials; the store keeps them for reconnecting.
+fn connect(opts: &Options) -> Result<ImapStore, RunError> {
+    let (command, env_var, what) = match opts.auth {
+        AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => (
+            opts.oauth2_token_command.as_deref(),
+            "IMAPFS_OAUTH2_TOKEN",
+            "OAuth2 token",
+        ),
+        AuthMethod::Login | AuthMethod::Plain => (
+            opts.password_command.as_deref(),
+            "IMAPFS_PASSWORD",
+            "password",
+        ),
+    };
+    let prompt = format!("{what} for {}: ", opts.source);
+    let secret =
+        secret::obtain(command, env_var, &prompt).map_err(|e| RunError::Secret(e.to_string()))?;
+    if opts.insecure {
+        tracing::warn!("--insecure: the server's certificate and host name are NOT verified; anyone on the path can read your mail and password");
+    }
+    let config = ConnectConfig {
+        host: opts.source.host.clone(),
+        port: opts.source.port,
+        transport: match opts.source.security {
+            Security::Tls => Transport::Tls,
+            Security::StartTls => Transport::StartTls,
+        },
+        user: opts.source.user.clone(),
+        secret,
+        auth: match opts.auth {
+            AuthMethod::Login => Auth::Login,
+            AuthMethod::Plain => Auth::Plain,
+            AuthMethod::XOAuth2 => Auth::XOAuth2,
+            AuthMethod::OAuthBearer => Auth::OAuthBearer,
+        },
+        ca_file: opts.ca_file.clone(),
+        insecure: opts.insecure,
+        allow_plaintext: opts.allow_plaintext,
+        timeout: opts.timeout,
+    };
+    ImapStore::connect(config, opts.connections).map_err(|error| RunError::Login {
+        user: opts.source.user.clone(),
+        server: format!("{}:{}", opts.source.host, opts.source.port),
+        error,
+    })
+}
+
+fn fuse_config(opts: &Options) -> fuser::Config {
+    use fuser::MountOption as M;
+    let mut mount_options = vec![
+        M::FSName(format!("imapfs:{}", opts.source)),
+        M::Subtype("imapfs".into()),
+        M::NoSuid,
+        M::NoDev,
+        M::NoExec,
+        M::NoAtime,
+    ];
+    if opts.read_only {
+        mount_options.push(M::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = mount_options;
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(FUSE_THREADS);
+    config
+}
+
+/// `$XDG_STATE_HOME/imapfs/spool`, else `~/.local/state/imapfs/spool`.
+fn default_spool_dir() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("imapfs-{}", unsafe { libc::getuid() }))
+        });
+    state.join("imapfs").join("spool")
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread started later), so
+/// that one thread can wait for them with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local, zero-initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Mounts and serves until unmounted or signalled. `ready` is told once the mount is up.
+fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), RunError> {
+    let signals = block_signals();
+    let fs = Arc::new(Fs::new(
+        Arc::new(store),
+        FsConfig {
+            uid: opts.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+            gid: opts.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+            read_only: opts.read_only,
+            cache_bytes: opts.cache_size,
+            delete: match opts.delete {
+                DeleteMode::Trash => FsDelete::Trash,
+                DeleteMode::Expunge => FsDelete::Expunge,
+                DeleteMode::Off => FsDelete::Off,
+            },
+            spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
+        },
+    ));
+    let mountpoint = opts.mountpoint.display().to_string();
+    let mut session =
+        fuser::Session::new(FuseAdapter::new(fs), &opts.mountpoint, &fuse_config(opts))
+            .map_err(|e| RunError::Mount(mountpoint.clone(), e))?;
+    let mut unmounter = session.unmount_callable();
+    tracing::info!(mountpoint = %mountpoint, "mounted");
+    ready();
+
+    let (done_tx, done_rx) = mpsc::channel::<&'static str>();
+    let session_done = done_tx.clone();
+    let loop_thread = std::thread::spawn(move || {
+        let result = session.run();
+        let _ = session_done.send("unmounted");
+        result
+    });
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `signals` is a valid set; sigwait only writes the signal number.
+        if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
+            let _ = done_tx.send("signal");
+        }
+    });
+    let why = done_rx.recv().unwrap_or("unmounted");
+    if why == "signal" {
+        tracing::info!(mountpoint = %mountpoint, "signal received; unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!(error = %e, "unmount failed");
+        }
+    }
+    match loop_thread.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "FUSE session ended with an error");
+            Ok(())
+        }
+        Err(_) => Err(RunError::Daemon("the FUSE session thread panicked".into())),
+    }
+}
+
+/// Runs imapfs with parsed options. Without `--foreground` it forks after logging in; the
+/// parent returns once the child's mount is ready (or with the child's error).
+pub fn run(opts: Options) -> Result<(), RunError> {
+    check_mountpoint(&opts)?;
+    let store = connect(&opts)?;
+    if opts.foreground {
+        return serve(&opts, store, || {});
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two new descriptors into `fds`.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(RunError::Daemon(
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    // SAFETY: both descriptors were just created by pipe and are owned only here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (nothing above starts one), so fork is sound.
+    match unsafe { libc::fork() } {
+        -1 => Err(RunError::Daemon(
+            std::io::Error::last_os_error().to_string(),
+        )),
+        0 => {
+            drop(read_end);
+            let mut status = std::fs::File::from(write_end);
+            // SAFETY: setsid in the child, detaching from the terminal's session.
+            unsafe { libc::setsid() };
+            let result = serve(&opts, store, || {
+                let _ = status.write_all(b"ready\n");
+                detach_stdio();
+            });
+            if let Err(e) = &result {
+                let _ = writeln!(status, "{e}");
+            }
+            std::process::exit(if result.is_ok() { 0 } else { 1 });
+        }
+        _child => {
+            drop(write_end);
+            drop(store);
+            // One line: "ready", or the child's error. The child keeps its end open while
+            // it serves, so read only up to the first newline.
+            let mut answer = String::new();
+            let _ = std::io::BufReader::new(std::fs::File::from(read_end)).read_line(&mut answer);
+            if answer.starts_with("ready") {
+                Ok(())
+            } else if answer.trim().is_empty() {
+                Err(RunError::Daemon(
+                    "the background process ended before mounting".into(),
+                ))
+            } else {
+                Err(RunError::Daemon(answer.trim().to_string()))
+            }
+        }
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null once detached (logs go to --log-file).
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays open until after.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}

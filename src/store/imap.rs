@@ -1,0 +1,539 @@
+//! `MailStore` over IMAP: a small pool of connections, each with its selected mailbox.
+//!
+//! Every read uses UIDs, `EXAMINE` and `BODY.PEEK`, so nothing here can set `\Seen`.
+//! A connection that times out or breaks is dropped; reads are retried once on a fresh one.
+
+mod changes;
+pub mod connection;
+pub mod convert;
+pub mod errors;
+pub mod quote;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use self::connection::{connect, ConnectConfig, Connection, Counters, Selection};
+use self::errors::{connection_survives, from_imap};
+use crate::store::{
+    BodyPart, ByteRange, Capabilities, Flag, MailStore, MailboxInfo, MailboxListing, MailboxName,
+    Section, StoreError, StoreResult, StoreStats, Uid, UidValidity,
+};
+
+pub use self::connection::{Auth, Transport};
+
+/// How deep a BODYSTRUCTURE may nest before the rest is ignored.
+const MAX_NESTING: u32 = 32;
+
+/// Why a mailbox is being selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reading: EXAMINE, or reuse any selection of the mailbox.
+    Read,
+    /// Listing: always EXAMINE afresh, to see the current UIDVALIDITY and message count.
+    Relist,
+    /// Changing: SELECT (read-write).
+    Write,
+}
+
+/// Whether an operation may be repeated on a new connection after the old one broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads: repeating changes nothing.
+    Once,
+    /// Changes: the first attempt may have been applied, so never repeat it blindly.
+    Never,
+}
+
+struct Pool {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// A mail store backed by an IMAP server.
+pub struct ImapStore {
+    config: ConnectConfig,
+    counters: Arc<Counters>,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    max_connections: usize,
+    capabilities: Vec<String>,
+}
+
+/// A connection borrowed from the pool; it goes back on drop unless it was found broken.
+struct Borrowed<'a> {
+    store: &'a ImapStore,
+    conn: Option<Connection>,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        let mut pool = self.store.pool.lock();
+        match self.conn.take() {
+            Some(conn) => pool.idle.push(conn),
+            None => pool.open -= 1,
+        }
+        self.store.returned.notify_one();
+    }
+}
+
+impl ImapStore {
+    /// Connects and logs in once, so that a wrong password or an unreachable server is
+    /// reported before anything is mounted.
+    pub fn connect(config: ConnectConfig, max_connections: usize) -> StoreResult<ImapStore> {
+        let counters = Arc::new(Counters::default());
+        let first = connect(&config, &counters)?;
+        let capabilities = first.capabilities.clone();
+        tracing::info!(host = %config.host, user = %config.user, capabilities = ?capabilities, "logged in");
+        Ok(ImapStore {
+            config,
+            counters,
+            pool: Mutex::new(Pool {
+                idle: vec![first],
+                open: 1,
+            }),
+            returned: Condvar::new(),
+            max_connections: max_connections.max(1),
+            capabilities,
+        })
+    }
+
+    /// True if the server announced `cap` at login.
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(cap))
+    }
+
+    /// Takes an idle connection (preferring one with `mailbox` selected), opens a new one
+    /// while under the limit, or waits for one to come back until the deadline.
+    fn borrow(&self, mailbox: Option<&MailboxName>) -> StoreResult<Borrowed<'_>> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut pool = self.pool.lock();
+        loop {
+            if !pool.idle.is_empty() {
+                let pos = mailbox
+                    .and_then(|m| {
+                        pool.idle
+                            .iter()
+                            .position(|c| c.selection.mailbox().is_some_and(|(sel, _)| sel == m))
+                    })
+                    .unwrap_or(pool.idle.len() - 1);
+                let conn = pool.idle.swap_remove(pos);
+                return Ok(Borrowed {
+                    store: self,
+                    conn: Some(conn),
+                });
+            }
+            if pool.open < self.max_connections {
+                pool.open += 1;
+                drop(pool);
+                return match connect(&self.config, &self.counters) {
+                    Ok(conn) => Ok(Borrowed {
+                        store: self,
+                        conn: Some(conn),
+                    }),
+                    Err(e) => {
+                        self.pool.lock().open -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            if self.returned.wait_until(&mut pool, deadline).timed_out() {
+                return Err(StoreError::Timeout(
+                    "every IMAP connection stayed busy".into(),
+                ));
+            }
+        }
+    }
+
+    /// Runs `op` on a pooled connection. A connection left in an unknown state is dropped;
+    /// a broken connection is replaced and `op` retried once, which is safe for the
+    /// read-only operations this is used for.
+    fn with_connection<T>(
+        &self,
+        mailbox: Option<&MailboxName>,
+        retry: Retry,
+        op: impl Fn(&mut Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut borrowed = self.borrow(mailbox)?;
+            let conn = borrowed.conn.as_mut().expect("borrowed connection present");
+            let result = op(conn);
+            // Unsolicited responses are not used yet; do not let them pile up.
+            conn.session.take_all_unsolicited().for_each(drop);
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if !connection_survives(&e) {
+                        borrowed.conn = None;
+                    }
+                    if attempt == 1
+                        && retry == Retry::Once
+                        && matches!(e, StoreError::Connection(_))
+                    {
+                        tracing::warn!(error = %e, "IMAP connection broke; retrying once on a new one");
+                        drop(borrowed);
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Marks idle connections that have `mailbox` selected as having nothing selected, so
+    /// the next use selects again (after a RENAME or DELETE of that mailbox).
+    fn forget_selection(&self, mailbox: &MailboxName) {
+        for conn in self.pool.lock().idle.iter_mut() {
+            if conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox) {
+                conn.selection = Selection::None;
+            }
+        }
+    }
+
+    fn caps(&self) -> Capabilities {
+        Capabilities {
+            move_command: self.has_capability("MOVE"),
+            uidplus: self.has_capability("UIDPLUS"),
+        }
+    }
+
+    fn count(&self, n: u64) {
+        self.counters.commands.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
+    /// changes) unless it already is; checks UIDVALIDITY if one is expected. Returns the
+    /// UIDVALIDITY and, when the mailbox was (re)selected, the message count.
+    fn select(
+        &self,
+        conn: &mut Connection,
+        mailbox: &MailboxName,
+        expected: Option<UidValidity>,
+        mode: Mode,
+    ) -> StoreResult<(UidValidity, Option<u32>)> {
+        let reusable = match (&conn.selection, mode) {
+            (Selection::Select(m, v), _) | (Selection::Examine(m, v), Mode::Read)
+                if m == mailbox =>
+            {
+                Some(*v)
+            }
+            _ => None,
+        };
+        if let (Some(current), Some(expected), false) = (reusable, expected, mode == Mode::Relist) {
+            return check_validity(mailbox, expected, current).map(|v| (v, None));
+        }
+        let wire = quote::mailbox_arg(mailbox)?;
+        conn.selection = Selection::None;
+        self.count(1);
+        let result = match mode {
+            Mode::Read | Mode::Relist => conn.session.examine(wire),
+            Mode::Write => conn.session.select(wire),
+        };
+        let info = result.map_err(|e| match from_imap(e) {
+            StoreError::Refused(_) => StoreError::NoSuchMailbox(mailbox.clone()),
+            other => other,
+        })?;
+        let validity = UidValidity(
+            info.uid_validity
+                .ok_or_else(|| StoreError::Protocol(format!("no UIDVALIDITY for {mailbox}")))?,
+        );
+        conn.selection = match mode {
+            Mode::Read | Mode::Relist => Selection::Examine(mailbox.clone(), validity),
+            Mode::Write => Selection::Select(mailbox.clone(), validity),
+        };
+        match expected {
+            Some(expected) => {
+                check_validity(mailbox, expected, validity).map(|v| (v, Some(info.exists)))
+            }
+            None => Ok((validity, Some(info.exists))),
+        }
+    }
+
+    /// Sends one `UID FETCH` and returns the responses for the UIDs asked for.
+    fn uid_fetch(
+        &self,
+        conn: &mut Connection,
+        set: &str,
+        query: &str,
+    ) -> StoreResult<imap::types::Fetches> {
+        self.count(1);
+        conn.session.uid_fetch(set, query).map_err(from_imap)
+    }
+}
+
+fn check_validity(
+    mailbox: &MailboxName,
+    expected: UidValidity,
+    actual: UidValidity,
+) -> StoreResult<UidValidity> {
+    if expected == actual {
+        Ok(actual)
+    } else {
+        Err(StoreError::UidValidityChanged {
+            mailbox: mailbox.clone(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// A UID set such as `3:5,9` ([RFC 3501 §9](https://www.rfc-editor.org/rfc/rfc3501#section-9), `sequence-set`).
+pub fn uid_set(uids: &[Uid]) -> String {
+    let mut sorted: Vec<u32> = uids.iter().map(|u| u.0).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+impl MailStore for ImapStore {
+    fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
+        self.with_connection(None, Retry::Once, |conn| {
+            self.count(1);
+            let names = conn.session.list(Some(""), Some("*")).map_err(from_imap)?;
+            Ok(names
+                .iter()
+                .map(|n| {
+                    use imap_proto::types::NameAttribute as A;
+                    let attrs = n.attributes();
+                    let selectable = !attrs
+                        .iter()
+                        .any(|a| matches!(a, A::NoSelect) || is_extension(a, "\\NonExistent"));
+                    let special_use = attrs.iter().find_map(special_use);
+                    MailboxInfo {
+                        name: MailboxName(n.name().to_string()),
+                        delimiter: n.delimiter().and_then(|d| d.chars().next()),
+                        selectable,
+                        special_use,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn list_messages(&self, mailbox: &MailboxName) -> StoreResult<MailboxListing> {
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let (validity, exists) = self.select(conn, mailbox, None, Mode::Relist)?;
+            if exists == Some(0) {
+                return Ok(MailboxListing {
+                    uid_validity: validity,
+                    messages: Vec::new(),
+                });
+            }
+            let fetches = self.uid_fetch(
+                conn,
+                "1:*",
+                "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+            )?;
+            let mut messages = Vec::with_capacity(fetches.len());
+            for fetch in fetches.iter() {
+                match convert::message_meta(fetch) {
+                    Some(meta) => messages.push(meta),
+                    None if fetch.uid.is_none() => {} // an unsolicited flag update
+                    None => tracing::warn!(mailbox = %mailbox, uid = ?fetch.uid, "server left out UID, size or date; message skipped"),
+                }
+            }
+            messages.sort_by_key(|m| m.uid);
+            messages.dedup_by_key(|m| m.uid);
+            Ok(MailboxListing {
+                uid_validity: validity,
+                messages,
+            })
+        })
+    }
+
+    fn body_structure(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<BodyPart> {
+        self.body_structures(mailbox, validity, &[uid])?
+            .pop()
+            .map(|(_, part)| part)
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox.clone(),
+                uid,
+            })
+    }
+
+    fn body_structures(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uids: &[Uid],
+    ) -> StoreResult<Vec<(Uid, BodyPart)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            let fetches = self.uid_fetch(conn, &set, "(UID BODYSTRUCTURE)")?;
+            Ok(fetches
+                .iter()
+                .filter_map(|f| {
+                    let uid = Uid(f.uid?);
+                    if !uids.contains(&uid) {
+                        return None;
+                    }
+                    let bs = f.bodystructure()?;
+                    Some((uid, convert::body_part(bs, MAX_NESTING)))
+                })
+                .collect())
+        })
+    }
+
+    fn fetch_section(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        section: &Section,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<u8>> {
+        let partial = range.map_or(String::new(), |r| format!("<{}.{}>", r.offset, r.len));
+        let query = format!("(UID BODY.PEEK[{section}]{partial})");
+        let path = (!section.is_whole())
+            .then(|| imap_proto::types::SectionPath::Part(section.0.clone(), None));
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            let fetches = self.uid_fetch(conn, &uid.to_string(), &query)?;
+            let fetch = fetches
+                .iter()
+                .find(|f| f.uid == Some(uid.0))
+                .ok_or_else(|| StoreError::NoSuchMessage {
+                    mailbox: mailbox.clone(),
+                    uid,
+                })?;
+            let data = match &path {
+                None => fetch.body(),
+                Some(p) => fetch.section(p),
+            };
+            Ok(data.map(<[u8]>::to_vec).unwrap_or_default())
+        })
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps()
+    }
+
+    fn create_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+        self.create(mailbox)
+    }
+
+    fn delete_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+        self.delete(mailbox)
+    }
+
+    fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
+        self.rename(from, to)
+    }
+
+    fn set_flags(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        flags: &[Flag],
+    ) -> StoreResult<()> {
+        self.store_flags(mailbox, validity, uid, flags)
+    }
+
+    fn move_message(
+        &self,
+        from: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxName,
+    ) -> StoreResult<Option<Uid>> {
+        self.move_one(from, validity, uid, to)
+    }
+
+    fn expunge_message(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<()> {
+        self.expunge_one(mailbox, validity, uid)
+    }
+
+    fn append(
+        &self,
+        mailbox: &MailboxName,
+        message: &[u8],
+        flags: &[Flag],
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        self.append_one(mailbox, message, flags)
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            commands: self.counters.commands.load(Ordering::Relaxed),
+            bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn is_extension(a: &imap_proto::types::NameAttribute<'_>, name: &str) -> bool {
+    matches!(a, imap_proto::types::NameAttribute::Extension(e) if e.eq_ignore_ascii_case(name))
+}
+
+/// The RFC 6154 special use of a mailbox, lower-cased without the backslash.
+fn special_use(a: &imap_proto::types::NameAttribute<'_>) -> Option<String> {
+    use imap_proto::types::NameAttribute as A;
+    Some(
+        match a {
+            A::All => "all",
+            A::Archive => "archive",
+            A::Drafts => "drafts",
+            A::Flagged => "flagged",
+            A::Junk => "junk",
+            A::Sent => "sent",
+            A::Trash => "trash",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_compress_runs() {
+        let uids = [Uid(9), Uid(3), Uid(4), Uid(5), Uid(11), Uid(4)];
+        assert_eq!(uid_set(&uids), "3:5,9,11");
+        assert_eq!(uid_set(&[Uid(1)]), "1");
+        assert_eq!(uid_set(&[]), "");
+    }
+}

@@ -1,0 +1,395 @@
+//! One IMAP connection: TCP with deadlines, TLS or STARTTLS, login, capabilities, and the
+//! mailbox currently selected on it.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::store::{MailboxName, StoreError, StoreResult, UidValidity};
+
+use super::errors::from_imap;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Implicit TLS from the first byte (`imaps://`, port 993).
+    Tls,
+    /// Plain TCP upgraded with STARTTLS ([RFC 3501 §6.2.1](https://www.rfc-editor.org/rfc/rfc3501#section-6.2.1)).
+    StartTls,
+}
+
+/// How to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `LOGIN user password`.
+    Login,
+    /// `AUTHENTICATE PLAIN` ([RFC 4616](https://www.rfc-editor.org/rfc/rfc4616)).
+    Plain,
+    /// `AUTHENTICATE XOAUTH2` with a bearer token as the secret.
+    XOAuth2,
+    /// `AUTHENTICATE OAUTHBEARER` ([RFC 7628](https://www.rfc-editor.org/rfc/rfc7628)).
+    OAuthBearer,
+}
+
+/// Everything needed to open a connection.
+pub struct ConnectConfig {
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+    pub user: String,
+    pub secret: Secret,
+    pub auth: Auth,
+    /// Extra trusted CA certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate and host name verification (explicit, loudly logged).
+    pub insecure: bool,
+    /// Allow `imap://` to continue in plaintext when STARTTLS is unavailable.
+    pub allow_plaintext: bool,
+    /// Deadline for connecting and for every read or write.
+    pub timeout: Duration,
+}
+
+/// Byte counters shared by every connection of a store.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+/// A TCP stream that counts the bytes it moves (on the wire, so after TLS).
+pub struct CountingTcp {
+    inner: TcpStream,
+    counters: Arc<Counters>,
+}
+
+impl Read for CountingTcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters
+            .bytes_received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Write for CountingTcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counters
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The byte stream under the IMAP session: TLS, or plaintext only when explicitly allowed.
+pub enum ImapStream {
+    Tls(Box<native_tls::TlsStream<CountingTcp>>),
+    Plain(CountingTcp),
+}
+
+impl Read for ImapStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ImapStream::Tls(s) => s.read(buf),
+            ImapStream::Plain(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ImapStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ImapStream::Tls(s) => s.write(buf),
+            ImapStream::Plain(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ImapStream::Tls(s) => s.flush(),
+            ImapStream::Plain(s) => s.flush(),
+        }
+    }
+}
+
+/// What is selected on a connection. Read paths use EXAMINE so nothing can set `\Seen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    None,
+    Examine(MailboxName, UidValidity),
+    Select(MailboxName, UidValidity),
+}
+
+impl Selection {
+    /// The mailbox selected, in either mode.
+    pub fn mailbox(&self) -> Option<(&MailboxName, UidValidity)> {
+        match self {
+            Selection::None => None,
+            Selection::Examine(m, v) | Selection::Select(m, v) => Some((m, *v)),
+        }
+    }
+}
+
+/// A logged-in IMAP session and what we know about it.
+pub struct Connection {
+    pub session: imap::Session<ImapStream>,
+    pub selection: Selection,
+    pub capabilities: Vec<String>,
+}
+
+impl Connection {
+    /// True if the server announced `cap` (case-insensitive).
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(cap))
+    }
+}
+
+fn connect_tcp(config: &ConnectConfig) -> StoreResult<TcpStream> {
+    let addrs: Vec<SocketAddr> = (config.host.as_str(), config.port)
+        .to_socket_addrs()
+        .map_err(|e| StoreError::Connection(format!("cannot resolve {}: {e}", config.host)))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, config.timeout) {
+            Ok(tcp) => {
+                let io = |e: io::Error| StoreError::Connection(e.to_string());
+                tcp.set_read_timeout(Some(config.timeout)).map_err(io)?;
+                tcp.set_write_timeout(Some(config.timeout)).map_err(io)?;
+                tcp.set_nodelay(true).map_err(io)?;
+                return Ok(tcp);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) if e.kind() == io::ErrorKind::TimedOut => {
+            StoreError::Timeout(format!("connecting to {addr}"))
+        }
+        Some((addr, e)) => StoreError::Connection(format!("cannot connect to {addr}: {e}")),
+        None => StoreError::Connection(format!("{} has no address", config.host)),
+    })
+}
+
+fn tls_connector(config: &ConnectConfig) -> StoreResult<native_tls::TlsConnector> {
+    let mut builder = native_tls::TlsConnector::builder();
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            StoreError::Invalid(format!("cannot read CA file {}: {e}", path.display()))
+        })?;
+        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+            StoreError::Invalid(format!(
+                "CA file {} is not a PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        builder.add_root_certificate(cert);
+    }
+    if config.insecure {
+        builder.danger_accept_invalid_certs(true);
+        builder.danger_accept_invalid_hostnames(true);
+    }
+    builder
+        .build()
+        .map_err(|e| StoreError::Connection(format!("TLS setup failed: {e}")))
+}
+
+fn handshake(
+    config: &ConnectConfig,
+    tcp: CountingTcp,
+) -> StoreResult<native_tls::TlsStream<CountingTcp>> {
+    let connector = tls_connector(config)?;
+    connector.connect(&config.host, tcp).map_err(|e| match e {
+        native_tls::HandshakeError::Failure(e) => {
+            StoreError::Connection(format!("TLS handshake with {} failed: {e}", config.host))
+        }
+        native_tls::HandshakeError::WouldBlock(_) => {
+            StoreError::Timeout(format!("TLS handshake with {}", config.host))
+        }
+    })
+}
+
+/// Reads one CRLF line of a pre-TLS exchange, bounded so a hostile server cannot grow it.
+fn read_plain_line(reader: &mut BufReader<&mut CountingTcp>) -> StoreResult<String> {
+    let mut line = Vec::new();
+    let n = reader
+        .by_ref()
+        .take(8192)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| StoreError::Connection(e.to_string()))?;
+    if n == 0 {
+        return Err(StoreError::Connection(
+            "server closed the connection".into(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+/// Upgrades a plain connection with STARTTLS; `Ok(None)` when the server refuses it.
+fn starttls(tcp: &mut CountingTcp) -> StoreResult<bool> {
+    // The greeting and our one command are read without buffering past the tagged reply,
+    // since the TLS handshake must start at the very next byte.
+    let mut reader = BufReader::with_capacity(1, tcp);
+    let greeting = read_plain_line(&mut reader)?;
+    if !greeting.starts_with("* OK") {
+        return Err(StoreError::Connection(format!(
+            "unexpected greeting: {}",
+            greeting.chars().take(100).collect::<String>()
+        )));
+    }
+    reader
+        .get_mut()
+        .write_all(b"s0 STARTTLS\r\n")
+        .map_err(|e| StoreError::Connection(e.to_string()))?;
+    loop {
+        let line = read_plain_line(&mut reader)?;
+        if let Some(rest) = line.strip_prefix("s0 ") {
+            return Ok(rest.starts_with("OK"));
+        }
+    }
+}
+
+struct PlainAuth<'a> {
+    user: &'a str,
+    secret: &'a str,
+    auth: Auth,
+    host: &'a str,
+    port: u16,
+}
+
+impl imap::Authenticator for PlainAuth<'_> {
+    type Response = Vec<u8>;
+    fn process(&self, _challenge: &[u8]) -> Vec<u8> {
+        match self.auth {
+            Auth::Login | Auth::Plain => format!("\0{}\0{}", self.user, self.secret).into_bytes(),
+            Auth::XOAuth2 => {
+                format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.secret).into_bytes()
+            }
+            Auth::OAuthBearer => format!(
+                "n,a={},\x01host={}\x01port={}\x01auth=Bearer {}\x01\x01",
+                self.user, self.host, self.port, self.secret
+            )
+            .into_bytes(),
+        }
+    }
+}
+
+/// Opens, protects and authenticates a new connection, then learns the capabilities.
+pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<Connection> {
+    let tcp = connect_tcp(config)?;
+    let mut tcp = CountingTcp {
+        inner: tcp,
+        counters: Arc::clone(counters),
+    };
+    let (stream, greeting_pending) = match config.transport {
+        Transport::Tls => (ImapStream::Tls(Box::new(handshake(config, tcp)?)), true),
+        Transport::StartTls => {
+            if starttls(&mut tcp)? {
+                (ImapStream::Tls(Box::new(handshake(config, tcp)?)), false)
+            } else if config.allow_plaintext {
+                tracing::warn!(host = %config.host, "server refused STARTTLS; continuing in PLAINTEXT as --allow-plaintext asks");
+                (ImapStream::Plain(tcp), false)
+            } else {
+                return Err(StoreError::Unsupported(format!(
+                    "{} does not offer STARTTLS; refusing to send the password in plaintext (use imaps:// or --allow-plaintext)",
+                    config.host
+                )));
+            }
+        }
+    };
+    let mut client = imap::Client::new(stream);
+    if greeting_pending {
+        client.read_greeting().map_err(from_imap)?;
+    }
+    let secret = config.secret.expose();
+    let mut session = match config.auth {
+        Auth::Login => client
+            .login(&config.user, secret)
+            .map_err(|(e, _)| login_error(e, config))?,
+        method => {
+            let name = match method {
+                Auth::Plain | Auth::Login => "PLAIN",
+                Auth::XOAuth2 => "XOAUTH2",
+                Auth::OAuthBearer => "OAUTHBEARER",
+            };
+            let authenticator = PlainAuth {
+                user: &config.user,
+                secret,
+                auth: method,
+                host: &config.host,
+                port: config.port,
+            };
+            client
+                .authenticate(name, &authenticator)
+                .map_err(|(e, _)| login_error(e, config))?
+        }
+    };
+    counters.commands.fetch_add(2, Ordering::Relaxed);
+    let capabilities = session
+        .capabilities()
+        .map_err(from_imap)?
+        .iter()
+        .map(capability_name)
+        .collect();
+    Ok(Connection {
+        session,
+        selection: Selection::None,
+        capabilities,
+    })
+}
+
+/// The name of a capability as the server spelled it (`MOVE`, `AUTH=PLAIN`).
+fn capability_name(cap: &imap_proto::types::Capability<'_>) -> String {
+    use imap_proto::types::Capability;
+    match cap {
+        Capability::Imap4rev1 => "IMAP4rev1".into(),
+        Capability::Auth(mech) => format!("AUTH={mech}"),
+        Capability::Atom(atom) => atom.to_string(),
+    }
+}
+
+fn login_error(e: imap::Error, config: &ConnectConfig) -> StoreError {
+    match e {
+        imap::Error::No(no) => StoreError::Refused(format!(
+            "login as {} at {} refused: {}",
+            config.user, config.host, no.information
+        )),
+        other => from_imap(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_are_extracted() {
+        use imap_proto::types::Capability;
+        assert_eq!(capability_name(&Capability::Atom("MOVE".into())), "MOVE");
+        assert_eq!(
+            capability_name(&Capability::Auth("PLAIN".into())),
+            "AUTH=PLAIN"
+        );
+        assert_eq!(capability_name(&Capability::Imap4rev1), "IMAP4rev1");
+    }
+
+    #[test]
+    fn selection_reports_its_mailbox() {
+        let s = Selection::Examine(MailboxName("INBOX".into()), UidValidity(7));
+        assert_eq!(
+            s.mailbox(),
+            Some((&MailboxName("INBOX".into()), UidValidity(7)))
+        );
+        assert_eq!(Selection::None.mailbox(), None);
+    }
+}

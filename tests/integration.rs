@@ -1,0 +1,12 @@
+//! Tests against a real Dovecot through a real FUSE mount of the `imapfs` binary.
+//!
+//! Every test starts its own server (clean state) and its own mount, and checks the server's
+//! state afterwards with an independent IMAP client.
+
+mod integration {
+    pub mod support;
+
+    mod errors;
+    mod read_path;
+    mod write_path;
+}

@@ -1,0 +1,253 @@
+//! The read side through a real mount: bytes, names, sizes, flags untouched, and how much is
+//! asked of the server.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::support::*;
+
+/// Finds a file named `name` anywhere under `dir`.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn all_flags(client: &mut Session) -> Vec<(String, std::collections::BTreeMap<u32, Vec<String>>)> {
+    let mut out = Vec::new();
+    for name in server_mailboxes(client) {
+        if client.examine(&name).is_ok() {
+            out.push((name.clone(), server_flags(client, &name)));
+        }
+    }
+    out
+}
+
+#[test]
+fn samples_read_back_exactly_and_nothing_becomes_seen() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let before = all_flags(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+
+    for sample in fixture::sample_messages() {
+        let dir = mount.message_dir(&sample.mailbox, &sample.subject.replace('/', "_"));
+        let eml = fs::read(dir.join("message.eml")).unwrap();
+        assert!(
+            eml == sample.raw,
+            "{}: message.eml differs from what was appended",
+            sample.name
+        );
+        if let Some(text) = &sample.body_text {
+            let body = fs::read_to_string(dir.join("body.txt")).unwrap();
+            assert_eq!(&body, text, "{}: body.txt", sample.name);
+        }
+        for (name, bytes) in &sample.attachments {
+            let path = find_file(&dir, name).unwrap_or_else(|| {
+                panic!("{}: no file {name:?} under {}", sample.name, dir.display())
+            });
+            let got = fs::read(&path).unwrap();
+            assert!(
+                &got == bytes,
+                "{}: {name} differs ({} vs {} bytes)",
+                sample.name,
+                got.len(),
+                bytes.len()
+            );
+        }
+        // Whatever size stat shows, now that the file was read it must be the exact size.
+        let mut files = Vec::new();
+        all_files(&dir, &mut files);
+        for file in files {
+            let data = fs::read(&file).unwrap();
+            assert_eq!(
+                fs::metadata(&file).unwrap().len(),
+                data.len() as u64,
+                "{}",
+                file.display()
+            );
+        }
+    }
+    let after = all_flags(&mut client);
+    assert_eq!(
+        before, after,
+        "reading through the mount changed flags on the server"
+    );
+}
+
+#[test]
+fn every_message_eml_equals_the_servers_copy() {
+    let dovecot = dovecot_with_samples();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 60, 7, 20_000).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    let server = server_mailbox(&mut client, "INBOX");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let mut seen = 0;
+    for entry in fs::read_dir(mount.join("INBOX")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let uid: u32 = name.split(' ').next().unwrap().parse().unwrap();
+        let eml = fs::read(path.join("message.eml")).unwrap();
+        assert!(
+            eml == server[&uid].1,
+            "UID {uid}: message.eml differs from BODY[]"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, server.len());
+}
+
+#[test]
+fn mailbox_names_round_trip() {
+    let dovecot = dovecot_with_samples();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let mut root: Vec<String> = fs::read_dir(&mount.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    root.sort();
+    for expected in ["Archive", "INBOX", "Reçus", "Trash", "Проекты"] {
+        assert!(
+            root.contains(&expected.to_string()),
+            "{expected} missing from {root:?}"
+        );
+    }
+    for path in fixture::sample_mailboxes() {
+        assert!(mount.join(&path).is_dir(), "{path} is not a directory");
+    }
+    // A mailbox created by another client with a non-ASCII name shows decoded.
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Été/Straße").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(mount.join("Été/Straße").is_dir());
+}
+
+#[test]
+fn listing_a_mailbox_costs_the_same_few_commands_at_any_size() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "Small", 10, 3, 2_000).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 1000, 3, 2_000).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").via_proxy(&proxy).mount();
+    let mut costs = Vec::new();
+    for (mailbox, count) in [("Small", 10), ("INBOX", 1000)] {
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        proxy.reset_counters();
+        let out = sh(&format!(
+            "ls -l '{}' | tail -n +2 | wc -l",
+            mount.join(mailbox).display()
+        ));
+        assert!(out.status.success());
+        let lines: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(lines, count, "ls -l {mailbox}");
+        costs.push((proxy.commands(), proxy.command_log()));
+    }
+    let (small, big) = (&costs[0], &costs[1]);
+    assert!(
+        big.0 <= 4,
+        "listing 1000 messages sent {} commands: {:?}",
+        big.0,
+        big.1
+    );
+    assert!(
+        big.0 <= small.0 + 1,
+        "cost grew with size: {small:?} vs {big:?}"
+    );
+    assert!(big
+        .1
+        .iter()
+        .all(|c| !c.contains("BODY[]") && !c.contains("BODY.PEEK[]")));
+}
+
+#[test]
+fn reading_body_txt_beside_a_10_mb_attachment_moves_little() {
+    let dovecot = dovecot_with_samples();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").via_proxy(&proxy).mount();
+    let large = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.raw.len() > 10_000_000)
+        .expect("a large sample");
+    let dir = mount.message_dir(&large.mailbox, &large.subject);
+    proxy.reset_counters();
+    let body = fs::read_to_string(dir.join("body.txt")).unwrap();
+    assert_eq!(Some(body), large.body_text);
+    let bytes = proxy.bytes_from_server();
+    assert!(
+        bytes < 1_000_000,
+        "read body.txt moved {bytes} bytes: {:?}\n{}",
+        proxy.command_log(),
+        mount.log()
+    );
+}
+
+#[test]
+fn ls_l_of_every_message_downloads_no_bodies() {
+    let dovecot = dovecot_with_samples();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").via_proxy(&proxy).mount();
+    proxy.reset_counters();
+    let out = sh(&format!("ls -lR '{}' > /dev/null", mount.path.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = proxy.bytes_from_server();
+    assert!(bytes < 200_000, "ls -lR moved {bytes} bytes");
+    assert!(
+        proxy
+            .command_log()
+            .iter()
+            .all(|c| !c.contains("BODY.PEEK[") || c.contains("HEADER.FIELDS")),
+        "{:?}",
+        proxy.command_log()
+    );
+}
+
+#[test]
+fn parallel_reads_and_listings_do_not_wait_for_a_slow_download() {
+    let dovecot = dovecot_with_samples();
+    fixture::fill_bulk(&dovecot, "alice", "Bulk", 50, 11, 5_000).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").via_proxy(&proxy).mount();
+    let large = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.raw.len() > 10_000_000)
+        .unwrap();
+    let dir = mount.message_dir(&large.mailbox, &large.subject);
+    // Slow the link to ~2 MB/s: the 14 MB message.eml takes several seconds.
+    proxy.set_trickle(Some(2_000_000));
+    let eml = dir.join("message.eml");
+    let reader = std::thread::spawn(move || fs::read(eml).unwrap().len());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let n = fs::read_dir(mount.join("Bulk")).unwrap().count();
+    let download_still_running = !reader.is_finished();
+    let read_len = reader.join().unwrap();
+    assert_eq!(n, 50);
+    assert_eq!(read_len, large.raw.len());
+    assert!(
+        download_still_running,
+        "the listing had to wait for the download to finish"
+    );
+}

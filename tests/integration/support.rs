@@ -1,0 +1,286 @@
+//! Shared test machinery: start the `imapfs` binary on a fresh Dovecot, wait for the mount,
+//! tear everything down (also when a test fails or hangs), and look at the server directly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use fixture::proxy::{Proxy, ProxyOptions};
+pub use fixture::{Dovecot, DovecotOptions};
+
+/// Longest a single test's mount may live before the watchdog kills imapfs, so that a hang
+/// becomes a failure instead of a stuck suite.
+const WATCHDOG: Duration = Duration::from_secs(240);
+
+/// The imapfs binary cargo built for these tests.
+pub fn imapfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imapfs")
+}
+
+/// A Dovecot with the sample corpus appended (one APPEND each, in order).
+pub fn dovecot_with_samples() -> Dovecot {
+    let dovecot = Dovecot::start(DovecotOptions::default()).expect("start dovecot");
+    let mut session = dovecot.client("alice").expect("login");
+    fixture::append_samples(&mut session, &fixture::sample_messages()).expect("append samples");
+    let _ = session.logout();
+    dovecot
+}
+
+/// True if `path` is a mount point in this mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let wanted = path.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// A running `imapfs -f` and its mount point; unmounts and stops it on drop.
+pub struct Mount {
+    pub path: PathBuf,
+    /// Where new files wait for APPEND (and stay if it fails).
+    #[allow(dead_code)] // used by the write-path tests
+    pub spool: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+    done: Arc<AtomicBool>,
+}
+
+/// How to start a mount.
+pub struct MountSpec<'a> {
+    pub source: String,
+    pub password: String,
+    pub ca_file: Option<PathBuf>,
+    pub args: Vec<&'a str>,
+}
+
+impl<'a> MountSpec<'a> {
+    /// Mount `user`'s account of `dovecot` over implicit TLS.
+    pub fn new(dovecot: &Dovecot, user: &str) -> MountSpec<'a> {
+        MountSpec {
+            source: dovecot.source(user),
+            password: dovecot.password(user).to_string(),
+            ca_file: Some(dovecot.ca_file().to_path_buf()),
+            args: Vec::new(),
+        }
+    }
+
+    /// The same account through `proxy` (which must forward to the IMAPS port).
+    pub fn via_proxy(mut self, proxy: &Proxy) -> Self {
+        let user = self
+            .source
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        self.source = format!("imaps://{user}@127.0.0.1:{}", proxy.port());
+        self
+    }
+
+    /// Extra command-line arguments.
+    pub fn args(mut self, args: &[&'a str]) -> Self {
+        self.args.extend_from_slice(args);
+        self
+    }
+
+    /// Starts imapfs in the foreground and waits until the mount is up.
+    pub fn mount(self) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("imapfs-t")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("mnt");
+        let spool = dir.path().join("spool");
+        let log = dir.path().join("imapfs.log");
+        std::fs::create_dir(&path).unwrap();
+        let mut cmd = Command::new(imapfs_bin());
+        cmd.arg("-f")
+            .arg("--spool-dir")
+            .arg(&spool)
+            .arg("--log-file")
+            .arg(&log)
+            .env("IMAPFS_PASSWORD", &self.password)
+            .env("IMAPFS_LOG", "imapfs=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(ca) = &self.ca_file {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.args(&self.args).arg(&self.source).arg(&path);
+        let mut child = cmd.spawn().expect("spawn imapfs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&path) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                use std::io::Read;
+                child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                panic!("imapfs exited with {status} before mounting: {err}");
+            }
+            assert!(Instant::now() < deadline, "mount did not appear in 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let watched = Arc::clone(&done);
+        let pid = child.id() as i32;
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < WATCHDOG {
+                if watched.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            eprintln!("watchdog: imapfs (pid {pid}) ran past {WATCHDOG:?}; killing it");
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        Mount {
+            path,
+            spool,
+            log,
+            _dir: dir,
+            child,
+            done,
+        }
+    }
+}
+
+impl Mount {
+    /// `path` inside the mount.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// The imapfs log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for imapfs to exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The directory of the message whose name ends with `subject` in `mailbox_dir`.
+    pub fn message_dir(&self, mailbox_dir: &str, subject: &str) -> PathBuf {
+        let dir = self.join(mailbox_dir);
+        let wanted = if subject.is_empty() {
+            "(no subject)"
+        } else {
+            subject
+        };
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                name.split_once(' ').map(|(_, s)| s) == Some(wanted)
+            })
+            .unwrap_or_else(|| panic!("no message {wanted:?} in {}", dir.display()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if is_mounted(&self.path) {
+            let c = std::ffi::CString::new(self.path.to_string_lossy().as_bytes()).unwrap();
+            // SAFETY: umount2 with a valid C string; lazy so a busy mount still goes.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs imapfs to completion (for start-up errors), with a deadline.
+pub fn run_imapfs(args: &[&str], password: Option<&str>) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30")
+        .arg(imapfs_bin())
+        .args(args)
+        .stdin(Stdio::null());
+    cmd.env_remove("IMAPFS_PASSWORD");
+    if let Some(p) = password {
+        cmd.env("IMAPFS_PASSWORD", p);
+    }
+    cmd.output().expect("run imapfs")
+}
+
+/// Runs a shell command with a deadline; returns its output.
+pub fn sh(script: &str) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh")
+}
+
+/// An independent IMAP session as `user`.
+pub type Session = fixture::TlsSession;
+
+/// The independent view of one mailbox: UID -> (flags, exact bytes).
+pub fn server_mailbox(
+    session: &mut Session,
+    wire_mailbox: &str,
+) -> BTreeMap<u32, (Vec<String>, Vec<u8>)> {
+    session.examine(wire_mailbox).expect("examine");
+    let mut out = BTreeMap::new();
+    let fetches = session
+        .uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])")
+        .expect("fetch");
+    for f in fetches.iter() {
+        let flags = f
+            .flags()
+            .iter()
+            .map(|fl| fl.to_string())
+            .filter(|fl| fl != "\\Recent")
+            .collect();
+        out.insert(
+            f.uid.unwrap(),
+            (flags, f.body().unwrap_or_default().to_vec()),
+        );
+    }
+    out
+}
+
+/// Flags of every message in `wire_mailbox`, without `\Recent`.
+pub fn server_flags(session: &mut Session, wire_mailbox: &str) -> BTreeMap<u32, Vec<String>> {
+    server_mailbox(session, wire_mailbox)
+        .into_iter()
+        .map(|(uid, (flags, _))| (uid, flags))
+        .collect()
+}
+
+/// Wire names of every mailbox.
+pub fn server_mailboxes(session: &mut Session) -> Vec<String> {
+    let mut names: Vec<String> = session
+        .list(Some(""), Some("*"))
+        .expect("list")
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
+    names.sort();
+    names
+}

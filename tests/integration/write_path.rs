@@ -1,0 +1,1 @@
+//! Changing mail through the mount (issue 3).
