@@ -661,6 +661,19 @@ impl Fs {
             .collect())
     }
 
+    /// Like `readdir`, with each entry's attributes (READDIRPLUS saves a lookup per entry).
+    pub fn readdirplus(&self, fh: u64, offset: u64) -> FsResult<Vec<(u64, DirEntry, AttrReply)>> {
+        Ok(self
+            .readdir(fh, offset)?
+            .into_iter()
+            .filter_map(|(next, entry)| {
+                // An entry that vanished since the snapshot is skipped, not an error.
+                let attr = self.getattr(entry.ino).ok()?;
+                Some((next, entry, attr))
+            })
+            .collect())
+    }
+
     /// Forgets an open directory's snapshot.
     pub fn releasedir(&self, fh: u64) {
         self.state.lock().dir_handles.remove(&fh);
