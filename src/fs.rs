@@ -719,9 +719,13 @@ impl Fs {
             return Err(FsError::IsADirectory);
         };
         if matches!(spec.content, Content::Raw) && spec.exact_size {
-            return self
-                .content
-                .read_raw(&message, &spec.section, offset, u64::from(size));
+            return self.content.read_raw(
+                &message,
+                &spec.section,
+                offset,
+                u64::from(size),
+                Some(spec.size_hint),
+            );
         }
         let data = self
             .content

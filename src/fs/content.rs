@@ -10,7 +10,7 @@ use super::errors::FsResult;
 use super::inodes::MessageRef;
 use crate::cache::{CacheKey, Form, PartCache};
 use crate::mime::{self, Content};
-use crate::store::{ByteRange, MailStore, Section};
+use crate::store::{ByteRange, MailStore, Section, StoreError};
 
 /// Raw reads are fetched in aligned chunks of this size (`BODY.PEEK[s]<offset.len>`).
 pub const RAW_CHUNK: u64 = 1 << 20;
@@ -79,13 +79,16 @@ impl ContentFetcher {
     }
 
     /// Bytes `[offset, offset+size)` of a section's raw content, fetched chunk by chunk.
-    /// Returns fewer bytes only at the end of the section.
+    /// Returns fewer bytes only at the end of the section. With `expected_len` (the size the
+    /// kernel was told), a server that sends less is an error, never a short file: the
+    /// kernel would pad the gap with zeroes.
     pub fn read_raw(
         &self,
         message: &MessageRef,
         section: &Section,
         offset: u64,
         size: u64,
+        expected_len: Option<u64>,
     ) -> FsResult<Vec<u8>> {
         let mut out = Vec::with_capacity(size as usize);
         let mut pos = offset;
@@ -95,7 +98,7 @@ impl ContentFetcher {
             let chunk = self.get_or_load(
                 Self::key(message, section, Form::RawChunk(chunk_start)),
                 || {
-                    Ok(self.store.fetch_section(
+                    let data = self.store.fetch_section(
                         &message.mailbox,
                         message.validity,
                         message.uid,
@@ -104,7 +107,17 @@ impl ContentFetcher {
                             offset: chunk_start,
                             len: RAW_CHUNK,
                         }),
-                    )?)
+                    )?;
+                    let end = chunk_start + data.len() as u64;
+                    match expected_len {
+                        Some(want) if (data.len() as u64) < RAW_CHUNK && end < want => {
+                            Err(StoreError::Protocol(format!(
+                                "the server sent {end} bytes of a {want}-byte message"
+                            ))
+                            .into())
+                        }
+                        _ => Ok(data),
+                    }
                 },
             )?;
             let from = (pos - chunk_start) as usize;

@@ -50,6 +50,14 @@ enum Retry {
 struct Pool {
     idle: Vec<Connection>,
     open: usize,
+    /// Connection attempts that failed in a row, and when the next may be made.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The wait before reconnecting after `failures` failed attempts: 100 ms doubling to 5 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
 }
 
 /// A mail store backed by an IMAP server.
@@ -93,6 +101,8 @@ impl ImapStore {
             pool: Mutex::new(Pool {
                 idle: vec![first],
                 open: 1,
+                failures: 0,
+                retry_at: None,
             }),
             returned: Condvar::new(),
             max_connections: max_connections.max(1),
@@ -128,15 +138,42 @@ impl ImapStore {
                 });
             }
             if pool.open < self.max_connections {
+                // After failed attempts, wait out the backoff (within this request's deadline).
+                if let Some(at) = pool.retry_at {
+                    if at > deadline {
+                        return Err(StoreError::Connection(format!(
+                            "the server is unreachable; next attempt in {:?}",
+                            at.saturating_duration_since(Instant::now())
+                        )));
+                    }
+                    if at > Instant::now() {
+                        self.returned.wait_until(&mut pool, at);
+                        continue;
+                    }
+                }
                 pool.open += 1;
                 drop(pool);
-                return match connect(&self.config, &self.counters) {
-                    Ok(conn) => Ok(Borrowed {
-                        store: self,
-                        conn: Some(conn),
-                    }),
+                let result = connect(&self.config, &self.counters);
+                let mut pool = self.pool.lock();
+                return match result {
+                    Ok(conn) => {
+                        if pool.failures > 0 {
+                            tracing::info!(failures = pool.failures, "reconnected to the server");
+                        }
+                        pool.failures = 0;
+                        pool.retry_at = None;
+                        Ok(Borrowed {
+                            store: self,
+                            conn: Some(conn),
+                        })
+                    }
                     Err(e) => {
-                        self.pool.lock().open -= 1;
+                        pool.open -= 1;
+                        pool.failures += 1;
+                        let wait = backoff(pool.failures);
+                        pool.retry_at = Some(Instant::now() + wait);
+                        tracing::warn!(error = %e, retry_in = ?wait, "cannot connect to the server");
+                        drop(pool);
                         self.returned.notify_one();
                         Err(e)
                     }
@@ -173,19 +210,31 @@ impl ImapStore {
                     if !connection_survives(&e) {
                         borrowed.conn = None;
                     }
+                    if matches!(e, StoreError::Connection(_)) {
+                        // The server likely restarted or the network dropped: the other idle
+                        // connections are as dead as this one.
+                        self.discard_idle();
+                    }
                     if attempt == 1
                         && retry == Retry::Once
                         && matches!(e, StoreError::Connection(_))
                     {
                         tracing::warn!(error = %e, "IMAP connection broke; retrying once on a new one");
                         drop(borrowed);
-                        std::thread::sleep(Duration::from_millis(100));
                         continue;
                     }
                     return Err(e);
                 }
             }
         }
+    }
+
+    /// Closes every idle connection.
+    fn discard_idle(&self) {
+        let mut pool = self.pool.lock();
+        let dropped = pool.idle.len();
+        pool.idle.clear();
+        pool.open -= dropped;
     }
 
     /// Marks idle connections that have `mailbox` selected as having nothing selected, so
@@ -205,8 +254,10 @@ impl ImapStore {
         }
     }
 
-    fn count(&self, n: u64) {
-        self.counters.commands.fetch_add(n, Ordering::Relaxed);
+    /// Called before every command: counts it and starts its deadline and byte budget.
+    fn begin(&self, conn: &Connection) {
+        self.counters.commands.fetch_add(1, Ordering::Relaxed);
+        conn.limits.start_command();
     }
 
     /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
@@ -232,7 +283,7 @@ impl ImapStore {
         }
         let wire = quote::mailbox_arg(mailbox)?;
         conn.selection = Selection::None;
-        self.count(1);
+        self.begin(conn);
         let result = match mode {
             Mode::Read | Mode::Relist => conn.session.examine(wire),
             Mode::Write => conn.session.select(wire),
@@ -264,7 +315,7 @@ impl ImapStore {
         set: &str,
         query: &str,
     ) -> StoreResult<imap::types::Fetches> {
-        self.count(1);
+        self.begin(conn);
         conn.session.uid_fetch(set, query).map_err(from_imap)
     }
 }
@@ -315,7 +366,7 @@ pub fn uid_set(uids: &[Uid]) -> String {
 impl MailStore for ImapStore {
     fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
         self.with_connection(None, Retry::Once, |conn| {
-            self.count(1);
+            self.begin(conn);
             let names = conn.session.list(Some(""), Some("*")).map_err(from_imap)?;
             Ok(names
                 .iter()
@@ -528,6 +579,14 @@ fn special_use(a: &imap_proto::types::NameAttribute<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(10), Duration::from_secs(5));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
+    }
 
     #[test]
     fn uid_sets_compress_runs() {

@@ -51,7 +51,7 @@ impl ImapStore {
     /// Runs a command built from validated parts and returns its whole response as text.
     fn run_raw(&self, conn: &mut Connection, command: &str) -> StoreResult<String> {
         quote::validate(command, "command")?;
-        self.count(1);
+        self.begin(conn);
         let (data, _) = conn.session.run(command).map_err(from_imap)?;
         Ok(String::from_utf8_lossy(&data).into_owned())
     }
@@ -73,7 +73,7 @@ impl ImapStore {
                 if conn.has_capability("UNSELECT") {
                     self.run_raw(conn, "UNSELECT")?;
                 } else {
-                    self.count(1);
+                    self.begin(conn);
                     conn.session.examine("INBOX").map_err(from_imap)?;
                 }
                 conn.selection = super::connection::Selection::None;
@@ -162,7 +162,7 @@ impl ImapStore {
         mailbox: &MailboxName,
         uid: Uid,
     ) -> StoreResult<()> {
-        self.count(1);
+        self.begin(conn);
         let found = conn
             .session
             .uid_search(format!("UID {uid}"))
@@ -196,7 +196,7 @@ impl ImapStore {
             .map(|f| imap::types::Flag::from(f.as_str().to_string()))
             .collect();
         self.with_connection(None, Retry::Never, |conn| {
-            self.count(1);
+            self.begin(conn);
             let appended = conn
                 .session
                 .append(name, message)

@@ -6,12 +6,16 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::secret::Secret;
 use crate::store::{MailboxName, StoreError, StoreResult, UidValidity};
 
 use super::errors::from_imap;
+
+/// The most one answer may take. The largest legitimate ones are a mailbox listing (a few
+/// hundred bytes per message) and one 4 MiB section range.
+pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +65,58 @@ pub struct Counters {
     pub commands: AtomicU64,
 }
 
-/// A TCP stream that counts the bytes it moves (on the wire, so after TLS).
+/// The limits of the command in progress on one connection: when it must be answered by,
+/// and how many bytes its answer may take. Shared between the connection and its stream.
+#[derive(Debug)]
+pub struct CommandLimits {
+    timeout: Duration,
+    max_response: u64,
+    state: parking_lot::Mutex<(Instant, u64)>,
+}
+
+impl CommandLimits {
+    fn new(timeout: Duration, max_response: u64) -> Self {
+        CommandLimits {
+            timeout,
+            max_response,
+            state: parking_lot::Mutex::new((Instant::now() + timeout, 0)),
+        }
+    }
+
+    /// Starts the clock and the byte budget for a new command.
+    pub fn start_command(&self) {
+        *self.state.lock() = (Instant::now() + self.timeout, 0);
+    }
+}
+
+/// A TCP stream that counts the bytes it moves (on the wire, so after TLS) and enforces the
+/// current command's deadline and response budget: a server that trickles bytes forever or
+/// announces a multi-gigabyte literal gets an error instead of a hung or exhausted client.
 pub struct CountingTcp {
     inner: TcpStream,
     counters: Arc<Counters>,
+    limits: Arc<CommandLimits>,
 }
 
 impl Read for CountingTcp {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (deadline, used) = *self.limits.state.lock();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the server did not finish answering before the deadline",
+            ));
+        }
+        if used > self.limits.max_response {
+            return Err(io::Error::other(format!(
+                "the server's answer exceeded {} bytes",
+                self.limits.max_response
+            )));
+        }
+        self.inner.set_read_timeout(Some(left))?;
         let n = self.inner.read(buf)?;
+        self.limits.state.lock().1 += n as u64;
         self.counters
             .bytes_received
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -143,6 +190,8 @@ pub struct Connection {
     pub session: imap::Session<ImapStream>,
     pub selection: Selection,
     pub capabilities: Vec<String>,
+    /// Deadline and byte budget of the command in progress.
+    pub limits: Arc<CommandLimits>,
 }
 
 impl Connection {
@@ -287,9 +336,11 @@ impl imap::Authenticator for PlainAuth<'_> {
 /// Opens, protects and authenticates a new connection, then learns the capabilities.
 pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<Connection> {
     let tcp = connect_tcp(config)?;
+    let limits = Arc::new(CommandLimits::new(config.timeout, MAX_RESPONSE_BYTES));
     let mut tcp = CountingTcp {
         inner: tcp,
         counters: Arc::clone(counters),
+        limits: Arc::clone(&limits),
     };
     let (stream, greeting_pending) = match config.transport {
         Transport::Tls => (ImapStream::Tls(Box::new(handshake(config, tcp)?)), true),
@@ -345,6 +396,7 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
         session,
         selection: Selection::None,
         capabilities,
+        limits,
     })
 }
 
