@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use self::connection::{connect, ConnectConfig, Connection, Counters, Selection};
+use self::connection::{
+    connect, ConnectConfig, Connection, Counters, Selection, MAX_RESPONSE_BYTES,
+};
 use self::errors::{connection_survives, from_imap};
 use crate::store::{
     BodyPart, ByteRange, Capabilities, Flag, MailStore, MailboxInfo, MailboxListing, MailboxName,
@@ -256,8 +258,13 @@ impl ImapStore {
 
     /// Called before every command: counts it and starts its deadline and byte budget.
     fn begin(&self, conn: &Connection) {
+        self.begin_with_budget(conn, MAX_RESPONSE_BYTES);
+    }
+
+    /// Like `begin`, for a command whose answer may legitimately be larger.
+    fn begin_with_budget(&self, conn: &Connection, budget: u64) {
         self.counters.commands.fetch_add(1, Ordering::Relaxed);
-        conn.limits.start_command();
+        conn.limits.start_command(budget);
     }
 
     /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
@@ -314,8 +321,9 @@ impl ImapStore {
         conn: &mut Connection,
         set: &str,
         query: &str,
+        budget: u64,
     ) -> StoreResult<imap::types::Fetches> {
-        self.begin(conn);
+        self.begin_with_budget(conn, budget);
         conn.session.uid_fetch(set, query).map_err(from_imap)
     }
 }
@@ -397,10 +405,13 @@ impl MailStore for ImapStore {
                     messages: Vec::new(),
                 });
             }
+            // A listing is a few hundred bytes per message; allow 4 KiB each.
+            let budget = MAX_RESPONSE_BYTES.max(u64::from(exists.unwrap_or(0)) * 4096);
             let fetches = self.uid_fetch(
                 conn,
                 "1:*",
                 "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+                budget,
             )?;
             let mut messages = Vec::with_capacity(fetches.len());
             for fetch in fetches.iter() {
@@ -446,7 +457,7 @@ impl MailStore for ImapStore {
         let set = uid_set(uids);
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Read)?;
-            let fetches = self.uid_fetch(conn, &set, "(UID BODYSTRUCTURE)")?;
+            let fetches = self.uid_fetch(conn, &set, "(UID BODYSTRUCTURE)", MAX_RESPONSE_BYTES)?;
             Ok(fetches
                 .iter()
                 .filter_map(|f| {
@@ -475,7 +486,9 @@ impl MailStore for ImapStore {
             .then(|| imap_proto::types::SectionPath::Part(section.0.clone(), None));
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Read)?;
-            let fetches = self.uid_fetch(conn, &uid.to_string(), &query)?;
+            // The part itself plus room for the response around it.
+            let budget = range.map_or(MAX_RESPONSE_BYTES, |r| r.len.saturating_add(64 << 10));
+            let fetches = self.uid_fetch(conn, &uid.to_string(), &query, budget)?;
             let fetch = fetches
                 .iter()
                 .find(|f| f.uid == Some(uid.0))

@@ -13,9 +13,9 @@ use crate::store::{MailboxName, StoreError, StoreResult, UidValidity};
 
 use super::errors::from_imap;
 
-/// The most one answer may take. The largest legitimate ones are a mailbox listing (a few
-/// hundred bytes per message) and one 4 MiB section range.
-pub const MAX_RESPONSE_BYTES: u64 = 256 << 20;
+/// The most one answer may take unless the command says otherwise: far more than any
+/// BODYSTRUCTURE batch or 4 MiB section range needs, and small enough to keep memory bounded.
+pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,22 +70,21 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct CommandLimits {
     timeout: Duration,
-    max_response: u64,
-    state: parking_lot::Mutex<(Instant, u64)>,
+    /// Deadline, bytes read so far, and the byte budget of the current command.
+    state: parking_lot::Mutex<(Instant, u64, u64)>,
 }
 
 impl CommandLimits {
-    fn new(timeout: Duration, max_response: u64) -> Self {
+    fn new(timeout: Duration) -> Self {
         CommandLimits {
             timeout,
-            max_response,
-            state: parking_lot::Mutex::new((Instant::now() + timeout, 0)),
+            state: parking_lot::Mutex::new((Instant::now() + timeout, 0, MAX_RESPONSE_BYTES)),
         }
     }
 
-    /// Starts the clock and the byte budget for a new command.
-    pub fn start_command(&self) {
-        *self.state.lock() = (Instant::now() + self.timeout, 0);
+    /// Starts the clock and a byte budget for a new command.
+    pub fn start_command(&self, budget: u64) {
+        *self.state.lock() = (Instant::now() + self.timeout, 0, budget);
     }
 }
 
@@ -100,7 +99,7 @@ pub struct CountingTcp {
 
 impl Read for CountingTcp {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (deadline, used) = *self.limits.state.lock();
+        let (deadline, used, budget) = *self.limits.state.lock();
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(
@@ -108,10 +107,9 @@ impl Read for CountingTcp {
                 "the server did not finish answering before the deadline",
             ));
         }
-        if used > self.limits.max_response {
+        if used > budget {
             return Err(io::Error::other(format!(
-                "the server's answer exceeded {} bytes",
-                self.limits.max_response
+                "the server's answer exceeded {budget} bytes"
             )));
         }
         self.inner.set_read_timeout(Some(left))?;
@@ -336,7 +334,7 @@ impl imap::Authenticator for PlainAuth<'_> {
 /// Opens, protects and authenticates a new connection, then learns the capabilities.
 pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<Connection> {
     let tcp = connect_tcp(config)?;
-    let limits = Arc::new(CommandLimits::new(config.timeout, MAX_RESPONSE_BYTES));
+    let limits = Arc::new(CommandLimits::new(config.timeout));
     let mut tcp = CountingTcp {
         inner: tcp,
         counters: Arc::clone(counters),
