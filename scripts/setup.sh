@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what imapfs's tests, demo and benchmarks need on Debian, idempotently:
+# Dovecot (IMAP server for tests), FUSE 3, OpenSSL headers and CLI, attr (getfattr),
+# isync (mbsync, the benchmark's reference client) and python3. Checks for cargo.
+set -euo pipefail
+
+packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3)
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+missing=()
+for package in "${packages[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+
+if ((${#missing[@]} > 0)); then
+    echo "setup: installing ${missing[*]}"
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        sudo=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Wait for another apt run (e.g. one started at boot) instead of failing on its lock.
+    apt_opts=(-o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0)
+    "${sudo[@]}" apt-get "${apt_opts[@]}" update -qq
+    "${sudo[@]}" apt-get "${apt_opts[@]}" install -y -qq "${packages[@]}"
+    # Tests run private Dovecot instances on free ports; the stock service is not wanted.
+    "${sudo[@]}" service dovecot stop >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null 2>&1; then
+        "${sudo[@]}" systemctl disable --now dovecot >/dev/null 2>&1 || true
+    fi
+else
+    echo "setup: system packages present"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+for component in fmt clippy; do
+    if ! cargo "$component" --version >/dev/null 2>&1; then
+        echo "setup: warning: 'cargo $component' is missing (rustup component add ${component/fmt/rustfmt})" >&2
+    fi
+done
+if [[ ! -e /dev/fuse ]]; then
+    echo "setup: warning: /dev/fuse is missing; mount tests and the demo need it" >&2
+fi
