@@ -15,6 +15,9 @@ pub const UIDVALIDITY: &str = "user.imap.uidvalidity";
 pub const INTERNALDATE: &str = "user.imap.internaldate";
 pub const MAILBOX: &str = "user.imap.mailbox";
 
+/// On the root: what the mount asked of the server so far (for benchmarks and debugging).
+pub const STATS: &str = "user.imapfs.stats";
+
 const ALL: [&str; 5] = [FLAGS, UID, UIDVALIDITY, INTERNALDATE, MAILBOX];
 
 /// Year, month, day, hour, minute, second (UTC) of a Unix time
@@ -51,6 +54,14 @@ pub fn rfc3339(t: SystemTime) -> String {
 impl Fs {
     /// `getxattr`.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        if ino == super::inodes::ROOT && name.to_str() == Some(STATS) {
+            let s = self.store.stats();
+            return Ok(format!(
+                "commands={} bytes_received={} bytes_sent={}",
+                s.commands, s.bytes_received, s.bytes_sent
+            )
+            .into_bytes());
+        }
         let Node::Message {
             message, section, ..
         } = self.node(ino)?
@@ -93,6 +104,7 @@ impl Fs {
                 }
                 Ok(out)
             }
+            Node::Root => Ok(format!("{STATS}\0").into_bytes()),
             _ => Ok(Vec::new()),
         }
     }
