@@ -84,6 +84,7 @@ fn connect(opts: &Options) -> Result<ImapStore, RunError> {
         insecure: opts.insecure,
         allow_plaintext: opts.allow_plaintext,
         timeout: opts.timeout,
+        tls: Default::default(),
     };
     ImapStore::connect(config, opts.connections).map_err(|error| RunError::Login {
         user: opts.source.user.clone(),

@@ -55,6 +55,8 @@ pub struct ConnectConfig {
     pub allow_plaintext: bool,
     /// Deadline for connecting and for every read or write.
     pub timeout: Duration,
+    /// The TLS connector, built once: loading the trust store takes tens of milliseconds.
+    pub tls: std::sync::OnceLock<native_tls::TlsConnector>,
 }
 
 /// Byte counters shared by every connection of a store.
@@ -255,7 +257,13 @@ fn handshake(
     config: &ConnectConfig,
     tcp: CountingTcp,
 ) -> StoreResult<native_tls::TlsStream<CountingTcp>> {
-    let connector = tls_connector(config)?;
+    let connector = match config.tls.get() {
+        Some(c) => c,
+        None => {
+            let built = tls_connector(config)?;
+            config.tls.get_or_init(|| built)
+        }
+    };
     connector.connect(&config.host, tcp).map_err(|e| match e {
         native_tls::HandshakeError::Failure(e) => {
             StoreError::Connection(format!("TLS handshake with {} failed: {e}", config.host))
