@@ -1,1 +1,1259 @@
-//! placeholder
+//! In-memory `MailStore` for fast tests of the filesystem core: operation counters,
+//! injectable failures, and helpers that play "another client" changing the account.
+//!
+//! It answers as Dovecot 2.3 (Maildir `LAYOUT=fs`, separator `/`) answers the IMAP store:
+//! BODYSTRUCTURE, ENVELOPE subjects and `BODY[section]` bytes come from the raw message
+//! (`memory/mime.rs`, checked byte for byte against Dovecot 2.3.19), and mailbox changes
+//! follow Dovecot's rules (`memory/write.rs`). It is never a substitute for the real-server
+//! tests.
+
+mod header;
+mod mime;
+mod params;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use self::mime::{Entity, SectionError};
+use super::{
+    BodyPart, ByteRange, Capabilities, Flag, MailStore, MailboxInfo, MailboxListing, MailboxName,
+    MessageMeta, Section, StoreError, StoreResult, StoreStats, Uid, UidValidity,
+};
+
+/// The wire name of the inbox; matched case-insensitively
+/// ([RFC 3501 §5.1](https://www.rfc-editor.org/rfc/rfc3501#section-5.1)).
+const INBOX: &str = "INBOX";
+
+/// A `MailStore` operation, for counting calls and injecting failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `MailStore::list_mailboxes`.
+    ListMailboxes,
+    /// `MailStore::list_messages`.
+    ListMessages,
+    /// `MailStore::body_structure`.
+    BodyStructure,
+    /// `MailStore::body_structures` (one request for several messages).
+    BodyStructures,
+    /// `MailStore::fetch_section`.
+    FetchSection,
+    /// `MailStore::create_mailbox`.
+    CreateMailbox,
+    /// `MailStore::delete_mailbox`.
+    DeleteMailbox,
+    /// `MailStore::rename_mailbox`.
+    RenameMailbox,
+    /// `MailStore::set_flags`.
+    SetFlags,
+    /// `MailStore::move_message`.
+    MoveMessage,
+    /// `MailStore::expunge_message`.
+    ExpungeMessage,
+    /// `MailStore::append`.
+    Append,
+}
+
+impl Op {
+    const COUNT: usize = 12;
+
+    fn index(self) -> usize {
+        match self {
+            Op::ListMailboxes => 0,
+            Op::ListMessages => 1,
+            Op::BodyStructure => 2,
+            Op::BodyStructures => 3,
+            Op::FetchSection => 4,
+            Op::CreateMailbox => 5,
+            Op::DeleteMailbox => 6,
+            Op::RenameMailbox => 7,
+            Op::SetFlags => 8,
+            Op::MoveMessage => 9,
+            Op::ExpungeMessage => 10,
+            Op::Append => 11,
+        }
+    }
+}
+
+/// An in-memory mail account. Share it behind an `Arc`: every method takes `&self` and
+/// holds one mutex for the length of the call.
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Keyed by wire name; the inbox is stored as `INBOX`.
+    mailboxes: BTreeMap<String, Mailbox>,
+    /// The next UIDVALIDITY to hand out; unique across mailboxes so mix-ups show.
+    next_validity: u32,
+    calls: [u64; Op::COUNT],
+    bytes_served: u64,
+    /// Bytes of appended messages.
+    bytes_sent: u64,
+    failures: [VecDeque<fn() -> StoreError>; Op::COUNT],
+    capabilities: Capabilities,
+}
+
+struct Mailbox {
+    delimiter: Option<char>,
+    selectable: bool,
+    special_use: Option<String>,
+    validity: UidValidity,
+    next_uid: u32,
+    messages: BTreeMap<Uid, Message>,
+}
+
+struct Message {
+    raw: Vec<u8>,
+    root: Entity,
+    flags: Vec<String>,
+    internal_date: SystemTime,
+}
+
+impl Message {
+    /// A message kept as Dovecot's Maildir keeps and serves it (see `add_message`).
+    fn new(raw: &[u8], flags: Vec<String>, internal_date: SystemTime) -> Self {
+        let mut stored = normalize_line_breaks(raw);
+        let root = Entity::parse_message(&stored);
+        replace_nuls(&mut stored);
+        Message {
+            raw: stored,
+            root,
+            flags,
+            internal_date: whole_seconds(internal_date),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("MemoryStore")
+            .field("mailboxes", &state.mailboxes.keys().collect::<Vec<_>>())
+            .field("calls", &state.calls)
+            .field("bytes_served", &state.bytes_served)
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An account with an empty, selectable `INBOX` (delimiter `/`).
+    pub fn new() -> Self {
+        let mut state = State {
+            mailboxes: BTreeMap::new(),
+            next_validity: 1,
+            calls: [0; Op::COUNT],
+            bytes_served: 0,
+            bytes_sent: 0,
+            failures: Default::default(),
+            capabilities: Capabilities {
+                move_command: true,
+                uidplus: true,
+            },
+        };
+        state.create_mailbox(INBOX, Some('/'), true, None);
+        MemoryStore {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Create a mailbox, or change the LIST attributes of an existing one (its messages and
+    /// UIDVALIDITY stay). `special_use` may be given as `\Trash` or `trash`. Missing parents
+    /// (by `delimiter`) appear as `\Noselect` mailboxes, as on a server.
+    pub fn add_mailbox(
+        &self,
+        name: &str,
+        delimiter: Option<char>,
+        selectable: bool,
+        special_use: Option<&str>,
+    ) {
+        let name = canonical_name(name);
+        let mut state = self.state.lock();
+        if let Some(delimiter) = delimiter {
+            state.create_ancestors(&name, delimiter);
+        }
+        match state.mailboxes.get_mut(name.as_str()) {
+            Some(mailbox) => {
+                mailbox.delimiter = delimiter;
+                mailbox.selectable = selectable;
+                mailbox.special_use = special_use.map(normalize_special_use);
+            }
+            None => state.create_mailbox(&name, delimiter, selectable, special_use),
+        }
+    }
+
+    /// Append a message as another client would, and return its UID (the mailbox's next).
+    ///
+    /// The bytes are kept as Dovecot's Maildir keeps and serves them: bare LF becomes CRLF
+    /// (a CR before a CRLF and a CR at the very end are lost) and NUL becomes 0x80, so a
+    /// CRLF message without NULs is kept exactly. The internal date is kept to whole
+    /// seconds, as INTERNALDATE is. A mailbox that does not exist yet is created
+    /// (selectable, delimiter `/`).
+    pub fn add_message(
+        &self,
+        mailbox: &str,
+        raw: &[u8],
+        flags: &[&str],
+        internal_date: SystemTime,
+    ) -> Uid {
+        let message = Message::new(raw, flag_list(flags.iter().copied()), internal_date);
+        let mut state = self.state.lock();
+        state
+            .mailbox_or_create(&canonical_name(mailbox))
+            .insert(message)
+    }
+
+    /// Expunge a message as another client would. Unknown mailbox or UID: nothing happens.
+    pub fn remove_message(&self, mailbox: &str, uid: Uid) {
+        let mut state = self.state.lock();
+        if let Some(mailbox) = state.mailboxes.get_mut(canonical_name(mailbox).as_str()) {
+            mailbox.messages.remove(&uid);
+        }
+    }
+
+    /// Replace a message's flags as another client would. Unknown mailbox or UID: nothing
+    /// happens.
+    pub fn set_flags(&self, mailbox: &str, uid: Uid, flags: &[&str]) {
+        let mut state = self.state.lock();
+        let message = state
+            .mailboxes
+            .get_mut(canonical_name(mailbox).as_str())
+            .and_then(|mailbox| mailbox.messages.get_mut(&uid));
+        if let Some(message) = message {
+            message.flags = flag_list(flags.iter().copied());
+        }
+    }
+
+    /// Delete and re-create a mailbox: a new UIDVALIDITY, no messages, UIDs from 1 again.
+    /// Unknown mailbox: nothing happens.
+    pub fn recreate_mailbox(&self, mailbox: &str) {
+        let mut state = self.state.lock();
+        let validity = take_validity(&mut state.next_validity);
+        if let Some(mailbox) = state.mailboxes.get_mut(canonical_name(mailbox).as_str()) {
+            mailbox.validity = validity;
+            mailbox.next_uid = 1;
+            mailbox.messages.clear();
+        }
+    }
+
+    /// The mailbox's current UIDVALIDITY; `UidValidity(0)` (never valid in IMAP) if the
+    /// mailbox does not exist.
+    pub fn uid_validity(&self, mailbox: &str) -> UidValidity {
+        let state = self.state.lock();
+        state
+            .mailboxes
+            .get(canonical_name(mailbox).as_str())
+            .map_or(UidValidity(0), |mailbox| mailbox.validity)
+    }
+
+    /// Make the next call of `op` fail with `err()`. Several injections queue up in order.
+    /// The failing call still counts in `count` and `stats`.
+    pub fn fail_next(&self, op: Op, err: fn() -> StoreError) {
+        self.state.lock().failures[op.index()].push_back(err);
+    }
+
+    /// How many times `op` has been called so far, failed calls included.
+    pub fn count(&self, op: Op) -> u64 {
+        self.state.lock().calls[op.index()]
+    }
+
+    /// Bytes returned by `fetch_section` so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.state.lock().bytes_served
+    }
+
+    /// Pretend to be a server with other abilities (Dovecot has both MOVE and UIDPLUS,
+    /// which is the default), to test how imapfs copes without them.
+    pub fn set_capabilities(&self, capabilities: Capabilities) {
+        self.state.lock().capabilities = capabilities;
+    }
+}
+
+impl Mailbox {
+    fn new(
+        validity: UidValidity,
+        delimiter: Option<char>,
+        selectable: bool,
+        special_use: Option<&str>,
+    ) -> Self {
+        Mailbox {
+            delimiter,
+            selectable,
+            special_use: special_use.map(normalize_special_use),
+            validity,
+            next_uid: 1,
+            messages: BTreeMap::new(),
+        }
+    }
+}
+
+impl Mailbox {
+    /// Add a message under the next UID.
+    fn insert(&mut self, message: Message) -> Uid {
+        let uid = Uid(self.next_uid);
+        self.next_uid = self.next_uid.saturating_add(1);
+        self.messages.insert(uid, message);
+        uid
+    }
+}
+
+/// Hand out the next UIDVALIDITY.
+fn take_validity(next_validity: &mut u32) -> UidValidity {
+    let validity = UidValidity(*next_validity);
+    *next_validity = next_validity.saturating_add(1);
+    validity
+}
+
+impl State {
+    fn create_mailbox(
+        &mut self,
+        name: &str,
+        delimiter: Option<char>,
+        selectable: bool,
+        special_use: Option<&str>,
+    ) {
+        let validity = take_validity(&mut self.next_validity);
+        let mailbox = Mailbox::new(validity, delimiter, selectable, special_use);
+        self.mailboxes.insert(name.to_string(), mailbox);
+    }
+
+    /// Make every missing parent of `name` a `\Noselect` mailbox, as a server lists them.
+    fn create_ancestors(&mut self, name: &str, delimiter: char) {
+        for (end, _) in name.match_indices(delimiter) {
+            let parent = &name[..end];
+            if !parent.is_empty() && !self.mailboxes.contains_key(parent) {
+                self.create_mailbox(parent, Some(delimiter), false, None);
+            }
+        }
+    }
+
+    /// The mailbox called `name`, created (selectable, delimiter `/`, with its parents) if
+    /// missing.
+    fn mailbox_or_create(&mut self, name: &str) -> &mut Mailbox {
+        if !self.mailboxes.contains_key(name) {
+            self.create_ancestors(name, '/');
+        }
+        let State {
+            mailboxes,
+            next_validity,
+            ..
+        } = self;
+        mailboxes
+            .entry(name.to_string())
+            .or_insert_with(|| Mailbox::new(take_validity(next_validity), Some('/'), true, None))
+    }
+
+    /// Count a call of `op` and hand out its injected failure, if one is queued.
+    fn begin(&mut self, op: Op) -> StoreResult<()> {
+        self.calls[op.index()] += 1;
+        match self.failures[op.index()].pop_front() {
+            Some(err) => Err(err()),
+            None => Ok(()),
+        }
+    }
+
+    /// A mailbox that can be selected, or the error a server gives for it.
+    fn selectable(&self, name: &MailboxName) -> StoreResult<&Mailbox> {
+        validate_name(name)?;
+        let mailbox = self
+            .mailboxes
+            .get(canonical_name(&name.0).as_str())
+            .ok_or_else(|| StoreError::NoSuchMailbox(name.clone()))?;
+        if !mailbox.selectable {
+            return Err(StoreError::Refused(format!("{name} is \\Noselect")));
+        }
+        Ok(mailbox)
+    }
+
+    /// A selectable mailbox, still under the UIDVALIDITY the caller knows.
+    fn selected(&self, name: &MailboxName, validity: UidValidity) -> StoreResult<&Mailbox> {
+        let mailbox = self.selectable(name)?;
+        if mailbox.validity != validity {
+            return Err(StoreError::UidValidityChanged {
+                mailbox: name.clone(),
+                expected: validity,
+                actual: mailbox.validity,
+            });
+        }
+        Ok(mailbox)
+    }
+
+    /// A message under the UIDVALIDITY the caller knows.
+    fn message(
+        &self,
+        name: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<&Message> {
+        self.selected(name, validity)?
+            .messages
+            .get(&uid)
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: name.clone(),
+                uid,
+            })
+    }
+}
+
+impl MailStore for MemoryStore {
+    fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
+        let mut state = self.state.lock();
+        state.begin(Op::ListMailboxes)?;
+        // INBOX sorts first among upper-case names but not before e.g. "Archive"; put it first.
+        let (inbox, others): (Vec<_>, Vec<_>) = state
+            .mailboxes
+            .iter()
+            .partition(|(name, _)| name.as_str() == INBOX);
+        let infos = inbox
+            .into_iter()
+            .chain(others)
+            .map(|(name, mailbox)| MailboxInfo {
+                name: MailboxName(name.clone()),
+                delimiter: mailbox.delimiter,
+                selectable: mailbox.selectable,
+                special_use: mailbox.special_use.clone(),
+            })
+            .collect();
+        Ok(infos)
+    }
+
+    fn list_messages(&self, mailbox: &MailboxName) -> StoreResult<MailboxListing> {
+        let mut state = self.state.lock();
+        state.begin(Op::ListMessages)?;
+        let mailbox = state.selectable(mailbox)?;
+        let messages = mailbox
+            .messages
+            .iter()
+            .map(|(&uid, message)| MessageMeta {
+                uid,
+                size: message.raw.len() as u64,
+                internal_date: message.internal_date,
+                subject: message.root.subject(),
+                flags: message.flags.clone(),
+            })
+            .collect();
+        Ok(MailboxListing {
+            uid_validity: mailbox.validity,
+            messages,
+        })
+    }
+
+    fn body_structure(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<BodyPart> {
+        let mut state = self.state.lock();
+        state.begin(Op::BodyStructure)?;
+        let message = state.message(mailbox, validity, uid)?;
+        Ok(message.root.body_structure())
+    }
+
+    fn fetch_section(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        section: &Section,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<u8>> {
+        let mut state = self.state.lock();
+        state.begin(Op::FetchSection)?;
+        let message = state.message(mailbox, validity, uid)?;
+        let part = message
+            .root
+            .section_range(&section.0, message.raw.len())
+            .map_err(|SectionError::Zero| {
+                StoreError::Invalid(format!("section {section} has a part number 0"))
+            })?;
+        let bytes = message
+            .raw
+            .get(part)
+            .map(|part| clip(part, range).to_vec())
+            .unwrap_or_default();
+        state.bytes_served += bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    /// One request for all of `uids`; UIDs that are gone are left out.
+    fn body_structures(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uids: &[Uid],
+    ) -> StoreResult<Vec<(Uid, BodyPart)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new()); // the IMAP store sends nothing either
+        }
+        let mut state = self.state.lock();
+        state.begin(Op::BodyStructures)?;
+        let mailbox = state.selected(mailbox, validity)?;
+        let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
+        Ok(wanted
+            .into_iter()
+            .filter_map(|uid| {
+                let message = mailbox.messages.get(&uid)?;
+                Some((uid, message.root.body_structure()))
+            })
+            .collect())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let state = self.state.lock();
+        StoreStats {
+            commands: state.calls.iter().sum(),
+            bytes_received: state.bytes_served,
+            bytes_sent: state.bytes_sent,
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.state.lock().capabilities
+    }
+
+    fn create_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        state.begin(Op::CreateMailbox)?;
+        state.create(mailbox)
+    }
+
+    fn delete_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        state.begin(Op::DeleteMailbox)?;
+        state.delete(mailbox)
+    }
+
+    fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        state.begin(Op::RenameMailbox)?;
+        state.rename(from, to)
+    }
+
+    fn set_flags(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        flags: &[Flag],
+    ) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        state.begin(Op::SetFlags)?;
+        state.store_flags(mailbox, validity, uid, flags)
+    }
+
+    fn move_message(
+        &self,
+        from: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxName,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let mut state = self.state.lock();
+        state.begin(Op::MoveMessage)?;
+        state.move_one(from, validity, uid, to)
+    }
+
+    fn expunge_message(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        state.begin(Op::ExpungeMessage)?;
+        state.expunge_one(mailbox, validity, uid)
+    }
+
+    fn append(
+        &self,
+        mailbox: &MailboxName,
+        message: &[u8],
+        flags: &[Flag],
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let mut state = self.state.lock();
+        state.begin(Op::Append)?;
+        state.append_one(mailbox, message, flags)
+    }
+}
+
+/// The inbox is `INBOX` whatever its case, also as the first level of a name
+/// (`inbox/sub` is `INBOX/sub`, as Dovecot lists it); other names are case-sensitive.
+fn canonical_name(name: &str) -> String {
+    let (first, rest) = name.split_at(name.find('/').unwrap_or(name.len()));
+    if first.eq_ignore_ascii_case(INBOX) {
+        format!("{INBOX}{rest}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The real store refuses names it could not send (`quote::mailbox_arg`); so does this one.
+fn validate_name(name: &MailboxName) -> StoreResult<()> {
+    if name.0.is_empty() {
+        return Err(StoreError::Invalid("empty mailbox name".into()));
+    }
+    if name.0.contains(['\r', '\n', '\0']) || !name.0.is_ascii() {
+        return Err(StoreError::Invalid(format!(
+            "mailbox name {:?} has CR, LF, NUL or 8-bit characters",
+            name.0
+        )));
+    }
+    Ok(())
+}
+
+/// `\Trash` -> `trash`, as `MailboxInfo::special_use` holds it.
+fn normalize_special_use(attribute: &str) -> String {
+    attribute.trim_start_matches('\\').to_ascii_lowercase()
+}
+
+/// Flags in order, without repeats (flags are case-insensitive).
+fn flag_list<'f>(flags: impl IntoIterator<Item = &'f str>) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for flag in flags {
+        if !list.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+            list.push(flag.to_string());
+        }
+    }
+    list
+}
+
+/// Line breaks as Dovecot's Maildir stores a message (CRLF -> LF, a final lone CR dropped)
+/// and then serves it (LF -> CRLF).
+fn normalize_line_breaks(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut previous_stored = None;
+    for (i, &b) in raw.iter().enumerate() {
+        let next = raw.get(i + 1).copied();
+        if b == b'\r' && matches!(next, Some(b'\n') | None) {
+            continue; // not stored
+        }
+        if b == b'\n' && previous_stored != Some(b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+        previous_stored = Some(b);
+    }
+    out
+}
+
+/// Dovecot sends NUL bytes of a message as 0x80.
+fn replace_nuls(bytes: &mut [u8]) {
+    for b in bytes.iter_mut().filter(|b| **b == 0) {
+        *b = 0x80;
+    }
+}
+
+/// IMAP INTERNALDATE has whole-second resolution; truncate toward the past.
+fn whole_seconds(time: SystemTime) -> SystemTime {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => UNIX_EPOCH + Duration::from_secs(since.as_secs()),
+        Err(before) => {
+            let before = before.duration();
+            let secs = before.as_secs() + u64::from(before.subsec_nanos() > 0);
+            UNIX_EPOCH
+                .checked_sub(Duration::from_secs(secs))
+                .unwrap_or(time)
+        }
+    }
+}
+
+/// The `<offset.len>` slice of a section: clipped to its end, empty past it
+/// ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
+fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
+    let Some(range) = range else {
+        return bytes;
+    };
+    let len = bytes.len() as u64;
+    let start = range.offset.min(len);
+    let end = range.offset.saturating_add(range.len).min(len);
+    // Both are at most `bytes.len()`, so they fit in usize.
+    bytes.get(start as usize..end as usize).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::{PartHeader, TransferEncoding};
+
+    /// multipart/mixed: [1 multipart/alternative: [1.1 text/plain, 1.2 text/html],
+    /// 2 image/png attachment, 3 message/rfc822: [multipart/mixed: [3.1
+    /// multipart/alternative: [3.1.1 text/plain, 3.1.2 text/html], 3.2 text/csv]]].
+    const SAMPLE: &str = concat!(
+        "Subject: =?utf-8?q?Re=3A_caf=C3=A9?=\r\n",
+        "\t=?utf-8?q?_au_lait?=\r\n",
+        "MIME-Version: 1.0\r\n",
+        "Content-Type: multipart/mixed; boundary=\"=_outer\"\r\n",
+        "\r\n",
+        "--=_outer\r\n",
+        "Content-Type: multipart/alternative; boundary=alt\r\n",
+        "\r\n",
+        "--alt\r\n",
+        "Content-Type: text/plain; charset=utf-8\r\n",
+        "\r\n",
+        "hello\r\n",
+        "--alt\r\n",
+        "Content-Type: text/html; charset=utf-8\r\n",
+        "\r\n",
+        "<p>hello</p>\r\n",
+        "--alt--\r\n",
+        "\r\n",
+        "--=_outer\r\n",
+        "Content-Type: image/png; name=dot.png\r\n",
+        "Content-Disposition: attachment; filename=\"dot.png\"\r\n",
+        "Content-Transfer-Encoding: base64\r\n",
+        "\r\n",
+        "iVBORw0KGgo=\r\n",
+        "--=_outer\r\n",
+        "Content-Type: message/rfc822\r\n",
+        "\r\n",
+        "Subject: forwarded\r\n",
+        "Content-Type: multipart/mixed; boundary=fwd\r\n",
+        "\r\n",
+        "--fwd\r\n",
+        "Content-Type: multipart/alternative; boundary=fwd-alt\r\n",
+        "\r\n",
+        "--fwd-alt\r\n",
+        "\r\n",
+        "inner plain\r\n",
+        "--fwd-alt\r\n",
+        "Content-Type: text/html\r\n",
+        "\r\n",
+        "<i>inner</i>\r\n",
+        "--fwd-alt--\r\n",
+        "--fwd\r\n",
+        "Content-Type: text/csv\r\n",
+        "\r\n",
+        "a,b\r\n",
+        "--fwd--\r\n",
+        "--=_outer--\r\n",
+    );
+
+    const INBOX_NAME: &str = "INBOX";
+
+    fn inbox() -> MailboxName {
+        MailboxName(INBOX_NAME.into())
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// A store with SAMPLE in INBOX as UID 1.
+    fn sample_store() -> (MemoryStore, UidValidity, Uid) {
+        let store = MemoryStore::new();
+        let uid = store.add_message(
+            INBOX_NAME,
+            SAMPLE.as_bytes(),
+            &["\\Seen"],
+            at(1_700_000_000),
+        );
+        let validity = store.uid_validity(INBOX_NAME);
+        (store, validity, uid)
+    }
+
+    fn fetch(store: &MemoryStore, validity: UidValidity, uid: Uid, path: &[u32]) -> String {
+        let bytes = store
+            .fetch_section(&inbox(), validity, uid, &Section(path.to_vec()), None)
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn range(offset: u64, len: u64) -> Option<ByteRange> {
+        Some(ByteRange { offset, len })
+    }
+
+    fn header(media_type: &str, subtype: &str, params: &[(&str, &str)]) -> PartHeader {
+        PartHeader {
+            media_type: media_type.into(),
+            subtype: subtype.into(),
+            params: params
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            disposition: None,
+            disposition_params: Vec::new(),
+        }
+    }
+
+    fn leaf(header: PartHeader, encoding: TransferEncoding, body: &str) -> BodyPart {
+        BodyPart::Leaf {
+            header,
+            encoding,
+            octets: body.len() as u64,
+        }
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<MemoryStore>();
+        let store: Arc<dyn MailStore> = Arc::new(MemoryStore::new());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || store.list_mailboxes().map(|m| m.len()))
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap().unwrap(), 1);
+        }
+        assert_eq!(store.stats().commands, 4);
+    }
+
+    #[test]
+    fn mailboxes_are_listed_inbox_first() {
+        let store = MemoryStore::default();
+        store.add_mailbox("Archive", Some('/'), true, Some("\\Archive"));
+        store.add_mailbox("Work", Some('.'), false, None);
+        store.add_mailbox("Work.Old", Some('.'), true, None);
+        store.add_mailbox("Trash", Some('/'), true, Some("trash"));
+        let names: Vec<String> = store
+            .list_mailboxes()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name.0)
+            .collect();
+        assert_eq!(names, ["INBOX", "Archive", "Trash", "Work", "Work.Old"]);
+        let list = store.list_mailboxes().unwrap();
+        assert_eq!(
+            list[0],
+            MailboxInfo {
+                name: inbox(),
+                delimiter: Some('/'),
+                selectable: true,
+                special_use: None,
+            }
+        );
+        assert_eq!(list[1].special_use.as_deref(), Some("archive"));
+        assert_eq!(list[2].special_use.as_deref(), Some("trash"));
+        assert_eq!((list[3].delimiter, list[3].selectable), (Some('.'), false));
+        // Adding again changes attributes but keeps messages and UIDVALIDITY.
+        let validity = store.uid_validity("Trash");
+        store.add_message("Trash", b"Subject: x\r\n\r\n", &[], at(0));
+        store.add_mailbox("Trash", None, true, None);
+        let trash = &store.list_mailboxes().unwrap()[2];
+        assert_eq!(
+            (trash.delimiter, trash.special_use.as_deref()),
+            (None, None)
+        );
+        assert_eq!(store.uid_validity("Trash"), validity);
+        assert_eq!(
+            store
+                .list_messages(&MailboxName("Trash".into()))
+                .unwrap()
+                .messages
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn listing_reports_metadata_like_a_fetch() {
+        let (store, validity, uid) = sample_store();
+        let late = UNIX_EPOCH + Duration::from_millis(1_700_000_100_900);
+        let second = store.add_message("inbox", b"No subject here\r\n\r\nbody\r\n", &[], late);
+        let listing = store.list_messages(&inbox()).unwrap();
+        assert_eq!(listing.uid_validity, validity);
+        assert_eq!(listing.messages.len(), 2);
+        let first = &listing.messages[0];
+        assert_eq!(first.uid, uid);
+        assert_eq!(first.size, SAMPLE.len() as u64);
+        assert_eq!(first.internal_date, at(1_700_000_000));
+        assert_eq!(first.flags, vec!["\\Seen".to_string()]);
+        // ENVELOPE subject: unfolded, whitespace runs made one space, still encoded.
+        assert_eq!(
+            first.subject.as_deref(),
+            Some(&b"=?utf-8?q?Re=3A_caf=C3=A9?= =?utf-8?q?_au_lait?="[..])
+        );
+        let next = &listing.messages[1];
+        assert_eq!((next.uid, next.subject.as_deref()), (second, None));
+        assert_eq!(second, Uid(2));
+        // INTERNALDATE has whole seconds.
+        assert_eq!(next.internal_date, at(1_700_000_100));
+    }
+
+    #[test]
+    fn unknown_and_unselectable_mailboxes() {
+        let store = MemoryStore::new();
+        store.add_mailbox("Folders", Some('/'), false, None);
+        let missing = MailboxName("Nope".into());
+        assert!(matches!(
+            store.list_messages(&missing),
+            Err(StoreError::NoSuchMailbox(name)) if name == missing
+        ));
+        let noselect = MailboxName("Folders".into());
+        assert!(matches!(
+            store.list_messages(&noselect),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(matches!(
+            store.body_structure(&noselect, UidValidity(1), Uid(1)),
+            Err(StoreError::Refused(_))
+        ));
+        let bad = MailboxName("a\r\nb".into());
+        assert!(matches!(
+            store.list_messages(&bad),
+            Err(StoreError::Invalid(_))
+        ));
+        // The inbox is found whatever its case.
+        assert!(store.list_messages(&MailboxName("Inbox".into())).is_ok());
+    }
+
+    #[test]
+    fn body_structure_of_the_sample() {
+        let (store, validity, uid) = sample_store();
+        let part = store.body_structure(&inbox(), validity, uid).unwrap();
+        let mut png = header("image", "png", &[("name", "dot.png")]);
+        png.disposition = Some("attachment".into());
+        png.disposition_params = vec![("filename".into(), "dot.png".into())];
+        let us_ascii = |subtype: &str| header("text", subtype, &[("charset", "us-ascii")]);
+        let utf8 = |subtype: &str| header("text", subtype, &[("charset", "utf-8")]);
+        let forwarded = fetch(&store, validity, uid, &[3]);
+        let expected = BodyPart::Multipart {
+            header: header("multipart", "mixed", &[("boundary", "=_outer")]),
+            children: vec![
+                BodyPart::Multipart {
+                    header: header("multipart", "alternative", &[("boundary", "alt")]),
+                    children: vec![
+                        leaf(utf8("plain"), TransferEncoding::SevenBit, "hello"),
+                        leaf(utf8("html"), TransferEncoding::SevenBit, "<p>hello</p>"),
+                    ],
+                },
+                leaf(png, TransferEncoding::Base64, "iVBORw0KGgo="),
+                BodyPart::Message {
+                    header: header("message", "rfc822", &[]),
+                    encoding: TransferEncoding::SevenBit,
+                    octets: forwarded.len() as u64,
+                    subject: Some(b"forwarded".to_vec()),
+                    body: Box::new(BodyPart::Multipart {
+                        header: header("multipart", "mixed", &[("boundary", "fwd")]),
+                        children: vec![
+                            BodyPart::Multipart {
+                                header: header(
+                                    "multipart",
+                                    "alternative",
+                                    &[("boundary", "fwd-alt")],
+                                ),
+                                children: vec![
+                                    leaf(
+                                        us_ascii("plain"),
+                                        TransferEncoding::SevenBit,
+                                        "inner plain",
+                                    ),
+                                    leaf(
+                                        us_ascii("html"),
+                                        TransferEncoding::SevenBit,
+                                        "<i>inner</i>",
+                                    ),
+                                ],
+                            },
+                            leaf(us_ascii("csv"), TransferEncoding::SevenBit, "a,b"),
+                        ],
+                    }),
+                },
+            ],
+        };
+        assert_eq!(part, expected);
+    }
+
+    #[test]
+    fn sections_of_the_sample_are_exact() {
+        let (store, validity, uid) = sample_store();
+        let get = |path: &[u32]| fetch(&store, validity, uid, path);
+        assert_eq!(get(&[]), SAMPLE);
+        assert_eq!(
+            get(&[1]),
+            concat!(
+                "--alt\r\n",
+                "Content-Type: text/plain; charset=utf-8\r\n",
+                "\r\n",
+                "hello\r\n",
+                "--alt\r\n",
+                "Content-Type: text/html; charset=utf-8\r\n",
+                "\r\n",
+                "<p>hello</p>\r\n",
+                "--alt--\r\n",
+            )
+        );
+        assert_eq!(get(&[1, 1]), "hello");
+        assert_eq!(get(&[1, 2]), "<p>hello</p>");
+        assert_eq!(get(&[2]), "iVBORw0KGgo=");
+        let forwarded = get(&[3]);
+        assert!(forwarded.starts_with("Subject: forwarded\r\nContent-Type: multipart/mixed"));
+        assert!(forwarded.ends_with("a,b\r\n--fwd--\r\n"));
+        assert!(get(&[3, 1]).starts_with("--fwd-alt\r\n\r\ninner plain\r\n"));
+        assert_eq!(get(&[3, 1, 1]), "inner plain");
+        assert_eq!(get(&[3, 1, 2]), "<i>inner</i>");
+        assert_eq!(get(&[3, 2]), "a,b");
+        // Sections that name no part are empty, as Dovecot answers them.
+        assert_eq!(get(&[4]), "");
+        assert_eq!(get(&[3, 3]), "");
+        assert!(matches!(
+            store.fetch_section(&inbox(), validity, uid, &Section(vec![3, 0]), None),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn partial_fetches_are_clipped() {
+        let (store, validity, uid) = sample_store();
+        let partial = |path: &[u32], r: Option<ByteRange>| {
+            let bytes = store
+                .fetch_section(&inbox(), validity, uid, &Section(path.to_vec()), r)
+                .unwrap();
+            String::from_utf8(bytes).unwrap()
+        };
+        assert_eq!(partial(&[1, 2], range(3, 5)), "hello");
+        assert_eq!(partial(&[1, 2], range(3, 1000)), "hello</p>");
+        assert_eq!(partial(&[1, 2], range(12, 1)), "");
+        assert_eq!(partial(&[1, 2], range(100, 1)), "");
+        assert_eq!(partial(&[1, 2], range(0, 0)), "");
+        assert_eq!(partial(&[1, 2], range(u64::MAX, u64::MAX)), "");
+        assert_eq!(partial(&[1, 2], range(4, u64::MAX)), "ello</p>");
+        assert_eq!(partial(&[], range(0, 9)), "Subject: ");
+        assert_eq!(partial(&[3, 1, 1], range(6, 5)), "plain");
+    }
+
+    #[test]
+    fn wrong_validity_and_missing_messages() {
+        let (store, validity, uid) = sample_store();
+        let stale = UidValidity(validity.0 + 100);
+        match store.body_structure(&inbox(), stale, uid) {
+            Err(StoreError::UidValidityChanged {
+                mailbox,
+                expected,
+                actual,
+            }) => assert_eq!((mailbox, expected, actual), (inbox(), stale, validity)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            store.fetch_section(&inbox(), stale, uid, &Section::whole(), None),
+            Err(StoreError::UidValidityChanged { .. })
+        ));
+        assert!(matches!(
+            store.body_structure(&inbox(), validity, Uid(99)),
+            Err(StoreError::NoSuchMessage { uid: Uid(99), .. })
+        ));
+    }
+
+    #[test]
+    fn remote_changes_by_another_client() {
+        let (store, validity, uid) = sample_store();
+        store.set_flags(
+            INBOX_NAME,
+            uid,
+            &["\\Seen", "\\Flagged", "\\seen", "$Label1"],
+        );
+        let listing = store.list_messages(&inbox()).unwrap();
+        assert_eq!(
+            listing.messages[0].flags,
+            ["\\Seen", "\\Flagged", "$Label1"]
+        );
+        store.remove_message(INBOX_NAME, uid);
+        assert!(store.list_messages(&inbox()).unwrap().messages.is_empty());
+        assert!(matches!(
+            store.fetch_section(&inbox(), validity, uid, &Section::whole(), None),
+            Err(StoreError::NoSuchMessage { .. })
+        ));
+        // UIDs are not reused.
+        assert_eq!(store.add_message(INBOX_NAME, b"\r\n", &[], at(0)), Uid(2));
+        // Helpers on things that do not exist do nothing.
+        store.remove_message("Nope", uid);
+        store.set_flags("Nope", uid, &[]);
+        store.set_flags(INBOX_NAME, Uid(77), &["\\Seen"]);
+        store.recreate_mailbox("Nope");
+        assert_eq!(store.uid_validity("Nope"), UidValidity(0));
+        assert_eq!(store.list_mailboxes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recreating_a_mailbox_changes_its_validity() {
+        let (store, old, uid) = sample_store();
+        store.add_mailbox("Other", Some('/'), true, None);
+        let other = store.uid_validity("Other");
+        store.recreate_mailbox(INBOX_NAME);
+        let new = store.uid_validity(INBOX_NAME);
+        assert!(new > old && new != other);
+        let listing = store.list_messages(&inbox()).unwrap();
+        assert_eq!((listing.uid_validity, listing.messages.len()), (new, 0));
+        assert!(matches!(
+            store.body_structure(&inbox(), old, uid),
+            Err(StoreError::UidValidityChanged { actual, .. }) if actual == new
+        ));
+        // UIDs start again at 1 under the new UIDVALIDITY.
+        assert_eq!(
+            store.add_message(INBOX_NAME, SAMPLE.as_bytes(), &[], at(0)),
+            Uid(1)
+        );
+    }
+
+    #[test]
+    fn add_message_creates_a_missing_mailbox() {
+        let store = MemoryStore::new();
+        let uid = store.add_message("Lists/rust", b"Subject: hi\r\n\r\n", &[], at(0));
+        assert_eq!(uid, Uid(1));
+        let list: Vec<(String, bool)> = store
+            .list_mailboxes()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name.0, m.selectable))
+            .collect();
+        let expected = [("INBOX", true), ("Lists", false), ("Lists/rust", true)];
+        assert_eq!(list, expected.map(|(n, s)| (n.to_string(), s)));
+        assert_ne!(
+            store.uid_validity("Lists/rust"),
+            store.uid_validity(INBOX_NAME)
+        );
+    }
+
+    #[test]
+    fn messages_are_kept_as_dovecot_serves_them() {
+        let store = MemoryStore::new();
+        let uid = store.add_message(
+            INBOX_NAME,
+            b"Subject: x\nX: a\0b\n\nbody\r\r\nend\r",
+            &[],
+            at(0),
+        );
+        let validity = store.uid_validity(INBOX_NAME);
+        let whole = store
+            .fetch_section(&inbox(), validity, uid, &Section::whole(), None)
+            .unwrap();
+        assert_eq!(whole, b"Subject: x\r\nX: a\x80b\r\n\r\nbody\r\nend");
+        let listing = store.list_messages(&inbox()).unwrap();
+        assert_eq!(listing.messages[0].size, whole.len() as u64);
+        let body = store
+            .fetch_section(&inbox(), validity, uid, &Section(vec![1]), None)
+            .unwrap();
+        assert_eq!(body, b"body\r\nend");
+    }
+
+    #[test]
+    fn counters_count_every_call() {
+        let (store, validity, uid) = sample_store();
+        store.list_mailboxes().unwrap();
+        store.list_messages(&inbox()).unwrap();
+        store
+            .list_messages(&MailboxName("Nope".into()))
+            .unwrap_err();
+        store.body_structure(&inbox(), validity, uid).unwrap();
+        let whole = Section::whole();
+        store
+            .fetch_section(&inbox(), validity, uid, &Section(vec![1, 1]), None)
+            .unwrap();
+        store
+            .fetch_section(&inbox(), validity, uid, &whole, range(0, 7))
+            .unwrap();
+        store
+            .fetch_section(&inbox(), validity, Uid(9), &whole, None)
+            .unwrap_err();
+        assert_eq!(store.count(Op::ListMailboxes), 1);
+        assert_eq!(store.count(Op::ListMessages), 2);
+        assert_eq!(store.count(Op::BodyStructure), 1);
+        assert_eq!(store.count(Op::FetchSection), 3);
+        assert_eq!(store.bytes_served(), 5 + 7);
+        assert_eq!(
+            store.stats(),
+            StoreStats {
+                commands: 7,
+                bytes_received: 12,
+                bytes_sent: 0
+            }
+        );
+        // The helpers that play another client are not calls.
+        store.add_message(INBOX_NAME, b"\r\n", &[], at(0));
+        store.uid_validity(INBOX_NAME);
+        assert_eq!(store.stats().commands, 7);
+        assert!(format!("{store:?}").contains("INBOX"));
+    }
+
+    #[test]
+    fn injected_failures_hit_the_next_call_of_their_operation_only() {
+        let (store, validity, uid) = sample_store();
+        store.fail_next(Op::FetchSection, || StoreError::Timeout("injected".into()));
+        store.fail_next(Op::FetchSection, || StoreError::Connection("second".into()));
+        store.fail_next(Op::ListMailboxes, || StoreError::Refused("no".into()));
+        // Other operations are not affected.
+        assert!(store.body_structure(&inbox(), validity, uid).is_ok());
+        assert!(store.list_messages(&inbox()).is_ok());
+        let whole = Section::whole();
+        assert!(matches!(
+            store.fetch_section(&inbox(), validity, uid, &whole, None),
+            Err(StoreError::Timeout(m)) if m == "injected"
+        ));
+        assert!(matches!(
+            store.fetch_section(&inbox(), validity, uid, &whole, None),
+            Err(StoreError::Connection(_))
+        ));
+        assert_eq!(
+            store
+                .fetch_section(&inbox(), validity, uid, &whole, None)
+                .unwrap(),
+            SAMPLE.as_bytes()
+        );
+        assert!(matches!(
+            store.list_mailboxes(),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(store.list_mailboxes().is_ok());
+        // Failed calls count, and serve no bytes.
+        assert_eq!(store.count(Op::FetchSection), 3);
+        assert_eq!(store.count(Op::ListMailboxes), 2);
+        assert_eq!(store.bytes_served(), SAMPLE.len() as u64);
+        // An injected failure comes before any other check.
+        store.fail_next(Op::ListMessages, || StoreError::OverQuota("full".into()));
+        assert!(matches!(
+            store.list_messages(&MailboxName("Nope".into())),
+            Err(StoreError::OverQuota(_))
+        ));
+    }
+
+    #[test]
+    fn whole_seconds_truncate_toward_the_past() {
+        assert_eq!(whole_seconds(at(5)), at(5));
+        assert_eq!(whole_seconds(at(5) + Duration::from_millis(999)), at(5));
+        let before = UNIX_EPOCH - Duration::from_millis(1500);
+        assert_eq!(whole_seconds(before), UNIX_EPOCH - Duration::from_secs(2));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_message_can_be_stored_and_fetched(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            path in proptest::collection::vec(0u32..4, 0..4),
+            offset in 0u64..500,
+            len in 0u64..500,
+        ) {
+            let store = MemoryStore::new();
+            let uid = store.add_message(INBOX_NAME, &raw, &[], at(0));
+            let validity = store.uid_validity(INBOX_NAME);
+            store.body_structure(&inbox(), validity, uid).unwrap();
+            let whole = store
+                .fetch_section(&inbox(), validity, uid, &Section::whole(), None)
+                .unwrap();
+            let section = Section(path);
+            match store.fetch_section(&inbox(), validity, uid, &section, range(offset, len)) {
+                Ok(bytes) => {
+                    proptest::prop_assert!(bytes.len() as u64 <= len);
+                    let inside = bytes.is_empty()
+                        || whole.windows(bytes.len()).any(|w| w == bytes.as_slice());
+                    proptest::prop_assert!(inside);
+                }
+                Err(StoreError::Invalid(_)) => proptest::prop_assert!(section.0.contains(&0)),
+                Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The commands that change the in-memory account (CREATE, DELETE, RENAME, STORE, MOVE,
+//! EXPUNGE, APPEND), answering as Dovecot 2.3 with Maildir `LAYOUT=fs` and separator `/`
+//! answers them (the answers were checked against it), mapped to errors as the IMAP store
+//! maps their response codes: `[CANNOT]` is `Invalid`, `[ALREADYEXISTS]` is
+//! `AlreadyExists`, `[NONEXISTENT]` and `[TRYCREATE]` are "no such mailbox" refusals, and
+//! any other `NO` is `Refused`.
+
+use std::time::SystemTime;
+
+use super::{canonical_name, flag_list, validate_name, Mailbox, Message, State, INBOX};
+use crate::store::{Flag, MailboxName, StoreError, StoreResult, Uid, UidValidity};
+
+/// The hierarchy separator of the inbox namespace.
+const SEPARATOR: char = '/';
+
+fn refused(text: impl Into<String>) -> StoreError {
+    StoreError::Refused(text.into())
+}
+
+/// `NO [CANNOT]`.
+fn cannot(text: &str) -> StoreError {
+    StoreError::Invalid(format!("[CANNOT] {text}"))
+}
+
+/// `NO [ALREADYEXISTS]`.
+fn already_exists(text: &str) -> StoreError {
+    StoreError::AlreadyExists(format!("[ALREADYEXISTS] {text}"))
+}
+
+/// `NO [NONEXISTENT]` (DELETE, RENAME) and `NO [TRYCREATE]` (APPEND, MOVE).
+fn no_such_mailbox(code: &str, name: &str) -> StoreError {
+    refused(format!(
+        "no such mailbox: [{code}] Mailbox doesn't exist: {name}"
+    ))
+}
+
+/// Dovecot's checks on a name to create or rename to.
+fn check_new_name(name: &str) -> StoreResult<()> {
+    if name.starts_with(SEPARATOR) {
+        return Err(cannot(
+            "Invalid mailbox name: Begins with hierarchy separator",
+        ));
+    }
+    if name.contains("//") {
+        return Err(cannot(
+            "Invalid mailbox name: Has adjacent hierarchy separators",
+        ));
+    }
+    Ok(())
+}
+
+impl State {
+    fn has_children(&self, name: &str) -> bool {
+        let prefix = format!("{name}{SEPARATOR}");
+        self.mailboxes
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(key, _)| key.starts_with(&prefix))
+    }
+
+    /// A mailbox messages can be put in, or Dovecot's `NO [TRYCREATE]`.
+    fn destination(&mut self, name: &MailboxName) -> StoreResult<&mut Mailbox> {
+        validate_name(name)?;
+        match self.mailboxes.get_mut(canonical_name(&name.0).as_str()) {
+            Some(mailbox) if mailbox.selectable => Ok(mailbox),
+            _ => Err(no_such_mailbox("TRYCREATE", &name.0)),
+        }
+    }
+
+    /// `CREATE`: missing parents become `\Noselect`; a trailing separator makes only a
+    /// `\Noselect` directory; creating over a `\Noselect` one makes it selectable.
+    pub(super) fn create(&mut self, name: &MailboxName) -> StoreResult<()> {
+        validate_name(name)?;
+        let canonical = canonical_name(&name.0);
+        check_new_name(&canonical)?;
+        let (target, directory_only) = match canonical.strip_suffix(SEPARATOR) {
+            Some(target) => (target, true),
+            None => (canonical.as_str(), false),
+        };
+        if let Some(existing) = self.mailboxes.get(target) {
+            if existing.selectable || directory_only {
+                return Err(already_exists("Mailbox already exists"));
+            }
+        }
+        self.create_ancestors(target, SEPARATOR);
+        self.create_mailbox(target, Some(SEPARATOR), !directory_only, None);
+        Ok(())
+    }
+
+    /// `DELETE`: a mailbox with children keeps them and becomes `\Noselect`; a `\Noselect`
+    /// one with children cannot go.
+    pub(super) fn delete(&mut self, name: &MailboxName) -> StoreResult<()> {
+        validate_name(name)?;
+        let canonical = canonical_name(&name.0);
+        if canonical == INBOX {
+            return Err(refused("INBOX can't be deleted"));
+        }
+        let has_children = self.has_children(&canonical);
+        let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) else {
+            return Err(no_such_mailbox("NONEXISTENT", &name.0));
+        };
+        match (has_children, mailbox.selectable) {
+            (true, false) => Err(refused("Mailbox has children, delete them first")),
+            (true, true) => {
+                mailbox.selectable = false;
+                mailbox.messages.clear();
+                Ok(())
+            }
+            (false, _) => {
+                self.mailboxes.remove(canonical.as_str());
+                Ok(())
+            }
+        }
+    }
+
+    /// `RENAME`: the mailbox and everything under it move, keeping UIDVALIDITY and
+    /// messages; missing parents of the new name become `\Noselect`.
+    pub(super) fn rename(&mut self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
+        validate_name(from)?;
+        validate_name(to)?;
+        let from_name = canonical_name(&from.0);
+        let to_name = canonical_name(&to.0);
+        check_new_name(&to_name)?;
+        if from_name == INBOX {
+            return Err(cannot("Renaming INBOX isn't supported"));
+        }
+        if !self.mailboxes.contains_key(from_name.as_str()) {
+            return Err(no_such_mailbox("NONEXISTENT", &from.0));
+        }
+        if self.mailboxes.contains_key(to_name.as_str()) {
+            return Err(already_exists("Target mailbox already exists"));
+        }
+        let inferior_prefix = format!("{from_name}{SEPARATOR}");
+        if to_name.starts_with(&inferior_prefix) {
+            return Err(refused("Can't rename mailbox under its own child"));
+        }
+        let moving: Vec<String> = self
+            .mailboxes
+            .keys()
+            .filter(|key| **key == from_name || key.starts_with(&inferior_prefix))
+            .cloned()
+            .collect();
+        for old in moving {
+            if let Some(mut mailbox) = self.mailboxes.remove(&old) {
+                // Dovecot ties special use to the configured name, not to the mailbox.
+                mailbox.special_use = None;
+                let new = format!("{to_name}{}", &old[from_name.len()..]);
+                self.mailboxes.insert(new, mailbox);
+            }
+        }
+        self.create_ancestors(&to_name, SEPARATOR);
+        Ok(())
+    }
+
+    /// `UID STORE uid FLAGS.SILENT (...)`: like the server, silent about a UID that is gone.
+    pub(super) fn store_flags(
+        &mut self,
+        name: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        flags: &[Flag],
+    ) -> StoreResult<()> {
+        self.selected(name, validity)?;
+        let canonical = canonical_name(&name.0);
+        let message = self
+            .mailboxes
+            .get_mut(canonical.as_str())
+            .and_then(|mailbox| mailbox.messages.get_mut(&uid));
+        if let Some(message) = message {
+            message.flags = flag_list(flags.iter().map(Flag::as_str));
+        }
+        Ok(())
+    }
+
+    /// Take out a message that must exist (the IMAP store checks with `UID SEARCH` first).
+    fn take_message(
+        &mut self,
+        name: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<Message> {
+        self.message(name, validity, uid)?;
+        self.mailboxes
+            .get_mut(canonical_name(&name.0).as_str())
+            .and_then(|mailbox| mailbox.messages.remove(&uid))
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: name.clone(),
+                uid,
+            })
+    }
+
+    /// `UID MOVE` (or COPY + EXPUNGE with UIDPLUS): flags and internal date go along; the
+    /// target's UIDVALIDITY and the new UID are known only with UIDPLUS (COPYUID).
+    pub(super) fn move_one(
+        &mut self,
+        from: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxName,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        validate_name(to)?;
+        let capabilities = self.capabilities;
+        if !capabilities.move_command && !capabilities.uidplus {
+            return Err(StoreError::Unsupported(
+                "neither MOVE nor UIDPLUS: a message cannot be moved safely".into(),
+            ));
+        }
+        self.message(from, validity, uid)?;
+        self.destination(to)?;
+        let message = self.take_message(from, validity, uid)?;
+        let target = self.destination(to)?;
+        let new_uid = target.insert(message);
+        Ok(capabilities.uidplus.then_some((target.validity, new_uid)))
+    }
+
+    /// `UID EXPUNGE` of one message; without UIDPLUS the IMAP store refuses.
+    pub(super) fn expunge_one(
+        &mut self,
+        name: &MailboxName,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<()> {
+        if !self.capabilities.uidplus {
+            return Err(StoreError::Unsupported(
+                "no UIDPLUS: a plain EXPUNGE would also erase other clients' deleted messages"
+                    .into(),
+            ));
+        }
+        self.take_message(name, validity, uid).map(drop)
+    }
+
+    /// `APPEND`: the message is kept as Dovecot keeps it, with the current time as its
+    /// internal date; UIDVALIDITY and UID are known only with UIDPLUS (APPENDUID).
+    pub(super) fn append_one(
+        &mut self,
+        name: &MailboxName,
+        raw: &[u8],
+        flags: &[Flag],
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        validate_name(name)?;
+        if name.0.contains(['"', '\\']) {
+            return Err(StoreError::Invalid(format!(
+                "cannot APPEND to {:?}: quotes and backslashes are not supported in this name",
+                name.0
+            )));
+        }
+        let uidplus = self.capabilities.uidplus;
+        let mailbox = self.destination(name)?;
+        if raw.is_empty() {
+            return Err(refused("Can't save a zero byte message"));
+        }
+        let message = Message::new(
+            raw,
+            flag_list(flags.iter().map(Flag::as_str)),
+            SystemTime::now(),
+        );
+        let size = message.raw.len() as u64;
+        let uid = mailbox.insert(message);
+        let validity = mailbox.validity;
+        self.bytes_sent += size;
+        Ok(uidplus.then_some((validity, uid)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use crate::store::memory::{MemoryStore, Op};
+    use crate::store::{Capabilities, MailStore, Section};
+
+    use super::*;
+
+    fn name(text: &str) -> MailboxName {
+        MailboxName(text.into())
+    }
+
+    fn listing(store: &MemoryStore) -> Vec<(String, bool)> {
+        store
+            .list_mailboxes()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name.0, m.selectable))
+            .collect()
+    }
+
+    fn entries(list: &[(&str, bool)]) -> Vec<(String, bool)> {
+        list.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    }
+
+    fn flags(list: &[&str]) -> Vec<Flag> {
+        list.iter().map(|f| Flag::parse(f).unwrap()).collect()
+    }
+
+    fn is_refused<T: std::fmt::Debug>(result: StoreResult<T>, text: &str) -> bool {
+        matches!(result, Err(StoreError::Refused(message)) if message.contains(text))
+    }
+
+    fn is_invalid<T: std::fmt::Debug>(result: StoreResult<T>) -> bool {
+        matches!(result, Err(StoreError::Invalid(_)))
+    }
+
+    fn exists_already<T: std::fmt::Debug>(result: StoreResult<T>) -> bool {
+        matches!(result, Err(StoreError::AlreadyExists(_)))
+    }
+
+    #[test]
+    fn create_makes_parents_noselect() {
+        let store = MemoryStore::new();
+        store.create_mailbox(&name("a/b/c")).unwrap();
+        store.create_mailbox(&name("x/")).unwrap();
+        assert_eq!(
+            listing(&store),
+            entries(&[
+                ("INBOX", true),
+                ("a", false),
+                ("a/b", false),
+                ("a/b/c", true),
+                ("x", false)
+            ])
+        );
+        // Creating over a \Noselect parent makes it a mailbox.
+        store.create_mailbox(&name("a")).unwrap();
+        assert!(listing(&store).contains(&("a".to_string(), true)));
+        assert!(store.list_messages(&name("a")).unwrap().messages.is_empty());
+        assert!(exists_already(store.create_mailbox(&name("a"))));
+        assert!(exists_already(store.create_mailbox(&name("x/"))));
+        assert!(exists_already(store.create_mailbox(&name("inbox"))));
+        for bad in ["/x", "q//r", "", "a\r\nb", "caf\u{e9}"] {
+            assert!(is_invalid(store.create_mailbox(&name(bad))), "{bad:?}");
+        }
+        // The inbox keeps its spelling as a parent.
+        store.create_mailbox(&name("inbox/sub")).unwrap();
+        assert!(listing(&store).contains(&("INBOX/sub".to_string(), true)));
+        assert_eq!(store.count(Op::CreateMailbox), 12);
+    }
+
+    #[test]
+    fn delete_follows_dovecot() {
+        let store = MemoryStore::new();
+        store.create_mailbox(&name("p/q")).unwrap();
+        store.create_mailbox(&name("p")).unwrap();
+        store.add_message("p", b"Subject: x\r\n\r\n", &[], UNIX_EPOCH);
+        assert!(is_refused(
+            store.delete_mailbox(&name("nope")),
+            "no such mailbox"
+        ));
+        assert!(is_refused(store.delete_mailbox(&name("INBOX")), "INBOX"));
+        // A mailbox with children loses its messages and becomes \Noselect.
+        store.delete_mailbox(&name("p")).unwrap();
+        assert_eq!(
+            listing(&store),
+            entries(&[("INBOX", true), ("p", false), ("p/q", true)])
+        );
+        assert!(is_refused(store.delete_mailbox(&name("p")), "has children"));
+        store.delete_mailbox(&name("p/q")).unwrap();
+        store.delete_mailbox(&name("p")).unwrap();
+        assert_eq!(listing(&store), entries(&[("INBOX", true)]));
+    }
+
+    #[test]
+    fn rename_moves_the_subtree() {
+        let store = MemoryStore::new();
+        store.add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+        store.create_mailbox(&name("x/y")).unwrap();
+        let uid = store.add_message("x/y", b"Subject: kept\r\n\r\nbody\r\n", &[], UNIX_EPOCH);
+        let validity = store.uid_validity("x/y");
+        store.rename_mailbox(&name("x"), &name("z/w")).unwrap();
+        assert_eq!(
+            listing(&store),
+            entries(&[
+                ("INBOX", true),
+                ("Trash", true),
+                ("z", false),
+                ("z/w", false),
+                ("z/w/y", true)
+            ])
+        );
+        // Messages and UIDVALIDITY move along.
+        assert_eq!(store.uid_validity("z/w/y"), validity);
+        let body = store
+            .fetch_section(&name("z/w/y"), validity, uid, &Section(vec![1]), None)
+            .unwrap();
+        assert_eq!(body, b"body\r\n");
+        store.rename_mailbox(&name("Trash"), &name("Old")).unwrap();
+        let old = store.list_mailboxes().unwrap();
+        assert_eq!(old[1].name, name("Old"));
+        assert_eq!(old[1].special_use, None);
+        assert!(is_refused(
+            store.rename_mailbox(&name("nope"), &name("q")),
+            "no such mailbox"
+        ));
+        assert!(exists_already(
+            store.rename_mailbox(&name("z"), &name("Old"))
+        ));
+        assert!(is_refused(
+            store.rename_mailbox(&name("z"), &name("z/new")),
+            "own child"
+        ));
+        assert!(is_invalid(store.rename_mailbox(&name("Inbox"), &name("q"))));
+        assert!(is_invalid(store.rename_mailbox(&name("z"), &name("/q"))));
+    }
+
+    #[test]
+    fn set_flags_replaces_and_ignores_missing_uids() {
+        let store = MemoryStore::new();
+        let uid = store.add_message(INBOX, b"Subject: x\r\n\r\n", &["\\Seen"], UNIX_EPOCH);
+        let validity = store.uid_validity(INBOX);
+        // The inherent `set_flags` is the "another client" helper; this is the trait's.
+        MailStore::set_flags(
+            &store,
+            &name(INBOX),
+            validity,
+            uid,
+            &flags(&["\\Flagged", "$Work"]),
+        )
+        .unwrap();
+        let listing = store.list_messages(&name(INBOX)).unwrap();
+        assert_eq!(listing.messages[0].flags, ["\\Flagged", "$Work"]);
+        // A UID that is gone: the server says OK, so does the store.
+        MailStore::set_flags(&store, &name(INBOX), validity, Uid(99), &flags(&["\\Seen"])).unwrap();
+        assert!(matches!(
+            MailStore::set_flags(&store, &name(INBOX), UidValidity(0), uid, &[]),
+            Err(StoreError::UidValidityChanged { .. })
+        ));
+        assert_eq!(store.count(Op::SetFlags), 3);
+    }
+
+    #[test]
+    fn move_keeps_flags_and_reports_the_new_uid() {
+        let store = MemoryStore::new();
+        store.create_mailbox(&name("Archive")).unwrap();
+        store.create_mailbox(&name("Dir/Sub")).unwrap();
+        let date = UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let uid = store.add_message(INBOX, b"Subject: m\r\n\r\nx\r\n", &["\\Seen"], date);
+        let validity = store.uid_validity(INBOX);
+        let inbox = name(INBOX);
+        assert!(is_refused(
+            store.move_message(&inbox, validity, uid, &name("nope")),
+            "TRYCREATE"
+        ));
+        assert!(is_refused(
+            store.move_message(&inbox, validity, uid, &name("Dir")),
+            "TRYCREATE"
+        ));
+        let moved = store
+            .move_message(&inbox, validity, uid, &name("Archive"))
+            .unwrap();
+        assert_eq!(moved, Some((store.uid_validity("Archive"), Uid(1))));
+        assert!(store.list_messages(&inbox).unwrap().messages.is_empty());
+        let archive = store.list_messages(&name("Archive")).unwrap();
+        assert_eq!(archive.messages[0].flags, ["\\Seen"]);
+        assert_eq!(archive.messages[0].internal_date, date);
+        assert!(matches!(
+            store.move_message(&inbox, validity, uid, &name("Archive")),
+            Err(StoreError::NoSuchMessage { .. })
+        ));
+        // Moving within one mailbox gives a new UID.
+        let archive_validity = archive.uid_validity;
+        let again = store
+            .move_message(&name("Archive"), archive_validity, Uid(1), &name("Archive"))
+            .unwrap();
+        assert_eq!(again, Some((archive_validity, Uid(2))));
+    }
+
+    #[test]
+    fn capabilities_decide_what_is_possible() {
+        let store = MemoryStore::new();
+        assert_eq!(
+            store.capabilities(),
+            Capabilities {
+                move_command: true,
+                uidplus: true
+            }
+        );
+        let uid = store.add_message(INBOX, b"Subject: m\r\n\r\n", &[], UNIX_EPOCH);
+        let validity = store.uid_validity(INBOX);
+        let inbox = name(INBOX);
+        store.set_capabilities(Capabilities {
+            move_command: true,
+            uidplus: false,
+        });
+        assert!(matches!(
+            store.expunge_message(&inbox, validity, uid),
+            Err(StoreError::Unsupported(_))
+        ));
+        // MOVE without UIDPLUS works but does not tell the new UID.
+        store.create_mailbox(&name("Other")).unwrap();
+        assert_eq!(
+            store
+                .move_message(&inbox, validity, uid, &name("Other"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.append(&inbox, b"Subject: a\r\n\r\n", &[]).unwrap(),
+            None
+        );
+        store.set_capabilities(Capabilities::default());
+        let other = store.uid_validity("Other");
+        assert!(matches!(
+            store.move_message(&name("Other"), other, Uid(1), &inbox),
+            Err(StoreError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn expunge_removes_exactly_one_message() {
+        let store = MemoryStore::new();
+        let first = store.add_message(INBOX, b"Subject: 1\r\n\r\n", &[], UNIX_EPOCH);
+        let second = store.add_message(INBOX, b"Subject: 2\r\n\r\n", &[], UNIX_EPOCH);
+        let validity = store.uid_validity(INBOX);
+        store
+            .expunge_message(&name(INBOX), validity, first)
+            .unwrap();
+        let left: Vec<Uid> = store
+            .list_messages(&name(INBOX))
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        assert_eq!(left, [second]);
+        assert!(matches!(
+            store.expunge_message(&name(INBOX), validity, first),
+            Err(StoreError::NoSuchMessage { .. })
+        ));
+    }
+
+    #[test]
+    fn append_stores_as_dovecot_does() {
+        let store = MemoryStore::new();
+        let inbox = name(INBOX);
+        let before = SystemTime::now();
+        let (validity, uid) = store
+            .append(&inbox, b"Subject: new\n\nbody\n", &flags(&["\\Seen", "$x"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((validity, uid), (store.uid_validity(INBOX), Uid(1)));
+        let listing = store.list_messages(&inbox).unwrap();
+        let meta = &listing.messages[0];
+        assert_eq!(meta.flags, ["\\Seen", "$x"]);
+        assert_eq!(meta.subject.as_deref(), Some(&b"new"[..]));
+        assert_eq!(meta.size, 22); // line breaks became CRLF
+        assert!(meta.internal_date + std::time::Duration::from_secs(1) >= before);
+        assert_eq!(store.stats().bytes_sent, 22);
+        assert!(is_refused(store.append(&inbox, b"", &[]), "zero byte"));
+        assert!(is_refused(
+            store.append(&name("nope"), b"x", &[]),
+            "TRYCREATE"
+        ));
+        store.create_mailbox(&name("dir/")).unwrap();
+        assert!(is_refused(
+            store.append(&name("dir"), b"x", &[]),
+            "TRYCREATE"
+        ));
+        assert!(matches!(
+            store.append(&name("a\"b"), b"x", &[]),
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(store.count(Op::Append), 5);
+    }
+
+    #[test]
+    fn write_failures_can_be_injected() {
+        let store = MemoryStore::new();
+        store.fail_next(Op::CreateMailbox, || StoreError::OverQuota("full".into()));
+        assert!(matches!(
+            store.create_mailbox(&name("x")),
+            Err(StoreError::OverQuota(_))
+        ));
+        assert_eq!(listing(&store).len(), 1);
+        store.create_mailbox(&name("x")).unwrap();
+        assert_eq!(store.count(Op::CreateMailbox), 2);
+        assert_eq!(store.stats().commands, 3); // two CREATEs and one LIST
+    }
+}
