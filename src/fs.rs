@@ -111,8 +111,6 @@ struct Listing {
     fetched: Instant,
     /// Set after a change here: the next directory listing asks the server again.
     stale: bool,
-    /// Names that `mv` gave messages moved here, valid until the next directory listing.
-    aliases: HashMap<String, Uid>,
 }
 
 #[derive(Default)]
@@ -126,6 +124,9 @@ struct State {
     next_fh: u64,
     /// Part files and encapsulated messages removed from this mount's view.
     hidden: HashSet<u64>,
+    /// Names that `mv` gave messages moved into a mailbox, valid until its next directory
+    /// listing: mailbox -> name -> (message, mtime).
+    aliases: HashMap<MailboxName, HashMap<String, (MessageRef, SystemTime)>>,
     /// New files being written, by inode.
     pending: HashMap<u64, Arc<changes::PendingFile>>,
 }
@@ -327,10 +328,6 @@ impl Fs {
             .listings
             .get(mailbox)
             .is_some_and(|old| old.validity != fresh.uid_validity);
-        let aliases = match state.listings.get_mut(mailbox) {
-            Some(old) if !changed => std::mem::take(&mut old.aliases),
-            _ => HashMap::new(),
-        };
         if changed {
             tracing::warn!(mailbox = %mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
             state
@@ -349,7 +346,6 @@ impl Fs {
                 order,
                 fetched: Instant::now(),
                 stale: false,
-                aliases,
             },
         );
         Ok(())
@@ -394,6 +390,17 @@ impl Fs {
         let structures = self
             .store
             .body_structures(&message.mailbox, message.validity, &uids)?;
+        // The size of message.eml comes from the listing; a message that arrived (or was
+        // moved here) since the last listing needs a fresh one.
+        let known = {
+            let state = self.state.lock();
+            state.listings.get(&message.mailbox).is_some_and(|l| {
+                l.validity == message.validity && l.by_uid.contains_key(&message.uid)
+            })
+        };
+        if !known {
+            self.ensure_listing(&message.mailbox, Some(Duration::ZERO))?;
+        }
         let mut state = self.state.lock();
         let mut wanted = None;
         for (uid, structure) in structures {
@@ -521,11 +528,11 @@ impl Fs {
 
     fn find_message(&self, mailbox: &MailboxName, name: &str) -> Option<(MessageRef, SystemTime)> {
         let state = self.state.lock();
+        if let Some(alias) = state.aliases.get(mailbox).and_then(|a| a.get(name)) {
+            return Some(alias.clone());
+        }
         let listing = state.listings.get(mailbox)?;
-        let uid = *listing
-            .names
-            .get(name)
-            .or_else(|| listing.aliases.get(name))?;
+        let uid = *listing.names.get(name)?;
         let meta = listing.by_uid.get(&uid)?;
         Some((
             MessageRef {
@@ -612,13 +619,15 @@ impl Fs {
                 name,
             });
         }
+        if let Some(mailbox) = mailbox {
+            // A directory listing is "the next listing": names `mv` used stop resolving now.
+            state.aliases.remove(mailbox);
+        }
         let Some((mailbox, listing)) =
             mailbox.and_then(|m| state.listings.get_mut(m).map(|l| (m, l)))
         else {
             return Ok(out);
         };
-        // A directory listing is "the next listing": names `mv` used stop resolving now.
-        listing.aliases.clear();
         let mut names: Vec<(&String, &Uid)> = listing.names.iter().collect();
         names.sort_by_key(|(_, uid)| **uid);
         for (name, uid) in names {

@@ -59,10 +59,10 @@ fn errno(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-fn entry(reply: ReplyEntry, result: Result<AttrReply, FsError>) {
+fn entry(op: &str, reply: ReplyEntry, result: Result<AttrReply, FsError>) {
     match result {
         Ok(r) => reply.entry(&r.ttl, &file_attr(&r.attr), Generation(0)),
-        Err(e) => reply.error(errno("lookup", &e)),
+        Err(e) => reply.error(errno(op, &e)),
     }
 }
 
@@ -85,7 +85,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
-        entry(reply, self.fs.lookup(parent.0, name));
+        entry("lookup", reply, self.fs.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -293,7 +293,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let _span = tracing::debug_span!("mkdir", parent = parent.0, ?name).entered();
-        entry(reply, self.fs.mkdir(parent.0, name));
+        entry("mkdir", reply, self.fs.mkdir(parent.0, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -327,8 +327,14 @@ impl fuser::Filesystem for FuseAdapter {
         empty(
             "rename",
             reply,
-            self.fs
-                .rename(parent.0, name, newparent.0, newname, flags.bits() != 0),
+            self.fs.rename(
+                parent.0,
+                name,
+                newparent.0,
+                newname,
+                flags.contains(RenameFlags::RENAME_NOREPLACE),
+                flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT),
+            ),
         );
     }
 

@@ -216,6 +216,8 @@ pub enum StoreError {
     Unsupported(String),
     #[error("over quota: {0}")]
     OverQuota(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
 }
 
 /// The result type of every store call.
@@ -293,14 +295,15 @@ pub trait MailStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Moves one message (`UID MOVE`, or `UID COPY` then expunging that UID alone).
-    /// Returns the new UID when the server tells it (COPYUID, RFC 4315).
+    /// Returns the target's UIDVALIDITY and the new UID when the server tells them
+    /// (COPYUID, RFC 4315).
     fn move_message(
         &self,
         from: &MailboxName,
         validity: UidValidity,
         uid: Uid,
         to: &MailboxName,
-    ) -> StoreResult<Option<Uid>>;
+    ) -> StoreResult<Option<(UidValidity, Uid)>>;
 
     /// Expunges exactly one message: `UID STORE +FLAGS.SILENT (\Deleted)` then
     /// `UID EXPUNGE <uid>`. Without UIDPLUS this is refused, since a plain EXPUNGE would also

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::inodes::{MessageRef, Node};
 use super::{name_str, newmail, AttrReply, Fs, FsError, FsResult, Kind, StatFs};
-use crate::store::{Flag, MailboxName, StoreError, Uid};
+use crate::store::{Flag, MailboxName, StoreError};
 use crate::utf7;
 
 /// What deleting a message directory does.
@@ -319,11 +319,15 @@ impl Fs {
         name: &OsStr,
         new_parent: u64,
         new_name: &OsStr,
-        flags_given: bool,
+        no_replace: bool,
+        exchange: bool,
     ) -> FsResult<()> {
         self.refuse_if_read_only()?;
-        if flags_given {
-            return Err(FsError::NotSupported);
+        if exchange {
+            return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
+        }
+        if no_replace && self.lookup(new_parent, new_name).is_ok() {
+            return Err(FsError::Exists);
         }
         let new_name_str = name_str(new_name)?.to_string();
         let child = self.lookup(parent, name)?.attr.ino;
@@ -336,7 +340,7 @@ impl Fs {
                 message, section, ..
             } if section.is_whole() => {
                 let target = self.mailbox_dir_path(new_parent)?;
-                self.move_message(child, &message, &target, &new_name_str)
+                self.move_message(&message, &target, &new_name_str)
             }
             Node::Pending { .. } => {
                 // Tools write a temporary name and rename it when done (rsync does).
@@ -357,7 +361,6 @@ impl Fs {
 
     fn move_message(
         &self,
-        ino: u64,
         message: &MessageRef,
         target_path: &str,
         new_name: &str,
@@ -377,39 +380,28 @@ impl Fs {
                 "a message's name comes from its UID and subject; it cannot be renamed".into(),
             ));
         }
-        let new_uid =
+        let moved =
             self.store
                 .move_message(&message.mailbox, message.validity, message.uid, &target)?;
-        tracing::info!(from = %message.mailbox, to = %target, uid = %message.uid, ?new_uid, "moved message");
+        tracing::info!(from = %message.mailbox, to = %target, uid = %message.uid, ?moved, "moved message");
+        if let Some((validity, uid)) = moved {
+            let new = MessageRef {
+                mailbox: target.clone(),
+                validity,
+                uid,
+            };
+            self.follow_move(message, &new, new_name);
+        }
         self.forget_message(message);
         self.mark_stale(&target);
-        if let Some(uid) = new_uid {
-            self.follow_move(ino, message, &target, uid, new_name);
-        }
         Ok(())
     }
 
-    /// After a move, the inodes the kernel holds for the message (and its files) follow it,
-    /// and the name `mv` used resolves to it until the next listing.
-    fn follow_move(
-        &self,
-        ino: u64,
-        old: &MessageRef,
-        target: &MailboxName,
-        uid: Uid,
-        new_name: &str,
-    ) {
+    /// After a move, the inodes the kernel holds for the message (and its files) follow it
+    /// to its new mailbox and UID, and the name `mv` used resolves to it until the next
+    /// listing of the target.
+    fn follow_move(&self, old: &MessageRef, new: &MessageRef, new_name: &str) {
         let mut state = self.state.lock();
-        let Some(validity) = state.listings.get(target).map(|l| l.validity) else {
-            // Without a listing of the target, its UIDVALIDITY is unknown: let the next
-            // lookup find the message from a fresh listing instead.
-            return;
-        };
-        let new = MessageRef {
-            mailbox: target.clone(),
-            validity,
-            uid,
-        };
         state.inodes.rewrite(|node| match node {
             Node::Message { message, .. } | Node::File { message, .. } if message == old => {
                 *message = new.clone();
@@ -424,14 +416,20 @@ impl Fs {
             .listings
             .get(&old.mailbox)
             .and_then(|l| l.by_uid.get(&old.uid).cloned());
-        if let Some(listing) = state.listings.get_mut(target) {
-            listing.aliases.insert(new_name.to_string(), uid);
-            if let Some(mut meta) = meta {
-                meta.uid = uid;
-                listing.by_uid.insert(uid, meta);
+        let mtime = meta
+            .as_ref()
+            .map_or(SystemTime::UNIX_EPOCH, |m| m.internal_date);
+        if let (Some(listing), Some(mut meta)) = (state.listings.get_mut(&new.mailbox), meta) {
+            if listing.validity == new.validity {
+                meta.uid = new.uid;
+                listing.by_uid.insert(new.uid, meta);
             }
         }
-        let _ = ino;
+        state
+            .aliases
+            .entry(new.mailbox.clone())
+            .or_default()
+            .insert(new_name.to_string(), (new.clone(), mtime));
     }
 
     fn rename_mailbox(&self, path: &str, new_parent_path: &str, new_name: &str) -> FsResult<()> {

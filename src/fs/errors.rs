@@ -69,6 +69,7 @@ impl FsError {
                 StoreError::Invalid(_) => (libc::EINVAL, Level::Warn),
                 StoreError::Unsupported(_) => (libc::EPERM, Level::Warn),
                 StoreError::OverQuota(_) => (libc::ENOSPC, Level::Warn),
+                StoreError::AlreadyExists(_) => (libc::EEXIST, Level::Debug),
             },
         }
     }

@@ -386,7 +386,7 @@ impl MailStore for ImapStore {
                         .any(|a| matches!(a, A::NoSelect) || is_extension(a, "\\NonExistent"));
                     let special_use = attrs.iter().find_map(special_use);
                     MailboxInfo {
-                        name: MailboxName(n.name().to_string()),
+                        name: MailboxName(unescape_quoted(n.name())),
                         delimiter: n.delimiter().and_then(|d| d.chars().next()),
                         selectable,
                         special_use,
@@ -536,7 +536,7 @@ impl MailStore for ImapStore {
         validity: UidValidity,
         uid: Uid,
         to: &MailboxName,
-    ) -> StoreResult<Option<Uid>> {
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
         self.move_one(from, validity, uid, to)
     }
 
@@ -567,6 +567,20 @@ impl MailStore for ImapStore {
     }
 }
 
+/// The mailbox name LIST gave, without the quoted-string escapes (`\"`, `\\`) that the
+/// imap-proto parser leaves in ([RFC 3501 §4.3](https://www.rfc-editor.org/rfc/rfc3501#section-4.3)).
+fn unescape_quoted(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn is_extension(a: &imap_proto::types::NameAttribute<'_>, name: &str) -> bool {
     matches!(a, imap_proto::types::NameAttribute::Extension(e) if e.eq_ignore_ascii_case(name))
 }
@@ -592,6 +606,13 @@ fn special_use(a: &imap_proto::types::NameAttribute<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_names_lose_their_quoting_escapes() {
+        assert_eq!(unescape_quoted(r#"q\"uote"#), r#"q"uote"#);
+        assert_eq!(unescape_quoted(r"back\\slash"), r"back\slash");
+        assert_eq!(unescape_quoted("Re&AOc-us"), "Re&AOc-us");
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_seconds() {

@@ -15,13 +15,14 @@ fn response_code<'a>(response: &'a str, code: &str) -> Option<Vec<&'a str>> {
     Some(response[start..end].split(' ').collect())
 }
 
-/// The destination UID for `uid` in a `COPYUID validity src dst` code
+/// The destination UIDVALIDITY and UID for `uid` in a `COPYUID validity src dst` code
 /// ([RFC 4315 §3](https://www.rfc-editor.org/rfc/rfc4315#section-3)).
-fn copied_uid(response: &str, uid: Uid) -> Option<Uid> {
+fn copied_uid(response: &str, uid: Uid) -> Option<(UidValidity, Uid)> {
     let args = response_code(response, "COPYUID")?;
+    let validity = UidValidity(args.first()?.parse().ok()?);
     let (src, dst) = (expand(args.get(1)?)?, expand(args.get(2)?)?);
     let pos = src.iter().position(|&u| u == uid.0)?;
-    dst.get(pos).copied().map(Uid)
+    dst.get(pos).map(|&u| (validity, Uid(u)))
 }
 
 /// Expands a small UID set (`3:5,9`) as COPYUID gives it; `None` if malformed or huge.
@@ -113,7 +114,7 @@ impl ImapStore {
         validity: UidValidity,
         uid: Uid,
         to: &MailboxName,
-    ) -> StoreResult<Option<Uid>> {
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let to_arg = quote::quoted(quote::mailbox_arg(to)?, "mailbox name")?;
         let caps = self.caps();
         if !caps.move_command && !caps.uidplus {
@@ -226,10 +227,10 @@ mod tests {
     #[test]
     fn copyuid_maps_source_to_destination() {
         let r = "* OK [COPYUID 1234 5 17] Moved UIDs.\r\n* 1 EXPUNGE\r\nA4 OK Move completed.\r\n";
-        assert_eq!(copied_uid(r, Uid(5)), Some(Uid(17)));
+        assert_eq!(copied_uid(r, Uid(5)), Some((UidValidity(1234), Uid(17))));
         let r = "A4 OK [COPYUID 99 3:5,9 20:22,30] Done\r\n";
-        assert_eq!(copied_uid(r, Uid(9)), Some(Uid(30)));
-        assert_eq!(copied_uid(r, Uid(4)), Some(Uid(21)));
+        assert_eq!(copied_uid(r, Uid(9)), Some((UidValidity(99), Uid(30))));
+        assert_eq!(copied_uid(r, Uid(4)), Some((UidValidity(99), Uid(21))));
         assert_eq!(copied_uid(r, Uid(6)), None);
         assert_eq!(copied_uid("A4 OK done\r\n", Uid(6)), None);
         assert_eq!(copied_uid("A4 OK [COPYUID x y", Uid(6)), None);

@@ -14,18 +14,8 @@ pub fn from_imap(e: imap::Error) -> StoreError {
         }
         imap::Error::Tls(e) => StoreError::Connection(format!("TLS error: {e}")),
         imap::Error::No(no) => {
-            let code = no
-                .code
-                .as_ref()
-                .map(|c| format!("{c:?}"))
-                .unwrap_or_default();
-            if code.contains("OverQuota") || code.to_ascii_uppercase().contains("OVERQUOTA") {
-                StoreError::OverQuota(no.information)
-            } else if code.contains("Nonexistent") || code.contains("NONEXISTENT") {
-                StoreError::Refused(format!("no such mailbox: {}", no.information))
-            } else {
-                StoreError::Refused(no.information)
-            }
+            let code = no.code.as_ref().map(|c| format!("{c:?}"));
+            from_no(code.as_deref(), no.information)
         }
         imap::Error::Bad(bad) => {
             StoreError::Protocol(format!("server said BAD: {}", bad.information))
@@ -52,6 +42,25 @@ pub fn from_imap(e: imap::Error) -> StoreError {
     }
 }
 
+/// A tagged NO, by its RFC 5530 response code: from the parsed code, or from the text when
+/// the parser left an unknown code in it.
+fn from_no(code: Option<&str>, information: String) -> StoreError {
+    let code = code.unwrap_or_default().to_ascii_uppercase();
+    let text = information.to_ascii_uppercase();
+    let has = |name: &str| code.contains(name) || text.starts_with(&format!("[{name}"));
+    if has("OVERQUOTA") || has("LIMIT") {
+        StoreError::OverQuota(information)
+    } else if has("CANNOT") {
+        StoreError::Invalid(information)
+    } else if has("ALREADYEXISTS") {
+        StoreError::AlreadyExists(information)
+    } else if has("NONEXISTENT") || has("TRYCREATE") {
+        StoreError::Refused(format!("no such mailbox: {information}"))
+    } else {
+        StoreError::Refused(information)
+    }
+}
+
 /// Converts an I/O error: a passed deadline is a timeout, anything else a broken connection.
 pub fn from_io(e: io::Error) -> StoreError {
     match e.kind() {
@@ -72,6 +81,7 @@ pub fn connection_survives(e: &StoreError) -> bool {
         | StoreError::UidValidityChanged { .. }
         | StoreError::Invalid(_)
         | StoreError::Unsupported(_)
+        | StoreError::AlreadyExists(_)
         | StoreError::OverQuota(_) => true,
         StoreError::Protocol(_) | StoreError::Connection(_) | StoreError::Timeout(_) => false,
     }
@@ -102,6 +112,24 @@ mod tests {
         )));
         assert!(matches!(e, StoreError::Timeout(_)));
         assert!(!connection_survives(&e));
+    }
+
+    #[test]
+    fn response_codes_choose_the_error() {
+        let no = |text: &str| from_no(None, text.into());
+        assert!(matches!(
+            no("[CANNOT] Invalid mailbox name"),
+            StoreError::Invalid(_)
+        ));
+        assert!(matches!(
+            no("[OVERQUOTA] Quota exceeded"),
+            StoreError::OverQuota(_)
+        ));
+        assert!(matches!(
+            no("[ALREADYEXISTS] Mailbox exists"),
+            StoreError::AlreadyExists(_)
+        ));
+        assert!(matches!(no("Something else"), StoreError::Refused(_)));
     }
 
     #[test]
