@@ -906,4 +906,104 @@ mod tests {
         );
         assert_eq!(decoded_size_hint(&TransferEncoding::SevenBit, 5), 5);
     }
+
+    mod numbering_properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::{BTreeSet, HashSet};
+
+        /// Random BODYSTRUCTURE trees: text, named and unnamed leaves, multiparts, rfc822.
+        fn tree() -> impl Strategy<Value = BodyPart> {
+            let leaf_part = prop_oneof![
+                Just(text("plain", "utf-8")),
+                Just(text("html", "utf-8")),
+                Just(leaf("image/png", TransferEncoding::Base64, 300)),
+                "[a-z.]{0,12}".prop_map(|n| attachment("application/pdf", &[("filename", &n)])),
+            ];
+            leaf_part.prop_recursive(4, 40, 4, |inner| {
+                prop_oneof![
+                    (
+                        prop_oneof![Just("mixed"), Just("alternative"), Just("related")],
+                        proptest::collection::vec(inner.clone(), 1..4)
+                    )
+                        .prop_map(|(sub, children)| multipart(sub, children)),
+                    inner.prop_map(|body| rfc822(Some("fwd"), body)),
+                ]
+            })
+        }
+
+        /// RFC 3501 §6.4.5 numbering, written independently of `message_layout`:
+        /// (leaf sections, rfc822 sections).
+        fn oracle(root: &BodyPart) -> (BTreeSet<String>, BTreeSet<String>) {
+            fn body(part: &BodyPart, base: &[u32], out: &mut (BTreeSet<String>, BTreeSet<String>)) {
+                match part {
+                    BodyPart::Multipart { children, .. } => {
+                        for (i, child) in children.iter().enumerate() {
+                            walk(child, &[base, &[i as u32 + 1]].concat(), out);
+                        }
+                    }
+                    _ => walk(part, &[base, &[1]].concat(), out),
+                }
+            }
+            fn walk(part: &BodyPart, path: &[u32], out: &mut (BTreeSet<String>, BTreeSet<String>)) {
+                let name = Section(path.to_vec()).to_string();
+                match part {
+                    BodyPart::Multipart { children, .. } => {
+                        for (i, child) in children.iter().enumerate() {
+                            walk(child, &[path, &[i as u32 + 1]].concat(), out);
+                        }
+                    }
+                    BodyPart::Leaf { .. } => {
+                        out.0.insert(name);
+                    }
+                    BodyPart::Message { body: inner, .. } => {
+                        out.1.insert(name);
+                        body(inner, path, out);
+                    }
+                }
+            }
+            let mut out = (BTreeSet::new(), BTreeSet::new());
+            body(root, &[], &mut out);
+            out
+        }
+
+        fn collect(entries: &[Entry], files: &mut BTreeSet<String>, dirs: &mut BTreeSet<String>) {
+            let mut names = HashSet::new();
+            for entry in entries {
+                assert!(
+                    names.insert(entry.name.clone()),
+                    "duplicate name {}",
+                    entry.name
+                );
+                assert!(!entry.name.contains('/') && entry.name != "." && entry.name != "..");
+                match &entry.kind {
+                    EntryKind::File(spec) if entry.name == MESSAGE_FILE => {
+                        assert!(matches!(spec.content, Content::Raw | Content::Decoded(_)));
+                    }
+                    EntryKind::File(spec) => {
+                        assert!(
+                            files.insert(spec.section.to_string()),
+                            "section twice: {}",
+                            spec.section
+                        );
+                    }
+                    EntryKind::Message { section, entries } => {
+                        dirs.insert(section.to_string());
+                        collect(entries, files, dirs);
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn every_leaf_is_one_file_at_its_rfc3501_section(root in tree()) {
+                let (want_files, want_dirs) = oracle(&root);
+                let (mut files, mut dirs) = (BTreeSet::new(), BTreeSet::new());
+                collect(&message_layout(&root, 1000), &mut files, &mut dirs);
+                prop_assert_eq!(files, want_files);
+                prop_assert_eq!(dirs, want_dirs);
+            }
+        }
+    }
 }
