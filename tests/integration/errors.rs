@@ -234,3 +234,43 @@ fn read_only_mount_refuses_every_change_with_erofs() {
     );
     assert_eq!(server_mailbox(&mut client, "INBOX"), before);
 }
+
+#[test]
+fn authenticate_plain_xoauth2_and_oauthbearer_log_in() {
+    // Dovecot 2.3 checks an OAuth2 bearer token against the passdb like a password, so the
+    // fixture's password serves as the token here.
+    let dovecot = dovecot_with_samples();
+    for args in [
+        vec!["--auth", "plain"],
+        vec!["--auth", "xoauth2", "--oauth2-token-command", "echo alice-pass"],
+        vec!["--auth", "oauthbearer", "--oauth2-token-command", "echo alice-pass"],
+    ] {
+        let mount = MountSpec::new(&dovecot, "alice").args(&args).mount();
+        assert!(
+            mount.join("INBOX").read_dir().unwrap().count() > 5,
+            "{args:?}: {}",
+            mount.log()
+        );
+        assert!(mount.log().contains("logged in"), "{args:?}");
+    }
+    // A wrong token is refused like a wrong password.
+    let dir = mountpoint();
+    let ca = dovecot.ca_file().to_string_lossy().to_string();
+    let source = dovecot.source("alice");
+    let out = run_imapfs(
+        &[
+            "-f",
+            "--ca-file",
+            &ca,
+            "--auth",
+            "xoauth2",
+            "--oauth2-token-command",
+            "echo wrong-token",
+            &source,
+            dir.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_failed_without_mount(&out, dir.path());
+    assert!(!stderr(&out).contains("wrong-token"), "the token was printed");
+}
