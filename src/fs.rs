@@ -496,7 +496,11 @@ impl Fs {
                 ttl: TTL_VOLATILE,
             });
         }
-        if let Some((ino, _)) = self.pending_in(path).into_iter().find(|(_, n)| n == name) {
+        if let Some((ino, _)) = self
+            .pending_in(path, false)
+            .into_iter()
+            .find(|(_, n)| n == name)
+        {
             return self.getattr(ino);
         }
         let mailbox = match (&dir.wire, dir.selectable) {
@@ -601,7 +605,7 @@ impl Fs {
         if let Some(mailbox) = mailbox {
             self.ensure_listing(mailbox, Some(LISTING_FRESH))?;
         }
-        let pending = self.pending_in(path);
+        let pending = self.pending_in(path, true);
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut out = vec![dot(ino, "."), dot(ROOT, "..")];

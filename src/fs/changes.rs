@@ -595,9 +595,25 @@ impl Fs {
         self.state.lock().pending.get(&ino).cloned()
     }
 
-    /// Pending files of a mailbox directory, for lookups and listings.
-    pub(super) fn pending_in(&self, dir_path: &str) -> Vec<(u64, String)> {
-        let state = self.state.lock();
+    /// New files of a mailbox directory, for lookups and listings. Files already appended
+    /// stay visible to lookups until the directory is listed again (tools like rsync close
+    /// a temporary file and then rename it); a listing drops them, as the message now shows.
+    pub(super) fn pending_in(&self, dir_path: &str, listing: bool) -> Vec<(u64, String)> {
+        let mut state = self.state.lock();
+        if listing {
+            let appended: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| *p.state.lock() == PendingState::Appended)
+                .map(|(ino, _)| *ino)
+                .filter(|ino| {
+                    matches!(state.inodes.get(*ino), Some(Node::Pending { dir_path: d, .. }) if d == dir_path)
+                })
+                .collect();
+            for ino in appended {
+                state.pending.remove(&ino);
+            }
+        }
         state
             .pending
             .keys()
@@ -692,7 +708,6 @@ impl Fs {
                 drop(state);
                 tracing::info!(mailbox = %p.mailbox, name = %p.name, ?appended, bytes = message.len(), "appended new message");
                 let _ = std::fs::remove_file(&p.spool);
-                self.state.lock().pending.remove(&ino);
                 self.mark_stale(&p.mailbox);
                 Ok(())
             }

@@ -1492,3 +1492,38 @@ fn imap_specials_in_mailbox_names_are_never_interpreted() {
         log_tail(&mount)
     );
 }
+
+#[test]
+fn a_temporary_file_renamed_after_close_is_stored_once() {
+    // rsync and many editors write a temporary name, close it, then rename it.
+    let (dovecot, mut client) = server();
+    let before = snapshot(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("report.pdf");
+    let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    fs::write(&source, &data).unwrap();
+    let tmp = mount.join("INBOX/.report.pdf.Xy12Ab");
+    sh_ok(
+        &format!(
+            "cp {} {} && mv {} {}",
+            shq(&source),
+            shq(&tmp),
+            shq(&tmp),
+            shq(&mount.join("INBOX/report.pdf"))
+        ),
+        &mount,
+    );
+    let after = snapshot(&mut client);
+    let new = after.new_uids(&before, "INBOX");
+    assert_eq!(new.len(), 1, "INBOX gained {new:?}\n{}", log_tail(&mount));
+    // Once the mailbox is listed again, the message shows and the new-file entries are gone.
+    let listed = names(&mount.join("INBOX"));
+    assert!(!listed.contains("report.pdf") && !listed.contains(".report.pdf.Xy12Ab"));
+    let dir = listed
+        .iter()
+        .find(|n| n.starts_with(&format!("{} ", new[0])))
+        .unwrap_or_else(|| panic!("no directory for UID {} in {listed:?}", new[0]));
+    let back = fs::read(mount.join("INBOX").join(dir).join(".report.pdf.Xy12Ab")).unwrap();
+    assert_eq!(back, data);
+}
