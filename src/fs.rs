@@ -358,12 +358,13 @@ impl Fs {
     fn layout(&self, message: &MessageRef) -> FsResult<Arc<Vec<Entry>>> {
         let uids = {
             let mut state = self.state.lock();
-            if let Some(layout) = state.layouts.get(message) {
-                return Ok(Arc::clone(layout));
-            }
+            // Every visit counts for detecting a walk, also those answered from the cache.
             let previous = state
                 .last_structure
                 .insert(message.mailbox.clone(), message.uid);
+            if let Some(layout) = state.layouts.get(message) {
+                return Ok(Arc::clone(layout));
+            }
             let mut uids = vec![message.uid];
             if let Some(listing) = state.listings.get(&message.mailbox) {
                 let pos = listing.order.binary_search(&message.uid).ok();

@@ -32,10 +32,12 @@ pub enum DeleteMode {
 /// Where a new file stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PendingState {
-    /// Being written; `dirty` if bytes arrived since the last APPEND attempt.
-    Writing { dirty: bool },
+    /// Being written; appended at the next close.
+    Writing,
     /// Appended to the server; the file has become a message.
     Appended,
+    /// APPEND failed and nothing was written since: the bytes wait in the spool file.
+    Failed,
 }
 
 /// A new file in a mailbox directory, spooled on local disk until it is appended.
@@ -579,7 +581,7 @@ impl Fs {
             spool,
             file,
             size: AtomicU64::new(0),
-            state: Mutex::new(PendingState::Writing { dirty: true }),
+            state: Mutex::new(PendingState::Writing),
             created: SystemTime::now(),
         });
         let ino = {
@@ -670,7 +672,7 @@ impl Fs {
             .map_err(|e| FsError::Store(StoreError::Refused(format!("spool write: {e}"))))?;
         p.size
             .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
-        *p.state.lock() = PendingState::Writing { dirty: true };
+        *p.state.lock() = PendingState::Writing;
         Ok(data.len() as u32)
     }
 
@@ -683,7 +685,7 @@ impl Fs {
             .set_len(size)
             .map_err(|e| FsError::Store(StoreError::Refused(format!("spool truncate: {e}"))))?;
         p.size.store(size, Ordering::Relaxed);
-        *p.state.lock() = PendingState::Writing { dirty: true };
+        *p.state.lock() = PendingState::Writing;
         Ok(())
     }
 
@@ -693,8 +695,16 @@ impl Fs {
             return Ok(());
         };
         let mut state = p.state.lock();
-        if *state != (PendingState::Writing { dirty: true }) {
-            return Ok(());
+        match *state {
+            PendingState::Writing => {}
+            PendingState::Failed => {
+                // Every close of a file whose APPEND failed reports it, not only the first.
+                return Err(FsError::Store(StoreError::Refused(format!(
+                    "the message was not stored; its bytes are in {}",
+                    p.spool.display()
+                ))));
+            }
+            PendingState::Appended => return Ok(()),
         }
         let len = p.size.load(Ordering::Relaxed);
         let mut data = vec![0; len as usize];
@@ -712,7 +722,7 @@ impl Fs {
                 Ok(())
             }
             Err(e) => {
-                *state = PendingState::Writing { dirty: false };
+                *state = PendingState::Failed;
                 tracing::error!(mailbox = %p.mailbox, name = %p.name, spool = %p.spool.display(), error = %e,
                     "APPEND failed; the written bytes are kept in the spool file");
                 let mut f = &p.file;

@@ -1,0 +1,357 @@
+//! Changes made through the mount: deleting and moving messages, mailboxes, flags, new
+//! files, and the read-only mount that refuses them all.
+
+use super::*;
+use crate::store::StoreError;
+
+const FLAGS: &str = "user.imap.flags";
+
+/// INBOX with one sample message, an Archive and a `\Trash` mailbox.
+fn account(h: &Harness) -> (Sample, String) {
+    h.store.add_mailbox("Archive", Some('/'), true, None);
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let sample = Sample::numbered(1);
+    let uid = h
+        .store
+        .add_message("INBOX", &sample.raw, &["\\Seen"], date());
+    let name = sample.dir_name(uid);
+    (sample, name)
+}
+
+/// `rm -r dir` as coreutils does it: unlink every file, then rmdir.
+fn remove_files(h: &Harness, dir: u64) {
+    for name in h.names(dir).unwrap() {
+        h.fs.unlink(dir, OsStr::new(&name)).unwrap();
+    }
+}
+
+#[test]
+fn rmdir_of_a_message_with_files_is_enotempty() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(errno(h.fs.rmdir(inbox, OsStr::new(&name))), libc::ENOTEMPTY);
+    assert_eq!(h.change_calls(), 0);
+    assert_eq!(h.stored("INBOX").len(), 1);
+}
+
+#[test]
+fn removing_a_message_moves_it_to_trash_and_in_trash_expunges_it() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    remove_files(&h, dir);
+    assert!(h.names(dir).unwrap().is_empty());
+    // Hiding files is local to the mount.
+    assert_eq!(h.change_calls(), 0);
+    h.fs.rmdir(inbox, OsStr::new(&name)).unwrap();
+    assert_eq!(h.count(Op::MoveMessage), 1);
+    assert_eq!(h.count(Op::ExpungeMessage), 0);
+    assert!(!h.names(inbox).unwrap().contains(&name));
+
+    assert!(h.stored("INBOX").is_empty());
+    let trashed = h.stored("Trash");
+    assert_eq!(trashed.len(), 1);
+    assert_eq!(h.stored_raw("Trash", trashed[0].uid), sample.raw);
+
+    let trash = h.ino("Trash").unwrap();
+    let in_trash = sample.dir_name(trashed[0].uid);
+    assert_eq!(h.names(trash).unwrap(), std::slice::from_ref(&in_trash));
+    let dir = h.fs.lookup(trash, OsStr::new(&in_trash)).unwrap().attr.ino;
+    assert_eq!(
+        h.names(dir).unwrap(),
+        ["message.eml", "body.txt", "a1.bin"],
+        "a file hidden in INBOX is not hidden in Trash"
+    );
+    remove_files(&h, dir);
+    h.fs.rmdir(trash, OsStr::new(&in_trash)).unwrap();
+    assert_eq!(h.count(Op::MoveMessage), 1);
+    assert_eq!(h.count(Op::ExpungeMessage), 1);
+    assert!(h.stored("Trash").is_empty());
+    assert!(h.names(trash).unwrap().is_empty());
+}
+
+#[test]
+fn with_delete_off_rmdir_is_eperm_and_the_files_come_back() {
+    let h = Harness::with(|c| c.delete = DeleteMode::Off);
+    let (_, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    remove_files(&h, dir);
+    assert_eq!(errno(h.fs.rmdir(inbox, OsStr::new(&name))), libc::EPERM);
+    assert_eq!(h.change_calls(), 0);
+    assert_eq!(h.names(dir).unwrap(), ["message.eml", "body.txt", "a1.bin"]);
+    assert_eq!(h.stored("INBOX").len(), 1);
+}
+
+#[test]
+fn mv_of_a_message_moves_it_and_the_name_used_resolves() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let earlier = Sample::numbered(2);
+    h.store.add_message("Archive", &earlier.raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    let archive = h.ino("Archive").unwrap();
+    let old_dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    h.fs.rename(
+        inbox,
+        OsStr::new(&name),
+        archive,
+        OsStr::new(&name),
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.count(Op::MoveMessage), 1);
+
+    assert!(h.stored("INBOX").is_empty());
+    let archived = h.stored("Archive");
+    assert_eq!(archived.len(), 2);
+    let new_uid = archived[1].uid;
+    assert_eq!(h.stored_raw("Archive", new_uid), sample.raw);
+    assert_eq!(archived[1].flags, ["\\Seen"]);
+
+    // The name `mv` used resolves, to the moved message...
+    let moved = format!("Archive/{name}");
+    assert_eq!(
+        h.read_path(&format!("{moved}/message.eml")).unwrap(),
+        sample.raw
+    );
+    let xattr = |ino, attr: &str| h.fs.getxattr(ino, OsStr::new(attr)).unwrap();
+    let moved_ino = h.ino(&moved).unwrap();
+    assert_eq!(xattr(moved_ino, "user.imap.mailbox"), b"Archive");
+    assert_eq!(
+        xattr(moved_ino, "user.imap.uid"),
+        new_uid.to_string().as_bytes()
+    );
+    // ...and so does the inode the kernel already held.
+    assert_eq!(
+        xattr(old_dir, "user.imap.uid"),
+        new_uid.to_string().as_bytes()
+    );
+    assert_eq!(errno(h.ino(&format!("INBOX/{name}"))), libc::ENOENT);
+    assert!(h.names(inbox).unwrap().is_empty());
+
+    // After the next listing, the message shows under its new UID.
+    let listed = h.names(archive).unwrap();
+    assert_eq!(listed, [earlier.dir_name(Uid(1)), sample.dir_name(new_uid)]);
+    assert_eq!(
+        h.read_path(&format!("Archive/{}/body.txt", sample.dir_name(new_uid)))
+            .unwrap(),
+        sample.body.as_bytes()
+    );
+}
+
+#[test]
+fn mv_within_a_mailbox_is_eperm() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    let result = h.fs.rename(
+        inbox,
+        OsStr::new(&name),
+        inbox,
+        OsStr::new("1 other"),
+        false,
+        false,
+    );
+    assert_eq!(errno(result), libc::EPERM);
+    assert_eq!(h.change_calls(), 0);
+}
+
+#[test]
+fn mkdir_refuses_names_that_could_smuggle_commands() {
+    let h = Harness::new();
+    for bad in ["x\r\nA1 DELETE INBOX", "a\nb", "tab\there", "nul\0"] {
+        assert_eq!(
+            errno(h.fs.mkdir(ROOT, OsStr::new(bad))),
+            libc::EINVAL,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(h.count(Op::CreateMailbox), 0);
+    let attr = h.fs.mkdir(ROOT, OsStr::new("Projects")).unwrap();
+    assert_eq!(attr.attr.kind, Kind::Directory);
+    assert_eq!(h.count(Op::CreateMailbox), 1);
+    assert!(h.names(ROOT).unwrap().contains(&"Projects".to_string()));
+    assert_eq!(
+        errno(h.fs.mkdir(ROOT, OsStr::new("Projects"))),
+        libc::EEXIST
+    );
+    assert_eq!(h.count(Op::CreateMailbox), 1);
+}
+
+#[test]
+fn invalid_flags_are_einval_and_valid_flags_are_one_store() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    assert_eq!(h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap(), b"\\Seen");
+    let bad: [&[u8]; 6] = [
+        b"\\Seen x\r\nA1 DELETE INBOX",
+        b"\\Recent",
+        b"\\Bogus",
+        b"(x",
+        b"a\"b",
+        b"\xff\xfe",
+    ];
+    for value in bad {
+        let result = h.fs.setxattr(dir, OsStr::new(FLAGS), value);
+        assert_eq!(errno(result), libc::EINVAL, "{value:?}");
+    }
+    assert_eq!(h.count(Op::SetFlags), 0);
+    assert_eq!(h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap(), b"\\Seen");
+
+    h.fs.setxattr(dir, OsStr::new(FLAGS), b"\\Flagged \\seen $label1\n")
+        .unwrap();
+    assert_eq!(h.count(Op::SetFlags), 1);
+    assert_eq!(
+        h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap(),
+        b"\\Flagged \\Seen $label1"
+    );
+    assert_eq!(
+        h.stored("INBOX")[0].flags,
+        ["\\Flagged", "\\Seen", "$label1"]
+    );
+
+    h.fs.removexattr(dir, OsStr::new(FLAGS)).unwrap();
+    assert_eq!(h.count(Op::SetFlags), 2);
+    assert_eq!(h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap(), b"");
+    assert!(h.stored("INBOX")[0].flags.is_empty());
+
+    assert_eq!(
+        errno(h.fs.setxattr(dir, OsStr::new("user.imap.uid"), b"7")),
+        libc::EPERM
+    );
+    assert_eq!(h.count(Op::SetFlags), 2);
+}
+
+#[test]
+fn a_read_only_mount_refuses_every_change_without_asking_the_server() {
+    let h = Harness::with(|c| c.read_only = true);
+    let (_, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    let archive = h.ino("Archive").unwrap();
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    let body = h.ino(&format!("INBOX/{name}/body.txt")).unwrap();
+    let n = OsStr::new(&name);
+
+    let refusals: Vec<(&str, FsResult<()>)> = vec![
+        ("mkdir", h.fs.mkdir(ROOT, OsStr::new("New")).map(drop)),
+        ("rmdir mailbox", h.fs.rmdir(ROOT, OsStr::new("Archive"))),
+        ("rmdir message", h.fs.rmdir(inbox, n)),
+        ("unlink", h.fs.unlink(dir, OsStr::new("body.txt"))),
+        (
+            "mv message",
+            h.fs.rename(inbox, n, archive, n, false, false),
+        ),
+        (
+            "mv mailbox",
+            h.fs.rename(
+                ROOT,
+                OsStr::new("Archive"),
+                ROOT,
+                OsStr::new("Old"),
+                false,
+                false,
+            ),
+        ),
+        (
+            "create",
+            h.fs.create(inbox, OsStr::new("new.eml")).map(drop),
+        ),
+        ("write", h.fs.write(body, 0, 0, b"x").map(drop)),
+        ("open for writing", h.fs.open(body, true).map(drop)),
+        ("setattr", h.fs.setattr(body, None, true, Some(0)).map(drop)),
+        ("setxattr", h.fs.setxattr(dir, OsStr::new(FLAGS), b"\\Seen")),
+        ("removexattr", h.fs.removexattr(dir, OsStr::new(FLAGS))),
+        (
+            "removexattr uid",
+            h.fs.removexattr(dir, OsStr::new("user.imap.uid")),
+        ),
+    ];
+    for (what, result) in refusals {
+        assert_eq!(errno(result), libc::EROFS, "{what}");
+    }
+    assert_eq!(h.change_calls(), 0);
+    assert_eq!(
+        h.names(dir).unwrap(),
+        ["message.eml", "body.txt", "a1.bin"],
+        "nothing was hidden"
+    );
+    assert!(std::fs::read_dir(h.spool.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn a_new_file_is_appended_once_on_close() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let sample = Sample::numbered(5);
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("saved.eml")).unwrap();
+    let ino = attr.attr.ino;
+    let (first, rest) = sample.raw.split_at(1000);
+    assert_eq!(h.fs.write(ino, fh, 0, first).unwrap(), 1000);
+    assert_eq!(
+        h.fs.write(ino, fh, 1000, rest).unwrap() as usize,
+        rest.len()
+    );
+    assert_eq!(
+        h.fs.getattr(ino).unwrap().attr.size,
+        sample.raw.len() as u64
+    );
+    assert_eq!(h.read_all(ino).unwrap(), sample.raw);
+    assert!(h.names(inbox).unwrap().contains(&"saved.eml".to_string()));
+    assert_eq!(h.count(Op::Append), 0, "nothing is sent before close");
+
+    h.fs.flush(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 1);
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 1, "a second flush appended again");
+
+    let stored = h.stored("INBOX");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(h.stored_raw("INBOX", stored[0].uid), sample.raw);
+    let name = sample.dir_name(stored[0].uid);
+    assert_eq!(h.names(inbox).unwrap(), std::slice::from_ref(&name));
+    assert_eq!(
+        h.read_path(&format!("INBOX/{name}/a5.bin")).unwrap(),
+        sample.attachment
+    );
+    assert!(
+        std::fs::read_dir(h.spool.path()).unwrap().next().is_none(),
+        "the spool file is removed once appended"
+    );
+}
+
+#[test]
+fn a_failed_append_is_reported_and_keeps_the_bytes_in_the_spool() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let data = pseudo_random_bytes(3, 10_000);
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("photo.png")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, &data).unwrap();
+    h.store.fail_next(Op::Append, || {
+        StoreError::OverQuota("mailbox is full".into())
+    });
+    assert_eq!(errno(h.fs.flush(ino, fh)), libc::ENOSPC);
+    assert_eq!(h.count(Op::Append), 1);
+    assert!(h.stored("INBOX").is_empty());
+
+    let spooled: Vec<_> = std::fs::read_dir(h.spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(spooled.len(), 1);
+    assert!(spooled[0].to_string_lossy().ends_with("photo.png"));
+    assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);
+
+    // No new bytes: closing again does not send the same message again, and still
+    // reports that it was not stored.
+    assert_eq!(errno(h.fs.release(ino, fh)), libc::EIO);
+    assert_eq!(h.count(Op::Append), 1);
+    assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);
+}
