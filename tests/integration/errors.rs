@@ -242,8 +242,18 @@ fn authenticate_plain_xoauth2_and_oauthbearer_log_in() {
     let dovecot = dovecot_with_samples();
     for args in [
         vec!["--auth", "plain"],
-        vec!["--auth", "xoauth2", "--oauth2-token-command", "echo alice-pass"],
-        vec!["--auth", "oauthbearer", "--oauth2-token-command", "echo alice-pass"],
+        vec![
+            "--auth",
+            "xoauth2",
+            "--oauth2-token-command",
+            "echo alice-pass",
+        ],
+        vec![
+            "--auth",
+            "oauthbearer",
+            "--oauth2-token-command",
+            "echo alice-pass",
+        ],
     ] {
         let mount = MountSpec::new(&dovecot, "alice").args(&args).mount();
         assert!(
@@ -272,5 +282,8 @@ fn authenticate_plain_xoauth2_and_oauthbearer_log_in() {
         None,
     );
     assert_failed_without_mount(&out, dir.path());
-    assert!(!stderr(&out).contains("wrong-token"), "the token was printed");
+    assert!(
+        !stderr(&out).contains("wrong-token"),
+        "the token was printed"
+    );
 }
