@@ -8,6 +8,7 @@ pub mod content;
 pub mod errors;
 pub mod inodes;
 pub mod mailboxes;
+pub mod newfiles;
 pub mod newmail;
 pub mod xattr;
 
@@ -128,7 +129,7 @@ struct State {
     /// listing: mailbox -> name -> (message, mtime).
     aliases: HashMap<MailboxName, HashMap<String, (MessageRef, SystemTime)>>,
     /// New files being written, by inode.
-    pending: HashMap<u64, Arc<changes::PendingFile>>,
+    pending: HashMap<u64, Arc<newfiles::PendingFile>>,
 }
 
 /// The filesystem core.
