@@ -26,7 +26,7 @@ pub use self::errors::{FsError, FsResult, Level};
 use self::inodes::{Inodes, MessageRef, Node, ROOT};
 use self::mailboxes::MailboxTree;
 use crate::mime::{self, Content, Entry, EntryKind};
-use crate::store::{MailStore, MailboxName, MessageMeta, Section, Uid, UidValidity};
+use crate::store::{MailStore, MailboxName, MessageMeta, Section, StoreError, Uid, UidValidity};
 
 /// How long the kernel may trust a directory entry or attributes that can change remotely.
 const TTL_VOLATILE: Duration = Duration::from_secs(1);
@@ -114,6 +114,9 @@ struct Listing {
     stale: bool,
 }
 
+/// One entry of an open directory's snapshot, with the message it showed (if any).
+type SnapshotEntry = (DirEntry, Option<MessageRef>);
+
 #[derive(Default)]
 struct State {
     inodes: Inodes,
@@ -121,10 +124,13 @@ struct State {
     listings: HashMap<MailboxName, Listing>,
     layouts: HashMap<MessageRef, Arc<Vec<Entry>>>,
     last_structure: HashMap<MailboxName, Uid>,
-    dir_handles: HashMap<u64, Arc<Vec<DirEntry>>>,
+    /// Open directories' snapshots; message entries remember which message they showed.
+    dir_handles: HashMap<u64, Arc<Vec<SnapshotEntry>>>,
     next_fh: u64,
     /// Part files and encapsulated messages removed from this mount's view.
     hidden: HashSet<u64>,
+    /// Local changes made per mailbox (see `mark_stale`).
+    changes: HashMap<MailboxName, u64>,
     /// Names that `mv` gave messages moved into a mailbox, valid until its next directory
     /// listing: mailbox -> name -> (message, mtime).
     aliases: HashMap<MailboxName, HashMap<String, (MessageRef, SystemTime)>>,
@@ -277,8 +283,11 @@ impl Fs {
     }
 
     /// Marks a mailbox's listing as out of date after a change there.
+    /// Counts a local change, so that a listing fetched while it happened is not trusted.
     fn mark_stale(&self, mailbox: &MailboxName) {
-        if let Some(listing) = self.state.lock().listings.get_mut(mailbox) {
+        let mut state = self.state.lock();
+        *state.changes.entry(mailbox.clone()).or_default() += 1;
+        if let Some(listing) = state.listings.get_mut(mailbox) {
             listing.stale = true;
         }
     }
@@ -312,6 +321,7 @@ impl Fs {
                 Some(_) => {}
             }
         }
+        let changes_before = self.state.lock().changes.get(mailbox).copied();
         let fresh = self.store.list_messages(mailbox)?;
         let mut names = HashMap::with_capacity(fresh.messages.len());
         let mut by_uid = HashMap::with_capacity(fresh.messages.len());
@@ -338,6 +348,8 @@ impl Fs {
                 .cache()
                 .retain_validity(mailbox, fresh.uid_validity);
         }
+        // A change made here while the listing was on its way may be missing from it.
+        let stale = state.changes.get(mailbox).copied() != changes_before;
         state.listings.insert(
             mailbox.clone(),
             Listing {
@@ -346,7 +358,7 @@ impl Fs {
                 names,
                 order,
                 fetched: Instant::now(),
-                stale: false,
+                stale,
             },
         );
         Ok(())
@@ -389,9 +401,18 @@ impl Fs {
             }
             uids
         };
-        let structures = self
+        let structures = match self
             .store
-            .body_structures(&message.mailbox, message.validity, &uids)?;
+            .body_structures(&message.mailbox, message.validity, &uids)
+        {
+            // One unusable message must not spoil its neighbours: ask for this one alone.
+            Err(e) if uids.len() > 1 && !matches!(e, StoreError::UidValidityChanged { .. }) => {
+                tracing::warn!(mailbox = %message.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
+                self.store
+                    .body_structures(&message.mailbox, message.validity, &[message.uid])?
+            }
+            other => other?,
+        };
         // The size of message.eml comes from the listing; a message that arrived (or was
         // moved here) since the last listing needs a fresh one.
         let known = {
@@ -422,7 +443,7 @@ impl Fs {
             state.layouts.insert(msg, layout);
         }
         wanted.ok_or_else(|| {
-            FsError::Store(crate::store::StoreError::NoSuchMessage {
+            FsError::Store(StoreError::NoSuchMessage {
                 mailbox: message.mailbox.clone(),
                 uid: message.uid,
             })
@@ -573,18 +594,19 @@ impl Fs {
                 let layout = self.layout(&message)?;
                 let entries = entries_at(&layout, &section).ok_or(FsError::NotFound)?;
                 let mut state = self.state.lock();
-                let mut out = vec![dot(ino, "."), dot(ROOT, "..")];
+                let mut out = vec![(dot(ino, "."), None), (dot(ROOT, ".."), None)];
                 for entry in entries {
                     let (child, kind) =
                         Self::entry_ino(&mut state, &message, &section, entry, mtime);
                     if state.hidden.contains(&child) {
                         continue;
                     }
-                    out.push(DirEntry {
+                    let entry = DirEntry {
                         ino: child,
                         kind,
                         name: entry.name.clone(),
-                    });
+                    };
+                    out.push((entry, None));
                 }
                 out
             }
@@ -597,7 +619,7 @@ impl Fs {
         Ok(fh)
     }
 
-    fn mailbox_dir_entries(&self, ino: u64, path: &str) -> FsResult<Vec<DirEntry>> {
+    fn mailbox_dir_entries(&self, ino: u64, path: &str) -> FsResult<Vec<SnapshotEntry>> {
         let tree = self.tree(true)?;
         let dir = tree.get(path).ok_or(FsError::NotFound)?;
         let mailbox = match (&dir.wire, dir.selectable) {
@@ -610,20 +632,22 @@ impl Fs {
         let pending = self.pending_in(path, true);
         let mut state = self.state.lock();
         let state = &mut *state;
-        let mut out = vec![dot(ino, "."), dot(ROOT, "..")];
+        let mut out = vec![(dot(ino, "."), None), (dot(ROOT, ".."), None)];
         for (name, child_path) in &dir.children {
-            out.push(DirEntry {
+            let entry = DirEntry {
                 ino: state.inodes.mailbox(child_path),
                 kind: Kind::Directory,
                 name: name.clone(),
-            });
+            };
+            out.push((entry, None));
         }
         for (pending_ino, name) in pending {
-            out.push(DirEntry {
+            let entry = DirEntry {
                 ino: pending_ino,
                 kind: Kind::File,
                 name,
-            });
+            };
+            out.push((entry, None));
         }
         if let Some(mailbox) = mailbox {
             // A directory listing is "the next listing": names `mv` used stop resolving now.
@@ -648,31 +672,36 @@ impl Fs {
                 validity: listing.validity,
                 uid: *uid,
             };
-            out.push(DirEntry {
+            let entry = DirEntry {
                 ino: state
                     .inodes
                     .message(&message, &Section::whole(), meta.internal_date),
                 kind: Kind::Directory,
                 name: name.clone(),
-            });
+            };
+            out.push((entry, Some(message)));
         }
         Ok(out)
     }
 
     /// Entries of an open directory from `offset` on (the offset of an entry is its index + 1).
+    /// A message that moved away since the snapshot is left out, so one directory never
+    /// shows under two parents.
     pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<(u64, DirEntry)>> {
-        let entries = self
-            .state
-            .lock()
-            .dir_handles
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let state = self.state.lock();
+        let entries = state.dir_handles.get(&fh).ok_or(FsError::BadHandle)?;
         Ok(entries
             .iter()
             .enumerate()
             .skip(offset as usize)
-            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .filter(|(_, (entry, shown))| match shown {
+                None => true,
+                Some(shown) => matches!(
+                    state.inodes.get(entry.ino),
+                    Some(Node::Message { message, .. }) if message == shown
+                ),
+            })
+            .map(|(i, (entry, _))| (i as u64 + 1, entry.clone()))
             .collect())
     }
 

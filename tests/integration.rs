@@ -4,9 +4,12 @@
 //! state afterwards with an independent IMAP client.
 
 mod integration {
+    pub mod fake_server;
     pub mod support;
 
     mod errors;
+    mod faults;
+    mod hostile;
     mod read_path;
     mod write_path;
 }

@@ -253,6 +253,7 @@ impl Fs {
 
     /// Removes a message from its mailbox's listing after it left the mailbox.
     fn forget_message(&self, message: &MessageRef) {
+        self.mark_stale(&message.mailbox);
         let mut state = self.state.lock();
         if let Some(listing) = state.listings.get_mut(&message.mailbox) {
             listing.by_uid.remove(&message.uid);

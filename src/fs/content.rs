@@ -110,9 +110,16 @@ impl ContentFetcher {
                     )?;
                     let end = chunk_start + data.len() as u64;
                     match expected_len {
-                        Some(want) if (data.len() as u64) < RAW_CHUNK && end < want => {
+                        Some(want)
+                            if end > want || ((data.len() as u64) < RAW_CHUNK && end < want) =>
+                        {
                             Err(StoreError::Protocol(format!(
-                                "the server sent {end} bytes of a {want}-byte message"
+                                "the server sent {} bytes of a message it said has {want}",
+                                if end > want {
+                                    format!("more than {want}")
+                                } else {
+                                    end.to_string()
+                                }
                             ))
                             .into())
                         }

@@ -45,10 +45,29 @@ fn display_component(wire: &str) -> String {
             }
         })
         .collect();
-    match cleaned.as_str() {
+    let mut cleaned = match cleaned.as_str() {
         "" | "." | ".." => format!("_{cleaned}"),
         _ => cleaned,
+    };
+    if cleaned.len() > crate::mime::MAX_NAME_BYTES {
+        let mut end = crate::mime::MAX_NAME_BYTES;
+        while !cleaned.is_char_boundary(end) {
+            end -= 1;
+        }
+        cleaned.truncate(end);
     }
+    cleaned
+}
+
+/// `name`, or `name (2)`, `name (3)`... whichever `taken` does not hold yet.
+fn unique_among(name: String, taken: &BTreeMap<String, String>) -> String {
+    if !taken.contains_key(&name) {
+        return name;
+    }
+    (2..)
+        .map(|n| format!("{name} ({n})"))
+        .find(|candidate| !taken.contains_key(candidate))
+        .expect("an unused suffix exists")
 }
 
 impl MailboxTree {
@@ -56,29 +75,47 @@ impl MailboxTree {
     pub fn build(list: &[MailboxInfo]) -> MailboxTree {
         let mut tree = MailboxTree::default();
         tree.dirs.insert(String::new(), MailboxDir::default());
+        // Display path of each wire prefix seen, so that two wire names that clean up to the
+        // same text (`Q1/Q2` and `Q1_Q2`) get distinct directories, and one wire name always
+        // the same one.
+        let mut by_wire: HashMap<String, String> = HashMap::new();
         for info in list {
             let parts: Vec<&str> = match info.delimiter {
                 Some(d) => info.name.0.split(d).collect(),
                 None => vec![info.name.0.as_str()],
             };
             let mut path = String::new();
+            let mut wire_prefix = String::new();
             for (i, part) in parts.iter().enumerate() {
                 let parent = path.clone();
-                let mut name = display_component(part);
                 // INBOX is case-insensitive on the wire; show it as INBOX.
-                if i == 0 && part.eq_ignore_ascii_case("INBOX") {
-                    name = "INBOX".into();
+                let inbox = i == 0 && part.eq_ignore_ascii_case("INBOX");
+                if i > 0 {
+                    wire_prefix.extend(info.delimiter);
                 }
-                path = if parent.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{parent}/{name}")
+                wire_prefix.push_str(if inbox { "INBOX" } else { part });
+                path = match by_wire.get(&wire_prefix) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let name = if inbox {
+                            "INBOX".to_string()
+                        } else {
+                            display_component(part)
+                        };
+                        let siblings = &tree.dirs[&parent].children;
+                        let name = unique_among(name, siblings);
+                        let child = if parent.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{parent}/{name}")
+                        };
+                        if let Some(dir) = tree.dirs.get_mut(&parent) {
+                            dir.children.insert(name, child.clone());
+                        }
+                        by_wire.insert(wire_prefix.clone(), child.clone());
+                        child
+                    }
                 };
-                tree.dirs
-                    .get_mut(&parent)
-                    .expect("parent inserted before child")
-                    .children
-                    .insert(name, path.clone());
                 let dir = tree.dirs.entry(path.clone()).or_default();
                 if i + 1 == parts.len() {
                     dir.wire = Some(info.name.clone());
@@ -156,6 +193,35 @@ mod tests {
             Some(MailboxName("Re&AOc-us".into()))
         );
         assert!(!tree.get("Shared").unwrap().selectable);
+    }
+
+    #[test]
+    fn names_that_clean_up_alike_stay_apart_and_long_names_are_cut() {
+        let dotted = |name: &str| {
+            let mut i = info(name, true);
+            i.delimiter = Some('.');
+            i
+        };
+        let long = "x".repeat(1000);
+        let tree = MailboxTree::build(&[
+            dotted("Q1/Q2"),
+            dotted("Q1_Q2"),
+            dotted("Q1/Q2.sub"),
+            dotted(&long),
+        ]);
+        let root = tree.get("").unwrap();
+        assert_eq!(
+            tree.get(&root.children["Q1_Q2"]).unwrap().wire,
+            Some(MailboxName("Q1/Q2".into()))
+        );
+        assert_eq!(
+            tree.get(&root.children["Q1_Q2 (2)"]).unwrap().wire,
+            Some(MailboxName("Q1_Q2".into()))
+        );
+        // A child of the first keeps to the first's directory.
+        assert!(tree.get("Q1_Q2/sub").is_some());
+        assert!(root.children.keys().all(|n| n.len() <= 200));
+        assert!(root.children.contains_key(&"x".repeat(200)));
     }
 
     #[test]

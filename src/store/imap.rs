@@ -7,6 +7,7 @@ mod changes;
 pub mod connection;
 pub mod convert;
 pub mod errors;
+mod nesting;
 pub mod quote;
 
 use std::sync::atomic::Ordering;
@@ -500,7 +501,13 @@ impl MailStore for ImapStore {
                 None => fetch.body(),
                 Some(p) => fetch.section(p),
             };
-            Ok(data.map(<[u8]>::to_vec).unwrap_or_default())
+            // NIL (not an empty string) is what Dovecot answers for a message expunged by
+            // another client but not yet announced as gone.
+            data.map(<[u8]>::to_vec)
+                .ok_or_else(|| StoreError::NoSuchMessage {
+                    mailbox: mailbox.clone(),
+                    uid,
+                })
         })
     }
 

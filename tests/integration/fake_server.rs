@@ -81,16 +81,6 @@ pub struct FakeAttachment {
     pub content: Vec<u8>,
 }
 
-impl FakeAttachment {
-    /// An attachment with one `filename` parameter.
-    pub fn named(name: &[u8], content: &[u8]) -> FakeAttachment {
-        FakeAttachment {
-            params: vec![("filename".into(), name.to_vec())],
-            content: content.to_vec(),
-        }
-    }
-}
-
 /// A MIME text body with CRLF lines, and its line count.
 fn crlf_text(text: &str) -> (Vec<u8>, usize) {
     let body = text.replace('\n', "\r\n").into_bytes();
@@ -110,6 +100,11 @@ fn base64_lines(data: &[u8]) -> Vec<u8> {
 }
 
 impl FakeMessage {
+    /// The subject as text (lossy), as a test expects it in the directory name.
+    pub fn subject_text(&self) -> String {
+        String::from_utf8_lossy(self.subject.as_deref().unwrap_or_default()).to_string()
+    }
+
     /// A message with a raw header of `Subject:` + `subject` (when given) and the given
     /// structure and sections; `raw` is made up from them.
     pub fn with_structure(
@@ -139,7 +134,11 @@ impl FakeMessage {
     /// A single-part text/plain message.
     pub fn text(uid: u32, subject: &str, body: &str) -> FakeMessage {
         let (body, lines) = crlf_text(body);
-        let mut raw = header(uid, Some(subject.as_bytes()), "text/plain; charset=us-ascii");
+        let mut raw = header(
+            uid,
+            Some(subject.as_bytes()),
+            "text/plain; charset=us-ascii",
+        );
         raw.extend_from_slice(&body);
         let structure = format!(
             "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" {} {lines} NIL NIL NIL NIL)",
@@ -372,10 +371,8 @@ impl FakeServer {
 impl Drop for FakeServer {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(
-            &([127, 0, 0, 1], self.port).into(),
-            Duration::from_secs(1),
-        );
+        let _ =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_secs(1));
         if let Some(handle) = self.accept_thread.take() {
             let _ = handle.join();
         }
@@ -388,8 +385,10 @@ impl Drop for FakeServer {
 /// An IMAP string for `bytes`: quoted when it can be ([RFC 3501 §4.3](https://www.rfc-editor.org/rfc/rfc3501#section-4.3)),
 /// else a literal (8-bit bytes, NUL, CR, LF, or empty).
 pub fn imap_string(bytes: &[u8]) -> Vec<u8> {
-    let quotable =
-        !bytes.is_empty() && bytes.iter().all(|&b| (1..=0x7f).contains(&b) && b != b'\r' && b != b'\n');
+    let quotable = !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|&b| (1..=0x7f).contains(&b) && b != b'\r' && b != b'\n');
     if quotable {
         let mut out = vec![b'"'];
         for &b in bytes {
@@ -443,7 +442,10 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Closed> {
     )?;
     loop {
         let mut line = Vec::new();
-        let n = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut line)?;
+        let n = reader
+            .by_ref()
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)?;
         if n == 0 || !line.ends_with(b"\n") {
             return Ok(());
         }
@@ -469,9 +471,9 @@ impl Conn<'_> {
         let word = word.to_ascii_uppercase();
         let caps = self.shared.script.capabilities.clone();
         match word.as_str() {
-            "CAPABILITY" => self.send(
-                format!("* CAPABILITY IMAP4rev1 {caps}\r\n{tag} OK done\r\n").as_bytes(),
-            )?,
+            "CAPABILITY" => {
+                self.send(format!("* CAPABILITY IMAP4rev1 {caps}\r\n{tag} OK done\r\n").as_bytes())?
+            }
             "STARTTLS" => self.send(format!("{tag} NO no TLS on this server\r\n").as_bytes())?,
             "LOGIN" | "AUTHENTICATE" => {
                 self.send(format!("{tag} OK [CAPABILITY IMAP4rev1 {caps}] welcome\r\n").as_bytes())?
@@ -670,7 +672,9 @@ fn fetch_line(seq: usize, message: &FakeMessage, answer: Answer, items: &str) ->
             };
             let (content, origin) = match range {
                 Some((offset, len)) => {
-                    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
+                    let start = usize::try_from(offset)
+                        .unwrap_or(usize::MAX)
+                        .min(content.len());
                     let end = start
                         .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
                         .min(content.len());

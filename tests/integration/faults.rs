@@ -4,10 +4,13 @@
 //!
 //! Every filesystem operation runs under a deadline: a hang is a failure, not a stuck suite.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::sync::mpsc;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::support::*;
@@ -34,7 +37,10 @@ pub(super) fn within<T: Send + 'static>(
 
 /// The errno of a failed filesystem call, or `None` when it succeeded.
 pub(super) fn errno<T>(result: &io::Result<T>) -> Option<i32> {
-    result.as_ref().err().map(|e| e.raw_os_error().unwrap_or(-1))
+    result
+        .as_ref()
+        .err()
+        .map(|e| e.raw_os_error().unwrap_or(-1))
 }
 
 /// The running imapfs process behind a mount.
@@ -57,8 +63,7 @@ impl Imapfs {
                 .split(|&b| b == 0)
                 .map(|a| String::from_utf8_lossy(a).to_string())
                 .collect();
-            if args.first().map(String::as_str) == Some(imapfs_bin()) && args.contains(&wanted)
-            {
+            if args.first().map(String::as_str) == Some(imapfs_bin()) && args.contains(&wanted) {
                 return Imapfs { pid };
             }
         }
@@ -151,7 +156,12 @@ pub(super) fn walk_checking_names(dir: &Path, depth: usize, failures: &mut Vec<(
         };
         assert_safe_name(dir, &entry.file_name());
         let path = entry.path();
-        assert_eq!(path.parent(), Some(dir), "{} escapes its directory", path.display());
+        assert_eq!(
+            path.parent(),
+            Some(dir),
+            "{} escapes its directory",
+            path.display()
+        );
         if depth > 0 && entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk_checking_names(&path, depth - 1, failures);
         }
@@ -167,7 +177,1298 @@ pub(super) fn assert_safe_name(dir: &Path, name: &std::ffi::OsStr) {
         .unwrap_or_else(|| panic!("not UTF-8: {shown}"));
     assert!(!name.is_empty(), "empty name {shown}");
     assert!(name != "." && name != "..", "dot name {shown}");
-    assert!(!name.contains('/') && !name.contains('\0'), "slash or NUL: {shown}");
-    assert!(!name.chars().any(char::is_control), "control character: {shown}");
+    assert!(
+        !name.contains('/') && !name.contains('\0'),
+        "slash or NUL: {shown}"
+    );
+    assert!(
+        !name.chars().any(char::is_control),
+        "control character: {shown}"
+    );
     assert!(len <= 255, "{len} bytes long: {shown}");
+}
+
+// ---- helpers for the Dovecot-backed tests ---------------------------------------------------
+
+/// Per-command deadline given to imapfs in these tests.
+const TIMEOUT: &str = "3";
+/// Longest one filesystem call may take: a few command deadlines, a retry and a reconnect.
+const OP_LIMIT: Duration = Duration::from_secs(20);
+/// A listing younger than this is reused by imapfs; wait it out to force a new one.
+const LISTING_FRESH: Duration = Duration::from_millis(1100);
+
+fn read(path: PathBuf) -> (io::Result<Vec<u8>>, Duration) {
+    within(OP_LIMIT, &format!("read {}", path.display()), move || {
+        fs::read(&path)
+    })
+}
+
+/// The sorted names in a directory.
+fn list(path: PathBuf) -> (io::Result<Vec<String>>, Duration) {
+    within(OP_LIMIT, &format!("ls {}", path.display()), move || {
+        let mut names = fs::read_dir(&path)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
+            .collect::<io::Result<Vec<String>>>()?;
+        names.sort();
+        Ok(names)
+    })
+}
+
+/// Runs a command (no shell) under `timeout`, returning its output.
+fn run(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("30")
+        .args(args)
+        .output()
+        .expect("run command")
+}
+
+fn sample(name: &str) -> fixture::Sample {
+    fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+/// The UID at the start of a message directory name.
+fn uid_of(name: &str) -> u32 {
+    name.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// The message names the mount should show for a server mailbox (UID order is name order
+/// only by accident, so compare as sets of UIDs).
+fn uids(names: &[String]) -> BTreeSet<u32> {
+    names.iter().map(|n| uid_of(n)).collect()
+}
+
+/// Mounts through `proxy` with `--timeout timeout` and `extra` arguments.
+fn mount_via(
+    dovecot: &Dovecot,
+    proxy: &Proxy,
+    timeout: &'static str,
+    extra: &[&'static str],
+) -> (Mount, Imapfs) {
+    let mount = MountSpec::new(dovecot, "alice")
+        .via_proxy(proxy)
+        .args(&["--timeout", timeout])
+        .args(extra)
+        .mount();
+    let process = Imapfs::of(&mount);
+    (mount, process)
+}
+
+fn assert_timeout_errno<T: std::fmt::Debug>(what: &str, result: &io::Result<T>, took: Duration) {
+    assert!(
+        matches!(errno(result), Some(libc::EIO | libc::ETIMEDOUT)),
+        "{what}: expected EIO or ETIMEDOUT, got {result:?}"
+    );
+    assert!(
+        took < Duration::from_secs(12),
+        "{what}: took {took:?} with --timeout {TIMEOUT}"
+    );
+}
+
+/// A small message with a unique subject and body token.
+fn small_message(subject: &str, token: &str) -> Vec<u8> {
+    format!(
+        "From: Test <test@example.com>\r\nTo: Alice <alice@example.org>\r\n\
+         Subject: {subject}\r\nMessage-ID: <{token}@imapfs.test>\r\n\
+         Date: Wed, 01 Mar 2023 10:00:00 +0000\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\n\
+         This is {subject}.\r\nIts token is {token}.\r\n"
+    )
+    .into_bytes()
+}
+
+/// The body.txt imapfs shows for [`small_message`].
+fn small_body(subject: &str, token: &str) -> Vec<u8> {
+    format!("This is {subject}.\r\nIts token is {token}.\r\n").into_bytes()
+}
+
+// ---- stalls: every command has a deadline -------------------------------------------------
+
+#[test]
+fn a_stalled_read_fails_within_the_deadline_and_the_next_read_is_exact() {
+    let dovecot = dovecot_with_samples();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, TIMEOUT, &[]);
+    let plain = sample("plain");
+    let dir = mount.message_dir("INBOX", &plain.subject);
+    assert!(list(dir.clone()).0.is_ok());
+
+    proxy.set_stalled(true);
+    let (stalled, took) = read(dir.join("message.eml"));
+    assert_timeout_errno("read while the link is stalled", &stalled, took);
+    let (stalled_body, took) = read(dir.join("body.txt"));
+    assert_timeout_errno("body.txt while stalled", &stalled_body, took);
+    proxy.set_stalled(false);
+
+    let (again, took) = read(dir.join("message.eml"));
+    assert!(again.as_ref().ok() == Some(&plain.raw), "{again:?}");
+    assert!(took < Duration::from_secs(5), "recovering took {took:?}");
+    assert_eq!(
+        read(dir.join("body.txt")).0.unwrap(),
+        plain.body_text.unwrap().into_bytes()
+    );
+    process.assert_healthy(&mount);
+}
+
+#[test]
+fn a_stalled_listing_fails_within_the_deadline_and_the_next_listing_is_complete() {
+    let dovecot = dovecot_with_samples();
+    fixture::fill_bulk(&dovecot, "alice", "Bulk", 40, 3, 2_000).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, TIMEOUT, &[]);
+    let mut client = dovecot.client("alice").unwrap();
+    let expected: BTreeSet<u32> = server_mailbox(&mut client, "Bulk").into_keys().collect();
+    assert!(list(mount.join("INBOX")).0.is_ok());
+    std::thread::sleep(LISTING_FRESH);
+
+    proxy.set_stalled(true);
+    let (stalled, took) = list(mount.join("Bulk"));
+    assert_timeout_errno("ls of a mailbox while stalled", &stalled, took);
+    let (stalled_root, took) = list(mount.path.clone());
+    assert_timeout_errno("ls of the root while stalled", &stalled_root, took);
+    proxy.set_stalled(false);
+
+    let (names, took) = list(mount.join("Bulk"));
+    assert_eq!(uids(&names.unwrap()), expected);
+    assert!(took < Duration::from_secs(5), "recovering took {took:?}");
+    assert!(list(mount.path.clone())
+        .0
+        .unwrap()
+        .contains(&"Bulk".to_string()));
+    process.assert_healthy(&mount);
+}
+
+// ---- cuts: reconnect, and never a wrong or partial file -----------------------------------
+
+#[test]
+fn a_cut_during_a_large_read_reconnects_and_the_bytes_are_exact() {
+    let dovecot = dovecot_with_samples();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, TIMEOUT, &[]);
+    let large = sample("large");
+    let dir = mount.message_dir("INBOX", &large.subject);
+    assert!(list(dir.clone()).0.is_ok());
+    let connections = proxy.connections();
+
+    // ~14 MB at 4 MB/s: the cut lands in the middle of the download.
+    proxy.set_trickle(Some(4_000_000));
+    let eml = dir.join("message.eml");
+    let reader = std::thread::spawn(move || read(eml));
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.cut_all();
+    let (first, _) = reader.join().unwrap();
+    proxy.set_trickle(None);
+    assert!(
+        first.is_err() || first.as_ref().ok() == Some(&large.raw),
+        "the read across the cut returned {} wrong bytes",
+        first.as_ref().map_or(0, Vec::len)
+    );
+    assert!(
+        proxy.connections() > connections,
+        "imapfs did not reconnect"
+    );
+
+    let (again, _) = read(dir.join("message.eml"));
+    assert!(
+        again.as_ref().ok() == Some(&large.raw),
+        "read after the cut"
+    );
+    process.assert_healthy(&mount);
+}
+
+/// Cuts every connection every 100 ms for `window`, defeating the one retry.
+fn keep_cutting(proxy: &Proxy, window: Duration) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        proxy.cut_all();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_read_that_fails_halfway_is_an_error_and_the_cache_keeps_only_complete_content() {
+    let dovecot = dovecot_with_samples();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, TIMEOUT, &[]);
+    let large = sample("large");
+    let (attachment_name, attachment) = large.attachments[0].clone();
+    let dir = mount.message_dir("INBOX", &large.subject);
+    assert!(list(dir.clone()).0.is_ok());
+
+    for (file, expected) in [
+        ("message.eml", large.raw.clone()),
+        (attachment_name.as_str(), attachment),
+    ] {
+        proxy.set_trickle(Some(4_000_000));
+        let path = dir.join(file);
+        let reader = std::thread::spawn(move || read(path));
+        std::thread::sleep(Duration::from_millis(1000));
+        keep_cutting(&proxy, Duration::from_millis(2500));
+        let (broken, took) = reader.join().unwrap();
+        proxy.set_trickle(None);
+        match &broken {
+            Err(e) => assert!(
+                matches!(e.raw_os_error(), Some(libc::EIO | libc::ETIMEDOUT)),
+                "{file}: {e}"
+            ),
+            Ok(bytes) => panic!(
+                "{file}: a read broken halfway returned {} bytes as the file ({} expected{})",
+                bytes.len(),
+                expected.len(),
+                if *bytes == expected {
+                    ", the fault did not bite"
+                } else {
+                    ""
+                }
+            ),
+        }
+        assert!(took < OP_LIMIT, "{file}: {took:?}");
+        // Whatever was fetched before the failure must not be served as the whole file.
+        let (again, _) = read(dir.join(file));
+        let again = again.unwrap_or_else(|e| panic!("{file} after the cuts: {e}"));
+        assert!(
+            again == expected,
+            "{file} after the cuts: {} bytes, {} expected",
+            again.len(),
+            expected.len()
+        );
+    }
+    process.assert_healthy(&mount);
+}
+
+#[test]
+fn a_cut_during_a_listing_is_retried_and_the_listing_is_complete() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "Big", 3000, 5, 1_500).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    let expected: BTreeSet<u32> = server_mailbox(&mut client, "Big").into_keys().collect();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, "10", &[]);
+
+    // Measure the listing, then slow the link so that it takes about three seconds.
+    let before = proxy.bytes_from_server();
+    assert_eq!(uids(&list(mount.join("Big")).0.unwrap()), expected);
+    let listing_bytes = proxy.bytes_from_server() - before;
+    std::thread::sleep(LISTING_FRESH);
+    proxy.set_trickle(Some(listing_bytes / 3 + 1));
+    let path = mount.join("Big");
+    let lister = std::thread::spawn(move || list(path));
+    std::thread::sleep(Duration::from_millis(1200));
+    proxy.cut_all();
+    let (first, _) = lister.join().unwrap();
+    proxy.set_trickle(None);
+    if let Ok(names) = &first {
+        assert_eq!(
+            uids(names),
+            expected,
+            "a listing across the cut is incomplete"
+        );
+        assert_eq!(names.len(), expected.len(), "duplicate names");
+    } else {
+        assert!(
+            matches!(errno(&first), Some(libc::EIO | libc::ETIMEDOUT)),
+            "{first:?}"
+        );
+    }
+    std::thread::sleep(LISTING_FRESH);
+    let (again, _) = list(mount.join("Big"));
+    assert_eq!(uids(&again.unwrap()), expected);
+    process.assert_healthy(&mount);
+}
+
+/// Where a message (known by its exact bytes) is on the server: (mailbox, UID) pairs.
+fn places(client: &mut Session, mailboxes: &[&str], raw: &[u8]) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for mailbox in mailboxes {
+        for (uid, (_, bytes)) in server_mailbox(client, mailbox) {
+            if bytes == raw {
+                out.push((mailbox.to_string(), uid));
+            }
+        }
+    }
+    out
+}
+
+/// Moves messages with `mv` and cuts the connection at points spread over the time a move
+/// takes: whatever `mv` says, each message ends up in exactly one mailbox, in `Dst` if `mv`
+/// succeeded, and the mount then shows what the server has.
+#[test]
+fn a_cut_during_mv_leaves_each_message_in_exactly_one_mailbox() {
+    const COUNT: usize = 9;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "Src", COUNT, 11, 1_500).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Dst").unwrap();
+    let messages: Vec<fixture::BulkMessage> = (0..COUNT)
+        .map(|i| fixture::bulk_message(11, i, 1_500))
+        .collect();
+    // 100 ms each way: a move is several round trips, so a cut can land between any two.
+    let proxy = Proxy::start(
+        dovecot.imaps_addr(),
+        ProxyOptions {
+            delay_each_way: Duration::from_millis(100),
+            ..ProxyOptions::default()
+        },
+    )
+    .unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, "5", &[]);
+
+    let mv = |i: usize, cut_after: Option<Duration>| {
+        std::thread::sleep(LISTING_FRESH);
+        // A fresh listing, so that each move starts from a live connection.
+        assert!(list(mount.join("Src")).0.is_ok());
+        let dir = mount.message_dir("Src", &messages[i].subject);
+        let target = mount.join("Dst");
+        let start = Instant::now();
+        let mover = std::thread::spawn(move || {
+            run(&["mv", dir.to_str().unwrap(), target.to_str().unwrap()])
+        });
+        if let Some(at) = cut_after {
+            std::thread::sleep(at);
+            proxy.cut_all();
+        }
+        let out = mover.join().unwrap();
+        (out, start.elapsed())
+    };
+
+    let (baseline, took) = mv(0, None);
+    assert!(
+        baseline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&baseline.stderr)
+    );
+    let mut outcomes = Vec::new();
+    for (i, message) in messages.iter().enumerate().skip(1) {
+        let cut_after = took.mul_f64(i as f64 / (COUNT - 1) as f64 * 1.1);
+        let (out, _) = mv(i, Some(cut_after));
+        let found = places(&mut client, &["Src", "Dst"], &message.raw);
+        outcomes.push(format!(
+            "cut at {cut_after:?}: mv {} -> {found:?}",
+            if out.status.success() { "ok" } else { "failed" }
+        ));
+        assert_eq!(found.len(), 1, "message {i} after a cut: {outcomes:#?}");
+        if out.status.success() {
+            assert_eq!(found[0].0, "Dst", "mv succeeded but: {outcomes:#?}");
+        }
+    }
+    // Nothing lost or duplicated, and the mount shows exactly what the server has.
+    std::thread::sleep(LISTING_FRESH);
+    let src: BTreeSet<u32> = server_mailbox(&mut client, "Src").into_keys().collect();
+    let dst: BTreeSet<u32> = server_mailbox(&mut client, "Dst").into_keys().collect();
+    assert_eq!(src.len() + dst.len(), COUNT, "{outcomes:#?}");
+    assert_eq!(uids(&list(mount.join("Src")).0.unwrap()), src);
+    assert_eq!(uids(&list(mount.join("Dst")).0.unwrap()), dst);
+    process.assert_healthy(&mount);
+}
+
+#[test]
+fn a_server_restart_under_a_live_mount_is_survived() {
+    let mut dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let before = server_mailbox(&mut client, "INBOX");
+    drop(client);
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&["--timeout", TIMEOUT])
+        .mount();
+    let process = Imapfs::of(&mount);
+    let plain = sample("plain");
+    let attachments = sample("attachments");
+    let plain_dir = mount.message_dir("INBOX", &plain.subject);
+    assert_eq!(read(plain_dir.join("message.eml")).0.unwrap(), plain.raw);
+
+    dovecot.restart().unwrap();
+    std::thread::sleep(LISTING_FRESH);
+    // The first use of the dead connections may fail; it must not hang or be wrong.
+    let (first, took) = list(mount.join("INBOX"));
+    match &first {
+        Ok(names) => assert_eq!(uids(names), before.keys().copied().collect()),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+    }
+    assert!(took < OP_LIMIT);
+    // The next ones work without a remount.
+    let (names, _) = list(mount.join("INBOX"));
+    assert_eq!(uids(&names.unwrap()), before.keys().copied().collect());
+    let dir = mount.message_dir("INBOX", &attachments.subject);
+    let (name, bytes) = &attachments.attachments[0];
+    assert_eq!(&read(dir.join(name)).0.unwrap(), bytes);
+    assert_eq!(read(plain_dir.join("message.eml")).0.unwrap(), plain.raw);
+    // Reading changed nothing on the server.
+    let mut client = dovecot.client("alice").unwrap();
+    assert!(server_mailbox(&mut client, "INBOX") == before);
+    process.assert_healthy(&mount);
+}
+
+// ---- another client changes the mailbox under the mount -----------------------------------
+
+/// Reads through a handle opened earlier.
+fn read_handle(mut file: fs::File, what: &str) -> io::Result<Vec<u8>> {
+    within(OP_LIMIT, what, move || {
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut file, &mut out).map(|_| out)
+    })
+    .0
+}
+
+/// Fails unless `got` is one of the allowed errors or exactly `old` (the bytes of that same
+/// message, still cached); never anything else, such as another message's bytes.
+fn assert_gone_or_same(what: &str, got: &io::Result<Vec<u8>>, allowed: &[i32], old: &[u8]) {
+    match got {
+        Ok(bytes) => assert!(
+            bytes == old,
+            "{what}: read {:?}, which is not this message",
+            String::from_utf8_lossy(bytes)
+        ),
+        Err(e) => assert!(
+            e.raw_os_error().is_some_and(|c| allowed.contains(&c)),
+            "{what}: {e}, expected one of {allowed:?}"
+        ),
+    }
+}
+
+#[test]
+fn a_recreated_mailbox_never_shows_old_content_under_new_names() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Box").unwrap();
+    let old_subjects = ["Same subject", "Old two", "Old three"];
+    let new_subjects = ["Same subject", "New two", "New three"];
+    for (i, subject) in old_subjects.iter().enumerate() {
+        let raw = small_message(subject, &format!("old{i}"));
+        assert_eq!(
+            fixture::append(&mut client, "Box", &raw, &[]).unwrap(),
+            i as u32 + 1
+        );
+    }
+    // STATUS, not EXAMINE: Dovecot disconnects a client that deletes its selected mailbox.
+    let validity = |c: &mut Session| c.status("Box", "(UIDVALIDITY)").unwrap().uid_validity;
+    let old_validity = validity(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let process = Imapfs::of(&mount);
+    let box_dir = mount.join("Box");
+    assert_eq!(
+        list(box_dir.clone()).0.unwrap(),
+        ["1 Same subject", "2 Old two", "3 Old three"]
+    );
+    // UID 1 is read (and cached); UIDs 2 and 3 are only opened.
+    let one = box_dir.join("1 Same subject");
+    assert_eq!(
+        read(one.join("message.eml")).0.unwrap(),
+        small_message("Same subject", "old0")
+    );
+    assert_eq!(
+        read(one.join("body.txt")).0.unwrap(),
+        small_body("Same subject", "old0")
+    );
+    let open = |p: PathBuf| {
+        within(OP_LIMIT, "open", move || fs::File::open(p))
+            .0
+            .unwrap()
+    };
+    let h1 = open(one.join("message.eml"));
+    let h2 = open(box_dir.join("2 Old two/message.eml"));
+    let h3 = open(box_dir.join("3 Old three/body.txt"));
+
+    client.delete("Box").unwrap();
+    fixture::create_mailbox(&mut client, "Box").unwrap();
+    for (i, subject) in new_subjects.iter().enumerate() {
+        let raw = small_message(subject, &format!("new{i}"));
+        assert_eq!(
+            fixture::append(&mut client, "Box", &raw, &[]).unwrap(),
+            i as u32 + 1
+        );
+    }
+    let new_validity = validity(&mut client);
+    assert_ne!(old_validity, new_validity, "the server kept UIDVALIDITY");
+    std::thread::sleep(LISTING_FRESH);
+
+    assert_eq!(
+        list(box_dir.clone()).0.unwrap(),
+        ["1 Same subject", "2 New two", "3 New three"]
+    );
+    // Same UID, same name, new mailbox: the new bytes, never the cached old ones.
+    assert_eq!(
+        String::from_utf8_lossy(&read(one.join("message.eml")).0.unwrap()),
+        String::from_utf8_lossy(&small_message("Same subject", "new0"))
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read(one.join("body.txt")).0.unwrap()),
+        String::from_utf8_lossy(&small_body("Same subject", "new0"))
+    );
+    assert_eq!(
+        read(box_dir.join("2 New two/body.txt")).0.unwrap(),
+        small_body("New two", "new1")
+    );
+    assert_eq!(
+        errno(&read(box_dir.join("2 Old two/message.eml")).0),
+        Some(libc::ENOENT)
+    );
+    // Handles opened on the old mailbox: ESTALE or ENOENT, or that very message's bytes.
+    let stale = [libc::ESTALE, libc::ENOENT];
+    let old1 = small_message("Same subject", "old0");
+    let old2 = small_message("Old two", "old1");
+    let old3 = small_body("Old three", "old2");
+    assert_gone_or_same("old handle of UID 1", &read_handle(h1, "h1"), &stale, &old1);
+    assert_gone_or_same("old handle of UID 2", &read_handle(h2, "h2"), &stale, &old2);
+    assert_gone_or_same("old handle of UID 3", &read_handle(h3, "h3"), &stale, &old3);
+    process.assert_healthy(&mount);
+}
+
+/// Like [`assert_gone_or_same`], collecting the violation instead of failing at once.
+fn check_gone_or_same(
+    problems: &mut Vec<String>,
+    what: &str,
+    got: &io::Result<Vec<u8>>,
+    allowed: &[i32],
+    old: &[u8],
+) {
+    match got {
+        Ok(bytes) if bytes == old => {}
+        Ok(bytes) => problems.push(format!(
+            "{what}: read {:?}, which is not this message",
+            String::from_utf8_lossy(bytes)
+        )),
+        Err(e) if e.raw_os_error().is_some_and(|c| allowed.contains(&c)) => {}
+        Err(e) => problems.push(format!("{what}: {e}, expected one of {allowed:?}")),
+    }
+}
+
+/// Dovecot answers the first FETCH of a message that another session just removed with
+/// `BODY[...] NIL` and a tagged OK (RFC 2180 §4.1.3), and only then reports the EXPUNGE.
+#[test]
+fn messages_deleted_or_moved_by_another_client_give_enoent() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Box").unwrap();
+    fixture::create_mailbox(&mut client, "Other").unwrap();
+    let subjects = ["Read one", "Moved two", "Expunged three", "Kept four"];
+    let raws: Vec<Vec<u8>> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| small_message(s, &format!("tok{i}")))
+        .collect();
+    for raw in &raws {
+        fixture::append(&mut client, "Box", raw, &[]).unwrap();
+    }
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let process = Imapfs::of(&mount);
+    let box_dir = mount.join("Box");
+    assert_eq!(list(box_dir.clone()).0.unwrap().len(), 4);
+    let dir = |i: usize| box_dir.join(format!("{} {}", i + 1, subjects[i]));
+    assert_eq!(read(dir(0).join("message.eml")).0.unwrap(), raws[0]);
+    let open = |p: PathBuf| {
+        within(OP_LIMIT, "open", move || fs::File::open(p))
+            .0
+            .unwrap()
+    };
+    let moved_body = open(dir(1).join("body.txt"));
+    let moved_eml = open(dir(1).join("message.eml"));
+    let expunged_eml = open(dir(2).join("message.eml"));
+    let moved_dir = open(dir(1));
+
+    client.select("Box").unwrap();
+    client.uid_mv("2", "Other").unwrap();
+    client
+        .uid_store("1,3", "+FLAGS.SILENT (\\Deleted)")
+        .unwrap();
+    client.uid_expunge("1,3").unwrap();
+    let flags_before = server_flags(&mut client, "Other");
+
+    let mut problems = Vec::new();
+    let gone = [libc::ENOENT];
+    let reads = [
+        (
+            "body.txt of the moved message, open handle",
+            read_handle(moved_body, "moved body"),
+            small_body(subjects[1], "tok1"),
+        ),
+        (
+            "message.eml of the moved message, open handle",
+            read_handle(moved_eml, "moved eml"),
+            raws[1].clone(),
+        ),
+        (
+            "message.eml of an expunged message, open handle",
+            read_handle(expunged_eml, "expunged eml"),
+            raws[2].clone(),
+        ),
+        (
+            "message.eml of an expunged message read before",
+            read(dir(0).join("message.eml")).0,
+            raws[0].clone(),
+        ),
+    ];
+    for (what, got, old) in &reads {
+        check_gone_or_same(&mut problems, what, got, &gone, old);
+    }
+    // Setting flags on a message that is no longer there must fail, not pretend.
+    let (set, _) = within(OP_LIMIT, "fsetxattr", move || {
+        set_flags_on(&moved_dir, "\\Flagged")
+    });
+    if errno(&set) != Some(libc::ENOENT) {
+        problems.push(format!(
+            "setting flags through a handle on a message another client moved away: {set:?}"
+        ));
+    }
+    if server_flags(&mut client, "Other") != flags_before {
+        problems.push("the moved message's flags changed".into());
+    }
+    // The one left still works, and a new listing shows only it.
+    let out = run(&[
+        "setfattr",
+        "-n",
+        "user.imap.flags",
+        "-v",
+        "\\Flagged",
+        dir(3).to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(LISTING_FRESH);
+    assert_eq!(list(box_dir.clone()).0.unwrap(), ["4 Kept four"]);
+    for i in 0..3 {
+        assert_eq!(
+            errno(&read(dir(i).join("message.eml")).0),
+            Some(libc::ENOENT)
+        );
+    }
+    let other = list(mount.join("Other")).0.unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(
+        read(mount.join("Other").join(&other[0]).join("message.eml"))
+            .0
+            .unwrap(),
+        raws[1]
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    process.assert_healthy(&mount);
+}
+
+/// `fsetxattr(user.imap.flags)` on an open message directory.
+fn set_flags_on(dir: &fs::File, flags: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = c"user.imap.flags";
+    // SAFETY: a valid fd, a NUL-terminated name, and a buffer of the length given.
+    let rc = unsafe {
+        libc::fsetxattr(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags.as_ptr().cast(),
+            flags.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A listing of the target that was already on its way when `mv` finished was fetched
+/// before the MOVE: it must not count as fresh, or the moved message is missing from `ls`.
+#[test]
+fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "Big", 2000, 7, 1_500).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Src").unwrap();
+    let raw = small_message("Moving in", "mov1");
+    fixture::append(&mut client, "Src", &raw, &[]).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, "10", &[]);
+    assert_eq!(list(mount.join("Src")).0.unwrap(), ["1 Moving in"]);
+    let before = proxy.bytes_from_server();
+    assert_eq!(list(mount.join("Big")).0.unwrap().len(), 2000);
+    let listing_bytes = proxy.bytes_from_server() - before;
+    std::thread::sleep(LISTING_FRESH);
+
+    // A relisting of Big that takes about three seconds, and a move into Big meanwhile.
+    proxy.set_trickle(Some(listing_bytes / 3 + 1));
+    let big = mount.join("Big");
+    let lister = std::thread::spawn(move || list(big));
+    std::thread::sleep(Duration::from_millis(500));
+    let before_mv = proxy.bytes_from_server();
+    let out = run(&[
+        "mv",
+        mount.join("Src/1 Moving in").to_str().unwrap(),
+        mount.join("Big").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let during_mv = proxy.bytes_from_server() - before_mv;
+    assert!(
+        !lister.is_finished() && during_mv < listing_bytes / 2,
+        "the listing was not in flight during the move ({during_mv} bytes moved meanwhile)"
+    );
+    let in_flight = lister.join().unwrap().0.unwrap();
+    proxy.set_trickle(None);
+    // At once: within the second that imapfs trusts a listing.
+    let (after, _) = list(mount.join("Big"));
+    let after = after.unwrap();
+    assert!(
+        server_mailbox(&mut client, "Big")
+            .values()
+            .any(|(_, b)| *b == raw),
+        "the move did not happen"
+    );
+    let moved: Vec<&String> = after.iter().filter(|n| n.ends_with(" Moving in")).collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "ls Big right after a successful mv into it: {} entries, the moved message {}; \
+         the listing in flight had {} entries",
+        after.len(),
+        if moved.is_empty() { "missing" } else { "twice" },
+        in_flight.len()
+    );
+    assert_eq!(
+        read(mount.join("Big").join(moved[0]).join("message.eml"))
+            .0
+            .unwrap(),
+        raw
+    );
+    process.assert_healthy(&mount);
+}
+
+// ---- soak: everything at once, then the server is exactly what the operations imply ------
+
+const SOAK_TIME: Duration = Duration::from_secs(15);
+const SOAK_MESSAGES: usize = 24;
+const SOAK_FLAGS: [&str; 4] = ["\\Seen", "\\Flagged", "\\Answered", "$soak"];
+
+fn soak_subject(i: usize) -> String {
+    format!("Soak {i:02}")
+}
+
+fn soak_token(i: usize) -> String {
+    format!("tok{i:02}x")
+}
+
+/// Which message a directory name is for.
+fn soak_index(name: &str) -> Option<usize> {
+    name.split_once(" Soak ")?.1.parse().ok()
+}
+
+/// Where the server has one soak message: mailbox, UID and flags.
+type ServerCopy = (&'static str, u32, BTreeSet<String>);
+
+/// What the test's own successful operations imply about the server.
+struct SoakModel {
+    mailbox: Vec<&'static str>,
+    flags: Vec<BTreeSet<String>>,
+    /// Messages a mover or flagger is working on (one change per message at a time).
+    busy: Vec<bool>,
+}
+
+/// A tiny deterministic random source per worker.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+struct Soak {
+    root: PathBuf,
+    model: Mutex<SoakModel>,
+    problems: Mutex<Vec<String>>,
+    end: Instant,
+}
+
+impl Soak {
+    fn problem(&self, p: String) {
+        self.problems.lock().unwrap().push(p);
+    }
+
+    /// The directory of message `i` in `mailbox`, from a fresh readdir; a failed readdir is
+    /// a problem.
+    fn find(&self, mailbox: &str, i: usize) -> Option<PathBuf> {
+        let listed = fs::read_dir(self.root.join(mailbox)).and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<io::Result<Vec<_>>>()
+        });
+        match listed {
+            Ok(paths) => paths
+                .into_iter()
+                .find(|p| soak_index(&p.file_name().unwrap().to_string_lossy()) == Some(i)),
+            Err(e) => {
+                self.problem(format!("ls {mailbox}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Claims a message no one else is changing.
+    fn claim(&self, rng: &mut Rng) -> Option<(usize, &'static str)> {
+        let mut model = self.model.lock().unwrap();
+        let i = rng.below(SOAK_MESSAGES);
+        if model.busy[i] {
+            return None;
+        }
+        model.busy[i] = true;
+        Some((i, model.mailbox[i]))
+    }
+
+    fn lister(&self) {
+        while Instant::now() < self.end {
+            for mailbox in ["A", "B"] {
+                let Ok(entries) = fs::read_dir(self.root.join(mailbox)) else {
+                    self.problem(format!("ls {mailbox} failed"));
+                    continue;
+                };
+                let mut seen = BTreeSet::new();
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    match soak_index(&name) {
+                        Some(i) if seen.insert(i) => {}
+                        _ => self.problem(format!("ls {mailbox}: unexpected {name:?}")),
+                    }
+                    if let Err(e) = entry.metadata() {
+                        if e.raw_os_error() != Some(libc::ENOENT) {
+                            self.problem(format!("stat {name}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn reader(&self, mut rng: Rng) {
+        while Instant::now() < self.end {
+            let mailbox = ["A", "B"][rng.below(2)];
+            let Ok(entries) = fs::read_dir(self.root.join(mailbox)) else {
+                continue;
+            };
+            let dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            if dirs.is_empty() {
+                continue;
+            }
+            let dir = &dirs[rng.below(dirs.len())];
+            let Some(i) = soak_index(&dir.file_name().unwrap().to_string_lossy()) else {
+                continue;
+            };
+            let (subject, token) = (soak_subject(i), soak_token(i));
+            for (file, want) in [
+                ("message.eml", small_message(&subject, &token)),
+                ("body.txt", small_body(&subject, &token)),
+            ] {
+                match fs::read(dir.join(file)) {
+                    Ok(got) if got == want => {}
+                    Ok(got) => self.problem(format!(
+                        "{}/{file}: wrong content {:?}",
+                        dir.display(),
+                        String::from_utf8_lossy(&got)
+                    )),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => self.problem(format!("{}/{file}: {e}", dir.display())),
+                }
+            }
+        }
+    }
+
+    fn grepper(&self, mut rng: Rng) {
+        while Instant::now() < self.end {
+            let i = rng.below(SOAK_MESSAGES);
+            let (a, b) = (self.root.join("A"), self.root.join("B"));
+            let out = run(&[
+                "grep",
+                "-rl",
+                &soak_token(i),
+                a.to_str().unwrap(),
+                b.to_str().unwrap(),
+            ]);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if !line.contains(&format!(" {}/", soak_subject(i))) {
+                    self.problem(format!("grep {}: matched {line}", soak_token(i)));
+                }
+            }
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                if !line.ends_with("No such file or directory") {
+                    self.problem(format!("grep: {line}"));
+                }
+            }
+        }
+    }
+
+    fn mover(&self, mut rng: Rng) {
+        while Instant::now() < self.end {
+            let Some((i, from)) = self.claim(&mut rng) else {
+                continue;
+            };
+            let to = if from == "A" { "B" } else { "A" };
+            let moved = match self.find(from, i) {
+                None => {
+                    self.problem(format!("mover: {} not listed in {from}", soak_subject(i)));
+                    false
+                }
+                Some(dir) => {
+                    let target = self.root.join(to);
+                    let out = run(&["mv", dir.to_str().unwrap(), target.to_str().unwrap()]);
+                    if !out.status.success() {
+                        self.problem(format!(
+                            "mv {}: {}",
+                            dir.display(),
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                    out.status.success()
+                }
+            };
+            let mut model = self.model.lock().unwrap();
+            if moved {
+                model.mailbox[i] = to;
+            }
+            model.busy[i] = false;
+        }
+    }
+
+    fn flagger(&self, mut rng: Rng) {
+        while Instant::now() < self.end {
+            let Some((i, mailbox)) = self.claim(&mut rng) else {
+                continue;
+            };
+            let flags: BTreeSet<String> = SOAK_FLAGS
+                .iter()
+                .filter(|_| rng.below(2) == 1)
+                .map(|f| f.to_string())
+                .collect();
+            let value = flags.iter().cloned().collect::<Vec<_>>().join(" ");
+            let set = match self.find(mailbox, i) {
+                None => {
+                    self.problem(format!(
+                        "flagger: {} not listed in {mailbox}",
+                        soak_subject(i)
+                    ));
+                    false
+                }
+                Some(dir) => {
+                    let out = run(&[
+                        "setfattr",
+                        "-n",
+                        "user.imap.flags",
+                        "-v",
+                        &value,
+                        dir.to_str().unwrap(),
+                    ]);
+                    if !out.status.success() {
+                        self.problem(format!(
+                            "setfattr {}: {}",
+                            dir.display(),
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                    out.status.success()
+                }
+            };
+            let mut model = self.model.lock().unwrap();
+            if set {
+                model.flags[i] = flags;
+            }
+            model.busy[i] = false;
+        }
+    }
+}
+
+#[test]
+fn soak_concurrent_ls_cat_grep_mv_and_setfattr_end_in_the_implied_state() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "A").unwrap();
+    fixture::create_mailbox(&mut client, "B").unwrap();
+    for i in 0..SOAK_MESSAGES {
+        let raw = small_message(&soak_subject(i), &soak_token(i));
+        fixture::append(&mut client, "A", &raw, &[]).unwrap();
+    }
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let process = Imapfs::of(&mount);
+    let soak = Arc::new(Soak {
+        root: mount.path.clone(),
+        model: Mutex::new(SoakModel {
+            mailbox: vec!["A"; SOAK_MESSAGES],
+            flags: vec![BTreeSet::new(); SOAK_MESSAGES],
+            busy: vec![false; SOAK_MESSAGES],
+        }),
+        problems: Mutex::new(Vec::new()),
+        end: Instant::now() + SOAK_TIME,
+    });
+    let mut workers = Vec::new();
+    for seed in 1..=8u64 {
+        let soak = Arc::clone(&soak);
+        let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        workers.push(std::thread::spawn(move || match seed {
+            1 => soak.lister(),
+            2 | 3 => soak.reader(rng),
+            4 => soak.grepper(rng),
+            5 | 6 => soak.mover(rng),
+            _ => soak.flagger(rng),
+        }));
+    }
+    let (_, took) = within(SOAK_TIME + OP_LIMIT * 2, "the soak", move || {
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    });
+    assert!(took < SOAK_TIME + OP_LIMIT, "soak overran: {took:?}");
+    let problems = soak.problems.lock().unwrap().clone();
+    let log = mount.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN "))
+        .take(20)
+        .collect();
+
+    // Each message exactly once, where the last successful mv put it, with the flags last set.
+    let model = soak.model.lock().unwrap();
+    let mut state = Vec::new();
+    let mut found: BTreeMap<usize, Vec<ServerCopy>> = BTreeMap::new();
+    for mailbox in ["A", "B"] {
+        for (uid, (flags, bytes)) in server_mailbox(&mut client, mailbox) {
+            match (0..SOAK_MESSAGES)
+                .find(|&i| bytes == small_message(&soak_subject(i), &soak_token(i)))
+            {
+                Some(i) => {
+                    found
+                        .entry(i)
+                        .or_default()
+                        .push((mailbox, uid, flags.into_iter().collect()))
+                }
+                None => state.push(format!("unknown message UID {uid} in {mailbox}")),
+            }
+        }
+    }
+    for i in 0..SOAK_MESSAGES {
+        let places = found.get(&i).cloned().unwrap_or_default();
+        let subject = soak_subject(i);
+        match places.as_slice() {
+            [(mailbox, _, flags)] => {
+                if *mailbox != model.mailbox[i] {
+                    state.push(format!(
+                        "{subject} is in {mailbox}, not {}",
+                        model.mailbox[i]
+                    ));
+                }
+                if *flags != model.flags[i] {
+                    state.push(format!("{subject} has {flags:?}, not {:?}", model.flags[i]));
+                }
+            }
+            _ => state.push(format!(
+                "{subject} is on the server {} times: {places:?}",
+                places.len()
+            )),
+        }
+    }
+    // The mount agrees with the server.
+    std::thread::sleep(LISTING_FRESH);
+    for mailbox in ["A", "B"] {
+        let shown: BTreeSet<usize> = list(mount.join(mailbox))
+            .0
+            .unwrap()
+            .iter()
+            .filter_map(|n| soak_index(n))
+            .collect();
+        let expected: BTreeSet<usize> = (0..SOAK_MESSAGES)
+            .filter(|&i| model.mailbox[i] == mailbox)
+            .collect();
+        if shown != expected {
+            state.push(format!(
+                "ls {mailbox} shows {shown:?}, expected {expected:?}"
+            ));
+        }
+        // And every file reads exactly, now that nothing moves any more.
+        for name in list(mount.join(mailbox)).0.unwrap() {
+            let Some(i) = soak_index(&name) else { continue };
+            let (subject, token) = (soak_subject(i), soak_token(i));
+            for (file, want) in [
+                ("message.eml", small_message(&subject, &token)),
+                ("body.txt", small_body(&subject, &token)),
+            ] {
+                let got = read(mount.join(mailbox).join(&name).join(file)).0;
+                if got.as_ref().ok() != Some(&want) {
+                    state.push(format!("after the soak, {mailbox}/{name}/{file}: {got:?}"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty() && state.is_empty(),
+        "{} problems during the soak: {problems:#?}\nfinal state: {state:#?}\nimapfs warnings: {warnings:#?}",
+        problems.len()
+    );
+    process.assert_healthy(&mount);
+}
+
+// ---- secrets and permissions ----------------------------------------------------------------
+
+#[test]
+fn the_password_never_shows_in_the_log_cmdline_or_environment() {
+    const PASSWORD: &str = "Pw-7f3c91e2-correct-horse";
+    let dovecot = Dovecot::start(DovecotOptions {
+        users: vec![("alice".into(), PASSWORD.into())],
+        dir: None,
+    })
+    .unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::append_samples(&mut client, &fixture::sample_messages()).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let (mount, process) = mount_via(&dovecot, &proxy, TIMEOUT, &["--debug"]);
+
+    // Work that logs a lot: listings, reads, a reconnect (a second LOGIN) and a timeout.
+    let plain = sample("plain");
+    let dir = mount.message_dir("INBOX", &plain.subject);
+    assert_eq!(read(dir.join("message.eml")).0.unwrap(), plain.raw);
+    proxy.cut_all();
+    assert!(list(mount.join("Archive/2023")).0.is_ok());
+    proxy.set_stalled(true);
+    assert!(read(dir.join("body.txt")).0.is_err());
+    proxy.set_stalled(false);
+    assert!(read(dir.join("body.txt")).0.is_ok());
+    // ENOENT is logged at debug level: proof that debug lines reach the log.
+    assert_eq!(
+        errno(&read(mount.join("INBOX/999 missing")).0),
+        Some(libc::ENOENT)
+    );
+
+    let log = mount.log();
+    assert!(
+        log.contains("DEBUG") && log.contains("logged in"),
+        "the log is not at debug level: {log}"
+    );
+    let plain_auth = base64_of(format!("\0alice\0{PASSWORD}").as_bytes());
+    for (what, text) in [
+        ("the log file", log.into_bytes()),
+        ("stderr", process.take_stderr().into_bytes()),
+        ("/proc/<pid>/cmdline", process.cmdline_and_environ().0),
+        ("/proc/<pid>/environ", process.cmdline_and_environ().1),
+    ] {
+        for secret in [PASSWORD, plain_auth.as_str()] {
+            assert!(
+                !text.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the password is in {what}"
+            );
+        }
+    }
+    let environ = process.cmdline_and_environ().1;
+    assert!(
+        !environ
+            .split(|&b| b == 0)
+            .any(|var| var.starts_with(b"IMAPFS_PASSWORD=") && var.len() > 16),
+        "IMAPFS_PASSWORD still set in /proc/<pid>/environ"
+    );
+    process.assert_healthy(&mount);
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn files_are_0600_and_directories_0700_owned_by_the_mounting_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dovecot = dovecot_with_samples();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut checked = (0, 0);
+    let mut pending = vec![(mount.path.clone(), 0)];
+    while let Some((path, depth)) = pending.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", path.display());
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}: {mode:o}", path.display());
+            checked.0 += 1;
+            if depth < 4 {
+                for entry in fs::read_dir(&path).unwrap() {
+                    pending.push((entry.unwrap().path(), depth + 1));
+                }
+            }
+        } else {
+            assert!(
+                meta.is_file(),
+                "{} is neither file nor directory",
+                path.display()
+            );
+            assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+            checked.1 += 1;
+        }
+    }
+    assert!(checked.0 > 10 && checked.1 > 20, "checked only {checked:?}");
+    // Without --allow-other, another user cannot look in even where the path lets them.
+    let parent = mount.path.parent().unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "ls",
+        mount.path.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "another user could list the mount: {out:?}"
+    );
+}
+
+/// `opendir` snapshots a directory's entries with their inode numbers; a `mv` then hands the
+/// moved message's directory inode to the target mailbox. Reading the rest of the snapshot
+/// must not put that same directory inode back under the old mailbox: the kernel allows one
+/// parent per directory, and answers the conflict with ESTALE (as the soak shows).
+#[test]
+fn a_readdir_begun_before_a_mv_never_shows_one_directory_in_two_mailboxes() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "A").unwrap();
+    fixture::create_mailbox(&mut client, "B").unwrap();
+    for i in 0..3 {
+        let raw = small_message(&soak_subject(i), &soak_token(i));
+        fixture::append(&mut client, "A", &raw, &[]).unwrap();
+    }
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let process = Imapfs::of(&mount);
+    assert_eq!(list(mount.join("A")).0.unwrap().len(), 3);
+    assert!(list(mount.join("B")).0.unwrap().is_empty());
+
+    let snapshot = fs::read_dir(mount.join("A")).unwrap();
+    let (old, new) = (mount.join("A/2 Soak 01"), mount.join("B/2 Soak 01"));
+    let out = run(&[
+        "mv",
+        old.to_str().unwrap(),
+        mount.join("B").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let seen: Vec<_> = snapshot.map(|e| e.map(|e| e.file_name())).collect();
+    assert!(seen.iter().all(Result::is_ok), "{seen:?}");
+
+    // What a tool does next with the names it just listed: look at them.
+    let stale = fs::metadata(&old);
+    let moved = fs::metadata(&new).expect("the moved message under the name mv gave it");
+    assert!(
+        errno(&stale) == Some(libc::ENOENT) || stale.as_ref().is_ok_and(|m| m.ino() != moved.ino()),
+        "A/2 Soak 01 is the moved directory itself (inode {}), now in two mailboxes: {stale:?}",
+        moved.ino()
+    );
+    let expected = small_message(&soak_subject(1), &soak_token(1));
+    assert_eq!(read(new.join("message.eml")).0.unwrap(), expected);
+    std::thread::sleep(LISTING_FRESH);
+    let b = list(mount.join("B")).0.unwrap();
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(
+        read(mount.join("B").join(&b[0]).join("message.eml"))
+            .0
+            .unwrap(),
+        expected
+    );
+    process.assert_healthy(&mount);
 }

@@ -103,6 +103,7 @@ impl ImapStore {
         let list = flag_list(flags);
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            self.ensure_exists(conn, mailbox, uid)?;
             self.run_raw(conn, &format!("UID STORE {uid} FLAGS.SILENT ({list})"))
                 .map(drop)
         })

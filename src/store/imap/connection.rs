@@ -12,6 +12,7 @@ use crate::secret::Secret;
 use crate::store::{MailboxName, StoreError, StoreResult, UidValidity};
 
 use super::errors::from_imap;
+use super::nesting::NestingGuard;
 
 /// The most one answer may take unless the command says otherwise: far more than any
 /// BODYSTRUCTURE batch or 4 MiB section range needs, and small enough to keep memory bounded.
@@ -137,32 +138,50 @@ impl Write for CountingTcp {
     }
 }
 
-/// The byte stream under the IMAP session: TLS, or plaintext only when explicitly allowed.
-pub enum ImapStream {
+/// The transport under the IMAP session: TLS, or plaintext only when explicitly allowed.
+pub enum Wire {
     Tls(Box<native_tls::TlsStream<CountingTcp>>),
     Plain(CountingTcp),
 }
 
+/// The byte stream the IMAP session reads: the transport, with the decrypted bytes checked
+/// by a nesting guard before the parser sees them.
+pub struct ImapStream {
+    wire: Wire,
+    guard: NestingGuard,
+}
+
+impl ImapStream {
+    fn new(wire: Wire) -> Self {
+        ImapStream {
+            wire,
+            guard: NestingGuard::default(),
+        }
+    }
+}
+
 impl Read for ImapStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ImapStream::Tls(s) => s.read(buf),
-            ImapStream::Plain(s) => s.read(buf),
-        }
+        let n = match &mut self.wire {
+            Wire::Tls(s) => s.read(buf)?,
+            Wire::Plain(s) => s.read(buf)?,
+        };
+        self.guard.feed(&buf[..n])?;
+        Ok(n)
     }
 }
 
 impl Write for ImapStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ImapStream::Tls(s) => s.write(buf),
-            ImapStream::Plain(s) => s.write(buf),
+        match &mut self.wire {
+            Wire::Tls(s) => s.write(buf),
+            Wire::Plain(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            ImapStream::Tls(s) => s.flush(),
-            ImapStream::Plain(s) => s.flush(),
+        match &mut self.wire {
+            Wire::Tls(s) => s.flush(),
+            Wire::Plain(s) => s.flush(),
         }
     }
 }
@@ -349,13 +368,13 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
         limits: Arc::clone(&limits),
     };
     let (stream, greeting_pending) = match config.transport {
-        Transport::Tls => (ImapStream::Tls(Box::new(handshake(config, tcp)?)), true),
+        Transport::Tls => (Wire::Tls(Box::new(handshake(config, tcp)?)), true),
         Transport::StartTls => {
             if starttls(&mut tcp)? {
-                (ImapStream::Tls(Box::new(handshake(config, tcp)?)), false)
+                (Wire::Tls(Box::new(handshake(config, tcp)?)), false)
             } else if config.allow_plaintext {
                 tracing::warn!(host = %config.host, "server refused STARTTLS; continuing in PLAINTEXT as --allow-plaintext asks");
-                (ImapStream::Plain(tcp), false)
+                (Wire::Plain(tcp), false)
             } else {
                 return Err(StoreError::Unsupported(format!(
                     "{} does not offer STARTTLS; refusing to send the password in plaintext (use imaps:// or --allow-plaintext)",
@@ -364,7 +383,7 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
             }
         }
     };
-    let mut client = imap::Client::new(stream);
+    let mut client = imap::Client::new(ImapStream::new(stream));
     if greeting_pending {
         client.read_greeting().map_err(from_imap)?;
     }
