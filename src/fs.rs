@@ -70,7 +70,10 @@ pub struct Attr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttrReply {
     pub attr: Attr,
+    /// How long the attributes may be cached.
     pub ttl: Duration,
+    /// How long the name may be cached (for lookups).
+    pub entry_ttl: Duration,
 }
 
 /// One directory entry.
@@ -222,14 +225,20 @@ impl Fs {
             Node::Root | Node::Mailbox { .. } => AttrReply {
                 attr: self.dir_attr(ino, UNIX_EPOCH),
                 ttl: TTL_VOLATILE,
+                entry_ttl: TTL_VOLATILE,
             },
+            // A message never changes for its UIDVALIDITY and UID, so its attributes and
+            // the names inside it are final. Its own name is not: the message can vanish, or
+            // the mailbox be recreated with another message under the same name.
             Node::Message { mtime, .. } => AttrReply {
                 attr: self.dir_attr(ino, *mtime),
-                ttl: TTL_VOLATILE,
+                ttl: TTL_FINAL,
+                entry_ttl: TTL_VOLATILE,
             },
             Node::Pending { .. } => AttrReply {
                 attr: self.file_attr(ino, 0, UNIX_EPOCH),
                 ttl: Duration::ZERO,
+                entry_ttl: Duration::ZERO,
             },
             Node::File {
                 spec,
@@ -241,6 +250,7 @@ impl Fs {
                 AttrReply {
                     attr: self.file_attr(ino, exact.unwrap_or(spec.size_hint), *mtime),
                     // An estimated size must not be cached: the kernel would cut reads at it.
+                    entry_ttl: TTL_FINAL,
                     ttl: if exact.is_some() {
                         TTL_FINAL
                     } else {
@@ -517,6 +527,7 @@ impl Fs {
             return Ok(AttrReply {
                 attr: self.dir_attr(ino, UNIX_EPOCH),
                 ttl: TTL_VOLATILE,
+                entry_ttl: TTL_VOLATILE,
             });
         }
         if let Some((ino, _)) = self
@@ -547,10 +558,8 @@ impl Fs {
             .lock()
             .inodes
             .message(&message, &Section::whole(), mtime);
-        Ok(AttrReply {
-            attr: self.dir_attr(ino, mtime),
-            ttl: TTL_VOLATILE,
-        })
+        let node = self.node(ino)?;
+        Ok(self.attr_of(ino, &node))
     }
 
     fn find_message(&self, mailbox: &MailboxName, name: &str) -> Option<(MessageRef, SystemTime)> {
@@ -617,6 +626,13 @@ impl Fs {
         state.next_fh += 1;
         state.dir_handles.insert(fh, Arc::new(entries));
         Ok(fh)
+    }
+
+    /// Whether the kernel may keep an open directory's entries across opens: true for
+    /// message directories, whose contents never change (hiding a file with `rm` is seen by
+    /// the kernel itself).
+    pub fn dir_is_final(&self, ino: u64) -> bool {
+        matches!(self.node(ino), Ok(Node::Message { .. }))
     }
 
     fn mailbox_dir_entries(&self, ino: u64, path: &str) -> FsResult<Vec<SnapshotEntry>> {
@@ -687,7 +703,9 @@ impl Fs {
     /// Entries of an open directory from `offset` on (the offset of an entry is its index + 1).
     /// A message that moved away since the snapshot is left out, so one directory never
     /// shows under two parents.
-    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<(u64, DirEntry)>> {
+    /// At most `max` entries are returned: a reply page holds a few dozen, and a mailbox
+    /// may hold many thousands.
+    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirEntry)>> {
         let state = self.state.lock();
         let entries = state.dir_handles.get(&fh).ok_or(FsError::BadHandle)?;
         Ok(entries
@@ -701,14 +719,20 @@ impl Fs {
                     Some(Node::Message { message, .. }) if message == shown
                 ),
             })
+            .take(max)
             .map(|(i, (entry, _))| (i as u64 + 1, entry.clone()))
             .collect())
     }
 
     /// Like `readdir`, with each entry's attributes (READDIRPLUS saves a lookup per entry).
-    pub fn readdirplus(&self, fh: u64, offset: u64) -> FsResult<Vec<(u64, DirEntry, AttrReply)>> {
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> FsResult<Vec<(u64, DirEntry, AttrReply)>> {
         Ok(self
-            .readdir(fh, offset)?
+            .readdir(fh, offset, max)?
             .into_iter()
             .filter_map(|(next, entry)| {
                 // An entry that vanished since the snapshot is skipped, not an error.

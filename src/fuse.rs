@@ -14,6 +14,9 @@ use fuser::{
 
 use crate::fs::{Attr, AttrReply, Fs, FsError, Kind, Level};
 
+/// Directory entries asked of the core at a time while filling one reply.
+const READDIR_BATCH: usize = 64;
+
 /// The FUSE adapter around the filesystem core.
 pub struct FuseAdapter {
     fs: Arc<Fs>,
@@ -61,7 +64,7 @@ fn errno(op: &str, e: &FsError) -> Errno {
 
 fn entry(op: &str, reply: ReplyEntry, result: Result<AttrReply, FsError>) {
     match result {
-        Ok(r) => reply.entry(&r.ttl, &file_attr(&r.attr), Generation(0)),
+        Ok(r) => reply.entry_with_ttls(&r.ttl, &r.entry_ttl, &file_attr(&r.attr), Generation(0)),
         Err(e) => reply.error(errno(op, &e)),
     }
 }
@@ -130,6 +133,10 @@ impl fuser::Filesystem for FuseAdapter {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
         match self.fs.opendir(ino.0) {
+            Ok(fh) if self.fs.dir_is_final(ino.0) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", &e)),
         }
@@ -144,21 +151,26 @@ impl fuser::Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         let _span = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
-        match self.fs.readdir(fh.0, offset) {
-            Ok(entries) => {
-                for (next, e) in entries {
-                    let kind = match e.kind {
-                        Kind::Directory => FileType::Directory,
-                        Kind::File => FileType::RegularFile,
-                    };
-                    if reply.add(INodeNo(e.ino), next, kind, &e.name) {
-                        break;
-                    }
+        let mut next = offset;
+        loop {
+            let batch = match self.fs.readdir(fh.0, next, READDIR_BATCH) {
+                Ok(batch) => batch,
+                Err(e) => return reply.error(errno("readdir", &e)),
+            };
+            let Some((last, _)) = batch.last() else { break };
+            let last = *last;
+            for (off, e) in batch {
+                let kind = match e.kind {
+                    Kind::Directory => FileType::Directory,
+                    Kind::File => FileType::RegularFile,
+                };
+                if reply.add(INodeNo(e.ino), off, kind, &e.name) {
+                    return reply.ok();
                 }
-                reply.ok();
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            next = last;
         }
+        reply.ok();
     }
 
     fn readdirplus(
@@ -170,18 +182,27 @@ impl fuser::Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
-        match self.fs.readdirplus(fh.0, offset) {
-            Ok(entries) => {
-                for (next, e, r) in entries {
-                    let attr = file_attr(&r.attr);
-                    if reply.add(INodeNo(e.ino), next, &e.name, &r.ttl, &attr, Generation(0)) {
-                        break;
-                    }
+        let mut next = offset;
+        loop {
+            let batch = match self.fs.readdirplus(fh.0, next, READDIR_BATCH) {
+                Ok(batch) => batch,
+                Err(e) => return reply.error(errno("readdirplus", &e)),
+            };
+            let Some((last, _, _)) = batch.last() else {
+                break;
+            };
+            let last = *last;
+            for (off, e, r) in batch {
+                let attr = file_attr(&r.attr);
+                // One TTL serves both here: the shorter one is the safe one.
+                let ttl = r.ttl.min(r.entry_ttl);
+                if reply.add(INodeNo(e.ino), off, &e.name, &ttl, &attr, Generation(0)) {
+                    return reply.ok();
                 }
-                reply.ok();
             }
-            Err(e) => reply.error(errno("readdirplus", &e)),
+            next = last;
         }
+        reply.ok();
     }
 
     fn releasedir(

@@ -154,7 +154,7 @@ impl Fs {
     fn visible_entries(&self, ino: u64) -> FsResult<usize> {
         let fh = self.opendir(ino)?;
         let count = self
-            .readdir(fh, 0)?
+            .readdir(fh, 0, usize::MAX)?
             .iter()
             .filter(|(_, e)| e.name != "." && e.name != "..")
             .count();

@@ -171,6 +171,7 @@ impl Fs {
                 gid: self.config.gid,
             },
             ttl: std::time::Duration::ZERO,
+            entry_ttl: std::time::Duration::ZERO,
         })
     }
 

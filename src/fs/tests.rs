@@ -97,10 +97,15 @@ impl Harness {
     fn entries(&self, dir: u64) -> FsResult<Vec<DirEntry>> {
         let fh = self.fs.opendir(dir)?;
         let mut out = Vec::new();
+        let mut next = 0;
+        // Small pages, as the kernel asks for, to exercise paging by offset.
         let result = loop {
-            match self.fs.readdir(fh, out.len() as u64) {
+            match self.fs.readdir(fh, next, 7) {
                 Ok(page) if page.is_empty() => break Ok(()),
-                Ok(page) => out.extend(page.into_iter().map(|(_, e)| e)),
+                Ok(page) => {
+                    next = page.last().map_or(next, |(off, _)| *off);
+                    out.extend(page.into_iter().map(|(_, e)| e));
+                }
                 Err(e) => break Err(e),
             }
         };

@@ -137,7 +137,7 @@ fn ls_long_fetches_no_message_bytes() {
     }
     let inbox = h.ino("INBOX").unwrap();
     let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(fh, 0).unwrap();
+    let listed = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
     h.fs.releasedir(fh);
     let messages: Vec<_> = listed
         .iter()
@@ -147,7 +147,7 @@ fn ls_long_fetches_no_message_bytes() {
     for (_, entry, attr) in messages {
         assert_eq!(attr.attr.kind, Kind::Directory);
         let fh = h.fs.opendir(entry.ino).unwrap();
-        let files = h.fs.readdirplus(fh, 0).unwrap();
+        let files = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
         h.fs.releasedir(fh);
         assert_eq!(files.len(), 2 + 3, "{}: . .. and three files", entry.name);
         for (_, file, attr) in files.iter().skip(2) {
