@@ -36,6 +36,8 @@ const TTL_FINAL: Duration = Duration::from_secs(60);
 const LISTING_FRESH: Duration = Duration::from_secs(1);
 /// A lookup that misses relists the mailbox if the listing is older than this.
 const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
+/// How many whole messages (of at most 1 MiB) to fetch at once when a walk reads them in order.
+const BODY_READ_AHEAD: usize = 16;
 /// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
 const STRUCTURE_READ_AHEAD: usize = 64;
 
@@ -127,6 +129,8 @@ struct State {
     listings: HashMap<MailboxName, Listing>,
     layouts: HashMap<MessageRef, Arc<Vec<Entry>>>,
     last_structure: HashMap<MailboxName, Uid>,
+    /// The last message whose message.eml was read from its start, per mailbox.
+    last_body_read: HashMap<MailboxName, Uid>,
     /// Open directories' snapshots; message entries remember which message they showed.
     dir_handles: HashMap<u64, Arc<Vec<SnapshotEntry>>>,
     next_fh: u64,
@@ -787,6 +791,9 @@ impl Fs {
             return Err(FsError::IsADirectory);
         };
         if matches!(spec.content, Content::Raw) && spec.exact_size {
+            if offset == 0 && spec.section.is_whole() {
+                self.read_ahead_messages(&message);
+            }
             return self.content.read_raw(
                 &message,
                 &spec.section,
@@ -805,6 +812,62 @@ impl Fs {
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(size as usize).min(data.len());
         Ok(data[start..end].to_vec())
+    }
+
+    /// When whole messages are read one after another in listing order (`grep -r`, `cat */
+    /// message.eml`), fetch the next few small ones in the same request: one round trip for
+    /// `BODY_READ_AHEAD` messages instead of one each. A failed read-ahead is only logged;
+    /// the read itself then fetches what it needs.
+    fn read_ahead_messages(&self, message: &MessageRef) {
+        if self.content.has_first_chunk(message, &Section::whole()) {
+            self.state
+                .lock()
+                .last_body_read
+                .insert(message.mailbox.clone(), message.uid);
+            return;
+        }
+        let wanted: Vec<(MessageRef, u64)> = {
+            let mut state = self.state.lock();
+            let previous = state
+                .last_body_read
+                .insert(message.mailbox.clone(), message.uid);
+            let Some(listing) = state
+                .listings
+                .get(&message.mailbox)
+                .filter(|l| l.validity == message.validity)
+            else {
+                return;
+            };
+            let Ok(pos) = listing.order.binary_search(&message.uid) else {
+                return;
+            };
+            let sequential = pos > 0 && previous == Some(listing.order[pos - 1]);
+            if !sequential {
+                return;
+            }
+            listing.order[pos..]
+                .iter()
+                .filter_map(|uid| listing.by_uid.get(uid))
+                .filter(|meta| meta.size <= content::RAW_CHUNK)
+                .take(BODY_READ_AHEAD)
+                .map(|meta| {
+                    let m = MessageRef {
+                        uid: meta.uid,
+                        ..message.clone()
+                    };
+                    (m, meta.size)
+                })
+                .filter(|(m, _)| !self.content.has_first_chunk(m, &Section::whole()))
+                .collect()
+        };
+        if wanted.len() > 1 {
+            if let Err(e) = self
+                .content
+                .prefetch_first_chunks(&wanted, &Section::whole())
+            {
+                tracing::debug!(error = %e, "read-ahead of messages failed");
+            }
+        }
     }
 
     /// Whether changes are refused with EROFS.

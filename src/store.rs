@@ -270,6 +270,27 @@ pub trait MailStore: Send + Sync + 'static {
         range: Option<ByteRange>,
     ) -> StoreResult<Vec<u8>>;
 
+    /// The same section and range of several messages in one request (read-ahead when a
+    /// walk reads messages one after another). Missing UIDs are left out.
+    fn fetch_sections(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uids: &[Uid],
+        section: &Section,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(uids.len());
+        for &uid in uids {
+            match self.fetch_section(mailbox, validity, uid, section, range) {
+                Ok(data) => out.push((uid, data)),
+                Err(StoreError::NoSuchMessage { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Counters so far.
     fn stats(&self) -> StoreStats;
 

@@ -141,6 +141,48 @@ impl ContentFetcher {
         Ok(out)
     }
 
+    /// Whether the first raw chunk of a section is cached.
+    pub fn has_first_chunk(&self, message: &MessageRef, section: &Section) -> bool {
+        self.cache
+            .get(&Self::key(message, section, Form::RawChunk(0)))
+            .is_some()
+    }
+
+    /// Fetches the first raw chunk of `section` of several messages of one mailbox in one
+    /// request and caches each that came back complete (its length equal to the size given).
+    pub fn prefetch_first_chunks(
+        &self,
+        wanted: &[(MessageRef, u64)],
+        section: &Section,
+    ) -> FsResult<()> {
+        let Some((first, _)) = wanted.first() else {
+            return Ok(());
+        };
+        let uids: Vec<_> = wanted.iter().map(|(m, _)| m.uid).collect();
+        let fetched = self.store.fetch_sections(
+            &first.mailbox,
+            first.validity,
+            &uids,
+            section,
+            Some(ByteRange {
+                offset: 0,
+                len: RAW_CHUNK,
+            }),
+        )?;
+        for (uid, data) in fetched {
+            let Some((message, size)) = wanted.iter().find(|(m, _)| m.uid == uid) else {
+                continue;
+            };
+            if data.len() as u64 == *size {
+                self.cache.insert(
+                    Self::key(message, section, Form::RawChunk(0)),
+                    Arc::new(data),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The complete rendered content of a file (decoded, converted), fetched once.
     pub fn rendered(
         &self,

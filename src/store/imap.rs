@@ -481,33 +481,55 @@ impl MailStore for ImapStore {
         section: &Section,
         range: Option<ByteRange>,
     ) -> StoreResult<Vec<u8>> {
+        self.fetch_sections(mailbox, validity, &[uid], section, range)?
+            .pop()
+            .map(|(_, data)| data)
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox.clone(),
+                uid,
+            })
+    }
+
+    fn fetch_sections(
+        &self,
+        mailbox: &MailboxName,
+        validity: UidValidity,
+        uids: &[Uid],
+        section: &Section,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
         let partial = range.map_or(String::new(), |r| format!("<{}.{}>", r.offset, r.len));
         let query = format!("(UID BODY.PEEK[{section}]{partial})");
         let path = (!section.is_whole())
             .then(|| imap_proto::types::SectionPath::Part(section.0.clone(), None));
+        let set = uid_set(uids);
+        // Each part plus room for the response around it.
+        let each = range.map_or(MAX_RESPONSE_BYTES, |r| r.len.saturating_add(64 << 10));
+        let budget = each.saturating_mul(uids.len() as u64);
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Read)?;
-            // The part itself plus room for the response around it.
-            let budget = range.map_or(MAX_RESPONSE_BYTES, |r| r.len.saturating_add(64 << 10));
-            let fetches = self.uid_fetch(conn, &uid.to_string(), &query, budget)?;
-            let fetch = fetches
-                .iter()
-                .find(|f| f.uid == Some(uid.0))
-                .ok_or_else(|| StoreError::NoSuchMessage {
-                    mailbox: mailbox.clone(),
-                    uid,
-                })?;
-            let data = match &path {
-                None => fetch.body(),
-                Some(p) => fetch.section(p),
-            };
-            // NIL (not an empty string) is what Dovecot answers for a message expunged by
-            // another client but not yet announced as gone.
-            data.map(<[u8]>::to_vec)
-                .ok_or_else(|| StoreError::NoSuchMessage {
-                    mailbox: mailbox.clone(),
-                    uid,
-                })
+            let fetches = self.uid_fetch(conn, &set, &query, budget)?;
+            let mut out = Vec::with_capacity(uids.len());
+            for fetch in fetches.iter() {
+                let Some(uid) = fetch.uid.map(Uid).filter(|u| uids.contains(u)) else {
+                    continue;
+                };
+                let data = match &path {
+                    None => fetch.body(),
+                    Some(p) => fetch.section(p),
+                };
+                // NIL (not an empty string) is what Dovecot answers for a message expunged by
+                // another client but not yet announced as gone: leave it out, as missing.
+                if let Some(data) = data {
+                    if !out.iter().any(|(u, _)| *u == uid) {
+                        out.push((uid, data.to_vec()));
+                    }
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -251,3 +251,64 @@ fn parallel_reads_and_listings_do_not_wait_for_a_slow_download() {
         "the listing had to wait for the download to finish"
     );
 }
+
+/// The mount's own counters (`user.imapfs.stats` on the root): (commands, bytes received).
+fn stats(mount: &Mount) -> (u64, u64) {
+    let out = sh(&format!(
+        "getfattr --only-values -n user.imapfs.stats '{}'",
+        mount.path.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| -> u64 {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+    };
+    (field("commands="), field("bytes_received="))
+}
+
+#[test]
+fn a_walk_reading_messages_in_order_fetches_them_in_batches() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 100, 5, 8_000).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    let server = server_mailbox(&mut client, "INBOX");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir(mount.join("INBOX"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            (name.split(' ').next().unwrap().parse().unwrap(), path)
+        })
+        .collect();
+    dirs.sort();
+
+    // One message alone: no read-ahead, only about its own bytes.
+    let (commands, bytes) = stats(&mount);
+    let (uid, dir) = &dirs[50];
+    assert_eq!(fs::read(dir.join("message.eml")).unwrap(), server[uid].1);
+    let (commands_one, bytes_one) = stats(&mount);
+    assert!(
+        bytes_one - bytes < server[uid].1.len() as u64 + 20_000,
+        "one message.eml moved {} bytes for {}",
+        bytes_one - bytes,
+        server[uid].1.len()
+    );
+
+    // All of them in order: batched, and every byte exact.
+    for (uid, dir) in &dirs {
+        assert!(
+            fs::read(dir.join("message.eml")).unwrap() == server[uid].1,
+            "UID {uid}"
+        );
+    }
+    let (commands_all, _) = stats(&mount);
+    let per_walk = commands_all - commands_one;
+    assert!(
+        per_walk <= 100 / 16 + 10,
+        "reading 100 messages in order sent {per_walk} commands (one alone sent {})",
+        commands_one - commands
+    );
+}
