@@ -114,6 +114,8 @@ fn fuse_config(opts: &Options) -> fuser::Config {
         fuser::SessionACL::Owner
     };
     config.n_threads = Some(FUSE_THREADS);
+    // One /dev/fuse descriptor per worker: no thundering herd of idle workers per request.
+    config.clone_fd = true;
     config
 }
 
