@@ -98,7 +98,9 @@ start() {
     local i
     for ((i = 0; i < 600; i++)); do
         [[ -f $SERVER/env ]] && break
-        if ! fixture_pid >/dev/null; then
+        # Until nohup has exec'd the fixture its command line is not ours yet: only a
+        # process that is gone counts as a failure here.
+        if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
             echo "demo: the mail server failed to start:" >&2
             cat "$LOG" >&2
             exit 1

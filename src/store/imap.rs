@@ -97,7 +97,8 @@ impl ImapStore {
         let counters = Arc::new(Counters::default());
         let first = connect(&config, &counters)?;
         let capabilities = first.capabilities.clone();
-        tracing::info!(host = %config.host, user = %config.user, capabilities = ?capabilities, "logged in");
+        tracing::info!(host = %config.host, user = %config.user, "logged in");
+        tracing::debug!(capabilities = ?capabilities, "server capabilities");
         Ok(ImapStore {
             config,
             counters,
