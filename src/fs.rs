@@ -337,6 +337,7 @@ impl Fs {
         }
         let changes_before = self.state.lock().changes.get(mailbox).copied();
         let fresh = self.store.list_messages(mailbox)?;
+        let big = fresh.messages.len() > 1000;
         let mut names = HashMap::with_capacity(fresh.messages.len());
         let mut by_uid = HashMap::with_capacity(fresh.messages.len());
         let mut order = Vec::with_capacity(fresh.messages.len());
@@ -375,6 +376,13 @@ impl Fs {
                 stale,
             },
         );
+        drop(state);
+        if big {
+            // Parsing a large listing leaves megabytes of freed buffers that glibc keeps;
+            // give them back so resident memory stays near what is really held.
+            // SAFETY: malloc_trim only releases free memory at the top of the heaps.
+            unsafe { libc::malloc_trim(0) };
+        }
         Ok(())
     }
 
