@@ -62,6 +62,13 @@ impl Fs {
             )
             .into_bytes());
         }
+        let name = name.to_str().ok_or(FsError::NoAttribute)?;
+        if !name.starts_with("user.") {
+            // ENOTSUP rather than ENODATA: `ls -l` asks for security.selinux and the POSIX
+            // ACL names on every entry, and remembers ENOTSUP for the whole mount, sparing
+            // three requests per file.
+            return Err(FsError::NotSupported);
+        }
         let Node::Message {
             message, section, ..
         } = self.node(ino)?
@@ -71,7 +78,6 @@ impl Fs {
         if !section.is_whole() {
             return Err(FsError::NoAttribute);
         }
-        let name = name.to_str().ok_or(FsError::NoAttribute)?;
         let value = match name {
             FLAGS => {
                 // \Recent is the server's alone: showing it would make a read-modify-write

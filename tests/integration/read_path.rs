@@ -312,3 +312,32 @@ fn a_walk_reading_messages_in_order_fetches_them_in_batches() {
         commands_one - commands
     );
 }
+
+#[test]
+fn ls_l_asks_for_system_xattrs_once_not_per_file() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 200, 9, 2_000).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let out = sh(&format!(
+        "ls -l '{}' | wc -l",
+        mount.join("INBOX").display()
+    ));
+    assert!(out.status.success());
+    // ENOTSUP (not ENODATA) for security.* and system.* lets ls remember it per mount.
+    let asked = mount.log().matches("getxattr{").count();
+    assert!(
+        asked < 20,
+        "ls -l of 200 messages sent {asked} getxattr requests"
+    );
+    let msg = fs::read_dir(mount.join("INBOX"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = sh(&format!("getfattr -n security.selinux '{}'", msg.display()));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not supported"),
+        "{out:?}"
+    );
+}

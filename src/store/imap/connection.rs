@@ -98,7 +98,13 @@ pub struct CountingTcp {
     inner: TcpStream,
     counters: Arc<Counters>,
     limits: Arc<CommandLimits>,
+    /// The read timeout last set on the socket (setting it costs a system call).
+    socket_timeout: Option<Duration>,
 }
+
+/// How far a read may overrun the command's deadline before the socket timeout is
+/// tightened again.
+const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
 impl Read for CountingTcp {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -115,7 +121,14 @@ impl Read for CountingTcp {
                 "the server's answer exceeded {budget} bytes"
             )));
         }
-        self.inner.set_read_timeout(Some(left))?;
+        let stale = match self.socket_timeout {
+            Some(set) => left > set || left + DEADLINE_SLACK < set,
+            None => true,
+        };
+        if stale {
+            self.inner.set_read_timeout(Some(left))?;
+            self.socket_timeout = Some(left);
+        }
         let n = self.inner.read(buf)?;
         self.limits.state.lock().1 += n as u64;
         self.counters
@@ -366,6 +379,7 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
         inner: tcp,
         counters: Arc::clone(counters),
         limits: Arc::clone(&limits),
+        socket_timeout: None,
     };
     let (stream, greeting_pending) = match config.transport {
         Transport::Tls => (Wire::Tls(Box::new(handshake(config, tcp)?)), true),
