@@ -1,0 +1,329 @@
+//! The results as one Markdown table (plus the set-up and method), for stdout and RESULTS.md.
+
+use std::fmt::Write as _;
+
+mod targets;
+
+use self::targets::{rows, Row};
+use crate::stats::Series;
+use crate::suite::{Config, Results, FLOOR_COMMAND};
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// Where and how the numbers were taken.
+pub struct Machine {
+    pub date: String,
+    pub uname: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory: String,
+    pub command: String,
+    pub commit: String,
+    pub versions: Vec<String>,
+}
+
+/// Seconds with three significant decimals.
+fn secs(s: f64) -> String {
+    if s < 0.1 {
+        format!("{s:.4}")
+    } else {
+        format!("{s:.3}")
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `client / server` CPU seconds; `-` for a side not measured.
+fn cpu_cell(client: Option<f64>, server: Option<f64>) -> String {
+    match (client, server) {
+        (None, None) => String::new(),
+        _ => {
+            let side = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2}"));
+            format!("{} / {}", side(client), side(server))
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+/// A ratio with three significant digits, so that 0.101 does not read as 0.10.
+fn ratio_text(x: f64) -> String {
+    if !x.is_finite() {
+        "∞".into()
+    } else if x < 1.0 {
+        format!("{x:.3}x")
+    } else if x < 10.0 {
+        format!("{x:.2}x")
+    } else {
+        format!("{x:.1}x")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::INFINITY
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| # | measurement | runs | seconds (median) | bytes from server | IMAP commands | CPU s client / server | reference | ratio | target | result |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---:|---|---|\n",
+    );
+    for row in rows {
+        let cell = |v: Option<String>| v.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.id,
+            row.what,
+            row.runs,
+            cell(row.seconds.map(secs)),
+            cell(row.bytes.map(thousands)),
+            cell(row.commands.map(thousands)),
+            cpu_cell(row.client_cpu, row.server_cpu),
+            row.reference,
+            cell(row.ratio.map(ratio_text)),
+            row.target,
+            match row.met {
+                Some(true) => "**met**",
+                Some(false) => "**NOT met**",
+                None => "",
+            }
+        );
+    }
+    out
+}
+
+fn all_runs(r: &Results) -> String {
+    let series: [(&str, &Series); 13] = [
+        ("R1 floor", &r.floor),
+        ("R2 mbsync deflate", &r.mbsync_deflate),
+        ("R3 mbsync plain", &r.mbsync_plain),
+        ("R4 grep Maildir", &r.grep_maildir),
+        ("R6 grep through bindfs", &r.fuse_reference),
+        ("1 ls -l", &r.ls_cold),
+        ("2 body.txt (10 MB message)", &r.body_large),
+        ("3a grep cold", &r.grep_cold),
+        ("3b grep warm", &r.grep_warm),
+        ("R5 floor, slow link", &r.floor_slow),
+        ("4a ls -l, slow link", &r.ls_slow),
+        ("4b body.txt, slow link", &r.body_slow),
+        ("5b grep, small cache", &r.grep_small),
+    ];
+    let mut out = String::from(
+        "| measurement | seconds per run | bytes per run | commands per run | CPU s (client, server) per run |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (name, s) in series {
+        let join = |f: &dyn Fn(&crate::stats::Sample) -> String| {
+            s.samples.iter().map(f).collect::<Vec<_>>().join(" / ")
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} |",
+            join(&|x| secs(x.seconds)),
+            join(&|x| thousands(x.bytes)),
+            join(&|x| x.commands.map_or("-".into(), thousands)),
+            join(&|x| format!(
+                "({})",
+                cpu_cell(x.client_cpu, x.server_cpu).replace(" / ", ", ")
+            )),
+        );
+    }
+    let rss: Vec<String> = r.rss_grep.iter().map(|b| mib(*b)).collect();
+    let _ = writeln!(
+        out,
+        "| 5a peak RSS per grep mount | {} | | | |",
+        rss.join(" / ")
+    );
+    out
+}
+
+/// The whole document.
+pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
+    let rows = rows(config, r);
+    let met = rows.iter().filter(|row| row.met == Some(true)).count();
+    let checked = rows.iter().filter(|row| row.met.is_some()).count();
+    let rtt_ms = 2.0 * config.delay_each_way.as_secs_f64() * 1e3;
+    let c = &r.calibration;
+    let mut out = String::new();
+    let _ = writeln!(out, "# imapfs benchmark results\n");
+    let _ = writeln!(
+        out,
+        "Measured {} on `{}`, {}, {} cores, {} RAM.  \nCommand: `{}`  \nimapfs {}; {}.\n",
+        machine.date,
+        machine.uname,
+        machine.cpu,
+        machine.cores,
+        machine.memory,
+        machine.command,
+        machine.commit,
+        machine.versions.join("; ")
+    );
+    let _ = writeln!(
+        out,
+        "Corpus: INBOX with {} messages, {} bytes ({} B on average): {} generated messages \
+         (seed {}, about {} B each; plain, multipart/alternative and with an attachment) \
+         plus one of {} with a 10 MB attachment. Filled in {:.1} s. \
+         Each timed row is the median of {} runs; in each run every row is measured once, \
+         one after another. The whole benchmark took {:.0} s; the load average (1, 5, 15 min) \
+         was {} before and {} after.\n",
+        thousands(r.corpus_messages as u64),
+        thousands(r.corpus_bytes),
+        thousands(r.corpus_bytes / r.corpus_messages.max(1) as u64),
+        thousands(config.messages as u64),
+        config.seed,
+        thousands(config.avg_size as u64),
+        mib(r.large_bytes),
+        r.fill_seconds,
+        config.runs,
+        r.total_seconds,
+        r.load_before,
+        r.load_after
+    );
+    let _ = writeln!(
+        out,
+        "Links: *loopback* is the server through a counting proxy with no delay (a NOOP round \
+         trip takes {:.0} µs through it, {:.0} µs direct); the *slow link* is the same proxy \
+         delaying each direction by {} ms (RTT {:.0} ms; a NOOP takes {:.1} ms) and capping \
+         each direction at {} B/s.\n",
+        c.loopback_proxy_us,
+        c.direct_us,
+        config.delay_each_way.as_millis(),
+        rtt_ms,
+        c.slow_proxy_ms,
+        thousands(config.bandwidth)
+    );
+    if let Some((same, other)) = c.fuse_roundtrip_us {
+        let files = r.corpus_messages.max(1) as f64;
+        let other = other.map_or(String::new(), |o| {
+            format!(" and {o:.0} µs when they are on different CPUs")
+        });
+        let _ = writeln!(
+            out,
+            "A FUSE round trip (one GETATTR: `fstat` through bindfs with `attr_timeout=0`) \
+             takes {same:.0} µs when the caller and the daemon share a CPU{other}; the warm \
+             grep over the Maildir (R4) spends {:.0} µs per message in all.\n",
+            r.grep_maildir.seconds() / files * 1e6
+        );
+    }
+    let _ = writeln!(out, "{}", table(&rows));
+    let _ = writeln!(out, "Targets met: {met} of {checked}.\n");
+    let _ = writeln!(
+        out,
+        "grep found {} files over the Maildir and {} over imapfs.\n",
+        r.grep_matches.0, r.grep_matches.1
+    );
+    if !r.wrong.is_empty() {
+        let _ = writeln!(out, "**Wrong results:**\n");
+        for (row, why) in &r.wrong {
+            let _ = writeln!(out, "- {row}: {why}");
+        }
+        out.push('\n');
+    }
+    out.push_str(&method(config));
+    let _ = writeln!(out, "\n## All runs\n\n{}", all_runs(r));
+    out
+}
+
+fn method(config: &Config) -> String {
+    format!(
+        "## How it is measured\n\n\
+- **Server.** A private Dovecot 2.3 (the `imapfs-fixture` crate) on loopback, IMAPS with a \
+  throwaway CA, COMPRESS=DEFLATE offered. The bulk messages are written straight into its \
+  Maildir; the 10 MB message is APPENDed. Before the first run one untimed \
+  `UID FETCH 1:* (… ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])` fills \
+  Dovecot's index cache and the page cache, so every row sees the same warm server. The \
+  kernel page cache is not dropped: a *cold* imapfs run is a fresh mount, whose FUSE page \
+  cache, part cache and listings start empty.\n\
+- **Bytes from server** are what the proxy forwarded from the server to the client (TLS \
+  records, i.e. bytes on the wire above TCP), counted from just before the measured \
+  operation to just after. **IMAP commands**: imapfs's own counter (the root's \
+  `user.imapfs.stats` xattr, difference across the operation); for mbsync the distinct \
+  tags in an extra, untimed `mbsync -Dn` run (LOGIN and LOGOUT included); the floor is \
+  one command by definition (its LOGIN and EXAMINE are neither timed nor counted).\n\
+- **CPU s client / server**: user plus system CPU seconds spent during the operation. \
+  Client: imapfs (all threads) plus the command run on the mount, or mbsync, grep, or the \
+  floor client's thread. Server: every Dovecot process (its process group, plus the children \
+  its master reaped), TLS included. The proxies run in the driver and count for neither. \
+  When client + server approaches cores × seconds, the row is CPU-bound.\n\
+- **Protocol floor (R1, R5).** A minimal client (TLS, LOGIN, EXAMINE) times only \
+  `{FLOOR_COMMAND}` from sending it to reading its tagged OK, parsing nothing but line \
+  and literal boundaries.\n\
+- **mbsync (R2, R3).** isync's `mbsync` pulls INBOX into an empty Maildir (`Sync Pull`, \
+  `Create Near`), through the loopback proxy, fresh state each run. isync uses \
+  COMPRESS=DEFLATE whenever the server offers it; R3 turns it off with \
+  `DisableExtension COMPRESS=DEFLATE`. The ratios use the faster of R2 and R3.\n\
+- **grep.** imapfs: `grep -rl --include=message.eml {word} <mount>/INBOX`, which walks \
+  every message directory and reads every `message.eml`; warm is the same command again on \
+  the same mount, right after. Maildir: `grep -rl {word}` over the copy mbsync just wrote. \
+  Both must list the same number of files.\n\
+- **FUSE reference (R6).** What a plain FUSE filesystem costs on this kernel for the warm \
+  grep of 3b: the same command over a tree of the same shape (one directory per message, \
+  each holding one `message.eml`, hard links to the server's Maildir files) served by \
+  `bindfs`, a FUSE passthrough (libfuse's path-based API, single-threaded), with long \
+  kernel cache lifetimes; mounted fresh each run, one untimed grep, then the timed one. It \
+  is a yardstick for the kernel round trips a per-message directory layout costs, not a \
+  hard floor.\n\
+- **Slow link (4a, 4b).** Round trips are estimated as (elapsed − bytes from server ÷ \
+  bandwidth) ÷ RTT; the remainder includes client and server processing time, so the \
+  estimate is an upper bound on network round trips. 4b lists the mailbox first (untimed) \
+  on the same mount, then times `cat` of one `body.txt` of a message in the middle of it.\n\
+- **Memory (5a, 5b).** `VmHWM` of the imapfs process from `/proc/PID/status` after the \
+  greps. 5b is one extra cold grep with a cache much smaller than the corpus.\n\
+- **Clean-up.** Every mount is unmounted (SIGTERM to `imapfs -f`, lazy unmount if that \
+  fails) and every process stopped, also on SIGINT/SIGTERM; `scripts/bench.sh` sweeps \
+  whatever is left under its work directory on exit.\n",
+        word = config.word
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn a_check_is_met_only_within_its_limit() {
+        let series = Series::default();
+        let row = Row::measured("x", "x".into(), &series);
+        assert_eq!(
+            row.check(String::new(), 2.0, 2.0, String::new()).met,
+            Some(true)
+        );
+        let row = Row::measured("x", "x".into(), &series);
+        assert_eq!(
+            row.check(String::new(), 2.01, 2.0, String::new()).met,
+            Some(false)
+        );
+        let row = Row::measured("x", "x".into(), &series);
+        assert_eq!(
+            row.check(String::new(), f64::INFINITY, 2.0, String::new())
+                .met,
+            Some(false)
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The rows of the table and the targets of the issue they are checked against.
+
+use super::{mib, ratio, secs, thousands};
+use crate::stats::Series;
+use crate::suite::{Config, Results, BINDFS_OPTIONS, FLOOR_COMMAND};
+
+/// One line of the table.
+pub(super) struct Row {
+    pub(super) id: &'static str,
+    pub(super) what: String,
+    pub(super) runs: usize,
+    pub(super) seconds: Option<f64>,
+    pub(super) bytes: Option<u64>,
+    pub(super) commands: Option<u64>,
+    pub(super) client_cpu: Option<f64>,
+    pub(super) server_cpu: Option<f64>,
+    pub(super) reference: String,
+    pub(super) ratio: Option<f64>,
+    pub(super) target: String,
+    pub(super) met: Option<bool>,
+}
+
+impl Row {
+    /// A measured row without a target.
+    pub(super) fn measured(id: &'static str, what: String, series: &Series) -> Row {
+        Row {
+            id,
+            what,
+            runs: series.runs(),
+            seconds: Some(series.seconds()),
+            bytes: Some(series.bytes()),
+            commands: series.commands(),
+            client_cpu: series.client_cpu(),
+            server_cpu: series.server_cpu(),
+            reference: String::new(),
+            ratio: None,
+            target: String::new(),
+            met: None,
+        }
+    }
+
+    /// The same row checked against `limit`: met when `ratio <= limit`.
+    pub(super) fn check(
+        mut self,
+        reference: String,
+        ratio: f64,
+        limit: f64,
+        target: String,
+    ) -> Row {
+        self.reference = reference;
+        self.ratio = Some(ratio);
+        self.target = target;
+        self.met = Some(ratio.is_finite() && ratio <= limit);
+        self
+    }
+}
+
+/// The faster mbsync variant, as (label, series): the strictest reference.
+fn fastest_mbsync(r: &Results) -> (&'static str, &Series) {
+    if r.mbsync_deflate.seconds() <= r.mbsync_plain.seconds() {
+        ("R2", &r.mbsync_deflate)
+    } else {
+        ("R3", &r.mbsync_plain)
+    }
+}
+
+pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
+    let rtt = 2.0 * config.delay_each_way.as_secs_f64();
+    let bw = config.bandwidth as f64;
+    let word = &config.word;
+    let mut rows = Vec::new();
+
+    rows.push(Row::measured(
+        "R1",
+        format!("protocol floor: one `{FLOOR_COMMAND}`, loopback"),
+        &r.floor,
+    ));
+    rows.push(Row::measured(
+        "R2",
+        "mbsync full sync into an empty Maildir, COMPRESS=DEFLATE".into(),
+        &r.mbsync_deflate,
+    ));
+    rows.push(Row::measured(
+        "R3",
+        "mbsync full sync into an empty Maildir, no compression".into(),
+        &r.mbsync_plain,
+    ));
+    rows.push(Row::measured(
+        "R4",
+        format!("`grep -rl {word}` over the Maildir mbsync made (page cache warm)"),
+        &r.grep_maildir,
+    ));
+
+    match &r.fuse_reference_missing {
+        None => rows.push(Row::measured(
+            "R6",
+            format!(
+                "FUSE reference: the warm grep of 3b over the same tree shape (one directory with \
+                 one `message.eml` per message, hard links into the server's Maildir) through \
+                 `bindfs` (a FUSE passthrough; `-o {BINDFS_OPTIONS}`)"
+            ),
+            &r.fuse_reference,
+        )),
+        Some(why) => rows.push(Row {
+            what: format!("FUSE reference through bindfs: not measured ({why})"),
+            ..Row::measured("R6", String::new(), &Series::default())
+        }),
+    }
+
+    let (mb_id, mb) = fastest_mbsync(r);
+    let ls = &r.ls_cold;
+    let ls_what = || "imapfs: cold `ls -l INBOX` (fresh mount)".to_string();
+    rows.push(Row::measured("1a", ls_what(), ls).check(
+        format!("R1 time {} s", secs(r.floor.seconds())),
+        ratio(ls.seconds(), r.floor.seconds()),
+        2.0,
+        "time ≤ 2x floor".into(),
+    ));
+    rows.push(Row::measured("1b", ls_what(), ls).check(
+        format!("R1 bytes {}", thousands(r.floor.bytes())),
+        ratio(ls.bytes() as f64, r.floor.bytes() as f64),
+        2.0,
+        "bytes ≤ 2x floor".into(),
+    ));
+    rows.push(Row::measured("1c", ls_what(), ls).check(
+        format!("{mb_id} (faster mbsync) {} s", secs(mb.seconds())),
+        ratio(ls.seconds(), mb.seconds()),
+        0.1,
+        "time ≤ 0.1x mbsync".into(),
+    ));
+
+    let part = r.large_part_bytes as f64;
+    let limit = 1.2 * part + 20.0 * 1024.0;
+    rows.push(
+        Row::measured(
+            "2",
+            format!(
+                "imapfs: cold read of `body.txt` of the {} message with the 10 MB attachment (mailbox listed)",
+                mib(r.large_bytes)
+            ),
+            &r.body_large,
+        )
+        .check(
+            format!(
+                "1.2 × text part ({} B) + 20 KiB = {} B",
+                r.large_part_bytes,
+                thousands(limit as u64)
+            ),
+            ratio(r.body_large.bytes() as f64, limit),
+            1.0,
+            "bytes ≤ 1x limit".into(),
+        ),
+    );
+
+    rows.push(
+        Row::measured(
+            "3a",
+            format!(
+                "imapfs: cold `grep -rl --include=message.eml {word}` over INBOX (fresh mount)"
+            ),
+            &r.grep_cold,
+        )
+        .check(
+            format!("{mb_id} (faster mbsync) {} s", secs(mb.seconds())),
+            ratio(r.grep_cold.seconds(), mb.seconds()),
+            1.0,
+            "time ≤ 1x mbsync".into(),
+        ),
+    );
+    rows.push(
+        Row::measured(
+            "3b",
+            format!(
+                "imapfs: warm grep (the same again on that mount, --cache-size {})",
+                mib(r.config_grep_cache)
+            ),
+            &r.grep_warm,
+        )
+        .check(
+            format!("R4 {} s", secs(r.grep_maildir.seconds())),
+            ratio(r.grep_warm.seconds(), r.grep_maildir.seconds()),
+            2.0,
+            "time ≤ 2x Maildir grep".into(),
+        ),
+    );
+
+    if r.fuse_reference_missing.is_none() {
+        let warm = &r.grep_warm;
+        rows.push(Row {
+            reference: format!("R6 {} s", secs(r.fuse_reference.seconds())),
+            ratio: Some(ratio(warm.seconds(), r.fuse_reference.seconds())),
+            target: "(for comparison)".into(),
+            ..Row::measured(
+                "3b'",
+                "imapfs: warm grep (3b) against the FUSE reference".into(),
+                warm,
+            )
+        });
+    }
+
+    rows.push(Row::measured(
+        "R5",
+        "protocol floor over the slow link".into(),
+        &r.floor_slow,
+    ));
+    let ls_slow = &r.ls_slow;
+    let transfer = ls_slow.bytes() as f64 / bw;
+    let allowed = 10.0 * rtt + transfer;
+    let rounds = (ls_slow.seconds() - transfer) / rtt;
+    rows.push(
+        Row::measured(
+            "4a",
+            format!("imapfs over the slow link: cold `ls -l INBOX` (≈ {rounds:.1} round trips + transfer)"),
+            ls_slow,
+        )
+        .check(
+            format!(
+                "10 RTT + transfer = {} + {} s = {} s",
+                secs(10.0 * rtt),
+                secs(transfer),
+                secs(allowed)
+            ),
+            ratio(ls_slow.seconds(), allowed),
+            1.0,
+            "time ≤ 1x".into(),
+        ),
+    );
+    let body = &r.body_slow;
+    let transfer = body.bytes() as f64 / bw;
+    let rounds = (body.seconds() - transfer) / rtt;
+    rows.push(
+        Row::measured(
+            "4b",
+            format!(
+                "imapfs over the slow link: cold read of one `body.txt` in the listed mailbox (≈ {rounds:.2} round trips + transfer)"
+            ),
+            body,
+        )
+        .check(
+            format!(
+                "3 RTT + transfer = {} + {} s = {} s",
+                secs(3.0 * rtt),
+                secs(transfer),
+                secs(3.0 * rtt + transfer)
+            ),
+            ratio(rounds, 3.0),
+            1.0,
+            "round trips ≤ 3".into(),
+        ),
+    );
+
+    let peak = r.rss_grep.iter().copied().max().unwrap_or(0);
+    let limit = r.config_grep_cache + (64 << 20);
+    rows.push(Row {
+        id: "5a",
+        what: format!(
+            "imapfs peak RSS (VmHWM) over the cold + warm grep (3a, 3b): {}",
+            mib(peak)
+        ),
+        runs: r.rss_grep.len(),
+        seconds: None,
+        bytes: None,
+        commands: None,
+        client_cpu: None,
+        server_cpu: None,
+        reference: format!(
+            "--cache-size {} + 64 MiB = {}",
+            mib(r.config_grep_cache),
+            mib(limit)
+        ),
+        ratio: Some(ratio(peak as f64, limit as f64)),
+        target: "RSS ≤ 1x".into(),
+        met: Some(peak > 0 && peak <= limit),
+    });
+    let peak = r.rss_small.iter().copied().max().unwrap_or(0);
+    let limit = config.small_cache + (64 << 20);
+    let small = Row::measured(
+        "5b",
+        format!(
+            "imapfs: cold grep with --cache-size {}: peak RSS {}",
+            mib(config.small_cache),
+            mib(peak)
+        ),
+        &r.grep_small,
+    );
+    rows.push(Row {
+        reference: format!("{} + 64 MiB = {}", mib(config.small_cache), mib(limit)),
+        ratio: Some(ratio(peak as f64, limit as f64)),
+        target: "RSS ≤ 1x".into(),
+        met: Some(peak > 0 && peak <= limit),
+        ..small
+    });
+
+    for row in &mut rows {
+        if r.wrong.iter().any(|(id, _)| row.id.starts_with(id)) {
+            row.met = Some(false);
+            row.target.push_str(" (WRONG RESULT, see below)");
+        }
+    }
+    rows
+}

@@ -1,0 +1,117 @@
+//! The mail server under test: a private Dovecot filled with the deterministic bulk corpus and
+//! the one message with a 10 MB attachment, warmed up so every measurement sees the same
+//! server-side caches.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fixture::{append, bulk_message, fill_bulk, sample_messages, Dovecot, DovecotOptions};
+
+use crate::raw_imap::RawImap;
+
+/// The account every measurement uses.
+pub const USER: &str = "alice";
+/// The mailbox every measurement uses.
+pub const MAILBOX: &str = "INBOX";
+
+/// What the benchmark needs to know about the filled mailbox.
+pub struct Corpus {
+    /// Messages in the mailbox (bulk plus the large one).
+    pub messages: usize,
+    /// Bytes of all messages as stored.
+    pub total_bytes: u64,
+    /// Directory name (`<UID> <Subject>`) of the message with the 10 MB attachment.
+    pub large_dir: String,
+    /// Its raw size.
+    pub large_bytes: u64,
+    /// The exact text its `body.txt` must show.
+    pub large_body: String,
+    /// Directory name of a bulk message in the middle of the mailbox, for the slow-link read.
+    pub probe_dir: String,
+    /// Seconds the fill took.
+    pub fill_seconds: f64,
+}
+
+/// The first line of `dovecot --version`.
+pub fn dovecot_version() -> String {
+    std::process::Command::new("/usr/sbin/dovecot")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| "unknown".into(), |v| format!("Dovecot {v}"))
+}
+
+/// Starts Dovecot in `dir` (which must not exist or be empty).
+pub fn start(dir: &Path) -> io::Result<Dovecot> {
+    Dovecot::start(DovecotOptions {
+        dir: Some(dir.to_path_buf()),
+        ..DovecotOptions::default()
+    })
+}
+
+/// Writes `count` bulk messages (seed `seed`, about `avg_size` bytes each) straight into the
+/// Maildir, then APPENDs the 10 MB sample, which gets the next UID.
+pub fn fill(dovecot: &Dovecot, count: usize, seed: u64, avg_size: usize) -> io::Result<Corpus> {
+    let started = Instant::now();
+    fill_bulk(dovecot, USER, MAILBOX, count, seed, avg_size)?;
+    let large = sample_messages()
+        .into_iter()
+        .find(|s| s.raw.len() > 10_000_000)
+        .ok_or_else(|| io::Error::other("the fixture corpus has no 10 MB message"))?;
+    let mut session = dovecot.client(USER)?;
+    let large_uid = append(&mut session, MAILBOX, &large.raw, &[])?;
+    let _ = session.logout();
+    let fill_seconds = started.elapsed().as_secs_f64();
+
+    let total_bytes = maildir_bytes(&dovecot.maildir(USER))?;
+    let probe_index = count / 2;
+    let probe = bulk_message(seed, probe_index, avg_size);
+    Ok(Corpus {
+        messages: count + 1,
+        total_bytes,
+        large_dir: format!("{large_uid} {}", large.subject),
+        large_bytes: large.raw.len() as u64,
+        large_body: large.body_text.unwrap_or_default(),
+        probe_dir: format!("{} {}", probe_index + 1, probe.subject),
+        fill_seconds,
+    })
+}
+
+/// Sum of the sizes of the message files in `cur/` and `new/` of a Maildir folder.
+pub fn maildir_bytes(folder: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for sub in ["cur", "new"] {
+        for entry in fs::read_dir(folder.join(sub))? {
+            total += entry?.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Asks for everything any measurement will ask for once, so that Dovecot's index and cache
+/// files and the kernel's page cache hold it before the first timed run.
+pub fn warm_up(dovecot: &Dovecot) -> io::Result<()> {
+    let ca = fs::read(dovecot.ca_file())?;
+    let mut session = RawImap::connect(dovecot.imaps_addr(), &ca)?;
+    session.login(USER, dovecot.password(USER))?;
+    session.run(&format!("EXAMINE {MAILBOX}"))?;
+    session.run(
+        "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE \
+         BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+    )?;
+    session.logout();
+    Ok(())
+}
+
+/// A PEM file with the fixture CA and the server certificate, for mbsync (see
+/// [`crate::mbsync::Account::trust_file`]).
+pub fn write_trust_file(dovecot: &Dovecot, path: &Path) -> io::Result<PathBuf> {
+    let mut pem = fs::read(dovecot.ca_file())?;
+    pem.extend(fs::read(dovecot.dir().join("server.crt"))?);
+    fs::write(path, pem)?;
+    Ok(path.to_path_buf())
+}
