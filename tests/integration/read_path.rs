@@ -150,33 +150,30 @@ fn listing_a_mailbox_costs_the_same_few_commands_at_any_size() {
     let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
     let mount = MountSpec::new(&dovecot, "alice").via_proxy(&proxy).mount();
     let mut costs = Vec::new();
-    for (mailbox, count) in [("Small", 10), ("INBOX", 1000)] {
+    for (mailbox, count) in [("Small", 10u64), ("INBOX", 1000)] {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         proxy.reset_counters();
+        let (commands_before, _) = stats(&mount);
         let out = sh(&format!(
             "ls -l '{}' | tail -n +2 | wc -l",
             mount.join(mailbox).display()
         ));
         assert!(out.status.success());
-        let lines: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let lines: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         assert_eq!(lines, count, "ls -l {mailbox}");
-        costs.push((proxy.commands(), proxy.command_log()));
+        let (commands_after, _) = stats(&mount);
+        // Commands as imapfs counts them; bytes as the proxy in front of the server sees
+        // them (TLS included): a few hundred per message at most, so no body was fetched.
+        let bytes = proxy.bytes_from_server();
+        assert!(
+            bytes < 20_000 + count * 600,
+            "ls -l of {count} messages of ~2 KB moved {bytes} bytes"
+        );
+        costs.push(commands_after - commands_before);
     }
-    let (small, big) = (&costs[0], &costs[1]);
-    assert!(
-        big.0 <= 4,
-        "listing 1000 messages sent {} commands: {:?}",
-        big.0,
-        big.1
-    );
-    assert!(
-        big.0 <= small.0 + 1,
-        "cost grew with size: {small:?} vs {big:?}"
-    );
-    assert!(big
-        .1
-        .iter()
-        .all(|c| !c.contains("BODY[]") && !c.contains("BODY.PEEK[]")));
+    let (small, big) = (costs[0], costs[1]);
+    assert!(big <= 3, "listing 1000 messages sent {big} commands");
+    assert!(big <= small, "cost grew with size: {small} vs {big}");
 }
 
 #[test]
@@ -213,16 +210,9 @@ fn ls_l_of_every_message_downloads_no_bodies() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The corpus holds over 10 MB of bodies; listings and BODYSTRUCTUREs are a few KB.
     let bytes = proxy.bytes_from_server();
     assert!(bytes < 200_000, "ls -lR moved {bytes} bytes");
-    assert!(
-        proxy
-            .command_log()
-            .iter()
-            .all(|c| !c.contains("BODY.PEEK[") || c.contains("HEADER.FIELDS")),
-        "{:?}",
-        proxy.command_log()
-    );
 }
 
 #[test]
