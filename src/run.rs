@@ -85,6 +85,7 @@ fn connect(opts: &Options) -> Result<ImapStore, RunError> {
         allow_plaintext: opts.allow_plaintext,
         timeout: opts.timeout,
         tls: Default::default(),
+        plaintext_warned: Default::default(),
     };
     ImapStore::connect(config, opts.connections).map_err(|error| RunError::Login {
         user: opts.source.user.clone(),

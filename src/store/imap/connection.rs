@@ -58,6 +58,8 @@ pub struct ConnectConfig {
     pub timeout: Duration,
     /// The TLS connector, built once: loading the trust store takes tens of milliseconds.
     pub tls: std::sync::OnceLock<native_tls::TlsConnector>,
+    /// Whether the plaintext warning was already logged.
+    pub plaintext_warned: std::sync::atomic::AtomicBool,
 }
 
 /// Byte counters shared by every connection of a store.
@@ -387,7 +389,15 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
             if starttls(&mut tcp)? {
                 (Wire::Tls(Box::new(handshake(config, tcp)?)), false)
             } else if config.allow_plaintext {
-                tracing::warn!(host = %config.host, "server refused STARTTLS; continuing in PLAINTEXT as --allow-plaintext asks");
+                // Loud once; every reconnect would otherwise repeat it.
+                if !config
+                    .plaintext_warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(host = %config.host, "server refused STARTTLS; continuing in PLAINTEXT as --allow-plaintext asks");
+                } else {
+                    tracing::debug!(host = %config.host, "reconnected in plaintext");
+                }
                 (Wire::Plain(tcp), false)
             } else {
                 return Err(StoreError::Unsupported(format!(
