@@ -248,15 +248,7 @@ pub trait MailStore: Send + Sync + 'static {
         validity: UidValidity,
         uids: &[Uid],
     ) -> StoreResult<Vec<(Uid, BodyPart)>> {
-        let mut out = Vec::with_capacity(uids.len());
-        for &uid in uids {
-            match self.body_structure(mailbox, validity, uid) {
-                Ok(part) => out.push((uid, part)),
-                Err(StoreError::NoSuchMessage { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        each_uid(uids, |uid| self.body_structure(mailbox, validity, uid))
     }
 
     /// The raw (still transfer-encoded) bytes of `section` of a message, or the byte range
@@ -280,15 +272,9 @@ pub trait MailStore: Send + Sync + 'static {
         section: &Section,
         range: Option<ByteRange>,
     ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
-        let mut out = Vec::with_capacity(uids.len());
-        for &uid in uids {
-            match self.fetch_section(mailbox, validity, uid, section, range) {
-                Ok(data) => out.push((uid, data)),
-                Err(StoreError::NoSuchMessage { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        each_uid(uids, |uid| {
+            self.fetch_section(mailbox, validity, uid, section, range)
+        })
     }
 
     /// Counters so far.
@@ -344,6 +330,34 @@ pub trait MailStore: Send + Sync + 'static {
         message: &[u8],
         flags: &[Flag],
     ) -> StoreResult<Option<(UidValidity, Uid)>>;
+}
+
+/// Runs `fetch` for each UID in turn, leaving out messages that are gone (the per-message
+/// fallback of the batch operations).
+fn each_uid<T>(
+    uids: &[Uid],
+    mut fetch: impl FnMut(Uid) -> StoreResult<T>,
+) -> StoreResult<Vec<(Uid, T)>> {
+    let mut out = Vec::with_capacity(uids.len());
+    for &uid in uids {
+        match fetch(uid) {
+            Ok(value) => out.push((uid, value)),
+            Err(StoreError::NoSuchMessage { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The answer for `uid` from a batch asked for it alone; `NoSuchMessage` if it is gone.
+pub fn only<T>(batch: Vec<(Uid, T)>, mailbox: &MailboxName, uid: Uid) -> StoreResult<T> {
+    batch
+        .into_iter()
+        .find_map(|(u, value)| (u == uid).then_some(value))
+        .ok_or_else(|| StoreError::NoSuchMessage {
+            mailbox: mailbox.clone(),
+            uid,
+        })
 }
 
 /// Server abilities that change which commands imapfs sends.

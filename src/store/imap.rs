@@ -438,13 +438,8 @@ impl MailStore for ImapStore {
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<BodyPart> {
-        self.body_structures(mailbox, validity, &[uid])?
-            .pop()
-            .map(|(_, part)| part)
-            .ok_or_else(|| StoreError::NoSuchMessage {
-                mailbox: mailbox.clone(),
-                uid,
-            })
+        let batch = self.body_structures(mailbox, validity, &[uid])?;
+        crate::store::only(batch, mailbox, uid)
     }
 
     fn body_structures(
@@ -482,13 +477,8 @@ impl MailStore for ImapStore {
         section: &Section,
         range: Option<ByteRange>,
     ) -> StoreResult<Vec<u8>> {
-        self.fetch_sections(mailbox, validity, &[uid], section, range)?
-            .pop()
-            .map(|(_, data)| data)
-            .ok_or_else(|| StoreError::NoSuchMessage {
-                mailbox: mailbox.clone(),
-                uid,
-            })
+        let batch = self.fetch_sections(mailbox, validity, &[uid], section, range)?;
+        crate::store::only(batch, mailbox, uid)
     }
 
     fn fetch_sections(
