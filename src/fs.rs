@@ -26,7 +26,9 @@ pub use self::errors::{FsError, FsResult, Level};
 use self::inodes::{Inodes, MessageRef, Node, ROOT};
 use self::mailboxes::MailboxTree;
 use crate::mime::{self, Content, Entry, EntryKind};
-use crate::store::{MailStore, MailboxName, MessageMeta, Section, StoreError, Uid, UidValidity};
+use crate::store::{
+    MailStore, MailboxName, MailboxVersion, MessageMeta, Section, StoreError, Uid, UidValidity,
+};
 
 /// How long the kernel may trust a directory entry or attributes that can change remotely.
 const TTL_VOLATILE: Duration = Duration::from_secs(1);
@@ -117,6 +119,8 @@ struct Listing {
     fetched: Instant,
     /// Set after a change here: the next directory listing asks the server again.
     stale: bool,
+    /// The mailbox's version when listed, if the server tells one.
+    version: Option<MailboxVersion>,
 }
 
 /// One entry of an open directory's snapshot, with the message it showed (if any).
@@ -335,7 +339,27 @@ impl Fs {
                 Some(_) => {}
             }
         }
-        let changes_before = self.state.lock().changes.get(mailbox).copied();
+        let (changes_before, known_version) = {
+            let state = self.state.lock();
+            let known = state
+                .listings
+                .get(mailbox)
+                .filter(|l| !l.stale)
+                .and_then(|l| l.version);
+            (state.changes.get(mailbox).copied(), known)
+        };
+        if let Some(known) = known_version {
+            // One EXAMINE instead of the whole listing when nothing changed (CONDSTORE).
+            if self.store.mailbox_version(mailbox)? == Some(known) {
+                let mut state = self.state.lock();
+                if state.changes.get(mailbox).copied() == changes_before {
+                    if let Some(listing) = state.listings.get_mut(mailbox) {
+                        listing.fetched = Instant::now();
+                        return Ok(());
+                    }
+                }
+            }
+        }
         let fresh = self.store.list_messages(mailbox)?;
         let big = fresh.messages.len() > 1000;
         let mut names = HashMap::with_capacity(fresh.messages.len());
@@ -374,6 +398,7 @@ impl Fs {
                 order,
                 fetched: Instant::now(),
                 stale,
+                version: fresh.version,
             },
         );
         drop(state);

@@ -108,6 +108,19 @@ pub struct MessageMeta {
 pub struct MailboxListing {
     pub uid_validity: UidValidity,
     pub messages: Vec<MessageMeta>,
+    /// The mailbox's version when the server can tell one (CONDSTORE).
+    pub version: Option<MailboxVersion>,
+}
+
+/// What changes whenever anything in a mailbox changes: with CONDSTORE
+/// ([RFC 7162](https://www.rfc-editor.org/rfc/rfc7162)) a flag change raises HIGHESTMODSEQ,
+/// a new message UIDNEXT, an expunge the message count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxVersion {
+    pub uid_validity: UidValidity,
+    pub uid_next: u32,
+    pub exists: u32,
+    pub highest_modseq: u64,
 }
 
 /// Content-Transfer-Encoding of a leaf part.
@@ -239,6 +252,12 @@ pub trait MailStore: Send + Sync + 'static {
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<BodyPart>;
+
+    /// The mailbox's current version, in one cheap request, when the server can tell one;
+    /// `None` means "relist to find out".
+    fn mailbox_version(&self, _mailbox: &MailboxName) -> StoreResult<Option<MailboxVersion>> {
+        Ok(None)
+    }
 
     /// BODYSTRUCTUREs of several messages in one request (used to read ahead when a
     /// directory walk visits one message after another). Missing UIDs are left out.

@@ -22,13 +22,19 @@ use self::connection::{
 use self::errors::{connection_survives, from_imap};
 use crate::store::{
     BodyPart, ByteRange, Capabilities, Flag, MailStore, MailboxInfo, MailboxListing, MailboxName,
-    Section, StoreError, StoreResult, StoreStats, Uid, UidValidity,
+    MailboxVersion, Section, StoreError, StoreResult, StoreStats, Uid, UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
 
 /// How deep a BODYSTRUCTURE may nest before the rest is ignored.
 const MAX_NESTING: u32 = 32;
+
+/// What EXAMINE or SELECT told of a mailbox.
+struct Selected {
+    exists: u32,
+    version: Option<MailboxVersion>,
+}
 
 /// Why a mailbox is being selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,14 +277,14 @@ impl ImapStore {
 
     /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
     /// changes) unless it already is; checks UIDVALIDITY if one is expected. Returns the
-    /// UIDVALIDITY and, when the mailbox was (re)selected, the message count.
+    /// UIDVALIDITY and, when the mailbox was (re)selected, what the server said of it.
     fn select(
         &self,
         conn: &mut Connection,
         mailbox: &MailboxName,
         expected: Option<UidValidity>,
         mode: Mode,
-    ) -> StoreResult<(UidValidity, Option<u32>)> {
+    ) -> StoreResult<(UidValidity, Option<Selected>)> {
         let reusable = match (&conn.selection, mode) {
             (Selection::Select(m, v), _) | (Selection::Examine(m, v), Mode::Read)
                 if m == mailbox =>
@@ -309,11 +315,23 @@ impl ImapStore {
             Mode::Read | Mode::Relist => Selection::Examine(mailbox.clone(), validity),
             Mode::Write => Selection::Select(mailbox.clone(), validity),
         };
+        let selected = Selected {
+            exists: info.exists,
+            version: info
+                .uid_next
+                .zip(info.highest_mod_seq)
+                .map(|(uid_next, highest_modseq)| MailboxVersion {
+                    uid_validity: validity,
+                    uid_next,
+                    exists: info.exists,
+                    highest_modseq,
+                }),
+        };
         match expected {
             Some(expected) => {
-                check_validity(mailbox, expected, validity).map(|v| (v, Some(info.exists)))
+                check_validity(mailbox, expected, validity).map(|v| (v, Some(selected)))
             }
-            None => Ok((validity, Some(info.exists))),
+            None => Ok((validity, Some(selected))),
         }
     }
 
@@ -398,13 +416,26 @@ impl MailStore for ImapStore {
         })
     }
 
+    fn mailbox_version(&self, mailbox: &MailboxName) -> StoreResult<Option<MailboxVersion>> {
+        if !self.has_capability("CONDSTORE") {
+            return Ok(None);
+        }
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let (_, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
+            Ok(selected.and_then(|s| s.version))
+        })
+    }
+
     fn list_messages(&self, mailbox: &MailboxName) -> StoreResult<MailboxListing> {
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
-            let (validity, exists) = self.select(conn, mailbox, None, Mode::Relist)?;
+            let (validity, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
+            let exists = selected.as_ref().map(|s| s.exists);
+            let version = selected.and_then(|s| s.version);
             if exists == Some(0) {
                 return Ok(MailboxListing {
                     uid_validity: validity,
                     messages: Vec::new(),
+                    version,
                 });
             }
             // A listing is a few hundred bytes per message; allow 4 KiB each.
@@ -428,6 +459,7 @@ impl MailStore for ImapStore {
             Ok(MailboxListing {
                 uid_validity: validity,
                 messages,
+                version,
             })
         })
     }

@@ -444,6 +444,7 @@ impl MailStore for MemoryStore {
         Ok(MailboxListing {
             uid_validity: mailbox.validity,
             messages,
+            version: None,
         })
     }
 

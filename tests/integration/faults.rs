@@ -886,6 +886,10 @@ fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
     let before = proxy.bytes_from_server();
     assert_eq!(list(mount.join("Big")).0.unwrap().len(), 2000);
     let listing_bytes = proxy.bytes_from_server() - before;
+    // Another client's flag change makes Big's next listing a full one (an unchanged
+    // mailbox is only EXAMINEd again, which is too quick to race with).
+    client.select("Big").unwrap();
+    client.uid_store("1", "+FLAGS.SILENT (\\Flagged)").unwrap();
     std::thread::sleep(LISTING_FRESH);
 
     // A relisting of Big that takes about three seconds, and a move into Big meanwhile.

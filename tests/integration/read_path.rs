@@ -331,3 +331,59 @@ fn ls_l_asks_for_system_xattrs_once_not_per_file() {
         "{out:?}"
     );
 }
+
+#[test]
+fn listing_an_unchanged_mailbox_again_costs_one_command() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 1000, 4, 2_000).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").via_proxy(&proxy).mount();
+    let count = || fs::read_dir(mount.join("INBOX")).unwrap().count();
+    assert_eq!(count(), 1000);
+    let wait = || std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // Unchanged (CONDSTORE: same UIDNEXT, EXISTS and HIGHESTMODSEQ): one EXAMINE.
+    wait();
+    proxy.reset_counters();
+    let (before, _) = stats(&mount);
+    assert_eq!(count(), 1000);
+    let (after, _) = stats(&mount);
+    assert!(
+        after - before <= 2,
+        "relisting sent {} commands",
+        after - before
+    );
+    assert!(
+        proxy.bytes_from_server() < 20_000,
+        "relisting moved {} bytes",
+        proxy.bytes_from_server()
+    );
+
+    // Another client adds a message and flags one: the next listing shows both.
+    let mut client = dovecot.client("alice").unwrap();
+    let uid = fixture::append(
+        &mut client,
+        "INBOX",
+        b"Subject: late arrival\r\n\r\nhi\r\n",
+        &[],
+    )
+    .unwrap();
+    client.select("INBOX").unwrap();
+    client.uid_store("7", "+FLAGS.SILENT (\\Flagged)").unwrap();
+    wait();
+    assert_eq!(count(), 1001);
+    assert!(mount.join(&format!("INBOX/{uid} late arrival")).is_dir());
+    let dir = fs::read_dir(mount.join("INBOX"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("7 "))
+        .unwrap();
+    let out = sh(&format!(
+        "getfattr --only-values -n user.imap.flags '{}'",
+        dir.display()
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\\Flagged"),
+        "{out:?}"
+    );
+}

@@ -435,12 +435,22 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
         }
     };
     counters.commands.fetch_add(2, Ordering::Relaxed);
-    let capabilities = session
+    let capabilities: Vec<String> = session
         .capabilities()
         .map_err(from_imap)?
         .iter()
         .map(capability_name)
         .collect();
+    let has = |cap: &str| capabilities.iter().any(|c| c.eq_ignore_ascii_case(cap));
+    if has("CONDSTORE") && has("ENABLE") {
+        // Then every EXAMINE reports HIGHESTMODSEQ, which tells an unchanged mailbox from
+        // a changed one without listing it again (RFC 7162 §3.1).
+        counters.commands.fetch_add(1, Ordering::Relaxed);
+        limits.start_command(MAX_RESPONSE_BYTES);
+        session
+            .run_command_and_check_ok("ENABLE CONDSTORE")
+            .map_err(from_imap)?;
+    }
     Ok(Connection {
         session,
         selection: Selection::None,
