@@ -38,8 +38,10 @@ const TTL_FINAL: Duration = Duration::from_secs(60);
 const LISTING_FRESH: Duration = Duration::from_secs(1);
 /// A lookup that misses relists the mailbox if the listing is older than this.
 const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
-/// How many whole messages (of at most 1 MiB) to fetch at once when a walk reads them in order.
-const BODY_READ_AHEAD: usize = 16;
+/// How many whole messages (of at most 1 MiB) to fetch at once when a walk reads them in
+/// order, and how many bytes they may add up to.
+const BODY_READ_AHEAD: usize = 64;
+const BODY_READ_AHEAD_BYTES: u64 = 2 << 20;
 /// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
 const STRUCTURE_READ_AHEAD: usize = 64;
 
@@ -195,11 +197,6 @@ impl Fs {
                 ..State::default()
             }),
         }
-    }
-
-    /// The store underneath (for counters).
-    pub fn store(&self) -> &Arc<dyn MailStore> {
-        &self.store
     }
 
     fn dir_attr(&self, ino: u64, mtime: SystemTime) -> Attr {
@@ -878,11 +875,17 @@ impl Fs {
             if !sequential {
                 return;
             }
+            let mut budget = BODY_READ_AHEAD_BYTES;
             listing.order[pos..]
                 .iter()
                 .filter_map(|uid| listing.by_uid.get(uid))
                 .filter(|meta| meta.size <= content::RAW_CHUNK)
                 .take(BODY_READ_AHEAD)
+                .take_while(|meta| {
+                    let fits = meta.size <= budget;
+                    budget = budget.saturating_sub(meta.size);
+                    fits
+                })
                 .map(|meta| {
                     let m = MessageRef {
                         uid: meta.uid,
