@@ -10,6 +10,7 @@ use std::sync::Arc;
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use crate::mime::Content;
 use crate::store::{MailboxName, Section, Uid, UidValidity};
 
 /// Which bytes of a section an entry holds.
@@ -18,7 +19,7 @@ pub enum Form {
     /// Raw bytes of the section starting at this offset (one fetched chunk).
     RawChunk(u64),
     /// The complete file as shown to the user (decoded, converted).
-    Rendered(String),
+    Rendered(Content),
 }
 
 /// The key of one cached piece of content.

@@ -131,7 +131,7 @@ type SnapshotEntry = (DirEntry, Option<MessageRef>);
 #[derive(Default)]
 struct State {
     inodes: Inodes,
-    tree: Option<(MailboxTree, Instant)>,
+    tree: Option<(Arc<MailboxTree>, Instant)>,
     listings: HashMap<MailboxName, Listing>,
     layouts: HashMap<MessageRef, Arc<Vec<Entry>>>,
     last_structure: HashMap<MailboxName, Uid>,
@@ -277,18 +277,19 @@ impl Fs {
 
     // ---- mailbox tree -------------------------------------------------------------------
 
-    fn tree(&self, refresh: bool) -> FsResult<MailboxTree> {
+    /// The mailbox tree, shared rather than copied: every lookup in a mailbox reads it.
+    fn tree(&self, refresh: bool) -> FsResult<Arc<MailboxTree>> {
         {
             let state = self.state.lock();
             if let Some((tree, at)) = &state.tree {
                 if !refresh || at.elapsed() < LISTING_FRESH {
-                    return Ok(tree.clone());
+                    return Ok(Arc::clone(tree));
                 }
             }
         }
         let list = self.store.list_mailboxes()?;
-        let tree = MailboxTree::build(&list);
-        self.state.lock().tree = Some((tree.clone(), Instant::now()));
+        let tree = Arc::new(MailboxTree::build(&list));
+        self.state.lock().tree = Some((Arc::clone(&tree), Instant::now()));
         Ok(tree)
     }
 

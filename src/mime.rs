@@ -32,7 +32,7 @@ pub const BODY_HTML_FILE: &str = "body.html";
 
 /// What a file in a message directory holds, computed from the part's raw (transfer-encoded)
 /// bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Content {
     /// Bytes exactly as the server returns them for the section (message.eml).
     Raw,

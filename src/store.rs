@@ -124,7 +124,7 @@ pub struct MailboxVersion {
 }
 
 /// Content-Transfer-Encoding of a leaf part.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TransferEncoding {
     SevenBit,
     EightBit,

@@ -190,7 +190,7 @@ impl ContentFetcher {
         section: &Section,
         content: &Content,
     ) -> FsResult<Arc<Vec<u8>>> {
-        let form = Form::Rendered(format!("{content:?}"));
+        let form = Form::Rendered(content.clone());
         self.get_or_load(Self::key(message, section, form), || {
             let raw = self.fetch_whole(message, section)?;
             Ok(mime::render(content, &raw))
