@@ -685,8 +685,9 @@ fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
 mod tests {
     use std::sync::Arc;
 
+    use super::mime::tests::{header, leaf};
     use super::*;
-    use crate::store::{PartHeader, TransferEncoding};
+    use crate::store::TransferEncoding;
 
     /// multipart/mixed: [1 multipart/alternative: [1.1 text/plain, 1.2 text/html],
     /// 2 image/png attachment, 3 message/rfc822: [multipart/mixed: [3.1
@@ -773,27 +774,6 @@ mod tests {
 
     fn range(offset: u64, len: u64) -> Option<ByteRange> {
         Some(ByteRange { offset, len })
-    }
-
-    fn header(media_type: &str, subtype: &str, params: &[(&str, &str)]) -> PartHeader {
-        PartHeader {
-            media_type: media_type.into(),
-            subtype: subtype.into(),
-            params: params
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            disposition: None,
-            disposition_params: Vec::new(),
-        }
-    }
-
-    fn leaf(header: PartHeader, encoding: TransferEncoding, body: &str) -> BodyPart {
-        BodyPart::Leaf {
-            header,
-            encoding,
-            octets: body.len() as u64,
-        }
     }
 
     #[test]

@@ -412,7 +412,7 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Expected values were checked against Dovecot 2.3.19 (BODYSTRUCTURE and BODY[n]).
 
     use super::*;
@@ -500,7 +500,12 @@ mod tests {
         }
     }
 
-    fn header(media_type: &str, subtype: &str, params: &[(&str, &str)]) -> PartHeader {
+    /// A part header with `params`, no disposition (shared with the store's own tests).
+    pub(in crate::store::memory) fn header(
+        media_type: &str,
+        subtype: &str,
+        params: &[(&str, &str)],
+    ) -> PartHeader {
         PartHeader {
             media_type: media_type.into(),
             subtype: subtype.into(),
@@ -513,7 +518,12 @@ mod tests {
         }
     }
 
-    fn leaf(header: PartHeader, encoding: TransferEncoding, body: &str) -> BodyPart {
+    /// A leaf whose octets are `body`'s length (shared with the store's own tests).
+    pub(in crate::store::memory) fn leaf(
+        header: PartHeader,
+        encoding: TransferEncoding,
+        body: &str,
+    ) -> BodyPart {
         BodyPart::Leaf {
             header,
             encoding,
