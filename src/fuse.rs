@@ -91,6 +91,10 @@ impl fuser::Filesystem for FuseAdapter {
         entry("lookup", reply, self.fs.lookup(parent.0, name));
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
         match self.fs.getattr(ino.0) {
@@ -192,11 +196,19 @@ impl fuser::Filesystem for FuseAdapter {
                 break;
             };
             let last = *last;
-            for (off, e, r) in batch {
+            let mut entries = batch.into_iter();
+            while let Some((off, e, r)) = entries.next() {
                 let attr = file_attr(&r.attr);
                 // One TTL serves both here: the shorter one is the safe one.
                 let ttl = r.ttl.min(r.entry_ttl);
                 if reply.add(INodeNo(e.ino), off, &e.name, &ttl, &attr, Generation(0)) {
+                    // The reply is full: the kernel never sees this entry or the rest, so
+                    // their lookups were never made.
+                    for (_, e, _) in std::iter::once((off, e, r)).chain(entries) {
+                        if e.name != "." && e.name != ".." {
+                            self.fs.forget(e.ino, 1);
+                        }
+                    }
                     return reply.ok();
                 }
             }

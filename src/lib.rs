@@ -8,4 +8,3 @@ pub mod mime;
 pub mod run;
 pub mod secret;
 pub mod store;
-pub mod utf7;

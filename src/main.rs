@@ -33,11 +33,6 @@ fn init_logging(opts: &cli::Options) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    // Eight FUSE workers would each get a glibc malloc arena; freed chunks in them stay
-    // resident, so memory would grow well past --cache-size. One arena keeps RSS close to
-    // what is really held.
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let opts = match cli::parse_args(std::env::args_os()) {
         Ok(opts) => opts,
         Err(CliError::Clap(e)) => e.exit(),

@@ -7,12 +7,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use crate::cli::{AuthMethod, DeleteMode, Options, Security};
-use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig};
+use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig, FsParts, Invalidation};
 use crate::fuse::FuseAdapter;
 use crate::secret;
 use crate::store::imap::connection::ConnectConfig;
 use crate::store::imap::{Auth, ImapStore, Transport};
-use crate::store::StoreError;
+use crate::store::{MailStore, StoreError, StoreEvent};
 
 /// FUSE threads serving requests; the IMAP pool is separate (`--connections`).
 const FUSE_THREADS: usize = 8;
@@ -147,28 +147,100 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Gives freed heap memory back to the system. glibc keeps freed chunks for reuse, so
+/// after a large listing is replaced or the kernel forgets thousands of inodes, resident
+/// memory would stay high without this.
+fn release_memory() {
+    // SAFETY: malloc_trim only releases free memory at the top of the heaps.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Eight FUSE workers would each get a glibc malloc arena; freed chunks in them stay
+/// resident, so memory would grow well past --cache-size. One arena keeps RSS close to what
+/// is really held. Must run before any other thread exists.
+fn tune_allocator() {
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// Hands the core's invalidations to the kernel, on a thread of its own: the kernel must
+/// not be told from inside a request handler for a related node.
+fn spawn_invalidator(notifier: fuser::Notifier) -> mpsc::Sender<Invalidation> {
+    let (tx, rx) = mpsc::channel::<Invalidation>();
+    std::thread::spawn(move || {
+        for invalidation in rx {
+            let result = match &invalidation {
+                Invalidation::Entry { parent, name } => {
+                    notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+                }
+                Invalidation::Deleted {
+                    parent,
+                    child,
+                    name,
+                } => notifier.delete(
+                    fuser::INodeNo(*parent),
+                    fuser::INodeNo(*child),
+                    std::ffi::OsStr::new(name),
+                ),
+                Invalidation::Inode { ino } => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+            };
+            // ENOENT: the kernel had already dropped it.
+            if let Err(e) = result {
+                tracing::debug!(?invalidation, error = %e, "kernel invalidation not applied");
+            }
+        }
+    });
+    tx
+}
+
+/// Applies the store's events to the core on a thread of their own.
+fn forward_store_events(store: &dyn MailStore, fs: &Arc<Fs>) {
+    let (tx, rx) = mpsc::channel::<StoreEvent>();
+    let fs = Arc::downgrade(fs);
+    std::thread::spawn(move || {
+        for event in rx {
+            match fs.upgrade() {
+                Some(fs) => fs.apply_store_event(event),
+                None => return,
+            }
+        }
+    });
+    let tx = parking_lot::Mutex::new(tx);
+    store.watch(Arc::new(move |event| {
+        let _ = tx.lock().send(event);
+    }));
+}
+
 /// Mounts and serves until unmounted or signalled. `ready` is told once the mount is up.
 fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), RunError> {
     let signals = block_signals();
-    let fs = Arc::new(Fs::new(
-        Arc::new(store),
-        FsConfig {
-            uid: opts.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-            gid: opts.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
-            read_only: opts.read_only,
-            cache_bytes: opts.cache_size,
-            delete: match opts.delete {
-                DeleteMode::Trash => FsDelete::Trash,
-                DeleteMode::Expunge => FsDelete::Expunge,
-                DeleteMode::Off => FsDelete::Off,
-            },
-            spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
+    let config = FsConfig {
+        uid: opts.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+        gid: opts.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+        read_only: opts.read_only,
+        cache_bytes: opts.cache_size,
+        delete: match opts.delete {
+            DeleteMode::Trash => FsDelete::Trash,
+            DeleteMode::Expunge => FsDelete::Expunge,
+            DeleteMode::Off => FsDelete::Off,
         },
-    ));
+        spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
+    };
+    let parts = FsParts {
+        release_memory: Some(Arc::new(release_memory)),
+        ..FsParts::defaults(&config)
+    };
+    let store: Arc<dyn MailStore> = Arc::new(store);
+    let fs = Arc::new(Fs::with_parts(Arc::clone(&store), config, parts));
+    forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
-    let mut session =
-        fuser::Session::new(FuseAdapter::new(fs), &opts.mountpoint, &fuse_config(opts))
-            .map_err(|e| RunError::Mount(mountpoint.clone(), e))?;
+    let mut session = fuser::Session::new(
+        FuseAdapter::new(Arc::clone(&fs)),
+        &opts.mountpoint,
+        &fuse_config(opts),
+    )
+    .map_err(|e| RunError::Mount(mountpoint.clone(), e))?;
+    fs.send_invalidations_to(spawn_invalidator(session.notifier()));
     let mut unmounter = session.unmount_callable();
     tracing::info!(mountpoint = %mountpoint, "mounted");
     ready();
@@ -207,6 +279,7 @@ fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), R
 /// Runs imapfs with parsed options. Without `--foreground` it forks after logging in; the
 /// parent returns once the child's mount is ready (or with the child's error).
 pub fn run(opts: Options) -> Result<(), RunError> {
+    tune_allocator();
     check_mountpoint(&opts)?;
     let store = connect(&opts)?;
     if opts.foreground {

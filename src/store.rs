@@ -5,9 +5,11 @@
 //! message sequence numbers never leave the IMAP module.
 
 pub mod imap;
+#[cfg(any(test, feature = "memory-store"))]
 pub mod memory;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A message's unique identifier within one mailbox and UIDVALIDITY
@@ -31,15 +33,33 @@ impl fmt::Display for UidValidity {
     }
 }
 
-/// A mailbox name exactly as the server spells it on the wire (still modified UTF-7).
+/// The server's own identifier of a mailbox (for IMAP, its wire name in modified UTF-7).
+/// The filesystem core treats it as opaque: it keys caches with it and hands it back to the
+/// store, but never splits, decodes or compares it with a user's name. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MailboxName(pub String);
+pub struct MailboxId(Arc<str>);
 
-impl fmt::Display for MailboxName {
+impl MailboxId {
+    /// An identifier as the store spells it.
+    pub fn new(id: &str) -> Self {
+        MailboxId(Arc::from(id))
+    }
+
+    /// The identifier's text; only the store that made it interprets it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MailboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
+
+/// A mailbox's place in the hierarchy as the user sees it: its names from the top, decoded
+/// (no modified UTF-7, no delimiter), the inbox always spelled `INBOX`.
+pub type MailboxPath = Vec<String>;
 
 /// A body section number such as `1`, `2.1` or `3.2.1`
 /// ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
@@ -81,10 +101,10 @@ impl fmt::Display for Section {
 /// One mailbox as LIST reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxInfo {
-    /// The wire name (modified UTF-7).
-    pub name: MailboxName,
-    /// The hierarchy delimiter, if the server has one.
-    pub delimiter: Option<char>,
+    /// The server's identifier.
+    pub id: MailboxId,
+    /// Where it sits in the hierarchy, decoded. Never empty.
+    pub path: MailboxPath,
     /// `\Noselect` (or `\NonExistent`): a directory with children and no messages.
     pub selectable: bool,
     /// The SPECIAL-USE attribute, lower-cased without the backslash (`trash`, `sent`...).
@@ -206,12 +226,12 @@ pub struct StoreStats {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("mailbox {0} does not exist")]
-    NoSuchMailbox(MailboxName),
+    NoSuchMailbox(MailboxId),
     #[error("message UID {uid} is gone from {mailbox}")]
-    NoSuchMessage { mailbox: MailboxName, uid: Uid },
+    NoSuchMessage { mailbox: MailboxId, uid: Uid },
     #[error("UIDVALIDITY of {mailbox} changed from {expected} to {actual}")]
     UidValidityChanged {
-        mailbox: MailboxName,
+        mailbox: MailboxId,
         expected: UidValidity,
         actual: UidValidity,
     },
@@ -236,6 +256,58 @@ pub enum StoreError {
 /// The result type of every store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The structure of one message and the size of the whole message, from one request, so
+/// a message directory's `message.eml` is sized by the same answer that lists its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageStructure {
+    pub uid: Uid,
+    /// RFC822.SIZE: the size of `BODY[]` in octets.
+    pub size: u64,
+    pub body: BodyPart,
+}
+
+/// A change in one mailbox, as a server reports it (or as a new listing shows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxChange {
+    pub mailbox: MailboxId,
+    /// The UIDVALIDITY the UIDs below belong to.
+    pub validity: Option<UidValidity>,
+    /// The mailbox was recreated: every UID known before means nothing now.
+    pub validity_changed: bool,
+    /// Messages that arrived, with their metadata.
+    pub arrived: Vec<MessageMeta>,
+    /// Messages that are gone (expunged, or moved elsewhere).
+    pub vanished: Vec<Uid>,
+    /// Messages whose flags changed, with their new flags.
+    pub flags: Vec<(Uid, Vec<String>)>,
+}
+
+impl MailboxChange {
+    /// No change yet, in `mailbox`.
+    pub fn new(mailbox: MailboxId) -> Self {
+        MailboxChange {
+            mailbox,
+            validity: None,
+            validity_changed: false,
+            arrived: Vec::new(),
+            vanished: Vec::new(),
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// What a store can report without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Messages of one mailbox changed.
+    Mailbox(MailboxChange),
+    /// Mailboxes were created, deleted or renamed: the mailbox list must be read again.
+    MailboxList,
+}
+
+/// Where a store sends its events; called on the store's own thread, so it must not block.
+pub type EventSink = Arc<dyn Fn(StoreEvent) + Send + Sync>;
+
 /// Everything imapfs needs from a mail server. Implementations are shared between FUSE
 /// threads, so every method takes `&self` and is safe to call concurrently.
 pub trait MailStore: Send + Sync + 'static {
@@ -243,58 +315,47 @@ pub trait MailStore: Send + Sync + 'static {
     fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>>;
 
     /// UIDVALIDITY and per-message metadata of every message in `mailbox`, in one batch.
-    fn list_messages(&self, mailbox: &MailboxName) -> StoreResult<MailboxListing>;
-
-    /// The BODYSTRUCTURE of one message.
-    fn body_structure(
-        &self,
-        mailbox: &MailboxName,
-        validity: UidValidity,
-        uid: Uid,
-    ) -> StoreResult<BodyPart>;
+    fn list_messages(&self, mailbox: &MailboxId) -> StoreResult<MailboxListing>;
 
     /// The mailbox's current version, in one cheap request, when the server can tell one;
     /// `None` means "relist to find out".
-    fn mailbox_version(&self, _mailbox: &MailboxName) -> StoreResult<Option<MailboxVersion>> {
+    fn mailbox_version(&self, _mailbox: &MailboxId) -> StoreResult<Option<MailboxVersion>> {
         Ok(None)
     }
 
-    /// BODYSTRUCTUREs of several messages in one request (used to read ahead when a
+    /// BODYSTRUCTUREs and sizes of one or more messages in one request (several when a
     /// directory walk visits one message after another). Missing UIDs are left out.
     fn body_structures(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uids: &[Uid],
-    ) -> StoreResult<Vec<(Uid, BodyPart)>> {
-        each_uid(uids, |uid| self.body_structure(mailbox, validity, uid))
-    }
+    ) -> StoreResult<Vec<MessageStructure>>;
 
     /// The raw (still transfer-encoded) bytes of `section` of a message, or the byte range
     /// `range` of it. An empty section is the whole message. Never sets `\Seen`.
     fn fetch_section(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         section: &Section,
         range: Option<ByteRange>,
-    ) -> StoreResult<Vec<u8>>;
+    ) -> StoreResult<Vec<u8>> {
+        let batch = self.fetch_sections(mailbox, validity, &[uid], section, range)?;
+        only(batch, mailbox, uid)
+    }
 
-    /// The same section and range of several messages in one request (read-ahead when a
-    /// walk reads messages one after another). Missing UIDs are left out.
+    /// The same section and range of one or more messages in one request (read-ahead when
+    /// a walk reads messages one after another). Missing UIDs are left out.
     fn fetch_sections(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uids: &[Uid],
         section: &Section,
         range: Option<ByteRange>,
-    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
-        each_uid(uids, |uid| {
-            self.fetch_section(mailbox, validity, uid, section, range)
-        })
-    }
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>>;
 
     /// Counters so far.
     fn stats(&self) -> StoreStats;
@@ -302,19 +363,24 @@ pub trait MailStore: Send + Sync + 'static {
     /// What the server can do that changes how imapfs changes mail.
     fn capabilities(&self) -> Capabilities;
 
-    /// `CREATE` a mailbox ([RFC 3501 §6.3.3](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.3)).
-    fn create_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()>;
+    /// `CREATE`s the mailbox at `path` ([RFC 3501 §6.3.3](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.3))
+    /// and returns its identifier. A name the server cannot hold (one with its hierarchy
+    /// delimiter or a LIST wildcard, or a nested path on a server without hierarchy) is
+    /// `Invalid`.
+    fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId>;
 
     /// `DELETE` a mailbox ([RFC 3501 §6.3.4](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.4)).
-    fn delete_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()>;
+    fn delete_mailbox(&self, mailbox: &MailboxId) -> StoreResult<()>;
 
-    /// `RENAME` a mailbox ([RFC 3501 §6.3.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.5)).
-    fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> StoreResult<()>;
+    /// `RENAME`s a mailbox, with everything under it, to `to`
+    /// ([RFC 3501 §6.3.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.5)); returns its
+    /// new identifier.
+    fn rename_mailbox(&self, from: &MailboxId, to: &[String]) -> StoreResult<MailboxId>;
 
     /// Replaces a message's flags: `UID STORE <uid> FLAGS.SILENT (...)`.
     fn set_flags(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         flags: &[Flag],
@@ -325,10 +391,10 @@ pub trait MailStore: Send + Sync + 'static {
     /// (COPYUID, RFC 4315).
     fn move_message(
         &self,
-        from: &MailboxName,
+        from: &MailboxId,
         validity: UidValidity,
         uid: Uid,
-        to: &MailboxName,
+        to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>>;
 
     /// Expunges exactly one message: `UID STORE +FLAGS.SILENT (\Deleted)` then
@@ -336,7 +402,7 @@ pub trait MailStore: Send + Sync + 'static {
     /// remove messages other clients marked deleted.
     fn expunge_message(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()>;
@@ -345,31 +411,19 @@ pub trait MailStore: Send + Sync + 'static {
     /// (APPENDUID, RFC 4315).
     fn append(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         message: &[u8],
         flags: &[Flag],
     ) -> StoreResult<Option<(UidValidity, Uid)>>;
-}
 
-/// Runs `fetch` for each UID in turn, leaving out messages that are gone (the per-message
-/// fallback of the batch operations).
-fn each_uid<T>(
-    uids: &[Uid],
-    mut fetch: impl FnMut(Uid) -> StoreResult<T>,
-) -> StoreResult<Vec<(Uid, T)>> {
-    let mut out = Vec::with_capacity(uids.len());
-    for &uid in uids {
-        match fetch(uid) {
-            Ok(value) => out.push((uid, value)),
-            Err(StoreError::NoSuchMessage { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+    /// Sends changes the store learns of by itself (another client's, pushed by the server)
+    /// to `sink` from now on. A store that cannot learn of changes by itself keeps the
+    /// default, which sends nothing.
+    fn watch(&self, _sink: EventSink) {}
 }
 
 /// The answer for `uid` from a batch asked for it alone; `NoSuchMessage` if it is gone.
-pub fn only<T>(batch: Vec<(Uid, T)>, mailbox: &MailboxName, uid: Uid) -> StoreResult<T> {
+pub fn only<T>(batch: Vec<(Uid, T)>, mailbox: &MailboxId, uid: Uid) -> StoreResult<T> {
     batch
         .into_iter()
         .find_map(|(u, value)| (u == uid).then_some(value))

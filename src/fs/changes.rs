@@ -2,13 +2,14 @@
 //! (to Trash or expunge) and flag STORE (new files are in `newfiles.rs`). Each sends exactly
 //! the commands for its one effect; local views are updated so `ls` shows the result at once.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::time::SystemTime;
 
 use super::inodes::{MessageRef, Node};
-use super::{name_str, AttrReply, Fs, FsError, FsResult, StatFs};
-use crate::store::{Flag, MailboxName};
-use crate::utf7;
+use super::mailboxes::child_path;
+use super::namespace::name_str;
+use super::{AttrReply, Fs, FsError, FsResult, StatFs};
+use crate::store::{Flag, MailboxId};
 
 /// What deleting a message directory does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,55 +31,15 @@ impl Fs {
         }
     }
 
-    /// The display path of a wire mailbox name (for `user.imap.mailbox`).
-    pub(super) fn mailbox_path(&self, mailbox: &MailboxName) -> String {
+    /// The display path of a mailbox (for `user.imap.mailbox`).
+    pub(super) fn mailbox_path(&self, mailbox: &MailboxId) -> String {
         self.tree(false)
             .ok()
             .and_then(|t| t.path_of(mailbox).map(str::to_string))
-            .unwrap_or_else(|| utf7::decode(&mailbox.0).unwrap_or_else(|_| mailbox.0.clone()))
+            .unwrap_or_else(|| mailbox.to_string())
     }
 
-    /// The wire name of a mailbox directory path, or `None` if it is only implied.
-    fn wire_of(&self, path: &str) -> FsResult<Option<MailboxName>> {
-        let tree = self.tree(false)?;
-        Ok(tree.get(path).ok_or(FsError::NotFound)?.wire.clone())
-    }
-
-    /// The wire name for a new mailbox `name` inside directory `parent_path`.
-    fn new_wire_name(&self, parent_path: &str, name: &str) -> FsResult<MailboxName> {
-        if name.is_empty() || name.chars().any(|c| c.is_control()) {
-            return Err(FsError::Invalid(format!(
-                "{name:?} cannot be a mailbox name"
-            )));
-        }
-        let tree = self.tree(false)?;
-        let delimiter = tree.delimiter();
-        if delimiter.is_some_and(|d| name.contains(d)) || name.contains(['*', '%']) {
-            return Err(FsError::Invalid(format!(
-                "{name:?} contains the hierarchy delimiter or a LIST wildcard"
-            )));
-        }
-        let leaf = utf7::encode(name);
-        if parent_path.is_empty() {
-            return Ok(MailboxName(leaf));
-        }
-        let Some(delimiter) = delimiter else {
-            return Err(FsError::NotPermitted(
-                "the server has no mailbox hierarchy".into(),
-            ));
-        };
-        // The parent's wire name, or for an implied directory its encoded path.
-        let parent_wire = match tree.get(parent_path).and_then(|d| d.wire.clone()) {
-            Some(w) => w.0,
-            None => parent_path
-                .split('/')
-                .map(utf7::encode)
-                .collect::<Vec<_>>()
-                .join(&delimiter.to_string()),
-        };
-        Ok(MailboxName(format!("{parent_wire}{delimiter}{leaf}")))
-    }
-
+    /// The display path of a mailbox directory (the root is `""`).
     pub(super) fn mailbox_dir_path(&self, ino: u64) -> FsResult<String> {
         match self.node(ino)? {
             Node::Root => Ok(String::new()),
@@ -89,12 +50,13 @@ impl Fs {
         }
     }
 
-    fn child_path(parent: &str, name: &str) -> String {
-        if parent.is_empty() {
-            name.to_string()
-        } else {
-            format!("{parent}/{name}")
-        }
+    /// The server path of a new mailbox `name` in the directory at `parent_path`.
+    fn new_server_path(&self, parent_path: &str, name: &str) -> FsResult<Vec<String>> {
+        let tree = self.tree(false)?;
+        let parent = tree.get(parent_path).ok_or(FsError::NotFound)?;
+        let mut path = parent.server_path.clone();
+        path.push(name.to_string());
+        Ok(path)
     }
 
     /// `mkdir`: CREATE a mailbox.
@@ -104,113 +66,118 @@ impl Fs {
             .to_str()
             .ok_or_else(|| FsError::Invalid("name is not UTF-8".into()))?;
         let parent_path = self.mailbox_dir_path(parent)?;
-        let path = Self::child_path(&parent_path, name);
+        let path = child_path(&parent_path, name);
         if self.tree(true)?.get(&path).is_some() {
             return Err(FsError::Exists);
         }
-        let wire = self.new_wire_name(&parent_path, name)?;
-        self.store.create_mailbox(&wire)?;
-        tracing::info!(mailbox = %wire, "created mailbox");
-        self.invalidate_tree();
+        let server_path = self.new_server_path(&parent_path, name)?;
+        let id = self.store.create_mailbox(&server_path)?;
+        tracing::info!(mailbox = %id, "created mailbox");
+        self.metadata.invalidate_tree();
         let tree = self.tree(true)?;
-        if tree.get(&path).is_none() {
-            tracing::warn!(mailbox = %wire, "server created the mailbox under another name");
-        }
-        let ino = self.state.lock().inodes.mailbox(&path);
-        self.getattr(ino)
+        let shown = match tree.path_of(&id) {
+            Some(shown) => shown.to_string(),
+            None => {
+                tracing::warn!(mailbox = %id, "the server does not list the mailbox it created");
+                path
+            }
+        };
+        Ok(self.remember(Node::Mailbox { path: shown }))
     }
 
     /// `rmdir`: DELETE an empty mailbox, delete a message whose files were all removed, or
     /// hide an emptied encapsulated message.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.refuse_if_read_only()?;
-        let child = self.lookup(parent, name)?.attr.ino;
-        match self.node(child)? {
+        let child = self.resolve(parent, name_str(name)?)?;
+        match child {
             Node::Mailbox { path } => self.delete_mailbox(&path),
             Node::Message {
-                message, section, ..
+                ref message,
+                ref section,
+                ..
             } => {
-                if self.visible_entries(child)? > 0 {
+                if self.visible_entries(&child)? > 0 {
                     return Err(FsError::NotEmpty);
                 }
                 if section.is_whole() {
-                    let result = self.delete_message(&message);
+                    let result = self.delete_message(message);
                     if result.is_err() {
                         // Nothing happened on the server: show the message's files again.
-                        self.unhide_message(&message);
+                        self.unhide_message(message);
                     }
                     result
                 } else {
-                    self.state.lock().hidden.insert(child);
+                    self.hidden.lock().insert(child.key());
                     Ok(())
                 }
             }
             Node::Root => Err(FsError::NotPermitted("the root".into())),
-            Node::File { .. } | Node::Pending { .. } => Err(FsError::NotADirectory),
+            Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
         }
     }
 
-    /// How many entries of a directory have not been hidden.
-    fn visible_entries(&self, ino: u64) -> FsResult<usize> {
-        let fh = self.opendir(ino)?;
-        let count = self
-            .readdir(fh, 0, usize::MAX)?
+    /// How many entries of a message directory have not been hidden.
+    fn visible_entries(&self, dir: &Node) -> FsResult<usize> {
+        let Node::Message {
+            message, section, ..
+        } = dir
+        else {
+            return Ok(0);
+        };
+        let layout = self.layout(message)?;
+        let entries = super::namespace::entries_in(&layout, section).ok_or(FsError::NotFound)?;
+        let hidden = self.hidden.lock();
+        Ok(entries
             .iter()
-            .filter(|(_, e)| e.name != "." && e.name != "..")
-            .count();
-        self.releasedir(fh);
-        Ok(count)
+            .filter(|e| {
+                let node = super::namespace::entry_node(message, section, e, std::time::UNIX_EPOCH);
+                !hidden.contains(&node.key())
+            })
+            .count())
     }
 
     fn unhide_message(&self, message: &MessageRef) {
-        let mut state = self.state.lock();
-        let inos: Vec<u64> = state
-            .hidden
-            .iter()
-            .copied()
-            .filter(|ino| {
-                matches!(state.inodes.get(*ino),
-                    Some(Node::File { message: m, .. }) | Some(Node::Message { message: m, .. }) if m == message)
-            })
-            .collect();
-        for ino in inos {
-            state.hidden.remove(&ino);
-        }
+        self.hidden.lock().retain(|key| match key {
+            super::inodes::NodeKey::File(m, ..) | super::inodes::NodeKey::Message(m, _) => {
+                m != message
+            }
+            _ => true,
+        });
     }
 
     fn delete_mailbox(&self, path: &str) -> FsResult<()> {
         let tree = self.tree(true)?;
         let dir = tree.get(path).ok_or(FsError::NotFound)?;
-        let wire = dir
-            .wire
+        let id = dir
+            .id
             .clone()
             .ok_or_else(|| FsError::NotPermitted("this directory is not a mailbox".into()))?;
-        if wire.0.eq_ignore_ascii_case("INBOX") {
+        if dir.server_path == ["INBOX"] {
             return Err(FsError::NotPermitted("INBOX cannot be deleted".into()));
         }
         if !dir.children.is_empty() {
             return Err(FsError::NotEmpty);
         }
         if dir.selectable {
-            let listing = self.store.list_messages(&wire)?;
+            let listing = self.store.list_messages(&id)?;
             if !listing.messages.is_empty() {
                 return Err(FsError::NotEmpty);
             }
         }
-        self.store.delete_mailbox(&wire)?;
-        tracing::info!(mailbox = %wire, "deleted mailbox");
-        self.state.lock().listings.remove(&wire);
-        self.invalidate_tree();
+        self.store.delete_mailbox(&id)?;
+        tracing::info!(mailbox = %id, "deleted mailbox");
+        self.metadata.mailbox_deleted(&id);
         Ok(())
     }
 
     /// The Trash mailbox: SPECIAL-USE `\Trash`, else one named Trash.
-    fn trash_mailbox(&self) -> FsResult<MailboxName> {
+    fn trash_mailbox(&self) -> FsResult<MailboxId> {
         let tree = self.tree(false)?;
         if let Some(t) = tree.special_use("trash") {
             return Ok(t.clone());
         }
-        match tree.get("Trash").and_then(|d| d.wire.clone()) {
+        match tree.get("Trash").and_then(|d| d.id.clone()) {
             Some(t) => Ok(t),
             None => Err(FsError::NotPermitted(
                 "there is no Trash mailbox; create one or use --delete=expunge".into(),
@@ -236,8 +203,8 @@ impl Fs {
                     &trash,
                 )?;
                 tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?new_uid, "moved message to Trash");
-                self.forget_message(message);
-                self.mark_stale(&trash);
+                self.metadata.message_left(message);
+                self.metadata.mark_stale(&trash);
                 Ok(())
             }
         }
@@ -247,33 +214,21 @@ impl Fs {
         self.store
             .expunge_message(&message.mailbox, message.validity, message.uid)?;
         tracing::info!(mailbox = %message.mailbox, uid = %message.uid, "expunged message");
-        self.forget_message(message);
+        self.metadata.message_left(message);
         Ok(())
-    }
-
-    /// Removes a message from its mailbox's listing after it left the mailbox.
-    fn forget_message(&self, message: &MessageRef) {
-        self.mark_stale(&message.mailbox);
-        let mut state = self.state.lock();
-        if let Some(listing) = state.listings.get_mut(&message.mailbox) {
-            listing.by_uid.remove(&message.uid);
-            listing.names.retain(|_, u| *u != message.uid);
-            listing.order.retain(|u| *u != message.uid);
-        }
     }
 
     /// `unlink`: hide a part file from this mount's view (the server is never changed), or
     /// drop a new file that has not been appended.
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.refuse_if_read_only()?;
-        let child = self.lookup(parent, name)?.attr.ino;
-        match self.node(child)? {
-            Node::File { .. } => {
-                self.state.lock().hidden.insert(child);
+        match self.resolve(parent, name_str(name)?)? {
+            node @ Node::File { .. } => {
+                self.hidden.lock().insert(node.key());
                 Ok(())
             }
-            Node::Pending { .. } => {
-                self.discard_pending(child);
+            Node::NewFile { dir_path, name } => {
+                self.discard_new_file(&dir_path, &name);
                 Ok(())
             }
             _ => Err(FsError::IsADirectory),
@@ -294,23 +249,22 @@ impl Fs {
         if exchange {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
         }
-        if no_replace && self.lookup(new_parent, new_name).is_ok() {
+        let new_name = name_str(new_name)?;
+        if no_replace && self.resolve(new_parent, new_name).is_ok() {
             return Err(FsError::Exists);
         }
-        let new_name_str = name_str(new_name)?.to_string();
-        let child = self.lookup(parent, name)?.attr.ino;
-        match self.node(child)? {
+        match self.resolve(parent, name_str(name)?)? {
             Node::Mailbox { path } => {
                 let new_parent_path = self.mailbox_dir_path(new_parent)?;
-                self.rename_mailbox(&path, &new_parent_path, &new_name_str)
+                self.rename_mailbox(&path, &new_parent_path, new_name)
             }
             Node::Message {
                 message, section, ..
             } if section.is_whole() => {
                 let target = self.mailbox_dir_path(new_parent)?;
-                self.move_message(&message, &target, &new_name_str)
+                self.move_message(&message, &target, new_name)
             }
-            Node::Pending { .. } => {
+            Node::NewFile { .. } => {
                 // Tools write a temporary name and rename it when done (rsync does).
                 // The message is named when it is appended, so the rename changes nothing.
                 if new_parent != parent {
@@ -335,14 +289,9 @@ impl Fs {
     ) -> FsResult<()> {
         let tree = self.tree(false)?;
         let dir = tree.get(target_path).ok_or(FsError::NotFound)?;
-        let target = match (&dir.wire, dir.selectable) {
-            (Some(w), true) => w.clone(),
-            _ => {
-                return Err(FsError::NotPermitted(
-                    "the target directory cannot hold messages".into(),
-                ))
-            }
-        };
+        let target = dir.selectable_id().cloned().ok_or_else(|| {
+            FsError::NotPermitted("the target directory cannot hold messages".into())
+        })?;
         if target == message.mailbox {
             return Err(FsError::NotPermitted(
                 "a message's name comes from its UID and subject; it cannot be renamed".into(),
@@ -358,116 +307,51 @@ impl Fs {
                 validity,
                 uid,
             };
-            self.follow_move(message, &new, new_name);
+            // The inodes the kernel holds for the message follow it, and the name `mv`
+            // used resolves to it until the next listing of the target.
+            self.inodes.lock().message_moved(message, &new);
+            self.metadata.message_moved(message, &new, new_name);
         }
-        self.forget_message(message);
-        self.mark_stale(&target);
+        self.metadata.message_left(message);
+        self.metadata.mark_stale(&target);
         Ok(())
     }
 
-    /// After a move, the inodes the kernel holds for the message (and its files) follow it
-    /// to its new mailbox and UID, and the name `mv` used resolves to it until the next
-    /// listing of the target.
-    fn follow_move(&self, old: &MessageRef, new: &MessageRef, new_name: &str) {
-        let mut state = self.state.lock();
-        state.inodes.rewrite(|node| match node {
-            Node::Message { message, .. } | Node::File { message, .. } if message == old => {
-                *message = new.clone();
-                true
-            }
-            _ => false,
-        });
-        if let Some(layout) = state.layouts.remove(old) {
-            state.layouts.insert(new.clone(), layout);
-        }
-        let meta = state
-            .listings
-            .get(&old.mailbox)
-            .and_then(|l| l.by_uid.get(&old.uid).cloned());
-        let mtime = meta
-            .as_ref()
-            .map_or(SystemTime::UNIX_EPOCH, |m| m.internal_date);
-        if let (Some(listing), Some(mut meta)) = (state.listings.get_mut(&new.mailbox), meta) {
-            if listing.validity == new.validity {
-                meta.uid = new.uid;
-                listing.by_uid.insert(new.uid, meta);
-            }
-        }
-        state
-            .aliases
-            .entry(new.mailbox.clone())
-            .or_default()
-            .insert(new_name.to_string(), (new.clone(), mtime));
-    }
-
     fn rename_mailbox(&self, path: &str, new_parent_path: &str, new_name: &str) -> FsResult<()> {
-        let from = self
-            .wire_of(path)?
+        let before = self.tree(false)?;
+        let dir = before.get(path).ok_or(FsError::NotFound)?;
+        let from = dir
+            .id
+            .clone()
             .ok_or_else(|| FsError::NotPermitted("this directory is not a mailbox".into()))?;
-        if from.0.eq_ignore_ascii_case("INBOX") {
+        if dir.server_path == ["INBOX"] {
             return Err(FsError::NotPermitted("INBOX cannot be renamed".into()));
         }
-        let new_path = Self::child_path(new_parent_path, new_name);
+        let new_path = child_path(new_parent_path, new_name);
         if self.tree(true)?.get(&new_path).is_some() {
             return Err(FsError::Exists);
         }
-        let to = self.new_wire_name(new_parent_path, new_name)?;
-        self.store.rename_mailbox(&from, &to)?;
+        let to_path = self.new_server_path(new_parent_path, new_name)?;
+        let to = self.store.rename_mailbox(&from, &to_path)?;
         tracing::info!(from = %from, to = %to, "renamed mailbox");
-        let delimiter = self.tree(false)?.delimiter();
-        {
-            let mut state = self.state.lock();
-            let old_prefix = format!("{path}/");
-            let wire_prefix = delimiter.map(|d| format!("{}{d}", from.0));
-            let rename_wire = |w: &MailboxName| -> Option<MailboxName> {
-                if *w == from {
-                    return Some(to.clone());
-                }
-                let d = delimiter?;
-                let rest = w.0.strip_prefix(wire_prefix.as_deref()?)?;
-                Some(MailboxName(format!("{}{d}{rest}", to.0)))
-            };
-            state.inodes.rewrite(|node| match node {
-                Node::Mailbox { path: p } if p == path || p.starts_with(&old_prefix) => {
-                    *p = format!("{new_path}{}", &p[path.len()..]);
-                    true
-                }
-                Node::Message { message, .. } | Node::File { message, .. } => {
-                    match rename_wire(&message.mailbox) {
-                        Some(w) => {
-                            message.mailbox = w;
-                            true
-                        }
-                        None => false,
-                    }
-                }
-                _ => false,
-            });
-            let moved: Vec<MailboxName> = state
-                .listings
-                .keys()
-                .filter(|w| rename_wire(w).is_some())
-                .cloned()
-                .collect();
-            for w in moved {
-                if let (Some(listing), Some(new)) = (state.listings.remove(&w), rename_wire(&w)) {
-                    state.listings.insert(new, listing);
-                }
-            }
-            let layouts: Vec<MessageRef> = state
-                .layouts
-                .keys()
-                .filter(|m| rename_wire(&m.mailbox).is_some())
-                .cloned()
-                .collect();
-            for m in layouts {
-                if let (Some(layout), Some(w)) = (state.layouts.remove(&m), rename_wire(&m.mailbox))
-                {
-                    state.layouts.insert(MessageRef { mailbox: w, ..m }, layout);
-                }
-            }
-        }
-        self.invalidate_tree();
+        self.metadata.invalidate_tree();
+        let after = self.tree(true)?;
+        let shown = after.path_of(&to).unwrap_or(&new_path).to_string();
+        // Each mailbox in the moved subtree, old identifier to new, found by where its
+        // directory went.
+        let prefix = format!("{path}/");
+        let ids: HashMap<MailboxId, MailboxId> = before
+            .mailboxes()
+            .filter(|(_, p)| *p == path || p.starts_with(&prefix))
+            .filter_map(|(old, p)| {
+                let moved = format!("{shown}{}", &p[path.len()..]);
+                let new = after.get(&moved)?.id.clone()?;
+                Some((old.clone(), new))
+            })
+            .collect();
+        self.inodes.lock().mailboxes_renamed(path, &shown, &ids);
+        self.metadata.mailboxes_renamed(&ids);
+        self.new_files.dirs_renamed(path, &shown);
         Ok(())
     }
 
@@ -475,27 +359,14 @@ impl Fs {
     pub(super) fn set_message_flags(&self, message: &MessageRef, flags: &[Flag]) -> FsResult<()> {
         self.store
             .set_flags(&message.mailbox, message.validity, message.uid, flags)?;
-        let mut state = self.state.lock();
-        if let Some(meta) = state
-            .listings
-            .get_mut(&message.mailbox)
-            .and_then(|l| l.by_uid.get_mut(&message.uid))
-        {
-            meta.flags = flags.iter().map(|f| f.as_str().to_string()).collect();
-        }
+        let flags = flags.iter().map(|f| f.as_str().to_string()).collect();
+        self.metadata.flags_set(message, flags);
         Ok(())
     }
 
     /// `statfs`: counts of what is known, so `df` shows something sensible.
     pub fn statfs(&self) -> StatFs {
-        let state = self.state.lock();
-        let files = state.listings.values().map(|l| l.by_uid.len() as u64).sum();
-        let bytes: u64 = state
-            .listings
-            .values()
-            .flat_map(|l| l.by_uid.values())
-            .map(|m| m.size)
-            .sum();
+        let (files, bytes) = self.metadata.totals();
         StatFs {
             blocks: bytes.div_ceil(4096),
             files,

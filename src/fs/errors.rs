@@ -81,14 +81,14 @@ pub type FsResult<T> = Result<T, FsError>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MailboxName, Uid};
+    use crate::store::{MailboxId, Uid};
 
     #[test]
     fn errnos_match_the_readme_table() {
         assert_eq!(FsError::NotFound.errno_and_level().0, libc::ENOENT);
         assert_eq!(FsError::ReadOnly.errno_and_level().0, libc::EROFS);
         let gone = FsError::Store(StoreError::NoSuchMessage {
-            mailbox: MailboxName("INBOX".into()),
+            mailbox: MailboxId::new("INBOX"),
             uid: Uid(1),
         });
         assert_eq!(gone.errno_and_level(), (libc::ENOENT, Level::Debug));

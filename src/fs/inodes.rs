@@ -1,14 +1,19 @@
-//! The inode table: a stable number for every node the kernel has seen.
+//! The inode table: a number for every node the kernel holds, counted as the kernel counts
+//! its lookups and dropped when the kernel forgets it, so memory comes back after a walk.
 //!
 //! A node's identity is its key (a mailbox path, or a message and section under one
 //! UIDVALIDITY), so the same message always gets the same inode, and a message from a
-//! recreated mailbox (new UIDVALIDITY) never gets an old message's inode.
+//! recreated mailbox (new UIDVALIDITY) never gets an old message's inode. The number is
+//! derived from the key, so a plain `readdir` can show the number a later lookup will give
+//! without keeping anything.
 
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
 use crate::mime::FileSpec;
-use crate::store::{MailboxName, Section, Uid, UidValidity};
+use crate::store::{MailboxId, Section, Uid, UidValidity};
 
 /// The inode number of the mount's root.
 pub const ROOT: u64 = 1;
@@ -16,13 +21,13 @@ pub const ROOT: u64 = 1;
 /// One message, unambiguously: mailbox, UIDVALIDITY and UID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageRef {
-    pub mailbox: MailboxName,
+    pub mailbox: MailboxId,
     pub validity: UidValidity,
     pub uid: Uid,
 }
 
 /// What an inode stands for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     /// The root: top-level mailboxes.
     Root,
@@ -34,176 +39,450 @@ pub enum Node {
         section: Section,
         mtime: SystemTime,
     },
-    /// A new file being written into a mailbox directory; it becomes a message on close.
-    Pending { dir_path: String, name: String },
-    /// A file inside a message directory.
+    /// A file of the message directory at `dir`.
     File {
         message: MessageRef,
+        dir: Section,
+        name: String,
         spec: FileSpec,
         mtime: SystemTime,
         /// The exact size once the content has been rendered.
         known_size: Option<u64>,
     },
+    /// A new file being written into a mailbox directory; it becomes a message on close.
+    NewFile { dir_path: String, name: String },
 }
 
+/// What makes a node the node it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum NodeKey {
+pub enum NodeKey {
     Root,
     Mailbox(String),
     Message(MessageRef, Section),
     File(MessageRef, Section, String),
-    Pending(String, String),
+    NewFile(String, String),
 }
 
 impl Node {
-    fn key(&self) -> NodeKey {
+    /// The node's identity.
+    pub fn key(&self) -> NodeKey {
         match self {
             Node::Root => NodeKey::Root,
             Node::Mailbox { path } => NodeKey::Mailbox(path.clone()),
             Node::Message {
                 message, section, ..
             } => NodeKey::Message(message.clone(), section.clone()),
-            Node::File { message, spec, .. } => {
-                // Files are keyed by their directory; recomputed from the stored key below.
-                NodeKey::File(message.clone(), spec.section.clone(), String::new())
-            }
-            Node::Pending { dir_path, name } => NodeKey::Pending(dir_path.clone(), name.clone()),
+            Node::File {
+                message, dir, name, ..
+            } => NodeKey::File(message.clone(), dir.clone(), name.clone()),
+            Node::NewFile { dir_path, name } => NodeKey::NewFile(dir_path.clone(), name.clone()),
+        }
+    }
+
+    /// The message this node belongs to, if any.
+    pub fn message(&self) -> Option<&MessageRef> {
+        match self {
+            Node::Message { message, .. } | Node::File { message, .. } => Some(message),
+            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
+        }
+    }
+
+    fn message_mut(&mut self) -> Option<&mut MessageRef> {
+        match self {
+            Node::Message { message, .. } | Node::File { message, .. } => Some(message),
+            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
         }
     }
 }
 
-/// Inode numbers both ways.
-#[derive(Debug)]
-pub struct Inodes {
-    by_key: HashMap<NodeKey, u64>,
-    nodes: HashMap<u64, Node>,
-    next: u64,
+struct Slot {
+    node: Node,
+    /// Lookups the kernel has not forgotten yet.
+    lookups: u64,
 }
 
-impl Default for Inodes {
+/// Inode numbers both ways, with the kernel's lookup counts, and indexes for what renames
+/// and moves rewrite.
+pub struct InodeTable {
+    slots: HashMap<u64, Slot>,
+    by_key: HashMap<NodeKey, u64>,
+    /// The inodes of each message's nodes, by mailbox: what a move or rename rewrites.
+    by_message: HashMap<MailboxId, HashMap<(UidValidity, Uid), Vec<u64>>>,
+    /// Mailbox directories and new files by display path, ordered, for subtree renames.
+    by_path: BTreeMap<String, Vec<u64>>,
+}
+
+impl Default for InodeTable {
     fn default() -> Self {
-        let mut inodes = Inodes {
+        let mut table = InodeTable {
+            slots: HashMap::new(),
             by_key: HashMap::new(),
-            nodes: HashMap::new(),
-            next: ROOT + 1,
+            by_message: HashMap::new(),
+            by_path: BTreeMap::new(),
         };
-        inodes.by_key.insert(NodeKey::Root, ROOT);
-        inodes.nodes.insert(ROOT, Node::Root);
-        inodes
+        table.by_key.insert(NodeKey::Root, ROOT);
+        table.slots.insert(
+            ROOT,
+            Slot {
+                node: Node::Root,
+                lookups: 1,
+            },
+        );
+        table
     }
 }
 
-impl Inodes {
-    fn intern(&mut self, key: NodeKey, node: Node) -> u64 {
+/// The first number tried for a key: a hash of it, never 0 or the root's.
+fn hashed(key: &NodeKey) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() >> 1).max(ROOT + 1)
+}
+
+/// The next number after `ino` in the probe sequence, skipping 0 and the root.
+fn next_candidate(ino: u64) -> u64 {
+    let next = (ino + 1) & (u64::MAX >> 1);
+    next.max(ROOT + 1)
+}
+
+impl InodeTable {
+    /// The number `node` has, or would get if it were looked up now.
+    pub fn peek(&self, node: &Node) -> u64 {
+        let key = node.key();
         if let Some(&ino) = self.by_key.get(&key) {
-            // Keep what was learned (an exact size) when the node is seen again.
-            if let (Some(Node::File { known_size, .. }), Node::File { .. }) =
-                (self.nodes.get(&ino), &node)
-            {
-                if known_size.is_some() {
-                    return ino;
-                }
-            }
-            self.nodes.insert(ino, node);
             return ino;
         }
-        let ino = self.next;
-        self.next += 1;
-        self.by_key.insert(key, ino);
-        self.nodes.insert(ino, node);
+        self.free_number(&key)
+    }
+
+    fn free_number(&self, key: &NodeKey) -> u64 {
+        let mut ino = hashed(key);
+        while self.slots.contains_key(&ino) {
+            ino = next_candidate(ino);
+        }
         ino
     }
 
-    /// The inode of a mailbox directory.
-    pub fn mailbox(&mut self, path: &str) -> u64 {
-        self.intern(
-            NodeKey::Mailbox(path.to_string()),
-            Node::Mailbox {
-                path: path.to_string(),
-            },
-        )
-    }
-
-    /// The inode of a message directory or an encapsulated message inside one.
-    pub fn message(&mut self, message: &MessageRef, section: &Section, mtime: SystemTime) -> u64 {
-        self.intern(
-            NodeKey::Message(message.clone(), section.clone()),
-            Node::Message {
-                message: message.clone(),
-                section: section.clone(),
-                mtime,
-            },
-        )
-    }
-
-    /// The inode of a file in the message directory at `dir_section`.
-    pub fn file(
-        &mut self,
-        message: &MessageRef,
-        dir_section: &Section,
-        name: &str,
-        spec: &FileSpec,
-        mtime: SystemTime,
-    ) -> u64 {
-        self.intern(
-            NodeKey::File(message.clone(), dir_section.clone(), name.to_string()),
-            Node::File {
-                message: message.clone(),
-                spec: spec.clone(),
-                mtime,
-                known_size: None,
-            },
-        )
-    }
-
-    /// The inode of a new file being written.
-    pub fn pending(&mut self, dir_path: &str, name: &str) -> u64 {
-        self.intern(
-            NodeKey::Pending(dir_path.to_string(), name.to_string()),
-            Node::Pending {
-                dir_path: dir_path.to_string(),
-                name: name.to_string(),
-            },
-        )
-    }
-
-    /// Rewrites nodes in place (after a move or rename on the server), so that inodes the
-    /// kernel already holds follow the message or mailbox to its new name.
-    pub fn rewrite(&mut self, mut change: impl FnMut(&mut Node) -> bool) {
-        let mut changed = std::collections::HashSet::new();
-        for (ino, node) in self.nodes.iter_mut() {
-            if change(node) {
-                changed.insert(*ino);
-            }
-        }
-        if changed.is_empty() {
-            return;
-        }
-        let by_key = std::mem::take(&mut self.by_key);
-        for (key, ino) in by_key {
-            let key = if changed.contains(&ino) {
-                match (key, &self.nodes[&ino]) {
-                    (NodeKey::File(_, dir, name), Node::File { message, .. }) => {
-                        NodeKey::File(message.clone(), dir, name)
-                    }
-                    (_, node) => node.key(),
+    /// The inode of `node`, counting one lookup by the kernel (call only when the number
+    /// goes to the kernel in an entry).
+    pub fn remember(&mut self, node: Node) -> u64 {
+        let key = node.key();
+        if let Some(&ino) = self.by_key.get(&key) {
+            let slot = self.slots.get_mut(&ino).expect("indexed inode has a slot");
+            slot.lookups += 1;
+            // Keep what was learned (an exact size) when the node is seen again.
+            if !matches!(
+                slot.node,
+                Node::File {
+                    known_size: Some(_),
+                    ..
                 }
-            } else {
-                key
-            };
-            self.by_key.insert(key, ino);
+            ) {
+                slot.node = node;
+            }
+            return ino;
+        }
+        let ino = self.free_number(&key);
+        self.index(ino, &node);
+        self.by_key.insert(key, ino);
+        self.slots.insert(ino, Slot { node, lookups: 1 });
+        ino
+    }
+
+    fn index(&mut self, ino: u64, node: &Node) {
+        match node {
+            Node::Message { message, .. } | Node::File { message, .. } => self
+                .by_message
+                .entry(message.mailbox.clone())
+                .or_default()
+                .entry((message.validity, message.uid))
+                .or_default()
+                .push(ino),
+            Node::Mailbox { path } | Node::NewFile { dir_path: path, .. } => {
+                self.by_path.entry(path.clone()).or_default().push(ino)
+            }
+            Node::Root => {}
+        }
+    }
+
+    fn unindex(&mut self, ino: u64, node: &Node) {
+        match node {
+            Node::Message { message, .. } | Node::File { message, .. } => {
+                if let Some(messages) = self.by_message.get_mut(&message.mailbox) {
+                    let id = (message.validity, message.uid);
+                    if let Some(inos) = messages.get_mut(&id) {
+                        inos.retain(|i| *i != ino);
+                        if inos.is_empty() {
+                            messages.remove(&id);
+                        }
+                    }
+                    if messages.is_empty() {
+                        self.by_message.remove(&message.mailbox);
+                    }
+                }
+            }
+            Node::Mailbox { path } | Node::NewFile { dir_path: path, .. } => {
+                if let Some(inos) = self.by_path.get_mut(path) {
+                    inos.retain(|i| *i != ino);
+                    if inos.is_empty() {
+                        self.by_path.remove(path);
+                    }
+                }
+            }
+            Node::Root => {}
+        }
+    }
+
+    /// The kernel forgot `count` lookups of `ino`; at zero the node is dropped. Returns
+    /// whether it was.
+    pub fn forget(&mut self, ino: u64, count: u64) -> bool {
+        if ino == ROOT {
+            return false;
+        }
+        let Some(slot) = self.slots.get_mut(&ino) else {
+            return false;
+        };
+        slot.lookups = slot.lookups.saturating_sub(count);
+        if slot.lookups > 0 {
+            return false;
+        }
+        let slot = self.slots.remove(&ino).expect("slot present");
+        self.unkey(ino, &slot.node);
+        self.unindex(ino, &slot.node);
+        true
+    }
+
+    /// Drops the key of `node` if it still names `ino` (a renamed node may have taken it).
+    fn unkey(&mut self, ino: u64, node: &Node) {
+        let key = node.key();
+        if self.by_key.get(&key) == Some(&ino) {
+            self.by_key.remove(&key);
         }
     }
 
     /// The node behind an inode.
     pub fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(&ino)
+        self.slots.get(&ino).map(|s| &s.node)
+    }
+
+    /// The inode of a node the kernel holds, if it holds it.
+    pub fn ino_of(&self, key: &NodeKey) -> Option<u64> {
+        self.by_key.get(key).copied()
+    }
+
+    /// How many nodes the kernel holds (the root always).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Never: the root is always held.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     /// Records the exact size of a file once its content is known.
     pub fn set_known_size(&mut self, ino: u64, size: u64) {
-        if let Some(Node::File { known_size, .. }) = self.nodes.get_mut(&ino) {
+        if let Some(Slot {
+            node: Node::File { known_size, .. },
+            ..
+        }) = self.slots.get_mut(&ino)
+        {
             *known_size = Some(size);
         }
+    }
+
+    /// Changes the nodes `inos` in place, keeping their numbers, and re-keys them.
+    fn rekey(&mut self, inos: Vec<u64>, mut change: impl FnMut(&mut Node)) {
+        for ino in inos {
+            let Some(slot) = self.slots.get_mut(&ino) else {
+                continue;
+            };
+            let old = slot.node.clone();
+            change(&mut slot.node);
+            let new = slot.node.clone();
+            if new == old {
+                continue;
+            }
+            self.unindex(ino, &old);
+            self.unkey(ino, &old);
+            // Should another node hold the new key already, the renamed one wins: it is
+            // what the kernel sees at that name now.
+            self.by_key.insert(new.key(), ino);
+            self.index(ino, &new);
+        }
+    }
+
+    /// After a move on the server, the inodes the kernel holds for a message (and its files)
+    /// follow it to its new mailbox and UID.
+    pub fn message_moved(&mut self, old: &MessageRef, new: &MessageRef) {
+        let inos = self
+            .by_message
+            .get(&old.mailbox)
+            .and_then(|m| m.get(&(old.validity, old.uid)))
+            .cloned()
+            .unwrap_or_default();
+        self.rekey(inos, |node| {
+            if let Some(message) = node.message_mut() {
+                *message = new.clone();
+            }
+        });
+    }
+
+    /// After a mailbox rename: directories under `old_path` move to `new_path`, and nodes of
+    /// messages in a renamed mailbox take its new identifier (`ids`: old to new).
+    pub fn mailboxes_renamed(
+        &mut self,
+        old_path: &str,
+        new_path: &str,
+        ids: &HashMap<MailboxId, MailboxId>,
+    ) {
+        let prefix = format!("{old_path}/");
+        let dirs: Vec<u64> = self
+            .by_path
+            .range(old_path.to_string()..)
+            .take_while(|(p, _)| *p == old_path || p.starts_with(&prefix))
+            .flat_map(|(_, inos)| inos.iter().copied())
+            .collect();
+        let moved = |path: &mut String| {
+            if path == old_path || path.starts_with(&prefix) {
+                *path = format!("{new_path}{}", &path[old_path.len()..]);
+            }
+        };
+        self.rekey(dirs, |node| match node {
+            Node::Mailbox { path } | Node::NewFile { dir_path: path, .. } => moved(path),
+            _ => {}
+        });
+        for (old, new) in ids {
+            let inos: Vec<u64> = self
+                .by_message
+                .get(old)
+                .map(|m| m.values().flatten().copied().collect())
+                .unwrap_or_default();
+            self.rekey(inos, |node| {
+                if let Some(message) = node.message_mut() {
+                    message.mailbox = new.clone();
+                }
+            });
+        }
+    }
+
+    /// Inodes of the message nodes of `mailbox` (for dropping a recreated mailbox's nodes
+    /// from the kernel's caches).
+    pub fn message_inodes(&self, mailbox: &MailboxId) -> Vec<u64> {
+        self.by_message
+            .get(mailbox)
+            .map(|m| m.values().flatten().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn message(mailbox: &str, uid: u32) -> Node {
+        Node::Message {
+            message: MessageRef {
+                mailbox: MailboxId::new(mailbox),
+                validity: UidValidity(1),
+                uid: Uid(uid),
+            },
+            section: Section::whole(),
+            mtime: UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn numbers_are_stable_and_peek_matches_a_later_lookup() {
+        let mut table = InodeTable::default();
+        let node = message("INBOX", 7);
+        let predicted = table.peek(&node);
+        assert!(predicted > ROOT);
+        assert_eq!(table.len(), 1, "peeking keeps nothing");
+        let ino = table.remember(node.clone());
+        assert_eq!(ino, predicted);
+        assert_eq!(table.remember(node.clone()), ino);
+        assert_eq!(table.get(ino), Some(&node));
+    }
+
+    #[test]
+    fn a_node_is_dropped_when_every_lookup_is_forgotten() {
+        let mut table = InodeTable::default();
+        let ino = table.remember(message("INBOX", 1));
+        table.remember(message("INBOX", 1));
+        assert!(!table.forget(ino, 1));
+        assert!(table.get(ino).is_some());
+        assert!(table.forget(ino, 1));
+        assert!(table.get(ino).is_none());
+        assert_eq!(table.len(), 1);
+        assert!(table.by_message.is_empty(), "indexes are emptied too");
+        // The root is never forgotten; unknown numbers are ignored.
+        assert!(!table.forget(ROOT, 100));
+        assert!(!table.forget(12345, 1));
+    }
+
+    #[test]
+    fn moves_and_renames_keep_the_numbers_the_kernel_holds() {
+        let mut table = InodeTable::default();
+        let dir = table.remember(Node::Mailbox { path: "A".into() });
+        let sub = table.remember(Node::Mailbox {
+            path: "A/sub".into(),
+        });
+        let other = table.remember(Node::Mailbox { path: "AB".into() });
+        let msg = table.remember(message("A", 3));
+        let old = MessageRef {
+            mailbox: MailboxId::new("A"),
+            validity: UidValidity(1),
+            uid: Uid(3),
+        };
+        let new = MessageRef {
+            mailbox: MailboxId::new("B"),
+            validity: UidValidity(9),
+            uid: Uid(40),
+        };
+        table.message_moved(&old, &new);
+        assert_eq!(table.get(msg).and_then(Node::message), Some(&new));
+        assert_eq!(
+            table.ino_of(&NodeKey::Message(new.clone(), Section::whole())),
+            Some(msg)
+        );
+        assert_eq!(table.ino_of(&NodeKey::Message(old, Section::whole())), None);
+
+        let ids = HashMap::from([(MailboxId::new("B"), MailboxId::new("C"))]);
+        table.mailboxes_renamed("A", "Z", &ids);
+        assert_eq!(table.get(dir), Some(&Node::Mailbox { path: "Z".into() }));
+        assert_eq!(
+            table.get(sub),
+            Some(&Node::Mailbox {
+                path: "Z/sub".into()
+            })
+        );
+        assert_eq!(table.get(other), Some(&Node::Mailbox { path: "AB".into() }));
+        assert_eq!(
+            table
+                .get(msg)
+                .and_then(Node::message)
+                .map(|m| m.mailbox.clone()),
+            Some(MailboxId::new("C"))
+        );
+    }
+
+    #[test]
+    fn colliding_numbers_are_probed_past() {
+        let mut table = InodeTable::default();
+        let wanted = message("INBOX", 2);
+        let taken = hashed(&wanted.key());
+        // Another node already holds the number the key hashes to.
+        table.slots.insert(
+            taken,
+            Slot {
+                node: message("Other", 9),
+                lookups: 1,
+            },
+        );
+        assert_eq!(table.peek(&wanted), next_candidate(taken));
+        assert_eq!(table.remember(wanted), next_candidate(taken));
+        assert_eq!(next_candidate(u64::MAX >> 1), ROOT + 1);
     }
 }

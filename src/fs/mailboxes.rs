@@ -1,49 +1,46 @@
-//! The mailbox hierarchy as directories: LIST results split on the server's delimiter and
-//! decoded from modified UTF-7 ([RFC 3501 §5.1.3](https://www.rfc-editor.org/rfc/rfc3501#section-5.1.3)).
+//! The mailbox hierarchy as directories: the store's decoded mailbox paths, made safe and
+//! unique as file names.
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::{MailboxInfo, MailboxName};
-use crate::utf7;
+use crate::store::{MailboxId, MailboxInfo, MailboxPath};
 
-/// One directory of the mailbox tree. Directories implied by a child's name but not listed
-/// themselves have no wire name.
+/// One directory of the mailbox tree. Directories implied by a child's path but not listed
+/// themselves have no identifier.
 #[derive(Debug, Clone, Default)]
 pub struct MailboxDir {
     /// The mailbox this directory shows, if it exists on the server.
-    pub wire: Option<MailboxName>,
+    pub id: Option<MailboxId>,
+    /// Its path as the server has it (decoded, before the names were made safe): what a
+    /// new child's path or a rename target is built from.
+    pub server_path: MailboxPath,
     /// Whether it can hold messages (not `\Noselect`).
     pub selectable: bool,
-    /// Child directory name -> its path.
+    /// Child directory name -> its display path.
     pub children: BTreeMap<String, String>,
+}
+
+impl MailboxDir {
+    /// The mailbox, if this directory is one that can hold messages.
+    pub fn selectable_id(&self) -> Option<&MailboxId> {
+        self.id.as_ref().filter(|_| self.selectable)
+    }
 }
 
 /// All mailbox directories by display path (`""` is the root, `Archive/2023` a child).
 #[derive(Debug, Clone, Default)]
 pub struct MailboxTree {
     dirs: HashMap<String, MailboxDir>,
-    special_use: HashMap<String, MailboxName>,
-    delimiter: Option<char>,
+    special_use: HashMap<String, MailboxId>,
+    by_id: HashMap<MailboxId, String>,
 }
 
-/// A display name for one wire component: decoded, and safe as a single file name.
-fn display_component(wire: &str) -> String {
-    let decoded = match utf7::decode(wire) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(name = wire, error = %e, "mailbox name is not valid modified UTF-7; showing it as sent");
-            wire.to_string()
-        }
-    };
-    let cleaned: String = decoded
+/// A level of a mailbox path made safe as one file name: no `/`, NUL or control
+/// characters, not `.` or `..`, at most `MAX_NAME_BYTES` bytes.
+fn display_component(level: &str) -> String {
+    let cleaned: String = level
         .chars()
-        .map(|c| {
-            if c == '/' || c == '\0' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
         .collect();
     let mut cleaned = match cleaned.as_str() {
         "" | "." | ".." => format!("_{cleaned}"),
@@ -70,65 +67,63 @@ fn unique_among(name: String, taken: &BTreeMap<String, String>) -> String {
         .expect("an unused suffix exists")
 }
 
+/// `parent/name`, or `name` at the root.
+pub fn child_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 impl MailboxTree {
     /// Builds the tree from a LIST answer.
     pub fn build(list: &[MailboxInfo]) -> MailboxTree {
         let mut tree = MailboxTree::default();
         tree.dirs.insert(String::new(), MailboxDir::default());
-        // Display path of each wire prefix seen, so that two wire names that clean up to the
-        // same text (`Q1/Q2` and `Q1_Q2`) get distinct directories, and one wire name always
-        // the same one.
-        let mut by_wire: HashMap<String, String> = HashMap::new();
+        // Display path of each server path prefix seen, so that two paths that clean up to
+        // the same text (`Q1/Q2` and `Q1_Q2`) get distinct directories, and one server path
+        // always the same one.
+        let mut by_server: HashMap<&[String], String> = HashMap::new();
         for info in list {
-            let parts: Vec<&str> = match info.delimiter {
-                Some(d) => info.name.0.split(d).collect(),
-                None => vec![info.name.0.as_str()],
-            };
             let mut path = String::new();
-            let mut wire_prefix = String::new();
-            for (i, part) in parts.iter().enumerate() {
-                let parent = path.clone();
-                // INBOX is case-insensitive on the wire; show it as INBOX.
-                let inbox = i == 0 && part.eq_ignore_ascii_case("INBOX");
-                if i > 0 {
-                    wire_prefix.extend(info.delimiter);
-                }
-                wire_prefix.push_str(if inbox { "INBOX" } else { part });
-                path = match by_wire.get(&wire_prefix) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let name = if inbox {
-                            "INBOX".to_string()
-                        } else {
-                            display_component(part)
-                        };
-                        let siblings = &tree.dirs[&parent].children;
-                        let name = unique_among(name, siblings);
-                        let child = if parent.is_empty() {
-                            name.clone()
-                        } else {
-                            format!("{parent}/{name}")
-                        };
-                        if let Some(dir) = tree.dirs.get_mut(&parent) {
+            for (i, level) in info.path.iter().enumerate() {
+                let prefix = &info.path[..=i];
+                let last = i + 1 == info.path.len();
+                let known = by_server.get(prefix).cloned();
+                // A second mailbox at a path already taken (two wire names that decode
+                // alike) gets a directory of its own rather than replacing the first.
+                let clash = last
+                    && known
+                        .as_ref()
+                        .is_some_and(|p| tree.dirs[p].id.as_ref().is_some_and(|id| *id != info.id));
+                path = match known {
+                    Some(known) if !clash => known,
+                    _ => {
+                        let siblings = &tree.dirs[&path].children;
+                        let name = unique_among(display_component(level), siblings);
+                        let child = child_path(&path, &name);
+                        if let Some(dir) = tree.dirs.get_mut(&path) {
                             dir.children.insert(name, child.clone());
                         }
-                        by_wire.insert(wire_prefix.clone(), child.clone());
+                        if !clash {
+                            by_server.insert(prefix, child.clone());
+                        }
                         child
                     }
                 };
                 let dir = tree.dirs.entry(path.clone()).or_default();
-                if i + 1 == parts.len() {
-                    dir.wire = Some(info.name.clone());
+                dir.server_path = prefix.to_vec();
+                if last {
+                    dir.id = Some(info.id.clone());
                     dir.selectable = info.selectable;
+                    tree.by_id.insert(info.id.clone(), path.clone());
                 }
-            }
-            if tree.delimiter.is_none() {
-                tree.delimiter = info.delimiter;
             }
             if let Some(use_) = &info.special_use {
                 tree.special_use
                     .entry(use_.clone())
-                    .or_insert_with(|| info.name.clone());
+                    .or_insert_with(|| info.id.clone());
             }
         }
         tree
@@ -140,21 +135,18 @@ impl MailboxTree {
     }
 
     /// The mailbox with a SPECIAL-USE attribute (`trash`, `sent`...), if any.
-    pub fn special_use(&self, use_: &str) -> Option<&MailboxName> {
+    pub fn special_use(&self, use_: &str) -> Option<&MailboxId> {
         self.special_use.get(use_)
     }
 
-    /// The server's hierarchy delimiter, if it has one.
-    pub fn delimiter(&self) -> Option<char> {
-        self.delimiter
+    /// The display path of a mailbox.
+    pub fn path_of(&self, id: &MailboxId) -> Option<&str> {
+        self.by_id.get(id).map(String::as_str)
     }
 
-    /// The display path of a wire mailbox name.
-    pub fn path_of(&self, wire: &MailboxName) -> Option<&str> {
-        self.dirs
-            .iter()
-            .find(|(_, d)| d.wire.as_ref() == Some(wire))
-            .map(|(p, _)| p.as_str())
+    /// Every mailbox and its display path.
+    pub fn mailboxes(&self) -> impl Iterator<Item = (&MailboxId, &str)> {
+        self.by_id.iter().map(|(id, path)| (id, path.as_str()))
     }
 }
 
@@ -162,79 +154,83 @@ impl MailboxTree {
 mod tests {
     use super::*;
 
-    fn info(name: &str, selectable: bool) -> MailboxInfo {
+    fn info(path: &[&str], id: &str, selectable: bool) -> MailboxInfo {
         MailboxInfo {
-            name: MailboxName(name.into()),
-            delimiter: Some('/'),
+            id: MailboxId::new(id),
+            path: path.iter().map(|l| l.to_string()).collect(),
             selectable,
             special_use: None,
         }
     }
 
     #[test]
-    fn hierarchy_and_utf7_names() {
+    fn hierarchy_and_decoded_names() {
         let tree = MailboxTree::build(&[
-            info("INBOX", true),
-            info("Archive/2023", true),
-            info("Re&AOc-us", true),
-            info("Shared", false),
+            info(&["INBOX"], "INBOX", true),
+            info(&["Archive", "2023"], "Archive/2023", true),
+            info(&["Reçus"], "Re&AOc-us", true),
+            info(&["Shared"], "Shared", false),
         ]);
         let root = tree.get("").unwrap();
         let names: Vec<&str> = root.children.keys().map(String::as_str).collect();
         assert_eq!(names, ["Archive", "INBOX", "Reçus", "Shared"]);
         // Archive is implied by Archive/2023, so it has no mailbox of its own.
-        assert!(tree.get("Archive").unwrap().wire.is_none());
+        assert!(tree.get("Archive").unwrap().id.is_none());
+        assert_eq!(tree.get("Archive").unwrap().server_path, ["Archive"]);
         assert_eq!(
-            tree.get("Archive/2023").unwrap().wire,
-            Some(MailboxName("Archive/2023".into()))
+            tree.get("Archive/2023").unwrap().id,
+            Some(MailboxId::new("Archive/2023"))
         );
         assert_eq!(
-            tree.get("Reçus").unwrap().wire,
-            Some(MailboxName("Re&AOc-us".into()))
+            tree.get("Reçus").unwrap().id,
+            Some(MailboxId::new("Re&AOc-us"))
         );
+        assert_eq!(tree.path_of(&MailboxId::new("Re&AOc-us")), Some("Reçus"));
         assert!(!tree.get("Shared").unwrap().selectable);
+        assert!(tree.get("Shared").unwrap().selectable_id().is_none());
     }
 
     #[test]
     fn names_that_clean_up_alike_stay_apart_and_long_names_are_cut() {
-        let dotted = |name: &str| {
-            let mut i = info(name, true);
-            i.delimiter = Some('.');
-            i
-        };
         let long = "x".repeat(1000);
         let tree = MailboxTree::build(&[
-            dotted("Q1/Q2"),
-            dotted("Q1_Q2"),
-            dotted("Q1/Q2.sub"),
-            dotted(&long),
+            info(&["Q1/Q2"], "Q1/Q2", true),
+            info(&["Q1_Q2"], "Q1_Q2", true),
+            info(&["Q1/Q2", "sub"], "Q1/Q2.sub", true),
+            info(&[&long], "long", true),
         ]);
         let root = tree.get("").unwrap();
         assert_eq!(
-            tree.get(&root.children["Q1_Q2"]).unwrap().wire,
-            Some(MailboxName("Q1/Q2".into()))
+            tree.get(&root.children["Q1_Q2"]).unwrap().id,
+            Some(MailboxId::new("Q1/Q2"))
         );
         assert_eq!(
-            tree.get(&root.children["Q1_Q2 (2)"]).unwrap().wire,
-            Some(MailboxName("Q1_Q2".into()))
+            tree.get(&root.children["Q1_Q2 (2)"]).unwrap().id,
+            Some(MailboxId::new("Q1_Q2"))
         );
         // A child of the first keeps to the first's directory.
         assert!(tree.get("Q1_Q2/sub").is_some());
+        assert_eq!(tree.get("Q1_Q2/sub").unwrap().server_path, ["Q1/Q2", "sub"]);
         assert!(root.children.keys().all(|n| n.len() <= 200));
         assert!(root.children.contains_key(&"x".repeat(200)));
     }
 
     #[test]
-    fn hostile_components_are_made_safe() {
-        let mut dot = info("x", true);
-        dot.delimiter = Some('.');
-        dot.name = MailboxName("a/b.c".into());
-        let tree = MailboxTree::build(&[dot, info("..", true), info("&Jjo", true)]);
+    fn hostile_components_are_made_safe_and_clashing_paths_stay_apart() {
+        let tree = MailboxTree::build(&[
+            info(&["a/b", "c"], "a/b.c", true),
+            info(&[".."], "..", true),
+            info(&["&Jjo"], "&Jjo", true),
+            info(&["&Jjo"], "&-Jjo", true),
+        ]);
         let root = tree.get("").unwrap();
         assert!(root.children.contains_key("a_b"));
         assert!(tree.get("a_b/c").is_some());
         assert!(root.children.contains_key("_.."));
-        // Invalid modified UTF-7 is shown as sent, not dropped.
-        assert!(root.children.contains_key("&Jjo"));
+        assert_eq!(tree.get("&Jjo").unwrap().id, Some(MailboxId::new("&Jjo")));
+        assert_eq!(
+            tree.get("&Jjo (2)").unwrap().id,
+            Some(MailboxId::new("&-Jjo"))
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! New files in mailbox directories: spooled on local disk while written, appended to the
 //! server when closed, kept in the spool if APPEND fails.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
@@ -13,8 +14,8 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::inodes::Node;
-use super::{newmail, AttrReply, Fs, FsError, FsResult, Kind};
-use crate::store::{MailboxName, StoreError};
+use super::{newmail, AttrReply, Fs, FsError, FsResult};
+use crate::store::{MailboxId, StoreError};
 
 /// Where a new file stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,13 +30,90 @@ enum PendingState {
 
 /// A new file in a mailbox directory, spooled on local disk until it is appended.
 pub struct PendingFile {
-    mailbox: MailboxName,
+    mailbox: MailboxId,
     name: String,
     spool: PathBuf,
     file: File,
     size: AtomicU64,
     state: Mutex<PendingState>,
     created: SystemTime,
+}
+
+impl PendingFile {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// When it was created (its mtime).
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    fn is_appended(&self) -> bool {
+        *self.state.lock() == PendingState::Appended
+    }
+}
+
+/// The new files of every mailbox directory, by directory path and name.
+#[derive(Default)]
+pub struct NewFiles {
+    files: Mutex<HashMap<(String, String), Arc<PendingFile>>>,
+}
+
+impl NewFiles {
+    /// The new file `name` in the directory at `dir_path`.
+    pub fn get(&self, dir_path: &str, name: &str) -> Option<Arc<PendingFile>> {
+        self.files
+            .lock()
+            .get(&(dir_path.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn insert(&self, dir_path: &str, file: Arc<PendingFile>) {
+        self.files
+            .lock()
+            .insert((dir_path.to_string(), file.name.clone()), file);
+    }
+
+    fn remove(&self, dir_path: &str, name: &str) -> Option<Arc<PendingFile>> {
+        self.files
+            .lock()
+            .remove(&(dir_path.to_string(), name.to_string()))
+    }
+
+    /// Names of the new files of a mailbox directory. Files already appended stay visible
+    /// to lookups until the directory is listed again (tools like rsync close a temporary
+    /// file and then rename it); a listing (`listing` true) drops them, as the message
+    /// shows now.
+    pub fn in_dir(&self, dir_path: &str, listing: bool) -> Vec<String> {
+        let mut files = self.files.lock();
+        if listing {
+            files.retain(|(dir, _), f| dir != dir_path || !f.is_appended());
+        }
+        files
+            .keys()
+            .filter(|(dir, _)| dir == dir_path)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Moves the new files of a renamed mailbox directory (and those below it).
+    pub fn dirs_renamed(&self, old_path: &str, new_path: &str) {
+        let mut files = self.files.lock();
+        let prefix = format!("{old_path}/");
+        let moved: Vec<(String, String)> = files
+            .keys()
+            .filter(|(dir, _)| dir == old_path || dir.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for (dir, name) in moved {
+            if let Some(file) = files.remove(&(dir.clone(), name.clone())) {
+                let dir = format!("{new_path}{}", &dir[old_path.len()..]);
+                files.insert((dir, name), file);
+            }
+        }
+    }
 }
 
 static SPOOL_SERIAL: AtomicU64 = AtomicU64::new(0);
@@ -55,14 +133,10 @@ impl Fs {
         let dir_path = self.mailbox_dir_path(parent)?;
         let tree = self.tree(false)?;
         let dir = tree.get(&dir_path).ok_or(FsError::NotFound)?;
-        let mailbox = match (&dir.wire, dir.selectable) {
-            (Some(w), true) => w.clone(),
-            _ => {
-                return Err(FsError::NotPermitted(
-                    "this directory cannot hold messages".into(),
-                ))
-            }
-        };
+        let mailbox = dir
+            .selectable_id()
+            .cloned()
+            .ok_or_else(|| FsError::NotPermitted("this directory cannot hold messages".into()))?;
         std::fs::create_dir_all(&self.config.spool_dir).map_err(|e| {
             FsError::Store(StoreError::Refused(format!(
                 "cannot create spool directory {}: {e}",
@@ -103,81 +177,44 @@ impl Fs {
             state: Mutex::new(PendingState::Writing),
             created: SystemTime::now(),
         });
-        let ino = {
-            let mut state = self.state.lock();
-            let ino = state.inodes.pending(&dir_path, name);
-            state.pending.insert(ino, pending);
-            ino
-        };
-        Ok((self.getattr(ino)?, ino))
+        self.new_files.insert(&dir_path, pending);
+        let reply = self.remember(Node::NewFile {
+            dir_path,
+            name: name.to_string(),
+        });
+        let ino = reply.attr.ino;
+        Ok((reply, ino))
     }
 
     /// Drops a new file that was not appended (`rm` before close), with its spool copy.
-    pub(super) fn discard_pending(&self, ino: u64) {
-        let pending = self.state.lock().pending.remove(&ino);
-        if let Some(p) = pending {
-            if *p.state.lock() != PendingState::Appended {
+    pub(super) fn discard_new_file(&self, dir_path: &str, name: &str) {
+        if let Some(p) = self.new_files.remove(dir_path, name) {
+            if !p.is_appended() {
                 let _ = std::fs::remove_file(&p.spool);
             }
         }
     }
 
-    pub(super) fn pending_file(&self, ino: u64) -> Option<Arc<PendingFile>> {
-        self.state.lock().pending.get(&ino).cloned()
-    }
-
-    /// New files of a mailbox directory, for lookups and listings. Files already appended
-    /// stay visible to lookups until the directory is listed again (tools like rsync close
-    /// a temporary file and then rename it); a listing drops them, as the message now shows.
-    pub(super) fn pending_in(&self, dir_path: &str, listing: bool) -> Vec<(u64, String)> {
-        let mut state = self.state.lock();
-        if listing {
-            let appended: Vec<u64> = state
-                .pending
-                .iter()
-                .filter(|(_, p)| *p.state.lock() == PendingState::Appended)
-                .map(|(ino, _)| *ino)
-                .filter(|ino| {
-                    matches!(state.inodes.get(*ino), Some(Node::Pending { dir_path: d, .. }) if d == dir_path)
-                })
-                .collect();
-            for ino in appended {
-                state.pending.remove(&ino);
-            }
+    /// The new file behind `ino`, if it is one.
+    fn new_file(&self, ino: u64) -> Option<Arc<PendingFile>> {
+        match self.node(ino).ok()? {
+            Node::NewFile { dir_path, name } => self.new_files.get(&dir_path, &name),
+            _ => None,
         }
-        state
-            .pending
-            .keys()
-            .filter_map(|ino| match state.inodes.get(*ino) {
-                Some(Node::Pending { dir_path: d, name }) if d == dir_path => {
-                    Some((*ino, name.clone()))
-                }
-                _ => None,
-            })
-            .collect()
     }
 
-    pub(super) fn pending_attr(&self, ino: u64) -> Option<AttrReply> {
-        let p = self.pending_file(ino)?;
-        Some(AttrReply {
-            attr: super::Attr {
-                ino,
-                kind: Kind::File,
-                size: p.size.load(Ordering::Relaxed),
-                mtime: p.created,
-                perm: 0o600,
-                nlink: 1,
-                uid: self.config.uid,
-                gid: self.config.gid,
-            },
-            ttl: std::time::Duration::ZERO,
-            entry_ttl: std::time::Duration::ZERO,
-        })
-    }
-
-    pub(super) fn read_pending(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let p = self.pending_file(ino).ok_or(FsError::NotFound)?;
-        let len = p.size.load(Ordering::Relaxed);
+    pub(super) fn read_new_file(
+        &self,
+        dir_path: &str,
+        name: &str,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        let p = self
+            .new_files
+            .get(dir_path, name)
+            .ok_or(FsError::NotFound)?;
+        let len = p.size();
         let end = offset.saturating_add(u64::from(size)).min(len);
         let mut buf = vec![0; end.saturating_sub(offset) as usize];
         p.file
@@ -189,7 +226,7 @@ impl Fs {
     /// `write` into a new file.
     pub fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.refuse_if_read_only()?;
-        let p = self.pending_file(ino).ok_or_else(|| {
+        let p = self.new_file(ino).ok_or_else(|| {
             FsError::NotPermitted("existing messages and parts cannot be changed".into())
         })?;
         if *p.state.lock() == PendingState::Appended {
@@ -207,8 +244,8 @@ impl Fs {
     }
 
     /// Truncates a new file (`>` on an existing one, or `truncate`).
-    pub(super) fn truncate_pending(&self, ino: u64, size: u64) -> FsResult<()> {
-        let p = self.pending_file(ino).ok_or(FsError::NotPermitted(
+    fn truncate_new_file(&self, ino: u64, size: u64) -> FsResult<()> {
+        let p = self.new_file(ino).ok_or(FsError::NotPermitted(
             "existing messages and parts cannot be changed".into(),
         ))?;
         p.file
@@ -221,7 +258,7 @@ impl Fs {
 
     /// `flush` (every `close`): APPEND a new file's content. The error reaches `close()`.
     pub fn flush(&self, ino: u64, _fh: u64) -> FsResult<()> {
-        let Some(p) = self.pending_file(ino) else {
+        let Some(p) = self.new_file(ino) else {
             return Ok(());
         };
         let mut state = p.state.lock();
@@ -248,7 +285,7 @@ impl Fs {
                 drop(state);
                 tracing::info!(mailbox = %p.mailbox, name = %p.name, ?appended, bytes = message.len(), "appended new message");
                 let _ = std::fs::remove_file(&p.spool);
-                self.mark_stale(&p.mailbox);
+                self.metadata.mark_stale(&p.mailbox);
                 Ok(())
             }
             Err(e) => {
@@ -276,9 +313,9 @@ impl Fs {
         changes: bool,
         size: Option<u64>,
     ) -> FsResult<AttrReply> {
-        if self.pending_file(ino).is_some() {
+        if self.new_file(ino).is_some() {
             if let Some(size) = size {
-                self.truncate_pending(ino, size)?;
+                self.truncate_new_file(ino, size)?;
             }
             return self.getattr(ino);
         }

@@ -10,22 +10,33 @@ mod reference_model;
 mod remote_changes;
 mod request_counts;
 
+use std::ffi::OsStr;
 use std::fmt::Debug;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
+use super::clock::ManualClock;
+use super::inodes::ROOT;
+use super::metadata::LISTING_RECHECK_ON_MISS;
+use super::namespace::STRUCTURE_READ_AHEAD;
+use super::reads::BODY_READ_AHEAD;
 use super::*;
+use crate::mime;
 use crate::store::memory::{MemoryStore, Op};
-use crate::store::MailStore;
+use crate::store::{MailStore, MailboxId, MessageMeta, Section, Uid, UidValidity};
 
 /// What the kernel asks for in one read (FUSE `max_read` with 4 KiB pages).
 const KERNEL_READ: u32 = 128 * 1024;
 
-/// A core over its own in-memory account, with a spool directory that lives as long.
+/// A core over its own in-memory account, with a spool directory that lives as long, a
+/// clock the test moves, and the kernel invalidations the core sent.
 struct Harness {
     store: Arc<MemoryStore>,
-    fs: Fs,
+    fs: Arc<Fs>,
+    clock: Arc<ManualClock>,
+    invalidations: parking_lot::Mutex<Receiver<Invalidation>>,
     spool: tempfile::TempDir,
 }
 
@@ -37,6 +48,15 @@ impl Harness {
 
     /// Default settings changed by `tune`.
     fn with(tune: impl FnOnce(&mut FsConfig)) -> Harness {
+        Harness::build(tune, |_| {})
+    }
+
+    /// Default settings, with parts changed by `tune`.
+    fn with_parts(tune: impl FnOnce(&mut FsParts)) -> Harness {
+        Harness::build(|_| {}, tune)
+    }
+
+    fn build(tune: impl FnOnce(&mut FsConfig), tune_parts: impl FnOnce(&mut FsParts)) -> Harness {
         let spool = tempfile::tempdir().expect("temporary spool directory");
         let mut config = FsConfig {
             uid: 1000,
@@ -48,8 +68,44 @@ impl Harness {
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());
-        let fs = Fs::new(Arc::clone(&store) as Arc<dyn MailStore>, config);
-        Harness { store, fs, spool }
+        let clock = Arc::new(ManualClock::new());
+        let mut parts = FsParts {
+            clock: clock.clone(),
+            ..FsParts::defaults(&config)
+        };
+        tune_parts(&mut parts);
+        let fs = Arc::new(Fs::with_parts(
+            Arc::clone(&store) as Arc<dyn MailStore>,
+            config,
+            parts,
+        ));
+        let (tx, invalidations) = mpsc::channel();
+        fs.send_invalidations_to(tx);
+        Harness {
+            store,
+            fs,
+            clock,
+            invalidations: parking_lot::Mutex::new(invalidations),
+            spool,
+        }
+    }
+
+    /// A harness whose store reports other clients' changes to the core as they happen
+    /// (as a server that pushes changes does).
+    fn watching() -> Harness {
+        let h = Harness::new();
+        let fs = Arc::downgrade(&h.fs);
+        h.store.watch(Arc::new(move |event| {
+            if let Some(fs) = fs.upgrade() {
+                fs.apply_store_event(event);
+            }
+        }));
+        h
+    }
+
+    /// The kernel invalidations sent since the last call.
+    fn sent_invalidations(&self) -> Vec<Invalidation> {
+        self.invalidations.lock().try_iter().collect()
     }
 
     fn count(&self, op: Op) -> u64 {
@@ -144,17 +200,16 @@ impl Harness {
         self.read_all(self.ino(path)?)
     }
 
-    /// Makes the next directory listing of `mailbox` (and the next lookup that misses in
-    /// it) ask the server, as once `LISTING_RECHECK_ON_MISS` has passed, without sleeping.
-    /// The core has no clock to turn, so this uses its own "changed here" mark.
-    fn expire_listing(&self, mailbox: &str) {
-        self.fs.mark_stale(&MailboxName(mailbox.to_string()));
+    /// Moves the clock past `LISTING_RECHECK_ON_MISS`: the next directory listing (and the
+    /// next lookup that misses) asks the server again.
+    fn expire_listings(&self) {
+        self.clock.advance(LISTING_RECHECK_ON_MISS);
     }
 
     /// Messages in `mailbox` as the store holds them (a trait call: it counts).
     fn stored(&self, mailbox: &str) -> Vec<MessageMeta> {
         self.store
-            .list_messages(&MailboxName(mailbox.to_string()))
+            .list_messages(&MailboxId::new(mailbox))
             .expect("listing the store")
             .messages
     }
@@ -163,7 +218,7 @@ impl Harness {
     fn stored_raw(&self, mailbox: &str, uid: Uid) -> Vec<u8> {
         self.store
             .fetch_section(
-                &MailboxName(mailbox.to_string()),
+                &MailboxId::new(mailbox),
                 self.store.uid_validity(mailbox),
                 uid,
                 &Section::whole(),

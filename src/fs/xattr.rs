@@ -3,9 +3,9 @@
 use std::ffi::OsStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::inodes::Node;
+use super::inodes::{MessageRef, Node};
 use super::{Fs, FsError, FsResult};
-use crate::store::Flag;
+use crate::store::{Flag, MessageMeta};
 
 /// Flags, space-separated; writing replaces the whole set.
 pub const FLAGS: &str = "user.imap.flags";
@@ -52,6 +52,11 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Fs {
+    /// A listed message's metadata; ENOENT once it left its mailbox's listing.
+    fn listed_meta(&self, message: &MessageRef) -> FsResult<MessageMeta> {
+        self.metadata.message(message).ok_or(FsError::NotFound)
+    }
+
     /// `getxattr`.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
         if ino == super::inodes::ROOT && name.to_str() == Some(STATS) {
@@ -82,7 +87,7 @@ impl Fs {
             FLAGS => {
                 // \Recent is the server's alone: showing it would make a read-modify-write
                 // of this attribute fail.
-                let flags = self.message_meta(&message)?.flags;
+                let flags = self.listed_meta(&message)?.flags;
                 let shown: Vec<&str> = flags
                     .iter()
                     .map(String::as_str)
@@ -92,7 +97,7 @@ impl Fs {
             }
             UID => message.uid.to_string(),
             UIDVALIDITY => message.validity.to_string(),
-            INTERNALDATE => rfc3339(self.message_meta(&message)?.internal_date),
+            INTERNALDATE => rfc3339(self.listed_meta(&message)?.internal_date),
             MAILBOX => self.mailbox_path(&message.mailbox),
             _ => return Err(FsError::NoAttribute),
         };

@@ -7,8 +7,10 @@ mod changes;
 pub mod connection;
 pub mod convert;
 pub mod errors;
+pub mod names;
 mod nesting;
 pub mod quote;
+pub mod utf7;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use self::connection::{
 };
 use self::errors::{connection_survives, from_imap};
 use crate::store::{
-    BodyPart, ByteRange, Capabilities, Flag, MailStore, MailboxInfo, MailboxListing, MailboxName,
-    MailboxVersion, Section, StoreError, StoreResult, StoreStats, Uid, UidValidity,
+    ByteRange, Capabilities, Flag, MailStore, MailboxId, MailboxInfo, MailboxListing, MailboxPath,
+    MailboxVersion, MessageStructure, Section, StoreError, StoreResult, StoreStats, Uid,
+    UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
@@ -77,6 +80,16 @@ pub struct ImapStore {
     returned: Condvar,
     max_connections: usize,
     capabilities: Vec<String>,
+    naming: Mutex<Naming>,
+}
+
+/// What the last LIST said about names: the delimiter, and each mailbox's wire name by path
+/// (so that a new mailbox under an existing one keeps the server's spelling of the parent).
+#[derive(Default)]
+struct Naming {
+    delimiter: Option<char>,
+    listed: bool,
+    wire_by_path: std::collections::HashMap<MailboxPath, String>,
 }
 
 /// A connection borrowed from the pool; it goes back on drop unless it was found broken.
@@ -117,7 +130,18 @@ impl ImapStore {
             returned: Condvar::new(),
             max_connections: max_connections.max(1),
             capabilities,
+            naming: Mutex::new(Naming::default()),
         })
+    }
+
+    /// The wire name for a mailbox at `path`, spelled as the last LIST spelled its existing
+    /// levels (listing first if nothing was listed yet, to learn the delimiter).
+    fn wire_for(&self, path: &[String]) -> StoreResult<MailboxId> {
+        if !self.naming.lock().listed {
+            self.list_mailboxes()?;
+        }
+        let naming = self.naming.lock();
+        names::wire_for(path, naming.delimiter, &naming.wire_by_path).map(|w| MailboxId::new(&w))
     }
 
     /// True if the server announced `cap` at login.
@@ -129,7 +153,7 @@ impl ImapStore {
 
     /// Takes an idle connection (preferring one with `mailbox` selected), opens a new one
     /// while under the limit, or waits for one to come back until the deadline.
-    fn borrow(&self, mailbox: Option<&MailboxName>) -> StoreResult<Borrowed<'_>> {
+    fn borrow(&self, mailbox: Option<&MailboxId>) -> StoreResult<Borrowed<'_>> {
         let deadline = Instant::now() + self.config.timeout;
         let mut pool = self.pool.lock();
         loop {
@@ -202,7 +226,7 @@ impl ImapStore {
     /// read-only operations this is used for.
     fn with_connection<T>(
         &self,
-        mailbox: Option<&MailboxName>,
+        mailbox: Option<&MailboxId>,
         retry: Retry,
         op: impl Fn(&mut Connection) -> StoreResult<T>,
     ) -> StoreResult<T> {
@@ -249,7 +273,7 @@ impl ImapStore {
 
     /// Marks idle connections that have `mailbox` selected as having nothing selected, so
     /// the next use selects again (after a RENAME or DELETE of that mailbox).
-    fn forget_selection(&self, mailbox: &MailboxName) {
+    fn forget_selection(&self, mailbox: &MailboxId) {
         for conn in self.pool.lock().idle.iter_mut() {
             if conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox) {
                 conn.selection = Selection::None;
@@ -281,7 +305,7 @@ impl ImapStore {
     fn select(
         &self,
         conn: &mut Connection,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         expected: Option<UidValidity>,
         mode: Mode,
     ) -> StoreResult<(UidValidity, Option<Selected>)> {
@@ -349,7 +373,7 @@ impl ImapStore {
 }
 
 fn check_validity(
-    mailbox: &MailboxName,
+    mailbox: &MailboxId,
     expected: UidValidity,
     actual: UidValidity,
 ) -> StoreResult<UidValidity> {
@@ -393,7 +417,7 @@ pub fn uid_set(uids: &[Uid]) -> String {
 
 impl MailStore for ImapStore {
     fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
-        self.with_connection(None, Retry::Once, |conn| {
+        let names = self.with_connection(None, Retry::Once, |conn| {
             self.begin(conn);
             let names = conn.session.list(Some(""), Some("*")).map_err(from_imap)?;
             Ok(names
@@ -405,18 +429,37 @@ impl MailStore for ImapStore {
                         .iter()
                         .any(|a| matches!(a, A::NoSelect) || is_extension(a, "\\NonExistent"));
                     let special_use = attrs.iter().find_map(special_use);
-                    MailboxInfo {
-                        name: MailboxName(unescape_quoted(n.name())),
-                        delimiter: n.delimiter().and_then(|d| d.chars().next()),
+                    let delimiter = n.delimiter().and_then(|d| d.chars().next());
+                    (
+                        unescape_quoted(n.name()),
+                        delimiter,
                         selectable,
                         special_use,
-                    }
+                    )
                 })
-                .collect())
-        })
+                .collect::<Vec<_>>())
+        })?;
+        let mut naming = self.naming.lock();
+        naming.listed = true;
+        naming.wire_by_path.clear();
+        let mut infos = Vec::with_capacity(names.len());
+        for (wire, delimiter, selectable, special_use) in names {
+            if naming.delimiter.is_none() {
+                naming.delimiter = delimiter;
+            }
+            let path = names::path_of(&wire, delimiter);
+            naming.wire_by_path.insert(path.clone(), wire.clone());
+            infos.push(MailboxInfo {
+                id: MailboxId::new(&wire),
+                path,
+                selectable,
+                special_use,
+            });
+        }
+        Ok(infos)
     }
 
-    fn mailbox_version(&self, mailbox: &MailboxName) -> StoreResult<Option<MailboxVersion>> {
+    fn mailbox_version(&self, mailbox: &MailboxId) -> StoreResult<Option<MailboxVersion>> {
         if !self.has_capability("CONDSTORE") {
             return Ok(None);
         }
@@ -426,7 +469,7 @@ impl MailStore for ImapStore {
         })
     }
 
-    fn list_messages(&self, mailbox: &MailboxName) -> StoreResult<MailboxListing> {
+    fn list_messages(&self, mailbox: &MailboxId) -> StoreResult<MailboxListing> {
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
             let (validity, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
             let exists = selected.as_ref().map(|s| s.exists);
@@ -464,58 +507,52 @@ impl MailStore for ImapStore {
         })
     }
 
-    fn body_structure(
-        &self,
-        mailbox: &MailboxName,
-        validity: UidValidity,
-        uid: Uid,
-    ) -> StoreResult<BodyPart> {
-        let batch = self.body_structures(mailbox, validity, &[uid])?;
-        crate::store::only(batch, mailbox, uid)
-    }
-
     fn body_structures(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uids: &[Uid],
-    ) -> StoreResult<Vec<(Uid, BodyPart)>> {
+    ) -> StoreResult<Vec<MessageStructure>> {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
         let set = uid_set(uids);
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Read)?;
-            let fetches = self.uid_fetch(conn, &set, "(UID BODYSTRUCTURE)", MAX_RESPONSE_BYTES)?;
-            Ok(fetches
-                .iter()
-                .filter_map(|f| {
-                    let uid = Uid(f.uid?);
-                    if !uids.contains(&uid) {
-                        return None;
-                    }
-                    let bs = f.bodystructure()?;
-                    Some((uid, convert::body_part(bs, MAX_NESTING)))
-                })
-                .collect())
+            // The size comes in the same answer as the structure: a message that vanishes
+            // between two requests can never get a structure with a wrong size.
+            let fetches = self.uid_fetch(
+                conn,
+                &set,
+                "(UID RFC822.SIZE BODYSTRUCTURE)",
+                MAX_RESPONSE_BYTES,
+            )?;
+            let mut out = Vec::with_capacity(uids.len());
+            for f in fetches.iter() {
+                let Some(uid) = f.uid.map(Uid).filter(|u| uids.contains(u)) else {
+                    continue;
+                };
+                let Some(bs) = f.bodystructure() else {
+                    continue;
+                };
+                let size = f.size.ok_or_else(|| {
+                    StoreError::Protocol(format!(
+                        "the server sent the BODYSTRUCTURE of UID {uid} without its RFC822.SIZE"
+                    ))
+                })?;
+                out.push(MessageStructure {
+                    uid,
+                    size: u64::from(size),
+                    body: convert::body_part(bs, MAX_NESTING),
+                });
+            }
+            Ok(out)
         })
-    }
-
-    fn fetch_section(
-        &self,
-        mailbox: &MailboxName,
-        validity: UidValidity,
-        uid: Uid,
-        section: &Section,
-        range: Option<ByteRange>,
-    ) -> StoreResult<Vec<u8>> {
-        let batch = self.fetch_sections(mailbox, validity, &[uid], section, range)?;
-        crate::store::only(batch, mailbox, uid)
     }
 
     fn fetch_sections(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uids: &[Uid],
         section: &Section,
@@ -560,21 +597,25 @@ impl MailStore for ImapStore {
         self.caps()
     }
 
-    fn create_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
-        self.create(mailbox)
+    fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {
+        let wire = self.wire_for(path)?;
+        self.create(&wire)?;
+        Ok(wire)
     }
 
-    fn delete_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+    fn delete_mailbox(&self, mailbox: &MailboxId) -> StoreResult<()> {
         self.delete(mailbox)
     }
 
-    fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
-        self.rename(from, to)
+    fn rename_mailbox(&self, from: &MailboxId, to: &[String]) -> StoreResult<MailboxId> {
+        let wire = self.wire_for(to)?;
+        self.rename(from, &wire)?;
+        Ok(wire)
     }
 
     fn set_flags(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         flags: &[Flag],
@@ -584,17 +625,17 @@ impl MailStore for ImapStore {
 
     fn move_message(
         &self,
-        from: &MailboxName,
+        from: &MailboxId,
         validity: UidValidity,
         uid: Uid,
-        to: &MailboxName,
+        to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         self.move_one(from, validity, uid, to)
     }
 
     fn expunge_message(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()> {
@@ -603,7 +644,7 @@ impl MailStore for ImapStore {
 
     fn append(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         message: &[u8],
         flags: &[Flag],
     ) -> StoreResult<Option<(UidValidity, Uid)>> {

@@ -19,9 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use self::mime::{Entity, SectionError};
+use super::imap::{convert, names};
 use super::{
-    BodyPart, ByteRange, Capabilities, Flag, MailStore, MailboxInfo, MailboxListing, MailboxName,
-    MessageMeta, Section, StoreError, StoreResult, StoreStats, Uid, UidValidity,
+    BodyPart, ByteRange, Capabilities, EventSink, Flag, MailStore, MailboxChange, MailboxId,
+    MailboxInfo, MailboxListing, MailboxVersion, MessageMeta, MessageStructure, Section,
+    StoreError, StoreEvent, StoreResult, StoreStats, Uid, UidValidity,
 };
 
 /// The wire name of the inbox; matched case-insensitively
@@ -35,12 +37,12 @@ pub enum Op {
     ListMailboxes,
     /// `MailStore::list_messages`.
     ListMessages,
-    /// `MailStore::body_structure`.
-    BodyStructure,
-    /// `MailStore::body_structures` (one request for several messages).
+    /// `MailStore::body_structures` (one request, for one message or several).
     BodyStructures,
-    /// `MailStore::fetch_section`.
+    /// `MailStore::fetch_section` or `fetch_sections` (one request each).
     FetchSection,
+    /// `MailStore::mailbox_version`.
+    MailboxVersion,
     /// `MailStore::create_mailbox`.
     CreateMailbox,
     /// `MailStore::delete_mailbox`.
@@ -64,7 +66,7 @@ impl Op {
         match self {
             Op::ListMailboxes => 0,
             Op::ListMessages => 1,
-            Op::BodyStructure => 2,
+            Op::MailboxVersion => 2,
             Op::BodyStructures => 3,
             Op::FetchSection => 4,
             Op::CreateMailbox => 5,
@@ -85,6 +87,11 @@ pub struct MemoryStore {
 }
 
 struct State {
+    /// Where remote changes are reported, once a watcher is set.
+    sink: Option<EventSink>,
+    /// A hook run once after the next call of an operation has its answer, before the
+    /// answer is returned (to interleave "another thread" deterministically).
+    after: Vec<(Op, Box<dyn FnOnce() + Send>)>,
     /// Keyed by wire name; the inbox is stored as `INBOX`.
     mailboxes: BTreeMap<String, Mailbox>,
     /// The next UIDVALIDITY to hand out; unique across mailboxes so mix-ups show.
@@ -103,6 +110,8 @@ struct Mailbox {
     special_use: Option<String>,
     validity: UidValidity,
     next_uid: u32,
+    /// Raised by every change of a message, as CONDSTORE's HIGHESTMODSEQ is.
+    highest_modseq: u64,
     messages: BTreeMap<Uid, Message>,
 }
 
@@ -128,6 +137,20 @@ impl Message {
     }
 }
 
+impl Message {
+    /// What a listing says of this message; the Subject as the IMAP store reads it from
+    /// `BODY.PEEK[HEADER.FIELDS (SUBJECT)]`.
+    fn meta(&self, uid: Uid) -> MessageMeta {
+        MessageMeta {
+            uid,
+            size: self.raw.len() as u64,
+            internal_date: self.internal_date,
+            subject: convert::subject_from_header(&self.raw),
+            flags: self.flags.clone(),
+        }
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -149,6 +172,8 @@ impl MemoryStore {
     /// An account with an empty, selectable `INBOX` (delimiter `/`).
     pub fn new() -> Self {
         let mut state = State {
+            sink: None,
+            after: Vec::new(),
             mailboxes: BTreeMap::new(),
             next_validity: 1,
             calls: [0; Op::COUNT],
@@ -189,6 +214,9 @@ impl MemoryStore {
             }
             None => state.create_mailbox(&name, delimiter, selectable, special_use),
         }
+        let sink = state.sink.clone();
+        drop(state);
+        emit(sink, StoreEvent::MailboxList);
     }
 
     /// Append a message as another client would, and return its UID (the mailbox's next).
@@ -206,42 +234,120 @@ impl MemoryStore {
         internal_date: SystemTime,
     ) -> Uid {
         let message = Message::new(raw, flag_list(flags.iter().copied()), internal_date);
+        let name = canonical_name(mailbox);
         let mut state = self.state.lock();
-        state
-            .mailbox_or_create(&canonical_name(mailbox))
-            .insert(message)
+        let target = state.mailbox_or_create(&name);
+        let uid = target.insert(message);
+        let change = MailboxChange {
+            validity: Some(target.validity),
+            arrived: vec![target.messages[&uid].meta(uid)],
+            ..MailboxChange::new(MailboxId::new(&name))
+        };
+        let sink = state.sink.clone();
+        drop(state);
+        emit(sink, StoreEvent::Mailbox(change));
+        uid
     }
 
     /// Expunge a message as another client would. Unknown mailbox or UID: nothing happens.
     pub fn remove_message(&self, mailbox: &str, uid: Uid) {
-        let mut state = self.state.lock();
-        if let Some(mailbox) = state.mailboxes.get_mut(canonical_name(mailbox).as_str()) {
-            mailbox.messages.remove(&uid);
-        }
+        self.change_message(mailbox, |mailbox, change| {
+            mailbox.remove(uid)?;
+            change.vanished.push(uid);
+            Some(())
+        });
     }
 
     /// Replace a message's flags as another client would. Unknown mailbox or UID: nothing
     /// happens.
     pub fn set_flags(&self, mailbox: &str, uid: Uid, flags: &[&str]) {
+        let flags = flag_list(flags.iter().copied());
+        self.change_message(mailbox, |mailbox, change| {
+            mailbox
+                .replace_flags(uid, flags.clone())
+                .then(|| change.flags.push((uid, flags)))
+        });
+    }
+
+    /// Runs `change` on a mailbox as another client, and reports what it did.
+    fn change_message(
+        &self,
+        mailbox: &str,
+        change: impl FnOnce(&mut Mailbox, &mut MailboxChange) -> Option<()>,
+    ) {
+        let name = canonical_name(mailbox);
         let mut state = self.state.lock();
-        let message = state
-            .mailboxes
-            .get_mut(canonical_name(mailbox).as_str())
-            .and_then(|mailbox| mailbox.messages.get_mut(&uid));
-        if let Some(message) = message {
-            message.flags = flag_list(flags.iter().copied());
+        let Some(target) = state.mailboxes.get_mut(name.as_str()) else {
+            return;
+        };
+        let mut report = MailboxChange {
+            validity: Some(target.validity),
+            ..MailboxChange::new(MailboxId::new(&name))
+        };
+        if change(target, &mut report).is_none() {
+            return;
         }
+        let sink = state.sink.clone();
+        drop(state);
+        emit(sink, StoreEvent::Mailbox(report));
     }
 
     /// Delete and re-create a mailbox: a new UIDVALIDITY, no messages, UIDs from 1 again.
     /// Unknown mailbox: nothing happens.
     pub fn recreate_mailbox(&self, mailbox: &str) {
+        let name = canonical_name(mailbox);
         let mut state = self.state.lock();
         let validity = take_validity(&mut state.next_validity);
-        if let Some(mailbox) = state.mailboxes.get_mut(canonical_name(mailbox).as_str()) {
-            mailbox.validity = validity;
-            mailbox.next_uid = 1;
-            mailbox.messages.clear();
+        let Some(target) = state.mailboxes.get_mut(name.as_str()) else {
+            return;
+        };
+        target.validity = validity;
+        target.next_uid = 1;
+        target.highest_modseq += 1;
+        target.messages.clear();
+        let change = MailboxChange {
+            validity: Some(validity),
+            validity_changed: true,
+            ..MailboxChange::new(MailboxId::new(&name))
+        };
+        let sink = state.sink.clone();
+        drop(state);
+        emit(sink, StoreEvent::Mailbox(change));
+    }
+
+    /// The BODYSTRUCTURE of one message (the trait asks in batches; a batch of one).
+    pub fn body_structure(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<BodyPart> {
+        let batch = self.body_structures(mailbox, validity, &[uid])?;
+        batch
+            .into_iter()
+            .find(|s| s.uid == uid)
+            .map(|s| s.body)
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox.clone(),
+                uid,
+            })
+    }
+
+    /// Runs `hook` once, right after the next call of `op` has its answer and before it
+    /// returns it: "another thread" acting at the worst moment, deterministically.
+    pub fn after_next(&self, op: Op, hook: impl FnOnce() + Send + 'static) {
+        self.state.lock().after.push((op, Box::new(hook)));
+    }
+
+    /// Runs the hook waiting for `op`, if any, with no lock held.
+    fn run_after(&self, op: Op) {
+        let hook = {
+            let mut state = self.state.lock();
+            let pos = state.after.iter().position(|(o, _)| *o == op);
+            pos.map(|pos| state.after.remove(pos).1)
+        };
+        if let Some(hook) = hook {
+            hook();
         }
     }
 
@@ -291,6 +397,7 @@ impl Mailbox {
             special_use: special_use.map(normalize_special_use),
             validity,
             next_uid: 1,
+            highest_modseq: 1,
             messages: BTreeMap::new(),
         }
     }
@@ -302,7 +409,35 @@ impl Mailbox {
         let uid = Uid(self.next_uid);
         self.next_uid = self.next_uid.saturating_add(1);
         self.messages.insert(uid, message);
+        self.highest_modseq += 1;
         uid
+    }
+
+    /// Take a message out (expunge, or the source side of a move).
+    fn remove(&mut self, uid: Uid) -> Option<Message> {
+        let message = self.messages.remove(&uid)?;
+        self.highest_modseq += 1;
+        Some(message)
+    }
+
+    /// Replace a message's flags; false if there is no such message.
+    fn replace_flags(&mut self, uid: Uid, flags: Vec<String>) -> bool {
+        let Some(message) = self.messages.get_mut(&uid) else {
+            return false;
+        };
+        message.flags = flags;
+        self.highest_modseq += 1;
+        true
+    }
+
+    /// What CONDSTORE's EXAMINE reports.
+    fn version(&self) -> MailboxVersion {
+        MailboxVersion {
+            uid_validity: self.validity,
+            uid_next: self.next_uid,
+            exists: self.messages.len() as u32,
+            highest_modseq: self.highest_modseq,
+        }
     }
 }
 
@@ -352,6 +487,16 @@ impl State {
             .or_insert_with(|| Mailbox::new(take_validity(next_validity), Some('/'), true, None))
     }
 
+    /// The wire name for a new or renamed mailbox at `path`, as the IMAP store makes it.
+    fn wire_for(&self, path: &[String]) -> StoreResult<MailboxId> {
+        let known = self
+            .mailboxes
+            .iter()
+            .map(|(wire, mailbox)| (names::path_of(wire, mailbox.delimiter), wire.clone()))
+            .collect();
+        names::wire_for(path, Some('/'), &known).map(|w| MailboxId::new(&w))
+    }
+
     /// Count a call of `op` and hand out its injected failure, if one is queued.
     fn begin(&mut self, op: Op) -> StoreResult<()> {
         self.calls[op.index()] += 1;
@@ -362,11 +507,11 @@ impl State {
     }
 
     /// A mailbox that can be selected, or the error a server gives for it.
-    fn selectable(&self, name: &MailboxName) -> StoreResult<&Mailbox> {
+    fn selectable(&self, name: &MailboxId) -> StoreResult<&Mailbox> {
         validate_name(name)?;
         let mailbox = self
             .mailboxes
-            .get(canonical_name(&name.0).as_str())
+            .get(canonical_name(name.as_str()).as_str())
             .ok_or_else(|| StoreError::NoSuchMailbox(name.clone()))?;
         if !mailbox.selectable {
             return Err(StoreError::Refused(format!("{name} is \\Noselect")));
@@ -375,7 +520,7 @@ impl State {
     }
 
     /// A selectable mailbox, still under the UIDVALIDITY the caller knows.
-    fn selected(&self, name: &MailboxName, validity: UidValidity) -> StoreResult<&Mailbox> {
+    fn selected(&self, name: &MailboxId, validity: UidValidity) -> StoreResult<&Mailbox> {
         let mailbox = self.selectable(name)?;
         if mailbox.validity != validity {
             return Err(StoreError::UidValidityChanged {
@@ -388,12 +533,7 @@ impl State {
     }
 
     /// A message under the UIDVALIDITY the caller knows.
-    fn message(
-        &self,
-        name: &MailboxName,
-        validity: UidValidity,
-        uid: Uid,
-    ) -> StoreResult<&Message> {
+    fn message(&self, name: &MailboxId, validity: UidValidity, uid: Uid) -> StoreResult<&Message> {
         self.selected(name, validity)?
             .messages
             .get(&uid)
@@ -417,8 +557,8 @@ impl MailStore for MemoryStore {
             .into_iter()
             .chain(others)
             .map(|(name, mailbox)| MailboxInfo {
-                name: MailboxName(name.clone()),
-                delimiter: mailbox.delimiter,
+                id: MailboxId::new(name),
+                path: names::path_of(name, mailbox.delimiter),
                 selectable: mailbox.selectable,
                 special_use: mailbox.special_use.clone(),
             })
@@ -426,87 +566,99 @@ impl MailStore for MemoryStore {
         Ok(infos)
     }
 
-    fn list_messages(&self, mailbox: &MailboxName) -> StoreResult<MailboxListing> {
+    fn list_messages(&self, mailbox: &MailboxId) -> StoreResult<MailboxListing> {
         let mut state = self.state.lock();
         state.begin(Op::ListMessages)?;
         let mailbox = state.selectable(mailbox)?;
         let messages = mailbox
             .messages
             .iter()
-            .map(|(&uid, message)| MessageMeta {
-                uid,
-                size: message.raw.len() as u64,
-                internal_date: message.internal_date,
-                subject: message.root.subject(),
-                flags: message.flags.clone(),
-            })
+            .map(|(&uid, message)| message.meta(uid))
             .collect();
         Ok(MailboxListing {
             uid_validity: mailbox.validity,
             messages,
-            version: None,
+            version: Some(mailbox.version()),
         })
     }
 
-    fn body_structure(
-        &self,
-        mailbox: &MailboxName,
-        validity: UidValidity,
-        uid: Uid,
-    ) -> StoreResult<BodyPart> {
+    fn mailbox_version(&self, mailbox: &MailboxId) -> StoreResult<Option<MailboxVersion>> {
         let mut state = self.state.lock();
-        state.begin(Op::BodyStructure)?;
-        let message = state.message(mailbox, validity, uid)?;
-        Ok(message.root.body_structure())
-    }
-
-    fn fetch_section(
-        &self,
-        mailbox: &MailboxName,
-        validity: UidValidity,
-        uid: Uid,
-        section: &Section,
-        range: Option<ByteRange>,
-    ) -> StoreResult<Vec<u8>> {
-        let mut state = self.state.lock();
-        state.begin(Op::FetchSection)?;
-        let message = state.message(mailbox, validity, uid)?;
-        let part = message
-            .root
-            .section_range(&section.0, message.raw.len())
-            .map_err(|SectionError::Zero| {
-                StoreError::Invalid(format!("section {section} has a part number 0"))
-            })?;
-        let bytes = message
-            .raw
-            .get(part)
-            .map(|part| clip(part, range).to_vec())
-            .unwrap_or_default();
-        state.bytes_served += bytes.len() as u64;
-        Ok(bytes)
+        state.begin(Op::MailboxVersion)?;
+        Ok(Some(state.selectable(mailbox)?.version()))
     }
 
     /// One request for all of `uids`; UIDs that are gone are left out.
     fn body_structures(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uids: &[Uid],
-    ) -> StoreResult<Vec<(Uid, BodyPart)>> {
+    ) -> StoreResult<Vec<MessageStructure>> {
         if uids.is_empty() {
             return Ok(Vec::new()); // the IMAP store sends nothing either
         }
-        let mut state = self.state.lock();
-        state.begin(Op::BodyStructures)?;
-        let mailbox = state.selected(mailbox, validity)?;
-        let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
-        Ok(wanted
-            .into_iter()
-            .filter_map(|uid| {
-                let message = mailbox.messages.get(&uid)?;
-                Some((uid, message.root.body_structure()))
-            })
-            .collect())
+        let answer = {
+            let mut state = self.state.lock();
+            state.begin(Op::BodyStructures)?;
+            let mailbox = state.selected(mailbox, validity)?;
+            let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
+            wanted
+                .into_iter()
+                .filter_map(|uid| {
+                    let message = mailbox.messages.get(&uid)?;
+                    Some(MessageStructure {
+                        uid,
+                        size: message.raw.len() as u64,
+                        body: message.root.body_structure(),
+                    })
+                })
+                .collect()
+        };
+        self.run_after(Op::BodyStructures);
+        Ok(answer)
+    }
+
+    /// One request for all of `uids`; UIDs that are gone are left out.
+    fn fetch_sections(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        section: &Section,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answer = {
+            let mut state = self.state.lock();
+            state.begin(Op::FetchSection)?;
+            let mailbox = state.selected(mailbox, validity)?;
+            let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
+            let mut out = Vec::with_capacity(wanted.len());
+            for uid in wanted {
+                let Some(message) = mailbox.messages.get(&uid) else {
+                    continue;
+                };
+                let part = message
+                    .root
+                    .section_range(&section.0, message.raw.len())
+                    .map_err(|SectionError::Zero| {
+                        StoreError::Invalid(format!("section {section} has a part number 0"))
+                    })?;
+                let bytes = message
+                    .raw
+                    .get(part)
+                    .map(|part| clip(part, range).to_vec())
+                    .unwrap_or_default();
+                out.push((uid, bytes));
+            }
+            state.bytes_served += out.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+            out
+        };
+        self.run_after(Op::FetchSection);
+        Ok(answer)
     }
 
     fn stats(&self) -> StoreStats {
@@ -522,27 +674,32 @@ impl MailStore for MemoryStore {
         self.state.lock().capabilities
     }
 
-    fn create_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+    fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {
         let mut state = self.state.lock();
+        // A name the IMAP store refuses is refused before any command goes out.
+        let wire = state.wire_for(path)?;
         state.begin(Op::CreateMailbox)?;
-        state.create(mailbox)
+        state.create(&wire)?;
+        Ok(wire)
     }
 
-    fn delete_mailbox(&self, mailbox: &MailboxName) -> StoreResult<()> {
+    fn delete_mailbox(&self, mailbox: &MailboxId) -> StoreResult<()> {
         let mut state = self.state.lock();
         state.begin(Op::DeleteMailbox)?;
         state.delete(mailbox)
     }
 
-    fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
+    fn rename_mailbox(&self, from: &MailboxId, to: &[String]) -> StoreResult<MailboxId> {
         let mut state = self.state.lock();
+        let wire = state.wire_for(to)?;
         state.begin(Op::RenameMailbox)?;
-        state.rename(from, to)
+        state.rename(from, &wire)?;
+        Ok(wire)
     }
 
     fn set_flags(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         flags: &[Flag],
@@ -554,10 +711,10 @@ impl MailStore for MemoryStore {
 
     fn move_message(
         &self,
-        from: &MailboxName,
+        from: &MailboxId,
         validity: UidValidity,
         uid: Uid,
-        to: &MailboxName,
+        to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let mut state = self.state.lock();
         state.begin(Op::MoveMessage)?;
@@ -566,7 +723,7 @@ impl MailStore for MemoryStore {
 
     fn expunge_message(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()> {
@@ -577,13 +734,24 @@ impl MailStore for MemoryStore {
 
     fn append(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         message: &[u8],
         flags: &[Flag],
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let mut state = self.state.lock();
         state.begin(Op::Append)?;
         state.append_one(mailbox, message, flags)
+    }
+
+    fn watch(&self, sink: EventSink) {
+        self.state.lock().sink = Some(sink);
+    }
+}
+
+/// Sends an event to the watcher, if there is one (called with no lock held).
+fn emit(sink: Option<EventSink>, event: StoreEvent) {
+    if let Some(sink) = sink {
+        sink(event);
     }
 }
 
@@ -599,14 +767,14 @@ fn canonical_name(name: &str) -> String {
 }
 
 /// The real store refuses names it could not send (`quote::mailbox_arg`); so does this one.
-fn validate_name(name: &MailboxName) -> StoreResult<()> {
-    if name.0.is_empty() {
+fn validate_name(name: &MailboxId) -> StoreResult<()> {
+    if name.as_str().is_empty() {
         return Err(StoreError::Invalid("empty mailbox name".into()));
     }
-    if name.0.contains(['\r', '\n', '\0']) || !name.0.is_ascii() {
+    if name.as_str().contains(['\r', '\n', '\0']) || !name.as_str().is_ascii() {
         return Err(StoreError::Invalid(format!(
             "mailbox name {:?} has CR, LF, NUL or 8-bit characters",
-            name.0
+            name.as_str()
         )));
     }
     Ok(())
@@ -744,8 +912,8 @@ mod tests {
 
     const INBOX_NAME: &str = "INBOX";
 
-    fn inbox() -> MailboxName {
-        MailboxName(INBOX_NAME.into())
+    fn inbox() -> MailboxId {
+        MailboxId::new(INBOX_NAME)
     }
 
     fn at(secs: u64) -> SystemTime {
@@ -804,35 +972,34 @@ mod tests {
             .list_mailboxes()
             .unwrap()
             .into_iter()
-            .map(|m| m.name.0)
+            .map(|m| m.id.to_string())
             .collect();
         assert_eq!(names, ["INBOX", "Archive", "Trash", "Work", "Work.Old"]);
         let list = store.list_mailboxes().unwrap();
         assert_eq!(
             list[0],
             MailboxInfo {
-                name: inbox(),
-                delimiter: Some('/'),
+                id: inbox(),
+                path: vec!["INBOX".to_string()],
                 selectable: true,
                 special_use: None,
             }
         );
         assert_eq!(list[1].special_use.as_deref(), Some("archive"));
         assert_eq!(list[2].special_use.as_deref(), Some("trash"));
-        assert_eq!((list[3].delimiter, list[3].selectable), (Some('.'), false));
+        assert_eq!((list[3].path.len(), list[3].selectable), (1, false));
+        // The delimiter splits the path.
+        assert_eq!(list[4].path, ["Work", "Old"]);
         // Adding again changes attributes but keeps messages and UIDVALIDITY.
         let validity = store.uid_validity("Trash");
         store.add_message("Trash", b"Subject: x\r\n\r\n", &[], at(0));
         store.add_mailbox("Trash", None, true, None);
         let trash = &store.list_mailboxes().unwrap()[2];
-        assert_eq!(
-            (trash.delimiter, trash.special_use.as_deref()),
-            (None, None)
-        );
+        assert_eq!(trash.special_use.as_deref(), None);
         assert_eq!(store.uid_validity("Trash"), validity);
         assert_eq!(
             store
-                .list_messages(&MailboxName("Trash".into()))
+                .list_messages(&MailboxId::new("Trash"))
                 .unwrap()
                 .messages
                 .len(),
@@ -869,12 +1036,12 @@ mod tests {
     fn unknown_and_unselectable_mailboxes() {
         let store = MemoryStore::new();
         store.add_mailbox("Folders", Some('/'), false, None);
-        let missing = MailboxName("Nope".into());
+        let missing = MailboxId::new("Nope");
         assert!(matches!(
             store.list_messages(&missing),
             Err(StoreError::NoSuchMailbox(name)) if name == missing
         ));
-        let noselect = MailboxName("Folders".into());
+        let noselect = MailboxId::new("Folders");
         assert!(matches!(
             store.list_messages(&noselect),
             Err(StoreError::Refused(_))
@@ -883,13 +1050,13 @@ mod tests {
             store.body_structure(&noselect, UidValidity(1), Uid(1)),
             Err(StoreError::Refused(_))
         ));
-        let bad = MailboxName("a\r\nb".into());
+        let bad = MailboxId::new("a\r\nb");
         assert!(matches!(
             store.list_messages(&bad),
             Err(StoreError::Invalid(_))
         ));
         // The inbox is found whatever its case.
-        assert!(store.list_messages(&MailboxName("Inbox".into())).is_ok());
+        assert!(store.list_messages(&MailboxId::new("Inbox")).is_ok());
     }
 
     #[test]
@@ -1089,7 +1256,7 @@ mod tests {
             .list_mailboxes()
             .unwrap()
             .into_iter()
-            .map(|m| (m.name.0, m.selectable))
+            .map(|m| (m.id.to_string(), m.selectable))
             .collect();
         let expected = [("INBOX", true), ("Lists", false), ("Lists/rust", true)];
         assert_eq!(list, expected.map(|(n, s)| (n.to_string(), s)));
@@ -1126,9 +1293,7 @@ mod tests {
         let (store, validity, uid) = sample_store();
         store.list_mailboxes().unwrap();
         store.list_messages(&inbox()).unwrap();
-        store
-            .list_messages(&MailboxName("Nope".into()))
-            .unwrap_err();
+        store.list_messages(&MailboxId::new("Nope")).unwrap_err();
         store.body_structure(&inbox(), validity, uid).unwrap();
         let whole = Section::whole();
         store
@@ -1142,7 +1307,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(store.count(Op::ListMailboxes), 1);
         assert_eq!(store.count(Op::ListMessages), 2);
-        assert_eq!(store.count(Op::BodyStructure), 1);
+        assert_eq!(store.count(Op::BodyStructures), 1);
         assert_eq!(store.count(Op::FetchSection), 3);
         assert_eq!(store.bytes_served(), 5 + 7);
         assert_eq!(
@@ -1196,7 +1361,7 @@ mod tests {
         // An injected failure comes before any other check.
         store.fail_next(Op::ListMessages, || StoreError::OverQuota("full".into()));
         assert!(matches!(
-            store.list_messages(&MailboxName("Nope".into())),
+            store.list_messages(&MailboxId::new("Nope")),
             Err(StoreError::OverQuota(_))
         ));
     }

@@ -660,6 +660,9 @@ fn fetch_line(seq: usize, message: &FakeMessage, answer: Answer, items: &str) ->
             out.extend_from_slice(&imap_string_always_literal(&field));
         }
         Answer::Structure => {
+            if items.contains("RFC822.SIZE") {
+                out.extend_from_slice(format!(" RFC822.SIZE {}", message.size).as_bytes());
+            }
             out.extend_from_slice(b" BODYSTRUCTURE ");
             out.extend_from_slice(&message.bodystructure);
         }

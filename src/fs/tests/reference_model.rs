@@ -7,7 +7,7 @@
 //! - a read returns exactly the bytes of the message its directory names, or ENOENT/ESTALE;
 //!   a message the mount listed and that still exists reads successfully;
 //! - a listing only shows names that existed in that mailbox; after an expired listing
-//!   (`Harness::expire_listing` stands in for waiting out `LISTING_FRESH`) the names are
+//!   (`Harness::expire_listings` moves the clock past `LISTING_FRESH`) the names are
 //!   exactly the model's and the flags read back through xattrs are the model's;
 //! - a local change that succeeds changed exactly the message the directory named.
 
@@ -363,7 +363,7 @@ impl Run {
 
     fn list(&mut self, mailbox: usize, expired: bool) -> Result<(), TestCaseError> {
         if expired {
-            self.h.expire_listing(MAILBOXES[mailbox]);
+            self.h.expire_listings();
         }
         let names = self.h.names(self.dirs[mailbox]).expect("listing a mailbox");
         let unique: BTreeSet<String> = names.iter().cloned().collect();

@@ -4,11 +4,6 @@
 use super::*;
 use crate::store::StoreError;
 
-/// Past `LISTING_FRESH`: the next directory listing asks the server again.
-fn wait_out_listing_fresh() {
-    std::thread::sleep(LISTING_FRESH + Duration::from_millis(100));
-}
-
 #[test]
 fn a_recreated_mailbox_never_serves_old_bytes() {
     let h = Harness::new();
@@ -30,7 +25,7 @@ fn a_recreated_mailbox_never_serves_old_bytes() {
     let new = Sample::numbered(2);
     let new_uid = h.store.add_message("INBOX", &new.raw, &[], date());
     assert_eq!(new_uid, old_uid);
-    wait_out_listing_fresh();
+    h.expire_listings();
     assert_eq!(h.names(inbox).unwrap(), [new.dir_name(new_uid)]);
 
     for ino in [old_eml, old_body, old_attachment] {
@@ -69,7 +64,7 @@ fn a_message_deleted_elsewhere_reads_as_enoent() {
     assert_eq!(errno(h.read_all(body)), libc::ENOENT);
     assert_eq!(errno(h.read_all(eml)), libc::ENOENT);
     // The next listing of the mailbox drops the name too.
-    h.expire_listing("INBOX");
+    h.expire_listings();
     assert!(h.names_at("INBOX").unwrap().is_empty());
     assert_eq!(errno(h.ino(&dir)), libc::ENOENT);
 }
@@ -111,4 +106,137 @@ fn a_fetch_failing_halfway_through_a_message_caches_no_partial_content() {
     assert_eq!(errno(h.fs.read(eml, 0, 0, 4 << 20)), libc::EIO);
     assert_eq!(h.fs.read(eml, 0, 0, 4 << 20).unwrap(), sample.raw);
     assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+}
+
+/// The bug behind an empty `message.eml`: a message moved away between the BODYSTRUCTURE
+/// answer and the layout being built got the size of a listing that no longer held it, 0.
+/// The move runs at exactly that moment here, through the store's hook.
+#[test]
+fn a_message_moved_while_its_structure_is_fetched_is_never_a_file_of_size_zero() {
+    let h = Harness::new();
+    h.store.add_mailbox("Archive", Some('/'), true, None);
+    let sample = Sample::numbered(1);
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let name = sample.dir_name(uid);
+    let inbox = h.ino("INBOX").unwrap();
+    let archive = h.ino("Archive").unwrap();
+    h.names(inbox).unwrap();
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    let fs = Arc::clone(&h.fs);
+    let moved_name = name.clone();
+    h.store.after_next(Op::BodyStructures, move || {
+        fs.rename(
+            inbox,
+            OsStr::new(&moved_name),
+            archive,
+            OsStr::new(&moved_name),
+            false,
+            false,
+        )
+        .expect("mv while the structure is on its way");
+    });
+    let eml = h.fs.lookup(dir, OsStr::new("message.eml"));
+    assert_eq!(h.count(Op::MoveMessage), 1, "the move ran in between");
+    match eml {
+        Ok(reply) => {
+            assert_eq!(reply.attr.size, sample.raw.len() as u64, "exact, never 0");
+            match h.read_all(reply.attr.ino) {
+                Ok(bytes) => assert_eq!(bytes, sample.raw),
+                Err(e) => assert_eq!(e.errno_and_level().0, libc::ENOENT),
+            }
+        }
+        Err(e) => assert_eq!(e.errno_and_level().0, libc::ENOENT),
+    }
+    // Under its new name the message reads exactly.
+    h.expire_listings();
+    let archived = h.names(archive).unwrap();
+    assert_eq!(archived.len(), 1);
+    assert_eq!(
+        h.read_path(&format!("Archive/{}/message.eml", archived[0]))
+            .unwrap(),
+        sample.raw
+    );
+}
+
+#[test]
+fn changes_the_store_reports_update_the_mount_and_invalidate_the_kernel() {
+    let h = Harness::watching();
+    let first = Sample::numbered(1);
+    let second = Sample::numbered(2);
+    let uid1 = h.store.add_message("INBOX", &first.raw, &[], date());
+    let uid2 = h.store.add_message("INBOX", &second.raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(h.names(inbox).unwrap().len(), 2);
+    let gone = h.ino(&format!("INBOX/{}", first.dir_name(uid1))).unwrap();
+    let listings = h.count(Op::ListMessages);
+    h.sent_invalidations();
+
+    // Expunged elsewhere: the kernel drops the name, and the mailbox's cached listing.
+    h.store.remove_message("INBOX", uid1);
+    let sent = h.sent_invalidations();
+    assert!(
+        sent.contains(&Invalidation::Deleted {
+            parent: inbox,
+            child: gone,
+            name: first.dir_name(uid1),
+        }),
+        "{sent:?}"
+    );
+    assert!(
+        sent.contains(&Invalidation::Inode { ino: inbox }),
+        "{sent:?}"
+    );
+    assert_eq!(h.names(inbox).unwrap(), [second.dir_name(uid2)]);
+
+    // New mail and flags show without listing the mailbox again.
+    let third = Sample::numbered(3);
+    let uid3 = h.store.add_message("INBOX", &third.raw, &[], date());
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: inbox }));
+    assert_eq!(
+        h.names(inbox).unwrap(),
+        [second.dir_name(uid2), third.dir_name(uid3)]
+    );
+    h.store.set_flags("INBOX", uid2, &["\\Flagged"]);
+    let dir = h.ino(&format!("INBOX/{}", second.dir_name(uid2))).unwrap();
+    assert_eq!(
+        h.fs.getxattr(dir, OsStr::new("user.imap.flags")).unwrap(),
+        b"\\Flagged"
+    );
+    assert_eq!(h.count(Op::ListMessages), listings, "no listing was needed");
+
+    // Recreated elsewhere: every old name goes, old handles are stale.
+    h.store.recreate_mailbox("INBOX");
+    let sent = h.sent_invalidations();
+    assert!(sent
+        .iter()
+        .any(|i| matches!(i, Invalidation::Deleted { child, .. } if *child == dir)));
+    assert!(h.names(inbox).unwrap().is_empty());
+    assert_eq!(errno(h.fs.opendir(dir)), libc::ESTALE);
+}
+
+#[test]
+fn a_new_listing_tells_the_kernel_which_names_are_gone() {
+    let h = Harness::new();
+    let sample = Sample::numbered(1);
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    h.names(inbox).unwrap();
+    h.sent_invalidations();
+    // Another client expunges it; this store does not say so, the next listing does.
+    h.store.remove_message("INBOX", uid);
+    assert!(h.sent_invalidations().is_empty());
+    h.expire_listings();
+    assert!(h.names(inbox).unwrap().is_empty());
+    assert_eq!(
+        h.sent_invalidations(),
+        [
+            Invalidation::Entry {
+                parent: inbox,
+                name: sample.dir_name(uid),
+            },
+            Invalidation::Inode { ino: inbox },
+        ]
+    );
 }

@@ -49,7 +49,7 @@ fn opening_a_message_directory_is_one_body_structure_request() {
         h.names_at("INBOX/2 s2").unwrap(),
         ["message.eml", "body.txt"]
     );
-    let structures = h.count(Op::BodyStructure) + h.count(Op::BodyStructures);
+    let structures = h.count(Op::BodyStructures);
     assert_eq!(structures, 1);
     assert_eq!(h.store.stats().commands, before + 1);
     assert_eq!(h.count(Op::FetchSection), 0);
@@ -72,7 +72,7 @@ fn walking_messages_in_order_batches_body_structures() {
             h.fs.lookup(dir, OsStr::new(&file)).unwrap();
         }
     }
-    let requests = h.count(Op::BodyStructure) + h.count(Op::BodyStructures);
+    let requests = h.count(Op::BodyStructures);
     let bound = N.div_ceil(STRUCTURE_READ_AHEAD) as u64 + 1;
     assert!(
         requests <= bound,
@@ -177,4 +177,139 @@ fn concurrent_reads_of_one_file_fetch_it_once() {
         }
     });
     assert_eq!(h.count(Op::FetchSection), 2, "one per file");
+}
+
+#[test]
+fn an_unchanged_mailbox_is_not_listed_again() {
+    let h = Harness::new();
+    mailbox_of(&h, 10);
+    let inbox = h.ino("INBOX").unwrap();
+    h.names(inbox).unwrap();
+    h.names(inbox).unwrap();
+    assert_eq!(h.count(Op::ListMessages), 1, "fresh: reused");
+    assert_eq!(h.count(Op::MailboxVersion), 0);
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    assert_eq!(h.count(Op::MailboxVersion), 1, "one cheap check");
+    assert_eq!(h.count(Op::ListMessages), 1, "unchanged: not listed");
+    h.store
+        .add_message("INBOX", &plain_message("new", "x"), &[], date());
+    h.expire_listings();
+    assert_eq!(h.names(inbox).unwrap().len(), 11);
+    assert_eq!(h.count(Op::ListMessages), 2, "changed: listed");
+}
+
+/// `grep -r`: message.eml of every message, in listing order.
+#[test]
+fn reading_messages_in_order_fetches_them_in_batches() {
+    const N: usize = 150;
+    let h = Harness::new();
+    mailbox_of(&h, N);
+    let inbox = h.ino("INBOX").unwrap();
+    for name in h.names(inbox).unwrap() {
+        let body = h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+        assert!(body.ends_with(b"hello\r\n"));
+    }
+    let fetches = h.count(Op::FetchSection);
+    let bound = N.div_ceil(BODY_READ_AHEAD) as u64 + 2;
+    assert!(
+        fetches <= bound,
+        "{fetches} fetches for {N} messages (at most {bound})"
+    );
+}
+
+#[test]
+fn forgotten_inodes_are_dropped_and_come_back_with_the_same_numbers() {
+    const N: usize = 5000;
+    let h = Harness::new();
+    let released = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    mailbox_of(&h, N);
+    let start = h.fs.inode_count();
+    let inbox = h.ino("INBOX").unwrap();
+    let fh = h.fs.opendir(inbox).unwrap();
+    let listed = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+    h.fs.releasedir(fh);
+    assert_eq!(listed.len(), N + 2);
+    assert_eq!(
+        h.fs.inode_count(),
+        start + 1 + N,
+        "READDIRPLUS counts as lookups"
+    );
+    // Plain readdir shows the same numbers and keeps nothing.
+    let fh = h.fs.opendir(inbox).unwrap();
+    let plain = h.fs.readdir(fh, 0, usize::MAX).unwrap();
+    h.fs.releasedir(fh);
+    assert_eq!(h.fs.inode_count(), start + 1 + N);
+    for ((_, a), (_, b, _)) in plain.iter().zip(&listed) {
+        assert_eq!(a.ino, b.ino, "{}", a.name);
+    }
+    let _ = released;
+    for (_, entry, _) in listed.iter().skip(2) {
+        h.fs.forget(entry.ino, 1);
+    }
+    h.fs.forget(inbox, 1);
+    assert_eq!(h.fs.inode_count(), start, "everything forgotten is dropped");
+    let again = h.fs.lookup(inbox_parent(), OsStr::new("INBOX")).unwrap();
+    assert_eq!(
+        again.attr.ino, inbox,
+        "the same number for the same mailbox"
+    );
+    let first = &listed[2].1;
+    let looked = h.fs.lookup(inbox, OsStr::new(&first.name)).unwrap();
+    assert_eq!(looked.attr.ino, first.ino);
+}
+
+fn inbox_parent() -> u64 {
+    ROOT
+}
+
+#[test]
+fn many_forgotten_inodes_tell_the_process_memory_was_freed() {
+    let released = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&released);
+    let h = Harness::with_parts(move |parts| {
+        parts.release_memory = Some(Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+    });
+    mailbox_of(&h, 5000);
+    let inbox = h.ino("INBOX").unwrap();
+    let fh = h.fs.opendir(inbox).unwrap();
+    let listed = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+    h.fs.releasedir(fh);
+    // The large listing itself was one.
+    let after_listing = released.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(after_listing, 1);
+    for (_, entry, _) in listed.iter().skip(2) {
+        h.fs.forget(entry.ino, 1);
+    }
+    assert_eq!(
+        released.load(std::sync::atomic::Ordering::Relaxed),
+        after_listing + 1
+    );
+}
+
+#[test]
+fn a_reserved_name_is_never_a_message_and_costs_no_request_but_a_real_mailbox_wins() {
+    let h = Harness::new();
+    mailbox_of(&h, 3);
+    let inbox = h.ino("INBOX").unwrap();
+    h.names(inbox).unwrap();
+    let before = h.store.stats().commands;
+    assert_eq!(
+        errno(h.fs.lookup(inbox, OsStr::new(".search"))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(h.fs.lookup(ROOT, OsStr::new(".search"))),
+        libc::ENOENT
+    );
+    assert_eq!(h.store.stats().commands, before);
+    assert!(!h.names(inbox).unwrap().contains(&".search".to_string()));
+    h.store.add_mailbox(".search", Some('/'), true, None);
+    h.expire_listings();
+    h.names(ROOT).unwrap();
+    let real = h.fs.lookup(ROOT, OsStr::new(".search")).unwrap();
+    assert_eq!(real.attr.kind, Kind::Directory);
+    assert!(h.names(ROOT).unwrap().contains(&".search".to_string()));
 }

@@ -6,7 +6,7 @@
 use super::connection::Connection;
 use super::errors::from_imap;
 use super::{quote, ImapStore, Mode, Retry};
-use crate::store::{Flag, MailboxName, StoreError, StoreResult, Uid, UidValidity};
+use crate::store::{Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
 
 /// Finds `[CODE a b c]` in a response and returns its arguments.
 fn response_code<'a>(response: &'a str, code: &str) -> Option<Vec<&'a str>> {
@@ -57,14 +57,14 @@ impl ImapStore {
         Ok(String::from_utf8_lossy(&data).into_owned())
     }
 
-    pub(super) fn create(&self, mailbox: &MailboxName) -> StoreResult<()> {
+    pub(super) fn create(&self, mailbox: &MailboxId) -> StoreResult<()> {
         let arg = quote::quoted(quote::mailbox_arg(mailbox)?, "mailbox name")?;
         self.with_connection(None, Retry::Never, |conn| {
             self.run_raw(conn, &format!("CREATE {arg}")).map(drop)
         })
     }
 
-    pub(super) fn delete(&self, mailbox: &MailboxName) -> StoreResult<()> {
+    pub(super) fn delete(&self, mailbox: &MailboxId) -> StoreResult<()> {
         let arg = quote::quoted(quote::mailbox_arg(mailbox)?, "mailbox name")?;
         self.forget_selection(mailbox);
         self.with_connection(None, Retry::Never, |conn| {
@@ -83,7 +83,7 @@ impl ImapStore {
         })
     }
 
-    pub(super) fn rename(&self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
+    pub(super) fn rename(&self, from: &MailboxId, to: &MailboxId) -> StoreResult<()> {
         let from_arg = quote::quoted(quote::mailbox_arg(from)?, "mailbox name")?;
         let to_arg = quote::quoted(quote::mailbox_arg(to)?, "mailbox name")?;
         self.forget_selection(from);
@@ -95,7 +95,7 @@ impl ImapStore {
 
     pub(super) fn store_flags(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         flags: &[Flag],
@@ -111,10 +111,10 @@ impl ImapStore {
 
     pub(super) fn move_one(
         &self,
-        from: &MailboxName,
+        from: &MailboxId,
         validity: UidValidity,
         uid: Uid,
-        to: &MailboxName,
+        to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let to_arg = quote::quoted(quote::mailbox_arg(to)?, "mailbox name")?;
         let caps = self.caps();
@@ -139,7 +139,7 @@ impl ImapStore {
 
     pub(super) fn expunge_one(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()> {
@@ -161,7 +161,7 @@ impl ImapStore {
     fn ensure_exists(
         &self,
         conn: &mut Connection,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         uid: Uid,
     ) -> StoreResult<()> {
         self.begin(conn);
@@ -181,7 +181,7 @@ impl ImapStore {
 
     pub(super) fn append_one(
         &self,
-        mailbox: &MailboxName,
+        mailbox: &MailboxId,
         message: &[u8],
         flags: &[Flag],
     ) -> StoreResult<Option<(UidValidity, Uid)>> {

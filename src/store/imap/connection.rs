@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::secret::Secret;
-use crate::store::{MailboxName, StoreError, StoreResult, UidValidity};
+use crate::store::{MailboxId, StoreError, StoreResult, UidValidity};
 
 use super::errors::from_imap;
 use super::nesting::NestingGuard;
@@ -205,13 +205,13 @@ impl Write for ImapStream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     None,
-    Examine(MailboxName, UidValidity),
-    Select(MailboxName, UidValidity),
+    Examine(MailboxId, UidValidity),
+    Select(MailboxId, UidValidity),
 }
 
 impl Selection {
     /// The mailbox selected, in either mode.
-    pub fn mailbox(&self) -> Option<(&MailboxName, UidValidity)> {
+    pub fn mailbox(&self) -> Option<(&MailboxId, UidValidity)> {
         match self {
             Selection::None => None,
             Selection::Examine(m, v) | Selection::Select(m, v) => Some((m, *v)),
@@ -496,10 +496,10 @@ mod tests {
 
     #[test]
     fn selection_reports_its_mailbox() {
-        let s = Selection::Examine(MailboxName("INBOX".into()), UidValidity(7));
+        let s = Selection::Examine(MailboxId::new("INBOX"), UidValidity(7));
         assert_eq!(
             s.mailbox(),
-            Some((&MailboxName("INBOX".into()), UidValidity(7)))
+            Some((&MailboxId::new("INBOX"), UidValidity(7)))
         );
         assert_eq!(Selection::None.mailbox(), None);
     }

@@ -4,21 +4,21 @@
 //! end the command line and let a name smuggle in a command), and the rest is sent as a
 //! quoted string ([RFC 3501 §4.3](https://www.rfc-editor.org/rfc/rfc3501#section-4.3)).
 
-use crate::store::{MailboxName, StoreError, StoreResult};
+use crate::store::{MailboxId, StoreError, StoreResult};
 
 /// Checks a wire mailbox name (already modified UTF-7, so 7-bit) for use as an argument.
 ///
 /// The imap crate quotes mailbox arguments itself for the commands that take them, so this
 /// returns the validated name unquoted; `quoted` is for commands built by hand.
-pub fn mailbox_arg(name: &MailboxName) -> StoreResult<&str> {
-    validate(&name.0, "mailbox name")?;
-    if !name.0.is_ascii() {
+pub fn mailbox_arg(name: &MailboxId) -> StoreResult<&str> {
+    validate(name.as_str(), "mailbox name")?;
+    if !name.as_str().is_ascii() {
         return Err(StoreError::Invalid(format!(
             "mailbox name {:?} is not 7-bit; it must be modified UTF-7 on the wire",
-            name.0
+            name.as_str()
         )));
     }
-    Ok(&name.0)
+    Ok(name.as_str())
 }
 
 /// Refuses empty values and values with CR, LF or NUL, naming what was refused.
@@ -60,7 +60,7 @@ mod tests {
                 matches!(quoted(bad, "name"), Err(StoreError::Invalid(_))),
                 "{bad:?}"
             );
-            assert!(mailbox_arg(&MailboxName(bad.into())).is_err());
+            assert!(mailbox_arg(&MailboxId::new(bad)).is_err());
         }
     }
 
@@ -72,9 +72,9 @@ mod tests {
 
     #[test]
     fn non_ascii_wire_names_are_refused() {
-        assert!(mailbox_arg(&MailboxName("Reçus".into())).is_err());
+        assert!(mailbox_arg(&MailboxId::new("Reçus")).is_err());
         assert_eq!(
-            mailbox_arg(&MailboxName("Re&AOc-us".into())).unwrap(),
+            mailbox_arg(&MailboxId::new("Re&AOc-us")).unwrap(),
             "Re&AOc-us"
         );
     }

@@ -8,7 +8,7 @@
 use std::time::SystemTime;
 
 use super::{canonical_name, flag_list, validate_name, Mailbox, Message, State, INBOX};
-use crate::store::{Flag, MailboxName, StoreError, StoreResult, Uid, UidValidity};
+use crate::store::{Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
 
 /// The hierarchy separator of the inbox namespace.
 const SEPARATOR: char = '/';
@@ -59,19 +59,22 @@ impl State {
     }
 
     /// A mailbox messages can be put in, or Dovecot's `NO [TRYCREATE]`.
-    fn destination(&mut self, name: &MailboxName) -> StoreResult<&mut Mailbox> {
+    fn destination(&mut self, name: &MailboxId) -> StoreResult<&mut Mailbox> {
         validate_name(name)?;
-        match self.mailboxes.get_mut(canonical_name(&name.0).as_str()) {
+        match self
+            .mailboxes
+            .get_mut(canonical_name(name.as_str()).as_str())
+        {
             Some(mailbox) if mailbox.selectable => Ok(mailbox),
-            _ => Err(no_such_mailbox("TRYCREATE", &name.0)),
+            _ => Err(no_such_mailbox("TRYCREATE", name.as_str())),
         }
     }
 
     /// `CREATE`: missing parents become `\Noselect`; a trailing separator makes only a
     /// `\Noselect` directory; creating over a `\Noselect` one makes it selectable.
-    pub(super) fn create(&mut self, name: &MailboxName) -> StoreResult<()> {
+    pub(super) fn create(&mut self, name: &MailboxId) -> StoreResult<()> {
         validate_name(name)?;
-        let canonical = canonical_name(&name.0);
+        let canonical = canonical_name(name.as_str());
         check_new_name(&canonical)?;
         let (target, directory_only) = match canonical.strip_suffix(SEPARATOR) {
             Some(target) => (target, true),
@@ -89,15 +92,15 @@ impl State {
 
     /// `DELETE`: a mailbox with children keeps them and becomes `\Noselect`; a `\Noselect`
     /// one with children cannot go.
-    pub(super) fn delete(&mut self, name: &MailboxName) -> StoreResult<()> {
+    pub(super) fn delete(&mut self, name: &MailboxId) -> StoreResult<()> {
         validate_name(name)?;
-        let canonical = canonical_name(&name.0);
+        let canonical = canonical_name(name.as_str());
         if canonical == INBOX {
             return Err(refused("INBOX can't be deleted"));
         }
         let has_children = self.has_children(&canonical);
         let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) else {
-            return Err(no_such_mailbox("NONEXISTENT", &name.0));
+            return Err(no_such_mailbox("NONEXISTENT", name.as_str()));
         };
         match (has_children, mailbox.selectable) {
             (true, false) => Err(refused("Mailbox has children, delete them first")),
@@ -115,17 +118,17 @@ impl State {
 
     /// `RENAME`: the mailbox and everything under it move, keeping UIDVALIDITY and
     /// messages; missing parents of the new name become `\Noselect`.
-    pub(super) fn rename(&mut self, from: &MailboxName, to: &MailboxName) -> StoreResult<()> {
+    pub(super) fn rename(&mut self, from: &MailboxId, to: &MailboxId) -> StoreResult<()> {
         validate_name(from)?;
         validate_name(to)?;
-        let from_name = canonical_name(&from.0);
-        let to_name = canonical_name(&to.0);
+        let from_name = canonical_name(from.as_str());
+        let to_name = canonical_name(to.as_str());
         check_new_name(&to_name)?;
         if from_name == INBOX {
             return Err(cannot("Renaming INBOX isn't supported"));
         }
         if !self.mailboxes.contains_key(from_name.as_str()) {
-            return Err(no_such_mailbox("NONEXISTENT", &from.0));
+            return Err(no_such_mailbox("NONEXISTENT", from.as_str()));
         }
         if self.mailboxes.contains_key(to_name.as_str()) {
             return Err(already_exists("Target mailbox already exists"));
@@ -155,19 +158,15 @@ impl State {
     /// `UID STORE uid FLAGS.SILENT (...)`: like the server, silent about a UID that is gone.
     pub(super) fn store_flags(
         &mut self,
-        name: &MailboxName,
+        name: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         flags: &[Flag],
     ) -> StoreResult<()> {
         self.selected(name, validity)?;
-        let canonical = canonical_name(&name.0);
-        let message = self
-            .mailboxes
-            .get_mut(canonical.as_str())
-            .and_then(|mailbox| mailbox.messages.get_mut(&uid));
-        if let Some(message) = message {
-            message.flags = flag_list(flags.iter().map(Flag::as_str));
+        let canonical = canonical_name(name.as_str());
+        if let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) {
+            mailbox.replace_flags(uid, flag_list(flags.iter().map(Flag::as_str)));
         }
         Ok(())
     }
@@ -175,14 +174,14 @@ impl State {
     /// Take out a message that must exist (the IMAP store checks with `UID SEARCH` first).
     fn take_message(
         &mut self,
-        name: &MailboxName,
+        name: &MailboxId,
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<Message> {
         self.message(name, validity, uid)?;
         self.mailboxes
-            .get_mut(canonical_name(&name.0).as_str())
-            .and_then(|mailbox| mailbox.messages.remove(&uid))
+            .get_mut(canonical_name(name.as_str()).as_str())
+            .and_then(|mailbox| mailbox.remove(uid))
             .ok_or_else(|| StoreError::NoSuchMessage {
                 mailbox: name.clone(),
                 uid,
@@ -193,10 +192,10 @@ impl State {
     /// target's UIDVALIDITY and the new UID are known only with UIDPLUS (COPYUID).
     pub(super) fn move_one(
         &mut self,
-        from: &MailboxName,
+        from: &MailboxId,
         validity: UidValidity,
         uid: Uid,
-        to: &MailboxName,
+        to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         validate_name(to)?;
         let capabilities = self.capabilities;
@@ -216,7 +215,7 @@ impl State {
     /// `UID EXPUNGE` of one message; without UIDPLUS the IMAP store refuses.
     pub(super) fn expunge_one(
         &mut self,
-        name: &MailboxName,
+        name: &MailboxId,
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()> {
@@ -233,15 +232,15 @@ impl State {
     /// internal date; UIDVALIDITY and UID are known only with UIDPLUS (APPENDUID).
     pub(super) fn append_one(
         &mut self,
-        name: &MailboxName,
+        name: &MailboxId,
         raw: &[u8],
         flags: &[Flag],
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         validate_name(name)?;
-        if name.0.contains(['"', '\\']) {
+        if name.as_str().contains(['"', '\\']) {
             return Err(StoreError::Invalid(format!(
                 "cannot APPEND to {:?}: quotes and backslashes are not supported in this name",
-                name.0
+                name.as_str()
             )));
         }
         let uidplus = self.capabilities.uidplus;
@@ -271,8 +270,8 @@ mod tests {
 
     use super::*;
 
-    fn name(text: &str) -> MailboxName {
-        MailboxName(text.into())
+    fn name(text: &str) -> MailboxId {
+        MailboxId::new(text)
     }
 
     fn listing(store: &MemoryStore) -> Vec<(String, bool)> {
@@ -280,8 +279,45 @@ mod tests {
             .list_mailboxes()
             .unwrap()
             .into_iter()
-            .map(|m| (m.name.0, m.selectable))
+            .map(|m| (m.id.to_string(), m.selectable))
             .collect()
+    }
+
+    /// `CREATE` of a wire name, counted like the trait's call (the trait takes paths, so
+    /// wire spellings such as a trailing separator are reached here).
+    fn create_wire(store: &MemoryStore, wire: &str) -> StoreResult<()> {
+        let mut state = store.state.lock();
+        state.begin(Op::CreateMailbox)?;
+        state.create(&name(wire))
+    }
+
+    /// `RENAME` between wire names.
+    fn rename_wire(store: &MemoryStore, from: &str, to: &str) -> StoreResult<()> {
+        let mut state = store.state.lock();
+        state.begin(Op::RenameMailbox)?;
+        state.rename(&name(from), &name(to))
+    }
+
+    fn path(levels: &[&str]) -> Vec<String> {
+        levels.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn the_trait_takes_paths_and_encodes_them_as_the_imap_store_does() {
+        let store = MemoryStore::new();
+        let id = store
+            .create_mailbox(&path(&["Re\u{e7}us", "2023"]))
+            .unwrap();
+        assert_eq!(id, name("Re&AOc-us/2023"));
+        assert!(listing(&store).contains(&("Re&AOc-us/2023".to_string(), true)));
+        let infos = store.list_mailboxes().unwrap();
+        let info = infos.iter().find(|i| i.id == id).unwrap();
+        assert_eq!(info.path, path(&["Re\u{e7}us", "2023"]));
+        let renamed = store.rename_mailbox(&id, &path(&["INBOX", "old"])).unwrap();
+        assert_eq!(renamed, name("INBOX/old"));
+        for bad in [path(&["a/b"]), path(&["*"]), path(&["x%"]), path(&[""])] {
+            assert!(is_invalid(store.create_mailbox(&bad)), "{bad:?}");
+        }
     }
 
     fn entries(list: &[(&str, bool)]) -> Vec<(String, bool)> {
@@ -307,8 +343,8 @@ mod tests {
     #[test]
     fn create_makes_parents_noselect() {
         let store = MemoryStore::new();
-        store.create_mailbox(&name("a/b/c")).unwrap();
-        store.create_mailbox(&name("x/")).unwrap();
+        create_wire(&store, "a/b/c").unwrap();
+        create_wire(&store, "x/").unwrap();
         assert_eq!(
             listing(&store),
             entries(&[
@@ -320,17 +356,17 @@ mod tests {
             ])
         );
         // Creating over a \Noselect parent makes it a mailbox.
-        store.create_mailbox(&name("a")).unwrap();
+        create_wire(&store, "a").unwrap();
         assert!(listing(&store).contains(&("a".to_string(), true)));
         assert!(store.list_messages(&name("a")).unwrap().messages.is_empty());
-        assert!(exists_already(store.create_mailbox(&name("a"))));
-        assert!(exists_already(store.create_mailbox(&name("x/"))));
-        assert!(exists_already(store.create_mailbox(&name("inbox"))));
+        assert!(exists_already(create_wire(&store, "a")));
+        assert!(exists_already(create_wire(&store, "x/")));
+        assert!(exists_already(create_wire(&store, "inbox")));
         for bad in ["/x", "q//r", "", "a\r\nb", "caf\u{e9}"] {
-            assert!(is_invalid(store.create_mailbox(&name(bad))), "{bad:?}");
+            assert!(is_invalid(create_wire(&store, bad)), "{bad:?}");
         }
         // The inbox keeps its spelling as a parent.
-        store.create_mailbox(&name("inbox/sub")).unwrap();
+        create_wire(&store, "inbox/sub").unwrap();
         assert!(listing(&store).contains(&("INBOX/sub".to_string(), true)));
         assert_eq!(store.count(Op::CreateMailbox), 12);
     }
@@ -338,8 +374,8 @@ mod tests {
     #[test]
     fn delete_follows_dovecot() {
         let store = MemoryStore::new();
-        store.create_mailbox(&name("p/q")).unwrap();
-        store.create_mailbox(&name("p")).unwrap();
+        create_wire(&store, "p/q").unwrap();
+        create_wire(&store, "p").unwrap();
         store.add_message("p", b"Subject: x\r\n\r\n", &[], UNIX_EPOCH);
         assert!(is_refused(
             store.delete_mailbox(&name("nope")),
@@ -362,10 +398,10 @@ mod tests {
     fn rename_moves_the_subtree() {
         let store = MemoryStore::new();
         store.add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
-        store.create_mailbox(&name("x/y")).unwrap();
+        create_wire(&store, "x/y").unwrap();
         let uid = store.add_message("x/y", b"Subject: kept\r\n\r\nbody\r\n", &[], UNIX_EPOCH);
         let validity = store.uid_validity("x/y");
-        store.rename_mailbox(&name("x"), &name("z/w")).unwrap();
+        rename_wire(&store, "x", "z/w").unwrap();
         assert_eq!(
             listing(&store),
             entries(&[
@@ -382,23 +418,18 @@ mod tests {
             .fetch_section(&name("z/w/y"), validity, uid, &Section(vec![1]), None)
             .unwrap();
         assert_eq!(body, b"body\r\n");
-        store.rename_mailbox(&name("Trash"), &name("Old")).unwrap();
+        rename_wire(&store, "Trash", "Old").unwrap();
         let old = store.list_mailboxes().unwrap();
-        assert_eq!(old[1].name, name("Old"));
+        assert_eq!(old[1].id, name("Old"));
         assert_eq!(old[1].special_use, None);
         assert!(is_refused(
-            store.rename_mailbox(&name("nope"), &name("q")),
+            rename_wire(&store, "nope", "q"),
             "no such mailbox"
         ));
-        assert!(exists_already(
-            store.rename_mailbox(&name("z"), &name("Old"))
-        ));
-        assert!(is_refused(
-            store.rename_mailbox(&name("z"), &name("z/new")),
-            "own child"
-        ));
-        assert!(is_invalid(store.rename_mailbox(&name("Inbox"), &name("q"))));
-        assert!(is_invalid(store.rename_mailbox(&name("z"), &name("/q"))));
+        assert!(exists_already(rename_wire(&store, "z", "Old")));
+        assert!(is_refused(rename_wire(&store, "z", "z/new"), "own child"));
+        assert!(is_invalid(rename_wire(&store, "Inbox", "q")));
+        assert!(is_invalid(rename_wire(&store, "z", "/q")));
     }
 
     #[test]
@@ -429,8 +460,8 @@ mod tests {
     #[test]
     fn move_keeps_flags_and_reports_the_new_uid() {
         let store = MemoryStore::new();
-        store.create_mailbox(&name("Archive")).unwrap();
-        store.create_mailbox(&name("Dir/Sub")).unwrap();
+        create_wire(&store, "Archive").unwrap();
+        create_wire(&store, "Dir/Sub").unwrap();
         let date = UNIX_EPOCH + std::time::Duration::from_secs(1_000);
         let uid = store.add_message(INBOX, b"Subject: m\r\n\r\nx\r\n", &["\\Seen"], date);
         let validity = store.uid_validity(INBOX);
@@ -485,7 +516,7 @@ mod tests {
             Err(StoreError::Unsupported(_))
         ));
         // MOVE without UIDPLUS works but does not tell the new UID.
-        store.create_mailbox(&name("Other")).unwrap();
+        create_wire(&store, "Other").unwrap();
         assert_eq!(
             store
                 .move_message(&inbox, validity, uid, &name("Other"))
@@ -549,7 +580,7 @@ mod tests {
             store.append(&name("nope"), b"x", &[]),
             "TRYCREATE"
         ));
-        store.create_mailbox(&name("dir/")).unwrap();
+        create_wire(&store, "dir/").unwrap();
         assert!(is_refused(
             store.append(&name("dir"), b"x", &[]),
             "TRYCREATE"
@@ -566,11 +597,11 @@ mod tests {
         let store = MemoryStore::new();
         store.fail_next(Op::CreateMailbox, || StoreError::OverQuota("full".into()));
         assert!(matches!(
-            store.create_mailbox(&name("x")),
+            create_wire(&store, "x"),
             Err(StoreError::OverQuota(_))
         ));
         assert_eq!(listing(&store).len(), 1);
-        store.create_mailbox(&name("x")).unwrap();
+        create_wire(&store, "x").unwrap();
         assert_eq!(store.count(Op::CreateMailbox), 2);
         assert_eq!(store.stats().commands, 3); // two CREATEs and one LIST
     }

@@ -1,0 +1,118 @@
+//! Changes that did not come through this mount (reported by the store, or seen in a new
+//! listing) become updates of what is known and kernel invalidations, queued for a thread
+//! of their own: the kernel must not be told from inside a request handler.
+
+use std::sync::mpsc::Sender;
+
+use parking_lot::Mutex;
+
+use super::inodes::{NodeKey, ROOT};
+use super::metadata::ListingChange;
+use super::Fs;
+use crate::store::{MailboxId, Section, StoreEvent};
+
+/// What the kernel must drop from its caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The name `name` in directory `parent` (a cached entry, positive or negative).
+    Entry { parent: u64, name: String },
+    /// The entry `name` in `parent` that stood for `child` is gone (inotify watchers learn
+    /// of it too).
+    Deleted {
+        parent: u64,
+        child: u64,
+        name: String,
+    },
+    /// The attributes and cached contents (pages, or a directory's listing) of `ino`.
+    Inode { ino: u64 },
+}
+
+/// Where invalidations go, once someone listens.
+#[derive(Default)]
+pub struct Invalidations {
+    sink: Mutex<Option<Sender<Invalidation>>>,
+}
+
+impl Invalidations {
+    fn send(&self, invalidation: Invalidation) {
+        let mut sink = self.sink.lock();
+        if let Some(tx) = sink.as_ref() {
+            if tx.send(invalidation).is_err() {
+                // The listener is gone (unmounting): stop queueing.
+                *sink = None;
+            }
+        }
+    }
+}
+
+impl Fs {
+    /// Sends kernel invalidations to `sink` from now on (the process hands them to the
+    /// kernel on a thread of its own).
+    pub fn send_invalidations_to(&self, sink: Sender<Invalidation>) {
+        *self.invalidations.sink.lock() = Some(sink);
+    }
+
+    /// Applies a change the store reported.
+    pub fn apply_store_event(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Mailbox(reported) => {
+                let change = self.metadata.apply_change(&reported);
+                if change.validity_changed {
+                    if let Some(validity) = reported.validity {
+                        self.content.retain_validity(&reported.mailbox, validity);
+                    }
+                }
+                self.announce(&reported.mailbox, &change);
+            }
+            StoreEvent::MailboxList => {
+                self.metadata.invalidate_tree();
+                self.invalidations.send(Invalidation::Inode { ino: ROOT });
+            }
+        }
+    }
+
+    /// Tells the kernel what a change in `mailbox` made untrue: the names of messages that
+    /// are gone, and the directory's listing when messages came or went.
+    pub(super) fn announce(&self, mailbox: &MailboxId, change: &ListingChange) {
+        if change.removed.is_empty() && !change.arrived {
+            return;
+        }
+        let Some(path) = self
+            .metadata
+            .tree(None)
+            .and_then(|t| t.path_of(mailbox).map(str::to_string))
+        else {
+            return;
+        };
+        let mut out = Vec::new();
+        {
+            let inodes = self.inodes.lock();
+            // Nothing to say about a directory the kernel does not hold.
+            let parent = match path.as_str() {
+                "" => None,
+                p => inodes.ino_of(&NodeKey::Mailbox(p.to_string())),
+            };
+            let Some(parent) = parent else {
+                return;
+            };
+            for (name, message) in &change.removed {
+                let key = NodeKey::Message(message.clone(), Section::whole());
+                out.push(match inodes.ino_of(&key) {
+                    Some(child) => Invalidation::Deleted {
+                        parent,
+                        child,
+                        name: name.clone(),
+                    },
+                    None => Invalidation::Entry {
+                        parent,
+                        name: name.clone(),
+                    },
+                });
+            }
+            out.push(Invalidation::Inode { ino: parent });
+        }
+        for invalidation in out {
+            self.invalidations.send(invalidation);
+        }
+    }
+}

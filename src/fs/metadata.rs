@@ -1,0 +1,684 @@
+//! What the core knows of the account besides content: the mailbox tree, each mailbox's
+//! listing, message layouts, and the names `mv` gave messages; and when each is fresh
+//! enough to use without asking the server (read from an injected clock).
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::clock::Clock;
+use super::inodes::MessageRef;
+use super::mailboxes::MailboxTree;
+use crate::mime::{self, Entry};
+use crate::store::{
+    MailboxChange, MailboxId, MailboxListing, MailboxVersion, MessageMeta, Uid, UidValidity,
+};
+
+/// A mailbox tree younger than this is used without asking the server again.
+pub const TREE_FRESH: Duration = Duration::from_secs(1);
+/// A listing younger than this is reused for directory listings.
+pub const LISTING_FRESH: Duration = Duration::from_secs(1);
+/// A lookup that misses relists the mailbox if the listing is older than this.
+pub const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
+/// Message layouts kept (a walk revisits few; each is a few hundred bytes to kilobytes).
+const LAYOUTS_KEPT: usize = 2048;
+
+/// One listed message and the directory name it has.
+#[derive(Debug, Clone)]
+struct Listed {
+    meta: MessageMeta,
+    name: String,
+}
+
+/// The messages of one mailbox as last listed, with local and reported changes applied.
+struct Listing {
+    validity: UidValidity,
+    version: Option<MailboxVersion>,
+    messages: BTreeMap<Uid, Listed>,
+    fetched: Instant,
+    /// Set after a change here: the next directory listing asks the server again.
+    stale: bool,
+}
+
+/// How a listing at most some age old is to be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingPlan {
+    /// The listing held will do.
+    Use,
+    /// Ask whether the mailbox changed since `known` (one cheap request); if not, the
+    /// listing held is confirmed fresh.
+    CheckVersion {
+        known: MailboxVersion,
+        ticket: ChangeTicket,
+    },
+    /// List the mailbox.
+    Relist { ticket: ChangeTicket },
+}
+
+/// The count of this mount's changes to a mailbox when a request went out: an answer that
+/// was under way while the mount changed the mailbox may miss the change, so it is not
+/// trusted as fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeTicket(u64);
+
+/// What a new listing (or a reported change) did to what was known.
+#[derive(Debug, Default)]
+pub struct ListingChange {
+    /// The mailbox was recreated: everything known of the old one is void.
+    pub validity_changed: bool,
+    /// Messages that are gone, with the names they had.
+    pub removed: Vec<(String, MessageRef)>,
+    /// Whether messages arrived.
+    pub arrived: bool,
+    /// How many messages the listing holds now.
+    pub size: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    tree: Option<(Arc<MailboxTree>, Instant)>,
+    listings: HashMap<MailboxId, Listing>,
+    /// This mount's changes per mailbox (see `ChangeTicket`).
+    changes: HashMap<MailboxId, u64>,
+    /// Names that `mv` gave messages moved into a mailbox, valid until its next directory
+    /// listing: mailbox -> name -> (message, mtime).
+    aliases: HashMap<MailboxId, HashMap<String, (MessageRef, SystemTime)>>,
+    layouts: Option<LruCache<MessageRef, Arc<Vec<Entry>>>>,
+}
+
+/// The metadata cache; its one lock is never held while asking the server.
+pub struct MetadataCache {
+    clock: Arc<dyn Clock>,
+    inner: Mutex<Inner>,
+}
+
+fn listed(meta: MessageMeta) -> Listed {
+    let name = mime::message_dir_name(meta.uid, meta.subject.as_deref());
+    Listed { meta, name }
+}
+
+/// The UID a message directory name starts with.
+fn uid_in_name(name: &str) -> Option<Uid> {
+    let digits = name.split(' ').next()?;
+    digits.parse().ok().map(Uid)
+}
+
+impl Inner {
+    fn layouts(&mut self) -> &mut LruCache<MessageRef, Arc<Vec<Entry>>> {
+        self.layouts
+            .get_or_insert_with(|| LruCache::new(NonZeroUsize::new(LAYOUTS_KEPT).expect("nonzero")))
+    }
+
+    fn ticket(&self, mailbox: &MailboxId) -> ChangeTicket {
+        ChangeTicket(self.changes.get(mailbox).copied().unwrap_or(0))
+    }
+
+    /// Drops layouts of `mailbox` not under `keep`.
+    fn drop_layouts(&mut self, mailbox: &MailboxId, keep: Option<UidValidity>) {
+        let layouts = self.layouts();
+        let doomed: Vec<MessageRef> = layouts
+            .iter()
+            .map(|(m, _)| m)
+            .filter(|m| &m.mailbox == mailbox && Some(m.validity) != keep)
+            .cloned()
+            .collect();
+        for m in doomed {
+            layouts.pop(&m);
+        }
+    }
+}
+
+impl MetadataCache {
+    /// An empty cache reading `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        MetadataCache {
+            clock,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    // ---- the mailbox tree ---------------------------------------------------------------
+
+    /// The tree held, if it is at most `max_age` old (any age with `None`).
+    pub fn tree(&self, max_age: Option<Duration>) -> Option<Arc<MailboxTree>> {
+        let now = self.clock.now();
+        let inner = self.inner.lock();
+        let (tree, at) = inner.tree.as_ref()?;
+        match max_age {
+            Some(age) if now.saturating_duration_since(*at) >= age => None,
+            _ => Some(Arc::clone(tree)),
+        }
+    }
+
+    /// Keeps a tree just listed.
+    pub fn set_tree(&self, tree: Arc<MailboxTree>) {
+        let now = self.clock.now();
+        self.inner.lock().tree = Some((tree, now));
+    }
+
+    /// Forgets the tree, so the next look at it asks the server.
+    pub fn invalidate_tree(&self) {
+        self.inner.lock().tree = None;
+    }
+
+    // ---- listings -------------------------------------------------------------------------
+
+    /// How to have a listing of `mailbox` at most `max_age` old (`None`: any listing).
+    pub fn plan_listing(&self, mailbox: &MailboxId, max_age: Option<Duration>) -> ListingPlan {
+        let now = self.clock.now();
+        let inner = self.inner.lock();
+        let ticket = inner.ticket(mailbox);
+        let Some(listing) = inner.listings.get(mailbox) else {
+            return ListingPlan::Relist { ticket };
+        };
+        let fresh = match max_age {
+            None => true,
+            Some(age) => !listing.stale && now.saturating_duration_since(listing.fetched) < age,
+        };
+        match (fresh, listing.stale, listing.version) {
+            (true, _, _) => ListingPlan::Use,
+            (false, false, Some(known)) => ListingPlan::CheckVersion { known, ticket },
+            _ => ListingPlan::Relist { ticket },
+        }
+    }
+
+    /// The server says the mailbox is as listed: the listing counts as fresh again, unless
+    /// this mount changed the mailbox since `ticket`.
+    pub fn confirm_unchanged(&self, mailbox: &MailboxId, ticket: ChangeTicket) -> bool {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        if inner.ticket(mailbox) != ticket {
+            return false;
+        }
+        match inner.listings.get_mut(mailbox) {
+            Some(listing) => {
+                listing.fetched = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a new listing of `mailbox` (asked for at `ticket`) and says what changed. A
+    /// changed UIDVALIDITY drops everything known of the old mailbox.
+    pub fn install_listing(
+        &self,
+        mailbox: &MailboxId,
+        fresh: MailboxListing,
+        ticket: ChangeTicket,
+    ) -> ListingChange {
+        let now = self.clock.now();
+        let messages: BTreeMap<Uid, Listed> = fresh
+            .messages
+            .into_iter()
+            .map(|meta| (meta.uid, listed(meta)))
+            .collect();
+        let mut inner = self.inner.lock();
+        let mut change = ListingChange {
+            size: messages.len(),
+            ..ListingChange::default()
+        };
+        if let Some(old) = inner.listings.get(mailbox) {
+            if old.validity != fresh.uid_validity {
+                change.validity_changed = true;
+            }
+            for (uid, entry) in &old.messages {
+                if change.validity_changed || !messages.contains_key(uid) {
+                    let message = MessageRef {
+                        mailbox: mailbox.clone(),
+                        validity: old.validity,
+                        uid: *uid,
+                    };
+                    change.removed.push((entry.name.clone(), message));
+                }
+            }
+            change.arrived = messages.keys().any(|uid| !old.messages.contains_key(uid))
+                || change.validity_changed;
+        }
+        if change.validity_changed {
+            tracing::warn!(mailbox = %mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
+            inner.drop_layouts(mailbox, Some(fresh.uid_validity));
+            inner.aliases.remove(mailbox);
+        }
+        // A change made here while the listing was on its way may be missing from it.
+        let stale = inner.ticket(mailbox) != ticket;
+        inner.listings.insert(
+            mailbox.clone(),
+            Listing {
+                validity: fresh.uid_validity,
+                version: fresh.version,
+                messages,
+                fetched: now,
+                stale,
+            },
+        );
+        change
+    }
+
+    /// Applies a change the store reported, as far as the listing held allows; says what
+    /// changed for the kernel.
+    pub fn apply_change(&self, reported: &MailboxChange) -> ListingChange {
+        let mut inner = self.inner.lock();
+        let mut change = ListingChange::default();
+        let Some(listing) = inner.listings.get_mut(&reported.mailbox) else {
+            return change;
+        };
+        let validity = reported.validity.unwrap_or(listing.validity);
+        if reported.validity_changed || validity != listing.validity {
+            change.validity_changed = true;
+            change.arrived = true;
+            change.removed = listing
+                .messages
+                .iter()
+                .map(|(uid, entry)| {
+                    let message = MessageRef {
+                        mailbox: reported.mailbox.clone(),
+                        validity: listing.validity,
+                        uid: *uid,
+                    };
+                    (entry.name.clone(), message)
+                })
+                .collect();
+            // Nothing held is true any more: the next look lists the mailbox.
+            inner.listings.remove(&reported.mailbox);
+            inner.drop_layouts(&reported.mailbox, reported.validity);
+            inner.aliases.remove(&reported.mailbox);
+            return change;
+        }
+        for uid in &reported.vanished {
+            if let Some(entry) = listing.messages.remove(uid) {
+                let message = MessageRef {
+                    mailbox: reported.mailbox.clone(),
+                    validity: listing.validity,
+                    uid: *uid,
+                };
+                change.removed.push((entry.name, message));
+            }
+        }
+        for meta in &reported.arrived {
+            change.arrived |= listing
+                .messages
+                .insert(meta.uid, listed(meta.clone()))
+                .is_none();
+        }
+        for (uid, flags) in &reported.flags {
+            if let Some(entry) = listing.messages.get_mut(uid) {
+                entry.meta.flags = flags.clone();
+            }
+        }
+        // The version held no longer describes the listing.
+        listing.version = None;
+        change.size = listing.messages.len();
+        change
+    }
+
+    /// A listed message's metadata.
+    pub fn message(&self, message: &MessageRef) -> Option<MessageMeta> {
+        let inner = self.inner.lock();
+        let listing = inner.listings.get(&message.mailbox)?;
+        if listing.validity != message.validity {
+            return None;
+        }
+        listing.messages.get(&message.uid).map(|e| e.meta.clone())
+    }
+
+    /// Whether the message is in its mailbox's listing.
+    pub fn is_listed(&self, message: &MessageRef) -> bool {
+        let inner = self.inner.lock();
+        inner.listings.get(&message.mailbox).is_some_and(|l| {
+            l.validity == message.validity && l.messages.contains_key(&message.uid)
+        })
+    }
+
+    /// The message a directory name in `mailbox` stands for: a name `mv` gave it, or one
+    /// from the listing.
+    pub fn find_message(
+        &self,
+        mailbox: &MailboxId,
+        name: &str,
+    ) -> Option<(MessageRef, SystemTime)> {
+        let inner = self.inner.lock();
+        if let Some(alias) = inner.aliases.get(mailbox).and_then(|a| a.get(name)) {
+            return Some(alias.clone());
+        }
+        let listing = inner.listings.get(mailbox)?;
+        let entry = listing.messages.get(&uid_in_name(name)?)?;
+        (entry.name == name).then(|| {
+            (
+                MessageRef {
+                    mailbox: mailbox.clone(),
+                    validity: listing.validity,
+                    uid: entry.meta.uid,
+                },
+                entry.meta.internal_date,
+            )
+        })
+    }
+
+    /// Every listed message of `mailbox` in UID order, with its name and mtime; names `mv`
+    /// gave stop resolving (a directory listing is "the next listing").
+    pub fn snapshot(&self, mailbox: &MailboxId) -> Vec<(String, MessageRef, SystemTime)> {
+        let mut inner = self.inner.lock();
+        inner.aliases.remove(mailbox);
+        let Some(listing) = inner.listings.get(mailbox) else {
+            return Vec::new();
+        };
+        listing
+            .messages
+            .values()
+            .map(|e| {
+                let message = MessageRef {
+                    mailbox: mailbox.clone(),
+                    validity: listing.validity,
+                    uid: e.meta.uid,
+                };
+                (e.name.clone(), message, e.meta.internal_date)
+            })
+            .collect()
+    }
+
+    /// The UID listed just before `message`, if it is listed.
+    pub fn previous_uid(&self, message: &MessageRef) -> Option<Uid> {
+        let inner = self.inner.lock();
+        let listing = inner
+            .listings
+            .get(&message.mailbox)
+            .filter(|l| l.validity == message.validity)?;
+        listing.messages.get(&message.uid)?;
+        listing
+            .messages
+            .range(..message.uid)
+            .next_back()
+            .map(|(uid, _)| *uid)
+    }
+
+    /// Listed messages from `message` on (itself first), in order, that `wanted` accepts,
+    /// at most `limit`.
+    pub fn following(
+        &self,
+        message: &MessageRef,
+        limit: usize,
+        mut wanted: impl FnMut(&MessageMeta) -> bool,
+    ) -> Vec<MessageMeta> {
+        let inner = self.inner.lock();
+        let Some(listing) = inner
+            .listings
+            .get(&message.mailbox)
+            .filter(|l| l.validity == message.validity)
+        else {
+            return Vec::new();
+        };
+        listing
+            .messages
+            .range(message.uid..)
+            .map(|(_, e)| &e.meta)
+            .filter(|m| wanted(m))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Statistics for `statfs`: messages known and their bytes.
+    pub fn totals(&self) -> (u64, u64) {
+        let inner = self.inner.lock();
+        let files = inner
+            .listings
+            .values()
+            .map(|l| l.messages.len() as u64)
+            .sum();
+        let bytes = inner
+            .listings
+            .values()
+            .flat_map(|l| l.messages.values())
+            .map(|e| e.meta.size)
+            .sum();
+        (files, bytes)
+    }
+
+    // ---- this mount's changes -------------------------------------------------------------
+
+    /// Counts a change made here, so that a listing under way is not trusted, and makes
+    /// the next directory listing ask the server.
+    pub fn mark_stale(&self, mailbox: &MailboxId) {
+        let mut inner = self.inner.lock();
+        *inner.changes.entry(mailbox.clone()).or_default() += 1;
+        if let Some(listing) = inner.listings.get_mut(mailbox) {
+            listing.stale = true;
+        }
+    }
+
+    /// A message left its mailbox (moved, deleted) by this mount's doing.
+    pub fn message_left(&self, message: &MessageRef) {
+        self.mark_stale(&message.mailbox);
+        let mut inner = self.inner.lock();
+        if let Some(listing) = inner.listings.get_mut(&message.mailbox) {
+            if listing.validity == message.validity {
+                listing.messages.remove(&message.uid);
+            }
+        }
+    }
+
+    /// A message this mount moved arrived as `new`: it is listed there at once, resolves
+    /// under the name `mv` gave it until the next listing of the target, and keeps its
+    /// layout.
+    pub fn message_moved(&self, old: &MessageRef, new: &MessageRef, new_name: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(layout) = inner.layouts().pop(old) {
+            inner.layouts().put(new.clone(), layout);
+        }
+        let meta = inner
+            .listings
+            .get(&old.mailbox)
+            .filter(|l| l.validity == old.validity)
+            .and_then(|l| l.messages.get(&old.uid))
+            .map(|e| e.meta.clone());
+        let mtime = meta
+            .as_ref()
+            .map_or(SystemTime::UNIX_EPOCH, |m| m.internal_date);
+        if let (Some(listing), Some(mut meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
+            if listing.validity == new.validity {
+                meta.uid = new.uid;
+                listing.messages.insert(new.uid, listed(meta));
+            }
+        }
+        inner
+            .aliases
+            .entry(new.mailbox.clone())
+            .or_default()
+            .insert(new_name.to_string(), (new.clone(), mtime));
+    }
+
+    /// Flags this mount set.
+    pub fn flags_set(&self, message: &MessageRef, flags: Vec<String>) {
+        let mut inner = self.inner.lock();
+        if let Some(entry) = inner
+            .listings
+            .get_mut(&message.mailbox)
+            .filter(|l| l.validity == message.validity)
+            .and_then(|l| l.messages.get_mut(&message.uid))
+        {
+            entry.meta.flags = flags;
+        }
+    }
+
+    /// Mailboxes this mount renamed (old identifier to new): what is known of them follows.
+    pub fn mailboxes_renamed(&self, ids: &HashMap<MailboxId, MailboxId>) {
+        let mut inner = self.inner.lock();
+        for (old, new) in ids {
+            if let Some(listing) = inner.listings.remove(old) {
+                inner.listings.insert(new.clone(), listing);
+            }
+            if let Some(changes) = inner.changes.remove(old) {
+                inner.changes.insert(new.clone(), changes);
+            }
+            inner.aliases.remove(old);
+            let moved: Vec<MessageRef> = inner
+                .layouts()
+                .iter()
+                .map(|(m, _)| m)
+                .filter(|m| &m.mailbox == old)
+                .cloned()
+                .collect();
+            for m in moved {
+                if let Some(layout) = inner.layouts().pop(&m) {
+                    let renamed = MessageRef {
+                        mailbox: new.clone(),
+                        ..m
+                    };
+                    inner.layouts().put(renamed, layout);
+                }
+            }
+        }
+    }
+
+    /// A mailbox this mount deleted.
+    pub fn mailbox_deleted(&self, mailbox: &MailboxId) {
+        let mut inner = self.inner.lock();
+        inner.listings.remove(mailbox);
+        inner.aliases.remove(mailbox);
+        inner.drop_layouts(mailbox, None);
+        inner.tree = None;
+    }
+
+    // ---- layouts --------------------------------------------------------------------------
+
+    /// A message's directory layout, if known.
+    pub fn layout(&self, message: &MessageRef) -> Option<Arc<Vec<Entry>>> {
+        self.inner.lock().layouts().get(message).cloned()
+    }
+
+    /// Whether a message's layout is known (without counting as a use).
+    pub fn has_layout(&self, message: &MessageRef) -> bool {
+        self.inner.lock().layouts().contains(message)
+    }
+
+    /// Keeps a message's layout.
+    pub fn insert_layout(&self, message: MessageRef, layout: Arc<Vec<Entry>>) {
+        self.inner.lock().layouts().put(message, layout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::clock::ManualClock;
+
+    fn meta(uid: u32, subject: &str) -> MessageMeta {
+        MessageMeta {
+            uid: Uid(uid),
+            size: 10,
+            internal_date: SystemTime::UNIX_EPOCH,
+            subject: Some(subject.as_bytes().to_vec()),
+            flags: Vec::new(),
+        }
+    }
+
+    fn listing(validity: u32, messages: Vec<MessageMeta>) -> MailboxListing {
+        MailboxListing {
+            uid_validity: UidValidity(validity),
+            messages,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn freshness_follows_the_clock_and_local_changes() {
+        let clock = Arc::new(ManualClock::new());
+        let cache = MetadataCache::new(clock.clone());
+        let inbox = MailboxId::new("INBOX");
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None) else {
+            panic!("nothing listed yet")
+        };
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
+        assert_eq!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            ListingPlan::Use
+        );
+        clock.advance(LISTING_FRESH);
+        assert!(matches!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            ListingPlan::Relist { .. }
+        ));
+        assert_eq!(cache.plan_listing(&inbox, None), ListingPlan::Use);
+
+        // A listing under way while this mount changed the mailbox is kept, but stale.
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, Some(LISTING_FRESH)) else {
+            panic!()
+        };
+        cache.mark_stale(&inbox);
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
+        assert!(matches!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            ListingPlan::Relist { .. }
+        ));
+    }
+
+    #[test]
+    fn names_resolve_by_uid_and_exact_name() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let inbox = MailboxId::new("INBOX");
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None) else {
+            panic!()
+        };
+        cache.install_listing(&inbox, listing(7, vec![meta(3, "hello")]), ticket);
+        let (found, _) = cache.find_message(&inbox, "3 hello").unwrap();
+        assert_eq!(found.uid, Uid(3));
+        assert_eq!(found.validity, UidValidity(7));
+        assert!(cache.find_message(&inbox, "3 hell").is_none());
+        assert!(cache.find_message(&inbox, "4 hello").is_none());
+        assert!(cache.find_message(&inbox, "x").is_none());
+    }
+
+    #[test]
+    fn a_new_listing_reports_what_left_and_what_came() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let inbox = MailboxId::new("INBOX");
+        let ticket = ChangeTicket(0);
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a"), meta(2, "b")]), ticket);
+        let change =
+            cache.install_listing(&inbox, listing(1, vec![meta(2, "b"), meta(3, "c")]), ticket);
+        assert!(!change.validity_changed);
+        assert!(change.arrived);
+        let removed: Vec<&str> = change.removed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(removed, ["1 a"]);
+        let change = cache.install_listing(&inbox, listing(2, vec![meta(2, "x")]), ticket);
+        assert!(change.validity_changed);
+        assert_eq!(change.removed.len(), 2);
+    }
+
+    #[test]
+    fn reported_changes_update_the_listing_in_place() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let inbox = MailboxId::new("INBOX");
+        cache.install_listing(
+            &inbox,
+            listing(1, vec![meta(1, "a"), meta(2, "b")]),
+            ChangeTicket(0),
+        );
+        let change = cache.apply_change(&MailboxChange {
+            validity: Some(UidValidity(1)),
+            arrived: vec![meta(5, "new")],
+            vanished: vec![Uid(1)],
+            flags: vec![(Uid(2), vec!["\\Seen".into()])],
+            ..MailboxChange::new(inbox.clone())
+        });
+        assert!(change.arrived);
+        assert_eq!(change.removed.len(), 1);
+        let two = MessageRef {
+            mailbox: inbox.clone(),
+            validity: UidValidity(1),
+            uid: Uid(2),
+        };
+        assert_eq!(cache.message(&two).unwrap().flags, ["\\Seen"]);
+        let names: Vec<String> = cache
+            .snapshot(&inbox)
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        assert_eq!(names, ["2 b", "5 new"]);
+    }
+}

@@ -1,0 +1,469 @@
+//! Names: looking them up, listing directories, and forgetting what the kernel dropped.
+//! Mailbox directories come from the mailbox tree and each mailbox's listing; message
+//! directories from the message's BODYSTRUCTURE (its layout).
+
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::handles::DirItem;
+use super::inodes::{MessageRef, Node, ROOT};
+use super::mailboxes::MailboxTree;
+use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_FRESH};
+use super::walk::Walk;
+use super::{virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult};
+use crate::mime::{self, Entry, EntryKind};
+use crate::store::{MailboxId, Section, StoreError};
+
+/// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
+pub const STRUCTURE_READ_AHEAD: usize = 64;
+/// Forgetting more nodes than this at once tells the process memory was freed.
+const MANY_FORGOTTEN: u64 = 4096;
+
+/// A name as UTF-8; other names cannot exist here.
+pub(super) fn name_str(name: &OsStr) -> FsResult<&str> {
+    name.to_str().ok_or(FsError::NotFound)
+}
+
+/// Finds the entries of the (possibly nested) message directory at `section`.
+pub(super) fn entries_in<'a>(entries: &'a [Entry], section: &Section) -> Option<&'a [Entry]> {
+    if section.is_whole() {
+        return Some(entries);
+    }
+    entries.iter().find_map(|e| match &e.kind {
+        EntryKind::Message {
+            section: s,
+            entries: inner,
+        } => {
+            if s == section {
+                Some(inner.as_slice())
+            } else if section.0.starts_with(&s.0) {
+                entries_in(inner, section)
+            } else {
+                None
+            }
+        }
+        EntryKind::File(_) => None,
+    })
+}
+
+/// The node of one entry of a message directory.
+pub(super) fn entry_node(
+    message: &MessageRef,
+    dir: &Section,
+    entry: &Entry,
+    mtime: std::time::SystemTime,
+) -> Node {
+    match &entry.kind {
+        EntryKind::File(spec) => Node::File {
+            message: message.clone(),
+            dir: dir.clone(),
+            name: entry.name.clone(),
+            spec: spec.clone(),
+            mtime,
+            known_size: None,
+        },
+        EntryKind::Message { section, .. } => Node::Message {
+            message: message.clone(),
+            section: section.clone(),
+            mtime,
+        },
+    }
+}
+
+impl Fs {
+    // ---- what is known, fetched when needed ---------------------------------------------
+
+    /// The mailbox tree: any held (`refresh` false), or one at most `TREE_FRESH` old.
+    pub(super) fn tree(&self, refresh: bool) -> FsResult<Arc<MailboxTree>> {
+        if let Some(tree) = self.metadata.tree(refresh.then_some(TREE_FRESH)) {
+            return Ok(tree);
+        }
+        let list = self.store.list_mailboxes()?;
+        let tree = Arc::new(MailboxTree::build(&list));
+        self.metadata.set_tree(Arc::clone(&tree));
+        Ok(tree)
+    }
+
+    /// Lists `mailbox` unless a listing at most `max_age` old is held (any age with `None`).
+    /// With CONDSTORE, an unchanged mailbox costs one EXAMINE instead of a listing.
+    pub(super) fn ensure_listing(
+        &self,
+        mailbox: &MailboxId,
+        max_age: Option<Duration>,
+    ) -> FsResult<()> {
+        let ticket = match self.metadata.plan_listing(mailbox, max_age) {
+            ListingPlan::Use => return Ok(()),
+            ListingPlan::CheckVersion { known, ticket } => {
+                if self.store.mailbox_version(mailbox)? == Some(known)
+                    && self.metadata.confirm_unchanged(mailbox, ticket)
+                {
+                    return Ok(());
+                }
+                ticket
+            }
+            ListingPlan::Relist { ticket } => ticket,
+        };
+        let fresh = self.store.list_messages(mailbox)?;
+        let validity = fresh.uid_validity;
+        let change = self.metadata.install_listing(mailbox, fresh, ticket);
+        if change.validity_changed {
+            self.content.retain_validity(mailbox, validity);
+        }
+        self.announce(mailbox, &change);
+        if change.size > 1000 {
+            // Parsing a large listing leaves megabytes of freed buffers behind.
+            self.released_memory();
+        }
+        Ok(())
+    }
+
+    /// The directory layout of a message, from its BODYSTRUCTURE. When messages are visited
+    /// in listing order (a recursive walk), the next ones' structures come in the same
+    /// request. `message.eml` is sized by the same answer, never by a listing that may
+    /// have changed since: a message that vanished is ENOENT, never a file of size 0.
+    pub(super) fn layout(&self, message: &MessageRef) -> FsResult<Arc<Vec<Entry>>> {
+        let previous = self.metadata.previous_uid(message);
+        let walking = self
+            .walks
+            .visit(Walk::Structures, &message.mailbox, message.uid, previous);
+        if let Some(layout) = self.metadata.layout(message) {
+            return Ok(layout);
+        }
+        let mut uids = vec![message.uid];
+        if walking {
+            let next = self
+                .metadata
+                .following(message, 2 * STRUCTURE_READ_AHEAD, |_| true);
+            uids.extend(
+                next.into_iter()
+                    .map(|m| m.uid)
+                    .filter(|&uid| uid != message.uid)
+                    .filter(|&uid| {
+                        !self.metadata.has_layout(&MessageRef {
+                            uid,
+                            ..message.clone()
+                        })
+                    })
+                    .take(STRUCTURE_READ_AHEAD - 1),
+            );
+        }
+        let structures = match self
+            .store
+            .body_structures(&message.mailbox, message.validity, &uids)
+        {
+            // One unusable message must not spoil its neighbours: ask for this one alone.
+            Err(e) if uids.len() > 1 && !matches!(e, StoreError::UidValidityChanged { .. }) => {
+                tracing::warn!(mailbox = %message.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
+                self.store
+                    .body_structures(&message.mailbox, message.validity, &[message.uid])?
+            }
+            other => other?,
+        };
+        let mut wanted = None;
+        for structure in structures {
+            let layout = Arc::new(mime::message_layout(&structure.body, structure.size));
+            if structure.uid == message.uid {
+                wanted = Some(Arc::clone(&layout));
+            }
+            let one = MessageRef {
+                uid: structure.uid,
+                ..message.clone()
+            };
+            self.metadata.insert_layout(one, layout);
+        }
+        wanted.ok_or_else(|| {
+            FsError::Store(StoreError::NoSuchMessage {
+                mailbox: message.mailbox.clone(),
+                uid: message.uid,
+            })
+        })
+    }
+
+    // ---- lookups --------------------------------------------------------------------------
+
+    /// What `name` in directory `parent` stands for, asking the server if needed. Nothing
+    /// is counted: the kernel has not been told.
+    pub(super) fn resolve(&self, parent: u64, name: &str) -> FsResult<Node> {
+        match self.node(parent)? {
+            Node::Root => self.resolve_in_mailbox_dir("", name),
+            Node::Mailbox { path } => self.resolve_in_mailbox_dir(&path, name),
+            Node::Message {
+                message,
+                section,
+                mtime,
+            } => {
+                let layout = self.layout(&message)?;
+                let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
+                let entry = entries
+                    .iter()
+                    .find(|e| e.name == name)
+                    .ok_or(FsError::NotFound)?;
+                let node = entry_node(&message, &section, entry, mtime);
+                if self.hidden.lock().contains(&node.key()) {
+                    return Err(FsError::NotFound);
+                }
+                Ok(node)
+            }
+            Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
+        }
+    }
+
+    fn resolve_in_mailbox_dir(&self, path: &str, name: &str) -> FsResult<Node> {
+        let tree = self.tree(false)?;
+        let dir = tree.get(path).ok_or(FsError::NotFound)?;
+        if let Some(child) = dir.children.get(name) {
+            return Ok(Node::Mailbox {
+                path: child.clone(),
+            });
+        }
+        if self.new_files.get(path, name).is_some() {
+            return Ok(Node::NewFile {
+                dir_path: path.to_string(),
+                name: name.to_string(),
+            });
+        }
+        if virtual_dirs::is_reserved(name) {
+            // Never a message, and no reason to ask the server for new mailboxes.
+            return Err(FsError::NotFound);
+        }
+        if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            if let Some(mailbox) = dir.selectable_id() {
+                if let Some(node) = self.find_message_dir(mailbox, name)? {
+                    return Ok(node);
+                }
+            }
+        }
+        // Perhaps another client created it: ask again, at most once per `TREE_FRESH`.
+        let tree = self.tree(true)?;
+        match tree.get(path).and_then(|d| d.children.get(name)) {
+            Some(child) => Ok(Node::Mailbox {
+                path: child.clone(),
+            }),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// The message directory `name` in `mailbox`, relisting once if the listing held is
+    /// old enough that the message may have arrived since.
+    fn find_message_dir(&self, mailbox: &MailboxId, name: &str) -> FsResult<Option<Node>> {
+        self.ensure_listing(mailbox, None)?;
+        let found = match self.metadata.find_message(mailbox, name) {
+            Some(found) => Some(found),
+            None => {
+                self.ensure_listing(mailbox, Some(LISTING_RECHECK_ON_MISS))?;
+                self.metadata.find_message(mailbox, name)
+            }
+        };
+        Ok(found.map(|(message, mtime)| Node::Message {
+            message,
+            section: Section::whole(),
+            mtime,
+        }))
+    }
+
+    /// Gives the kernel an inode for `node`, counting the lookup, with its attributes.
+    pub(super) fn remember(&self, node: Node) -> AttrReply {
+        let (ino, node) = {
+            let mut inodes = self.inodes.lock();
+            let ino = inodes.remember(node);
+            (ino, inodes.get(ino).cloned().expect("just remembered"))
+        };
+        self.attr_of(ino, &node)
+    }
+
+    /// Looks up `name` in directory `parent`; the kernel now holds the answer's inode.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<AttrReply> {
+        let node = self.resolve(parent, name_str(name)?)?;
+        Ok(self.remember(node))
+    }
+
+    /// The kernel forgot `count` lookups of `ino`. After many nodes were dropped (the
+    /// kernel forgets in bursts, e.g. after drop_caches), the process hears of it.
+    pub fn forget(&self, ino: u64, count: u64) {
+        if !self.inodes.lock().forget(ino, count) {
+            return;
+        }
+        let dropped = self.forgotten.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_multiple_of(MANY_FORGOTTEN) {
+            self.released_memory();
+        }
+    }
+
+    // ---- directories ----------------------------------------------------------------------
+
+    /// Opens a directory: takes a snapshot of its entries so that paging through it with
+    /// offsets is stable, refreshing the listing from the server.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let items = match self.node(ino)? {
+            Node::Root => self.mailbox_dir_items(ino, "")?,
+            Node::Mailbox { path } => self.mailbox_dir_items(ino, &path)?,
+            Node::Message {
+                message,
+                section,
+                mtime,
+            } => {
+                let layout = self.layout(&message)?;
+                let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
+                let hidden = self.hidden.lock();
+                let mut items = vec![
+                    DirItem::Dot { name: ".", ino },
+                    DirItem::Dot {
+                        name: "..",
+                        ino: ROOT,
+                    },
+                ];
+                for entry in entries {
+                    let node = entry_node(&message, &section, entry, mtime);
+                    if !hidden.contains(&node.key()) {
+                        items.push(DirItem::Child {
+                            name: entry.name.clone(),
+                            node,
+                        });
+                    }
+                }
+                items
+            }
+            Node::File { .. } | Node::NewFile { .. } => return Err(FsError::NotADirectory),
+        };
+        Ok(self.dirs.open(items))
+    }
+
+    /// Whether the kernel may keep an open directory's entries across opens: true for
+    /// message directories, whose contents never change (hiding a file with `rm` is seen by
+    /// the kernel itself).
+    pub fn dir_is_final(&self, ino: u64) -> bool {
+        matches!(self.node(ino), Ok(Node::Message { .. }))
+    }
+
+    fn mailbox_dir_items(&self, ino: u64, path: &str) -> FsResult<Vec<DirItem>> {
+        let tree = self.tree(true)?;
+        let dir = tree.get(path).ok_or(FsError::NotFound)?;
+        let mailbox = dir.selectable_id();
+        if let Some(mailbox) = mailbox {
+            self.ensure_listing(mailbox, Some(LISTING_FRESH))?;
+        }
+        let mut items = vec![
+            DirItem::Dot { name: ".", ino },
+            DirItem::Dot {
+                name: "..",
+                ino: ROOT,
+            },
+        ];
+        for (name, child_path) in &dir.children {
+            items.push(DirItem::Child {
+                name: name.clone(),
+                node: Node::Mailbox {
+                    path: child_path.clone(),
+                },
+            });
+        }
+        for name in self.new_files.in_dir(path, true) {
+            items.push(DirItem::Child {
+                node: Node::NewFile {
+                    dir_path: path.to_string(),
+                    name: name.clone(),
+                },
+                name,
+            });
+        }
+        if let Some(mailbox) = mailbox {
+            for (name, message, mtime) in self.metadata.snapshot(mailbox) {
+                if dir.children.contains_key(&name) {
+                    continue;
+                }
+                items.push(DirItem::Child {
+                    name,
+                    node: Node::Message {
+                        message,
+                        section: Section::whole(),
+                        mtime,
+                    },
+                });
+            }
+        }
+        Ok(items)
+    }
+
+    /// Items of an open directory from `offset` on, at most `max`, each with the offset of
+    /// the next (its index + 1). A message that left its mailbox since the snapshot is left
+    /// out, so one directory never shows under two parents.
+    fn page(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirItem)>> {
+        let items = self.dirs.get(fh).ok_or(FsError::BadHandle)?;
+        Ok(items
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .filter(|(_, item)| match item {
+                DirItem::Child {
+                    node:
+                        Node::Message {
+                            message, section, ..
+                        },
+                    ..
+                } if section.is_whole() => self.metadata.is_listed(message),
+                _ => true,
+            })
+            .take(max)
+            .map(|(i, item)| (i as u64 + 1, item.clone()))
+            .collect())
+    }
+
+    /// Entries of an open directory from `offset` on (see `page`). The numbers are those a
+    /// lookup would give; nothing is counted.
+    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirEntry)>> {
+        let page = self.page(fh, offset, max)?;
+        let inodes = self.inodes.lock();
+        Ok(page
+            .into_iter()
+            .map(|(next, item)| {
+                let ino = match &item {
+                    DirItem::Dot { ino, .. } => *ino,
+                    DirItem::Child { node, .. } => inodes.peek(node),
+                };
+                let entry = DirEntry {
+                    ino,
+                    kind: item.kind(),
+                    name: item.name().to_string(),
+                };
+                (next, entry)
+            })
+            .collect())
+    }
+
+    /// Like `readdir`, with each entry's attributes (READDIRPLUS saves a lookup per entry).
+    /// Every entry but `.` and `..` counts as a lookup: an entry the caller does not pass to
+    /// the kernel must be given back with `forget(ino, 1)`.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> FsResult<Vec<(u64, DirEntry, AttrReply)>> {
+        let page = self.page(fh, offset, max)?;
+        let mut out = Vec::with_capacity(page.len());
+        for (next, item) in page {
+            let reply = match &item {
+                // An entry that vanished since the snapshot is skipped, not an error.
+                DirItem::Dot { ino, .. } => match self.getattr(*ino) {
+                    Ok(reply) => reply,
+                    Err(_) => continue,
+                },
+                DirItem::Child { node, .. } => self.remember(node.clone()),
+            };
+            let entry = DirEntry {
+                ino: reply.attr.ino,
+                kind: item.kind(),
+                name: item.name().to_string(),
+            };
+            out.push((next, entry, reply));
+        }
+        Ok(out)
+    }
+
+    /// Forgets an open directory's snapshot.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.close(fh);
+    }
+}

@@ -1,0 +1,125 @@
+//! Opening and reading files: raw bytes of `message.eml` in ranges, rendered parts whole,
+//! and whole messages read ahead when a walk reads them in listing order.
+
+use super::content::RAW_CHUNK;
+use super::inodes::{MessageRef, Node};
+use super::walk::Walk;
+use super::{Fs, FsError, FsResult, OpenReply};
+use crate::mime::Content;
+use crate::store::Section;
+
+/// How many whole messages (of at most `RAW_CHUNK`) to fetch at once when a walk reads
+/// them in order, and how many bytes they may add up to.
+pub const BODY_READ_AHEAD: usize = 64;
+const BODY_READ_AHEAD_BYTES: u64 = 2 << 20;
+
+impl Fs {
+    /// Opens a file for reading; writing is refused on a read-only mount.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<OpenReply> {
+        match self.node(ino)? {
+            Node::NewFile { dir_path, name } => {
+                self.new_files
+                    .get(&dir_path, &name)
+                    .ok_or(FsError::NotFound)?;
+                Ok(OpenReply {
+                    fh: ino,
+                    direct_io: true,
+                    keep_cache: false,
+                })
+            }
+            Node::File {
+                spec, known_size, ..
+            } => {
+                if write {
+                    return Err(if self.config.read_only {
+                        FsError::ReadOnly
+                    } else {
+                        FsError::NotPermitted("message parts cannot be changed".into())
+                    });
+                }
+                let exact = known_size.is_some() || spec.exact_size;
+                Ok(OpenReply {
+                    fh: 0,
+                    direct_io: !exact,
+                    keep_cache: exact,
+                })
+            }
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Err(FsError::IsADirectory),
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset`. Only the end of the file gives fewer bytes.
+    pub fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (message, spec) = match self.node(ino)? {
+            Node::NewFile { dir_path, name } => {
+                return self.read_new_file(&dir_path, &name, offset, size)
+            }
+            Node::File { message, spec, .. } => (message, spec),
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => {
+                return Err(FsError::IsADirectory)
+            }
+        };
+        if matches!(spec.content, Content::Raw) && spec.exact_size {
+            if offset == 0 && spec.section.is_whole() {
+                self.read_ahead_messages(&message);
+            }
+            return self.content.read_raw(
+                &message,
+                &spec.section,
+                offset,
+                u64::from(size),
+                Some(spec.size_hint),
+            );
+        }
+        let data = self
+            .content
+            .rendered(&message, &spec.section, &spec.content)?;
+        self.inodes.lock().set_known_size(ino, data.len() as u64);
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start.saturating_add(size as usize).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+
+    /// When whole messages are read one after another in listing order (`grep -r`, `cat */
+    /// message.eml`), fetch the next few small ones in the same request: one round trip for
+    /// `BODY_READ_AHEAD` messages instead of one each. A failed read-ahead is only logged;
+    /// the read itself then fetches what it needs.
+    fn read_ahead_messages(&self, message: &MessageRef) {
+        let previous = self.metadata.previous_uid(message);
+        let walking = self
+            .walks
+            .visit(Walk::Bodies, &message.mailbox, message.uid, previous);
+        if !walking || self.content.has_first_chunk(message, &Section::whole()) {
+            return;
+        }
+        let mut budget = BODY_READ_AHEAD_BYTES;
+        let wanted: Vec<(MessageRef, u64)> = self
+            .metadata
+            .following(message, BODY_READ_AHEAD, |meta| meta.size <= RAW_CHUNK)
+            .into_iter()
+            .take_while(|meta| {
+                let fits = meta.size <= budget;
+                budget = budget.saturating_sub(meta.size);
+                fits
+            })
+            .map(|meta| {
+                let m = MessageRef {
+                    uid: meta.uid,
+                    ..message.clone()
+                };
+                (m, meta.size)
+            })
+            .filter(|(m, _)| !self.content.has_first_chunk(m, &Section::whole()))
+            .collect();
+        if wanted.len() > 1 {
+            if let Err(e) = self
+                .content
+                .prefetch_first_chunks(&wanted, &Section::whole())
+            {
+                tracing::debug!(error = %e, "read-ahead of messages failed");
+            }
+        }
+    }
+}
