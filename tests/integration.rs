@@ -11,5 +11,6 @@ mod integration {
     mod faults;
     mod hostile;
     mod read_path;
+    mod soak;
     mod write_path;
 }

@@ -4,15 +4,16 @@
 //!
 //! Every filesystem operation runs under a deadline: a hang is a failure, not a stuck suite.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::soak::{soak_subject, soak_token};
 use super::support::*;
 
 // ---- probes shared with hostile.rs ---------------------------------------------------------
@@ -63,7 +64,7 @@ impl Imapfs {
                 .split(|&b| b == 0)
                 .map(|a| String::from_utf8_lossy(a).to_string())
                 .collect();
-            if args.first().map(String::as_str) == Some(imapfs_bin()) && args.contains(&wanted) {
+            if args.first() == Some(&imapfs_bin()) && args.contains(&wanted) {
                 return Imapfs { pid };
             }
         }
@@ -193,18 +194,18 @@ pub(super) fn assert_safe_name(dir: &Path, name: &std::ffi::OsStr) {
 /// Per-command deadline given to imapfs in these tests.
 const TIMEOUT: &str = "3";
 /// Longest one filesystem call may take: a few command deadlines, a retry and a reconnect.
-const OP_LIMIT: Duration = Duration::from_secs(20);
+pub(super) const OP_LIMIT: Duration = Duration::from_secs(20);
 /// A listing younger than this is reused by imapfs; wait it out to force a new one.
-const LISTING_FRESH: Duration = Duration::from_millis(1100);
+pub(super) const LISTING_FRESH: Duration = Duration::from_millis(1100);
 
-fn read(path: PathBuf) -> (io::Result<Vec<u8>>, Duration) {
+pub(super) fn read(path: PathBuf) -> (io::Result<Vec<u8>>, Duration) {
     within(OP_LIMIT, &format!("read {}", path.display()), move || {
         fs::read(&path)
     })
 }
 
 /// The sorted names in a directory.
-fn list(path: PathBuf) -> (io::Result<Vec<String>>, Duration) {
+pub(super) fn list(path: PathBuf) -> (io::Result<Vec<String>>, Duration) {
     within(OP_LIMIT, &format!("ls {}", path.display()), move || {
         let mut names = fs::read_dir(&path)?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().to_string()))
@@ -215,7 +216,7 @@ fn list(path: PathBuf) -> (io::Result<Vec<String>>, Duration) {
 }
 
 /// Runs a command (no shell) under `timeout`, returning its output.
-fn run(args: &[&str]) -> Output {
+pub(super) fn run(args: &[&str]) -> Output {
     Command::new("timeout")
         .arg("30")
         .args(args)
@@ -269,7 +270,7 @@ fn assert_timeout_errno<T: std::fmt::Debug>(what: &str, result: &io::Result<T>, 
 }
 
 /// A small message with a unique subject and body token.
-fn small_message(subject: &str, token: &str) -> Vec<u8> {
+pub(super) fn small_message(subject: &str, token: &str) -> Vec<u8> {
     format!(
         "From: Test <test@example.com>\r\nTo: Alice <alice@example.org>\r\n\
          Subject: {subject}\r\nMessage-ID: <{token}@imapfs.test>\r\n\
@@ -281,7 +282,7 @@ fn small_message(subject: &str, token: &str) -> Vec<u8> {
 }
 
 /// The body.txt imapfs shows for [`small_message`].
-fn small_body(subject: &str, token: &str) -> Vec<u8> {
+pub(super) fn small_body(subject: &str, token: &str) -> Vec<u8> {
     format!("This is {subject}.\r\nIts token is {token}.\r\n").into_bytes()
 }
 
@@ -935,378 +936,6 @@ fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
             .0
             .unwrap(),
         raw
-    );
-    process.assert_healthy(&mount);
-}
-
-// ---- soak: everything at once, then the server is exactly what the operations imply ------
-
-const SOAK_TIME: Duration = Duration::from_secs(15);
-const SOAK_MESSAGES: usize = 24;
-const SOAK_FLAGS: [&str; 4] = ["\\Seen", "\\Flagged", "\\Answered", "$soak"];
-
-fn soak_subject(i: usize) -> String {
-    format!("Soak {i:02}")
-}
-
-fn soak_token(i: usize) -> String {
-    format!("tok{i:02}x")
-}
-
-/// Which message a directory name is for.
-fn soak_index(name: &str) -> Option<usize> {
-    name.split_once(" Soak ")?.1.parse().ok()
-}
-
-/// Where the server has one soak message: mailbox, UID and flags.
-type ServerCopy = (&'static str, u32, BTreeSet<String>);
-
-/// What the test's own successful operations imply about the server.
-struct SoakModel {
-    mailbox: Vec<&'static str>,
-    flags: Vec<BTreeSet<String>>,
-    /// Messages a mover or flagger is working on (one change per message at a time).
-    busy: Vec<bool>,
-}
-
-/// A tiny deterministic random source per worker.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
-struct Soak {
-    root: PathBuf,
-    model: Mutex<SoakModel>,
-    problems: Mutex<Vec<String>>,
-    end: Instant,
-}
-
-impl Soak {
-    fn problem(&self, p: String) {
-        self.problems.lock().unwrap().push(p);
-    }
-
-    /// The directory of message `i` in `mailbox`, from a fresh readdir; a failed readdir is
-    /// a problem.
-    fn find(&self, mailbox: &str, i: usize) -> Option<PathBuf> {
-        let listed = fs::read_dir(self.root.join(mailbox)).and_then(|entries| {
-            entries
-                .map(|e| e.map(|e| e.path()))
-                .collect::<io::Result<Vec<_>>>()
-        });
-        match listed {
-            Ok(paths) => paths
-                .into_iter()
-                .find(|p| soak_index(&p.file_name().unwrap().to_string_lossy()) == Some(i)),
-            Err(e) => {
-                self.problem(format!("ls {mailbox}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// Claims a message no one else is changing.
-    fn claim(&self, rng: &mut Rng) -> Option<(usize, &'static str)> {
-        let mut model = self.model.lock().unwrap();
-        let i = rng.below(SOAK_MESSAGES);
-        if model.busy[i] {
-            return None;
-        }
-        model.busy[i] = true;
-        Some((i, model.mailbox[i]))
-    }
-
-    fn lister(&self) {
-        while Instant::now() < self.end {
-            for mailbox in ["A", "B"] {
-                let Ok(entries) = fs::read_dir(self.root.join(mailbox)) else {
-                    self.problem(format!("ls {mailbox} failed"));
-                    continue;
-                };
-                let mut seen = BTreeSet::new();
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().to_string();
-                    match soak_index(&name) {
-                        Some(i) if seen.insert(i) => {}
-                        _ => self.problem(format!("ls {mailbox}: unexpected {name:?}")),
-                    }
-                    if let Err(e) = entry.metadata() {
-                        if e.raw_os_error() != Some(libc::ENOENT) {
-                            self.problem(format!("stat {name}: {e}"));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn reader(&self, mut rng: Rng) {
-        while Instant::now() < self.end {
-            let mailbox = ["A", "B"][rng.below(2)];
-            let Ok(entries) = fs::read_dir(self.root.join(mailbox)) else {
-                continue;
-            };
-            let dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            if dirs.is_empty() {
-                continue;
-            }
-            let dir = &dirs[rng.below(dirs.len())];
-            let Some(i) = soak_index(&dir.file_name().unwrap().to_string_lossy()) else {
-                continue;
-            };
-            let (subject, token) = (soak_subject(i), soak_token(i));
-            for (file, want) in [
-                ("message.eml", small_message(&subject, &token)),
-                ("body.txt", small_body(&subject, &token)),
-            ] {
-                match fs::read(dir.join(file)) {
-                    Ok(got) if got == want => {}
-                    Ok(got) => self.problem(format!(
-                        "{}/{file}: wrong content {:?}",
-                        dir.display(),
-                        String::from_utf8_lossy(&got)
-                    )),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(e) => self.problem(format!("{}/{file}: {e}", dir.display())),
-                }
-            }
-        }
-    }
-
-    fn grepper(&self, mut rng: Rng) {
-        while Instant::now() < self.end {
-            let i = rng.below(SOAK_MESSAGES);
-            let (a, b) = (self.root.join("A"), self.root.join("B"));
-            let out = run(&[
-                "grep",
-                "-rl",
-                &soak_token(i),
-                a.to_str().unwrap(),
-                b.to_str().unwrap(),
-            ]);
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if !line.contains(&format!(" {}/", soak_subject(i))) {
-                    self.problem(format!("grep {}: matched {line}", soak_token(i)));
-                }
-            }
-            for line in String::from_utf8_lossy(&out.stderr).lines() {
-                if !line.ends_with("No such file or directory") {
-                    self.problem(format!("grep: {line}"));
-                }
-            }
-        }
-    }
-
-    fn mover(&self, mut rng: Rng) {
-        while Instant::now() < self.end {
-            let Some((i, from)) = self.claim(&mut rng) else {
-                continue;
-            };
-            let to = if from == "A" { "B" } else { "A" };
-            let moved = match self.find(from, i) {
-                None => {
-                    self.problem(format!("mover: {} not listed in {from}", soak_subject(i)));
-                    false
-                }
-                Some(dir) => {
-                    let target = self.root.join(to);
-                    let out = run(&["mv", dir.to_str().unwrap(), target.to_str().unwrap()]);
-                    if !out.status.success() {
-                        self.problem(format!(
-                            "mv {}: {}",
-                            dir.display(),
-                            String::from_utf8_lossy(&out.stderr)
-                        ));
-                    }
-                    out.status.success()
-                }
-            };
-            let mut model = self.model.lock().unwrap();
-            if moved {
-                model.mailbox[i] = to;
-            }
-            model.busy[i] = false;
-        }
-    }
-
-    fn flagger(&self, mut rng: Rng) {
-        while Instant::now() < self.end {
-            let Some((i, mailbox)) = self.claim(&mut rng) else {
-                continue;
-            };
-            let flags: BTreeSet<String> = SOAK_FLAGS
-                .iter()
-                .filter(|_| rng.below(2) == 1)
-                .map(|f| f.to_string())
-                .collect();
-            let value = flags.iter().cloned().collect::<Vec<_>>().join(" ");
-            let set = match self.find(mailbox, i) {
-                None => {
-                    self.problem(format!(
-                        "flagger: {} not listed in {mailbox}",
-                        soak_subject(i)
-                    ));
-                    false
-                }
-                Some(dir) => {
-                    let out = run(&[
-                        "setfattr",
-                        "-n",
-                        "user.imap.flags",
-                        "-v",
-                        &value,
-                        dir.to_str().unwrap(),
-                    ]);
-                    if !out.status.success() {
-                        self.problem(format!(
-                            "setfattr {}: {}",
-                            dir.display(),
-                            String::from_utf8_lossy(&out.stderr)
-                        ));
-                    }
-                    out.status.success()
-                }
-            };
-            let mut model = self.model.lock().unwrap();
-            if set {
-                model.flags[i] = flags;
-            }
-            model.busy[i] = false;
-        }
-    }
-}
-
-#[test]
-fn soak_concurrent_ls_cat_grep_mv_and_setfattr_end_in_the_implied_state() {
-    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
-    let mut client = dovecot.client("alice").unwrap();
-    fixture::create_mailbox(&mut client, "A").unwrap();
-    fixture::create_mailbox(&mut client, "B").unwrap();
-    for i in 0..SOAK_MESSAGES {
-        let raw = small_message(&soak_subject(i), &soak_token(i));
-        fixture::append(&mut client, "A", &raw, &[]).unwrap();
-    }
-    let mount = MountSpec::new(&dovecot, "alice").mount();
-    let process = Imapfs::of(&mount);
-    let soak = Arc::new(Soak {
-        root: mount.path.clone(),
-        model: Mutex::new(SoakModel {
-            mailbox: vec!["A"; SOAK_MESSAGES],
-            flags: vec![BTreeSet::new(); SOAK_MESSAGES],
-            busy: vec![false; SOAK_MESSAGES],
-        }),
-        problems: Mutex::new(Vec::new()),
-        end: Instant::now() + SOAK_TIME,
-    });
-    let mut workers = Vec::new();
-    for seed in 1..=8u64 {
-        let soak = Arc::clone(&soak);
-        let rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        workers.push(std::thread::spawn(move || match seed {
-            1 => soak.lister(),
-            2 | 3 => soak.reader(rng),
-            4 => soak.grepper(rng),
-            5 | 6 => soak.mover(rng),
-            _ => soak.flagger(rng),
-        }));
-    }
-    let (_, took) = within(SOAK_TIME + OP_LIMIT * 2, "the soak", move || {
-        for worker in workers {
-            worker.join().unwrap();
-        }
-    });
-    assert!(took < SOAK_TIME + OP_LIMIT, "soak overran: {took:?}");
-    let problems = soak.problems.lock().unwrap().clone();
-    let log = mount.log();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" WARN "))
-        .take(20)
-        .collect();
-
-    // Each message exactly once, where the last successful mv put it, with the flags last set.
-    let model = soak.model.lock().unwrap();
-    let mut state = Vec::new();
-    let mut found: BTreeMap<usize, Vec<ServerCopy>> = BTreeMap::new();
-    for mailbox in ["A", "B"] {
-        for (uid, (flags, bytes)) in server_mailbox(&mut client, mailbox) {
-            match (0..SOAK_MESSAGES)
-                .find(|&i| bytes == small_message(&soak_subject(i), &soak_token(i)))
-            {
-                Some(i) => {
-                    found
-                        .entry(i)
-                        .or_default()
-                        .push((mailbox, uid, flags.into_iter().collect()))
-                }
-                None => state.push(format!("unknown message UID {uid} in {mailbox}")),
-            }
-        }
-    }
-    for i in 0..SOAK_MESSAGES {
-        let places = found.get(&i).cloned().unwrap_or_default();
-        let subject = soak_subject(i);
-        match places.as_slice() {
-            [(mailbox, _, flags)] => {
-                if *mailbox != model.mailbox[i] {
-                    state.push(format!(
-                        "{subject} is in {mailbox}, not {}",
-                        model.mailbox[i]
-                    ));
-                }
-                if *flags != model.flags[i] {
-                    state.push(format!("{subject} has {flags:?}, not {:?}", model.flags[i]));
-                }
-            }
-            _ => state.push(format!(
-                "{subject} is on the server {} times: {places:?}",
-                places.len()
-            )),
-        }
-    }
-    // The mount agrees with the server.
-    std::thread::sleep(LISTING_FRESH);
-    for mailbox in ["A", "B"] {
-        let shown: BTreeSet<usize> = list(mount.join(mailbox))
-            .0
-            .unwrap()
-            .iter()
-            .filter_map(|n| soak_index(n))
-            .collect();
-        let expected: BTreeSet<usize> = (0..SOAK_MESSAGES)
-            .filter(|&i| model.mailbox[i] == mailbox)
-            .collect();
-        if shown != expected {
-            state.push(format!(
-                "ls {mailbox} shows {shown:?}, expected {expected:?}"
-            ));
-        }
-        // And every file reads exactly, now that nothing moves any more.
-        for name in list(mount.join(mailbox)).0.unwrap() {
-            let Some(i) = soak_index(&name) else { continue };
-            let (subject, token) = (soak_subject(i), soak_token(i));
-            for (file, want) in [
-                ("message.eml", small_message(&subject, &token)),
-                ("body.txt", small_body(&subject, &token)),
-            ] {
-                let got = read(mount.join(mailbox).join(&name).join(file)).0;
-                if got.as_ref().ok() != Some(&want) {
-                    state.push(format!("after the soak, {mailbox}/{name}/{file}: {got:?}"));
-                }
-            }
-        }
-    }
-    assert!(
-        problems.is_empty() && state.is_empty(),
-        "{} problems during the soak: {problems:#?}\nfinal state: {state:#?}\nimapfs warnings: {warnings:#?}",
-        problems.len()
     );
     process.assert_healthy(&mount);
 }

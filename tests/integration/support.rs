@@ -15,9 +15,10 @@ pub use fixture::{Dovecot, DovecotOptions};
 /// becomes a failure instead of a stuck suite.
 const WATCHDOG: Duration = Duration::from_secs(240);
 
-/// The imapfs binary cargo built for these tests.
-pub fn imapfs_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_imapfs")
+/// The imapfs binary cargo built for these tests, or the one `IMAPFS_BIN` names (to run
+/// the same tests against another build, e.g. to check that a test catches a known bug).
+pub fn imapfs_bin() -> String {
+    std::env::var("IMAPFS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_imapfs").to_string())
 }
 
 /// A Dovecot with the sample corpus appended (one APPEND each, in order).
