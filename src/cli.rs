@@ -186,7 +186,7 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// clap's own outcome: `--help`, `--version` or a usage error. Call
-    /// [`clap::Error::exit`] (or [`CliError::exit`]) to print it and exit as clap does.
+    /// [`clap::Error::exit`] to print it and exit as clap does.
     #[error(transparent)]
     Clap(#[from] clap::Error),
     /// SOURCE is malformed. The message never repeats the whole input, which might
@@ -211,20 +211,6 @@ pub enum CliError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-impl CliError {
-    /// Prints the error and exits: clap's errors (including help and version) the way
-    /// clap does, others as a one-line message with exit status 2.
-    pub fn exit(&self) -> ! {
-        match self {
-            CliError::Clap(err) => err.exit(),
-            other => {
-                eprintln!("error: {other}\n\nFor more information, try '--help'.");
-                std::process::exit(2)
-            }
-        }
-    }
 }
 
 /// The argv form, as clap sees it.
