@@ -146,8 +146,12 @@ pub enum AuthMethod {
 /// line is the option's help, and its `-o` form is derived from its long name.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Options {
-    /// imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT]
-    #[arg(value_name = "SOURCE", value_parser = parse_source)]
+    /// The account to mount, `imaps://USER@HOST[:PORT]` or `imap://USER@HOST[:PORT]`.
+    #[arg(
+        value_name = "SOURCE",
+        value_parser = parse_source,
+        help = "imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT]"
+    )]
     pub source: Source,
 
     /// Directory to mount on
@@ -280,7 +284,7 @@ struct Argv {
 /// Parses the whole command line. `args` starts with the program name, as
 /// [`std::env::args_os`] does.
 ///
-/// The `-o` items become the long options they name (see [`mount_option_args`]) and are
+/// The `-o` items become the long options they name (see `mount_option_args`) and are
 /// parsed in front of the rest of argv, so that with clap keeping the last occurrence an
 /// option given as `--long-name` wins over the same option given with `-o`, and among
 /// `-o` items the last one wins. Flags are on if given in either form.
