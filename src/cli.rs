@@ -1,9 +1,11 @@
 //! The command line: `imapfs [OPTIONS] <SOURCE> <MOUNTPOINT>`, where every option is
 //! also accepted as `-o name[=value]` so that fstab and `mount -t fuse.imapfs` can pass it.
 //!
-//! Two layers: a clap derive struct reads argv, then the `-o` items are parsed with the
-//! same value parsers and merged under it. An option given as `--long-name` wins over
-//! the same option given with `-o`; among several `-o` items the last one wins.
+//! [`Options`] is clap's definition: each option is one field whose doc line is its help.
+//! The `-o` items are not a second definition: each `name[=value]` is turned into the
+//! `--long-name[=value]` it names and clap parses those in front of argv. clap keeps the
+//! last occurrence of an option, so an option given as `--long-name` wins over the same
+//! option given with `-o`, and among several `-o` items the last one wins.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -11,7 +13,8 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::builder::PossibleValue;
+use clap::{Arg, ArgAction, Command, CommandFactory, Parser, ValueEnum};
 
 /// Cache size used when none is given: 256 MiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 256 * 1024 * 1024;
@@ -60,9 +63,10 @@ characters in USER (alice%40example.com); write an IPv6 HOST in brackets ([::1])
 Every option can also be given as -o NAME[=VALUE], with the dashes of the long name
 written as underscores: -o read_only,cache_size=1G -o uid=1000. Items are separated
 by commas, so a -o value cannot contain a comma. -o ro is --read-only. An option
-given as --long-name wins over the same option given with -o. Standard mount
-options that do not apply (rw, nosuid, nodev, noexec, noatime, user, users, auto,
-noauto, _netdev, nofail, defaults, x-*) are accepted and ignored.
+given as --long-name wins over the same option given with -o; otherwise the last
+occurrence of an option wins. Standard mount options that do not apply (rw, nosuid,
+nodev, noexec, noatime, user, users, auto, noauto, _netdev, nofail, defaults, x-*)
+are accepted and ignored.
 
 The password is never an option: imapfs runs --password-command, else reads the
 IMAPFS_PASSWORD environment variable (and erases it), else prompts on the terminal.";
@@ -137,48 +141,93 @@ pub enum AuthMethod {
 }
 
 /// Everything the command line decides, with defaults applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// This is also clap's definition of the command line: each field is one option, its doc
+/// line is the option's help, and its `-o` form is derived from its long name.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Options {
-    /// The account to mount.
+    /// The account to mount, `imaps://USER@HOST[:PORT]` or `imap://USER@HOST[:PORT]`.
+    #[arg(
+        value_name = "SOURCE",
+        value_parser = parse_source,
+        help = "imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT]"
+    )]
     pub source: Source,
-    /// The directory to mount on (not checked here).
+
+    /// Directory to mount on
+    #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
-    /// Stay in the foreground instead of detaching.
+
+    /// Stay in the foreground instead of detaching
+    #[arg(short = 'f', long)]
     pub foreground: bool,
-    /// Shell command whose standard output is the password.
+
+    /// Run CMD with `sh -c`; its standard output is the password
+    #[arg(long, value_name = "CMD", value_parser = non_empty_string)]
     pub password_command: Option<String>,
-    /// PEM file of CA certificates to trust instead of the system ones.
+
+    /// Trust the CA certificates in this PEM file instead of the system ones
+    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
     pub ca_file: Option<PathBuf>,
-    /// Mount read-only: no flag changes, moves or deletions.
+
+    /// Mount read-only (-o ro): no flag changes, moves or deletions
+    #[arg(long)]
     pub read_only: bool,
-    /// Largest number of bytes the part cache may hold; at least 1.
+
+    /// Part cache size: bytes, or with K, M, G (or KiB, MiB, GiB)
+    #[arg(long, value_name = "BYTES", value_parser = size_value, default_value = "256M")]
     pub cache_size: u64,
-    /// IMAP connection pool size, 1 to [`MAX_CONNECTIONS`].
+
+    /// Number of IMAP connections to keep open, 1 to 16
+    #[arg(long, value_name = "N", value_parser = connections_value, default_value_t = DEFAULT_CONNECTIONS)]
     pub connections: usize,
-    /// Time limit for one IMAP command, 1 s to [`MAX_TIMEOUT_SECS`].
+
+    /// Give up on an IMAP command after SECS seconds
+    #[arg(long, value_name = "SECS", value_parser = timeout_value, default_value = "30")]
     pub timeout: Duration,
-    /// What deleting a message does.
+
+    /// What deleting a message does
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = DeleteMode::Trash)]
     pub delete: DeleteMode,
-    /// Skip TLS certificate and host name verification.
+
+    /// Do not verify the server's TLS certificate (dangerous)
+    #[arg(long)]
     pub insecure: bool,
-    /// Allow `imap://` to go on without STARTTLS when the server does not offer it.
+
+    /// Allow imap:// to log in without STARTTLS if the server does not offer it
+    #[arg(long)]
     pub allow_plaintext: bool,
-    /// Let other users access the mount (FUSE `allow_other`).
+
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
     pub allow_other: bool,
-    /// Shell command whose standard output is an OAuth2 access token.
+
+    /// Run CMD with `sh -c`; its standard output is an OAuth2 access token
+    #[arg(long = "oauth2-token-command", value_name = "CMD", value_parser = non_empty_string)]
     pub oauth2_token_command: Option<String>,
-    /// How to log in.
+
+    /// How to log in
+    #[arg(long, value_name = "METHOD", value_enum, default_value_t = AuthMethod::Login)]
     pub auth: AuthMethod,
-    /// Owner shown for files; `None` means the mounting user.
+
+    /// Owner shown for files [default: the mounting user]
+    #[arg(long, value_name = "N", value_parser = id_value)]
     pub uid: Option<u32>,
-    /// Group shown for files; `None` means the mounting user's group.
+
+    /// Group shown for files [default: the mounting user's group]
+    #[arg(long, value_name = "N", value_parser = id_value)]
     pub gid: Option<u32>,
-    /// Verbose logging.
+
+    /// Log verbosely
+    #[arg(long)]
     pub debug: bool,
-    /// Write the log to this file instead of standard error.
+
+    /// Write the log to PATH instead of standard error
+    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
     pub log_file: Option<PathBuf>,
-    /// Where new files wait until they are appended; `None` means the default
-    /// (`$XDG_STATE_HOME/imapfs/spool`, else `~/.local/state/imapfs/spool`).
+
+    /// Keep new files in DIR until they are appended (and if APPEND fails) [default: $XDG_STATE_HOME/imapfs/spool]
+    #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
     pub spool_dir: Option<PathBuf>,
 }
 
@@ -186,9 +235,9 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// clap's own outcome: `--help`, `--version` or a usage error. Call
-    /// [`clap::Error::exit`] (or [`CliError::exit`]) to print it and exit as clap does.
+    /// [`clap::Error::exit`] to print it and exit as clap does.
     #[error(transparent)]
-    Clap(#[from] clap::Error),
+    Clap(clap::Error),
     /// SOURCE is malformed. The message never repeats the whole input, which might
     /// hold a password typed by mistake.
     #[error("invalid SOURCE: {0}")]
@@ -213,189 +262,158 @@ pub enum CliError {
     },
 }
 
-impl CliError {
-    /// Prints the error and exits: clap's errors (including help and version) the way
-    /// clap does, others as a one-line message with exit status 2.
-    pub fn exit(&self) -> ! {
-        match self {
-            CliError::Clap(err) => err.exit(),
-            other => {
-                eprintln!("error: {other}\n\nFor more information, try '--help'.");
-                std::process::exit(2)
-            }
-        }
-    }
-}
-
-/// The argv form, as clap sees it.
-#[derive(Debug, Parser)]
+/// The argv form, as clap sees it: the `-o` items and the options.
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "imapfs",
     version,
     about = "Mount an IMAP account as a directory tree of mailboxes, messages and MIME parts",
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    // The last occurrence of an option wins; `parse_args` relies on it to put argv over -o.
+    args_override_self = true
 )]
 struct Argv {
-    /// The account, `imaps://USER@HOST[:PORT]` or `imap://USER@HOST[:PORT]`.
-    #[arg(
-        value_name = "SOURCE",
-        help = "imaps://USER@HOST[:PORT] or imap://USER@HOST[:PORT]"
-    )]
-    source: String,
-
-    /// Directory to mount on
-    #[arg(value_name = "MOUNTPOINT")]
-    mountpoint: PathBuf,
-
     /// Options as NAME[=VALUE], comma separated (see below); may be repeated
     #[arg(short = 'o', value_name = "OPTION[,...]")]
     mount_options: Vec<String>,
 
     #[command(flatten)]
-    settings: Settings,
+    options: Options,
 }
 
-/// The options, each unset unless given; filled once from argv and once from `-o`.
-#[derive(Debug, Default, Clone, PartialEq, Eq, clap::Args)]
-struct Settings {
-    /// Stay in the foreground instead of detaching
-    #[arg(short = 'f', long)]
-    foreground: bool,
-
-    /// Run CMD with `sh -c`; its standard output is the password
-    #[arg(long, value_name = "CMD", value_parser = non_empty_string)]
-    password_command: Option<String>,
-
-    /// Trust the CA certificates in this PEM file instead of the system ones
-    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
-    ca_file: Option<PathBuf>,
-
-    /// Mount read-only (-o ro): no flag changes, moves or deletions
-    #[arg(long)]
-    read_only: bool,
-
-    /// Part cache size: bytes, or with K, M, G (or KiB, MiB, GiB) [default: 256M]
-    #[arg(long, value_name = "BYTES", value_parser = size_value)]
-    cache_size: Option<u64>,
-
-    /// Number of IMAP connections to keep open, 1 to 16 [default: 4]
-    #[arg(long, value_name = "N", value_parser = connections_value)]
-    connections: Option<usize>,
-
-    /// Give up on an IMAP command after SECS seconds [default: 30]
-    #[arg(long, value_name = "SECS", value_parser = timeout_value)]
-    timeout: Option<Duration>,
-
-    /// What deleting a message does [default: trash]
-    #[arg(long, value_name = "MODE")]
-    delete: Option<DeleteMode>,
-
-    /// Do not verify the server's TLS certificate (dangerous)
-    #[arg(long)]
-    insecure: bool,
-
-    /// Allow imap:// to log in without STARTTLS if the server does not offer it
-    #[arg(long)]
-    allow_plaintext: bool,
-
-    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
-    #[arg(long)]
-    allow_other: bool,
-
-    /// Run CMD with `sh -c`; its standard output is an OAuth2 access token
-    #[arg(long = "oauth2-token-command", value_name = "CMD", value_parser = non_empty_string)]
-    oauth2_token_command: Option<String>,
-
-    /// How to log in [default: login]
-    #[arg(long, value_name = "METHOD")]
-    auth: Option<AuthMethod>,
-
-    /// Owner shown for files [default: the mounting user]
-    #[arg(long, value_name = "N", value_parser = id_value)]
-    uid: Option<u32>,
-
-    /// Group shown for files [default: the mounting user's group]
-    #[arg(long, value_name = "N", value_parser = id_value)]
-    gid: Option<u32>,
-
-    /// Log verbosely
-    #[arg(long)]
-    debug: bool,
-
-    /// Write the log to PATH instead of standard error
-    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
-    log_file: Option<PathBuf>,
-
-    /// Keep new files in DIR until they are appended (and if APPEND fails)
-    #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
-    spool_dir: Option<PathBuf>,
+/// Parses the whole command line. `args` starts with the program name, as
+/// [`std::env::args_os`] does.
+///
+/// The `-o` items become the long options they name (see `mount_option_args`) and are
+/// parsed in front of the rest of argv, so that with clap keeping the last occurrence an
+/// option given as `--long-name` wins over the same option given with `-o`, and among
+/// `-o` items the last one wins. Flags are on if given in either form.
+pub fn parse_args<I, T>(args: I) -> Result<Options, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let argv = parse_argv(&args)?;
+    let mut command = Argv::command();
+    command.build();
+    let from_mount_options = mount_option_args(&command, &argv.mount_options)?;
+    if from_mount_options.is_empty() {
+        return Ok(argv.options);
+    }
+    // Right after the program name, so that every option in argv comes later and wins.
+    let program = args.iter().take(1);
+    let merged = program
+        .chain(&from_mount_options)
+        .chain(args.iter().skip(1))
+        .cloned();
+    Ok(parse_argv(merged)?.options)
 }
 
-impl Settings {
-    /// `self` where set, else `fallback`: explicit argv options over `-o` ones.
-    fn or(self, fallback: Settings) -> Settings {
-        Settings {
-            foreground: self.foreground || fallback.foreground,
-            password_command: self.password_command.or(fallback.password_command),
-            ca_file: self.ca_file.or(fallback.ca_file),
-            read_only: self.read_only || fallback.read_only,
-            cache_size: self.cache_size.or(fallback.cache_size),
-            connections: self.connections.or(fallback.connections),
-            timeout: self.timeout.or(fallback.timeout),
-            delete: self.delete.or(fallback.delete),
-            insecure: self.insecure || fallback.insecure,
-            allow_plaintext: self.allow_plaintext || fallback.allow_plaintext,
-            allow_other: self.allow_other || fallback.allow_other,
-            oauth2_token_command: self.oauth2_token_command.or(fallback.oauth2_token_command),
-            auth: self.auth.or(fallback.auth),
-            uid: self.uid.or(fallback.uid),
-            gid: self.gid.or(fallback.gid),
-            debug: self.debug || fallback.debug,
-            log_file: self.log_file.or(fallback.log_file),
-            spool_dir: self.spool_dir.or(fallback.spool_dir),
-        }
-    }
+/// Runs clap over `args`.
+fn parse_argv(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<Argv, CliError> {
+    Argv::try_parse_from(args).map_err(from_clap)
+}
 
-    /// Sets the option named by the `-o` key `key` (underscores, not dashes).
-    fn apply_mount_option(&mut self, key: &str, value: Option<&str>) -> Result<(), CliError> {
-        match key {
-            "foreground" => self.foreground = flag(key, value)?,
-            "password_command" => {
-                self.password_command = Some(with_value(key, value, non_empty_string)?)
-            }
-            "ca_file" => self.ca_file = Some(with_value(key, value, non_empty_path)?),
-            "ro" | "read_only" => self.read_only = flag(key, value)?,
-            "cache_size" => self.cache_size = Some(with_value(key, value, size_value)?),
-            "connections" => self.connections = Some(with_value(key, value, connections_value)?),
-            "timeout" => self.timeout = Some(with_value(key, value, timeout_value)?),
-            "delete" => self.delete = Some(with_value(key, value, enum_value)?),
-            "insecure" => self.insecure = flag(key, value)?,
-            "allow_plaintext" => self.allow_plaintext = flag(key, value)?,
-            "allow_other" => self.allow_other = flag(key, value)?,
-            "oauth2_token_command" => {
-                self.oauth2_token_command = Some(with_value(key, value, non_empty_string)?)
-            }
-            "auth" => self.auth = Some(with_value(key, value, enum_value)?),
-            "uid" => self.uid = Some(with_value(key, value, id_value)?),
-            "gid" => self.gid = Some(with_value(key, value, id_value)?),
-            "debug" => self.debug = flag(key, value)?,
-            "log_file" => self.log_file = Some(with_value(key, value, non_empty_path)?),
-            "spool_dir" => self.spool_dir = Some(with_value(key, value, non_empty_path)?),
-            _ if IGNORED_MOUNT_OPTIONS.contains(&key) || key.starts_with("x-") => {}
-            _ => return Err(unknown_mount_option(key)),
-        }
-        Ok(())
+/// clap's error as a [`CliError`], except that a bad SOURCE becomes [`CliError::Source`]:
+/// clap's message would repeat the whole SOURCE, which might hold a password.
+fn from_clap(err: clap::Error) -> CliError {
+    let cause = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<CliError>());
+    match cause {
+        Some(CliError::Source(reason)) => CliError::Source(reason.clone()),
+        _ => CliError::Clap(err),
     }
+}
+
+/// `-o` keys that are not a long name with underscores, and the long name they stand for.
+const MOUNT_OPTION_ALIASES: &[(&str, &str)] = &[("ro", "read-only")];
+
+/// Turns the `-o` items of `command` into the long options they name, in order:
+/// `cache_size=1G` becomes `--cache-size=1G`, `debug` becomes `--debug` and `ro` becomes
+/// `--read-only`; ignored mount options are dropped. Each item is checked here, on its own,
+/// so that an error names the `-o` key as it was written.
+fn mount_option_args(command: &Command, items: &[String]) -> Result<Vec<OsString>, CliError> {
+    let mut args = Vec::new();
+    for (key, value) in parse_mount_options(items)? {
+        let Some(arg) = option_named_by(command, &key) else {
+            if IGNORED_MOUNT_OPTIONS.contains(&key.as_str()) || key.starts_with("x-") {
+                continue;
+            }
+            return Err(unknown_mount_option(command, &key));
+        };
+        let long = arg.get_long().unwrap_or_default();
+        let wrong_form = |reason: String| CliError::MountOption {
+            key: key.clone(),
+            reason,
+        };
+        let item = match (arg.get_action().takes_values(), value) {
+            (false, None) => format!("--{long}"),
+            (false, Some(_)) => return Err(wrong_form("takes no value".to_owned())),
+            (true, None) => return Err(wrong_form(format!("needs a value ({key}=VALUE)"))),
+            (true, Some(value)) => {
+                check_mount_option_value(arg, &key, &value)?;
+                format!("--{long}={value}")
+            }
+        };
+        args.push(OsString::from(item));
+    }
+    Ok(args)
+}
+
+/// The option of `command` that the `-o` key `key` names: its long name with the dashes
+/// written as underscores, or an alias. Help and version are not options.
+fn option_named_by<'c>(command: &'c Command, key: &str) -> Option<&'c Arg> {
+    if key.contains('-') {
+        return None;
+    }
+    let long = match MOUNT_OPTION_ALIASES.iter().find(|(alias, _)| *alias == key) {
+        Some((_, long)) => (*long).to_owned(),
+        None => key.replace('_', "-"),
+    };
+    command.get_arguments().find(|arg| {
+        arg.get_long() == Some(long.as_str())
+            && !matches!(
+                arg.get_action(),
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+            )
+    })
+}
+
+/// Parses `value` with `arg`'s own value parser, alone, so that a bad value is reported
+/// for the `-o` key it came with rather than for the long option it became.
+fn check_mount_option_value(arg: &Arg, key: &str, value: &str) -> Result<(), CliError> {
+    let long = arg.get_long().unwrap_or_default();
+    let alone = Command::new("imapfs").arg(arg.clone());
+    let Err(err) = alone.try_get_matches_from(["imapfs".to_owned(), format!("--{long}={value}")])
+    else {
+        return Ok(());
+    };
+    // A value parser's own message, else (for a fixed set of values) the choices.
+    let reason = match std::error::Error::source(&err) {
+        Some(cause) => cause.to_string(),
+        None => {
+            let values = arg.get_possible_values();
+            let names: Vec<&str> = values
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(PossibleValue::get_name)
+                .collect();
+            format!("expected one of: {}", names.join(", "))
+        }
+    };
+    Err(CliError::InvalidValue {
+        option: format!("-o {key}"),
+        value: value.to_owned(),
+        reason,
+    })
 }
 
 /// The error for an unrecognised `-o` key, with a hint where one helps.
-fn unknown_mount_option(key: &str) -> CliError {
+fn unknown_mount_option(command: &Command, key: &str) -> CliError {
     let underscored = key.replace('-', "_");
-    let is_long_option = Argv::command()
-        .get_arguments()
-        .filter_map(|arg| arg.get_long())
-        .any(|long| long.replace('-', "_") == underscored);
-    let reason = if is_long_option && underscored != key {
+    let reason = if underscored != key && option_named_by(command, &underscored).is_some() {
         format!("unknown mount option; -o names use underscores: {underscored}")
     } else if key.contains("pass") && !key.contains("command") {
         "unknown mount option; the password is never an option (use --password-command, \
@@ -408,34 +426,6 @@ fn unknown_mount_option(key: &str) -> CliError {
         key: key.to_owned(),
         reason,
     }
-}
-
-/// A `-o` flag: present means on; a value is an error.
-fn flag(key: &str, value: Option<&str>) -> Result<bool, CliError> {
-    match value {
-        None => Ok(true),
-        Some(_) => Err(CliError::MountOption {
-            key: key.to_owned(),
-            reason: "takes no value".to_owned(),
-        }),
-    }
-}
-
-/// A `-o` option that needs a value, parsed with the same parser as its long form.
-fn with_value<T>(
-    key: &str,
-    value: Option<&str>,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, CliError> {
-    let value = value.ok_or_else(|| CliError::MountOption {
-        key: key.to_owned(),
-        reason: format!("needs a value ({key}=VALUE)"),
-    })?;
-    parse(value).map_err(|reason| CliError::InvalidValue {
-        option: format!("-o {key}"),
-        value: value.to_owned(),
-        reason,
-    })
 }
 
 fn non_empty_string(s: &str) -> Result<String, String> {
@@ -479,18 +469,6 @@ fn id_value(s: &str) -> Result<u32, String> {
 /// Whether `s` is only ASCII digits (Rust's integer parsing also takes a leading `+`).
 fn is_plain_number(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// A [`ValueEnum`] by its exact (lower-case) name, with the choices in the error.
-fn enum_value<T: ValueEnum>(s: &str) -> Result<T, String> {
-    T::from_str(s, false).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|v| v.get_name().to_owned())
-            .collect();
-        format!("expected one of: {}", names.join(", "))
-    })
 }
 
 /// Parses a byte count: plain digits, or digits with a `K`, `M`, `G`, `KiB`, `MiB` or
@@ -693,47 +671,6 @@ pub fn parse_mount_options(items: &[String]) -> Result<Vec<(String, Option<Strin
     Ok(options)
 }
 
-/// Parses the whole command line. `args` starts with the program name, as
-/// [`std::env::args_os`] does.
-///
-/// Options given as `--long-name` win over the same option given with `-o`; among
-/// `-o` items the last one wins. Flags are on if given in either form.
-pub fn parse_args<I, T>(args: I) -> Result<Options, CliError>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let argv = Argv::try_parse_from(args)?;
-    let source = parse_source(&argv.source)?;
-    let mut from_mount_options = Settings::default();
-    for (key, value) in parse_mount_options(&argv.mount_options)? {
-        from_mount_options.apply_mount_option(&key, value.as_deref())?;
-    }
-    let s = argv.settings.or(from_mount_options);
-    Ok(Options {
-        source,
-        mountpoint: argv.mountpoint,
-        foreground: s.foreground,
-        password_command: s.password_command,
-        ca_file: s.ca_file,
-        read_only: s.read_only,
-        cache_size: s.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
-        connections: s.connections.unwrap_or(DEFAULT_CONNECTIONS),
-        timeout: s.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        delete: s.delete.unwrap_or(DeleteMode::Trash),
-        insecure: s.insecure,
-        allow_plaintext: s.allow_plaintext,
-        allow_other: s.allow_other,
-        oauth2_token_command: s.oauth2_token_command,
-        auth: s.auth.unwrap_or(AuthMethod::Login),
-        uid: s.uid,
-        gid: s.gid,
-        debug: s.debug,
-        log_file: s.log_file,
-        spool_dir: s.spool_dir,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,6 +730,11 @@ mod tests {
                 log_file: None,
                 spool_dir: None,
             }
+        );
+        // The defaults clap applies are the documented constants.
+        assert_eq!(
+            (o.cache_size, o.connections, o.timeout),
+            (DEFAULT_CACHE_SIZE, DEFAULT_CONNECTIONS, DEFAULT_TIMEOUT)
         );
     }
 
@@ -878,18 +820,17 @@ mod tests {
 
     #[test]
     fn every_long_option_has_a_mount_option() {
-        for arg in Argv::command().get_arguments() {
+        let mut command = Argv::command();
+        command.build();
+        for arg in command.get_arguments() {
             let Some(long) = arg.get_long() else { continue };
             if matches!(long, "help" | "version") {
+                assert!(option_named_by(&command, long).is_none(), "-o {long}");
                 continue;
             }
             let key = long.replace('-', "_");
-            let mut settings = Settings::default();
-            let result = settings.apply_mount_option(&key, None);
-            assert!(
-                !matches!(&result, Err(CliError::MountOption { reason, .. }) if reason.starts_with("unknown")),
-                "--{long} has no -o {key}"
-            );
+            let named = option_named_by(&command, &key).map(Arg::get_id);
+            assert_eq!(named, Some(arg.get_id()), "--{long} has no -o {key}");
         }
     }
 
@@ -927,12 +868,61 @@ mod tests {
         assert_eq!(o.auth, AuthMethod::Plain);
         let o = ok(&["--timeout", "9", "-o", "timeout=7"]);
         assert_eq!(o.timeout, Duration::from_secs(9));
+        let o = ok(&["-o", "uid=1", "--uid", "2", "-o", "uid=3"]);
+        assert_eq!(o.uid, Some(2));
     }
 
     #[test]
     fn last_mount_option_wins() {
         let o = ok(&["-o", "uid=1,uid=2", "-o", "uid=3"]);
         assert_eq!(o.uid, Some(3));
+        let o = ok(&["-o", "delete=off", "-o", "delete=expunge,connections=2"]);
+        assert_eq!((o.delete, o.connections), (DeleteMode::Expunge, 2));
+    }
+
+    #[test]
+    fn last_long_option_wins() {
+        let o = ok(&["--cache-size", "1M", "--cache-size=3M", "--auth", "plain"]);
+        assert_eq!((o.cache_size, o.auth), (3 << 20, AuthMethod::Plain));
+    }
+
+    #[test]
+    fn a_flag_may_be_given_twice_in_either_form() {
+        let o = ok(&[
+            "-o",
+            "debug,ro",
+            "--debug",
+            "--read-only",
+            "-o",
+            "read_only",
+        ]);
+        assert!(o.debug && o.read_only);
+        assert!(ok(&["-f", "--foreground", "-o", "foreground"]).foreground);
+    }
+
+    #[test]
+    fn mount_options_name_only_options() {
+        for key in [
+            "help",
+            "version",
+            "h",
+            "f",
+            "o",
+            "source",
+            "mountpoint",
+            "mount_options",
+        ] {
+            assert_eq!(
+                err(&["-o", key]),
+                format!("-o {key}: unknown mount option"),
+                "-o {key}"
+            );
+        }
+        assert_eq!(err(&["-o", "ro=1"]), "-o ro: takes no value");
+        assert_eq!(
+            err(&["-o", "read-only"]),
+            "-o read-only: unknown mount option; -o names use underscores: read_only"
+        );
     }
 
     #[test]
@@ -1129,6 +1119,9 @@ mod tests {
         assert!(!message.contains("hunter2"), "{message}");
         let message = err_args(&["imapfs", "imaps://alice:hunter2@h", "/mnt"]);
         assert!(!message.contains("hunter2"), "{message}");
+        // clap parses SOURCE, but its error (which quotes the value) is not the one returned.
+        let args = ["imapfs", "-o", "ro", "imaps://alice:hunter2@h", "/mnt"];
+        assert!(matches!(parse_args(args), Err(CliError::Source(_))));
     }
 
     fn err_args(args: &[&str]) -> String {
@@ -1202,12 +1195,15 @@ mod tests {
 
     #[test]
     fn enum_values_are_exact_lower_case_names() {
-        assert_eq!(enum_value::<AuthMethod>("xoauth2"), Ok(AuthMethod::XOAuth2));
+        assert!(matches!(
+            parse(&["--auth", "XOAUTH2"]),
+            Err(CliError::Clap(_))
+        ));
         assert_eq!(
-            enum_value::<AuthMethod>("oauthbearer"),
-            Ok(AuthMethod::OAuthBearer)
+            err(&["-o", "auth=XOAUTH2"]),
+            "invalid value 'XOAUTH2' for -o auth: \
+             expected one of: login, plain, xoauth2, oauthbearer"
         );
-        assert!(enum_value::<AuthMethod>("XOAUTH2").is_err());
     }
 
     proptest! {

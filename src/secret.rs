@@ -566,31 +566,39 @@ fn wipe_slice(bytes: &mut [u8]) {
 mod tests {
     use super::*;
 
-    /// Set in a child test process; the `*_in_child` tests do nothing without it.
+    /// Names the one test whose body a child process of the test binary is to run.
     const CHILD_MARKER: &str = "IMAPFS_SECRET_TEST_CHILD";
+    /// Printed by a child once the body has run to its end.
+    const CHILD_FINISHED: &str = "imapfs-secret-child-finished:";
 
-    /// Runs the test `name` of this module in a fresh process of the test binary,
-    /// with `env` added to its environment, and asserts that it ran and passed.
-    fn run_in_child(name: &str, env: &[(&str, &str)]) {
+    /// Runs `body` in a fresh process of this test binary, with `env` added to its
+    /// environment, and asserts that it ran there to its end. `name` is the calling test:
+    /// the child runs that test alone, which finds the marker and runs `body`. Erasing the
+    /// environment changes the whole process, so it must not happen where other tests run;
+    /// and there is no separate child-only test that would pass without asserting anything.
+    fn in_child_process(name: &str, env: &[(&str, &str)], body: impl FnOnce()) {
+        if std::env::var_os(CHILD_MARKER).is_some_and(|marked| marked == name) {
+            body();
+            println!("{CHILD_FINISHED} {name}");
+            return;
+        }
         let module = module_path!().split_once("::").map_or("", |(_, m)| m);
         let test = format!("{module}::{name}");
         let exe = std::env::current_exe().expect("test binary path");
         let output = Command::new(exe)
             .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_MARKER, "1")
+            .env(CHILD_MARKER, name)
             .envs(env.iter().copied())
             .output()
             .expect("run the test binary");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "child {test} failed:\n{stdout}\n{stderr}"
+            output.status.success()
+                && stdout.contains("1 passed")
+                && stdout.contains(&format!("{CHILD_FINISHED} {name}")),
+            "child {test} did not run to its end and pass:\n{stdout}\n{stderr}"
         );
-    }
-
-    fn in_child() -> bool {
-        std::env::var_os(CHILD_MARKER).is_some()
     }
 
     fn proc_environ() -> Vec<u8> {
@@ -605,104 +613,81 @@ mod tests {
 
     #[test]
     fn env_secret_is_erased_from_proc_environ() {
-        run_in_child(
-            "env_secret_is_erased_in_child",
-            &[("IMAPFS_TEST_SECRET", "hunter2-xyz")],
-        );
-    }
-
-    #[test]
-    fn env_secret_is_erased_in_child() {
-        if !in_child() {
-            return;
-        }
-        assert!(contains(&proc_environ(), "hunter2-xyz"), "precondition");
-        // libtest's main thread is idle waiting for this test, so nothing else
-        // touches the environment; `obtain` itself would see two threads.
-        let secret =
-            obtain_with(None, "IMAPFS_TEST_SECRET", "unused: ", EnvAccess::Exclusive).unwrap();
-        assert_eq!(secret.expose(), "hunter2-xyz");
-        let shown = proc_environ();
-        assert!(
-            !contains(&shown, "hunter2-xyz"),
-            "value still in /proc/self/environ"
-        );
-        assert!(
-            !contains(&shown, "IMAPFS_TEST_SECRET"),
-            "name still in /proc/self/environ"
-        );
-        assert!(std::env::var_os("IMAPFS_TEST_SECRET").is_none());
-        assert!(contains(&shown, CHILD_MARKER), "other variables are kept");
-        // Children do not inherit it either.
-        let echoed = Command::new("sh")
-            .args(["-c", "printf %s \"$IMAPFS_TEST_SECRET\""])
-            .output()
-            .unwrap();
-        assert!(echoed.stdout.is_empty());
+        let env = [("IMAPFS_TEST_SECRET", "hunter2-xyz")];
+        in_child_process("env_secret_is_erased_from_proc_environ", &env, || {
+            assert!(contains(&proc_environ(), "hunter2-xyz"), "precondition");
+            // libtest's main thread is idle waiting for this test, so nothing else
+            // touches the environment; `obtain` itself would see two threads.
+            let secret =
+                obtain_with(None, "IMAPFS_TEST_SECRET", "unused: ", EnvAccess::Exclusive).unwrap();
+            assert_eq!(secret.expose(), "hunter2-xyz");
+            let shown = proc_environ();
+            assert!(
+                !contains(&shown, "hunter2-xyz"),
+                "value still in /proc/self/environ"
+            );
+            assert!(
+                !contains(&shown, "IMAPFS_TEST_SECRET"),
+                "name still in /proc/self/environ"
+            );
+            assert!(std::env::var_os("IMAPFS_TEST_SECRET").is_none());
+            assert!(contains(&shown, CHILD_MARKER), "other variables are kept");
+            // Children do not inherit it either.
+            let echoed = Command::new("sh")
+                .args(["-c", "printf %s \"$IMAPFS_TEST_SECRET\""])
+                .output()
+                .unwrap();
+            assert!(echoed.stdout.is_empty());
+        });
     }
 
     #[test]
     fn env_secret_with_other_threads_is_still_removed() {
-        run_in_child(
-            "env_secret_with_other_threads_in_child",
-            &[("IMAPFS_TEST_SECRET", "hunter2-xyz")],
+        let env = [("IMAPFS_TEST_SECRET", "hunter2-xyz")];
+        in_child_process(
+            "env_secret_with_other_threads_is_still_removed",
+            &env,
+            || {
+                // Under libtest there are two threads, so `obtain` must not edit `environ`.
+                assert_eq!(EnvAccess::detect(), EnvAccess::Shared);
+                let secret = obtain(None, "IMAPFS_TEST_SECRET", "unused: ").unwrap();
+                assert_eq!(secret.expose(), "hunter2-xyz");
+                assert!(std::env::var_os("IMAPFS_TEST_SECRET").is_none());
+            },
         );
-    }
-
-    #[test]
-    fn env_secret_with_other_threads_in_child() {
-        if !in_child() {
-            return;
-        }
-        // Under libtest there are two threads, so `obtain` must not edit `environ`.
-        assert_eq!(EnvAccess::detect(), EnvAccess::Shared);
-        let secret = obtain(None, "IMAPFS_TEST_SECRET", "unused: ").unwrap();
-        assert_eq!(secret.expose(), "hunter2-xyz");
-        assert!(std::env::var_os("IMAPFS_TEST_SECRET").is_none());
     }
 
     #[test]
     fn env_is_erased_even_when_a_command_is_used() {
-        run_in_child(
-            "env_is_erased_even_when_a_command_is_used_in_child",
-            &[("IMAPFS_TEST_SECRET", "hunter2-xyz")],
-        );
-    }
-
-    #[test]
-    fn env_is_erased_even_when_a_command_is_used_in_child() {
-        if !in_child() {
-            return;
-        }
-        let secret = obtain_with(
-            Some("printf 'from-command\\n'"),
-            "IMAPFS_TEST_SECRET",
-            "unused: ",
-            EnvAccess::Exclusive,
-        )
-        .unwrap();
-        assert_eq!(secret.expose(), "from-command");
-        assert!(!contains(&proc_environ(), "hunter2-xyz"));
+        let env = [("IMAPFS_TEST_SECRET", "hunter2-xyz")];
+        in_child_process("env_is_erased_even_when_a_command_is_used", &env, || {
+            assert!(contains(&proc_environ(), "hunter2-xyz"), "precondition");
+            let secret = obtain_with(
+                Some("printf 'from-command\\n'"),
+                "IMAPFS_TEST_SECRET",
+                "unused: ",
+                EnvAccess::Exclusive,
+            )
+            .unwrap();
+            assert_eq!(secret.expose(), "from-command");
+            assert!(!contains(&proc_environ(), "hunter2-xyz"));
+            assert!(std::env::var_os("IMAPFS_TEST_SECRET").is_none());
+        });
     }
 
     #[test]
     fn empty_env_var_is_an_error() {
-        run_in_child(
-            "empty_env_var_is_an_error_in_child",
-            &[("IMAPFS_TEST_SECRET", "")],
-        );
-    }
-
-    #[test]
-    fn empty_env_var_is_an_error_in_child() {
-        if !in_child() {
-            return;
-        }
-        let err = obtain_with(None, "IMAPFS_TEST_SECRET", "", EnvAccess::Exclusive).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the secret from environment variable IMAPFS_TEST_SECRET is empty"
-        );
+        let env = [("IMAPFS_TEST_SECRET", "")];
+        in_child_process("empty_env_var_is_an_error", &env, || {
+            assert_eq!(std::env::var_os("IMAPFS_TEST_SECRET"), Some("".into()));
+            let err =
+                obtain_with(None, "IMAPFS_TEST_SECRET", "", EnvAccess::Exclusive).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "the secret from environment variable IMAPFS_TEST_SECRET is empty"
+            );
+            assert!(std::env::var_os("IMAPFS_TEST_SECRET").is_none());
+        });
     }
 
     #[test]

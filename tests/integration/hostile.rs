@@ -56,6 +56,25 @@ fn list(path: PathBuf) -> io::Result<Vec<String>> {
     .0
 }
 
+/// Walks `depth` levels below `root`, checking that every name is one safe component (see
+/// `walk_checking_names`), and returns the directories that could not be listed, relative to
+/// `root`, with their errno.
+fn unlistable(root: PathBuf, depth: usize) -> BTreeMap<String, i32> {
+    let what = format!("walk {}", root.display());
+    within(OP_LIMIT * 3, &what, move || {
+        let mut failures = Vec::new();
+        walk_checking_names(&root, depth, &mut failures);
+        failures
+            .into_iter()
+            .map(|(path, e)| {
+                let relative = path.strip_prefix(root.to_str().unwrap()).unwrap_or(&path);
+                (relative.trim_start_matches('/').to_string(), e)
+            })
+            .collect()
+    })
+    .0
+}
+
 fn crlf(text: &str) -> Vec<u8> {
     text.replace('\n', "\r\n").into_bytes()
 }
@@ -167,8 +186,21 @@ fn broken_bodystructures_give_eio_and_spare_the_good_messages() {
         "walking the mailbox in order:\n{}\nBODYSTRUCTURE requests: {structure_fetches:#?}",
         wrong.join("\n")
     );
-    let mut failures = Vec::new();
-    walk_checking_names(&mount.path, 3, &mut failures);
+    // A walk of the whole mount fails on the broken messages alone, with EIO or ENOENT.
+    let failures = unlistable(mount.path.clone(), 3);
+    let failed: BTreeSet<String> = failures.keys().cloned().collect();
+    let broken: BTreeSet<String> = messages
+        .iter()
+        .filter(|m| bad.contains(&m.uid))
+        .map(|m| format!("Broken/{} {}", m.uid, m.subject_text()))
+        .collect();
+    assert_eq!(failed, broken, "{failures:?}");
+    assert!(
+        failures
+            .values()
+            .all(|e| [libc::EIO, libc::ENOENT].contains(e)),
+        "{failures:?}"
+    );
     assert_still_serving(&mount, &process);
 }
 
@@ -257,8 +289,13 @@ fn broken_listing_responses_fail_only_their_mailbox() {
         read(mount.join("Twice").join(&twice[0]).join("body.txt")).unwrap(),
         b"twice\r\n"
     );
-    let mut failures = Vec::new();
-    walk_checking_names(&mount.path, 3, &mut failures);
+    // A walk of the whole mount fails on the three broken mailboxes alone, with EIO.
+    let failures = unlistable(mount.path.clone(), 3);
+    let expected: BTreeMap<String, i32> = ["Garbage", "Cut", "Short"]
+        .into_iter()
+        .map(|mailbox| (mailbox.to_string(), libc::EIO))
+        .collect();
+    assert_eq!(failures, expected);
     assert_still_serving(&mount, &process);
 }
 
@@ -534,8 +571,7 @@ fn hostile_names_become_single_safe_components() {
     assert_eq!(uids, (1..=message_count as u32).collect(), "{dirs:?}");
 
     // Every name anywhere is one safe component, and everything lists.
-    let mut failures = Vec::new();
-    walk_checking_names(&mount.path, 4, &mut failures);
+    let failures = unlistable(mount.path.clone(), 4);
     assert!(failures.is_empty(), "could not list: {failures:?}");
 
     // Each attachment is shown exactly once, under some name, with its exact content.
@@ -607,8 +643,8 @@ fn mailbox_names_that_are_not_valid_modified_utf7() {
     let server = FakeServer::start(Script::new(mailboxes));
     let (mount, process) = mount(&server);
 
-    let mut failures = Vec::new();
-    walk_checking_names(&mount.path, 3, &mut failures);
+    let failures = unlistable(mount.path.clone(), 3);
+    assert!(failures.is_empty(), "could not list: {failures:?}");
     // Every mailbox is reachable exactly once, and its directory holds its own message.
     let mut found: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut dirs = vec![mount.path.clone()];
@@ -641,10 +677,7 @@ fn mailbox_names_that_are_not_valid_modified_utf7() {
         .filter(|i| !found.contains_key(i))
         .map(|i| wire_names[i])
         .collect();
-    assert!(
-        missing.is_empty(),
-        "mailboxes not reachable: {missing:?} (failures {failures:?})"
-    );
+    assert!(missing.is_empty(), "mailboxes not reachable: {missing:?}");
     for (i, places) in &found {
         assert_eq!(places.len(), 1, "{:?} shows in {places:?}", wire_names[*i]);
     }
@@ -750,8 +783,8 @@ fn mailboxes_whose_names_clean_to_the_same_text_are_both_reachable() {
     script.delimiter = '.';
     let server = FakeServer::start(script);
     let (mount, process) = mount(&server);
-    let mut failures = Vec::new();
-    walk_checking_names(&mount.path, 3, &mut failures);
+    let failures = unlistable(mount.path.clone(), 3);
+    assert!(failures.is_empty(), "could not list: {failures:?}");
     let mut bodies = BTreeSet::new();
     for name in list(mount.path.clone()).unwrap() {
         if name == "INBOX" {

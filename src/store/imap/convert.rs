@@ -4,7 +4,7 @@
 //! from it; section numbers are assigned by `crate::mime` from our `BodyPart` tree.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use imap_proto::types::{BodyContentCommon, BodyStructure, ContentEncoding};
 
@@ -162,11 +162,6 @@ fn trim(b: &[u8]) -> &[u8] {
         .rposition(|c| !c.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &b[start..end]
-}
-
-/// A `SystemTime` for INTERNALDATE values the server could not give.
-pub fn epoch() -> SystemTime {
-    UNIX_EPOCH
 }
 
 #[cfg(test)]
