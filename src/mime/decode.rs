@@ -179,6 +179,14 @@ pub fn encoding_for_charset(charset: &str) -> Option<&'static Encoding> {
     Encoding::for_label_no_replacement(lower.as_bytes()).or_else(|| extra_label(&lower))
 }
 
+/// True for the labels of US-ASCII that `encoding_rs` knows (it maps them to windows-1252).
+fn is_us_ascii(charset: &str) -> bool {
+    let label = charset.trim().trim_matches('"').trim();
+    ["us-ascii", "ascii", "ansi_x3.4-1968"]
+        .iter()
+        .any(|ascii| label.eq_ignore_ascii_case(ascii))
+}
+
 /// Convert text in `charset` to UTF-8.
 ///
 /// A known charset label (anything [`Encoding::for_label`] knows: `iso-8859-1`,
@@ -186,10 +194,14 @@ pub fn encoding_for_charset(charset: &str) -> Option<&'static Encoding> {
 /// Microsoft code-page aliases) is decoded with it; malformed sequences become U+FFFD. A
 /// byte-order mark, if present, wins over the label and is removed.
 ///
-/// With no charset, or an unknown one: the bytes unchanged if they are valid UTF-8
-/// (which covers US-ASCII), else decoded as windows-1252, the usual charset of untagged
-/// 8-bit mail. The result is always valid UTF-8.
+/// With no charset, an unknown one, or US-ASCII: the bytes unchanged if they are valid
+/// UTF-8 (which covers US-ASCII), else decoded as windows-1252, the usual charset of
+/// untagged 8-bit mail. US-ASCII is in this list because a server reports it for a part
+/// that names no charset (the default of
+/// [RFC 2045 §5.2](https://www.rfc-editor.org/rfc/rfc2045#section-5.2)), so the label tells
+/// nothing about 8-bit bytes. The result is always valid UTF-8.
 pub fn text_to_utf8(charset: Option<&str>, bytes: &[u8]) -> Vec<u8> {
+    let charset = charset.filter(|label| !is_us_ascii(label));
     match charset.and_then(encoding_for_charset) {
         Some(encoding) => encoding.decode(bytes).0.into_owned().into_bytes(),
         None => match std::str::from_utf8(bytes) {
@@ -382,6 +394,20 @@ mod tests {
         );
         // A label encoding_rs maps to "replacement" is treated as unknown, not as U+FFFD.
         assert_eq!(text_to_utf8(Some("iso-2022-kr"), b"abc"), b"abc");
+    }
+
+    #[test]
+    fn us_ascii_label_is_no_charset() {
+        // Dovecot reports charset us-ascii for `Content-Type: text/plain` with 8-bit UTF-8.
+        for label in ["us-ascii", "US-ASCII", "\"ascii\"", "ANSI_X3.4-1968"] {
+            assert_eq!(
+                text_to_utf8(Some(label), "naïve".as_bytes()),
+                "naïve".as_bytes(),
+                "{label}"
+            );
+            assert_eq!(text_to_utf8(Some(label), b"caf\xe9"), "café".as_bytes());
+            assert_eq!(text_to_utf8(Some(label), b"plain"), b"plain");
+        }
     }
 
     proptest! {
