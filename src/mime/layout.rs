@@ -2,7 +2,7 @@
 //! with their section numbers ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
 
 use super::naming::{guess_extension, nested_message_dir_name, sanitize_name, UniqueNames};
-use super::params::{is_attachment, part_file_name};
+use super::params::{is_attachment, param_value, part_file_name};
 use super::{Content, Entry, EntryKind, FileSpec, BODY_HTML_FILE, BODY_TEXT_FILE, MESSAGE_FILE};
 use crate::store::{BodyPart, PartHeader, Section, TransferEncoding};
 
@@ -262,13 +262,12 @@ fn find_main_body<'a>(
     }
 }
 
-/// The `charset` Content-Type parameter, if present and not empty.
+/// The `charset` Content-Type parameter, if present and not empty, RFC 2231 forms first
+/// (see [`param_value`]). Dovecot passes `charset*=us-ascii''utf-8` through undecoded and
+/// then adds its default `charset=us-ascii` beside it, so the plain one is only a fallback.
 fn charset(header: &PartHeader) -> Option<String> {
-    header
-        .params
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case("charset"))
-        .map(|(_, value)| value.trim().trim_matches('"').trim().to_string())
+    param_value(&header.params, "charset")
+        .map(|value| value.trim().trim_matches('"').trim().to_string())
         .filter(|value| !value.is_empty())
 }
 
@@ -861,6 +860,29 @@ mod tests {
             Content::Text {
                 encoding: TransferEncoding::Base64,
                 charset: Some("Windows-1252".into())
+            }
+        );
+    }
+
+    #[test]
+    fn rfc2231_charset_wins_over_dovecots_default() {
+        // Dovecot's answer for `charset*0*=us-ascii''utf; charset*1*=-8`.
+        let mut part = leaf("text/plain", TransferEncoding::Base64, 10);
+        if let BodyPart::Leaf { header, .. } = &mut part {
+            header.params = strings(&[("charset*", "us-ascii''utf-8"), ("charset", "us-ascii")]);
+        }
+        let signed = multipart(
+            "signed",
+            vec![
+                part,
+                leaf("application/pgp-signature", TransferEncoding::SevenBit, 10),
+            ],
+        );
+        assert_eq!(
+            file(&message_layout(&signed, 1), "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::Base64,
+                charset: Some("utf-8".into())
             }
         );
     }
