@@ -16,7 +16,8 @@ const MAX_DEPTH: usize = 64;
 ///
 /// The directory holds `message.eml` (`BODY[]`), `body.txt` and `body.html` when the message
 /// has such a main body, one file per other leaf part (under its decoded, sanitised file name,
-/// else `part-<section>.<ext>`), and one subdirectory per message/rfc822 part. Multipart
+/// else `part-<section>.<ext>`), and one subdirectory per message/rfc822 part. A body part
+/// that has a file name is listed under that name too. Multipart
 /// containers produce no entry. Names are unique in each directory: `message.eml`,
 /// `body.txt` and `body.html` are always reserved, so an attachment called `body.txt`
 /// is listed as `body (2).txt` whether or not the message has a text body.
@@ -95,7 +96,9 @@ fn message_entries(
     let mut leaves = Vec::new();
     collect_leaves(body, section, depth, &mut leaves);
     for (section, part) in leaves {
-        if body_sections.contains(&Some(section.clone())) {
+        // A body with a file name is an inline file as well: readers show it both ways.
+        if body_sections.contains(&Some(section.clone())) && part_file_name(part.header()).is_none()
+        {
             continue;
         }
         match part {
@@ -224,9 +227,12 @@ fn collect_leaves<'a>(
     }
 }
 
-/// The main text/`subtype` body under `part` (at `section`): the first non-attachment
-/// text/`subtype` leaf, looking at every child of a multipart/alternative but only the first
-/// child of any other multipart, and never inside a message/rfc822.
+/// The main text/`subtype` body under `part` (at `section`): the first text/`subtype` leaf
+/// that is not `Content-Disposition: attachment`, looking at every child of a
+/// multipart/alternative but only the first child of any other multipart, and never inside a
+/// message/rfc822. A file name does not make a part an attachment: an inline part (or one
+/// with no disposition) is shown in the message by readers whatever it is called
+/// ([RFC 2183 §2.1](https://www.rfc-editor.org/rfc/rfc2183#section-2.1)).
 fn find_main_body<'a>(
     part: &'a BodyPart,
     section: &Section,
@@ -656,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn text_attachments_are_not_the_body() {
+    fn text_attachments_are_not_the_body_but_named_inline_text_is() {
         let mut disposed = text("plain", "utf-8");
         if let BodyPart::Leaf { header, .. } = &mut disposed {
             header.disposition = Some("attachment".into());
@@ -676,10 +682,52 @@ mod tests {
             listing(&message_layout(&structure, 1)),
             [
                 "message.eml@",
-                "body.txt@1.3",
+                "body.txt@1.2",
                 "part-1.1.txt@1.1",
                 "notes.txt@1.2",
+                "part-1.3.txt@1.3",
             ]
+        );
+    }
+
+    #[test]
+    fn named_inline_text_first_in_mixed_is_the_body_and_a_file() {
+        // `Content-Disposition: inline; filename="notes.txt"`, as Dovecot reports it.
+        let mut inline = text("plain", "utf-8");
+        if let BodyPart::Leaf { header, .. } = &mut inline {
+            header.disposition = Some("inline".into());
+            header.disposition_params = strings(&[("filename", "notes.txt")]);
+        }
+        let pdf = attachment("application/pdf", &[("filename", "report.pdf")]);
+        let entries = message_layout(&multipart("mixed", vec![inline, pdf]), 1);
+        assert_eq!(
+            listing(&entries),
+            ["message.eml@", "body.txt@1", "notes.txt@1", "report.pdf@2"]
+        );
+        assert_eq!(
+            file(&entries, "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::QuotedPrintable,
+                charset: Some("utf-8".into())
+            }
+        );
+        // The named file is the part as sent, like any other attachment.
+        assert_eq!(
+            file(&entries, "notes.txt").content,
+            Content::Decoded(TransferEncoding::QuotedPrintable)
+        );
+
+        // Only a Content-Type name and no disposition, as old mailers send.
+        let structure = multipart(
+            "mixed",
+            vec![
+                named("text/plain", "readme.txt"),
+                named("image/png", "dot.png"),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "body.txt@1", "readme.txt@1", "dot.png@2"]
         );
     }
 
@@ -791,7 +839,11 @@ mod tests {
 
     #[test]
     fn fixed_names_are_reserved_even_without_a_body() {
-        let structure = multipart("mixed", vec![named("text/html", "body.html")]);
+        // An attachment, so that it is not the body itself.
+        let structure = multipart(
+            "mixed",
+            vec![attachment("text/html", &[("filename", "body.html")])],
+        );
         let names: Vec<String> = message_layout(&structure, 1)
             .into_iter()
             .map(|e| e.name)
@@ -989,7 +1041,16 @@ mod tests {
             out
         }
 
-        fn collect(entries: &[Entry], files: &mut BTreeSet<String>, dirs: &mut BTreeSet<String>) {
+        /// Sections listed: as files other than the bodies (each at most once), as body.txt
+        /// or body.html, and as directories.
+        #[derive(Default)]
+        struct Seen {
+            files: BTreeSet<String>,
+            bodies: BTreeSet<String>,
+            dirs: BTreeSet<String>,
+        }
+
+        fn collect(entries: &[Entry], seen: &mut Seen) {
             let mut names = HashSet::new();
             for entry in entries {
                 assert!(
@@ -1002,16 +1063,22 @@ mod tests {
                     EntryKind::File(spec) if entry.name == MESSAGE_FILE => {
                         assert!(matches!(spec.content, Content::Raw | Content::Decoded(_)));
                     }
+                    // A body with a file name is listed under that name as well.
+                    EntryKind::File(spec)
+                        if entry.name == BODY_TEXT_FILE || entry.name == BODY_HTML_FILE =>
+                    {
+                        seen.bodies.insert(spec.section.to_string());
+                    }
                     EntryKind::File(spec) => {
                         assert!(
-                            files.insert(spec.section.to_string()),
+                            seen.files.insert(spec.section.to_string()),
                             "section twice: {}",
                             spec.section
                         );
                     }
                     EntryKind::Message { section, entries } => {
-                        dirs.insert(section.to_string());
-                        collect(entries, files, dirs);
+                        seen.dirs.insert(section.to_string());
+                        collect(entries, seen);
                     }
                 }
             }
@@ -1021,10 +1088,12 @@ mod tests {
             #[test]
             fn every_leaf_is_one_file_at_its_rfc3501_section(root in tree()) {
                 let (want_files, want_dirs) = oracle(&root);
-                let (mut files, mut dirs) = (BTreeSet::new(), BTreeSet::new());
-                collect(&message_layout(&root, 1000), &mut files, &mut dirs);
+                let mut seen = Seen::default();
+                collect(&message_layout(&root, 1000), &mut seen);
+                let mut files = seen.files;
+                files.extend(seen.bodies);
                 prop_assert_eq!(files, want_files);
-                prop_assert_eq!(dirs, want_dirs);
+                prop_assert_eq!(seen.dirs, want_dirs);
             }
         }
     }
