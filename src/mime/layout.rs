@@ -227,11 +227,18 @@ fn collect_leaves<'a>(
     }
 }
 
-/// The main text/`subtype` body under `part` (at `section`): the first text/`subtype` leaf
-/// that is not `Content-Disposition: attachment`, looking at every child of a
-/// multipart/alternative but only the first child of any other multipart, and never inside a
-/// message/rfc822. A file name does not make a part an attachment: an inline part (or one
-/// with no disposition) is shown in the message by readers whatever it is called
+/// The main text/`subtype` body under `part` (at `section`): depth first, the first
+/// text/`subtype` leaf that is not `Content-Disposition: attachment`, never inside a
+/// message/rfc822.
+///
+/// Every child of a multipart is looked at, except in multipart/related, whose first part is
+/// its root and the others are resources for it
+/// ([RFC 2387 §3.2](https://www.rfc-editor.org/rfc/rfc2387#section-3.2); a `start`
+/// parameter naming another root is not followed, as the BODYSTRUCTURE we keep has no
+/// Content-IDs). So a text part after an inline photo or a forwarded message in a
+/// multipart/mixed is the body, as readers show it and as Python's `email` `get_body`
+/// finds it. A file name does not make a part an attachment: an inline part (or one with no
+/// disposition) is shown in the message whatever it is called
 /// ([RFC 2183 §2.1](https://www.rfc-editor.org/rfc/rfc2183#section-2.1)).
 fn find_main_body<'a>(
     part: &'a BodyPart,
@@ -251,10 +258,10 @@ fn find_main_body<'a>(
             if depth >= MAX_DEPTH {
                 return None;
             }
-            let searched = if header.subtype.eq_ignore_ascii_case("alternative") {
-                children.len()
-            } else {
+            let searched = if header.subtype.eq_ignore_ascii_case("related") {
                 1
+            } else {
+                children.len()
             };
             children
                 .iter()
@@ -644,20 +651,51 @@ mod tests {
     }
 
     #[test]
-    fn only_first_child_of_mixed_is_searched_for_the_body() {
+    fn body_after_a_photo_or_a_forwarded_message_in_mixed() {
         let structure = multipart(
             "mixed",
-            vec![named("application/pdf", "x.pdf"), text("plain", "utf-8")],
+            vec![named("image/jpeg", "photo.jpg"), text("plain", "utf-8")],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "body.txt@2", "photo.jpg@1"]
+        );
+        let structure = multipart(
+            "mixed",
+            vec![
+                rfc822(Some("fwd"), text("plain", "utf-8")),
+                text("plain", "utf-8"),
+                text("plain", "utf-8"),
+            ],
         );
         let entries = message_layout(&structure, 1);
         assert_eq!(
             listing(&entries),
-            ["message.eml@", "x.pdf@1", "part-2.txt@2"]
+            [
+                "message.eml@",
+                "body.txt@2",
+                "message-1 fwd/@1",
+                "message-1 fwd/message.eml@1",
+                "message-1 fwd/body.txt@1.1",
+                "part-3.txt@3",
+            ]
         );
         // A text part that is not the body is byte-identical to what was sent: no conversion.
         assert_eq!(
-            file(&entries, "part-2.txt").content,
+            file(&entries, "part-3.txt").content,
             Content::Decoded(TransferEncoding::QuotedPrintable)
+        );
+    }
+
+    #[test]
+    fn only_the_root_of_related_is_searched_for_the_body() {
+        let structure = multipart(
+            "related",
+            vec![named("image/png", "logo.png"), text("html", "utf-8")],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "logo.png@1", "part-2.html@2"]
         );
     }
 
