@@ -109,10 +109,10 @@ fn message_entries(
             } => {
                 let wanted = match part_file_name(header) {
                     Some(name) => sanitize_name(&name),
-                    None => format!(
-                        "part-{section}.{}",
-                        guess_extension(&header.media_type, &header.subtype)
-                    ),
+                    None => {
+                        let (media_type, subtype) = effective_type(header);
+                        format!("part-{section}.{}", guess_extension(media_type, subtype))
+                    }
                 };
                 let spec = FileSpec {
                     section,
@@ -248,8 +248,9 @@ fn find_main_body<'a>(
 ) -> Option<(Section, &'a BodyPart)> {
     match part {
         BodyPart::Leaf { header, .. } => {
-            let wanted = header.media_type.eq_ignore_ascii_case("text")
-                && header.subtype.eq_ignore_ascii_case(subtype)
+            let (media_type, own_subtype) = effective_type(header);
+            let wanted = media_type.eq_ignore_ascii_case("text")
+                && own_subtype.eq_ignore_ascii_case(subtype)
                 && !is_attachment(header);
             wanted.then(|| (section.clone(), part))
         }
@@ -272,6 +273,19 @@ fn find_main_body<'a>(
                     find_main_body(child, &child_section, subtype, depth + 1)
                 })
         }
+    }
+}
+
+/// The media type and subtype a leaf is read as: its own, or text/plain when its Content-Type
+/// has no subtype. Such a Content-Type is invalid, and
+/// [RFC 2045 §5.2](https://www.rfc-editor.org/rfc/rfc2045#section-5.2) says to read the part
+/// as text/plain then; Dovecot reports `Content-Type: text` as ("text" "") and one it cannot
+/// parse at all (`text; charset=utf-8`) as ("" "").
+fn effective_type(header: &PartHeader) -> (&str, &str) {
+    if header.subtype.is_empty() {
+        ("text", "plain")
+    } else {
+        (&header.media_type, &header.subtype)
     }
 }
 
@@ -974,6 +988,34 @@ mod tests {
                 encoding: TransferEncoding::Base64,
                 charset: Some("utf-8".into())
             }
+        );
+    }
+
+    #[test]
+    fn content_type_without_subtype_is_text_plain() {
+        // Dovecot's answers for `Content-Type: text` and for the unparsable
+        // `Content-Type: text; charset=us-ascii`.
+        let mut bare = leaf("text", TransferEncoding::SevenBit, 10);
+        if let BodyPart::Leaf { header, .. } = &mut bare {
+            header.params = strings(&[("charset", "us-ascii")]);
+        }
+        let unparsable = leaf("", TransferEncoding::SevenBit, 10);
+        for (part, charset) in [(&bare, Some("us-ascii")), (&unparsable, None)] {
+            let entries = message_layout(part, 1);
+            assert_eq!(listing(&entries), ["message.eml@", "body.txt@1"]);
+            assert_eq!(
+                file(&entries, "body.txt").content,
+                Content::Text {
+                    encoding: TransferEncoding::SevenBit,
+                    charset: charset.map(String::from)
+                }
+            );
+        }
+        // Where it is not the body it is still text.
+        let structure = multipart("mixed", vec![text("plain", "utf-8"), unparsable]);
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "body.txt@1", "part-2.txt@2"]
         );
     }
 
