@@ -7,6 +7,7 @@ mod integration {
     pub mod fake_server;
     pub mod support;
 
+    mod bodies;
     mod errors;
     mod faults;
     mod hostile;

@@ -179,17 +179,83 @@ pub fn encoding_for_charset(charset: &str) -> Option<&'static Encoding> {
     Encoding::for_label_no_replacement(lower.as_bytes()).or_else(|| extra_label(&lower))
 }
 
+/// True for the labels of UTF-7, which `encoding_rs` leaves out (browsers dropped it) but
+/// which old Outlook versions sent.
+fn is_utf7(charset: &str) -> bool {
+    let label = charset.trim().trim_matches('"').trim();
+    ["utf-7", "utf7", "unicode-1-1-utf-7", "csunicode11utf7"]
+        .iter()
+        .any(|utf7| label.eq_ignore_ascii_case(utf7))
+}
+
+/// UTF-7 ([RFC 2152](https://www.rfc-editor.org/rfc/rfc2152)) to UTF-8: `+` starts base64
+/// of UTF-16 code units, which any character outside base64 ends (an ending `-` is dropped);
+/// `+-` is `+`. 8-bit bytes and unpaired surrogates become U+FFFD.
+fn decode_utf7(bytes: &[u8]) -> Vec<u8> {
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        i += 1;
+        if byte != b'+' {
+            out.push(if byte.is_ascii() {
+                char::from(byte)
+            } else {
+                char::REPLACEMENT_CHARACTER
+            });
+            continue;
+        }
+        if bytes.get(i) == Some(&b'-') {
+            out.push('+');
+            i += 1;
+            continue;
+        }
+        let mut units = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        while let Some(value) = bytes.get(i).copied().and_then(base64_value) {
+            acc = (acc << 6) | value;
+            bits += 6;
+            i += 1;
+            if bits >= 16 {
+                bits -= 16;
+                units.push((acc >> bits) as u16);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        out.extend(char::decode_utf16(units).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)));
+    }
+    out.into_bytes()
+}
+
+/// True for the labels of US-ASCII that `encoding_rs` knows (it maps them to windows-1252).
+fn is_us_ascii(charset: &str) -> bool {
+    let label = charset.trim().trim_matches('"').trim();
+    ["us-ascii", "ascii", "ansi_x3.4-1968"]
+        .iter()
+        .any(|ascii| label.eq_ignore_ascii_case(ascii))
+}
+
 /// Convert text in `charset` to UTF-8.
 ///
 /// A known charset label (anything [`Encoding::for_label`] knows: `iso-8859-1`,
 /// `windows-1252`, `koi8-r`, `shift_jis`, `iso-2022-jp`, `gb2312`, `utf-8`, ..., plus a few
-/// Microsoft code-page aliases) is decoded with it; malformed sequences become U+FFFD. A
-/// byte-order mark, if present, wins over the label and is removed.
+/// Microsoft code-page aliases, and UTF-7) is decoded with it; malformed sequences become
+/// U+FFFD. A byte-order mark, if present, wins over the label and is removed.
 ///
-/// With no charset, or an unknown one: the bytes unchanged if they are valid UTF-8
-/// (which covers US-ASCII), else decoded as windows-1252, the usual charset of untagged
-/// 8-bit mail. The result is always valid UTF-8.
+/// With no charset, an unknown one, or US-ASCII: the bytes unchanged if they are valid
+/// UTF-8 (which covers US-ASCII), else decoded as windows-1252, the usual charset of
+/// untagged 8-bit mail. US-ASCII is in this list because a server reports it for a part
+/// that names no charset (the default of
+/// [RFC 2045 §5.2](https://www.rfc-editor.org/rfc/rfc2045#section-5.2)), so the label tells
+/// nothing about 8-bit bytes. The result is always valid UTF-8.
 pub fn text_to_utf8(charset: Option<&str>, bytes: &[u8]) -> Vec<u8> {
+    let charset = charset.filter(|label| !is_us_ascii(label));
+    if charset.is_some_and(is_utf7) {
+        return decode_utf7(bytes);
+    }
     match charset.and_then(encoding_for_charset) {
         Some(encoding) => encoding.decode(bytes).0.into_owned().into_bytes(),
         None => match std::str::from_utf8(bytes) {
@@ -384,6 +450,49 @@ mod tests {
         assert_eq!(text_to_utf8(Some("iso-2022-kr"), b"abc"), b"abc");
     }
 
+    #[test]
+    fn charset_utf7() {
+        // RFC 2152's examples, then `+-`, a surrogate pair, and an 8-bit byte.
+        let cases: [(&[u8], &str); 6] = [
+            (b"Hi Mom -+Jjo--!", "Hi Mom -\u{263a}-!"),
+            (b"A+ImIDkQ.", "A\u{2262}\u{391}."),
+            (b"+ZeVnLIqe-", "日本語"),
+            (b"1 +- 1", "1 + 1"),
+            (b"+2D3eAA-", "😀"),
+            (b"caf\xe9", "caf\u{fffd}"),
+        ];
+        for (utf7, text) in cases {
+            assert_eq!(
+                text_to_utf8(Some("UTF-7"), utf7),
+                text.as_bytes(),
+                "{utf7:?}"
+            );
+        }
+        assert_eq!(
+            text_to_utf8(Some("unicode-1-1-utf-7"), b"Caf+AOk-"),
+            "Café".as_bytes()
+        );
+        // A lone high surrogate.
+        assert_eq!(
+            text_to_utf8(Some("utf-7"), b"+2D0-x"),
+            "\u{fffd}x".as_bytes()
+        );
+    }
+
+    #[test]
+    fn us_ascii_label_is_no_charset() {
+        // Dovecot reports charset us-ascii for `Content-Type: text/plain` with 8-bit UTF-8.
+        for label in ["us-ascii", "US-ASCII", "\"ascii\"", "ANSI_X3.4-1968"] {
+            assert_eq!(
+                text_to_utf8(Some(label), "naïve".as_bytes()),
+                "naïve".as_bytes(),
+                "{label}"
+            );
+            assert_eq!(text_to_utf8(Some(label), b"caf\xe9"), "café".as_bytes());
+            assert_eq!(text_to_utf8(Some(label), b"plain"), b"plain");
+        }
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -391,7 +500,7 @@ mod tests {
             prop_assert!(b64.len() <= raw.len() * 3 / 4 + 2);
             let qp = decode_quoted_printable(&raw);
             prop_assert!(qp.len() <= raw.len());
-            for charset in [None, Some("utf-8"), Some("shift_jis"), Some("iso-2022-jp"), Some("bogus")] {
+            for charset in [None, Some("utf-8"), Some("shift_jis"), Some("iso-2022-jp"), Some("utf-7"), Some("bogus")] {
                 let text = text_to_utf8(charset, &raw);
                 prop_assert!(std::str::from_utf8(&text).is_ok());
             }

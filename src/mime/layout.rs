@@ -2,7 +2,7 @@
 //! with their section numbers ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
 
 use super::naming::{guess_extension, nested_message_dir_name, sanitize_name, UniqueNames};
-use super::params::{is_attachment, part_file_name};
+use super::params::{is_attachment, param_value, part_file_name};
 use super::{Content, Entry, EntryKind, FileSpec, BODY_HTML_FILE, BODY_TEXT_FILE, MESSAGE_FILE};
 use crate::store::{BodyPart, PartHeader, Section, TransferEncoding};
 
@@ -16,7 +16,8 @@ const MAX_DEPTH: usize = 64;
 ///
 /// The directory holds `message.eml` (`BODY[]`), `body.txt` and `body.html` when the message
 /// has such a main body, one file per other leaf part (under its decoded, sanitised file name,
-/// else `part-<section>.<ext>`), and one subdirectory per message/rfc822 part. Multipart
+/// else `part-<section>.<ext>`), and one subdirectory per message/rfc822 part. A body part
+/// that has a file name is listed under that name too. Multipart
 /// containers produce no entry. Names are unique in each directory: `message.eml`,
 /// `body.txt` and `body.html` are always reserved, so an attachment called `body.txt`
 /// is listed as `body (2).txt` whether or not the message has a text body.
@@ -95,7 +96,9 @@ fn message_entries(
     let mut leaves = Vec::new();
     collect_leaves(body, section, depth, &mut leaves);
     for (section, part) in leaves {
-        if body_sections.contains(&Some(section.clone())) {
+        // A body with a file name is an inline file as well: readers show it both ways.
+        if body_sections.contains(&Some(section.clone())) && part_file_name(part.header()).is_none()
+        {
             continue;
         }
         match part {
@@ -106,10 +109,10 @@ fn message_entries(
             } => {
                 let wanted = match part_file_name(header) {
                     Some(name) => sanitize_name(&name),
-                    None => format!(
-                        "part-{section}.{}",
-                        guess_extension(&header.media_type, &header.subtype)
-                    ),
+                    None => {
+                        let (media_type, subtype) = effective_type(header);
+                        format!("part-{section}.{}", guess_extension(media_type, subtype))
+                    }
                 };
                 let spec = FileSpec {
                     section,
@@ -224,9 +227,19 @@ fn collect_leaves<'a>(
     }
 }
 
-/// The main text/`subtype` body under `part` (at `section`): the first non-attachment
-/// text/`subtype` leaf, looking at every child of a multipart/alternative but only the first
-/// child of any other multipart, and never inside a message/rfc822.
+/// The main text/`subtype` body under `part` (at `section`): depth first, the first
+/// text/`subtype` leaf that is not `Content-Disposition: attachment`, never inside a
+/// message/rfc822.
+///
+/// Every child of a multipart is looked at, except in multipart/related, whose first part is
+/// its root and the others are resources for it
+/// ([RFC 2387 §3.2](https://www.rfc-editor.org/rfc/rfc2387#section-3.2); a `start`
+/// parameter naming another root is not followed, as the BODYSTRUCTURE we keep has no
+/// Content-IDs). So a text part after an inline photo or a forwarded message in a
+/// multipart/mixed is the body, as readers show it and as Python's `email` `get_body`
+/// finds it. A file name does not make a part an attachment: an inline part (or one with no
+/// disposition) is shown in the message whatever it is called
+/// ([RFC 2183 §2.1](https://www.rfc-editor.org/rfc/rfc2183#section-2.1)).
 fn find_main_body<'a>(
     part: &'a BodyPart,
     section: &Section,
@@ -235,8 +248,9 @@ fn find_main_body<'a>(
 ) -> Option<(Section, &'a BodyPart)> {
     match part {
         BodyPart::Leaf { header, .. } => {
-            let wanted = header.media_type.eq_ignore_ascii_case("text")
-                && header.subtype.eq_ignore_ascii_case(subtype)
+            let (media_type, own_subtype) = effective_type(header);
+            let wanted = media_type.eq_ignore_ascii_case("text")
+                && own_subtype.eq_ignore_ascii_case(subtype)
                 && !is_attachment(header);
             wanted.then(|| (section.clone(), part))
         }
@@ -245,10 +259,10 @@ fn find_main_body<'a>(
             if depth >= MAX_DEPTH {
                 return None;
             }
-            let searched = if header.subtype.eq_ignore_ascii_case("alternative") {
-                children.len()
-            } else {
+            let searched = if header.subtype.eq_ignore_ascii_case("related") {
                 1
+            } else {
+                children.len()
             };
             children
                 .iter()
@@ -262,13 +276,25 @@ fn find_main_body<'a>(
     }
 }
 
-/// The `charset` Content-Type parameter, if present and not empty.
+/// The media type and subtype a leaf is read as: its own, or text/plain when its Content-Type
+/// has no subtype. Such a Content-Type is invalid, and
+/// [RFC 2045 §5.2](https://www.rfc-editor.org/rfc/rfc2045#section-5.2) says to read the part
+/// as text/plain then; Dovecot reports `Content-Type: text` as ("text" "") and one it cannot
+/// parse at all (`text; charset=utf-8`) as ("" "").
+fn effective_type(header: &PartHeader) -> (&str, &str) {
+    if header.subtype.is_empty() {
+        ("text", "plain")
+    } else {
+        (&header.media_type, &header.subtype)
+    }
+}
+
+/// The `charset` Content-Type parameter, if present and not empty, RFC 2231 forms first
+/// (see [`param_value`]). Dovecot passes `charset*=us-ascii''utf-8` through undecoded and
+/// then adds its default `charset=us-ascii` beside it, so the plain one is only a fallback.
 fn charset(header: &PartHeader) -> Option<String> {
-    header
-        .params
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case("charset"))
-        .map(|(_, value)| value.trim().trim_matches('"').trim().to_string())
+    param_value(&header.params, "charset")
+        .map(|value| value.trim().trim_matches('"').trim().to_string())
         .filter(|value| !value.is_empty())
 }
 
@@ -639,25 +665,56 @@ mod tests {
     }
 
     #[test]
-    fn only_first_child_of_mixed_is_searched_for_the_body() {
+    fn body_after_a_photo_or_a_forwarded_message_in_mixed() {
         let structure = multipart(
             "mixed",
-            vec![named("application/pdf", "x.pdf"), text("plain", "utf-8")],
+            vec![named("image/jpeg", "photo.jpg"), text("plain", "utf-8")],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "body.txt@2", "photo.jpg@1"]
+        );
+        let structure = multipart(
+            "mixed",
+            vec![
+                rfc822(Some("fwd"), text("plain", "utf-8")),
+                text("plain", "utf-8"),
+                text("plain", "utf-8"),
+            ],
         );
         let entries = message_layout(&structure, 1);
         assert_eq!(
             listing(&entries),
-            ["message.eml@", "x.pdf@1", "part-2.txt@2"]
+            [
+                "message.eml@",
+                "body.txt@2",
+                "message-1 fwd/@1",
+                "message-1 fwd/message.eml@1",
+                "message-1 fwd/body.txt@1.1",
+                "part-3.txt@3",
+            ]
         );
         // A text part that is not the body is byte-identical to what was sent: no conversion.
         assert_eq!(
-            file(&entries, "part-2.txt").content,
+            file(&entries, "part-3.txt").content,
             Content::Decoded(TransferEncoding::QuotedPrintable)
         );
     }
 
     #[test]
-    fn text_attachments_are_not_the_body() {
+    fn only_the_root_of_related_is_searched_for_the_body() {
+        let structure = multipart(
+            "related",
+            vec![named("image/png", "logo.png"), text("html", "utf-8")],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "logo.png@1", "part-2.html@2"]
+        );
+    }
+
+    #[test]
+    fn text_attachments_are_not_the_body_but_named_inline_text_is() {
         let mut disposed = text("plain", "utf-8");
         if let BodyPart::Leaf { header, .. } = &mut disposed {
             header.disposition = Some("attachment".into());
@@ -677,10 +734,52 @@ mod tests {
             listing(&message_layout(&structure, 1)),
             [
                 "message.eml@",
-                "body.txt@1.3",
+                "body.txt@1.2",
                 "part-1.1.txt@1.1",
                 "notes.txt@1.2",
+                "part-1.3.txt@1.3",
             ]
+        );
+    }
+
+    #[test]
+    fn named_inline_text_first_in_mixed_is_the_body_and_a_file() {
+        // `Content-Disposition: inline; filename="notes.txt"`, as Dovecot reports it.
+        let mut inline = text("plain", "utf-8");
+        if let BodyPart::Leaf { header, .. } = &mut inline {
+            header.disposition = Some("inline".into());
+            header.disposition_params = strings(&[("filename", "notes.txt")]);
+        }
+        let pdf = attachment("application/pdf", &[("filename", "report.pdf")]);
+        let entries = message_layout(&multipart("mixed", vec![inline, pdf]), 1);
+        assert_eq!(
+            listing(&entries),
+            ["message.eml@", "body.txt@1", "notes.txt@1", "report.pdf@2"]
+        );
+        assert_eq!(
+            file(&entries, "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::QuotedPrintable,
+                charset: Some("utf-8".into())
+            }
+        );
+        // The named file is the part as sent, like any other attachment.
+        assert_eq!(
+            file(&entries, "notes.txt").content,
+            Content::Decoded(TransferEncoding::QuotedPrintable)
+        );
+
+        // Only a Content-Type name and no disposition, as old mailers send.
+        let structure = multipart(
+            "mixed",
+            vec![
+                named("text/plain", "readme.txt"),
+                named("image/png", "dot.png"),
+            ],
+        );
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "body.txt@1", "readme.txt@1", "dot.png@2"]
         );
     }
 
@@ -792,7 +891,11 @@ mod tests {
 
     #[test]
     fn fixed_names_are_reserved_even_without_a_body() {
-        let structure = multipart("mixed", vec![named("text/html", "body.html")]);
+        // An attachment, so that it is not the body itself.
+        let structure = multipart(
+            "mixed",
+            vec![attachment("text/html", &[("filename", "body.html")])],
+        );
         let names: Vec<String> = message_layout(&structure, 1)
             .into_iter()
             .map(|e| e.name)
@@ -862,6 +965,57 @@ mod tests {
                 encoding: TransferEncoding::Base64,
                 charset: Some("Windows-1252".into())
             }
+        );
+    }
+
+    #[test]
+    fn rfc2231_charset_wins_over_dovecots_default() {
+        // Dovecot's answer for `charset*0*=us-ascii''utf; charset*1*=-8`.
+        let mut part = leaf("text/plain", TransferEncoding::Base64, 10);
+        if let BodyPart::Leaf { header, .. } = &mut part {
+            header.params = strings(&[("charset*", "us-ascii''utf-8"), ("charset", "us-ascii")]);
+        }
+        let signed = multipart(
+            "signed",
+            vec![
+                part,
+                leaf("application/pgp-signature", TransferEncoding::SevenBit, 10),
+            ],
+        );
+        assert_eq!(
+            file(&message_layout(&signed, 1), "body.txt").content,
+            Content::Text {
+                encoding: TransferEncoding::Base64,
+                charset: Some("utf-8".into())
+            }
+        );
+    }
+
+    #[test]
+    fn content_type_without_subtype_is_text_plain() {
+        // Dovecot's answers for `Content-Type: text` and for the unparsable
+        // `Content-Type: text; charset=us-ascii`.
+        let mut bare = leaf("text", TransferEncoding::SevenBit, 10);
+        if let BodyPart::Leaf { header, .. } = &mut bare {
+            header.params = strings(&[("charset", "us-ascii")]);
+        }
+        let unparsable = leaf("", TransferEncoding::SevenBit, 10);
+        for (part, charset) in [(&bare, Some("us-ascii")), (&unparsable, None)] {
+            let entries = message_layout(part, 1);
+            assert_eq!(listing(&entries), ["message.eml@", "body.txt@1"]);
+            assert_eq!(
+                file(&entries, "body.txt").content,
+                Content::Text {
+                    encoding: TransferEncoding::SevenBit,
+                    charset: charset.map(String::from)
+                }
+            );
+        }
+        // Where it is not the body it is still text.
+        let structure = multipart("mixed", vec![text("plain", "utf-8"), unparsable]);
+        assert_eq!(
+            listing(&message_layout(&structure, 1)),
+            ["message.eml@", "body.txt@1", "part-2.txt@2"]
         );
     }
 
@@ -967,7 +1121,16 @@ mod tests {
             out
         }
 
-        fn collect(entries: &[Entry], files: &mut BTreeSet<String>, dirs: &mut BTreeSet<String>) {
+        /// Sections listed: as files other than the bodies (each at most once), as body.txt
+        /// or body.html, and as directories.
+        #[derive(Default)]
+        struct Seen {
+            files: BTreeSet<String>,
+            bodies: BTreeSet<String>,
+            dirs: BTreeSet<String>,
+        }
+
+        fn collect(entries: &[Entry], seen: &mut Seen) {
             let mut names = HashSet::new();
             for entry in entries {
                 assert!(
@@ -980,16 +1143,22 @@ mod tests {
                     EntryKind::File(spec) if entry.name == MESSAGE_FILE => {
                         assert!(matches!(spec.content, Content::Raw | Content::Decoded(_)));
                     }
+                    // A body with a file name is listed under that name as well.
+                    EntryKind::File(spec)
+                        if entry.name == BODY_TEXT_FILE || entry.name == BODY_HTML_FILE =>
+                    {
+                        seen.bodies.insert(spec.section.to_string());
+                    }
                     EntryKind::File(spec) => {
                         assert!(
-                            files.insert(spec.section.to_string()),
+                            seen.files.insert(spec.section.to_string()),
                             "section twice: {}",
                             spec.section
                         );
                     }
                     EntryKind::Message { section, entries } => {
-                        dirs.insert(section.to_string());
-                        collect(entries, files, dirs);
+                        seen.dirs.insert(section.to_string());
+                        collect(entries, seen);
                     }
                 }
             }
@@ -999,10 +1168,12 @@ mod tests {
             #[test]
             fn every_leaf_is_one_file_at_its_rfc3501_section(root in tree()) {
                 let (want_files, want_dirs) = oracle(&root);
-                let (mut files, mut dirs) = (BTreeSet::new(), BTreeSet::new());
-                collect(&message_layout(&root, 1000), &mut files, &mut dirs);
+                let mut seen = Seen::default();
+                collect(&message_layout(&root, 1000), &mut seen);
+                let mut files = seen.files;
+                files.extend(seen.bodies);
                 prop_assert_eq!(files, want_files);
-                prop_assert_eq!(dirs, want_dirs);
+                prop_assert_eq!(seen.dirs, want_dirs);
             }
         }
     }

@@ -132,13 +132,14 @@ pub fn part_file_name(header: &PartHeader) -> Option<String> {
         .or_else(|| param_value(&header.params, "name").and_then(usable))
 }
 
-/// True if the part is an attachment: `Content-Disposition: attachment`, or it has a file name.
+/// True if the part is an attachment: `Content-Disposition: attachment`
+/// ([RFC 2183 §2.2](https://www.rfc-editor.org/rfc/rfc2183#section-2.2)). A file name alone
+/// does not make one: `inline; filename=notes.txt` is meant to be shown in the message.
 pub fn is_attachment(header: &PartHeader) -> bool {
     header
         .disposition
         .as_deref()
         .is_some_and(|d| d.trim().eq_ignore_ascii_case("attachment"))
-        || part_file_name(header).is_some()
 }
 
 #[cfg(test)]
@@ -245,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn attachment_by_disposition_or_name() {
+    fn attachment_by_disposition_only() {
         let mut header = PartHeader {
             media_type: "text".into(),
             subtype: "plain".into(),
@@ -256,8 +257,12 @@ mod tests {
         assert!(!is_attachment(&header));
         header.disposition = Some("ATTACHMENT".into());
         assert!(is_attachment(&header));
+        // A name is no disposition: inline or unsaid, the part is shown in the message.
         header.disposition = Some("inline".into());
+        header.disposition_params = params(&[("filename", "notes.txt")]);
+        assert!(!is_attachment(&header));
+        header.disposition = None;
         header.params = params(&[("name", "notes.txt")]);
-        assert!(is_attachment(&header));
+        assert!(!is_attachment(&header));
     }
 }

@@ -15,8 +15,34 @@ type Params<'a> = Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>;
 fn params(p: &Params<'_>) -> Vec<(String, String)> {
     p.iter()
         .flatten()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .map(|(k, v)| (unquote(k).to_ascii_lowercase(), unquote(v)))
         .collect()
+}
+
+/// The text of an IMAP string whose escapes imap-proto left in place: it hands over a
+/// quoted string's content as sent (`say \"hi\".txt`), and a literal's as is, without saying
+/// which it was ([RFC 3501 §4.3](https://www.rfc-editor.org/rfc/rfc3501#section-4.3)).
+/// A quoted string's content never holds a lone `"` or `\`, CR, LF or 8-bit bytes (a server
+/// sends such text as a literal), so only text of that shape is unescaped; anything else
+/// was a literal and is kept.
+fn unquote(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(&escaped @ (b'\\' | b'"'))) => {
+                out.push(escaped);
+                i += 2;
+            }
+            (b'\\' | b'"' | b'\r' | b'\n' | 0x80.., _) => return text.to_string(),
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
 }
 
 fn header(common: &BodyContentCommon<'_>) -> PartHeader {
@@ -183,11 +209,8 @@ mod tests {
         assert_eq!(subject_from_header(b"Subjectx: a\r\n\r\n"), None);
     }
 
-    #[test]
-    fn bodystructure_from_real_dovecot_response_converts() {
-        // A literal BODYSTRUCTURE as Dovecot 2.3 sends it for multipart/mixed with an
-        // alternative and a PDF.
-        let line = b"* 1 FETCH (UID 5 BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 12 1 NIL NIL NIL NIL)(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 30 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"b2\") NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"r.pdf\") NIL NIL \"base64\" 400 NIL (\"attachment\" (\"filename\" \"r.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"b1\") NIL NIL NIL))\r\n";
+    /// The first BODYSTRUCTURE in a literal FETCH response, converted.
+    fn converted(line: &[u8]) -> BodyPart {
         let (_, resp) = imap_proto::parser::parse_response(line).unwrap();
         let imap_proto::Response::Fetch(_, attrs) = resp else {
             panic!("not a fetch")
@@ -199,8 +222,36 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        let part = body_part(bs, 32);
-        let BodyPart::Multipart { header, children } = part else {
+        body_part(bs, 32)
+    }
+
+    fn name_param(line: &[u8]) -> String {
+        let part = converted(line);
+        let (key, value) = &part.header().params[0];
+        assert_eq!(key, "name");
+        value.clone()
+    }
+
+    #[test]
+    fn quoted_parameter_values_are_unescaped_and_literals_kept() {
+        // Dovecot 2.3.19's answers for `name="say \"hi\".txt"`, for a name with six
+        // quotes (more than four escapes: a literal) and for one with 8-bit text (a literal).
+        let quoted = b"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"name\" \"say \\\"hi\\\".txt\" \"charset\" \"utf-8\") NIL NIL \"7bit\" 36 1 NIL (\"inline\" NIL) NIL NIL))\r\n";
+        assert_eq!(name_param(quoted), "say \"hi\".txt");
+        let backslashes = b"* 1 FETCH (BODYSTRUCTURE (\"application\" \"octet-stream\" (\"name\" \"a\\\\\\\\b.bin\") NIL NIL \"7bit\" 3 NIL NIL NIL NIL))\r\n";
+        assert_eq!(name_param(backslashes), "a\\\\b.bin");
+        let many = b"* 1 FETCH (BODYSTRUCTURE (\"application\" \"octet-stream\" (\"name\" {17}\r\na\"b\"c\"d\"e\"f\"g.bin) NIL NIL \"7bit\" 3 NIL NIL NIL NIL))\r\n";
+        assert_eq!(name_param(many), "a\"b\"c\"d\"e\"f\"g.bin");
+        let eight_bit = "* 1 FETCH (BODYSTRUCTURE (\"application\" \"octet-stream\" (\"name\" {16}\r\ncafé \"q\" \\ .bin) NIL NIL \"7bit\" 3 NIL NIL NIL NIL))\r\n";
+        assert_eq!(name_param(eight_bit.as_bytes()), "café \"q\" \\ .bin");
+    }
+
+    #[test]
+    fn bodystructure_from_real_dovecot_response_converts() {
+        // A literal BODYSTRUCTURE as Dovecot 2.3 sends it for multipart/mixed with an
+        // alternative and a PDF.
+        let line = b"* 1 FETCH (UID 5 BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 12 1 NIL NIL NIL NIL)(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 30 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"b2\") NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"r.pdf\") NIL NIL \"base64\" 400 NIL (\"attachment\" (\"filename\" \"r.pdf\")) NIL NIL) \"mixed\" (\"boundary\" \"b1\") NIL NIL NIL))\r\n";
+        let BodyPart::Multipart { header, children } = converted(line) else {
             panic!("not multipart")
         };
         assert_eq!(header.subtype, "mixed");
