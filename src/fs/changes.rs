@@ -9,7 +9,7 @@ use super::inodes::{MessageRef, Node};
 use super::mailboxes::child_path;
 use super::namespace::name_str;
 use super::{AttrReply, Fs, FsError, FsResult, StatFs};
-use crate::store::{Flag, MailboxId};
+use crate::store::{Flag, MailboxId, Uid, UidValidity};
 
 /// What deleting a message directory does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,8 +203,7 @@ impl Fs {
                     &trash,
                 )?;
                 tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?new_uid, "moved message to Trash");
-                self.metadata.message_left(message);
-                self.metadata.mark_stale(&trash);
+                self.follow_move(message, &trash, new_uid, None);
                 Ok(())
             }
         }
@@ -301,20 +300,34 @@ impl Fs {
             self.store
                 .move_message(&message.mailbox, message.validity, message.uid, &target)?;
         tracing::info!(from = %message.mailbox, to = %target, uid = %message.uid, ?moved, "moved message");
+        self.follow_move(message, &target, moved, Some(new_name));
+        Ok(())
+    }
+
+    /// After a move to `target`: the inodes the kernel holds for the message follow it to
+    /// its new UID (when the server told it), the name `mv` used resolves to it until the
+    /// next listing of the target, and both mailboxes are listed again when next looked at.
+    fn follow_move(
+        &self,
+        message: &MessageRef,
+        target: &MailboxId,
+        moved: Option<(UidValidity, Uid)>,
+        new_name: Option<&str>,
+    ) {
         if let Some((validity, uid)) = moved {
             let new = MessageRef {
                 mailbox: target.clone(),
                 validity,
                 uid,
             };
-            // The inodes the kernel holds for the message follow it, and the name `mv`
-            // used resolves to it until the next listing of the target.
             self.inodes.lock().message_moved(message, &new);
-            self.metadata.message_moved(message, &new, new_name);
+            if self.metadata.message_moved(message, &new, new_name) {
+                tracing::warn!(mailbox = %target, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
+                self.content.retain_validity(target, validity);
+            }
         }
         self.metadata.message_left(message);
-        self.metadata.mark_stale(&target);
-        Ok(())
+        self.metadata.mark_stale(target);
     }
 
     fn rename_mailbox(&self, path: &str, new_parent_path: &str, new_name: &str) -> FsResult<()> {

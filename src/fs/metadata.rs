@@ -463,10 +463,25 @@ impl MetadataCache {
     }
 
     /// A message this mount moved arrived as `new`: it is listed there at once, resolves
-    /// under the name `mv` gave it until the next listing of the target, and keeps its
-    /// layout.
-    pub fn message_moved(&self, old: &MessageRef, new: &MessageRef, new_name: &str) {
+    /// under the name `mv` gave it (if any) until the next listing of the target, and keeps
+    /// its layout. Returns whether the target turned out to be a recreated mailbox (its
+    /// UIDVALIDITY is not the one held), whose old listing is then dropped.
+    pub fn message_moved(
+        &self,
+        old: &MessageRef,
+        new: &MessageRef,
+        new_name: Option<&str>,
+    ) -> bool {
         let mut inner = self.inner.lock();
+        let recreated = inner
+            .listings
+            .get(&new.mailbox)
+            .is_some_and(|l| l.validity != new.validity);
+        if recreated {
+            inner.listings.remove(&new.mailbox);
+            inner.aliases.remove(&new.mailbox);
+            inner.drop_layouts(&new.mailbox, Some(new.validity));
+        }
         if let Some(layout) = inner.layouts().pop(old) {
             inner.layouts().put(new.clone(), layout);
         }
@@ -480,16 +495,17 @@ impl MetadataCache {
             .as_ref()
             .map_or(SystemTime::UNIX_EPOCH, |m| m.internal_date);
         if let (Some(listing), Some(mut meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
-            if listing.validity == new.validity {
-                meta.uid = new.uid;
-                listing.messages.insert(new.uid, listed(meta));
-            }
+            meta.uid = new.uid;
+            listing.messages.insert(new.uid, listed(meta));
         }
-        inner
-            .aliases
-            .entry(new.mailbox.clone())
-            .or_default()
-            .insert(new_name.to_string(), (new.clone(), mtime));
+        if let Some(name) = new_name {
+            inner
+                .aliases
+                .entry(new.mailbox.clone())
+                .or_default()
+                .insert(name.to_string(), (new.clone(), mtime));
+        }
+        recreated
     }
 
     /// Flags this mount set.

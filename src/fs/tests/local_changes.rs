@@ -355,3 +355,57 @@ fn a_failed_append_is_reported_and_keeps_the_bytes_in_the_spool() {
     assert_eq!(h.count(Op::Append), 1);
     assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);
 }
+
+/// Found by the reference model: a message deleted into a Trash that another client had
+/// recreated got the name a message moved there before the recreation still held, and
+/// read as ESTALE. The move's COPYUID tells the new UIDVALIDITY: the old listing goes.
+#[test]
+fn a_message_deleted_into_a_recreated_trash_reads_exactly() {
+    let h = Harness::new();
+    h.store.add_mailbox("Archive", Some('/'), true, None);
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let sample = Sample::numbered(1);
+    let uid = h.store.add_message("Archive", &sample.raw, &[], date());
+    let (archive, trash) = (h.ino("Archive").unwrap(), h.ino("Trash").unwrap());
+    let name = sample.dir_name(uid);
+    h.names(archive).unwrap();
+    // Into Trash and back: Trash's listing and a name `mv` gave are held.
+    h.fs.rename(
+        archive,
+        OsStr::new(&name),
+        trash,
+        OsStr::new(&name),
+        false,
+        false,
+    )
+    .unwrap();
+    let in_trash = h.names(trash).unwrap();
+    h.fs.rename(
+        trash,
+        OsStr::new(&in_trash[0]),
+        archive,
+        OsStr::new(&in_trash[0]),
+        false,
+        false,
+    )
+    .unwrap();
+    // Another client recreates Trash; then this mount deletes the message into it.
+    h.store.recreate_mailbox("Trash");
+    h.expire_listings();
+    let back = h.names(archive).unwrap();
+    let dir = h.ino(&format!("Archive/{}", back[0])).unwrap();
+    for file in h.names(dir).unwrap() {
+        h.fs.unlink(dir, OsStr::new(&file)).unwrap();
+    }
+    h.fs.rmdir(archive, OsStr::new(&back[0])).unwrap();
+    // The first message of the new Trash has the name the old one's had; read it before
+    // anything lists Trash again.
+    let name = sample.dir_name(Uid(1));
+    assert_eq!(name, in_trash[0]);
+    assert_eq!(
+        h.read_path(&format!("Trash/{name}/message.eml")).unwrap(),
+        sample.raw
+    );
+    assert_eq!(h.names(trash).unwrap(), [name]);
+}
