@@ -208,10 +208,55 @@ impl BodyPart {
 }
 
 /// How much of a section to fetch: all of it, or a byte range of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ByteRange {
     pub offset: u64,
     pub len: u64,
+}
+
+/// In which form a section's bytes are asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transfer {
+    /// As stored, still transfer-encoded: `BODY.PEEK[s]`.
+    Encoded,
+    /// Transfer-decoded by the server: `BINARY.PEEK[s]`
+    /// ([RFC 3516](https://www.rfc-editor.org/rfc/rfc3516)); only with [`Capabilities::binary`].
+    Decoded,
+}
+
+/// One thing to fetch about a part of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PartItem {
+    /// The decoded size of a section: `BINARY.SIZE[s]` (only with [`Capabilities::binary`]).
+    DecodedSize(Section),
+    /// Bytes of a section, all of it or a range: `BODY.PEEK[s]<o.n>` or `BINARY.PEEK[s]<o.n>`.
+    /// The whole message is the empty section (and only `Encoded`).
+    Bytes {
+        section: Section,
+        transfer: Transfer,
+        range: Option<ByteRange>,
+    },
+}
+
+/// The answer for one [`PartItem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartValue {
+    Size(u64),
+    Bytes(Vec<u8>),
+}
+
+/// A message to APPEND, read once from `content`.
+pub struct NewMessage<'a> {
+    /// The message, `len` bytes, read from start to end exactly once.
+    pub content: &'a mut (dyn std::io::Read + Send),
+    pub len: u64,
+    /// The message holds NUL bytes: it must go as a `literal8`
+    /// ([RFC 3516 §4.4](https://www.rfc-editor.org/rfc/rfc3516#section-4.4)), which needs
+    /// [`Capabilities::binary`]; a plain literal would have them altered.
+    pub binary: bool,
+    pub flags: &'a [Flag],
+    /// The INTERNALDATE to give it; the server's clock if `None`.
+    pub internal_date: Option<SystemTime>,
 }
 
 /// Counters of what a store sent and received; used by tests and benchmarks.
@@ -251,6 +296,8 @@ pub enum StoreError {
     OverQuota(String),
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    #[error("interrupted: the caller gave up")]
+    Interrupted,
 }
 
 /// The result type of every store call.
@@ -332,17 +379,28 @@ pub trait MailStore: Send + Sync + 'static {
         uids: &[Uid],
     ) -> StoreResult<Vec<MessageStructure>>;
 
-    /// The raw (still transfer-encoded) bytes of `section` of a message, or the byte range
-    /// `range` of it. An empty section is the whole message. Never sets `\Seen`.
+    /// Sizes and bytes of parts of one or more messages of one mailbox, in as few requests
+    /// as the store can (one, where the same items are wanted of every message). Missing
+    /// UIDs are left out; an item the server answers with NIL is left out too.
+    fn fetch_parts(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        wanted: &[(Uid, Vec<PartItem>)],
+    ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>>;
+
+    /// The bytes of `section` of a message in `transfer` form, or the byte range `range`
+    /// of them. An empty section is the whole message. Never sets `\Seen`.
     fn fetch_section(
         &self,
         mailbox: &MailboxId,
         validity: UidValidity,
         uid: Uid,
         section: &Section,
+        transfer: Transfer,
         range: Option<ByteRange>,
     ) -> StoreResult<Vec<u8>> {
-        let batch = self.fetch_sections(mailbox, validity, &[uid], section, range)?;
+        let batch = self.fetch_sections(mailbox, validity, &[uid], section, transfer, range)?;
         only(batch, mailbox, uid)
     }
 
@@ -354,8 +412,33 @@ pub trait MailStore: Send + Sync + 'static {
         validity: UidValidity,
         uids: &[Uid],
         section: &Section,
+        transfer: Transfer,
         range: Option<ByteRange>,
-    ) -> StoreResult<Vec<(Uid, Vec<u8>)>>;
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
+        let item = PartItem::Bytes {
+            section: section.clone(),
+            transfer,
+            range,
+        };
+        let wanted: Vec<(Uid, Vec<PartItem>)> =
+            uids.iter().map(|&uid| (uid, vec![item.clone()])).collect();
+        Ok(self
+            .fetch_parts(mailbox, validity, &wanted)?
+            .into_iter()
+            .filter_map(|(uid, _, value)| match value {
+                PartValue::Bytes(bytes) => Some((uid, bytes)),
+                PartValue::Size(_) => None,
+            })
+            .collect())
+    }
+
+    /// Messages in `mailbox` whose Message-ID header is `message_id` (to find a message
+    /// whose APPEND may or may not have landed), with their metadata.
+    fn find_by_message_id(
+        &self,
+        mailbox: &MailboxId,
+        message_id: &str,
+    ) -> StoreResult<(UidValidity, Vec<MessageMeta>)>;
 
     /// Counters so far.
     fn stats(&self) -> StoreStats;
@@ -407,13 +490,12 @@ pub trait MailStore: Send + Sync + 'static {
         uid: Uid,
     ) -> StoreResult<()>;
 
-    /// `APPEND`s a message; returns its UIDVALIDITY and UID when the server tells them
-    /// (APPENDUID, RFC 4315).
+    /// `APPEND`s a message, streaming it; returns its UIDVALIDITY and UID when the server
+    /// tells them (APPENDUID, RFC 4315). Over quota is `OverQuota`.
     fn append(
         &self,
         mailbox: &MailboxId,
-        message: &[u8],
-        flags: &[Flag],
+        message: NewMessage<'_>,
     ) -> StoreResult<Option<(UidValidity, Uid)>>;
 
     /// Sends changes the store learns of by itself (another client's, pushed by the server)
@@ -440,6 +522,8 @@ pub struct Capabilities {
     pub move_command: bool,
     /// RFC 4315 UIDPLUS (UID EXPUNGE, APPENDUID, COPYUID).
     pub uidplus: bool,
+    /// RFC 3516 BINARY (decoded fetches and sizes, `literal8` APPEND).
+    pub binary: bool,
 }
 
 /// A validated flag or keyword ([RFC 3501 §2.3.2](https://www.rfc-editor.org/rfc/rfc3501#section-2.3.2)):

@@ -12,7 +12,7 @@ use super::inodes::MessageRef;
 use crate::cache::memory::ByteLru;
 use crate::cache::{ContentCache, ContentKey};
 use crate::mime::{self, Content};
-use crate::store::{ByteRange, MailStore, MailboxId, Section, StoreError, UidValidity};
+use crate::store::{ByteRange, MailStore, MailboxId, Section, StoreError, Transfer, UidValidity};
 
 /// Raw content is fetched and cached in aligned chunks of this size
 /// (`BODY.PEEK[s]<offset.len>`).
@@ -149,6 +149,7 @@ impl ContentFetcher {
                     message.validity,
                     message.uid,
                     section,
+                    Transfer::Encoded,
                     Some(ByteRange {
                         offset: start,
                         len: RAW_CHUNK,
@@ -183,6 +184,7 @@ impl ContentFetcher {
             first.validity,
             &uids,
             section,
+            Transfer::Encoded,
             Some(ByteRange {
                 offset: 0,
                 len: RAW_CHUNK,
@@ -256,6 +258,7 @@ impl ContentFetcher {
                 message.validity,
                 message.uid,
                 section,
+                Transfer::Encoded,
                 Some(ByteRange {
                     offset,
                     len: SECTION_CHUNK,

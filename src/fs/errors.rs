@@ -70,6 +70,7 @@ impl FsError {
                 StoreError::Unsupported(_) => (libc::EPERM, Level::Warn),
                 StoreError::OverQuota(_) => (libc::ENOSPC, Level::Warn),
                 StoreError::AlreadyExists(_) => (libc::EEXIST, Level::Debug),
+                StoreError::Interrupted => (libc::EINTR, Level::Debug),
             },
         }
     }

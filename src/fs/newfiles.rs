@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::inodes::Node;
 use super::{newmail, AttrReply, Fs, FsError, FsResult};
-use crate::store::{MailboxId, StoreError};
+use crate::store::{MailboxId, NewMessage, StoreError};
 
 /// Where a new file stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +279,15 @@ impl Fs {
             .read_exact_at(&mut data, 0)
             .map_err(|e| FsError::Store(StoreError::Refused(format!("spool read: {e}"))))?;
         let message = newmail::message_for_file(&p.name, &data, SystemTime::now());
-        match self.store.append(&p.mailbox, &message, &[]) {
+        let mut content = std::io::Cursor::new(&message[..]);
+        let new = NewMessage {
+            content: &mut content,
+            len: message.len() as u64,
+            binary: message.contains(&0),
+            flags: &[],
+            internal_date: None,
+        };
+        match self.store.append(&p.mailbox, new) {
             Ok(appended) => {
                 *state = PendingState::Appended;
                 drop(state);

@@ -25,7 +25,7 @@ use super::reads::BODY_READ_AHEAD;
 use super::*;
 use crate::mime;
 use crate::store::memory::{MemoryStore, Op};
-use crate::store::{MailStore, MailboxId, MessageMeta, Section, Uid, UidValidity};
+use crate::store::{MailStore, MailboxId, MessageMeta, Section, Transfer, Uid, UidValidity};
 
 /// What the kernel asks for in one read (FUSE `max_read` with 4 KiB pages).
 const KERNEL_READ: u32 = 128 * 1024;
@@ -222,6 +222,7 @@ impl Harness {
                 self.store.uid_validity(mailbox),
                 uid,
                 &Section::whole(),
+                Transfer::Encoded,
                 None,
             )
             .expect("fetching from the store")

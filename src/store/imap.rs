@@ -24,8 +24,8 @@ use self::connection::{
 use self::errors::{connection_survives, from_imap};
 use crate::store::{
     ByteRange, Capabilities, Flag, MailStore, MailboxId, MailboxInfo, MailboxListing, MailboxPath,
-    MailboxVersion, MessageStructure, Section, StoreError, StoreResult, StoreStats, Uid,
-    UidValidity,
+    MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, Section, StoreError,
+    StoreResult, StoreStats, Transfer, Uid, UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
@@ -285,6 +285,8 @@ impl ImapStore {
         Capabilities {
             move_command: self.has_capability("MOVE"),
             uidplus: self.has_capability("UIDPLUS"),
+            // Not used until the wire layer can parse BINARY answers.
+            binary: false,
         }
     }
 
@@ -413,6 +415,52 @@ pub fn uid_set(uids: &[Uid]) -> String {
         i += 1;
     }
     out
+}
+
+impl ImapStore {
+    /// `UID FETCH set (UID BODY.PEEK[section]<range>)`.
+    fn fetch_body_sections(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        section: &Section,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let partial = range.map_or(String::new(), |r| format!("<{}.{}>", r.offset, r.len));
+        let query = format!("(UID BODY.PEEK[{section}]{partial})");
+        let path = (!section.is_whole())
+            .then(|| imap_proto::types::SectionPath::Part(section.0.clone(), None));
+        let set = uid_set(uids);
+        // Each part plus room for the response around it.
+        let each = range.map_or(MAX_RESPONSE_BYTES, |r| r.len.saturating_add(64 << 10));
+        let budget = each.saturating_mul(uids.len() as u64);
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            let fetches = self.uid_fetch(conn, &set, &query, budget)?;
+            let mut out = Vec::with_capacity(uids.len());
+            for fetch in fetches.iter() {
+                let Some(uid) = fetch.uid.map(Uid).filter(|u| uids.contains(u)) else {
+                    continue;
+                };
+                let data = match &path {
+                    None => fetch.body(),
+                    Some(p) => fetch.section(p),
+                };
+                // NIL (not an empty string) is what Dovecot answers for a message expunged by
+                // another client but not yet announced as gone: leave it out, as missing.
+                if let Some(data) = data {
+                    if !out.iter().any(|(u, _)| *u == uid) {
+                        out.push((uid, data.to_vec()));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 impl MailStore for ImapStore {
@@ -550,46 +598,70 @@ impl MailStore for ImapStore {
         })
     }
 
-    fn fetch_sections(
+    fn fetch_parts(
         &self,
         mailbox: &MailboxId,
         validity: UidValidity,
-        uids: &[Uid],
-        section: &Section,
-        range: Option<ByteRange>,
-    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let partial = range.map_or(String::new(), |r| format!("<{}.{}>", r.offset, r.len));
-        let query = format!("(UID BODY.PEEK[{section}]{partial})");
-        let path = (!section.is_whole())
-            .then(|| imap_proto::types::SectionPath::Part(section.0.clone(), None));
-        let set = uid_set(uids);
-        // Each part plus room for the response around it.
-        let each = range.map_or(MAX_RESPONSE_BYTES, |r| r.len.saturating_add(64 << 10));
-        let budget = each.saturating_mul(uids.len() as u64);
-        self.with_connection(Some(mailbox), Retry::Once, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Read)?;
-            let fetches = self.uid_fetch(conn, &set, &query, budget)?;
-            let mut out = Vec::with_capacity(uids.len());
-            for fetch in fetches.iter() {
-                let Some(uid) = fetch.uid.map(Uid).filter(|u| uids.contains(u)) else {
-                    continue;
-                };
-                let data = match &path {
-                    None => fetch.body(),
-                    Some(p) => fetch.section(p),
-                };
-                // NIL (not an empty string) is what Dovecot answers for a message expunged by
-                // another client but not yet announced as gone: leave it out, as missing.
-                if let Some(data) = data {
-                    if !out.iter().any(|(u, _)| *u == uid) {
-                        out.push((uid, data.to_vec()));
-                    }
-                }
+        wanted: &[(Uid, Vec<PartItem>)],
+    ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>> {
+        // Until the wire layer parses BINARY, only BODY.PEEK items are asked for, one
+        // request per distinct item.
+        let mut items: Vec<&PartItem> = wanted.iter().flat_map(|(_, i)| i).collect();
+        items.sort_by_key(|i| format!("{i:?}"));
+        items.dedup();
+        let mut out = Vec::new();
+        for item in items {
+            let PartItem::Bytes {
+                section,
+                transfer: Transfer::Encoded,
+                range,
+            } = item
+            else {
+                return Err(StoreError::Unsupported(
+                    "BINARY fetches are not implemented yet".into(),
+                ));
+            };
+            let uids: Vec<Uid> = wanted
+                .iter()
+                .filter(|(_, i)| i.contains(item))
+                .map(|(u, _)| *u)
+                .collect();
+            for (uid, bytes) in
+                self.fetch_body_sections(mailbox, validity, &uids, section, *range)?
+            {
+                out.push((uid, item.clone(), PartValue::Bytes(bytes)));
             }
-            Ok(out)
+        }
+        Ok(out)
+    }
+
+    fn find_by_message_id(
+        &self,
+        mailbox: &MailboxId,
+        message_id: &str,
+    ) -> StoreResult<(UidValidity, Vec<crate::store::MessageMeta>)> {
+        let id = quote::quoted(message_id, "Message-ID")?;
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let (validity, _) = self.select(conn, mailbox, None, Mode::Read)?;
+            self.begin(conn);
+            let found = conn
+                .session
+                .uid_search(format!("HEADER Message-ID {id}"))
+                .map_err(from_imap)?;
+            if found.is_empty() {
+                return Ok((validity, Vec::new()));
+            }
+            let set = uid_set(&found.iter().map(|u| Uid(*u)).collect::<Vec<_>>());
+            let fetches = self.uid_fetch(
+                conn,
+                &set,
+                "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+                MAX_RESPONSE_BYTES,
+            )?;
+            Ok((
+                validity,
+                fetches.iter().filter_map(convert::message_meta).collect(),
+            ))
         })
     }
 
@@ -645,10 +717,17 @@ impl MailStore for ImapStore {
     fn append(
         &self,
         mailbox: &MailboxId,
-        message: &[u8],
-        flags: &[Flag],
+        message: NewMessage<'_>,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
-        self.append_one(mailbox, message, flags)
+        if message.binary {
+            return Err(StoreError::Unsupported(
+                "a message with NUL bytes needs a literal8 APPEND, not implemented yet".into(),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(message.len as usize);
+        std::io::Read::read_to_end(message.content, &mut bytes)
+            .map_err(|e| StoreError::Invalid(format!("reading the message to store: {e}")))?;
+        self.append_one(mailbox, &bytes, message.flags)
     }
 
     fn stats(&self) -> StoreStats {

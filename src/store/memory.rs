@@ -22,8 +22,9 @@ use self::mime::{Entity, SectionError};
 use super::imap::{convert, names};
 use super::{
     BodyPart, ByteRange, Capabilities, EventSink, Flag, MailStore, MailboxChange, MailboxId,
-    MailboxInfo, MailboxListing, MailboxVersion, MessageMeta, MessageStructure, Section,
-    StoreError, StoreEvent, StoreResult, StoreStats, Uid, UidValidity,
+    MailboxInfo, MailboxListing, MailboxVersion, MessageMeta, MessageStructure, NewMessage,
+    PartItem, PartValue, Section, StoreError, StoreEvent, StoreResult, StoreStats, Transfer, Uid,
+    UidValidity,
 };
 
 /// The wire name of the inbox; matched case-insensitively
@@ -43,6 +44,8 @@ pub enum Op {
     FetchSection,
     /// `MailStore::mailbox_version`.
     MailboxVersion,
+    /// `MailStore::find_by_message_id`.
+    Search,
     /// `MailStore::create_mailbox`.
     CreateMailbox,
     /// `MailStore::delete_mailbox`.
@@ -60,7 +63,7 @@ pub enum Op {
 }
 
 impl Op {
-    const COUNT: usize = 12;
+    const COUNT: usize = 13;
 
     fn index(self) -> usize {
         match self {
@@ -76,6 +79,7 @@ impl Op {
             Op::MoveMessage => 9,
             Op::ExpungeMessage => 10,
             Op::Append => 11,
+            Op::Search => 12,
         }
     }
 }
@@ -135,6 +139,55 @@ impl Message {
             internal_date: whole_seconds(internal_date),
         }
     }
+
+    /// A message appended as a `literal8`: its NUL bytes are kept.
+    fn new_binary(raw: &[u8], flags: Vec<String>, internal_date: SystemTime) -> Self {
+        let stored = normalize_line_breaks(raw);
+        let root = Entity::parse_message(&stored);
+        Message {
+            raw: stored,
+            root,
+            flags,
+            internal_date: whole_seconds(internal_date),
+        }
+    }
+
+    /// One item of `UID FETCH`, or `None` where the server answers NIL or nothing.
+    fn part(&self, item: &PartItem) -> StoreResult<Option<PartValue>> {
+        let zero = |SectionError::Zero| StoreError::Invalid("a section has a part number 0".into());
+        Ok(match item {
+            PartItem::Bytes {
+                section,
+                transfer,
+                range,
+            } => {
+                let part = self
+                    .root
+                    .section_range(&section.0, self.raw.len())
+                    .map_err(zero)?;
+                let raw = self.raw.get(part).unwrap_or_default();
+                let bytes = match transfer {
+                    Transfer::Encoded => raw.to_vec(),
+                    Transfer::Decoded => {
+                        let encoding = self.root.section_encoding(&section.0).map_err(zero)?;
+                        crate::mime::decode_transfer(&encoding, raw)
+                    }
+                };
+                Some(PartValue::Bytes(clip(&bytes, *range).to_vec()))
+            }
+            PartItem::DecodedSize(section) => {
+                let part = self
+                    .root
+                    .section_range(&section.0, self.raw.len())
+                    .map_err(zero)?;
+                let raw = self.raw.get(part).unwrap_or_default();
+                let encoding = self.root.section_encoding(&section.0).map_err(zero)?;
+                Some(PartValue::Size(
+                    crate::mime::decode_transfer(&encoding, raw).len() as u64,
+                ))
+            }
+        })
+    }
 }
 
 impl Message {
@@ -183,6 +236,7 @@ impl MemoryStore {
             capabilities: Capabilities {
                 move_command: true,
                 uidplus: true,
+                binary: true,
             },
         };
         state.create_mailbox(INBOX, Some('/'), true, None);
@@ -619,46 +673,73 @@ impl MailStore for MemoryStore {
         Ok(answer)
     }
 
-    /// One request for all of `uids`; UIDs that are gone are left out.
-    fn fetch_sections(
+    /// One request for everything wanted; UIDs that are gone are left out.
+    fn fetch_parts(
         &self,
         mailbox: &MailboxId,
         validity: UidValidity,
-        uids: &[Uid],
-        section: &Section,
-        range: Option<ByteRange>,
-    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
-        if uids.is_empty() {
+        wanted: &[(Uid, Vec<PartItem>)],
+    ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>> {
+        if wanted.is_empty() {
             return Ok(Vec::new());
         }
         let answer = {
             let mut state = self.state.lock();
             state.begin(Op::FetchSection)?;
+            let binary = state.capabilities.binary;
             let mailbox = state.selected(mailbox, validity)?;
-            let wanted: BTreeSet<Uid> = uids.iter().copied().collect();
-            let mut out = Vec::with_capacity(wanted.len());
-            for uid in wanted {
-                let Some(message) = mailbox.messages.get(&uid) else {
+            let mut out = Vec::new();
+            for (uid, items) in wanted {
+                let Some(message) = mailbox.messages.get(uid) else {
                     continue;
                 };
-                let part = message
-                    .root
-                    .section_range(&section.0, message.raw.len())
-                    .map_err(|SectionError::Zero| {
-                        StoreError::Invalid(format!("section {section} has a part number 0"))
-                    })?;
-                let bytes = message
-                    .raw
-                    .get(part)
-                    .map(|part| clip(part, range).to_vec())
-                    .unwrap_or_default();
-                out.push((uid, bytes));
+                for item in items {
+                    let decoded = matches!(
+                        item,
+                        PartItem::DecodedSize(_)
+                            | PartItem::Bytes {
+                                transfer: Transfer::Decoded,
+                                ..
+                            }
+                    );
+                    if decoded && !binary {
+                        return Err(StoreError::Unsupported("no BINARY".into()));
+                    }
+                    if let Some(value) = message.part(item)? {
+                        out.push((*uid, item.clone(), value));
+                    }
+                }
             }
-            state.bytes_served += out.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+            state.bytes_served += out
+                .iter()
+                .map(|(_, _, v)| match v {
+                    PartValue::Bytes(b) => b.len() as u64,
+                    PartValue::Size(_) => 8,
+                })
+                .sum::<u64>();
             out
         };
         self.run_after(Op::FetchSection);
         Ok(answer)
+    }
+
+    fn find_by_message_id(
+        &self,
+        mailbox: &MailboxId,
+        message_id: &str,
+    ) -> StoreResult<(UidValidity, Vec<MessageMeta>)> {
+        let mut state = self.state.lock();
+        state.begin(Op::Search)?;
+        let mailbox = state.selectable(mailbox)?;
+        let found = mailbox
+            .messages
+            .iter()
+            .filter(|(_, m)| {
+                header_value(&m.raw, "message-id").is_some_and(|v| v.trim() == message_id)
+            })
+            .map(|(&uid, m)| m.meta(uid))
+            .collect();
+        Ok((mailbox.validity, found))
     }
 
     fn stats(&self) -> StoreStats {
@@ -735,17 +816,58 @@ impl MailStore for MemoryStore {
     fn append(
         &self,
         mailbox: &MailboxId,
-        message: &[u8],
-        flags: &[Flag],
+        message: NewMessage<'_>,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let mut bytes = Vec::with_capacity(usize::try_from(message.len).unwrap_or(0));
+        std::io::Read::read_to_end(message.content, &mut bytes)
+            .map_err(|e| StoreError::Invalid(format!("reading the message to store: {e}")))?;
+        if bytes.len() as u64 != message.len {
+            return Err(StoreError::Invalid(format!(
+                "the message to store has {} bytes, not the {} announced",
+                bytes.len(),
+                message.len
+            )));
+        }
         let mut state = self.state.lock();
         state.begin(Op::Append)?;
-        state.append_one(mailbox, message, flags)
+        state.append_one(
+            mailbox,
+            &bytes,
+            message.flags,
+            message.internal_date,
+            message.binary,
+        )
     }
 
     fn watch(&self, sink: EventSink) {
         self.state.lock().sink = Some(sink);
     }
+}
+
+/// The unfolded value of the first `name:` field of a message's header.
+fn header_value(raw: &[u8], name: &str) -> Option<String> {
+    let mut value: Option<String> = None;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(v) = value.as_mut() {
+                v.push_str(&line);
+            }
+            continue;
+        }
+        if value.is_some() {
+            break;
+        }
+        if let Some((field, rest)) = line.split_once(':') {
+            if field.eq_ignore_ascii_case(name) {
+                value = Some(rest.to_string());
+            }
+        }
+    }
+    value
 }
 
 /// Sends an event to the watcher, if there is one (called with no lock held).
@@ -935,7 +1057,14 @@ mod tests {
 
     fn fetch(store: &MemoryStore, validity: UidValidity, uid: Uid, path: &[u32]) -> String {
         let bytes = store
-            .fetch_section(&inbox(), validity, uid, &Section(path.to_vec()), None)
+            .fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &Section(path.to_vec()),
+                Transfer::Encoded,
+                None,
+            )
             .unwrap();
         String::from_utf8(bytes).unwrap()
     }
@@ -1149,7 +1278,14 @@ mod tests {
         assert_eq!(get(&[4]), "");
         assert_eq!(get(&[3, 3]), "");
         assert!(matches!(
-            store.fetch_section(&inbox(), validity, uid, &Section(vec![3, 0]), None),
+            store.fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &Section(vec![3, 0]),
+                Transfer::Encoded,
+                None
+            ),
             Err(StoreError::Invalid(_))
         ));
     }
@@ -1159,7 +1295,14 @@ mod tests {
         let (store, validity, uid) = sample_store();
         let partial = |path: &[u32], r: Option<ByteRange>| {
             let bytes = store
-                .fetch_section(&inbox(), validity, uid, &Section(path.to_vec()), r)
+                .fetch_section(
+                    &inbox(),
+                    validity,
+                    uid,
+                    &Section(path.to_vec()),
+                    Transfer::Encoded,
+                    r,
+                )
                 .unwrap();
             String::from_utf8(bytes).unwrap()
         };
@@ -1187,7 +1330,14 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            store.fetch_section(&inbox(), stale, uid, &Section::whole(), None),
+            store.fetch_section(
+                &inbox(),
+                stale,
+                uid,
+                &Section::whole(),
+                Transfer::Encoded,
+                None
+            ),
             Err(StoreError::UidValidityChanged { .. })
         ));
         assert!(matches!(
@@ -1212,7 +1362,14 @@ mod tests {
         store.remove_message(INBOX_NAME, uid);
         assert!(store.list_messages(&inbox()).unwrap().messages.is_empty());
         assert!(matches!(
-            store.fetch_section(&inbox(), validity, uid, &Section::whole(), None),
+            store.fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &Section::whole(),
+                Transfer::Encoded,
+                None
+            ),
             Err(StoreError::NoSuchMessage { .. })
         ));
         // UIDs are not reused.
@@ -1277,13 +1434,27 @@ mod tests {
         );
         let validity = store.uid_validity(INBOX_NAME);
         let whole = store
-            .fetch_section(&inbox(), validity, uid, &Section::whole(), None)
+            .fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &Section::whole(),
+                Transfer::Encoded,
+                None,
+            )
             .unwrap();
         assert_eq!(whole, b"Subject: x\r\nX: a\x80b\r\n\r\nbody\r\nend");
         let listing = store.list_messages(&inbox()).unwrap();
         assert_eq!(listing.messages[0].size, whole.len() as u64);
         let body = store
-            .fetch_section(&inbox(), validity, uid, &Section(vec![1]), None)
+            .fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &Section(vec![1]),
+                Transfer::Encoded,
+                None,
+            )
             .unwrap();
         assert_eq!(body, b"body\r\nend");
     }
@@ -1297,13 +1468,27 @@ mod tests {
         store.body_structure(&inbox(), validity, uid).unwrap();
         let whole = Section::whole();
         store
-            .fetch_section(&inbox(), validity, uid, &Section(vec![1, 1]), None)
+            .fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &Section(vec![1, 1]),
+                Transfer::Encoded,
+                None,
+            )
             .unwrap();
         store
-            .fetch_section(&inbox(), validity, uid, &whole, range(0, 7))
+            .fetch_section(
+                &inbox(),
+                validity,
+                uid,
+                &whole,
+                Transfer::Encoded,
+                range(0, 7),
+            )
             .unwrap();
         store
-            .fetch_section(&inbox(), validity, Uid(9), &whole, None)
+            .fetch_section(&inbox(), validity, Uid(9), &whole, Transfer::Encoded, None)
             .unwrap_err();
         assert_eq!(store.count(Op::ListMailboxes), 1);
         assert_eq!(store.count(Op::ListMessages), 2);
@@ -1336,16 +1521,16 @@ mod tests {
         assert!(store.list_messages(&inbox()).is_ok());
         let whole = Section::whole();
         assert!(matches!(
-            store.fetch_section(&inbox(), validity, uid, &whole, None),
+            store.fetch_section(&inbox(), validity, uid, &whole, Transfer::Encoded, None),
             Err(StoreError::Timeout(m)) if m == "injected"
         ));
         assert!(matches!(
-            store.fetch_section(&inbox(), validity, uid, &whole, None),
+            store.fetch_section(&inbox(), validity, uid, &whole, Transfer::Encoded, None),
             Err(StoreError::Connection(_))
         ));
         assert_eq!(
             store
-                .fetch_section(&inbox(), validity, uid, &whole, None)
+                .fetch_section(&inbox(), validity, uid, &whole, Transfer::Encoded, None)
                 .unwrap(),
             SAMPLE.as_bytes()
         );
@@ -1387,10 +1572,10 @@ mod tests {
             let validity = store.uid_validity(INBOX_NAME);
             store.body_structure(&inbox(), validity, uid).unwrap();
             let whole = store
-                .fetch_section(&inbox(), validity, uid, &Section::whole(), None)
+                .fetch_section(&inbox(), validity, uid, &Section::whole(), Transfer::Encoded, None)
                 .unwrap();
             let section = Section(path);
-            match store.fetch_section(&inbox(), validity, uid, &section, range(offset, len)) {
+            match store.fetch_section(&inbox(), validity, uid, &section, Transfer::Encoded, range(offset, len)) {
                 Ok(bytes) => {
                     proptest::prop_assert!(bytes.len() as u64 <= len);
                     let inside = bytes.is_empty()

@@ -83,7 +83,10 @@ pub fn connection_survives(e: &StoreError) -> bool {
         | StoreError::Unsupported(_)
         | StoreError::AlreadyExists(_)
         | StoreError::OverQuota(_) => true,
-        StoreError::Protocol(_) | StoreError::Connection(_) | StoreError::Timeout(_) => false,
+        StoreError::Protocol(_)
+        | StoreError::Connection(_)
+        | StoreError::Timeout(_)
+        | StoreError::Interrupted => false,
     }
 }
 

@@ -113,11 +113,31 @@ impl Entity {
         section: &[u32],
         raw_len: usize,
     ) -> Result<Range<usize>, SectionError> {
-        if section.contains(&0) {
-            return Err(SectionError::Zero);
-        }
         if section.is_empty() {
             return Ok(0..raw_len);
+        }
+        Ok(self.part(section)?.map_or(0..0, |part| part.body.clone()))
+    }
+
+    /// The Content-Transfer-Encoding of the part at `section` (the whole message and
+    /// multiparts have none to undo: 7bit).
+    pub(super) fn section_encoding(
+        &self,
+        section: &[u32],
+    ) -> Result<TransferEncoding, SectionError> {
+        if section.is_empty() {
+            return Ok(TransferEncoding::SevenBit);
+        }
+        Ok(match self.part(section)?.map(|p| &p.kind) {
+            Some(Kind::Leaf { encoding } | Kind::Message { encoding, .. }) => encoding.clone(),
+            Some(Kind::Multipart { .. }) | None => TransferEncoding::SevenBit,
+        })
+    }
+
+    /// The entity `BODY[section]` names, if any; `section` is not empty.
+    fn part(&self, section: &[u32]) -> Result<Option<&Entity>, SectionError> {
+        if section.contains(&0) {
+            return Err(SectionError::Zero);
         }
         let mut part = self;
         for (i, &num) in section.iter().enumerate() {
@@ -129,13 +149,13 @@ impl Entity {
                         .and_then(|index| children.get(index));
                     match child {
                         Some(child) => child,
-                        None => return Ok(0..0),
+                        None => return Ok(None),
                     }
                 }
                 // Only a message/rfc822 can be looked into further.
                 Kind::Message { .. } if num == 1 => part,
                 Kind::Leaf { .. } if num == 1 && !more => part,
-                Kind::Leaf { .. } | Kind::Message { .. } => return Ok(0..0),
+                Kind::Leaf { .. } | Kind::Message { .. } => return Ok(None),
             };
             if more {
                 if let Kind::Message { inner, .. } = &part.kind {
@@ -143,7 +163,7 @@ impl Entity {
                 }
             }
         }
-        Ok(part.body.clone())
+        Ok(Some(part))
     }
 }
 

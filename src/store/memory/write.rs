@@ -230,29 +230,31 @@ impl State {
 
     /// `APPEND`: the message is kept as Dovecot keeps it, with the current time as its
     /// internal date; UIDVALIDITY and UID are known only with UIDPLUS (APPENDUID).
+    /// `binary`: sent as a `literal8`, NUL bytes and all.
     pub(super) fn append_one(
         &mut self,
         name: &MailboxId,
         raw: &[u8],
         flags: &[Flag],
+        internal_date: Option<SystemTime>,
+        binary: bool,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         validate_name(name)?;
-        if name.as_str().contains(['"', '\\']) {
-            return Err(StoreError::Invalid(format!(
-                "cannot APPEND to {:?}: quotes and backslashes are not supported in this name",
-                name.as_str()
-            )));
-        }
         let uidplus = self.capabilities.uidplus;
+        if binary && !self.capabilities.binary {
+            return Err(StoreError::Unsupported("no BINARY: no literal8".into()));
+        }
         let mailbox = self.destination(name)?;
         if raw.is_empty() {
             return Err(refused("Can't save a zero byte message"));
         }
-        let message = Message::new(
-            raw,
-            flag_list(flags.iter().map(Flag::as_str)),
-            SystemTime::now(),
-        );
+        let flags = flag_list(flags.iter().map(Flag::as_str));
+        let date = internal_date.unwrap_or_else(SystemTime::now);
+        let message = if binary {
+            Message::new_binary(raw, flags, date)
+        } else {
+            Message::new(raw, flags, date)
+        };
         let size = message.raw.len() as u64;
         let uid = mailbox.insert(message);
         let validity = mailbox.validity;
@@ -266,7 +268,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use crate::store::memory::{MemoryStore, Op};
-    use crate::store::{Capabilities, MailStore, Section};
+    use crate::store::{Capabilities, MailStore, NewMessage, Section, Transfer};
 
     use super::*;
 
@@ -296,6 +298,18 @@ mod tests {
         let mut state = store.state.lock();
         state.begin(Op::RenameMailbox)?;
         state.rename(&name(from), &name(to))
+    }
+
+    /// A message to append from `bytes`, without flags or date.
+    fn new_message(bytes: &'static [u8]) -> NewMessage<'static> {
+        let content = Box::leak(Box::new(std::io::Cursor::new(bytes)));
+        NewMessage {
+            content,
+            len: bytes.len() as u64,
+            binary: false,
+            flags: &[],
+            internal_date: None,
+        }
     }
 
     fn path(levels: &[&str]) -> Vec<String> {
@@ -415,7 +429,14 @@ mod tests {
         // Messages and UIDVALIDITY move along.
         assert_eq!(store.uid_validity("z/w/y"), validity);
         let body = store
-            .fetch_section(&name("z/w/y"), validity, uid, &Section(vec![1]), None)
+            .fetch_section(
+                &name("z/w/y"),
+                validity,
+                uid,
+                &Section(vec![1]),
+                Transfer::Encoded,
+                None,
+            )
             .unwrap();
         assert_eq!(body, b"body\r\n");
         rename_wire(&store, "Trash", "Old").unwrap();
@@ -501,7 +522,8 @@ mod tests {
             store.capabilities(),
             Capabilities {
                 move_command: true,
-                uidplus: true
+                uidplus: true,
+                binary: true,
             }
         );
         let uid = store.add_message(INBOX, b"Subject: m\r\n\r\n", &[], UNIX_EPOCH);
@@ -510,6 +532,7 @@ mod tests {
         store.set_capabilities(Capabilities {
             move_command: true,
             uidplus: false,
+            binary: true,
         });
         assert!(matches!(
             store.expunge_message(&inbox, validity, uid),
@@ -524,7 +547,9 @@ mod tests {
             None
         );
         assert_eq!(
-            store.append(&inbox, b"Subject: a\r\n\r\n", &[]).unwrap(),
+            store
+                .append(&inbox, new_message(b"Subject: a\r\n\r\n"))
+                .unwrap(),
             None
         );
         store.set_capabilities(Capabilities::default());
@@ -563,10 +588,19 @@ mod tests {
         let store = MemoryStore::new();
         let inbox = name(INBOX);
         let before = SystemTime::now();
-        let (validity, uid) = store
-            .append(&inbox, b"Subject: new\n\nbody\n", &flags(&["\\Seen", "$x"]))
-            .unwrap()
-            .unwrap();
+        let seen = flags(&["\\Seen", "$x"]);
+        let mut content = std::io::Cursor::new(&b"Subject: new\n\nbody\n"[..]);
+        let appended = store.append(
+            &inbox,
+            NewMessage {
+                content: &mut content,
+                len: 19,
+                binary: false,
+                flags: &seen,
+                internal_date: None,
+            },
+        );
+        let (validity, uid) = appended.unwrap().unwrap();
         assert_eq!((validity, uid), (store.uid_validity(INBOX), Uid(1)));
         let listing = store.list_messages(&inbox).unwrap();
         let meta = &listing.messages[0];
@@ -575,20 +609,39 @@ mod tests {
         assert_eq!(meta.size, 22); // line breaks became CRLF
         assert!(meta.internal_date + std::time::Duration::from_secs(1) >= before);
         assert_eq!(store.stats().bytes_sent, 22);
-        assert!(is_refused(store.append(&inbox, b"", &[]), "zero byte"));
         assert!(is_refused(
-            store.append(&name("nope"), b"x", &[]),
+            store.append(&inbox, new_message(b"")),
+            "zero byte"
+        ));
+        assert!(is_refused(
+            store.append(&name("nope"), new_message(b"x")),
             "TRYCREATE"
         ));
         create_wire(&store, "dir/").unwrap();
         assert!(is_refused(
-            store.append(&name("dir"), b"x", &[]),
+            store.append(&name("dir"), new_message(b"x")),
             "TRYCREATE"
         ));
-        assert!(matches!(
-            store.append(&name("a\"b"), b"x", &[]),
-            Err(StoreError::Invalid(_))
-        ));
+        // A date given is kept, to the second.
+        let date = UNIX_EPOCH + std::time::Duration::from_millis(1_600_000_000_500);
+        let mut content = std::io::Cursor::new(&b"Subject: dated\r\n\r\n"[..]);
+        store
+            .append(
+                &inbox,
+                NewMessage {
+                    content: &mut content,
+                    len: 18,
+                    binary: false,
+                    flags: &[],
+                    internal_date: Some(date),
+                },
+            )
+            .unwrap();
+        let listing = store.list_messages(&inbox).unwrap();
+        assert_eq!(
+            listing.messages[1].internal_date,
+            UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000)
+        );
         assert_eq!(store.count(Op::Append), 5);
     }
 
