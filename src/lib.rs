@@ -1,6 +1,7 @@
 //! imapfs: mount an IMAP account as a directory tree of mailboxes, messages and MIME parts.
 
 pub mod cache;
+pub mod call;
 pub mod cli;
 pub mod fs;
 pub mod fuse;
