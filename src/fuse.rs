@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -12,7 +12,11 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::call::{Calls, Serving};
 use crate::fs::{Attr, AttrReply, Fs, FsError, Kind, Level};
+
+/// How long a close that stores a file may take in all.
+const STORING_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Directory entries asked of the core at a time while filling one reply.
 const READDIR_BATCH: usize = 64;
@@ -20,12 +24,30 @@ const READDIR_BATCH: usize = 64;
 /// The FUSE adapter around the filesystem core.
 pub struct FuseAdapter {
     fs: Arc<Fs>,
+    calls: Arc<Calls>,
+    /// How long one call may take in all (`--timeout`).
+    limit: Duration,
 }
 
 impl FuseAdapter {
-    /// Wraps the core.
-    pub fn new(fs: Arc<Fs>) -> Self {
-        FuseAdapter { fs }
+    /// Wraps the core; every call that may ask the server must end within `limit`, and
+    /// ends at once when its caller is signalled.
+    pub fn new(fs: Arc<Fs>, limit: Duration) -> Self {
+        let calls = Arc::new(Calls::default());
+        calls.watch();
+        FuseAdapter { fs, calls, limit }
+    }
+
+    /// Serves `req` as the current call of this thread until the guard drops.
+    fn serve(&self, req: &Request) -> Serving {
+        self.calls.serve(Some(req.pid()), self.limit)
+    }
+
+    /// Like `serve`, for a close that stores a new file: sending a large file may take
+    /// longer than `limit` in all (the store's own deadline applies to a stalled server),
+    /// but a signalled caller still ends it.
+    fn serve_storing(&self, req: &Request) -> Serving {
+        self.calls.serve(Some(req.pid()), STORING_LIMIT)
     }
 }
 
@@ -86,7 +108,8 @@ impl fuser::Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
         entry("lookup", reply, self.fs.lookup(parent.0, name));
     }
@@ -105,7 +128,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -121,6 +144,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let changes = mode.is_some()
             || uid.is_some()
@@ -134,7 +158,8 @@ impl fuser::Filesystem for FuseAdapter {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
         match self.fs.opendir(ino.0) {
             Ok(fh) if self.fs.dir_is_final(ino.0) => reply.opened(
@@ -148,12 +173,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
@@ -179,12 +205,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
@@ -229,7 +256,8 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
@@ -250,7 +278,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -259,6 +287,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("read", ino = ino.0, offset, size).entered();
         match self.fs.read(ino.0, fh.0, offset, size) {
             Ok(data) => reply.data(&data),
@@ -268,7 +297,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -278,6 +307,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("write", ino = ino.0, offset).entered();
         match self.fs.write(ino.0, fh.0, offset, data) {
             Ok(n) => reply.written(n),
@@ -287,19 +317,20 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("flush", ino = ino.0).entered();
         empty("flush", reply, self.fs.flush(ino.0, fh.0));
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -307,41 +338,46 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("release", ino = ino.0).entered();
         empty("release", reply, self.fs.release(ino.0, fh.0));
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _call = self.serve(req);
         let s = self.fs.statfs();
         reply.statfs(s.blocks, 0, 0, s.files, 0, 4096, 255, 4096);
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("mkdir", parent = parent.0, ?name).entered();
         entry("mkdir", reply, self.fs.mkdir(parent.0, name));
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("rmdir", parent = parent.0, ?name).entered();
         empty("rmdir", reply, self.fs.rmdir(parent.0, name));
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
         empty("unlink", reply, self.fs.unlink(parent.0, name));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -349,6 +385,7 @@ impl fuser::Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!(
             "rename",
             parent = parent.0,
@@ -373,7 +410,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -381,6 +418,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("create", parent = parent.0, ?name).entered();
         match self.fs.create(parent.0, name) {
             Ok((r, fh)) => reply.created(
@@ -394,7 +432,8 @@ impl fuser::Filesystem for FuseAdapter {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("getxattr", ino = ino.0, ?name).entered();
         xattr_reply(reply, size, self.fs.getxattr(ino.0, name), "getxattr");
     }
@@ -406,7 +445,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -414,11 +453,13 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("setxattr", ino = ino.0, ?name).entered();
         empty("setxattr", reply, self.fs.setxattr(ino.0, name, value));
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("removexattr", ino = ino.0, ?name).entered();
         empty("removexattr", reply, self.fs.removexattr(ino.0, name));
     }

@@ -235,7 +235,7 @@ fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), R
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
     let mut session = fuser::Session::new(
-        FuseAdapter::new(Arc::clone(&fs)),
+        FuseAdapter::new(Arc::clone(&fs), opts.timeout),
         &opts.mountpoint,
         &fuse_config(opts),
     )
