@@ -20,6 +20,7 @@ pub mod namespace;
 pub mod newfiles;
 pub mod newmail;
 pub mod reads;
+pub mod sizes;
 pub mod virtual_dirs;
 pub mod walk;
 pub mod xattr;

@@ -14,7 +14,7 @@ pub use decode::{
     decode_base64, decode_quoted_printable, decode_transfer, encoding_for_charset, text_to_utf8,
 };
 pub use header::decode_header;
-pub use layout::message_layout;
+pub use layout::{is_identity, message_layout};
 pub use naming::{
     clean_subject, guess_extension, message_dir_name, nested_message_dir_name, sanitize_name,
     UniqueNames, MAX_NAME_BYTES, NO_SUBJECT,
@@ -100,6 +100,15 @@ pub fn render(content: &Content, raw: &[u8]) -> Vec<u8> {
         Content::Text { encoding, charset } => {
             text_to_utf8(charset.as_deref(), &decode_transfer(encoding, raw))
         }
+    }
+}
+
+/// Render a file's content from its section's bytes already transfer-decoded (by the
+/// server: `BINARY[section]`).
+pub fn render_decoded(content: &Content, decoded: &[u8]) -> Vec<u8> {
+    match content {
+        Content::Raw | Content::Decoded(_) => decoded.to_vec(),
+        Content::Text { charset, .. } => text_to_utf8(charset.as_deref(), decoded),
     }
 }
 

@@ -14,7 +14,7 @@ use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_
 use super::walk::Walk;
 use super::{virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult};
 use crate::mime::{self, Entry, EntryKind};
-use crate::store::{MailboxId, Section, StoreError};
+use crate::store::{MailboxId, Section, StoreError, Uid};
 
 /// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
 pub const STRUCTURE_READ_AHEAD: usize = 64;
@@ -161,14 +161,19 @@ impl Fs {
             }
             other => other?,
         };
+        let mut layouts: Vec<(Uid, Vec<Entry>)> = structures
+            .iter()
+            .map(|s| (s.uid, mime::message_layout(&s.body, s.size)))
+            .collect();
+        self.exact_sizes(&message.mailbox, message.validity, &mut layouts);
         let mut wanted = None;
-        for structure in structures {
-            let layout = Arc::new(mime::message_layout(&structure.body, structure.size));
-            if structure.uid == message.uid {
+        for (uid, layout) in layouts {
+            let layout = Arc::new(layout);
+            if uid == message.uid {
                 wanted = Some(Arc::clone(&layout));
             }
             let one = MessageRef {
-                uid: structure.uid,
+                uid,
                 ..message.clone()
             };
             self.metadata.insert_layout(one, layout);
@@ -204,7 +209,7 @@ impl Fs {
                 if self.hidden.lock().contains(&node.key()) {
                     return Err(FsError::NotFound);
                 }
-                Ok(node)
+                self.exact_file(node)
             }
             Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
         }
@@ -450,7 +455,13 @@ impl Fs {
                     Ok(reply) => reply,
                     Err(_) => continue,
                 },
-                DirItem::Child { node, .. } => self.remember(node.clone()),
+                DirItem::Child { node, .. } => match self.exact_file(node.clone()) {
+                    Ok(node) => self.remember(node),
+                    // The page ends before an entry whose size cannot be learned now; the
+                    // next page starts with it, and fails if it still cannot.
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => break,
+                },
             };
             let entry = DirEntry {
                 ino: reply.attr.ino,

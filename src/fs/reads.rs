@@ -1,14 +1,14 @@
 //! Opening and reading files: raw bytes of `message.eml` in ranges, rendered parts whole,
 //! and whole messages read ahead when a walk reads them in listing order.
 
-use super::content::RAW_CHUNK;
+use super::content::{Source, SMALL_MESSAGE};
 use super::inodes::{MessageRef, Node};
 use super::walk::Walk;
 use super::{Fs, FsError, FsResult, OpenReply};
-use crate::mime::Content;
-use crate::store::Section;
+use crate::mime::{self, Content};
+use crate::store::{Section, Transfer};
 
-/// How many whole messages (of at most `RAW_CHUNK`) to fetch at once when a walk reads
+/// How many whole messages (of at most `SMALL_MESSAGE`) to fetch at once when a walk reads
 /// them in order, and how many bytes they may add up to.
 pub const BODY_READ_AHEAD: usize = 64;
 const BODY_READ_AHEAD_BYTES: u64 = 2 << 20;
@@ -59,26 +59,37 @@ impl Fs {
                 return Err(FsError::IsADirectory)
             }
         };
-        if matches!(spec.content, Content::Raw) && spec.exact_size {
+        let size = u64::from(size);
+        // Ranged reads of what the server can give as the file shows it.
+        let ranged = match &spec.content {
+            Content::Raw => Some(Transfer::Encoded),
+            Content::Decoded(encoding) if mime::is_identity(encoding) => Some(Transfer::Encoded),
+            Content::Decoded(_) if self.store.capabilities().binary => Some(Transfer::Decoded),
+            Content::Decoded(_) | Content::Text { .. } => None,
+        };
+        if let (Some(transfer), true) = (ranged, spec.exact_size) {
             if offset == 0 && spec.section.is_whole() {
                 self.read_ahead_messages(&message);
             }
-            return self.content.read_raw(
-                &message,
-                &spec.section,
-                offset,
-                u64::from(size),
-                Some(spec.size_hint),
-            );
+            let source = Source {
+                message: &message,
+                section: &spec.section,
+                transfer,
+                len: spec.size_hint,
+            };
+            return self.content.read(source, offset, size);
         }
+        let binary = self.store.capabilities().binary;
         let data = self
             .content
-            .rendered(&message, &spec.section, &spec.content)?;
+            .rendered(&message, &spec.section, &spec.content, binary)?;
         self.inodes.lock().set_known_size(ino, data.len() as u64);
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(data.len());
-        let end = start.saturating_add(size as usize).min(data.len());
+        let end = start
+            .saturating_add(usize::try_from(size).unwrap_or(usize::MAX))
+            .min(data.len());
         Ok(data[start..end].to_vec())
     }
 
@@ -97,7 +108,7 @@ impl Fs {
         let mut budget = BODY_READ_AHEAD_BYTES;
         let wanted: Vec<(MessageRef, u64)> = self
             .metadata
-            .following(message, BODY_READ_AHEAD, |meta| meta.size <= RAW_CHUNK)
+            .following(message, BODY_READ_AHEAD, |meta| meta.size <= SMALL_MESSAGE)
             .into_iter()
             .take_while(|meta| {
                 let fits = meta.size <= budget;
@@ -114,10 +125,7 @@ impl Fs {
             .filter(|(m, _)| !self.content.has_first_chunk(m, &Section::whole()))
             .collect();
         if wanted.len() > 1 {
-            if let Err(e) = self
-                .content
-                .prefetch_first_chunks(&wanted, &Section::whole())
-            {
+            if let Err(e) = self.content.prefetch_messages(&wanted) {
                 tracing::debug!(error = %e, "read-ahead of messages failed");
             }
         }

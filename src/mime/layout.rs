@@ -118,7 +118,8 @@ fn message_entries(
                     section,
                     content: Content::Decoded(encoding.clone()),
                     size_hint: decoded_size_hint(encoding, *octets),
-                    exact_size: false,
+                    // Nothing to undo: the part is its own content, `octets` long.
+                    exact_size: is_identity(encoding),
                 };
                 entries.push(Entry {
                     name: names.claim(&wanted, true),
@@ -179,7 +180,7 @@ fn encapsulated_message_file(
         TransferEncoding::Base64 | TransferEncoding::QuotedPrintable => {
             (Content::Decoded(encoding.clone()), false)
         }
-        TransferEncoding::Other(_) => (Content::Raw, false),
+        TransferEncoding::Other(_) => (Content::Raw, true),
     };
     FileSpec {
         section: section.clone(),
@@ -296,6 +297,18 @@ fn charset(header: &PartHeader) -> Option<String> {
     param_value(&header.params, "charset")
         .map(|value| value.trim().trim_matches('"').trim().to_string())
         .filter(|value| !value.is_empty())
+}
+
+/// Whether decoding `encoding` leaves the bytes as they are (so the decoded size is the
+/// encoded one). An unknown encoding is shown as it is stored.
+pub fn is_identity(encoding: &TransferEncoding) -> bool {
+    match encoding {
+        TransferEncoding::SevenBit
+        | TransferEncoding::EightBit
+        | TransferEncoding::Binary
+        | TransferEncoding::Other(_) => true,
+        TransferEncoding::Base64 | TransferEncoding::QuotedPrintable => false,
+    }
 }
 
 /// An estimate of the decoded size of a part that is `octets` long encoded. For base64 it
