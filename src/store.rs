@@ -121,6 +121,8 @@ pub struct MessageMeta {
     /// The raw Subject from the ENVELOPE (may be RFC 2047 encoded), if any.
     pub subject: Option<Vec<u8>>,
     pub flags: Vec<String>,
+    /// The raw `X-Imapfs-File` header, if imapfs made this message from a file.
+    pub origin: Option<Vec<u8>>,
 }
 
 /// The listing of one mailbox.

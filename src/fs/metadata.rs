@@ -334,28 +334,33 @@ impl MetadataCache {
         })
     }
 
-    /// The message a directory name in `mailbox` stands for: a name `mv` gave it, or one
-    /// from the listing.
+    /// The message a directory name in `mailbox` stands for: one from the listing, or else
+    /// a name `mv` gave it (which never hides a listed message of that name).
     pub fn find_message(
         &self,
         mailbox: &MailboxId,
         name: &str,
     ) -> Option<(MessageRef, SystemTime)> {
         let inner = self.inner.lock();
-        if let Some(alias) = inner.aliases.get(mailbox).and_then(|a| a.get(name)) {
-            return Some(alias.clone());
-        }
-        let listing = inner.listings.get(mailbox)?;
-        let entry = listing.messages.get(&uid_in_name(name)?)?;
-        (entry.name == name).then(|| {
-            (
-                MessageRef {
-                    mailbox: mailbox.clone(),
-                    validity: listing.validity,
-                    uid: entry.meta.uid,
-                },
-                entry.meta.internal_date,
-            )
+        let listed = inner.listings.get(mailbox).and_then(|listing| {
+            let entry = listing.messages.get(&uid_in_name(name)?)?;
+            (entry.name == name).then(|| {
+                (
+                    MessageRef {
+                        mailbox: mailbox.clone(),
+                        validity: listing.validity,
+                        uid: entry.meta.uid,
+                    },
+                    entry.meta.internal_date,
+                )
+            })
+        });
+        listed.or_else(|| {
+            inner
+                .aliases
+                .get(mailbox)
+                .and_then(|a| a.get(name))
+                .cloned()
         })
     }
 
@@ -451,7 +456,8 @@ impl MetadataCache {
         }
     }
 
-    /// A message left its mailbox (moved, deleted) by this mount's doing.
+    /// A message left its mailbox (moved, deleted) by this mount's doing: it is no longer
+    /// listed there, and no name `mv` gave it resolves any more.
     pub fn message_left(&self, message: &MessageRef) {
         self.mark_stale(&message.mailbox);
         let mut inner = self.inner.lock();
@@ -459,6 +465,9 @@ impl MetadataCache {
             if listing.validity == message.validity {
                 listing.messages.remove(&message.uid);
             }
+        }
+        if let Some(aliases) = inner.aliases.get_mut(&message.mailbox) {
+            aliases.retain(|_, (m, _)| m != message);
         }
     }
 
@@ -590,6 +599,7 @@ mod tests {
             internal_date: SystemTime::UNIX_EPOCH,
             subject: Some(subject.as_bytes().to_vec()),
             flags: Vec::new(),
+            origin: None,
         }
     }
 

@@ -534,7 +534,7 @@ impl MailStore for ImapStore {
             let fetches = self.uid_fetch(
                 conn,
                 "1:*",
-                "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+                convert::LISTING_ITEMS,
                 budget,
             )?;
             let mut messages = Vec::with_capacity(fetches.len());
@@ -652,12 +652,7 @@ impl MailStore for ImapStore {
                 return Ok((validity, Vec::new()));
             }
             let set = uid_set(&found.iter().map(|u| Uid(*u)).collect::<Vec<_>>());
-            let fetches = self.uid_fetch(
-                conn,
-                &set,
-                "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
-                MAX_RESPONSE_BYTES,
-            )?;
+            let fetches = self.uid_fetch(conn, &set, convert::LISTING_ITEMS, MAX_RESPONSE_BYTES)?;
             Ok((
                 validity,
                 fetches.iter().filter_map(convert::message_meta).collect(),

@@ -191,8 +191,8 @@ impl Message {
 }
 
 impl Message {
-    /// What a listing says of this message; the Subject as the IMAP store reads it from
-    /// `BODY.PEEK[HEADER.FIELDS (SUBJECT)]`.
+    /// What a listing says of this message; the Subject and origin as the IMAP store reads
+    /// them from `BODY.PEEK[HEADER.FIELDS (SUBJECT X-IMAPFS-FILE)]`.
     fn meta(&self, uid: Uid) -> MessageMeta {
         MessageMeta {
             uid,
@@ -200,6 +200,7 @@ impl Message {
             internal_date: self.internal_date,
             subject: convert::subject_from_header(&self.raw),
             flags: self.flags.clone(),
+            origin: convert::header_field(&self.raw, convert::ORIGIN_FIELD),
         }
     }
 }
@@ -735,7 +736,8 @@ impl MailStore for MemoryStore {
             .messages
             .iter()
             .filter(|(_, m)| {
-                header_value(&m.raw, "message-id").is_some_and(|v| v.trim() == message_id)
+                convert::header_field(&m.raw, "message-id")
+                    .is_some_and(|v| v == message_id.as_bytes())
             })
             .map(|(&uid, m)| m.meta(uid))
             .collect();
@@ -842,32 +844,6 @@ impl MailStore for MemoryStore {
     fn watch(&self, sink: EventSink) {
         self.state.lock().sink = Some(sink);
     }
-}
-
-/// The unfolded value of the first `name:` field of a message's header.
-fn header_value(raw: &[u8], name: &str) -> Option<String> {
-    let mut value: Option<String> = None;
-    for line in raw.split(|&b| b == b'\n') {
-        let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(v) = value.as_mut() {
-                v.push_str(&line);
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        if let Some((field, rest)) = line.split_once(':') {
-            if field.eq_ignore_ascii_case(name) {
-                value = Some(rest.to_string());
-            }
-        }
-    }
-    value
 }
 
 /// Sends an event to the watcher, if there is one (called with no lock held).

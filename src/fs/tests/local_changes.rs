@@ -409,3 +409,31 @@ fn a_message_deleted_into_a_recreated_trash_reads_exactly() {
     );
     assert_eq!(h.names(trash).unwrap(), [name]);
 }
+
+/// Found by the reference model: the name `mv` gave a message kept resolving after the
+/// message left again, and hid a later message listed under the same name.
+#[test]
+fn a_name_mv_gave_never_hides_a_listed_message() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    h.store
+        .add_message("Trash", &plain_message("old", "x"), &[], date());
+    for subject in ["x", "y", "m"] {
+        h.store
+            .add_message("INBOX", &plain_message(subject, "x"), &[], date());
+    }
+    let (inbox, trash) = (h.ino("INBOX").unwrap(), h.ino("Trash").unwrap());
+    h.names(inbox).unwrap();
+    h.names(trash).unwrap();
+    let mv = |from: u64, name: &str, to: u64| {
+        h.fs.rename(from, OsStr::new(name), to, OsStr::new(name), false, false)
+            .unwrap()
+    };
+    mv(inbox, "3 m", trash); // Trash/2 m, and "3 m" resolves there until Trash is listed
+    mv(trash, "2 m", inbox); // INBOX/4 m
+    mv(inbox, "4 m", trash); // Trash/3 m: a listed message named "3 m"
+    let read = h.read_path("Trash/3 m/message.eml").unwrap();
+    assert!(read.ends_with(b"x\r\n"));
+    assert_eq!(h.names(trash).unwrap(), ["1 old", "3 m"]);
+}
