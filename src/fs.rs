@@ -236,7 +236,7 @@ impl Fs {
                 let (size, mtime) = self
                     .new_files
                     .get(dir_path, name)
-                    .map_or((0, UNIX_EPOCH), |f| (f.size(), f.created()));
+                    .map_or((0, UNIX_EPOCH), |f| (f.size(), f.mtime()));
                 AttrReply {
                     attr: self.file_attr(ino, size, mtime),
                     ttl: Duration::ZERO,

@@ -152,7 +152,14 @@ impl fuser::Filesystem for FuseAdapter {
             || size.is_some()
             || atime.is_some()
             || mtime.is_some();
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), changes, size) {
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        match self
+            .fs
+            .setattr(ino.0, fh.map(|f| f.0), changes, size, mtime)
+        {
             Ok(r) => reply.attr(&r.ttl, &file_attr(&r.attr)),
             Err(e) => reply.error(errno("setattr", &e)),
         }

@@ -185,7 +185,7 @@ impl Fs {
         }
     }
 
-    fn delete_message(&self, message: &MessageRef) -> FsResult<()> {
+    pub(super) fn delete_message(&self, message: &MessageRef) -> FsResult<()> {
         match self.config.delete {
             DeleteMode::Off => Err(FsError::NotPermitted(
                 "deleting messages is turned off (--delete=off)".into(),
@@ -226,10 +226,7 @@ impl Fs {
                 self.hidden.lock().insert(node.key());
                 Ok(())
             }
-            Node::NewFile { dir_path, name } => {
-                self.discard_new_file(&dir_path, &name);
-                Ok(())
-            }
+            Node::NewFile { dir_path, name } => self.unlink_new_file(&dir_path, &name),
             _ => Err(FsError::IsADirectory),
         }
     }
@@ -263,15 +260,14 @@ impl Fs {
                 let target = self.mailbox_dir_path(new_parent)?;
                 self.move_message(&message, &target, new_name)
             }
-            Node::NewFile { .. } => {
-                // Tools write a temporary name and rename it when done (rsync does).
-                // The message is named when it is appended, so the rename changes nothing.
+            Node::NewFile { dir_path, name } => {
+                // Editors and rsync write a temporary name and rename it when done.
                 if new_parent != parent {
                     return Err(FsError::NotPermitted(
                         "a new file stays in its mailbox".into(),
                     ));
                 }
-                Ok(())
+                self.rename_new_file(&dir_path, &name, new_name, None)
             }
             Node::Message { .. } | Node::File { .. } => Err(FsError::NotPermitted(
                 "parts of a message cannot be moved or renamed".into(),

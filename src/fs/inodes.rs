@@ -366,6 +366,18 @@ impl InodeTable {
         }
     }
 
+    /// A new file was renamed within its directory: the inode the kernel holds follows.
+    pub fn new_file_renamed(&mut self, dir_path: &str, old: &str, new: &str) {
+        let key = NodeKey::NewFile(dir_path.to_string(), old.to_string());
+        if let Some(ino) = self.by_key.get(&key).copied() {
+            self.rekey(vec![ino], |node| {
+                if let Node::NewFile { name, .. } = node {
+                    *name = new.to_string();
+                }
+            });
+        }
+    }
+
     /// Inodes of the message nodes of `mailbox` (for dropping a recreated mailbox's nodes
     /// from the kernel's caches).
     pub fn message_inodes(&self, mailbox: &MailboxId) -> Vec<u64> {

@@ -18,9 +18,7 @@ impl Fs {
     pub fn open(&self, ino: u64, write: bool) -> FsResult<OpenReply> {
         match self.node(ino)? {
             Node::NewFile { dir_path, name } => {
-                self.new_files
-                    .get(&dir_path, &name)
-                    .ok_or(FsError::NotFound)?;
+                self.open_new_file(&dir_path, &name)?;
                 Ok(OpenReply {
                     fh: ino,
                     direct_io: true,

@@ -1,0 +1,204 @@
+//! New files written the way tools write them: shells that dup and close a descriptor
+//! before writing, editors and rsync that write a temporary name and rename it, files
+//! rewritten after they were stored, and temporary files that are never stored.
+
+use super::*;
+
+/// A file written into `dir` as `open(O_CREAT)`, `close` of a dup'ed descriptor, then the
+/// writes, then the last close: what `echo x > file` does.
+fn shell_write(h: &Harness, dir: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = h.fs.create(dir, OsStr::new(name)).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.flush(ino, fh).unwrap(); // the first descriptor closed before anything is written
+    h.fs.write(ino, fh, 0, data).unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    ino
+}
+
+/// The files of the only message stored in `mailbox`: its Subject and the attachment.
+fn only_stored(h: &Harness, mailbox: &str) -> (String, Vec<u8>, MessageMeta) {
+    let stored = h.stored(mailbox);
+    assert_eq!(stored.len(), 1, "exactly one message: {stored:?}");
+    let meta = stored[0].clone();
+    let subject = String::from_utf8(meta.subject.clone().unwrap()).unwrap();
+    let validity = h.store.uid_validity(mailbox);
+    let attachment = h
+        .store
+        .fetch_section(
+            &MailboxId::new(mailbox),
+            validity,
+            meta.uid,
+            &Section(vec![2]),
+            Transfer::Decoded,
+            None,
+        )
+        .unwrap();
+    (subject, attachment, meta)
+}
+
+#[test]
+fn a_shell_redirection_stores_one_message_with_exactly_the_bytes_written() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "hello.txt", b"x\n");
+    assert_eq!(h.count(Op::Append), 1);
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(subject, "hello.txt");
+    assert_eq!(attachment, b"x\n");
+}
+
+#[test]
+fn a_file_renamed_before_it_is_stored_is_stored_once_under_its_final_name() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    // rsync: a hidden temporary name, written, closed, dated, then renamed.
+    let (attr, fh) = h.fs.create(inbox, OsStr::new(".notes.txt.KWEOd0")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"my notes\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 0, "a dotfile waits for its real name");
+    let mtime = UNIX_EPOCH + Duration::new(1_650_000_000, 250_000_000);
+    h.fs.setattr(ino, None, true, None, Some(mtime)).unwrap();
+    h.fs.rename(
+        inbox,
+        OsStr::new(".notes.txt.KWEOd0"),
+        inbox,
+        OsStr::new("notes.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.count(Op::Append), 1);
+    let (subject, attachment, meta) = only_stored(&h, "INBOX");
+    assert_eq!(subject, "notes.txt");
+    assert_eq!(attachment, b"my notes\n");
+    assert_eq!(
+        meta.internal_date,
+        UNIX_EPOCH + Duration::from_secs(1_650_000_000),
+        "the mtime set before storing is the INTERNALDATE"
+    );
+    assert_eq!(h.fs.getattr(ino).unwrap().attr.mtime, mtime);
+}
+
+#[test]
+fn a_file_renamed_after_it_was_stored_is_stored_again_and_the_first_expunged() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "draft.txt", b"v1");
+    h.fs.rename(
+        inbox,
+        OsStr::new("draft.txt"),
+        inbox,
+        OsStr::new("final.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.count(Op::Append), 2);
+    assert_eq!(h.count(Op::ExpungeMessage), 1);
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(subject, "final.txt");
+    assert_eq!(attachment, b"v1");
+}
+
+#[test]
+fn a_file_rewritten_after_it_was_stored_replaces_its_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("log.txt")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"one").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.write(ino, fh, 3, b" two").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 2);
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"one two");
+}
+
+#[test]
+fn temporary_and_empty_files_are_never_stored_but_stay_visible() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let temporary = [
+        ".notes.txt.swp",
+        "notes.txt~",
+        "4913",
+        ".#notes.txt",
+        "notes.lock",
+        ".~lock.notes.odt#",
+    ];
+    for name in temporary {
+        shell_write(&h, inbox, name, b"scratch");
+    }
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("empty.txt")).unwrap();
+    h.fs.flush(attr.attr.ino, fh).unwrap();
+    h.fs.release(attr.attr.ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 0);
+    let names = h.names(inbox).unwrap();
+    for name in temporary.iter().chain(&["empty.txt"]) {
+        assert!(names.contains(&name.to_string()), "{name} in {names:?}");
+    }
+    // Removing them is local too.
+    for name in temporary {
+        h.fs.unlink(inbox, OsStr::new(name)).unwrap();
+    }
+    assert_eq!(h.change_calls(), 0);
+}
+
+#[test]
+fn a_vim_save_stores_one_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    // vim: swap file, the 4913 probe, then the file itself; the swap file goes at exit.
+    shell_write(&h, inbox, ".memo.txt.swp", b"swap");
+    shell_write(&h, inbox, "4913", b"");
+    h.fs.unlink(inbox, OsStr::new("4913")).unwrap();
+    shell_write(&h, inbox, "memo.txt", b"hello\n");
+    h.fs.unlink(inbox, OsStr::new(".memo.txt.swp")).unwrap();
+    assert_eq!(h.count(Op::Append), 1);
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(
+        (subject.as_str(), attachment.as_slice()),
+        ("memo.txt", &b"hello\n"[..])
+    );
+}
+
+#[test]
+fn a_stored_file_removed_deletes_its_message() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "oops.txt", b"never mind");
+    h.fs.unlink(inbox, OsStr::new("oops.txt")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+}
+
+#[test]
+fn a_stored_file_declares_its_media_type() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "scan", b"%PDF-1.7\n%\xe2\xe3\n");
+    let stored = h.stored("INBOX");
+    let structure = h
+        .store
+        .body_structure(
+            &MailboxId::new("INBOX"),
+            h.store.uid_validity("INBOX"),
+            stored[0].uid,
+        )
+        .unwrap();
+    let crate::store::BodyPart::Multipart { children, .. } = structure else {
+        panic!("a wrapped file is multipart")
+    };
+    let header = children[1].header();
+    assert_eq!(
+        (header.media_type.as_str(), header.subtype.as_str()),
+        ("application", "pdf")
+    );
+}
