@@ -243,6 +243,12 @@ impl Fs {
                     entry_ttl: Duration::ZERO,
                 }
             }
+            // What the file was when imapfs stored it, which is what the message holds.
+            Node::StoredFile { size, mtime, .. } => AttrReply {
+                attr: self.file_attr(ino, *size, *mtime),
+                ttl: TTL_FINAL,
+                entry_ttl: TTL_VOLATILE,
+            },
             Node::File {
                 message,
                 spec,

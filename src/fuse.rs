@@ -268,7 +268,8 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open(ino.0, write) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.fs.open_with(ino.0, write, truncate) {
             Ok(o) => {
                 let mut f = FopenFlags::empty();
                 if o.direct_io {

@@ -113,7 +113,9 @@ impl Fs {
                 }
             }
             Node::Root => Err(FsError::NotPermitted("the root".into())),
-            Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
+            Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
+                Err(FsError::NotADirectory)
+            }
         }
     }
 
@@ -217,8 +219,8 @@ impl Fs {
         Ok(())
     }
 
-    /// `unlink`: hide a part file from this mount's view (the server is never changed), or
-    /// drop a new file that has not been appended.
+    /// `unlink`: hide a part file from this mount's view (the server is never changed), drop
+    /// a new file, or delete the message a file shows (as `rm -r` of the message would).
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.refuse_if_read_only()?;
         match self.resolve(parent, name_str(name)?)? {
@@ -227,7 +229,8 @@ impl Fs {
                 Ok(())
             }
             Node::NewFile { dir_path, name } => self.unlink_new_file(&dir_path, &name),
-            _ => Err(FsError::IsADirectory),
+            Node::StoredFile { message, .. } => self.delete_message(&message),
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Err(FsError::IsADirectory),
         }
     }
 
@@ -267,8 +270,21 @@ impl Fs {
                         "a new file stays in its mailbox".into(),
                     ));
                 }
-                self.rename_new_file(&dir_path, &name, new_name, None)
+                // Onto a file a message shows: that message is the old version.
+                let replaced = match self.resolve(new_parent, new_name) {
+                    Ok(Node::StoredFile { message, .. }) => Some(message),
+                    Ok(Node::NewFile { .. }) | Err(_) => None,
+                    Ok(_) => return Err(FsError::IsADirectory),
+                };
+                self.rename_new_file(&dir_path, &name, new_name, replaced)
             }
+            Node::StoredFile { message, .. } if new_parent != parent => {
+                let target = self.mailbox_dir_path(new_parent)?;
+                self.move_message(&message, &target, new_name)
+            }
+            Node::StoredFile { .. } => Err(FsError::NotPermitted(
+                "a stored file keeps its name; copy it to rename it".into(),
+            )),
             Node::Message { .. } | Node::File { .. } => Err(FsError::NotPermitted(
                 "parts of a message cannot be moved or renamed".into(),
             )),

@@ -34,7 +34,7 @@ impl DirItem {
             DirItem::Dot { .. } => Kind::Directory,
             DirItem::Child { node, .. } => match node {
                 Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Kind::Directory,
-                Node::File { .. } | Node::NewFile { .. } => Kind::File,
+                Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => Kind::File,
             },
         }
     }

@@ -51,6 +51,13 @@ pub enum Node {
     },
     /// A new file being written into a mailbox directory; it becomes a message on close.
     NewFile { dir_path: String, name: String },
+    /// A message imapfs made from a file, shown as that file again in its mailbox.
+    StoredFile {
+        message: MessageRef,
+        name: String,
+        size: u64,
+        mtime: SystemTime,
+    },
 }
 
 /// What makes a node the node it is.
@@ -61,6 +68,7 @@ pub enum NodeKey {
     Message(MessageRef, Section),
     File(MessageRef, Section, String),
     NewFile(String, String),
+    StoredFile(MessageRef),
 }
 
 impl Node {
@@ -76,20 +84,25 @@ impl Node {
                 message, dir, name, ..
             } => NodeKey::File(message.clone(), dir.clone(), name.clone()),
             Node::NewFile { dir_path, name } => NodeKey::NewFile(dir_path.clone(), name.clone()),
+            Node::StoredFile { message, .. } => NodeKey::StoredFile(message.clone()),
         }
     }
 
     /// The message this node belongs to, if any.
     pub fn message(&self) -> Option<&MessageRef> {
         match self {
-            Node::Message { message, .. } | Node::File { message, .. } => Some(message),
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => Some(message),
             Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
         }
     }
 
     fn message_mut(&mut self) -> Option<&mut MessageRef> {
         match self {
-            Node::Message { message, .. } | Node::File { message, .. } => Some(message),
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => Some(message),
             Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
         }
     }
@@ -191,7 +204,9 @@ impl InodeTable {
 
     fn index(&mut self, ino: u64, node: &Node) {
         match node {
-            Node::Message { message, .. } | Node::File { message, .. } => self
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => self
                 .by_message
                 .entry(message.mailbox.clone())
                 .or_default()
@@ -207,7 +222,9 @@ impl InodeTable {
 
     fn unindex(&mut self, ino: u64, node: &Node) {
         match node {
-            Node::Message { message, .. } | Node::File { message, .. } => {
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => {
                 if let Some(messages) = self.by_message.get_mut(&message.mailbox) {
                     let id = (message.validity, message.uid);
                     if let Some(inos) = messages.get_mut(&id) {
@@ -364,6 +381,13 @@ impl InodeTable {
                 }
             });
         }
+    }
+
+    /// Puts `node` behind `ino` in place of what was there (a file a message shows, opened
+    /// for writing, becomes a new file), keeping the number the kernel holds.
+    pub fn replace(&mut self, ino: u64, node: Node) {
+        let new = node.clone();
+        self.rekey(vec![ino], move |n| *n = new.clone());
     }
 
     /// A new file was renamed within its directory: the inode the kernel holds follows.

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use super::clock::Clock;
 use super::inodes::MessageRef;
 use super::mailboxes::MailboxTree;
+use super::newmail::{parse_origin, FileOrigin};
 use crate::mime::{self, Entry};
 use crate::store::{
     MailboxChange, MailboxId, MailboxListing, MailboxVersion, MessageMeta, Uid, UidValidity,
@@ -27,11 +28,13 @@ pub const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
 /// Message layouts kept (a walk revisits few; each is a few hundred bytes to kilobytes).
 const LAYOUTS_KEPT: usize = 2048;
 
-/// One listed message and the directory name it has.
+/// One listed message, the directory name it has, and the file it was made from (if
+/// imapfs made it from one).
 #[derive(Debug, Clone)]
 struct Listed {
     meta: MessageMeta,
     name: String,
+    origin: Option<FileOrigin>,
 }
 
 /// The messages of one mailbox as last listed, with local and reported changes applied.
@@ -39,6 +42,8 @@ struct Listing {
     validity: UidValidity,
     version: Option<MailboxVersion>,
     messages: BTreeMap<Uid, Listed>,
+    /// File names of file-born messages: the newest message of each name.
+    files: BTreeMap<String, Uid>,
     fetched: Instant,
     /// Set after a change here: the next directory listing asks the server again.
     stale: bool,
@@ -98,7 +103,29 @@ pub struct MetadataCache {
 
 fn listed(meta: MessageMeta) -> Listed {
     let name = mime::message_dir_name(meta.uid, meta.subject.as_deref());
-    Listed { meta, name }
+    let origin = meta.origin.as_deref().and_then(parse_origin);
+    Listed { meta, name, origin }
+}
+
+impl Listing {
+    /// Rebuilds the file names after messages came or went.
+    fn index_files(&mut self) {
+        self.files.clear();
+        for (uid, entry) in &self.messages {
+            if let Some(origin) = &entry.origin {
+                // Later UIDs win: a newer version of a file replaces an older one.
+                self.files.insert(origin.name.clone(), *uid);
+            }
+        }
+    }
+
+    fn message_ref(&self, mailbox: &MailboxId, uid: Uid) -> MessageRef {
+        MessageRef {
+            mailbox: mailbox.clone(),
+            validity: self.validity,
+            uid,
+        }
+    }
 }
 
 /// The UID a message directory name starts with.
@@ -246,16 +273,16 @@ impl MetadataCache {
         }
         // A change made here while the listing was on its way may be missing from it.
         let stale = inner.ticket(mailbox) != ticket;
-        inner.listings.insert(
-            mailbox.clone(),
-            Listing {
-                validity: fresh.uid_validity,
-                version: fresh.version,
-                messages,
-                fetched: now,
-                stale,
-            },
-        );
+        let mut listing = Listing {
+            validity: fresh.uid_validity,
+            version: fresh.version,
+            messages,
+            files: BTreeMap::new(),
+            fetched: now,
+            stale,
+        };
+        listing.index_files();
+        inner.listings.insert(mailbox.clone(), listing);
         change
     }
 
@@ -312,6 +339,7 @@ impl MetadataCache {
         }
         // The version held no longer describes the listing.
         listing.version = None;
+        listing.index_files();
         change.size = listing.messages.len();
         change
     }
@@ -382,6 +410,31 @@ impl MetadataCache {
                     uid: e.meta.uid,
                 };
                 (e.name.clone(), message, e.meta.internal_date)
+            })
+            .collect()
+    }
+
+    /// The file-born message shown as the file `name` in `mailbox`, if any.
+    pub fn find_file(&self, mailbox: &MailboxId, name: &str) -> Option<(MessageRef, FileOrigin)> {
+        let inner = self.inner.lock();
+        let listing = inner.listings.get(mailbox)?;
+        let uid = *listing.files.get(name)?;
+        let origin = listing.messages.get(&uid)?.origin.clone()?;
+        Some((listing.message_ref(mailbox, uid), origin))
+    }
+
+    /// Every file a file-born message of `mailbox` shows, by name.
+    pub fn files(&self, mailbox: &MailboxId) -> Vec<(MessageRef, FileOrigin)> {
+        let inner = self.inner.lock();
+        let Some(listing) = inner.listings.get(mailbox) else {
+            return Vec::new();
+        };
+        listing
+            .files
+            .values()
+            .filter_map(|uid| {
+                let origin = listing.messages.get(uid)?.origin.clone()?;
+                Some((listing.message_ref(mailbox, *uid), origin))
             })
             .collect()
     }
@@ -464,6 +517,7 @@ impl MetadataCache {
         if let Some(listing) = inner.listings.get_mut(&message.mailbox) {
             if listing.validity == message.validity {
                 listing.messages.remove(&message.uid);
+                listing.index_files();
             }
         }
         if let Some(aliases) = inner.aliases.get_mut(&message.mailbox) {
@@ -506,6 +560,7 @@ impl MetadataCache {
         if let (Some(listing), Some(mut meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
             meta.uid = new.uid;
             listing.messages.insert(new.uid, listed(meta));
+            listing.index_files();
         }
         if let Some(name) = new_name {
             inner

@@ -211,7 +211,9 @@ impl Fs {
                 }
                 self.exact_file(node)
             }
-            Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
+            Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
+                Err(FsError::NotADirectory)
+            }
         }
     }
 
@@ -233,11 +235,20 @@ impl Fs {
             // Never a message, and no reason to ask the server for new mailboxes.
             return Err(FsError::NotFound);
         }
-        if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            if let Some(mailbox) = dir.selectable_id() {
+        if let Some(mailbox) = dir.selectable_id() {
+            if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(node) = self.find_message_dir(mailbox, name)? {
                     return Ok(node);
                 }
+            }
+            self.ensure_listing(mailbox, None)?;
+            if let Some((message, origin)) = self.metadata.find_file(mailbox, name) {
+                return Ok(Node::StoredFile {
+                    message,
+                    name: origin.name,
+                    size: origin.size,
+                    mtime: origin.mtime,
+                });
             }
         }
         // Perhaps another client created it: ask again, at most once per `TREE_FRESH`.
@@ -330,7 +341,9 @@ impl Fs {
                 }
                 items
             }
-            Node::File { .. } | Node::NewFile { .. } => return Err(FsError::NotADirectory),
+            Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
+                return Err(FsError::NotADirectory)
+            }
         };
         Ok(self.dirs.open(items))
     }
@@ -364,16 +377,32 @@ impl Fs {
                 },
             });
         }
-        for name in self.new_files.in_dir(path, true) {
+        let new_files = self.new_files.in_dir(path, true);
+        for name in &new_files {
             items.push(DirItem::Child {
                 node: Node::NewFile {
                     dir_path: path.to_string(),
                     name: name.clone(),
                 },
-                name,
+                name: name.clone(),
             });
         }
         if let Some(mailbox) = mailbox {
+            // A new file of the same name is the newer version; a mailbox always wins.
+            for (message, origin) in self.metadata.files(mailbox) {
+                if dir.children.contains_key(&origin.name) || new_files.contains(&origin.name) {
+                    continue;
+                }
+                items.push(DirItem::Child {
+                    name: origin.name.clone(),
+                    node: Node::StoredFile {
+                        message,
+                        name: origin.name,
+                        size: origin.size,
+                        mtime: origin.mtime,
+                    },
+                });
+            }
             for (name, message, mtime) in self.metadata.snapshot(mailbox) {
                 if dir.children.contains_key(&name) {
                     continue;
@@ -408,6 +437,10 @@ impl Fs {
                         },
                     ..
                 } if section.is_whole() => self.metadata.is_listed(message),
+                DirItem::Child {
+                    node: Node::StoredFile { message, .. },
+                    ..
+                } => self.metadata.is_listed(message),
                 _ => true,
             })
             .take(max)

@@ -268,6 +268,40 @@ impl Fs {
         }))
     }
 
+    /// A file a message shows, opened for writing: a new file under the same inode, holding
+    /// `keep` to start with, that replaces the message once stored.
+    pub(super) fn overwrite_stored_file(
+        &self,
+        ino: u64,
+        message: &MessageRef,
+        name: &str,
+        keep: &[u8],
+    ) -> FsResult<()> {
+        let dir_path = self
+            .tree(false)?
+            .path_of(&message.mailbox)
+            .ok_or(FsError::NotFound)?
+            .to_string();
+        let file = self.new_spooled_file(message.mailbox.clone(), name)?;
+        if let Err(e) = file.file.write_all_at(keep, 0) {
+            let (no_space, why) = spool_error("write", &e);
+            return Err(self.break_new_file(&file, no_space, why));
+        }
+        file.size.store(keep.len() as u64, Ordering::Relaxed);
+        file.replaces.lock().push(message.clone());
+        if let Some(old) = self.new_files.insert(&dir_path, file) {
+            self.drop_spool(&old);
+        }
+        self.inodes.lock().replace(
+            ino,
+            Node::NewFile {
+                dir_path,
+                name: name.to_string(),
+            },
+        );
+        Ok(())
+    }
+
     /// Removes a new file's spool copy (its bytes stay readable through the open file).
     fn drop_spool(&self, file: &NewFile) {
         let _ = std::fs::remove_file(&file.spool);
@@ -577,6 +611,26 @@ impl Fs {
         size: Option<u64>,
         mtime: Option<SystemTime>,
     ) -> FsResult<AttrReply> {
+        if let Ok(Node::StoredFile {
+            message,
+            name,
+            size: len,
+            mtime: shown,
+        }) = self.node(ino)
+        {
+            let touches = mtime.is_some_and(|t| t != shown);
+            if size.is_none() && !touches {
+                // Times and modes are accepted as they are (rsync, cp -p).
+                return self.getattr(ino);
+            }
+            self.refuse_if_read_only()?;
+            // Truncating or re-dating it: it becomes a new version of the file.
+            let keep = match size {
+                Some(0) => Vec::new(),
+                _ => self.read_stored_file(&message, len, 0, len)?,
+            };
+            self.overwrite_stored_file(ino, &message, &name, &keep)?;
+        }
         if let Some((_, file)) = self.new_file(ino) {
             if let Some(size) = size {
                 self.truncate_new_file(&file, size)?;

@@ -4,9 +4,9 @@
 use super::content::{Source, SMALL_MESSAGE};
 use super::inodes::{MessageRef, Node};
 use super::walk::Walk;
-use super::{Fs, FsError, FsResult, OpenReply};
+use super::{newmail, Fs, FsError, FsResult, OpenReply};
 use crate::mime::{self, Content};
-use crate::store::{Section, Transfer};
+use crate::store::{Section, Transfer, TransferEncoding};
 
 /// How many whole messages (of at most `SMALL_MESSAGE`) to fetch at once when a walk reads
 /// them in order, and how many bytes they may add up to.
@@ -14,8 +14,15 @@ pub const BODY_READ_AHEAD: usize = 64;
 const BODY_READ_AHEAD_BYTES: u64 = 2 << 20;
 
 impl Fs {
-    /// Opens a file for reading; writing is refused on a read-only mount.
+    /// Opens a file for reading; writing is refused on a read-only mount. A file that a
+    /// message shows, opened for writing, becomes a new file that replaces the message when
+    /// it is stored (its old content is kept unless the open truncates).
     pub fn open(&self, ino: u64, write: bool) -> FsResult<OpenReply> {
+        self.open_with(ino, write, false)
+    }
+
+    /// `open` with the `O_TRUNC` flag known.
+    pub fn open_with(&self, ino: u64, write: bool, truncate: bool) -> FsResult<OpenReply> {
         match self.node(ino)? {
             Node::NewFile { dir_path, name } => {
                 self.open_new_file(&dir_path, &name)?;
@@ -23,6 +30,32 @@ impl Fs {
                     fh: ino,
                     direct_io: true,
                     keep_cache: false,
+                })
+            }
+            Node::StoredFile {
+                message,
+                name,
+                size,
+                ..
+            } => {
+                if write {
+                    self.refuse_if_read_only()?;
+                    let keep = if truncate {
+                        Vec::new()
+                    } else {
+                        self.read_stored_file(&message, size, 0, size)?
+                    };
+                    self.overwrite_stored_file(ino, &message, &name, &keep)?;
+                    return Ok(OpenReply {
+                        fh: ino,
+                        direct_io: true,
+                        keep_cache: false,
+                    });
+                }
+                Ok(OpenReply {
+                    fh: 0,
+                    direct_io: false,
+                    keep_cache: true,
                 })
             }
             Node::File {
@@ -46,12 +79,51 @@ impl Fs {
         }
     }
 
+    /// Bytes of the file a file-born message shows: its second part, decoded, exactly
+    /// `size` long (a message whose part does not match is an error, not a wrong file).
+    pub(super) fn read_stored_file(
+        &self,
+        message: &MessageRef,
+        size: u64,
+        offset: u64,
+        want: u64,
+    ) -> FsResult<Vec<u8>> {
+        let section = newmail::file_section();
+        if self.store.capabilities().binary {
+            let source = Source {
+                message,
+                section: &section,
+                transfer: Transfer::Decoded,
+                len: size,
+            };
+            return self.content.read(source, offset, want);
+        }
+        let content = Content::Decoded(TransferEncoding::Base64);
+        let data = self.content.rendered(message, &section, &content, false)?;
+        if data.len() as u64 != size {
+            return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                "the stored file holds {} bytes, its message says {size}",
+                data.len()
+            ))));
+        }
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start
+            .saturating_add(usize::try_from(want).unwrap_or(usize::MAX))
+            .min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+
     /// Reads up to `size` bytes at `offset`. Only the end of the file gives fewer bytes.
     pub fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (message, spec) = match self.node(ino)? {
             Node::NewFile { dir_path, name } => {
                 return self.read_new_file(&dir_path, &name, offset, size)
             }
+            Node::StoredFile {
+                message, size: len, ..
+            } => return self.read_stored_file(&message, len, offset, u64::from(size)),
             Node::File { message, spec, .. } => (message, spec),
             Node::Root | Node::Mailbox { .. } | Node::Message { .. } => {
                 return Err(FsError::IsADirectory)

@@ -202,3 +202,97 @@ fn a_stored_file_declares_its_media_type() {
         ("application", "pdf")
     );
 }
+
+/// A file imapfs stored shows as that file again once the mailbox is listed anew: same
+/// name, size and mtime (what rsync compares), same bytes, beside its message directory.
+#[test]
+fn a_stored_file_shows_as_itself_after_the_next_listing() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("notes.txt")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"my notes\n").unwrap();
+    let mtime = UNIX_EPOCH + Duration::new(1_650_000_000, 250_000_000);
+    h.fs.setattr(ino, None, true, None, Some(mtime)).unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    h.expire_listings();
+    let names = h.names(inbox).unwrap();
+    let uid = h.stored("INBOX")[0].uid;
+    assert_eq!(names, ["notes.txt".to_string(), format!("{uid} notes.txt")]);
+    let file = h.fs.lookup(inbox, OsStr::new("notes.txt")).unwrap();
+    assert_eq!(file.attr.kind, Kind::File);
+    assert_eq!((file.attr.size, file.attr.mtime), (9, mtime));
+    assert_eq!(h.read_all(file.attr.ino).unwrap(), b"my notes\n");
+}
+
+/// rsync's update of a file: a temporary name written and renamed onto the old one. The
+/// old message goes once the new one is stored.
+#[test]
+fn a_file_renamed_onto_a_stored_file_replaces_its_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "notes.txt", b"old");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    shell_write(&h, inbox, ".notes.txt.Ab12Cd", b"new");
+    h.fs.rename(
+        inbox,
+        OsStr::new(".notes.txt.Ab12Cd"),
+        inbox,
+        OsStr::new("notes.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(
+        (subject.as_str(), attachment.as_slice()),
+        ("notes.txt", &b"new"[..])
+    );
+    h.expire_listings();
+    assert_eq!(h.read_path("INBOX/notes.txt").unwrap(), b"new");
+}
+
+/// `cp` over a stored file, and `>>` onto one: a new version replaces the message.
+#[test]
+fn a_stored_file_opened_for_writing_becomes_its_next_version() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "log.txt", b"one\n");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let ino = h.fs.lookup(inbox, OsStr::new("log.txt")).unwrap().attr.ino;
+    // Appending keeps what was there.
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.write(ino, fh, 4, b"two\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"one\ntwo\n");
+    // Truncating starts afresh.
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let ino = h.fs.lookup(inbox, OsStr::new("log.txt")).unwrap().attr.ino;
+    let fh = h.fs.open_with(ino, true, true).unwrap().fh;
+    h.fs.write(ino, fh, 0, b"three\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"three\n");
+}
+
+#[test]
+fn removing_a_stored_file_deletes_its_message() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "gone.txt", b"bye");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    h.fs.unlink(inbox, OsStr::new("gone.txt")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+    assert!(h.names(inbox).unwrap().is_empty());
+}
