@@ -43,6 +43,7 @@ use self::handles::DirHandles;
 use self::inodes::{InodeTable, Node, NodeKey};
 use self::metadata::MetadataCache;
 use self::newfiles::NewFiles;
+use self::virtual_dirs::{TrashNotes, VirtualNode};
 use self::walk::WalkDetector;
 use crate::cache::memory::MemoryCache;
 use crate::cache::ContentCache;
@@ -159,6 +160,8 @@ pub struct Fs {
     /// Part files and encapsulated messages removed from this mount's view.
     hidden: Mutex<HashSet<NodeKey>>,
     walks: WalkDetector,
+    /// Notes written into the mount's trash directories.
+    notes: TrashNotes,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` so far.
@@ -184,6 +187,7 @@ impl Fs {
             new_files: NewFiles::default(),
             hidden: Mutex::new(HashSet::new()),
             walks: WalkDetector::default(),
+            notes: TrashNotes::default(),
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
@@ -243,6 +247,19 @@ impl Fs {
                     entry_ttl: Duration::ZERO,
                 }
             }
+            Node::Virtual(VirtualNode::TrashNote { uid, name }) => {
+                let (size, mtime) = self.notes.stat(*uid, name).unwrap_or((0, UNIX_EPOCH));
+                AttrReply {
+                    attr: self.file_attr(ino, size, mtime),
+                    ttl: Duration::ZERO,
+                    entry_ttl: Duration::ZERO,
+                }
+            }
+            Node::Virtual(_) => AttrReply {
+                attr: self.dir_attr(ino, UNIX_EPOCH),
+                ttl: TTL_VOLATILE,
+                entry_ttl: TTL_VOLATILE,
+            },
             // What the file was when imapfs stored it, which is what the message holds.
             Node::StoredFile { size, mtime, .. } => AttrReply {
                 attr: self.file_attr(ino, *size, *mtime),

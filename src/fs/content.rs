@@ -150,46 +150,111 @@ impl ContentFetcher {
     /// The chunk at `start` (aligned), from the cache, or fetched with the chunks after it
     /// in one request: as many as the read wants up to `want_end` for a first or random read,
     /// twice as many as last time (up to `MAX_RUN`) when the section is being read in order.
+    /// A run stops before any chunk that is cached or already on its way, and a reader of a
+    /// chunk on its way waits for it, so nothing is fetched twice.
     fn chunk(&self, source: Source<'_>, start: u64, want_end: u64) -> FsResult<Arc<Vec<u8>>> {
         let k = key(source.message, source.section, source.transfer, start);
-        self.once(
-            Gate::Chunk(k.clone()),
-            || self.cache.get(&k),
-            || {
-                let wanted = want_end.saturating_sub(start).div_ceil(CHUNK).max(1);
-                let chunks = self.run_from(source, start, wanted);
-                let len = (chunks * CHUNK).min(source.len - start);
-                let data = self.store.fetch_section(
-                    &source.message.mailbox,
-                    source.message.validity,
-                    source.message.uid,
-                    source.section,
-                    source.transfer,
-                    Some(ByteRange { offset: start, len }),
-                )?;
-                if data.len() as u64 != len {
-                    return Err(StoreError::Protocol(format!(
-                        "the server sent {} bytes at {start} of a part it said has {}",
-                        data.len(),
-                        source.len
-                    ))
-                    .into());
+        loop {
+            if let Some(chunk) = self.cache.get(&k) {
+                return Ok(chunk);
+            }
+            let gate = {
+                let mut inflight = self.inflight.lock();
+                // A fetch that ended since the look above put its chunks in the cache before
+                // it left the in-flight table: look again under the table's lock.
+                if let Some(chunk) = self.cache.get(&k) {
+                    return Ok(chunk);
                 }
-                let mut first = None;
-                for (i, piece) in data.chunks(CHUNK as usize).enumerate() {
-                    let piece = Arc::new(piece.to_vec());
-                    let at = start + i as u64 * CHUNK;
-                    if i == 0 {
-                        first = Some(Arc::clone(&piece));
+                if let Some(gate) = inflight.get(&Gate::Chunk(k.clone())) {
+                    Err(Arc::clone(gate))
+                } else {
+                    let wanted = want_end.saturating_sub(start).div_ceil(CHUNK).max(1);
+                    let mut chunks = self.run_from(source, start, wanted);
+                    // Stop before a chunk someone else fetches or the cache holds.
+                    for i in 1..chunks {
+                        let next = key(
+                            source.message,
+                            source.section,
+                            source.transfer,
+                            start + i * CHUNK,
+                        );
+                        if inflight.contains_key(&Gate::Chunk(next.clone()))
+                            || self.cache.contains(&next)
+                        {
+                            chunks = i;
+                            break;
+                        }
                     }
-                    self.cache.insert(
-                        key(source.message, source.section, source.transfer, at),
-                        piece,
-                    );
+                    let gate = Arc::new(Mutex::new(()));
+                    let keys: Vec<ContentKey> = (0..chunks)
+                        .map(|i| {
+                            key(
+                                source.message,
+                                source.section,
+                                source.transfer,
+                                start + i * CHUNK,
+                            )
+                        })
+                        .collect();
+                    for k in &keys {
+                        inflight.insert(Gate::Chunk(k.clone()), Arc::clone(&gate));
+                    }
+                    Ok((gate, keys))
                 }
-                Ok(first.unwrap_or_default())
-            },
-        )
+            };
+            match gate {
+                Err(theirs) => {
+                    // Wait for the fetch under way, then look again.
+                    drop(theirs.lock());
+                }
+                Ok((gate, keys)) => {
+                    let held = gate.lock();
+                    let result = self.fetch_run(source, start, keys.len() as u64);
+                    let mut inflight = self.inflight.lock();
+                    for k in keys {
+                        inflight.remove(&Gate::Chunk(k));
+                    }
+                    drop(inflight);
+                    drop(held);
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Fetches `chunks` chunks from `start` in one request, keeps each in the cache, and
+    /// returns the first.
+    fn fetch_run(&self, source: Source<'_>, start: u64, chunks: u64) -> FsResult<Arc<Vec<u8>>> {
+        let len = (chunks * CHUNK).min(source.len - start);
+        let data = self.store.fetch_section(
+            &source.message.mailbox,
+            source.message.validity,
+            source.message.uid,
+            source.section,
+            source.transfer,
+            Some(ByteRange { offset: start, len }),
+        )?;
+        if data.len() as u64 != len {
+            return Err(StoreError::Protocol(format!(
+                "the server sent {} bytes at {start} of a part it said has {}",
+                data.len(),
+                source.len
+            ))
+            .into());
+        }
+        let mut first = None;
+        for (i, piece) in data.chunks(CHUNK as usize).enumerate() {
+            let piece = Arc::new(piece.to_vec());
+            let at = start + i as u64 * CHUNK;
+            if i == 0 {
+                first = Some(Arc::clone(&piece));
+            }
+            self.cache.insert(
+                key(source.message, source.section, source.transfer, at),
+                piece,
+            );
+        }
+        Ok(first.unwrap_or_default())
     }
 
     /// How many chunks to fetch from `start` (at least `wanted`), remembering the read.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
+use super::virtual_dirs::VirtualNode;
 use crate::mime::FileSpec;
 use crate::store::{MailboxId, Section, Uid, UidValidity};
 
@@ -51,6 +52,8 @@ pub enum Node {
     },
     /// A new file being written into a mailbox directory; it becomes a message on close.
     NewFile { dir_path: String, name: String },
+    /// A directory or file imapfs makes up (`virtual_dirs.rs`).
+    Virtual(VirtualNode),
     /// A message imapfs made from a file, shown as that file again in its mailbox.
     StoredFile {
         message: MessageRef,
@@ -69,6 +72,7 @@ pub enum NodeKey {
     File(MessageRef, Section, String),
     NewFile(String, String),
     StoredFile(MessageRef),
+    Virtual(VirtualNode),
 }
 
 impl Node {
@@ -85,6 +89,7 @@ impl Node {
             } => NodeKey::File(message.clone(), dir.clone(), name.clone()),
             Node::NewFile { dir_path, name } => NodeKey::NewFile(dir_path.clone(), name.clone()),
             Node::StoredFile { message, .. } => NodeKey::StoredFile(message.clone()),
+            Node::Virtual(v) => NodeKey::Virtual(v.clone()),
         }
     }
 
@@ -94,7 +99,7 @@ impl Node {
             Node::Message { message, .. }
             | Node::File { message, .. }
             | Node::StoredFile { message, .. } => Some(message),
-            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
+            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } | Node::Virtual(_) => None,
         }
     }
 
@@ -103,7 +108,7 @@ impl Node {
             Node::Message { message, .. }
             | Node::File { message, .. }
             | Node::StoredFile { message, .. } => Some(message),
-            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
+            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } | Node::Virtual(_) => None,
         }
     }
 }
@@ -216,7 +221,7 @@ impl InodeTable {
             Node::Mailbox { path } | Node::NewFile { dir_path: path, .. } => {
                 self.by_path.entry(path.clone()).or_default().push(ino)
             }
-            Node::Root => {}
+            Node::Root | Node::Virtual(_) => {}
         }
     }
 
@@ -246,7 +251,7 @@ impl InodeTable {
                     }
                 }
             }
-            Node::Root => {}
+            Node::Root | Node::Virtual(_) => {}
         }
     }
 

@@ -211,9 +211,11 @@ impl Fs {
                 }
                 self.exact_file(node)
             }
-            Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
-                Err(FsError::NotADirectory)
-            }
+            Node::Virtual(dir) if dir.is_dir() => self.resolve_virtual(&dir, name),
+            Node::File { .. }
+            | Node::NewFile { .. }
+            | Node::StoredFile { .. }
+            | Node::Virtual(_) => Err(FsError::NotADirectory),
         }
     }
 
@@ -233,7 +235,10 @@ impl Fs {
         }
         if virtual_dirs::is_reserved(name) {
             // Never a message, and no reason to ask the server for new mailboxes.
-            return Err(FsError::NotFound);
+            return match virtual_dirs::at_root(name).filter(|_| path.is_empty()) {
+                Some(node) => Ok(Node::Virtual(node)),
+                None => Err(FsError::NotFound),
+            };
         }
         if let Some(mailbox) = dir.selectable_id() {
             if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
@@ -341,9 +346,21 @@ impl Fs {
                 }
                 items
             }
-            Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
-                return Err(FsError::NotADirectory)
+            Node::Virtual(dir) if dir.is_dir() => {
+                let mut items = vec![
+                    DirItem::Dot { name: ".", ino },
+                    DirItem::Dot {
+                        name: "..",
+                        ino: ROOT,
+                    },
+                ];
+                items.extend(self.virtual_items(&dir)?);
+                items
             }
+            Node::File { .. }
+            | Node::NewFile { .. }
+            | Node::StoredFile { .. }
+            | Node::Virtual(_) => return Err(FsError::NotADirectory),
         };
         Ok(self.dirs.open(items))
     }

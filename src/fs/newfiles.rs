@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::inodes::{MessageRef, Node};
 use super::newmail::MessageSource;
+use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
 use crate::store::{MailboxId, NewMessage, StoreError};
 
@@ -210,6 +211,12 @@ impl Fs {
                 "{name:?} contains control characters"
             )));
         }
+        if let Ok(Node::Virtual(dir)) = self.node(parent) {
+            let node = self.create_note(&dir, name)?;
+            let reply = self.remember(node);
+            let ino = reply.attr.ino;
+            return Ok((reply, 0)).map(|(r, _)| (r, ino));
+        }
         let dir_path = self.mailbox_dir_path(parent)?;
         let tree = self.tree(false)?;
         let dir = tree.get(&dir_path).ok_or(FsError::NotFound)?;
@@ -376,9 +383,12 @@ impl Fs {
         }
     }
 
-    /// `write` into a new file.
+    /// `write` into a new file (or a trash note).
     pub fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.refuse_if_read_only()?;
+        if let Ok(Node::Virtual(VirtualNode::TrashNote { uid, name })) = self.node(ino) {
+            return self.write_note(uid, &name, offset, data);
+        }
         let (_, p) = self.new_file(ino).ok_or_else(|| {
             FsError::NotPermitted("existing messages and parts cannot be changed".into())
         })?;

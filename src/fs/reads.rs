@@ -3,6 +3,7 @@
 
 use super::content::{Source, SMALL_MESSAGE};
 use super::inodes::{MessageRef, Node};
+use super::virtual_dirs::VirtualNode;
 use super::walk::Walk;
 use super::{newmail, Fs, FsError, FsResult, OpenReply};
 use crate::mime::{self, Content};
@@ -75,7 +76,14 @@ impl Fs {
                     keep_cache: exact,
                 })
             }
-            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Err(FsError::IsADirectory),
+            Node::Virtual(VirtualNode::TrashNote { .. }) => Ok(OpenReply {
+                fh: 0,
+                direct_io: true,
+                keep_cache: false,
+            }),
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
+                Err(FsError::IsADirectory)
+            }
         }
     }
 
@@ -124,8 +132,11 @@ impl Fs {
             Node::StoredFile {
                 message, size: len, ..
             } => return self.read_stored_file(&message, len, offset, u64::from(size)),
+            Node::Virtual(VirtualNode::TrashNote { uid, name }) => {
+                return self.read_note(uid, &name, offset, size)
+            }
             Node::File { message, spec, .. } => (message, spec),
-            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => {
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
                 return Err(FsError::IsADirectory)
             }
         };

@@ -441,3 +441,66 @@ fn a_name_mv_gave_never_hides_a_listed_message() {
     assert!(read.ends_with(b"x\r\n"));
     assert_eq!(h.names(trash).unwrap(), ["1 old", "3 m"]);
 }
+
+/// A file manager's "Move to Trash" (GIO and the FreeDesktop trash rules): it finds the
+/// mount's `.Trash-<uid>`, writes a note into `info`, and renames the message into `files`.
+/// The message ends in the server's Trash, and no mailbox is created.
+#[test]
+fn a_file_manager_trash_moves_the_message_to_the_servers_trash() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    let mailboxes_before = h.store.list_mailboxes().unwrap().len();
+    let trash_dir = h.fs.lookup(ROOT, OsStr::new(".Trash-1000")).unwrap();
+    assert_eq!(trash_dir.attr.kind, Kind::Directory);
+    assert_eq!(trash_dir.attr.perm, 0o700);
+    assert_eq!(
+        errno(h.fs.mkdir(ROOT, OsStr::new(".Trash-1000"))),
+        libc::EEXIST
+    );
+    let files =
+        h.fs.lookup(trash_dir.attr.ino, OsStr::new("files"))
+            .unwrap()
+            .attr
+            .ino;
+    let info =
+        h.fs.lookup(trash_dir.attr.ino, OsStr::new("info"))
+            .unwrap()
+            .attr
+            .ino;
+    let note_name = format!("{name}.trashinfo");
+    let (note, fh) = h.fs.create(info, OsStr::new(&note_name)).unwrap();
+    let text = b"[Trash Info]\nPath=/INBOX/x\nDeletionDate=2026-12-04T12:00:00\n";
+    h.fs.write(note.attr.ino, fh, 0, text).unwrap();
+    h.fs.flush(note.attr.ino, fh).unwrap();
+    h.fs.release(note.attr.ino, fh).unwrap();
+    assert_eq!(
+        errno(h.fs.create(info, OsStr::new(&note_name))),
+        libc::EEXIST
+    );
+    assert_eq!(h.read_all(note.attr.ino).unwrap(), text);
+    h.fs.rename(
+        inbox,
+        OsStr::new(&name),
+        files,
+        OsStr::new(&name),
+        false,
+        false,
+    )
+    .unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    let trashed = h.stored("Trash");
+    assert_eq!(trashed.len(), 1);
+    assert_eq!(h.stored_raw("Trash", trashed[0].uid), sample.raw);
+    assert_eq!(h.store.list_mailboxes().unwrap().len(), mailboxes_before);
+    assert!(h.names(files).unwrap().is_empty());
+    assert_eq!(h.names(info).unwrap(), std::slice::from_ref(&note_name));
+    h.fs.unlink(info, OsStr::new(&note_name)).unwrap();
+    assert!(h.names(info).unwrap().is_empty());
+    // Not listed at the root, like .snapshot on filers.
+    assert!(!h
+        .names(ROOT)
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with(".Trash")));
+}
