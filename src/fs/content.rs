@@ -223,16 +223,21 @@ impl ContentFetcher {
     }
 
     /// Fetches `chunks` chunks from `start` in one request, keeps each in the cache, and
-    /// returns the first.
+    /// returns the first. A run that reaches the end asks for one byte more: a server whose
+    /// part is longer than it said sends it, and that is an error, not a cut-off file.
     fn fetch_run(&self, source: Source<'_>, start: u64, chunks: u64) -> FsResult<Arc<Vec<u8>>> {
         let len = (chunks * CHUNK).min(source.len - start);
+        let at_end = start + len == source.len;
         let data = self.store.fetch_section(
             &source.message.mailbox,
             source.message.validity,
             source.message.uid,
             source.section,
             source.transfer,
-            Some(ByteRange { offset: start, len }),
+            Some(ByteRange {
+                offset: start,
+                len: len + u64::from(at_end),
+            }),
         )?;
         if data.len() as u64 != len {
             return Err(StoreError::Protocol(format!(
