@@ -1,16 +1,18 @@
 //! In-memory `MailStore` for fast tests of the filesystem core: operation counters,
 //! injectable failures, and helpers that play "another client" changing the account.
 //!
-//! It answers as Dovecot 2.3 (Maildir `LAYOUT=fs`, separator `/`) answers the IMAP store:
-//! BODYSTRUCTURE, ENVELOPE subjects and `BODY[section]` bytes come from the raw message
-//! (`memory/mime.rs`, checked byte for byte against Dovecot 2.3.19), and mailbox changes
-//! follow Dovecot's rules (`memory/write.rs`). It is never a substitute for the real-server
-//! tests.
+//! It answers as Dovecot 2.3 (Maildir `LAYOUT=fs`, separator `/`) answers the IMAP store,
+//! each part of Dovecot in the file named after it: BODYSTRUCTURE and `BODY[section]` bytes
+//! come from its message parser (`memory/message_parser.rs`), which reads headers with its
+//! header parser (`memory/header_parser.rs`) and structured values with its RFC 822 and
+//! RFC 2231 parsers (`memory/rfc822_parser.rs`); mailbox changes follow its mailbox commands
+//! (`memory/mailbox_commands.rs`). Each was checked against Dovecot 2.3.19. It is never a
+//! substitute for the real-server tests.
 
-mod header;
-mod mime;
-mod params;
-mod write;
+mod header_parser;
+mod mailbox_commands;
+mod message_parser;
+mod rfc822_parser;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -18,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use self::mime::{Entity, SectionError};
+use self::message_parser::{Entity, SectionError};
 use super::imap::{convert, names};
 use super::{
     BodyPart, ByteRange, Capabilities, EventSink, Flag, MailStore, MailboxChange, MailboxId,
@@ -975,7 +977,7 @@ fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
 mod tests {
     use std::sync::Arc;
 
-    use super::mime::tests::{header, leaf};
+    use super::message_parser::tests::{header, leaf};
     use super::*;
     use crate::store::TransferEncoding;
 

@@ -1,9 +1,9 @@
-//! The commands that change the in-memory account (CREATE, DELETE, RENAME, STORE, MOVE,
-//! EXPUNGE, APPEND), answering as Dovecot 2.3 with Maildir `LAYOUT=fs` and separator `/`
-//! answers them (the answers were checked against it), mapped to errors as the IMAP store
-//! maps their response codes: `[CANNOT]` is `Invalid`, `[ALREADYEXISTS]` is
-//! `AlreadyExists`, `[NONEXISTENT]` and `[TRYCREATE]` are "no such mailbox" refusals, and
-//! any other `NO` is `Refused`.
+//! Dovecot 2.3's mailbox commands for the memory store: CREATE, DELETE, RENAME, STORE, MOVE,
+//! EXPUNGE and APPEND change the in-memory account as Dovecot with Maildir `LAYOUT=fs` and
+//! separator `/` changes a real one (the answers were checked against it). Refusals are
+//! mapped to errors as the IMAP store maps their response codes: `[CANNOT]` is `Invalid`,
+//! `[ALREADYEXISTS]` is `AlreadyExists`, `[NONEXISTENT]` and `[TRYCREATE]` are "no such
+//! mailbox" refusals, and any other `NO` is `Refused`.
 
 use std::time::SystemTime;
 
