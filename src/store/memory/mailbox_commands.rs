@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use super::{canonical_name, flag_list, validate_name, Mailbox, Message, State, INBOX};
+use super::{canonical_name, validate_name, Mailbox, Message, State, INBOX};
 use crate::store::{Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
 
 /// The hierarchy separator of the inbox namespace.
@@ -155,6 +155,19 @@ impl State {
         Ok(())
     }
 
+    /// The read-write `SELECT` the IMAP store makes before it changes a mailbox: it takes
+    /// the mailbox's `\Recent` flags, whatever comes next.
+    fn select_for_write(&mut self, name: &MailboxId, validity: UidValidity) -> StoreResult<()> {
+        self.selected(name, validity)?;
+        if let Some(mailbox) = self
+            .mailboxes
+            .get_mut(canonical_name(name.as_str()).as_str())
+        {
+            mailbox.claim_recent();
+        }
+        Ok(())
+    }
+
     /// `UID STORE uid FLAGS.SILENT (...)`: like the server, silent about a UID that is gone.
     pub(super) fn store_flags(
         &mut self,
@@ -163,10 +176,11 @@ impl State {
         uid: Uid,
         flags: &[Flag],
     ) -> StoreResult<()> {
-        self.selected(name, validity)?;
+        self.select_for_write(name, validity)?;
         let canonical = canonical_name(name.as_str());
         if let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) {
-            mailbox.replace_flags(uid, flag_list(flags.iter().map(Flag::as_str)));
+            let flags: Vec<&str> = flags.iter().map(Flag::as_str).collect();
+            mailbox.replace_flags(uid, &flags);
         }
         Ok(())
     }
@@ -204,6 +218,7 @@ impl State {
                 "neither MOVE nor UIDPLUS: a message cannot be moved safely".into(),
             ));
         }
+        self.select_for_write(from, validity)?;
         self.message(from, validity, uid)?;
         self.destination(to)?;
         let message = self.take_message(from, validity, uid)?;
@@ -225,6 +240,7 @@ impl State {
                     .into(),
             ));
         }
+        self.select_for_write(name, validity)?;
         self.take_message(name, validity, uid).map(drop)
     }
 
@@ -248,7 +264,7 @@ impl State {
         if raw.is_empty() {
             return Err(refused("Can't save a zero byte message"));
         }
-        let flags = flag_list(flags.iter().map(Flag::as_str));
+        let flags = flags.iter().map(|f| f.as_str().to_string()).collect();
         let date = internal_date.unwrap_or_else(SystemTime::now);
         let message = if binary {
             Message::new_binary(raw, flags, date)
