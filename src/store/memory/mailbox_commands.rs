@@ -168,7 +168,8 @@ impl State {
         Ok(())
     }
 
-    /// `UID STORE uid FLAGS.SILENT (...)`: like the server, silent about a UID that is gone.
+    /// `UID STORE uid FLAGS.SILENT (...)`. Dovecot says OK to a UID that is gone, but the
+    /// IMAP store looks for it first (`UID SEARCH`) and answers "no such message".
     pub(super) fn store_flags(
         &mut self,
         name: &MailboxId,
@@ -177,6 +178,7 @@ impl State {
         flags: &[Flag],
     ) -> StoreResult<()> {
         self.select_for_write(name, validity)?;
+        self.message(name, validity, uid)?;
         let canonical = canonical_name(name.as_str());
         if let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) {
             let flags: Vec<&str> = flags.iter().map(Flag::as_str).collect();
@@ -470,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn set_flags_replaces_and_ignores_missing_uids() {
+    fn set_flags_replaces_and_refuses_missing_uids() {
         let store = MemoryStore::new();
         let uid = store.add_message(INBOX, b"Subject: x\r\n\r\n", &["\\Seen"], UNIX_EPOCH);
         let validity = store.uid_validity(INBOX);
@@ -485,8 +487,11 @@ mod tests {
         .unwrap();
         let listing = store.list_messages(&name(INBOX)).unwrap();
         assert_eq!(listing.messages[0].flags, ["\\Flagged", "$Work"]);
-        // A UID that is gone: the server says OK, so does the store.
-        MailStore::set_flags(&store, &name(INBOX), validity, Uid(99), &flags(&["\\Seen"])).unwrap();
+        // A UID that is gone: Dovecot would say OK, but the IMAP store looks first.
+        assert!(matches!(
+            MailStore::set_flags(&store, &name(INBOX), validity, Uid(99), &flags(&["\\Seen"])),
+            Err(StoreError::NoSuchMessage { uid: Uid(99), .. })
+        ));
         assert!(matches!(
             MailStore::set_flags(&store, &name(INBOX), UidValidity(0), uid, &[]),
             Err(StoreError::UidValidityChanged { .. })
