@@ -780,8 +780,10 @@ impl MailStore for MemoryStore {
         let found = mailbox
             .messages
             .iter()
+            // `SEARCH HEADER` matches a substring, without regard to case (RFC 3501 §6.4.4).
             .filter(|(_, m)| {
-                header_value(&m.raw, "message-id").is_some_and(|v| v.trim() == message_id)
+                header_value(&m.raw, "message-id")
+                    .is_some_and(|v| v.to_lowercase().contains(&message_id.to_lowercase()))
             })
             .filter_map(|(&uid, _)| mailbox.meta(uid, state.recent_reported))
             .collect();
@@ -1454,6 +1456,22 @@ mod tests {
         store.add_message("Archive", b"Subject: 3\r\n\r\n", &[], at(0));
         let fresh = store.list_messages(&archive).unwrap().messages;
         assert_eq!(fresh[0].flags, ["\\Recent"]);
+    }
+
+    #[test]
+    fn message_ids_are_found_as_search_header_finds_them() {
+        let store = MemoryStore::new();
+        let raw = b"Subject: x\r\nMessage-ID: <Abc.1@Example.org>\r\n\r\nbody\r\n";
+        let uid = store.add_message(INBOX_NAME, raw, &[], at(0));
+        store.add_message(INBOX_NAME, b"Subject: no id\r\n\r\n", &[], at(0));
+        let found = |id: &str| -> Vec<Uid> {
+            let (_, metas) = store.find_by_message_id(&inbox(), id).unwrap();
+            metas.into_iter().map(|m| m.uid).collect()
+        };
+        assert_eq!(found("<Abc.1@Example.org>"), [uid]);
+        assert_eq!(found("abc.1@example.ORG"), [uid], "a substring, any case");
+        assert!(found("<Abc.2@Example.org>").is_empty());
+        assert_eq!(store.count(Op::Search), 3);
     }
 
     #[test]
