@@ -6,8 +6,9 @@
 //! come from its message parser (`memory/message_parser.rs`), which reads headers with its
 //! header parser (`memory/header_parser.rs`) and structured values with its RFC 822 and
 //! RFC 2231 parsers (`memory/rfc822_parser.rs`); mailbox changes follow its mailbox commands
-//! (`memory/mailbox_commands.rs`). Each was checked against Dovecot 2.3.19. It is never a
-//! substitute for the real-server tests.
+//! (`memory/mailbox_commands.rs`); flags are kept as its mail index keeps them
+//! (`memory/mail_index.rs`). `store/conformance.rs` checks the answers against Dovecot
+//! 2.3.19 through the `MailStore` trait. It is never a substitute for the real-server tests.
 
 mod header_parser;
 mod mail_index;
@@ -287,6 +288,7 @@ impl MemoryStore {
     }
 
     /// Append a message as another client would, and return its UID (the mailbox's next).
+    /// That client has not selected the mailbox, so the message is `\Recent`.
     ///
     /// The bytes are kept as Dovecot's Maildir keeps and serves them: bare LF becomes CRLF
     /// (a CR before a CRLF and a CR at the very end are lost) and NUL becomes 0x80, so a
