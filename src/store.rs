@@ -4,6 +4,8 @@
 //! and `store/memory.rs` in memory for tests. UIDs and UIDVALIDITY are distinct newtypes;
 //! message sequence numbers never leave the IMAP module.
 
+#[cfg(test)]
+mod conformance;
 pub mod imap;
 #[cfg(any(test, feature = "memory-store"))]
 pub mod memory;
