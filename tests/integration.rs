@@ -13,5 +13,6 @@ mod integration {
     mod hostile;
     mod read_path;
     mod soak;
+    mod tools;
     mod write_path;
 }

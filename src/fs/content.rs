@@ -15,7 +15,7 @@ use super::errors::FsResult;
 use super::inodes::MessageRef;
 use crate::cache::memory::ByteLru;
 use crate::cache::{ContentCache, ContentKey};
-use crate::mime::{self, Content};
+use crate::mime::{self, Base64Lines, Content};
 use crate::store::{ByteRange, MailStore, MailboxId, Section, StoreError, Transfer, UidValidity};
 
 /// Content is cached in aligned chunks of this size (a first read of a few kilobytes moves
@@ -58,6 +58,9 @@ pub struct Source<'a> {
     pub transfer: Transfer,
     /// The exact length the kernel was told: a server that sends more or less is an error.
     pub len: u64,
+    /// Decoded here rather than by the server (no BINARY): the base64 part's line layout,
+    /// which maps each decoded range to the stored bytes that hold it.
+    pub decode: Option<Base64Lines>,
 }
 
 /// Fetches content through the cache, one fetch per key at a time.
@@ -228,17 +231,10 @@ impl ContentFetcher {
     fn fetch_run(&self, source: Source<'_>, start: u64, chunks: u64) -> FsResult<Arc<Vec<u8>>> {
         let len = (chunks * CHUNK).min(source.len - start);
         let at_end = start + len == source.len;
-        let data = self.store.fetch_section(
-            &source.message.mailbox,
-            source.message.validity,
-            source.message.uid,
-            source.section,
-            source.transfer,
-            Some(ByteRange {
-                offset: start,
-                len: len + u64::from(at_end),
-            }),
-        )?;
+        let data = match source.decode {
+            Some(lines) => self.fetch_decoded_window(source, lines, start, len)?,
+            None => self.fetch_range(source, start, len + u64::from(at_end))?,
+        };
         if data.len() as u64 != len {
             return Err(StoreError::Protocol(format!(
                 "the server sent {} bytes at {start} of a part it said has {}",
@@ -260,6 +256,44 @@ impl ContentFetcher {
             );
         }
         Ok(first.unwrap_or_default())
+    }
+
+    /// `len` bytes of `source` from `start`, as the server sends them.
+    fn fetch_range(&self, source: Source<'_>, start: u64, len: u64) -> FsResult<Vec<u8>> {
+        Ok(self.store.fetch_section(
+            &source.message.mailbox,
+            source.message.validity,
+            source.message.uid,
+            source.section,
+            source.transfer,
+            Some(ByteRange { offset: start, len }),
+        )?)
+    }
+
+    /// Decoded bytes `[start, start+len)` of a base64 part, from the stored bytes that hold
+    /// them (a window a little larger than the range, never the whole part).
+    fn fetch_decoded_window(
+        &self,
+        source: Source<'_>,
+        lines: Base64Lines,
+        start: u64,
+        len: u64,
+    ) -> FsResult<Vec<u8>> {
+        let (from, to, origin) = lines.encoded_window(start, start + len);
+        let stored = self.store.fetch_section(
+            &source.message.mailbox,
+            source.message.validity,
+            source.message.uid,
+            source.section,
+            Transfer::Encoded,
+            Some(ByteRange {
+                offset: from,
+                len: to - from,
+            }),
+        )?;
+        let decoded = mime::decode_base64(&stored);
+        let skip = (start - origin) as usize;
+        Ok(decoded.into_iter().skip(skip).take(len as usize).collect())
     }
 
     /// How many chunks to fetch from `start` (at least `wanted`), remembering the read.

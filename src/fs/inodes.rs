@@ -45,7 +45,7 @@ pub enum Node {
         message: MessageRef,
         dir: Section,
         name: String,
-        spec: FileSpec,
+        spec: Box<FileSpec>,
         mtime: SystemTime,
         /// The exact size once the content has been rendered.
         known_size: Option<u64>,

@@ -60,7 +60,7 @@ pub(super) fn entry_node(
             message: message.clone(),
             dir: dir.clone(),
             name: entry.name.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             mtime,
             known_size: None,
         },

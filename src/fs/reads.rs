@@ -103,6 +103,7 @@ impl Fs {
                 section: &section,
                 transfer: Transfer::Decoded,
                 len: size,
+                decode: None,
             };
             return self.content.read(source, offset, want);
         }
@@ -146,8 +147,11 @@ impl Fs {
             Content::Raw => Some(Transfer::Encoded),
             Content::Decoded(encoding) if mime::is_identity(encoding) => Some(Transfer::Encoded),
             Content::Decoded(_) if self.store.capabilities().binary => Some(Transfer::Decoded),
+            // Decoded here, from the stored bytes that hold each range.
+            Content::Decoded(_) if spec.lines.is_some() => Some(Transfer::Decoded),
             Content::Decoded(_) | Content::Text { .. } => None,
         };
+        let decode = spec.lines.filter(|_| !self.store.capabilities().binary);
         if let (Some(transfer), true) = (ranged, spec.exact_size) {
             if offset == 0 && spec.section.is_whole() {
                 self.read_ahead_messages(&message);
@@ -157,6 +161,7 @@ impl Fs {
                 section: &spec.section,
                 transfer,
                 len: spec.size_hint,
+                decode,
             };
             return self.content.read(source, offset, size);
         }
@@ -164,6 +169,15 @@ impl Fs {
         let data = self
             .content
             .rendered(&message, &spec.section, &spec.content, binary)?;
+        if spec.exact_size && data.len() as u64 != spec.size_hint {
+            // The size the kernel was told came from the part's end and line width; the
+            // part does not keep to it. An error, never a file of another length.
+            return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                "the part decodes to {} bytes, not the {} its encoding showed",
+                data.len(),
+                spec.size_hint
+            ))));
+        }
         self.inodes.lock().set_known_size(ino, data.len() as u64);
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)

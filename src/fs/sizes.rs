@@ -2,7 +2,8 @@
 //! after `stat`. A transfer-encoded part's size comes from the server (`BINARY.SIZE`) with
 //! its message directory; a text body's (its charset conversion changes it) from the body
 //! itself, fetched with the directory when it is small and rendered at its first lookup
-//! otherwise. Without BINARY, the sizes of encoded attachments stay estimates.
+//! otherwise. Without BINARY, a base64 part's size follows from its last bytes and its
+//! line width; a quoted-printable attachment's stays an estimate (read with direct I/O).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use super::inodes::{MessageRef, Node};
 use super::{Fs, FsResult};
 use crate::mime::{self, Content, Entry, EntryKind, FileSpec};
-use crate::store::{MailboxId, PartItem, PartValue, Transfer, Uid, UidValidity};
+use crate::store::{
+    ByteRange, MailboxId, PartItem, PartValue, Transfer, TransferEncoding, Uid, UidValidity,
+};
 
 /// Text bodies up to this size (decoded, estimated) come with their message directory.
 pub const TEXT_PREFETCH: u64 = 64 << 10;
@@ -27,6 +30,9 @@ fn specs_mut(entries: &mut [Entry]) -> Vec<&mut FileSpec> {
     out
 }
 
+/// How much of the end of a base64 part tells its decoded size (two full lines and more).
+const BASE64_TAIL: u64 = 240;
+
 /// What to ask for `spec` to know its size, if anything.
 fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
     if spec.exact_size {
@@ -34,6 +40,18 @@ fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
     }
     match &spec.content {
         Content::Decoded(_) if binary => Some(PartItem::DecodedSize(spec.section.clone())),
+        // Without BINARY, the end of a base64 part gives its decoded size.
+        Content::Decoded(TransferEncoding::Base64) if spec.stored_size > 0 => {
+            let len = spec.stored_size.min(BASE64_TAIL);
+            Some(PartItem::Bytes {
+                section: spec.section.clone(),
+                transfer: Transfer::Encoded,
+                range: Some(ByteRange {
+                    offset: spec.stored_size - len,
+                    len,
+                }),
+            })
+        }
         Content::Text { .. } if spec.size_hint <= TEXT_PREFETCH => Some(PartItem::Bytes {
             section: spec.section.clone(),
             transfer: if binary {
@@ -97,6 +115,15 @@ impl Fs {
                     Some(PartValue::Size(size)) => {
                         spec.size_hint = size;
                         spec.exact_size = true;
+                    }
+                    Some(PartValue::Bytes(tail))
+                        if !matches!(spec.content, Content::Text { .. }) =>
+                    {
+                        if let Some(lines) = mime::base64_lines(spec.stored_size, &tail) {
+                            spec.size_hint = lines.decoded_len;
+                            spec.exact_size = true;
+                            spec.lines = Some(lines);
+                        }
                     }
                     Some(PartValue::Bytes(bytes)) => {
                         let rendered = if binary {
