@@ -21,6 +21,7 @@ pub mod newfiles;
 pub mod newmail;
 pub mod reads;
 pub mod sizes;
+pub mod spool;
 pub mod virtual_dirs;
 pub mod walk;
 pub mod xattr;

@@ -12,6 +12,7 @@ mod integration {
     mod faults;
     mod hostile;
     mod read_path;
+    mod reliability;
     mod soak;
     mod tools;
     mod write_path;

@@ -110,6 +110,16 @@ impl Fs {
                 });
             }
             out.push(Invalidation::Inode { ino: parent });
+            if change.validity_changed {
+                // Pages the kernel keeps of the old mailbox's files must not be served
+                // again: the next read comes here, and is ESTALE.
+                out.extend(
+                    inodes
+                        .message_inodes(mailbox)
+                        .into_iter()
+                        .map(|ino| Invalidation::Inode { ino }),
+                );
+            }
         }
         for invalidation in out {
             self.invalidations.send(invalidation);

@@ -344,6 +344,11 @@ impl MetadataCache {
         change
     }
 
+    /// The UIDVALIDITY of the mailbox as last listed.
+    pub fn validity(&self, mailbox: &MailboxId) -> Option<UidValidity> {
+        self.inner.lock().listings.get(mailbox).map(|l| l.validity)
+    }
+
     /// A listed message's metadata.
     pub fn message(&self, message: &MessageRef) -> Option<MessageMeta> {
         let inner = self.inner.lock();

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::inodes::{MessageRef, Node};
 use super::newmail::MessageSource;
+use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
 use crate::store::{MailboxId, NewMessage, StoreError};
@@ -171,6 +172,19 @@ impl NewFiles {
     }
 }
 
+impl Drop for NewFiles {
+    /// At unmount, the files that were only ever local (temporary, hidden, empty) go with
+    /// the mount; anything meant to be stored and not stored stays in the spool.
+    fn drop(&mut self) {
+        for file in self.files.get_mut().values() {
+            let local = name_kind(&file.name()) != NameKind::Stored || file.size() == 0;
+            if local && *file.state.lock() == State::Dirty {
+                let _ = std::fs::remove_file(&file.spool);
+            }
+        }
+    }
+}
+
 static SPOOL_SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// An error of the spool file: ENOSPC when the disk is full, else EIO.
@@ -309,8 +323,10 @@ impl Fs {
         Ok(())
     }
 
-    /// Removes a new file's spool copy (its bytes stay readable through the open file).
+    /// Removes a new file's spool copy (its bytes stay readable through the open file) and
+    /// any note about sending it.
     fn drop_spool(&self, file: &NewFile) {
+        let _ = std::fs::remove_file(note_path(&file.spool));
         let _ = std::fs::remove_file(&file.spool);
     }
 
@@ -487,6 +503,29 @@ impl Fs {
             .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
         let len = source.byte_len();
         let binary = source.binary();
+        let sending = Sending {
+            mailbox: file.mailbox.clone(),
+            name: name.clone(),
+            message_len: len,
+            internal_date: mtime,
+            message_id: source.message_id().map(str::to_string),
+            file_size: file.size(),
+            mtime,
+        };
+        // A note first, so a crash during the APPEND neither loses the message nor, on
+        // recovery, stores it twice. An earlier attempt that may have landed is looked for.
+        if let Some(previous) = Sending::read(&note_path(&file.spool)) {
+            if self.already_stored(&previous).unwrap_or(false) {
+                tracing::info!(mailbox = %file.mailbox, name, "an earlier attempt stored it after all");
+                let _ = std::fs::remove_file(note_path(&file.spool));
+                *file.state.lock() = State::Stored(None);
+                self.drop_spool(file);
+                return Ok(());
+            }
+        }
+        sending
+            .record(&file.spool)
+            .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
         let appended = self.store.append(
             &file.mailbox,
             NewMessage {
@@ -507,6 +546,7 @@ impl Fs {
                 });
                 tracing::info!(mailbox = %file.mailbox, name, ?message, bytes = len, "stored new file");
                 *file.state.lock() = State::Stored(message.clone());
+                let _ = std::fs::remove_file(note_path(&file.spool));
                 self.drop_spool(file);
                 let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
                 for old in superseded
@@ -518,6 +558,14 @@ impl Fs {
                 Ok(())
             }
             Err(e) => {
+                // A refusal landed nothing; a broken connection may have: keep the note so
+                // the next attempt (or the next mount) looks before sending again.
+                if !matches!(
+                    e,
+                    StoreError::Connection(_) | StoreError::Timeout(_) | StoreError::Interrupted
+                ) {
+                    let _ = std::fs::remove_file(note_path(&file.spool));
+                }
                 tracing::error!(mailbox = %file.mailbox, name, spool = %file.spool.display(), error = %e,
                     "APPEND failed; the written bytes are kept in the spool file");
                 *file.state.lock() = State::Failed(e.to_string());

@@ -141,6 +141,19 @@ impl Fs {
                 return Err(FsError::IsADirectory)
             }
         };
+        // A handle on a message of a mailbox since recreated: its bytes are another
+        // mailbox's now, even where they are still cached.
+        if let Some(now) = self.metadata.validity(&message.mailbox) {
+            if now != message.validity {
+                return Err(FsError::Store(
+                    crate::store::StoreError::UidValidityChanged {
+                        mailbox: message.mailbox.clone(),
+                        expected: message.validity,
+                        actual: now,
+                    },
+                ));
+            }
+        }
         let size = u64::from(size);
         // Ranged reads of what the server can give as the file shows it.
         let ranged = match &spec.content {

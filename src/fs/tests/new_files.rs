@@ -296,3 +296,60 @@ fn removing_a_stored_file_deletes_its_message() {
     assert_eq!(h.stored("Trash").len(), 1);
     assert!(h.names(inbox).unwrap().is_empty());
 }
+
+/// What a killed imapfs left in the spool: a file without a note is reported and kept; a
+/// noted APPEND that landed is not sent again; one that did not land is sent, once.
+#[test]
+fn a_later_mount_stores_what_a_killed_one_was_sending_exactly_once() {
+    use crate::fs::spool::Sending;
+    let h = Harness::new();
+    let spool = h.spool.path();
+    let dead = |name: &str| spool.join(format!("999999999-1-0-{name}"));
+    // Cut during writing: no note.
+    std::fs::write(dead("half.txt"), b"half written").unwrap();
+    // Cut during APPEND, and the server never got it.
+    std::fs::write(dead("lost.txt"), b"lost bytes").unwrap();
+    let mtime = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let note = |name: &str, message_id: &str, len: u64| Sending {
+        mailbox: MailboxId::new("INBOX"),
+        name: name.into(),
+        message_len: len,
+        internal_date: mtime,
+        message_id: Some(message_id.into()),
+        file_size: 10,
+        mtime,
+    };
+    note("lost.txt", "<never@there>", 999)
+        .record(&dead("lost.txt"))
+        .unwrap();
+    // Cut after the server stored it.
+    let landed = plain_message("landed", "x");
+    std::fs::write(dead("landed.eml"), &landed).unwrap();
+    h.store.add_message("INBOX", &landed, &[], mtime);
+    note("landed.eml", "<landed@x>", landed.len() as u64)
+        .record(&dead("landed.eml"))
+        .unwrap();
+
+    let report = h.fs.recover_spool();
+    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(h.count(Op::Append), 1, "only the lost one is sent");
+    let stored = h.stored("INBOX");
+    let subjects: Vec<String> = stored
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.subject.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(subjects, ["landed", "lost.txt"]);
+    assert_eq!(stored[1].internal_date, mtime);
+    let left: Vec<String> = std::fs::read_dir(spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["999999999-1-0-half.txt"],
+        "only the unfinished file stays"
+    );
+    // A second mount finds nothing more to do.
+    let again = h.fs.recover_spool();
+    assert_eq!(h.count(Op::Append), 1, "{again:?}");
+}
