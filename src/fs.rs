@@ -224,11 +224,22 @@ impl Fs {
     /// Attributes of `node` (which has, or will have, inode `ino`).
     fn attr_of(&self, ino: u64, node: &Node) -> AttrReply {
         match node {
-            Node::Root | Node::Mailbox { .. } => AttrReply {
+            Node::Root => AttrReply {
                 attr: self.dir_attr(ino, UNIX_EPOCH),
                 ttl: TTL_VOLATILE,
                 entry_ttl: TTL_VOLATILE,
             },
+            // A followed mailbox stays true until a report invalidates it: long TTLs. Its
+            // mtime is when its contents last changed, so the kernel drops a cached
+            // listing of it when that changes.
+            Node::Mailbox { path } => {
+                let (mtime, ttl) = self.mailbox_dir_state(path);
+                AttrReply {
+                    attr: self.dir_attr(ino, mtime),
+                    ttl,
+                    entry_ttl: ttl,
+                }
+            }
             // A message never changes for its UIDVALIDITY and UID, so its attributes and
             // the names inside it are final. Its own name is not: the message can vanish, or
             // the mailbox be recreated with another message under the same name.
@@ -292,6 +303,24 @@ impl Fs {
                 }
             }
         }
+    }
+
+    /// A mailbox directory's mtime, and how long the kernel may trust what it knows of it.
+    fn mailbox_dir_state(&self, path: &str) -> (SystemTime, Duration) {
+        let id = self
+            .metadata
+            .tree(None)
+            .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()));
+        let Some(id) = id else {
+            return (UNIX_EPOCH, TTL_VOLATILE);
+        };
+        let mtime = self.metadata.changed(&id).unwrap_or(UNIX_EPOCH);
+        let ttl = if self.store.is_followed(&id) {
+            TTL_FINAL
+        } else {
+            TTL_VOLATILE
+        };
+        (mtime, ttl)
     }
 
     /// The node behind an inode the kernel holds.

@@ -41,6 +41,9 @@ struct Listed {
 struct Listing {
     validity: UidValidity,
     version: Option<MailboxVersion>,
+    /// When what the mailbox holds last changed, as far as this mount knows: its
+    /// directory's mtime (the kernel drops a cached listing when it changes).
+    changed: SystemTime,
     messages: BTreeMap<Uid, Listed>,
     /// File names of file-born messages: the newest message of each name.
     files: BTreeMap<String, Uid>,
@@ -79,6 +82,8 @@ pub struct ListingChange {
     pub removed: Vec<(String, MessageRef)>,
     /// Whether messages arrived.
     pub arrived: bool,
+    /// Messages whose flags changed.
+    pub flagged: Vec<MessageRef>,
     /// How many messages the listing holds now.
     pub size: usize,
 }
@@ -194,8 +199,15 @@ impl MetadataCache {
 
     // ---- listings -------------------------------------------------------------------------
 
-    /// How to have a listing of `mailbox` at most `max_age` old (`None`: any listing).
-    pub fn plan_listing(&self, mailbox: &MailboxId, max_age: Option<Duration>) -> ListingPlan {
+    /// How to have a listing of `mailbox` at most `max_age` old (`None`: any listing). A
+    /// `followed` mailbox's listing is kept true by the store's reports: it is always
+    /// fresh unless this mount changed the mailbox since.
+    pub fn plan_listing(
+        &self,
+        mailbox: &MailboxId,
+        max_age: Option<Duration>,
+        followed: bool,
+    ) -> ListingPlan {
         let now = self.clock.now();
         let inner = self.inner.lock();
         let ticket = inner.ticket(mailbox);
@@ -204,6 +216,7 @@ impl MetadataCache {
         };
         let fresh = match max_age {
             None => true,
+            Some(_) if followed => !listing.stale,
             Some(age) => !listing.stale && now.saturating_duration_since(listing.fetched) < age,
         };
         match (fresh, listing.stale, listing.version) {
@@ -273,9 +286,14 @@ impl MetadataCache {
         }
         // A change made here while the listing was on its way may be missing from it.
         let stale = inner.ticket(mailbox) != ticket;
+        let changed = match inner.listings.get(mailbox) {
+            Some(old) if change.removed.is_empty() && !change.arrived => old.changed,
+            _ => SystemTime::now(),
+        };
         let mut listing = Listing {
             validity: fresh.uid_validity,
             version: fresh.version,
+            changed,
             messages,
             files: BTreeMap::new(),
             fetched: now,
@@ -335,13 +353,26 @@ impl MetadataCache {
         for (uid, flags) in &reported.flags {
             if let Some(entry) = listing.messages.get_mut(uid) {
                 entry.meta.flags = flags.clone();
+                change.flagged.push(MessageRef {
+                    mailbox: reported.mailbox.clone(),
+                    validity: listing.validity,
+                    uid: *uid,
+                });
             }
         }
         // The version held no longer describes the listing.
         listing.version = None;
         listing.index_files();
+        if change.arrived || !change.removed.is_empty() {
+            listing.changed = SystemTime::now();
+        }
         change.size = listing.messages.len();
         change
+    }
+
+    /// When what `mailbox` holds last changed (its directory's mtime), if it was listed.
+    pub fn changed(&self, mailbox: &MailboxId) -> Option<SystemTime> {
+        self.inner.lock().listings.get(mailbox).map(|l| l.changed)
     }
 
     /// The UIDVALIDITY of the mailbox as last listed.
@@ -523,6 +554,7 @@ impl MetadataCache {
             if listing.validity == message.validity {
                 listing.messages.remove(&message.uid);
                 listing.index_files();
+                listing.changed = SystemTime::now();
             }
         }
         if let Some(aliases) = inner.aliases.get_mut(&message.mailbox) {
@@ -566,6 +598,7 @@ impl MetadataCache {
             meta.uid = new.uid;
             listing.messages.insert(new.uid, listed(meta));
             listing.index_files();
+            listing.changed = SystemTime::now();
         }
         if let Some(name) = new_name {
             inner
@@ -676,29 +709,48 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let cache = MetadataCache::new(clock.clone());
         let inbox = MailboxId::new("INBOX");
-        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None) else {
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
             panic!("nothing listed yet")
         };
         cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
         assert_eq!(
-            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), false),
             ListingPlan::Use
         );
         clock.advance(LISTING_FRESH);
         assert!(matches!(
-            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), false),
             ListingPlan::Relist { .. }
         ));
-        assert_eq!(cache.plan_listing(&inbox, None), ListingPlan::Use);
+        assert_eq!(cache.plan_listing(&inbox, None, false), ListingPlan::Use);
 
         // A listing under way while this mount changed the mailbox is kept, but stale.
-        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, Some(LISTING_FRESH)) else {
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, Some(LISTING_FRESH), false)
+        else {
             panic!()
         };
         cache.mark_stale(&inbox);
         cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
         assert!(matches!(
-            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), false),
+            ListingPlan::Relist { .. }
+        ));
+    }
+
+    #[test]
+    fn a_followed_listing_stays_fresh_until_this_mount_changes_the_mailbox() {
+        let clock = Arc::new(ManualClock::new());
+        let cache = MetadataCache::new(clock.clone());
+        let inbox = MailboxId::new("INBOX");
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ChangeTicket(0));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), true),
+            ListingPlan::Use
+        );
+        cache.mark_stale(&inbox);
+        assert!(matches!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), true),
             ListingPlan::Relist { .. }
         ));
     }
@@ -707,7 +759,7 @@ mod tests {
     fn names_resolve_by_uid_and_exact_name() {
         let cache = MetadataCache::new(Arc::new(ManualClock::new()));
         let inbox = MailboxId::new("INBOX");
-        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None) else {
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
             panic!()
         };
         cache.install_listing(&inbox, listing(7, vec![meta(3, "hello")]), ticket);

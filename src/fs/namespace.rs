@@ -77,6 +77,7 @@ impl Fs {
 
     /// The mailbox tree: any held (`refresh` false), or one at most `TREE_FRESH` old.
     pub(super) fn tree(&self, refresh: bool) -> FsResult<Arc<MailboxTree>> {
+        let refresh = refresh && !self.store.is_list_followed();
         if let Some(tree) = self.metadata.tree(refresh.then_some(TREE_FRESH)) {
             return Ok(tree);
         }
@@ -93,7 +94,8 @@ impl Fs {
         mailbox: &MailboxId,
         max_age: Option<Duration>,
     ) -> FsResult<()> {
-        let ticket = match self.metadata.plan_listing(mailbox, max_age) {
+        let followed = self.store.is_followed(mailbox);
+        let ticket = match self.metadata.plan_listing(mailbox, max_age, followed) {
             ListingPlan::Use => return Ok(()),
             ListingPlan::CheckVersion { known, ticket } => {
                 if self.store.mailbox_version(mailbox)? == Some(known)
@@ -107,7 +109,10 @@ impl Fs {
         };
         let fresh = self.store.list_messages(mailbox)?;
         let validity = fresh.uid_validity;
+        let version = fresh.version;
         let change = self.metadata.install_listing(mailbox, fresh, ticket);
+        // From this state on, the store reports the mailbox's changes (where it can).
+        self.store.follow(mailbox, version);
         if change.validity_changed {
             self.content.retain_validity(mailbox, validity);
         }
@@ -367,9 +372,22 @@ impl Fs {
 
     /// Whether the kernel may keep an open directory's entries across opens: true for
     /// message directories, whose contents never change (hiding a file with `rm` is seen by
-    /// the kernel itself).
+    /// the kernel itself), and for mailboxes the store follows (a change bumps the
+    /// directory's mtime and invalidates it, which drops the kernel's copy).
     pub fn dir_is_final(&self, ino: u64) -> bool {
-        matches!(self.node(ino), Ok(Node::Message { .. }))
+        match self.node(ino) {
+            Ok(Node::Message { .. }) => true,
+            Ok(Node::Mailbox { path }) => self.followed_path(&path),
+            _ => false,
+        }
+    }
+
+    /// Whether the mailbox shown at `path` is followed by the store (kept true by reports).
+    pub(super) fn followed_path(&self, path: &str) -> bool {
+        self.metadata
+            .tree(None)
+            .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()))
+            .is_some_and(|id| self.store.is_followed(&id))
     }
 
     fn mailbox_dir_items(&self, ino: u64, path: &str) -> FsResult<Vec<DirItem>> {

@@ -98,6 +98,8 @@ pub struct MemoryStore {
 struct State {
     /// Where remote changes are reported, once a watcher is set.
     sink: Option<EventSink>,
+    /// Mailboxes followed (reported on) since `follow`, while a watcher is set.
+    followed: BTreeSet<String>,
     /// A hook run once after the next call of an operation has its answer, before the
     /// answer is returned (to interleave "another thread" deterministically).
     after: Vec<(Op, Box<dyn FnOnce() + Send>)>,
@@ -240,6 +242,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         let mut state = State {
             sink: None,
+            followed: BTreeSet::new(),
             after: Vec::new(),
             mailboxes: BTreeMap::new(),
             next_validity: 1,
@@ -895,6 +898,24 @@ impl MailStore for MemoryStore {
 
     fn watch(&self, sink: EventSink) {
         self.state.lock().sink = Some(sink);
+    }
+
+    /// A store with a watcher reports every change of a followed mailbox (its remote-change
+    /// helpers do), as NOTIFY does.
+    fn follow(&self, mailbox: &MailboxId, _known: Option<MailboxVersion>) {
+        let mut state = self.state.lock();
+        if state.sink.is_some() {
+            state.followed.insert(canonical_name(mailbox.as_str()));
+        }
+    }
+
+    fn is_followed(&self, mailbox: &MailboxId) -> bool {
+        let state = self.state.lock();
+        state.sink.is_some() && state.followed.contains(&canonical_name(mailbox.as_str()))
+    }
+
+    fn is_list_followed(&self) -> bool {
+        self.state.lock().sink.is_some()
     }
 }
 
