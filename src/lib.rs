@@ -7,5 +7,6 @@ pub mod fs;
 pub mod fuse;
 pub mod mime;
 pub mod run;
+pub mod search;
 pub mod secret;
 pub mod store;
