@@ -20,6 +20,7 @@ pub mod namespace;
 pub mod newfiles;
 pub mod newmail;
 pub mod reads;
+pub mod searches;
 pub mod sizes;
 pub mod spool;
 pub mod virtual_dirs;
@@ -67,6 +68,7 @@ pub struct StatFs {
 pub enum Kind {
     Directory,
     File,
+    Symlink,
 }
 
 /// Attributes of a node, as the kernel needs them.
@@ -163,6 +165,8 @@ pub struct Fs {
     walks: WalkDetector,
     /// Notes written into the mount's trash directories.
     notes: TrashNotes,
+    /// Kept search results.
+    searches: searches::SearchResults,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` so far.
@@ -189,6 +193,7 @@ impl Fs {
             hidden: Mutex::new(HashSet::new()),
             walks: WalkDetector::default(),
             notes: TrashNotes::default(),
+            searches: searches::SearchResults::default(),
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
@@ -265,6 +270,24 @@ impl Fs {
                     attr: self.file_attr(ino, size, mtime),
                     ttl: Duration::ZERO,
                     entry_ttl: Duration::ZERO,
+                }
+            }
+            Node::Virtual(VirtualNode::Hit {
+                from_root,
+                mailbox,
+                name,
+                mtime,
+                ..
+            }) => {
+                let target = searches::hit_target(*from_root, mailbox, name);
+                AttrReply {
+                    attr: Attr {
+                        kind: Kind::Symlink,
+                        perm: 0o777,
+                        ..self.file_attr(ino, target.len() as u64, *mtime)
+                    },
+                    ttl: TTL_VOLATILE,
+                    entry_ttl: TTL_VOLATILE,
                 }
             }
             Node::Virtual(_) => AttrReply {

@@ -51,6 +51,15 @@ impl FuseAdapter {
     }
 }
 
+/// The kernel's file type for a node kind.
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Directory => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
 fn file_attr(attr: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(attr.ino),
@@ -60,10 +69,7 @@ fn file_attr(attr: &Attr) -> FileAttr {
         mtime: attr.mtime,
         ctime: attr.mtime,
         crtime: attr.mtime,
-        kind: match attr.kind {
-            Kind::Directory => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-        },
+        kind: file_type(attr.kind),
         perm: attr.perm,
         nlink: attr.nlink,
         uid: attr.uid,
@@ -112,6 +118,15 @@ impl fuser::Filesystem for FuseAdapter {
         let _call = self.serve(req);
         let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
         entry("lookup", reply, self.fs.lookup(parent.0, name));
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _call = self.serve(req);
+        let _span = tracing::debug_span!("readlink", ino = ino.0).entered();
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno("readlink", &e)),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -197,11 +212,7 @@ impl fuser::Filesystem for FuseAdapter {
             let Some((last, _)) = batch.last() else { break };
             let last = *last;
             for (off, e) in batch {
-                let kind = match e.kind {
-                    Kind::Directory => FileType::Directory,
-                    Kind::File => FileType::RegularFile,
-                };
-                if reply.add(INodeNo(e.ino), off, kind, &e.name) {
+                if reply.add(INodeNo(e.ino), off, file_type(e.kind), &e.name) {
                     return reply.ok();
                 }
             }

@@ -470,9 +470,11 @@ impl Parser {
                     "answered" | "replied" => ("\\Answered", true),
                     "draft" => ("\\Draft", true),
                     "deleted" => ("\\Deleted", true),
-                    _ => return fail(format!(
+                    _ => {
+                        return fail(format!(
                         "is:{value} is unknown (unread, read, flagged, answered, draft, deleted)"
-                    )),
+                    ))
+                    }
                 };
                 let flag = SearchKey::Flag(Flag::parse(flag).expect("a system flag"));
                 if set {

@@ -14,6 +14,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::search::SearchKey;
+
 /// A message's unique identifier within one mailbox and UIDVALIDITY
 /// ([RFC 3501 §2.3.1.1](https://www.rfc-editor.org/rfc/rfc3501#section-2.3.1.1)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -501,6 +503,10 @@ pub trait MailStore: Send + Sync + 'static {
         mailbox: &MailboxId,
         message: NewMessage<'_>,
     ) -> StoreResult<Option<(UidValidity, Uid)>>;
+
+    /// The UIDs of the messages of `mailbox` that match `key`, ascending (`UID SEARCH`,
+    /// ESEARCH where offered). A key this server cannot run is `Invalid`.
+    fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>>;
 
     /// Sends changes the store learns of by itself (another client's, pushed by the server)
     /// to `sink` from now on. A store that cannot learn of changes by itself keeps the

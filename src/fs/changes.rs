@@ -243,6 +243,9 @@ impl Fs {
             Node::NewFile { dir_path, name } => self.unlink_new_file(&dir_path, &name),
             Node::StoredFile { message, .. } => self.delete_message(&message),
             Node::Virtual(VirtualNode::TrashNote { uid, name }) => self.remove_note(uid, &name),
+            Node::Virtual(VirtualNode::Hit { .. }) => Err(FsError::NotPermitted(
+                "search results cannot be removed; remove the message itself".into(),
+            )),
             Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
                 Err(FsError::IsADirectory)
             }

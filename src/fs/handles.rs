@@ -35,8 +35,7 @@ impl DirItem {
             DirItem::Child { node, .. } => match node {
                 Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Kind::Directory,
                 Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => Kind::File,
-                Node::Virtual(v) if v.is_dir() => Kind::Directory,
-                Node::Virtual(_) => Kind::File,
+                Node::Virtual(v) => v.kind(),
             },
         }
     }

@@ -48,6 +48,9 @@ struct Listing {
     /// File names of file-born messages: the newest message of each name.
     files: BTreeMap<String, Uid>,
     fetched: Instant,
+    /// Raised by every change of what the listing holds, flags included (search results
+    /// are kept while it stays).
+    generation: u64,
     /// Set after a change here: the next directory listing asks the server again.
     stale: bool,
 }
@@ -98,6 +101,8 @@ struct Inner {
     /// listing: mailbox -> name -> (message, mtime).
     aliases: HashMap<MailboxId, HashMap<String, (MessageRef, SystemTime)>>,
     layouts: Option<LruCache<MessageRef, Arc<Vec<Entry>>>>,
+    /// The last listing generation given out.
+    generation: u64,
 }
 
 /// The metadata cache; its one lock is never held while asking the server.
@@ -143,6 +148,19 @@ impl Inner {
     fn layouts(&mut self) -> &mut LruCache<MessageRef, Arc<Vec<Entry>>> {
         self.layouts
             .get_or_insert_with(|| LruCache::new(NonZeroUsize::new(LAYOUTS_KEPT).expect("nonzero")))
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Marks `mailbox`'s listing (if held) as changed in any way.
+    fn touch(&mut self, mailbox: &MailboxId) {
+        let generation = self.next_generation();
+        if let Some(listing) = self.listings.get_mut(mailbox) {
+            listing.generation = generation;
+        }
     }
 
     fn ticket(&self, mailbox: &MailboxId) -> ChangeTicket {
@@ -290,6 +308,19 @@ impl MetadataCache {
             Some(old) if change.removed.is_empty() && !change.arrived => old.changed,
             _ => SystemTime::now(),
         };
+        let same_flags = |old: &Listing| {
+            old.messages.iter().all(|(uid, e)| {
+                messages
+                    .get(uid)
+                    .is_some_and(|n| n.meta.flags == e.meta.flags)
+            })
+        };
+        let generation = match inner.listings.get(mailbox) {
+            Some(old) if change.removed.is_empty() && !change.arrived && same_flags(old) => {
+                old.generation
+            }
+            _ => inner.next_generation(),
+        };
         let mut listing = Listing {
             validity: fresh.uid_validity,
             version: fresh.version,
@@ -297,6 +328,7 @@ impl MetadataCache {
             messages,
             files: BTreeMap::new(),
             fetched: now,
+            generation,
             stale,
         };
         listing.index_files();
@@ -367,12 +399,46 @@ impl MetadataCache {
             listing.changed = SystemTime::now();
         }
         change.size = listing.messages.len();
+        inner.touch(&reported.mailbox);
         change
     }
 
     /// When what `mailbox` holds last changed (its directory's mtime), if it was listed.
     pub fn changed(&self, mailbox: &MailboxId) -> Option<SystemTime> {
         self.inner.lock().listings.get(mailbox).map(|l| l.changed)
+    }
+
+    /// A number that changes whenever what the listing of `mailbox` holds changes, flags
+    /// included; `None` if it is not listed.
+    pub fn generation(&self, mailbox: &MailboxId) -> Option<u64> {
+        self.inner
+            .lock()
+            .listings
+            .get(mailbox)
+            .map(|l| l.generation)
+    }
+
+    /// The message directories of listed `uids` in `mailbox`: name, message and mtime;
+    /// UIDs not listed are left out.
+    pub fn named(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[Uid],
+    ) -> Vec<(String, MessageRef, SystemTime)> {
+        let inner = self.inner.lock();
+        let Some(listing) = inner.listings.get(mailbox) else {
+            return Vec::new();
+        };
+        uids.iter()
+            .filter_map(|uid| {
+                let e = listing.messages.get(uid)?;
+                Some((
+                    e.name.clone(),
+                    listing.message_ref(mailbox, *uid),
+                    e.meta.internal_date,
+                ))
+            })
+            .collect()
     }
 
     /// The UIDVALIDITY of the mailbox as last listed.
@@ -540,6 +606,7 @@ impl MetadataCache {
     pub fn mark_stale(&self, mailbox: &MailboxId) {
         let mut inner = self.inner.lock();
         *inner.changes.entry(mailbox.clone()).or_default() += 1;
+        inner.touch(mailbox);
         if let Some(listing) = inner.listings.get_mut(mailbox) {
             listing.stale = true;
         }
@@ -600,6 +667,7 @@ impl MetadataCache {
             listing.index_files();
             listing.changed = SystemTime::now();
         }
+        inner.touch(&new.mailbox);
         if let Some(name) = new_name {
             inner
                 .aliases
@@ -621,6 +689,7 @@ impl MetadataCache {
         {
             entry.meta.flags = flags;
         }
+        inner.touch(&message.mailbox);
     }
 
     /// Mailboxes this mount renamed (old identifier to new): what is known of them follows.

@@ -12,7 +12,7 @@ use super::inodes::{MessageRef, Node, ROOT};
 use super::mailboxes::MailboxTree;
 use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_FRESH};
 use super::walk::Walk;
-use super::{virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult};
+use super::{searches, virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult};
 use crate::mime::{self, Entry, EntryKind};
 use crate::store::{MailboxId, Section, StoreError, Uid};
 
@@ -237,6 +237,9 @@ impl Fs {
                 dir_path: path.to_string(),
                 name: name.to_string(),
             });
+        }
+        if searches::is_search_name(name) {
+            return self.search_dir(path);
         }
         if virtual_dirs::is_reserved(name) {
             // Never a message, and no reason to ask the server for new mailboxes.

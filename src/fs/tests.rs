@@ -10,6 +10,7 @@ mod new_files;
 mod reference_model;
 mod remote_changes;
 mod request_counts;
+mod searches;
 
 use std::ffi::OsStr;
 use std::fmt::Debug;

@@ -6,7 +6,8 @@
 //!   "Move to Trash" ends in the server's Trash mailbox: what is renamed into its `files`
 //!   directory is moved to Trash, and the `.trashinfo` notes written into `info` stay in
 //!   memory (they describe nothing the server keeps). Nothing is listed in `files`.
-//! - `.search` is reserved for server-side searches.
+//! - `.search` (and `.imapfs-search`) at the root and in every mailbox directory holds
+//!   server-side searches (`searches.rs`).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -15,10 +16,8 @@ use parking_lot::Mutex;
 
 use super::handles::DirItem;
 use super::inodes::Node;
-use super::{Fs, FsError, FsResult};
-
-/// The directory of server-side searches.
-pub const SEARCH: &str = ".search";
+use super::searches;
+use super::{Fs, FsError, FsResult, Kind};
 
 /// A node imapfs makes up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,18 +30,44 @@ pub enum VirtualNode {
     TrashInfo { uid: u32 },
     /// One note in `info`.
     TrashNote { uid: u32, name: String },
+    /// `.search` in the mailbox directory at `mailbox`, or at the root (`None`).
+    Searches { mailbox: Option<String> },
+    /// `.search/QUERY`: the hits (in a mailbox), or a directory per mailbox with hits.
+    Query {
+        mailbox: Option<String>,
+        query: String,
+    },
+    /// `MNT/.search/QUERY/MAILBOX`: the hits of a cross-mailbox search in one mailbox.
+    QueryMailbox { query: String, mailbox: String },
+    /// A hit: a symlink to the message directory `name` in `mailbox`.
+    Hit {
+        query: String,
+        from_root: bool,
+        mailbox: String,
+        name: String,
+        mtime: SystemTime,
+    },
 }
 
 impl VirtualNode {
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
-        !matches!(self, VirtualNode::TrashNote { .. })
+        self.kind() == Kind::Directory
+    }
+
+    /// What kind of node it is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            VirtualNode::TrashNote { .. } => Kind::File,
+            VirtualNode::Hit { .. } => Kind::Symlink,
+            _ => Kind::Directory,
+        }
     }
 }
 
 /// Whether `name` is reserved for a virtual directory.
 pub fn is_reserved(name: &str) -> bool {
-    name == SEARCH || trash_uid(name).is_some()
+    searches::is_search_name(name) || trash_uid(name).is_some()
 }
 
 /// The uid of a `.Trash-<uid>` name.
@@ -90,6 +115,12 @@ impl Fs {
                     name: name.to_string(),
                 }
             }
+            (
+                VirtualNode::Searches { .. }
+                | VirtualNode::Query { .. }
+                | VirtualNode::QueryMailbox { .. },
+                name,
+            ) => return self.resolve_search(dir, name),
             _ => return Err(FsError::NotFound),
         };
         Ok(Node::Virtual(node))
@@ -119,7 +150,12 @@ impl Fs {
                 names.sort();
                 names
             }
-            VirtualNode::TrashNote { .. } => return Err(FsError::NotADirectory),
+            VirtualNode::TrashNote { .. } | VirtualNode::Hit { .. } => {
+                return Err(FsError::NotADirectory)
+            }
+            VirtualNode::Searches { .. }
+            | VirtualNode::Query { .. }
+            | VirtualNode::QueryMailbox { .. } => return self.search_items(dir),
         };
         Ok(names
             .into_iter()

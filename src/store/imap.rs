@@ -22,6 +22,7 @@ use self::connection::{
     connect, ConnectConfig, Connection, Counters, Selection, MAX_RESPONSE_BYTES,
 };
 use self::errors::{connection_survives, from_imap};
+use crate::search::SearchKey;
 use crate::store::{
     ByteRange, Capabilities, Flag, MailStore, MailboxId, MailboxInfo, MailboxListing, MailboxPath,
     MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, Section, StoreError,
@@ -658,6 +659,11 @@ impl MailStore for ImapStore {
                 fetches.iter().filter_map(convert::message_meta).collect(),
             ))
         })
+    }
+
+    fn search(&self, _mailbox: &MailboxId, _key: &SearchKey) -> StoreResult<Vec<Uid>> {
+        // UID SEARCH comes with the wire layer, which sends its literals.
+        Err(StoreError::Unsupported("search".into()))
     }
 
     fn capabilities(&self) -> Capabilities {

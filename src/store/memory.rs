@@ -12,6 +12,7 @@
 
 mod header_parser;
 mod mail_index;
+mod mail_search;
 mod mailbox_commands;
 mod message_parser;
 mod rfc822_parser;
@@ -31,6 +32,7 @@ use super::{
     PartItem, PartValue, Section, StoreError, StoreEvent, StoreResult, StoreStats, Transfer, Uid,
     UidValidity,
 };
+use crate::search::SearchKey;
 
 /// The wire name of the inbox; matched case-insensitively
 /// ([RFC 3501 §5.1](https://www.rfc-editor.org/rfc/rfc3501#section-5.1)).
@@ -65,10 +67,12 @@ pub enum Op {
     ExpungeMessage,
     /// `MailStore::append`.
     Append,
+    /// `MailStore::search`.
+    SearchMessages,
 }
 
 impl Op {
-    const COUNT: usize = 13;
+    const COUNT: usize = 14;
 
     fn index(self) -> usize {
         match self {
@@ -85,6 +89,7 @@ impl Op {
             Op::ExpungeMessage => 10,
             Op::Append => 11,
             Op::Search => 12,
+            Op::SearchMessages => 13,
         }
     }
 }
@@ -797,6 +802,25 @@ impl MailStore for MemoryStore {
             .filter_map(|(&uid, _)| mailbox.meta(uid, state.recent_reported))
             .collect();
         Ok((mailbox.validity, found))
+    }
+
+    fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
+        let mut state = self.state.lock();
+        state.begin(Op::SearchMessages)?;
+        let mailbox = state.selectable(mailbox)?;
+        let mut found = Vec::new();
+        for (&uid, m) in &mailbox.messages {
+            let candidate = mail_search::Candidate {
+                uid,
+                raw: &m.raw,
+                flags: &m.flags,
+                internal_date: m.internal_date,
+            };
+            if candidate.matches(key)? {
+                found.push(uid);
+            }
+        }
+        Ok(found)
     }
 
     fn stats(&self) -> StoreStats {

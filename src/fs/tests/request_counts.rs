@@ -327,20 +327,24 @@ fn a_reserved_name_is_never_a_message_and_costs_no_request_but_a_real_mailbox_wi
     let inbox = h.ino("INBOX").unwrap();
     h.names(inbox).unwrap();
     let before = h.store.stats().commands;
-    assert_eq!(
-        errno(h.fs.lookup(inbox, OsStr::new(".search"))),
-        libc::ENOENT
-    );
-    assert_eq!(
-        errno(h.fs.lookup(ROOT, OsStr::new(".search"))),
-        libc::ENOENT
-    );
+    // The search directories: found by name, never listed, free until a query runs.
+    for dir in [inbox, ROOT] {
+        let search = h.fs.lookup(dir, OsStr::new(".search")).unwrap();
+        assert_eq!(search.attr.kind, Kind::Directory);
+        assert_eq!(h.names(search.attr.ino).unwrap(), Vec::<String>::new());
+        h.fs.lookup(search.attr.ino, OsStr::new("from:someone"))
+            .unwrap();
+    }
     assert_eq!(h.store.stats().commands, before);
     assert!(!h.names(inbox).unwrap().contains(&".search".to_string()));
+    assert!(!h.names(ROOT).unwrap().contains(&".search".to_string()));
     h.store.add_mailbox(".search", Some('/'), true, None);
+    let sample = Sample::numbered(9);
+    let uid = h.store.add_message(".search", &sample.raw, &[], date());
     h.expire_listings();
     h.names(ROOT).unwrap();
     let real = h.fs.lookup(ROOT, OsStr::new(".search")).unwrap();
     assert_eq!(real.attr.kind, Kind::Directory);
+    assert_eq!(h.names(real.attr.ino).unwrap(), [sample.dir_name(uid)]);
     assert!(h.names(ROOT).unwrap().contains(&".search".to_string()));
 }

@@ -59,7 +59,7 @@ impl Fields {
         Fields(fields)
     }
 
-    fn named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+    pub(super) fn named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
         self.0
             .iter()
             .filter(move |f| f.name.eq_ignore_ascii_case(name.as_bytes()))
