@@ -248,8 +248,10 @@ impl ImapStore {
                     }
                     Err(e) => {
                         pool.open -= 1;
-                        // A cancelled call says nothing about the server.
-                        if !matches!(e, StoreError::Interrupted) {
+                        // Backoff spaces out attempts that fail at once (refused, reset, TLS
+                        // errors). One that timed out already waited its whole deadline, and
+                        // a cancelled call says nothing about the server.
+                        if !matches!(e, StoreError::Interrupted | StoreError::Timeout(_)) {
                             pool.failures += 1;
                             let wait = backoff(pool.failures);
                             pool.retry_at = Some(Instant::now() + wait);

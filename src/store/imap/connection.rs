@@ -70,12 +70,39 @@ pub struct ConnectConfig {
     pub plaintext_warned: std::sync::atomic::AtomicBool,
 }
 
-/// Byte counters shared by every connection of a store.
+/// What every connection of a store shares: byte and command counters, and whether the
+/// server just went silent.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub commands: AtomicU64,
+    /// Until when commands get the short deadline (see [`SILENT_DEADLINE`]).
+    silent_until: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// After a command heard nothing at all from the server for its whole deadline, the server
+/// is taken as silent for this long...
+const SILENT_FOR: Duration = Duration::from_secs(2);
+/// ...and each command in that time gets at most this long. A server that froze then costs
+/// each later call a second rather than a whole `--timeout` (the kernel retries a failed
+/// page-cache read at once with a second request, which would double a `read`'s wait), and
+/// a server that is back answers well within it.
+pub const SILENT_DEADLINE: Duration = Duration::from_secs(1);
+
+impl Counters {
+    /// The short deadline for a command starting `now`, while the server is taken as silent.
+    fn silence_cap(&self, now: Instant) -> Option<Instant> {
+        self.silent_until
+            .lock()
+            .filter(|&until| now < until)
+            .map(|_| now + SILENT_DEADLINE)
+    }
+
+    /// A command heard nothing from the server before its deadline.
+    fn heard_nothing(&self) {
+        *self.silent_until.lock() = Some(Instant::now() + SILENT_FOR);
+    }
 }
 
 /// The earlier of `at` and the current filesystem call's deadline.
@@ -89,6 +116,8 @@ fn within_call(at: Instant) -> Instant {
 #[derive(Debug)]
 pub struct CommandLimits {
     timeout: Duration,
+    /// The store's shared state, to shorten deadlines while the server is silent.
+    shared: Option<Arc<Counters>>,
     state: parking_lot::Mutex<LimitState>,
 }
 
@@ -101,31 +130,52 @@ struct LimitState {
     budget: u64,
     /// The deadline moves forward whenever bytes move (APPEND of a large message).
     streaming: bool,
+    /// Bytes received from the server since the command started.
+    received: u64,
 }
 
 impl CommandLimits {
     /// Limits whose first deadline is `timeout` from now (or the call's, if earlier).
     pub fn new(timeout: Duration) -> Self {
-        let now = Instant::now();
-        CommandLimits {
+        Self::build(timeout, None)
+    }
+
+    /// Like `new`, for a connection of a store: deadlines are short while its server is
+    /// silent, and a command that hears nothing makes it so.
+    pub fn shared(timeout: Duration, shared: Arc<Counters>) -> Self {
+        Self::build(timeout, Some(shared))
+    }
+
+    fn build(timeout: Duration, shared: Option<Arc<Counters>>) -> Self {
+        let limits = CommandLimits {
             timeout,
+            shared,
             state: parking_lot::Mutex::new(LimitState {
-                deadline: within_call(now + timeout),
-                call_deadline: call::deadline(),
+                deadline: Instant::now(),
+                call_deadline: None,
                 used: 0,
                 budget: MAX_RESPONSE_BYTES,
                 streaming: false,
+                received: 0,
             }),
-        }
+        };
+        limits.start(MAX_RESPONSE_BYTES, false);
+        limits
     }
 
     fn start(&self, budget: u64, streaming: bool) {
+        let now = Instant::now();
+        let mut deadline = within_call(now + self.timeout);
+        if let Some(cap) = self.shared.as_ref().and_then(|s| s.silence_cap(now)) {
+            deadline = deadline.min(cap);
+        }
         *self.state.lock() = LimitState {
-            deadline: within_call(Instant::now() + self.timeout),
+            deadline,
             call_deadline: call::deadline(),
             used: 0,
             budget,
             streaming,
+            received: 0,
         };
     }
 
@@ -140,9 +190,11 @@ impl CommandLimits {
         self.start(budget, true);
     }
 
-    /// Bytes moved: a streaming command's deadline moves forward.
-    pub fn progressed(&self) {
+    /// Bytes moved (`received` of them from the server): a streaming command's deadline
+    /// moves forward.
+    pub fn progressed(&self, received: u64) {
         let mut state = self.state.lock();
+        state.received += received;
         if state.streaming {
             let next = Instant::now() + self.timeout;
             state.deadline = state.call_deadline.map_or(next, |d| d.min(next));
@@ -152,6 +204,25 @@ impl CommandLimits {
     /// When the command in progress must be answered by.
     pub fn deadline(&self) -> Instant {
         self.state.lock().deadline
+    }
+
+    /// The deadline passed: if nothing came from the server meanwhile, it is silent.
+    fn expired(&self) {
+        let heard = self.state.lock().received > 0;
+        if let (false, Some(shared)) = (heard, &self.shared) {
+            shared.heard_nothing();
+        }
+    }
+
+    /// Notes an error of a read or write: a timeout is the deadline passing.
+    fn note(&self, e: io::Error) -> io::Error {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
+            self.expired();
+        }
+        e
     }
 
     /// Counts `n` more bytes of the answer; an error once past the budget.
@@ -210,14 +281,15 @@ fn time_left(deadline: Instant, set: Option<Duration>) -> io::Result<(Duration, 
 
 impl Read for CountingTcp {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (left, stale) = time_left(self.limits.deadline(), self.read_timeout)?;
+        let (left, stale) = time_left(self.limits.deadline(), self.read_timeout)
+            .map_err(|e| self.limits.note(e))?;
         if stale {
             self.inner.set_read_timeout(Some(left))?;
             self.read_timeout = Some(left);
         }
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).map_err(|e| self.limits.note(e))?;
         if n > 0 {
-            self.limits.progressed();
+            self.limits.progressed(n as u64);
             self.counters
                 .bytes_received
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -228,14 +300,15 @@ impl Read for CountingTcp {
 
 impl Write for CountingTcp {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let (left, stale) = time_left(self.limits.deadline(), self.write_timeout)?;
+        let (left, stale) = time_left(self.limits.deadline(), self.write_timeout)
+            .map_err(|e| self.limits.note(e))?;
         if stale {
             self.inner.set_write_timeout(Some(left))?;
             self.write_timeout = Some(left);
         }
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).map_err(|e| self.limits.note(e))?;
         if n > 0 {
-            self.limits.progressed();
+            self.limits.progressed(0);
             self.counters
                 .bytes_sent
                 .fetch_add(n as u64, Ordering::Relaxed);
@@ -492,8 +565,12 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
     if call::cancelled() {
         return Err(StoreError::Interrupted);
     }
-    let limits = Arc::new(CommandLimits::new(config.timeout));
-    let tcp = connect_tcp(config, limits.deadline())?;
+    let limits = Arc::new(CommandLimits::shared(config.timeout, Arc::clone(counters)));
+    let tcp = connect_tcp(config, limits.deadline()).inspect_err(|e| {
+        if matches!(e, StoreError::Timeout(_)) {
+            limits.expired();
+        }
+    })?;
     let socket = Arc::new(
         tcp.try_clone()
             .map_err(|e| StoreError::Connection(e.to_string()))?,
@@ -591,7 +668,7 @@ mod tests {
         assert!(limits.deadline() <= call.deadline());
         limits.start_streaming(100);
         std::thread::sleep(Duration::from_millis(5));
-        limits.progressed();
+        limits.progressed(0);
         assert!(limits.deadline() <= call.deadline());
     }
 
@@ -601,13 +678,35 @@ mod tests {
         limits.start_command(100);
         let fixed = limits.deadline();
         std::thread::sleep(Duration::from_millis(5));
-        limits.progressed();
+        limits.progressed(0);
         assert_eq!(limits.deadline(), fixed);
         limits.start_streaming(100);
         let first = limits.deadline();
         std::thread::sleep(Duration::from_millis(5));
-        limits.progressed();
+        limits.progressed(0);
         assert!(limits.deadline() > first);
+    }
+
+    #[test]
+    fn a_command_that_hears_nothing_shortens_the_next_deadlines() {
+        let counters = Arc::new(Counters::default());
+        let limits = CommandLimits::shared(Duration::from_secs(30), Arc::clone(&counters));
+        limits.start_command(100);
+        limits.progressed(10);
+        limits.expired();
+        limits.start_command(100);
+        assert!(
+            limits.deadline() > Instant::now() + Duration::from_secs(20),
+            "it heard something"
+        );
+        limits.expired();
+        limits.start_command(100);
+        assert!(limits.deadline() <= Instant::now() + SILENT_DEADLINE);
+        let other = CommandLimits::shared(Duration::from_secs(30), Arc::clone(&counters));
+        assert!(
+            other.deadline() <= Instant::now() + SILENT_DEADLINE,
+            "the whole store"
+        );
     }
 
     #[test]
