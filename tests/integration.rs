@@ -8,10 +8,12 @@ mod integration {
     pub mod support;
 
     mod bodies;
+    mod deadlines;
     mod errors;
     mod faults;
     mod hostile;
     mod read_path;
     mod soak;
+    mod wire;
     mod write_path;
 }
