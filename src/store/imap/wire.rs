@@ -297,7 +297,9 @@ impl<S: Read + Write> Wire<S> {
                     if !self.go_ahead(&tag, &mut out)? {
                         return Ok(tag);
                     }
-                    self.copy(source, len)?;
+                    if let Err(e) = self.copy(source, len) {
+                        return self.answer_despite(e, &tag);
+                    }
                 }
             }
         }
@@ -354,6 +356,26 @@ impl<S: Read + Write> Wire<S> {
             left -= n as u64;
         }
         Ok(())
+    }
+
+    /// After writing a literal failed: a server that refused the message and hung up (a
+    /// size limit, a quota) may have said so first. If its answer to `tag` can still be
+    /// read, it is the command's answer; the connection is unusable either way.
+    fn answer_despite(&mut self, error: WireError, tag: &str) -> Result<String, WireError> {
+        if !matches!(error, WireError::Io(_)) {
+            return Err(error);
+        }
+        loop {
+            match self.read_response() {
+                Ok(Response::Tagged(t)) if t.tag == tag => {
+                    self.file_tagged(t)?;
+                    self.broken = true;
+                    return Ok(tag.to_string());
+                }
+                Ok(Response::Untagged(u)) => self.untagged.push(u),
+                _ => return Err(error),
+            }
+        }
     }
 
     /// Reads until the answer to `tag` has come and returns it; untagged responses wait

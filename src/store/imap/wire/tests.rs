@@ -16,6 +16,8 @@ struct Mock {
     read: usize,
     step: usize,
     writes: Vec<(usize, Vec<u8>)>,
+    /// Writes fail (a broken pipe) once this many bytes were written.
+    hang_up_after: Option<usize>,
 }
 
 impl Mock {
@@ -25,6 +27,7 @@ impl Mock {
             read: 0,
             step: usize::MAX,
             writes: Vec::new(),
+            hang_up_after: None,
         }
     }
 
@@ -54,6 +57,10 @@ impl Read for Mock {
 
 impl Write for Mock {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written: usize = self.writes.iter().map(|(_, w)| w.len()).sum();
+        if self.hang_up_after.is_some_and(|limit| written >= limit) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "hung up"));
+        }
         self.writes.push((self.read, buf.to_vec()));
         Ok(buf.len())
     }
@@ -212,6 +219,43 @@ fn a_literal8_append_streams_the_message_in_chunks() {
     let chunks: Vec<usize> = w.stream.writes.iter().map(|(_, b)| b.len()).collect();
     assert!(chunks.iter().all(|&n| n <= STREAM_CHUNK), "{chunks:?}");
     assert!(w.stream.writes[1..].iter().all(|(read, _)| *read >= 6));
+}
+
+#[test]
+fn a_server_that_refuses_mid_message_and_hangs_up_is_heard() {
+    let mut w = wire(b"+ OK\r\ni1 NO [LIMIT] Message too large\r\n");
+    w.stream.step = 6;
+    w.stream.hang_up_after = Some(100_000);
+    let name = quote::string("INBOX", "mailbox").unwrap();
+    let message = vec![b'x'; 1 << 20];
+    let mut source = &message[..];
+    let done = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .stream(&mut source, message.len() as u64, false),
+        )
+        .unwrap();
+    assert_eq!(
+        (done.tagged.status, done.tagged.code),
+        (Status::No, Some(Code::Limit))
+    );
+    assert!(
+        w.is_broken(),
+        "a message cut short leaves the connection unusable"
+    );
+    // Without an answer to read, the write error stands.
+    let mut w = wire(b"+ OK\r\n");
+    w.stream.hang_up_after = Some(100_000);
+    let mut source = &message[..];
+    let err = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .stream(&mut source, message.len() as u64, false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, WireError::Io(_)), "{err:?}");
 }
 
 #[test]
