@@ -31,6 +31,7 @@ fn ends_atom(b: u8) -> bool {
 }
 
 impl<'a> Cursor<'a> {
+    /// A cursor at the start of one complete response.
     pub fn new(buf: &'a [u8]) -> Self {
         Cursor { buf, pos: 0 }
     }
@@ -56,6 +57,7 @@ impl<'a> Cursor<'a> {
         self.pos = pos;
     }
 
+    /// The next byte, not taken.
     pub fn peek(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
     }

@@ -42,6 +42,7 @@ pub struct Fetch {
     pub size: Option<u64>,
     /// `None` also when the server sent a date that does not parse.
     pub internal_date: Option<SystemTime>,
+    /// The message's MODSEQ (sent with every FETCH once CONDSTORE is enabled).
     pub modseq: Option<u64>,
     /// The BODYSTRUCTURE value exactly as sent, for `convert::structure`.
     pub bodystructure: Option<Vec<u8>>,

@@ -384,7 +384,7 @@ fn a_bye_then_a_closed_connection_says_why() {
 
 #[test]
 fn hostile_answers_are_errors_that_break_the_connection() {
-    let cases: [(&str, &[u8]); 10] = [
+    let cases: [(&str, &[u8]); 12] = [
         (
             "a literal larger than the budget",
             b"* 1 FETCH (UID 1 BODY[] {4000000000}\r\nxxxx",
@@ -398,6 +398,11 @@ fn hostile_answers_are_errors_that_break_the_connection() {
             "a literal cut short",
             b"* 1 FETCH (UID 1 BODY[] {100}\r\nonly a few",
         ),
+        (
+            "a literal without its line end",
+            b"* 1 FETCH (UID 1 BODY[] {5}hello)\r\ni1 OK\r\n",
+        ),
+        ("a response that ends mid-line", b"* 1 FETCH (UID 1"),
         (
             "NUL in a quoted string",
             b"* 1 FETCH (UID 1 BODY[1] \"a\0b\")\r\ni1 OK\r\n",
@@ -436,6 +441,28 @@ fn hostile_answers_are_errors_that_break_the_connection() {
         assert!(result.is_err(), "{what}: {result:?}");
         assert!(w.is_broken(), "{what}");
     }
+}
+
+#[test]
+fn bare_lf_line_ends_from_a_sloppy_server_are_taken() {
+    let mut w = wire(b"* 1 FETCH (UID 7 BODY[1] {3}\nab\n)\n* 2 EXISTS\ni1 OK done\n");
+    let done = w
+        .run(
+            Command::new("UID FETCH")
+                .syntax("7")
+                .syntax("(UID BODY.PEEK[1])"),
+        )
+        .unwrap();
+    let fetch = fetches(&done.untagged).next().unwrap();
+    assert_eq!(
+        fetch
+            .section(SectionKind::Body, "1", None)
+            .unwrap()
+            .data
+            .as_deref(),
+        Some(&b"ab\n"[..])
+    );
+    assert!(done.untagged.contains(&Untagged::Exists(2)));
 }
 
 #[test]
