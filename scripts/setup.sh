@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what imapfs's tests, demo and benchmarks need on Debian, idempotently:
 # Dovecot (IMAP server for tests), FUSE 3, OpenSSL headers and CLI, attr (getfattr),
-# isync (mbsync, the benchmark's reference client) and python3. Checks for cargo.
+# isync (mbsync, the benchmark's reference client), python3, and the tools the tests point
+# at the mount as users do (rsync, vim, and gio from libglib2.0-bin). Checks for cargo.
 set -euo pipefail
 
-packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3)
+packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3 rsync vim libglib2.0-bin)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

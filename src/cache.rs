@@ -1,5 +1,5 @@
-//! Content caches. [`ContentCache`] holds raw section bytes as the server sent them, keyed
-//! by (mailbox, UIDVALIDITY, UID, section, offset); `memory.rs` implements it in memory, and
+//! Content caches. [`ContentCache`] holds section bytes as the server sent them, keyed
+//! by (mailbox, UIDVALIDITY, UID, section, transfer form, offset); `memory.rs` implements it in memory, and
 //! a disk cache is the other implementation to come. What the core renders from those bytes
 //! (decoded, converted) is memoised in front of it with the same LRU.
 //!
@@ -10,15 +10,17 @@ pub mod memory;
 
 use std::sync::Arc;
 
-use crate::store::{MailboxId, Section, Uid, UidValidity};
+use crate::store::{MailboxId, Section, Transfer, Uid, UidValidity};
 
-/// The key of one cached piece of raw content: bytes of `section` from `offset` on.
+/// The key of one cached piece of content as the server sent it: bytes of `section`, in
+/// `transfer` form (as stored, or decoded by the server), from `offset` on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContentKey {
     pub mailbox: MailboxId,
     pub validity: UidValidity,
     pub uid: Uid,
     pub section: Section,
+    pub transfer: Transfer,
     pub offset: u64,
 }
 

@@ -20,6 +20,8 @@ pub mod namespace;
 pub mod newfiles;
 pub mod newmail;
 pub mod reads;
+pub mod sizes;
+pub mod spool;
 pub mod virtual_dirs;
 pub mod walk;
 pub mod xattr;
@@ -42,6 +44,7 @@ use self::handles::DirHandles;
 use self::inodes::{InodeTable, Node, NodeKey};
 use self::metadata::MetadataCache;
 use self::newfiles::NewFiles;
+use self::virtual_dirs::{TrashNotes, VirtualNode};
 use self::walk::WalkDetector;
 use crate::cache::memory::MemoryCache;
 use crate::cache::ContentCache;
@@ -158,6 +161,8 @@ pub struct Fs {
     /// Part files and encapsulated messages removed from this mount's view.
     hidden: Mutex<HashSet<NodeKey>>,
     walks: WalkDetector,
+    /// Notes written into the mount's trash directories.
+    notes: TrashNotes,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` so far.
@@ -183,6 +188,7 @@ impl Fs {
             new_files: NewFiles::default(),
             hidden: Mutex::new(HashSet::new()),
             walks: WalkDetector::default(),
+            notes: TrashNotes::default(),
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
@@ -218,11 +224,22 @@ impl Fs {
     /// Attributes of `node` (which has, or will have, inode `ino`).
     fn attr_of(&self, ino: u64, node: &Node) -> AttrReply {
         match node {
-            Node::Root | Node::Mailbox { .. } => AttrReply {
+            Node::Root => AttrReply {
                 attr: self.dir_attr(ino, UNIX_EPOCH),
                 ttl: TTL_VOLATILE,
                 entry_ttl: TTL_VOLATILE,
             },
+            // A followed mailbox stays true until a report invalidates it: long TTLs. Its
+            // mtime is when its contents last changed, so the kernel drops a cached
+            // listing of it when that changes.
+            Node::Mailbox { path } => {
+                let (mtime, ttl) = self.mailbox_dir_state(path);
+                AttrReply {
+                    attr: self.dir_attr(ino, mtime),
+                    ttl,
+                    entry_ttl: ttl,
+                }
+            }
             // A message never changes for its UIDVALIDITY and UID, so its attributes and
             // the names inside it are final. Its own name is not: the message can vanish, or
             // the mailbox be recreated with another message under the same name.
@@ -235,13 +252,32 @@ impl Fs {
                 let (size, mtime) = self
                     .new_files
                     .get(dir_path, name)
-                    .map_or((0, UNIX_EPOCH), |f| (f.size(), f.created()));
+                    .map_or((0, UNIX_EPOCH), |f| (f.size(), f.mtime()));
                 AttrReply {
                     attr: self.file_attr(ino, size, mtime),
                     ttl: Duration::ZERO,
                     entry_ttl: Duration::ZERO,
                 }
             }
+            Node::Virtual(VirtualNode::TrashNote { uid, name }) => {
+                let (size, mtime) = self.notes.stat(*uid, name).unwrap_or((0, UNIX_EPOCH));
+                AttrReply {
+                    attr: self.file_attr(ino, size, mtime),
+                    ttl: Duration::ZERO,
+                    entry_ttl: Duration::ZERO,
+                }
+            }
+            Node::Virtual(_) => AttrReply {
+                attr: self.dir_attr(ino, UNIX_EPOCH),
+                ttl: TTL_VOLATILE,
+                entry_ttl: TTL_VOLATILE,
+            },
+            // What the file was when imapfs stored it, which is what the message holds.
+            Node::StoredFile { size, mtime, .. } => AttrReply {
+                attr: self.file_attr(ino, *size, *mtime),
+                ttl: TTL_FINAL,
+                entry_ttl: TTL_VOLATILE,
+            },
             Node::File {
                 message,
                 spec,
@@ -267,6 +303,24 @@ impl Fs {
                 }
             }
         }
+    }
+
+    /// A mailbox directory's mtime, and how long the kernel may trust what it knows of it.
+    fn mailbox_dir_state(&self, path: &str) -> (SystemTime, Duration) {
+        let id = self
+            .metadata
+            .tree(None)
+            .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()));
+        let Some(id) = id else {
+            return (UNIX_EPOCH, TTL_VOLATILE);
+        };
+        let mtime = self.metadata.changed(&id).unwrap_or(UNIX_EPOCH);
+        let ttl = if self.store.is_followed(&id) {
+            TTL_FINAL
+        } else {
+            TTL_VOLATILE
+        };
+        (mtime, ttl)
     }
 
     /// The node behind an inode the kernel holds.

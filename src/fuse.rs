@@ -152,7 +152,14 @@ impl fuser::Filesystem for FuseAdapter {
             || size.is_some()
             || atime.is_some()
             || mtime.is_some();
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), changes, size) {
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        });
+        match self
+            .fs
+            .setattr(ino.0, fh.map(|f| f.0), changes, size, mtime)
+        {
             Ok(r) => reply.attr(&r.ttl, &file_attr(&r.attr)),
             Err(e) => reply.error(errno("setattr", &e)),
         }
@@ -261,7 +268,8 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open(ino.0, write) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.fs.open_with(ino.0, write, truncate) {
             Ok(o) => {
                 let mut f = FopenFlags::empty();
                 if o.direct_io {

@@ -17,9 +17,12 @@ fn init_logging(opts: &cli::Options) -> anyhow::Result<()> {
         .with_target(false);
     match &opts.log_file {
         Some(path) => {
+            // Mailbox and file names are private: the log is the user's alone.
+            use std::os::unix::fs::OpenOptionsExt;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
             builder

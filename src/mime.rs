@@ -14,7 +14,7 @@ pub use decode::{
     decode_base64, decode_quoted_printable, decode_transfer, encoding_for_charset, text_to_utf8,
 };
 pub use header::decode_header;
-pub use layout::message_layout;
+pub use layout::{base64_decoded_len, base64_lines, is_identity, message_layout, Base64Lines};
 pub use naming::{
     clean_subject, guess_extension, message_dir_name, nested_message_dir_name, sanitize_name,
     UniqueNames, MAX_NAME_BYTES, NO_SUBJECT,
@@ -54,6 +54,11 @@ pub struct FileSpec {
     pub content: Content,
     /// Best estimate of the content's size without fetching it.
     pub size_hint: u64,
+    /// The section's size as stored (still transfer-encoded), as the server reported it.
+    pub stored_size: u64,
+    /// For a base64 part whose lines all have one width (learned from its end): where any
+    /// decoded byte is, so a range can be read without the whole part.
+    pub lines: Option<Base64Lines>,
     /// True only when `size_hint` is certainly exact (raw content whose size the server
     /// reported).
     pub exact_size: bool,
@@ -100,6 +105,15 @@ pub fn render(content: &Content, raw: &[u8]) -> Vec<u8> {
         Content::Text { encoding, charset } => {
             text_to_utf8(charset.as_deref(), &decode_transfer(encoding, raw))
         }
+    }
+}
+
+/// Render a file's content from its section's bytes already transfer-decoded (by the
+/// server: `BINARY[section]`).
+pub fn render_decoded(content: &Content, decoded: &[u8]) -> Vec<u8> {
+    match content {
+        Content::Raw | Content::Decoded(_) => decoded.to_vec(),
+        Content::Text { charset, .. } => text_to_utf8(charset.as_deref(), decoded),
     }
 }
 

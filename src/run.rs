@@ -163,6 +163,17 @@ fn tune_allocator() {
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
 }
 
+/// Keeps the password and the mail out of core dumps and away from other processes of the
+/// same user (ptrace, /proc/<pid>/mem), as ssh-agent and gpg-agent do.
+fn refuse_core_dumps() {
+    // SAFETY: prctl with PR_SET_DUMPABLE and a constant argument only changes this
+    // process's dumpable flag.
+    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if done != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not keep the password out of core dumps");
+    }
+}
+
 /// Hands the core's invalidations to the kernel, on a thread of its own: the kernel must
 /// not be told from inside a request handler for a related node.
 fn spawn_invalidator(notifier: fuser::Notifier) -> mpsc::Sender<Invalidation> {
@@ -241,6 +252,11 @@ fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), R
     )
     .map_err(|e| RunError::Mount(mountpoint.clone(), e))?;
     fs.send_invalidations_to(spawn_invalidator(session.notifier()));
+    // What an earlier imapfs left in the spool is settled in the background.
+    let recovering = Arc::clone(&fs);
+    std::thread::spawn(move || {
+        recovering.recover_spool();
+    });
     let mut unmounter = session.unmount_callable();
     tracing::info!(mountpoint = %mountpoint, "mounted");
     ready();
@@ -280,6 +296,7 @@ fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), R
 /// parent returns once the child's mount is ready (or with the child's error).
 pub fn run(opts: Options) -> Result<(), RunError> {
     tune_allocator();
+    refuse_core_dumps();
     check_mountpoint(&opts)?;
     let store = connect(&opts)?;
     if opts.foreground {

@@ -4,6 +4,8 @@
 //! and `store/memory.rs` in memory for tests. UIDs and UIDVALIDITY are distinct newtypes;
 //! message sequence numbers never leave the IMAP module.
 
+#[cfg(test)]
+mod conformance;
 pub mod imap;
 #[cfg(any(test, feature = "memory-store"))]
 pub mod memory;
@@ -121,6 +123,8 @@ pub struct MessageMeta {
     /// The raw Subject from the ENVELOPE (may be RFC 2047 encoded), if any.
     pub subject: Option<Vec<u8>>,
     pub flags: Vec<String>,
+    /// The raw `X-Imapfs-File` header, if imapfs made this message from a file.
+    pub origin: Option<Vec<u8>>,
 }
 
 /// The listing of one mailbox.
@@ -502,6 +506,23 @@ pub trait MailStore: Send + Sync + 'static {
     /// to `sink` from now on. A store that cannot learn of changes by itself keeps the
     /// default, which sends nothing.
     fn watch(&self, _sink: EventSink) {}
+
+    /// Asks the store to report every change of `mailbox` after the state `known` (the
+    /// version of the listing just taken) through the `watch` sink. The default does
+    /// nothing: the core then lists the mailbox again to see changes.
+    fn follow(&self, _mailbox: &MailboxId, _known: Option<MailboxVersion>) {}
+
+    /// Whether every change of `mailbox` since it was followed was, or will be, reported:
+    /// while true, a listing held for it stays true without asking the server.
+    fn is_followed(&self, _mailbox: &MailboxId) -> bool {
+        false
+    }
+
+    /// Whether mailboxes created, renamed or deleted elsewhere are reported (as
+    /// `StoreEvent::MailboxList`): while true, the mailbox list held stays true.
+    fn is_list_followed(&self) -> bool {
+        false
+    }
 }
 
 /// The answer for `uid` from a batch asked for it alone; `NoSuchMessage` if it is gone.

@@ -13,7 +13,9 @@ mod integration {
     mod faults;
     mod hostile;
     mod read_path;
+    mod reliability;
     mod soak;
+    mod tools;
     mod wire;
     mod write_path;
 }

@@ -113,7 +113,7 @@ impl ContentCache for MemoryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Section, Uid};
+    use crate::store::{Section, Transfer, Uid};
 
     fn key(uid: u32, validity: u32) -> ContentKey {
         ContentKey {
@@ -121,6 +121,7 @@ mod tests {
             validity: UidValidity(validity),
             uid: Uid(uid),
             section: Section(vec![1]),
+            transfer: Transfer::Encoded,
             offset: 0,
         }
     }

@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use super::inodes::{MessageRef, Node};
 use super::mailboxes::child_path;
 use super::namespace::name_str;
+use super::virtual_dirs::{self, VirtualNode};
 use super::{AttrReply, Fs, FsError, FsResult, StatFs};
 use crate::store::{Flag, MailboxId, Uid, UidValidity};
 
@@ -70,6 +71,13 @@ impl Fs {
         if self.tree(true)?.get(&path).is_some() {
             return Err(FsError::Exists);
         }
+        if virtual_dirs::is_reserved(name) {
+            // The trash's directory exists already; other reserved names are imapfs's.
+            return Err(match virtual_dirs::at_root(name) {
+                Some(_) if parent_path.is_empty() => FsError::Exists,
+                _ => FsError::NotPermitted(format!("{name} is a name imapfs reserves")),
+            });
+        }
         let server_path = self.new_server_path(&parent_path, name)?;
         let id = self.store.create_mailbox(&server_path)?;
         tracing::info!(mailbox = %id, "created mailbox");
@@ -113,7 +121,13 @@ impl Fs {
                 }
             }
             Node::Root => Err(FsError::NotPermitted("the root".into())),
-            Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
+            Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
+                Err(FsError::NotADirectory)
+            }
+            Node::Virtual(v) if v.is_dir() => Err(FsError::NotPermitted(
+                "imapfs's own directories cannot be removed".into(),
+            )),
+            Node::Virtual(_) => Err(FsError::NotADirectory),
         }
     }
 
@@ -172,7 +186,7 @@ impl Fs {
     }
 
     /// The Trash mailbox: SPECIAL-USE `\Trash`, else one named Trash.
-    fn trash_mailbox(&self) -> FsResult<MailboxId> {
+    pub(super) fn trash_mailbox(&self) -> FsResult<MailboxId> {
         let tree = self.tree(false)?;
         if let Some(t) = tree.special_use("trash") {
             return Ok(t.clone());
@@ -185,7 +199,7 @@ impl Fs {
         }
     }
 
-    fn delete_message(&self, message: &MessageRef) -> FsResult<()> {
+    pub(super) fn delete_message(&self, message: &MessageRef) -> FsResult<()> {
         match self.config.delete {
             DeleteMode::Off => Err(FsError::NotPermitted(
                 "deleting messages is turned off (--delete=off)".into(),
@@ -217,8 +231,8 @@ impl Fs {
         Ok(())
     }
 
-    /// `unlink`: hide a part file from this mount's view (the server is never changed), or
-    /// drop a new file that has not been appended.
+    /// `unlink`: hide a part file from this mount's view (the server is never changed), drop
+    /// a new file, or delete the message a file shows (as `rm -r` of the message would).
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.refuse_if_read_only()?;
         match self.resolve(parent, name_str(name)?)? {
@@ -226,11 +240,12 @@ impl Fs {
                 self.hidden.lock().insert(node.key());
                 Ok(())
             }
-            Node::NewFile { dir_path, name } => {
-                self.discard_new_file(&dir_path, &name);
-                Ok(())
+            Node::NewFile { dir_path, name } => self.unlink_new_file(&dir_path, &name),
+            Node::StoredFile { message, .. } => self.delete_message(&message),
+            Node::Virtual(VirtualNode::TrashNote { uid, name }) => self.remove_note(uid, &name),
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
+                Err(FsError::IsADirectory)
             }
-            _ => Err(FsError::IsADirectory),
         }
     }
 
@@ -252,7 +267,24 @@ impl Fs {
         if no_replace && self.resolve(new_parent, new_name).is_ok() {
             return Err(FsError::Exists);
         }
+        let moved_into_trash = matches!(
+            self.node(new_parent)?,
+            Node::Virtual(VirtualNode::TrashFiles { .. })
+        );
         match self.resolve(parent, name_str(name)?)? {
+            // A file manager's "Move to Trash": the message goes to the server's Trash.
+            Node::Message {
+                message, section, ..
+            }
+            | Node::File {
+                message,
+                dir: section,
+                ..
+            } if moved_into_trash && section.is_whole() => self.trash_message(&message),
+            Node::StoredFile { message, .. } if moved_into_trash => self.trash_message(&message),
+            _ if moved_into_trash => Err(FsError::NotPermitted(
+                "only messages can be moved to the trash".into(),
+            )),
             Node::Mailbox { path } => {
                 let new_parent_path = self.mailbox_dir_path(new_parent)?;
                 self.rename_mailbox(&path, &new_parent_path, new_name)
@@ -263,20 +295,35 @@ impl Fs {
                 let target = self.mailbox_dir_path(new_parent)?;
                 self.move_message(&message, &target, new_name)
             }
-            Node::NewFile { .. } => {
-                // Tools write a temporary name and rename it when done (rsync does).
-                // The message is named when it is appended, so the rename changes nothing.
+            Node::NewFile { dir_path, name } => {
+                // Editors and rsync write a temporary name and rename it when done.
                 if new_parent != parent {
                     return Err(FsError::NotPermitted(
                         "a new file stays in its mailbox".into(),
                     ));
                 }
-                Ok(())
+                // Onto a file a message shows: that message is the old version.
+                let replaced = match self.resolve(new_parent, new_name) {
+                    Ok(Node::StoredFile { message, .. }) => Some(message),
+                    Ok(Node::NewFile { .. }) | Err(_) => None,
+                    Ok(_) => return Err(FsError::IsADirectory),
+                };
+                self.rename_new_file(&dir_path, &name, new_name, replaced)
             }
+            Node::StoredFile { message, .. } if new_parent != parent => {
+                let target = self.mailbox_dir_path(new_parent)?;
+                self.move_message(&message, &target, new_name)
+            }
+            Node::StoredFile { .. } => Err(FsError::NotPermitted(
+                "a stored file keeps its name; copy it to rename it".into(),
+            )),
             Node::Message { .. } | Node::File { .. } => Err(FsError::NotPermitted(
                 "parts of a message cannot be moved or renamed".into(),
             )),
             Node::Root => Err(FsError::NotPermitted("the root".into())),
+            Node::Virtual(_) => Err(FsError::NotPermitted(
+                "imapfs's own directories and notes cannot be moved".into(),
+            )),
         }
     }
 
@@ -307,7 +354,7 @@ impl Fs {
     /// After a move to `target`: the inodes the kernel holds for the message follow it to
     /// its new UID (when the server told it), the name `mv` used resolves to it until the
     /// next listing of the target, and both mailboxes are listed again when next looked at.
-    fn follow_move(
+    pub(super) fn follow_move(
         &self,
         message: &MessageRef,
         target: &MailboxId,

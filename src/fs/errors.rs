@@ -29,6 +29,10 @@ pub enum FsError {
     Exists,
     #[error("stale handle")]
     BadHandle,
+    #[error("no space left: {0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    Spool(String),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -55,6 +59,8 @@ impl FsError {
             FsError::NoAttribute => (libc::ENODATA, Level::Debug),
             FsError::Range => (libc::ERANGE, Level::Debug),
             FsError::BadHandle => (libc::EBADF, Level::Warn),
+            FsError::NoSpace(_) => (libc::ENOSPC, Level::Warn),
+            FsError::Spool(_) => (libc::EIO, Level::Warn),
             FsError::NotSupported => (libc::ENOTSUP, Level::Debug),
             FsError::Exists => (libc::EEXIST, Level::Debug),
             FsError::Store(e) => match e {

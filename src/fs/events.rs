@@ -64,17 +64,70 @@ impl Fs {
                 }
                 self.announce(&reported.mailbox, &change);
             }
-            StoreEvent::MailboxList => {
-                self.metadata.invalidate_tree();
+            StoreEvent::MailboxList => self.mailbox_list_changed(),
+        }
+    }
+
+    /// Mailboxes were created, renamed or deleted elsewhere: list them again, and tell the
+    /// kernel which names went and which directories changed.
+    fn mailbox_list_changed(&self) {
+        let old = self.metadata.tree(None);
+        self.metadata.invalidate_tree();
+        let new = match self.tree(false) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the mailboxes after a change");
                 self.invalidations.send(Invalidation::Inode { ino: ROOT });
+                return;
             }
+        };
+        let Some(old) = old else {
+            self.invalidations.send(Invalidation::Inode { ino: ROOT });
+            return;
+        };
+        let mut out = Vec::new();
+        {
+            let inodes = self.inodes.lock();
+            let ino_of = |path: &str| match path {
+                "" => Some(ROOT),
+                p => inodes.ino_of(&NodeKey::Mailbox(p.to_string())),
+            };
+            for (path, dir) in old.dirs() {
+                let Some(parent) = ino_of(path) else { continue };
+                let now = new.get(path).map(|d| &d.children);
+                if now == Some(&dir.children) {
+                    continue;
+                }
+                for name in dir.children.keys() {
+                    if now.is_none_or(|n| !n.contains_key(name)) {
+                        out.push(Invalidation::Entry {
+                            parent,
+                            name: name.clone(),
+                        });
+                    }
+                }
+                out.push(Invalidation::Inode { ino: parent });
+            }
+            for (path, _) in new.dirs() {
+                if old.get(path).is_none() {
+                    if let Some(parent) =
+                        path.rsplit_once('/').map_or(Some(ROOT), |(p, _)| ino_of(p))
+                    {
+                        out.push(Invalidation::Inode { ino: parent });
+                    }
+                }
+            }
+        }
+        out.dedup();
+        for invalidation in out {
+            self.invalidations.send(invalidation);
         }
     }
 
     /// Tells the kernel what a change in `mailbox` made untrue: the names of messages that
     /// are gone, and the directory's listing when messages came or went.
     pub(super) fn announce(&self, mailbox: &MailboxId, change: &ListingChange) {
-        if change.removed.is_empty() && !change.arrived {
+        if change.removed.is_empty() && !change.arrived && change.flagged.is_empty() {
             return;
         }
         let Some(path) = self
@@ -95,6 +148,20 @@ impl Fs {
             let Some(parent) = parent else {
                 return;
             };
+            // A message whose flags changed: its attributes (ctime, for tools that watch).
+            for message in &change.flagged {
+                let key = NodeKey::Message(message.clone(), Section::whole());
+                if let Some(ino) = inodes.ino_of(&key) {
+                    out.push(Invalidation::Inode { ino });
+                }
+            }
+            if change.removed.is_empty() && !change.arrived {
+                drop(inodes);
+                for invalidation in out {
+                    self.invalidations.send(invalidation);
+                }
+                return;
+            }
             for (name, message) in &change.removed {
                 let key = NodeKey::Message(message.clone(), Section::whole());
                 out.push(match inodes.ino_of(&key) {
@@ -110,6 +177,16 @@ impl Fs {
                 });
             }
             out.push(Invalidation::Inode { ino: parent });
+            if change.validity_changed {
+                // Pages the kernel keeps of the old mailbox's files must not be served
+                // again: the next read comes here, and is ESTALE.
+                out.extend(
+                    inodes
+                        .message_inodes(mailbox)
+                        .into_iter()
+                        .map(|ino| Invalidation::Inode { ino }),
+                );
+            }
         }
         for invalidation in out {
             self.invalidations.send(invalidation);

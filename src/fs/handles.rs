@@ -34,7 +34,9 @@ impl DirItem {
             DirItem::Dot { .. } => Kind::Directory,
             DirItem::Child { node, .. } => match node {
                 Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Kind::Directory,
-                Node::File { .. } | Node::NewFile { .. } => Kind::File,
+                Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => Kind::File,
+                Node::Virtual(v) if v.is_dir() => Kind::Directory,
+                Node::Virtual(_) => Kind::File,
             },
         }
     }

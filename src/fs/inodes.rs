@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
+use super::virtual_dirs::VirtualNode;
 use crate::mime::FileSpec;
 use crate::store::{MailboxId, Section, Uid, UidValidity};
 
@@ -44,13 +45,22 @@ pub enum Node {
         message: MessageRef,
         dir: Section,
         name: String,
-        spec: FileSpec,
+        spec: Box<FileSpec>,
         mtime: SystemTime,
         /// The exact size once the content has been rendered.
         known_size: Option<u64>,
     },
     /// A new file being written into a mailbox directory; it becomes a message on close.
     NewFile { dir_path: String, name: String },
+    /// A directory or file imapfs makes up (`virtual_dirs.rs`).
+    Virtual(VirtualNode),
+    /// A message imapfs made from a file, shown as that file again in its mailbox.
+    StoredFile {
+        message: MessageRef,
+        name: String,
+        size: u64,
+        mtime: SystemTime,
+    },
 }
 
 /// What makes a node the node it is.
@@ -61,6 +71,8 @@ pub enum NodeKey {
     Message(MessageRef, Section),
     File(MessageRef, Section, String),
     NewFile(String, String),
+    StoredFile(MessageRef),
+    Virtual(VirtualNode),
 }
 
 impl Node {
@@ -76,21 +88,27 @@ impl Node {
                 message, dir, name, ..
             } => NodeKey::File(message.clone(), dir.clone(), name.clone()),
             Node::NewFile { dir_path, name } => NodeKey::NewFile(dir_path.clone(), name.clone()),
+            Node::StoredFile { message, .. } => NodeKey::StoredFile(message.clone()),
+            Node::Virtual(v) => NodeKey::Virtual(v.clone()),
         }
     }
 
     /// The message this node belongs to, if any.
     pub fn message(&self) -> Option<&MessageRef> {
         match self {
-            Node::Message { message, .. } | Node::File { message, .. } => Some(message),
-            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => Some(message),
+            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } | Node::Virtual(_) => None,
         }
     }
 
     fn message_mut(&mut self) -> Option<&mut MessageRef> {
         match self {
-            Node::Message { message, .. } | Node::File { message, .. } => Some(message),
-            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } => None,
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => Some(message),
+            Node::Root | Node::Mailbox { .. } | Node::NewFile { .. } | Node::Virtual(_) => None,
         }
     }
 }
@@ -191,7 +209,9 @@ impl InodeTable {
 
     fn index(&mut self, ino: u64, node: &Node) {
         match node {
-            Node::Message { message, .. } | Node::File { message, .. } => self
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => self
                 .by_message
                 .entry(message.mailbox.clone())
                 .or_default()
@@ -201,13 +221,15 @@ impl InodeTable {
             Node::Mailbox { path } | Node::NewFile { dir_path: path, .. } => {
                 self.by_path.entry(path.clone()).or_default().push(ino)
             }
-            Node::Root => {}
+            Node::Root | Node::Virtual(_) => {}
         }
     }
 
     fn unindex(&mut self, ino: u64, node: &Node) {
         match node {
-            Node::Message { message, .. } | Node::File { message, .. } => {
+            Node::Message { message, .. }
+            | Node::File { message, .. }
+            | Node::StoredFile { message, .. } => {
                 if let Some(messages) = self.by_message.get_mut(&message.mailbox) {
                     let id = (message.validity, message.uid);
                     if let Some(inos) = messages.get_mut(&id) {
@@ -229,7 +251,7 @@ impl InodeTable {
                     }
                 }
             }
-            Node::Root => {}
+            Node::Root | Node::Virtual(_) => {}
         }
     }
 
@@ -361,6 +383,25 @@ impl InodeTable {
             self.rekey(inos, |node| {
                 if let Some(message) = node.message_mut() {
                     message.mailbox = new.clone();
+                }
+            });
+        }
+    }
+
+    /// Puts `node` behind `ino` in place of what was there (a file a message shows, opened
+    /// for writing, becomes a new file), keeping the number the kernel holds.
+    pub fn replace(&mut self, ino: u64, node: Node) {
+        let new = node.clone();
+        self.rekey(vec![ino], move |n| *n = new.clone());
+    }
+
+    /// A new file was renamed within its directory: the inode the kernel holds follows.
+    pub fn new_file_renamed(&mut self, dir_path: &str, old: &str, new: &str) {
+        let key = NodeKey::NewFile(dir_path.to_string(), old.to_string());
+        if let Some(ino) = self.by_key.get(&key).copied() {
+            self.rekey(vec![ino], |node| {
+                if let Node::NewFile { name, .. } = node {
+                    *name = new.to_string();
                 }
             });
         }

@@ -144,6 +144,11 @@ impl MailboxTree {
         self.by_id.get(id).map(String::as_str)
     }
 
+    /// Every directory, by display path.
+    pub fn dirs(&self) -> impl Iterator<Item = (&str, &MailboxDir)> {
+        self.dirs.iter().map(|(p, d)| (p.as_str(), d))
+    }
+
     /// Every mailbox and its display path.
     pub fn mailboxes(&self) -> impl Iterator<Item = (&MailboxId, &str)> {
         self.by_id.iter().map(|(id, path)| (id, path.as_str()))

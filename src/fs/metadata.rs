@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use super::clock::Clock;
 use super::inodes::MessageRef;
 use super::mailboxes::MailboxTree;
+use super::newmail::{parse_origin, FileOrigin};
 use crate::mime::{self, Entry};
 use crate::store::{
     MailboxChange, MailboxId, MailboxListing, MailboxVersion, MessageMeta, Uid, UidValidity,
@@ -27,18 +28,25 @@ pub const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
 /// Message layouts kept (a walk revisits few; each is a few hundred bytes to kilobytes).
 const LAYOUTS_KEPT: usize = 2048;
 
-/// One listed message and the directory name it has.
+/// One listed message, the directory name it has, and the file it was made from (if
+/// imapfs made it from one).
 #[derive(Debug, Clone)]
 struct Listed {
     meta: MessageMeta,
     name: String,
+    origin: Option<FileOrigin>,
 }
 
 /// The messages of one mailbox as last listed, with local and reported changes applied.
 struct Listing {
     validity: UidValidity,
     version: Option<MailboxVersion>,
+    /// When what the mailbox holds last changed, as far as this mount knows: its
+    /// directory's mtime (the kernel drops a cached listing when it changes).
+    changed: SystemTime,
     messages: BTreeMap<Uid, Listed>,
+    /// File names of file-born messages: the newest message of each name.
+    files: BTreeMap<String, Uid>,
     fetched: Instant,
     /// Set after a change here: the next directory listing asks the server again.
     stale: bool,
@@ -74,6 +82,8 @@ pub struct ListingChange {
     pub removed: Vec<(String, MessageRef)>,
     /// Whether messages arrived.
     pub arrived: bool,
+    /// Messages whose flags changed.
+    pub flagged: Vec<MessageRef>,
     /// How many messages the listing holds now.
     pub size: usize,
 }
@@ -98,7 +108,29 @@ pub struct MetadataCache {
 
 fn listed(meta: MessageMeta) -> Listed {
     let name = mime::message_dir_name(meta.uid, meta.subject.as_deref());
-    Listed { meta, name }
+    let origin = meta.origin.as_deref().and_then(parse_origin);
+    Listed { meta, name, origin }
+}
+
+impl Listing {
+    /// Rebuilds the file names after messages came or went.
+    fn index_files(&mut self) {
+        self.files.clear();
+        for (uid, entry) in &self.messages {
+            if let Some(origin) = &entry.origin {
+                // Later UIDs win: a newer version of a file replaces an older one.
+                self.files.insert(origin.name.clone(), *uid);
+            }
+        }
+    }
+
+    fn message_ref(&self, mailbox: &MailboxId, uid: Uid) -> MessageRef {
+        MessageRef {
+            mailbox: mailbox.clone(),
+            validity: self.validity,
+            uid,
+        }
+    }
 }
 
 /// The UID a message directory name starts with.
@@ -167,8 +199,15 @@ impl MetadataCache {
 
     // ---- listings -------------------------------------------------------------------------
 
-    /// How to have a listing of `mailbox` at most `max_age` old (`None`: any listing).
-    pub fn plan_listing(&self, mailbox: &MailboxId, max_age: Option<Duration>) -> ListingPlan {
+    /// How to have a listing of `mailbox` at most `max_age` old (`None`: any listing). A
+    /// `followed` mailbox's listing is kept true by the store's reports: it is always
+    /// fresh unless this mount changed the mailbox since.
+    pub fn plan_listing(
+        &self,
+        mailbox: &MailboxId,
+        max_age: Option<Duration>,
+        followed: bool,
+    ) -> ListingPlan {
         let now = self.clock.now();
         let inner = self.inner.lock();
         let ticket = inner.ticket(mailbox);
@@ -177,6 +216,7 @@ impl MetadataCache {
         };
         let fresh = match max_age {
             None => true,
+            Some(_) if followed => !listing.stale,
             Some(age) => !listing.stale && now.saturating_duration_since(listing.fetched) < age,
         };
         match (fresh, listing.stale, listing.version) {
@@ -246,16 +286,21 @@ impl MetadataCache {
         }
         // A change made here while the listing was on its way may be missing from it.
         let stale = inner.ticket(mailbox) != ticket;
-        inner.listings.insert(
-            mailbox.clone(),
-            Listing {
-                validity: fresh.uid_validity,
-                version: fresh.version,
-                messages,
-                fetched: now,
-                stale,
-            },
-        );
+        let changed = match inner.listings.get(mailbox) {
+            Some(old) if change.removed.is_empty() && !change.arrived => old.changed,
+            _ => SystemTime::now(),
+        };
+        let mut listing = Listing {
+            validity: fresh.uid_validity,
+            version: fresh.version,
+            changed,
+            messages,
+            files: BTreeMap::new(),
+            fetched: now,
+            stale,
+        };
+        listing.index_files();
+        inner.listings.insert(mailbox.clone(), listing);
         change
     }
 
@@ -308,12 +353,31 @@ impl MetadataCache {
         for (uid, flags) in &reported.flags {
             if let Some(entry) = listing.messages.get_mut(uid) {
                 entry.meta.flags = flags.clone();
+                change.flagged.push(MessageRef {
+                    mailbox: reported.mailbox.clone(),
+                    validity: listing.validity,
+                    uid: *uid,
+                });
             }
         }
         // The version held no longer describes the listing.
         listing.version = None;
+        listing.index_files();
+        if change.arrived || !change.removed.is_empty() {
+            listing.changed = SystemTime::now();
+        }
         change.size = listing.messages.len();
         change
+    }
+
+    /// When what `mailbox` holds last changed (its directory's mtime), if it was listed.
+    pub fn changed(&self, mailbox: &MailboxId) -> Option<SystemTime> {
+        self.inner.lock().listings.get(mailbox).map(|l| l.changed)
+    }
+
+    /// The UIDVALIDITY of the mailbox as last listed.
+    pub fn validity(&self, mailbox: &MailboxId) -> Option<UidValidity> {
+        self.inner.lock().listings.get(mailbox).map(|l| l.validity)
     }
 
     /// A listed message's metadata.
@@ -334,28 +398,33 @@ impl MetadataCache {
         })
     }
 
-    /// The message a directory name in `mailbox` stands for: a name `mv` gave it, or one
-    /// from the listing.
+    /// The message a directory name in `mailbox` stands for: one from the listing, or else
+    /// a name `mv` gave it (which never hides a listed message of that name).
     pub fn find_message(
         &self,
         mailbox: &MailboxId,
         name: &str,
     ) -> Option<(MessageRef, SystemTime)> {
         let inner = self.inner.lock();
-        if let Some(alias) = inner.aliases.get(mailbox).and_then(|a| a.get(name)) {
-            return Some(alias.clone());
-        }
-        let listing = inner.listings.get(mailbox)?;
-        let entry = listing.messages.get(&uid_in_name(name)?)?;
-        (entry.name == name).then(|| {
-            (
-                MessageRef {
-                    mailbox: mailbox.clone(),
-                    validity: listing.validity,
-                    uid: entry.meta.uid,
-                },
-                entry.meta.internal_date,
-            )
+        let listed = inner.listings.get(mailbox).and_then(|listing| {
+            let entry = listing.messages.get(&uid_in_name(name)?)?;
+            (entry.name == name).then(|| {
+                (
+                    MessageRef {
+                        mailbox: mailbox.clone(),
+                        validity: listing.validity,
+                        uid: entry.meta.uid,
+                    },
+                    entry.meta.internal_date,
+                )
+            })
+        });
+        listed.or_else(|| {
+            inner
+                .aliases
+                .get(mailbox)
+                .and_then(|a| a.get(name))
+                .cloned()
         })
     }
 
@@ -377,6 +446,31 @@ impl MetadataCache {
                     uid: e.meta.uid,
                 };
                 (e.name.clone(), message, e.meta.internal_date)
+            })
+            .collect()
+    }
+
+    /// The file-born message shown as the file `name` in `mailbox`, if any.
+    pub fn find_file(&self, mailbox: &MailboxId, name: &str) -> Option<(MessageRef, FileOrigin)> {
+        let inner = self.inner.lock();
+        let listing = inner.listings.get(mailbox)?;
+        let uid = *listing.files.get(name)?;
+        let origin = listing.messages.get(&uid)?.origin.clone()?;
+        Some((listing.message_ref(mailbox, uid), origin))
+    }
+
+    /// Every file a file-born message of `mailbox` shows, by name.
+    pub fn files(&self, mailbox: &MailboxId) -> Vec<(MessageRef, FileOrigin)> {
+        let inner = self.inner.lock();
+        let Some(listing) = inner.listings.get(mailbox) else {
+            return Vec::new();
+        };
+        listing
+            .files
+            .values()
+            .filter_map(|uid| {
+                let origin = listing.messages.get(uid)?.origin.clone()?;
+                Some((listing.message_ref(mailbox, *uid), origin))
             })
             .collect()
     }
@@ -451,14 +545,20 @@ impl MetadataCache {
         }
     }
 
-    /// A message left its mailbox (moved, deleted) by this mount's doing.
+    /// A message left its mailbox (moved, deleted) by this mount's doing: it is no longer
+    /// listed there, and no name `mv` gave it resolves any more.
     pub fn message_left(&self, message: &MessageRef) {
         self.mark_stale(&message.mailbox);
         let mut inner = self.inner.lock();
         if let Some(listing) = inner.listings.get_mut(&message.mailbox) {
             if listing.validity == message.validity {
                 listing.messages.remove(&message.uid);
+                listing.index_files();
+                listing.changed = SystemTime::now();
             }
+        }
+        if let Some(aliases) = inner.aliases.get_mut(&message.mailbox) {
+            aliases.retain(|_, (m, _)| m != message);
         }
     }
 
@@ -497,6 +597,8 @@ impl MetadataCache {
         if let (Some(listing), Some(mut meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
             meta.uid = new.uid;
             listing.messages.insert(new.uid, listed(meta));
+            listing.index_files();
+            listing.changed = SystemTime::now();
         }
         if let Some(name) = new_name {
             inner
@@ -590,6 +692,7 @@ mod tests {
             internal_date: SystemTime::UNIX_EPOCH,
             subject: Some(subject.as_bytes().to_vec()),
             flags: Vec::new(),
+            origin: None,
         }
     }
 
@@ -606,29 +709,48 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let cache = MetadataCache::new(clock.clone());
         let inbox = MailboxId::new("INBOX");
-        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None) else {
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
             panic!("nothing listed yet")
         };
         cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
         assert_eq!(
-            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), false),
             ListingPlan::Use
         );
         clock.advance(LISTING_FRESH);
         assert!(matches!(
-            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), false),
             ListingPlan::Relist { .. }
         ));
-        assert_eq!(cache.plan_listing(&inbox, None), ListingPlan::Use);
+        assert_eq!(cache.plan_listing(&inbox, None, false), ListingPlan::Use);
 
         // A listing under way while this mount changed the mailbox is kept, but stale.
-        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, Some(LISTING_FRESH)) else {
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, Some(LISTING_FRESH), false)
+        else {
             panic!()
         };
         cache.mark_stale(&inbox);
         cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
         assert!(matches!(
-            cache.plan_listing(&inbox, Some(LISTING_FRESH)),
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), false),
+            ListingPlan::Relist { .. }
+        ));
+    }
+
+    #[test]
+    fn a_followed_listing_stays_fresh_until_this_mount_changes_the_mailbox() {
+        let clock = Arc::new(ManualClock::new());
+        let cache = MetadataCache::new(clock.clone());
+        let inbox = MailboxId::new("INBOX");
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ChangeTicket(0));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), true),
+            ListingPlan::Use
+        );
+        cache.mark_stale(&inbox);
+        assert!(matches!(
+            cache.plan_listing(&inbox, Some(LISTING_FRESH), true),
             ListingPlan::Relist { .. }
         ));
     }
@@ -637,7 +759,7 @@ mod tests {
     fn names_resolve_by_uid_and_exact_name() {
         let cache = MetadataCache::new(Arc::new(ManualClock::new()));
         let inbox = MailboxId::new("INBOX");
-        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None) else {
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
             panic!()
         };
         cache.install_listing(&inbox, listing(7, vec![meta(3, "hello")]), ticket);

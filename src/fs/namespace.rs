@@ -14,7 +14,7 @@ use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_
 use super::walk::Walk;
 use super::{virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult};
 use crate::mime::{self, Entry, EntryKind};
-use crate::store::{MailboxId, Section, StoreError};
+use crate::store::{MailboxId, Section, StoreError, Uid};
 
 /// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
 pub const STRUCTURE_READ_AHEAD: usize = 64;
@@ -60,7 +60,7 @@ pub(super) fn entry_node(
             message: message.clone(),
             dir: dir.clone(),
             name: entry.name.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             mtime,
             known_size: None,
         },
@@ -77,6 +77,7 @@ impl Fs {
 
     /// The mailbox tree: any held (`refresh` false), or one at most `TREE_FRESH` old.
     pub(super) fn tree(&self, refresh: bool) -> FsResult<Arc<MailboxTree>> {
+        let refresh = refresh && !self.store.is_list_followed();
         if let Some(tree) = self.metadata.tree(refresh.then_some(TREE_FRESH)) {
             return Ok(tree);
         }
@@ -93,7 +94,8 @@ impl Fs {
         mailbox: &MailboxId,
         max_age: Option<Duration>,
     ) -> FsResult<()> {
-        let ticket = match self.metadata.plan_listing(mailbox, max_age) {
+        let followed = self.store.is_followed(mailbox);
+        let ticket = match self.metadata.plan_listing(mailbox, max_age, followed) {
             ListingPlan::Use => return Ok(()),
             ListingPlan::CheckVersion { known, ticket } => {
                 if self.store.mailbox_version(mailbox)? == Some(known)
@@ -107,7 +109,10 @@ impl Fs {
         };
         let fresh = self.store.list_messages(mailbox)?;
         let validity = fresh.uid_validity;
+        let version = fresh.version;
         let change = self.metadata.install_listing(mailbox, fresh, ticket);
+        // From this state on, the store reports the mailbox's changes (where it can).
+        self.store.follow(mailbox, version);
         if change.validity_changed {
             self.content.retain_validity(mailbox, validity);
         }
@@ -161,14 +166,19 @@ impl Fs {
             }
             other => other?,
         };
+        let mut layouts: Vec<(Uid, Vec<Entry>)> = structures
+            .iter()
+            .map(|s| (s.uid, mime::message_layout(&s.body, s.size)))
+            .collect();
+        self.exact_sizes(&message.mailbox, message.validity, &mut layouts);
         let mut wanted = None;
-        for structure in structures {
-            let layout = Arc::new(mime::message_layout(&structure.body, structure.size));
-            if structure.uid == message.uid {
+        for (uid, layout) in layouts {
+            let layout = Arc::new(layout);
+            if uid == message.uid {
                 wanted = Some(Arc::clone(&layout));
             }
             let one = MessageRef {
-                uid: structure.uid,
+                uid,
                 ..message.clone()
             };
             self.metadata.insert_layout(one, layout);
@@ -204,9 +214,13 @@ impl Fs {
                 if self.hidden.lock().contains(&node.key()) {
                     return Err(FsError::NotFound);
                 }
-                Ok(node)
+                self.exact_file(node)
             }
-            Node::File { .. } | Node::NewFile { .. } => Err(FsError::NotADirectory),
+            Node::Virtual(dir) if dir.is_dir() => self.resolve_virtual(&dir, name),
+            Node::File { .. }
+            | Node::NewFile { .. }
+            | Node::StoredFile { .. }
+            | Node::Virtual(_) => Err(FsError::NotADirectory),
         }
     }
 
@@ -226,13 +240,25 @@ impl Fs {
         }
         if virtual_dirs::is_reserved(name) {
             // Never a message, and no reason to ask the server for new mailboxes.
-            return Err(FsError::NotFound);
+            return match virtual_dirs::at_root(name).filter(|_| path.is_empty()) {
+                Some(node) => Ok(Node::Virtual(node)),
+                None => Err(FsError::NotFound),
+            };
         }
-        if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            if let Some(mailbox) = dir.selectable_id() {
+        if let Some(mailbox) = dir.selectable_id() {
+            if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(node) = self.find_message_dir(mailbox, name)? {
                     return Ok(node);
                 }
+            }
+            self.ensure_listing(mailbox, None)?;
+            if let Some((message, origin)) = self.metadata.find_file(mailbox, name) {
+                return Ok(Node::StoredFile {
+                    message,
+                    name: origin.name,
+                    size: origin.size,
+                    mtime: origin.mtime,
+                });
             }
         }
         // Perhaps another client created it: ask again, at most once per `TREE_FRESH`.
@@ -325,16 +351,43 @@ impl Fs {
                 }
                 items
             }
-            Node::File { .. } | Node::NewFile { .. } => return Err(FsError::NotADirectory),
+            Node::Virtual(dir) if dir.is_dir() => {
+                let mut items = vec![
+                    DirItem::Dot { name: ".", ino },
+                    DirItem::Dot {
+                        name: "..",
+                        ino: ROOT,
+                    },
+                ];
+                items.extend(self.virtual_items(&dir)?);
+                items
+            }
+            Node::File { .. }
+            | Node::NewFile { .. }
+            | Node::StoredFile { .. }
+            | Node::Virtual(_) => return Err(FsError::NotADirectory),
         };
         Ok(self.dirs.open(items))
     }
 
     /// Whether the kernel may keep an open directory's entries across opens: true for
     /// message directories, whose contents never change (hiding a file with `rm` is seen by
-    /// the kernel itself).
+    /// the kernel itself), and for mailboxes the store follows (a change bumps the
+    /// directory's mtime and invalidates it, which drops the kernel's copy).
     pub fn dir_is_final(&self, ino: u64) -> bool {
-        matches!(self.node(ino), Ok(Node::Message { .. }))
+        match self.node(ino) {
+            Ok(Node::Message { .. }) => true,
+            Ok(Node::Mailbox { path }) => self.followed_path(&path),
+            _ => false,
+        }
+    }
+
+    /// Whether the mailbox shown at `path` is followed by the store (kept true by reports).
+    pub(super) fn followed_path(&self, path: &str) -> bool {
+        self.metadata
+            .tree(None)
+            .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()))
+            .is_some_and(|id| self.store.is_followed(&id))
     }
 
     fn mailbox_dir_items(&self, ino: u64, path: &str) -> FsResult<Vec<DirItem>> {
@@ -359,16 +412,32 @@ impl Fs {
                 },
             });
         }
-        for name in self.new_files.in_dir(path, true) {
+        let new_files = self.new_files.in_dir(path, true);
+        for name in &new_files {
             items.push(DirItem::Child {
                 node: Node::NewFile {
                     dir_path: path.to_string(),
                     name: name.clone(),
                 },
-                name,
+                name: name.clone(),
             });
         }
         if let Some(mailbox) = mailbox {
+            // A new file of the same name is the newer version; a mailbox always wins.
+            for (message, origin) in self.metadata.files(mailbox) {
+                if dir.children.contains_key(&origin.name) || new_files.contains(&origin.name) {
+                    continue;
+                }
+                items.push(DirItem::Child {
+                    name: origin.name.clone(),
+                    node: Node::StoredFile {
+                        message,
+                        name: origin.name,
+                        size: origin.size,
+                        mtime: origin.mtime,
+                    },
+                });
+            }
             for (name, message, mtime) in self.metadata.snapshot(mailbox) {
                 if dir.children.contains_key(&name) {
                     continue;
@@ -403,6 +472,10 @@ impl Fs {
                         },
                     ..
                 } if section.is_whole() => self.metadata.is_listed(message),
+                DirItem::Child {
+                    node: Node::StoredFile { message, .. },
+                    ..
+                } => self.metadata.is_listed(message),
                 _ => true,
             })
             .take(max)
@@ -450,7 +523,13 @@ impl Fs {
                     Ok(reply) => reply,
                     Err(_) => continue,
                 },
-                DirItem::Child { node, .. } => self.remember(node.clone()),
+                DirItem::Child { node, .. } => match self.exact_file(node.clone()) {
+                    Ok(node) => self.remember(node),
+                    // The page ends before an entry whose size cannot be learned now; the
+                    // next page starts with it, and fails if it still cannot.
+                    Err(e) if out.is_empty() => return Err(e),
+                    Err(_) => break,
+                },
             };
             let entry = DirEntry {
                 ino: reply.attr.ino,

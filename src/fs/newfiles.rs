@@ -1,95 +1,151 @@
-//! New files in mailbox directories: spooled on local disk while written, appended to the
-//! server when closed, kept in the spool if APPEND fails.
+//! New files in mailbox directories: spooled on local disk while written, stored as a
+//! message (APPEND) when a writer closes them, stored again (and the old message expunged)
+//! when rewritten or renamed after storing, and kept local when their names say they are
+//! temporary: editor swap, backup and lock files, and dotfiles (rsync's temporary names)
+//! until they are renamed to a visible name. Empty files are never stored.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-use super::inodes::Node;
-use super::{newmail, AttrReply, Fs, FsError, FsResult};
+use super::inodes::{MessageRef, Node};
+use super::newmail::MessageSource;
+use super::spool::{note_path, Sending};
+use super::virtual_dirs::VirtualNode;
+use super::{AttrReply, Fs, FsError, FsResult};
 use crate::store::{MailboxId, NewMessage, StoreError};
 
-/// Where a new file stands.
+/// What a new file's name says about storing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PendingState {
-    /// Being written; appended at the next close.
-    Writing,
-    /// Appended to the server; the file has become a message.
-    Appended,
-    /// APPEND failed and nothing was written since: the bytes wait in the spool file.
-    Failed,
+pub enum NameKind {
+    /// An ordinary file: stored when written and closed.
+    Stored,
+    /// A dotfile: stored only once renamed to a visible name (rsync writes `.name.XXXXXX`).
+    Hidden,
+    /// An editor's swap, backup or lock file: never stored.
+    Local,
 }
 
-/// A new file in a mailbox directory, spooled on local disk until it is appended.
-pub struct PendingFile {
+/// How a file named `name` is treated.
+pub fn name_kind(name: &str) -> NameKind {
+    let vim_swap =
+        name.starts_with('.') && name.len() > 4 && name.is_char_boundary(name.len() - 4) && {
+            let ext = &name[name.len() - 4..];
+            ext == ".swx" || (ext.starts_with(".sw") && matches!(ext.as_bytes()[3], b'a'..=b'p'))
+        };
+    let local = vim_swap
+        || name.ends_with('~')
+        || name == "4913"
+        || name.starts_with(".#")
+        || name.ends_with(".lock")
+        || (name.starts_with(".~lock.") && name.ends_with('#'));
+    if local {
+        NameKind::Local
+    } else if name.starts_with('.') {
+        NameKind::Hidden
+    } else {
+        NameKind::Stored
+    }
+}
+
+/// Where a new file stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Written since it was last stored (or never stored).
+    Dirty,
+    /// Stored as a message (known when the server told its UID); nothing written since.
+    Stored(Option<MessageRef>),
+    /// Storing failed: the bytes wait in the spool file.
+    Failed(String),
+    /// Writing to the spool failed (say, the disk is full): it will not be stored.
+    Broken { no_space: bool, why: String },
+}
+
+/// A new file in a mailbox directory, spooled on local disk.
+pub struct NewFile {
     mailbox: MailboxId,
-    name: String,
+    name: Mutex<String>,
     spool: PathBuf,
     file: File,
     size: AtomicU64,
-    state: Mutex<PendingState>,
-    created: SystemTime,
+    /// What `touch` or rsync set; the creation time otherwise. Becomes the INTERNALDATE.
+    mtime: Mutex<SystemTime>,
+    /// Open handles (create counts as one).
+    opens: AtomicU32,
+    state: Mutex<State>,
+    /// Messages this file supersedes once stored (a file it was renamed onto, an older
+    /// version of itself); expunged after the APPEND, so nothing is ever lost.
+    replaces: Mutex<Vec<MessageRef>>,
+    /// Held while the file is being stored.
+    storing: Mutex<()>,
 }
 
-impl PendingFile {
+impl NewFile {
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }
 
-    /// When it was created (its mtime).
-    pub fn created(&self) -> SystemTime {
-        self.created
+    /// Its mtime.
+    pub fn mtime(&self) -> SystemTime {
+        *self.mtime.lock()
     }
 
-    fn is_appended(&self) -> bool {
-        *self.state.lock() == PendingState::Appended
+    fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+
+    fn stored(&self) -> Option<Option<MessageRef>> {
+        match &*self.state.lock() {
+            State::Stored(message) => Some(message.clone()),
+            _ => None,
+        }
     }
 }
 
 /// The new files of every mailbox directory, by directory path and name.
 #[derive(Default)]
 pub struct NewFiles {
-    files: Mutex<HashMap<(String, String), Arc<PendingFile>>>,
+    files: Mutex<HashMap<(String, String), Arc<NewFile>>>,
 }
 
 impl NewFiles {
     /// The new file `name` in the directory at `dir_path`.
-    pub fn get(&self, dir_path: &str, name: &str) -> Option<Arc<PendingFile>> {
+    pub fn get(&self, dir_path: &str, name: &str) -> Option<Arc<NewFile>> {
         self.files
             .lock()
             .get(&(dir_path.to_string(), name.to_string()))
             .cloned()
     }
 
-    fn insert(&self, dir_path: &str, file: Arc<PendingFile>) {
+    fn insert(&self, dir_path: &str, file: Arc<NewFile>) -> Option<Arc<NewFile>> {
         self.files
             .lock()
-            .insert((dir_path.to_string(), file.name.clone()), file);
+            .insert((dir_path.to_string(), file.name()), file)
     }
 
-    fn remove(&self, dir_path: &str, name: &str) -> Option<Arc<PendingFile>> {
+    fn remove(&self, dir_path: &str, name: &str) -> Option<Arc<NewFile>> {
         self.files
             .lock()
             .remove(&(dir_path.to_string(), name.to_string()))
     }
 
-    /// Names of the new files of a mailbox directory. Files already appended stay visible
-    /// to lookups until the directory is listed again (tools like rsync close a temporary
-    /// file and then rename it); a listing (`listing` true) drops them, as the message
-    /// shows now.
+    /// Names of the new files of a mailbox directory. Stored files stay visible until the
+    /// directory is listed again; a listing (`listing` true) drops them, as the message
+    /// (and, for a file-born message, its file) shows now.
     pub fn in_dir(&self, dir_path: &str, listing: bool) -> Vec<String> {
         let mut files = self.files.lock();
         if listing {
-            files.retain(|(dir, _), f| dir != dir_path || !f.is_appended());
+            files.retain(|(dir, _), f| {
+                dir != dir_path || f.stored().is_none() || f.opens.load(Ordering::Relaxed) > 0
+            });
         }
         files
             .keys()
@@ -116,10 +172,49 @@ impl NewFiles {
     }
 }
 
+impl Drop for NewFiles {
+    /// At unmount, the files that were only ever local (temporary, hidden, empty) go with
+    /// the mount; anything meant to be stored and not stored stays in the spool.
+    fn drop(&mut self) {
+        for file in self.files.get_mut().values() {
+            let local = name_kind(&file.name()) != NameKind::Stored || file.size() == 0;
+            if local && *file.state.lock() == State::Dirty {
+                let _ = std::fs::remove_file(&file.spool);
+            }
+        }
+    }
+}
+
 static SPOOL_SERIAL: AtomicU64 = AtomicU64::new(0);
 
+/// An error of the spool file: ENOSPC when the disk is full, else EIO.
+fn spool_error(what: &str, e: &std::io::Error) -> (bool, String) {
+    let no_space = e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT);
+    (no_space, format!("spool {what}: {e}"))
+}
+
 impl Fs {
-    /// `create`: a new file in a mailbox directory, spooled until it is closed.
+    /// The spool directory, created private (0700) if it is missing.
+    fn spool_dir(&self) -> FsResult<&PathBuf> {
+        let dir = &self.config.spool_dir;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                FsError::Spool(format!(
+                    "cannot create spool directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                FsError::Spool(format!(
+                    "cannot protect spool directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(dir)
+    }
+
+    /// `create`: a new file in a mailbox directory, spooled until it is stored.
     pub fn create(&self, parent: u64, name: &OsStr) -> FsResult<(AttrReply, u64)> {
         self.refuse_if_read_only()?;
         let name = name
@@ -130,6 +225,12 @@ impl Fs {
                 "{name:?} contains control characters"
             )));
         }
+        if let Ok(Node::Virtual(dir)) = self.node(parent) {
+            let node = self.create_note(&dir, name)?;
+            let reply = self.remember(node);
+            let ino = reply.attr.ino;
+            return Ok((reply, 0)).map(|(r, _)| (r, ino));
+        }
         let dir_path = self.mailbox_dir_path(parent)?;
         let tree = self.tree(false)?;
         let dir = tree.get(&dir_path).ok_or(FsError::NotFound)?;
@@ -137,23 +238,32 @@ impl Fs {
             .selectable_id()
             .cloned()
             .ok_or_else(|| FsError::NotPermitted("this directory cannot hold messages".into()))?;
-        std::fs::create_dir_all(&self.config.spool_dir).map_err(|e| {
-            FsError::Store(StoreError::Refused(format!(
-                "cannot create spool directory {}: {e}",
-                self.config.spool_dir.display()
-            )))
-        })?;
+        let file = self.new_spooled_file(mailbox, name)?;
+        if let Some(old) = self.new_files.insert(&dir_path, file) {
+            // Created over a new file of the same name: that one is gone.
+            self.drop_spool(&old);
+        }
+        let reply = self.remember(Node::NewFile {
+            dir_path,
+            name: name.to_string(),
+        });
+        let ino = reply.attr.ino;
+        Ok((reply, ino))
+    }
+
+    fn new_spooled_file(&self, mailbox: MailboxId, name: &str) -> FsResult<Arc<NewFile>> {
+        let dir = self.spool_dir()?;
         let serial = SPOOL_SERIAL.fetch_add(1, Ordering::Relaxed);
         let safe: String = name
             .chars()
             .map(|c| if c == '/' || c.is_control() { '_' } else { c })
             .take(100)
             .collect();
-        let spool = self.config.spool_dir.join(format!(
+        let now = SystemTime::now();
+        let spool = dir.join(format!(
             "{}-{}-{serial}-{safe}",
             std::process::id(),
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
+            now.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         ));
         let file = std::fs::OpenOptions::new()
@@ -163,44 +273,82 @@ impl Fs {
             .mode(0o600)
             .open(&spool)
             .map_err(|e| {
-                FsError::Store(StoreError::Refused(format!(
-                    "cannot create spool file {}: {e}",
-                    spool.display()
-                )))
+                FsError::Spool(format!("cannot create spool file {}: {e}", spool.display()))
             })?;
-        let pending = Arc::new(PendingFile {
+        Ok(Arc::new(NewFile {
             mailbox,
-            name: name.to_string(),
+            name: Mutex::new(name.to_string()),
             spool,
             file,
             size: AtomicU64::new(0),
-            state: Mutex::new(PendingState::Writing),
-            created: SystemTime::now(),
-        });
-        self.new_files.insert(&dir_path, pending);
-        let reply = self.remember(Node::NewFile {
-            dir_path,
-            name: name.to_string(),
-        });
-        let ino = reply.attr.ino;
-        Ok((reply, ino))
+            mtime: Mutex::new(now),
+            opens: AtomicU32::new(1),
+            state: Mutex::new(State::Dirty),
+            replaces: Mutex::new(Vec::new()),
+            storing: Mutex::new(()),
+        }))
     }
 
-    /// Drops a new file that was not appended (`rm` before close), with its spool copy.
-    pub(super) fn discard_new_file(&self, dir_path: &str, name: &str) {
-        if let Some(p) = self.new_files.remove(dir_path, name) {
-            if !p.is_appended() {
-                let _ = std::fs::remove_file(&p.spool);
-            }
+    /// A file a message shows, opened for writing: a new file under the same inode, holding
+    /// `keep` to start with, that replaces the message once stored.
+    pub(super) fn overwrite_stored_file(
+        &self,
+        ino: u64,
+        message: &MessageRef,
+        name: &str,
+        keep: &[u8],
+    ) -> FsResult<()> {
+        let dir_path = self
+            .tree(false)?
+            .path_of(&message.mailbox)
+            .ok_or(FsError::NotFound)?
+            .to_string();
+        let file = self.new_spooled_file(message.mailbox.clone(), name)?;
+        if let Err(e) = file.file.write_all_at(keep, 0) {
+            let (no_space, why) = spool_error("write", &e);
+            return Err(self.break_new_file(&file, no_space, why));
         }
+        file.size.store(keep.len() as u64, Ordering::Relaxed);
+        file.replaces.lock().push(message.clone());
+        if let Some(old) = self.new_files.insert(&dir_path, file) {
+            self.drop_spool(&old);
+        }
+        self.inodes.lock().replace(
+            ino,
+            Node::NewFile {
+                dir_path,
+                name: name.to_string(),
+            },
+        );
+        Ok(())
     }
 
-    /// The new file behind `ino`, if it is one.
-    fn new_file(&self, ino: u64) -> Option<Arc<PendingFile>> {
+    /// Removes a new file's spool copy (its bytes stay readable through the open file) and
+    /// any note about sending it.
+    fn drop_spool(&self, file: &NewFile) {
+        let _ = std::fs::remove_file(note_path(&file.spool));
+        let _ = std::fs::remove_file(&file.spool);
+    }
+
+    /// The new file behind `ino`, if it is one, with its directory.
+    fn new_file(&self, ino: u64) -> Option<(String, Arc<NewFile>)> {
         match self.node(ino).ok()? {
-            Node::NewFile { dir_path, name } => self.new_files.get(&dir_path, &name),
+            Node::NewFile { dir_path, name } => {
+                let file = self.new_files.get(&dir_path, &name)?;
+                Some((dir_path, file))
+            }
             _ => None,
         }
+    }
+
+    /// Opens a new file again (`open` after `create`, or a second descriptor).
+    pub(super) fn open_new_file(&self, dir_path: &str, name: &str) -> FsResult<()> {
+        let file = self
+            .new_files
+            .get(dir_path, name)
+            .ok_or(FsError::NotFound)?;
+        file.opens.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     pub(super) fn read_new_file(
@@ -219,120 +367,376 @@ impl Fs {
         let mut buf = vec![0; end.saturating_sub(offset) as usize];
         p.file
             .read_exact_at(&mut buf, offset)
-            .map_err(|e| FsError::Store(StoreError::Refused(format!("spool read: {e}"))))?;
+            .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
         Ok(buf)
     }
 
-    /// `write` into a new file.
+    /// Marks a new file unusable after its spool failed, and gives the space back at once.
+    fn break_new_file(&self, file: &NewFile, no_space: bool, why: String) -> FsError {
+        tracing::error!(mailbox = %file.mailbox, name = %file.name(), error = %why,
+            "writing the new file failed; it will not be stored");
+        let _ = file.file.set_len(0);
+        file.size.store(0, Ordering::Relaxed);
+        self.drop_spool(file);
+        *file.state.lock() = State::Broken {
+            no_space,
+            why: why.clone(),
+        };
+        if no_space {
+            FsError::NoSpace(why)
+        } else {
+            FsError::Spool(why)
+        }
+    }
+
+    /// The error a broken new file gives every later write and close.
+    fn broken_error(no_space: bool, why: &str) -> FsError {
+        let why = format!("{why}; the file was not stored");
+        if no_space {
+            FsError::NoSpace(why)
+        } else {
+            FsError::Spool(why)
+        }
+    }
+
+    /// `write` into a new file (or a trash note).
     pub fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.refuse_if_read_only()?;
-        let p = self.new_file(ino).ok_or_else(|| {
+        if let Ok(Node::Virtual(VirtualNode::TrashNote { uid, name })) = self.node(ino) {
+            return self.write_note(uid, &name, offset, data);
+        }
+        let (_, p) = self.new_file(ino).ok_or_else(|| {
             FsError::NotPermitted("existing messages and parts cannot be changed".into())
         })?;
-        if *p.state.lock() == PendingState::Appended {
-            return Err(FsError::NotPermitted(
-                "the file was already stored as a message".into(),
-            ));
+        if let State::Broken { no_space, why } = &*p.state.lock() {
+            return Err(Self::broken_error(*no_space, why));
         }
-        p.file
-            .write_all_at(data, offset)
-            .map_err(|e| FsError::Store(StoreError::Refused(format!("spool write: {e}"))))?;
+        if let Err(e) = p.file.write_all_at(data, offset) {
+            let (no_space, why) = spool_error("write", &e);
+            return Err(self.break_new_file(&p, no_space, why));
+        }
         p.size
             .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
-        *p.state.lock() = PendingState::Writing;
+        self.rewritten(&p);
         Ok(data.len() as u32)
     }
 
+    /// A new file changed: a stored version becomes one to replace at the next store.
+    fn rewritten(&self, file: &NewFile) {
+        let mut state = file.state.lock();
+        if let State::Stored(old) = &*state {
+            file.replaces.lock().extend(old.clone());
+        }
+        *state = State::Dirty;
+    }
+
     /// Truncates a new file (`>` on an existing one, or `truncate`).
-    fn truncate_new_file(&self, ino: u64, size: u64) -> FsResult<()> {
-        let p = self.new_file(ino).ok_or(FsError::NotPermitted(
-            "existing messages and parts cannot be changed".into(),
-        ))?;
-        p.file
-            .set_len(size)
-            .map_err(|e| FsError::Store(StoreError::Refused(format!("spool truncate: {e}"))))?;
-        p.size.store(size, Ordering::Relaxed);
-        *p.state.lock() = PendingState::Writing;
+    fn truncate_new_file(&self, file: &NewFile, size: u64) -> FsResult<()> {
+        if let Err(e) = file.file.set_len(size) {
+            let (no_space, why) = spool_error("truncate", &e);
+            return Err(self.break_new_file(file, no_space, why));
+        }
+        file.size.store(size, Ordering::Relaxed);
+        self.rewritten(file);
         Ok(())
     }
 
-    /// `flush` (every `close`): APPEND a new file's content. The error reaches `close()`.
+    /// `flush` (every `close`): store a new file that was written since it was last stored,
+    /// so that `close()` reports whether it worked. A file whose storing failed reports it
+    /// at every close. Temporary, hidden and empty files stay local.
     pub fn flush(&self, ino: u64, _fh: u64) -> FsResult<()> {
-        let Some(p) = self.new_file(ino) else {
+        let Some((dir_path, file)) = self.new_file(ino) else {
             return Ok(());
         };
-        let mut state = p.state.lock();
-        match *state {
-            PendingState::Writing => {}
-            PendingState::Failed => {
-                // Every close of a file whose APPEND failed reports it, not only the first.
-                return Err(FsError::Store(StoreError::Refused(format!(
-                    "the message was not stored; its bytes are in {}",
-                    p.spool.display()
-                ))));
-            }
-            PendingState::Appended => return Ok(()),
+        let state = file.state.lock().clone();
+        match state {
+            State::Broken { no_space, why } => Err(Self::broken_error(no_space, &why)),
+            State::Failed(why) => Err(FsError::Store(StoreError::Refused(format!(
+                "{why}; the message was not stored; its bytes are in {}",
+                file.spool.display()
+            )))),
+            State::Dirty => self.store_if_wanted(&dir_path, &file),
+            State::Stored(_) => Ok(()),
         }
-        let len = p.size.load(Ordering::Relaxed);
-        let mut data = vec![0; len as usize];
-        p.file
-            .read_exact_at(&mut data, 0)
-            .map_err(|e| FsError::Store(StoreError::Refused(format!("spool read: {e}"))))?;
-        let message = newmail::message_for_file(&p.name, &data, SystemTime::now());
-        let mut content = std::io::Cursor::new(&message[..]);
-        let new = NewMessage {
-            content: &mut content,
-            len: message.len() as u64,
-            binary: message.contains(&0),
-            flags: &[],
-            internal_date: None,
+    }
+
+    /// Stores `file` if its name and size say it is to be stored.
+    fn store_if_wanted(&self, dir_path: &str, file: &NewFile) -> FsResult<()> {
+        let name = file.name();
+        match name_kind(&name) {
+            NameKind::Stored if file.size() > 0 => self.store_new_file(dir_path, file),
+            kind => {
+                tracing::debug!(mailbox = %file.mailbox, name, ?kind, size = file.size(), "new file kept local");
+                Ok(())
+            }
+        }
+    }
+
+    /// `release` (the last close of one open): when no descriptor is left, a file still
+    /// to be stored is stored now (its error can only be logged).
+    pub fn release(&self, ino: u64, _fh: u64) -> FsResult<()> {
+        let Some((dir_path, file)) = self.new_file(ino) else {
+            return Ok(());
         };
-        match self.store.append(&p.mailbox, new) {
-            Ok(appended) => {
-                *state = PendingState::Appended;
-                drop(state);
-                tracing::info!(mailbox = %p.mailbox, name = %p.name, ?appended, bytes = message.len(), "appended new message");
-                let _ = std::fs::remove_file(&p.spool);
-                self.metadata.mark_stale(&p.mailbox);
+        let left = file.opens.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        if left > 0 || *file.state.lock() != State::Dirty {
+            return Ok(());
+        }
+        let result = self.store_if_wanted(&dir_path, &file);
+        if let Err(e) = &result {
+            tracing::error!(mailbox = %file.mailbox, name = %file.name(), error = %e, "storing the new file at its last close failed");
+        }
+        result
+    }
+
+    /// APPENDs a new file as a message, streamed from its spool file, dated its mtime; then
+    /// expunges what it supersedes. On failure the bytes stay in the spool file.
+    fn store_new_file(&self, dir_path: &str, file: &NewFile) -> FsResult<()> {
+        let _storing = file.storing.lock();
+        if *file.state.lock() != State::Dirty {
+            return Ok(());
+        }
+        let name = file.name();
+        let binary_ok = self.store.capabilities().binary;
+        let mtime = file.mtime();
+        let mut source = MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok)
+            .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
+        let len = source.byte_len();
+        let binary = source.binary();
+        let sending = Sending {
+            mailbox: file.mailbox.clone(),
+            name: name.clone(),
+            message_len: len,
+            internal_date: mtime,
+            message_id: source.message_id().map(str::to_string),
+            file_size: file.size(),
+            mtime,
+        };
+        // A note first, so a crash during the APPEND neither loses the message nor, on
+        // recovery, stores it twice. An earlier attempt that may have landed is looked for.
+        if let Some(previous) = Sending::read(&note_path(&file.spool)) {
+            if self.already_stored(&previous).unwrap_or(false) {
+                tracing::info!(mailbox = %file.mailbox, name, "an earlier attempt stored it after all");
+                let _ = std::fs::remove_file(note_path(&file.spool));
+                *file.state.lock() = State::Stored(None);
+                self.drop_spool(file);
+                return Ok(());
+            }
+        }
+        sending
+            .record(&file.spool)
+            .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
+        let appended = self.store.append(
+            &file.mailbox,
+            NewMessage {
+                content: &mut source,
+                len,
+                binary,
+                flags: &[],
+                internal_date: Some(mtime),
+            },
+        );
+        self.metadata.mark_stale(&file.mailbox);
+        match appended {
+            Ok(uid) => {
+                let message = uid.map(|(validity, uid)| MessageRef {
+                    mailbox: file.mailbox.clone(),
+                    validity,
+                    uid,
+                });
+                tracing::info!(mailbox = %file.mailbox, name, ?message, bytes = len, "stored new file");
+                *file.state.lock() = State::Stored(message.clone());
+                let _ = std::fs::remove_file(note_path(&file.spool));
+                self.drop_spool(file);
+                let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
+                for old in superseded
+                    .into_iter()
+                    .filter(|old| Some(old) != message.as_ref())
+                {
+                    self.expunge_superseded(&old, dir_path);
+                }
                 Ok(())
             }
             Err(e) => {
-                *state = PendingState::Failed;
-                tracing::error!(mailbox = %p.mailbox, name = %p.name, spool = %p.spool.display(), error = %e,
+                // A refusal landed nothing; a broken connection may have: keep the note so
+                // the next attempt (or the next mount) looks before sending again.
+                if !matches!(
+                    e,
+                    StoreError::Connection(_) | StoreError::Timeout(_) | StoreError::Interrupted
+                ) {
+                    let _ = std::fs::remove_file(note_path(&file.spool));
+                }
+                tracing::error!(mailbox = %file.mailbox, name, spool = %file.spool.display(), error = %e,
                     "APPEND failed; the written bytes are kept in the spool file");
-                let mut f = &p.file;
-                let _ = f.flush();
+                *file.state.lock() = State::Failed(e.to_string());
                 Err(FsError::Store(e))
             }
         }
     }
 
-    /// `release`: a new file not yet appended is appended now (if `flush` never came).
-    pub fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
-        self.flush(ino, fh)
+    /// Expunges a message a newer version of its file replaced (APPEND came first, so
+    /// nothing is lost if this fails; the old version then stays, and is logged).
+    fn expunge_superseded(&self, old: &MessageRef, dir_path: &str) {
+        match self
+            .store
+            .expunge_message(&old.mailbox, old.validity, old.uid)
+        {
+            Ok(()) => {
+                tracing::info!(mailbox = %old.mailbox, uid = %old.uid, dir = dir_path, "expunged the version a new one replaced");
+                self.metadata.message_left(old);
+            }
+            Err(e) => {
+                tracing::warn!(mailbox = %old.mailbox, uid = %old.uid, error = %e, "could not expunge the version a new one replaced; both are kept");
+            }
+        }
     }
 
-    /// `setattr`: sizes of new files can change; times and modes are accepted and ignored
-    /// on new files; anything on existing mail is refused.
+    /// Removes a new file: one never stored is dropped with its spool copy; a stored one
+    /// deletes its message as `rm -r` of the message would.
+    pub(super) fn unlink_new_file(&self, dir_path: &str, name: &str) -> FsResult<()> {
+        let Some(file) = self.new_files.get(dir_path, name) else {
+            return Err(FsError::NotFound);
+        };
+        if let Some(Some(message)) = file.stored() {
+            self.delete_message(&message)?;
+        }
+        self.new_files.remove(dir_path, name);
+        self.drop_spool(&file);
+        Ok(())
+    }
+
+    /// Renames a new file within its directory. Renamed onto another new file or a file a
+    /// message shows, it supersedes it. A file closed before this rename is stored now under
+    /// its final name (if that name is one to store), and the rename fails if that does.
+    pub(super) fn rename_new_file(
+        &self,
+        dir_path: &str,
+        name: &str,
+        new_name: &str,
+        replaced: Option<MessageRef>,
+    ) -> FsResult<()> {
+        let file = self
+            .new_files
+            .get(dir_path, name)
+            .ok_or(FsError::NotFound)?;
+        if let Some(other) = self.new_files.get(dir_path, new_name) {
+            if !Arc::ptr_eq(&other, &file) {
+                if let Some(Some(message)) = other.stored() {
+                    file.replaces.lock().push(message);
+                }
+            }
+        }
+        file.replaces.lock().extend(replaced);
+        let stored_before = file.stored();
+        *file.name.lock() = new_name.to_string();
+        let closed = file.opens.load(Ordering::Relaxed) == 0;
+        let wanted = name_kind(new_name) == NameKind::Stored && file.size() > 0;
+        if let Some(previous) = stored_before.filter(|_| wanted) {
+            // Stored under the old name: store it again under the new one, then drop the old.
+            file.replaces.lock().extend(previous);
+            *file.state.lock() = State::Dirty;
+        }
+        let dirty = *file.state.lock() == State::Dirty;
+        if closed && wanted && dirty {
+            if let Err(e) = self.store_new_file(dir_path, &file) {
+                *file.name.lock() = name.to_string();
+                return Err(e);
+            }
+        }
+        // Commit the new name: the registry, and the inode the kernel holds.
+        let mut files = self.new_files.files.lock();
+        files.remove(&(dir_path.to_string(), name.to_string()));
+        if let Some(other) = files.insert((dir_path.to_string(), new_name.to_string()), file) {
+            drop(files);
+            self.drop_spool(&other);
+        } else {
+            drop(files);
+        }
+        self.inodes
+            .lock()
+            .new_file_renamed(dir_path, name, new_name);
+        Ok(())
+    }
+
+    /// `setattr`: a new file's size (truncate) and times (rsync sets them before renaming;
+    /// the mtime becomes the message's INTERNALDATE and Date). Anything on existing mail
+    /// is refused.
     pub fn setattr(
         &self,
         ino: u64,
         _fh: Option<u64>,
         changes: bool,
         size: Option<u64>,
+        mtime: Option<SystemTime>,
     ) -> FsResult<AttrReply> {
-        if self.new_file(ino).is_some() {
+        if let Ok(Node::StoredFile {
+            message,
+            name,
+            size: len,
+            mtime: shown,
+        }) = self.node(ino)
+        {
+            let touches = mtime.is_some_and(|t| t != shown);
+            if size.is_none() && !touches {
+                // Times and modes are accepted as they are (rsync, cp -p).
+                return self.getattr(ino);
+            }
+            self.refuse_if_read_only()?;
+            // Truncating or re-dating it: it becomes a new version of the file.
+            let keep = match size {
+                Some(0) => Vec::new(),
+                _ => self.read_stored_file(&message, len, 0, len)?,
+            };
+            self.overwrite_stored_file(ino, &message, &name, &keep)?;
+        }
+        if let Some((_, file)) = self.new_file(ino) {
             if let Some(size) = size {
-                self.truncate_new_file(ino, size)?;
+                self.truncate_new_file(&file, size)?;
+            }
+            if let Some(mtime) = mtime {
+                *file.mtime.lock() = mtime;
+                // A stored file keeps its date; set before storing, it is the message's.
             }
             return self.getattr(ino);
         }
         if changes {
             self.refuse_if_read_only()?;
+            // A mailbox directory takes times and modes as it is (rsync -a and cp -a set
+            // them on every directory they fill); nothing of it is stored.
+            if size.is_none() && matches!(self.node(ino)?, Node::Root | Node::Mailbox { .. }) {
+                return self.getattr(ino);
+            }
             return Err(FsError::NotPermitted(
                 "attributes of messages cannot be changed".into(),
             ));
         }
         self.getattr(ino)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_kept_local_and_dotfiles_hidden() {
+        for local in [
+            ".notes.txt.swp",
+            ".notes.txt.swx",
+            ".notes.txt.swo",
+            "notes.txt~",
+            "4913",
+            ".#notes.txt",
+            "index.lock",
+            ".~lock.report.odt#",
+        ] {
+            assert_eq!(name_kind(local), NameKind::Local, "{local}");
+        }
+        for hidden in [".notes.txt.KWEOd0", ".profile", ".swp"] {
+            assert_eq!(name_kind(hidden), NameKind::Hidden, "{hidden}");
+        }
+        for stored in ["notes.txt", "swap.swp", "lock", "é.pdf"] {
+            assert_eq!(name_kind(stored), NameKind::Stored, "{stored}");
+        }
     }
 }

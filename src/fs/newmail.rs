@@ -1,8 +1,26 @@
-//! Turning a file written into a mailbox directory into a message to APPEND: an RFC 5322
-//! message goes in as it is (line endings made CRLF); anything else is wrapped as the
-//! attachment of a new message named after the file.
+//! Turning a file written into a mailbox directory into a message to APPEND, streamed from
+//! its spool file: an RFC 5322 message goes in as it is (line endings made CRLF); anything
+//! else becomes the attachment of a new message named after the file, with an
+//! `X-Imapfs-File` header (size, mtime, name) so the mailbox can show it as that file again.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+/// The header that marks a message made from a file.
+pub const ORIGIN_FIELD: &str = crate::store::imap::convert::ORIGIN_FIELD;
+
+/// What a file-born message says of the file it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOrigin {
+    pub name: String,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
 
 /// Header fields that mark a file as a mail message rather than an arbitrary document.
 const MESSAGE_FIELDS: [&str; 9] = [
@@ -51,47 +69,105 @@ pub fn is_message(data: &[u8]) -> bool {
     false
 }
 
-/// Bare LF line endings become CRLF; existing CRLF pairs are kept.
-pub fn to_crlf(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 50);
-    let mut prev = 0u8;
-    for &b in data {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
+/// The media type to declare for a file: from its name, else from its first bytes.
+pub fn media_type_for(name: &str, head: &[u8]) -> String {
+    let by_name = mime_guess::from_path(name)
+        .first()
+        .map(|m| m.essence_str().to_string())
+        .filter(|m| m != "application/octet-stream");
+    let media = by_name.unwrap_or_else(|| sniff(head).to_string());
+    if media.starts_with("text/") && std::str::from_utf8(head).is_ok() {
+        format!("{media}; charset=utf-8")
+    } else {
+        media
     }
-    out
 }
 
-/// The media type to declare for a file, from its extension.
-pub fn media_type_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("pdf") => "application/pdf",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("svg") => "image/svg+xml",
-        Some("txt" | "md" | "log") => "text/plain",
-        Some("html" | "htm") => "text/html",
-        Some("csv") => "text/csv",
-        Some("ics") => "text/calendar",
-        Some("json") => "application/json",
-        Some("xml") => "application/xml",
-        Some("zip") => "application/zip",
-        Some("gz") => "application/gzip",
-        Some("tar") => "application/x-tar",
-        Some("mp3") => "audio/mpeg",
-        Some("mp4") => "video/mp4",
-        Some("doc") => "application/msword",
-        Some("docx") => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        Some("xlsx") => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        Some("odt") => "application/vnd.oasis.opendocument.text",
-        _ => "application/octet-stream",
+/// The media type the first bytes of a file announce.
+fn sniff(head: &[u8]) -> &'static str {
+    const MAGIC: [(&[u8], &str); 8] = [
+        (b"%PDF-", "application/pdf"),
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF8", "image/gif"),
+        (b"PK\x03\x04", "application/zip"),
+        (b"\x1f\x8b", "application/gzip"),
+        (b"%!PS", "application/postscript"),
+        (b"BEGIN:VCALENDAR", "text/calendar"),
+    ];
+    if let Some((_, media)) = MAGIC.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return media;
     }
+    if !head.contains(&0) && std::str::from_utf8(head).is_ok() {
+        "text/plain"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// The `X-Imapfs-File` value for `origin`: `size=N; mtime=S.NNNNNNNNN; name=...`.
+pub fn origin_value(origin: &FileOrigin) -> String {
+    let since = origin
+        .mtime
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    format!(
+        "size={}; mtime={}.{:09}; {}",
+        origin.size,
+        since.as_secs(),
+        since.subsec_nanos(),
+        param("name", &origin.name)
+    )
+}
+
+/// Reads an `X-Imapfs-File` value; `None` if it is not one imapfs wrote.
+pub fn parse_origin(raw: &[u8]) -> Option<FileOrigin> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let params = split_params(text);
+    let get = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    };
+    let size = get("size")?.parse().ok()?;
+    let (secs, nanos) = get("mtime")?.split_once('.')?;
+    let mtime = UNIX_EPOCH.checked_add(Duration::new(secs.parse().ok()?, nanos.parse().ok()?))?;
+    let name = crate::mime::param_value(&params, "name")?;
+    let name = crate::mime::sanitize_name(&name);
+    Some(FileOrigin { name, size, mtime })
+}
+
+/// `key=value` pairs separated by `;`, quoted values unquoted.
+fn split_params(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(';').trim().to_string();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end..])
+        } else {
+            let end = after.find(';').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.push((key, value));
+        rest = next.trim_start().trim_start_matches(';');
+    }
+    out
 }
 
 /// An RFC 2047 `B` encoded-word for non-ASCII header text; ASCII text is returned as is.
@@ -116,25 +192,6 @@ fn header_text(text: &str) -> String {
         .join("\r\n ")
 }
 
-/// A `filename` parameter: quoted when ASCII, RFC 2231 `filename*=UTF-8''...` otherwise.
-fn filename_param(name: &str) -> String {
-    if name
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        return format!("filename=\"{name}\"");
-    }
-    let mut encoded = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("filename*=UTF-8''{encoded}")
-}
-
 fn base64_encode(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
@@ -151,19 +208,238 @@ pub fn rfc5322_date(t: SystemTime) -> String {
     format!("{weekday}, {d:02} {month} {y} {hh:02}:{mm:02}:{ss:02} +0000")
 }
 
-/// Wraps an arbitrary file as the single attachment of a new message whose Subject is the
-/// file's name; reading the attachment back gives exactly `data`.
-pub fn wrap_file(name: &str, data: &[u8], now: SystemTime) -> Vec<u8> {
-    let stamp = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+/// A MIME parameter: quoted when printable ASCII, RFC 2231 `key*=UTF-8''...` otherwise.
+fn param(key: &str, value: &str) -> String {
+    if value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return format!("{key}=\"{value}\"");
+    }
+    let mut encoded = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{key}*=UTF-8''{encoded}")
+}
+
+/// Bytes of the source file read per step.
+const BLOCK: usize = 57 * 1024;
+
+/// One stretch of a message being streamed.
+enum Piece {
+    /// Bytes made here (headers, boundaries).
+    Bytes(Vec<u8>),
+    /// A stretch of the spool file, base64 in lines of 76 characters.
+    Base64 { offset: u64, end: u64 },
+    /// A stretch of the spool file, bare LF made CRLF.
+    Crlf { offset: u64, end: u64, last: u8 },
+}
+
+/// A message to APPEND, made on the fly from a spool file: its exact length is known
+/// before the first byte is sent, and memory stays bounded whatever the file's size.
+pub struct MessageSource {
+    file: File,
+    pieces: VecDeque<Piece>,
+    ready: Vec<u8>,
+    at: usize,
+    len: u64,
+    binary: bool,
+    message_id: Option<String>,
+}
+
+/// What a file holds, read in one pass: its first bytes, bare line feeds and NULs.
+struct Scan {
+    head: Vec<u8>,
+    bare_lf: u64,
+    nul: bool,
+}
+
+fn scan(file: &File, size: u64) -> io::Result<Scan> {
+    let mut head = Vec::new();
+    let (mut bare_lf, mut nul, mut prev) = (0u64, false, 0u8);
+    let mut buf = vec![0; BLOCK];
+    let mut offset = 0u64;
+    while offset < size {
+        let want = ((size - offset) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..want], offset)?;
+        for &b in &buf[..want] {
+            if b == b'\n' && prev != b'\r' {
+                bare_lf += 1;
+            }
+            nul |= b == 0;
+            prev = b;
+        }
+        if head.len() < HEAD {
+            head.extend_from_slice(&buf[..want.min(HEAD - head.len())]);
+        }
+        offset += want as u64;
+    }
+    Ok(Scan { head, bare_lf, nul })
+}
+
+/// How much of a file decides whether it is a message.
+const HEAD: usize = 256 * 1024;
+
+/// The length of `size` bytes as base64 in lines of 76 characters with CRLF.
+fn base64_len(size: u64) -> u64 {
+    let chars = size.div_ceil(3) * 4;
+    chars + chars.div_ceil(76) * 2
+}
+
+impl MessageSource {
+    /// The message for the file `name` (of `size` bytes in `file`), dated `mtime`. With
+    /// `binary_ok` (the server takes `literal8`), a message holding NUL bytes goes as it is;
+    /// otherwise it is wrapped, so that no byte is ever altered.
+    pub fn for_file(
+        file: &File,
+        size: u64,
+        name: &str,
+        mtime: SystemTime,
+        binary_ok: bool,
+    ) -> io::Result<MessageSource> {
+        let file = file.try_clone()?;
+        let scanned = scan(&file, size)?;
+        if is_message(&scanned.head) && (!scanned.nul || binary_ok) {
+            let message_id = crate::store::imap::convert::header_field(&scanned.head, "message-id")
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            return Ok(MessageSource {
+                file,
+                pieces: VecDeque::from([Piece::Crlf {
+                    offset: 0,
+                    end: size,
+                    last: 0,
+                }]),
+                ready: Vec::new(),
+                at: 0,
+                len: size + scanned.bare_lf,
+                binary: scanned.nul,
+                message_id,
+            });
+        }
+        let origin = FileOrigin {
+            name: name.to_string(),
+            size,
+            mtime,
+        };
+        let (head, tail, message_id) = wrapping(&origin, &media_type_for(name, &scanned.head));
+        let len = head.len() as u64 + base64_len(size) + tail.len() as u64;
+        Ok(MessageSource {
+            file,
+            pieces: VecDeque::from([
+                Piece::Bytes(head),
+                Piece::Base64 {
+                    offset: 0,
+                    end: size,
+                },
+                Piece::Bytes(tail),
+            ]),
+            ready: Vec::new(),
+            at: 0,
+            len,
+            binary: false,
+            message_id: Some(message_id),
+        })
+    }
+
+    /// The message's exact length in bytes.
+    pub fn byte_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the message holds NUL bytes (a `literal8` is needed).
+    pub fn binary(&self) -> bool {
+        self.binary
+    }
+
+    /// The message's Message-ID, if it has one (to find it again after a crash).
+    pub fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
+    }
+
+    /// Makes the next bytes; false at the end.
+    fn refill(&mut self) -> io::Result<bool> {
+        self.ready.clear();
+        self.at = 0;
+        let Some(piece) = self.pieces.pop_front() else {
+            return Ok(false);
+        };
+        match piece {
+            Piece::Bytes(bytes) => self.ready = bytes,
+            Piece::Base64 { offset, end } => {
+                let want = ((end - offset) as usize).min(BLOCK);
+                let mut buf = vec![0; want];
+                self.file.read_exact_at(&mut buf, offset)?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&buf);
+                for line in encoded.as_bytes().chunks(76) {
+                    self.ready.extend_from_slice(line);
+                    self.ready.extend_from_slice(b"\r\n");
+                }
+                if offset + (want as u64) < end {
+                    self.pieces.push_front(Piece::Base64 {
+                        offset: offset + want as u64,
+                        end,
+                    });
+                }
+            }
+            Piece::Crlf { offset, end, last } => {
+                let want = ((end - offset) as usize).min(BLOCK);
+                let mut buf = vec![0; want];
+                self.file.read_exact_at(&mut buf, offset)?;
+                let mut prev = last;
+                for &b in &buf {
+                    if b == b'\n' && prev != b'\r' {
+                        self.ready.push(b'\r');
+                    }
+                    self.ready.push(b);
+                    prev = b;
+                }
+                if offset + (want as u64) < end {
+                    self.pieces.push_front(Piece::Crlf {
+                        offset: offset + want as u64,
+                        end,
+                        last: prev,
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Read for MessageSource {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.ready.len() {
+            if !self.refill()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.ready.len() - self.at);
+        out[..n].copy_from_slice(&self.ready[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The headers and first part of the message that wraps a file (up to where the base64
+/// attachment starts), the closing boundary, and the Message-ID.
+fn wrapping(origin: &FileOrigin, media_type: &str) -> (Vec<u8>, Vec<u8>, String) {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let boundary = format!("imapfs-{stamp:x}");
+    let message_id = format!("<{stamp:x}.{}@imapfs.localhost>", std::process::id());
+    let name = &origin.name;
     let mut m = String::new();
-    m.push_str(&format!("Date: {}\r\n", rfc5322_date(now)));
+    m.push_str(&format!("Date: {}\r\n", rfc5322_date(origin.mtime)));
     m.push_str("From: imapfs <imapfs@localhost>\r\n");
     m.push_str(&format!("Subject: {}\r\n", header_text(name)));
-    m.push_str(&format!(
-        "Message-ID: <{stamp:x}.{}@imapfs.localhost>\r\n",
-        std::process::id()
-    ));
+    m.push_str(&format!("Message-ID: {message_id}\r\n"));
+    m.push_str(&format!("{ORIGIN_FIELD}: {}\r\n", origin_value(origin)));
     m.push_str("MIME-Version: 1.0\r\n");
     m.push_str(&format!(
         "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
@@ -175,31 +451,48 @@ pub fn wrap_file(name: &str, data: &[u8], now: SystemTime) -> Vec<u8> {
     m.push_str(&format!("File stored by imapfs: {name}\r\n"));
     m.push_str(&format!("--{boundary}\r\n"));
     m.push_str(&format!(
-        "Content-Type: {}\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; {}\r\n\r\n",
-        media_type_for(name),
-        filename_param(name)
+        "Content-Type: {media_type}\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; {}\r\n\r\n",
+        param("filename", name)
     ));
-    let encoded = base64_encode(data);
-    for line in encoded.as_bytes().chunks(76) {
-        m.push_str(std::str::from_utf8(line).unwrap_or_default());
-        m.push_str("\r\n");
-    }
-    m.push_str(&format!("--{boundary}--\r\n"));
-    m.into_bytes()
+    let tail = format!("--{boundary}--\r\n");
+    (m.into_bytes(), tail.into_bytes(), message_id)
 }
 
-/// What to APPEND for a file named `name` holding `data`.
-pub fn message_for_file(name: &str, data: &[u8], now: SystemTime) -> Vec<u8> {
-    if is_message(data) {
-        to_crlf(data)
-    } else {
-        wrap_file(name, data, now)
-    }
+/// The section of a file-born message that holds the file (its second part).
+pub fn file_section() -> crate::store::Section {
+    crate::store::Section(vec![2])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// A spool-like file holding `data`.
+    fn file_with(data: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        f
+    }
+
+    /// The whole message a source streams, checking its announced length.
+    fn streamed(mut source: MessageSource) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1000];
+        loop {
+            let n = source.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            out.len() as u64,
+            source.byte_len(),
+            "the announced length is exact"
+        );
+        out
+    }
 
     #[test]
     fn messages_are_recognised() {
@@ -213,34 +506,129 @@ mod tests {
     }
 
     #[test]
-    fn bare_lf_becomes_crlf_once() {
-        assert_eq!(to_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+    fn a_message_streams_as_it_is_with_crlf_line_ends() {
+        let data = b"From: a@b\nSubject: hi\nMessage-ID: <x@y>\n\nline\r\nbare\n";
+        let source = MessageSource::for_file(
+            &file_with(data),
+            data.len() as u64,
+            "m.eml",
+            UNIX_EPOCH,
+            true,
+        )
+        .unwrap();
+        assert_eq!(source.message_id(), Some("<x@y>"));
+        assert!(!source.binary());
+        assert_eq!(
+            streamed(source),
+            b"From: a@b\r\nSubject: hi\r\nMessage-ID: <x@y>\r\n\r\nline\r\nbare\r\n"
+        );
     }
 
     #[test]
-    fn wrapped_file_is_a_message_whose_attachment_decodes_back() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-        let msg = wrap_file("résumé.pdf", &data, UNIX_EPOCH);
-        assert!(is_message(&msg));
-        let text = String::from_utf8(msg).unwrap();
-        assert!(text.contains("filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"));
-        assert!(text.contains("Subject: =?UTF-8?B?"));
-        assert!(text.contains("Content-Type: application/pdf"));
-        let body = text.split("Content-Disposition").nth(1).unwrap();
-        let b64: String = body
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("--imapfs")
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        use base64::Engine;
-        let back = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
-        assert_eq!(back, data);
+    fn a_message_with_nul_goes_as_it_is_only_where_literal8_can_carry_it() {
+        let data = b"From: a@b\nSubject: nul\n\nx\0y\n";
+        let f = file_with(data);
+        let as_is =
+            MessageSource::for_file(&f, data.len() as u64, "m.eml", UNIX_EPOCH, true).unwrap();
+        assert!(as_is.binary());
+        assert!(streamed(as_is).contains(&0));
+        let wrapped =
+            MessageSource::for_file(&f, data.len() as u64, "m.eml", UNIX_EPOCH, false).unwrap();
+        assert!(!wrapped.binary());
+        let text = streamed(wrapped);
+        assert!(
+            !text.contains(&0),
+            "the NUL is inside the base64 attachment"
+        );
+    }
+
+    #[test]
+    fn a_wrapped_file_streams_and_its_attachment_decodes_back() {
+        // Sizes around the 57-byte line and the block boundaries.
+        for size in [
+            0usize,
+            1,
+            56,
+            57,
+            58,
+            1000,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            3 * BLOCK + 5,
+        ] {
+            let data: Vec<u8> = (0..=255u8).cycle().take(size).collect();
+            let mtime = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+            let source =
+                MessageSource::for_file(&file_with(&data), size as u64, "résumé.pdf", mtime, true)
+                    .unwrap();
+            let msg = streamed(source);
+            assert!(is_message(&msg));
+            let text = String::from_utf8(msg).unwrap();
+            assert!(text.contains("filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"));
+            assert!(text.contains("Subject: =?UTF-8?B?"));
+            assert!(text.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000"));
+            let origin = text
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Imapfs-File: "))
+                .unwrap();
+            assert_eq!(
+                parse_origin(origin.as_bytes()),
+                Some(FileOrigin {
+                    name: "résumé.pdf".into(),
+                    size: size as u64,
+                    mtime
+                })
+            );
+            let body = text.split("Content-Disposition").nth(1).unwrap();
+            let b64: String = body
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap()
+                .split("--imapfs")
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            assert!(body
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap()
+                .lines()
+                .all(|l| l.len() <= 76));
+            let back = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            assert_eq!(back, data, "size {size}");
+        }
+    }
+
+    #[test]
+    fn media_types_come_from_the_name_then_the_content() {
+        assert_eq!(media_type_for("report.pdf", b""), "application/pdf");
+        assert_eq!(
+            media_type_for("notes.txt", b"hi"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(media_type_for("scan", b"%PDF-1.7\n"), "application/pdf");
+        assert_eq!(media_type_for("photo", b"\xff\xd8\xff\xe0"), "image/jpeg");
+        assert_eq!(
+            media_type_for("data", b"\x00\x01\x02"),
+            "application/octet-stream"
+        );
+        assert_eq!(
+            media_type_for("README", b"plain words"),
+            "text/plain; charset=utf-8"
+        );
+    }
+
+    #[test]
+    fn origins_that_are_not_ours_are_ignored() {
+        assert_eq!(parse_origin(b"garbage"), None);
+        assert_eq!(parse_origin(b"size=x; mtime=1.0; name=\"a\""), None);
+        assert_eq!(parse_origin(b"size=3; name=\"a\""), None);
+        let origin = parse_origin(b"size=3; mtime=5.000000007; name=\"a/b\"").unwrap();
+        assert_eq!(origin.name, "a_b", "names are made safe");
     }
 
     #[test]

@@ -1,30 +1,62 @@
 //! Opening and reading files: raw bytes of `message.eml` in ranges, rendered parts whole,
 //! and whole messages read ahead when a walk reads them in listing order.
 
-use super::content::RAW_CHUNK;
+use super::content::{Source, SMALL_MESSAGE};
 use super::inodes::{MessageRef, Node};
+use super::virtual_dirs::VirtualNode;
 use super::walk::Walk;
-use super::{Fs, FsError, FsResult, OpenReply};
-use crate::mime::Content;
-use crate::store::Section;
+use super::{newmail, Fs, FsError, FsResult, OpenReply};
+use crate::mime::{self, Content};
+use crate::store::{Section, Transfer, TransferEncoding};
 
-/// How many whole messages (of at most `RAW_CHUNK`) to fetch at once when a walk reads
+/// How many whole messages (of at most `SMALL_MESSAGE`) to fetch at once when a walk reads
 /// them in order, and how many bytes they may add up to.
 pub const BODY_READ_AHEAD: usize = 64;
 const BODY_READ_AHEAD_BYTES: u64 = 2 << 20;
 
 impl Fs {
-    /// Opens a file for reading; writing is refused on a read-only mount.
+    /// Opens a file for reading; writing is refused on a read-only mount. A file that a
+    /// message shows, opened for writing, becomes a new file that replaces the message when
+    /// it is stored (its old content is kept unless the open truncates).
     pub fn open(&self, ino: u64, write: bool) -> FsResult<OpenReply> {
+        self.open_with(ino, write, false)
+    }
+
+    /// `open` with the `O_TRUNC` flag known.
+    pub fn open_with(&self, ino: u64, write: bool, truncate: bool) -> FsResult<OpenReply> {
         match self.node(ino)? {
             Node::NewFile { dir_path, name } => {
-                self.new_files
-                    .get(&dir_path, &name)
-                    .ok_or(FsError::NotFound)?;
+                self.open_new_file(&dir_path, &name)?;
                 Ok(OpenReply {
                     fh: ino,
                     direct_io: true,
                     keep_cache: false,
+                })
+            }
+            Node::StoredFile {
+                message,
+                name,
+                size,
+                ..
+            } => {
+                if write {
+                    self.refuse_if_read_only()?;
+                    let keep = if truncate {
+                        Vec::new()
+                    } else {
+                        self.read_stored_file(&message, size, 0, size)?
+                    };
+                    self.overwrite_stored_file(ino, &message, &name, &keep)?;
+                    return Ok(OpenReply {
+                        fh: ino,
+                        direct_io: true,
+                        keep_cache: false,
+                    });
+                }
+                Ok(OpenReply {
+                    fh: 0,
+                    direct_io: false,
+                    keep_cache: true,
                 })
             }
             Node::File {
@@ -44,8 +76,52 @@ impl Fs {
                     keep_cache: exact,
                 })
             }
-            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => Err(FsError::IsADirectory),
+            Node::Virtual(VirtualNode::TrashNote { .. }) => Ok(OpenReply {
+                fh: 0,
+                direct_io: true,
+                keep_cache: false,
+            }),
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
+                Err(FsError::IsADirectory)
+            }
         }
+    }
+
+    /// Bytes of the file a file-born message shows: its second part, decoded, exactly
+    /// `size` long (a message whose part does not match is an error, not a wrong file).
+    pub(super) fn read_stored_file(
+        &self,
+        message: &MessageRef,
+        size: u64,
+        offset: u64,
+        want: u64,
+    ) -> FsResult<Vec<u8>> {
+        let section = newmail::file_section();
+        if self.store.capabilities().binary {
+            let source = Source {
+                message,
+                section: &section,
+                transfer: Transfer::Decoded,
+                len: size,
+                decode: None,
+            };
+            return self.content.read(source, offset, want);
+        }
+        let content = Content::Decoded(TransferEncoding::Base64);
+        let data = self.content.rendered(message, &section, &content, false)?;
+        if data.len() as u64 != size {
+            return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                "the stored file holds {} bytes, its message says {size}",
+                data.len()
+            ))));
+        }
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start
+            .saturating_add(usize::try_from(want).unwrap_or(usize::MAX))
+            .min(data.len());
+        Ok(data[start..end].to_vec())
     }
 
     /// Reads up to `size` bytes at `offset`. Only the end of the file gives fewer bytes.
@@ -54,31 +130,74 @@ impl Fs {
             Node::NewFile { dir_path, name } => {
                 return self.read_new_file(&dir_path, &name, offset, size)
             }
+            Node::StoredFile {
+                message, size: len, ..
+            } => return self.read_stored_file(&message, len, offset, u64::from(size)),
+            Node::Virtual(VirtualNode::TrashNote { uid, name }) => {
+                return self.read_note(uid, &name, offset, size)
+            }
             Node::File { message, spec, .. } => (message, spec),
-            Node::Root | Node::Mailbox { .. } | Node::Message { .. } => {
+            Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
                 return Err(FsError::IsADirectory)
             }
         };
-        if matches!(spec.content, Content::Raw) && spec.exact_size {
+        // A handle on a message of a mailbox since recreated: its bytes are another
+        // mailbox's now, even where they are still cached.
+        if let Some(now) = self.metadata.validity(&message.mailbox) {
+            if now != message.validity {
+                return Err(FsError::Store(
+                    crate::store::StoreError::UidValidityChanged {
+                        mailbox: message.mailbox.clone(),
+                        expected: message.validity,
+                        actual: now,
+                    },
+                ));
+            }
+        }
+        let size = u64::from(size);
+        // Ranged reads of what the server can give as the file shows it.
+        let ranged = match &spec.content {
+            Content::Raw => Some(Transfer::Encoded),
+            Content::Decoded(encoding) if mime::is_identity(encoding) => Some(Transfer::Encoded),
+            Content::Decoded(_) if self.store.capabilities().binary => Some(Transfer::Decoded),
+            // Decoded here, from the stored bytes that hold each range.
+            Content::Decoded(_) if spec.lines.is_some() => Some(Transfer::Decoded),
+            Content::Decoded(_) | Content::Text { .. } => None,
+        };
+        let decode = spec.lines.filter(|_| !self.store.capabilities().binary);
+        if let (Some(transfer), true) = (ranged, spec.exact_size) {
             if offset == 0 && spec.section.is_whole() {
                 self.read_ahead_messages(&message);
             }
-            return self.content.read_raw(
-                &message,
-                &spec.section,
-                offset,
-                u64::from(size),
-                Some(spec.size_hint),
-            );
+            let source = Source {
+                message: &message,
+                section: &spec.section,
+                transfer,
+                len: spec.size_hint,
+                decode,
+            };
+            return self.content.read(source, offset, size);
         }
+        let binary = self.store.capabilities().binary;
         let data = self
             .content
-            .rendered(&message, &spec.section, &spec.content)?;
+            .rendered(&message, &spec.section, &spec.content, binary)?;
+        if spec.exact_size && data.len() as u64 != spec.size_hint {
+            // The size the kernel was told came from the part's end and line width; the
+            // part does not keep to it. An error, never a file of another length.
+            return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                "the part decodes to {} bytes, not the {} its encoding showed",
+                data.len(),
+                spec.size_hint
+            ))));
+        }
         self.inodes.lock().set_known_size(ino, data.len() as u64);
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(data.len());
-        let end = start.saturating_add(size as usize).min(data.len());
+        let end = start
+            .saturating_add(usize::try_from(size).unwrap_or(usize::MAX))
+            .min(data.len());
         Ok(data[start..end].to_vec())
     }
 
@@ -97,7 +216,7 @@ impl Fs {
         let mut budget = BODY_READ_AHEAD_BYTES;
         let wanted: Vec<(MessageRef, u64)> = self
             .metadata
-            .following(message, BODY_READ_AHEAD, |meta| meta.size <= RAW_CHUNK)
+            .following(message, BODY_READ_AHEAD, |meta| meta.size <= SMALL_MESSAGE)
             .into_iter()
             .take_while(|meta| {
                 let fits = meta.size <= budget;
@@ -114,10 +233,7 @@ impl Fs {
             .filter(|(m, _)| !self.content.has_first_chunk(m, &Section::whole()))
             .collect();
         if wanted.len() > 1 {
-            if let Err(e) = self
-                .content
-                .prefetch_first_chunks(&wanted, &Section::whole())
-            {
+            if let Err(e) = self.content.prefetch_messages(&wanted) {
                 tracing::debug!(error = %e, "read-ahead of messages failed");
             }
         }

@@ -6,6 +6,7 @@
 
 mod file_content;
 mod local_changes;
+mod new_files;
 mod reference_model;
 mod remote_changes;
 mod request_counts;
@@ -178,6 +179,12 @@ impl Harness {
     /// the end of a file gives a short read.
     fn read_all(&self, ino: u64) -> FsResult<Vec<u8>> {
         let fh = self.fs.open(ino, false)?.fh;
+        let result = self.read_open(ino, fh);
+        self.fs.release(ino, fh)?;
+        result
+    }
+
+    fn read_open(&self, ino: u64, fh: u64) -> FsResult<Vec<u8>> {
         let mut out = Vec::new();
         let mut short = false;
         loop {

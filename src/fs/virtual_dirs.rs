@@ -1,12 +1,239 @@
-//! Names reserved in mailbox directories (and the root) for directories imapfs makes up
-//! rather than the server: `.search`, where search results are to live. A reserved name is
-//! never taken for a message or a mailbox created elsewhere; a real mailbox of the same
-//! name, already known, wins.
+//! Directories imapfs makes up rather than the server, under names reserved in the root
+//! and in mailbox directories. A reserved name is never taken for a message or for a
+//! mailbox created elsewhere; a real mailbox of the same name, already known, wins.
+//!
+//! - `.Trash-<uid>` at the root is this mount's FreeDesktop trash, so that a file manager's
+//!   "Move to Trash" ends in the server's Trash mailbox: what is renamed into its `files`
+//!   directory is moved to Trash, and the `.trashinfo` notes written into `info` stay in
+//!   memory (they describe nothing the server keeps). Nothing is listed in `files`.
+//! - `.search` is reserved for server-side searches.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use super::handles::DirItem;
+use super::inodes::Node;
+use super::{Fs, FsError, FsResult};
 
 /// The directory of server-side searches.
 pub const SEARCH: &str = ".search";
 
+/// A node imapfs makes up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VirtualNode {
+    /// `.Trash-<uid>`.
+    Trash { uid: u32 },
+    /// `.Trash-<uid>/files`: what is moved here goes to the server's Trash.
+    TrashFiles { uid: u32 },
+    /// `.Trash-<uid>/info`: the notes a file manager writes about what it trashed.
+    TrashInfo { uid: u32 },
+    /// One note in `info`.
+    TrashNote { uid: u32, name: String },
+}
+
+impl VirtualNode {
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        !matches!(self, VirtualNode::TrashNote { .. })
+    }
+}
+
 /// Whether `name` is reserved for a virtual directory.
 pub fn is_reserved(name: &str) -> bool {
-    name == SEARCH
+    name == SEARCH || trash_uid(name).is_some()
+}
+
+/// The uid of a `.Trash-<uid>` name.
+fn trash_uid(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(".Trash-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The virtual node a reserved name at the root stands for, if any yet.
+pub fn at_root(name: &str) -> Option<VirtualNode> {
+    trash_uid(name).map(|uid| VirtualNode::Trash { uid })
+}
+
+/// One note: its bytes and when it was last written.
+type Note = (Vec<u8>, SystemTime);
+
+/// The `.trashinfo` notes, by trash uid and name.
+#[derive(Default)]
+pub struct TrashNotes {
+    notes: Mutex<HashMap<(u32, String), Note>>,
+}
+
+impl TrashNotes {
+    /// A note's size and mtime.
+    pub fn stat(&self, uid: u32, name: &str) -> Option<(u64, SystemTime)> {
+        self.notes
+            .lock()
+            .get(&(uid, name.to_string()))
+            .map(|(bytes, at)| (bytes.len() as u64, *at))
+    }
+}
+
+impl Fs {
+    /// What `name` inside the virtual directory `dir` stands for.
+    pub(super) fn resolve_virtual(&self, dir: &VirtualNode, name: &str) -> FsResult<Node> {
+        let node = match (dir, name) {
+            (VirtualNode::Trash { uid }, "files") => VirtualNode::TrashFiles { uid: *uid },
+            (VirtualNode::Trash { uid }, "info") => VirtualNode::TrashInfo { uid: *uid },
+            (VirtualNode::TrashInfo { uid }, name) if self.notes.stat(*uid, name).is_some() => {
+                VirtualNode::TrashNote {
+                    uid: *uid,
+                    name: name.to_string(),
+                }
+            }
+            _ => return Err(FsError::NotFound),
+        };
+        Ok(Node::Virtual(node))
+    }
+
+    /// The entries of a virtual directory.
+    pub(super) fn virtual_items(&self, dir: &VirtualNode) -> FsResult<Vec<DirItem>> {
+        let names: Vec<(String, VirtualNode)> = match dir {
+            VirtualNode::Trash { uid } => vec![
+                ("files".into(), VirtualNode::TrashFiles { uid: *uid }),
+                ("info".into(), VirtualNode::TrashInfo { uid: *uid }),
+            ],
+            VirtualNode::TrashFiles { .. } => Vec::new(),
+            VirtualNode::TrashInfo { uid } => {
+                let notes = self.notes.notes.lock();
+                let mut names: Vec<(String, VirtualNode)> = notes
+                    .keys()
+                    .filter(|(u, _)| u == uid)
+                    .map(|(_, name)| {
+                        let node = VirtualNode::TrashNote {
+                            uid: *uid,
+                            name: name.clone(),
+                        };
+                        (name.clone(), node)
+                    })
+                    .collect();
+                names.sort();
+                names
+            }
+            VirtualNode::TrashNote { .. } => return Err(FsError::NotADirectory),
+        };
+        Ok(names
+            .into_iter()
+            .map(|(name, node)| DirItem::Child {
+                name,
+                node: Node::Virtual(node),
+            })
+            .collect())
+    }
+
+    /// A new note in a trash's `info` directory (created exclusively, as GIO does).
+    pub(super) fn create_note(&self, dir: &VirtualNode, name: &str) -> FsResult<Node> {
+        let VirtualNode::TrashInfo { uid } = dir else {
+            return Err(FsError::NotPermitted(
+                "only trash notes can be created here".into(),
+            ));
+        };
+        let mut notes = self.notes.notes.lock();
+        let key = (*uid, name.to_string());
+        if notes.contains_key(&key) {
+            return Err(FsError::Exists);
+        }
+        notes.insert(key, (Vec::new(), SystemTime::now()));
+        Ok(Node::Virtual(VirtualNode::TrashNote {
+            uid: *uid,
+            name: name.to_string(),
+        }))
+    }
+
+    /// Writes into a note.
+    pub(super) fn write_note(
+        &self,
+        uid: u32,
+        name: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<u32> {
+        let mut notes = self.notes.notes.lock();
+        let (bytes, at) = notes
+            .get_mut(&(uid, name.to_string()))
+            .ok_or(FsError::NotFound)?;
+        let offset = usize::try_from(offset)
+            .ok()
+            .filter(|o| o.saturating_add(data.len()) <= 1 << 20)
+            .ok_or_else(|| FsError::NoSpace("a trash note holds at most 1 MiB".into()))?;
+        if bytes.len() < offset + data.len() {
+            bytes.resize(offset + data.len(), 0);
+        }
+        bytes[offset..offset + data.len()].copy_from_slice(data);
+        *at = SystemTime::now();
+        Ok(data.len() as u32)
+    }
+
+    /// Reads a note.
+    pub(super) fn read_note(
+        &self,
+        uid: u32,
+        name: &str,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        let notes = self.notes.notes.lock();
+        let (bytes, _) = notes
+            .get(&(uid, name.to_string()))
+            .ok_or(FsError::NotFound)?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
+    }
+
+    /// Removes a note.
+    pub(super) fn remove_note(&self, uid: u32, name: &str) -> FsResult<()> {
+        self.notes
+            .notes
+            .lock()
+            .remove(&(uid, name.to_string()))
+            .map(drop)
+            .ok_or(FsError::NotFound)
+    }
+
+    /// A message moved into a trash's `files`: it goes to the server's Trash mailbox.
+    pub(super) fn trash_message(&self, message: &super::inodes::MessageRef) -> FsResult<()> {
+        let trash = self.trash_mailbox()?;
+        if trash == message.mailbox {
+            return Err(FsError::NotPermitted(
+                "the message is in Trash already".into(),
+            ));
+        }
+        let moved =
+            self.store
+                .move_message(&message.mailbox, message.validity, message.uid, &trash)?;
+        tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?moved, "moved message to Trash (file manager trash)");
+        self.follow_move(message, &trash, moved, None);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trash_names_are_reserved_and_parsed() {
+        assert_eq!(at_root(".Trash-0"), Some(VirtualNode::Trash { uid: 0 }));
+        assert_eq!(
+            at_root(".Trash-1000"),
+            Some(VirtualNode::Trash { uid: 1000 })
+        );
+        for not in [".Trash", ".Trash-", ".Trash-x", ".Trash-1a", "Trash-0"] {
+            assert_eq!(at_root(not), None, "{not}");
+        }
+        assert!(is_reserved(".search") && is_reserved(".Trash-7"));
+        assert!(!is_reserved("Trash"));
+    }
 }

@@ -26,6 +26,8 @@ pub fn message_layout(structure: &BodyPart, whole_size: u64) -> Vec<Entry> {
         section: Section::whole(),
         content: Content::Raw,
         size_hint: whole_size,
+        stored_size: whole_size,
+        lines: None,
         exact_size: true,
     };
     message_entries(message_file, &Section::whole(), structure, 0)
@@ -83,6 +85,8 @@ fn message_entries(
                     charset: charset(header),
                 },
                 size_hint: decoded_size_hint(encoding, *octets),
+                stored_size: *octets,
+                lines: None,
                 exact_size: false,
             };
             entries.push(Entry {
@@ -118,7 +122,10 @@ fn message_entries(
                     section,
                     content: Content::Decoded(encoding.clone()),
                     size_hint: decoded_size_hint(encoding, *octets),
-                    exact_size: false,
+                    stored_size: *octets,
+                    lines: None,
+                    // Nothing to undo: the part is its own content, `octets` long.
+                    exact_size: is_identity(encoding),
                 };
                 entries.push(Entry {
                     name: names.claim(&wanted, true),
@@ -179,12 +186,14 @@ fn encapsulated_message_file(
         TransferEncoding::Base64 | TransferEncoding::QuotedPrintable => {
             (Content::Decoded(encoding.clone()), false)
         }
-        TransferEncoding::Other(_) => (Content::Raw, false),
+        TransferEncoding::Other(_) => (Content::Raw, true),
     };
     FileSpec {
         section: section.clone(),
         content,
         size_hint: decoded_size_hint(encoding, octets),
+        stored_size: octets,
+        lines: None,
         exact_size,
     }
 }
@@ -296,6 +305,114 @@ fn charset(header: &PartHeader) -> Option<String> {
     param_value(&header.params, "charset")
         .map(|value| value.trim().trim_matches('"').trim().to_string())
         .filter(|value| !value.is_empty())
+}
+
+/// How a base64 part is laid out in lines, when every line but the last has the same
+/// width (as every mailer writes them, RFC 2045 §6.8): enough to know its decoded length
+/// and where any decoded byte is, without fetching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Base64Lines {
+    /// Base64 characters in a full line.
+    pub width: u64,
+    /// Bytes from one line's start to the next (the width and the line break).
+    pub stride: u64,
+    /// The decoded length.
+    pub decoded_len: u64,
+}
+
+impl Base64Lines {
+    /// The encoded byte range that holds decoded bytes `[start, end)`, and the decoded
+    /// offset where decoding that range begins (a multiple of 3 at or before `start`).
+    pub fn encoded_window(&self, start: u64, end: u64) -> (u64, u64, u64) {
+        let first_group = start / 3;
+        let last_group = end.div_ceil(3);
+        let at = |c: u64| c / self.width * self.stride + c % self.width;
+        let from = at(first_group * 4);
+        let to = if last_group == 0 {
+            from
+        } else {
+            at(last_group * 4 - 1) + 1
+        };
+        (from, to, first_group * 3)
+    }
+}
+
+/// The layout of a base64 part `octets` long, from its last bytes `tail` (which must hold
+/// the last line and the full line before it, or the whole part). `None` when the tail does
+/// not show lines of one width (the caller then needs the whole part). A wrong guess is
+/// caught when the part is read: its decoded length must match.
+pub fn base64_lines(octets: u64, tail: &[u8]) -> Option<Base64Lines> {
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=';
+    let trimmed = tail
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1);
+    let trailing = (tail.len() - trimmed) as u64;
+    let body = &tail[..trimmed];
+    let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let last = &body[last_start..];
+    if last.is_empty() || !last.iter().all(|&b| is_b64(b)) {
+        return None;
+    }
+    let padding = last.iter().rev().take_while(|&&b| b == b'=').count() as u64;
+    if padding > 2 {
+        return None;
+    }
+    let last_len = last.len() as u64;
+    let before_last = octets.checked_sub(trailing + last_len)?;
+    let (width, stride, chars) = if before_last == 0 {
+        (last_len, last_len + 2, last_len)
+    } else {
+        // The full line before the last one, and its line break, give the width.
+        let prev_end = last_start.checked_sub(1)?;
+        let crlf = prev_end > 0 && body[prev_end - 1] == b'\r';
+        let line_end = if crlf { prev_end - 1 } else { prev_end };
+        let line_start = match body[..line_end].iter().rposition(|&b| b == b'\n') {
+            Some(p) => p + 1,
+            // The tail is the whole part: its first line starts it.
+            None if tail.len() as u64 == octets => 0,
+            None => return None,
+        };
+        let width = (line_end - line_start) as u64;
+        if width == 0
+            || !body[line_start..line_end]
+                .iter()
+                .all(|&b| is_b64(b) && b != b'=')
+        {
+            return None;
+        }
+        let stride = width + if crlf { 2 } else { 1 };
+        if before_last % stride != 0 || last_len > width {
+            return None;
+        }
+        (width, stride, before_last / stride * width + last_len)
+    };
+    if chars % 4 != 0 {
+        return None;
+    }
+    let decoded_len = (chars / 4 * 3).checked_sub(padding)?;
+    Some(Base64Lines {
+        width,
+        stride,
+        decoded_len,
+    })
+}
+
+/// The exact decoded length of a base64 part (see [`base64_lines`]).
+pub fn base64_decoded_len(octets: u64, tail: &[u8]) -> Option<u64> {
+    base64_lines(octets, tail).map(|l| l.decoded_len)
+}
+
+/// Whether decoding `encoding` leaves the bytes as they are (so the decoded size is the
+/// encoded one). An unknown encoding is shown as it is stored.
+pub fn is_identity(encoding: &TransferEncoding) -> bool {
+    match encoding {
+        TransferEncoding::SevenBit
+        | TransferEncoding::EightBit
+        | TransferEncoding::Binary
+        | TransferEncoding::Other(_) => true,
+        TransferEncoding::Base64 | TransferEncoding::QuotedPrintable => false,
+    }
 }
 
 /// An estimate of the decoded size of a part that is `octets` long encoded. For base64 it
@@ -711,6 +828,72 @@ mod tests {
             listing(&message_layout(&structure, 1)),
             ["message.eml@", "logo.png@1", "part-2.html@2"]
         );
+    }
+
+    #[test]
+    fn base64_lengths_follow_from_the_size_and_the_tail() {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        for width in [76usize, 72, 64, 60] {
+            for (len, crlf) in [
+                (0usize, true),
+                (1, true),
+                (2, true),
+                (57, true),
+                (1000, true),
+                (4321, false),
+                (100_000, true),
+            ] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+                let encoded = engine.encode(&data);
+                let mut part = Vec::new();
+                for line in encoded.as_bytes().chunks(width) {
+                    part.extend_from_slice(line);
+                    part.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                }
+                let tail = &part[part.len().saturating_sub(160)..];
+                let got = base64_decoded_len(part.len() as u64, tail);
+                if len == 0 {
+                    assert_eq!(got, None, "an empty part has no last line");
+                } else {
+                    assert_eq!(
+                        got,
+                        Some(len as u64),
+                        "width {width}, {len} bytes, crlf {crlf}"
+                    );
+                }
+            }
+        }
+        // The window of any decoded range holds exactly those bytes.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let encoded = engine.encode(&data);
+        let mut part = Vec::new();
+        for line in encoded.as_bytes().chunks(72) {
+            part.extend_from_slice(line);
+            part.extend_from_slice(b"\r\n");
+        }
+        let lines = base64_lines(part.len() as u64, &part[part.len() - 160..]).unwrap();
+        for (start, end) in [
+            (0u64, 1u64),
+            (0, 4096),
+            (1, 2),
+            (100, 3000),
+            (4999, 5000),
+            (3, 6),
+        ] {
+            let (from, to, origin) = lines.encoded_window(start, end);
+            let decoded = crate::mime::decode_base64(&part[from as usize..to as usize]);
+            let offset = (start - origin) as usize;
+            assert_eq!(
+                &decoded[offset..offset + (end - start) as usize],
+                &data[start as usize..end as usize],
+                "{start}..{end}"
+            );
+        }
+        // Lines of uneven width do not add up: no guess.
+        let part = b"QUJD\r\nREVGR0g=\r\n";
+        assert_eq!(base64_decoded_len(part.len() as u64 + 3, part), None);
+        assert_eq!(base64_decoded_len(10, b"not base64!"), None);
     }
 
     #[test]

@@ -467,10 +467,6 @@ pub fn uid_set(uids: &[Uid]) -> String {
     out
 }
 
-/// The items of a listing: everything `MessageMeta` holds, in one FETCH.
-const LISTING_ITEMS: &str =
-    "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])";
-
 /// The metadata in FETCH answers, for the UIDs in `wanted` (all when `None`), sorted by UID
 /// with duplicates dropped. A message the server describes without its UID, size or date
 /// is logged and skipped; a FETCH without a UID is an unsolicited flag update.
@@ -566,7 +562,7 @@ impl MailStore for ImapStore {
             let budget = MAX_RESPONSE_BYTES.max(u64::from(exists.unwrap_or(0)) * 4096);
             let cmd = Command::new("UID FETCH")
                 .syntax("1:*")
-                .syntax(LISTING_ITEMS);
+                .syntax(convert::LISTING_ITEMS);
             let done = conn.run_with_budget(budget, cmd)?;
             Ok(MailboxListing {
                 uid_validity: validity,
@@ -673,7 +669,9 @@ impl MailStore for ImapStore {
                 })
                 .collect::<Vec<_>>()
                 .join(",");
-            let cmd = Command::new("UID FETCH").syntax(set).syntax(LISTING_ITEMS);
+            let cmd = Command::new("UID FETCH")
+                .syntax(set)
+                .syntax(convert::LISTING_ITEMS);
             let done = conn.run(cmd)?;
             Ok((validity, metadata(mailbox, &done.untagged, Some(&found))))
         })

@@ -1,16 +1,20 @@
 //! In-memory `MailStore` for fast tests of the filesystem core: operation counters,
 //! injectable failures, and helpers that play "another client" changing the account.
 //!
-//! It answers as Dovecot 2.3 (Maildir `LAYOUT=fs`, separator `/`) answers the IMAP store:
-//! BODYSTRUCTURE, ENVELOPE subjects and `BODY[section]` bytes come from the raw message
-//! (`memory/mime.rs`, checked byte for byte against Dovecot 2.3.19), and mailbox changes
-//! follow Dovecot's rules (`memory/write.rs`). It is never a substitute for the real-server
-//! tests.
+//! It answers as Dovecot 2.3 (Maildir `LAYOUT=fs`, separator `/`) answers the IMAP store,
+//! each part of Dovecot in the file named after it: BODYSTRUCTURE and `BODY[section]` bytes
+//! come from its message parser (`memory/message_parser.rs`), which reads headers with its
+//! header parser (`memory/header_parser.rs`) and structured values with its RFC 822 and
+//! RFC 2231 parsers (`memory/rfc822_parser.rs`); mailbox changes follow its mailbox commands
+//! (`memory/mailbox_commands.rs`); flags are kept as its mail index keeps them
+//! (`memory/mail_index.rs`). `store/conformance.rs` checks the answers against Dovecot
+//! 2.3.19 through the `MailStore` trait. It is never a substitute for the real-server tests.
 
-mod header;
-mod mime;
-mod params;
-mod write;
+mod header_parser;
+mod mail_index;
+mod mailbox_commands;
+mod message_parser;
+mod rfc822_parser;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -18,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use self::mime::{Entity, SectionError};
+use self::mail_index::{listed_flags, Keywords};
+use self::message_parser::{Entity, SectionError};
 use super::imap::{convert, names};
 use super::{
     BodyPart, ByteRange, Capabilities, EventSink, Flag, MailStore, MailboxChange, MailboxId,
@@ -93,6 +98,8 @@ pub struct MemoryStore {
 struct State {
     /// Where remote changes are reported, once a watcher is set.
     sink: Option<EventSink>,
+    /// Mailboxes followed (reported on) since `follow`, while a watcher is set.
+    followed: BTreeSet<String>,
     /// A hook run once after the next call of an operation has its answer, before the
     /// answer is returned (to interleave "another thread" deterministically).
     after: Vec<(Op, Box<dyn FnOnce() + Send>)>,
@@ -106,6 +113,8 @@ struct State {
     bytes_sent: u64,
     failures: [VecDeque<fn() -> StoreError>; Op::COUNT],
     capabilities: Capabilities,
+    /// Whether listings show `\Recent` as Dovecot does (see `report_recent`).
+    recent_reported: bool,
 }
 
 struct Mailbox {
@@ -116,12 +125,18 @@ struct Mailbox {
     next_uid: u32,
     /// Raised by every change of a message, as CONDSTORE's HIGHESTMODSEQ is.
     highest_modseq: u64,
+    /// The keywords used in the mailbox, which order every message's keywords.
+    keywords: Keywords,
+    /// Messages from this UID on are `\Recent`: they arrived after the last read-write
+    /// SELECT of the mailbox, by the IMAP store's writes or by another client.
+    first_recent_uid: u32,
     messages: BTreeMap<Uid, Message>,
 }
 
 struct Message {
     raw: Vec<u8>,
     root: Entity,
+    /// As the mailbox's index keeps them (see `Mailbox::insert`), without `\Recent`.
     flags: Vec<String>,
     internal_date: SystemTime,
 }
@@ -191,15 +206,16 @@ impl Message {
 }
 
 impl Message {
-    /// What a listing says of this message; the Subject as the IMAP store reads it from
-    /// `BODY.PEEK[HEADER.FIELDS (SUBJECT)]`.
-    fn meta(&self, uid: Uid) -> MessageMeta {
+    /// What a listing says of this message; the Subject and origin as the IMAP store reads
+    /// them from `BODY.PEEK[HEADER.FIELDS (SUBJECT X-IMAPFS-FILE)]`.
+    fn meta(&self, uid: Uid, recent: bool) -> MessageMeta {
         MessageMeta {
             uid,
             size: self.raw.len() as u64,
             internal_date: self.internal_date,
             subject: convert::subject_from_header(&self.raw),
-            flags: self.flags.clone(),
+            flags: listed_flags(&self.flags, recent),
+            origin: convert::header_field(&self.raw, convert::ORIGIN_FIELD),
         }
     }
 }
@@ -226,6 +242,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         let mut state = State {
             sink: None,
+            followed: BTreeSet::new(),
             after: Vec::new(),
             mailboxes: BTreeMap::new(),
             next_validity: 1,
@@ -238,6 +255,7 @@ impl MemoryStore {
                 uidplus: true,
                 binary: true,
             },
+            recent_reported: false,
         };
         state.create_mailbox(INBOX, Some('/'), true, None);
         MemoryStore {
@@ -274,6 +292,7 @@ impl MemoryStore {
     }
 
     /// Append a message as another client would, and return its UID (the mailbox's next).
+    /// That client has not selected the mailbox, so the message is `\Recent`.
     ///
     /// The bytes are kept as Dovecot's Maildir keeps and serves them: bare LF becomes CRLF
     /// (a CR before a CRLF and a CR at the very end are lost) and NUL becomes 0x80, so a
@@ -287,14 +306,16 @@ impl MemoryStore {
         flags: &[&str],
         internal_date: SystemTime,
     ) -> Uid {
-        let message = Message::new(raw, flag_list(flags.iter().copied()), internal_date);
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        let message = Message::new(raw, flags, internal_date);
         let name = canonical_name(mailbox);
         let mut state = self.state.lock();
+        let recent_reported = state.recent_reported;
         let target = state.mailbox_or_create(&name);
         let uid = target.insert(message);
         let change = MailboxChange {
             validity: Some(target.validity),
-            arrived: vec![target.messages[&uid].meta(uid)],
+            arrived: target.meta(uid, recent_reported).into_iter().collect(),
             ..MailboxChange::new(MailboxId::new(&name))
         };
         let sink = state.sink.clone();
@@ -315,15 +336,15 @@ impl MemoryStore {
     /// Replace a message's flags as another client would. Unknown mailbox or UID: nothing
     /// happens.
     pub fn set_flags(&self, mailbox: &str, uid: Uid, flags: &[&str]) {
-        let flags = flag_list(flags.iter().copied());
         self.change_message(mailbox, |mailbox, change| {
-            mailbox
-                .replace_flags(uid, flags.clone())
-                .then(|| change.flags.push((uid, flags)))
+            let kept = mailbox.replace_flags(uid, flags)?;
+            change.flags.push((uid, kept));
+            Some(())
         });
     }
 
-    /// Runs `change` on a mailbox as another client, and reports what it did.
+    /// Runs `change` on a mailbox as another client, and reports what it did. That client
+    /// has SELECTed the mailbox to change it, so its messages are no longer `\Recent`.
     fn change_message(
         &self,
         mailbox: &str,
@@ -334,6 +355,7 @@ impl MemoryStore {
         let Some(target) = state.mailboxes.get_mut(name.as_str()) else {
             return;
         };
+        target.claim_recent();
         let mut report = MailboxChange {
             validity: Some(target.validity),
             ..MailboxChange::new(MailboxId::new(&name))
@@ -357,6 +379,8 @@ impl MemoryStore {
         };
         target.validity = validity;
         target.next_uid = 1;
+        target.first_recent_uid = 1;
+        target.keywords = Keywords::default();
         target.highest_modseq += 1;
         target.messages.clear();
         let change = MailboxChange {
@@ -436,6 +460,18 @@ impl MemoryStore {
     pub fn set_capabilities(&self, capabilities: Capabilities) {
         self.state.lock().capabilities = capabilities;
     }
+
+    /// Show `\Recent` in listings as Dovecot does: on every message that arrived after the
+    /// last read-write SELECT of its mailbox (by the IMAP store's changes, or by another
+    /// client's through `set_flags` and `remove_message`).
+    ///
+    /// Off by default, where the store leaves `\Recent` out, unlike Dovecot: core tests
+    /// assert exact flag lists without it (`fs/tests/local_changes.rs` expects a message
+    /// just moved to Archive to have `\Seen` alone, where Dovecot also lists `\Recent`).
+    /// The core drops `\Recent` wherever it shows flags, so those tests mean the same with it.
+    pub fn report_recent(&self, on: bool) {
+        self.state.lock().recent_reported = on;
+    }
 }
 
 impl Mailbox {
@@ -452,16 +488,19 @@ impl Mailbox {
             validity,
             next_uid: 1,
             highest_modseq: 1,
+            keywords: Keywords::default(),
+            first_recent_uid: 1,
             messages: BTreeMap::new(),
         }
     }
 }
 
 impl Mailbox {
-    /// Add a message under the next UID.
-    fn insert(&mut self, message: Message) -> Uid {
+    /// Add a message under the next UID, its flags kept as the mailbox's index keeps them.
+    fn insert(&mut self, mut message: Message) -> Uid {
         let uid = Uid(self.next_uid);
         self.next_uid = self.next_uid.saturating_add(1);
+        message.flags = self.keywords.index_flags(&message.flags);
         self.messages.insert(uid, message);
         self.highest_modseq += 1;
         uid
@@ -474,14 +513,27 @@ impl Mailbox {
         Some(message)
     }
 
-    /// Replace a message's flags; false if there is no such message.
-    fn replace_flags(&mut self, uid: Uid, flags: Vec<String>) -> bool {
-        let Some(message) = self.messages.get_mut(&uid) else {
-            return false;
-        };
-        message.flags = flags;
+    /// Replace a message's flags; returns them as kept, or `None` if there is no such
+    /// message.
+    fn replace_flags<S: AsRef<str>>(&mut self, uid: Uid, flags: &[S]) -> Option<Vec<String>> {
+        let message = self.messages.get_mut(&uid)?;
+        message.flags = self.keywords.index_flags(flags);
         self.highest_modseq += 1;
-        true
+        Some(message.flags.clone())
+    }
+
+    /// A read-write SELECT: the session that made it takes the `\Recent` flags, so no
+    /// message is recent for anyone else any more.
+    fn claim_recent(&mut self) {
+        self.first_recent_uid = self.next_uid;
+    }
+
+    /// What a listing says of the message `uid`, if there is one; `\Recent` only where
+    /// `recent_reported`.
+    fn meta(&self, uid: Uid, recent_reported: bool) -> Option<MessageMeta> {
+        let message = self.messages.get(&uid)?;
+        let recent = recent_reported && uid.0 >= self.first_recent_uid;
+        Some(message.meta(uid, recent))
     }
 
     /// What CONDSTORE's EXAMINE reports.
@@ -626,8 +678,8 @@ impl MailStore for MemoryStore {
         let mailbox = state.selectable(mailbox)?;
         let messages = mailbox
             .messages
-            .iter()
-            .map(|(&uid, message)| message.meta(uid))
+            .keys()
+            .filter_map(|&uid| mailbox.meta(uid, state.recent_reported))
             .collect();
         Ok(MailboxListing {
             uid_validity: mailbox.validity,
@@ -734,10 +786,15 @@ impl MailStore for MemoryStore {
         let found = mailbox
             .messages
             .iter()
+            // `SEARCH HEADER` matches a substring, without regard to case (RFC 3501 §6.4.4).
             .filter(|(_, m)| {
-                header_value(&m.raw, "message-id").is_some_and(|v| v.trim() == message_id)
+                convert::header_field(&m.raw, "message-id").is_some_and(|v| {
+                    String::from_utf8_lossy(&v)
+                        .to_lowercase()
+                        .contains(&message_id.to_lowercase())
+                })
             })
-            .map(|(&uid, m)| m.meta(uid))
+            .filter_map(|(&uid, _)| mailbox.meta(uid, state.recent_reported))
             .collect();
         Ok((mailbox.validity, found))
     }
@@ -842,32 +899,24 @@ impl MailStore for MemoryStore {
     fn watch(&self, sink: EventSink) {
         self.state.lock().sink = Some(sink);
     }
-}
 
-/// The unfolded value of the first `name:` field of a message's header.
-fn header_value(raw: &[u8], name: &str) -> Option<String> {
-    let mut value: Option<String> = None;
-    for line in raw.split(|&b| b == b'\n') {
-        let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(v) = value.as_mut() {
-                v.push_str(&line);
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        if let Some((field, rest)) = line.split_once(':') {
-            if field.eq_ignore_ascii_case(name) {
-                value = Some(rest.to_string());
-            }
+    /// A store with a watcher reports every change of a followed mailbox (its remote-change
+    /// helpers do), as NOTIFY does.
+    fn follow(&self, mailbox: &MailboxId, _known: Option<MailboxVersion>) {
+        let mut state = self.state.lock();
+        if state.sink.is_some() {
+            state.followed.insert(canonical_name(mailbox.as_str()));
         }
     }
-    value
+
+    fn is_followed(&self, mailbox: &MailboxId) -> bool {
+        let state = self.state.lock();
+        state.sink.is_some() && state.followed.contains(&canonical_name(mailbox.as_str()))
+    }
+
+    fn is_list_followed(&self) -> bool {
+        self.state.lock().sink.is_some()
+    }
 }
 
 /// Sends an event to the watcher, if there is one (called with no lock held).
@@ -905,17 +954,6 @@ fn validate_name(name: &MailboxId) -> StoreResult<()> {
 /// `\Trash` -> `trash`, as `MailboxInfo::special_use` holds it.
 fn normalize_special_use(attribute: &str) -> String {
     attribute.trim_start_matches('\\').to_ascii_lowercase()
-}
-
-/// Flags in order, without repeats (flags are case-insensitive).
-fn flag_list<'f>(flags: impl IntoIterator<Item = &'f str>) -> Vec<String> {
-    let mut list: Vec<String> = Vec::new();
-    for flag in flags {
-        if !list.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
-            list.push(flag.to_string());
-        }
-    }
-    list
 }
 
 /// Line breaks as Dovecot's Maildir stores a message (CRLF -> LF, a final lone CR dropped)
@@ -975,7 +1013,7 @@ fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
 mod tests {
     use std::sync::Arc;
 
-    use super::mime::tests::{header, leaf};
+    use super::message_parser::tests::{header, leaf};
     use super::*;
     use crate::store::TransferEncoding;
 
@@ -1354,10 +1392,11 @@ mod tests {
             uid,
             &["\\Seen", "\\Flagged", "\\seen", "$Label1"],
         );
+        // Listed as Dovecot lists them: system flags first, in its order and spelling.
         let listing = store.list_messages(&inbox()).unwrap();
         assert_eq!(
             listing.messages[0].flags,
-            ["\\Seen", "\\Flagged", "$Label1"]
+            ["\\Flagged", "\\Seen", "$Label1"]
         );
         store.remove_message(INBOX_NAME, uid);
         assert!(store.list_messages(&inbox()).unwrap().messages.is_empty());
@@ -1381,6 +1420,59 @@ mod tests {
         store.recreate_mailbox("Nope");
         assert_eq!(store.uid_validity("Nope"), UidValidity(0));
         assert_eq!(store.list_mailboxes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recent_is_reported_until_a_read_write_select() {
+        let (store, validity, uid) = sample_store();
+        let flags = |store: &MemoryStore| -> Vec<Vec<String>> {
+            let listing = store.list_messages(&inbox()).unwrap();
+            listing.messages.into_iter().map(|m| m.flags).collect()
+        };
+        assert_eq!(flags(&store), [["\\Seen"]], "off by default");
+        store.report_recent(true);
+        assert_eq!(flags(&store), [["\\Seen", "\\Recent"]]);
+        // Reading (EXAMINE) leaves it; another client's STORE (SELECT) takes it.
+        assert_eq!(flags(&store), [["\\Seen", "\\Recent"]]);
+        store.set_flags(INBOX_NAME, uid, &["$x", "\\Answered"]);
+        assert_eq!(flags(&store), [["\\Answered", "$x"]]);
+        // A new message is recent until the IMAP store's own change SELECTs the mailbox.
+        let second = store.add_message(INBOX_NAME, b"Subject: 2\r\n\r\n", &["$x"], at(0));
+        assert_eq!(
+            flags(&store),
+            [vec!["\\Answered", "$x"], vec!["\\Recent", "$x"]]
+        );
+        let seen = [Flag::parse("\\Seen").unwrap()];
+        MailStore::set_flags(&store, &inbox(), validity, uid, &seen).unwrap();
+        assert_eq!(flags(&store), [vec!["\\Seen"], vec!["$x"]]);
+        // A message moved in is recent in its new mailbox; a recreated one starts afresh.
+        store.add_mailbox("Archive", Some('/'), true, None);
+        let archive = MailboxId::new("Archive");
+        store
+            .move_message(&inbox(), validity, second, &archive)
+            .unwrap();
+        let moved = store.list_messages(&archive).unwrap().messages;
+        assert_eq!(moved[0].flags, ["\\Recent", "$x"]);
+        store.recreate_mailbox("Archive");
+        store.add_message("Archive", b"Subject: 3\r\n\r\n", &[], at(0));
+        let fresh = store.list_messages(&archive).unwrap().messages;
+        assert_eq!(fresh[0].flags, ["\\Recent"]);
+    }
+
+    #[test]
+    fn message_ids_are_found_as_search_header_finds_them() {
+        let store = MemoryStore::new();
+        let raw = b"Subject: x\r\nMessage-ID: <Abc.1@Example.org>\r\n\r\nbody\r\n";
+        let uid = store.add_message(INBOX_NAME, raw, &[], at(0));
+        store.add_message(INBOX_NAME, b"Subject: no id\r\n\r\n", &[], at(0));
+        let found = |id: &str| -> Vec<Uid> {
+            let (_, metas) = store.find_by_message_id(&inbox(), id).unwrap();
+            metas.into_iter().map(|m| m.uid).collect()
+        };
+        assert_eq!(found("<Abc.1@Example.org>"), [uid]);
+        assert_eq!(found("abc.1@example.ORG"), [uid], "a substring, any case");
+        assert!(found("<Abc.2@Example.org>").is_empty());
+        assert_eq!(store.count(Op::Search), 3);
     }
 
     #[test]

@@ -160,6 +160,11 @@ impl Mount {
         self.path.join(rel)
     }
 
+    /// The imapfs process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The imapfs log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

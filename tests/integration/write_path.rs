@@ -1350,9 +1350,18 @@ fn any_other_file_is_wrapped_as_an_attachment_that_reads_back_the_same() {
             data.len() as u64
         );
     }
+    // The mailbox shows each stored file as that file again, with the bytes written.
     let listing = names(&mount.join("INBOX"));
-    for (name, _) in files {
-        assert!(!listing.contains(name), "{name} still listed as a new file");
+    for (name, data) in files {
+        assert!(
+            listing.contains(name),
+            "{name} not shown as a file: {listing:?}"
+        );
+        let shown = mount.join("INBOX").join(name);
+        assert!(
+            fs::read(&shown).unwrap() == *data,
+            "{name} as a file differs"
+        );
     }
     assert_server(&mut client, &expected, &["INBOX"], &mount);
 }
@@ -1517,13 +1526,12 @@ fn a_temporary_file_renamed_after_close_is_stored_once() {
     let after = snapshot(&mut client);
     let new = after.new_uids(&before, "INBOX");
     assert_eq!(new.len(), 1, "INBOX gained {new:?}\n{}", log_tail(&mount));
-    // Once the mailbox is listed again, the message shows and the new-file entries are gone.
+    // Stored once, under its final name: the message, and the file it shows.
     let listed = names(&mount.join("INBOX"));
-    assert!(!listed.contains("report.pdf") && !listed.contains(".report.pdf.Xy12Ab"));
-    let dir = listed
-        .iter()
-        .find(|n| n.starts_with(&format!("{} ", new[0])))
-        .unwrap_or_else(|| panic!("no directory for UID {} in {listed:?}", new[0]));
-    let back = fs::read(mount.join("INBOX").join(dir).join(".report.pdf.Xy12Ab")).unwrap();
+    assert!(listed.contains("report.pdf") && !listed.contains(".report.pdf.Xy12Ab"));
+    let dir = format!("{} report.pdf", new[0]);
+    assert!(listed.contains(&dir), "no {dir} in {listed:?}");
+    let back = fs::read(mount.join("INBOX").join(&dir).join("report.pdf")).unwrap();
     assert_eq!(back, data);
+    assert_eq!(fs::read(mount.join("INBOX/report.pdf")).unwrap(), data);
 }

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::*;
-use crate::fs::content::RAW_CHUNK;
+use crate::fs::content::CHUNK;
 
 /// A message with a 2 MiB attachment (its message.eml spans three raw chunks).
 fn big_sample() -> Sample {
@@ -46,14 +46,14 @@ fn body_txt_is_decoded_and_converted_to_utf8() {
     let ino = h
         .ino(&format!("INBOX/{}/body.txt", sample.dir_name(uid)))
         .unwrap();
-    let open = h.fs.open(ino, false).unwrap();
-    assert!(open.direct_io, "the size is an estimate until read");
-    let body = h.read_all(ino).unwrap();
-    assert_eq!(String::from_utf8(body).unwrap(), sample.body);
-    // Once read, the size is exact.
+    // Exact from the first stat, before any read: no tool sees it shrink or grow.
     let attr = h.fs.getattr(ino).unwrap();
     assert_eq!(attr.attr.size, sample.body.len() as u64);
     assert!(attr.ttl > Duration::ZERO);
+    let open = h.fs.open(ino, false).unwrap();
+    assert!(!open.direct_io && open.keep_cache);
+    let body = h.read_all(ino).unwrap();
+    assert_eq!(String::from_utf8(body).unwrap(), sample.body);
 }
 
 #[test]
@@ -71,10 +71,7 @@ fn attachments_are_byte_identical() {
 
 /// Offsets spread over the file, with extra weight around chunk boundaries and the end.
 fn offsets(len: u64) -> impl Strategy<Value = u64> {
-    let edges: Vec<u64> = (1..=len / RAW_CHUNK)
-        .map(|k| k * RAW_CHUNK)
-        .chain([len])
-        .collect();
+    let edges: Vec<u64> = (1..=len / CHUNK).map(|k| k * CHUNK).chain([len]).collect();
     prop_oneof![
         0..=len + 4096,
         (prop::sample::select(edges), -300i64..300)
@@ -123,4 +120,107 @@ fn any_read_is_exactly_a_slice_of_the_content() {
             })
             .unwrap();
     }
+}
+
+/// What `stat` says is what reads give, for every file, before any of it was read: the
+/// kernel may keep pages and tools may trust sizes (tar, rsync, mmap, tail).
+#[test]
+fn every_size_is_exact_from_the_first_stat() {
+    let h = Harness::new();
+    let sample = big_sample();
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let dir = format!("INBOX/{}", sample.dir_name(uid));
+    let files = h.names_at(&dir).unwrap();
+    assert_eq!(files, ["message.eml", "body.txt", "report.pdf"]);
+    let attachment_fetches = h.store.bytes_served();
+    assert!(
+        attachment_fetches < 64 << 10,
+        "no attachment bytes to learn sizes"
+    );
+    for file in files {
+        let ino = h.ino(&format!("{dir}/{file}")).unwrap();
+        let size = h.fs.getattr(ino).unwrap().attr.size;
+        let open = h.fs.open(ino, false).unwrap();
+        assert!(!open.direct_io && open.keep_cache, "{file}");
+        assert_eq!(h.read_all(ino).unwrap().len() as u64, size, "{file}");
+    }
+}
+
+/// `head -c 4096` and `tail -c 16` of a 2 MiB attachment move a chunk, not the file.
+#[test]
+fn a_range_of_an_attachment_moves_about_that_range() {
+    let h = Harness::new();
+    let sample = big_sample();
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let ino = h
+        .ino(&format!("INBOX/{}/report.pdf", sample.dir_name(uid)))
+        .unwrap();
+    let len = h.fs.getattr(ino).unwrap().attr.size;
+    assert_eq!(len, sample.attachment.len() as u64);
+    let before = h.store.bytes_served();
+    assert_eq!(
+        h.fs.read(ino, 0, 0, 4096).unwrap(),
+        sample.attachment[..4096]
+    );
+    let head = h.store.bytes_served() - before;
+    assert!(head <= CHUNK, "head -c 4096 moved {head} bytes");
+    let before = h.store.bytes_served();
+    assert_eq!(
+        h.fs.read(ino, 0, len - 16, 16).unwrap(),
+        sample.attachment[sample.attachment.len() - 16..]
+    );
+    let tail = h.store.bytes_served() - before;
+    assert!(tail <= CHUNK, "tail -c 16 moved {tail} bytes");
+    // Reading it all in order takes few requests, each up to 4 MiB.
+    let fetches = h.count(Op::FetchSection);
+    assert_eq!(h.read_all(ino).unwrap(), sample.attachment);
+    let more = h.count(Op::FetchSection) - fetches;
+    assert!(more <= 6, "{more} requests to read 2 MiB in order");
+}
+
+/// Without BINARY the server cannot tell a decoded size: a base64 attachment's follows
+/// from its last bytes and line width (a few hundred bytes fetched, not the file), and
+/// text bodies are exact as ever.
+#[test]
+fn without_binary_sizes_come_from_the_end_of_each_part() {
+    let h = Harness::new();
+    h.store.set_capabilities(crate::store::Capabilities {
+        move_command: true,
+        uidplus: true,
+        binary: false,
+    });
+    let sample = big_sample();
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let dir = format!("INBOX/{}", sample.dir_name(uid));
+    let pdf = h.ino(&format!("{dir}/report.pdf")).unwrap();
+    assert!(
+        h.store.bytes_served() < 8 << 10,
+        "{}",
+        h.store.bytes_served()
+    );
+    assert_eq!(
+        h.fs.getattr(pdf).unwrap().attr.size,
+        sample.attachment.len() as u64
+    );
+    let open = h.fs.open(pdf, false).unwrap();
+    assert!(!open.direct_io && open.keep_cache);
+    // A range is decoded from the stored bytes that hold it, not from the whole part.
+    let before = h.store.bytes_served();
+    let len = sample.attachment.len() as u64;
+    assert_eq!(
+        h.fs.read(pdf, 0, len - 5000, 4096).unwrap(),
+        sample.attachment[len as usize - 5000..len as usize - 904]
+    );
+    assert!(
+        h.store.bytes_served() - before < 2 * CHUNK,
+        "{}",
+        h.store.bytes_served() - before
+    );
+    assert_eq!(h.read_all(pdf).unwrap(), sample.attachment);
+    let body = h.ino(&format!("{dir}/body.txt")).unwrap();
+    assert_eq!(
+        h.fs.getattr(body).unwrap().attr.size,
+        sample.body.len() as u64
+    );
+    assert!(!h.fs.open(body, false).unwrap().direct_io);
 }

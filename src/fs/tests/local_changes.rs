@@ -264,7 +264,10 @@ fn a_read_only_mount_refuses_every_change_without_asking_the_server() {
         ),
         ("write", h.fs.write(body, 0, 0, b"x").map(drop)),
         ("open for writing", h.fs.open(body, true).map(drop)),
-        ("setattr", h.fs.setattr(body, None, true, Some(0)).map(drop)),
+        (
+            "setattr",
+            h.fs.setattr(body, None, true, Some(0), None).map(drop),
+        ),
         ("setxattr", h.fs.setxattr(dir, OsStr::new(FLAGS), b"\\Seen")),
         ("removexattr", h.fs.removexattr(dir, OsStr::new(FLAGS))),
         (
@@ -350,8 +353,9 @@ fn a_failed_append_is_reported_and_keeps_the_bytes_in_the_spool() {
     assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);
 
     // No new bytes: closing again does not send the same message again, and still
-    // reports that it was not stored.
-    assert_eq!(errno(h.fs.release(ino, fh)), libc::EIO);
+    // reports that it was not stored; the last release sends nothing either.
+    assert_eq!(errno(h.fs.flush(ino, fh)), libc::EIO);
+    h.fs.release(ino, fh).unwrap();
     assert_eq!(h.count(Op::Append), 1);
     assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);
 }
@@ -408,4 +412,95 @@ fn a_message_deleted_into_a_recreated_trash_reads_exactly() {
         sample.raw
     );
     assert_eq!(h.names(trash).unwrap(), [name]);
+}
+
+/// Found by the reference model: the name `mv` gave a message kept resolving after the
+/// message left again, and hid a later message listed under the same name.
+#[test]
+fn a_name_mv_gave_never_hides_a_listed_message() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    h.store
+        .add_message("Trash", &plain_message("old", "x"), &[], date());
+    for subject in ["x", "y", "m"] {
+        h.store
+            .add_message("INBOX", &plain_message(subject, "x"), &[], date());
+    }
+    let (inbox, trash) = (h.ino("INBOX").unwrap(), h.ino("Trash").unwrap());
+    h.names(inbox).unwrap();
+    h.names(trash).unwrap();
+    let mv = |from: u64, name: &str, to: u64| {
+        h.fs.rename(from, OsStr::new(name), to, OsStr::new(name), false, false)
+            .unwrap()
+    };
+    mv(inbox, "3 m", trash); // Trash/2 m, and "3 m" resolves there until Trash is listed
+    mv(trash, "2 m", inbox); // INBOX/4 m
+    mv(inbox, "4 m", trash); // Trash/3 m: a listed message named "3 m"
+    let read = h.read_path("Trash/3 m/message.eml").unwrap();
+    assert!(read.ends_with(b"x\r\n"));
+    assert_eq!(h.names(trash).unwrap(), ["1 old", "3 m"]);
+}
+
+/// A file manager's "Move to Trash" (GIO and the FreeDesktop trash rules): it finds the
+/// mount's `.Trash-<uid>`, writes a note into `info`, and renames the message into `files`.
+/// The message ends in the server's Trash, and no mailbox is created.
+#[test]
+fn a_file_manager_trash_moves_the_message_to_the_servers_trash() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    let mailboxes_before = h.store.list_mailboxes().unwrap().len();
+    let trash_dir = h.fs.lookup(ROOT, OsStr::new(".Trash-1000")).unwrap();
+    assert_eq!(trash_dir.attr.kind, Kind::Directory);
+    assert_eq!(trash_dir.attr.perm, 0o700);
+    assert_eq!(
+        errno(h.fs.mkdir(ROOT, OsStr::new(".Trash-1000"))),
+        libc::EEXIST
+    );
+    let files =
+        h.fs.lookup(trash_dir.attr.ino, OsStr::new("files"))
+            .unwrap()
+            .attr
+            .ino;
+    let info =
+        h.fs.lookup(trash_dir.attr.ino, OsStr::new("info"))
+            .unwrap()
+            .attr
+            .ino;
+    let note_name = format!("{name}.trashinfo");
+    let (note, fh) = h.fs.create(info, OsStr::new(&note_name)).unwrap();
+    let text = b"[Trash Info]\nPath=/INBOX/x\nDeletionDate=2026-12-04T12:00:00\n";
+    h.fs.write(note.attr.ino, fh, 0, text).unwrap();
+    h.fs.flush(note.attr.ino, fh).unwrap();
+    h.fs.release(note.attr.ino, fh).unwrap();
+    assert_eq!(
+        errno(h.fs.create(info, OsStr::new(&note_name))),
+        libc::EEXIST
+    );
+    assert_eq!(h.read_all(note.attr.ino).unwrap(), text);
+    h.fs.rename(
+        inbox,
+        OsStr::new(&name),
+        files,
+        OsStr::new(&name),
+        false,
+        false,
+    )
+    .unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    let trashed = h.stored("Trash");
+    assert_eq!(trashed.len(), 1);
+    assert_eq!(h.stored_raw("Trash", trashed[0].uid), sample.raw);
+    assert_eq!(h.store.list_mailboxes().unwrap().len(), mailboxes_before);
+    assert!(h.names(files).unwrap().is_empty());
+    assert_eq!(h.names(info).unwrap(), std::slice::from_ref(&note_name));
+    h.fs.unlink(info, OsStr::new(&note_name)).unwrap();
+    assert!(h.names(info).unwrap().is_empty());
+    // Not listed at the root, like .snapshot on filers.
+    assert!(!h
+        .names(ROOT)
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with(".Trash")));
 }

@@ -61,7 +61,11 @@ fn a_message_deleted_elsewhere_reads_as_enoent() {
     let body = h.ino(&format!("{dir}/body.txt")).unwrap();
     let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
     h.store.remove_message("INBOX", uid);
-    assert_eq!(errno(h.read_all(body)), libc::ENOENT);
+    // body.txt came with its directory: the cached bytes of that very message, or ENOENT.
+    match h.read_all(body) {
+        Ok(bytes) => assert_eq!(bytes, sample.body.as_bytes()),
+        Err(e) => assert_eq!(e.errno_and_level().0, libc::ENOENT),
+    }
     assert_eq!(errno(h.read_all(eml)), libc::ENOENT);
     // The next listing of the mailbox drops the name too.
     h.expire_listings();
@@ -75,12 +79,13 @@ fn a_failed_fetch_is_an_error_and_caches_nothing() {
     let sample = Sample::numbered(3);
     let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
     let dir = format!("INBOX/{}", sample.dir_name(uid));
-    let body = h.ino(&format!("{dir}/body.txt")).unwrap();
+    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
+    let fetches = h.count(Op::FetchSection);
     h.store
         .fail_next(Op::FetchSection, || StoreError::Timeout("injected".into()));
-    assert_eq!(errno(h.read_all(body)), libc::ETIMEDOUT);
-    assert_eq!(h.read_all(body).unwrap(), sample.body.as_bytes());
-    assert_eq!(h.count(Op::FetchSection), 2);
+    assert_eq!(errno(h.read_all(eml)), libc::ETIMEDOUT);
+    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    assert_eq!(h.count(Op::FetchSection), fetches + 2);
 
     let attachment = h.ino(&format!("{dir}/a3.bin")).unwrap();
     h.store
@@ -238,5 +243,64 @@ fn a_new_listing_tells_the_kernel_which_names_are_gone() {
             },
             Invalidation::Inode { ino: inbox },
         ]
+    );
+}
+
+/// A mailbox the store follows stays true by its reports: looking again costs nothing,
+/// however long after, and the kernel may keep its listing until a change bumps its mtime.
+#[test]
+fn a_followed_mailbox_costs_nothing_to_look_at_again() {
+    let h = Harness::watching();
+    for serial in 1..=3 {
+        h.store
+            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
+    }
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(h.names(inbox).unwrap().len(), 3);
+    let commands = h.store.stats().commands;
+    let before = h.fs.getattr(inbox).unwrap();
+    assert!(before.ttl >= Duration::from_secs(60), "followed: long TTLs");
+    assert!(h.fs.dir_is_final(inbox), "the kernel may keep its listing");
+    h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(h.names(inbox).unwrap().len(), 3);
+    assert_eq!(
+        h.store.stats().commands,
+        commands,
+        "no command to look again"
+    );
+    // A change elsewhere: the directory's mtime moves, the kernel is told, nothing asked.
+    std::thread::sleep(Duration::from_millis(10));
+    h.store
+        .add_message("INBOX", &Sample::numbered(4).raw, &[], date());
+    let after = h.fs.getattr(inbox).unwrap();
+    assert!(after.attr.mtime > before.attr.mtime);
+    assert_eq!(h.names(inbox).unwrap().len(), 4);
+    assert_eq!(h.store.stats().commands, commands);
+    // A flag changed elsewhere invalidates the message's inode.
+    let dir = h
+        .ino(&format!("INBOX/{}", Sample::numbered(1).dir_name(Uid(1))))
+        .unwrap();
+    h.sent_invalidations();
+    h.store.set_flags("INBOX", Uid(1), &["\\Flagged"]);
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: dir }));
+}
+
+#[test]
+fn mailboxes_created_elsewhere_show_when_the_store_reports_them() {
+    let h = Harness::watching();
+    assert_eq!(h.names(ROOT).unwrap(), ["INBOX"]);
+    h.sent_invalidations();
+    h.store.add_mailbox("Projects", Some('/'), true, None);
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: ROOT }));
+    let lists = h.count(Op::ListMailboxes);
+    assert_eq!(h.names(ROOT).unwrap(), ["INBOX", "Projects"]);
+    assert_eq!(
+        h.count(Op::ListMailboxes),
+        lists,
+        "listed once, when reported"
     );
 }

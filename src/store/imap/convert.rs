@@ -160,18 +160,26 @@ pub fn structure(raw: &[u8], depth_left: u32) -> StoreResult<BodyPart> {
         .ok_or_else(unusable)
 }
 
+/// The header field imapfs writes into a message it made from a file (see `fs/newmail.rs`).
+pub const ORIGIN_FIELD: &str = "X-Imapfs-File";
+
+/// The message items of a listing: what `message_meta` reads.
+pub const LISTING_ITEMS: &str =
+    "(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT X-IMAPFS-FILE)])";
+
 /// Turns one FETCH response of a listing into `MessageMeta`; `None` if the server left out
 /// something we need (such a message is logged and skipped, not guessed at).
 pub fn message_meta(fetch: &Fetch) -> Option<MessageMeta> {
     let uid = Uid(fetch.uid?);
     let size = fetch.size?;
     let internal_date = fetch.internal_date.unwrap_or(UNIX_EPOCH);
-    let subject = fetch
+    let header = fetch
         .sections
         .iter()
         .find(|s| s.kind == SectionKind::Body && s.section.starts_with("HEADER.FIELDS"))
-        .and_then(|s| s.data.as_deref())
-        .and_then(subject_from_header);
+        .and_then(|s| s.data.as_deref());
+    let subject = header.and_then(subject_from_header);
+    let origin = header.and_then(|h| header_field(h, ORIGIN_FIELD));
     let flags = fetch.flags.clone().unwrap_or_default();
     Some(MessageMeta {
         uid,
@@ -179,11 +187,18 @@ pub fn message_meta(fetch: &Fetch) -> Option<MessageMeta> {
         internal_date,
         subject,
         flags,
+        origin,
     })
 }
 
-/// The unfolded value of the Subject field in a `HEADER.FIELDS (SUBJECT)` answer.
+/// The unfolded value of the Subject field in a `HEADER.FIELDS (SUBJECT ...)` answer.
 pub fn subject_from_header(header: &[u8]) -> Option<Vec<u8>> {
+    header_field(header, "subject")
+}
+
+/// The unfolded value of the first `name` field of a header block (folds joined with one
+/// space, outer blanks trimmed); the block ends at its first empty line.
+pub fn header_field(header: &[u8], name: &str) -> Option<Vec<u8>> {
     let mut value: Option<Vec<u8>> = None;
     for line in header.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -200,8 +215,9 @@ pub fn subject_from_header(header: &[u8]) -> Option<Vec<u8>> {
         if value.is_some() {
             break;
         }
-        if line.len() > 8 && line[..8].eq_ignore_ascii_case(b"subject:") {
-            value = Some(trim(&line[8..]).to_vec());
+        let field = line.split(|&b| b == b':').next().unwrap_or_default();
+        if field.len() < line.len() && field.eq_ignore_ascii_case(name.as_bytes()) {
+            value = Some(trim(&line[field.len() + 1..]).to_vec());
         }
     }
     value

@@ -1,7 +1,8 @@
-//! The header of one MIME entity: its fields, its ENVELOPE subject, and what its `Content-*`
-//! fields say about the part, with Dovecot 2.3's defaults and quirks.
+//! Dovecot 2.3's header parsing for the memory store: a MIME entity's fields
+//! (`message-header-parser.c`), its ENVELOPE subject (`imap-envelope.c`), and what its
+//! `Content-*` fields say about the part (`message-part-data.c`), quirks included.
 
-use super::params::{Lexer, NUL_REPLACEMENT};
+use super::rfc822_parser::{Lexer, NUL_REPLACEMENT};
 use crate::store::{PartHeader, TransferEncoding};
 
 /// Boundaries are cut to this length, as Dovecot does (70 allowed by RFC 2046, plus slack).

@@ -1,13 +1,13 @@
-//! The commands that change the in-memory account (CREATE, DELETE, RENAME, STORE, MOVE,
-//! EXPUNGE, APPEND), answering as Dovecot 2.3 with Maildir `LAYOUT=fs` and separator `/`
-//! answers them (the answers were checked against it), mapped to errors as the IMAP store
-//! maps their response codes: `[CANNOT]` is `Invalid`, `[ALREADYEXISTS]` is
-//! `AlreadyExists`, `[NONEXISTENT]` and `[TRYCREATE]` are "no such mailbox" refusals, and
-//! any other `NO` is `Refused`.
+//! Dovecot 2.3's mailbox commands for the memory store: CREATE, DELETE, RENAME, STORE, MOVE,
+//! EXPUNGE and APPEND change the in-memory account as Dovecot with Maildir `LAYOUT=fs` and
+//! separator `/` changes a real one (the answers were checked against it). Refusals are
+//! mapped to errors as the IMAP store maps their response codes: `[CANNOT]` is `Invalid`,
+//! `[ALREADYEXISTS]` is `AlreadyExists`, `[NONEXISTENT]` and `[TRYCREATE]` are "no such
+//! mailbox" refusals, and any other `NO` is `Refused`.
 
 use std::time::SystemTime;
 
-use super::{canonical_name, flag_list, validate_name, Mailbox, Message, State, INBOX};
+use super::{canonical_name, validate_name, Mailbox, Message, State, INBOX};
 use crate::store::{Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
 
 /// The hierarchy separator of the inbox namespace.
@@ -155,7 +155,21 @@ impl State {
         Ok(())
     }
 
-    /// `UID STORE uid FLAGS.SILENT (...)`: like the server, silent about a UID that is gone.
+    /// The read-write `SELECT` the IMAP store makes before it changes a mailbox: it takes
+    /// the mailbox's `\Recent` flags, whatever comes next.
+    fn select_for_write(&mut self, name: &MailboxId, validity: UidValidity) -> StoreResult<()> {
+        self.selected(name, validity)?;
+        if let Some(mailbox) = self
+            .mailboxes
+            .get_mut(canonical_name(name.as_str()).as_str())
+        {
+            mailbox.claim_recent();
+        }
+        Ok(())
+    }
+
+    /// `UID STORE uid FLAGS.SILENT (...)`. Dovecot says OK to a UID that is gone, but the
+    /// IMAP store looks for it first (`UID SEARCH`) and answers "no such message".
     pub(super) fn store_flags(
         &mut self,
         name: &MailboxId,
@@ -163,10 +177,12 @@ impl State {
         uid: Uid,
         flags: &[Flag],
     ) -> StoreResult<()> {
-        self.selected(name, validity)?;
+        self.select_for_write(name, validity)?;
+        self.message(name, validity, uid)?;
         let canonical = canonical_name(name.as_str());
         if let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) {
-            mailbox.replace_flags(uid, flag_list(flags.iter().map(Flag::as_str)));
+            let flags: Vec<&str> = flags.iter().map(Flag::as_str).collect();
+            mailbox.replace_flags(uid, &flags);
         }
         Ok(())
     }
@@ -204,6 +220,7 @@ impl State {
                 "neither MOVE nor UIDPLUS: a message cannot be moved safely".into(),
             ));
         }
+        self.select_for_write(from, validity)?;
         self.message(from, validity, uid)?;
         self.destination(to)?;
         let message = self.take_message(from, validity, uid)?;
@@ -225,6 +242,7 @@ impl State {
                     .into(),
             ));
         }
+        self.select_for_write(name, validity)?;
         self.take_message(name, validity, uid).map(drop)
     }
 
@@ -248,7 +266,7 @@ impl State {
         if raw.is_empty() {
             return Err(refused("Can't save a zero byte message"));
         }
-        let flags = flag_list(flags.iter().map(Flag::as_str));
+        let flags = flags.iter().map(|f| f.as_str().to_string()).collect();
         let date = internal_date.unwrap_or_else(SystemTime::now);
         let message = if binary {
             Message::new_binary(raw, flags, date)
@@ -454,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn set_flags_replaces_and_ignores_missing_uids() {
+    fn set_flags_replaces_and_refuses_missing_uids() {
         let store = MemoryStore::new();
         let uid = store.add_message(INBOX, b"Subject: x\r\n\r\n", &["\\Seen"], UNIX_EPOCH);
         let validity = store.uid_validity(INBOX);
@@ -469,8 +487,11 @@ mod tests {
         .unwrap();
         let listing = store.list_messages(&name(INBOX)).unwrap();
         assert_eq!(listing.messages[0].flags, ["\\Flagged", "$Work"]);
-        // A UID that is gone: the server says OK, so does the store.
-        MailStore::set_flags(&store, &name(INBOX), validity, Uid(99), &flags(&["\\Seen"])).unwrap();
+        // A UID that is gone: Dovecot would say OK, but the IMAP store looks first.
+        assert!(matches!(
+            MailStore::set_flags(&store, &name(INBOX), validity, Uid(99), &flags(&["\\Seen"])),
+            Err(StoreError::NoSuchMessage { uid: Uid(99), .. })
+        ));
         assert!(matches!(
             MailStore::set_flags(&store, &name(INBOX), UidValidity(0), uid, &[]),
             Err(StoreError::UidValidityChanged { .. })

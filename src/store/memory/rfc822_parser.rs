@@ -1,5 +1,6 @@
-//! Structured `Content-*` values (type, token, parameters) read the way Dovecot 2.3 reads
-//! them, errors and recovery included, so that BODYSTRUCTURE answers match a real server.
+//! Dovecot 2.3's RFC 822 and RFC 2231 value parsers (`rfc822-parser.c`,
+//! `rfc2231-parser.c`) for the memory store: structured `Content-*` values (type, token,
+//! parameters) read as Dovecot reads them, errors and recovery included.
 //!
 //! Grammar: [RFC 2045 §5.1](https://www.rfc-editor.org/rfc/rfc2045#section-5.1); parameter
 //! continuations: [RFC 2231 §3–4](https://www.rfc-editor.org/rfc/rfc2231#section-3), merged

@@ -1,7 +1,7 @@
-//! Splits a raw message into MIME entities with exact byte ranges, the way an IMAP server
-//! does for BODYSTRUCTURE and `BODY[section]`.
+//! Dovecot 2.3's message parser (`message-parser.c`) for the memory store: splits a raw
+//! message into MIME entities with exact byte ranges, for BODYSTRUCTURE and `BODY[section]`.
 //!
-//! Boundary handling follows Dovecot 2.3's message parser, quirks included, and was checked
+//! Boundary handling follows Dovecot's, quirks included, and was checked
 //! against it byte for byte on thousands of generated messages: one pass over the bytes
 //! with a stack of active boundaries; a line that starts with `--` and an active boundary
 //! ends the current part, whose body ends before the line break that precedes that line
@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use super::header::{text_plain, Description, Fields, PartKind};
+use super::header_parser::{text_plain, Description, Fields, PartKind};
 use crate::store::{BodyPart, PartHeader, TransferEncoding};
 
 /// Dovecot's default `max_nested_mime_parts`: a multipart or message/rfc822 this deep is

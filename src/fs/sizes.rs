@@ -1,0 +1,180 @@
+//! Exact sizes before any content is read, so that no tool sees a file shrink or grow
+//! after `stat`. A transfer-encoded part's size comes from the server (`BINARY.SIZE`) with
+//! its message directory; a text body's (its charset conversion changes it) from the body
+//! itself, fetched with the directory when it is small and rendered at its first lookup
+//! otherwise. Without BINARY, a base64 part's size follows from its last bytes and its
+//! line width; a quoted-printable attachment's stays an estimate (read with direct I/O).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::inodes::{MessageRef, Node};
+use super::{Fs, FsResult};
+use crate::mime::{self, Content, Entry, EntryKind, FileSpec};
+use crate::store::{
+    ByteRange, MailboxId, PartItem, PartValue, Transfer, TransferEncoding, Uid, UidValidity,
+};
+
+/// Text bodies up to this size (decoded, estimated) come with their message directory.
+pub const TEXT_PREFETCH: u64 = 64 << 10;
+
+/// Every file spec of a layout, nested message directories included.
+fn specs_mut(entries: &mut [Entry]) -> Vec<&mut FileSpec> {
+    let mut out = Vec::new();
+    for entry in entries {
+        match &mut entry.kind {
+            EntryKind::File(spec) => out.push(spec),
+            EntryKind::Message { entries, .. } => out.extend(specs_mut(entries)),
+        }
+    }
+    out
+}
+
+/// How much of the end of a base64 part tells its decoded size (two full lines and more).
+const BASE64_TAIL: u64 = 240;
+
+/// What to ask for `spec` to know its size, if anything.
+fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
+    if spec.exact_size {
+        return None;
+    }
+    match &spec.content {
+        Content::Decoded(_) if binary => Some(PartItem::DecodedSize(spec.section.clone())),
+        // Without BINARY, the end of a base64 part gives its decoded size.
+        Content::Decoded(TransferEncoding::Base64) if spec.stored_size > 0 => {
+            let len = spec.stored_size.min(BASE64_TAIL);
+            Some(PartItem::Bytes {
+                section: spec.section.clone(),
+                transfer: Transfer::Encoded,
+                range: Some(ByteRange {
+                    offset: spec.stored_size - len,
+                    len,
+                }),
+            })
+        }
+        Content::Text { .. } if spec.size_hint <= TEXT_PREFETCH => Some(PartItem::Bytes {
+            section: spec.section.clone(),
+            transfer: if binary {
+                Transfer::Decoded
+            } else {
+                Transfer::Encoded
+            },
+            range: None,
+        }),
+        Content::Raw | Content::Decoded(_) | Content::Text { .. } => None,
+    }
+}
+
+impl Fs {
+    /// Makes the sizes of freshly built layouts (of messages of `mailbox`) exact, in one
+    /// request for all of them. What cannot be known stays an estimate (and is looked at
+    /// again by `exact_file`); a failed request is logged, not an error.
+    pub(super) fn exact_sizes(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        layouts: &mut [(Uid, Vec<Entry>)],
+    ) {
+        let binary = self.store.capabilities().binary;
+        let asked: Vec<(Uid, Vec<PartItem>)> = layouts
+            .iter_mut()
+            .map(|(uid, entries)| {
+                let items = specs_mut(entries)
+                    .into_iter()
+                    .filter_map(|spec| wanted(spec, binary))
+                    .collect::<Vec<_>>();
+                (*uid, items)
+            })
+            .filter(|(_, items)| !items.is_empty())
+            .collect();
+        if asked.is_empty() {
+            return;
+        }
+        let answers = match self.store.fetch_parts(mailbox, validity, &asked) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(mailbox = %mailbox, error = %e, "could not learn exact sizes; estimates shown");
+                return;
+            }
+        };
+        let mut by_item: HashMap<(Uid, PartItem), PartValue> = answers
+            .into_iter()
+            .map(|(uid, item, value)| ((uid, item), value))
+            .collect();
+        for (uid, entries) in layouts.iter_mut() {
+            let message = MessageRef {
+                mailbox: mailbox.clone(),
+                validity,
+                uid: *uid,
+            };
+            for spec in specs_mut(entries) {
+                let Some(item) = wanted(spec, binary) else {
+                    continue;
+                };
+                match by_item.remove(&(*uid, item)) {
+                    Some(PartValue::Size(size)) => {
+                        spec.size_hint = size;
+                        spec.exact_size = true;
+                    }
+                    Some(PartValue::Bytes(tail))
+                        if !matches!(spec.content, Content::Text { .. }) =>
+                    {
+                        if let Some(lines) = mime::base64_lines(spec.stored_size, &tail) {
+                            spec.size_hint = lines.decoded_len;
+                            spec.exact_size = true;
+                            spec.lines = Some(lines);
+                        }
+                    }
+                    Some(PartValue::Bytes(bytes)) => {
+                        let rendered = if binary {
+                            mime::render_decoded(&spec.content, &bytes)
+                        } else {
+                            mime::render(&spec.content, &bytes)
+                        };
+                        spec.size_hint = rendered.len() as u64;
+                        spec.exact_size = true;
+                        self.content.keep_rendered(
+                            &message,
+                            &spec.section,
+                            &spec.content,
+                            Arc::new(rendered),
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// A file node with its exact size: a text body too big to come with its directory is
+    /// rendered now. Other nodes are returned as they are.
+    pub(super) fn exact_file(&self, node: Node) -> FsResult<Node> {
+        let Node::File {
+            message,
+            dir,
+            name,
+            mut spec,
+            mtime,
+            known_size,
+        } = node
+        else {
+            return Ok(node);
+        };
+        if !spec.exact_size && matches!(spec.content, Content::Text { .. }) {
+            let binary = self.store.capabilities().binary;
+            let data = self
+                .content
+                .rendered(&message, &spec.section, &spec.content, binary)?;
+            spec.size_hint = data.len() as u64;
+            spec.exact_size = true;
+        }
+        Ok(Node::File {
+            message,
+            dir,
+            name,
+            spec,
+            mtime,
+            known_size,
+        })
+    }
+}

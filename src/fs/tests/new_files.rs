@@ -1,0 +1,355 @@
+//! New files written the way tools write them: shells that dup and close a descriptor
+//! before writing, editors and rsync that write a temporary name and rename it, files
+//! rewritten after they were stored, and temporary files that are never stored.
+
+use super::*;
+
+/// A file written into `dir` as `open(O_CREAT)`, `close` of a dup'ed descriptor, then the
+/// writes, then the last close: what `echo x > file` does.
+fn shell_write(h: &Harness, dir: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = h.fs.create(dir, OsStr::new(name)).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.flush(ino, fh).unwrap(); // the first descriptor closed before anything is written
+    h.fs.write(ino, fh, 0, data).unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    ino
+}
+
+/// The files of the only message stored in `mailbox`: its Subject and the attachment.
+fn only_stored(h: &Harness, mailbox: &str) -> (String, Vec<u8>, MessageMeta) {
+    let stored = h.stored(mailbox);
+    assert_eq!(stored.len(), 1, "exactly one message: {stored:?}");
+    let meta = stored[0].clone();
+    let subject = String::from_utf8(meta.subject.clone().unwrap()).unwrap();
+    let validity = h.store.uid_validity(mailbox);
+    let attachment = h
+        .store
+        .fetch_section(
+            &MailboxId::new(mailbox),
+            validity,
+            meta.uid,
+            &Section(vec![2]),
+            Transfer::Decoded,
+            None,
+        )
+        .unwrap();
+    (subject, attachment, meta)
+}
+
+#[test]
+fn a_shell_redirection_stores_one_message_with_exactly_the_bytes_written() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "hello.txt", b"x\n");
+    assert_eq!(h.count(Op::Append), 1);
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(subject, "hello.txt");
+    assert_eq!(attachment, b"x\n");
+}
+
+#[test]
+fn a_file_renamed_before_it_is_stored_is_stored_once_under_its_final_name() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    // rsync: a hidden temporary name, written, closed, dated, then renamed.
+    let (attr, fh) = h.fs.create(inbox, OsStr::new(".notes.txt.KWEOd0")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"my notes\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 0, "a dotfile waits for its real name");
+    let mtime = UNIX_EPOCH + Duration::new(1_650_000_000, 250_000_000);
+    h.fs.setattr(ino, None, true, None, Some(mtime)).unwrap();
+    h.fs.rename(
+        inbox,
+        OsStr::new(".notes.txt.KWEOd0"),
+        inbox,
+        OsStr::new("notes.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.count(Op::Append), 1);
+    let (subject, attachment, meta) = only_stored(&h, "INBOX");
+    assert_eq!(subject, "notes.txt");
+    assert_eq!(attachment, b"my notes\n");
+    assert_eq!(
+        meta.internal_date,
+        UNIX_EPOCH + Duration::from_secs(1_650_000_000),
+        "the mtime set before storing is the INTERNALDATE"
+    );
+    assert_eq!(h.fs.getattr(ino).unwrap().attr.mtime, mtime);
+}
+
+#[test]
+fn a_file_renamed_after_it_was_stored_is_stored_again_and_the_first_expunged() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "draft.txt", b"v1");
+    h.fs.rename(
+        inbox,
+        OsStr::new("draft.txt"),
+        inbox,
+        OsStr::new("final.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.count(Op::Append), 2);
+    assert_eq!(h.count(Op::ExpungeMessage), 1);
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(subject, "final.txt");
+    assert_eq!(attachment, b"v1");
+}
+
+#[test]
+fn a_file_rewritten_after_it_was_stored_replaces_its_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("log.txt")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"one").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.write(ino, fh, 3, b" two").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 2);
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"one two");
+}
+
+#[test]
+fn temporary_and_empty_files_are_never_stored_but_stay_visible() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let temporary = [
+        ".notes.txt.swp",
+        "notes.txt~",
+        "4913",
+        ".#notes.txt",
+        "notes.lock",
+        ".~lock.notes.odt#",
+    ];
+    for name in temporary {
+        shell_write(&h, inbox, name, b"scratch");
+    }
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("empty.txt")).unwrap();
+    h.fs.flush(attr.attr.ino, fh).unwrap();
+    h.fs.release(attr.attr.ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 0);
+    let names = h.names(inbox).unwrap();
+    for name in temporary.iter().chain(&["empty.txt"]) {
+        assert!(names.contains(&name.to_string()), "{name} in {names:?}");
+    }
+    // Removing them is local too.
+    for name in temporary {
+        h.fs.unlink(inbox, OsStr::new(name)).unwrap();
+    }
+    assert_eq!(h.change_calls(), 0);
+}
+
+#[test]
+fn a_vim_save_stores_one_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    // vim: swap file, the 4913 probe, then the file itself; the swap file goes at exit.
+    shell_write(&h, inbox, ".memo.txt.swp", b"swap");
+    shell_write(&h, inbox, "4913", b"");
+    h.fs.unlink(inbox, OsStr::new("4913")).unwrap();
+    shell_write(&h, inbox, "memo.txt", b"hello\n");
+    h.fs.unlink(inbox, OsStr::new(".memo.txt.swp")).unwrap();
+    assert_eq!(h.count(Op::Append), 1);
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(
+        (subject.as_str(), attachment.as_slice()),
+        ("memo.txt", &b"hello\n"[..])
+    );
+}
+
+#[test]
+fn a_stored_file_removed_deletes_its_message() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "oops.txt", b"never mind");
+    h.fs.unlink(inbox, OsStr::new("oops.txt")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+}
+
+#[test]
+fn a_stored_file_declares_its_media_type() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "scan", b"%PDF-1.7\n%\xe2\xe3\n");
+    let stored = h.stored("INBOX");
+    let structure = h
+        .store
+        .body_structure(
+            &MailboxId::new("INBOX"),
+            h.store.uid_validity("INBOX"),
+            stored[0].uid,
+        )
+        .unwrap();
+    let crate::store::BodyPart::Multipart { children, .. } = structure else {
+        panic!("a wrapped file is multipart")
+    };
+    let header = children[1].header();
+    assert_eq!(
+        (header.media_type.as_str(), header.subtype.as_str()),
+        ("application", "pdf")
+    );
+}
+
+/// A file imapfs stored shows as that file again once the mailbox is listed anew: same
+/// name, size and mtime (what rsync compares), same bytes, beside its message directory.
+#[test]
+fn a_stored_file_shows_as_itself_after_the_next_listing() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("notes.txt")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"my notes\n").unwrap();
+    let mtime = UNIX_EPOCH + Duration::new(1_650_000_000, 250_000_000);
+    h.fs.setattr(ino, None, true, None, Some(mtime)).unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    h.expire_listings();
+    let names = h.names(inbox).unwrap();
+    let uid = h.stored("INBOX")[0].uid;
+    assert_eq!(names, ["notes.txt".to_string(), format!("{uid} notes.txt")]);
+    let file = h.fs.lookup(inbox, OsStr::new("notes.txt")).unwrap();
+    assert_eq!(file.attr.kind, Kind::File);
+    assert_eq!((file.attr.size, file.attr.mtime), (9, mtime));
+    assert_eq!(h.read_all(file.attr.ino).unwrap(), b"my notes\n");
+}
+
+/// rsync's update of a file: a temporary name written and renamed onto the old one. The
+/// old message goes once the new one is stored.
+#[test]
+fn a_file_renamed_onto_a_stored_file_replaces_its_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "notes.txt", b"old");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    shell_write(&h, inbox, ".notes.txt.Ab12Cd", b"new");
+    h.fs.rename(
+        inbox,
+        OsStr::new(".notes.txt.Ab12Cd"),
+        inbox,
+        OsStr::new("notes.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    let (subject, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(
+        (subject.as_str(), attachment.as_slice()),
+        ("notes.txt", &b"new"[..])
+    );
+    h.expire_listings();
+    assert_eq!(h.read_path("INBOX/notes.txt").unwrap(), b"new");
+}
+
+/// `cp` over a stored file, and `>>` onto one: a new version replaces the message.
+#[test]
+fn a_stored_file_opened_for_writing_becomes_its_next_version() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "log.txt", b"one\n");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let ino = h.fs.lookup(inbox, OsStr::new("log.txt")).unwrap().attr.ino;
+    // Appending keeps what was there.
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.write(ino, fh, 4, b"two\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"one\ntwo\n");
+    // Truncating starts afresh.
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let ino = h.fs.lookup(inbox, OsStr::new("log.txt")).unwrap().attr.ino;
+    let fh = h.fs.open_with(ino, true, true).unwrap().fh;
+    h.fs.write(ino, fh, 0, b"three\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"three\n");
+}
+
+#[test]
+fn removing_a_stored_file_deletes_its_message() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "gone.txt", b"bye");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    h.fs.unlink(inbox, OsStr::new("gone.txt")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+    assert!(h.names(inbox).unwrap().is_empty());
+}
+
+/// What a killed imapfs left in the spool: a file without a note is reported and kept; a
+/// noted APPEND that landed is not sent again; one that did not land is sent, once.
+#[test]
+fn a_later_mount_stores_what_a_killed_one_was_sending_exactly_once() {
+    use crate::fs::spool::Sending;
+    let h = Harness::new();
+    let spool = h.spool.path();
+    let dead = |name: &str| spool.join(format!("999999999-1-0-{name}"));
+    // Cut during writing: no note.
+    std::fs::write(dead("half.txt"), b"half written").unwrap();
+    // Cut during APPEND, and the server never got it.
+    std::fs::write(dead("lost.txt"), b"lost bytes").unwrap();
+    let mtime = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    let note = |name: &str, message_id: &str, len: u64| Sending {
+        mailbox: MailboxId::new("INBOX"),
+        name: name.into(),
+        message_len: len,
+        internal_date: mtime,
+        message_id: Some(message_id.into()),
+        file_size: 10,
+        mtime,
+    };
+    note("lost.txt", "<never@there>", 999)
+        .record(&dead("lost.txt"))
+        .unwrap();
+    // Cut after the server stored it.
+    let landed = plain_message("landed", "x");
+    std::fs::write(dead("landed.eml"), &landed).unwrap();
+    h.store.add_message("INBOX", &landed, &[], mtime);
+    note("landed.eml", "<landed@x>", landed.len() as u64)
+        .record(&dead("landed.eml"))
+        .unwrap();
+
+    let report = h.fs.recover_spool();
+    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(h.count(Op::Append), 1, "only the lost one is sent");
+    let stored = h.stored("INBOX");
+    let subjects: Vec<String> = stored
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.subject.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(subjects, ["landed", "lost.txt"]);
+    assert_eq!(stored[1].internal_date, mtime);
+    let left: Vec<String> = std::fs::read_dir(spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["999999999-1-0-half.txt"],
+        "only the unfinished file stays"
+    );
+    // A second mount finds nothing more to do.
+    let again = h.fs.recover_spool();
+    assert_eq!(h.count(Op::Append), 1, "{again:?}");
+}

@@ -1,0 +1,439 @@
+//! The tools people point at a mount, run for real on a cold mount: tar, rsync, tail,
+//! head, sha256sum, mmap, shells, dd, tee, Python, vim and GIO's trash. Every byte is
+//! checked against an independent client's view of the server, and every exit status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+use super::support::*;
+
+/// A cold mount of a fresh Dovecot holding the sample corpus.
+fn corpus_mount() -> (Dovecot, Mount) {
+    let dovecot = dovecot_with_samples();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    (dovecot, mount)
+}
+
+/// Quotes a path for `sh -c`.
+fn q(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Runs a script that must succeed without a word on stderr.
+fn run_clean(script: &str, mount: &Mount) -> Output {
+    let out = sh(script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "{script}\nexit {:?}\nstderr: {stderr}\nimapfs log tail:\n{}",
+        out.status.code(),
+        mount
+            .log()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    out
+}
+
+/// What an independent client knows the mount must show for INBOX: for each message
+/// directory name, the files whose exact bytes it can tell (message.eml from the server,
+/// body.txt and the attachments from the corpus).
+fn expected_inbox(mount: &Mount, dovecot: &Dovecot) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+    let mut client = dovecot.client("alice").unwrap();
+    let server = server_mailbox(&mut client, "INBOX");
+    let mut out = BTreeMap::new();
+    // (A subject with `/` shows with `_`: those messages are left to other tests.)
+    for sample in fixture::sample_messages()
+        .into_iter()
+        .filter(|s| s.mailbox == "INBOX" && !s.subject.contains('/'))
+    {
+        let dir = mount.message_dir("INBOX", &sample.subject);
+        let uid: u32 = dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut files = BTreeMap::new();
+        files.insert("message.eml".to_string(), server[&uid].1.clone());
+        if let Some(body) = &sample.body_text {
+            files.insert("body.txt".to_string(), body.clone().into_bytes());
+        }
+        // Attachments of forwarded messages live one directory down; keep to the top.
+        for (name, data) in &sample.attachments {
+            if dir.join(name).exists() {
+                files.insert(name.clone(), data.clone());
+            }
+        }
+        out.insert(
+            dir.file_name().unwrap().to_string_lossy().into_owned(),
+            files,
+        );
+    }
+    out
+}
+
+/// Every regular file under `root`, relative to it, with its bytes.
+fn files_under(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Checks a copy of INBOX (from tar or rsync) against what the server holds: every file
+/// the independent client can tell exactly, and every other file as long as `stat` said.
+fn check_copy(copy: &Path, mount: &Mount, dovecot: &Dovecot, tool: &str) {
+    let copied = files_under(copy);
+    assert!(!copied.is_empty(), "{tool} copied nothing");
+    for (rel, bytes) in &copied {
+        let original = mount.join("INBOX").join(rel);
+        let size = fs::metadata(&original).unwrap().len();
+        assert_eq!(
+            bytes.len() as u64,
+            size,
+            "{tool}: {} against stat",
+            rel.display()
+        );
+    }
+    for (dir, files) in expected_inbox(mount, dovecot) {
+        for (name, want) in files {
+            let rel = Path::new(&dir).join(&name);
+            let got = copied
+                .get(&rel)
+                .unwrap_or_else(|| panic!("{tool}: {} missing", rel.display()));
+            assert!(*got == want, "{tool}: {} differs", rel.display());
+        }
+    }
+}
+
+#[test]
+fn cold_tar_of_a_mailbox_is_exact_and_warns_of_nothing() {
+    let (dovecot, mount) = corpus_mount();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("inbox.tar");
+    run_clean(
+        &format!("tar cf {} -C {} INBOX", q(&archive), q(&mount.path)),
+        &mount,
+    );
+    let out = work.path().join("out");
+    fs::create_dir(&out).unwrap();
+    run_clean(&format!("tar xf {} -C {}", q(&archive), q(&out)), &mount);
+    check_copy(&out.join("INBOX"), &mount, &dovecot, "tar");
+}
+
+#[test]
+fn cold_rsync_of_a_mailbox_is_exact_and_exits_0() {
+    let (dovecot, mount) = corpus_mount();
+    let work = tempfile::tempdir().unwrap();
+    run_clean(
+        &format!("rsync -a {}/ {}/", q(&mount.join("INBOX")), q(work.path())),
+        &mount,
+    );
+    check_copy(work.path(), &mount, &dovecot, "rsync");
+}
+
+#[test]
+fn cold_tail_sha256sum_and_mmap_of_every_file_are_exact() {
+    let (dovecot, mount) = corpus_mount();
+    let expected = expected_inbox(&mount, &dovecot);
+    for (dir, files) in &expected {
+        for (name, want) in files {
+            let path = mount.join("INBOX").join(dir).join(name);
+            // tail first, on the cold file: the last 16 bytes, exactly.
+            let tail = run_clean(&format!("tail -c 16 {}", q(&path)), &mount);
+            let end = &want[want.len().saturating_sub(16)..];
+            assert!(tail.stdout == end, "tail -c 16 {dir}/{name}");
+        }
+    }
+    let mount = {
+        drop(mount);
+        MountSpec::new(&dovecot, "alice").mount()
+    };
+    for (dir, files) in &expected {
+        for (name, want) in files {
+            let path = mount.join("INBOX").join(dir).join(name);
+            let mapped = run_clean(
+                &format!(
+                    "python3 -c 'import mmap,sys,hashlib\n\
+                     f=open(sys.argv[1],\"rb\")\n\
+                     m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ) if f.seek(0,2) else b\"\"\n\
+                     print(hashlib.sha256(m).hexdigest())' {}",
+                    q(&path)
+                ),
+                &mount,
+            );
+            let summed = run_clean(&format!("sha256sum {}", q(&path)), &mount);
+            let want_sum = sha256_hex(want);
+            assert_eq!(
+                String::from_utf8_lossy(&mapped.stdout).trim(),
+                want_sum,
+                "mmap {dir}/{name}"
+            );
+            assert!(
+                String::from_utf8_lossy(&summed.stdout).starts_with(&want_sum),
+                "sha256sum {dir}/{name}"
+            );
+        }
+    }
+}
+
+/// The SHA-256 of `data` as `sha256sum` prints it, computed by the system's tool.
+fn sha256_hex(data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    fs::write(&path, data).unwrap();
+    let out = sh(&format!("sha256sum {}", q(&path)));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Bytes the mount received from the server so far.
+fn received(mount: &Mount) -> u64 {
+    let stats = sh(&format!(
+        "getfattr --only-values -n user.imapfs.stats {}",
+        q(&mount.path)
+    ));
+    String::from_utf8_lossy(&stats.stdout)
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("bytes_received="))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn head_of_a_large_attachment_and_a_listing_of_its_directory_move_kilobytes() {
+    let (_dovecot, mount) = corpus_mount();
+    let large = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == "large")
+        .unwrap();
+    let dir = mount.message_dir("INBOX", &large.subject);
+    let before = received(&mount);
+    let listed = run_clean(&format!("ls -l {}", q(&dir)), &mount);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("dataset.bin"));
+    let listing = received(&mount) - before;
+    assert!(
+        listing < 16 << 10,
+        "ls -l of the message directory moved {listing} bytes"
+    );
+    let before = received(&mount);
+    let head = run_clean(
+        &format!("head -c 4096 {}", q(&dir.join("dataset.bin"))),
+        &mount,
+    );
+    assert!(head.stdout == large.attachments[0].1[..4096]);
+    let moved = received(&mount) - before;
+    assert!(
+        moved < 160 << 10,
+        "head -c 4096 of a 10 MB attachment moved {moved} bytes"
+    );
+}
+
+// ---- writing the way tools write -------------------------------------------------------
+
+/// A fresh account with an empty Archive, mounted.
+fn archive_mount() -> (Dovecot, Mount, Session) {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Archive").unwrap();
+    fixture::create_mailbox(&mut client, "Trash").unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    (dovecot, mount, client)
+}
+
+/// The messages in `mailbox`, each as (Subject, the only attachment's name and bytes).
+fn stored_files(client: &mut Session, mailbox: &str) -> BTreeMap<String, Vec<u8>> {
+    server_mailbox(client, mailbox)
+        .values()
+        .map(|(_, raw)| {
+            let parsed = MessageParser::default().parse(raw).unwrap();
+            let subject = parsed.subject().unwrap_or_default().to_string();
+            let attachments: Vec<_> = parsed.attachments().collect();
+            assert_eq!(attachments.len(), 1, "{subject}: one attachment");
+            assert_eq!(attachments[0].attachment_name(), Some(subject.as_str()));
+            (subject, attachments[0].contents().to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn shells_dd_tee_cat_cp_and_python_store_one_message_each_with_the_bytes_written() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let a = mount.join("Archive");
+    let source = tempfile::NamedTempFile::new().unwrap();
+    fs::write(source.path(), b"copied bytes\n").unwrap();
+    let writes: Vec<(&str, String, &[u8])> = vec![
+        (
+            "echo.txt",
+            format!("echo x > {}", q(&a.join("echo.txt"))),
+            b"x\n",
+        ),
+        (
+            "printf.txt",
+            format!("printf 'a\\nb' > {}", q(&a.join("printf.txt"))),
+            b"a\nb",
+        ),
+        (
+            "cat.txt",
+            format!("printf 'typed\\n' | cat > {}", q(&a.join("cat.txt"))),
+            b"typed\n",
+        ),
+        (
+            "dd.bin",
+            format!(
+                "printf 'ddddd' | dd of={} bs=2 status=none",
+                q(&a.join("dd.bin"))
+            ),
+            b"ddddd",
+        ),
+        (
+            "tee.txt",
+            format!("printf 'tee\\n' | tee {} >/dev/null", q(&a.join("tee.txt"))),
+            b"tee\n",
+        ),
+        (
+            "cp.txt",
+            format!("cp {} {}", q(source.path()), q(&a.join("cp.txt"))),
+            b"copied bytes\n",
+        ),
+        (
+            "exec.txt",
+            format!(
+                "exec 3> {f}; echo one >&3; echo two >&3; exec 3>&-",
+                f = q(&a.join("exec.txt"))
+            ),
+            b"one\ntwo\n",
+        ),
+        (
+            "python.txt",
+            format!(
+                "python3 -c 'import sys; open(sys.argv[1], \"w\").write(\"py\\n\")' {}",
+                q(&a.join("python.txt"))
+            ),
+            b"py\n",
+        ),
+    ];
+    for (_, script, _) in &writes {
+        run_clean(script, &mount);
+    }
+    let stored = stored_files(&mut client, "Archive");
+    let expected: BTreeMap<String, Vec<u8>> = writes
+        .iter()
+        .map(|(name, _, data)| (name.to_string(), data.to_vec()))
+        .collect();
+    assert_eq!(stored, expected);
+}
+
+#[test]
+fn rsync_into_a_mailbox_stores_each_file_once_and_a_second_run_nothing() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let source = tempfile::tempdir().unwrap();
+    let mut expected = BTreeMap::new();
+    for (name, data) in [
+        ("notes.txt", b"my notes\n".to_vec()),
+        ("report.pdf", b"%PDF-1.7\n...".to_vec()),
+        ("data.bin", (0..=255u8).cycle().take(70_000).collect()),
+    ] {
+        fs::write(source.path().join(name), &data).unwrap();
+        expected.insert(name.to_string(), data);
+    }
+    let rsync = format!(
+        "rsync -a {}/ {}/",
+        q(source.path()),
+        q(&mount.join("Archive"))
+    );
+    run_clean(&rsync, &mount);
+    assert_eq!(stored_files(&mut client, "Archive"), expected);
+    let uids: BTreeSet<u32> = server_mailbox(&mut client, "Archive")
+        .keys()
+        .copied()
+        .collect();
+    // The second, identical run finds every file as it left it: same size, same mtime.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = run_clean(&format!("{rsync} --itemize-changes"), &mount);
+    let changes = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        !changes
+            .lines()
+            .any(|l| l.starts_with('>') || l.starts_with('c')),
+        "the second rsync sent: {changes}"
+    );
+    let after: BTreeSet<u32> = server_mailbox(&mut client, "Archive")
+        .keys()
+        .copied()
+        .collect();
+    assert_eq!(after, uids, "the second rsync stored or removed messages");
+}
+
+#[test]
+fn a_vim_save_stores_one_message() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let file = mount.join("Archive/memo.txt");
+    // vim as users run it: a swap file next to the file, a backup while writing.
+    run_clean(
+        &format!(
+            "HOME=/nonexistent vim -u NONE -i NONE -N -es -c 'set backup writebackup' \
+             -c 'call setline(1, \"hello from vim\")' -c 'wq' {}",
+            q(&file)
+        ),
+        &mount,
+    );
+    let stored = stored_files(&mut client, "Archive");
+    assert_eq!(
+        stored,
+        BTreeMap::from([("memo.txt".to_string(), b"hello from vim\n".to_vec())])
+    );
+}
+
+#[test]
+fn gio_trash_of_a_message_moves_it_to_the_servers_trash_and_creates_no_mailbox() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::ensure_mailbox(&mut client, "Trash").unwrap();
+    let mailboxes = server_mailboxes(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let plain = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == "plain")
+        .unwrap();
+    let dir = mount.message_dir("INBOX", &plain.subject);
+    run_clean(&format!("gio trash {}", q(&dir)), &mount);
+    assert!(!dir.exists());
+    assert_eq!(
+        server_mailboxes(&mut client),
+        mailboxes,
+        "no mailbox was created"
+    );
+    let in_trash: Vec<Vec<u8>> = server_mailbox(&mut client, "Trash")
+        .into_values()
+        .map(|(_, raw)| raw)
+        .collect();
+    assert_eq!(in_trash, std::slice::from_ref(&plain.raw));
+    let inbox = server_mailbox(&mut client, "INBOX");
+    assert!(!inbox.values().any(|(_, raw)| *raw == plain.raw));
+}
