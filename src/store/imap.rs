@@ -626,11 +626,22 @@ impl MailStore for ImapStore {
         if plan.is_empty() {
             return Ok(Vec::new());
         }
-        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+        let answers = self.with_connection(Some(mailbox), Retry::Once, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Read)?;
-            let (untagged, _) = conn.run_pipelined(plan.budget(), plan.commands())?;
-            plan.answers(untagged)
-        })
+            match conn.run_pipelined(plan.budget(), plan.commands()) {
+                Ok((untagged, _)) => plan.answers(untagged).map(Some),
+                // The server cannot decode a part: Dovecot 2.3.19 answers an unknown
+                // encoding with NO [UNKNOWN-CTE], and base64 it cannot read with BYE
+                // ("FETCH failed") and a closed connection, for the whole FETCH.
+                Err(StoreError::Unsupported(_)) if plan.has_decoded() => Ok(None),
+                Err(StoreError::Connection(_)) if plan.has_decoded() && conn.said_bye() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        match answers {
+            Some(answers) => Ok(answers),
+            None => self.decode_here(mailbox, validity, wanted),
+        }
     }
 
     fn find_by_message_id(
@@ -740,6 +751,30 @@ impl MailStore for ImapStore {
             bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl ImapStore {
+    /// `fetch_parts` for a server that could not decode: the stored bytes of each section
+    /// wanted decoded, and the structures that tell their encodings, then decoded here with
+    /// the decoder the filesystem core uses (lenient, as `crate::mime` is).
+    fn decode_here(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        wanted: &[(Uid, Vec<PartItem>)],
+    ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>> {
+        tracing::debug!(mailbox = %mailbox, "the server cannot decode a part; decoding it here");
+        let uids: Vec<Uid> = wanted.iter().map(|(uid, _)| *uid).collect();
+        let structures = self.body_structures(mailbox, validity, &uids)?;
+        let stored_items = parts::stored_items(wanted);
+        let plan = parts::Plan::new(&stored_items, false)?;
+        let stored = self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            let (untagged, _) = conn.run_pipelined(plan.budget(), plan.commands())?;
+            plan.answers(untagged)
+        })?;
+        Ok(parts::decode_here(wanted, &structures, stored))
     }
 }
 

@@ -571,24 +571,68 @@ fn an_over_quota_append_sends_no_message_bytes() {
     assert!(store.list_messages(&MailboxId::new("INBOX")).is_ok());
 }
 
+/// Dovecot 2.3.19 cannot decode an unknown Content-Transfer-Encoding (`NO [UNKNOWN-CTE]`)
+/// nor base64 that ends early (it answers the whole FETCH with BYE and hangs up): the store
+/// then decodes those parts itself from their stored bytes, as the filesystem core would.
 #[test]
-fn an_unknown_transfer_encoding_is_unsupported_for_binary() {
+fn parts_the_server_cannot_decode_are_decoded_by_the_store() {
     let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
-    let raw = b"Subject: cte\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-unknown\r\n\r\nhello\r\n";
+    let unknown = b"Subject: cte\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-unknown\r\n\r\nhello\r\n";
+    let broken = b"Subject: broken\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ\r\n";
+    let good = b"Subject: good\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n";
     let mut client = dovecot.client("alice").unwrap();
-    let uid = Uid(fixture::append(&mut client, "INBOX", raw, &[]).unwrap());
+    let mut uids = Vec::new();
+    for raw in [&unknown[..], broken, good] {
+        uids.push(Uid(fixture::append(&mut client, "INBOX", raw, &[]).unwrap()));
+    }
     let store = store(&dovecot);
     let inbox = MailboxId::new("INBOX");
     let validity = store.list_messages(&inbox).unwrap().uid_validity;
     let one = Section(vec![1]);
-    let decoded = store.fetch_section(&inbox, validity, uid, &one, Transfer::Decoded, None);
-    assert!(
-        matches!(decoded, Err(StoreError::Unsupported(_))),
-        "{decoded:?}"
-    );
-    // The core's fallback, the stored bytes, works on the same connection.
+    let items = || {
+        vec![
+            bytes_item(&one, Transfer::Decoded, None),
+            PartItem::DecodedSize(one.clone()),
+            bytes_item(
+                &one,
+                Transfer::Decoded,
+                Some(ByteRange { offset: 6, len: 3 }),
+            ),
+        ]
+    };
+    let expected: [&[u8]; 3] = [b"hello\r\n", b"hello world", b"hello world"];
+    // Commands: the refused FETCH, BODYSTRUCTURE, BODY; a reconnect and EXAMINE more after
+    // a BYE; one FETCH where BINARY works.
+    let mut commands = Vec::new();
+    for (uid, expected) in uids.iter().zip(expected) {
+        let before = store.stats().commands;
+        let answers = store
+            .fetch_parts(&inbox, validity, &[(*uid, items())])
+            .unwrap_or_else(|e| panic!("UID {uid}: {e}"));
+        let got: Vec<&PartValue> = items()
+            .iter()
+            .map(|item| value_of(&answers, *uid, item))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                &PartValue::Bytes(expected.to_vec()),
+                &PartValue::Size(expected.len() as u64),
+                &PartValue::Bytes(expected[6..9.min(expected.len())].to_vec())
+            ],
+            "UID {uid}"
+        );
+        commands.push(store.stats().commands - before);
+    }
+    assert_eq!((commands[0], commands[2]), (3, 1), "{commands:?}");
+    assert!(commands[1] > 3, "{commands:?}");
+    // Several messages in one call, the undecodable among them: all answered.
+    let all: Vec<(Uid, Vec<PartItem>)> = uids.iter().map(|&u| (u, items())).collect();
+    let answers = store.fetch_parts(&inbox, validity, &all).unwrap();
+    assert_eq!(answers.len(), 9);
+    // And the store goes on as before.
     let stored = store
-        .fetch_section(&inbox, validity, uid, &one, Transfer::Encoded, None)
+        .fetch_section(&inbox, validity, uids[0], &one, Transfer::Encoded, None)
         .unwrap();
     assert_eq!(stored, b"hello\r\n");
 }

@@ -406,6 +406,11 @@ impl Connection {
         self.wire.is_broken()
     }
 
+    /// True if the server said BYE on this connection (and so is closing it).
+    pub fn said_bye(&self) -> bool {
+        self.wire.said_bye()
+    }
+
     /// Shuts the socket down if the current call is cancelled while the guard lives.
     pub fn cancel_with_call(&self) -> Option<OnCancel> {
         call::current().map(|c| shutdown_on_cancel(&c, &self.socket))

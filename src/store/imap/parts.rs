@@ -7,11 +7,17 @@
 //! An answer is matched to what was asked by its UID and its item's name, section and
 //! origin; two items of one command that the answer could not tell apart (the same section
 //! and offset with different lengths) go in separate commands.
+//!
+//! Where the server cannot decode a part, decoded items are made here from the stored bytes
+//! (see [`stored_items`] and [`decode_here`]), with the decoder the filesystem core uses.
 
 use super::connection::MAX_RESPONSE_BYTES;
 use super::uid_set;
 use super::wire::{Command, SectionKind, Untagged};
-use crate::store::{PartItem, PartValue, StoreError, StoreResult, Transfer, Uid};
+use crate::store::{
+    BodyPart, MessageStructure, PartItem, PartValue, Section, StoreError, StoreResult, Transfer,
+    TransferEncoding, Uid,
+};
 
 /// Room for the response around each item's bytes.
 const ITEM_OVERHEAD: u64 = 4096;
@@ -75,6 +81,140 @@ fn fetch_item(item: &PartItem) -> String {
     }
 }
 
+fn is_decoded(item: &PartItem) -> bool {
+    matches!(
+        item,
+        PartItem::DecodedSize(_)
+            | PartItem::Bytes {
+                transfer: Transfer::Decoded,
+                ..
+            }
+    )
+}
+
+/// What to ask instead of `wanted` to decode here: each decoded item becomes its whole
+/// section as stored; the rest stays.
+pub fn stored_items(wanted: &[(Uid, Vec<PartItem>)]) -> Vec<(Uid, Vec<PartItem>)> {
+    wanted
+        .iter()
+        .map(|(uid, items)| {
+            let stored = items
+                .iter()
+                .map(|item| match item {
+                    PartItem::DecodedSize(section)
+                    | PartItem::Bytes {
+                        section,
+                        transfer: Transfer::Decoded,
+                        ..
+                    } => whole(section),
+                    other => other.clone(),
+                })
+                .collect();
+            (*uid, stored)
+        })
+        .collect()
+}
+
+fn whole(section: &Section) -> PartItem {
+    PartItem::Bytes {
+        section: section.clone(),
+        transfer: Transfer::Encoded,
+        range: None,
+    }
+}
+
+/// The part at `section` of a message whose body is `body`
+/// ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)): a multipart's
+/// children are numbered from 1, a single part is part 1, and the parts of an encapsulated
+/// message are numbered under the `message/rfc822` part's own number.
+fn part_at<'a>(body: &'a BodyPart, section: &Section) -> Option<&'a BodyPart> {
+    let mut current = body;
+    let mut path = section.0.as_slice();
+    loop {
+        let (&n, rest) = path.split_first()?;
+        current = match current {
+            BodyPart::Multipart { children, .. } => children.get((n as usize).checked_sub(1)?)?,
+            single if n == 1 => single,
+            _ => return None,
+        };
+        if rest.is_empty() {
+            return Some(current);
+        }
+        path = rest;
+        if let BodyPart::Message { body, .. } = current {
+            current = body;
+        } else if !matches!(current, BodyPart::Multipart { .. }) {
+            return None;
+        }
+    }
+}
+
+/// The Content-Transfer-Encoding of the part at `section` (none for a multipart).
+fn encoding_at(body: &BodyPart, section: &Section) -> TransferEncoding {
+    match part_at(body, section) {
+        Some(BodyPart::Leaf { encoding, .. } | BodyPart::Message { encoding, .. }) => {
+            encoding.clone()
+        }
+        _ => TransferEncoding::Binary,
+    }
+}
+
+/// The answers to `wanted` made from the answers to [`stored_items`] and the messages'
+/// structures: decoded bytes and sizes from the stored bytes, decoded here.
+pub fn decode_here(
+    wanted: &[(Uid, Vec<PartItem>)],
+    structures: &[MessageStructure],
+    stored: Vec<(Uid, PartItem, PartValue)>,
+) -> Vec<(Uid, PartItem, PartValue)> {
+    let find = |uid: Uid, item: &PartItem| {
+        stored
+            .iter()
+            .find(|(u, i, _)| *u == uid && i == item)
+            .map(|(_, _, v)| v)
+    };
+    let mut out = Vec::new();
+    for (uid, items) in wanted {
+        let Some(structure) = structures.iter().find(|s| s.uid == *uid) else {
+            continue;
+        };
+        for item in items {
+            let value = match item {
+                PartItem::DecodedSize(section)
+                | PartItem::Bytes {
+                    section,
+                    transfer: Transfer::Decoded,
+                    ..
+                } => {
+                    let Some(PartValue::Bytes(raw)) = find(*uid, &whole(section)) else {
+                        continue;
+                    };
+                    let encoding = encoding_at(&structure.body, section);
+                    let decoded = crate::mime::decode_transfer(&encoding, raw);
+                    match item {
+                        PartItem::DecodedSize(_) => PartValue::Size(decoded.len() as u64),
+                        PartItem::Bytes { range: None, .. } => PartValue::Bytes(decoded),
+                        PartItem::Bytes { range: Some(r), .. } => {
+                            let start = usize::try_from(r.offset)
+                                .unwrap_or(usize::MAX)
+                                .min(decoded.len());
+                            let end = start
+                                .saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX))
+                                .min(decoded.len());
+                            PartValue::Bytes(decoded[start..end].to_vec())
+                        }
+                    }
+                }
+                other => match find(*uid, other) {
+                    Some(value) => value.clone(),
+                    None => continue,
+                },
+            };
+            out.push((*uid, item.clone(), value));
+        }
+    }
+    out
+}
+
 /// The most an answer for `item` may take.
 fn item_budget(item: &PartItem) -> u64 {
     match item {
@@ -95,17 +235,7 @@ impl Plan {
             if items.is_empty() {
                 continue;
             }
-            let decoded = items.iter().any(|i| {
-                matches!(
-                    i,
-                    PartItem::DecodedSize(_)
-                        | PartItem::Bytes {
-                            transfer: Transfer::Decoded,
-                            ..
-                        }
-                )
-            });
-            if decoded && !binary {
+            if items.iter().any(is_decoded) && !binary {
                 return Err(StoreError::Unsupported(
                     "decoded fetches need the server's BINARY extension".into(),
                 ));
@@ -141,6 +271,11 @@ impl Plan {
     /// True when nothing is to be fetched.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
+    }
+
+    /// True if anything is asked for decoded (BINARY).
+    pub fn has_decoded(&self) -> bool {
+        self.groups.iter().flat_map(|g| &g.items).any(is_decoded)
     }
 
     /// The most all the answers together may take.
@@ -229,7 +364,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::store::imap::wire::{parse_response, Response};
-    use crate::store::{ByteRange, Section};
+    use crate::store::ByteRange;
 
     fn bytes(section: &[u32], transfer: Transfer, range: Option<(u64, u64)>) -> PartItem {
         PartItem::Bytes {
@@ -363,5 +498,122 @@ mod tests {
         assert!(small < 20_000, "{small}");
         let whole = vec![(Uid(1), vec![bytes(&[], Transfer::Encoded, None)])];
         assert!(Plan::new(&whole, false).unwrap().budget() >= MAX_RESPONSE_BYTES);
+    }
+
+    fn leaf(encoding: TransferEncoding) -> BodyPart {
+        BodyPart::Leaf {
+            header: crate::store::PartHeader::default(),
+            encoding,
+            octets: 0,
+        }
+    }
+
+    fn multipart(children: Vec<BodyPart>) -> BodyPart {
+        BodyPart::Multipart {
+            header: crate::store::PartHeader::default(),
+            children,
+        }
+    }
+
+    #[test]
+    fn sections_are_found_as_rfc_3501_numbers_them() {
+        let forwarded = BodyPart::Message {
+            header: crate::store::PartHeader::default(),
+            encoding: TransferEncoding::SevenBit,
+            octets: 0,
+            subject: None,
+            body: Box::new(multipart(vec![
+                leaf(TransferEncoding::EightBit),
+                leaf(TransferEncoding::QuotedPrintable),
+            ])),
+        };
+        let body = multipart(vec![
+            leaf(TransferEncoding::Base64),
+            forwarded,
+            multipart(vec![leaf(TransferEncoding::Other("x-uu".into()))]),
+        ]);
+        let at = |s: &[u32]| encoding_at(&body, &Section(s.to_vec()));
+        assert_eq!(at(&[1]), TransferEncoding::Base64);
+        assert_eq!(at(&[2]), TransferEncoding::SevenBit);
+        assert_eq!(at(&[2, 1]), TransferEncoding::EightBit);
+        assert_eq!(at(&[2, 2]), TransferEncoding::QuotedPrintable);
+        assert_eq!(at(&[3, 1]), TransferEncoding::Other("x-uu".into()));
+        assert!(part_at(&body, &Section(vec![4])).is_none());
+        assert!(part_at(&body, &Section(vec![1, 1])).is_none());
+        assert!(part_at(&body, &Section(vec![0])).is_none());
+        let single = leaf(TransferEncoding::QuotedPrintable);
+        assert_eq!(
+            encoding_at(&single, &Section(vec![1])),
+            TransferEncoding::QuotedPrintable
+        );
+        assert!(part_at(&single, &Section(vec![2])).is_none());
+    }
+
+    #[test]
+    fn decoded_items_are_made_from_the_stored_bytes() {
+        let structure = MessageStructure {
+            uid: Uid(4),
+            size: 100,
+            body: multipart(vec![
+                leaf(TransferEncoding::SevenBit),
+                leaf(TransferEncoding::Base64),
+            ]),
+        };
+        let two = Section(vec![2]);
+        let wanted = vec![
+            (
+                Uid(4),
+                vec![
+                    bytes(&[2], Transfer::Decoded, Some((6, 5))),
+                    PartItem::DecodedSize(two.clone()),
+                    bytes(&[1], Transfer::Encoded, None),
+                ],
+            ),
+            (Uid(5), vec![PartItem::DecodedSize(two.clone())]),
+        ];
+        let stored_wanted = stored_items(&wanted);
+        assert_eq!(
+            stored_wanted[0].1,
+            vec![
+                whole(&two),
+                whole(&two),
+                bytes(&[1], Transfer::Encoded, None)
+            ]
+        );
+        // Base64 that ends early, as Dovecot refuses to decode it.
+        let stored = vec![
+            (
+                Uid(4),
+                whole(&two),
+                PartValue::Bytes(b"aGVsbG8gd29ybGQ".to_vec()),
+            ),
+            (
+                Uid(4),
+                bytes(&[1], Transfer::Encoded, None),
+                PartValue::Bytes(b"text".to_vec()),
+            ),
+        ];
+        let answers = decode_here(&wanted, &[structure], stored);
+        let decoded = crate::mime::decode_transfer(&TransferEncoding::Base64, b"aGVsbG8gd29ybGQ");
+        assert_eq!(
+            answers,
+            vec![
+                (
+                    Uid(4),
+                    bytes(&[2], Transfer::Decoded, Some((6, 5))),
+                    PartValue::Bytes(decoded[6..11.min(decoded.len())].to_vec())
+                ),
+                (
+                    Uid(4),
+                    PartItem::DecodedSize(two),
+                    PartValue::Size(decoded.len() as u64)
+                ),
+                (
+                    Uid(4),
+                    bytes(&[1], Transfer::Encoded, None),
+                    PartValue::Bytes(b"text".to_vec())
+                ),
+            ]
+        );
     }
 }

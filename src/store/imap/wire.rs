@@ -123,6 +123,8 @@ pub struct Wire<S> {
     untagged: Vec<Untagged>,
     /// The text of a BYE, kept to say why the connection then closed.
     bye: Option<String>,
+    /// Whether the server ever said BYE on this connection.
+    said_bye: bool,
     broken: bool,
 }
 
@@ -139,6 +141,7 @@ impl<S: Read + Write> Wire<S> {
             completed: Vec::new(),
             untagged: Vec::new(),
             bye: None,
+            said_bye: false,
             broken: false,
         }
     }
@@ -153,6 +156,11 @@ impl<S: Read + Write> Wire<S> {
         } else {
             Literals::Synchronizing
         };
+    }
+
+    /// True if the server said BYE: it is closing this connection.
+    pub fn said_bye(&self) -> bool {
+        self.said_bye
     }
 
     /// True once an error left the connection in an unknown state.
@@ -225,6 +233,7 @@ impl<S: Read + Write> Wire<S> {
         }) = &response
         {
             self.bye = Some(text.clone());
+            self.said_bye = true;
         }
         Ok(response)
     }
