@@ -12,12 +12,7 @@ use crate::store::{
 /// Messages whose BODYSTRUCTURE today's IMAP store cannot read, with why. Their bytes are
 /// still compared; their structure is not, and that they still fail is checked, so that an
 /// entry that no longer applies is noticed.
-const REAL_STORE_CANNOT_READ: &[(&str, &str)] = &[(
-    "stress latin1-headers",
-    "imap-proto 0.16 parses BODYSTRUCTURE strings as UTF-8: a parameter value with Latin-1 \
-     bytes (charset=\"caf\\xe9\") fails to parse, the imap crate reports the session as \
-     closed, and so does the retry; the new wire layer is to take strings as bytes",
-)];
+const REAL_STORE_CANNOT_READ: &[(&str, &str)] = &[];
 
 /// Why the IMAP store cannot read the structure of the message called `name`, if it cannot.
 fn cannot_read(name: &str) -> Option<&'static str> {

@@ -132,11 +132,15 @@ pub fn body_part(bs: &BodyStructure<'_>, depth_left: u32) -> BodyPart {
 }
 
 /// Parses a BODYSTRUCTURE value (as sent, literals included) and converts it. `raw` has
-/// passed the nesting guard and our own parser's depth bound before it gets here.
+/// passed the nesting guard and our own parser's depth bound before it gets here. imap-proto
+/// takes strings as UTF-8, so any string that is not (a Latin-1 parameter) is made UTF-8
+/// first, lossily, as everywhere else in imapfs.
 pub fn structure(raw: &[u8], depth_left: u32) -> StoreResult<BodyPart> {
-    let mut line = Vec::with_capacity(raw.len() + 32);
+    let value = super::wire::lossy_utf8_strings(raw)
+        .map_err(|e| StoreError::Protocol(format!("unusable BODYSTRUCTURE: {e}")))?;
+    let mut line = Vec::with_capacity(value.len() + 32);
     line.extend_from_slice(b"* 1 FETCH (BODYSTRUCTURE ");
-    line.extend_from_slice(raw);
+    line.extend_from_slice(&value);
     line.extend_from_slice(b")\r\n");
     let unusable = || {
         StoreError::Protocol(format!(

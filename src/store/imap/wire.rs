@@ -25,6 +25,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 pub use command::{Command, Part};
+pub use cursor::lossy_utf8_strings;
 pub use datetime::{format_date_time, parse_date_time};
 pub use fetch::{Fetch, SectionData, SectionKind};
 pub use response::{parse_response, Code, ListEntry, Response, Status, Tagged, Untagged};

@@ -342,9 +342,60 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// `value` (a value as sent, such as a BODYSTRUCTURE) with every string that is not UTF-8
+/// sent again as a literal of its lossy UTF-8 text (each bad sequence U+FFFD), for a parser
+/// that takes strings as UTF-8 text. Borrowed when every string already is UTF-8.
+pub fn lossy_utf8_strings(value: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
+    if std::str::from_utf8(value).is_ok() {
+        return Ok(Cow::Borrowed(value));
+    }
+    let mut c = Cursor::new(value);
+    let mut out = Vec::with_capacity(value.len() + 32);
+    let mut copied = 0;
+    while let Some(b) = c.peek() {
+        let string = b == b'"' || b == b'{' || (b == b'~' && value.get(c.pos + 1) == Some(&b'{'));
+        if !string {
+            c.pos += 1;
+            continue;
+        }
+        let start = c.pos;
+        let text = c.string()?;
+        if std::str::from_utf8(&text).is_err() {
+            let lossy = String::from_utf8_lossy(&text);
+            out.extend_from_slice(&value[copied..start]);
+            out.extend_from_slice(format!("{{{}}}\r\n", lossy.len()).as_bytes());
+            out.extend_from_slice(lossy.as_bytes());
+            copied = c.pos;
+        }
+    }
+    out.extend_from_slice(&value[copied..]);
+    Ok(Cow::Owned(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_that_are_not_utf8_become_lossy_literals() {
+        let dovecot = b"((\"text\" \"plain\" (\"charset\" {4}\r\ncaf\xe9) NIL NIL \"7bit\" 4 0 NIL (\"attachment\" (\"filename\" {10}\r\nr\xe9sum\xe9.txt)) NIL NIL) \"mixed\" (\"boundary\" \"l\") NIL NIL NIL)";
+        let fixed = lossy_utf8_strings(dovecot).unwrap();
+        let text = std::str::from_utf8(&fixed).expect("UTF-8 now");
+        assert!(text.contains("(\"charset\" {6}\r\ncaf\u{fffd})"), "{text}");
+        assert!(text.contains("{14}\r\nr\u{fffd}sum\u{fffd}.txt"), "{text}");
+        assert!(text.ends_with("(\"boundary\" \"l\") NIL NIL NIL)"));
+        let quoted = b"(\"a\\\"\xff\")";
+        assert_eq!(
+            &*lossy_utf8_strings(quoted).unwrap(),
+            "({5}\r\na\"\u{fffd})".as_bytes()
+        );
+        let fine = b"(\"caf\xc3\xa9\")";
+        assert!(matches!(
+            lossy_utf8_strings(fine).unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert!(lossy_utf8_strings(b"(\"\xff").is_err());
+    }
 
     #[test]
     fn quoted_strings_are_unescaped_and_borrowed_when_they_can_be() {
