@@ -257,10 +257,8 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 /// Storing a 200 MB message streams it from the spool file to the socket: imapfs's memory
-/// grows by a few MB at most. Needs the core to stream the spool file into `append` (it
-/// reads it whole so far), hence ignored until it does.
+/// grows by a few MB at most.
 #[test]
-#[ignore = "needs the filesystem core to stream the spool file into append"]
 fn storing_a_200_mb_file_keeps_memory_bounded() {
     let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
     let mount = MountSpec::new(&dovecot, "alice").mount();
