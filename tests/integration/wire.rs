@@ -297,36 +297,6 @@ fn message_with_nul_bytes(subject: &str, declared_binary: bool) -> Vec<u8> {
     raw
 }
 
-/// An independent client (Python's imaplib, over the plain port) fetches
-/// `BINARY.PEEK[section]` of `uid` in `mailbox`.
-fn independent_binary_fetch(dovecot: &Dovecot, mailbox: &str, uid: u32, section: &str) -> Vec<u8> {
-    const SCRIPT: &str = r#"
-import imaplib, sys
-port, user, password, mailbox, uid, section = sys.argv[1:7]
-m = imaplib.IMAP4("127.0.0.1", int(port))
-m.login(user, password)
-typ, _ = m.select('"%s"' % mailbox.replace("\\", "\\\\").replace('"', '\\"'), readonly=True)
-assert typ == "OK", typ
-typ, data = m.uid("FETCH", uid, "(BINARY.PEEK[%s])" % section)
-assert typ == "OK" and isinstance(data[0], tuple), data
-sys.stdout.buffer.write(data[0][1])
-"#;
-    let out = std::process::Command::new("timeout")
-        .args(["30", "python3", "-c", SCRIPT])
-        .arg(dovecot.imap_port().to_string())
-        .args(["alice", dovecot.password("alice"), mailbox])
-        .arg(uid.to_string())
-        .arg(section)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python imaplib: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// Dovecot 2.3.19 takes NUL bytes in a `literal8` APPEND and `BINARY[]` gives the message
 /// back exactly. What it stores differs: a part declared `Content-Transfer-Encoding: binary`
 /// is re-encoded to base64 (so `BODY[]` shows base64), while NUL bytes in a part that does
@@ -363,7 +333,7 @@ fn a_literal8_append_with_nul_bytes_is_stored_byte_exact() {
         assert_eq!(store.stats().commands - before.commands, 1, "one APPEND");
 
         // An independent client's BINARY.PEEK[]: exact.
-        let exact = independent_binary_fetch(&dovecot, "INBOX", uid.0, "");
+        let exact = binary_peek(&dovecot, "INBOX", uid.0, "");
         assert!(exact == raw, "BINARY[] differs from what was appended");
         // The same through the store.
         let ours = store
@@ -489,7 +459,7 @@ fn cp_of_a_message_with_nul_bytes_into_the_mount_is_stored_exactly() {
     let mut client = dovecot.client("alice").unwrap();
     let uids: Vec<u32> = server_mailbox(&mut client, "INBOX").into_keys().collect();
     assert_eq!(uids.len(), 1);
-    let stored = independent_binary_fetch(&dovecot, "INBOX", uids[0], "");
+    let stored = binary_peek(&dovecot, "INBOX", uids[0], "");
     assert!(stored == raw, "the stored message is not byte-exact");
 }
 
