@@ -631,15 +631,27 @@ impl MailStore for ImapStore {
             match conn.run_pipelined(plan.budget(), plan.commands()) {
                 Ok((untagged, _)) => plan.answers(untagged).map(Some),
                 // The server cannot decode a part: Dovecot 2.3.19 answers an unknown
-                // encoding with NO [UNKNOWN-CTE], and base64 it cannot read with BYE
-                // ("FETCH failed") and a closed connection, for the whole FETCH.
-                Err(StoreError::Unsupported(_)) if plan.has_decoded() => Ok(None),
+                // encoding with NO [UNKNOWN-CTE], and base64 it cannot read with NO
+                // ("Invalid data in MIME part") or, in a FETCH of several messages, with
+                // BYE ("FETCH failed") and a closed connection; for the whole FETCH.
+                Err(StoreError::Unsupported(_) | StoreError::Refused(_)) if plan.has_decoded() => {
+                    Ok(None)
+                }
                 Err(StoreError::Connection(_)) if plan.has_decoded() && conn.said_bye() => Ok(None),
                 Err(e) => Err(e),
             }
         })?;
         match answers {
             Some(answers) => Ok(answers),
+            // One message the server cannot decode fails the FETCH of all: ask for each
+            // alone, so that only those it cannot decode are fetched whole and decoded here.
+            None if wanted.len() > 1 => {
+                let mut all = Vec::new();
+                for one in wanted {
+                    all.extend(self.fetch_parts(mailbox, validity, std::slice::from_ref(one))?);
+                }
+                Ok(all)
+            }
             None => self.decode_here(mailbox, validity, wanted),
         }
     }

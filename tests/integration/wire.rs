@@ -596,10 +596,18 @@ fn parts_the_server_cannot_decode_are_decoded_by_the_store() {
     }
     assert_eq!((commands[0], commands[2]), (3, 1), "{commands:?}");
     assert!(commands[1] > 3, "{commands:?}");
-    // Several messages in one call, the undecodable among them: all answered.
+    // Several messages in one call, the undecodable among them: all answered, and only
+    // those the server cannot decode are fetched whole (the good one's 11 bytes come as
+    // BINARY).
     let all: Vec<(Uid, Vec<PartItem>)> = uids.iter().map(|&u| (u, items())).collect();
     let answers = store.fetch_parts(&inbox, validity, &all).unwrap();
     assert_eq!(answers.len(), 9);
+    for (uid, expected) in uids.iter().zip(expected) {
+        assert_eq!(
+            value_of(&answers, *uid, &PartItem::DecodedSize(one.clone())),
+            &PartValue::Size(expected.len() as u64)
+        );
+    }
     // And the store goes on as before.
     let stored = store
         .fetch_section(&inbox, validity, uids[0], &one, Transfer::Encoded, None)
