@@ -8,6 +8,7 @@ mod integration {
     pub mod support;
 
     mod bodies;
+    mod deadlines;
     mod errors;
     mod faults;
     mod hostile;
@@ -15,5 +16,6 @@ mod integration {
     mod reliability;
     mod soak;
     mod tools;
+    mod wire;
     mod write_path;
 }

@@ -150,10 +150,10 @@ impl Pair {
     }
 
     /// Runs one command on the independent client.
-    fn client_command(
+    fn client_command<E: std::fmt::Display>(
         &mut self,
         what: &str,
-        command: impl FnOnce(&mut TlsSession) -> ::imap::error::Result<()>,
+        command: impl FnOnce(&mut TlsSession) -> Result<(), E>,
     ) {
         let result = command(&mut self.client);
         self.on_dovecot(what, result);

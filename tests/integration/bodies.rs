@@ -113,10 +113,11 @@ const DISAGREEMENTS: &[Disagreement] = &[
     Disagreement {
         file: "no-mime-version-qp",
         body: Body::Text,
-        shows: Some("caf=C3=A9 without MIME-Version or Content-Type.\r\n"),
-        why: "without MIME-Version or Content-Type Dovecot ignores Content-Transfer-Encoding \
-              (RFC 2045 §4) and reports 7bit; Python decodes the quoted-printable (and then \
-              replaces the UTF-8 bytes, reading them as ASCII)",
+        shows: Some("café without MIME-Version or Content-Type.\r\n"),
+        why: "without MIME-Version or Content-Type Dovecot's BODYSTRUCTURE ignores \
+              Content-Transfer-Encoding (RFC 2045 §4) and reports 7bit, but its BINARY, which \
+              imapfs reads the body with, decodes the quoted-printable; Python decodes it \
+              too, and then replaces the UTF-8 bytes, reading them as ASCII",
     },
     Disagreement {
         file: "cte-uppercase-junk",

@@ -958,7 +958,7 @@ fn the_password_never_shows_in_the_log_cmdline_or_environment() {
     const PASSWORD: &str = "Pw-7f3c91e2-correct-horse";
     let dovecot = Dovecot::start(DovecotOptions {
         users: vec![("alice".into(), PASSWORD.into())],
-        dir: None,
+        ..DovecotOptions::default()
     })
     .unwrap();
     let mut client = dovecot.client("alice").unwrap();

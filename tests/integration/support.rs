@@ -290,3 +290,33 @@ pub fn server_mailboxes(session: &mut Session) -> Vec<String> {
     names.sort();
     names
 }
+
+/// `BINARY.PEEK[section]` of `uid` in `mailbox` (a wire name), fetched by an independent
+/// client that can read a `literal8`: Python's imaplib, over the plain port.
+pub fn binary_peek(dovecot: &Dovecot, mailbox: &str, uid: u32, section: &str) -> Vec<u8> {
+    const SCRIPT: &str = r#"
+import imaplib, sys
+port, user, password, mailbox, uid, section = sys.argv[1:7]
+m = imaplib.IMAP4("127.0.0.1", int(port))
+m.login(user, password)
+typ, _ = m.select('"%s"' % mailbox.replace("\\", "\\\\").replace('"', '\\"'), readonly=True)
+assert typ == "OK", typ
+typ, data = m.uid("FETCH", uid, "(BINARY.PEEK[%s])" % section)
+assert typ == "OK" and isinstance(data[0], tuple), data
+sys.stdout.buffer.write(data[0][1])
+"#;
+    let out = std::process::Command::new("timeout")
+        .args(["30", "python3", "-c", SCRIPT])
+        .arg(dovecot.imap_port().to_string())
+        .args(["alice", dovecot.password("alice"), mailbox])
+        .arg(uid.to_string())
+        .arg(section)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python imaplib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -3,26 +3,26 @@
 //! None of these is retried after a broken connection (the first attempt may have landed),
 //! and every argument goes through `quote`.
 
-use super::connection::Connection;
-use super::errors::from_imap;
+use super::connection::{Connection, Selection};
+use super::wire::{format_date_time, Code, Command, Done, Untagged};
 use super::{quote, ImapStore, Mode, Retry};
-use crate::store::{Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
+use crate::store::{Flag, MailboxId, NewMessage, StoreError, StoreResult, Uid, UidValidity};
 
-/// Finds `[CODE a b c]` in a response and returns its arguments.
-fn response_code<'a>(response: &'a str, code: &str) -> Option<Vec<&'a str>> {
-    let start = response.find(&format!("[{code} "))? + code.len() + 2;
-    let end = start + response[start..].find(']')?;
-    Some(response[start..end].split(' ').collect())
-}
+/// What the answer to an APPEND may take: the tagged answer and a few untagged responses.
+const APPEND_ANSWER_BUDGET: u64 = 1 << 20;
 
 /// The destination UIDVALIDITY and UID for `uid` in a `COPYUID validity src dst` code
-/// ([RFC 4315 §3](https://www.rfc-editor.org/rfc/rfc4315#section-3)).
-fn copied_uid(response: &str, uid: Uid) -> Option<(UidValidity, Uid)> {
-    let args = response_code(response, "COPYUID")?;
-    let validity = UidValidity(args.first()?.parse().ok()?);
-    let (src, dst) = (expand(args.get(1)?)?, expand(args.get(2)?)?);
-    let pos = src.iter().position(|&u| u == uid.0)?;
-    dst.get(pos).map(|&u| (validity, Uid(u)))
+/// ([RFC 4315 §3](https://www.rfc-editor.org/rfc/rfc4315#section-3)), found in any status
+/// response of `done` (MOVE sends it untagged, COPY in its tagged OK).
+fn copied_uid(done: &Done, uid: Uid) -> Option<(UidValidity, Uid)> {
+    done.codes().find_map(|code| match code {
+        Code::CopyUid(validity, from, to) => {
+            let (src, dst) = (expand(from)?, expand(to)?);
+            let pos = src.iter().position(|&u| u == uid.0)?;
+            dst.get(pos).map(|&u| (UidValidity(*validity), Uid(u)))
+        }
+        _ => None,
+    })
 }
 
 /// Expands a small UID set (`3:5,9`) as COPYUID gives it; `None` if malformed or huge.
@@ -44,51 +44,37 @@ fn expand(set: &str) -> Option<Vec<u32>> {
     Some(out)
 }
 
-fn flag_list(flags: &[Flag]) -> String {
-    flags.iter().map(Flag::as_str).collect::<Vec<_>>().join(" ")
-}
-
 impl ImapStore {
-    /// Runs a command built from validated parts and returns its whole response as text.
-    fn run_raw(&self, conn: &mut Connection, command: &str) -> StoreResult<String> {
-        quote::validate(command, "command")?;
-        self.begin(conn);
-        let (data, _) = conn.session.run(command).map_err(from_imap)?;
-        Ok(String::from_utf8_lossy(&data).into_owned())
-    }
-
     pub(super) fn create(&self, mailbox: &MailboxId) -> StoreResult<()> {
-        let arg = quote::quoted(quote::mailbox_arg(mailbox)?, "mailbox name")?;
+        let name = quote::mailbox(mailbox)?;
         self.with_connection(None, Retry::Never, |conn| {
-            self.run_raw(conn, &format!("CREATE {arg}")).map(drop)
+            conn.run(Command::new("CREATE").arg(&name)).map(drop)
         })
     }
 
     pub(super) fn delete(&self, mailbox: &MailboxId) -> StoreResult<()> {
-        let arg = quote::quoted(quote::mailbox_arg(mailbox)?, "mailbox name")?;
+        let name = quote::mailbox(mailbox)?;
         self.forget_selection(mailbox);
         self.with_connection(None, Retry::Never, |conn| {
             // Deselect first where possible. Never CLOSE: on a read-write selection it would
             // expunge messages other clients marked \Deleted.
             if conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox) {
+                conn.selection = Selection::None;
                 if conn.has_capability("UNSELECT") {
-                    self.run_raw(conn, "UNSELECT")?;
+                    conn.run(Command::new("UNSELECT"))?;
                 } else {
-                    self.begin(conn);
-                    conn.session.examine("INBOX").map_err(from_imap)?;
+                    conn.run(Command::new("EXAMINE").syntax("INBOX"))?;
                 }
-                conn.selection = super::connection::Selection::None;
             }
-            self.run_raw(conn, &format!("DELETE {arg}")).map(drop)
+            conn.run(Command::new("DELETE").arg(&name)).map(drop)
         })
     }
 
     pub(super) fn rename(&self, from: &MailboxId, to: &MailboxId) -> StoreResult<()> {
-        let from_arg = quote::quoted(quote::mailbox_arg(from)?, "mailbox name")?;
-        let to_arg = quote::quoted(quote::mailbox_arg(to)?, "mailbox name")?;
+        let (from_name, to_name) = (quote::mailbox(from)?, quote::mailbox(to)?);
         self.forget_selection(from);
         self.with_connection(None, Retry::Never, |conn| {
-            self.run_raw(conn, &format!("RENAME {from_arg} {to_arg}"))
+            conn.run(Command::new("RENAME").arg(&from_name).arg(&to_name))
                 .map(drop)
         })
     }
@@ -100,12 +86,15 @@ impl ImapStore {
         uid: Uid,
         flags: &[Flag],
     ) -> StoreResult<()> {
-        let list = flag_list(flags);
+        let list = quote::flag_list(flags)?;
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Write)?;
-            self.ensure_exists(conn, mailbox, uid)?;
-            self.run_raw(conn, &format!("UID STORE {uid} FLAGS.SILENT ({list})"))
-                .map(drop)
+            ensure_exists(conn, mailbox, uid)?;
+            let cmd = Command::new("UID STORE")
+                .syntax(uid.to_string())
+                .syntax("FLAGS.SILENT")
+                .syntax(list.as_str());
+            conn.run(cmd).map(drop)
         })
     }
 
@@ -116,7 +105,7 @@ impl ImapStore {
         uid: Uid,
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
-        let to_arg = quote::quoted(quote::mailbox_arg(to)?, "mailbox name")?;
+        let target = quote::mailbox(to)?;
         let caps = self.caps();
         if !caps.move_command && !caps.uidplus {
             return Err(StoreError::Unsupported(
@@ -125,15 +114,17 @@ impl ImapStore {
         }
         self.with_connection(Some(from), Retry::Never, |conn| {
             self.select(conn, from, Some(validity), Mode::Write)?;
-            self.ensure_exists(conn, from, uid)?;
-            if caps.move_command {
-                let response = self.run_raw(conn, &format!("UID MOVE {uid} {to_arg}"))?;
-                return Ok(copied_uid(&response, uid));
+            ensure_exists(conn, from, uid)?;
+            let verb = if caps.move_command {
+                "UID MOVE"
+            } else {
+                "UID COPY"
+            };
+            let done = conn.run(Command::new(verb).syntax(uid.to_string()).arg(&target))?;
+            if !caps.move_command {
+                expunge_uid(conn, uid)?;
             }
-            let response = self.run_raw(conn, &format!("UID COPY {uid} {to_arg}"))?;
-            self.run_raw(conn, &format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))?;
-            self.run_raw(conn, &format!("UID EXPUNGE {uid}"))?;
-            Ok(copied_uid(&response, uid))
+            Ok(copied_uid(&done, uid))
         })
     }
 
@@ -150,73 +141,88 @@ impl ImapStore {
         }
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
             self.select(conn, mailbox, Some(validity), Mode::Write)?;
-            self.ensure_exists(conn, mailbox, uid)?;
-            self.run_raw(conn, &format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))?;
-            self.run_raw(conn, &format!("UID EXPUNGE {uid}")).map(drop)
+            ensure_exists(conn, mailbox, uid)?;
+            expunge_uid(conn, uid)
         })
     }
 
-    /// Refuses to act on a UID that is no longer there (UID commands on a missing UID
-    /// succeed silently, which would report a deletion or move that never happened).
-    fn ensure_exists(
-        &self,
-        conn: &mut Connection,
-        mailbox: &MailboxId,
-        uid: Uid,
-    ) -> StoreResult<()> {
-        self.begin(conn);
-        let found = conn
-            .session
-            .uid_search(format!("UID {uid}"))
-            .map_err(from_imap)?;
-        if found.contains(&uid.0) {
-            Ok(())
-        } else {
-            Err(StoreError::NoSuchMessage {
-                mailbox: mailbox.clone(),
-                uid,
-            })
-        }
-    }
-
+    /// `APPEND mailbox (flags) "date-time" {n}` with the message streamed from its source
+    /// after the server's `+` ([RFC 3501 §6.3.11](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.11)),
+    /// as a `literal8` (`~{n}`, [RFC 3516 §4.4](https://www.rfc-editor.org/rfc/rfc3516#section-4.4))
+    /// when it holds NUL bytes. The literal is always synchronizing, so a server that will not
+    /// take the message (`NO [OVERQUOTA]`, `[LIMIT]`, `[TRYCREATE]`) says so before a byte
+    /// of it is sent. The deadline is "no progress for `--timeout`".
+    ///
+    /// Dovecot 2.3.19 takes NUL bytes in a `literal8` and, against RFC 3501, in a plain
+    /// literal too, and stores both byte-exact; then `BINARY[]` gives the message back exact
+    /// and `BODY[]` gives every NUL as 0x80.
     pub(super) fn append_one(
         &self,
         mailbox: &MailboxId,
-        message: &[u8],
-        flags: &[Flag],
+        message: NewMessage<'_>,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
-        // The imap crate puts the mailbox between quotes without escaping, so a name with a
-        // quote or backslash is refused here rather than sent broken.
-        let name = quote::mailbox_arg(mailbox)?;
-        if name.contains(['"', '\\']) {
-            return Err(StoreError::Invalid(format!(
-                "cannot APPEND to {name:?}: quotes and backslashes are not supported in this name"
-            )));
+        if message.binary && !self.caps().binary {
+            return Err(StoreError::Unsupported(
+                "the message holds NUL bytes, which only a server with BINARY can store unaltered"
+                    .into(),
+            ));
         }
-        let imap_flags: Vec<imap::types::Flag<'static>> = flags
-            .iter()
-            .map(|f| imap::types::Flag::from(f.as_str().to_string()))
-            .collect();
+        let name = quote::mailbox(mailbox)?;
+        let flags = quote::flag_list(message.flags)?;
+        let date = message
+            .internal_date
+            .map(|t| format!("\"{}\"", format_date_time(t)));
+        let NewMessage {
+            content,
+            len,
+            binary,
+            ..
+        } = message;
+        let mut content = Some(content);
         self.with_connection(None, Retry::Never, |conn| {
-            self.begin(conn);
-            let appended = conn
-                .session
-                .append(name, message)
-                .flags(imap_flags.iter().cloned())
-                .finish()
-                .map_err(from_imap)?;
-            let uid = appended
-                .uids
-                .as_ref()
-                .and_then(|u| u.first())
-                .map(|m| match m {
-                    imap_proto::UidSetMember::Uid(u) => *u,
-                    imap_proto::UidSetMember::UidRange(r) => *r.start(),
-                });
-            Ok(appended
-                .uid_validity
-                .zip(uid)
-                .map(|(v, u)| (UidValidity(v), Uid(u))))
+            let content = content.take().ok_or_else(|| {
+                StoreError::Invalid("the message was already read for an earlier attempt".into())
+            })?;
+            let mut cmd = Command::new("APPEND").arg(&name).syntax(flags.as_str());
+            if let Some(date) = &date {
+                cmd = cmd.syntax(date.as_str());
+            }
+            let done =
+                conn.run_streaming(APPEND_ANSWER_BUDGET, cmd.stream(content, len, binary))?;
+            let appended = done.codes().find_map(|code| match code {
+                Code::AppendUid(validity, uid) => Some((UidValidity(*validity), Uid(*uid))),
+                _ => None,
+            });
+            Ok(appended)
+        })
+    }
+}
+
+/// `UID STORE uid +FLAGS.SILENT (\Deleted)` then `UID EXPUNGE uid`: that one message only.
+fn expunge_uid(conn: &mut Connection, uid: Uid) -> StoreResult<()> {
+    let uid = uid.to_string();
+    conn.run(
+        Command::new("UID STORE")
+            .syntax(uid.as_str())
+            .syntax("+FLAGS.SILENT (\\Deleted)"),
+    )?;
+    conn.run(Command::new("UID EXPUNGE").syntax(uid)).map(drop)
+}
+
+/// Refuses to act on a UID that is no longer there (UID commands on a missing UID
+/// succeed silently, which would report a deletion or move that never happened).
+fn ensure_exists(conn: &mut Connection, mailbox: &MailboxId, uid: Uid) -> StoreResult<()> {
+    let done = conn.run(Command::new("UID SEARCH").syntax(format!("UID {uid}")))?;
+    let found = done.untagged.iter().any(|u| match u {
+        Untagged::Search(ranges) => ranges.iter().any(|&(a, b)| (a..=b).contains(&uid.0)),
+        _ => false,
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(StoreError::NoSuchMessage {
+            mailbox: mailbox.clone(),
+            uid,
         })
     }
 }
@@ -224,17 +230,50 @@ impl ImapStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::imap::wire::{parse_response, Response, Tagged};
+
+    fn done(lines: &[&str]) -> Done {
+        let mut untagged = Vec::new();
+        let mut tagged: Option<Tagged> = None;
+        for line in lines {
+            match parse_response(line.as_bytes()).unwrap() {
+                Response::Untagged(u) => untagged.push(u),
+                Response::Tagged(t) => tagged = Some(t),
+                Response::Continuation(_) => panic!(),
+            }
+        }
+        Done {
+            untagged,
+            tagged: tagged.unwrap(),
+        }
+    }
 
     #[test]
     fn copyuid_maps_source_to_destination() {
-        let r = "* OK [COPYUID 1234 5 17] Moved UIDs.\r\n* 1 EXPUNGE\r\nA4 OK Move completed.\r\n";
-        assert_eq!(copied_uid(r, Uid(5)), Some((UidValidity(1234), Uid(17))));
-        let r = "A4 OK [COPYUID 99 3:5,9 20:22,30] Done\r\n";
-        assert_eq!(copied_uid(r, Uid(9)), Some((UidValidity(99), Uid(30))));
-        assert_eq!(copied_uid(r, Uid(4)), Some((UidValidity(99), Uid(21))));
-        assert_eq!(copied_uid(r, Uid(6)), None);
-        assert_eq!(copied_uid("A4 OK done\r\n", Uid(6)), None);
-        assert_eq!(copied_uid("A4 OK [COPYUID x y", Uid(6)), None);
+        let moved = done(&[
+            "* OK [COPYUID 1234 5 17] Moved UIDs.\r\n",
+            "* 1 EXPUNGE\r\n",
+            "A4 OK Move completed.\r\n",
+        ]);
+        assert_eq!(
+            copied_uid(&moved, Uid(5)),
+            Some((UidValidity(1234), Uid(17)))
+        );
+        let copied = done(&["A4 OK [COPYUID 99 3:5,9 20:22,30] Done\r\n"]);
+        assert_eq!(
+            copied_uid(&copied, Uid(9)),
+            Some((UidValidity(99), Uid(30)))
+        );
+        assert_eq!(
+            copied_uid(&copied, Uid(4)),
+            Some((UidValidity(99), Uid(21)))
+        );
+        assert_eq!(copied_uid(&copied, Uid(6)), None);
+        assert_eq!(copied_uid(&done(&["A4 OK done\r\n"]), Uid(6)), None);
+        assert_eq!(
+            copied_uid(&done(&["A4 OK [COPYUID 1 x y] odd\r\n"]), Uid(6)),
+            None
+        );
     }
 
     #[test]

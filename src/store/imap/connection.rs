@@ -1,18 +1,26 @@
-//! One IMAP connection: TCP with deadlines, TLS or STARTTLS, login, capabilities, and the
-//! mailbox currently selected on it.
+//! One IMAP connection: TCP with deadlines, TLS or STARTTLS, the protocol layer on top, and
+//! the mailbox currently selected on it.
+//!
+//! Every blocking step (connecting, the TLS handshake, each read and write) ends by the
+//! earlier of the command's own deadline (`--timeout`) and the deadline of the filesystem
+//! call being served (`crate::call`). A cancelled call shuts the socket down, which ends any
+//! read or write at once.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::call::{self, OnCancel};
 use crate::secret::Secret;
 use crate::store::{MailboxId, StoreError, StoreResult, UidValidity};
 
-use super::errors::from_imap;
+use super::errors::{check, from_wire};
+use super::login;
 use super::nesting::NestingGuard;
+use super::wire::{Command, Done, Tagged, Untagged, Wire, WireError};
 
 /// The most one answer may take unless the command says otherwise: far more than any
 /// BODYSTRUCTURE batch or 4 MiB section range needs, and small enough to keep memory bounded.
@@ -54,7 +62,7 @@ pub struct ConnectConfig {
     pub insecure: bool,
     /// Allow `imap://` to continue in plaintext when STARTTLS is unavailable.
     pub allow_plaintext: bool,
-    /// Deadline for connecting and for every read or write.
+    /// Deadline for connecting and for every command (APPEND: for every step of progress).
     pub timeout: Duration,
     /// The TLS connector, built once: loading the trust store takes tens of milliseconds.
     pub tls: std::sync::OnceLock<native_tls::TlsConnector>,
@@ -62,90 +70,249 @@ pub struct ConnectConfig {
     pub plaintext_warned: std::sync::atomic::AtomicBool,
 }
 
-/// Byte counters shared by every connection of a store.
+/// What every connection of a store shares: byte and command counters, and whether the
+/// server just went silent.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub commands: AtomicU64,
+    /// Until when commands get the short deadline (see [`SILENT_DEADLINE`]).
+    silent_until: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// After a command heard nothing at all from the server for its whole deadline, the server
+/// is taken as silent for this long...
+const SILENT_FOR: Duration = Duration::from_secs(2);
+/// ...and each command in that time gets at most this long. A server that froze then costs
+/// each later call a second rather than a whole `--timeout` (the kernel retries a failed
+/// page-cache read at once with a second request, which would double a `read`'s wait), and
+/// a server that is back answers well within it.
+pub const SILENT_DEADLINE: Duration = Duration::from_secs(1);
+
+impl Counters {
+    /// The short deadline for a command starting `now`, while the server is taken as silent.
+    fn silence_cap(&self, now: Instant) -> Option<Instant> {
+        self.silent_until
+            .lock()
+            .filter(|&until| now < until)
+            .map(|_| now + SILENT_DEADLINE)
+    }
+
+    /// A command heard nothing from the server before its deadline.
+    fn heard_nothing(&self) {
+        *self.silent_until.lock() = Some(Instant::now() + SILENT_FOR);
+    }
+}
+
+/// The earlier of `at` and the current filesystem call's deadline.
+fn within_call(at: Instant) -> Instant {
+    call::deadline().map_or(at, |d| d.min(at))
 }
 
 /// The limits of the command in progress on one connection: when it must be answered by,
-/// and how many bytes its answer may take. Shared between the connection and its stream.
+/// and how many bytes its answer may take. Shared by the protocol layer (which charges every
+/// byte of every response) and the socket (which enforces the deadline).
 #[derive(Debug)]
 pub struct CommandLimits {
     timeout: Duration,
-    /// Deadline, bytes read so far, and the byte budget of the current command.
-    state: parking_lot::Mutex<(Instant, u64, u64)>,
+    /// The store's shared state, to shorten deadlines while the server is silent.
+    shared: Option<Arc<Counters>>,
+    state: parking_lot::Mutex<LimitState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LimitState {
+    deadline: Instant,
+    /// The filesystem call's deadline when the command started, if there was a call.
+    call_deadline: Option<Instant>,
+    used: u64,
+    budget: u64,
+    /// The deadline moves forward whenever bytes move (APPEND of a large message).
+    streaming: bool,
+    /// Bytes received from the server since the command started.
+    received: u64,
 }
 
 impl CommandLimits {
-    fn new(timeout: Duration) -> Self {
-        CommandLimits {
+    /// Limits whose first deadline is `timeout` from now (or the call's, if earlier).
+    pub fn new(timeout: Duration) -> Self {
+        Self::build(timeout, None)
+    }
+
+    /// Like `new`, for a connection of a store: deadlines are short while its server is
+    /// silent, and a command that hears nothing makes it so.
+    pub fn shared(timeout: Duration, shared: Arc<Counters>) -> Self {
+        Self::build(timeout, Some(shared))
+    }
+
+    fn build(timeout: Duration, shared: Option<Arc<Counters>>) -> Self {
+        let limits = CommandLimits {
             timeout,
-            state: parking_lot::Mutex::new((Instant::now() + timeout, 0, MAX_RESPONSE_BYTES)),
+            shared,
+            state: parking_lot::Mutex::new(LimitState {
+                deadline: Instant::now(),
+                call_deadline: None,
+                used: 0,
+                budget: MAX_RESPONSE_BYTES,
+                streaming: false,
+                received: 0,
+            }),
+        };
+        limits.start(MAX_RESPONSE_BYTES, false);
+        limits
+    }
+
+    fn start(&self, budget: u64, streaming: bool) {
+        let now = Instant::now();
+        let mut deadline = within_call(now + self.timeout);
+        if let Some(cap) = self.shared.as_ref().and_then(|s| s.silence_cap(now)) {
+            deadline = deadline.min(cap);
         }
+        *self.state.lock() = LimitState {
+            deadline,
+            call_deadline: call::deadline(),
+            used: 0,
+            budget,
+            streaming,
+            received: 0,
+        };
     }
 
     /// Starts the clock and a byte budget for a new command.
     pub fn start_command(&self, budget: u64) {
-        *self.state.lock() = (Instant::now() + self.timeout, 0, budget);
+        self.start(budget, false);
+    }
+
+    /// Like `start_command`, but the deadline is "no progress for the timeout": every byte
+    /// read or written moves it, still never past the call's deadline.
+    pub fn start_streaming(&self, budget: u64) {
+        self.start(budget, true);
+    }
+
+    /// Bytes moved (`received` of them from the server): a streaming command's deadline
+    /// moves forward.
+    pub fn progressed(&self, received: u64) {
+        let mut state = self.state.lock();
+        state.received += received;
+        if state.streaming {
+            let next = Instant::now() + self.timeout;
+            state.deadline = state.call_deadline.map_or(next, |d| d.min(next));
+        }
+    }
+
+    /// When the command in progress must be answered by.
+    pub fn deadline(&self) -> Instant {
+        self.state.lock().deadline
+    }
+
+    /// The deadline passed: if nothing came from the server meanwhile, it is silent.
+    fn expired(&self) {
+        let heard = self.state.lock().received > 0;
+        if let (false, Some(shared)) = (heard, &self.shared) {
+            shared.heard_nothing();
+        }
+    }
+
+    /// Notes an error of a read or write: a timeout is the deadline passing.
+    fn note(&self, e: io::Error) -> io::Error {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
+            self.expired();
+        }
+        e
+    }
+
+    /// Counts `n` more bytes of the answer; an error once past the budget.
+    pub fn charge(&self, n: u64) -> Result<(), WireError> {
+        let mut state = self.state.lock();
+        state.used = state.used.saturating_add(n);
+        if state.used > state.budget {
+            return Err(WireError::Protocol(format!(
+                "the server's answer exceeded {} bytes",
+                state.budget
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes the answer may still take.
+    pub fn remaining(&self) -> u64 {
+        let state = self.state.lock();
+        state.budget.saturating_sub(state.used)
+    }
+
+    /// The byte budget of the command in progress.
+    pub fn budget(&self) -> u64 {
+        self.state.lock().budget
     }
 }
 
-/// A TCP stream that counts the bytes it moves (on the wire, so after TLS) and enforces the
-/// current command's deadline and response budget: a server that trickles bytes forever or
-/// announces a multi-gigabyte literal gets an error instead of a hung or exhausted client.
+/// A TCP stream that counts the bytes it moves (on the wire, so after TLS) and ends every
+/// read and write by the current command's deadline: a server that stops answering, or
+/// trickles bytes forever, gets an error instead of a hung client.
 pub struct CountingTcp {
     inner: TcpStream,
     counters: Arc<Counters>,
     limits: Arc<CommandLimits>,
-    /// The read timeout last set on the socket (setting it costs a system call).
-    socket_timeout: Option<Duration>,
+    /// The timeouts last set on the socket (setting one costs a system call).
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
-/// How far a read may overrun the command's deadline before the socket timeout is
-/// tightened again.
-const DEADLINE_SLACK: Duration = Duration::from_secs(1);
+/// How far a read or write may overrun the command's deadline before the socket timeout is
+/// set again.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
+
+/// The time left until `deadline`, and whether the socket's timeout `set` must change.
+fn time_left(deadline: Instant, set: Option<Duration>) -> io::Result<(Duration, bool)> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the server did not answer before the deadline",
+        ));
+    }
+    let stale = set.is_none_or(|set| left > set || left + DEADLINE_SLACK < set);
+    Ok((left, stale))
+}
 
 impl Read for CountingTcp {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (deadline, used, budget) = *self.limits.state.lock();
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the server did not finish answering before the deadline",
-            ));
-        }
-        if used > budget {
-            return Err(io::Error::other(format!(
-                "the server's answer exceeded {budget} bytes"
-            )));
-        }
-        let stale = match self.socket_timeout {
-            Some(set) => left > set || left + DEADLINE_SLACK < set,
-            None => true,
-        };
+        let (left, stale) = time_left(self.limits.deadline(), self.read_timeout)
+            .map_err(|e| self.limits.note(e))?;
         if stale {
             self.inner.set_read_timeout(Some(left))?;
-            self.socket_timeout = Some(left);
+            self.read_timeout = Some(left);
         }
-        let n = self.inner.read(buf)?;
-        self.limits.state.lock().1 += n as u64;
-        self.counters
-            .bytes_received
-            .fetch_add(n as u64, Ordering::Relaxed);
+        let n = self.inner.read(buf).map_err(|e| self.limits.note(e))?;
+        if n > 0 {
+            self.limits.progressed(n as u64);
+            self.counters
+                .bytes_received
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(n)
     }
 }
 
 impl Write for CountingTcp {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.counters
-            .bytes_sent
-            .fetch_add(n as u64, Ordering::Relaxed);
+        let (left, stale) = time_left(self.limits.deadline(), self.write_timeout)
+            .map_err(|e| self.limits.note(e))?;
+        if stale {
+            self.inner.set_write_timeout(Some(left))?;
+            self.write_timeout = Some(left);
+        }
+        let n = self.inner.write(buf).map_err(|e| self.limits.note(e))?;
+        if n > 0 {
+            self.limits.progressed(0);
+            self.counters
+                .bytes_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -154,32 +321,23 @@ impl Write for CountingTcp {
 }
 
 /// The transport under the IMAP session: TLS, or plaintext only when explicitly allowed.
-pub enum Wire {
+pub enum Link {
     Tls(Box<native_tls::TlsStream<CountingTcp>>),
     Plain(CountingTcp),
 }
 
-/// The byte stream the IMAP session reads: the transport, with the decrypted bytes checked
-/// by a nesting guard before the parser sees them.
+/// The byte stream the protocol layer reads: the transport, with the decrypted bytes
+/// checked by a nesting guard before anything parses them.
 pub struct ImapStream {
-    wire: Wire,
+    link: Link,
     guard: NestingGuard,
-}
-
-impl ImapStream {
-    fn new(wire: Wire) -> Self {
-        ImapStream {
-            wire,
-            guard: NestingGuard::default(),
-        }
-    }
 }
 
 impl Read for ImapStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match &mut self.wire {
-            Wire::Tls(s) => s.read(buf)?,
-            Wire::Plain(s) => s.read(buf)?,
+        let n = match &mut self.link {
+            Link::Tls(s) => s.read(buf)?,
+            Link::Plain(s) => s.read(buf)?,
         };
         self.guard.feed(&buf[..n])?;
         Ok(n)
@@ -188,15 +346,15 @@ impl Read for ImapStream {
 
 impl Write for ImapStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.wire {
-            Wire::Tls(s) => s.write(buf),
-            Wire::Plain(s) => s.write(buf),
+        match &mut self.link {
+            Link::Tls(s) => s.write(buf),
+            Link::Plain(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.wire {
-            Wire::Tls(s) => s.flush(),
-            Wire::Plain(s) => s.flush(),
+        match &mut self.link {
+            Link::Tls(s) => s.flush(),
+            Link::Plain(s) => s.flush(),
         }
     }
 }
@@ -219,13 +377,15 @@ impl Selection {
     }
 }
 
-/// A logged-in IMAP session and what we know about it.
+/// A logged-in IMAP connection and what we know about it.
 pub struct Connection {
-    pub session: imap::Session<ImapStream>,
+    pub(super) wire: Wire<ImapStream>,
     pub selection: Selection,
-    pub capabilities: Vec<String>,
-    /// Deadline and byte budget of the command in progress.
-    pub limits: Arc<CommandLimits>,
+    pub(super) capabilities: Vec<String>,
+    limits: Arc<CommandLimits>,
+    counters: Arc<Counters>,
+    /// The socket under the transport, to shut down when the call waiting on it is cancelled.
+    socket: Arc<TcpStream>,
 }
 
 impl Connection {
@@ -235,21 +395,108 @@ impl Connection {
             .iter()
             .any(|c| c.eq_ignore_ascii_case(cap))
     }
+
+    /// The server's capabilities as it announced them after login.
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    /// True once an error left the connection in an unknown state; it must be dropped.
+    pub fn is_broken(&self) -> bool {
+        self.wire.is_broken()
+    }
+
+    /// True if the server said BYE on this connection (and so is closing it).
+    pub fn said_bye(&self) -> bool {
+        self.wire.said_bye()
+    }
+
+    /// Shuts the socket down if the current call is cancelled while the guard lives.
+    pub fn cancel_with_call(&self) -> Option<OnCancel> {
+        call::current().map(|c| shutdown_on_cancel(&c, &self.socket))
+    }
+
+    /// Runs one command with the default byte budget; an answer other than OK is an error.
+    pub fn run(&mut self, cmd: Command<'_>) -> StoreResult<Done> {
+        self.run_with_budget(MAX_RESPONSE_BYTES, cmd)
+    }
+
+    /// Runs one command whose answer may take `budget` bytes.
+    pub fn run_with_budget(&mut self, budget: u64, cmd: Command<'_>) -> StoreResult<Done> {
+        self.counters.commands.fetch_add(1, Ordering::Relaxed);
+        self.limits.start_command(budget);
+        let done = self.wire.run(cmd).map_err(from_wire)?;
+        check(&done.tagged)?;
+        Ok(done)
+    }
+
+    /// Runs one command and returns its answer whatever its status (login reports a refusal
+    /// its own way).
+    pub(super) fn run_unchecked(&mut self, budget: u64, cmd: Command<'_>) -> StoreResult<Done> {
+        self.counters.commands.fetch_add(1, Ordering::Relaxed);
+        self.limits.start_command(budget);
+        self.wire.run(cmd).map_err(from_wire)
+    }
+
+    /// Runs a command that streams a literal: its deadline is "no progress for the timeout".
+    pub fn run_streaming(&mut self, budget: u64, cmd: Command<'_>) -> StoreResult<Done> {
+        self.counters.commands.fetch_add(1, Ordering::Relaxed);
+        self.limits.start_streaming(budget);
+        let done = self.wire.run(cmd).map_err(from_wire)?;
+        check(&done.tagged)?;
+        Ok(done)
+    }
+
+    /// Sends `commands` one after another without waiting, then reads every answer: one
+    /// round trip for all. Their answers together may take `budget` bytes. The first answer
+    /// other than OK is the error.
+    pub fn run_pipelined(
+        &mut self,
+        budget: u64,
+        commands: Vec<Command<'_>>,
+    ) -> StoreResult<(Vec<Untagged>, Vec<Tagged>)> {
+        self.counters
+            .commands
+            .fetch_add(commands.len() as u64, Ordering::Relaxed);
+        self.limits.start_command(budget);
+        let mut tags = Vec::with_capacity(commands.len());
+        for cmd in commands {
+            tags.push(self.wire.send(cmd).map_err(from_wire)?);
+        }
+        let mut answers = Vec::with_capacity(tags.len());
+        for tag in &tags {
+            answers.push(self.wire.finish(tag).map_err(from_wire)?);
+        }
+        for answer in &answers {
+            check(answer)?;
+        }
+        Ok((self.wire.take_untagged(), answers))
+    }
 }
 
-fn connect_tcp(config: &ConnectConfig) -> StoreResult<TcpStream> {
+/// Registers a hook on `call` that shuts `socket` down.
+fn shutdown_on_cancel(call: &Arc<call::Call>, socket: &Arc<TcpStream>) -> OnCancel {
+    let socket = Arc::clone(socket);
+    call.on_cancel(move || {
+        let _ = socket.shutdown(Shutdown::Both);
+    })
+}
+
+fn connect_tcp(config: &ConnectConfig, deadline: Instant) -> StoreResult<TcpStream> {
     let addrs: Vec<SocketAddr> = (config.host.as_str(), config.port)
         .to_socket_addrs()
         .map_err(|e| StoreError::Connection(format!("cannot resolve {}: {e}", config.host)))?
         .collect();
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, config.timeout) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StoreError::Timeout(format!("connecting to {addr}")));
+        }
+        match TcpStream::connect_timeout(&addr, left) {
             Ok(tcp) => {
-                let io = |e: io::Error| StoreError::Connection(e.to_string());
-                tcp.set_read_timeout(Some(config.timeout)).map_err(io)?;
-                tcp.set_write_timeout(Some(config.timeout)).map_err(io)?;
-                tcp.set_nodelay(true).map_err(io)?;
+                tcp.set_nodelay(true)
+                    .map_err(|e| StoreError::Connection(e.to_string()))?;
                 return Ok(tcp);
             }
             Err(e) => last = Some((addr, e)),
@@ -308,97 +555,64 @@ fn handshake(
     })
 }
 
-/// Reads one CRLF line of a pre-TLS exchange, bounded so a hostile server cannot grow it.
-fn read_plain_line(reader: &mut BufReader<&mut CountingTcp>) -> StoreResult<String> {
-    let mut line = Vec::new();
-    let n = reader
-        .by_ref()
-        .take(8192)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| StoreError::Connection(e.to_string()))?;
-    if n == 0 {
-        return Err(StoreError::Connection(
-            "server closed the connection".into(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
-}
-
-/// Upgrades a plain connection with STARTTLS; `Ok(None)` when the server refuses it.
-fn starttls(tcp: &mut CountingTcp) -> StoreResult<bool> {
-    // The greeting and our one command are read without buffering past the tagged reply,
-    // since the TLS handshake must start at the very next byte.
-    let mut reader = BufReader::with_capacity(1, tcp);
-    let greeting = read_plain_line(&mut reader)?;
-    if !greeting.starts_with("* OK") {
-        return Err(StoreError::Connection(format!(
-            "unexpected greeting: {}",
-            greeting.chars().take(100).collect::<String>()
-        )));
-    }
-    reader
-        .get_mut()
-        .write_all(b"s0 STARTTLS\r\n")
-        .map_err(|e| StoreError::Connection(e.to_string()))?;
-    loop {
-        let line = read_plain_line(&mut reader)?;
-        if let Some(rest) = line.strip_prefix("s0 ") {
-            return Ok(rest.starts_with("OK"));
-        }
+/// The error of a step that failed because the call was cancelled (the socket was shut
+/// down under it) is `Interrupted`, whatever the step saw.
+fn unless_cancelled<T>(result: StoreResult<T>) -> StoreResult<T> {
+    match result {
+        Err(_) if call::cancelled() => Err(StoreError::Interrupted),
+        other => other,
     }
 }
 
-struct PlainAuth<'a> {
-    user: &'a str,
-    secret: &'a str,
-    auth: Auth,
-    host: &'a str,
-    port: u16,
-}
-
-impl imap::Authenticator for PlainAuth<'_> {
-    type Response = Vec<u8>;
-    fn process(&self, _challenge: &[u8]) -> Vec<u8> {
-        match self.auth {
-            Auth::Login | Auth::Plain => format!("\0{}\0{}", self.user, self.secret).into_bytes(),
-            Auth::XOAuth2 => {
-                format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.secret).into_bytes()
-            }
-            Auth::OAuthBearer => format!(
-                "n,a={},\x01host={}\x01port={}\x01auth=Bearer {}\x01\x01",
-                self.user, self.host, self.port, self.secret
-            )
-            .into_bytes(),
-        }
-    }
-}
-
-/// Opens, protects and authenticates a new connection, then learns the capabilities.
+/// Opens, protects and authenticates a new connection, then learns the capabilities. Each
+/// step ends by `--timeout` from its start or the current call's deadline, if earlier.
 pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<Connection> {
-    let tcp = connect_tcp(config)?;
-    let limits = Arc::new(CommandLimits::new(config.timeout));
+    if call::cancelled() {
+        return Err(StoreError::Interrupted);
+    }
+    let limits = Arc::new(CommandLimits::shared(config.timeout, Arc::clone(counters)));
+    let tcp = connect_tcp(config, limits.deadline()).inspect_err(|e| {
+        if matches!(e, StoreError::Timeout(_)) {
+            limits.expired();
+        }
+    })?;
+    let socket = Arc::new(
+        tcp.try_clone()
+            .map_err(|e| StoreError::Connection(e.to_string()))?,
+    );
+    let _cancel = call::current().map(|c| shutdown_on_cancel(&c, &socket));
+    unless_cancelled(open(config, counters, limits, tcp, socket))
+}
+
+fn open(
+    config: &ConnectConfig,
+    counters: &Arc<Counters>,
+    limits: Arc<CommandLimits>,
+    tcp: TcpStream,
+    socket: Arc<TcpStream>,
+) -> StoreResult<Connection> {
     let mut tcp = CountingTcp {
         inner: tcp,
         counters: Arc::clone(counters),
         limits: Arc::clone(&limits),
-        socket_timeout: None,
+        read_timeout: None,
+        write_timeout: None,
     };
-    let (stream, greeting_pending) = match config.transport {
-        Transport::Tls => (Wire::Tls(Box::new(handshake(config, tcp)?)), true),
+    let (link, greeting_pending) = match config.transport {
+        Transport::Tls => (Link::Tls(Box::new(handshake(config, tcp)?)), true),
         Transport::StartTls => {
-            if starttls(&mut tcp)? {
-                (Wire::Tls(Box::new(handshake(config, tcp)?)), false)
+            counters.commands.fetch_add(1, Ordering::Relaxed);
+            if login::starttls(&mut tcp, &limits)? {
+                limits.start_command(login::LOGIN_BUDGET);
+                (Link::Tls(Box::new(handshake(config, tcp)?)), false)
             } else if config.allow_plaintext {
                 // Loud once; every reconnect would otherwise repeat it.
-                if !config
-                    .plaintext_warned
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
+                if !config.plaintext_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(host = %config.host, "server refused STARTTLS; continuing in PLAINTEXT as --allow-plaintext asks");
                 } else {
                     tracing::debug!(host = %config.host, "reconnected in plaintext");
                 }
-                (Wire::Plain(tcp), false)
+                (Link::Plain(tcp), false)
             } else {
                 return Err(StoreError::Unsupported(format!(
                     "{} does not offer STARTTLS; refusing to send the password in plaintext (use imaps:// or --allow-plaintext)",
@@ -407,92 +621,38 @@ pub fn connect(config: &ConnectConfig, counters: &Arc<Counters>) -> StoreResult<
             }
         }
     };
-    let mut client = imap::Client::new(ImapStream::new(stream));
-    if greeting_pending {
-        client.read_greeting().map_err(from_imap)?;
-    }
-    let secret = config.secret.expose();
-    let mut session = match config.auth {
-        Auth::Login => client
-            .login(&config.user, secret)
-            .map_err(|(e, _)| login_error(e, config))?,
-        method => {
-            let name = match method {
-                Auth::Plain | Auth::Login => "PLAIN",
-                Auth::XOAuth2 => "XOAUTH2",
-                Auth::OAuthBearer => "OAUTHBEARER",
-            };
-            let authenticator = PlainAuth {
-                user: &config.user,
-                secret,
-                auth: method,
-                host: &config.host,
-                port: config.port,
-            };
-            client
-                .authenticate(name, &authenticator)
-                .map_err(|(e, _)| login_error(e, config))?
-        }
+    let stream = ImapStream {
+        link,
+        guard: NestingGuard::default(),
     };
-    counters.commands.fetch_add(2, Ordering::Relaxed);
-    let capabilities: Vec<String> = session
-        .capabilities()
-        .map_err(from_imap)?
-        .iter()
-        .map(capability_name)
-        .collect();
-    let has = |cap: &str| capabilities.iter().any(|c| c.eq_ignore_ascii_case(cap));
-    if has("CONDSTORE") && has("ENABLE") {
-        // Then every EXAMINE reports HIGHESTMODSEQ, which tells an unchanged mailbox from
-        // a changed one without listing it again (RFC 7162 §3.1).
-        counters.commands.fetch_add(1, Ordering::Relaxed);
-        limits.start_command(MAX_RESPONSE_BYTES);
-        session
-            .run_command_and_check_ok("ENABLE CONDSTORE")
-            .map_err(from_imap)?;
-    }
-    Ok(Connection {
-        session,
+    let mut conn = Connection {
+        wire: Wire::new(stream, Arc::clone(&limits)),
         selection: Selection::None,
-        capabilities,
+        capabilities: Vec::new(),
         limits,
-    })
+        counters: Arc::clone(counters),
+        socket,
+    };
+    login::log_in(&mut conn, config, greeting_pending)?;
+    Ok(conn)
 }
 
-/// The name of a capability as the server spelled it (`MOVE`, `AUTH=PLAIN`).
-fn capability_name(cap: &imap_proto::types::Capability<'_>) -> String {
-    use imap_proto::types::Capability;
-    match cap {
-        Capability::Imap4rev1 => "IMAP4rev1".into(),
-        Capability::Auth(mech) => format!("AUTH={mech}"),
-        Capability::Atom(atom) => atom.to_string(),
+impl Connection {
+    /// Starts the clock for a step of getting connected that is not a command (the greeting).
+    pub(super) fn start_step(&self, budget: u64) {
+        self.limits.start_command(budget);
     }
-}
 
-fn login_error(e: imap::Error, config: &ConnectConfig) -> StoreError {
-    match e {
-        imap::Error::No(no) => StoreError::Refused(format!(
-            "login as {} at {} refused: {}",
-            config.user, config.host, no.information
-        )),
-        other => from_imap(other),
+    /// Counts a command run by hand (an exchange such as AUTHENTICATE) and starts its clock.
+    pub(super) fn begin_exchange(&self, budget: u64) {
+        self.counters.commands.fetch_add(1, Ordering::Relaxed);
+        self.limits.start_command(budget);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capability_names_are_extracted() {
-        use imap_proto::types::Capability;
-        assert_eq!(capability_name(&Capability::Atom("MOVE".into())), "MOVE");
-        assert_eq!(
-            capability_name(&Capability::Auth("PLAIN".into())),
-            "AUTH=PLAIN"
-        );
-        assert_eq!(capability_name(&Capability::Imap4rev1), "IMAP4rev1");
-    }
 
     #[test]
     fn selection_reports_its_mailbox() {
@@ -502,5 +662,80 @@ mod tests {
             Some((&MailboxId::new("INBOX"), UidValidity(7)))
         );
         assert_eq!(Selection::None.mailbox(), None);
+    }
+
+    #[test]
+    fn the_call_deadline_bounds_every_command_deadline() {
+        let limits = CommandLimits::new(Duration::from_secs(30));
+        let call = call::Call::new(Instant::now() + Duration::from_secs(2), None);
+        let _in_call = call::enter(Arc::clone(&call));
+        limits.start_command(100);
+        assert!(limits.deadline() <= call.deadline());
+        limits.start_streaming(100);
+        std::thread::sleep(Duration::from_millis(5));
+        limits.progressed(0);
+        assert!(limits.deadline() <= call.deadline());
+    }
+
+    #[test]
+    fn streaming_deadlines_move_with_progress_and_fixed_ones_do_not() {
+        let limits = CommandLimits::new(Duration::from_secs(30));
+        limits.start_command(100);
+        let fixed = limits.deadline();
+        std::thread::sleep(Duration::from_millis(5));
+        limits.progressed(0);
+        assert_eq!(limits.deadline(), fixed);
+        limits.start_streaming(100);
+        let first = limits.deadline();
+        std::thread::sleep(Duration::from_millis(5));
+        limits.progressed(0);
+        assert!(limits.deadline() > first);
+    }
+
+    #[test]
+    fn a_command_that_hears_nothing_shortens_the_next_deadlines() {
+        let counters = Arc::new(Counters::default());
+        let limits = CommandLimits::shared(Duration::from_secs(30), Arc::clone(&counters));
+        limits.start_command(100);
+        limits.progressed(10);
+        limits.expired();
+        limits.start_command(100);
+        assert!(
+            limits.deadline() > Instant::now() + Duration::from_secs(20),
+            "it heard something"
+        );
+        limits.expired();
+        limits.start_command(100);
+        assert!(limits.deadline() <= Instant::now() + SILENT_DEADLINE);
+        let other = CommandLimits::shared(Duration::from_secs(30), Arc::clone(&counters));
+        assert!(
+            other.deadline() <= Instant::now() + SILENT_DEADLINE,
+            "the whole store"
+        );
+    }
+
+    #[test]
+    fn the_budget_is_charged_and_refused_past_its_end() {
+        let limits = CommandLimits::new(Duration::from_secs(30));
+        limits.start_command(10);
+        limits.charge(6).unwrap();
+        assert_eq!(limits.remaining(), 4);
+        assert!(limits.charge(5).is_err());
+        limits.start_command(10);
+        assert_eq!(limits.remaining(), 10);
+    }
+
+    #[test]
+    fn a_passed_deadline_is_a_timeout_before_any_system_call() {
+        let err = time_left(Instant::now() - Duration::from_millis(1), None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let (left, stale) = time_left(Instant::now() + Duration::from_secs(1), None).unwrap();
+        assert!(stale && left <= Duration::from_secs(1));
+        let (_, stale) = time_left(
+            Instant::now() + Duration::from_secs(1),
+            Some(Duration::from_secs(1)),
+        )
+        .unwrap();
+        assert!(!stale);
     }
 }

@@ -1,14 +1,19 @@
-//! Converting the imap crate's parsed responses into the store's domain types.
+//! Converting parsed responses into the store's domain types.
 //!
-//! The imap crate's own BODYSTRUCTURE walker misnumbers parts, so only the raw tree is taken
-//! from it; section numbers are assigned by `crate::mime` from our `BodyPart` tree.
+//! A BODYSTRUCTURE is parsed by `imap-proto`, given the value alone exactly as the server
+//! sent it: its parser is thorough and well tried on BODYSTRUCTURE and ENVELOPE, the two
+//! deepest structures of IMAP, while our own layer only needs to find where the value ends.
+//! Section numbers are assigned by `crate::mime` from our `BodyPart` tree.
 
 use std::borrow::Cow;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
-use imap_proto::types::{BodyContentCommon, BodyStructure, ContentEncoding};
+use imap_proto::types::{AttributeValue, BodyContentCommon, BodyStructure, ContentEncoding};
 
-use crate::store::{BodyPart, MessageMeta, PartHeader, TransferEncoding, Uid};
+use super::wire::{Fetch, SectionKind};
+use crate::store::{
+    BodyPart, MessageMeta, PartHeader, StoreError, StoreResult, TransferEncoding, Uid,
+};
 
 type Params<'a> = Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>;
 
@@ -126,6 +131,39 @@ pub fn body_part(bs: &BodyStructure<'_>, depth_left: u32) -> BodyPart {
     }
 }
 
+/// Parses a BODYSTRUCTURE value (as sent, literals included) and converts it. `raw` has
+/// passed the nesting guard and our own parser's depth bound before it gets here. imap-proto
+/// takes strings as UTF-8, so any string that is not (a Latin-1 parameter) is made UTF-8
+/// first, lossily, as everywhere else in imapfs.
+pub fn structure(raw: &[u8], depth_left: u32) -> StoreResult<BodyPart> {
+    let value = super::wire::lossy_utf8_strings(raw)
+        .map_err(|e| StoreError::Protocol(format!("unusable BODYSTRUCTURE: {e}")))?;
+    let mut line = Vec::with_capacity(value.len() + 32);
+    line.extend_from_slice(b"* 1 FETCH (BODYSTRUCTURE ");
+    line.extend_from_slice(&value);
+    line.extend_from_slice(b")\r\n");
+    let unusable = || {
+        StoreError::Protocol(format!(
+            "unusable BODYSTRUCTURE: {}",
+            super::wire::short(&String::from_utf8_lossy(raw))
+        ))
+    };
+    let (rest, response) = imap_proto::parser::parse_response(&line).map_err(|_| unusable())?;
+    let imap_proto::Response::Fetch(_, attributes) = response else {
+        return Err(unusable());
+    };
+    if !rest.is_empty() {
+        return Err(unusable());
+    }
+    attributes
+        .iter()
+        .find_map(|a| match a {
+            AttributeValue::BodyStructure(bs) => Some(body_part(bs, depth_left)),
+            _ => None,
+        })
+        .ok_or_else(unusable)
+}
+
 /// The header field imapfs writes into a message it made from a file (see `fs/newmail.rs`).
 pub const ORIGIN_FIELD: &str = "X-Imapfs-File";
 
@@ -135,24 +173,18 @@ pub const LISTING_ITEMS: &str =
 
 /// Turns one FETCH response of a listing into `MessageMeta`; `None` if the server left out
 /// something we need (such a message is logged and skipped, not guessed at).
-pub fn message_meta(fetch: &imap::types::Fetch<'_>) -> Option<MessageMeta> {
+pub fn message_meta(fetch: &Fetch) -> Option<MessageMeta> {
     let uid = Uid(fetch.uid?);
-    let size = u64::from(fetch.size?);
-    let internal_date = fetch
-        .internal_date()
-        .map(|d| {
-            let secs = d.timestamp();
-            if secs >= 0 {
-                UNIX_EPOCH + Duration::from_secs(secs as u64)
-            } else {
-                UNIX_EPOCH
-            }
-        })
-        .unwrap_or(UNIX_EPOCH);
-    let header = fetch.header();
+    let size = fetch.size?;
+    let internal_date = fetch.internal_date.unwrap_or(UNIX_EPOCH);
+    let header = fetch
+        .sections
+        .iter()
+        .find(|s| s.kind == SectionKind::Body && s.section.starts_with("HEADER.FIELDS"))
+        .and_then(|s| s.data.as_deref());
     let subject = header.and_then(subject_from_header);
     let origin = header.and_then(|h| header_field(h, ORIGIN_FIELD));
-    let flags = fetch.flags().iter().map(|f| f.to_string()).collect();
+    let flags = fetch.flags.clone().unwrap_or_default();
     Some(MessageMeta {
         uid,
         size,

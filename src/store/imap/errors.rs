@@ -1,63 +1,60 @@
-//! Turning the imap crate's errors into `StoreError`, and deciding which leave a connection
-//! unusable.
+//! Turning what the protocol layer reports into `StoreError`, and deciding which errors
+//! leave a connection unusable.
 
 use std::io;
 
+use super::wire::{short, Code, Status, Tagged, WireError};
 use crate::store::StoreError;
 
-/// Converts an imap crate error; response codes such as `[OVERQUOTA]` become their own kind.
-pub fn from_imap(e: imap::Error) -> StoreError {
+/// Converts a failure below the level of a command's answer.
+pub fn from_wire(e: WireError) -> StoreError {
     match e {
-        imap::Error::Io(io) => from_io(io),
-        imap::Error::TlsHandshake(e) => {
-            StoreError::Connection(format!("TLS handshake failed: {e}"))
+        WireError::Io(io) => from_io(io),
+        WireError::Closed(Some(text)) => {
+            StoreError::Connection(format!("server closed the session: {}", short(&text)))
         }
-        imap::Error::Tls(e) => StoreError::Connection(format!("TLS error: {e}")),
-        imap::Error::No(no) => {
-            let code = no.code.as_ref().map(|c| format!("{c:?}"));
-            from_no(code.as_deref(), no.information)
+        WireError::Closed(None) => StoreError::Connection("connection lost".into()),
+        WireError::Protocol(text) => {
+            StoreError::Protocol(format!("unusable response: {}", short(&text)))
         }
-        imap::Error::Bad(bad) => {
-            StoreError::Protocol(format!("server said BAD: {}", bad.information))
-        }
-        imap::Error::Bye(bye) => {
-            StoreError::Connection(format!("server closed the session: {}", bye.information))
-        }
-        imap::Error::ConnectionLost => StoreError::Connection("connection lost".into()),
-        imap::Error::Parse(p) => {
-            StoreError::Protocol(format!("unparsable response: {}", short(&p.to_string())))
-        }
-        imap::Error::Validate(v) => StoreError::Invalid(v.to_string()),
-        imap::Error::Append => StoreError::Refused("APPEND failed".into()),
-        imap::Error::Unexpected(r) => {
-            StoreError::Protocol(format!("unexpected response: {}", short(&format!("{r:?}"))))
-        }
-        imap::Error::MissingStatusResponse => {
-            StoreError::Protocol("missing status response".into())
-        }
-        imap::Error::TagMismatch(t) => StoreError::Protocol(format!("tag mismatch: {t:?}")),
-        imap::Error::StartTlsNotAvailable => StoreError::Unsupported("STARTTLS".into()),
-        imap::Error::TlsNotConfigured => StoreError::Connection("TLS is not configured".into()),
-        other => StoreError::Protocol(short(&other.to_string())),
+        WireError::Invalid(text) => StoreError::Invalid(text),
+        WireError::Source(e) => StoreError::Invalid(format!("reading the message to store: {e}")),
+        WireError::Broken => StoreError::Connection(WireError::Broken.to_string()),
     }
 }
 
-/// A tagged NO, by its RFC 5530 response code: from the parsed code, or from the text when
-/// the parser left an unknown code in it.
-fn from_no(code: Option<&str>, information: String) -> StoreError {
-    let code = code.unwrap_or_default().to_ascii_uppercase();
-    let text = information.to_ascii_uppercase();
-    let has = |name: &str| code.contains(name) || text.starts_with(&format!("[{name}"));
-    if has("OVERQUOTA") || has("LIMIT") {
-        StoreError::OverQuota(information)
-    } else if has("CANNOT") {
-        StoreError::Invalid(information)
-    } else if has("ALREADYEXISTS") {
-        StoreError::AlreadyExists(information)
-    } else if has("NONEXISTENT") || has("TRYCREATE") {
-        StoreError::Refused(format!("no such mailbox: {information}"))
-    } else {
-        StoreError::Refused(information)
+/// `Ok` for a tagged OK; otherwise the error its status and response code stand for.
+pub fn check(tagged: &Tagged) -> Result<(), StoreError> {
+    match tagged.status {
+        Status::Ok => Ok(()),
+        Status::No => Err(from_no(tagged.code.as_ref(), &tagged.text)),
+        Status::Bad => Err(StoreError::Protocol(format!(
+            "server said BAD: {}",
+            short(&tagged.text)
+        ))),
+        Status::Bye | Status::PreAuth => Err(StoreError::Protocol(format!(
+            "{:?} as a command's answer: {}",
+            tagged.status,
+            short(&tagged.text)
+        ))),
+    }
+}
+
+/// A tagged NO, by its response code ([RFC 5530](https://www.rfc-editor.org/rfc/rfc5530),
+/// [RFC 3516 §4.2](https://www.rfc-editor.org/rfc/rfc3516#section-4.2)).
+fn from_no(code: Option<&Code>, text: &str) -> StoreError {
+    let text = short(text);
+    match code {
+        Some(Code::OverQuota | Code::Limit) => StoreError::OverQuota(text),
+        Some(Code::Cannot) => StoreError::Invalid(text),
+        Some(Code::AlreadyExists) => StoreError::AlreadyExists(text),
+        Some(Code::NonExistent | Code::TryCreate) => {
+            StoreError::Refused(format!("no such mailbox: {text}"))
+        }
+        Some(Code::UnknownCte) => StoreError::Unsupported(format!(
+            "the server cannot decode this part's transfer encoding: {text}"
+        )),
+        _ => StoreError::Refused(text),
     }
 }
 
@@ -90,26 +87,21 @@ pub fn connection_survives(e: &StoreError) -> bool {
     }
 }
 
-/// Keeps server text in logs short (a hostile server can send megabytes).
-fn short(s: &str) -> String {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::imap::wire::{parse_response, Response};
+
+    fn answer(line: &str) -> Result<(), StoreError> {
+        match parse_response(line.as_bytes()).unwrap() {
+            Response::Tagged(t) => check(&t),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn deadline_becomes_timeout_and_drops_the_connection() {
-        let e = from_imap(imap::Error::Io(io::Error::new(
+        let e = from_wire(WireError::Io(io::Error::new(
             io::ErrorKind::WouldBlock,
             "x",
         )));
@@ -119,20 +111,50 @@ mod tests {
 
     #[test]
     fn response_codes_choose_the_error() {
-        let no = |text: &str| from_no(None, text.into());
+        assert!(answer("a OK done\r\n").is_ok());
         assert!(matches!(
-            no("[CANNOT] Invalid mailbox name"),
-            StoreError::Invalid(_)
+            answer("a NO [CANNOT] Invalid mailbox name\r\n"),
+            Err(StoreError::Invalid(_))
         ));
         assert!(matches!(
-            no("[OVERQUOTA] Quota exceeded"),
-            StoreError::OverQuota(_)
+            answer("a NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n"),
+            Err(StoreError::OverQuota(_))
         ));
         assert!(matches!(
-            no("[ALREADYEXISTS] Mailbox exists"),
-            StoreError::AlreadyExists(_)
+            answer("a NO [LIMIT] Too many\r\n"),
+            Err(StoreError::OverQuota(_))
         ));
-        assert!(matches!(no("Something else"), StoreError::Refused(_)));
+        assert!(matches!(
+            answer("a NO [ALREADYEXISTS] Mailbox already exists\r\n"),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            answer("a NO [TRYCREATE] Mailbox doesn't exist: Nope\r\n"),
+            Err(StoreError::Refused(m)) if m.contains("no such mailbox")
+        ));
+        assert!(matches!(
+            answer("b5 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"),
+            Err(StoreError::Unsupported(_))
+        ));
+        assert!(matches!(
+            answer("a NO Something else\r\n"),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(matches!(
+            answer("a BAD Error in IMAP command APPEND: Invalid internal date\r\n"),
+            Err(StoreError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_bye_says_why_the_connection_closed() {
+        let e = from_wire(WireError::Closed(Some(
+            "Selected mailbox was deleted".into(),
+        )));
+        assert!(
+            matches!(e, StoreError::Connection(ref m) if m.contains("deleted")),
+            "{e}"
+        );
     }
 
     #[test]

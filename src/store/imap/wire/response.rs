@@ -1,0 +1,514 @@
+//! Responses as imapfs uses them: tagged and untagged status with their response codes,
+//! CAPABILITY, LIST, FLAGS, EXISTS, EXPUNGE, SEARCH, ESEARCH, ENABLED and FETCH
+//! ([RFC 3501 §7](https://www.rfc-editor.org/rfc/rfc3501#section-7)). Untagged responses of
+//! any other kind are recognised by their shape alone and skipped.
+
+use super::cursor::Cursor;
+use super::fetch::{parse_fetch, Fetch};
+use super::WireError;
+
+/// The status of an OK/NO/BAD/PREAUTH/BYE response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+    PreAuth,
+    Bye,
+}
+
+/// A response code ([RFC 3501 §7.1](https://www.rfc-editor.org/rfc/rfc3501#section-7.1),
+/// [RFC 5530](https://www.rfc-editor.org/rfc/rfc5530), RFC 4315, RFC 7162, RFC 3516).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    Capability(Vec<String>),
+    UidValidity(u32),
+    UidNext(u32),
+    HighestModSeq(u64),
+    /// `APPENDUID validity uids` (RFC 4315 §3): the first UID of the set.
+    AppendUid(u32, u32),
+    /// `COPYUID validity source-set destination-set` (RFC 4315 §3), sets as sent.
+    CopyUid(u32, String, String),
+    OverQuota,
+    Limit,
+    TryCreate,
+    NonExistent,
+    AlreadyExists,
+    Cannot,
+    /// RFC 3516 §4.2: the server cannot decode this part's Content-Transfer-Encoding.
+    UnknownCte,
+    ReadOnly,
+    /// Any other code: its name (upper case) and its data as sent.
+    Other(String, String),
+}
+
+/// A tagged completion: the answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    pub tag: String,
+    pub status: Status,
+    pub code: Option<Code>,
+    pub text: String,
+}
+
+/// One mailbox of a LIST answer ([RFC 3501 §7.2.2](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.2)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// Name attributes as sent (`\Noselect`, `\HasChildren`, `\Trash`...).
+    pub attributes: Vec<String>,
+    pub delimiter: Option<char>,
+    /// The name, with quoted-string escapes undone (a literal is taken as is).
+    pub name: String,
+}
+
+/// An untagged response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untagged {
+    Status {
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
+    Capability(Vec<String>),
+    List(ListEntry),
+    Flags(Vec<String>),
+    Exists(u32),
+    Expunge(u32),
+    /// SEARCH or ESEARCH `ALL`: the matching numbers as ranges (never expanded).
+    Search(Vec<(u32, u32)>),
+    Enabled(Vec<String>),
+    Fetch(Box<Fetch>),
+    /// A response imapfs does not use (RECENT, STATUS, NAMESPACE, an extension's...).
+    Other,
+}
+
+/// One response of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// `+ text`: go on with the literal (or the SASL exchange).
+    Continuation(String),
+    Untagged(Untagged),
+    Tagged(Tagged),
+}
+
+/// Parses one complete response (its line and every literal it announced).
+pub fn parse_response(unit: &[u8]) -> Result<Response, WireError> {
+    let mut c = Cursor::new(unit);
+    if c.eat(b"+") {
+        c.eat(b" ");
+        return Ok(Response::Continuation(c.text()));
+    }
+    if c.eat(b"* ") {
+        return untagged(&mut c).map(Response::Untagged);
+    }
+    let tag = String::from_utf8_lossy(c.atom()?).into_owned();
+    c.space()?;
+    let status = status(&mut c)?.ok_or_else(|| c.error("expected OK, NO or BAD"))?;
+    let (code, text) = resp_text(&mut c)?;
+    Ok(Response::Tagged(Tagged {
+        tag,
+        status,
+        code,
+        text,
+    }))
+}
+
+/// The status word, if the cursor is at one (else the cursor is left where it was).
+fn status(c: &mut Cursor<'_>) -> Result<Option<Status>, WireError> {
+    let start = c.pos();
+    let word = c.atom().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    let status = match word.as_slice() {
+        b"OK" => Status::Ok,
+        b"NO" => Status::No,
+        b"BAD" => Status::Bad,
+        b"PREAUTH" => Status::PreAuth,
+        b"BYE" => Status::Bye,
+        _ => {
+            c.reset(start);
+            return Ok(None);
+        }
+    };
+    Ok(Some(status))
+}
+
+/// `[code] text`, either part optional.
+fn resp_text(c: &mut Cursor<'_>) -> Result<(Option<Code>, String), WireError> {
+    c.eat(b" ");
+    let code = if c.eat(b"[") {
+        let code = response_code(c)?;
+        c.expect(b']')?;
+        c.eat(b" ");
+        Some(code)
+    } else {
+        None
+    };
+    Ok((code, c.text()))
+}
+
+fn response_code(c: &mut Cursor<'_>) -> Result<Code, WireError> {
+    let name = c.keyword()?;
+    let data = if c.eat(b" ") {
+        String::from_utf8_lossy(c.until_bracket()?).into_owned()
+    } else {
+        String::new()
+    };
+    let mut words = data.split(' ');
+    let mut number = |c: &Cursor<'_>| -> Result<u64, WireError> {
+        words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .ok_or_else(|| c.error(&format!("{name} without its number")))
+    };
+    let n32 = |n: u64, c: &Cursor<'_>| u32::try_from(n).map_err(|_| c.error("number too large"));
+    Ok(match name.as_str() {
+        "CAPABILITY" => Code::Capability(data.split(' ').map(str::to_string).collect()),
+        "UIDVALIDITY" => Code::UidValidity(n32(number(c)?, c)?),
+        "UIDNEXT" => Code::UidNext(n32(number(c)?, c)?),
+        "HIGHESTMODSEQ" => Code::HighestModSeq(number(c)?),
+        "APPENDUID" => {
+            let validity = n32(number(c)?, c)?;
+            let first = data
+                .split(' ')
+                .nth(1)
+                .and_then(|set| set.split([',', ':']).next())
+                .and_then(|u| u.parse().ok())
+                .ok_or_else(|| c.error("APPENDUID without a UID"))?;
+            Code::AppendUid(validity, first)
+        }
+        "COPYUID" => {
+            let validity = n32(number(c)?, c)?;
+            let mut sets = data.split(' ').skip(1);
+            match (sets.next(), sets.next()) {
+                (Some(from), Some(to)) => Code::CopyUid(validity, from.into(), to.into()),
+                _ => return Err(c.error("COPYUID without its UID sets")),
+            }
+        }
+        "OVERQUOTA" => Code::OverQuota,
+        "LIMIT" => Code::Limit,
+        "TRYCREATE" => Code::TryCreate,
+        "NONEXISTENT" => Code::NonExistent,
+        "ALREADYEXISTS" => Code::AlreadyExists,
+        "CANNOT" => Code::Cannot,
+        "UNKNOWN-CTE" => Code::UnknownCte,
+        "READ-ONLY" => Code::ReadOnly,
+        _ => Code::Other(name, data),
+    })
+}
+
+fn untagged(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
+    if c.peek().is_some_and(|b| b.is_ascii_digit()) {
+        let n = c.number32()?;
+        c.space()?;
+        let name = c.keyword()?;
+        return Ok(match name.as_str() {
+            "EXISTS" => Untagged::Exists(n),
+            "EXPUNGE" => Untagged::Expunge(n),
+            "FETCH" => {
+                c.space()?;
+                let fetch = parse_fetch(c, n)?;
+                c.eol()?;
+                Untagged::Fetch(Box::new(fetch))
+            }
+            _ => Untagged::Other,
+        });
+    }
+    if let Some(status) = status(c)? {
+        let (code, text) = resp_text(c)?;
+        return Ok(Untagged::Status { status, code, text });
+    }
+    let name = c.keyword()?;
+    Ok(match name.as_str() {
+        "CAPABILITY" => Untagged::Capability(words(c)?),
+        "ENABLED" => Untagged::Enabled(words(c)?),
+        "FLAGS" => {
+            c.space()?;
+            Untagged::Flags(c.atom_list()?)
+        }
+        "LIST" => Untagged::List(list(c)?),
+        "SEARCH" => Untagged::Search(search(c)?),
+        "ESEARCH" => Untagged::Search(esearch(c)?),
+        _ => Untagged::Other,
+    })
+}
+
+/// Space-separated atoms to the end of the line.
+fn words(c: &mut Cursor<'_>) -> Result<Vec<String>, WireError> {
+    let mut out = Vec::new();
+    while c.eat(b" ") {
+        if c.at_eol() {
+            break;
+        }
+        out.push(String::from_utf8_lossy(c.atom()?).into_owned());
+    }
+    c.eol()?;
+    Ok(out)
+}
+
+fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
+    c.space()?;
+    let attributes = c.atom_list()?;
+    c.space()?;
+    let delimiter = match c.nstring()? {
+        None => None,
+        Some(d) => {
+            let text = String::from_utf8_lossy(&d).into_owned();
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(d), None) => Some(d),
+                _ => return Err(c.error("a hierarchy delimiter must be one character")),
+            }
+        }
+    };
+    c.space()?;
+    let name = String::from_utf8_lossy(&c.astring()?).into_owned();
+    // LIST-EXTENDED data (CHILDINFO, OLDNAME) may follow; not used.
+    while c.eat(b" ") {
+        c.value()?;
+    }
+    c.eol()?;
+    Ok(ListEntry {
+        attributes,
+        delimiter,
+        name,
+    })
+}
+
+/// `* SEARCH 1 2 3` ([RFC 3501 §7.2.5](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.5)),
+/// with CONDSTORE's trailing `(MODSEQ n)` ignored.
+fn search(c: &mut Cursor<'_>) -> Result<Vec<(u32, u32)>, WireError> {
+    let mut out = Vec::new();
+    while c.eat(b" ") {
+        if c.peek() == Some(b'(') {
+            c.value()?;
+            continue;
+        }
+        if c.at_eol() {
+            break;
+        }
+        let n = c.number32()?;
+        out.push((n, n));
+    }
+    c.eol()?;
+    Ok(out)
+}
+
+/// `* ESEARCH (TAG "a1") UID ALL 1:3,7` ([RFC 4731 §3.1](https://www.rfc-editor.org/rfc/rfc4731#section-3.1)).
+fn esearch(c: &mut Cursor<'_>) -> Result<Vec<(u32, u32)>, WireError> {
+    let mut out = Vec::new();
+    while c.eat(b" ") {
+        if c.peek() == Some(b'(') {
+            c.value()?;
+            continue;
+        }
+        let name = c.keyword()?;
+        match name.as_str() {
+            "UID" => {}
+            "ALL" => {
+                c.space()?;
+                out = sequence_set(c)?;
+            }
+            _ => {
+                c.space()?;
+                c.value()?;
+            }
+        }
+    }
+    c.eol()?;
+    Ok(out)
+}
+
+/// `1:3,7` as ranges (either end first).
+fn sequence_set(c: &mut Cursor<'_>) -> Result<Vec<(u32, u32)>, WireError> {
+    let mut out = Vec::new();
+    loop {
+        let a = c.number32()?;
+        let b = if c.eat(b":") { c.number32()? } else { a };
+        out.push((a.min(b), a.max(b)));
+        if !c.eat(b",") {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn untagged_of(line: &[u8]) -> Untagged {
+        match parse_response(line).unwrap() {
+            Response::Untagged(u) => u,
+            other => panic!("not untagged: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tagged_answers_with_codes_from_dovecot() {
+        let r = parse_response(
+            b"a5 NO [ALREADYEXISTS] Mailbox already exists (0.001 + 0.000 secs).\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Response::Tagged(Tagged {
+                tag: "a5".into(),
+                status: Status::No,
+                code: Some(Code::AlreadyExists),
+                text: "Mailbox already exists (0.001 + 0.000 secs).".into()
+            })
+        );
+        let Response::Tagged(t) =
+            parse_response(b"c2 OK [APPENDUID 1796393861 11] Append completed.\r\n").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(t.code, Some(Code::AppendUid(1796393861, 11)));
+        let Response::Tagged(t) = parse_response(b"x OK\r\n").unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.status, t.code, t.text.as_str()), (Status::Ok, None, ""));
+    }
+
+    #[test]
+    fn select_responses_from_dovecot() {
+        assert_eq!(untagged_of(b"* 10 EXISTS\r\n"), Untagged::Exists(10));
+        assert_eq!(
+            untagged_of(b"* OK [UIDVALIDITY 1796393861] UIDs valid\r\n"),
+            Untagged::Status {
+                status: Status::Ok,
+                code: Some(Code::UidValidity(1796393861)),
+                text: "UIDs valid".into()
+            }
+        );
+        assert!(matches!(
+            untagged_of(b"* OK [HIGHESTMODSEQ 12] Highest\r\n"),
+            Untagged::Status {
+                code: Some(Code::HighestModSeq(12)),
+                ..
+            }
+        ));
+        assert_eq!(
+            untagged_of(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)\r\n"),
+            Untagged::Flags(
+                [
+                    "\\Answered",
+                    "\\Flagged",
+                    "\\Deleted",
+                    "\\Seen",
+                    "\\Draft",
+                    "$Important"
+                ]
+                .map(String::from)
+                .to_vec()
+            )
+        );
+        assert!(matches!(
+            untagged_of(b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"),
+            Untagged::Status {
+                code: Some(Code::Other(..)),
+                ..
+            }
+        ));
+        assert_eq!(untagged_of(b"* 10 RECENT\r\n"), Untagged::Other);
+    }
+
+    #[test]
+    fn list_names_quoted_atom_literal_and_nil_delimiter() {
+        let entry = |line: &[u8]| match untagged_of(line) {
+            Untagged::List(e) => e,
+            other => panic!("{other:?}"),
+        };
+        let e = entry(b"* LIST (\\Noselect \\HasChildren) \"/\" &BB8EQAQ+BDUEOgRCBEs-\r\n");
+        assert_eq!(e.attributes, ["\\Noselect", "\\HasChildren"]);
+        assert_eq!(e.delimiter, Some('/'));
+        assert_eq!(e.name, "&BB8EQAQ+BDUEOgRCBEs-");
+        let e = entry(b"* LIST () \"\\\\\" \"q\\\"uote\\\\\"\r\n");
+        assert_eq!((e.delimiter, e.name.as_str()), (Some('\\'), "q\"uote\\"));
+        let e = entry(b"* LIST (\\NonExistent) NIL {6}\r\nR\xc3\xa9\"x)\r\n");
+        assert_eq!((e.delimiter, e.name.as_str()), (None, "R\u{e9}\"x)"));
+        let e = entry(b"* LIST (\\Subscribed) \".\" INBOX (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
+        assert_eq!(e.name, "INBOX");
+        assert!(parse_response(b"* LIST (\\X) \"ab\" x\r\n").is_err());
+    }
+
+    #[test]
+    fn search_and_esearch() {
+        assert_eq!(untagged_of(b"* SEARCH\r\n"), Untagged::Search(vec![]));
+        assert_eq!(
+            untagged_of(b"* SEARCH 1 2 (MODSEQ 9)\r\n"),
+            Untagged::Search(vec![(1, 1), (2, 2)])
+        );
+        assert_eq!(
+            untagged_of(b"* ESEARCH (TAG \"c6\") UID ALL 1:5,9,12:10\r\n"),
+            Untagged::Search(vec![(1, 5), (9, 9), (10, 12)])
+        );
+        assert_eq!(
+            untagged_of(b"* ESEARCH (TAG \"c6\") UID COUNT 0\r\n"),
+            Untagged::Search(vec![])
+        );
+    }
+
+    #[test]
+    fn capabilities_and_enabled() {
+        assert_eq!(
+            untagged_of(b"* CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN\r\n"),
+            Untagged::Capability(vec![
+                "IMAP4rev1".into(),
+                "LITERAL+".into(),
+                "AUTH=PLAIN".into()
+            ])
+        );
+        assert_eq!(
+            untagged_of(b"* ENABLED CONDSTORE\r\n"),
+            Untagged::Enabled(vec!["CONDSTORE".into()])
+        );
+        let Response::Untagged(Untagged::Status { code, .. }) = parse_response(
+            b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ STARTTLS] Dovecot (Debian) ready.\r\n",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            code,
+            Some(Code::Capability(
+                ["IMAP4rev1", "SASL-IR", "LITERAL+", "STARTTLS"]
+                    .map(String::from)
+                    .to_vec()
+            ))
+        );
+    }
+
+    #[test]
+    fn unknown_untagged_responses_are_skipped_and_garbage_is_an_error() {
+        for line in [
+            &b"* STATUS INBOX (MESSAGES 3)\r\n"[..],
+            b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n",
+            b"* 3 XWEIRD (((\r\n",
+            b"* XYZZY\r\n",
+        ] {
+            assert_eq!(untagged_of(line), Untagged::Other, "{line:?}");
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b"a1\r\n",
+            b"a1 MAYBE done\r\n",
+            b"* 1 FETCH (UID banana)\r\n",
+            b"* 99999999999 EXISTS\r\n",
+            b"* OK [UIDVALIDITY x] y\r\n",
+            b"* OK [UIDNEXT 1\r\n",
+        ] {
+            assert!(parse_response(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn continuations() {
+        assert_eq!(
+            parse_response(b"+ OK\r\n").unwrap(),
+            Response::Continuation("OK".into())
+        );
+        assert_eq!(
+            parse_response(b"+\r\n").unwrap(),
+            Response::Continuation(String::new())
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! The protocol layer on literal wire bytes through a mock stream: what it writes, when it
+//! waits, and what it makes of real Dovecot answers and of hostile ones.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::store::imap::connection::CommandLimits;
+use crate::store::imap::quote;
+
+/// A scripted server: hands out `input` `step` bytes per read (then end of stream) and
+/// records every write with how much input had been read before it.
+struct Mock {
+    input: Vec<u8>,
+    read: usize,
+    step: usize,
+    writes: Vec<(usize, Vec<u8>)>,
+    /// Writes fail (a broken pipe) once this many bytes were written.
+    hang_up_after: Option<usize>,
+}
+
+impl Mock {
+    fn new(input: &[u8]) -> Self {
+        Mock {
+            input: input.to_vec(),
+            read: 0,
+            step: usize::MAX,
+            writes: Vec::new(),
+            hang_up_after: None,
+        }
+    }
+
+    /// Everything written, as one byte string.
+    fn written(&self) -> Vec<u8> {
+        self.writes.iter().flat_map(|(_, w)| w.clone()).collect()
+    }
+
+    /// How much input had been read when the first write containing `needle` was made.
+    fn read_before(&self, needle: &[u8]) -> usize {
+        self.writes
+            .iter()
+            .find(|(_, w)| w.windows(needle.len()).any(|x| x == needle))
+            .map(|(at, _)| *at)
+            .unwrap_or_else(|| panic!("{:?} never written", String::from_utf8_lossy(needle)))
+    }
+}
+
+impl Read for Mock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.input.len() - self.read);
+        buf[..n].copy_from_slice(&self.input[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+impl Write for Mock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written: usize = self.writes.iter().map(|(_, w)| w.len()).sum();
+        if self.hang_up_after.is_some_and(|limit| written >= limit) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "hung up"));
+        }
+        self.writes.push((self.read, buf.to_vec()));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn limits(budget: u64) -> Arc<CommandLimits> {
+    let l = Arc::new(CommandLimits::new(Duration::from_secs(5)));
+    l.start_command(budget);
+    l
+}
+
+fn wire(input: &[u8]) -> Wire<Mock> {
+    Wire::new(Mock::new(input), limits(64 << 20))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_dovecot_login_and_select_session() {
+    let mut w = wire(
+        b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN] Dovecot (Debian) ready.\r\n\
+          i1 OK [CAPABILITY IMAP4rev1 UNSELECT UIDPLUS CONDSTORE BINARY MOVE LITERAL+ SPECIAL-USE] Logged in\r\n\
+          * ENABLED CONDSTORE\r\ni2 OK Enabled (0.001 + 0.000 secs).\r\n\
+          * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)\r\n\
+          * OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n* 10 EXISTS\r\n* 10 RECENT\r\n\
+          * OK [UNSEEN 2] First unseen.\r\n* OK [UIDVALIDITY 1796393861] UIDs valid\r\n\
+          * OK [UIDNEXT 11] Predicted next UID\r\n* OK [HIGHESTMODSEQ 12] Highest\r\n\
+          i3 OK [READ-ONLY] Examine completed (0.003 + 0.000 + 0.002 secs).\r\n",
+    );
+    let greeting = w.read_greeting().unwrap();
+    assert!(!greeting.preauth);
+    let Some(Code::Capability(caps)) = greeting.code else {
+        panic!("no capabilities in the greeting")
+    };
+    assert!(caps.contains(&"LITERAL+".to_string()));
+    let user = quote::string("alice", "user").unwrap();
+    let password = quote::string("p\"w\\d", "password").unwrap();
+    let login = w
+        .run(Command::new("LOGIN").arg(&user).arg(&password))
+        .unwrap();
+    assert_eq!(login.tagged.status, Status::Ok);
+    assert!(
+        matches!(login.tagged.code, Some(Code::Capability(ref c)) if c.contains(&"BINARY".to_string()))
+    );
+    let enabled = w.run(Command::new("ENABLE").syntax("CONDSTORE")).unwrap();
+    assert_eq!(
+        enabled.untagged,
+        [Untagged::Enabled(vec!["CONDSTORE".into()])]
+    );
+    let inbox = quote::string("INBOX", "mailbox").unwrap();
+    let examine = w.run(Command::new("EXAMINE").arg(&inbox)).unwrap();
+    assert_eq!(examine.tagged.code, Some(Code::ReadOnly));
+    assert_eq!(examine.untagged.len(), 8);
+    assert!(examine.untagged.contains(&Untagged::Exists(10)));
+    let codes: Vec<&Code> = examine.codes().collect();
+    assert!(codes.contains(&&Code::UidValidity(1796393861)));
+    assert!(codes.contains(&&Code::HighestModSeq(12)));
+    assert_eq!(
+        text(&w.stream.written()),
+        "i1 LOGIN \"alice\" \"p\\\"w\\\\d\"\r\ni2 ENABLE CONDSTORE\r\ni3 EXAMINE \"INBOX\"\r\n"
+    );
+}
+
+#[test]
+fn a_synchronizing_literal_waits_for_the_continuation() {
+    let mut w = wire(b"+ OK\r\ni1 OK [APPENDUID 1796393866 1] Append completed.\r\n");
+    w.stream.step = 6;
+    let name = quote::string("Reçus", "mailbox").unwrap();
+    let done = w.run(Command::new("CREATE").arg(&name)).unwrap();
+    assert_eq!(done.tagged.status, Status::Ok);
+    assert_eq!(text(&w.stream.written()), "i1 CREATE {6}\r\nReçus\r\n");
+    // The name went only once `+ OK` had been read.
+    assert_eq!(w.stream.read_before("Reçus".as_bytes()), 6);
+    assert_eq!(w.stream.read_before(b"i1 CREATE"), 0);
+}
+
+#[test]
+fn literal_plus_and_literal_minus_do_not_wait() {
+    let long = "m".repeat(5000);
+    for (cap, sync_for_long) in [("LITERAL+", false), ("LITERAL-", true)] {
+        let input: &[u8] = if sync_for_long {
+            b"i1 OK done\r\n+ go\r\ni2 OK done\r\n"
+        } else {
+            b"i1 OK done\r\ni2 OK done\r\n"
+        };
+        let mut w = wire(input);
+        w.set_capabilities(&[cap.to_string()]);
+        let short = quote::string("café", "x").unwrap();
+        w.run(Command::new("CREATE").arg(&short)).unwrap();
+        let long_arg = quote::string(&long, "x").unwrap();
+        w.run(Command::new("CREATE").arg(&long_arg)).unwrap();
+        let written = text(&w.stream.written());
+        assert!(
+            written.starts_with("i1 CREATE {5+}\r\ncafé\r\ni2 CREATE {5000"),
+            "{cap}: {}",
+            &written[..40]
+        );
+        assert_eq!(written.contains("{5000+}"), !sync_for_long, "{cap}");
+    }
+}
+
+#[test]
+fn a_no_instead_of_the_continuation_is_the_answer_and_the_literal_is_not_sent() {
+    let mut w = wire(
+        b"i1 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\ni2 OK NOOP completed\r\n",
+    );
+    let name = quote::string("INBOX", "mailbox").unwrap();
+    let mut message: &[u8] = b"Subject: big\r\n\r\nnever sent\r\n";
+    let len = message.len() as u64;
+    let done = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .stream(&mut message, len, false),
+        )
+        .unwrap();
+    assert_eq!(done.tagged.status, Status::No);
+    assert_eq!(done.tagged.code, Some(Code::OverQuota));
+    assert_eq!(text(&w.stream.written()), "i1 APPEND \"INBOX\" {28}\r\n");
+    // The connection is still in step with the server.
+    assert!(!w.is_broken());
+    assert_eq!(
+        w.run(Command::new("NOOP")).unwrap().tagged.status,
+        Status::Ok
+    );
+}
+
+#[test]
+fn a_literal8_append_streams_the_message_in_chunks() {
+    let mut w = wire(b"+ OK\r\ni1 OK [APPENDUID 7 42] Append completed.\r\n");
+    w.stream.step = 6;
+    let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let name = quote::string("a\"b\\c", "mailbox").unwrap();
+    let mut source = &message[..];
+    let done = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .syntax("(\\Seen)")
+                .syntax("\"01-Mar-2023 09:00:00 +0000\"")
+                .stream(&mut source, message.len() as u64, true),
+        )
+        .unwrap();
+    assert_eq!(done.tagged.code, Some(Code::AppendUid(7, 42)));
+    let head = b"i1 APPEND \"a\\\"b\\\\c\" (\\Seen) \"01-Mar-2023 09:00:00 +0000\" ~{200000}\r\n";
+    let written = w.stream.written();
+    assert_eq!(&written[..head.len()], head);
+    assert_eq!(&written[head.len()..written.len() - 2], &message[..]);
+    assert_eq!(&written[written.len() - 2..], b"\r\n");
+    // In chunks of at most 64 KiB, none of them before the `+`.
+    let chunks: Vec<usize> = w.stream.writes.iter().map(|(_, b)| b.len()).collect();
+    assert!(chunks.iter().all(|&n| n <= STREAM_CHUNK), "{chunks:?}");
+    assert!(w.stream.writes[1..].iter().all(|(read, _)| *read >= 6));
+}
+
+#[test]
+fn a_server_that_refuses_mid_message_and_hangs_up_is_heard() {
+    let mut w = wire(b"+ OK\r\ni1 NO [LIMIT] Message too large\r\n");
+    w.stream.step = 6;
+    w.stream.hang_up_after = Some(100_000);
+    let name = quote::string("INBOX", "mailbox").unwrap();
+    let message = vec![b'x'; 1 << 20];
+    let mut source = &message[..];
+    let done = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .stream(&mut source, message.len() as u64, false),
+        )
+        .unwrap();
+    assert_eq!(
+        (done.tagged.status, done.tagged.code),
+        (Status::No, Some(Code::Limit))
+    );
+    assert!(
+        w.is_broken(),
+        "a message cut short leaves the connection unusable"
+    );
+    // Without an answer to read, the write error stands.
+    let mut w = wire(b"+ OK\r\n");
+    w.stream.hang_up_after = Some(100_000);
+    let mut source = &message[..];
+    let err = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .stream(&mut source, message.len() as u64, false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, WireError::Io(_)), "{err:?}");
+}
+
+#[test]
+fn a_message_shorter_than_announced_breaks_the_connection() {
+    let mut w = wire(b"+ OK\r\n");
+    let name = quote::string("INBOX", "mailbox").unwrap();
+    let mut short: &[u8] = b"only this";
+    let err = w
+        .run(
+            Command::new("APPEND")
+                .arg(&name)
+                .stream(&mut short, 100, false),
+        )
+        .unwrap_err();
+    assert!(matches!(err, WireError::Source(_)), "{err:?}");
+    assert!(w.is_broken());
+    assert!(matches!(
+        w.run(Command::new("NOOP")),
+        Err(WireError::Broken)
+    ));
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_any_order() {
+    let mut w = wire(
+        b"* 1 FETCH (UID 5 BODY[1] {2}\r\nhi)\r\n* 2 FETCH (UID 6 BINARY.SIZE[2] 9)\r\n\
+          i2 OK Fetch completed.\r\ni1 OK Fetch completed.\r\n",
+    );
+    let t1 = w
+        .send(
+            Command::new("UID FETCH")
+                .syntax("5")
+                .syntax("(UID BODY.PEEK[1])"),
+        )
+        .unwrap();
+    let t2 = w
+        .send(
+            Command::new("UID FETCH")
+                .syntax("6")
+                .syntax("(UID BINARY.SIZE[2])"),
+        )
+        .unwrap();
+    assert_eq!(w.finish(&t1).unwrap().tag, "i1");
+    assert_eq!(w.finish(&t2).unwrap().tag, "i2");
+    let untagged = w.take_untagged();
+    assert_eq!(fetches(&untagged).count(), 2);
+    // Both commands went out before any answer was read.
+    assert_eq!(w.stream.read_before(b"i2 UID FETCH"), 0);
+}
+
+#[test]
+fn binary_answers_from_dovecot_keep_their_nul_bytes() {
+    let mut w = wire(
+        b"* 1 FETCH (UID 1 BINARY[] ~{57}\r\nSubject: nul test\r\nMessage-ID: <nul1@x>\r\n\r\nbefore\x00after\r\n)\r\n\
+          * 2 FETCH (UID 2 BINARY[] ~{57}\r\nSubject: nul test\r\nMessage-ID: <nul1@x>\r\n\r\nbefore\x00after\r\n)\r\n\
+          i1 OK Fetch completed (0.001 + 0.000 secs).\r\n",
+    );
+    w.stream.step = 7;
+    let done = w
+        .run(
+            Command::new("UID FETCH")
+                .syntax("1:*")
+                .syntax("(BINARY.PEEK[])"),
+        )
+        .unwrap();
+    let bodies: Vec<&[u8]> = fetches(&done.untagged)
+        .map(|f| {
+            f.section(SectionKind::Binary, "", None)
+                .unwrap()
+                .data
+                .as_deref()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies.iter().all(|b| b.len() == 57 && b[49] == 0));
+}
+
+#[test]
+fn unknown_cte_answers_like_dovecot() {
+    let mut w = wire(
+        b"* 1 FETCH (UID 1)\r\ni1 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding (0.001 + 0.000 secs).\r\n",
+    );
+    let done = w
+        .run(
+            Command::new("UID FETCH")
+                .syntax("1")
+                .syntax("(BINARY.PEEK[1])"),
+        )
+        .unwrap();
+    assert_eq!(done.tagged.code, Some(Code::UnknownCte));
+    assert_eq!(fetches(&done.untagged).next().unwrap().uid, Some(1));
+}
+
+#[test]
+fn unknown_untagged_responses_are_skipped() {
+    let mut w = wire(
+        b"* STATUS INBOX (MESSAGES 3)\r\n* 3 RECENT\r\n* XAPPLE {3}\r\n(((\r\n* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n\
+          * 4 EXPUNGE\r\ni1 OK NOOP completed.\r\n",
+    );
+    let done = w.run(Command::new("NOOP")).unwrap();
+    assert_eq!(done.tagged.status, Status::Ok);
+    assert_eq!(
+        done.untagged,
+        [
+            Untagged::Other,
+            Untagged::Other,
+            Untagged::Other,
+            Untagged::Other,
+            Untagged::Expunge(4)
+        ]
+    );
+}
+
+#[test]
+fn a_bye_then_a_closed_connection_says_why() {
+    let mut w = wire(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
+    let err = w.run(Command::new("NOOP")).unwrap_err();
+    assert!(
+        matches!(&err, WireError::Closed(Some(t)) if t.contains("deleted")),
+        "{err:?}"
+    );
+    let mut w = wire(b"* BYE Server shutting down.\r\n");
+    assert!(matches!(w.read_greeting(), Err(WireError::Closed(Some(_)))));
+}
+
+#[test]
+fn hostile_answers_are_errors_that_break_the_connection() {
+    let cases: [(&str, &[u8]); 12] = [
+        (
+            "a literal larger than the budget",
+            b"* 1 FETCH (UID 1 BODY[] {4000000000}\r\nxxxx",
+        ),
+        (
+            "a literal count past 64 bits",
+            b"* 1 FETCH (UID 1 BODY[] {99999999999999999999999999}\r\n",
+        ),
+        ("an unterminated line", b"* 1 FETCH (UID 1 BODY[] \"no end"),
+        (
+            "a literal cut short",
+            b"* 1 FETCH (UID 1 BODY[] {100}\r\nonly a few",
+        ),
+        (
+            "a literal without its line end",
+            b"* 1 FETCH (UID 1 BODY[] {5}hello)\r\ni1 OK\r\n",
+        ),
+        ("a response that ends mid-line", b"* 1 FETCH (UID 1"),
+        (
+            "NUL in a quoted string",
+            b"* 1 FETCH (UID 1 BODY[1] \"a\0b\")\r\ni1 OK\r\n",
+        ),
+        (
+            "garbage",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\ni1 OK\r\n",
+        ),
+        ("an answer for a tag never sent", b"zz9 OK what\r\n"),
+        (
+            "a continuation nobody asked for",
+            b"+ more please\r\ni1 OK\r\n",
+        ),
+        (
+            "a malformed FETCH",
+            b"* 1 FETCH (UID 1 RFC822.SIZE banana)\r\ni1 OK\r\n",
+        ),
+        ("nesting past the bound", b""),
+    ];
+    for (what, input) in cases {
+        let mut input = input.to_vec();
+        if input.is_empty() {
+            input = format!(
+                "* 1 FETCH (UID 1 BODYSTRUCTURE {}x{})\r\ni1 OK\r\n",
+                "(".repeat(500),
+                ")".repeat(500)
+            )
+            .into_bytes();
+        }
+        let mut w = Wire::new(Mock::new(&input), limits(1 << 20));
+        let result = w.run(
+            Command::new("UID FETCH")
+                .syntax("1")
+                .syntax("(UID BODY.PEEK[])"),
+        );
+        assert!(result.is_err(), "{what}: {result:?}");
+        assert!(w.is_broken(), "{what}");
+    }
+}
+
+#[test]
+fn bare_lf_line_ends_from_a_sloppy_server_are_taken() {
+    let mut w = wire(b"* 1 FETCH (UID 7 BODY[1] {3}\nab\n)\n* 2 EXISTS\ni1 OK done\n");
+    let done = w
+        .run(
+            Command::new("UID FETCH")
+                .syntax("7")
+                .syntax("(UID BODY.PEEK[1])"),
+        )
+        .unwrap();
+    let fetch = fetches(&done.untagged).next().unwrap();
+    assert_eq!(
+        fetch
+            .section(SectionKind::Body, "1", None)
+            .unwrap()
+            .data
+            .as_deref(),
+        Some(&b"ab\n"[..])
+    );
+    assert!(done.untagged.contains(&Untagged::Exists(2)));
+}
+
+#[test]
+fn an_endless_answer_stops_at_the_budget() {
+    let mut input = b"* 1 FETCH (UID 1 BODY[] {10}\r\n0123456789)\r\n".repeat(1000);
+    input.extend_from_slice(b"i1 OK\r\n");
+    let mut w = Wire::new(Mock::new(&input), limits(10_000));
+    let err = w.run(Command::new("NOOP")).unwrap_err();
+    assert!(
+        matches!(err, WireError::Protocol(ref m) if m.contains("10000")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn line_breaks_in_syntax_are_refused_before_anything_is_sent() {
+    let mut w = wire(b"");
+    let err = w
+        .run(Command::new("UID FETCH").syntax("1\r\ni9 DELETE INBOX"))
+        .unwrap_err();
+    assert!(matches!(err, WireError::Invalid(_)));
+    assert!(w.stream.written().is_empty());
+    assert!(!w.is_broken());
+}
+
+#[test]
+fn bytes_left_after_starttls_are_refused() {
+    let mut w = wire(b"i1 OK Begin TLS negotiation now.\r\n");
+    w.run(Command::new("STARTTLS")).unwrap();
+    assert!(w.into_inner().is_ok());
+    let mut w = wire(
+        b"i1 OK Begin TLS negotiation now.\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n",
+    );
+    w.run(Command::new("STARTTLS")).unwrap();
+    assert!(w.into_inner().is_err());
+}
