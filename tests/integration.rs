@@ -14,6 +14,7 @@ mod integration {
     mod hostile;
     mod read_path;
     mod reliability;
+    mod search;
     mod soak;
     mod tools;
     mod wire;

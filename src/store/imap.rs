@@ -13,6 +13,7 @@ pub mod names;
 mod nesting;
 mod parts;
 pub mod quote;
+pub mod search_keys;
 pub mod utf7;
 pub mod wire;
 
@@ -36,6 +37,9 @@ use crate::store::{
 };
 
 pub use self::connection::{Auth, Transport};
+
+/// More UIDs than any mailbox holds: a search answer with more is not believed.
+const MAX_SEARCH_HITS: u64 = 10_000_000;
 
 /// How deep a BODYSTRUCTURE may nest before the rest is ignored.
 const MAX_NESTING: u32 = 32;
@@ -701,9 +705,53 @@ impl MailStore for ImapStore {
         })
     }
 
-    fn search(&self, _mailbox: &MailboxId, _key: &SearchKey) -> StoreResult<Vec<Uid>> {
-        // UID SEARCH comes with the wire layer, which sends its literals.
-        Err(StoreError::Unsupported("search".into()))
+    fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
+        let offered = search_keys::Offered {
+            gmail: self.has_capability("X-GM-EXT-1"),
+        };
+        let rendered = search_keys::render(key, &offered)?;
+        let esearch = self.has_capability("ESEARCH");
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            self.select(conn, mailbox, None, Mode::Read)?;
+            let mut cmd = Command::new("UID SEARCH");
+            if esearch {
+                // Ranges instead of every UID (RFC 4731).
+                cmd = cmd.syntax("RETURN (ALL)");
+            }
+            if rendered.utf8 {
+                cmd = cmd.syntax("CHARSET UTF-8");
+            }
+            for piece in &rendered.pieces {
+                cmd = match piece {
+                    search_keys::Piece::Syntax(s) => cmd.syntax(s.as_str()),
+                    search_keys::Piece::Arg(a) => cmd.arg(a),
+                };
+            }
+            let done = conn.run(cmd)?;
+            let ranges: Vec<(u32, u32)> = done
+                .untagged
+                .iter()
+                .filter_map(|u| match u {
+                    Untagged::Search(ranges) => Some(ranges.iter().copied()),
+                    _ => None,
+                })
+                .flatten()
+                .map(|(a, b)| (a.min(b), a.max(b)))
+                .collect();
+            let count: u64 = ranges.iter().map(|&(a, b)| u64::from(b - a) + 1).sum();
+            if count > MAX_SEARCH_HITS {
+                return Err(StoreError::Protocol(format!(
+                    "the server answered a search with {count} UIDs"
+                )));
+            }
+            let mut uids: Vec<Uid> = ranges
+                .into_iter()
+                .flat_map(|(a, b)| (a..=b).map(Uid))
+                .collect();
+            uids.sort();
+            uids.dedup();
+            Ok(uids)
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -274,8 +274,14 @@ impl<S: Read + Write> Wire<S> {
         let tag = format!("i{}", self.next_tag);
         self.pending.push(tag.clone());
         let mut out = tag.clone().into_bytes();
+        let mut after_open = false;
         for part in cmd.parts {
-            out.push(b' ');
+            // A list's parentheses hug what they enclose: `(FROM "x")`.
+            let closes = matches!(&part, Part::Syntax(s) if s.starts_with(')'));
+            if !after_open && !closes {
+                out.push(b' ');
+            }
+            after_open = matches!(&part, Part::Syntax(s) if s.ends_with('('));
             match part {
                 Part::Syntax(s) => out.extend_from_slice(s.as_bytes()),
                 Part::Arg(arg) => match arg.form() {

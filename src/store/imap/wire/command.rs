@@ -6,7 +6,8 @@ use std::io::Read;
 
 use crate::store::imap::quote::Arg;
 
-/// One space-separated part of a command.
+/// One space-separated part of a command. No space follows a part of syntax that ends
+/// with `(` or comes before one that starts with `)`, so lists can be built in parts.
 pub enum Part<'a> {
     /// Syntax that this crate builds itself: command names, atoms, numbers, UID sets, item
     /// lists. It must not hold CR, LF or NUL (checked again when sent).

@@ -130,6 +130,29 @@ fn a_dovecot_login_and_select_session() {
 }
 
 #[test]
+fn parentheses_hug_what_they_enclose() {
+    let mut w = wire(b"* SEARCH 3\r\ni1 OK Search completed.\r\n");
+    let who = quote::string("x y", "search text").unwrap();
+    let cmd = Command::new("UID SEARCH")
+        .syntax("OR")
+        .syntax("(")
+        .syntax("FROM")
+        .arg(&who)
+        .syntax("SEEN")
+        .syntax(")")
+        .syntax("(")
+        .syntax("(")
+        .syntax("DRAFT")
+        .syntax(")")
+        .syntax(")");
+    w.run(cmd).unwrap();
+    assert_eq!(
+        text(&w.stream.written()),
+        "i1 UID SEARCH OR (FROM \"x y\" SEEN) ((DRAFT))\r\n"
+    );
+}
+
+#[test]
 fn a_synchronizing_literal_waits_for_the_continuation() {
     let mut w = wire(b"+ OK\r\ni1 OK [APPENDUID 1796393866 1] Append completed.\r\n");
     w.stream.step = 6;
