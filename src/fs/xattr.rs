@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::inodes::{MessageRef, Node};
 use super::{Fs, FsError, FsResult};
-use crate::store::{Flag, MessageMeta};
+use crate::store::{Flag, LinkState, MessageMeta};
 
 /// Flags, space-separated; writing replaces the whole set.
 pub const FLAGS: &str = "user.imap.flags";
@@ -17,6 +17,9 @@ pub const MAILBOX: &str = "user.imap.mailbox";
 
 /// On the root: what the mount asked of the server so far (for benchmarks and debugging).
 pub const STATS: &str = "user.imapfs.stats";
+
+/// On the root: `online`, or `offline since <time>` (serving the disk cache).
+pub const STATE: &str = "user.imapfs.state";
 
 const ALL: [&str; 5] = [FLAGS, UID, UIDVALIDITY, INTERNALDATE, MAILBOX];
 
@@ -67,6 +70,17 @@ impl Fs {
             )
             .into_bytes());
         }
+        if ino == super::inodes::ROOT && name.to_str() == Some(STATE) {
+            return Ok(match self.store.link_state() {
+                LinkState::Online => b"online".to_vec(),
+                LinkState::Offline { since } => {
+                    let secs = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let (y, mo, d, h, mi, s) = civil_from_unix(secs);
+                    format!("offline since {y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+                        .into_bytes()
+                }
+            });
+        }
         let name = name.to_str().ok_or(FsError::NoAttribute)?;
         if !name.starts_with("user.") {
             // ENOTSUP rather than ENODATA: `ls -l` asks for security.selinux and the POSIX
@@ -115,7 +129,7 @@ impl Fs {
                 }
                 Ok(out)
             }
-            Node::Root => Ok(format!("{STATS}\0").into_bytes()),
+            Node::Root => Ok(format!("{STATS}\0{STATE}\0").into_bytes()),
             _ => Ok(Vec::new()),
         }
     }
