@@ -165,7 +165,7 @@ pub struct Fs {
     notes: TrashNotes,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
-    /// Nodes dropped by `forget` so far.
+    /// Nodes dropped by `forget` since memory was last released.
     forgotten: AtomicU64,
 }
 
