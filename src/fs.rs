@@ -169,7 +169,7 @@ pub struct Fs {
     searches: searches::SearchResults,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
-    /// Nodes dropped by `forget` so far.
+    /// Nodes dropped by `forget` since memory was last released.
     forgotten: AtomicU64,
 }
 

@@ -163,6 +163,20 @@ fn next_candidate(ino: u64) -> u64 {
     next.max(ROOT + 1)
 }
 
+/// The capacity below which the table's maps are not shrunk: not worth reallocating.
+const MIN_CAPACITY: usize = 1024;
+
+/// Shrinks `map` to twice its length once it is at most a quarter full (amortised: the
+/// next shrink needs the length to fall by half again). Returns whether it shrank.
+fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) -> bool {
+    let capacity = map.capacity();
+    if capacity <= MIN_CAPACITY || map.len() * 4 > capacity {
+        return false;
+    }
+    map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
+    map.capacity() < capacity
+}
+
 impl InodeTable {
     /// The number `node` has, or would get if it were looked up now.
     pub fn peek(&self, node: &Node) -> u64 {
@@ -272,6 +286,16 @@ impl InodeTable {
         self.unkey(ino, &slot.node);
         self.unindex(ino, &slot.node);
         true
+    }
+
+    /// Gives back the memory of dropped nodes' slots once the table is mostly empty (after
+    /// the kernel forgot a walk). A `HashMap` never shrinks by itself, and its slots were
+    /// all written, so without this they stay resident however much is forgotten. Returns
+    /// whether anything was given back.
+    pub fn compact(&mut self) -> bool {
+        let slots = shrink_if_sparse(&mut self.slots);
+        let keys = shrink_if_sparse(&mut self.by_key);
+        slots || keys
     }
 
     /// Drops the key of `node` if it still names `ino` (a renamed node may have taken it).
@@ -461,6 +485,33 @@ mod tests {
         // The root is never forgotten; unknown numbers are ignored.
         assert!(!table.forget(ROOT, 100));
         assert!(!table.forget(12345, 1));
+    }
+
+    #[test]
+    fn a_mostly_forgotten_table_gives_its_memory_back() {
+        let mut table = InodeTable::default();
+        let inos: Vec<u64> = (1..=20_000)
+            .map(|uid| table.remember(message("INBOX", uid)))
+            .collect();
+        let full = table.slots.capacity();
+        assert!(!table.compact(), "a full table keeps its capacity");
+        let mut shrinks = 0;
+        for ino in &inos[..19_990] {
+            assert!(table.forget(*ino, 1));
+            shrinks += usize::from(table.compact());
+        }
+        assert!(
+            table.slots.capacity() <= 2 * MIN_CAPACITY,
+            "{}",
+            table.slots.capacity()
+        );
+        assert!(table.by_key.capacity() <= 2 * MIN_CAPACITY);
+        assert!(table.slots.capacity() < full / 8);
+        // Halving steps, not one per forget.
+        assert!((1..=8).contains(&shrinks), "{shrinks} shrinks");
+        for ino in &inos[19_990..] {
+            assert!(table.get(*ino).is_some(), "the rest are still held");
+        }
     }
 
     #[test]

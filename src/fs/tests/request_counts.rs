@@ -314,10 +314,9 @@ fn many_forgotten_inodes_tell_the_process_memory_was_freed() {
     for (_, entry, _) in listed.iter().skip(2) {
         h.fs.forget(entry.ino, 1);
     }
-    assert_eq!(
-        released.load(std::sync::atomic::Ordering::Relaxed),
-        after_listing + 1
-    );
+    // Each time the inode table gave its slots back (halving steps), not once per node.
+    let releases = released.load(std::sync::atomic::Ordering::Relaxed) - after_listing;
+    assert!((1..=4).contains(&releases), "{releases} releases");
 }
 
 #[test]
