@@ -533,13 +533,10 @@ impl Fs {
                     Ok(reply) => reply,
                     Err(_) => continue,
                 },
-                DirItem::Child { node, .. } => match self.exact_file(node.clone()) {
-                    Ok(node) => self.remember(node),
-                    // The page ends before an entry whose size cannot be learned now; the
-                    // next page starts with it, and fails if it still cannot.
-                    Err(e) if out.is_empty() => return Err(e),
-                    Err(_) => break,
-                },
+                // A text body's size is not learned here: a walk passing by (`find`) must not
+                // fetch every body. Its estimate goes with no attribute lifetime, so a
+                // `stat` asks again and gets the exact size (`getattr`).
+                DirItem::Child { node, .. } => self.remember(node.clone()),
             };
             let entry = DirEntry {
                 ino: reply.attr.ino,
