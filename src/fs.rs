@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod newfiles;
 pub mod newmail;
+pub mod prefetch;
 pub mod reads;
 pub mod searches;
 pub mod sizes;
@@ -173,6 +174,8 @@ pub struct Fs {
     searches: searches::SearchResults,
     /// When the core was made (directories' ctime).
     started: SystemTime,
+    /// Prefetches asked for on this mount.
+    prefetches: prefetch::Prefetches,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` since memory was last released.
@@ -201,6 +204,7 @@ impl Fs {
             notes: TrashNotes::default(),
             searches: searches::SearchResults::default(),
             started: SystemTime::now(),
+            prefetches: prefetch::Prefetches::default(),
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),

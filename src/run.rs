@@ -347,6 +347,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
         ..FsParts::defaults(&config)
     };
     let fs = Arc::new(Fs::with_parts(Arc::clone(&store), config, parts));
+    fs.enable_background_work();
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
     let mut session = fuser::Session::new(

@@ -73,7 +73,9 @@ impl Mount {
             .arg("--ca-file")
             .arg(opts.ca_file)
             .arg("--spool-dir")
-            .arg(opts.spool_dir);
+            .arg(opts.spool_dir)
+            // Every row here is about a mount that starts cold.
+            .arg("--no-disk-cache");
         if let Some(size) = opts.cache_size {
             cmd.arg("--cache-size").arg(size.to_string());
         }

@@ -448,6 +448,16 @@ impl MetadataCache {
             .collect()
     }
 
+    /// The listing of `mailbox` as held: its UIDVALIDITY and messages in UID order.
+    pub fn listed(&self, mailbox: &MailboxId) -> Option<(UidValidity, Vec<MessageMeta>)> {
+        let inner = self.inner.lock();
+        let listing = inner.listings.get(mailbox)?;
+        Some((
+            listing.validity,
+            listing.messages.values().map(|e| e.meta.clone()).collect(),
+        ))
+    }
+
     /// The UIDVALIDITY of the mailbox as last listed.
     pub fn validity(&self, mailbox: &MailboxId) -> Option<UidValidity> {
         self.inner.lock().listings.get(mailbox).map(|l| l.validity)
