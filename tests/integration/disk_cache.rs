@@ -343,3 +343,60 @@ fn a_second_mount_of_the_account_runs_without_the_busy_cache() {
     assert!(log.contains("in use by another imapfs"), "{log}");
     assert!(log.contains("without a disk cache"), "{log}");
 }
+
+/// The message directories under `inbox` whose message.eml holds `needle`, by name.
+fn grep_hits(inbox: &Path, needle: &str) -> Vec<String> {
+    let out = sh(&format!(
+        "grep -rl --include=message.eml -e '{needle}' '{}'",
+        inbox.display()
+    ));
+    let mut hits: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            Path::new(l)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    hits.sort();
+    hits
+}
+
+#[test]
+fn after_a_prefetch_an_offline_mount_greps_every_message() {
+    let mut dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 400, 13, 6_000).unwrap();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice").args(&[&cache.arg]).mount();
+    let want = grep_hits(&mount.join("INBOX"), "bulk-0000");
+    assert!(!want.is_empty());
+    // A fresh cache: nothing read yet; prefetch it all in the background.
+    assert!(mount.terminate());
+    fs::remove_dir_all(&cache.path).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").args(&[&cache.arg]).mount();
+    let inbox = mount.join("INBOX");
+    let set = sh(&format!("setfattr -n user.imapfs.prefetch -v 1 '{}'", inbox.display()));
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let progress = loop {
+        let out = sh(&format!(
+            "getfattr --only-values -n user.imapfs.prefetch '{}'",
+            inbox.display()
+        ));
+        let progress = String::from_utf8_lossy(&out.stdout).to_string();
+        if progress.starts_with("done") || progress.starts_with("failed") {
+            break progress;
+        }
+        assert!(Instant::now() < deadline, "{progress}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(progress.starts_with("done: 400 of 400 messages"), "{progress}");
+    assert!(mount.terminate());
+
+    dovecot.stop();
+    let mount = MountSpec::new(&dovecot, "alice").args(&[&cache.arg]).mount();
+    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
+    assert_eq!(grep_hits(&mount.join("INBOX"), "bulk-0000"), want);
+}
