@@ -192,6 +192,22 @@ impl DiskCache {
         });
     }
 
+    /// All `len` bytes of a section held in chunks of `chunk` bytes from `start`'s offset,
+    /// if every chunk is here.
+    pub fn read_all(&self, start: &ContentKey, len: u64, chunk: u64) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut key = start.clone();
+        while (out.len() as u64) < len {
+            key.offset = start.offset + out.len() as u64;
+            let piece = self.get(&key)?;
+            if piece.is_empty() || piece.len() as u64 > chunk {
+                return None;
+            }
+            out.extend_from_slice(&piece);
+        }
+        (out.len() as u64 == len).then_some(out)
+    }
+
     fn lookup(&self, key: &ContentKey) -> Option<(u64, u32, u32)> {
         let section = section_key(key);
         let txn = self.shared.dir.db().begin_read().ok()?;

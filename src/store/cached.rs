@@ -302,6 +302,67 @@ impl Shared {
 
     // ---- reading what is kept ----------------------------------------------------------
 
+    /// A search over what is kept, offline: whole messages where the content cache holds
+    /// them, the listing's subject, flags, size and date otherwise. Says in the log when
+    /// that may miss messages.
+    fn search_kept(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
+        let (head, messages) = self
+            .kept_listing(mailbox)
+            .ok_or_else(|| not_cached(format!("the listing of {mailbox}")))?;
+        let mut found = Vec::new();
+        let mut without_content = 0;
+        for meta in &messages {
+            let raw = self.content.as_ref().and_then(|c| {
+                let start = crate::cache::ContentKey {
+                    mailbox: mailbox.clone(),
+                    validity: head.validity,
+                    uid: meta.uid,
+                    section: Section::whole(),
+                    transfer: Transfer::Encoded,
+                    offset: 0,
+                };
+                c.read_all(&start, meta.size, crate::fs::content::CHUNK)
+            });
+            if raw.is_none() {
+                without_content += 1;
+            }
+            let fields = |name: &str| -> Vec<Vec<u8>> {
+                match &raw {
+                    Some(raw) => super::imap::convert::header_field(raw, name)
+                        .into_iter()
+                        .collect(),
+                    None if name.eq_ignore_ascii_case("subject") => {
+                        meta.subject.iter().cloned().collect()
+                    }
+                    None => Vec::new(),
+                }
+            };
+            let candidate = crate::search::local::Candidate {
+                uid: meta.uid,
+                raw: raw.as_deref().unwrap_or_default(),
+                flags: &meta.flags,
+                internal_date: meta.internal_date,
+                size: meta.size,
+                fields: &fields,
+            };
+            let matched = candidate
+                .matches(key)
+                .map_err(|crate::search::local::Unsupported(why)| StoreError::Invalid(why))?;
+            if matched {
+                found.push(meta.uid);
+            }
+        }
+        if without_content > 0 {
+            tracing::warn!(
+                mailbox = %mailbox,
+                cached = messages.len() - without_content,
+                messages = messages.len(),
+                "offline: searched what the disk cache holds; messages whose content is not cached were matched by their subject, flags, size and date only, so the result may be partial"
+            );
+        }
+        Ok(found)
+    }
+
     fn kept_mailboxes(&self) -> Option<Vec<MailboxInfo>> {
         let txn = self.dir.db().begin_read().ok()?;
         let table = txn.open_table(MAILBOXES).ok()?;
@@ -798,7 +859,7 @@ impl MailStore for CachedStore {
         let s = &self.shared;
         s.either(
             || s.inner.search(mailbox, key),
-            || Err(not_cached(format!("a search of {mailbox}"))),
+            || s.search_kept(mailbox, key),
         )
     }
 

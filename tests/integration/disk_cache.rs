@@ -369,16 +369,27 @@ fn after_a_prefetch_an_offline_mount_greps_every_message() {
     let mut dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
     fixture::fill_bulk(&dovecot, "alice", "INBOX", 400, 13, 6_000).unwrap();
     let cache = cache_dir();
-    let mount = MountSpec::new(&dovecot, "alice").args(&[&cache.arg]).mount();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
     let want = grep_hits(&mount.join("INBOX"), "bulk-0000");
     assert!(!want.is_empty());
     // A fresh cache: nothing read yet; prefetch it all in the background.
     assert!(mount.terminate());
     fs::remove_dir_all(&cache.path).unwrap();
-    let mount = MountSpec::new(&dovecot, "alice").args(&[&cache.arg]).mount();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
     let inbox = mount.join("INBOX");
-    let set = sh(&format!("setfattr -n user.imapfs.prefetch -v 1 '{}'", inbox.display()));
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let set = sh(&format!(
+        "setfattr -n user.imapfs.prefetch -v 1 '{}'",
+        inbox.display()
+    ));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let progress = loop {
         let out = sh(&format!(
@@ -392,11 +403,16 @@ fn after_a_prefetch_an_offline_mount_greps_every_message() {
         assert!(Instant::now() < deadline, "{progress}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(progress.starts_with("done: 400 of 400 messages"), "{progress}");
+    assert!(
+        progress.starts_with("done: 400 of 400 messages"),
+        "{progress}"
+    );
     assert!(mount.terminate());
 
     dovecot.stop();
-    let mount = MountSpec::new(&dovecot, "alice").args(&[&cache.arg]).mount();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
     assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
     assert_eq!(grep_hits(&mount.join("INBOX"), "bulk-0000"), want);
 }

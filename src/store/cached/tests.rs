@@ -306,3 +306,62 @@ fn the_encoding_is_pinned_to_the_format() {
         ]
     );
 }
+
+#[test]
+fn offline_a_search_runs_over_what_is_kept() {
+    let account = Account::new(0);
+    let with_body = |subject: &str, body: &str| {
+        format!("From: a@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n").into_bytes()
+    };
+    let raws = [
+        with_body("zanzibar trip", "plain"),
+        with_body("lunch", "about zanzibar"),
+        with_body("other", "nothing"),
+    ];
+    for raw in &raws {
+        account.memory.add_message("INBOX", raw, &[], date());
+    }
+    let dir = Arc::new(CacheDir::open(&account.root.path().join("cache")).unwrap());
+    let disk = Arc::new(DiskCache::new(Arc::clone(&dir), 1 << 30).unwrap());
+    let store = CachedStore::new(
+        Arc::clone(&account.memory) as Arc<dyn MailStore>,
+        dir,
+        Some(Arc::clone(&disk)),
+        false,
+    );
+    let listing = store.list_messages(&inbox()).unwrap();
+    // Only the second message's content is cached.
+    use crate::cache::ContentCache;
+    disk.insert(
+        crate::cache::ContentKey {
+            mailbox: inbox(),
+            validity: listing.uid_validity,
+            uid: Uid(2),
+            section: Section::whole(),
+            transfer: Transfer::Encoded,
+            offset: 0,
+        },
+        Arc::new(raws[1].clone()),
+    );
+    disk.flush();
+    store.flush();
+    let key = crate::search::parse(
+        "zanzibar",
+        crate::search::SearchDate::new(2026, 1, 1).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store.search(&inbox(), &key).unwrap(), [Uid(1), Uid(2)]);
+
+    account
+        .memory
+        .fail_next(Op::SearchMessages, connection_lost);
+    // Offline: UID 1 by its subject (listing), UID 2 by its cached body; UID 3 neither.
+    assert_eq!(store.search(&inbox(), &key).unwrap(), [Uid(1), Uid(2)]);
+    assert!(matches!(store.link_state(), LinkState::Offline { .. }));
+    let by_body = crate::search::parse(
+        "body:zanzibar",
+        crate::search::SearchDate::new(2026, 1, 1).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store.search(&inbox(), &by_body).unwrap(), [Uid(2)]);
+}
