@@ -56,12 +56,17 @@ const TTL_VOLATILE: Duration = Duration::from_secs(1);
 /// How long for what never changes: a message's files, their sizes once exact.
 const TTL_FINAL: Duration = Duration::from_secs(60);
 
-/// Numbers for `statfs`.
+/// Numbers for `statfs`, in blocks of [`STATFS_BLOCK`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {
     pub blocks: u64,
+    /// Free blocks (all of them available to the user).
+    pub free_blocks: u64,
     pub files: u64,
 }
+
+/// The block size `statfs` counts in.
+pub const STATFS_BLOCK: u64 = 4096;
 
 /// File or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +176,10 @@ pub struct Fs {
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` so far.
     forgotten: AtomicU64,
+    /// What spool recovery said of each file it had to leave in the spool.
+    spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
+    /// When this core was made: the mtime of directories nothing better dates.
+    started: SystemTime,
 }
 
 impl Fs {
@@ -197,6 +206,8 @@ impl Fs {
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
+            spool_report: Mutex::new(Default::default()),
+            started: SystemTime::now(),
         }
     }
 
@@ -230,7 +241,7 @@ impl Fs {
     fn attr_of(&self, ino: u64, node: &Node) -> AttrReply {
         match node {
             Node::Root => AttrReply {
-                attr: self.dir_attr(ino, UNIX_EPOCH),
+                attr: self.dir_attr(ino, self.started),
                 ttl: TTL_VOLATILE,
                 entry_ttl: TTL_VOLATILE,
             },
@@ -291,7 +302,7 @@ impl Fs {
                 }
             }
             Node::Virtual(_) => AttrReply {
-                attr: self.dir_attr(ino, UNIX_EPOCH),
+                attr: self.dir_attr(ino, self.started),
                 ttl: TTL_VOLATILE,
                 entry_ttl: TTL_VOLATILE,
             },
@@ -335,9 +346,11 @@ impl Fs {
             .tree(None)
             .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()));
         let Some(id) = id else {
-            return (UNIX_EPOCH, TTL_VOLATILE);
+            return (self.started, TTL_VOLATILE);
         };
-        let mtime = self.metadata.changed(&id).unwrap_or(UNIX_EPOCH);
+        // Listed: its newest message's arrival, or the last change seen since. Not listed
+        // yet: when the mount started, rather than 1970.
+        let mtime = self.metadata.changed(&id).unwrap_or(self.started);
         let ttl = if self.store.is_followed(&id) {
             TTL_FINAL
         } else {

@@ -304,9 +304,12 @@ impl MetadataCache {
         }
         // A change made here while the listing was on its way may be missing from it.
         let stale = inner.ticket(mailbox) != ticket;
+        // First seen: the newest message's arrival, the best guess at its last change.
+        let newest = messages.values().map(|e| e.meta.internal_date).max();
         let changed = match inner.listings.get(mailbox) {
             Some(old) if change.removed.is_empty() && !change.arrived => old.changed,
-            _ => SystemTime::now(),
+            None => newest.unwrap_or_else(SystemTime::now),
+            Some(_) => SystemTime::now(),
         };
         let same_flags = |old: &Listing| {
             old.messages.iter().all(|(uid, e)| {

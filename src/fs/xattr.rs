@@ -17,6 +17,8 @@ pub const MAILBOX: &str = "user.imap.mailbox";
 
 /// On the root: what the mount asked of the server so far (for benchmarks and debugging).
 pub const STATS: &str = "user.imapfs.stats";
+/// On the root: the spool files not stored, one line each with why.
+pub const PENDING: &str = "user.imapfs.pending";
 
 const ALL: [&str; 5] = [FLAGS, UID, UIDVALIDITY, INTERNALDATE, MAILBOX];
 
@@ -67,6 +69,9 @@ impl Fs {
             )
             .into_bytes());
         }
+        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
+            return Ok(self.pending_spool_files().into_bytes());
+        }
         let name = name.to_str().ok_or(FsError::NoAttribute)?;
         if !name.starts_with("user.") {
             // ENOTSUP rather than ENODATA: `ls -l` asks for security.selinux and the POSIX
@@ -115,7 +120,7 @@ impl Fs {
                 }
                 Ok(out)
             }
-            Node::Root => Ok(format!("{STATS}\0").into_bytes()),
+            Node::Root => Ok(format!("{STATS}\0{PENDING}\0").into_bytes()),
             _ => Ok(Vec::new()),
         }
     }
