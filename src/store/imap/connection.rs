@@ -140,7 +140,7 @@ struct LimitState {
 /// IMAP server greets at once; a TLS port waits silently for the client's handshake, so
 /// silence this long means "this port speaks TLS", said in well under a second rather than
 /// after `--timeout`.
-pub const GREETING_WAIT: Duration = Duration::from_millis(800);
+pub const GREETING_WAIT: Duration = Duration::from_millis(600);
 
 impl CommandLimits {
     /// Limits whose first deadline is `timeout` from now (or the call's, if earlier).
