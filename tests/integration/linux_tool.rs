@@ -455,6 +455,69 @@ fn after_kill_9_the_next_mount_clears_the_dead_mount_and_settles_the_spool() {
     assert_eq!(stored_once(), 1);
 }
 
+/// A dead FUSE mount of another filesystem: made here with mount(2) on a /dev/fuse
+/// descriptor that is closed at once, so the mount point answers ENOTCONN.
+fn dead_foreign_mount(mnt: &Path) {
+    use std::ffi::CString;
+    // SAFETY: open/mount/close with valid NUL-terminated strings; the descriptor is closed
+    // once, here.
+    unsafe {
+        let fd = libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR);
+        assert!(fd >= 0, "open /dev/fuse");
+        let target = CString::new(mnt.to_str().unwrap()).unwrap();
+        let data = CString::new(format!("fd={fd},rootmode=40000,user_id=0,group_id=0")).unwrap();
+        let done = libc::mount(
+            c"me@example.org:/srv".as_ptr(),
+            target.as_ptr(),
+            c"fuse.sshfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        );
+        assert_eq!(done, 0, "mount: {}", std::io::Error::last_os_error());
+        libc::close(fd);
+    }
+}
+
+#[test]
+fn a_dead_mount_of_another_filesystem_is_left_alone_with_how_to_clear_it() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    dead_foreign_mount(&mnt);
+    let cleanup = Cleanup {
+        path: mnt.clone(),
+        child: None,
+    };
+    let dead = std::fs::metadata(&mnt).unwrap_err();
+    assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
+    let ca = dovecot.ca_file().to_str().unwrap().to_owned();
+    let out = run_imapfs(
+        &[
+            "-f",
+            "--ca-file",
+            &ca,
+            &dovecot.source("alice"),
+            mnt.to_str().unwrap(),
+        ],
+        Some("alice-pass"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Transport endpoint is not connected")
+            && err.contains("fuse.sshfs")
+            && err.contains(&format!("fusermount3 -u {}", mnt.display())),
+        "{err}"
+    );
+    assert_eq!(
+        mounts_at(&mnt),
+        [("fuse.sshfs".to_owned(), "me@example.org:/srv".to_owned())],
+        "left alone"
+    );
+    drop(cleanup);
+}
+
 // ---- config file -------------------------------------------------------------------------
 
 fn write_config(dir: &Path, text: &str, mode: u32) -> PathBuf {
