@@ -83,6 +83,8 @@ pub struct Attr {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
+    /// The status change time; the mtime except for mailbox directories (see `attr_of`).
+    pub ctime: SystemTime,
     pub perm: u16,
     pub nlink: u32,
     pub uid: u32,
@@ -217,6 +219,7 @@ impl Fs {
             kind: Kind::Directory,
             size: 0,
             mtime,
+            ctime: mtime,
             perm: 0o700,
             nlink: 2,
             uid: self.config.uid,
@@ -230,6 +233,7 @@ impl Fs {
             kind: Kind::File,
             size,
             mtime,
+            ctime: mtime,
             perm: 0o600,
             nlink: 1,
             uid: self.config.uid,
@@ -250,8 +254,15 @@ impl Fs {
             // listing of it when that changes.
             Node::Mailbox { path } => {
                 let (mtime, ttl) = self.mailbox_dir_state(path);
+                // The first listing dates the directory back to its newest message, but
+                // nothing changed then: tar, which compares the ctime before and after
+                // reading a directory, must not see a change in that. Changes seen later
+                // are after the start, and move the ctime too.
                 AttrReply {
-                    attr: self.dir_attr(ino, mtime),
+                    attr: Attr {
+                        ctime: mtime.max(self.started),
+                        ..self.dir_attr(ino, mtime)
+                    },
                     ttl,
                     entry_ttl: ttl,
                 }

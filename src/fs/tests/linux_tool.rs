@@ -35,14 +35,18 @@ fn a_mailbox_directory_is_dated_by_its_newest_message_then_by_changes_seen() {
         before + Duration::from_secs(60) > started,
         "not yet listed: the mount's start, not 1970: {before:?}"
     );
+    let ctime = h.fs.getattr(inbox).unwrap().attr.ctime;
     h.names(inbox).unwrap();
     assert_eq!(h.fs.getattr(inbox).unwrap().attr.mtime, newest);
+    // Listing is no change: tar compares the ctime before and after reading a directory.
+    assert_eq!(h.fs.getattr(inbox).unwrap().attr.ctime, ctime);
     // A message arriving later is a change seen now.
     h.store
         .add_message("INBOX", &plain_message("newer", "b"), &[], date());
     h.expire_listings();
     h.names(inbox).unwrap();
     assert!(h.fs.getattr(inbox).unwrap().attr.mtime > newest);
+    assert!(h.fs.getattr(inbox).unwrap().attr.ctime > ctime);
     assert!(h.fs.getattr(ROOT).unwrap().attr.mtime > UNIX_EPOCH);
 }
 
