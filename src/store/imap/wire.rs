@@ -28,7 +28,9 @@ pub use command::{Command, Part};
 pub use cursor::lossy_utf8_strings;
 pub use datetime::{format_date_time, parse_date_time};
 pub use fetch::{Fetch, SectionData, SectionKind};
-pub use response::{parse_response, Code, ListEntry, Response, Status, Tagged, Untagged};
+pub use response::{
+    parse_response, Code, ListEntry, MailboxStatus, Response, Status, Tagged, Untagged,
+};
 
 use super::connection::CommandLimits;
 use super::quote::Form;

@@ -1,7 +1,8 @@
 //! Responses as imapfs uses them: tagged and untagged status with their response codes,
-//! CAPABILITY, LIST, FLAGS, EXISTS, EXPUNGE, SEARCH, ESEARCH, ENABLED and FETCH
-//! ([RFC 3501 §7](https://www.rfc-editor.org/rfc/rfc3501#section-7)). Untagged responses of
-//! any other kind are recognised by their shape alone and skipped.
+//! CAPABILITY, LIST, STATUS, FLAGS, EXISTS, EXPUNGE, VANISHED, SEARCH, ESEARCH, ENABLED and
+//! FETCH ([RFC 3501 §7](https://www.rfc-editor.org/rfc/rfc3501#section-7),
+//! [RFC 7162 §3.2.10](https://www.rfc-editor.org/rfc/rfc7162#section-3.2.10)). Untagged
+//! responses of any other kind are recognised by their shape alone and skipped.
 
 use super::cursor::Cursor;
 use super::fetch::{parse_fetch, Fetch};
@@ -61,6 +62,20 @@ pub struct ListEntry {
     pub name: String,
 }
 
+/// A STATUS response ([RFC 3501 §7.2.4](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.4)):
+/// the items imapfs asks for, each absent when the server left it out (a NOTIFY report
+/// carries only what changed, [RFC 5465 §5.5](https://www.rfc-editor.org/rfc/rfc5465#section-5.5)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    /// The name as sent, with quoted-string escapes undone (a literal is taken as is).
+    pub mailbox: String,
+    pub messages: Option<u32>,
+    pub uid_next: Option<u32>,
+    pub uid_validity: Option<u32>,
+    /// RFC 7162 §3.1.6.
+    pub highest_modseq: Option<u64>,
+}
+
 /// An untagged response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Untagged {
@@ -71,14 +86,21 @@ pub enum Untagged {
     },
     Capability(Vec<String>),
     List(ListEntry),
+    MailboxStatus(MailboxStatus),
     Flags(Vec<String>),
     Exists(u32),
     Expunge(u32),
+    /// `VANISHED [(EARLIER)] uids` (QRESYNC): UIDs gone, as ranges. `earlier` when they
+    /// went before the command that reports them (a resynchronisation), not just now.
+    Vanished {
+        earlier: bool,
+        uids: Vec<(u32, u32)>,
+    },
     /// SEARCH or ESEARCH `ALL`: the matching numbers as ranges (never expanded).
     Search(Vec<(u32, u32)>),
     Enabled(Vec<String>),
     Fetch(Box<Fetch>),
-    /// A response imapfs does not use (RECENT, STATUS, NAMESPACE, an extension's...).
+    /// A response imapfs does not use (RECENT, NAMESPACE, an extension's...).
     Other,
 }
 
@@ -225,6 +247,8 @@ fn untagged(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
             Untagged::Flags(c.atom_list()?)
         }
         "LIST" => Untagged::List(list(c)?),
+        "STATUS" => Untagged::MailboxStatus(mailbox_status(c)?),
+        "VANISHED" => vanished(c)?,
         "SEARCH" => Untagged::Search(search(c)?),
         "ESEARCH" => Untagged::Search(esearch(c)?),
         _ => Untagged::Other,
@@ -271,6 +295,58 @@ fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
         delimiter,
         name,
     })
+}
+
+/// `* STATUS name (MESSAGES 3 UIDNEXT 12 ...)`; items imapfs does not use are skipped.
+fn mailbox_status(c: &mut Cursor<'_>) -> Result<MailboxStatus, WireError> {
+    c.space()?;
+    let mailbox = String::from_utf8_lossy(&c.astring()?).into_owned();
+    c.space()?;
+    c.expect(b'(')?;
+    let mut status = MailboxStatus {
+        mailbox,
+        ..MailboxStatus::default()
+    };
+    let n32 = |n: u64, c: &Cursor<'_>| u32::try_from(n).map_err(|_| c.error("number too large"));
+    let mut first = true;
+    while !c.eat(b")") {
+        if !first {
+            c.space()?;
+        }
+        first = false;
+        let name = c.keyword()?;
+        c.space()?;
+        match name.as_str() {
+            "MESSAGES" => status.messages = Some(n32(c.number()?, c)?),
+            "UIDNEXT" => status.uid_next = Some(n32(c.number()?, c)?),
+            "UIDVALIDITY" => status.uid_validity = Some(n32(c.number()?, c)?),
+            "HIGHESTMODSEQ" => status.highest_modseq = Some(c.number()?),
+            _ => {
+                c.value()?;
+            }
+        }
+    }
+    c.eol()?;
+    Ok(status)
+}
+
+/// `* VANISHED (EARLIER) 41,43:116` ([RFC 7162 §3.2.10](https://www.rfc-editor.org/rfc/rfc7162#section-3.2.10)).
+fn vanished(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
+    c.space()?;
+    let earlier = if c.eat(b"(") {
+        let tag = c.keyword()?;
+        c.expect(b')')?;
+        c.space()?;
+        if tag != "EARLIER" {
+            return Err(c.error("VANISHED with an unknown tag"));
+        }
+        true
+    } else {
+        false
+    };
+    let uids = sequence_set(c)?;
+    c.eol()?;
+    Ok(Untagged::Vanished { earlier, uids })
 }
 
 /// `* SEARCH 1 2 3` ([RFC 3501 §7.2.5](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.5)),
@@ -480,8 +556,7 @@ mod tests {
     #[test]
     fn unknown_untagged_responses_are_skipped_and_garbage_is_an_error() {
         for line in [
-            &b"* STATUS INBOX (MESSAGES 3)\r\n"[..],
-            b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n",
+            &b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"[..],
             b"* 3 XWEIRD (((\r\n",
             b"* XYZZY\r\n",
         ] {
