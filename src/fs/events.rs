@@ -65,6 +65,20 @@ impl Fs {
                 self.announce(&reported.mailbox, &change);
             }
             StoreEvent::MailboxList => self.mailbox_list_changed(),
+            StoreEvent::MailboxStale(mailbox) => self.mailbox_stale(&mailbox),
+        }
+    }
+
+    /// Something changed in `mailbox` that the store cannot tell exactly: a mailbox listed
+    /// here is listed again now (the kernel is told what the new listing changed), so the
+    /// change shows without anyone reading the directory first.
+    fn mailbox_stale(&self, mailbox: &MailboxId) {
+        if self.metadata.generation(mailbox).is_none() {
+            return;
+        }
+        self.metadata.mark_stale(mailbox);
+        if let Err(e) = self.ensure_listing(mailbox, Some(std::time::Duration::ZERO)) {
+            tracing::warn!(mailbox = %mailbox, error = %e, "could not list a mailbox after a change");
         }
     }
 
