@@ -60,6 +60,8 @@ pub struct ListEntry {
     pub delimiter: Option<char>,
     /// The name, with quoted-string escapes undone (a literal is taken as is).
     pub name: String,
+    /// The name it had before a RENAME, when the server says (`OLDNAME`, RFC 5465 §5.4).
+    pub old_name: Option<String>,
 }
 
 /// A STATUS response ([RFC 3501 §7.2.4](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.4)):
@@ -285,15 +287,32 @@ fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
     };
     c.space()?;
     let name = String::from_utf8_lossy(&c.astring()?).into_owned();
-    // LIST-EXTENDED data (CHILDINFO, OLDNAME) may follow; not used.
+    // LIST-EXTENDED data may follow: `("OLDNAME" ("old"))` is kept, CHILDINFO skipped.
+    let mut old_name = None;
     while c.eat(b" ") {
-        c.value()?;
+        if c.eat(b"(") {
+            while !c.eat(b")") {
+                c.eat(b" ");
+                let tag = c.astring()?.to_ascii_uppercase();
+                c.space()?;
+                if tag == b"OLDNAME" {
+                    c.expect(b'(')?;
+                    old_name = Some(String::from_utf8_lossy(&c.astring()?).into_owned());
+                    c.expect(b')')?;
+                } else {
+                    c.value()?;
+                }
+            }
+        } else {
+            c.value()?;
+        }
     }
     c.eol()?;
     Ok(ListEntry {
         attributes,
         delimiter,
         name,
+        old_name,
     })
 }
 
@@ -502,7 +521,9 @@ mod tests {
         let e = entry(b"* LIST (\\NonExistent) NIL {6}\r\nR\xc3\xa9\"x)\r\n");
         assert_eq!((e.delimiter, e.name.as_str()), (None, "R\u{e9}\"x)"));
         let e = entry(b"* LIST (\\Subscribed) \".\" INBOX (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
-        assert_eq!(e.name, "INBOX");
+        assert_eq!((e.name.as_str(), e.old_name), ("INBOX", None));
+        let e = entry(b"* LIST () \"/\" Baz/Bar (\"OLDNAME\" (Foo/Bar))\r\n");
+        assert_eq!(e.old_name.as_deref(), Some("Foo/Bar"));
         assert!(parse_response(b"* LIST (\\X) \"ab\" x\r\n").is_err());
     }
 

@@ -584,6 +584,7 @@ fn notify_reports_from_dovecot() {
         panic!("{:?}", pushed[2])
     };
     assert_eq!(renamed.name, "Baz/Bar");
+    assert_eq!(renamed.old_name.as_deref(), Some("Foo/Bar"));
     let Response::Untagged(Untagged::List(deleted)) = &pushed[3] else {
         panic!("{:?}", pushed[3])
     };
