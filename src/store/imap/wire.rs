@@ -171,6 +171,17 @@ impl<S: Read + Write> Wire<S> {
         self.broken
     }
 
+    /// True if bytes the server sent were read from the stream and not parsed yet: one
+    /// who waits for the stream to become readable must look here first.
+    pub fn has_buffered(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    /// The stream under the protocol.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// The stream, for a caller that must leave the protocol (STARTTLS). Bytes the server
     /// sent that were not read yet would be lost, or taken as protected when they were not,
     /// so they are an error.
