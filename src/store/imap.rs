@@ -15,6 +15,7 @@ mod parts;
 pub mod quote;
 pub mod search_keys;
 pub mod utf7;
+pub mod watch;
 pub mod wire;
 
 use std::sync::atomic::Ordering;
@@ -27,6 +28,7 @@ use self::connection::{
     connect, ConnectConfig, Connection, Counters, Selection, MAX_RESPONSE_BYTES,
 };
 use self::errors::connection_survives;
+use self::watch::{ListingNote, Offers, Watch, WatchSettings};
 use self::wire::{fetches, Code, Command, Untagged};
 use crate::call;
 use crate::search::SearchKey;
@@ -47,6 +49,7 @@ const MAX_NESTING: u32 = 32;
 /// What EXAMINE or SELECT told of a mailbox.
 struct Selected {
     exists: u32,
+    uid_next: Option<u32>,
     version: Option<MailboxVersion>,
 }
 
@@ -85,13 +88,15 @@ fn backoff(failures: u32) -> Duration {
 
 /// A mail store backed by an IMAP server.
 pub struct ImapStore {
-    config: ConnectConfig,
+    config: Arc<ConnectConfig>,
     counters: Arc<Counters>,
     pool: Mutex<Pool>,
     returned: Condvar,
     max_connections: usize,
     capabilities: Vec<String>,
     naming: Mutex<Naming>,
+    /// Learns of other clients' changes, once given somewhere to report them.
+    watch: Option<Watch>,
 }
 
 /// What the last LIST said about names: the delimiter, and each mailbox's wire name by path
@@ -130,7 +135,7 @@ impl ImapStore {
         tracing::info!(host = %config.host, user = %config.user, "logged in");
         tracing::debug!(capabilities = ?capabilities, "server capabilities");
         Ok(ImapStore {
-            config,
+            config: Arc::new(config),
             counters,
             pool: Mutex::new(Pool {
                 idle: vec![first],
@@ -142,7 +147,24 @@ impl ImapStore {
             max_connections: max_connections.max(1),
             capabilities,
             naming: Mutex::new(Naming::default()),
+            watch: None,
         })
+    }
+
+    /// Watches the account for changes made elsewhere (see `watch.rs`) once `MailStore::watch`
+    /// is called. Without this the store reports nothing and follows nothing.
+    pub fn with_watch(mut self, settings: WatchSettings) -> ImapStore {
+        let offers = Offers::from(|cap| self.has_capability(cap));
+        match Watch::new(
+            Arc::clone(&self.config),
+            Arc::clone(&self.counters),
+            settings,
+            offers,
+        ) {
+            Ok(watch) => self.watch = Some(watch),
+            Err(e) => tracing::warn!(error = %e, "cannot watch for changes; they show when listed"),
+        }
+        self
     }
 
     /// The wire name for a mailbox at `path`, spelled as the last LIST spelled its existing
@@ -411,6 +433,7 @@ impl ImapStore {
         };
         let selected = Selected {
             exists,
+            uid_next,
             version: uid_next
                 .zip(highest_modseq)
                 .map(|(uid_next, highest_modseq)| MailboxVersion {
@@ -553,25 +576,39 @@ impl MailStore for ImapStore {
 
     fn list_messages(&self, mailbox: &MailboxId) -> StoreResult<MailboxListing> {
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let started = std::time::Instant::now();
             let (validity, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
             let exists = selected.as_ref().map(|s| s.exists);
+            let uid_next = selected.as_ref().and_then(|s| s.uid_next);
             let version = selected.and_then(|s| s.version);
-            if exists == Some(0) {
-                return Ok(MailboxListing {
-                    uid_validity: validity,
-                    messages: Vec::new(),
-                    version,
-                });
+            let messages = if exists == Some(0) {
+                Vec::new()
+            } else {
+                // A listing is a few hundred bytes per message; allow 4 KiB each.
+                let budget = MAX_RESPONSE_BYTES.max(u64::from(exists.unwrap_or(0)) * 4096);
+                let cmd = Command::new("UID FETCH")
+                    .syntax("1:*")
+                    .syntax(convert::LISTING_ITEMS);
+                let done = conn.run_with_budget(budget, cmd)?;
+                metadata(mailbox, &done.untagged, None)
+            };
+            if let (Some(watch), Some(exists)) = (&self.watch, exists) {
+                // Without QRESYNC the watcher finds expunges by comparing UIDs.
+                let uids = (!self.has_capability("QRESYNC"))
+                    .then(|| messages.iter().map(|m| m.uid.0).collect());
+                let note = ListingNote {
+                    started,
+                    validity,
+                    uid_next,
+                    exists,
+                    modseq: version.map(|v| v.highest_modseq),
+                    uids,
+                };
+                watch.note_listing(mailbox, note);
             }
-            // A listing is a few hundred bytes per message; allow 4 KiB each.
-            let budget = MAX_RESPONSE_BYTES.max(u64::from(exists.unwrap_or(0)) * 4096);
-            let cmd = Command::new("UID FETCH")
-                .syntax("1:*")
-                .syntax(convert::LISTING_ITEMS);
-            let done = conn.run_with_budget(budget, cmd)?;
             Ok(MailboxListing {
                 uid_validity: validity,
-                messages: metadata(mailbox, &done.untagged, None),
+                messages,
                 version,
             })
         })
@@ -816,6 +853,36 @@ impl MailStore for ImapStore {
             commands: self.counters.commands.load(Ordering::Relaxed),
             bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+
+    fn watch(&self, sink: crate::store::EventSink) {
+        if let Some(watch) = &self.watch {
+            watch.start(sink);
+        }
+    }
+
+    fn follow(&self, mailbox: &MailboxId, known: Option<MailboxVersion>) {
+        if let Some(watch) = &self.watch {
+            // Without CONDSTORE offered, a version is not to be relied on.
+            let known = known.filter(|_| self.has_capability("CONDSTORE"));
+            watch.follow(mailbox, known);
+        }
+    }
+
+    fn is_followed(&self, mailbox: &MailboxId) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.is_followed(mailbox))
+    }
+
+    fn is_list_followed(&self) -> bool {
+        self.watch.as_ref().is_some_and(Watch::is_list_followed)
+    }
+}
+
+impl Drop for ImapStore {
+    fn drop(&mut self) {
+        if let Some(watch) = &self.watch {
+            watch.stop();
         }
     }
 }
