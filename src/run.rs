@@ -11,6 +11,7 @@ use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig, FsParts, Invalidation};
 use crate::fuse::FuseAdapter;
 use crate::secret;
 use crate::store::imap::connection::ConnectConfig;
+use crate::store::imap::watch::WatchSettings;
 use crate::store::imap::{Auth, ImapStore, Transport};
 use crate::store::{MailStore, StoreError, StoreEvent};
 
@@ -87,11 +88,19 @@ fn connect(opts: &Options) -> Result<ImapStore, RunError> {
         tls: Default::default(),
         plaintext_warned: Default::default(),
     };
-    ImapStore::connect(config, opts.connections).map_err(|error| RunError::Login {
+    let store = ImapStore::connect(config, opts.connections).map_err(|error| RunError::Login {
         user: opts.source.user.clone(),
         server: format!("{}:{}", opts.source.host, opts.source.port),
         error,
-    })
+    })?;
+    if opts.no_watch {
+        tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
+        return Ok(store);
+    }
+    Ok(store.with_watch(WatchSettings {
+        poll_interval: opts.poll_interval,
+        keepalive: opts.keepalive,
+    }))
 }
 
 fn fuse_config(opts: &Options) -> fuser::Config {
