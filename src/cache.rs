@@ -6,7 +6,10 @@
 //! For a given UIDVALIDITY and UID the server's bytes never change (RFC 3501 §2.3.1.1), so
 //! entries never go stale; they leave by eviction, or when a mailbox's UIDVALIDITY changes.
 
+pub mod dir;
+pub mod disk;
 pub mod memory;
+pub mod tiered;
 
 use std::sync::Arc;
 

@@ -245,6 +245,22 @@ pub struct Options {
     /// Keep new files in DIR until they are appended (and if APPEND fails) [default: $XDG_STATE_HOME/imapfs/spool]
     #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
     pub spool_dir: Option<PathBuf>,
+
+    /// Keep what was read on disk in DIR, across mounts [default: $XDG_CACHE_HOME/imapfs/USER@HOST:PORT]
+    #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// At most this much content in the disk cache (bytes, or with K, M, G); it also keeps 5% of its filesystem free
+    #[arg(long, value_name = "BYTES", value_parser = size_value, default_value = "2G")]
+    pub disk_cache_size: u64,
+
+    /// Keep nothing on disk: every mount starts cold, and the mount needs the server
+    #[arg(long)]
+    pub no_disk_cache: bool,
+
+    /// Start offline on purpose: serve what the disk cache holds, never ask the server
+    #[arg(long, conflicts_with = "no_disk_cache")]
+    pub offline: bool,
 }
 
 /// Why the command line was not accepted.
@@ -748,6 +764,10 @@ mod tests {
                 debug: false,
                 log_file: None,
                 spool_dir: None,
+                cache_dir: None,
+                disk_cache_size: 2 << 30,
+                no_disk_cache: false,
+                offline: false,
             }
         );
         // The defaults clap applies are the documented constants.

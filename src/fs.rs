@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod newfiles;
 pub mod newmail;
+pub mod prefetch;
 pub mod reads;
 pub mod searches;
 pub mod sizes;
@@ -78,6 +79,10 @@ pub struct Attr {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
+    /// Status change: a file's mtime; for a directory, when the mount started (its mtime
+    /// becomes known only once it is listed, and `tar` takes a changed ctime for a
+    /// directory changed while it was read).
+    pub ctime: SystemTime,
     pub perm: u16,
     pub nlink: u32,
     pub uid: u32,
@@ -167,9 +172,13 @@ pub struct Fs {
     notes: TrashNotes,
     /// Kept search results.
     searches: searches::SearchResults,
+    /// When the core was made (directories' ctime).
+    started: SystemTime,
+    /// Prefetches asked for on this mount.
+    prefetches: prefetch::Prefetches,
     invalidations: Invalidations,
     release_memory: Option<ReleaseHook>,
-    /// Nodes dropped by `forget` so far.
+    /// Nodes dropped by `forget` since memory was last released.
     forgotten: AtomicU64,
 }
 
@@ -194,6 +203,8 @@ impl Fs {
             walks: WalkDetector::default(),
             notes: TrashNotes::default(),
             searches: searches::SearchResults::default(),
+            started: SystemTime::now(),
+            prefetches: prefetch::Prefetches::default(),
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
@@ -206,6 +217,7 @@ impl Fs {
             kind: Kind::Directory,
             size: 0,
             mtime,
+            ctime: self.started,
             perm: 0o700,
             nlink: 2,
             uid: self.config.uid,
@@ -219,6 +231,7 @@ impl Fs {
             kind: Kind::File,
             size,
             mtime,
+            ctime: mtime,
             perm: 0o600,
             nlink: 1,
             uid: self.config.uid,
@@ -335,9 +348,9 @@ impl Fs {
             .tree(None)
             .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()));
         let Some(id) = id else {
-            return (UNIX_EPOCH, TTL_VOLATILE);
+            return (self.started, TTL_VOLATILE);
         };
-        let mtime = self.metadata.changed(&id).unwrap_or(UNIX_EPOCH);
+        let mtime = self.metadata.changed(&id).unwrap_or(self.started);
         let ttl = if self.store.is_followed(&id) {
             TTL_FINAL
         } else {
@@ -357,7 +370,7 @@ impl Fs {
 
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<AttrReply> {
-        let node = self.node(ino)?;
+        let node = self.exact_file(self.node(ino)?)?;
         Ok(self.attr_of(ino, &node))
     }
 

@@ -67,7 +67,7 @@ fn file_attr(attr: &Attr) -> FileAttr {
         blocks: attr.size.div_ceil(512),
         atime: attr.mtime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind: file_type(attr.kind),
         perm: attr.perm,

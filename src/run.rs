@@ -6,10 +6,15 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use crate::cache::dir::{self as cache_dir, CacheDir};
+use crate::cache::disk::DiskCache;
+use crate::cache::memory::MemoryCache;
+use crate::cache::tiered::TieredCache;
 use crate::cli::{AuthMethod, DeleteMode, Options, Security};
 use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig, FsParts, Invalidation};
 use crate::fuse::FuseAdapter;
 use crate::secret;
+use crate::store::cached::CachedStore;
 use crate::store::imap::connection::ConnectConfig;
 use crate::store::imap::watch::WatchSettings;
 use crate::store::imap::{Auth, ImapStore, Transport};
@@ -46,8 +51,34 @@ fn check_mountpoint(opts: &Options) -> Result<(), RunError> {
     }
 }
 
+/// The IMAP store, logged in once (or not, when the mount starts offline: then why).
+struct Connected {
+    imap: ImapStore,
+    offline: Option<StoreError>,
+}
+
+/// Where the disk cache is, unless `--no-disk-cache`.
+fn cache_path(opts: &Options) -> Option<PathBuf> {
+    if opts.no_disk_cache {
+        return None;
+    }
+    opts.cache_dir
+        .clone()
+        .or_else(|| cache_dir::default_path(&opts.source.user, &opts.source.host, opts.source.port))
+}
+
+/// Whether an unreachable server still allows a mount: a disk cache with an index is there.
+fn may_start_offline(opts: &Options, error: &StoreError) -> bool {
+    matches!(error, StoreError::Connection(_) | StoreError::Timeout(_))
+        && cache_path(opts)
+            .and_then(|p| std::fs::metadata(p.join("index.redb")).ok())
+            .is_some_and(|m| m.len() > 0)
+}
+
 /// Logs in once with the options' credentials; the store keeps them for reconnecting.
-fn connect(opts: &Options) -> Result<ImapStore, RunError> {
+/// With a disk cache, an unreachable server (or `--offline`) still gives a store, which
+/// starts offline.
+fn connect(opts: &Options) -> Result<Connected, RunError> {
     let (command, env_var, what) = match opts.auth {
         AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => (
             opts.oauth2_token_command.as_deref(),
@@ -88,19 +119,90 @@ fn connect(opts: &Options) -> Result<ImapStore, RunError> {
         tls: Default::default(),
         plaintext_warned: Default::default(),
     };
-    let store = ImapStore::connect(config, opts.connections).map_err(|error| RunError::Login {
+    let mut imap = ImapStore::unconnected(config, opts.connections);
+    if opts.no_watch {
+        tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
+    } else {
+        imap = imap.with_watch(WatchSettings {
+            poll_interval: opts.poll_interval,
+            keepalive: opts.keepalive,
+        });
+    }
+    if opts.offline {
+        return Ok(Connected {
+            imap,
+            offline: None,
+        });
+    }
+    match imap.log_in() {
+        Ok(()) => Ok(Connected {
+            imap,
+            offline: None,
+        }),
+        Err(error) if may_start_offline(opts, &error) => {
+            tracing::warn!(%error, "the server cannot be reached; mounting from the disk cache");
+            Ok(Connected {
+                imap,
+                offline: Some(error),
+            })
+        }
+        Err(error) => Err(login_error(opts, error)),
+    }
+}
+
+fn login_error(opts: &Options, error: StoreError) -> RunError {
+    RunError::Login {
         user: opts.source.user.clone(),
         server: format!("{}:{}", opts.source.host, opts.source.port),
         error,
-    })?;
-    if opts.no_watch {
-        tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
-        return Ok(store);
     }
-    Ok(store.with_watch(WatchSettings {
-        poll_interval: opts.poll_interval,
-        keepalive: opts.keepalive,
-    }))
+}
+
+/// What a mount reads from: the store, and the cache of content in front of it.
+type Backends = (Arc<dyn MailStore>, Arc<dyn crate::cache::ContentCache>);
+
+/// The store and content cache a mount uses: with the disk cache, the IMAP store behind
+/// `CachedStore` and memory in front of disk; without it (or when another imapfs uses it),
+/// the IMAP store and memory alone.
+fn stores(opts: &Options, connected: Connected, memory: MemoryCache) -> Result<Backends, RunError> {
+    let Connected { imap, offline } = connected;
+    let starting_offline = opts.offline || offline.is_some();
+    let opened = cache_path(opts).map(|path| {
+        CacheDir::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|dir| {
+                let dir = Arc::new(dir);
+                let disk = DiskCache::new(Arc::clone(&dir), opts.disk_cache_size)
+                    .map_err(|e| format!("the disk cache {}: {e}", path.display()))?;
+                Ok((dir, Arc::new(disk)))
+            })
+    });
+    match opened {
+        Some(Ok((dir, disk))) => {
+            tracing::info!(dir = %dir.path().display(), "disk cache");
+            let cached =
+                CachedStore::new(Arc::new(imap), dir, Some(Arc::clone(&disk)), opts.offline);
+            if starting_offline && !cached.has_data() {
+                return Err(login_error(
+                    opts,
+                    offline.unwrap_or_else(|| {
+                        StoreError::Offline("--offline, and the disk cache holds nothing".into())
+                    }),
+                ));
+            }
+            if let Some(why) = &offline {
+                cached.start_offline(why);
+            }
+            let cache = Arc::new(TieredCache::new(memory, disk));
+            Ok((Arc::new(cached), cache))
+        }
+        Some(Err(why)) if starting_offline => Err(RunError::Daemon(why)),
+        Some(Err(why)) => {
+            tracing::warn!("{why}; this mount runs without a disk cache");
+            Ok((Arc::new(imap), Arc::new(memory)))
+        }
+        None => Ok((Arc::new(imap), Arc::new(memory))),
+    }
 }
 
 fn fuse_config(opts: &Options) -> fuser::Config {
@@ -232,7 +334,7 @@ fn forward_store_events(store: &dyn MailStore, fs: &Arc<Fs>) {
 }
 
 /// Mounts and serves until unmounted or signalled. `ready` is told once the mount is up.
-fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), RunError> {
+fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(), RunError> {
     let signals = block_signals();
     let config = FsConfig {
         uid: opts.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
@@ -246,12 +348,15 @@ fn serve(opts: &Options, store: ImapStore, ready: impl FnOnce()) -> Result<(), R
         },
         spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
     };
+    let memory = MemoryCache::new(config.cache_bytes / 4 * 3);
+    let (store, cache) = stores(opts, connected, memory)?;
     let parts = FsParts {
         release_memory: Some(Arc::new(release_memory)),
+        cache,
         ..FsParts::defaults(&config)
     };
-    let store: Arc<dyn MailStore> = Arc::new(store);
     let fs = Arc::new(Fs::with_parts(Arc::clone(&store), config, parts));
+    fs.enable_background_work();
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
     let mut session = fuser::Session::new(

@@ -657,5 +657,7 @@ pub fn check_raw_imap(raw: &str) -> Result<(), (usize, String)> {
     Ok(())
 }
 
+pub mod local;
+
 #[cfg(test)]
 mod tests;

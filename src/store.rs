@@ -4,6 +4,7 @@
 //! and `store/memory.rs` in memory for tests. UIDs and UIDVALIDITY are distinct newtypes;
 //! message sequence numbers never leave the IMAP module.
 
+pub mod cached;
 #[cfg(test)]
 mod conformance;
 pub mod imap;
@@ -18,11 +19,15 @@ use crate::search::SearchKey;
 
 /// A message's unique identifier within one mailbox and UIDVALIDITY
 /// ([RFC 3501 §2.3.1.1](https://www.rfc-editor.org/rfc/rfc3501#section-2.3.1.1)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Uid(pub u32);
 
 /// The UIDVALIDITY of a mailbox: when it changes, every UID in it means something else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct UidValidity(pub u32);
 
 impl fmt::Display for Uid {
@@ -40,7 +45,9 @@ impl fmt::Display for UidValidity {
 /// The server's own identifier of a mailbox (for IMAP, its wire name in modified UTF-7).
 /// The filesystem core treats it as opaque: it keys caches with it and hands it back to the
 /// store, but never splits, decodes or compares it with a user's name. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct MailboxId(Arc<str>);
 
 impl MailboxId {
@@ -68,7 +75,18 @@ pub type MailboxPath = Vec<String>;
 /// A body section number such as `1`, `2.1` or `3.2.1`
 /// ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
 /// The empty section is the whole message (`BODY[]`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Section(pub Vec<u32>);
 
 impl Section {
@@ -103,7 +121,7 @@ impl fmt::Display for Section {
 }
 
 /// One mailbox as LIST reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailboxInfo {
     /// The server's identifier.
     pub id: MailboxId,
@@ -116,7 +134,7 @@ pub struct MailboxInfo {
 }
 
 /// What one batched metadata fetch says about a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageMeta {
     pub uid: Uid,
     /// RFC822.SIZE: the size of `BODY[]` in octets.
@@ -141,7 +159,7 @@ pub struct MailboxListing {
 /// What changes whenever anything in a mailbox changes: with CONDSTORE
 /// ([RFC 7162](https://www.rfc-editor.org/rfc/rfc7162)) a flag change raises HIGHESTMODSEQ,
 /// a new message UIDNEXT, an expunge the message count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailboxVersion {
     pub uid_validity: UidValidity,
     pub uid_next: u32,
@@ -150,7 +168,7 @@ pub struct MailboxVersion {
 }
 
 /// Content-Transfer-Encoding of a leaf part.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TransferEncoding {
     SevenBit,
     EightBit,
@@ -161,7 +179,7 @@ pub enum TransferEncoding {
 }
 
 /// The fields every body part has (lower-cased type names).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PartHeader {
     /// `text`, `image`, `multipart`, `message`... lower case.
     pub media_type: String,
@@ -177,7 +195,7 @@ pub struct PartHeader {
 
 /// A parsed BODYSTRUCTURE ([RFC 3501 §7.4.2](https://www.rfc-editor.org/rfc/rfc3501#section-7.4.2)),
 /// in our own types so that the filesystem core never sees the IMAP crate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BodyPart {
     /// A leaf part (text, image, application, ...).
     Leaf {
@@ -214,14 +232,16 @@ impl BodyPart {
 }
 
 /// How much of a section to fetch: all of it, or a byte range of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ByteRange {
     pub offset: u64,
     pub len: u64,
 }
 
 /// In which form a section's bytes are asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Transfer {
     /// As stored, still transfer-encoded: `BODY.PEEK[s]`.
     Encoded,
@@ -231,7 +251,7 @@ pub enum Transfer {
 }
 
 /// One thing to fetch about a part of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PartItem {
     /// The decoded size of a section: `BINARY.SIZE[s]` (only with [`Capabilities::binary`]).
     DecodedSize(Section),
@@ -245,7 +265,7 @@ pub enum PartItem {
 }
 
 /// The answer for one [`PartItem`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PartValue {
     Size(u64),
     Bytes(Vec<u8>),
@@ -304,6 +324,8 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("interrupted: the caller gave up")]
     Interrupted,
+    #[error("offline: {0}")]
+    Offline(String),
 }
 
 /// The result type of every store call.
@@ -311,7 +333,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The structure of one message and the size of the whole message, from one request, so
 /// a message directory's `message.eml` is sized by the same answer that lists its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageStructure {
     pub uid: Uid,
     /// RFC822.SIZE: the size of `BODY[]` in octets.
@@ -347,6 +369,16 @@ impl MailboxChange {
             flags: Vec::new(),
         }
     }
+}
+
+/// Whether a store is talking to its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Online,
+    /// Serving what was kept, since then.
+    Offline {
+        since: SystemTime,
+    },
 }
 
 /// What a store can report without being asked.
@@ -510,6 +542,24 @@ pub trait MailStore: Send + Sync + 'static {
     /// The UIDs of the messages of `mailbox` that match `key`, ascending (`UID SEARCH`,
     /// ESEARCH where offered). A key this server cannot run is `Invalid`.
     fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>>;
+
+    /// What changed in `mailbox` since a listing at `known` was taken, given the UIDs that
+    /// listing held: the change and the version after it, asked in requests that cost in
+    /// proportion to the change (QRESYNC, or CONDSTORE and a UID search). `None`: only a
+    /// full listing can tell (the default).
+    fn changes_since(
+        &self,
+        _mailbox: &MailboxId,
+        _known: MailboxVersion,
+        _held: &[Uid],
+    ) -> StoreResult<Option<(MailboxChange, MailboxVersion)>> {
+        Ok(None)
+    }
+
+    /// Whether the server is being talked to (a store with a disk cache can be offline).
+    fn link_state(&self) -> LinkState {
+        LinkState::Online
+    }
 
     /// Sends changes the store learns of by itself (another client's, pushed by the server)
     /// to `sink` from now on. A store that cannot learn of changes by itself keeps the

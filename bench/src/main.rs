@@ -34,7 +34,7 @@ struct Args {
     /// Runs per row; each row reports the median [default: 3, --quick: 1].
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     runs: Option<u32>,
-    /// A quick check: 500 messages, 1 run (explicit --messages/--runs still win).
+    /// A quick check: 500 messages, 1,000 in Walk, 1 run (explicit --messages/--runs/--walk-messages still win).
     #[arg(long)]
     quick: bool,
     /// Where to write the table (Markdown).
@@ -61,6 +61,12 @@ struct Args {
     /// --cache-size for the extra cold grep that checks the memory bound under eviction.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     small_cache: u64,
+    /// Small generated messages in the mailbox the forget row walks (`Walk`) [default: 20000, --quick: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    walk_messages: Option<u64>,
+    /// --cache-size of the forget row's second mount, which keeps the caches out of its figures.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    walk_cache: u64,
     /// The imapfs binary [default: `imapfs` beside this program].
     #[arg(long, value_name = "PATH")]
     imapfs: Option<PathBuf>,
@@ -242,6 +248,10 @@ fn run(args: &Args, work: &Path) -> io::Result<()> {
         bandwidth: args.bandwidth.max(1),
         grep_cache: args.grep_cache,
         small_cache: args.small_cache,
+        walk_messages: args
+            .walk_messages
+            .map_or(if args.quick { 1_000 } else { 20_000 }, |n| n as usize),
+        walk_cache: args.walk_cache,
         imapfs: imapfs.clone(),
         work: work.to_path_buf(),
         log_dir: args.log_dir.clone(),

@@ -1,5 +1,5 @@
 //! One FUSE mount (`imapfs -f`, or `bindfs -f` for the FUSE reference): started, waited for,
-//! asked for its counters and peak memory, and always unmounted again (SIGTERM, which both
+//! asked for its counters and memory, and always unmounted again (SIGTERM, which both
 //! answer by unmounting; a lazy unmount if that fails).
 
 use std::ffi::CString;
@@ -73,7 +73,9 @@ impl Mount {
             .arg("--ca-file")
             .arg(opts.ca_file)
             .arg("--spool-dir")
-            .arg(opts.spool_dir);
+            .arg(opts.spool_dir)
+            // Every row here is about a mount that starts cold.
+            .arg("--no-disk-cache");
         if let Some(size) = opts.cache_size {
             cmd.arg("--cache-size").arg(size.to_string());
         }
@@ -150,14 +152,24 @@ impl Mount {
 
     /// Peak resident memory of the imapfs process so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> io::Result<u64> {
+        self.status_bytes("VmHWM")
+    }
+
+    /// Resident memory of the imapfs process now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> io::Result<u64> {
+        self.status_bytes("VmRSS")
+    }
+
+    /// A `kB` field of `/proc/PID/status`, in bytes.
+    fn status_bytes(&self, field: &str) -> io::Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.process.id()))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().strip_suffix("kB"))
             .and_then(|kb| kb.trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
-            .ok_or_else(|| io::Error::other("no VmHWM in /proc/PID/status"))
+            .ok_or_else(|| io::Error::other(format!("no {field} in /proc/PID/status")))
     }
 
     /// Unmounts and waits for imapfs to exit; an error if either needed force.

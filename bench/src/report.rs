@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 mod targets;
 
 use self::targets::{rows, Row};
+use crate::server::WALK_AVG_SIZE;
 use crate::stats::Series;
 use crate::suite::{Config, Results, FLOOR_COMMAND};
 
@@ -55,7 +56,8 @@ fn cpu_cell(client: Option<f64>, server: Option<f64>) -> String {
     }
 }
 
-fn mib(bytes: u64) -> String {
+/// Bytes in MiB, one decimal.
+pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)
 }
 
@@ -152,6 +154,29 @@ fn all_runs(r: &Results) -> String {
         "| 5a peak RSS per grep mount | {} | | | |",
         rss.join(" / ")
     );
+    for (name, f) in [("6a", &r.forget), ("6b", &r.forget_small_cache)] {
+        let Some(f) = f else { continue };
+        let s = &f.find;
+        let join = |f: &dyn Fn(&crate::stats::Sample) -> String| {
+            s.samples.iter().map(f).collect::<Vec<_>>().join(" / ")
+        };
+        let _ = writeln!(
+            out,
+            "| {name} find over Walk; RSS after mount / peak / after find / after drop_caches: \
+             {} / {} / {} / {} | {} | {} | {} | {} |",
+            mib(f.after_mount),
+            mib(f.peak),
+            mib(f.after_find),
+            mib(f.after_drop),
+            join(&|x| secs(x.seconds)),
+            join(&|x| thousands(x.bytes)),
+            join(&|x| x.commands.map_or("-".into(), thousands)),
+            join(&|x| format!(
+                "({})",
+                cpu_cell(x.client_cpu, x.server_cpu).replace(" / ", ", ")
+            )),
+        );
+    }
     out
 }
 
@@ -180,7 +205,8 @@ pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
         out,
         "Corpus: INBOX with {} messages, {} bytes ({} B on average): {} generated messages \
          (seed {}, about {} B each; plain, multipart/alternative and with an attachment) \
-         plus one of {} with a 10 MB attachment. Filled in {:.1} s. \
+         plus one of {} with a 10 MB attachment; and Walk, for the forget rows, with {} \
+         generated messages of about {} B ({} bytes). Filled in {:.1} s. \
          Each timed row is the median of {} runs; in each run every row is measured once, \
          one after another. The whole benchmark took {:.0} s; the load average (1, 5, 15 min) \
          was {} before and {} after.\n",
@@ -191,6 +217,9 @@ pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
         config.seed,
         thousands(config.avg_size as u64),
         mib(r.large_bytes),
+        thousands(r.walk_messages as u64),
+        thousands(WALK_AVG_SIZE as u64),
+        thousands(r.walk_bytes),
         r.fill_seconds,
         config.runs,
         r.total_seconds,
@@ -230,6 +259,16 @@ pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
         "grep found {} files over the Maildir and {} over imapfs.\n",
         r.grep_matches.0, r.grep_matches.1
     );
+    for (id, f) in [("6a", &r.forget), ("6b", &r.forget_small_cache)] {
+        if let Some(f) = f {
+            let _ = writeln!(
+                out,
+                "{id}: find printed {} entries, {} of them message directories.\n",
+                thousands(f.entries as u64),
+                thousands(f.message_dirs as u64)
+            );
+        }
+    }
     if !r.wrong.is_empty() {
         let _ = writeln!(out, "**Wrong results:**\n");
         for (row, why) in &r.wrong {
@@ -287,10 +326,26 @@ fn method(config: &Config) -> String {
   on the same mount, then times `cat` of one `body.txt` of a message in the middle of it.\n\
 - **Memory (5a, 5b).** `VmHWM` of the imapfs process from `/proc/PID/status` after the \
   greps. 5b is one extra cold grep with a cache much smaller than the corpus.\n\
+- **Forget (6a, 6b).** A fresh mount; `ls` of its root; RSS (`VmRSS` of imapfs from \
+  `/proc/PID/status`) is *after mount*. Then `find <mount>/Walk`, timed and counted like \
+  the other rows: it looks up every message directory and the files in it (imapfs fetches \
+  the BODYSTRUCTUREs and, for exact sizes, the small text bodies); RSS *after find*, and \
+  `VmHWM` as the *peak*. Then `sync; echo 2 > /proc/sys/vm/drop_caches`: the kernel drops \
+  its unused dentries and inodes and sends FORGET for every inode of the mount. RSS is read \
+  every 100 ms until it stays within 256 KiB for 1 s (at most 10 s): *after drop_caches*, \
+  and the time from the end of drop_caches to the value it settled at. Target (the \
+  issue's): after drop_caches at most 16 MiB above after mount. 6a mounts with the default \
+  options (a 256 MiB cache, a quarter of it for rendered files, which the text bodies \
+  fetched for sizes fill); 6b repeats it with --cache-size {walk_cache}, so that what \
+  stays is what the caches cannot hold: the mailbox listing, the layout cache and the \
+  heap. `find` must print the mailbox, every message directory and each one's files \
+  (`message.eml`, `body.txt`, and `body.html` or the attachment). Measured once each, \
+  after everything else, because drop_caches empties those caches for the whole machine.\n\
 - **Clean-up.** Every mount is unmounted (SIGTERM to `imapfs -f`, lazy unmount if that \
   fails) and every process stopped, also on SIGINT/SIGTERM; `scripts/bench.sh` sweeps \
   whatever is left under its work directory on exit.\n",
-        word = config.word
+        word = config.word,
+        walk_cache = mib(config.walk_cache),
     )
 }
 

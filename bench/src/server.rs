@@ -1,13 +1,15 @@
 //! The mail server under test: a private Dovecot filled with the deterministic bulk corpus and
-//! the one message with a 10 MB attachment, warmed up so every measurement sees the same
-//! server-side caches.
+//! the one message with a 10 MB attachment, plus a mailbox of many small messages for the
+//! forget row, warmed up so every measurement sees the same server-side caches.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fixture::{append, bulk_message, fill_bulk, sample_messages, Dovecot, DovecotOptions};
+use fixture::{
+    append, bulk_message, fill_bulk, maildir_folder, sample_messages, Dovecot, DovecotOptions,
+};
 
 use crate::raw_imap::RawImap;
 
@@ -15,6 +17,11 @@ use crate::raw_imap::RawImap;
 pub const USER: &str = "alice";
 /// The mailbox every measurement uses.
 pub const MAILBOX: &str = "INBOX";
+/// The mailbox the forget row walks: many small messages, so that the walk's cost is its
+/// inodes rather than its content.
+pub const WALK_MAILBOX: &str = "Walk";
+/// Average size of a message in [`WALK_MAILBOX`], bytes.
+pub const WALK_AVG_SIZE: usize = 2_000;
 
 /// What the benchmark needs to know about the filled mailbox.
 pub struct Corpus {
@@ -30,7 +37,13 @@ pub struct Corpus {
     pub large_body: String,
     /// Directory name of a bulk message in the middle of the mailbox, for the slow-link read.
     pub probe_dir: String,
-    /// Seconds the fill took.
+    /// Messages in [`WALK_MAILBOX`].
+    pub walk_messages: usize,
+    /// Their bytes as stored.
+    pub walk_bytes: u64,
+    /// Lines `find` of the Walk directory must print (see [`walk_entries`]).
+    pub walk_entries: usize,
+    /// Seconds the fill took (both mailboxes).
     pub fill_seconds: f64,
 }
 
@@ -54,8 +67,15 @@ pub fn start(dir: &Path) -> io::Result<Dovecot> {
 }
 
 /// Writes `count` bulk messages (seed `seed`, about `avg_size` bytes each) straight into the
-/// Maildir, then APPENDs the 10 MB sample, which gets the next UID.
-pub fn fill(dovecot: &Dovecot, count: usize, seed: u64, avg_size: usize) -> io::Result<Corpus> {
+/// Maildir, then APPENDs the 10 MB sample, which gets the next UID; then `walk` bulk
+/// messages of about [`WALK_AVG_SIZE`] bytes (same seed) into [`WALK_MAILBOX`].
+pub fn fill(
+    dovecot: &Dovecot,
+    count: usize,
+    walk: usize,
+    seed: u64,
+    avg_size: usize,
+) -> io::Result<Corpus> {
     let started = Instant::now();
     fill_bulk(dovecot, USER, MAILBOX, count, seed, avg_size)?;
     let large = sample_messages()
@@ -65,9 +85,11 @@ pub fn fill(dovecot: &Dovecot, count: usize, seed: u64, avg_size: usize) -> io::
     let mut session = dovecot.client(USER)?;
     let large_uid = append(&mut session, MAILBOX, &large.raw, &[])?;
     let _ = session.logout();
+    fill_bulk(dovecot, USER, WALK_MAILBOX, walk, seed, WALK_AVG_SIZE)?;
     let fill_seconds = started.elapsed().as_secs_f64();
 
     let total_bytes = maildir_bytes(&dovecot.maildir(USER))?;
+    let walk_bytes = maildir_bytes(&maildir_folder(&dovecot.maildir(USER), WALK_MAILBOX)?)?;
     let probe_index = count / 2;
     let probe = bulk_message(seed, probe_index, avg_size);
     Ok(Corpus {
@@ -77,8 +99,22 @@ pub fn fill(dovecot: &Dovecot, count: usize, seed: u64, avg_size: usize) -> io::
         large_bytes: large.raw.len() as u64,
         large_body: large.body_text.unwrap_or_default(),
         probe_dir: format!("{} {}", probe_index + 1, probe.subject),
+        walk_messages: walk,
+        walk_bytes,
+        walk_entries: walk_entries(walk, seed),
         fill_seconds,
     })
+}
+
+/// What `find` of the Walk directory prints for `count` bulk messages of seed `seed`: the
+/// directory itself, and each message directory with its files: `message.eml` and
+/// `body.txt`, plus `body.html` (multipart/alternative) or the attachment.
+pub fn walk_entries(count: usize, seed: u64) -> usize {
+    let files = |index| match bulk_message(seed, index, WALK_AVG_SIZE).structure {
+        "plain" => 2,
+        _ => 3,
+    };
+    1 + (0..count).map(|index| 1 + files(index)).sum::<usize>()
 }
 
 /// Sum of the sizes of the message files in `cur/` and `new/` of a Maildir folder.
@@ -98,11 +134,13 @@ pub fn warm_up(dovecot: &Dovecot) -> io::Result<()> {
     let ca = fs::read(dovecot.ca_file())?;
     let mut session = RawImap::connect(dovecot.imaps_addr(), &ca)?;
     session.login(USER, dovecot.password(USER))?;
-    session.run(&format!("EXAMINE {MAILBOX}"))?;
-    session.run(
-        "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE \
-         BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
-    )?;
+    for mailbox in [MAILBOX, WALK_MAILBOX] {
+        session.run(&format!("EXAMINE {mailbox}"))?;
+        session.run(
+            "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE \
+             BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+        )?;
+    }
     session.logout();
     Ok(())
 }

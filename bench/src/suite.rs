@@ -8,6 +8,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod forget;
 mod fuse_reference;
 mod imapfs_rows;
 mod references;
@@ -20,8 +21,9 @@ use crate::mbsync::{self, Account, Mbsync};
 use crate::mount::{Mount, MountOptions};
 use crate::process;
 use crate::raw_imap::RawImap;
-use crate::server::{self, Corpus, MAILBOX, USER};
+use crate::server::{self, Corpus, MAILBOX, USER, WALK_AVG_SIZE, WALK_MAILBOX};
 
+pub use self::forget::{Forget, FORGET_TARGET};
 pub use self::fuse_reference::BINDFS_OPTIONS;
 use self::fuse_reference::{find_program, link_tree};
 use crate::stats::{Sample, Series};
@@ -46,6 +48,10 @@ pub struct Config {
     pub grep_cache: Option<u64>,
     /// `--cache-size` of the extra cold grep that checks the memory bound under eviction.
     pub small_cache: u64,
+    /// Messages in the mailbox the forget row walks.
+    pub walk_messages: usize,
+    /// `--cache-size` of the forget row's second mount (6b).
+    pub walk_cache: u64,
     pub imapfs: PathBuf,
     /// Scratch space: the server, the mbsync Maildirs, the mountpoint.
     pub work: PathBuf,
@@ -70,6 +76,8 @@ pub struct Results {
     pub config_grep_cache: u64,
     pub corpus_messages: usize,
     pub corpus_bytes: u64,
+    pub walk_messages: usize,
+    pub walk_bytes: u64,
     pub large_bytes: u64,
     pub large_part_bytes: u64,
     pub fill_seconds: f64,
@@ -93,6 +101,10 @@ pub struct Results {
     pub rss_grep: Vec<u64>,
     pub grep_small: Series,
     pub rss_small: Vec<u64>,
+    /// `find` over the Walk mailbox and RSS until after drop_caches: default mount options
+    /// (6a), then with a small cache (6b).
+    pub forget: Option<Forget>,
+    pub forget_small_cache: Option<Forget>,
     /// Files the greps reported: (over the Maildir, over imapfs).
     pub grep_matches: (usize, usize),
     /// Rows whose output was wrong, with why.
@@ -167,6 +179,8 @@ pub fn run(config: &Config) -> io::Result<Results> {
     let mut bench = Bench::set_up(config)?;
     results.corpus_messages = bench.corpus.messages;
     results.corpus_bytes = bench.corpus.total_bytes;
+    results.walk_messages = bench.corpus.walk_messages;
+    results.walk_bytes = bench.corpus.walk_bytes;
     results.large_bytes = bench.corpus.large_bytes;
     results.large_part_bytes = bench.corpus.large_body.len() as u64;
     results.fill_seconds = bench.corpus.fill_seconds;
@@ -182,6 +196,11 @@ pub fn run(config: &Config) -> io::Result<Results> {
     }
     progress("extra cold grep with a small cache (1 run)");
     bench.grep_small_cache(&mut results)?;
+    // Last: drop_caches empties the dentry and inode caches of the whole machine.
+    progress("forget: find over Walk, then drop_caches (1 run each, default and small cache)");
+    results.forget = Some(bench.forget_after_walk(None, &mut results)?);
+    results.forget_small_cache =
+        Some(bench.forget_after_walk(Some(config.walk_cache), &mut results)?);
     progress("counting mbsync's commands (mbsync -Dn, untimed)");
     let n = bench.corpus.messages;
     results
@@ -200,14 +219,22 @@ impl<'a> Bench<'a> {
         progress("starting Dovecot");
         let dovecot = server::start(&config.work.join("server"))?;
         progress(&format!(
-            "filling INBOX with {} messages of about {} bytes (seed {}) and one with a 10 MB attachment",
-            config.messages, config.avg_size, config.seed
+            "filling INBOX with {} messages of about {} bytes (seed {}) and one with a 10 MB \
+             attachment, and {WALK_MAILBOX} with {} of about {WALK_AVG_SIZE} bytes",
+            config.messages, config.avg_size, config.seed, config.walk_messages
         ));
-        let corpus = server::fill(&dovecot, config.messages, config.seed, config.avg_size)?;
+        let corpus = server::fill(
+            &dovecot,
+            config.messages,
+            config.walk_messages,
+            config.seed,
+            config.avg_size,
+        )?;
         process::check()?;
         progress(&format!(
-            "corpus: {} messages, {} bytes; warming the server up",
-            corpus.messages, corpus.total_bytes
+            "corpus: {} messages, {} bytes; {WALK_MAILBOX}: {} messages, {} bytes; warming the \
+             server up",
+            corpus.messages, corpus.total_bytes, corpus.walk_messages, corpus.walk_bytes
         ));
         server::warm_up(&dovecot)?;
         let loopback = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default())?;

@@ -320,12 +320,30 @@ impl ContentFetcher {
             .contains(&key(message, section, Transfer::Encoded, 0))
     }
 
+    /// Whether all of a whole message of `size` bytes is cached (its first and last chunks:
+    /// a message's chunks are kept together).
+    pub fn has_whole_message(&self, message: &MessageRef, size: u64) -> bool {
+        let whole = Section::whole();
+        let last = size.saturating_sub(1) / CHUNK * CHUNK;
+        self.cache
+            .contains(&key(message, &whole, Transfer::Encoded, 0))
+            && self
+                .cache
+                .contains(&key(message, &whole, Transfer::Encoded, last))
+    }
+
     /// Fetches whole small messages (`BODY[]`, each at most `SMALL_MESSAGE` bytes) of one
     /// mailbox in one request and caches each that came back complete (its length equal to
     /// the size given).
     pub fn prefetch_messages(&self, wanted: &[(MessageRef, u64)]) -> FsResult<()> {
+        self.fetch_whole(wanted, SMALL_MESSAGE).map(drop)
+    }
+
+    /// Fetches whole messages of one mailbox, each at most `limit` bytes, in one request,
+    /// caches each that came back complete, and says how many bytes that was.
+    pub fn fetch_whole(&self, wanted: &[(MessageRef, u64)], limit: u64) -> FsResult<u64> {
         let Some((first, _)) = wanted.first() else {
-            return Ok(());
+            return Ok(0);
         };
         let uids: Vec<_> = wanted.iter().map(|(m, _)| m.uid).collect();
         let whole = Section::whole();
@@ -337,9 +355,10 @@ impl ContentFetcher {
             Transfer::Encoded,
             Some(ByteRange {
                 offset: 0,
-                len: SMALL_MESSAGE,
+                len: limit,
             }),
         )?;
+        let mut kept = 0;
         for (uid, data) in fetched {
             let Some((message, size)) = wanted.iter().find(|(m, _)| m.uid == uid) else {
                 continue;
@@ -354,8 +373,9 @@ impl ContentFetcher {
                     Arc::new(piece.to_vec()),
                 );
             }
+            kept += *size;
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// The size of a rendered file, if it was rendered and is still held.

@@ -77,6 +77,9 @@ impl FsError {
                 StoreError::OverQuota(_) => (libc::ENOSPC, Level::Warn),
                 StoreError::AlreadyExists(_) => (libc::EEXIST, Level::Debug),
                 StoreError::Interrupted => (libc::EINTR, Level::Debug),
+                // A change while the server cannot be reached: the mount is read-only
+                // until it can.
+                StoreError::Offline(_) => (libc::EROFS, Level::Warn),
             },
         }
     }

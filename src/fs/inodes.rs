@@ -150,17 +150,51 @@ impl Default for InodeTable {
     }
 }
 
-/// The first number tried for a key: a hash of it, never 0 or the root's.
+/// The numbers of message directories have this bit set; every other node's is a hash
+/// without it.
+const MESSAGE_DIR: u64 = 1 << 63;
+
+/// The first number tried for a key: a hash of it, never 0 or the root's. A message
+/// directory's number is its mailbox's (and UIDVALIDITY's) hash followed by its UID, so
+/// that numbers ascend with UIDs: `find` and `grep -r` (gnulib's fts) visit a directory of
+/// more than 10,000 entries in inode order, and in UID order the walk read-ahead works.
 fn hashed(key: &NodeKey) -> u64 {
     let mut hasher = DefaultHasher::new();
+    if let NodeKey::Message(message, section) = key {
+        if section.is_whole() {
+            (&message.mailbox, message.validity).hash(&mut hasher);
+            let mailbox = hasher.finish() & 0x7fff_ffff;
+            return MESSAGE_DIR | mailbox << 32 | u64::from(message.uid.0);
+        }
+    }
     key.hash(&mut hasher);
     (hasher.finish() >> 1).max(ROOT + 1)
 }
 
-/// The next number after `ino` in the probe sequence, skipping 0 and the root.
+/// The next number after `ino` in the probe sequence, skipping 0 and the root, and staying
+/// among message directories' numbers or among the others'.
 fn next_candidate(ino: u64) -> u64 {
-    let next = (ino + 1) & (u64::MAX >> 1);
-    next.max(ROOT + 1)
+    let space = ino & MESSAGE_DIR;
+    let next = (ino.wrapping_add(1) & !MESSAGE_DIR) | space;
+    if space == 0 {
+        next.max(ROOT + 1)
+    } else {
+        next
+    }
+}
+
+/// The capacity below which the table's maps are not shrunk: not worth reallocating.
+const MIN_CAPACITY: usize = 1024;
+
+/// Shrinks `map` to twice its length once it is at most a quarter full (amortised: the
+/// next shrink needs the length to fall by half again). Returns whether it shrank.
+fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) -> bool {
+    let capacity = map.capacity();
+    if capacity <= MIN_CAPACITY || map.len() * 4 > capacity {
+        return false;
+    }
+    map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
+    map.capacity() < capacity
 }
 
 impl InodeTable {
@@ -272,6 +306,16 @@ impl InodeTable {
         self.unkey(ino, &slot.node);
         self.unindex(ino, &slot.node);
         true
+    }
+
+    /// Gives back the memory of dropped nodes' slots once the table is mostly empty (after
+    /// the kernel forgot a walk). A `HashMap` never shrinks by itself, and its slots were
+    /// all written, so without this they stay resident however much is forgotten. Returns
+    /// whether anything was given back.
+    pub fn compact(&mut self) -> bool {
+        let slots = shrink_if_sparse(&mut self.slots);
+        let keys = shrink_if_sparse(&mut self.by_key);
+        slots || keys
     }
 
     /// Drops the key of `node` if it still names `ino` (a renamed node may have taken it).
@@ -448,6 +492,46 @@ mod tests {
     }
 
     #[test]
+    fn message_directories_are_numbered_in_uid_order() {
+        // fts (find, grep -r) walks a directory of over 10,000 entries in inode order.
+        let mut table = InodeTable::default();
+        let inbox: Vec<u64> = [3, 9, 10, 11, 4000, 70_000]
+            .into_iter()
+            .map(|uid| table.remember(message("INBOX", uid)))
+            .collect();
+        assert!(inbox.windows(2).all(|w| w[0] < w[1]), "{inbox:?}");
+        let other = table.remember(message("Archive", 3));
+        assert!(!inbox.contains(&other));
+        let file = Node::File {
+            message: MessageRef {
+                mailbox: MailboxId::new("INBOX"),
+                validity: UidValidity(1),
+                uid: Uid(3),
+            },
+            dir: Section::whole(),
+            name: "message.eml".into(),
+            spec: Box::new(crate::mime::FileSpec {
+                section: Section::whole(),
+                content: crate::mime::Content::Raw,
+                size_hint: 10,
+                stored_size: 10,
+                lines: None,
+                exact_size: true,
+            }),
+            mtime: UNIX_EPOCH,
+            known_size: None,
+        };
+        assert!(
+            table.remember(file) < MESSAGE_DIR,
+            "other nodes keep to their own numbers"
+        );
+        assert!(next_candidate(u64::MAX) >= MESSAGE_DIR);
+        assert!(
+            next_candidate(MESSAGE_DIR - 1) > ROOT && next_candidate(MESSAGE_DIR - 1) < MESSAGE_DIR
+        );
+    }
+
+    #[test]
     fn a_node_is_dropped_when_every_lookup_is_forgotten() {
         let mut table = InodeTable::default();
         let ino = table.remember(message("INBOX", 1));
@@ -461,6 +545,33 @@ mod tests {
         // The root is never forgotten; unknown numbers are ignored.
         assert!(!table.forget(ROOT, 100));
         assert!(!table.forget(12345, 1));
+    }
+
+    #[test]
+    fn a_mostly_forgotten_table_gives_its_memory_back() {
+        let mut table = InodeTable::default();
+        let inos: Vec<u64> = (1..=20_000)
+            .map(|uid| table.remember(message("INBOX", uid)))
+            .collect();
+        let full = table.slots.capacity();
+        assert!(!table.compact(), "a full table keeps its capacity");
+        let mut shrinks = 0;
+        for ino in &inos[..19_990] {
+            assert!(table.forget(*ino, 1));
+            shrinks += usize::from(table.compact());
+        }
+        assert!(
+            table.slots.capacity() <= 2 * MIN_CAPACITY,
+            "{}",
+            table.slots.capacity()
+        );
+        assert!(table.by_key.capacity() <= 2 * MIN_CAPACITY);
+        assert!(table.slots.capacity() < full / 8);
+        // Halving steps, not one per forget.
+        assert!((1..=8).contains(&shrinks), "{shrinks} shrinks");
+        for ino in &inos[19_990..] {
+            assert!(table.get(*ino).is_some(), "the rest are still held");
+        }
     }
 
     #[test]

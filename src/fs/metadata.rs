@@ -25,8 +25,9 @@ pub const TREE_FRESH: Duration = Duration::from_secs(1);
 pub const LISTING_FRESH: Duration = Duration::from_secs(1);
 /// A lookup that misses relists the mailbox if the listing is older than this.
 pub const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
-/// Message layouts kept (a walk revisits few; each is a few hundred bytes to kilobytes).
-const LAYOUTS_KEPT: usize = 2048;
+/// Message layouts kept: enough for a walk over a large mailbox to find each again on its
+/// second pass (a `grep -r` twice), at a few hundred bytes each.
+const LAYOUTS_KEPT: usize = 16_384;
 
 /// One listed message, the directory name it has, and the file it was made from (if
 /// imapfs made it from one).
@@ -304,9 +305,15 @@ impl MetadataCache {
         }
         // A change made here while the listing was on its way may be missing from it.
         let stale = inner.ticket(mailbox) != ticket;
+        // A mailbox's first listing dates it by its newest message; later, by the change.
         let changed = match inner.listings.get(mailbox) {
             Some(old) if change.removed.is_empty() && !change.arrived => old.changed,
-            _ => SystemTime::now(),
+            Some(old) => SystemTime::now().max(old.changed + Duration::from_nanos(1)),
+            None => messages
+                .values()
+                .map(|e| e.meta.internal_date)
+                .max()
+                .unwrap_or_else(SystemTime::now),
         };
         let same_flags = |old: &Listing| {
             old.messages.iter().all(|(uid, e)| {
@@ -439,6 +446,16 @@ impl MetadataCache {
                 ))
             })
             .collect()
+    }
+
+    /// The listing of `mailbox` as held: its UIDVALIDITY and messages in UID order.
+    pub fn listed(&self, mailbox: &MailboxId) -> Option<(UidValidity, Vec<MessageMeta>)> {
+        let inner = self.inner.lock();
+        let listing = inner.listings.get(mailbox)?;
+        Some((
+            listing.validity,
+            listing.messages.values().map(|e| e.meta.clone()).collect(),
+        ))
     }
 
     /// The UIDVALIDITY of the mailbox as last listed.

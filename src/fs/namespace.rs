@@ -18,7 +18,7 @@ use crate::store::{MailboxId, Section, StoreError, Uid};
 
 /// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
 pub const STRUCTURE_READ_AHEAD: usize = 64;
-/// Forgetting more nodes than this at once tells the process memory was freed.
+/// Dropping this many nodes (since memory was last released) tells the process so.
 const MANY_FORGOTTEN: u64 = 4096;
 
 /// A name as UTF-8; other names cannot exist here.
@@ -308,14 +308,21 @@ impl Fs {
         Ok(self.remember(node))
     }
 
-    /// The kernel forgot `count` lookups of `ino`. After many nodes were dropped (the
-    /// kernel forgets in bursts, e.g. after drop_caches), the process hears of it.
+    /// The kernel forgot `count` lookups of `ino`. The process hears that memory was freed
+    /// when the inode table gave back its slots (the kernel forgets in bursts, e.g. after
+    /// drop_caches) and after every [`MANY_FORGOTTEN`] nodes dropped.
     pub fn forget(&self, ino: u64, count: u64) {
-        if !self.inodes.lock().forget(ino, count) {
-            return;
-        }
+        let shrank = {
+            let mut inodes = self.inodes.lock();
+            if !inodes.forget(ino, count) {
+                return;
+            }
+            inodes.compact()
+        };
         let dropped = self.forgotten.fetch_add(1, Ordering::Relaxed) + 1;
-        if dropped.is_multiple_of(MANY_FORGOTTEN) {
+        if shrank || dropped >= MANY_FORGOTTEN {
+            // A drop counted by another thread meanwhile is lost: it only delays a release.
+            self.forgotten.store(0, Ordering::Relaxed);
             self.released_memory();
         }
     }
@@ -526,13 +533,10 @@ impl Fs {
                     Ok(reply) => reply,
                     Err(_) => continue,
                 },
-                DirItem::Child { node, .. } => match self.exact_file(node.clone()) {
-                    Ok(node) => self.remember(node),
-                    // The page ends before an entry whose size cannot be learned now; the
-                    // next page starts with it, and fails if it still cannot.
-                    Err(e) if out.is_empty() => return Err(e),
-                    Err(_) => break,
-                },
+                // A text body's size is not learned here: a walk passing by (`find`) must not
+                // fetch every body. Its estimate goes with no attribute lifetime, so a
+                // `stat` asks again and gets the exact size (`getattr`).
+                DirItem::Child { node, .. } => self.remember(node.clone()),
             };
             let entry = DirEntry {
                 ino: reply.attr.ino,

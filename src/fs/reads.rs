@@ -24,7 +24,9 @@ impl Fs {
 
     /// `open` with the `O_TRUNC` flag known.
     pub fn open_with(&self, ino: u64, write: bool, truncate: bool) -> FsResult<OpenReply> {
-        match self.node(ino)? {
+        // A text body is rendered before it is opened, so it is read with its exact size
+        // (and the page cache, and mmap) rather than with direct I/O.
+        match self.exact_file(self.node(ino)?)? {
             Node::NewFile { dir_path, name } => {
                 self.open_new_file(&dir_path, &name)?;
                 Ok(OpenReply {

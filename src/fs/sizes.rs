@@ -1,22 +1,21 @@
 //! Exact sizes before any content is read, so that no tool sees a file shrink or grow
 //! after `stat`. A transfer-encoded part's size comes from the server (`BINARY.SIZE`) with
 //! its message directory; a text body's (its charset conversion changes it) from the body
-//! itself, fetched with the directory when it is small and rendered at its first lookup
-//! otherwise. Without BINARY, a base64 part's size follows from its last bytes and its
-//! line width; a quoted-printable attachment's stays an estimate (read with direct I/O).
+//! itself, rendered when the file is first looked up, stat'ed or opened, never for a walk
+//! that only passes by (`find`, `grep -r --include=message.eml`). Without BINARY, a base64
+//! part's size follows from its last bytes and its line width; a quoted-printable
+//! attachment's stays an estimate (read with direct I/O).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::inodes::{MessageRef, Node};
+use super::walk::Walk;
 use super::{Fs, FsResult};
 use crate::mime::{self, Content, Entry, EntryKind, FileSpec};
 use crate::store::{
     ByteRange, MailboxId, PartItem, PartValue, Transfer, TransferEncoding, Uid, UidValidity,
 };
-
-/// Text bodies up to this size (decoded, estimated) come with their message directory.
-pub const TEXT_PREFETCH: u64 = 64 << 10;
 
 /// Every file spec of a layout, nested message directories included.
 fn specs_mut(entries: &mut [Entry]) -> Vec<&mut FileSpec> {
@@ -29,6 +28,11 @@ fn specs_mut(entries: &mut [Entry]) -> Vec<&mut FileSpec> {
     }
     out
 }
+
+/// Messages whose text bodies come in one request when text files are stat'ed in order.
+const TEXT_READ_AHEAD: usize = 64;
+/// Text bodies larger than this (estimated) are not read ahead.
+const TEXT_READ_AHEAD_BYTES: u64 = 64 << 10;
 
 /// How much of the end of a base64 part tells its decoded size (two full lines and more).
 const BASE64_TAIL: u64 = 240;
@@ -52,15 +56,6 @@ fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
                 }),
             })
         }
-        Content::Text { .. } if spec.size_hint <= TEXT_PREFETCH => Some(PartItem::Bytes {
-            section: spec.section.clone(),
-            transfer: if binary {
-                Transfer::Decoded
-            } else {
-                Transfer::Encoded
-            },
-            range: None,
-        }),
         Content::Raw | Content::Decoded(_) | Content::Text { .. } => None,
     }
 }
@@ -102,11 +97,6 @@ impl Fs {
             .map(|(uid, item, value)| ((uid, item), value))
             .collect();
         for (uid, entries) in layouts.iter_mut() {
-            let message = MessageRef {
-                mailbox: mailbox.clone(),
-                validity,
-                uid: *uid,
-            };
             for spec in specs_mut(entries) {
                 let Some(item) = wanted(spec, binary) else {
                     continue;
@@ -116,29 +106,12 @@ impl Fs {
                         spec.size_hint = size;
                         spec.exact_size = true;
                     }
-                    Some(PartValue::Bytes(tail))
-                        if !matches!(spec.content, Content::Text { .. }) =>
-                    {
+                    Some(PartValue::Bytes(tail)) => {
                         if let Some(lines) = mime::base64_lines(spec.stored_size, &tail) {
                             spec.size_hint = lines.decoded_len;
                             spec.exact_size = true;
                             spec.lines = Some(lines);
                         }
-                    }
-                    Some(PartValue::Bytes(bytes)) => {
-                        let rendered = if binary {
-                            mime::render_decoded(&spec.content, &bytes)
-                        } else {
-                            mime::render(&spec.content, &bytes)
-                        };
-                        spec.size_hint = rendered.len() as u64;
-                        spec.exact_size = true;
-                        self.content.keep_rendered(
-                            &message,
-                            &spec.section,
-                            &spec.content,
-                            Arc::new(rendered),
-                        );
                     }
                     None => {}
                 }
@@ -146,8 +119,87 @@ impl Fs {
         }
     }
 
-    /// A file node with its exact size: a text body too big to come with its directory is
-    /// rendered now. Other nodes are returned as they are.
+    /// The small text bodies of `message` and of the messages after it whose layouts are
+    /// known, fetched in one request and kept rendered: when text files are stat'ed one
+    /// message after another (`ls -lR`, `rsync`), their sizes come 64 messages at a time.
+    /// Best effort: a failure leaves each to be fetched alone.
+    fn render_text_ahead(&self, message: &MessageRef) {
+        let binary = self.store.capabilities().binary;
+        let following = self.metadata.following(message, TEXT_READ_AHEAD, |_| true);
+        let mut specs: HashMap<(Uid, PartItem), FileSpec> = HashMap::new();
+        let mut asked: Vec<(Uid, Vec<PartItem>)> = Vec::new();
+        for meta in following {
+            let m = MessageRef {
+                uid: meta.uid,
+                ..message.clone()
+            };
+            let Some(layout) = self.metadata.layout(&m) else {
+                continue;
+            };
+            let mut entries = (*layout).clone();
+            let mut items = Vec::new();
+            for spec in specs_mut(&mut entries) {
+                let small = spec.size_hint <= TEXT_READ_AHEAD_BYTES;
+                let text = matches!(spec.content, Content::Text { .. });
+                if !text || spec.exact_size || !small {
+                    continue;
+                }
+                if self
+                    .content
+                    .rendered_len(&m, &spec.section, &spec.content)
+                    .is_some()
+                {
+                    continue;
+                }
+                let item = PartItem::Bytes {
+                    section: spec.section.clone(),
+                    transfer: if binary {
+                        Transfer::Decoded
+                    } else {
+                        Transfer::Encoded
+                    },
+                    range: None,
+                };
+                specs.insert((meta.uid, item.clone()), spec.clone());
+                items.push(item);
+            }
+            if !items.is_empty() {
+                asked.push((meta.uid, items));
+            }
+        }
+        if asked.len() < 2 {
+            return;
+        }
+        let answers = match self
+            .store
+            .fetch_parts(&message.mailbox, message.validity, &asked)
+        {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::debug!(error = %e, "text bodies read ahead: not fetched");
+                return;
+            }
+        };
+        for (uid, item, value) in answers {
+            let (Some(spec), PartValue::Bytes(bytes)) = (specs.get(&(uid, item)), value) else {
+                continue;
+            };
+            let rendered = if binary {
+                mime::render_decoded(&spec.content, &bytes)
+            } else {
+                mime::render(&spec.content, &bytes)
+            };
+            let m = MessageRef {
+                uid,
+                ..message.clone()
+            };
+            self.content
+                .keep_rendered(&m, &spec.section, &spec.content, Arc::new(rendered));
+        }
+    }
+
+    /// A file node with its exact size: a text body is rendered now (once; the rendering
+    /// is kept). Other nodes are returned as they are.
     pub(super) fn exact_file(&self, node: Node) -> FsResult<Node> {
         let Node::File {
             message,
@@ -161,6 +213,18 @@ impl Fs {
             return Ok(node);
         };
         if !spec.exact_size && matches!(spec.content, Content::Text { .. }) {
+            let previous = self.metadata.previous_uid(&message);
+            let walking =
+                self.walks
+                    .visit(Walk::TextSizes, &message.mailbox, message.uid, previous);
+            if walking
+                && self
+                    .content
+                    .rendered_len(&message, &spec.section, &spec.content)
+                    .is_none()
+            {
+                self.render_text_ahead(&message);
+            }
             let binary = self.store.capabilities().binary;
             let data = self
                 .content

@@ -7,6 +7,7 @@
 mod file_content;
 mod local_changes;
 mod new_files;
+mod prefetch;
 mod reference_model;
 mod remote_changes;
 mod request_counts;
@@ -81,6 +82,7 @@ impl Harness {
             config,
             parts,
         ));
+        fs.enable_background_work();
         let (tx, invalidations) = mpsc::channel();
         fs.send_invalidations_to(tx);
         Harness {

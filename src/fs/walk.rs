@@ -15,6 +15,8 @@ pub enum Walk {
     Structures,
     /// Whole messages read from their first byte (message.eml).
     Bodies,
+    /// Text bodies rendered for their size (`ls -lR`, `rsync` stat'ing every file).
+    TextSizes,
 }
 
 /// The last message visited, per mailbox and kind of walk.

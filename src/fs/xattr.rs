@@ -4,8 +4,9 @@ use std::ffi::OsStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::inodes::{MessageRef, Node};
+use super::prefetch::Depth;
 use super::{Fs, FsError, FsResult};
-use crate::store::{Flag, MessageMeta};
+use crate::store::{Flag, LinkState, MailboxId, MessageMeta};
 
 /// Flags, space-separated; writing replaces the whole set.
 pub const FLAGS: &str = "user.imap.flags";
@@ -17,6 +18,13 @@ pub const MAILBOX: &str = "user.imap.mailbox";
 
 /// On the root: what the mount asked of the server so far (for benchmarks and debugging).
 pub const STATS: &str = "user.imapfs.stats";
+
+/// On the root: `online`, or `offline since <time>` (serving the disk cache).
+pub const STATE: &str = "user.imapfs.state";
+
+/// On a mailbox: set (to `1`, or `headers`) to prefetch it in the background; read for how
+/// far that came.
+pub const PREFETCH: &str = "user.imapfs.prefetch";
 
 const ALL: [&str; 5] = [FLAGS, UID, UIDVALIDITY, INTERNALDATE, MAILBOX];
 
@@ -67,7 +75,25 @@ impl Fs {
             )
             .into_bytes());
         }
+        if ino == super::inodes::ROOT && name.to_str() == Some(STATE) {
+            return Ok(match self.store.link_state() {
+                LinkState::Online => b"online".to_vec(),
+                LinkState::Offline { since } => {
+                    let secs = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let (y, mo, d, h, mi, s) = civil_from_unix(secs);
+                    format!("offline since {y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+                        .into_bytes()
+                }
+            });
+        }
         let name = name.to_str().ok_or(FsError::NoAttribute)?;
+        if name == PREFETCH {
+            let id = self.mailbox_of_dir(ino)?;
+            return match self.prefetches.by_mailbox.lock().get(&id) {
+                Some(state) => Ok(state.describe().into_bytes()),
+                None => Err(FsError::NoAttribute),
+            };
+        }
         if !name.starts_with("user.") {
             // ENOTSUP rather than ENODATA: `ls -l` asks for security.selinux and the POSIX
             // ACL names on every entry, and remembers ENOTSUP for the whole mount, sparing
@@ -104,6 +130,17 @@ impl Fs {
         Ok(value.into_bytes())
     }
 
+    /// The selectable mailbox a mailbox directory shows.
+    fn mailbox_of_dir(&self, ino: u64) -> FsResult<MailboxId> {
+        let Node::Mailbox { path } = self.node(ino)? else {
+            return Err(FsError::NotSupported);
+        };
+        let tree = self.tree(false)?;
+        tree.get(&path)
+            .and_then(|d| d.selectable_id().cloned())
+            .ok_or(FsError::NotSupported)
+    }
+
     /// `listxattr`: NUL-terminated names.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
         match self.node(ino)? {
@@ -115,13 +152,27 @@ impl Fs {
                 }
                 Ok(out)
             }
-            Node::Root => Ok(format!("{STATS}\0").into_bytes()),
+            Node::Root => Ok(format!("{STATS}\0{STATE}\0").into_bytes()),
             _ => Ok(Vec::new()),
         }
     }
 
     /// `setxattr`: only `user.imap.flags` can be written; it replaces the whole set.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8]) -> FsResult<()> {
+        if name.to_str() == Some(PREFETCH) {
+            // Reading ahead changes nothing on the server: allowed on a read-only mount.
+            let id = self.mailbox_of_dir(ino)?;
+            let depth = match std::str::from_utf8(value).map(|v| v.trim_end_matches(['\n', '\0'])) {
+                Ok("1" | "all" | "") => Depth::Everything,
+                Ok("headers") => Depth::Headers,
+                _ => {
+                    return Err(FsError::Invalid(
+                        "user.imapfs.prefetch takes 1 (everything) or headers".into(),
+                    ))
+                }
+            };
+            return self.start_prefetch(&id, depth);
+        }
         self.refuse_if_read_only()?;
         let Node::Message {
             message, section, ..

@@ -28,7 +28,7 @@ use self::connection::{
     connect, ConnectConfig, Connection, Counters, Selection, MAX_RESPONSE_BYTES,
 };
 use self::errors::connection_survives;
-use self::watch::{ListingNote, Offers, Watch, WatchSettings};
+use self::watch::{ListingNote, Watch, WatchSettings};
 use self::wire::{fetches, Code, Command, Untagged};
 use crate::call;
 use crate::search::SearchKey;
@@ -93,7 +93,8 @@ pub struct ImapStore {
     pool: Mutex<Pool>,
     returned: Condvar,
     max_connections: usize,
-    capabilities: Vec<String>,
+    /// As the server announced them after the last login (empty until one succeeded).
+    capabilities: parking_lot::RwLock<Vec<String>>,
     naming: Mutex<Naming>,
     /// Learns of other clients' changes, once given somewhere to report them.
     watch: Option<Watch>,
@@ -129,37 +130,59 @@ impl ImapStore {
     /// Connects and logs in once, so that a wrong password or an unreachable server is
     /// reported before anything is mounted.
     pub fn connect(config: ConnectConfig, max_connections: usize) -> StoreResult<ImapStore> {
-        let counters = Arc::new(Counters::default());
-        let first = connect(&config, &counters)?;
-        let capabilities = first.capabilities().to_vec();
-        tracing::info!(host = %config.host, user = %config.user, "logged in");
-        tracing::debug!(capabilities = ?capabilities, "server capabilities");
-        Ok(ImapStore {
+        let store = ImapStore::unconnected(config, max_connections);
+        store.log_in()?;
+        Ok(store)
+    }
+
+    /// A store that has not connected yet (a mount that starts offline): it connects when
+    /// first asked something.
+    pub fn unconnected(config: ConnectConfig, max_connections: usize) -> ImapStore {
+        ImapStore {
             config: Arc::new(config),
-            counters,
+            counters: Arc::new(Counters::default()),
             pool: Mutex::new(Pool {
-                idle: vec![first],
-                open: 1,
+                idle: Vec::new(),
+                open: 0,
                 failures: 0,
                 retry_at: None,
             }),
             returned: Condvar::new(),
             max_connections: max_connections.max(1),
-            capabilities,
+            capabilities: parking_lot::RwLock::new(Vec::new()),
             naming: Mutex::new(Naming::default()),
             watch: None,
-        })
+        }
+    }
+
+    /// Connects and logs in once, keeping the connection.
+    pub fn log_in(&self) -> StoreResult<()> {
+        let first = connect(&self.config, &self.counters)?;
+        self.learned(&first);
+        tracing::info!(host = %self.config.host, user = %self.config.user, "logged in");
+        let mut pool = self.pool.lock();
+        pool.idle.push(first);
+        pool.open += 1;
+        Ok(())
+    }
+
+    /// Keeps what a new connection says the server can do.
+    fn learned(&self, conn: &Connection) {
+        let announced = conn.capabilities();
+        let mut held = self.capabilities.write();
+        if *held != announced {
+            tracing::debug!(capabilities = ?announced, "server capabilities");
+            *held = announced.to_vec();
+        }
     }
 
     /// Watches the account for changes made elsewhere (see `watch.rs`) once `MailStore::watch`
     /// is called. Without this the store reports nothing and follows nothing.
     pub fn with_watch(mut self, settings: WatchSettings) -> ImapStore {
-        let offers = Offers::from(|cap| self.has_capability(cap));
         match Watch::new(
             Arc::clone(&self.config),
             Arc::clone(&self.counters),
             settings,
-            offers,
         ) {
             Ok(watch) => self.watch = Some(watch),
             Err(e) => tracing::warn!(error = %e, "cannot watch for changes; they show when listed"),
@@ -180,6 +203,7 @@ impl ImapStore {
     /// True if the server announced `cap` at login.
     pub fn has_capability(&self, cap: &str) -> bool {
         self.capabilities
+            .read()
             .iter()
             .any(|c| c.eq_ignore_ascii_case(cap))
     }
@@ -263,6 +287,7 @@ impl ImapStore {
                 let mut pool = self.pool.lock();
                 return match result {
                     Ok(conn) => {
+                        self.learned(&conn);
                         if pool.failures > 0 {
                             tracing::info!(failures = pool.failures, "reconnected to the server");
                         }

@@ -12,7 +12,6 @@
 
 mod header_parser;
 mod mail_index;
-mod mail_search;
 mod mailbox_commands;
 mod message_parser;
 mod rfc822_parser;
@@ -810,13 +809,35 @@ impl MailStore for MemoryStore {
         let mailbox = state.selectable(mailbox)?;
         let mut found = Vec::new();
         for (&uid, m) in &mailbox.messages {
-            let candidate = mail_search::Candidate {
+            let header_end = m
+                .raw
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(m.raw.len(), |end| end + 2);
+            let fields = header_parser::Fields::parse(&m.raw[..header_end]);
+            let values = |name: &str| -> Vec<Vec<u8>> {
+                fields
+                    .named(name)
+                    .map(|v| {
+                        v.iter()
+                            .copied()
+                            .filter(|&b| b != b'\r' && b != b'\n')
+                            .collect()
+                    })
+                    .collect()
+            };
+            let candidate = crate::search::local::Candidate {
                 uid,
                 raw: &m.raw,
                 flags: &m.flags,
                 internal_date: m.internal_date,
+                size: m.raw.len() as u64,
+                fields: &values,
             };
-            if candidate.matches(key)? {
+            let matched = candidate
+                .matches(key)
+                .map_err(|crate::search::local::Unsupported(why)| StoreError::Invalid(why))?;
+            if matched {
                 found.push(uid);
             }
         }

@@ -303,6 +303,46 @@ fn a_walk_reading_messages_in_order_fetches_them_in_batches() {
     );
 }
 
+/// gnulib's fts (`find`, `grep -r`) visits a directory of more than 10,000 entries in
+/// inode order: message directories are numbered in UID order, so such a walk is still a
+/// walk and its requests are still batched.
+#[test]
+fn find_and_grep_over_more_than_10000_messages_are_batched() {
+    const MESSAGES: u64 = 10_100;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES as usize, 11, 1_000).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let inbox = mount.join("INBOX");
+    let (before, _) = stats(&mount);
+    let found = sh(&format!(
+        "find '{}' -name message.eml | wc -l",
+        inbox.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        MESSAGES.to_string()
+    );
+    let (after_find, _) = stats(&mount);
+    let grep = sh(&format!(
+        "grep -rl --include=message.eml -e bulk-00000 '{}' | wc -l",
+        inbox.display()
+    ));
+    assert!(grep.status.success());
+    let (after_grep, _) = stats(&mount);
+    // 64 structures per request (with their sizes), and messages read 64 at a time.
+    let bound = MESSAGES / 64 * 2 + 20;
+    assert!(
+        after_find - before <= bound,
+        "find sent {} commands (at most {bound})",
+        after_find - before
+    );
+    assert!(
+        after_grep - after_find <= bound,
+        "grep sent {} commands (at most {bound})",
+        after_grep - after_find
+    );
+}
+
 #[test]
 fn ls_l_asks_for_system_xattrs_once_not_per_file() {
     let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();

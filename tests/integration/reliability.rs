@@ -242,7 +242,7 @@ fn an_aborted_imapfs_leaves_no_core_dump_with_the_password() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -c unlimited; exec {} -f --ca-file {} {} {}",
+            "ulimit -c unlimited; exec {} -f --no-disk-cache --ca-file {} {} {}",
             imapfs_bin(),
             dovecot.ca_file().display(),
             dovecot.source("alice"),

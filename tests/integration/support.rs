@@ -115,6 +115,15 @@ impl<'a> MountSpec<'a> {
         if let Some(ca) = &self.ca_file {
             cmd.arg("--ca-file").arg(ca);
         }
+        // Each mount has a disk cache of its own unless the test says otherwise, so no test
+        // sees another's (or an earlier run's) cache.
+        if !self
+            .args
+            .iter()
+            .any(|a| a.starts_with("--cache-dir") || *a == "--no-disk-cache")
+        {
+            cmd.arg("--cache-dir").arg(dir.path().join("cache"));
+        }
         cmd.args(&self.args).arg(&self.source).arg(&path);
         let mut child = cmd.spawn().expect("spawn imapfs");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -229,6 +238,9 @@ pub fn run_imapfs(args: &[&str], password: Option<&str>) -> Output {
     if let Some(p) = password {
         cmd.env("IMAPFS_PASSWORD", p);
     }
+    // A disk cache of its own, so that no earlier cache lets it mount offline.
+    let cache = tempfile::tempdir().unwrap();
+    cmd.env("XDG_CACHE_HOME", cache.path());
     cmd.output().expect("run imapfs")
 }
 

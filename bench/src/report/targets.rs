@@ -2,7 +2,7 @@
 
 use super::{mib, ratio, secs, thousands};
 use crate::stats::Series;
-use crate::suite::{Config, Results, BINDFS_OPTIONS, FLOOR_COMMAND};
+use crate::suite::{Config, Forget, Results, BINDFS_OPTIONS, FLOOR_COMMAND, FORGET_TARGET};
 
 /// One line of the table.
 pub(super) struct Row {
@@ -291,6 +291,17 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
         ..small
     });
 
+    if let Some(forget) = &r.forget {
+        rows.push(forget_row("6a", forget, r.walk_messages));
+    }
+    if let Some(forget) = &r.forget_small_cache {
+        rows.push(Row {
+            target: "(for comparison)".into(),
+            met: None,
+            ..forget_row("6b", forget, r.walk_messages)
+        });
+    }
+
     for row in &mut rows {
         if r.wrong.iter().any(|(id, _)| row.id.starts_with(id)) {
             row.met = Some(false);
@@ -298,4 +309,45 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// `find` over Walk, then drop_caches: RSS after drop_caches against RSS after the mount.
+fn forget_row(id: &'static str, f: &Forget, messages: usize) -> Row {
+    let cache = f.cache.map_or("default options".to_string(), |c| {
+        format!("--cache-size {}", mib(c))
+    });
+    let settled = if f.settled {
+        format!("settled {:.1} s after it", f.settle_seconds)
+    } else {
+        format!("still moving {:.1} s after it", f.settle_seconds)
+    };
+    let row = Row::measured(
+        id,
+        format!(
+            "imapfs: `find Walk` over {} messages (fresh mount, {cache}), then `sync; echo 2 > \
+             /proc/sys/vm/drop_caches`; RSS after mount {}, peak {}, after find {}, after \
+             drop_caches {} ({settled})",
+            thousands(messages as u64),
+            mib(f.after_mount),
+            mib(f.peak),
+            mib(f.after_find),
+            mib(f.after_drop),
+        ),
+        &f.find,
+    );
+    let limit = f.limit();
+    Row {
+        met: Some(f.after_drop > 0 && f.after_drop <= limit),
+        ..row.check(
+            format!(
+                "after mount {} + {} = {}",
+                mib(f.after_mount),
+                mib(FORGET_TARGET),
+                mib(limit)
+            ),
+            ratio(f.after_drop as f64, limit as f64),
+            1.0,
+            "RSS after drop_caches ≤ 1x".into(),
+        )
+    }
 }

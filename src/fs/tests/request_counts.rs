@@ -39,11 +39,11 @@ fn listing_a_thousand_messages_is_one_request_and_stat_is_free() {
     );
 }
 
-/// A message directory costs its BODYSTRUCTURE and one request for what makes every size
-/// exact (here the small text body itself); after that, its files cost nothing to stat and
-/// body.txt nothing to read.
+/// A message directory costs its BODYSTRUCTURE (and a request for the decoded sizes of
+/// encoded parts, which this plain message has none of). body.txt's size costs one fetch
+/// of the body at its first lookup, which reading it then reuses.
 #[test]
-fn opening_a_message_directory_is_a_structure_and_a_sizes_request() {
+fn opening_a_message_directory_is_a_structure_and_the_body_at_its_first_stat() {
     let h = Harness::new();
     mailbox_of(&h, 3);
     h.names_at("INBOX").unwrap();
@@ -53,14 +53,37 @@ fn opening_a_message_directory_is_a_structure_and_a_sizes_request() {
         ["message.eml", "body.txt"]
     );
     assert_eq!(h.count(Op::BodyStructures), 1);
-    assert_eq!(h.count(Op::FetchSection), 1);
+    assert_eq!(h.count(Op::FetchSection), 0);
+    assert_eq!(h.store.stats().commands, before + 1);
+    // message.eml's size comes with the structure.
+    let eml = h.ino("INBOX/2 s2/message.eml").unwrap();
+    assert!(h.fs.getattr(eml).unwrap().ttl > Duration::ZERO);
+    assert_eq!(h.store.stats().commands, before + 1);
+    let body = h.ino("INBOX/2 s2/body.txt").unwrap();
+    assert_eq!(h.fs.getattr(body).unwrap().attr.size, 7);
     assert_eq!(h.store.stats().commands, before + 2);
     // Looking at it again, and reading the body, costs nothing.
     h.names_at("INBOX/2 s2").unwrap();
-    let body = h.ino("INBOX/2 s2/body.txt").unwrap();
-    assert_eq!(h.fs.getattr(body).unwrap().attr.size, 7);
     assert_eq!(h.read_all(body).unwrap(), b"hello\r\n");
     assert_eq!(h.store.stats().commands, before + 2);
+}
+
+/// `grep -r --include=message.eml`, `find`: a walk that never looks at body.txt fetches no
+/// text body (the bodies come with message.eml's reads alone).
+#[test]
+fn a_walk_that_passes_text_files_by_fetches_no_body() {
+    let h = Harness::new();
+    mailbox_of(&h, 100);
+    let inbox = h.ino("INBOX").unwrap();
+    for name in h.names(inbox).unwrap() {
+        let dir = h.fs.lookup(inbox, OsStr::new(&name)).unwrap().attr.ino;
+        let fh = h.fs.opendir(dir).unwrap();
+        h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+        h.fs.releasedir(fh);
+        h.fs.lookup(dir, OsStr::new("message.eml")).unwrap();
+    }
+    assert_eq!(h.count(Op::FetchSection), 0);
+    assert!(h.count(Op::BodyStructures) <= 100u64.div_ceil(STRUCTURE_READ_AHEAD as u64) + 1);
 }
 
 /// `find INBOX` / `ls -R`: every message directory in listing order, looking up each file.
@@ -116,6 +139,8 @@ fn reading_a_file_twice_fetches_it_once() {
     let sample = Sample::numbered(1);
     let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
     let dir = format!("INBOX/{}", sample.dir_name(uid));
+    // The directory's structure and sizes first, so that what is counted is the reads.
+    h.names_at(&dir).unwrap();
     for (file, expected) in [
         ("body.txt", sample.body.as_bytes()),
         ("a1.bin", &sample.attachment[..]),
@@ -133,9 +158,10 @@ fn reading_a_file_twice_fetches_it_once() {
     }
 }
 
-/// `ls -l INBOX INBOX/*`: READDIRPLUS of the mailbox and of every message directory. Exact
-/// sizes cost the small text bodies (which body.txt then reads from memory), never the
-/// attachments.
+/// `ls -l INBOX INBOX/*`: READDIRPLUS of the mailbox and of every message directory, then
+/// an lstat of each file whose size READDIRPLUS could not give for good. Exact sizes cost
+/// the small text bodies, 64 messages at a time (which body.txt then reads from memory),
+/// never the attachments.
 #[test]
 fn ls_long_fetches_only_small_text_bodies() {
     let h = Harness::new();
@@ -160,6 +186,13 @@ fn ls_long_fetches_only_small_text_bodies() {
         assert_eq!(files.len(), 2 + 3, "{}: . .. and three files", entry.name);
         for (_, file, attr) in files.iter().skip(2) {
             assert_eq!(attr.attr.kind, Kind::File, "{}", file.name);
+            // What the kernel does for `ls -l`: an lstat when the attributes expired.
+            let attr = if attr.ttl == Duration::ZERO {
+                assert_eq!(file.name, "body.txt", "only text bodies wait for a stat");
+                h.fs.getattr(file.ino).unwrap()
+            } else {
+                attr.clone()
+            };
             assert!(attr.attr.size > 0, "{}", file.name);
             assert!(
                 attr.ttl > Duration::ZERO,
@@ -168,10 +201,12 @@ fn ls_long_fetches_only_small_text_bodies() {
             );
         }
     }
-    assert_eq!(
+    // One request of sizes per batch of structures, and the text bodies in batches.
+    assert!(
+        h.count(Op::FetchSection) <= h.count(Op::BodyStructures) + 2,
+        "{} fetches for {} structure requests",
         h.count(Op::FetchSection),
-        h.count(Op::BodyStructures),
-        "one sizes request per structure request"
+        h.count(Op::BodyStructures)
     );
     let bodies: u64 = (1..=20)
         .map(|s| Sample::numbered(s).body.len() as u64)
@@ -314,10 +349,9 @@ fn many_forgotten_inodes_tell_the_process_memory_was_freed() {
     for (_, entry, _) in listed.iter().skip(2) {
         h.fs.forget(entry.ino, 1);
     }
-    assert_eq!(
-        released.load(std::sync::atomic::Ordering::Relaxed),
-        after_listing + 1
-    );
+    // Each time the inode table gave its slots back (halving steps), not once per node.
+    let releases = released.load(std::sync::atomic::Ordering::Relaxed) - after_listing;
+    assert!((1..=4).contains(&releases), "{releases} releases");
 }
 
 #[test]

@@ -79,7 +79,8 @@ pub fn connection_survives(e: &StoreError) -> bool {
         | StoreError::Invalid(_)
         | StoreError::Unsupported(_)
         | StoreError::AlreadyExists(_)
-        | StoreError::OverQuota(_) => true,
+        | StoreError::OverQuota(_)
+        | StoreError::Offline(_) => true,
         StoreError::Protocol(_)
         | StoreError::Connection(_)
         | StoreError::Timeout(_)

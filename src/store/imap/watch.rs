@@ -18,7 +18,7 @@ mod resync;
 mod state;
 mod wait;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -26,7 +26,8 @@ use parking_lot::Mutex;
 use self::channel::Channel;
 use self::state::{Claim, Mode, Outcome, Role, State};
 use self::wait::Waker;
-use super::connection::{ConnectConfig, Counters};
+use super::backoff;
+use super::connection::{connect, ConnectConfig, Connection, Counters};
 use crate::store::{EventSink, MailboxId, MailboxVersion, StoreEvent};
 
 pub use self::state::ListingNote;
@@ -97,7 +98,8 @@ struct Shared {
     config: Arc<ConnectConfig>,
     counters: Arc<Counters>,
     settings: WatchSettings,
-    offers: Offers,
+    /// What the server offers, as the watcher's first connection heard it after login.
+    offers: OnceLock<Offers>,
     state: Mutex<State>,
     /// Held while events go out, taken before the state lock is let go: reports of one
     /// mailbox leave in the order they were committed.
@@ -106,6 +108,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// What the server offers (nothing until the first connection logged in).
+    fn offers(&self) -> Offers {
+        self.offers.get().copied().unwrap_or_default()
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.lock())
     }
@@ -160,14 +167,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// A watcher that starts when given a sink; `offers` is what the server announced.
+    /// A watcher that starts when given a sink.
     pub fn new(
         config: Arc<ConnectConfig>,
         counters: Arc<Counters>,
         settings: WatchSettings,
-        offers: Offers,
     ) -> std::io::Result<Watch> {
-        let mode = offers.mode();
         let settings = WatchSettings {
             keepalive: settings.keepalive.min(IDLE_AT_MOST),
             ..settings
@@ -177,35 +182,36 @@ impl Watch {
                 config,
                 counters,
                 settings,
-                offers,
-                state: Mutex::new(State::new(mode)),
+                offers: OnceLock::new(),
+                state: Mutex::new(State::new()),
                 sending: Mutex::new(()),
                 wakers: [Waker::new()?, Waker::new()?, Waker::new()?],
             }),
         })
     }
 
-    /// Starts the connections, reporting to `sink` from now on (once; later calls only
-    /// change the sink).
+    /// Starts watching, reporting to `sink` from now on (once; later calls only change the
+    /// sink). How to watch is decided by what the server offers, which the first watcher
+    /// connection learns (a mount that started offline has not logged in yet).
     pub fn start(&self, sink: EventSink) {
-        let mode = {
+        {
             let mut state = self.shared.state.lock();
             let first = state.sink.is_none();
             state.sink = Some(sink);
             if !first || state.stopping {
                 return;
             }
-            state.mode
-        };
-        tracing::info!(?mode, "watching the account for changes made elsewhere");
-        for &role in Role::for_mode(mode) {
-            let channel = Channel::new(Arc::clone(&self.shared), role);
-            let spawned = std::thread::Builder::new()
-                .name(format!("imapfs-watch-{role:?}").to_lowercase())
-                .spawn(move || channel.run());
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "could not start a watcher thread; changes elsewhere show only when listed");
-            }
+        }
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name("imapfs-watch".into())
+            .spawn(move || {
+                if let Some(first) = first_connection(&shared) {
+                    start_channels(&shared, first);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the watcher; changes elsewhere show only when listed");
         }
     }
 
@@ -240,6 +246,46 @@ impl Watch {
         if started {
             self.shared
                 .wake(&[Role::Notify, Role::Primary, Role::Recent]);
+        }
+    }
+}
+
+/// The watcher's first connection, tried with backoff until it logs in (or the watcher
+/// stops): what it announces decides how to watch.
+fn first_connection(shared: &Shared) -> Option<Connection> {
+    let mut failures = 0u32;
+    loop {
+        if shared.stopping() {
+            return None;
+        }
+        match connect(&shared.config, &shared.counters) {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(error = %e, retry_in = ?wait, "the watcher cannot connect; changes elsewhere show when listed until it does");
+                shared.wakers[Role::Primary as usize].sleep(wait);
+            }
+        }
+    }
+}
+
+/// Decides how to watch from what `first` announced, and starts a thread per connection
+/// that needs (the first of them takes `first`).
+fn start_channels(shared: &Arc<Shared>, first: Connection) {
+    let offers = Offers::from(|cap| first.has_capability(cap));
+    let _ = shared.offers.set(offers);
+    let mode = offers.mode();
+    shared.with(|s| s.learned(mode));
+    tracing::info!(?mode, "watching the account for changes made elsewhere");
+    let mut first = Some(first);
+    for &role in Role::for_mode(mode) {
+        let channel = Channel::new(Arc::clone(shared), role, first.take());
+        let spawned = std::thread::Builder::new()
+            .name(format!("imapfs-watch-{role:?}").to_lowercase())
+            .spawn(move || channel.run());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a watcher thread; changes elsewhere show only when listed");
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Channel {
     role: Role,
     /// The mailbox list as last polled: names and whether each is selectable.
     listed: Option<Vec<(String, bool)>>,
+    /// A connection already logged in, to use first.
+    first: Option<Connection>,
 }
 
 /// One connection's life.
@@ -63,11 +65,12 @@ struct Session {
 }
 
 impl Channel {
-    pub fn new(shared: Arc<Shared>, role: Role) -> Channel {
+    pub fn new(shared: Arc<Shared>, role: Role, first: Option<Connection>) -> Channel {
         Channel {
             shared,
             role,
             listed: None,
+            first,
         }
     }
 
@@ -78,8 +81,11 @@ impl Channel {
             if self.shared.stopping() {
                 return;
             }
-            let result = connect(&self.shared.config, &self.shared.counters)
-                .and_then(|conn| self.serve(conn, &mut failures));
+            let conn = match self.first.take() {
+                Some(conn) => Ok(conn),
+                None => connect(&self.shared.config, &self.shared.counters),
+            };
+            let result = conn.and_then(|conn| self.serve(conn, &mut failures));
             self.shared.with(|s| s.went_down(self.role));
             match result {
                 Ok(()) => return,
@@ -95,7 +101,7 @@ impl Channel {
 
     /// One connection, until it fails (an error) or the watcher stops (`Ok`).
     fn serve(&mut self, conn: Connection, failures: &mut u32) -> StoreResult<()> {
-        let offers = self.shared.offers;
+        let offers = self.shared.offers();
         let mut s = Session {
             conn,
             asks: Asks {
@@ -195,7 +201,7 @@ impl Channel {
 
     /// The mailbox this connection idles on, if any.
     fn idle_target(&self) -> Option<MailboxId> {
-        if !self.shared.offers.idle {
+        if !self.shared.offers().idle {
             return None;
         }
         match self.role {
@@ -258,7 +264,7 @@ impl Channel {
                 }
             });
         self.hear(s, found.heard)?;
-        if role == Role::Notify || !self.shared.offers.idle {
+        if role == Role::Notify || !self.shared.offers().idle {
             self.unselect(s)?;
         }
         Ok(!gone)
@@ -297,7 +303,7 @@ impl Channel {
         let Some((mailbox, shown)) = s.selected.take() else {
             return Ok(());
         };
-        let verb = if self.shared.offers.unselect {
+        let verb = if self.shared.offers().unselect {
             "UNSELECT"
         } else {
             "CLOSE"
@@ -456,9 +462,9 @@ impl Channel {
     fn poll(&mut self, s: &mut Session) -> StoreResult<()> {
         tracing::debug!(role = ?self.role, "polling");
         let offers = Offers {
-            list_status: self.shared.offers.list_status && self.role != Role::Notify,
-            condstore: self.shared.offers.condstore && self.role != Role::Notify,
-            ..self.shared.offers
+            list_status: self.shared.offers().list_status && self.role != Role::Notify,
+            condstore: self.shared.offers().condstore && self.role != Role::Notify,
+            ..self.shared.offers()
         };
         let items = if offers.condstore {
             STATUS_ITEMS

@@ -167,6 +167,8 @@ pub enum Outcome {
 /// Everything the watcher knows, under one lock.
 pub struct State {
     pub mode: Mode,
+    /// The mode was learned from the server: until then nothing is followed.
+    learned: bool,
     pub sink: Option<EventSink>,
     pub stopping: bool,
     tracked: HashMap<MailboxId, Tracked>,
@@ -184,9 +186,11 @@ pub fn inbox() -> MailboxId {
 }
 
 impl State {
-    pub fn new(mode: Mode) -> State {
+    /// Nothing known yet; [`State::learned`] sets the mode.
+    pub fn new() -> State {
         State {
-            mode,
+            mode: Mode::Poll,
+            learned: false,
             sink: None,
             stopping: false,
             tracked: HashMap::new(),
@@ -197,9 +201,15 @@ impl State {
         }
     }
 
-    /// Whether the watcher runs (a sink was given and it was not stopped).
+    /// How the watcher watches, now that the server told what it offers.
+    pub fn learned(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.learned = true;
+    }
+
+    /// Whether the watcher runs (a sink was given, the mode learned, and not stopped).
     pub fn running(&self) -> bool {
-        self.sink.is_some() && !self.stopping
+        self.sink.is_some() && self.learned && !self.stopping
     }
 
     /// The connection that keeps `mailbox` true.
@@ -560,7 +570,8 @@ mod tests {
     use super::*;
 
     fn running(mode: Mode) -> State {
-        let mut state = State::new(mode);
+        let mut state = State::new();
+        state.learned(mode);
         state.sink = Some(Arc::new(|_| {}));
         state
     }

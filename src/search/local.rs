@@ -1,40 +1,47 @@
-//! Dovecot 2.3's `UID SEARCH` without full-text indexes (`mail-search.c`,
-//! `index-search.c`), for the keys imapfs sends: header fields matched as case-insensitive
-//! substrings of their unfolded values, `TEXT` over the header and the body, `BODY` over
-//! the body, dates by the UTC day of the internal date, sizes by RFC822.SIZE. Dovecot also
-//! decodes MIME words and transfer encodings before matching; tests keep to plain ASCII
-//! text where that would differ.
+//! A `SearchKey` evaluated over a message held here rather than by the server: the disk
+//! cache's copy while offline, or the memory store's (which emulates Dovecot 2.3's search
+//! without full-text indexes, `mail-search.c`). Header fields match as case-insensitive
+//! substrings of their unfolded values, `TEXT` the header and the body, `BODY` the body,
+//! dates by the UTC day of the internal date, sizes by RFC822.SIZE. Dovecot also decodes
+//! MIME words and transfer encodings before matching; this does not.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::header_parser::Fields;
-use crate::search::{Address, SearchKey};
-use crate::store::{StoreError, StoreResult, Uid};
+use super::{Address, SearchKey};
+use crate::store::Uid;
 
-/// What a key is matched against: one message.
-pub(super) struct Candidate<'m> {
+/// One message to match.
+pub struct Candidate<'m> {
     pub uid: Uid,
+    /// The message as stored (or as much of it as is known: a header alone still answers
+    /// the keys about header fields).
     pub raw: &'m [u8],
     pub flags: &'m [String],
     pub internal_date: SystemTime,
+    /// RFC822.SIZE.
+    pub size: u64,
+    /// Every value of the named header field, unfolded.
+    pub fields: &'m dyn Fn(&str) -> Vec<Vec<u8>>,
 }
 
+/// A key that cannot be evaluated here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
 impl Candidate<'_> {
-    fn header_and_body(&self) -> (&[u8], &[u8]) {
+    fn body(&self) -> &[u8] {
         match self.raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(end) => (&self.raw[..end + 2], &self.raw[end + 4..]),
-            None => (self.raw, &[]),
+            Some(end) => &self.raw[end + 4..],
+            None => &[],
         }
     }
 
     fn field_contains(&self, name: &str, text: &str) -> bool {
-        let (header, _) = self.header_and_body();
-        let fields = Fields::parse(header);
-        let mut values = fields.named(name).peekable();
+        let values = (self.fields)(name);
         if text.is_empty() {
-            return values.peek().is_some();
+            return !values.is_empty();
         }
-        values.any(|v| contains(&unfold(v), text))
+        values.iter().any(|v| contains(v, text))
     }
 
     fn day(&self) -> i64 {
@@ -46,7 +53,7 @@ impl Candidate<'_> {
     }
 
     /// Whether the message matches `key`.
-    pub fn matches(&self, key: &SearchKey) -> StoreResult<bool> {
+    pub fn matches(&self, key: &SearchKey) -> Result<bool, Unsupported> {
         Ok(match key {
             SearchKey::And(keys) => {
                 for k in keys {
@@ -58,8 +65,12 @@ impl Candidate<'_> {
             }
             SearchKey::Or(a, b) => self.matches(a)? || self.matches(b)?,
             SearchKey::Not(k) => !self.matches(k)?,
-            SearchKey::Text(text) => contains(self.raw, text),
-            SearchKey::Body(text) => contains(self.header_and_body().1, text),
+            // The subject is asked for too: where only the listing is known (`raw` empty),
+            // it is the part of the text there is.
+            SearchKey::Text(text) => {
+                contains(self.raw, text) || self.field_contains("subject", text)
+            }
+            SearchKey::Body(text) => contains(self.body(), text),
             SearchKey::Subject(text) => self.field_contains("subject", text),
             SearchKey::Address(which, text) => {
                 let name = match which {
@@ -78,32 +89,31 @@ impl Candidate<'_> {
                 .flags
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(flag.as_str())),
-            SearchKey::Larger(n) => self.raw.len() as u64 > *n,
-            SearchKey::Smaller(n) => (self.raw.len() as u64) < *n,
+            SearchKey::Larger(n) => self.size > *n,
+            SearchKey::Smaller(n) => self.size < *n,
             SearchKey::Uid(range) => {
                 self.uid >= range.first && range.last.is_none_or(|last| self.uid <= last)
             }
             SearchKey::Raw(_) => {
-                return Err(StoreError::Unsupported(
-                    "raw IMAP search keys in the memory store".into(),
-                ))
+                return Err(Unsupported("raw IMAP search keys need the server".into()))
             }
             SearchKey::Gmail(_) => {
-                return Err(StoreError::Invalid(
-                    "the server has no Gmail search (X-GM-EXT-1)".into(),
-                ))
+                return Err(Unsupported("Gmail's search needs the server".into()))
             }
         })
     }
 }
 
-/// A header value with its folds undone.
-fn unfold(value: &[u8]) -> Vec<u8> {
-    value
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\r' && b != b'\n')
-        .collect()
+/// Whether `key` asks about more than a message's header and listing (its body, or its
+/// whole text).
+pub fn needs_body(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.iter().any(needs_body),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::Text(_) | SearchKey::Body(_) => true,
+        _ => false,
+    }
 }
 
 /// A case-insensitive substring match (Unicode lower case over the bytes read as UTF-8).

@@ -1,0 +1,1031 @@
+//! A `MailStore` in front of another that keeps on disk what it was told (the mailbox
+//! list, each mailbox's listing with its version, BODYSTRUCTUREs, and the sizes and small
+//! bodies that make file sizes exact) and answers from that when the server cannot be
+//! reached. Content bytes are kept by the disk `ContentCache` (`cache/disk.rs`), not here.
+//!
+//! - Warm: a mailbox whose version is the one kept costs one `EXAMINE` to list; one that
+//!   changed costs what `changes_since` (QRESYNC) costs, or a full listing without it.
+//! - Offline: when the server cannot be reached (at mount, or later), listings, structures
+//!   and sizes come from disk, whatever is not there fails at once (EIO), changes are
+//!   refused (`Offline`: EROFS), and a thread tries the server again with backoff; when it
+//!   answers, the mount is online again and the core is told to look again.
+//!
+//! Writes to the index go to a thread of their own, in order, so no answer waits for them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Capabilities, EventSink, Flag, LinkState, MailStore, MailboxChange, MailboxId, MailboxInfo,
+    MailboxListing, MailboxVersion, MessageMeta, MessageStructure, NewMessage, PartItem, PartValue,
+    Section, StoreError, StoreEvent, StoreResult, StoreStats, Transfer, Uid, UidValidity,
+};
+use crate::cache::dir::CacheDir;
+use crate::cache::disk::DiskCache;
+use crate::search::SearchKey;
+use crate::store::ByteRange;
+
+/// `"list"` → the mailbox list.
+const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
+/// Mailbox → its `Head`.
+const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
+/// (mailbox, UID) → `MessageMeta` as last known.
+const MESSAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("messages");
+/// (mailbox, UIDVALIDITY, UID) → `MessageStructure`.
+const STRUCTURES: TableDefinition<(&str, u32, u32), &[u8]> = TableDefinition::new("structures");
+/// (mailbox, UIDVALIDITY, UID, `PartItem`) → `PartValue`.
+const PARTS: TableDefinition<(&str, u32, u32, &[u8]), &[u8]> = TableDefinition::new("parts");
+
+/// Byte answers of at most this many bytes asked for a range are kept (the tails that size
+/// base64 parts); whole small bodies are kept whatever their size.
+const KEPT_RANGE: u64 = 1024;
+/// The longest wait between two tries of an unreachable server.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What is known of a mailbox's listing as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    validity: UidValidity,
+    /// The version the kept listing was taken at.
+    version: Option<MailboxVersion>,
+    /// Changes were applied after `version` (reports, this mount's changes): the rows are
+    /// ahead of it, so it is a version to resync from, not one that describes them.
+    dirty: bool,
+}
+
+/// Whether the server is being talked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Online,
+    /// Since when; `deliberate` (`--offline`): no tries to reconnect.
+    Offline {
+        since: SystemTime,
+        deliberate: bool,
+    },
+}
+
+/// A write to the index.
+enum Job {
+    Mailboxes(Vec<MailboxInfo>),
+    Listing(MailboxId, MailboxListing),
+    Change(MailboxChange),
+    /// A change of `MailboxId` made here, or a version to resync from next time.
+    Dirty(MailboxId),
+    /// A listing brought up to date by `changes_since`: the change and the version after.
+    Resynced(MailboxChange, MailboxVersion),
+    Structures(MailboxId, Vec<MessageStructure>),
+    Parts(MailboxId, UidValidity, Vec<(Uid, PartItem, PartValue)>),
+    /// Everything of a mailbox that is gone.
+    Forget(MailboxId),
+    Flush(Sender<()>),
+    /// The store is going away: finish and end.
+    Stop,
+}
+
+/// The writer's own handles (not the store's, so that it never keeps the store alive).
+struct Writer {
+    dir: Arc<CacheDir>,
+    content: Option<Arc<DiskCache>>,
+}
+
+struct Shared {
+    inner: Arc<dyn MailStore>,
+    dir: Arc<CacheDir>,
+    content: Option<Arc<DiskCache>>,
+    link: Mutex<Link>,
+    /// Whether a thread is trying the server.
+    probing: Mutex<bool>,
+    sink: Mutex<Option<EventSink>>,
+    jobs: Mutex<Sender<Job>>,
+}
+
+/// The caching, offline-capable store.
+pub struct CachedStore {
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Dropping the store waits for its writer, so that what was asked is written and the
+/// cache directory is free after.
+impl Drop for CachedStore {
+    fn drop(&mut self) {
+        self.shared.send(Job::Stop);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("serializing to memory cannot fail")
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// Whether an answer to `item` is kept: sizes, whole bodies, and short ranges.
+fn kept(item: &PartItem) -> bool {
+    match item {
+        PartItem::DecodedSize(_) => true,
+        PartItem::Bytes { range: None, .. } => true,
+        PartItem::Bytes {
+            range: Some(range), ..
+        } => range.len <= KEPT_RANGE,
+    }
+}
+
+/// The error for what the disk cache does not hold while offline.
+fn not_cached(what: String) -> StoreError {
+    StoreError::Connection(format!("offline, and {what} is not in the disk cache"))
+}
+
+fn refused_offline() -> StoreError {
+    StoreError::Offline("the server cannot be reached; changes wait until it can".into())
+}
+
+/// Whether an error means the server cannot be reached (rather than refusing a request).
+fn unreachable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Connection(_) | StoreError::Timeout(_))
+}
+
+impl CachedStore {
+    /// `inner` behind the metadata kept in `dir`; `content` is the disk content cache
+    /// (told when a mailbox is gone). `offline`: start offline on purpose (`--offline`),
+    /// never trying the server.
+    pub fn new(
+        inner: Arc<dyn MailStore>,
+        dir: Arc<CacheDir>,
+        content: Option<Arc<DiskCache>>,
+        offline: bool,
+    ) -> CachedStore {
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir: Arc::clone(&dir),
+            content: content.clone(),
+        };
+        let shared = Arc::new(Shared {
+            inner,
+            dir,
+            content,
+            link: Mutex::new(match offline {
+                true => Link::Offline {
+                    since: SystemTime::now(),
+                    deliberate: true,
+                },
+                false => Link::Online,
+            }),
+            probing: Mutex::new(false),
+            sink: Mutex::new(None),
+            jobs: Mutex::new(tx),
+        });
+        let writer = std::thread::Builder::new()
+            .name("metadata-cache".into())
+            .spawn(move || writer.write(rx))
+            .ok();
+        CachedStore { shared, writer }
+    }
+
+    /// Starts offline because the server could not be reached at mount; tries it again in
+    /// the background.
+    pub fn start_offline(&self, why: &StoreError) {
+        self.shared.went_offline(why);
+    }
+
+    /// Whether anything is kept (a mailbox list): an offline mount is useful only then.
+    pub fn has_data(&self) -> bool {
+        self.shared.kept_mailboxes().is_some()
+    }
+
+    /// Waits until every write asked for so far is in the index (tests).
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.shared.send(Job::Flush(tx));
+        let _ = rx.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+impl Shared {
+    fn send(&self, job: Job) {
+        let _ = self.jobs.lock().send(job);
+    }
+
+    fn is_offline(&self) -> bool {
+        matches!(*self.link.lock(), Link::Offline { .. })
+    }
+
+    /// The server could not be reached: serve from disk, and try it again in the background.
+    fn went_offline(self: &Arc<Self>, why: &StoreError) {
+        {
+            let mut link = self.link.lock();
+            if let Link::Online = *link {
+                tracing::warn!(error = %why, "the server cannot be reached; serving what the disk cache holds, and trying again in the background");
+                *link = Link::Offline {
+                    since: SystemTime::now(),
+                    deliberate: false,
+                };
+            }
+        }
+        self.probe();
+    }
+
+    /// Starts the thread that tries the server, unless one runs or offline is deliberate.
+    fn probe(self: &Arc<Self>) {
+        if matches!(
+            *self.link.lock(),
+            Link::Offline {
+                deliberate: true,
+                ..
+            }
+        ) {
+            return;
+        }
+        let mut probing = self.probing.lock();
+        if *probing {
+            return;
+        }
+        *probing = true;
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("reconnect".into())
+            .spawn(move || try_again(weak));
+        if spawned.is_err() {
+            *probing = false;
+        }
+    }
+
+    /// Runs `online` when the server is thought reachable; on an error that says it is not,
+    /// goes offline and runs `offline` instead.
+    fn either<T>(
+        self: &Arc<Self>,
+        online: impl FnOnce() -> StoreResult<T>,
+        offline: impl FnOnce() -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        if self.is_offline() {
+            return offline();
+        }
+        match online() {
+            Err(e) if unreachable(&e) => {
+                self.went_offline(&e);
+                offline()
+            }
+            other => other,
+        }
+    }
+
+    /// A change: only online.
+    fn change<T>(
+        self: &Arc<Self>,
+        mailbox: Option<&MailboxId>,
+        f: impl FnOnce() -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        if self.is_offline() {
+            return Err(refused_offline());
+        }
+        let result = f();
+        match &result {
+            Err(e) if unreachable(e) => self.went_offline(e),
+            _ => {
+                if let Some(m) = mailbox {
+                    self.send(Job::Dirty(m.clone()));
+                }
+            }
+        }
+        result
+    }
+
+    // ---- reading what is kept ----------------------------------------------------------
+
+    /// A search over what is kept, offline: whole messages where the content cache holds
+    /// them, the listing's subject, flags, size and date otherwise. Says in the log when
+    /// that may miss messages.
+    fn search_kept(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
+        let (head, messages) = self
+            .kept_listing(mailbox)
+            .ok_or_else(|| not_cached(format!("the listing of {mailbox}")))?;
+        let mut found = Vec::new();
+        let mut without_content = 0;
+        for meta in &messages {
+            let raw = self.content.as_ref().and_then(|c| {
+                let start = crate::cache::ContentKey {
+                    mailbox: mailbox.clone(),
+                    validity: head.validity,
+                    uid: meta.uid,
+                    section: Section::whole(),
+                    transfer: Transfer::Encoded,
+                    offset: 0,
+                };
+                c.read_all(&start, meta.size, crate::fs::content::CHUNK)
+            });
+            if raw.is_none() {
+                without_content += 1;
+            }
+            let fields = |name: &str| -> Vec<Vec<u8>> {
+                match &raw {
+                    Some(raw) => super::imap::convert::header_field(raw, name)
+                        .into_iter()
+                        .collect(),
+                    None if name.eq_ignore_ascii_case("subject") => {
+                        meta.subject.iter().cloned().collect()
+                    }
+                    None => Vec::new(),
+                }
+            };
+            let candidate = crate::search::local::Candidate {
+                uid: meta.uid,
+                raw: raw.as_deref().unwrap_or_default(),
+                flags: &meta.flags,
+                internal_date: meta.internal_date,
+                size: meta.size,
+                fields: &fields,
+            };
+            let matched = candidate
+                .matches(key)
+                .map_err(|crate::search::local::Unsupported(why)| StoreError::Invalid(why))?;
+            if matched {
+                found.push(meta.uid);
+            }
+        }
+        if without_content > 0 {
+            tracing::warn!(
+                mailbox = %mailbox,
+                cached = messages.len() - without_content,
+                messages = messages.len(),
+                "offline: searched what the disk cache holds; messages whose content is not cached were matched by their subject, flags, size and date only, so the result may be partial"
+            );
+        }
+        Ok(found)
+    }
+
+    fn kept_mailboxes(&self) -> Option<Vec<MailboxInfo>> {
+        let txn = self.dir.db().begin_read().ok()?;
+        let table = txn.open_table(MAILBOXES).ok()?;
+        let value = table.get("list").ok()??;
+        decode(value.value())
+    }
+
+    fn kept_head(&self, mailbox: &MailboxId) -> Option<Head> {
+        let txn = self.dir.db().begin_read().ok()?;
+        let table = txn.open_table(HEADS).ok()?;
+        let value = table.get(mailbox.as_str()).ok()??;
+        decode(value.value())
+    }
+
+    fn kept_listing(&self, mailbox: &MailboxId) -> Option<(Head, Vec<MessageMeta>)> {
+        let head = self.kept_head(mailbox)?;
+        let txn = self.dir.db().begin_read().ok()?;
+        let table = txn.open_table(MESSAGES).ok()?;
+        let name = mailbox.as_str();
+        let mut messages = Vec::new();
+        for row in table.range((name, 0)..=(name, u32::MAX)).ok()? {
+            let (_, value) = row.ok()?;
+            messages.push(decode::<MessageMeta>(value.value())?);
+        }
+        Some((head, messages))
+    }
+
+    fn kept_structures(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+    ) -> Vec<MessageStructure> {
+        let Ok(txn) = self.dir.db().begin_read() else {
+            return Vec::new();
+        };
+        let Ok(table) = txn.open_table(STRUCTURES) else {
+            return Vec::new();
+        };
+        uids.iter()
+            .filter_map(|uid| {
+                let value = table.get((mailbox.as_str(), validity.0, uid.0)).ok()??;
+                decode(value.value())
+            })
+            .collect()
+    }
+
+    fn kept_part(
+        &self,
+        table: &redb::ReadOnlyTable<(&str, u32, u32, &[u8]), &[u8]>,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        item: &PartItem,
+    ) -> Option<PartValue> {
+        let key = encode(item);
+        let value = table
+            .get((mailbox.as_str(), validity.0, uid.0, key.as_slice()))
+            .ok()??;
+        decode(value.value())
+    }
+}
+
+impl Writer {
+    fn write(self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut stop = matches!(first, Job::Stop);
+            let mut batch = vec![first];
+            while !stop && batch.len() < 64 {
+                match jobs.recv_timeout(Duration::from_millis(5)) {
+                    Ok(job) => {
+                        stop = matches!(job, Job::Stop);
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut flushed = Vec::new();
+            if let Err(e) = self.apply(batch, &mut flushed) {
+                tracing::warn!(error = %e, "disk cache: could not record what the server said");
+            }
+            for reply in flushed {
+                let _ = reply.send(());
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn apply(&self, batch: Vec<Job>, flushed: &mut Vec<Sender<()>>) -> Result<(), redb::Error> {
+        let txn = self.dir.db().begin_write()?;
+        {
+            let mut mailboxes = txn.open_table(MAILBOXES)?;
+            let mut heads = txn.open_table(HEADS)?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            let mut structures = txn.open_table(STRUCTURES)?;
+            let mut parts = txn.open_table(PARTS)?;
+            let mut tables = Tables {
+                heads: &mut heads,
+                messages: &mut messages,
+                structures: &mut structures,
+                parts: &mut parts,
+            };
+            for job in batch {
+                match job {
+                    Job::Mailboxes(list) => {
+                        let old: Option<Vec<MailboxInfo>> =
+                            mailboxes.get("list")?.and_then(|v| decode(v.value()));
+                        let now: HashSet<&MailboxId> = list.iter().map(|m| &m.id).collect();
+                        for gone in old.iter().flatten().filter(|m| !now.contains(&m.id)) {
+                            tracing::info!(mailbox = %gone.id, "disk cache: dropping a mailbox the server no longer lists");
+                            tables.forget(&gone.id, None)?;
+                            if let Some(content) = &self.content {
+                                content.drop_mailbox(&gone.id);
+                            }
+                        }
+                        mailboxes.insert("list", encode(&list).as_slice())?;
+                    }
+                    Job::Listing(mailbox, listing) => tables.listing(&mailbox, listing)?,
+                    Job::Change(change) => {
+                        tables.change(&change)?;
+                        tables.mark_dirty(&change.mailbox)?;
+                    }
+                    Job::Resynced(change, version) => {
+                        tables.change(&change)?;
+                        if let Some(mut head) = tables.head(&change.mailbox)? {
+                            head.version = Some(version);
+                            head.dirty = false;
+                            tables
+                                .heads
+                                .insert(change.mailbox.as_str(), encode(&head).as_slice())?;
+                        }
+                    }
+                    Job::Dirty(mailbox) => tables.mark_dirty(&mailbox)?,
+                    Job::Structures(mailbox, list) => {
+                        let validity = tables.head(&mailbox)?.map(|h| h.validity);
+                        for s in list {
+                            // Kept under the UIDVALIDITY of the listing kept; without one
+                            // they cannot be told apart from another mailbox's, so not kept.
+                            if let Some(v) = validity {
+                                tables.structures.insert(
+                                    (mailbox.as_str(), v.0, s.uid.0),
+                                    encode(&s).as_slice(),
+                                )?;
+                            }
+                        }
+                    }
+                    Job::Parts(mailbox, validity, answers) => {
+                        for (uid, item, value) in answers {
+                            let key = encode(&item);
+                            tables.parts.insert(
+                                (mailbox.as_str(), validity.0, uid.0, key.as_slice()),
+                                encode(&value).as_slice(),
+                            )?;
+                        }
+                    }
+                    Job::Forget(mailbox) => tables.forget(&mailbox, None)?,
+                    Job::Flush(reply) => flushed.push(reply),
+                    Job::Stop => {}
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// The tables one write transaction changes.
+struct Tables<'a, 't> {
+    heads: &'a mut redb::Table<'t, &'static str, &'static [u8]>,
+    messages: &'a mut redb::Table<'t, (&'static str, u32), &'static [u8]>,
+    structures: &'a mut redb::Table<'t, (&'static str, u32, u32), &'static [u8]>,
+    parts: &'a mut redb::Table<'t, (&'static str, u32, u32, &'static [u8]), &'static [u8]>,
+}
+
+impl Tables<'_, '_> {
+    fn head(&self, mailbox: &MailboxId) -> Result<Option<Head>, redb::Error> {
+        Ok(self
+            .heads
+            .get(mailbox.as_str())?
+            .and_then(|v| decode(v.value())))
+    }
+
+    fn mark_dirty(&mut self, mailbox: &MailboxId) -> Result<(), redb::Error> {
+        if let Some(mut head) = self.head(mailbox)? {
+            if !head.dirty {
+                head.dirty = true;
+                self.heads
+                    .insert(mailbox.as_str(), encode(&head).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A full listing replaces what was kept.
+    fn listing(&mut self, mailbox: &MailboxId, listing: MailboxListing) -> Result<(), redb::Error> {
+        let name = mailbox.as_str();
+        if let Some(old) = self.head(mailbox)? {
+            if old.validity != listing.uid_validity {
+                tracing::info!(mailbox = %mailbox, "disk cache: UIDVALIDITY changed; dropping the mailbox's old entries");
+                self.forget(mailbox, Some(listing.uid_validity))?;
+            }
+        }
+        self.messages
+            .retain_in((name, 0)..=(name, u32::MAX), |_, _| false)?;
+        for meta in &listing.messages {
+            self.messages
+                .insert((name, meta.uid.0), encode(meta).as_slice())?;
+        }
+        let head = Head {
+            validity: listing.uid_validity,
+            version: listing.version,
+            dirty: false,
+        };
+        self.heads.insert(name, encode(&head).as_slice())?;
+        Ok(())
+    }
+
+    /// A reported change, applied to the kept listing (if any).
+    fn change(&mut self, change: &MailboxChange) -> Result<(), redb::Error> {
+        let Some(head) = self.head(&change.mailbox)? else {
+            return Ok(());
+        };
+        let name = change.mailbox.as_str();
+        let validity = change.validity.unwrap_or(head.validity);
+        if change.validity_changed || validity != head.validity {
+            // Nothing kept is true any more; the next listing starts over.
+            return self.forget(&change.mailbox, None);
+        }
+        for uid in &change.vanished {
+            self.messages.remove((name, uid.0))?;
+        }
+        for meta in &change.arrived {
+            self.messages
+                .insert((name, meta.uid.0), encode(meta).as_slice())?;
+        }
+        for (uid, flags) in &change.flags {
+            let old: Option<MessageMeta> = self
+                .messages
+                .get((name, uid.0))?
+                .and_then(|v| decode(v.value()));
+            if let Some(mut meta) = old {
+                meta.flags = flags.clone();
+                self.messages
+                    .insert((name, uid.0), encode(&meta).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops what is kept of `mailbox`: all of it, or (`keep`) what belongs to any other
+    /// UIDVALIDITY.
+    fn forget(
+        &mut self,
+        mailbox: &MailboxId,
+        keep: Option<UidValidity>,
+    ) -> Result<(), redb::Error> {
+        let name = mailbox.as_str();
+        let other = |v: u32| Some(UidValidity(v)) != keep;
+        self.structures
+            .retain_in((name, 0, 0)..=(name, u32::MAX, u32::MAX), |k, _| {
+                !other(k.1)
+            })?;
+        self.parts.retain_in(
+            (name, 0, 0, &[][..])..(name, u32::MAX, u32::MAX, &[0xffu8; 64][..]),
+            |k, _| !other(k.1),
+        )?;
+        if keep.is_none() {
+            self.messages
+                .retain_in((name, 0)..=(name, u32::MAX), |_, _| false)?;
+            self.heads.remove(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tries the server with growing pauses until it answers, then goes online and tells the
+/// core to look again.
+fn try_again(shared: Weak<Shared>) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        std::thread::sleep(pause);
+        let Some(s) = shared.upgrade() else { return };
+        match s.inner.list_mailboxes() {
+            Ok(list) => {
+                tracing::info!("the server answers again; back online");
+                *s.link.lock() = Link::Online;
+                *s.probing.lock() = false;
+                s.send(Job::Mailboxes(list));
+                if let Some(sink) = s.sink.lock().clone() {
+                    sink(StoreEvent::MailboxList);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the server still cannot be reached");
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+impl MailStore for CachedStore {
+    fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
+        let s = &self.shared;
+        s.either(
+            || {
+                let list = s.inner.list_mailboxes()?;
+                s.send(Job::Mailboxes(list.clone()));
+                Ok(list)
+            },
+            || {
+                s.kept_mailboxes()
+                    .ok_or_else(|| not_cached("the mailbox list".into()))
+            },
+        )
+    }
+
+    fn list_messages(&self, mailbox: &MailboxId) -> StoreResult<MailboxListing> {
+        let s = &self.shared;
+        s.either(
+            || {
+                if let Some(listing) = self.warm_listing(mailbox)? {
+                    return Ok(listing);
+                }
+                let listing = s.inner.list_messages(mailbox)?;
+                s.send(Job::Listing(mailbox.clone(), listing.clone()));
+                Ok(listing)
+            },
+            || {
+                let (head, messages) = s
+                    .kept_listing(mailbox)
+                    .ok_or_else(|| not_cached(format!("the listing of {mailbox}")))?;
+                Ok(MailboxListing {
+                    uid_validity: head.validity,
+                    messages,
+                    // Offline nothing can be checked: the core lists again when it looks.
+                    version: None,
+                })
+            },
+        )
+    }
+
+    fn mailbox_version(&self, mailbox: &MailboxId) -> StoreResult<Option<MailboxVersion>> {
+        let s = &self.shared;
+        s.either(|| s.inner.mailbox_version(mailbox), || Ok(None))
+    }
+
+    fn changes_since(
+        &self,
+        mailbox: &MailboxId,
+        known: MailboxVersion,
+        held: &[Uid],
+    ) -> StoreResult<Option<(MailboxChange, MailboxVersion)>> {
+        let s = &self.shared;
+        s.either(|| s.inner.changes_since(mailbox, known, held), || Ok(None))
+    }
+
+    fn body_structures(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+    ) -> StoreResult<Vec<MessageStructure>> {
+        let s = &self.shared;
+        let mut found = s.kept_structures(mailbox, validity, uids);
+        let have: HashSet<Uid> = found.iter().map(|m| m.uid).collect();
+        let missing: Vec<Uid> = uids.iter().copied().filter(|u| !have.contains(u)).collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let fetched = s.either(
+            || {
+                let fetched = s.inner.body_structures(mailbox, validity, &missing)?;
+                s.send(Job::Structures(mailbox.clone(), fetched.clone()));
+                Ok(fetched)
+            },
+            || {
+                // Only the first message asked for is wanted; the rest is read-ahead.
+                if have.contains(&uids[0]) {
+                    Ok(Vec::new())
+                } else {
+                    Err(not_cached(format!(
+                        "the structure of UID {} in {mailbox}",
+                        uids[0].0
+                    )))
+                }
+            },
+        )?;
+        found.extend(fetched);
+        Ok(found)
+    }
+
+    fn fetch_parts(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        wanted: &[(Uid, Vec<PartItem>)],
+    ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>> {
+        let s = &self.shared;
+        let mut answers = Vec::new();
+        let mut missing: BTreeMap<Uid, Vec<PartItem>> = BTreeMap::new();
+        {
+            let txn = s.dir.db().begin_read().ok();
+            let table = txn.as_ref().and_then(|t| t.open_table(PARTS).ok());
+            for (uid, items) in wanted {
+                for item in items {
+                    let value = table
+                        .as_ref()
+                        .filter(|_| kept(item))
+                        .and_then(|t| s.kept_part(t, mailbox, validity, *uid, item));
+                    match value {
+                        Some(value) => answers.push((*uid, item.clone(), value)),
+                        None => missing.entry(*uid).or_default().push(item.clone()),
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(answers);
+        }
+        let missing: Vec<(Uid, Vec<PartItem>)> = missing.into_iter().collect();
+        let fetched = s.either(
+            || {
+                let fetched = s.inner.fetch_parts(mailbox, validity, &missing)?;
+                let keep: Vec<(Uid, PartItem, PartValue)> = fetched
+                    .iter()
+                    .filter(|(_, i, _)| kept(i))
+                    .cloned()
+                    .collect();
+                if !keep.is_empty() {
+                    s.send(Job::Parts(mailbox.clone(), validity, keep));
+                }
+                Ok(fetched)
+            },
+            || Err(not_cached(format!("parts of messages in {mailbox}"))),
+        )?;
+        answers.extend(fetched);
+        Ok(answers)
+    }
+
+    fn fetch_section(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        section: &Section,
+        transfer: Transfer,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<u8>> {
+        let s = &self.shared;
+        s.either(
+            || {
+                s.inner
+                    .fetch_section(mailbox, validity, uid, section, transfer, range)
+            },
+            || Err(not_cached(format!("UID {} of {mailbox}", uid.0))),
+        )
+    }
+
+    fn fetch_sections(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        section: &Section,
+        transfer: Transfer,
+        range: Option<ByteRange>,
+    ) -> StoreResult<Vec<(Uid, Vec<u8>)>> {
+        let s = &self.shared;
+        s.either(
+            || {
+                s.inner
+                    .fetch_sections(mailbox, validity, uids, section, transfer, range)
+            },
+            || Err(not_cached(format!("messages of {mailbox}"))),
+        )
+    }
+
+    fn find_by_message_id(
+        &self,
+        mailbox: &MailboxId,
+        message_id: &str,
+    ) -> StoreResult<(UidValidity, Vec<MessageMeta>)> {
+        let s = &self.shared;
+        s.either(
+            || s.inner.find_by_message_id(mailbox, message_id),
+            || Err(refused_offline()),
+        )
+    }
+
+    fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
+        let s = &self.shared;
+        s.either(
+            || s.inner.search(mailbox, key),
+            || s.search_kept(mailbox, key),
+        )
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.shared.inner.stats()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.shared.inner.capabilities()
+    }
+
+    fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {
+        let s = &self.shared;
+        s.change(None, || s.inner.create_mailbox(path))
+    }
+
+    fn delete_mailbox(&self, mailbox: &MailboxId) -> StoreResult<()> {
+        let s = &self.shared;
+        s.change(None, || s.inner.delete_mailbox(mailbox))?;
+        s.send(Job::Forget(mailbox.clone()));
+        if let Some(content) = &s.content {
+            content.drop_mailbox(mailbox);
+        }
+        Ok(())
+    }
+
+    fn rename_mailbox(&self, from: &MailboxId, to: &[String]) -> StoreResult<MailboxId> {
+        let s = &self.shared;
+        let renamed = s.change(None, || s.inner.rename_mailbox(from, to))?;
+        // What was kept under the old name would be served for a mailbox created there.
+        s.send(Job::Forget(from.clone()));
+        if let Some(content) = &s.content {
+            content.drop_mailbox(from);
+        }
+        Ok(renamed)
+    }
+
+    fn set_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        flags: &[Flag],
+    ) -> StoreResult<()> {
+        let s = &self.shared;
+        s.change(Some(mailbox), || {
+            s.inner.set_flags(mailbox, validity, uid, flags)
+        })
+    }
+
+    fn move_message(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let s = &self.shared;
+        let moved = s.change(Some(from), || s.inner.move_message(from, validity, uid, to))?;
+        s.send(Job::Dirty(to.clone()));
+        Ok(moved)
+    }
+
+    fn expunge_message(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<()> {
+        let s = &self.shared;
+        s.change(Some(mailbox), || {
+            s.inner.expunge_message(mailbox, validity, uid)
+        })
+    }
+
+    fn append(
+        &self,
+        mailbox: &MailboxId,
+        message: NewMessage<'_>,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let s = &self.shared;
+        s.change(Some(mailbox), || s.inner.append(mailbox, message))
+    }
+
+    fn watch(&self, sink: EventSink) {
+        let s = &self.shared;
+        *s.sink.lock() = Some(Arc::clone(&sink));
+        let weak = Arc::downgrade(s);
+        s.inner.watch(Arc::new(move |event| {
+            if let Some(s) = weak.upgrade() {
+                if let StoreEvent::Mailbox(change) = &event {
+                    s.send(Job::Change(change.clone()));
+                }
+            }
+            sink(event);
+        }));
+    }
+
+    fn follow(&self, mailbox: &MailboxId, known: Option<MailboxVersion>) {
+        if !self.shared.is_offline() {
+            self.shared.inner.follow(mailbox, known);
+        }
+    }
+
+    fn is_followed(&self, mailbox: &MailboxId) -> bool {
+        !self.shared.is_offline() && self.shared.inner.is_followed(mailbox)
+    }
+
+    fn is_list_followed(&self) -> bool {
+        !self.shared.is_offline() && self.shared.inner.is_list_followed()
+    }
+
+    fn link_state(&self) -> LinkState {
+        match *self.shared.link.lock() {
+            Link::Online => LinkState::Online,
+            Link::Offline { since, .. } => LinkState::Offline { since },
+        }
+    }
+}
+
+impl CachedStore {
+    /// The kept listing, if it is still true or can be made true cheaply: its version is
+    /// the server's (one `EXAMINE`), or the change since it can be had (`changes_since`).
+    fn warm_listing(&self, mailbox: &MailboxId) -> StoreResult<Option<MailboxListing>> {
+        let s = &self.shared;
+        let Some((head, mut messages)) = s.kept_listing(mailbox) else {
+            return Ok(None);
+        };
+        let Some(known) = head.version else {
+            return Ok(None);
+        };
+        let now = s.inner.mailbox_version(mailbox)?;
+        if now == Some(known) && !head.dirty {
+            return Ok(Some(MailboxListing {
+                uid_validity: head.validity,
+                messages,
+                version: Some(known),
+            }));
+        }
+        if now.is_some_and(|v| v.uid_validity != head.validity) {
+            return Ok(None);
+        }
+        let held: Vec<Uid> = messages.iter().map(|m| m.uid).collect();
+        let Some((change, version)) = s.inner.changes_since(mailbox, known, &held)? else {
+            return Ok(None);
+        };
+        let gone: HashSet<Uid> = change.vanished.iter().copied().collect();
+        messages.retain(|m| !gone.contains(&m.uid));
+        let mut by_uid: BTreeMap<Uid, MessageMeta> =
+            messages.into_iter().map(|m| (m.uid, m)).collect();
+        for meta in &change.arrived {
+            by_uid.insert(meta.uid, meta.clone());
+        }
+        for (uid, flags) in &change.flags {
+            if let Some(meta) = by_uid.get_mut(uid) {
+                meta.flags = flags.clone();
+            }
+        }
+        s.send(Job::Resynced(change, version));
+        Ok(Some(MailboxListing {
+            uid_validity: head.validity,
+            messages: by_uid.into_values().collect(),
+            version: Some(version),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

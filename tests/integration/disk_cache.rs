@@ -1,0 +1,418 @@
+//! The disk cache and offline use (issue 12), on a real mount: a warm remount costs almost
+//! nothing; damaged cache files are dropped and fetched again; the cache keeps its bound;
+//! a recreated mailbox never serves old content; with the server stopped the mount serves
+//! what it holds, fails the rest at once, refuses changes, and comes back online by itself.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fixture::proxy::{Proxy, ProxyOptions};
+
+use super::support::*;
+
+/// A cache directory that outlives the mounts of one test.
+struct CacheDir {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    arg: String,
+}
+
+fn cache_dir() -> CacheDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache");
+    let arg = format!("--cache-dir={}", path.display());
+    CacheDir {
+        _dir: dir,
+        path,
+        arg,
+    }
+}
+
+/// Every `message.eml` under `dir`, read whole, in name order.
+fn read_all_messages(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, fs::read(p.join("message.eml")).unwrap())
+        })
+        .collect()
+}
+
+fn state(mount: &Mount) -> String {
+    let out = sh(&format!(
+        "getfattr --only-values -n user.imapfs.state '{}'",
+        mount.path.display()
+    ));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The bytes of the content files under the cache directory (their sizes, holes and all).
+fn blob_bytes(cache: &Path) -> u64 {
+    blob_files(cache)
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+fn blob_files(cache: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in fs::read_dir(cache.join("blobs")).unwrap() {
+        for f in fs::read_dir(dir.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_warm_remount_moves_almost_nothing() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 5000, 3, 3_000).unwrap();
+    let proxy = Proxy::start(dovecot.imaps_addr(), ProxyOptions::default()).unwrap();
+    let cache = cache_dir();
+
+    let mount = MountSpec::new(&dovecot, "alice")
+        .via_proxy(&proxy)
+        .args(&[&cache.arg])
+        .mount();
+    let inbox = mount.join("INBOX");
+    proxy.reset_counters();
+    let listed = sh(&format!("ls -l '{}' | wc -l", inbox.display()));
+    let first_ls = proxy.bytes_from_server();
+    proxy.reset_counters();
+    let first = read_all_messages(&inbox);
+    let first_read = proxy.bytes_from_server();
+    assert_eq!(first.len(), 5000);
+    assert!(mount.terminate(), "clean unmount");
+
+    let mount = MountSpec::new(&dovecot, "alice")
+        .via_proxy(&proxy)
+        .args(&[&cache.arg])
+        .mount();
+    let inbox = mount.join("INBOX");
+    proxy.reset_counters();
+    let relisted = sh(&format!("ls -l '{}' | wc -l", inbox.display()));
+    let warm_ls = proxy.bytes_from_server();
+    assert_eq!(relisted.stdout, listed.stdout);
+    assert!(
+        warm_ls < 10_000,
+        "warm ls -l moved {warm_ls} bytes (cold: {first_ls})"
+    );
+    proxy.reset_counters();
+    let again = read_all_messages(&inbox);
+    let warm_read = proxy.bytes_from_server();
+    assert!(again == first, "the warm read differs from the first");
+    assert!(
+        warm_read * 100 < first_read,
+        "warm read of every message.eml moved {warm_read} bytes (first: {first_read})"
+    );
+    println!("cold ls {first_ls} B, warm ls {warm_ls} B; first read {first_read} B, warm read {warm_read} B");
+}
+
+#[test]
+fn damaged_cache_files_are_dropped_and_fetched_again() {
+    let dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let want = read_all_messages(&mount.join("INBOX"));
+    assert!(mount.terminate());
+
+    // A flipped byte, a file cut short, and then the index gone.
+    let files = blob_files(&cache.path);
+    assert!(files.len() >= 2, "{files:?}");
+    let mut bytes = fs::read(&files[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&files[0], bytes).unwrap();
+    let cut = fs::OpenOptions::new().write(true).open(&files[1]).unwrap();
+    cut.set_len(3).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(read_all_messages(&mount.join("INBOX")) == want);
+    let log = mount.log();
+    assert!(log.contains("dropped a damaged chunk"), "{log}");
+    assert!(mount.terminate());
+
+    fs::remove_file(cache.path.join("index.redb")).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(read_all_messages(&mount.join("INBOX")) == want);
+    assert!(mount.terminate());
+}
+
+#[test]
+fn the_cache_keeps_its_bound_while_a_walk_reads_more() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 300, 5, 20_000).unwrap();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg, "--disk-cache-size=1M", "--cache-size=1M"])
+        .mount();
+    let read = read_all_messages(&mount.join("INBOX"));
+    let total: usize = read.iter().map(|(_, b)| b.len()).sum();
+    assert!(total > 4 << 20, "the walk read {total} bytes");
+    assert!(mount.terminate());
+    let held = blob_bytes(&cache.path);
+    assert!(
+        held <= 1 << 20,
+        "the disk cache holds {held} bytes over its 1 MiB bound"
+    );
+    assert!(held > 256 << 10, "the disk cache holds only {held} bytes");
+}
+
+#[test]
+fn a_recreated_mailbox_never_serves_old_content() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    client.create("Box").unwrap();
+    let old = b"From: a@example.com\r\nSubject: old\r\n\r\nthe old message\r\n";
+    fixture::append(&mut client, "Box", old, &[]).unwrap();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let first = read_all_messages(&mount.join("Box"));
+    assert!(first[0].1 == old);
+    assert!(mount.terminate());
+
+    client.delete("Box").unwrap();
+    // Dovecot's UIDVALIDITY is the time in seconds: let it move on.
+    std::thread::sleep(Duration::from_millis(1100));
+    client.create("Box").unwrap();
+    let new = b"From: b@example.com\r\nSubject: new\r\n\r\nthe new message, longer\r\n";
+    fixture::append(&mut client, "Box", new, &[]).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let second = read_all_messages(&mount.join("Box"));
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].0, first[0].0.replace("old", "new"));
+    assert!(second[0].1 == new);
+}
+
+#[test]
+fn offline_the_mount_serves_the_cache_and_comes_back_by_itself() {
+    let mut dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let inbox = mount.join("INBOX");
+    // Read everything but one message's message.eml, and list the other mailboxes.
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let (skipped, read) = dirs.split_first().unwrap();
+    let mut want = Vec::new();
+    for d in read {
+        want.push((d.clone(), fs::read(d.join("message.eml")).unwrap()));
+    }
+    fs::read_dir(skipped).unwrap().for_each(drop);
+    let root: Vec<String> = fs::read_dir(&mount.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(state(&mount), "online");
+    assert!(mount.terminate());
+
+    dovecot.stop();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(
+        state(&mount).starts_with("offline since "),
+        "{}",
+        state(&mount)
+    );
+    let mut again: Vec<String> = fs::read_dir(&mount.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    again.sort();
+    let mut root = root;
+    root.sort();
+    assert_eq!(again, root);
+    for (dir, bytes) in &want {
+        let path = mount
+            .path
+            .join(dir.strip_prefix(&mount.path).unwrap_or(dir));
+        let rel = dir.strip_prefix(inbox.parent().unwrap()).unwrap();
+        let offline = fs::read(mount.path.join(rel).join("message.eml"))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(&offline == bytes, "{}", rel.display());
+    }
+    // Not cached: EIO at once.
+    let rel = skipped.strip_prefix(inbox.parent().unwrap()).unwrap();
+    let started = Instant::now();
+    let err = fs::read(mount.path.join(rel).join("message.eml")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Changes are refused, and nothing is lost.
+    let flags = sh(&format!(
+        "setfattr -n user.imap.flags -v '\\Flagged' '{}' 2>&1",
+        mount
+            .path
+            .join(want[0].0.strip_prefix(inbox.parent().unwrap()).unwrap())
+            .display()
+    ));
+    assert!(
+        String::from_utf8_lossy(&flags.stdout).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&flags.stdout)
+    );
+
+    // The server comes back: the mount goes online by itself and shows new mail.
+    dovecot.restart().unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    let fresh = b"From: c@example.com\r\nSubject: arrived while offline\r\n\r\nhello\r\n";
+    fixture::append(&mut client, "INBOX", fresh, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state(&mount) != "online" {
+        assert!(Instant::now() < deadline, "still {}", state(&mount));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let names: Vec<String> = fs::read_dir(mount.join("INBOX"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        if names.iter().any(|n| n.ends_with("arrived while offline")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new message never showed: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now = fs::read(mount.path.join(rel).join("message.eml")).unwrap();
+    assert!(!now.is_empty());
+}
+
+#[test]
+fn a_server_killed_mid_session_leaves_the_mount_serving_the_cache() {
+    let mut dovecot = dovecot_with_samples();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let want = read_all_messages(&mount.join("INBOX"));
+    dovecot.stop();
+    let started = Instant::now();
+    let got = read_all_messages(&mount.join("INBOX"));
+    assert!(got == want);
+    let out = sh(&format!("ls -l '{}'", mount.path.display()));
+    assert!(out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(state(&mount).starts_with("offline") || state(&mount) == "online");
+}
+
+#[test]
+fn a_second_mount_of_the_account_runs_without_the_busy_cache() {
+    let dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let first = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let second = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(read_all_messages(&second.join("INBOX")) == read_all_messages(&first.join("INBOX")));
+    let log = second.log();
+    assert!(log.contains("in use by another imapfs"), "{log}");
+    assert!(log.contains("without a disk cache"), "{log}");
+}
+
+/// The message directories under `inbox` whose message.eml holds `needle`, by name.
+fn grep_hits(inbox: &Path, needle: &str) -> Vec<String> {
+    let out = sh(&format!(
+        "grep -rl --include=message.eml -e '{needle}' '{}'",
+        inbox.display()
+    ));
+    let mut hits: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            Path::new(l)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    hits.sort();
+    hits
+}
+
+#[test]
+fn after_a_prefetch_an_offline_mount_greps_every_message() {
+    let mut dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 400, 13, 6_000).unwrap();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let want = grep_hits(&mount.join("INBOX"), "bulk-0000");
+    assert!(!want.is_empty());
+    // A fresh cache: nothing read yet; prefetch it all in the background.
+    assert!(mount.terminate());
+    fs::remove_dir_all(&cache.path).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let inbox = mount.join("INBOX");
+    let set = sh(&format!(
+        "setfattr -n user.imapfs.prefetch -v 1 '{}'",
+        inbox.display()
+    ));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let progress = loop {
+        let out = sh(&format!(
+            "getfattr --only-values -n user.imapfs.prefetch '{}'",
+            inbox.display()
+        ));
+        let progress = String::from_utf8_lossy(&out.stdout).to_string();
+        if progress.starts_with("done") || progress.starts_with("failed") {
+            break progress;
+        }
+        assert!(Instant::now() < deadline, "{progress}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        progress.starts_with("done: 400 of 400 messages"),
+        "{progress}"
+    );
+    assert!(mount.terminate());
+
+    dovecot.stop();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
+    assert_eq!(grep_hits(&mount.join("INBOX"), "bulk-0000"), want);
+}
