@@ -661,7 +661,9 @@ fn a_qresync_examine_from_dovecot() {
         earlier: true,
         uids: vec![(2, 2), (5, 6)],
     }));
-    let changed: Vec<(Option<u32>, Option<Vec<String>>, Option<u64>)> = fetches(&done.untagged)
+    // (UID, FLAGS, MODSEQ) of each FETCH.
+    type Changed = (Option<u32>, Option<Vec<String>>, Option<u64>);
+    let changed: Vec<Changed> = fetches(&done.untagged)
         .map(|f| (f.uid, f.flags.clone(), f.modseq))
         .collect();
     assert_eq!(
