@@ -12,7 +12,7 @@ use super::Fs;
 use crate::store::{MailboxId, Section, StoreEvent};
 
 /// What the kernel must drop from its caches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Invalidation {
     /// The name `name` in directory `parent` (a cached entry, positive or negative).
     Entry { parent: u64, name: String },
@@ -34,7 +34,7 @@ pub struct Invalidations {
 }
 
 impl Invalidations {
-    fn send(&self, invalidation: Invalidation) {
+    pub(super) fn send(&self, invalidation: Invalidation) {
         let mut sink = self.sink.lock();
         if let Some(tx) = sink.as_ref() {
             if tx.send(invalidation).is_err() {

@@ -345,3 +345,33 @@ fn a_mailbox_the_store_reports_stale_is_listed_again_at_once() {
     h.fs.apply_store_event(StoreEvent::MailboxStale(MailboxId::new("Elsewhere")));
     assert_eq!(h.count(Op::ListMessages), listings);
 }
+
+/// A directory opened before a change and read after its invalidation went out may fill
+/// the kernel's cache with the old snapshot: closing it invalidates the directory again.
+/// One opened and closed with nothing changed meanwhile sends nothing.
+#[test]
+fn a_directory_read_across_a_change_is_invalidated_again_when_closed() {
+    let h = Harness::watching();
+    h.store
+        .add_message("INBOX", &Sample::numbered(1).raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(h.names(inbox).unwrap().len(), 1);
+    h.sent_invalidations();
+
+    let quiet = h.fs.opendir(inbox).unwrap();
+    h.fs.releasedir(quiet);
+    assert!(h.sent_invalidations().is_empty(), "nothing changed");
+
+    let open = h.fs.opendir(inbox).unwrap();
+    h.store
+        .add_message("INBOX", &Sample::numbered(2).raw, &[], date());
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: inbox }));
+    h.fs.releasedir(open);
+    assert_eq!(
+        h.sent_invalidations(),
+        [Invalidation::Inode { ino: inbox }],
+        "invalidated again once the old snapshot is done with"
+    );
+}
