@@ -214,7 +214,8 @@ impl Channel {
     /// Everything due: a poll, the mailbox list's report, each mailbox said to have changed.
     fn work(&mut self, s: &mut Session) -> StoreResult<()> {
         let now = boot_clock();
-        if s.next_poll.is_some_and(|at| now >= at) || s.rechecks.first().is_some_and(|&at| now >= at)
+        if s.next_poll.is_some_and(|at| now >= at)
+            || s.rechecks.first().is_some_and(|&at| now >= at)
         {
             s.rechecks.retain(|&at| at > now);
             self.poll(s)?;
@@ -561,7 +562,10 @@ impl Channel {
                     });
                     s.list_changed = true;
                     let now = boot_clock();
-                    s.rechecks = vec![now + RECHECK_AFTER, now + RECHECK_AFTER + RECHECK_AGAIN_AFTER];
+                    s.rechecks = vec![
+                        now + RECHECK_AFTER,
+                        now + RECHECK_AFTER + RECHECK_AGAIN_AFTER,
+                    ];
                 }
                 Untagged::Status {
                     code: Some(Code::Other(name, _)),
