@@ -33,9 +33,9 @@ use self::wire::{fetches, Code, Command, Untagged};
 use crate::call;
 use crate::search::SearchKey;
 use crate::store::{
-    Capabilities, Flag, MailStore, MailboxId, MailboxInfo, MailboxListing, MailboxPath,
-    MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, StoreError, StoreResult,
-    StoreStats, Uid, UidValidity,
+    Capabilities, Flag, MailStore, MailboxChange, MailboxId, MailboxInfo, MailboxListing,
+    MailboxPath, MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, StoreError,
+    StoreResult, StoreStats, Uid, UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
@@ -765,6 +765,32 @@ impl MailStore for ImapStore {
             let done = conn.run(cmd)?;
             Ok((validity, metadata(mailbox, &done.untagged, Some(&found))))
         })
+    }
+
+    fn changes_since(
+        &self,
+        mailbox: &MailboxId,
+        known: MailboxVersion,
+        held: &[Uid],
+    ) -> StoreResult<Option<(MailboxChange, MailboxVersion)>> {
+        if !self.has_capability("CONDSTORE") {
+            return Ok(None);
+        }
+        let esearch = self.has_capability("ESEARCH");
+        let found = self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            watch::changes_since(conn, mailbox, known, held, esearch)
+        })?;
+        Ok(found.map(|(change, version, note)| {
+            if let Some(watch) = &self.watch {
+                // Without QRESYNC the watcher finds expunges by comparing UIDs.
+                let note = ListingNote {
+                    uids: note.uids.filter(|_| !self.has_capability("QRESYNC")),
+                    ..note
+                };
+                watch.note_listing(mailbox, note);
+            }
+            (change, version)
+        }))
     }
 
     fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {

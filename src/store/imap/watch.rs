@@ -28,7 +28,9 @@ use self::state::{Claim, Mode, Outcome, Role, State};
 use self::wait::Waker;
 use super::backoff;
 use super::connection::{connect, ConnectConfig, Connection, Counters};
-use crate::store::{EventSink, MailboxId, MailboxVersion, StoreEvent};
+use crate::store::{
+    EventSink, MailboxChange, MailboxId, MailboxVersion, StoreEvent, StoreResult, Uid,
+};
 
 pub use self::state::ListingNote;
 
@@ -248,6 +250,58 @@ impl Watch {
                 .wake(&[Role::Notify, Role::Primary, Role::Recent]);
         }
     }
+}
+
+/// What changed in `mailbox` since the listing at `known`, which held `held`, asked on
+/// `conn` (a pool connection, without QRESYNC enabled) as a resynchronisation from that
+/// state does it with CONDSTORE: `EXAMINE`, `UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE m)`
+/// where anything moved, a UID search where messages went, the new messages' listing
+/// items. `None` when only a full listing can tell (recreated, gone, no MODSEQ); with the
+/// listing note for the watcher.
+pub fn changes_since(
+    conn: &mut Connection,
+    mailbox: &MailboxId,
+    known: MailboxVersion,
+    held: &[Uid],
+    esearch: bool,
+) -> StoreResult<Option<(MailboxChange, MailboxVersion, ListingNote)>> {
+    let started = std::time::Instant::now();
+    let mut uids: Vec<u32> = held.iter().map(|u| u.0).collect();
+    uids.sort_unstable();
+    let basis = state::Basis {
+        validity: known.uid_validity,
+        uid_next: known.uid_next,
+        exists: known.exists,
+        modseq: Some(known.highest_modseq),
+        uids: Some(uids),
+    };
+    let asks = resync::Asks {
+        qresync: false,
+        condstore: true,
+        esearch,
+    };
+    let found = resync::resync(conn, mailbox, Some(&basis), asks)?;
+    let Outcome::Synced { basis, change } = found.outcome else {
+        return Ok(None);
+    };
+    let Some(modseq) = basis.modseq else {
+        return Ok(None);
+    };
+    let version = MailboxVersion {
+        uid_validity: basis.validity,
+        uid_next: basis.uid_next,
+        exists: basis.exists,
+        highest_modseq: modseq,
+    };
+    let note = ListingNote {
+        started,
+        validity: basis.validity,
+        uid_next: Some(basis.uid_next),
+        exists: basis.exists,
+        modseq: Some(modseq),
+        uids: basis.uids,
+    };
+    Ok(Some((change, version, note)))
 }
 
 /// The watcher's first connection, tried with backoff until it logs in (or the watcher
