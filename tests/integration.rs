@@ -13,6 +13,8 @@ mod integration {
     mod errors;
     mod faults;
     mod hostile;
+    mod live;
+    mod live_faults;
     mod read_path;
     mod reliability;
     mod search;
