@@ -81,9 +81,10 @@ impl Fs {
         if let Some(tree) = self.metadata.tree(refresh.then_some(TREE_FRESH)) {
             return Ok(tree);
         }
+        let ticket = self.metadata.tree_ticket();
         let list = self.store.list_mailboxes()?;
         let tree = Arc::new(MailboxTree::build(&list));
-        self.metadata.set_tree(Arc::clone(&tree));
+        self.metadata.set_tree(Arc::clone(&tree), ticket);
         Ok(tree)
     }
 
@@ -98,6 +99,7 @@ impl Fs {
         let ticket = match self.metadata.plan_listing(mailbox, max_age, followed) {
             ListingPlan::Use => return Ok(()),
             ListingPlan::CheckVersion { known, ticket } => {
+                tracing::debug!(mailbox = %mailbox, followed, "checking a listing's version");
                 if self.store.mailbox_version(mailbox)? == Some(known)
                     && self.metadata.confirm_unchanged(mailbox, ticket)
                 {
@@ -107,6 +109,7 @@ impl Fs {
             }
             ListingPlan::Relist { ticket } => ticket,
         };
+        tracing::debug!(mailbox = %mailbox, followed, "listing a mailbox");
         let fresh = self.store.list_messages(mailbox)?;
         let validity = fresh.uid_validity;
         let version = fresh.version;
