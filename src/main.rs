@@ -35,6 +35,16 @@ fn init_logging(opts: &cli::Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Panics go to the log too (a detached imapfs has no stderr to read), with the thread.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), "panic: {info}");
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let opts = match cli::parse_args(std::env::args_os()) {
         Ok(opts) => opts,
@@ -48,6 +58,7 @@ fn main() -> ExitCode {
         eprintln!("imapfs: {e}");
         return ExitCode::from(2);
     }
+    log_panics();
     match imapfs::run::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
