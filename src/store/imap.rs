@@ -561,6 +561,7 @@ impl MailStore for ImapStore {
                 })
                 .collect::<Vec<_>>())
         })?;
+        tracing::debug!(names = ?entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "mailboxes listed");
         let mut naming = self.naming.lock();
         naming.listed = true;
         naming.wire_by_path.clear();
@@ -594,8 +595,25 @@ impl MailStore for ImapStore {
             return Ok(None);
         }
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let started = std::time::Instant::now();
             let (_, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
-            Ok(selected.and_then(|s| s.version))
+            let version = selected.and_then(|s| s.version);
+            if let (Some(watch), Some(v)) = (&self.watch, version) {
+                // A listing kept at this version (the disk cache's) is one taken now: the
+                // watcher may trust it without a command of its own.
+                watch.note_listing(
+                    mailbox,
+                    ListingNote {
+                        started,
+                        validity: v.uid_validity,
+                        uid_next: Some(v.uid_next),
+                        exists: v.exists,
+                        modseq: Some(v.highest_modseq),
+                        uids: None,
+                    },
+                );
+            }
+            Ok(version)
         })
     }
 

@@ -445,6 +445,7 @@ impl Connection {
 
     /// Runs one command whose answer may take `budget` bytes.
     pub fn run_with_budget(&mut self, budget: u64, cmd: Command<'_>) -> StoreResult<Done> {
+        tracing::trace!(command = cmd.name(), "sending");
         self.counters.commands.fetch_add(1, Ordering::Relaxed);
         self.limits.start_command(budget);
         let done = self.wire.run(cmd).map_err(from_wire)?;

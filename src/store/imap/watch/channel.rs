@@ -415,13 +415,20 @@ impl Channel {
                 Woken::Signal => return Ok(()),
                 Woken::Timeout => {}
                 Woken::Input => {
-                    s.conn.start_step(UNSOLICITED_BUDGET);
-                    match s.conn.wire.next_response().map_err(from_wire)? {
-                        Response::Untagged(u) => self.hear(s, vec![u])?,
-                        other => {
-                            return Err(StoreError::Protocol(format!(
-                                "unexpected with no command under way: {other:?}"
-                            )))
+                    // Everything the server sent at once is heard before acting on it, so
+                    // that a burst of reports (a mailbox list replayed) is one relist.
+                    loop {
+                        s.conn.start_step(UNSOLICITED_BUDGET);
+                        match s.conn.wire.next_response().map_err(from_wire)? {
+                            Response::Untagged(u) => self.hear(s, vec![u])?,
+                            other => {
+                                return Err(StoreError::Protocol(format!(
+                                    "unexpected with no command under way: {other:?}"
+                                )))
+                            }
+                        }
+                        if !s.conn.has_buffered_input() {
+                            break;
                         }
                     }
                 }
@@ -494,6 +501,7 @@ impl Channel {
         let names: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
         self.shared.with(|st| st.keep_only(&names));
         if self.listed.as_ref() != Some(&listed) {
+            tracing::debug!(role = ?self.role, names = ?names, "the mailbox list changed");
             s.list_changed = true;
             self.listed = Some(listed);
         }
