@@ -99,7 +99,12 @@ pub fn stats(mount: &Mount) -> (u64, u64) {
 /// Waits until the mount sends no command for 400 ms (what follows a listing is done),
 /// at most 10 s.
 pub fn settle(mount: &Mount) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    settle_for(mount, Duration::from_millis(400));
+}
+
+/// Waits until the mount sends no command for `quiet`, at most 10 s more than that.
+pub fn settle_for(mount: &Mount, quiet: Duration) {
+    let deadline = Instant::now() + quiet + Duration::from_secs(10);
     let mut last = stats(mount).0;
     let mut since = Instant::now();
     while Instant::now() < deadline {
@@ -108,7 +113,7 @@ pub fn settle(mount: &Mount) {
         if now != last {
             last = now;
             since = Instant::now();
-        } else if since.elapsed() >= Duration::from_millis(400) {
+        } else if since.elapsed() >= quiet {
             return;
         }
     }
@@ -126,9 +131,15 @@ pub fn shows(mount: &Mount, what: &str, check: impl Fn() -> bool) -> Duration {
     }
     let log = mount.log();
     let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    // Where each of imapfs's threads is, if it still runs.
+    let threads = sh(&format!(
+        "gdb -p {} -batch -ex 'thread apply all bt 12' 2>/dev/null | grep -E '^Thread|^#' | head -300",
+        mount.pid()
+    ));
     panic!(
-        "{what}: not visible after {SHOW_WITHIN:?}; log ends:\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        "{what}: not visible after {SHOW_WITHIN:?}; log ends:\n{}\nthreads:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        String::from_utf8_lossy(&threads.stdout)
     );
 }
 
@@ -153,6 +164,15 @@ pub fn ls(mount: &Mount, dir: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Whether `ls` of `dir` succeeds and lists no `name` (a failing `ls` shows nothing).
+fn shown_without(mount: &Mount, dir: &str, name: &str) -> bool {
+    let out = sh(&format!("ls -1 '{}'", mount.join(dir).display()));
+    out.status.success()
+        && !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == name)
 }
 
 pub fn flags_of(mount: &Mount, message: &str) -> String {
@@ -225,7 +245,7 @@ fn every_change_shows(dovecot: &Dovecot, mount: &Mount) -> Vec<(&'static str, Du
         "expunge",
         shows(mount, "a message expunged elsewhere", || {
             !holds(&format!("stat '{}' 2>/dev/null", gone.display()))
-                && !ls(mount, "INBOX").contains(&"2 Two".to_string())
+                && shown_without(mount, "INBOX", "2 Two")
         }),
     ));
 
@@ -236,12 +256,16 @@ fn every_change_shows(dovecot: &Dovecot, mount: &Mount) -> Vec<(&'static str, Du
             mount,
             "a message moved elsewhere between two watched mailboxes",
             || {
-                !ls(mount, "INBOX").contains(&"3 Three".to_string())
+                shown_without(mount, "INBOX", "3 Three")
                     && ls(mount, "Work").iter().any(|n| n.ends_with(" Three"))
             },
         ),
     ));
 
+    // Created, created, deleted, renamed, in this order: Dovecot 2.3.19's mailbox list
+    // index, with a NOTIFY session open, can leave a mailbox CREATEd just after another was
+    // DELETEd out of every LIST (even the creating session's) while STATUS finds it; and
+    // after a RENAME it may serve the old list to sessions open then until one logs in.
     fixture::create_mailbox(&mut other.session, "Fresh").unwrap();
     took.push((
         "mailbox created",
@@ -249,19 +273,17 @@ fn every_change_shows(dovecot: &Dovecot, mount: &Mount) -> Vec<(&'static str, Du
             ls(mount, "").contains(&"Fresh".to_string())
         }),
     ));
-    other.session.delete("Fresh").expect("DELETE");
-    took.push((
-        "mailbox deleted",
-        shows(mount, "a mailbox deleted elsewhere", || {
-            !ls(mount, "").contains(&"Fresh".to_string())
-        }),
-    ));
-    // Renamed last: after a RENAME, Dovecot 2.3.19 serves the old mailbox list to
-    // connections that were open then (NOTIFY's too) until some connection logs in.
     fixture::create_mailbox(&mut other.session, "Old").unwrap();
     shows(mount, "a second mailbox created elsewhere", || {
         ls(mount, "").contains(&"Old".to_string())
     });
+    other.session.delete("Fresh").expect("DELETE");
+    took.push((
+        "mailbox deleted",
+        shows(mount, "a mailbox deleted elsewhere", || {
+            shown_without(mount, "", "Fresh")
+        }),
+    ));
     other.session.rename("Old", "New").expect("RENAME");
     took.push((
         "mailbox renamed",
@@ -370,7 +392,9 @@ fn one_change_in_a_large_mailbox_costs_little() {
     let mut costs = Vec::new();
     let mut measure =
         |what: &'static str, change: &mut dyn FnMut(&mut Other), check: &dyn Fn() -> bool| {
-            settle(&mount);
+            // Past the checks of the mailbox list the watcher makes 1 s and 3 s after the
+            // server reports a list change (Dovecot reports some late): not this change's.
+            settle_for(&mount, Duration::from_millis(3_200));
             let (commands, bytes) = stats(&mount);
             let start = Instant::now();
             change(&mut other);
@@ -409,8 +433,15 @@ fn one_change_in_a_large_mailbox_costs_little() {
     );
     eprintln!("5,000 messages: (change, commands, bytes received, time to show) {costs:?}");
     for (what, commands, bytes, _) in &costs {
-        assert!(*commands <= 3, "{what}: {commands} commands");
-        assert!(*bytes < 20_000, "{what}: {bytes} bytes");
+        if *commands > 3 || *bytes >= 20_000 {
+            let log = mount.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "{what}: {commands} commands, {bytes} bytes; log ends:\n{}",
+                tail.join("\n")
+            );
+        }
     }
     settle(&mount);
     assert_eq!(ls_cost(&mount, "INBOX"), 0, "unchanged again: no command");
