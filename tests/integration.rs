@@ -13,6 +13,7 @@ mod integration {
     mod errors;
     mod faults;
     mod hostile;
+    mod linux_tool;
     mod live;
     mod live_faults;
     mod read_path;

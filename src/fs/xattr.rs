@@ -18,6 +18,8 @@ pub const MAILBOX: &str = "user.imap.mailbox";
 
 /// On the root: what the mount asked of the server so far (for benchmarks and debugging).
 pub const STATS: &str = "user.imapfs.stats";
+/// On the root: the spool files not stored, one line each with why.
+pub const PENDING: &str = "user.imapfs.pending";
 
 /// On the root: `online`, or `offline since <time>` (serving the disk cache).
 pub const STATE: &str = "user.imapfs.state";
@@ -86,6 +88,9 @@ impl Fs {
                 }
             });
         }
+        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
+            return Ok(self.pending_spool_files().into_bytes());
+        }
         let name = name.to_str().ok_or(FsError::NoAttribute)?;
         if name == PREFETCH {
             let id = self.mailbox_of_dir(ino)?;
@@ -152,7 +157,7 @@ impl Fs {
                 }
                 Ok(out)
             }
-            Node::Root => Ok(format!("{STATS}\0{STATE}\0").into_bytes()),
+            Node::Root => Ok(format!("{STATS}\0{STATE}\0{PENDING}\0").into_bytes()),
             _ => Ok(Vec::new()),
         }
     }

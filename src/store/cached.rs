@@ -29,7 +29,7 @@ use super::{
 use crate::cache::dir::CacheDir;
 use crate::cache::disk::DiskCache;
 use crate::search::SearchKey;
-use crate::store::ByteRange;
+use crate::store::{ByteRange, Quota};
 
 /// `"list"` → the mailbox list.
 const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
@@ -220,6 +220,13 @@ impl Shared {
         matches!(*self.link.lock(), Link::Offline { .. })
     }
 
+    /// Whether `e` says the server is gone, not only one command or connection: the inner
+    /// store could not connect again. A connection cut, or a command that timed out, on a
+    /// server that still takes connections stays an error of that call.
+    fn lost(&self, e: &StoreError) -> bool {
+        unreachable(e) && !self.inner.is_reachable()
+    }
+
     /// The server could not be reached: serve from disk, and try it again in the background.
     fn went_offline(self: &Arc<Self>, why: &StoreError) {
         {
@@ -271,7 +278,7 @@ impl Shared {
             return offline();
         }
         match online() {
-            Err(e) if unreachable(&e) => {
+            Err(e) if self.lost(&e) => {
                 self.went_offline(&e);
                 offline()
             }
@@ -290,7 +297,7 @@ impl Shared {
         }
         let result = f();
         match &result {
-            Err(e) if unreachable(e) => self.went_offline(e),
+            Err(e) if self.lost(e) => self.went_offline(e),
             _ => {
                 if let Some(m) = mailbox {
                     self.send(Job::Dirty(m.clone()));
@@ -648,7 +655,7 @@ fn try_again(shared: Weak<Shared>) {
         std::thread::sleep(pause);
         let Some(s) = shared.upgrade() else { return };
         match s.inner.list_mailboxes() {
-            Ok(list) => {
+            Ok(list) if s.inner.is_reachable() => {
                 tracing::info!("the server answers again; back online");
                 *s.link.lock() = Link::Online;
                 *s.probing.lock() = false;
@@ -658,6 +665,7 @@ fn try_again(shared: Weak<Shared>) {
                 }
                 return;
             }
+            Ok(_) => pause = (pause * 2).min(MAX_BACKOFF),
             Err(e) => {
                 tracing::debug!(error = %e, "the server still cannot be reached");
                 pause = (pause * 2).min(MAX_BACKOFF);
@@ -970,6 +978,15 @@ impl MailStore for CachedStore {
 
     fn is_list_followed(&self) -> bool {
         !self.shared.is_offline() && self.shared.inner.is_list_followed()
+    }
+
+    fn quota(&self) -> StoreResult<Option<Quota>> {
+        let s = &self.shared;
+        s.either(|| s.inner.quota(), || Ok(None))
+    }
+
+    fn is_reachable(&self) -> bool {
+        !self.shared.is_offline() && self.shared.inner.is_reachable()
     }
 
     fn link_state(&self) -> LinkState {
