@@ -22,6 +22,10 @@ pub const STATS: &str = "user.imapfs.stats";
 /// On the root: `online`, or `offline since <time>` (serving the disk cache).
 pub const STATE: &str = "user.imapfs.state";
 
+/// On the root: the changes made offline that wait for the server, one a line (refused
+/// ones with why); empty when none wait.
+pub const PENDING: &str = "user.imapfs.pending";
+
 /// On a mailbox: set (to `1`, or `headers`) to prefetch it in the background; read for how
 /// far that came.
 pub const PREFETCH: &str = "user.imapfs.prefetch";
@@ -74,6 +78,14 @@ impl Fs {
                 s.commands, s.bytes_received, s.bytes_sent
             )
             .into_bytes());
+        }
+        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
+            let lines = self.store.pending_changes();
+            return Ok(lines
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .into_bytes());
         }
         if ino == super::inodes::ROOT && name.to_str() == Some(STATE) {
             return Ok(match self.store.link_state() {
@@ -152,7 +164,7 @@ impl Fs {
                 }
                 Ok(out)
             }
-            Node::Root => Ok(format!("{STATS}\0{STATE}\0").into_bytes()),
+            Node::Root => Ok(format!("{STATS}\0{STATE}\0{PENDING}\0").into_bytes()),
             _ => Ok(Vec::new()),
         }
     }

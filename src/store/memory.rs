@@ -892,6 +892,19 @@ impl MailStore for MemoryStore {
         state.store_flags(mailbox, validity, uid, flags)
     }
 
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        state.begin(Op::SetFlags)?;
+        state.add_remove_flags(mailbox, validity, uid, add, remove)
+    }
+
     fn move_message(
         &self,
         from: &MailboxId,

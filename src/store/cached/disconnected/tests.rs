@@ -1,0 +1,484 @@
+//! Offline changes against the in-memory store: what each shows at once, what the replay
+//! sends, and what conflicts, refusals and crashes give.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::super::journal::{Change, Journal, Record, PROVISIONAL_UID};
+use super::super::CachedStore;
+use crate::cache::dir::CacheDir;
+use crate::store::memory::{MemoryStore, Op};
+use crate::store::{
+    Flag, LinkState, MailStore, MailboxId, MessageMeta, NewMessage, StoreError, Uid, UidValidity,
+};
+
+fn message(n: u32) -> Vec<u8> {
+    format!("From: a@example.com\r\nSubject: m{n}\r\nMessage-ID: <m{n}@example.com>\r\n\r\nbody {n}\r\n")
+        .into_bytes()
+}
+
+fn date() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn id(name: &str) -> MailboxId {
+    MailboxId::new(name)
+}
+
+fn flags(list: &[&str]) -> Vec<Flag> {
+    list.iter().map(|f| Flag::parse(f).unwrap()).collect()
+}
+
+struct Account {
+    memory: Arc<MemoryStore>,
+    root: tempfile::TempDir,
+}
+
+impl Account {
+    /// INBOX with `messages` messages (the first `\Flagged`), an empty Archive and Trash.
+    fn new(messages: u32) -> Account {
+        let memory = Arc::new(MemoryStore::new());
+        for n in 1..=messages {
+            let flags: &[&str] = if n == 1 { &["\\Flagged"] } else { &[] };
+            memory.add_message("INBOX", &message(n), flags, date());
+        }
+        memory.add_mailbox("Archive", Some('/'), true, None);
+        memory.add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+        Account {
+            memory,
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cache(&self) -> std::path::PathBuf {
+        self.root.path().join("cache")
+    }
+
+    /// A store over the cache directory, once the last one let it go (its reconnect thread
+    /// may hold it a moment longer).
+    fn mount(&self, offline: bool) -> CachedStore {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let dir = loop {
+            match CacheDir::open(&self.cache()) {
+                Ok(dir) => break Arc::new(dir),
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        CachedStore::new(
+            Arc::clone(&self.memory) as Arc<dyn MailStore>,
+            dir,
+            None,
+            offline,
+        )
+    }
+
+    /// A mount that saw every mailbox, then went away: the cache knows them all.
+    fn seen(&self) {
+        let store = self.mount(false);
+        for mailbox in store.list_mailboxes().unwrap() {
+            if mailbox.selectable {
+                store.list_messages(&mailbox.id).unwrap();
+            }
+        }
+        store.flush();
+    }
+
+    /// What the server holds in `mailbox`, as (subject, flags) in UID order.
+    fn server(&self, mailbox: &str) -> Vec<(String, Vec<String>)> {
+        self.memory
+            .list_messages(&id(mailbox))
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| (subject(m), sorted(&m.flags)))
+            .collect()
+    }
+
+    fn write_calls(&self) -> u64 {
+        [
+            Op::SetFlags,
+            Op::MoveMessage,
+            Op::ExpungeMessage,
+            Op::Append,
+            Op::CreateMailbox,
+        ]
+        .iter()
+        .map(|op| self.memory.count(*op))
+        .sum()
+    }
+}
+
+fn subject(m: &MessageMeta) -> String {
+    String::from_utf8_lossy(m.subject.as_deref().unwrap_or_default()).to_string()
+}
+
+fn sorted(flags: &[String]) -> Vec<String> {
+    let mut f = flags.to_vec();
+    f.sort();
+    f
+}
+
+fn append(store: &dyn MailStore, mailbox: &str, raw: &[u8]) -> Option<(UidValidity, Uid)> {
+    let mut content = raw;
+    store
+        .append(
+            &id(mailbox),
+            NewMessage {
+                content: &mut content,
+                len: raw.len() as u64,
+                binary: false,
+                flags: &[],
+                internal_date: Some(date()),
+            },
+        )
+        .unwrap()
+}
+
+/// Waits (bounded) until the store is online with nothing left to replay but what the
+/// server refused.
+fn settled(store: &CachedStore) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.link_state() != LinkState::Online
+        || store
+            .pending_changes()
+            .iter()
+            .any(|l| !l.contains("refused") && !l.contains("damaged"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never settled: {:?}",
+            store.pending_changes()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn offline_changes_show_at_once_and_the_next_mount_replays_them_in_order() {
+    let account = Account::new(4);
+    account.seen();
+    let validity = account.memory.uid_validity("INBOX");
+    let archive_validity = account.memory.uid_validity("Archive");
+
+    let offline = account.mount(true);
+    let before = account.write_calls();
+    // Flags: \Flagged off, \Seen and $done on.
+    offline
+        .set_flags(&id("INBOX"), validity, Uid(1), &flags(&["\\Seen", "$done"]))
+        .unwrap();
+    let moved = offline
+        .move_message(&id("INBOX"), validity, Uid(2), &id("Archive"))
+        .unwrap();
+    assert_eq!(moved, Some((archive_validity, Uid(PROVISIONAL_UID + 1))));
+    offline
+        .expunge_message(&id("INBOX"), validity, Uid(3))
+        .unwrap();
+    let appended = append(&offline, "INBOX", &message(9));
+    assert_eq!(appended, Some((validity, Uid(PROVISIONAL_UID + 3))));
+    let created = offline.create_mailbox(&["Projects".into()]).unwrap();
+    assert!(created.as_str().starts_with('\u{b7}'), "{created}");
+    let into_new = offline
+        .move_message(&id("INBOX"), validity, Uid(4), &created)
+        .unwrap();
+    assert_eq!(into_new, Some((UidValidity(0), Uid(PROVISIONAL_UID + 5))));
+    // A flag on a message that has only a provisional UID yet.
+    offline
+        .change_flags(
+            &id("Archive"),
+            archive_validity,
+            Uid(PROVISIONAL_UID + 1),
+            &flags(&["$moved"]),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(account.write_calls(), before, "nothing reached the server");
+
+    // Shown at once.
+    let inbox = offline.list_messages(&id("INBOX")).unwrap().messages;
+    let shown: Vec<(Uid, String, Vec<String>)> = inbox
+        .iter()
+        .map(|m| (m.uid, subject(m), sorted(&m.flags)))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (Uid(1), "m1".into(), vec!["$done".into(), "\\Seen".into()]),
+            (Uid(PROVISIONAL_UID + 3), "m9".into(), vec![]),
+        ]
+    );
+    let archive = offline.list_messages(&id("Archive")).unwrap().messages;
+    assert_eq!(archive.len(), 1);
+    assert_eq!(subject(&archive[0]), "m2");
+    assert_eq!(sorted(&archive[0].flags), ["$moved"]);
+    let list = offline.list_mailboxes().unwrap();
+    assert!(list
+        .iter()
+        .any(|m| m.id == created && m.path == ["Projects"]));
+    assert_eq!(offline.list_messages(&created).unwrap().messages.len(), 1);
+    let pending = offline.pending_changes();
+    assert_eq!(pending.len(), 7, "{pending:#?}");
+    assert!(pending[0].starts_with("#0 "), "{}", pending[0]);
+    assert!(
+        pending[0].contains("flags INBOX UID 1: +\\Seen +$done -\\Flagged"),
+        "{}",
+        pending[0]
+    );
+    assert!(pending[3].contains("append"), "{}", pending[3]);
+    drop(offline);
+
+    // Another client changed another flag of message 1 meanwhile: it is kept.
+    account
+        .memory
+        .set_flags("INBOX", Uid(1), &["\\Flagged", "$other"]);
+    let online = account.mount(false);
+    settled(&online);
+    assert!(online.pending_changes().is_empty());
+    assert_eq!(
+        account.server("INBOX"),
+        [
+            (
+                "m1".into(),
+                vec!["$done".into(), "$other".into(), "\\Seen".into()]
+            ),
+            ("m9".into(), vec![]),
+        ]
+    );
+    assert_eq!(
+        account.server("Archive"),
+        [("m2".into(), vec!["$moved".into()])]
+    );
+    assert_eq!(account.server("Projects"), [("m4".into(), vec![])]);
+    assert!(account.server("Trash").is_empty(), "an expunge, not a move");
+    assert_eq!(account.memory.count(Op::Append), 1);
+    assert_eq!(account.memory.count(Op::CreateMailbox), 1);
+    // Online again, the next listing is the server's.
+    let inbox = online.list_messages(&id("INBOX")).unwrap().messages;
+    assert!(inbox.iter().all(|m| m.uid.0 < PROVISIONAL_UID));
+    drop(online);
+    // Nothing is replayed twice.
+    let calls = account.write_calls();
+    let again = account.mount(false);
+    settled(&again);
+    assert_eq!(account.write_calls(), calls);
+}
+
+#[test]
+fn conflicts_give_the_documented_result() {
+    let account = Account::new(3);
+    account.seen();
+    let validity = account.memory.uid_validity("INBOX");
+    let archive_validity = account.memory.uid_validity("Archive");
+    let offline = account.mount(true);
+    // Moved here, expunged there: dropped.
+    offline
+        .move_message(&id("INBOX"), validity, Uid(2), &id("Trash"))
+        .unwrap();
+    // Archive recreated there (UIDVALIDITY changes): UID actions on it are cancelled,
+    // the APPEND into it is not.
+    append(&offline, "Archive", &message(7));
+    offline
+        .change_flags(
+            &id("Archive"),
+            archive_validity,
+            Uid(PROVISIONAL_UID + 1),
+            &flags(&["\\Seen"]),
+            &[],
+        )
+        .unwrap();
+    // Created here and there: merged, and what moves into it arrives.
+    let created = offline.create_mailbox(&["Shared".into()]).unwrap();
+    offline
+        .move_message(&id("INBOX"), validity, Uid(3), &created)
+        .unwrap();
+    drop(offline);
+    account.memory.remove_message("INBOX", Uid(2));
+    account.memory.recreate_mailbox("Archive");
+    account.memory.add_mailbox("Shared", Some('/'), true, None);
+    account
+        .memory
+        .add_message("Shared", &message(20), &[], date());
+
+    let online = account.mount(false);
+    settled(&online);
+    assert!(online.pending_changes().is_empty());
+    assert_eq!(
+        account.server("INBOX"),
+        [("m1".into(), vec!["\\Flagged".into()])]
+    );
+    assert!(account.server("Trash").is_empty());
+    // The APPEND landed in the new Archive; the flag on its provisional UID followed it
+    // (APPENDUID named it in the new UIDVALIDITY).
+    assert_eq!(
+        account.server("Archive"),
+        [("m7".into(), vec!["\\Seen".into()])]
+    );
+    assert_eq!(
+        account.server("Shared"),
+        [("m20".into(), vec![]), ("m3".into(), vec![])]
+    );
+    // The move of the vanished message was tried once (and found it gone), the other went.
+    assert_eq!(account.memory.count(Op::MoveMessage), 2);
+}
+
+#[test]
+fn uid_actions_on_a_recreated_mailbox_are_cancelled() {
+    let account = Account::new(2);
+    account.seen();
+    let validity = account.memory.uid_validity("INBOX");
+    let offline = account.mount(true);
+    offline
+        .set_flags(&id("INBOX"), validity, Uid(2), &flags(&["\\Seen"]))
+        .unwrap();
+    offline
+        .move_message(&id("INBOX"), validity, Uid(1), &id("Archive"))
+        .unwrap();
+    append(&offline, "INBOX", &message(5));
+    drop(offline);
+    account.memory.recreate_mailbox("INBOX");
+    account
+        .memory
+        .add_message("INBOX", &message(30), &[], date());
+    account
+        .memory
+        .add_message("INBOX", &message(31), &[], date());
+
+    let online = account.mount(false);
+    settled(&online);
+    // UID 1 and 2 name other messages now: neither was touched.
+    assert_eq!(
+        account.server("INBOX"),
+        [
+            ("m30".into(), vec![]),
+            ("m31".into(), vec![]),
+            ("m5".into(), vec![])
+        ]
+    );
+    assert!(account.server("Archive").is_empty());
+}
+
+#[test]
+fn a_refused_append_stays_with_its_error_and_its_bytes_until_it_goes() {
+    let account = Account::new(1);
+    account.seen();
+    let offline = account.mount(true);
+    append(&offline, "INBOX", &message(8));
+    drop(offline);
+    account.memory.fail_next(Op::Append, || {
+        StoreError::OverQuota("mailbox is full".into())
+    });
+    let online = account.mount(false);
+    settled(&online);
+    let pending = online.pending_changes();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        pending[0].contains("refused: over quota: mailbox is full"),
+        "{}",
+        pending[0]
+    );
+    assert!(account.cache().join("outbox/0").exists(), "bytes kept");
+    // Changes online go straight to the server meanwhile.
+    let validity = account.memory.uid_validity("INBOX");
+    online
+        .set_flags(&id("INBOX"), validity, Uid(1), &flags(&["\\Seen"]))
+        .unwrap();
+    assert_eq!(account.memory.count(Op::SetFlags), 1);
+    drop(online);
+    // The next mount tries again, and it lands once.
+    let again = account.mount(false);
+    settled(&again);
+    assert!(again.pending_changes().is_empty());
+    let subjects: Vec<String> = account.server("INBOX").into_iter().map(|m| m.0).collect();
+    assert_eq!(subjects, ["m1", "m8"]);
+    assert!(!account.cache().join("outbox/0").exists());
+}
+
+#[test]
+fn an_append_cut_short_is_looked_for_before_it_is_sent_again() {
+    for landed in [true, false] {
+        let account = Account::new(1);
+        account.seen();
+        let offline = account.mount(true);
+        append(&offline, "INBOX", &message(6));
+        drop(offline);
+        // As if imapfs was killed during the APPEND: `Sending` journaled, no outcome.
+        {
+            let (mut journal, queue) = Journal::open(&account.cache()).unwrap();
+            assert!(matches!(queue.entries[0].change, Change::Append { .. }));
+            journal.append(&Record::Sending { seq: 0 }).unwrap();
+        }
+        if landed {
+            account
+                .memory
+                .add_message("INBOX", &message(6), &[], date());
+        }
+        let online = account.mount(false);
+        settled(&online);
+        let subjects: Vec<String> = account.server("INBOX").into_iter().map(|m| m.0).collect();
+        assert_eq!(subjects, ["m1", "m6"], "landed before: {landed}");
+        assert_eq!(account.memory.count(Op::Append), u64::from(!landed));
+        assert_eq!(account.memory.count(Op::Search), 1, "looked for once");
+    }
+}
+
+#[test]
+fn a_store_that_went_offline_replays_when_the_server_answers_again() {
+    let account = Account::new(2);
+    let store = account.mount(false);
+    store.list_mailboxes().unwrap();
+    let validity = store.list_messages(&id("INBOX")).unwrap().uid_validity;
+    store.flush();
+    account.memory.fail_next(Op::MailboxVersion, || {
+        StoreError::Connection("connection refused".into())
+    });
+    store.list_messages(&id("INBOX")).unwrap();
+    assert!(matches!(store.link_state(), LinkState::Offline { .. }));
+    store
+        .set_flags(&id("INBOX"), validity, Uid(2), &flags(&["\\Answered"]))
+        .unwrap();
+    assert_eq!(account.memory.count(Op::SetFlags), 0);
+    settled(&store);
+    assert_eq!(
+        account.server("INBOX")[1],
+        ("m2".into(), vec!["\\Answered".into()])
+    );
+}
+
+#[test]
+fn a_damaged_journal_is_left_alone_and_said_so() {
+    let account = Account::new(1);
+    account.seen();
+    let offline = account.mount(true);
+    let validity = account.memory.uid_validity("INBOX");
+    offline
+        .set_flags(&id("INBOX"), validity, Uid(1), &flags(&["\\Seen"]))
+        .unwrap();
+    offline
+        .set_flags(&id("INBOX"), validity, Uid(1), &flags(&[]))
+        .unwrap();
+    drop(offline);
+    let path = account.cache().join("journal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[12] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let online = account.mount(false);
+    settled(&online);
+    let pending = online.pending_changes();
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0].contains("is damaged at byte 8"),
+        "{}",
+        pending[0]
+    );
+    assert_eq!(account.memory.count(Op::SetFlags), 0);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
+    drop(online);
+    // Offline, changes are refused rather than lost.
+    let offline = account.mount(true);
+    let refused = offline.set_flags(&id("INBOX"), validity, Uid(1), &flags(&["$x"]));
+    assert!(matches!(refused, Err(StoreError::Offline(m)) if m.contains("damaged")));
+}
