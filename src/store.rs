@@ -612,7 +612,7 @@ pub fn only<T>(batch: Vec<(Uid, T)>, mailbox: &MailboxId, uid: Uid) -> StoreResu
 }
 
 /// Server abilities that change which commands imapfs sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// RFC 6851 MOVE.
     pub move_command: bool,

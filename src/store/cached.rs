@@ -38,7 +38,7 @@ pub mod journal;
 
 use disconnected::Disconnected;
 
-/// `"list"` → the mailbox list.
+/// `"list"` → the mailbox list; `"capabilities"` → what the server could do when last seen.
 const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
 /// Mailbox → its `Head`.
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
@@ -80,6 +80,7 @@ enum Link {
 /// A write to the index.
 enum Job {
     Mailboxes(Vec<MailboxInfo>),
+    Capabilities(Capabilities),
     Listing(MailboxId, MailboxListing),
     Change(MailboxChange),
     /// A change of `MailboxId` made here, or a version to resync from next time.
@@ -542,6 +543,9 @@ impl Writer {
                         }
                         mailboxes.insert("list", encode(&list).as_slice())?;
                     }
+                    Job::Capabilities(caps) => {
+                        mailboxes.insert("capabilities", encode(&caps).as_slice())?;
+                    }
                     Job::Listing(mailbox, listing) => tables.listing(&mailbox, listing)?,
                     Job::Change(change) => {
                         tables.change(&change)?;
@@ -855,6 +859,7 @@ impl MailStore for CachedStore {
             || {
                 let list = s.inner.list_mailboxes()?;
                 s.send(Job::Mailboxes(list.clone()));
+                s.send(Job::Capabilities(s.inner.capabilities()));
                 Ok(list)
             },
             || {
@@ -1002,7 +1007,28 @@ impl MailStore for CachedStore {
                 s.inner
                     .fetch_section(mailbox, validity, uid, section, transfer, range)
             },
-            || Err(not_cached(format!("UID {} of {mailbox}", uid.0))),
+            || {
+                // A small body kept whole by `fetch_parts` (the one a directory came with).
+                let whole = PartItem::Bytes {
+                    section: section.clone(),
+                    transfer,
+                    range: None,
+                };
+                let txn = s.dir.db().begin_read().ok();
+                let table = txn.as_ref().and_then(|t| t.open_table(PARTS).ok());
+                match table.and_then(|t| s.kept_part(&t, mailbox, validity, uid, &whole)) {
+                    Some(PartValue::Bytes(bytes)) => Ok(match range {
+                        Some(r) => {
+                            let start = usize::try_from(r.offset).unwrap_or(usize::MAX);
+                            let end = usize::try_from(r.offset.saturating_add(r.len))
+                                .unwrap_or(usize::MAX);
+                            bytes[start.min(bytes.len())..end.min(bytes.len())].to_vec()
+                        }
+                        None => bytes,
+                    }),
+                    _ => Err(not_cached(format!("UID {} of {mailbox}", uid.0))),
+                }
+            },
         )
     }
 
@@ -1049,8 +1075,21 @@ impl MailStore for CachedStore {
         self.shared.inner.stats()
     }
 
+    /// The server's; before it was ever reached (a mount that started offline), what it
+    /// could do when last seen, so that what is kept is asked for in the same form.
     fn capabilities(&self) -> Capabilities {
-        self.shared.inner.capabilities()
+        let s = &self.shared;
+        let known = s.inner.capabilities();
+        if known != Capabilities::default() {
+            return known;
+        }
+        let kept = || -> Option<Capabilities> {
+            let txn = s.dir.db().begin_read().ok()?;
+            let table = txn.open_table(MAILBOXES).ok()?;
+            let value = table.get("capabilities").ok()??;
+            decode(value.value())
+        };
+        kept().unwrap_or(known)
     }
 
     fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {

@@ -321,7 +321,9 @@ impl Shared {
                 convert::header_field(&head, name)
                     .map(|v| String::from_utf8_lossy(&v).trim().to_string())
             };
+            // A file's name (the last item of `X-Imapfs-File`), else the Subject.
             let name = field(convert::ORIGIN_FIELD)
+                .and_then(|v| v.split_once("name=").map(|(_, n)| n.to_string()))
                 .or_else(|| field("subject"))
                 .unwrap_or_default();
             Ok(Change::Append {

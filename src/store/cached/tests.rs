@@ -366,3 +366,45 @@ fn offline_a_search_runs_over_what_is_kept() {
     .unwrap();
     assert_eq!(store.search(&inbox(), &by_body).unwrap(), [Uid(2)]);
 }
+
+#[test]
+fn offline_the_capabilities_and_small_bodies_kept_are_used() {
+    let account = Account::new(1);
+    let store = account.mount(false);
+    store.list_mailboxes().unwrap();
+    let validity = store.list_messages(&inbox()).unwrap().uid_validity;
+    let body = PartItem::Bytes {
+        section: Section(vec![1]),
+        transfer: Transfer::Decoded,
+        range: None,
+    };
+    store
+        .fetch_parts(&inbox(), validity, &[(Uid(1), vec![body])])
+        .unwrap();
+    drop(store);
+
+    // A mount that never reached the server asks in the form the server allowed.
+    let offline = account.mount(true);
+    assert_eq!(offline.capabilities(), account.memory.capabilities());
+    let range = Some(ByteRange { offset: 2, len: 3 });
+    let served = offline
+        .fetch_section(
+            &inbox(),
+            validity,
+            Uid(1),
+            &Section(vec![1]),
+            Transfer::Decoded,
+            range,
+        )
+        .unwrap();
+    assert_eq!(served, b"dy ");
+    let encoded = offline.fetch_section(
+        &inbox(),
+        validity,
+        Uid(1),
+        &Section(vec![1]),
+        Transfer::Encoded,
+        None,
+    );
+    assert!(matches!(encoded, Err(StoreError::Connection(_))));
+}
