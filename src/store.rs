@@ -572,6 +572,10 @@ pub trait MailStore: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Replays the changes that wait (the refused ones too) now, in the background, if the
+    /// server can be reached; a store that never queues does nothing.
+    fn retry_pending(&self) {}
+
     /// Whether the server is being talked to (a store with a disk cache can be offline).
     fn link_state(&self) -> LinkState {
         LinkState::Online

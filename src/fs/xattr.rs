@@ -186,6 +186,15 @@ impl Fs {
             return self.start_prefetch(&id, depth);
         }
         self.refuse_if_read_only()?;
+        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
+            return match std::str::from_utf8(value).map(|v| v.trim_end_matches(['\n', '\0'])) {
+                Ok("retry") => {
+                    self.store.retry_pending();
+                    Ok(())
+                }
+                _ => Err(FsError::Invalid("user.imapfs.pending takes retry".into())),
+            };
+        }
         let Node::Message {
             message, section, ..
         } = self.node(ino)?

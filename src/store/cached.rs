@@ -93,6 +93,9 @@ enum Job {
     Forget(MailboxId),
     /// A change made offline, shown in what is kept until the server's listing replaces it.
     Local(LocalChange),
+    /// A replay settled what it could: rows under provisional UIDs go, but for these
+    /// (changes still waiting), since the server's listing shows the messages now.
+    Replayed(HashSet<Uid>),
     Flush(Sender<()>),
     /// The store is going away: finish and end.
     Stop,
@@ -603,6 +606,11 @@ impl Writer {
                         mailboxes.insert("list", encode(&list).as_slice())?;
                     }
                     Job::Local(change) => tables.local(change)?,
+                    Job::Replayed(waiting) => {
+                        tables.messages.retain(|key, _| {
+                            key.1 < journal::PROVISIONAL_UID || waiting.contains(&Uid(key.1))
+                        })?;
+                    }
                     Job::Flush(reply) => flushed.push(reply),
                     Job::Stop => {}
                 }
@@ -1208,6 +1216,22 @@ impl MailStore for CachedStore {
 
     fn pending_changes(&self) -> Vec<String> {
         self.shared.pending_lines()
+    }
+
+    fn retry_pending(&self) {
+        let s = &self.shared;
+        if s.is_offline() {
+            // The reconnect thread replays when the server answers.
+            return s.probe_after(Duration::ZERO);
+        }
+        let weak = Arc::downgrade(s);
+        let _ = std::thread::Builder::new()
+            .name("replay".into())
+            .spawn(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.replay();
+                }
+            });
     }
 
     fn watch(&self, sink: EventSink) {

@@ -575,6 +575,26 @@ fn a_refused_append_stays_pending_with_its_error_and_its_bytes() {
     .collect();
     assert_eq!(outbox.len(), 1);
     assert!(fs::metadata(&outbox[0]).unwrap().len() > 500_000);
+    // It can be tried again on demand; the server refuses it again, and it stays.
+    let retry = |value: &str| {
+        sh(&format!(
+            "setfattr -n user.imapfs.pending -v {value} '{}'",
+            mount.path.display()
+        ))
+        .status
+        .success()
+    };
+    assert!(!retry("bogus"));
+    assert!(retry("retry"));
+    wait_until(60, "the retry", || {
+        mount
+            .log()
+            .matches("the server refused an offline change")
+            .count()
+            >= 2
+    });
+    assert_eq!(pending(&mount).len(), 1);
+    assert_eq!(replay_counts(&dovecot, 1), [0]);
 }
 
 fn write_messages_named(dir: &Path, name: &str, body_bytes: usize) {

@@ -466,6 +466,20 @@ impl Shared {
                     Err(_) => None,
                 };
                 if next.is_none() {
+                    if replayed > 0 {
+                        if let Ok((_, queue)) = &guard.state {
+                            let waiting = queue
+                                .entries
+                                .iter()
+                                .filter_map(|e| match e.change {
+                                    Change::Move { provisional, .. }
+                                    | Change::Append { provisional, .. } => Some(provisional),
+                                    _ => None,
+                                })
+                                .collect();
+                            self.send(Job::Replayed(waiting));
+                        }
+                    }
                     let mut link = self.link.lock();
                     if matches!(
                         *link,

@@ -255,6 +255,13 @@ fn offline_changes_show_at_once_and_the_next_mount_replays_them_in_order() {
     assert!(account.server("Trash").is_empty(), "an expunge, not a move");
     assert_eq!(account.memory.count(Op::Append), 1);
     assert_eq!(account.memory.count(Op::CreateMailbox), 1);
+    // What is kept no longer shows provisional UIDs (the server has the messages now).
+    online.flush();
+    for mailbox in ["INBOX", "Archive"] {
+        let (head, kept) = online.shared.kept_listing(&id(mailbox)).unwrap();
+        assert!(kept.iter().all(|m| m.uid.0 < PROVISIONAL_UID), "{kept:?}");
+        assert_eq!(head.version, None, "the next listing is a full one");
+    }
     // Online again, the next listing is the server's.
     let inbox = online.list_messages(&id("INBOX")).unwrap().messages;
     assert!(inbox.iter().all(|m| m.uid.0 < PROVISIONAL_UID));
@@ -386,11 +393,21 @@ fn a_refused_append_stays_with_its_error_and_its_bytes_until_it_goes() {
         .set_flags(&id("INBOX"), validity, Uid(1), &flags(&["\\Seen"]))
         .unwrap();
     assert_eq!(account.memory.count(Op::SetFlags), 1);
+    // Tried again on demand (user.imapfs.pending = retry): it lands once.
+    online.retry_pending();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !online.pending_changes().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", online.pending_changes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(online);
-    // The next mount tries again, and it lands once.
     let again = account.mount(false);
     settled(&again);
-    assert!(again.pending_changes().is_empty());
+    assert_eq!(
+        account.memory.count(Op::Append),
+        2,
+        "refused once, then stored"
+    );
     let subjects: Vec<String> = account.server("INBOX").into_iter().map(|m| m.0).collect();
     assert_eq!(subjects, ["m1", "m8"]);
     assert!(!account.cache().join("outbox/0").exists());
