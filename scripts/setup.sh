@@ -2,10 +2,11 @@
 # Installs what imapfs's tests, demo and benchmarks need on Debian, idempotently:
 # Dovecot (IMAP server for tests), FUSE 3, OpenSSL headers and CLI, attr (getfattr),
 # isync (mbsync, the benchmark's reference client), python3, and the tools the tests point
-# at the mount as users do (rsync, vim, and gio from libglib2.0-bin). Checks for cargo.
+# at the mount as users do (rsync, vim, and gio from libglib2.0-bin), and man-db (the tests
+# render the man page with man -l). Checks for cargo.
 set -euo pipefail
 
-packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3 rsync vim libglib2.0-bin)
+packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3 rsync vim libglib2.0-bin man-db)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

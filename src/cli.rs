@@ -53,6 +53,24 @@ const IGNORED_MOUNT_OPTIONS: &[&str] = &[
     "_netdev",
     "nofail",
     "defaults",
+    "owner",
+    "group",
+    "comment",
+    "loop",
+    "async",
+    "sync",
+    "dirsync",
+    "lazytime",
+    "nolazytime",
+    "strictatime",
+    "nostrictatime",
+    "silent",
+    "loud",
+    "mand",
+    "nomand",
+    "iversion",
+    "noiversion",
+    "nosymfollow",
 ];
 
 const AFTER_HELP: &str = "\
@@ -66,7 +84,15 @@ by commas, so a -o value cannot contain a comma. -o ro is --read-only. An option
 given as --long-name wins over the same option given with -o; otherwise the last
 occurrence of an option wins. Standard mount options that do not apply (rw, nosuid,
 nodev, noexec, noatime, user, users, auto, noauto, _netdev, nofail, defaults, x-*)
-are accepted and ignored.
+are accepted and ignored. A space in a -o value may be written \\040, as in fstab.
+
+SOURCE may also be the name of an account in the config file
+($XDG_CONFIG_HOME/imapfs/config.toml, else ~/.config/imapfs/config.toml):
+  [accounts.work]
+  source = \"imaps://alice@imap.example.com\"
+  password_command = \"pass show mail/work\"
+  cache_size = \"1G\"
+Every option can be set there under its -o name; the command line wins.
 
 The password is never an option: imapfs runs --password-command, else reads the
 IMAPFS_PASSWORD environment variable (and erases it), else prompts on the terminal.";
@@ -218,13 +244,26 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = id_value)]
     pub gid: Option<u32>,
 
-    /// Log verbosely
+    /// Log verbosely (the same as -vv)
     #[arg(long)]
     pub debug: bool,
+
+    /// Log more: -v changes and reconnects, -vv every IMAP command (secrets hidden)
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
 
     /// Write the log to PATH instead of standard error
     #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
     pub log_file: Option<PathBuf>,
+
+    /// Mount even on a directory that is not empty (its contents are hidden meanwhile)
+    #[arg(long)]
+    pub nonempty: bool,
+
+    /// SOURCE exactly as given (an account name, or the URL as typed): the mount's name in
+    /// /proc/mounts, so that `mount -a`, `findmnt SOURCE` and `umount SOURCE` find it.
+    #[arg(skip)]
+    pub mount_name: String,
 
     /// Keep new files in DIR until they are appended (and if APPEND fails) [default: $XDG_STATE_HOME/imapfs/spool]
     #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
@@ -309,21 +348,230 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    parse_args_over(args, Vec::new())
+}
+
+/// [`parse_args`] with `defaults` (long options, as `--name=value`) taken as given before
+/// everything in `args`, so that the command line, `-o` included, wins over them: the
+/// options of an account from the config file.
+pub fn parse_args_over<I, T>(args: I, defaults: Vec<OsString>) -> Result<Options, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mount_name = source_position(&args)
+        .and_then(|i| args.get(i))
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let argv = parse_argv(&args)?;
     let mut command = Argv::command();
     command.build();
     let from_mount_options = mount_option_args(&command, &argv.mount_options)?;
-    if from_mount_options.is_empty() {
-        return Ok(argv.options);
+    let mut options = if from_mount_options.is_empty() && defaults.is_empty() {
+        argv.options
+    } else {
+        // Right after the program name, so that every option in argv comes later and wins.
+        let program = args.iter().take(1);
+        let merged = program
+            .chain(&defaults)
+            .chain(&from_mount_options)
+            .chain(args.iter().skip(1))
+            .cloned();
+        parse_argv(merged)?.options
+    };
+    options.mount_name = mount_name;
+    Ok(options)
+}
+
+/// Where SOURCE is in `args` (which start with the program name): the first argument that
+/// is neither an option nor an option's value, as clap's declaration of the options says.
+pub fn source_position(args: &[OsString]) -> Option<usize> {
+    positionals(args).first().copied()
+}
+
+/// Where the arguments are in `args` (which start with the program name) that are neither
+/// an option nor an option's value, as clap's declaration of the options says.
+fn positionals(args: &[OsString]) -> Vec<usize> {
+    let mut command = Argv::command();
+    command.build();
+    let takes_value = |arg: Option<&Arg>| arg.is_some_and(|a| a.get_action().takes_values());
+    let mut found = Vec::new();
+    let mut i = 1;
+    while let Some(arg) = args.get(i) {
+        let text = arg.to_string_lossy();
+        if text == "--" {
+            found.extend(i + 1..args.len());
+            return found;
+        }
+        if let Some(long) = text.strip_prefix("--") {
+            if !long.contains('=')
+                && takes_value(command.get_arguments().find(|a| a.get_long() == Some(long)))
+            {
+                i += 1;
+            }
+        } else if let Some(shorts) = text.strip_prefix('-').filter(|s| !s.is_empty()) {
+            for (at, short) in shorts.char_indices() {
+                if takes_value(
+                    command
+                        .get_arguments()
+                        .find(|a| a.get_short() == Some(short)),
+                ) {
+                    if at + short.len_utf8() == shorts.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+        } else {
+            found.push(i);
+        }
+        i += 1;
     }
-    // Right after the program name, so that every option in argv comes later and wins.
-    let program = args.iter().take(1);
-    let merged = program
-        .chain(&from_mount_options)
-        .chain(args.iter().skip(1))
-        .cloned();
-    Ok(parse_argv(merged)?.options)
+    found
+}
+
+/// `imapfs prefetch [OPTIONS] SOURCE [MAILBOX...]`, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefetchArgs {
+    /// The mount's command line for the same options and SOURCE (with `.` as a mount point
+    /// that is never used), for [`crate::config::parse_command_line`].
+    pub argv: Vec<OsString>,
+    /// The mailboxes named, as paths of the mount (`Archive/2024`); none: every one.
+    pub mailboxes: Vec<String>,
+    /// `--headers-only`: listings and structures, no message content.
+    pub headers_only: bool,
+}
+
+/// What `imapfs prefetch --help` prints.
+pub const PREFETCH_USAGE: &str = "\
+Fill the disk cache without mounting, for reading offline later.
+
+Usage: imapfs prefetch [OPTIONS] SOURCE [MAILBOX...]
+
+  SOURCE          as for a mount: imaps://USER@HOST[:PORT], or an account of the config file
+  MAILBOX         a mailbox as the mount shows it (Archive/2024); none: every mailbox
+  --headers-only  listings and structures only, no message content
+  --connections N fetch over N connections at a time (default 4)
+
+Every option of the mount about the server, the password, TLS and the disk cache
+(--cache-dir, --disk-cache-size) applies. What is cached already is not fetched again,
+so an interrupted prefetch resumes where it stopped.
+";
+
+/// Takes `imapfs prefetch ...` (`args` from the program name on, `prefetch` included)
+/// apart: the first argument that is not an option is SOURCE, the others are mailboxes.
+pub fn prefetch_args(args: &[OsString]) -> Result<PrefetchArgs, CliError> {
+    let mut rest: Vec<OsString> = Vec::with_capacity(args.len());
+    rest.extend(args.first().cloned());
+    let mut headers_only = false;
+    for arg in args.iter().skip(2) {
+        if arg == "--headers-only" {
+            headers_only = true;
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    let at = positionals(&rest);
+    let Some((&source, names)) = at.split_first() else {
+        return Err(CliError::Source(
+            "none given (imapfs prefetch [OPTIONS] SOURCE [MAILBOX...])".into(),
+        ));
+    };
+    let mailboxes = names
+        .iter()
+        .map(|&i| {
+            let name = rest[i].to_string_lossy();
+            name.trim_matches('/').to_owned()
+        })
+        .collect();
+    let mut argv: Vec<OsString> = rest
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !names.contains(i))
+        .map(|(_, a)| a.clone())
+        .collect();
+    // The mount point comes right after SOURCE (names were after it, so it stays put).
+    argv.insert(source + 1, OsString::from("."));
+    Ok(PrefetchArgs {
+        argv,
+        mailboxes,
+        headers_only,
+    })
+}
+
+/// Undoes the octal escapes fstab and /proc/mounts use in fields (`\040` for a space,
+/// `\011`, `\012`, `\134`); anything else is kept as it is.
+pub fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// Program names under which imapfs is a mount helper: mount(8) runs
+/// `/sbin/mount.fuse.imapfs` for `-t fuse.imapsfs` lines (a symlink to imapfs installed
+/// there finds imapfs by its absolute path, whatever PATH mount left).
+pub const HELPER_NAMES: [&str; 2] = ["mount.fuse.imapfs", "mount.imapfs"];
+
+/// What mount(8) asked of a helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelperCall {
+    /// `-f`: pretend, do nothing.
+    Fake,
+    /// imapfs's own arguments for the call.
+    Mount(Vec<OsString>),
+}
+
+/// Turns a mount helper call, `mount.fuse.imapfs SOURCE DIR [-sfnv] [-o OPTIONS] [-t TYPE]`
+/// ([mount(8)](https://man7.org/linux/man-pages/man8/mount.8.html), "external helpers"),
+/// into imapfs's arguments: `-n` (no mtab), `-s` (sloppy), `-v` (verbose, which would
+/// flood the journal with IMAP commands) and `-t` are mount's own and dropped; `-o` stays.
+pub fn from_mount_helper(args: &[OsString]) -> HelperCall {
+    let mut out: Vec<OsString> = args.iter().take(1).cloned().collect();
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        match text.as_ref() {
+            "-t" => {
+                rest.next();
+            }
+            "-o" => {
+                out.push(arg.clone());
+                out.extend(rest.next().cloned());
+            }
+            _ if text.starts_with("-t") && text.len() > 2 => {}
+            _ if text.starts_with("-o") => out.push(arg.clone()),
+            _ if text.starts_with('-') && text.len() > 1 => {
+                if text.contains('f') {
+                    return HelperCall::Fake;
+                }
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    HelperCall::Mount(out)
+}
+
+/// The command as clap declares it, for the man page and shell completions.
+pub fn command() -> Command {
+    Argv::command()
 }
 
 /// Runs clap over `args`.
@@ -353,29 +601,48 @@ const MOUNT_OPTION_ALIASES: &[(&str, &str)] = &[("ro", "read-only")];
 fn mount_option_args(command: &Command, items: &[String]) -> Result<Vec<OsString>, CliError> {
     let mut args = Vec::new();
     for (key, value) in parse_mount_options(items)? {
-        let Some(arg) = option_named_by(command, &key) else {
-            if IGNORED_MOUNT_OPTIONS.contains(&key.as_str()) || key.starts_with("x-") {
-                continue;
-            }
-            return Err(unknown_mount_option(command, &key));
-        };
-        let long = arg.get_long().unwrap_or_default();
-        let wrong_form = |reason: String| CliError::MountOption {
-            key: key.clone(),
-            reason,
-        };
-        let item = match (arg.get_action().takes_values(), value) {
-            (false, None) => format!("--{long}"),
-            (false, Some(_)) => return Err(wrong_form("takes no value".to_owned())),
-            (true, None) => return Err(wrong_form(format!("needs a value ({key}=VALUE)"))),
-            (true, Some(value)) => {
-                check_mount_option_value(arg, &key, &value)?;
-                format!("--{long}={value}")
-            }
-        };
-        args.push(OsString::from(item));
+        if option_named_by(command, &key).is_none()
+            && (IGNORED_MOUNT_OPTIONS.contains(&key.as_str()) || key.starts_with("x-"))
+        {
+            continue;
+        }
+        args.push(named_option_arg(command, &key, value.as_deref())?);
     }
     Ok(args)
+}
+
+/// The long option that the option named `key` (its `-o` name) with `value` stands for:
+/// `cache_size`, `1G` gives `--cache-size=1G`. The value is checked here, so that an error
+/// names `key` as it was written. For the config file, which names options the same way.
+pub fn option_arg(key: &str, value: Option<&str>) -> Result<OsString, CliError> {
+    let mut command = Argv::command();
+    command.build();
+    named_option_arg(&command, key, value)
+}
+
+fn named_option_arg(
+    command: &Command,
+    key: &str,
+    value: Option<&str>,
+) -> Result<OsString, CliError> {
+    let Some(arg) = option_named_by(command, key) else {
+        return Err(unknown_mount_option(command, key));
+    };
+    let long = arg.get_long().unwrap_or_default();
+    let wrong_form = |reason: String| CliError::MountOption {
+        key: key.to_owned(),
+        reason,
+    };
+    let item = match (arg.get_action().takes_values(), value) {
+        (false, None) => format!("--{long}"),
+        (false, Some(_)) => return Err(wrong_form("takes no value".to_owned())),
+        (true, None) => return Err(wrong_form(format!("needs a value ({key}=VALUE)"))),
+        (true, Some(value)) => {
+            check_mount_option_value(arg, key, value)?;
+            format!("--{long}={value}")
+        }
+    };
+    Ok(OsString::from(item))
 }
 
 /// The option of `command` that the `-o` key `key` names: its long name with the dashes
@@ -672,8 +939,9 @@ pub fn parse_mount_options(items: &[String]) -> Result<Vec<(String, Option<Strin
         if piece.is_empty() {
             continue;
         }
+        // fstab writes a space in a value as \040 (and mount passes it on as written).
         let (key, value) = match piece.split_once('=') {
-            Some((key, value)) => (key, Some(value.to_owned())),
+            Some((key, value)) => (key, Some(unescape_octal(value))),
             None => (piece, None),
         };
         if key.is_empty() {
@@ -690,6 +958,55 @@ pub fn parse_mount_options(items: &[String]) -> Result<Vec<(String, Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn prefetch_takes_source_then_mailboxes_and_keeps_the_mount_options() {
+        let got = prefetch_args(&os(&[
+            "imapfs",
+            "prefetch",
+            "--ca-file",
+            "ca.pem",
+            "-o",
+            "cache_dir=/c",
+            "imaps://alice@example.com",
+            "INBOX",
+            "/Archive/2024/",
+            "--headers-only",
+        ]))
+        .unwrap();
+        assert_eq!(
+            got.argv,
+            os(&[
+                "imapfs",
+                "--ca-file",
+                "ca.pem",
+                "-o",
+                "cache_dir=/c",
+                "imaps://alice@example.com",
+                "."
+            ])
+        );
+        assert_eq!(got.mailboxes, ["INBOX", "Archive/2024"]);
+        assert!(got.headers_only);
+        let opts = parse_args(got.argv).unwrap();
+        assert_eq!(
+            opts.ca_file.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(opts.cache_dir.as_deref(), Some(std::path::Path::new("/c")));
+
+        let all = prefetch_args(&os(&["imapfs", "prefetch", "work"])).unwrap();
+        assert_eq!(all.argv, os(&["imapfs", "work", "."]));
+        assert!(all.mailboxes.is_empty() && !all.headers_only);
+        assert!(matches!(
+            prefetch_args(&os(&["imapfs", "prefetch", "--timeout", "5"])),
+            Err(CliError::Source(_))
+        ));
+    }
     use proptest::prelude::*;
 
     const SOURCE: &str = "imaps://alice@mail.example.com";
@@ -743,6 +1060,9 @@ mod tests {
                 uid: None,
                 gid: None,
                 debug: false,
+                verbose: 0,
+                nonempty: false,
+                mount_name: SOURCE.into(),
                 log_file: None,
                 spool_dir: None,
                 cache_dir: None,
@@ -852,6 +1172,103 @@ mod tests {
             let named = option_named_by(&command, &key).map(Arg::get_id);
             assert_eq!(named, Some(arg.get_id()), "--{long} has no -o {key}");
         }
+    }
+
+    #[test]
+    fn verbosity_counts_and_nonempty() {
+        assert_eq!(ok(&[]).verbose, 0);
+        assert_eq!(ok(&["-v"]).verbose, 1);
+        assert_eq!(ok(&["-vv"]).verbose, 2);
+        assert_eq!(ok(&["-v", "--verbose", "-o", "verbose"]).verbose, 3);
+        assert!(ok(&["-o", "nonempty"]).nonempty);
+    }
+
+    #[test]
+    fn octal_escapes_in_mount_option_values() {
+        let o = ok(&[
+            "-o",
+            "password_command=pass\\040show\\040mail,x-systemd.after=a\\040b",
+        ]);
+        assert_eq!(o.password_command.as_deref(), Some("pass show mail"));
+        assert_eq!(unescape_octal("a\\134b\\011c\\9d\\04"), "a\\b\tc\\9d\\04");
+    }
+
+    #[test]
+    fn source_is_found_among_options_and_their_values() {
+        let at = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            source_position(&args)
+        };
+        assert_eq!(at(&["imapfs", "work", "/mnt"]), Some(1));
+        assert_eq!(at(&["imapfs", "-o", "ro", "work", "/mnt"]), Some(3));
+        assert_eq!(at(&["imapfs", "-oro", "-f", "work"]), Some(3));
+        assert_eq!(at(&["imapfs", "-fo", "ro", "work"]), Some(3));
+        assert_eq!(at(&["imapfs", "--timeout", "5", "-vv", "work"]), Some(4));
+        assert_eq!(at(&["imapfs", "--timeout=5", "--debug", "work"]), Some(3));
+        assert_eq!(at(&["imapfs", "-f", "--", "-work"]), Some(3));
+        assert_eq!(at(&["imapfs", "-f"]), None);
+        let o = parse_args(["imapfs", "-o", "ro", SOURCE, "/m"]).unwrap();
+        assert_eq!(o.mount_name, SOURCE);
+    }
+
+    #[test]
+    fn defaults_from_a_config_file_lose_to_the_command_line() {
+        let defaults = || {
+            vec![
+                OsString::from("--cache-size=1M"),
+                OsString::from("--timeout=9"),
+                OsString::from("--read-only"),
+            ]
+        };
+        let args = ["imapfs", SOURCE, "/m", "-o", "cache_size=2M"];
+        let o = parse_args_over(args, defaults()).unwrap();
+        assert_eq!(o.cache_size, 2 << 20);
+        assert_eq!(o.timeout, Duration::from_secs(9));
+        assert!(o.read_only);
+        let o = parse_args_over(["imapfs", SOURCE, "/m", "--timeout", "3"], defaults()).unwrap();
+        assert_eq!(o.timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn mount_helper_calls_become_imapfs_arguments() {
+        let call = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            from_mount_helper(&args)
+        };
+        let mount = |args: &[&str]| HelperCall::Mount(args.iter().map(OsString::from).collect());
+        assert_eq!(
+            call(&[
+                "/sbin/mount.fuse.imapfs",
+                "work",
+                "/m",
+                "-o",
+                "rw,_netdev",
+                "-n",
+                "-t",
+                "fuse.imapfs"
+            ]),
+            mount(&["/sbin/mount.fuse.imapfs", "work", "/m", "-o", "rw,_netdev"])
+        );
+        assert_eq!(
+            call(&[
+                "mount.imapfs",
+                "-sv",
+                SOURCE,
+                "/m",
+                "-ouid=3",
+                "-tfuse.imapfs"
+            ]),
+            mount(&["mount.imapfs", SOURCE, "/m", "-ouid=3"])
+        );
+        assert_eq!(
+            call(&["mount.fuse.imapfs", "work", "/m", "-f"]),
+            HelperCall::Fake
+        );
+        let HelperCall::Mount(args) = call(&["mount.fuse.imapfs", SOURCE, "/m", "-o", "rw,uid=5"])
+        else {
+            panic!()
+        };
+        assert_eq!(parse_args(args).unwrap().uid, Some(5));
     }
 
     #[test]

@@ -57,12 +57,17 @@ const TTL_VOLATILE: Duration = Duration::from_secs(1);
 /// How long for what never changes: a message's files, their sizes once exact.
 const TTL_FINAL: Duration = Duration::from_secs(60);
 
-/// Numbers for `statfs`.
+/// Numbers for `statfs`, in blocks of [`STATFS_BLOCK`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {
     pub blocks: u64,
+    /// Free blocks (all of them available to the user).
+    pub free_blocks: u64,
     pub files: u64,
 }
+
+/// The block size `statfs` counts in.
+pub const STATFS_BLOCK: u64 = 4096;
 
 /// File or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +185,8 @@ pub struct Fs {
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` since memory was last released.
     forgotten: AtomicU64,
+    /// What spool recovery said of each file it had to leave in the spool.
+    spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
 }
 
 impl Fs {
@@ -208,6 +215,7 @@ impl Fs {
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
+            spool_report: Mutex::new(Default::default()),
         }
     }
 
@@ -243,7 +251,7 @@ impl Fs {
     fn attr_of(&self, ino: u64, node: &Node) -> AttrReply {
         match node {
             Node::Root => AttrReply {
-                attr: self.dir_attr(ino, UNIX_EPOCH),
+                attr: self.dir_attr(ino, self.started),
                 ttl: TTL_VOLATILE,
                 entry_ttl: TTL_VOLATILE,
             },
@@ -252,8 +260,15 @@ impl Fs {
             // listing of it when that changes.
             Node::Mailbox { path } => {
                 let (mtime, ttl) = self.mailbox_dir_state(path);
+                // The first listing dates the directory back to its newest message, but
+                // nothing changed then: tar, which compares the ctime before and after
+                // reading a directory, must not see a change in that. Changes seen later
+                // are after the start, and move the ctime too.
                 AttrReply {
-                    attr: self.dir_attr(ino, mtime),
+                    attr: Attr {
+                        ctime: mtime.max(self.started),
+                        ..self.dir_attr(ino, mtime)
+                    },
                     ttl,
                     entry_ttl: ttl,
                 }
@@ -304,7 +319,7 @@ impl Fs {
                 }
             }
             Node::Virtual(_) => AttrReply {
-                attr: self.dir_attr(ino, UNIX_EPOCH),
+                attr: self.dir_attr(ino, self.started),
                 ttl: TTL_VOLATILE,
                 entry_ttl: TTL_VOLATILE,
             },

@@ -365,7 +365,17 @@ impl fuser::Filesystem for FuseAdapter {
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _call = self.serve(req);
         let s = self.fs.statfs();
-        reply.statfs(s.blocks, 0, 0, s.files, 0, 4096, 255, 4096);
+        let block = crate::fs::STATFS_BLOCK as u32;
+        reply.statfs(
+            s.blocks,
+            s.free_blocks,
+            s.free_blocks,
+            s.files,
+            0,
+            block,
+            255,
+            block,
+        );
     }
 
     fn mkdir(

@@ -3,9 +3,12 @@
 pub mod cache;
 pub mod call;
 pub mod cli;
+pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod mime;
+pub mod mount;
+pub mod notify;
 pub mod run;
 pub mod search;
 pub mod secret;

@@ -13,6 +13,8 @@ use crate::cache::tiered::TieredCache;
 use crate::cli::{AuthMethod, DeleteMode, Options, Security};
 use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig, FsParts, Invalidation};
 use crate::fuse::FuseAdapter;
+use crate::mount::{self, KernelMount, MountPointError};
+use crate::notify;
 use crate::secret;
 use crate::store::cached::CachedStore;
 use crate::store::imap::connection::ConnectConfig;
@@ -25,8 +27,8 @@ const FUSE_THREADS: usize = 8;
 /// Why imapfs could not start; each is printed as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("mountpoint {0}: {1}")]
-    Mountpoint(String, String),
+    #[error(transparent)]
+    Mountpoint(#[from] MountPointError),
     #[error("{0}")]
     Secret(String),
     #[error("cannot log in as {user} at {server}: {error}")]
@@ -41,14 +43,8 @@ pub enum RunError {
     Daemon(String),
 }
 
-fn check_mountpoint(opts: &Options) -> Result<(), RunError> {
-    let shown = opts.mountpoint.display().to_string();
-    match std::fs::metadata(&opts.mountpoint) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(RunError::Mountpoint(shown, "not a directory".into())),
-        Err(e) => Err(RunError::Mountpoint(shown, e.to_string())),
-    }
-}
+mod prefetch;
+pub use self::prefetch::prefetch;
 
 /// The IMAP store, logged in once (or not, when the mount starts offline: then why).
 struct Connected {
@@ -78,6 +74,31 @@ fn may_start_offline(opts: &Options, error: &StoreError) -> bool {
 /// With a disk cache, an unreachable server (or `--offline`) still gives a store, which
 /// starts offline.
 fn connect(opts: &Options) -> Result<Connected, RunError> {
+    let imap = unconnected_store(opts)?;
+    if opts.offline {
+        return Ok(Connected {
+            imap,
+            offline: None,
+        });
+    }
+    match imap.log_in() {
+        Ok(()) => Ok(Connected {
+            imap,
+            offline: None,
+        }),
+        Err(error) if may_start_offline(opts, &error) => {
+            tracing::warn!(%error, "the server cannot be reached; mounting from the disk cache");
+            Ok(Connected {
+                imap,
+                offline: Some(error),
+            })
+        }
+        Err(error) => Err(login_error(opts, error)),
+    }
+}
+
+/// The IMAP store the options describe, with the secret obtained, not connected yet.
+fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
     let (command, env_var, what) = match opts.auth {
         AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => (
             opts.oauth2_token_command.as_deref(),
@@ -118,27 +139,7 @@ fn connect(opts: &Options) -> Result<Connected, RunError> {
         tls: Default::default(),
         plaintext_warned: Default::default(),
     };
-    let imap = ImapStore::unconnected(config, opts.connections);
-    if opts.offline {
-        return Ok(Connected {
-            imap,
-            offline: None,
-        });
-    }
-    match imap.log_in() {
-        Ok(()) => Ok(Connected {
-            imap,
-            offline: None,
-        }),
-        Err(error) if may_start_offline(opts, &error) => {
-            tracing::warn!(%error, "the server cannot be reached; mounting from the disk cache");
-            Ok(Connected {
-                imap,
-                offline: Some(error),
-            })
-        }
-        Err(error) => Err(login_error(opts, error)),
-    }
+    Ok(ImapStore::unconnected(config, opts.connections))
 }
 
 fn login_error(opts: &Options, error: StoreError) -> RunError {
@@ -199,7 +200,7 @@ fn stores(opts: &Options, connected: Connected, memory: MemoryCache) -> Result<B
 fn fuse_config(opts: &Options) -> fuser::Config {
     use fuser::MountOption as M;
     let mut mount_options = vec![
-        M::FSName(format!("imapfs:{}", opts.source)),
+        M::FSName(mount_name(opts)),
         M::Subtype("imapfs".into()),
         M::NoSuid,
         M::NoDev,
@@ -220,6 +221,69 @@ fn fuse_config(opts: &Options) -> fuser::Config {
     // One /dev/fuse descriptor per worker: no thundering herd of idle workers per request.
     config.clone_fd = true;
     config
+}
+
+/// The mount's source in /proc/mounts: SOURCE as given, so that `mount -a` sees an fstab
+/// line as mounted and `umount SOURCE` finds it.
+fn mount_name(opts: &Options) -> String {
+    if opts.mount_name.is_empty() {
+        format!("imaps://{}", opts.source)
+    } else {
+        opts.mount_name.clone()
+    }
+}
+
+/// How the mount was made, which says how to take it down.
+enum Mounted {
+    /// By fusermount3 through the FUSE library (a user's mount).
+    Library(fuser::SessionUnmounter),
+    /// By mount(2) here (as root).
+    Kernel(PathBuf),
+}
+
+impl Mounted {
+    fn unmount(&mut self) -> std::io::Result<()> {
+        match self {
+            Mounted::Library(unmounter) => unmounter.unmount(),
+            Mounted::Kernel(path) => mount::unmount_as_root(path),
+        }
+    }
+}
+
+/// Mounts the filesystem and starts the FUSE session on it.
+fn start_session(
+    opts: &Options,
+    adapter: FuseAdapter,
+) -> Result<(fuser::Session<FuseAdapter>, Mounted), RunError> {
+    let shown = opts.mountpoint.display().to_string();
+    let config = fuse_config(opts);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let mut session = fuser::Session::new(adapter, &opts.mountpoint, &config)
+            .map_err(|e| RunError::Mount(shown, e))?;
+        let unmounter = session.unmount_callable();
+        return Ok((session, Mounted::Library(unmounter)));
+    }
+    let mountpoint = opts
+        .mountpoint
+        .canonicalize()
+        .map_err(|e| RunError::Mount(shown.clone(), e))?;
+    let name = mount_name(opts);
+    let fd = mount::mount_as_root(&KernelMount {
+        source: &name,
+        mountpoint: &mountpoint,
+        read_only: opts.read_only,
+        allow_other: opts.allow_other,
+    })
+    .map_err(|e| RunError::Mount(shown.clone(), e))?;
+    let acl = config.acl;
+    match fuser::Session::from_fd(adapter, fd, acl, config) {
+        Ok(session) => Ok((session, Mounted::Kernel(mountpoint))),
+        Err(e) => {
+            let _ = mount::unmount_as_root(&mountpoint);
+            Err(RunError::Mount(shown, e))
+        }
+    }
 }
 
 /// `$XDG_STATE_HOME/imapfs/spool`, else `~/.local/state/imapfs/spool`.
@@ -325,9 +389,9 @@ fn forward_store_events(store: &dyn MailStore, fs: &Arc<Fs>) {
 }
 
 /// Mounts and serves until unmounted or signalled. `ready` is told once the mount is up.
-fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(), RunError> {
-    let signals = block_signals();
-    let config = FsConfig {
+/// The core's settings from the options.
+fn fs_config(opts: &Options) -> FsConfig {
+    FsConfig {
         uid: opts.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
         gid: opts.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
         read_only: opts.read_only,
@@ -338,7 +402,12 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
             DeleteMode::Off => FsDelete::Off,
         },
         spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
-    };
+    }
+}
+
+fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(), RunError> {
+    let signals = block_signals();
+    let config = fs_config(opts);
     let memory = MemoryCache::new(config.cache_bytes / 4 * 3);
     let (store, cache) = stores(opts, connected, memory)?;
     let parts = FsParts {
@@ -350,21 +419,17 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     fs.enable_background_work();
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
-    let mut session = fuser::Session::new(
-        FuseAdapter::new(Arc::clone(&fs), opts.timeout),
-        &opts.mountpoint,
-        &fuse_config(opts),
-    )
-    .map_err(|e| RunError::Mount(mountpoint.clone(), e))?;
+    let (session, mut unmounter) =
+        start_session(opts, FuseAdapter::new(Arc::clone(&fs), opts.timeout))?;
     fs.send_invalidations_to(spawn_invalidator(session.notifier()));
     // What an earlier imapfs left in the spool is settled in the background.
     let recovering = Arc::clone(&fs);
     std::thread::spawn(move || {
         recovering.recover_spool();
     });
-    let mut unmounter = session.unmount_callable();
-    tracing::info!(mountpoint = %mountpoint, "mounted");
+    tracing::info!(mountpoint = %mountpoint, source = %mount_name(opts), "mounted");
     ready();
+    notify::notify("READY=1");
 
     let (done_tx, done_rx) = mpsc::channel::<&'static str>();
     let session_done = done_tx.clone();
@@ -383,6 +448,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     let why = done_rx.recv().unwrap_or("unmounted");
     if why == "signal" {
         tracing::info!(mountpoint = %mountpoint, "signal received; unmounting");
+        notify::notify("STOPPING=1");
         if let Err(e) = unmounter.unmount() {
             tracing::warn!(error = %e, "unmount failed");
         }
@@ -402,7 +468,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
 pub fn run(opts: Options) -> Result<(), RunError> {
     tune_allocator();
     refuse_core_dumps();
-    check_mountpoint(&opts)?;
+    mount::check_mountpoint(&opts.mountpoint, opts.nonempty)?;
     let store = connect(&opts)?;
     if opts.foreground {
         return serve(&opts, store, || {});

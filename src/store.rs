@@ -293,6 +293,16 @@ pub struct StoreStats {
     pub bytes_sent: u64,
 }
 
+/// The account's storage quota ([RFC 2087](https://www.rfc-editor.org/rfc/rfc2087)): what
+/// `df` shows of the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes counted against the quota.
+    pub used_bytes: u64,
+    /// The most the account may hold, in bytes.
+    pub limit_bytes: u64,
+}
+
 /// Errors from a mail store. The errno for each is decided in `fs/errors.rs`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -595,6 +605,18 @@ pub trait MailStore: Send + Sync + 'static {
     /// while true, a listing held for it stays true without asking the server.
     fn is_followed(&self, _mailbox: &MailboxId) -> bool {
         false
+    }
+
+    /// The storage quota of the account (of its INBOX's quota root), if the server keeps
+    /// one. A store may answer from what it learnt a few seconds ago.
+    fn quota(&self) -> StoreResult<Option<Quota>> {
+        Ok(None)
+    }
+
+    /// False while the server is known to be unreachable: calls that need it then fail at
+    /// once (`Connection`) instead of waiting, until an attempt to reconnect succeeds.
+    fn is_reachable(&self) -> bool {
+        true
     }
 
     /// Whether mailboxes created, renamed or deleted elsewhere are reported (as

@@ -14,6 +14,7 @@ mod integration {
     mod errors;
     mod faults;
     mod hostile;
+    mod linux_tool;
     mod read_path;
     mod reliability;
     mod search;

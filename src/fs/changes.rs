@@ -23,6 +23,10 @@ pub enum DeleteMode {
     Off,
 }
 
+/// Free space shown when the server keeps no quota: 1 PiB, as rclone shows, so that `df`
+/// and file managers never take the mount for full.
+pub const UNKNOWN_FREE_BYTES: u64 = 1 << 50;
+
 impl Fs {
     pub(super) fn refuse_if_read_only(&self) -> FsResult<()> {
         if self.config.read_only {
@@ -427,12 +431,33 @@ impl Fs {
         Ok(())
     }
 
-    /// `statfs`: counts of what is known, so `df` shows something sensible.
+    /// `statfs`: the account's quota where the server keeps one (so `df` shows what is
+    /// used of it and what is left); otherwise what is known to be used, and a large free
+    /// space, since nothing says the account is full.
     pub fn statfs(&self) -> StatFs {
         let (files, bytes) = self.metadata.totals();
-        StatFs {
-            blocks: bytes.div_ceil(4096),
-            files,
+        let quota = match self.store.quota() {
+            Ok(quota) => quota,
+            Err(e) => {
+                tracing::debug!(error = %e, "no quota for statfs");
+                None
+            }
+        };
+        let block = super::STATFS_BLOCK;
+        match quota {
+            Some(q) if q.limit_bytes > 0 => StatFs {
+                blocks: q.limit_bytes.div_ceil(block),
+                free_blocks: q.limit_bytes.saturating_sub(q.used_bytes) / block,
+                files,
+            },
+            _ => {
+                let free_blocks = UNKNOWN_FREE_BYTES / block;
+                StatFs {
+                    blocks: bytes.div_ceil(block) + free_blocks,
+                    free_blocks,
+                    files,
+                }
+            }
         }
     }
 }

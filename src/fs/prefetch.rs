@@ -29,8 +29,9 @@ pub struct Progress {
     pub messages_total: u64,
     pub bytes: u64,
     pub bytes_total: u64,
-    /// Messages that were cached already (so not fetched).
+    /// Messages that were cached already (so not fetched), and their bytes.
     pub skipped: u64,
+    pub skipped_bytes: u64,
 }
 
 /// A prefetch started on a mounted mailbox (`setfattr -n user.imapfs.prefetch`).
@@ -177,6 +178,7 @@ impl Fs {
             {
                 done.messages += 1;
                 done.skipped += 1;
+                done.skipped_bytes += meta.size;
                 done.bytes += meta.size;
             } else {
                 wanted.push(meta);

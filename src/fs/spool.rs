@@ -133,9 +133,61 @@ impl Fs {
                 ),
             };
             tracing::warn!("spool: {line}");
+            if path.exists() {
+                self.spool_report.lock().insert(path.clone(), line.clone());
+            }
             report.push(line);
         }
+        let kept = self.spool_report.lock().len();
+        if kept > 0 {
+            tracing::warn!(
+                spool = %self.config.spool_dir.display(),
+                "{kept} file(s) from an earlier run are still in the spool, not stored; \
+                 getfattr -n {} on the mount's root lists them",
+                super::xattr::PENDING
+            );
+        }
         report
+    }
+
+    /// `user.imapfs.pending`: every file in the spool directory that is not stored (yet),
+    /// one line each: its path, then why. Files of another imapfs still running are not
+    /// this mount's business and are left out.
+    pub fn pending_spool_files(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(&self.config.spool_dir) else {
+            return String::new();
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        let ours = format!("{}-", std::process::id());
+        let report = self.spool_report.lock();
+        let mut out = String::new();
+        for path in paths {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            if name.ends_with(".sending") || name.ends_with(".tmp") {
+                continue;
+            }
+            let why = match report.get(&path) {
+                Some(line) => line.clone(),
+                None if name.starts_with(&ours) => {
+                    "written through this mount and not stored yet (still open, or its APPEND \
+                     failed: see the log)"
+                        .to_owned()
+                }
+                None if writer_alive(&path) => continue,
+                None if note_path(&path).exists() => {
+                    "left by an imapfs that stopped while storing it; not settled yet".to_owned()
+                }
+                None => {
+                    "left by an imapfs that stopped while it was written; not stored".to_owned()
+                }
+            };
+            out.push_str(&format!("{}: {}\n", path.display(), why.replace('\n', " ")));
+        }
+        out
     }
 
     /// Looks for a message whose APPEND was cut short, and sends it if it is not there.

@@ -5,6 +5,7 @@
 //! spool directory, path lookups and kernel-like reads, and hand-built MIME messages.
 
 mod file_content;
+mod linux_tool;
 mod local_changes;
 mod new_files;
 mod prefetch;

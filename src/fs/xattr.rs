@@ -22,8 +22,9 @@ pub const STATS: &str = "user.imapfs.stats";
 /// On the root: `online`, or `offline since <time>` (serving the disk cache).
 pub const STATE: &str = "user.imapfs.state";
 
-/// On the root: the changes made offline that wait for the server, one a line (refused
-/// ones with why); empty when none wait.
+/// On the root: what is not on the server yet, one line each: the changes made offline
+/// that wait for it (refused ones with why), then the spool files not stored, with why.
+/// Empty when nothing waits. Set to `retry` to replay the changes now.
 pub const PENDING: &str = "user.imapfs.pending";
 
 /// On a mailbox: set (to `1`, or `headers`) to prefetch it in the background; read for how
@@ -80,12 +81,14 @@ impl Fs {
             .into_bytes());
         }
         if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
-            let lines = self.store.pending_changes();
-            return Ok(lines
+            let mut out: String = self
+                .store
+                .pending_changes()
                 .iter()
                 .map(|l| format!("{l}\n"))
-                .collect::<String>()
-                .into_bytes());
+                .collect();
+            out.push_str(&self.pending_spool_files());
+            return Ok(out.into_bytes());
         }
         if ino == super::inodes::ROOT && name.to_str() == Some(STATE) {
             return Ok(match self.store.link_state() {

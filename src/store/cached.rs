@@ -31,7 +31,7 @@ use super::{
 use crate::cache::dir::CacheDir;
 use crate::cache::disk::DiskCache;
 use crate::search::SearchKey;
-use crate::store::ByteRange;
+use crate::store::{ByteRange, Quota};
 
 mod disconnected;
 pub mod journal;
@@ -279,6 +279,13 @@ impl Shared {
         matches!(*self.link.lock(), Link::Offline { .. })
     }
 
+    /// Whether `e` says the server is gone, not only one command or connection: the inner
+    /// store could not connect again. A connection cut, or a command that timed out, on a
+    /// server that still takes connections stays an error of that call.
+    fn lost(&self, e: &StoreError) -> bool {
+        unreachable(e) && !self.inner.is_reachable()
+    }
+
     /// The server could not be reached: serve from disk, and try it again in the background.
     fn went_offline(self: &Arc<Self>, why: &StoreError) {
         {
@@ -335,7 +342,7 @@ impl Shared {
             return offline();
         }
         match online() {
-            Err(e) if unreachable(&e) => {
+            Err(e) if self.lost(&e) => {
                 self.went_offline(&e);
                 offline()
             }
@@ -354,7 +361,7 @@ impl Shared {
         }
         let result = f();
         match &result {
-            Err(e) if unreachable(e) => self.went_offline(e),
+            Err(e) if self.lost(e) => self.went_offline(e),
             _ => {
                 if let Some(m) = mailbox {
                     self.send(Job::Dirty(m.clone()));
@@ -841,9 +848,13 @@ fn try_again(shared: Weak<Shared>, first: Duration) {
         std::thread::sleep(pause);
         pause = (pause * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
         let Some(s) = shared.upgrade() else { return };
-        if let Err(e) = s.inner.list_mailboxes() {
-            tracing::debug!(error = %e, "the server still cannot be reached");
-            continue;
+        match s.inner.list_mailboxes() {
+            Ok(_) if s.inner.is_reachable() => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "the server still cannot be reached");
+                continue;
+            }
         }
         if !s.replay() {
             continue;
@@ -1260,6 +1271,15 @@ impl MailStore for CachedStore {
 
     fn is_list_followed(&self) -> bool {
         !self.shared.is_offline() && self.shared.inner.is_list_followed()
+    }
+
+    fn quota(&self) -> StoreResult<Option<Quota>> {
+        let s = &self.shared;
+        s.either(|| s.inner.quota(), || Ok(None))
+    }
+
+    fn is_reachable(&self) -> bool {
+        !self.shared.is_offline() && self.shared.inner.is_reachable()
     }
 
     fn link_state(&self) -> LinkState {

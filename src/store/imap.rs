@@ -32,8 +32,8 @@ use crate::call;
 use crate::search::SearchKey;
 use crate::store::{
     Capabilities, Flag, MailStore, MailboxId, MailboxInfo, MailboxListing, MailboxPath,
-    MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, StoreError, StoreResult,
-    StoreStats, Uid, UidValidity,
+    MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, Quota, StoreError,
+    StoreResult, StoreStats, Uid, UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
@@ -76,6 +76,20 @@ struct Pool {
     /// Connection attempts that failed in a row, and when the next may be made.
     failures: u32,
     retry_at: Option<Instant>,
+    /// Whether the server is reachable, as the last connection attempt found.
+    reach: Reach,
+}
+
+/// What the last connection attempt found; while `Down`, calls that need a new connection
+/// fail at once rather than wait out the backoff, and the first call after it tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Up,
+    /// Unreachable since then; `probing` while one call is trying to reconnect.
+    Down {
+        since: Instant,
+        probing: bool,
+    },
 }
 
 /// The wait before reconnecting after `failures` failed attempts: 100 ms doubling to 5 s.
@@ -93,7 +107,13 @@ pub struct ImapStore {
     /// As the server announced them after the last login (empty until one succeeded).
     capabilities: parking_lot::RwLock<Vec<String>>,
     naming: Mutex<Naming>,
+    /// The last quota answer and when it came (see [`QUOTA_FRESH`]).
+    quota: Mutex<Option<(Instant, Option<Quota>)>>,
 }
+
+/// How long a quota answer is used before GETQUOTAROOT is sent again: `df` in a loop, or a
+/// file manager refreshing its status bar, costs one command per few seconds.
+const QUOTA_FRESH: Duration = Duration::from_secs(5);
 
 /// What the last LIST said about names: the delimiter, and each mailbox's wire name by path
 /// (so that a new mailbox under an existing one keeps the server's spelling of the parent).
@@ -141,7 +161,9 @@ impl ImapStore {
                 open: 0,
                 failures: 0,
                 retry_at: None,
+                reach: Reach::Up,
             }),
+            quota: Mutex::new(None),
             returned: Condvar::new(),
             max_connections: max_connections.max(1),
             capabilities: parking_lot::RwLock::new(Vec::new()),
@@ -248,31 +270,40 @@ impl ImapStore {
                 });
             }
             if pool.open < self.max_connections {
-                // After failed attempts, wait out the backoff (within this request's deadline).
-                if let Some(at) = pool.retry_at {
-                    if at > deadline {
+                // While the server is known to be down, fail at once until the backoff has
+                // passed; then this call alone tries again while the others still fail.
+                if let Reach::Down { since, probing } = pool.reach {
+                    let waiting = pool.retry_at.is_some_and(|at| at > Instant::now());
+                    if waiting || probing {
                         return Err(StoreError::Connection(format!(
-                            "the server is unreachable; next attempt in {:?}",
-                            at.saturating_duration_since(Instant::now())
+                            "the server has been unreachable for {}s; failing at once until it answers again",
+                            since.elapsed().as_secs()
                         )));
                     }
-                    if at > Instant::now() {
-                        self.wait_for_pool(&mut pool, at)?;
-                        continue;
-                    }
+                    pool.reach = Reach::Down {
+                        since,
+                        probing: true,
+                    };
                 }
                 pool.open += 1;
                 drop(pool);
                 let result = connect(&self.config, &self.counters);
                 let mut pool = self.pool.lock();
+                if let Reach::Down { since, .. } = pool.reach {
+                    pool.reach = Reach::Down {
+                        since,
+                        probing: false,
+                    };
+                }
                 return match result {
                     Ok(conn) => {
                         self.learned(&conn);
-                        if pool.failures > 0 {
-                            tracing::info!(failures = pool.failures, "reconnected to the server");
+                        if let Reach::Down { since, .. } = pool.reach {
+                            tracing::info!(failures = pool.failures, down_for = ?since.elapsed(), "reconnected: the server is reachable again");
                         }
                         pool.failures = 0;
                         pool.retry_at = None;
+                        pool.reach = Reach::Up;
                         Ok(Borrowed {
                             store: self,
                             conn: Some(conn),
@@ -281,13 +312,22 @@ impl ImapStore {
                     Err(e) => {
                         pool.open -= 1;
                         // Backoff spaces out attempts that fail at once (refused, reset, TLS
-                        // errors). One that timed out already waited its whole deadline, and
-                        // a cancelled call says nothing about the server.
+                        // errors). One that timed out already waited its whole deadline (the
+                        // silent-server rule in `connection` covers that case), and a
+                        // cancelled call says nothing about the server.
                         if !matches!(e, StoreError::Interrupted | StoreError::Timeout(_)) {
                             pool.failures += 1;
                             let wait = backoff(pool.failures);
                             pool.retry_at = Some(Instant::now() + wait);
-                            tracing::warn!(error = %e, retry_in = ?wait, "cannot connect to the server");
+                            if pool.reach == Reach::Up {
+                                pool.reach = Reach::Down {
+                                    since: Instant::now(),
+                                    probing: false,
+                                };
+                                tracing::warn!(error = %e, "the server is unreachable; until it answers again, what is not cached fails at once");
+                            } else {
+                                tracing::debug!(error = %e, retry_in = ?wait, "the server is still unreachable");
+                            }
                         }
                         drop(pool);
                         self.returned.notify_one();
@@ -849,6 +889,28 @@ impl MailStore for ImapStore {
         self.append_one(mailbox, message)
     }
 
+    fn quota(&self) -> StoreResult<Option<Quota>> {
+        if !self.has_capability("QUOTA") {
+            return Ok(None);
+        }
+        if let Some((at, known)) = *self.quota.lock() {
+            if at.elapsed() < QUOTA_FRESH {
+                return Ok(known);
+            }
+        }
+        let inbox = quote::string("INBOX", "mailbox name")?;
+        let done = self.with_connection(None, Retry::Once, |conn| {
+            conn.run(Command::new("GETQUOTAROOT").arg(&inbox))
+        })?;
+        let known = quota_of_inbox(&done.untagged);
+        *self.quota.lock() = Some((Instant::now(), known));
+        Ok(known)
+    }
+
+    fn is_reachable(&self) -> bool {
+        self.pool.lock().reach == Reach::Up
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             commands: self.counters.commands.load(Ordering::Relaxed),
@@ -882,6 +944,31 @@ impl ImapStore {
     }
 }
 
+/// The STORAGE quota of INBOX's first quota root that has one, in bytes (RFC 2087 counts
+/// STORAGE in units of 1024 octets). A root without a STORAGE limit is no quota.
+fn quota_of_inbox(untagged: &[Untagged]) -> Option<Quota> {
+    let roots: Vec<&String> = untagged
+        .iter()
+        .filter_map(|u| match u {
+            Untagged::QuotaRoot { mailbox, roots } if mailbox.eq_ignore_ascii_case("INBOX") => {
+                Some(roots)
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    untagged.iter().find_map(|u| match u {
+        Untagged::Quota { root, resources } if roots.contains(&root) => resources
+            .iter()
+            .find(|r| r.name == "STORAGE")
+            .map(|r| Quota {
+                used_bytes: r.usage.saturating_mul(1024),
+                limit_bytes: r.limit.saturating_mul(1024),
+            }),
+        _ => None,
+    })
+}
+
 /// The RFC 6154 special use of a mailbox, lower-cased without the backslash.
 fn special_use(attribute: &str) -> Option<String> {
     const USES: [&str; 7] = [
@@ -909,6 +996,49 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_millis(400));
         assert_eq!(backoff(10), Duration::from_secs(5));
         assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_quota_is_inbox_roots_storage_in_bytes() {
+        use super::wire::QuotaResource;
+        let resource = |name: &str, usage, limit| QuotaResource {
+            name: name.into(),
+            usage,
+            limit,
+        };
+        let untagged = vec![
+            Untagged::Quota {
+                root: "other".into(),
+                resources: vec![resource("STORAGE", 1, 2)],
+            },
+            Untagged::QuotaRoot {
+                mailbox: "inbox".into(),
+                roots: vec!["User quota".into()],
+            },
+            Untagged::Quota {
+                root: "User quota".into(),
+                resources: vec![resource("MESSAGE", 3, 100), resource("STORAGE", 10, 512)],
+            },
+        ];
+        assert_eq!(
+            quota_of_inbox(&untagged),
+            Some(Quota {
+                used_bytes: 10 * 1024,
+                limit_bytes: 512 * 1024
+            })
+        );
+        let no_storage = vec![
+            Untagged::QuotaRoot {
+                mailbox: "INBOX".into(),
+                roots: vec!["".into()],
+            },
+            Untagged::Quota {
+                root: "".into(),
+                resources: vec![resource("MESSAGE", 3, 100)],
+            },
+        ];
+        assert_eq!(quota_of_inbox(&no_storage), None);
+        assert_eq!(quota_of_inbox(&[]), None);
     }
 
     #[test]

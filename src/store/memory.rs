@@ -100,6 +100,8 @@ pub struct MemoryStore {
 }
 
 struct State {
+    /// A pretended outage: `is_reachable` says false (see `set_reachable`).
+    unreachable: bool,
     /// Where remote changes are reported, once a watcher is set.
     sink: Option<EventSink>,
     /// Mailboxes followed (reported on) since `follow`, while a watcher is set.
@@ -245,6 +247,7 @@ impl MemoryStore {
     /// An account with an empty, selectable `INBOX` (delimiter `/`).
     pub fn new() -> Self {
         let mut state = State {
+            unreachable: false,
             sink: None,
             followed: BTreeSet::new(),
             after: Vec::new(),
@@ -447,6 +450,13 @@ impl MemoryStore {
     /// The failing call still counts in `count` and `stats`.
     pub fn fail_next(&self, op: Op, err: fn() -> StoreError) {
         self.state.lock().failures[op.index()].push_back(err);
+    }
+
+    /// Pretend the server can (not) be connected to: `is_reachable` says so, as the IMAP
+    /// store's does after a failed connection attempt. Calls still answer; pair it with
+    /// `fail_next` for the calls that should fail.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.state.lock().unreachable = !reachable;
     }
 
     /// How many times `op` has been called so far, failed calls included.
@@ -855,6 +865,10 @@ impl MailStore for MemoryStore {
 
     fn capabilities(&self) -> Capabilities {
         self.state.lock().capabilities
+    }
+
+    fn is_reachable(&self) -> bool {
+        !self.state.lock().unreachable
     }
 
     fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {

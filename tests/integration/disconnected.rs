@@ -56,6 +56,19 @@ fn set_flags(dir: &Path, flags: &str) {
     );
 }
 
+/// Unmounts cleanly (SIGTERM), saying why not.
+fn stop(mount: Mount) {
+    let log = mount.log.clone();
+    let started = Instant::now();
+    let clean = mount.terminate();
+    assert!(
+        clean,
+        "imapfs did not exit cleanly within {:?}:\n{}",
+        started.elapsed(),
+        fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// Waits until `done` holds, polling; fails after `secs` seconds with `what`.
 fn wait_until(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -167,7 +180,7 @@ fn offline_changes_show_at_once_and_reach_the_server_when_it_is_back() {
         .args(&[&cache.arg])
         .mount();
     warm(&mount);
-    assert!(mount.terminate());
+    stop(mount);
     let before = snapshot(&dovecot);
 
     dovecot.stop();
@@ -305,7 +318,7 @@ fn conflicts_with_another_client_give_the_documented_result() {
         .args(&[&cache.arg])
         .mount();
     warm(&mount);
-    assert!(mount.terminate());
+    stop(mount);
     let before = snapshot(&dovecot);
 
     let mount = MountSpec::new(&dovecot, "alice")
@@ -331,7 +344,7 @@ fn conflicts_with_another_client_give_the_documented_result() {
     // Created here and there: merged.
     fs::create_dir(mount.join("Shared")).unwrap();
     assert_eq!(pending(&mount).len(), 5, "{:#?}", pending(&mount));
-    assert!(mount.terminate());
+    stop(mount);
 
     let mut client = dovecot.client("alice").unwrap();
     let inbox = &before["INBOX"];
@@ -448,7 +461,7 @@ fn kill_9_with_changes_queued_loses_nothing() {
         .args(&[&cache.arg])
         .mount();
     warm_inbox(&mount);
-    assert!(mount.terminate());
+    stop(mount);
     let mount = MountSpec::new(&dovecot, "alice")
         .args(&[&cache.arg, "--offline"])
         .mount();
@@ -472,7 +485,7 @@ fn kill_9_with_changes_queued_loses_nothing() {
     let mut got = inbox[&uid].0.clone();
     got.sort();
     assert_eq!(got, flags(&["\\Answered", "\\Seen"]));
-    assert!(mount.terminate());
+    stop(mount);
     // Once more: nothing is sent again.
     let mount = MountSpec::new(&dovecot, "alice")
         .args(&[&cache.arg])
@@ -489,14 +502,14 @@ fn kill_9_in_the_middle_of_a_replay_stores_every_append_exactly_once() {
         .args(&[&cache.arg])
         .mount();
     warm_inbox(&mount);
-    assert!(mount.terminate());
+    stop(mount);
     let mount = MountSpec::new(&dovecot, "alice")
         .args(&[&cache.arg, "--offline"])
         .mount();
     const N: usize = 20;
     write_messages(&mount.join("INBOX"), N, 100_000);
     assert_eq!(pending(&mount).len(), N);
-    assert!(mount.terminate());
+    stop(mount);
 
     // The replay runs through a slow link, and imapfs is killed once it has begun.
     let proxy = Proxy::start(
@@ -540,13 +553,13 @@ fn a_refused_append_stays_pending_with_its_error_and_its_bytes() {
         .args(&[&cache.arg])
         .mount();
     fs::read_dir(mount.join("INBOX")).unwrap().for_each(drop);
-    assert!(mount.terminate());
+    stop(mount);
     let mount = MountSpec::new(&dovecot, "alice")
         .args(&[&cache.arg, "--offline"])
         .mount();
     write_messages(&mount.join("INBOX"), 1, 500_000);
     write_messages_named(&mount.join("INBOX"), "small", 1000);
-    assert!(mount.terminate());
+    stop(mount);
 
     let mount = MountSpec::new(&dovecot, "alice")
         .args(&[&cache.arg])

@@ -416,3 +416,103 @@ fn after_a_prefetch_an_offline_mount_greps_every_message() {
     assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
     assert_eq!(grep_hits(&mount.join("INBOX"), "bulk-0000"), want);
 }
+
+/// `imapfs prefetch OPTIONS SOURCE MAILBOXES` with the account's password, to completion:
+/// whether it succeeded, its standard output and its standard error.
+fn prefetch_command(
+    dovecot: &Dovecot,
+    cache: &CacheDir,
+    options: &[&str],
+    mailboxes: &[&str],
+) -> (bool, String, String) {
+    let ca = dovecot.ca_file().to_str().unwrap().to_owned();
+    let source = dovecot.source("alice");
+    let mut args = vec!["prefetch", &cache.arg, "--ca-file", &ca];
+    args.extend_from_slice(options);
+    args.push(&source);
+    args.extend_from_slice(mailboxes);
+    let out = run_imapfs(&args, Some(dovecot.password("alice")));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The exact byte count the prefetch summary gives for what came from the server.
+fn bytes_from_server(summary: &str) -> u64 {
+    summary
+        .split("from the server: ")
+        .nth(1)
+        .and_then(|rest| rest.split('(').nth(1))
+        .and_then(|n| n.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {summary:?}"))
+}
+
+#[test]
+fn the_prefetch_command_fills_the_cache_resumes_and_an_offline_mount_greps_it() {
+    let mut dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 300, 11, 5_000).unwrap();
+    let cache = cache_dir();
+
+    // A name the server does not have: an error before anything is fetched.
+    let (ok, _, err) = prefetch_command(&dovecot, &cache, &[], &["Nowhere"]);
+    assert!(!ok && err.contains("no mailbox \"Nowhere\""), "{err}");
+    assert!(
+        err.contains("INBOX"),
+        "the error lists the mailboxes: {err}"
+    );
+
+    let (ok, out, err) = prefetch_command(&dovecot, &cache, &[], &["INBOX"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("prefetched 1 of 1 mailboxes: 300 messages (0 cached already)"),
+        "{out}"
+    );
+    // Off a terminal, progress comes as plain lines, the last one the mailbox's end.
+    assert!(
+        err.contains("[1/1] INBOX: done, 300 of 300 messages"),
+        "{err}"
+    );
+    // Run again: everything is cached already, and no content is fetched.
+    let (ok, out, err) = prefetch_command(&dovecot, &cache, &[], &["INBOX"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("prefetched 1 of 1 mailboxes: 300 messages (300 cached already), 0 B"),
+        "{out}"
+    );
+
+    // Offline, every message of INBOX greps whole.
+    let want = {
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&["--no-disk-cache"])
+            .mount();
+        grep_hits(&mount.join("INBOX"), "bulk-0000")
+    };
+    assert!(!want.is_empty());
+    dovecot.stop();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
+    assert_eq!(grep_hits(&mount.join("INBOX"), "bulk-0000"), want);
+}
+
+#[test]
+fn the_prefetch_command_with_headers_only_fetches_no_content() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 200, 11, 20_000).unwrap();
+    let cache = cache_dir();
+    let (ok, out, err) = prefetch_command(&dovecot, &cache, &["--headers-only"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("prefetched "), "{out}");
+    // 200 messages of ~20 KB: 4 MB of content, none of it fetched; structures and
+    // listings are a small fraction of that.
+    let received = bytes_from_server(&out);
+    assert!(
+        received < 400_000,
+        "headers only moved {received} bytes: {out}"
+    );
+    assert_eq!(blob_bytes(&cache.path), 0, "no content is cached");
+}

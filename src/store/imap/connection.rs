@@ -132,7 +132,15 @@ struct LimitState {
     streaming: bool,
     /// Bytes received from the server since the command started.
     received: u64,
+    /// The first byte must come by then (a plaintext greeting: see [`GREETING_WAIT`]).
+    first_byte_by: Option<Instant>,
 }
+
+/// How long a plaintext connection (`imap://`) waits for the first byte of the greeting. An
+/// IMAP server greets at once; a TLS port waits silently for the client's handshake, so
+/// silence this long means "this port speaks TLS", said in well under a second rather than
+/// after `--timeout`.
+pub const GREETING_WAIT: Duration = Duration::from_millis(600);
 
 impl CommandLimits {
     /// Limits whose first deadline is `timeout` from now (or the call's, if earlier).
@@ -157,6 +165,7 @@ impl CommandLimits {
                 budget: MAX_RESPONSE_BYTES,
                 streaming: false,
                 received: 0,
+                first_byte_by: None,
             }),
         };
         limits.start(MAX_RESPONSE_BYTES, false);
@@ -176,7 +185,14 @@ impl CommandLimits {
             budget,
             streaming,
             received: 0,
+            first_byte_by: None,
         };
+    }
+
+    /// Like `start_command`, but the answer's first byte must come within `wait`.
+    pub fn start_greeting(&self, budget: u64, wait: Duration) {
+        self.start(budget, false);
+        self.state.lock().first_byte_by = Some(Instant::now() + wait);
     }
 
     /// Starts the clock and a byte budget for a new command.
@@ -203,7 +219,11 @@ impl CommandLimits {
 
     /// When the command in progress must be answered by.
     pub fn deadline(&self) -> Instant {
-        self.state.lock().deadline
+        let state = self.state.lock();
+        match state.first_byte_by {
+            Some(by) if state.received == 0 => state.deadline.min(by),
+            _ => state.deadline,
+        }
     }
 
     /// The deadline passed: if nothing came from the server meanwhile, it is silent.
@@ -257,9 +277,31 @@ pub struct CountingTcp {
     inner: TcpStream,
     counters: Arc<Counters>,
     limits: Arc<CommandLimits>,
+    /// The first bytes the server sent, to tell what a port speaks when a handshake or a
+    /// greeting fails (TLS records start with 0x15 or 0x16, IMAP greetings with `* `).
+    head: Arc<parking_lot::Mutex<Vec<u8>>>,
     /// The timeouts last set on the socket (setting one costs a system call).
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+}
+
+/// How many of the server's first bytes [`CountingTcp`] keeps.
+const HEAD_BYTES: usize = 8;
+
+impl CountingTcp {
+    /// Where the server's first bytes on this connection are kept, as far as read.
+    pub fn head_handle(&self) -> Arc<parking_lot::Mutex<Vec<u8>>> {
+        Arc::clone(&self.head)
+    }
+}
+
+/// What a port speaks, told from the first bytes it sent, for an error message.
+pub fn port_speaks(head: &[u8]) -> Option<&'static str> {
+    match head.first() {
+        Some(0x15 | 0x16) => Some("TLS"),
+        Some(b'*') => Some("plain IMAP"),
+        _ => None,
+    }
 }
 
 /// How far a read or write may overrun the command's deadline before the socket timeout is
@@ -288,6 +330,13 @@ impl Read for CountingTcp {
             self.read_timeout = Some(left);
         }
         let n = self.inner.read(buf).map_err(|e| self.limits.note(e))?;
+        {
+            let mut head = self.head.lock();
+            if head.len() < HEAD_BYTES {
+                let take = n.min(HEAD_BYTES - head.len());
+                head.extend_from_slice(&buf[..take]);
+            }
+        }
         if n > 0 {
             self.limits.progressed(n as u64);
             self.counters
@@ -537,6 +586,7 @@ fn tls_connector(config: &ConnectConfig) -> StoreResult<native_tls::TlsConnector
 fn handshake(
     config: &ConnectConfig,
     tcp: CountingTcp,
+    after_starttls: bool,
 ) -> StoreResult<native_tls::TlsStream<CountingTcp>> {
     let connector = match config.tls.get() {
         Some(c) => c,
@@ -545,10 +595,18 @@ fn handshake(
             config.tls.get_or_init(|| built)
         }
     };
+    let head = Arc::clone(&tcp.head);
     connector.connect(&config.host, tcp).map_err(|e| match e {
-        native_tls::HandshakeError::Failure(e) => {
-            StoreError::Connection(format!("TLS handshake with {} failed: {e}", config.host))
-        }
+        native_tls::HandshakeError::Failure(e) => match port_speaks(&head.lock()) {
+            // A plain port greets at once, and that greeting is the handshake's answer.
+            Some("plain IMAP") if !after_starttls => StoreError::Connection(format!(
+                "{}:{} speaks plain IMAP, not TLS: it answered the TLS handshake with an \
+                 IMAP greeting. Use imap://USER@{}:{} (STARTTLS) for this port, or the \
+                 server's TLS port (usually 993) with imaps://",
+                config.host, config.port, config.host, config.port
+            )),
+            _ => StoreError::Connection(format!("TLS handshake with {} failed: {e}", config.host)),
+        },
         native_tls::HandshakeError::WouldBlock(_) => {
             StoreError::Timeout(format!("TLS handshake with {}", config.host))
         }
@@ -595,16 +653,17 @@ fn open(
         inner: tcp,
         counters: Arc::clone(counters),
         limits: Arc::clone(&limits),
+        head: Arc::default(),
         read_timeout: None,
         write_timeout: None,
     };
     let (link, greeting_pending) = match config.transport {
-        Transport::Tls => (Link::Tls(Box::new(handshake(config, tcp)?)), true),
+        Transport::Tls => (Link::Tls(Box::new(handshake(config, tcp, false)?)), true),
         Transport::StartTls => {
             counters.commands.fetch_add(1, Ordering::Relaxed);
-            if login::starttls(&mut tcp, &limits)? {
+            if login::starttls(&mut tcp, &limits, config)? {
                 limits.start_command(login::LOGIN_BUDGET);
-                (Link::Tls(Box::new(handshake(config, tcp)?)), false)
+                (Link::Tls(Box::new(handshake(config, tcp, true)?)), false)
             } else if config.allow_plaintext {
                 // Loud once; every reconnect would otherwise repeat it.
                 if !config.plaintext_warned.swap(true, Ordering::Relaxed) {
@@ -712,6 +771,26 @@ mod tests {
             other.deadline() <= Instant::now() + SILENT_DEADLINE,
             "the whole store"
         );
+    }
+
+    #[test]
+    fn a_greeting_must_start_within_its_wait_and_may_then_take_the_timeout() {
+        let limits = CommandLimits::new(Duration::from_secs(30));
+        limits.start_greeting(100, Duration::from_millis(800));
+        assert!(limits.deadline() <= Instant::now() + Duration::from_millis(800));
+        limits.progressed(1);
+        assert!(limits.deadline() > Instant::now() + Duration::from_secs(20));
+        limits.start_command(100);
+        assert!(limits.deadline() > Instant::now() + Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_first_bytes_tell_what_a_port_speaks() {
+        assert_eq!(port_speaks(b"\x15\x03\x03\x00\x02"), Some("TLS"));
+        assert_eq!(port_speaks(b"\x16\x03\x01"), Some("TLS"));
+        assert_eq!(port_speaks(b"* OK [CAP"), Some("plain IMAP"));
+        assert_eq!(port_speaks(b""), None);
+        assert_eq!(port_speaks(b"HTTP/1.1"), None);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-use super::connection::{Auth, CommandLimits, ConnectConfig, Connection, CountingTcp};
+use super::connection::{
+    port_speaks, Auth, CommandLimits, ConnectConfig, Connection, CountingTcp, GREETING_WAIT,
+};
 use super::errors::from_wire;
 use super::quote;
 use super::wire::{Code, Command, Response, Status, Tagged, Untagged, Wire, WireError};
@@ -21,10 +23,19 @@ const MAX_CHALLENGES: usize = 3;
 
 /// Reads the greeting in plaintext and asks for STARTTLS; true if the server agreed, and
 /// then the TLS handshake must start at the very next byte.
-pub fn starttls(tcp: &mut CountingTcp, limits: &Arc<CommandLimits>) -> StoreResult<bool> {
-    limits.start_command(LOGIN_BUDGET);
+pub fn starttls(
+    tcp: &mut CountingTcp,
+    limits: &Arc<CommandLimits>,
+    config: &ConnectConfig,
+) -> StoreResult<bool> {
+    let started = std::time::Instant::now();
+    limits.start_greeting(LOGIN_BUDGET, GREETING_WAIT.min(config.timeout));
+    let head = tcp.head_handle();
     let mut wire = Wire::new(tcp, Arc::clone(limits));
-    wire.read_greeting().map_err(from_wire)?;
+    if let Err(e) = wire.read_greeting() {
+        let head = head.lock().clone();
+        return Err(plain_greeting_error(e, &head, started.elapsed(), config));
+    }
     limits.start_command(LOGIN_BUDGET);
     let done = wire.run(Command::new("STARTTLS")).map_err(from_wire)?;
     if done.tagged.status != Status::Ok {
@@ -32,6 +43,31 @@ pub fn starttls(tcp: &mut CountingTcp, limits: &Arc<CommandLimits>) -> StoreResu
     }
     wire.into_inner().map_err(from_wire)?;
     Ok(true)
+}
+
+/// Why a plaintext greeting did not come: a TLS port answers nothing until it hears a
+/// handshake (or sends a TLS alert), which is said as such.
+fn plain_greeting_error(
+    e: WireError,
+    head: &[u8],
+    waited: std::time::Duration,
+    config: &ConnectConfig,
+) -> StoreError {
+    let tls_port = |what: String| {
+        StoreError::Connection(format!(
+            "{}:{} {what}: it speaks TLS from the first byte. Use imaps://USER@{}:{} for this \
+             port, or the server's STARTTLS port (usually 143) with imap://",
+            config.host, config.port, config.host, config.port
+        ))
+    };
+    match port_speaks(head) {
+        Some("TLS") => tls_port("answered with a TLS record instead of an IMAP greeting".into()),
+        None if head.is_empty() && waited < config.timeout => tls_port(format!(
+            "sent no IMAP greeting within {:.1} s",
+            GREETING_WAIT.as_secs_f64()
+        )),
+        _ => from_wire(e),
+    }
 }
 
 /// Authenticates `conn` as `config` says, then learns its capabilities and enables CONDSTORE.

@@ -28,11 +28,17 @@ pub use command::{Command, Part};
 pub use cursor::lossy_utf8_strings;
 pub use datetime::{format_date_time, parse_date_time};
 pub use fetch::{Fetch, SectionData, SectionKind};
-pub use response::{parse_response, Code, ListEntry, Response, Status, Tagged, Untagged};
+pub use response::{
+    parse_response, Code, ListEntry, QuotaResource, Response, Status, Tagged, Untagged,
+};
 
 use super::connection::CommandLimits;
 use super::quote::Form;
 use input::Input;
+
+/// Where every command sent is logged (at debug, redacted: see [`Command::redacted`]) and
+/// every tagged answer; `-vv` shows them, `IMAPFS_LOG=imapfs::imap=debug` alone too.
+pub const LOG_TARGET: &str = "imapfs::imap";
 
 /// Bytes of a streamed literal read and written at a time.
 const STREAM_CHUNK: usize = 64 * 1024;
@@ -248,6 +254,7 @@ impl<S: Read + Write> Wire<S> {
             )));
         };
         self.pending.swap_remove(i);
+        tracing::debug!(target: LOG_TARGET, "S: {} {:?} {}", tagged.tag, tagged.status, short(&tagged.text));
         self.completed.push(tagged);
         Ok(())
     }
@@ -272,6 +279,9 @@ impl<S: Read + Write> Wire<S> {
     fn write_command(&mut self, cmd: Command<'_>) -> Result<String, WireError> {
         self.next_tag += 1;
         let tag = format!("i{}", self.next_tag);
+        if tracing::enabled!(target: LOG_TARGET, tracing::Level::DEBUG) {
+            tracing::debug!(target: LOG_TARGET, "C: {}", cmd.redacted(&tag));
+        }
         self.pending.push(tag.clone());
         let mut out = tag.clone().into_bytes();
         let mut after_open = false;
@@ -443,6 +453,7 @@ impl<S: Read + Write> Wire<S> {
 
     /// Writes one line (`line` then CRLF), such as a SASL response.
     pub fn write_line(&mut self, line: &[u8]) -> Result<(), WireError> {
+        tracing::debug!(target: LOG_TARGET, "C: *** ({} bytes)", line.len());
         self.guarded(|w| {
             let mut out = Vec::with_capacity(line.len() + 2);
             out.extend_from_slice(line);

@@ -448,6 +448,7 @@ fn a_store_that_went_offline_replays_when_the_server_answers_again() {
     store.list_mailboxes().unwrap();
     let validity = store.list_messages(&id("INBOX")).unwrap().uid_validity;
     store.flush();
+    account.memory.set_reachable(false);
     account.memory.fail_next(Op::MailboxVersion, || {
         StoreError::Connection("connection refused".into())
     });
@@ -457,6 +458,7 @@ fn a_store_that_went_offline_replays_when_the_server_answers_again() {
         .set_flags(&id("INBOX"), validity, Uid(2), &flags(&["\\Answered"]))
         .unwrap();
     assert_eq!(account.memory.count(Op::SetFlags), 0);
+    account.memory.set_reachable(true);
     settled(&store);
     assert_eq!(
         account.server("INBOX")[1],

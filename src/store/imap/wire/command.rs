@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
-use crate::store::imap::quote::Arg;
+use crate::store::imap::quote::{Arg, Form};
 
 /// One space-separated part of a command. No space follows a part of syntax that ends
 /// with `(` or comes before one that starts with `)`, so lists can be built in parts.
@@ -56,6 +56,33 @@ impl<'a> Command<'a> {
             binary,
         });
         self
+    }
+
+    /// The command as the log shows it, after `tag`: syntax as sent, string arguments
+    /// quoted as sent, literals as `{n}` (their bytes never), and every argument of LOGIN
+    /// and AUTHENTICATE as `***`, since those are user names, passwords and tokens.
+    pub fn redacted(&self, tag: &str) -> String {
+        let secret = matches!(
+            self.name().to_ascii_uppercase().as_str(),
+            "LOGIN" | "AUTHENTICATE"
+        );
+        let mut out = String::from(tag);
+        for part in &self.parts {
+            out.push(' ');
+            match part {
+                Part::Syntax(s) => out.push_str(s),
+                Part::Arg(_) if secret => out.push_str("***"),
+                Part::Arg(arg) => match arg.form() {
+                    Form::Quoted(q) => out.push_str(q),
+                    Form::Literal(bytes) => out.push_str(&format!("{{{}}}", bytes.len())),
+                },
+                Part::Stream { len, binary, .. } => {
+                    let tilde = if *binary { "~" } else { "" };
+                    out.push_str(&format!("{tilde}{{{len}}}"));
+                }
+            }
+        }
+        out
     }
 
     /// The command's name, for logs (never its arguments, which may be secrets).

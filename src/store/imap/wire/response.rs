@@ -78,8 +78,27 @@ pub enum Untagged {
     Search(Vec<(u32, u32)>),
     Enabled(Vec<String>),
     Fetch(Box<Fetch>),
+    /// `* QUOTAROOT mailbox root...` ([RFC 2087 §5.2](https://www.rfc-editor.org/rfc/rfc2087#section-5.2)).
+    QuotaRoot {
+        mailbox: String,
+        roots: Vec<String>,
+    },
+    /// `* QUOTA root (RESOURCE usage limit ...)` ([RFC 2087 §5.1](https://www.rfc-editor.org/rfc/rfc2087#section-5.1)).
+    Quota {
+        root: String,
+        resources: Vec<QuotaResource>,
+    },
     /// A response imapfs does not use (RECENT, STATUS, NAMESPACE, an extension's...).
     Other,
+}
+
+/// One resource of a QUOTA response: its name (upper case), usage and limit, in the
+/// resource's units (`STORAGE` in KiB, `MESSAGE` in messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaResource {
+    pub name: String,
+    pub usage: u64,
+    pub limit: u64,
 }
 
 /// One response of any kind.
@@ -227,6 +246,8 @@ fn untagged(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
         "LIST" => Untagged::List(list(c)?),
         "SEARCH" => Untagged::Search(search(c)?),
         "ESEARCH" => Untagged::Search(esearch(c)?),
+        "QUOTAROOT" => quota_root(c)?,
+        "QUOTA" => quota(c)?,
         _ => Untagged::Other,
     })
 }
@@ -315,6 +336,43 @@ fn esearch(c: &mut Cursor<'_>) -> Result<Vec<(u32, u32)>, WireError> {
     }
     c.eol()?;
     Ok(out)
+}
+
+/// `QUOTAROOT INBOX "User quota"`: the mailbox, then its quota roots (maybe none).
+fn quota_root(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
+    c.space()?;
+    let mailbox = String::from_utf8_lossy(&c.astring()?).into_owned();
+    let mut roots = Vec::new();
+    while c.eat(b" ") {
+        if c.at_eol() {
+            break;
+        }
+        roots.push(String::from_utf8_lossy(&c.astring()?).into_owned());
+    }
+    c.eol()?;
+    Ok(Untagged::QuotaRoot { mailbox, roots })
+}
+
+/// `QUOTA "User quota" (STORAGE 10 512 MESSAGE 3 1000)`.
+fn quota(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
+    c.space()?;
+    let root = String::from_utf8_lossy(&c.astring()?).into_owned();
+    c.space()?;
+    c.expect(b'(')?;
+    let mut resources = Vec::new();
+    while !c.eat(b")") {
+        if !resources.is_empty() {
+            c.space()?;
+        }
+        let name = c.keyword()?;
+        c.space()?;
+        let usage = c.number()?;
+        c.space()?;
+        let limit = c.number()?;
+        resources.push(QuotaResource { name, usage, limit });
+    }
+    c.eol()?;
+    Ok(Untagged::Quota { root, resources })
 }
 
 /// `1:3,7` as ranges (either end first).

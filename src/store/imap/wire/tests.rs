@@ -522,3 +522,95 @@ fn bytes_left_after_starttls_are_refused() {
     w.run(Command::new("STARTTLS")).unwrap();
     assert!(w.into_inner().is_err());
 }
+
+#[test]
+fn the_log_form_of_a_command_hides_secrets_and_literal_bytes() {
+    let user = quote::string("alice", "user").unwrap();
+    let password = quote::string("hunter2 \"x\"", "password").unwrap();
+    let login = Command::new("LOGIN").arg(&user).arg(&password);
+    assert_eq!(login.redacted("i1"), "i1 LOGIN *** ***");
+    let auth = Command::new("AUTHENTICATE").syntax("PLAIN");
+    assert_eq!(auth.redacted("i2"), "i2 AUTHENTICATE PLAIN");
+    let name = quote::string("Reçus", "mailbox").unwrap();
+    let quoted = quote::string("Archive", "mailbox").unwrap();
+    let select = Command::new("UID COPY")
+        .syntax("1:3")
+        .arg(&name)
+        .arg(&quoted);
+    assert_eq!(select.redacted("i3"), "i3 UID COPY 1:3 {6} \"Archive\"");
+    let mut body: &[u8] = b"secret body";
+    let append = Command::new("APPEND")
+        .arg(&quoted)
+        .stream(&mut body, 11, true);
+    assert_eq!(append.redacted("i4"), "i4 APPEND \"Archive\" ~{11}");
+}
+
+/// GETQUOTAROOT as Dovecot 2.3 answers it with the `count` backend, and as RFC 2087's own
+/// example has it (two resources, a root with no quota, an atom root).
+#[test]
+fn quota_root_and_quota_responses() {
+    let mut w = wire(
+        b"* QUOTAROOT INBOX \"User quota\"\r\n\
+          * QUOTA \"User quota\" (STORAGE 10 512)\r\n\
+          i1 OK Getquotaroot completed (0.001 + 0.000 secs).\r\n",
+    );
+    let inbox = quote::string("INBOX", "mailbox").unwrap();
+    let done = w.run(Command::new("GETQUOTAROOT").arg(&inbox)).unwrap();
+    assert_eq!(
+        done.untagged,
+        vec![
+            Untagged::QuotaRoot {
+                mailbox: "INBOX".into(),
+                roots: vec!["User quota".into()],
+            },
+            Untagged::Quota {
+                root: "User quota".into(),
+                resources: vec![QuotaResource {
+                    name: "STORAGE".into(),
+                    usage: 10,
+                    limit: 512,
+                }],
+            },
+        ]
+    );
+    assert_eq!(
+        parse_response(b"* QUOTA \"\" (STORAGE 1 2 message 3 4)\r\n").unwrap(),
+        Response::Untagged(Untagged::Quota {
+            root: String::new(),
+            resources: vec![
+                QuotaResource {
+                    name: "STORAGE".into(),
+                    usage: 1,
+                    limit: 2,
+                },
+                QuotaResource {
+                    name: "MESSAGE".into(),
+                    usage: 3,
+                    limit: 4,
+                },
+            ],
+        })
+    );
+    assert_eq!(
+        parse_response(b"* QUOTAROOT comp.mail.mime\r\n").unwrap(),
+        Response::Untagged(Untagged::QuotaRoot {
+            mailbox: "comp.mail.mime".into(),
+            roots: vec![],
+        })
+    );
+    assert_eq!(
+        parse_response(b"* QUOTA \"\" ()\r\n").unwrap(),
+        Response::Untagged(Untagged::Quota {
+            root: String::new(),
+            resources: vec![],
+        })
+    );
+    for bad in [
+        &b"* QUOTA \"\" (STORAGE 1)\r\n"[..],
+        b"* QUOTA \"\" (STORAGE x 2)\r\n",
+        b"* QUOTA \"\" STORAGE 1 2\r\n",
+        b"* QUOTA \"\" (STORAGE 1 2\r\n",
+    ] {
+        assert!(parse_response(bad).is_err(), "{bad:?}");
+    }
+}
