@@ -249,6 +249,7 @@ impl Shared {
         uid: Uid,
         to: &MailboxId,
     ) -> Option<StoreResult<Option<(UidValidity, Uid)>>> {
+        let kept = self.kept_meta(from, uid);
         let queued = self.enqueue(|_, seq| {
             Ok(Change::Move {
                 from: from.clone(),
@@ -256,6 +257,8 @@ impl Shared {
                 uid,
                 to: to.clone(),
                 provisional: provisional_uid(seq),
+                size: kept.as_ref().map(|m| m.size),
+                internal_date: kept.as_ref().map(|m| m.internal_date),
             })
         })?;
         Some(queued.map(|(seq, _)| {
@@ -586,6 +589,8 @@ impl Shared {
                 validity,
                 uid,
                 to,
+                size,
+                internal_date,
                 ..
             } => {
                 let (from, validity, uid) = match resolve(queue, from, *validity, *uid) {
@@ -596,9 +601,38 @@ impl Shared {
                     Ok(to) => to,
                     Err(step) => return step,
                 };
-                settle(inner.move_message(&from, validity, uid, &to), |placed| {
-                    Outcome::Placed(placed.map(|(v, u)| (to.clone(), v, u)))
-                })
+                let cut_short = entry.state == EntryState::Sending;
+                // Later changes may name the message by where it goes: that must not be
+                // lost if imapfs dies between the MOVE and its outcome.
+                if let Err(e) = self.record(&Record::Sending { seq: entry.seq }) {
+                    return Step::Refused(format!("could not journal the move first: {e}"));
+                }
+                match inner.move_message(&from, validity, uid, &to) {
+                    Ok(placed) => {
+                        Step::Done(Outcome::Placed(placed.map(|(v, u)| (to.clone(), v, u))))
+                    }
+                    Err(StoreError::NoSuchMessage { .. }) if cut_short => {
+                        match (size, internal_date) {
+                            (Some(size), Some(date)) => {
+                                match self.look_for(&to, *size, *date, None) {
+                                    Ok(Some(place)) => {
+                                        tracing::info!(seq = entry.seq, mailbox = %to, uid = %place.2, "a move cut short before had been done; found the message where it went");
+                                        Step::Done(Outcome::Placed(Some(place)))
+                                    }
+                                    Ok(None) => Step::Done(Outcome::Dropped(
+                                        "the message is gone from where it was, and not found where it was moved to".into(),
+                                    )),
+                                    Err(e) => classify(e),
+                                }
+                            }
+                            _ => Step::Done(Outcome::Dropped(
+                                "the message is gone; where a move cut short put it is unknown"
+                                    .into(),
+                            )),
+                        }
+                    }
+                    Err(e) => classify(e),
+                }
             }
             Change::Expunge {
                 mailbox,

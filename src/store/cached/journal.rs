@@ -60,13 +60,17 @@ pub enum Change {
         add: Vec<String>,
         remove: Vec<String>,
     },
-    /// A message moved; it was shown under `provisional` in `to` meanwhile.
+    /// A message moved; it was shown under `provisional` in `to` meanwhile. Its size and
+    /// INTERNALDATE (as kept; a move keeps both) find it in `to` after a replay that was
+    /// cut short between the MOVE and its outcome.
     Move {
         from: MailboxId,
         validity: UidValidity,
         uid: Uid,
         to: MailboxId,
         provisional: Uid,
+        size: Option<u64>,
+        internal_date: Option<SystemTime>,
     },
     /// One message expunged.
     Expunge {
@@ -117,8 +121,8 @@ pub enum Record {
         at: SystemTime,
         change: Change,
     },
-    /// An APPEND of change `seq` is about to be sent: if no outcome follows, it may have
-    /// landed, and is looked for before it is sent again.
+    /// Change `seq` (an APPEND or a move) is about to be sent: if no outcome follows, it
+    /// may have landed, and the message is looked for before anything is sent again.
     Sending { seq: u64 },
     /// The server refused change `seq`; it stays, and is tried again at the next replay.
     Refused { seq: u64, error: String },
@@ -130,7 +134,7 @@ pub enum Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryState {
     Queued,
-    /// An APPEND was under way: look before sending again.
+    /// An APPEND or move was under way: look before sending again.
     Sending,
     Refused(String),
 }
@@ -638,6 +642,8 @@ mod tests {
             uid: Uid(3),
             to: MailboxId::new("Archive"),
             provisional: Uid(PROVISIONAL_UID),
+            size: Some(120),
+            internal_date: None,
         };
         queue.apply(&change(0, moved));
         assert_eq!(queue.maker_of_uid(Uid(PROVISIONAL_UID)), Some(0));

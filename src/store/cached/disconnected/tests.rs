@@ -76,6 +76,11 @@ impl Account {
         )
     }
 
+    /// Waits until no store holds the cache directory (a replay thread may still run).
+    fn released(&self) {
+        drop(self.mount(true));
+    }
+
     /// A mount that saw every mailbox, then went away: the cache knows them all.
     fn seen(&self) {
         let store = self.mount(false);
@@ -500,4 +505,175 @@ fn a_damaged_journal_is_left_alone_and_said_so() {
     let offline = account.mount(true);
     let refused = offline.set_flags(&id("INBOX"), validity, Uid(1), &flags(&["$x"]));
     assert!(matches!(refused, Err(StoreError::Offline(m)) if m.contains("damaged")));
+}
+
+/// One change made offline, on the `n`-th message still there (modulo how many are).
+#[derive(Debug, Clone)]
+enum OfflineOp {
+    Flags(usize, Vec<&'static str>),
+    Move(usize, usize),
+    Expunge(usize),
+    Append(usize),
+}
+
+const BOXES: [&str; 3] = ["INBOX", "Archive", "Trash"];
+
+fn offline_op() -> impl proptest::strategy::Strategy<Value = OfflineOp> {
+    use proptest::prelude::*;
+    let flag_set = proptest::sample::subsequence(vec!["\\Seen", "\\Flagged", "$a", "$b"], 0..=4);
+    prop_oneof![
+        (0..16usize, flag_set).prop_map(|(n, f)| OfflineOp::Flags(n, f)),
+        (0..16usize, 0..3usize).prop_map(|(n, b)| OfflineOp::Move(n, b)),
+        (0..16usize).prop_map(OfflineOp::Expunge),
+        (0..3usize).prop_map(OfflineOp::Append),
+    ]
+}
+
+/// A mailbox's messages as (subject, flags), sorted.
+type Contents = Vec<(String, Vec<String>)>;
+
+/// Every mailbox of a store, the server's view.
+fn everything(store: &MemoryStore) -> Vec<(String, Contents)> {
+    BOXES
+        .iter()
+        .map(|b| {
+            let mut list: Contents = store
+                .list_messages(&id(b))
+                .unwrap()
+                .messages
+                .iter()
+                .map(|m| (subject(m), sorted(&m.flags)))
+                .collect();
+            list.sort();
+            (b.to_string(), list)
+        })
+        .collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("DISCONNECTED_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(24),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Any sequence of offline changes, replayed at the next mount (after a crash of the
+    /// first at a random point), leaves the server as the same changes made online would.
+    #[test]
+    fn a_replay_does_what_the_same_changes_online_would(
+        ops in proptest::collection::vec(offline_op(), 1..24),
+        crash_after in 0..24usize,
+    ) {
+        let account = Account::new(4);
+        let reference = Account::new(4);
+        account.seen();
+        // (mailbox, UID offline, UID in the reference) of each message, while it exists.
+        let mut messages: Vec<(usize, Uid, Uid)> = (1..=4).map(|n| (0, Uid(n), Uid(n))).collect();
+        let mut appended = 0;
+        let offline = account.mount(true);
+        for op in &ops {
+            let validity = |store: &dyn MailStore, b: usize| {
+                store.list_messages(&id(BOXES[b])).unwrap().uid_validity
+            };
+            match op.clone() {
+                OfflineOp::Flags(n, list) if !messages.is_empty() => {
+                    let (b, here, there) = messages[n % messages.len()];
+                    let f = flags(&list);
+                    offline.set_flags(&id(BOXES[b]), validity(&offline, b), here, &f).unwrap();
+                    let store: &dyn MailStore = reference.memory.as_ref();
+                    store.set_flags(&id(BOXES[b]), validity(store, b), there, &f).unwrap();
+                }
+                OfflineOp::Move(n, to) if !messages.is_empty() => {
+                    let i = n % messages.len();
+                    let (b, here, there) = messages[i];
+                    if b == to {
+                        continue;
+                    }
+                    let moved = offline
+                        .move_message(&id(BOXES[b]), validity(&offline, b), here, &id(BOXES[to]))
+                        .unwrap()
+                        .unwrap();
+                    let store: &dyn MailStore = reference.memory.as_ref();
+                    let real = store
+                        .move_message(&id(BOXES[b]), validity(store, b), there, &id(BOXES[to]))
+                        .unwrap()
+                        .unwrap();
+                    messages[i] = (to, moved.1, real.1);
+                }
+                OfflineOp::Expunge(n) if !messages.is_empty() => {
+                    let (b, here, there) = messages.remove(n % messages.len());
+                    offline.expunge_message(&id(BOXES[b]), validity(&offline, b), here).unwrap();
+                    let store: &dyn MailStore = reference.memory.as_ref();
+                    store.expunge_message(&id(BOXES[b]), validity(store, b), there).unwrap();
+                }
+                OfflineOp::Append(b) => {
+                    appended += 1;
+                    let raw = message(100 + appended);
+                    let here = append(&offline, BOXES[b], &raw).unwrap().1;
+                    let there = append(reference.memory.as_ref(), BOXES[b], &raw).unwrap().1;
+                    messages.push((b, here, there));
+                }
+                _ => {}
+            }
+        }
+        drop(offline);
+        let (_, queue) = Journal::open(&account.cache()).unwrap();
+        let kinds: Vec<Op> = queue
+            .entries
+            .iter()
+            .map(|e| match e.change {
+                Change::Flags { .. } => Op::SetFlags,
+                Change::Move { .. } => Op::MoveMessage,
+                Change::Expunge { .. } => Op::ExpungeMessage,
+                Change::Append { .. } => Op::Append,
+                Change::Create { .. } => Op::CreateMailbox,
+            })
+            .collect();
+        let crash = crash_after % (kinds.len() + 1);
+        if crash < kinds.len() {
+            // A first replay dies right after change `crash` reached the server, before
+            // its outcome was journaled: the journal and outbox are put back as they were
+            // at that moment, and the server refuses everything after it.
+            let kind = kinds[crash];
+            let earlier = kinds[..crash].iter().filter(|k| **k == kind).count();
+            for _ in 0..earlier {
+                account.memory.after_next(kind, || {});
+            }
+            let saved = tempfile::tempdir().unwrap();
+            let (cache, keep) = (account.cache(), saved.path().to_path_buf());
+            let memory = Arc::clone(&account.memory);
+            let next = kinds.get(crash + 1).copied();
+            let (fired, crashed) = std::sync::mpsc::channel();
+            account.memory.after_next(kind, move || {
+                std::fs::copy(cache.join("journal"), keep.join("journal")).unwrap();
+                std::fs::create_dir_all(keep.join("outbox")).unwrap();
+                if let Ok(dir) = std::fs::read_dir(cache.join("outbox")) {
+                    for f in dir.flatten() {
+                        std::fs::copy(f.path(), keep.join("outbox").join(f.file_name())).unwrap();
+                    }
+                }
+                memory.set_reachable(false);
+                if let Some(next) = next {
+                    memory.fail_next(next, || StoreError::Connection("killed".into()));
+                }
+                let _ = fired.send(());
+            });
+            let first = account.mount(false);
+            crashed.recv_timeout(Duration::from_secs(30)).expect("the replay reached the crash");
+            drop(first);
+            account.released();
+            let cache = account.cache();
+            std::fs::copy(saved.path().join("journal"), cache.join("journal")).unwrap();
+            let _ = std::fs::remove_dir_all(cache.join("outbox"));
+            std::fs::create_dir_all(cache.join("outbox")).unwrap();
+            for f in std::fs::read_dir(saved.path().join("outbox")).unwrap().flatten() {
+                std::fs::copy(f.path(), cache.join("outbox").join(f.file_name())).unwrap();
+            }
+            account.memory.set_reachable(true);
+        }
+        let again = account.mount(false);
+        settled(&again);
+        proptest::prop_assert!(again.pending_changes().is_empty());
+        proptest::prop_assert_eq!(everything(&account.memory), everything(&reference.memory));
+    }
 }
