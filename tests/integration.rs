@@ -9,6 +9,7 @@ mod integration {
 
     mod bodies;
     mod deadlines;
+    mod disconnected;
     mod disk_cache;
     mod errors;
     mod faults;

@@ -930,6 +930,17 @@ impl MailStore for ImapStore {
         self.store_flags(mailbox, validity, uid, flags)
     }
 
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        self.add_remove_flags(mailbox, validity, uid, add, remove)
+    }
+
     fn move_message(
         &self,
         from: &MailboxId,
