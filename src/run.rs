@@ -138,6 +138,7 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         timeout: opts.timeout,
         tls: Default::default(),
         plaintext_warned: Default::default(),
+        compress: !opts.no_compress,
     };
     Ok(ImapStore::unconnected(config, opts.connections))
 }
