@@ -67,6 +67,13 @@ struct Args {
     /// --cache-size of the forget row's second mount, which keeps the caches out of its figures.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     walk_cache: u64,
+    /// Messages in the Search mailbox of the search rows (plus 5 that hold the word searched) [default: 2000, --quick: 200].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    search_messages: Option<u64>,
+    /// Measure only these groups of rows (comma separated), e.g. `--only prefetch,remount`;
+    /// rows that compare with another group's show a ratio only if it ran too.
+    #[arg(long, value_name = "GROUP", value_enum, value_delimiter = ',')]
+    only: Vec<suite::Group>,
     /// The imapfs binary [default: `imapfs` beside this program].
     #[arg(long, value_name = "PATH")]
     imapfs: Option<PathBuf>,
@@ -255,6 +262,10 @@ fn run(args: &Args, work: &Path) -> io::Result<()> {
         imapfs: imapfs.clone(),
         work: work.to_path_buf(),
         log_dir: args.log_dir.clone(),
+        search_messages: args
+            .search_messages
+            .map_or(if args.quick { 200 } else { 2_000 }, |n| n as usize),
+        only: args.only.clone(),
     };
     let machine = machine(args, &imapfs);
     let results = suite::run(&config)?;

@@ -113,7 +113,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 13] = [
+    let series: [(&str, &Series); 25] = [
         ("R1 floor", &r.floor),
         ("R2 mbsync deflate", &r.mbsync_deflate),
         ("R3 mbsync plain", &r.mbsync_plain),
@@ -127,12 +127,33 @@ fn all_runs(r: &Results) -> String {
         ("4a ls -l, slow link", &r.ls_slow),
         ("4b body.txt, slow link", &r.body_slow),
         ("5b grep, small cache", &r.grep_small),
+        ("7a prefetch INBOX, deflate", &r.prefetch_deflate),
+        ("7c prefetch INBOX, no compression", &r.prefetch_plain),
+        ("R7 grep cold, disk cache", &r.remount_first_cold),
+        ("R8 grep warm, disk cache", &r.remount_first_warm),
+        ("8a ls -l, warm remount", &r.remount_ls),
+        ("8b grep, warm remount", &r.remount_grep),
+        ("R9 grep -rl Search, slow link", &r.search_grep),
+        ("9a ls .search, slow link", &r.search_ls),
+        ("10a grep cold, no compression", &r.grep_cold_plain),
+        (
+            "10b grep -rl Search, slow link, no compression",
+            &r.search_grep_plain,
+        ),
+        (
+            "10c prefetch Search, slow link, no compression",
+            &r.slow_prefetch_plain,
+        ),
+        (
+            "10d prefetch Search, slow link, deflate",
+            &r.slow_prefetch_deflate,
+        ),
     ];
     let mut out = String::from(
         "| measurement | seconds per run | bytes per run | commands per run | CPU s (client, server) per run |\n\
          |---|---|---|---|---|\n",
     );
-    for (name, s) in series {
+    for (name, s) in series.into_iter().filter(|(_, s)| s.runs() > 0) {
         let join = |f: &dyn Fn(&crate::stats::Sample) -> String| {
             s.samples.iter().map(f).collect::<Vec<_>>().join(" / ")
         };
