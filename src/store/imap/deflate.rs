@@ -339,3 +339,155 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }
+
+/// A whole connection against a scripted server on a socket: COMPRESS is asked for after
+/// login, commands and answers go compressed, the counters count compressed bytes, and
+/// corrupt data from the server is a connection error at once.
+#[cfg(test)]
+mod over_a_socket {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::imap::connection::{connect, Auth, ConnectConfig, Counters, Transport};
+    use crate::store::imap::wire::Command;
+    use crate::store::StoreError;
+
+    /// What the server answers the first command after COMPRESS.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Answer {
+        Compressed,
+        Garbage,
+    }
+
+    /// The server's bytes written so far, shared with the test.
+    struct Server {
+        stream: TcpStream,
+        written: Arc<AtomicU64>,
+    }
+
+    impl Server {
+        fn send(&mut self, bytes: &[u8]) {
+            self.written.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+            self.stream.write_all(bytes).unwrap();
+        }
+
+        /// One plaintext line, read a byte at a time so nothing after it is taken.
+        fn line(&mut self) -> String {
+            let mut line = Vec::new();
+            let mut byte = [0u8];
+            while !line.ends_with(b"\r\n") {
+                assert_eq!(self.stream.read(&mut byte).unwrap(), 1, "client hung up");
+                line.push(byte[0]);
+            }
+            String::from_utf8(line).unwrap()
+        }
+
+        /// The tag of `line`, after checking the command is `what`.
+        fn tag_of(line: &str, what: &str) -> String {
+            let (tag, rest) = line.split_once(' ').unwrap();
+            assert!(rest.starts_with(what), "{what} expected, got {line:?}");
+            tag.to_string()
+        }
+    }
+
+    fn serve(listener: TcpListener, answer: Answer, written: Arc<AtomicU64>) {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut server = Server { stream, written };
+        server.send(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n");
+        let tag = Server::tag_of(&server.line(), "STARTTLS");
+        server.send(format!("{tag} NO not today\r\n").as_bytes());
+        let tag = Server::tag_of(&server.line(), "LOGIN");
+        server.send(format!("{tag} OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE] in\r\n").as_bytes());
+        let tag = Server::tag_of(&server.line(), "COMPRESS DEFLATE");
+        server.send(format!("{tag} OK deflating\r\n").as_bytes());
+
+        let mut codec = Deflate::new();
+        let mut command = Vec::new();
+        let mut buf = [0u8; 256];
+        while !command.ends_with(b"\r\n") {
+            let n = codec.read_from(&mut server.stream, &mut buf).unwrap();
+            assert!(n > 0, "client hung up");
+            command.extend_from_slice(&buf[..n]);
+        }
+        let command = String::from_utf8(command).unwrap();
+        let tag = Server::tag_of(&command, "NOOP");
+        let mut out = Vec::new();
+        match answer {
+            Answer::Compressed => {
+                codec
+                    .write_to(&mut out, format!("{tag} OK noop done\r\n").as_bytes())
+                    .unwrap();
+                codec.flush_to(&mut out).unwrap();
+            }
+            // A block of the reserved type 3: never valid deflate.
+            Answer::Garbage => out.extend_from_slice(b"\x06\x07 garbage\r\n"),
+        }
+        server.send(&out);
+        // Stay connected until the client goes: a client waiting for more would hang here.
+        let _ = server.stream.read(&mut buf);
+    }
+
+    fn config(port: u16) -> ConnectConfig {
+        ConnectConfig {
+            host: "127.0.0.1".into(),
+            port,
+            transport: Transport::StartTls,
+            user: "alice".into(),
+            secret: crate::secret::obtain(Some("printf %s pw"), "IMAPFS_DEFLATE_UNUSED", "")
+                .unwrap(),
+            auth: Auth::Login,
+            ca_file: None,
+            insecure: false,
+            allow_plaintext: true,
+            timeout: Duration::from_secs(20),
+            tls: Default::default(),
+            plaintext_warned: Default::default(),
+            compress: true,
+        }
+    }
+
+    /// Connects to a scripted server answering `answer`, runs NOOP, and returns its result
+    /// with the bytes the server wrote and the bytes the client counted.
+    fn noop_against(answer: Answer) -> (Result<(), StoreError>, u64, u64) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let written = Arc::new(AtomicU64::new(0));
+        let server_written = Arc::clone(&written);
+        let server = std::thread::spawn(move || serve(listener, answer, server_written));
+        let counters = Arc::new(Counters::default());
+        let mut conn = connect(&config(port), &counters).expect("connect");
+        let result = conn.run(Command::new("NOOP")).map(|_| ());
+        let received = counters.bytes_received.load(Ordering::SeqCst);
+        drop(conn);
+        server.join().unwrap();
+        (result, written.load(Ordering::SeqCst), received)
+    }
+
+    #[test]
+    fn commands_and_answers_go_compressed_and_are_counted_as_sent() {
+        let (result, written, received) = noop_against(Answer::Compressed);
+        result.unwrap();
+        assert_eq!(
+            received, written,
+            "the counter counts the bytes on the wire"
+        );
+    }
+
+    #[test]
+    fn corrupt_compressed_data_is_a_connection_error_at_once() {
+        // A client that waited for more would end in a timeout instead, after 20 s.
+        let (result, _, _) = noop_against(Answer::Garbage);
+        match result {
+            Err(StoreError::Connection(text)) => {
+                assert!(text.contains("corrupt compressed data"), "{text}")
+            }
+            other => panic!("expected a connection error, got {other:?}"),
+        }
+    }
+}
