@@ -312,13 +312,23 @@ impl Fs {
     /// when the inode table gave back its slots (the kernel forgets in bursts, e.g. after
     /// drop_caches) and after every [`MANY_FORGOTTEN`] nodes dropped.
     pub fn forget(&self, ino: u64, count: u64) {
-        let shrank = {
+        let (dropped_node, shrank) = {
             let mut inodes = self.inodes.lock();
-            if !inodes.forget(ino, count) {
+            let Some(node) = inodes.forget(ino, count) else {
                 return;
-            }
-            inodes.compact()
+            };
+            (node, inodes.compact())
         };
+        // A message directory the kernel forgot takes its layout along: what a walk
+        // looked at comes back, and the kernel keeps the inodes of what it will ask again.
+        if let Node::Message {
+            message, section, ..
+        } = &dropped_node
+        {
+            if section.is_whole() {
+                self.metadata.drop_layout(message);
+            }
+        }
         let dropped = self.forgotten.fetch_add(1, Ordering::Relaxed) + 1;
         if shrank || dropped >= MANY_FORGOTTEN {
             // A drop counted by another thread meanwhile is lost: it only delays a release.

@@ -382,3 +382,33 @@ fn a_reserved_name_is_never_a_message_and_costs_no_request_but_a_real_mailbox_wi
     assert_eq!(h.names(real.attr.ino).unwrap(), [sample.dir_name(uid)]);
     assert!(h.names(ROOT).unwrap().contains(&".search".to_string()));
 }
+
+#[test]
+fn a_forgotten_message_directory_takes_its_layout_along() {
+    let h = Harness::new();
+    mailbox_of(&h, 3);
+    let inbox = h.ino("INBOX").unwrap();
+    let fh = h.fs.opendir(inbox).unwrap();
+    let listed = h.fs.readdir(fh, 0, usize::MAX).unwrap();
+    h.fs.releasedir(fh);
+    let name = &listed[2].1.name;
+    let dir = h.fs.lookup(inbox, OsStr::new(name)).unwrap().attr.ino;
+    let fh = h.fs.opendir(dir).unwrap();
+    assert!(h.fs.readdir(fh, 0, usize::MAX).unwrap().len() > 2);
+    h.fs.releasedir(fh);
+    let message = match h.fs.inodes.lock().get(dir) {
+        Some(Node::Message { message, .. }) => message.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(h.fs.metadata.has_layout(&message));
+    h.fs.forget(dir, 1);
+    assert!(
+        !h.fs.metadata.has_layout(&message),
+        "the layout of a forgotten message directory stays"
+    );
+    // Looked up again, it is built again.
+    let again = h.fs.lookup(inbox, OsStr::new(name)).unwrap().attr.ino;
+    let fh = h.fs.opendir(again).unwrap();
+    assert!(h.fs.readdir(fh, 0, usize::MAX).unwrap().len() > 2);
+    h.fs.releasedir(fh);
+}
