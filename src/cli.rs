@@ -240,6 +240,10 @@ pub struct Options {
     #[arg(long)]
     pub allow_plaintext: bool,
 
+    /// Do not use COMPRESS=DEFLATE even if the server offers it (it saves bytes, costs CPU)
+    #[arg(long)]
+    pub no_compress: bool,
+
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
@@ -1073,6 +1077,7 @@ mod tests {
                 delete: DeleteMode::Trash,
                 insecure: false,
                 allow_plaintext: false,
+                no_compress: false,
                 allow_other: false,
                 oauth2_token_command: None,
                 auth: AuthMethod::Login,
@@ -1141,6 +1146,7 @@ mod tests {
         (&["--allow-plaintext"], "allow_plaintext", |o| {
             o.allow_plaintext
         }),
+        (&["--no-compress"], "no_compress", |o| o.no_compress),
         (&["--allow-other"], "allow_other", |o| o.allow_other),
         (
             &["--oauth2-token-command", "oama access a"],

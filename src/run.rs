@@ -139,6 +139,7 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         timeout: opts.timeout,
         tls: Default::default(),
         plaintext_warned: Default::default(),
+        compress: !opts.no_compress,
     };
     let imap = ImapStore::unconnected(config, opts.connections);
     if opts.no_watch {

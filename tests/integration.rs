@@ -8,6 +8,7 @@ mod integration {
     pub mod support;
 
     mod bodies;
+    mod compress;
     mod deadlines;
     mod disconnected;
     mod disk_cache;

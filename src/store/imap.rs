@@ -7,6 +7,7 @@
 mod changes;
 pub mod connection;
 pub mod convert;
+mod deflate;
 pub mod errors;
 mod login;
 pub mod names;

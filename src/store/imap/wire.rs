@@ -200,6 +200,22 @@ impl<S: Read + Write> Wire<S> {
         }
     }
 
+    /// The stream, to change how the next bytes are carried (COMPRESS). Bytes already read
+    /// past the last answer were carried the old way and would be misread, so they are an
+    /// error, and the wire is broken.
+    pub fn stream_at_boundary(&mut self) -> Result<&mut S, WireError> {
+        if self.broken {
+            return Err(WireError::Broken);
+        }
+        if !self.input.is_empty() {
+            self.broken = true;
+            return Err(WireError::Protocol(
+                "the server sent more after its answer, before compression started".into(),
+            ));
+        }
+        Ok(&mut self.stream)
+    }
+
     /// Runs `f`, marking the wire broken if it fails.
     fn guarded<T>(
         &mut self,
