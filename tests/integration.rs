@@ -17,6 +17,7 @@ mod integration {
     mod read_path;
     mod reliability;
     mod search;
+    mod servers;
     mod soak;
     mod tools;
     mod wire;

@@ -88,7 +88,10 @@ pub enum Untagged {
         root: String,
         resources: Vec<QuotaResource>,
     },
-    /// A response imapfs does not use (RECENT, STATUS, NAMESPACE, an extension's...).
+    /// `* NAMESPACE`'s first personal namespace as (prefix, delimiter), `None` when the
+    /// server has none ([RFC 2342 §5](https://www.rfc-editor.org/rfc/rfc2342#section-5)).
+    Namespace(Option<(String, Option<char>)>),
+    /// A response imapfs does not use (RECENT, STATUS, an extension's...).
     Other,
 }
 
@@ -244,6 +247,7 @@ fn untagged(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
             Untagged::Flags(c.atom_list()?)
         }
         "LIST" => Untagged::List(list(c)?),
+        "NAMESPACE" => Untagged::Namespace(personal_namespace(c)?),
         "SEARCH" => Untagged::Search(search(c)?),
         "ESEARCH" => Untagged::Search(esearch(c)?),
         "QUOTAROOT" => quota_root(c)?,
@@ -269,17 +273,7 @@ fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
     c.space()?;
     let attributes = c.atom_list()?;
     c.space()?;
-    let delimiter = match c.nstring()? {
-        None => None,
-        Some(d) => {
-            let text = String::from_utf8_lossy(&d).into_owned();
-            let mut chars = text.chars();
-            match (chars.next(), chars.next()) {
-                (Some(d), None) => Some(d),
-                _ => return Err(c.error("a hierarchy delimiter must be one character")),
-            }
-        }
-    };
+    let delimiter = delimiter(c)?;
     c.space()?;
     let name = String::from_utf8_lossy(&c.astring()?).into_owned();
     // LIST-EXTENDED data (CHILDINFO, OLDNAME) may follow; not used.
@@ -292,6 +286,52 @@ fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
         delimiter,
         name,
     })
+}
+
+/// The first namespace of `* NAMESPACE personal other shared`: `NIL`, or
+/// `(("prefix" "delimiter" extensions...) ...)`; the rest of the line is skipped.
+fn personal_namespace(c: &mut Cursor<'_>) -> Result<Option<(String, Option<char>)>, WireError> {
+    c.space()?;
+    let first = if c.eat(b"NIL") || c.eat(b"nil") {
+        None
+    } else {
+        c.expect(b'(')?;
+        c.expect(b'(')?;
+        let prefix = String::from_utf8_lossy(&c.string()?).into_owned();
+        c.space()?;
+        let delimiter = delimiter(c)?;
+        while c.eat(b" ") {
+            c.value()?;
+        }
+        c.expect(b')')?;
+        // Further personal namespaces: not used.
+        while c.peek() == Some(b'(') {
+            c.value()?;
+        }
+        c.expect(b')')?;
+        Some((prefix, delimiter))
+    };
+    // The other users' and the shared namespaces: not used.
+    while c.eat(b" ") {
+        c.value()?;
+    }
+    c.eol()?;
+    Ok(first)
+}
+
+/// A hierarchy delimiter: one character in a quoted string, or `NIL` (no hierarchy).
+fn delimiter(c: &mut Cursor<'_>) -> Result<Option<char>, WireError> {
+    match c.nstring()? {
+        None => Ok(None),
+        Some(d) => {
+            let text = String::from_utf8_lossy(&d).into_owned();
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(d), None) => Ok(Some(d)),
+                _ => Err(c.error("a hierarchy delimiter must be one character")),
+            }
+        }
+    }
 }
 
 /// `* SEARCH 1 2 3` ([RFC 3501 §7.2.5](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.5)),
@@ -536,10 +576,36 @@ mod tests {
     }
 
     #[test]
+    fn namespace_gives_the_first_personal_prefix_and_delimiter() {
+        let ns = |line: &[u8]| match untagged_of(line) {
+            Untagged::Namespace(n) => n,
+            other => panic!("{other:?}"),
+        };
+        // Dovecot, Cyrus (classic namespace), Courier, and a server without personal ones.
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"),
+            Some((String::new(), Some('/')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) ((\"\" \".\"))\r\n"),
+            Some(("INBOX.".into(), Some('.')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"INBOX.\" \".\" \"X-PARAM\" (\"a\" \"b\"))(\"#mh/\" \"/\")) NIL ((\"#shared.\" \".\")(\"shared.\" \".\"))\r\n"),
+            Some(("INBOX.".into(), Some('.')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"\" NIL)) NIL NIL\r\n"),
+            Some((String::new(), None))
+        );
+        assert_eq!(ns(b"* NAMESPACE NIL NIL ((\"\" \"/\"))\r\n"), None);
+        assert!(parse_response(b"* NAMESPACE ((\"a\" \"//\")) NIL NIL\r\n").is_err());
+    }
+
+    #[test]
     fn unknown_untagged_responses_are_skipped_and_garbage_is_an_error() {
         for line in [
             &b"* STATUS INBOX (MESSAGES 3)\r\n"[..],
-            b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n",
             b"* 3 XWEIRD (((\r\n",
             b"* XYZZY\r\n",
         ] {
