@@ -97,6 +97,11 @@ fn listed(mount: &Mount, rel: &str) -> BTreeSet<String> {
     }
 }
 
+/// The value of `result`; a failure shows imapfs's log.
+fn ok<T>(mount: &Mount, what: &str, result: std::io::Result<T>) -> T {
+    result.unwrap_or_else(|e| panic!("{what}: {e}\nimapfs log:\n{}", mount.log()))
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -260,8 +265,12 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
     let mount = MountSpec::on(server.as_ref(), "alice").mount();
     let wire = |display: &str| fixture::encode_mailbox_name(&naming.wire(display));
 
-    fs::create_dir(mount.join("Projets")).unwrap();
-    fs::create_dir(mount.join("Projets/Été 2024")).unwrap();
+    ok(&mount, "mkdir", fs::create_dir(mount.join("Projets")));
+    ok(
+        &mount,
+        "mkdir",
+        fs::create_dir(mount.join("Projets/Été 2024")),
+    );
     let listed = wire_mailboxes(server.as_ref());
     for display in ["Projets", "Projets/Été 2024"] {
         assert!(
@@ -283,7 +292,11 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
         assert!(wire_mailboxes(server.as_ref()).contains(&wire("v1.2")));
     }
 
-    fs::rename(mount.join("Projets"), mount.join("Projects")).unwrap();
+    ok(
+        &mount,
+        "mv",
+        fs::rename(mount.join("Projets"), mount.join("Projects")),
+    );
     let listed = wire_mailboxes(server.as_ref());
     assert!(
         listed.contains(&wire("Projects/Été 2024")),
@@ -292,8 +305,12 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
     assert!(!listed.contains(&wire("Projets")), "{kind:?}: {listed:?}");
     assert!(names(&mount.join("Projects")).contains("Été 2024"));
 
-    fs::remove_dir(mount.join("Projects/Été 2024")).unwrap();
-    fs::remove_dir(mount.join("Projects")).unwrap();
+    ok(
+        &mount,
+        "rmdir",
+        fs::remove_dir(mount.join("Projects/Été 2024")),
+    );
+    ok(&mount, "rmdir", fs::remove_dir(mount.join("Projects")));
     let listed = wire_mailboxes(server.as_ref());
     assert!(
         !listed.iter().any(|n| n.contains("Proje")),
