@@ -11,6 +11,7 @@ mod integration {
     mod deadlines;
     mod disk_cache;
     mod errors;
+    mod fallbacks;
     mod faults;
     mod hostile;
     mod linux_tool;

@@ -952,13 +952,15 @@ impl MailStore for MemoryStore {
         }
         let mut state = self.state.lock();
         state.begin(Op::Append)?;
-        state.append_one(
+        let appended = state.append_one(
             mailbox,
             &bytes,
             message.flags,
             message.internal_date,
             message.binary,
-        )
+        )?;
+        // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
+        Ok(appended.filter(|_| state.capabilities.uidplus))
     }
 
     fn watch(&self, sink: EventSink) {

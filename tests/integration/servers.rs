@@ -25,17 +25,18 @@ pub fn start(kind: ServerKind) -> Box<dyn ImapServer> {
 }
 
 /// What differs between the servers, as far as a user of the mount can tell.
-struct Expect {
+pub struct Expect {
     /// RFC 6154 SPECIAL-USE: Trash found by its attribute (else by its name).
-    special_use: bool,
+    pub special_use: bool,
     /// RFC 6851 MOVE (else `UID COPY` + `UID EXPUNGE`).
-    move_command: bool,
+    pub move_command: bool,
     /// RFC 3516 BINARY (else parts are fetched as stored and decoded by imapfs).
-    binary: bool,
+    pub binary: bool,
 }
 
 impl Expect {
-    fn of(kind: ServerKind) -> Expect {
+    /// The stock configuration of each server.
+    pub fn of(kind: ServerKind) -> Expect {
         match kind {
             ServerKind::Dovecot | ServerKind::Cyrus => Expect {
                 special_use: true,
@@ -80,7 +81,7 @@ on_every_server!(
     search_finds_messages_on_the_server,
 );
 
-fn names(dir: &Path) -> BTreeSet<String> {
+pub fn names(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -88,7 +89,7 @@ fn names(dir: &Path) -> BTreeSet<String> {
 }
 
 /// The names in a directory of the mount; a failure shows imapfs's log.
-fn listed(mount: &Mount, rel: &str) -> BTreeSet<String> {
+pub fn listed(mount: &Mount, rel: &str) -> BTreeSet<String> {
     match fs::read_dir(mount.join(rel)) {
         Ok(entries) => entries
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -98,7 +99,7 @@ fn listed(mount: &Mount, rel: &str) -> BTreeSet<String> {
 }
 
 /// The value of `result`; a failure shows imapfs's log.
-fn ok<T>(mount: &Mount, what: &str, result: std::io::Result<T>) -> T {
+pub fn ok<T>(mount: &Mount, what: &str, result: std::io::Result<T>) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}\nimapfs log:\n{}", mount.log()))
 }
 
@@ -126,11 +127,11 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.file_name().is_some_and(|n| n == name))
 }
 
-fn shq(path: &Path) -> String {
+pub fn shq(path: &Path) -> String {
     format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
 }
 
-fn sh_ok(script: &str, mount: &Mount) {
+pub fn sh_ok(script: &str, mount: &Mount) {
     let out = sh(script);
     assert!(
         out.status.success(),
@@ -149,7 +150,7 @@ fn wire_mailboxes(server: &dyn ImapServer) -> Vec<String> {
 }
 
 /// `(UID, flags, bytes)` of every message in a mailbox (display path).
-fn messages(server: &dyn ImapServer, display: &str) -> Vec<(u32, Vec<String>, Vec<u8>)> {
+pub fn messages(server: &dyn ImapServer, display: &str) -> Vec<(u32, Vec<String>, Vec<u8>)> {
     let wire = fixture::encode_mailbox_name(&server.naming().wire(display));
     let mut client = server.client("alice").expect("login");
     let out = server_mailbox(&mut client, &wire)
@@ -162,14 +163,25 @@ fn messages(server: &dyn ImapServer, display: &str) -> Vec<(u32, Vec<String>, Ve
 
 fn with_samples(kind: ServerKind) -> Box<dyn ImapServer> {
     let server = start(kind);
-    fixture::append_samples_to(server.as_ref(), "alice", &fixture::sample_messages())
-        .expect("append samples");
+    add_samples(server.as_ref());
     server
 }
 
+/// Appends the sample corpus for alice.
+pub fn add_samples(server: &dyn ImapServer) {
+    fixture::append_samples_to(server, "alice", &fixture::sample_messages())
+        .expect("append samples");
+}
+
 fn the_tree_shows_mailboxes_without_the_namespace_prefix(kind: ServerKind) {
-    let server = with_samples(kind);
-    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    tree_without_prefix(with_samples(kind).as_ref());
+}
+
+/// The root shows every personal mailbox at the top, nested ones under their parents, and
+/// INBOX holds messages only (whatever the server's prefix and delimiter).
+pub fn tree_without_prefix(server: &dyn ImapServer) {
+    let kind = server.kind();
+    let mount = MountSpec::on(server, "alice").mount();
     let root = listed(&mount, "");
     for wanted in [
         "INBOX",
@@ -196,8 +208,8 @@ fn the_tree_shows_mailboxes_without_the_namespace_prefix(kind: ServerKind) {
     let inbox_dirs: Vec<String> = names(&mount.join("INBOX"))
         .into_iter()
         .filter(|n| {
-            !n.split_once(' ')
-                .is_some_and(|(uid, _)| uid.parse::<u32>().is_ok())
+            n.split_once(' ')
+                .is_none_or(|(uid, _)| uid.parse::<u32>().is_err())
         })
         .collect();
     assert!(
@@ -207,13 +219,19 @@ fn the_tree_shows_mailboxes_without_the_namespace_prefix(kind: ServerKind) {
 }
 
 fn samples_read_back_exactly_and_nothing_becomes_seen(kind: ServerKind) {
-    let server = with_samples(kind);
+    read_back(with_samples(kind).as_ref(), &Expect::of(kind));
+}
+
+/// Every sample reads back exactly (message.eml, body.txt, attachments, stat sizes), no
+/// flag changes, and parts are fetched with BINARY exactly where the server has it.
+pub fn read_back(server: &dyn ImapServer, expect: &Expect) {
+    let kind = server.kind();
     let before: Vec<_> = fixture::sample_mailboxes()
         .iter()
         .chain(&["INBOX".to_string()])
-        .map(|m| (m.clone(), messages(server.as_ref(), m)))
+        .map(|m| (m.clone(), messages(server, m)))
         .collect();
-    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    let mount = MountSpec::on(server, "alice").mount();
     for sample in fixture::sample_messages() {
         let dir = mount.message_dir(&sample.mailbox, &sample.subject.replace('/', "_"));
         let eml = fs::read(dir.join("message.eml")).unwrap();
@@ -246,13 +264,22 @@ fn samples_read_back_exactly_and_nothing_becomes_seen(kind: ServerKind) {
             assert_eq!(size, read, "{kind:?}: stat size of {}", file.display());
         }
     }
+    let binary_fetches = sent_lines(&mount)
+        .iter()
+        .filter(|l| l.contains("BINARY"))
+        .count();
+    assert_eq!(
+        binary_fetches > 0,
+        expect.binary,
+        "{kind:?}: {binary_fetches} commands with BINARY"
+    );
     drop(mount);
     for (mailbox, messages_before) in before {
         let flags = |list: &[(u32, Vec<String>, Vec<u8>)]| -> Vec<(u32, Vec<String>)> {
             list.iter().map(|(u, f, _)| (*u, f.clone())).collect()
         };
         assert_eq!(
-            flags(&messages(server.as_ref(), &mailbox)),
+            flags(&messages(server, &mailbox)),
             flags(&messages_before),
             "{kind:?}: flags in {mailbox} changed by reading"
         );
@@ -260,9 +287,15 @@ fn samples_read_back_exactly_and_nothing_becomes_seen(kind: ServerKind) {
 }
 
 fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerKind) {
-    let server = start(kind);
+    mailbox_changes(start(kind).as_ref());
+}
+
+/// mkdir, mv and rmdir of nested mailboxes become the server's names (prefix, delimiter,
+/// modified UTF-7); a level holding the delimiter is EINVAL.
+pub fn mailbox_changes(server: &dyn ImapServer) {
+    let kind = server.kind();
     let naming = server.naming();
-    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    let mount = MountSpec::on(server, "alice").mount();
     let wire = |display: &str| fixture::encode_mailbox_name(&naming.wire(display));
 
     ok(&mount, "mkdir", fs::create_dir(mount.join("Projets")));
@@ -271,7 +304,7 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
         "mkdir",
         fs::create_dir(mount.join("Projets/Été 2024")),
     );
-    let listed = wire_mailboxes(server.as_ref());
+    let listed = wire_mailboxes(server);
     for display in ["Projets", "Projets/Été 2024"] {
         assert!(
             listed.contains(&wire(display)),
@@ -289,7 +322,7 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
         );
     } else {
         dotted.unwrap();
-        assert!(wire_mailboxes(server.as_ref()).contains(&wire("v1.2")));
+        assert!(wire_mailboxes(server).contains(&wire("v1.2")));
     }
 
     ok(
@@ -297,7 +330,7 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
         "mv",
         fs::rename(mount.join("Projets"), mount.join("Projects")),
     );
-    let listed = wire_mailboxes(server.as_ref());
+    let listed = wire_mailboxes(server);
     assert!(
         listed.contains(&wire("Projects/Été 2024")),
         "{kind:?}: {listed:?}"
@@ -311,7 +344,7 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
         fs::remove_dir(mount.join("Projects/Été 2024")),
     );
     ok(&mount, "rmdir", fs::remove_dir(mount.join("Projects")));
-    let listed = wire_mailboxes(server.as_ref());
+    let listed = wire_mailboxes(server);
     assert!(
         !listed.iter().any(|n| n.contains("Proje")),
         "{kind:?}: {listed:?}"
@@ -320,8 +353,13 @@ fn mailboxes_are_created_renamed_and_deleted_through_the_delimiter(kind: ServerK
 }
 
 fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
-    let expect = Expect::of(kind);
-    let server = start(kind);
+    changes(start(kind).as_ref(), &Expect::of(kind), &[]);
+}
+
+/// A new file, flags, a move (MOVE or its fallback), rm -r to Trash and from Trash, each
+/// checked on the server; `args` are extra mount options.
+pub fn changes(server: &dyn ImapServer, expect: &Expect, args: &[&str]) {
+    let kind = server.kind();
     let mut client = server.client("alice").unwrap();
     let plain = fixture::sample_messages()
         .into_iter()
@@ -329,7 +367,10 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
         .unwrap();
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     let _ = client.logout();
-    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    // Other messages may be there already: every count below is relative.
+    let count = |mailbox: &str| messages(server, mailbox).len();
+    let (inbox_before, archive_before) = (count("INBOX"), count("Archive"));
+    let mount = MountSpec::on(server, "alice").args(args).mount();
 
     // A new file becomes a message whose attachment is the file.
     let data: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
@@ -337,14 +378,14 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
         let mut file = fs::File::create(mount.join("Archive/numbers.bin")).unwrap();
         file.write_all(&data).unwrap();
     }
-    let archived = messages(server.as_ref(), "Archive");
+    let archived = messages(server, "Archive");
     assert_eq!(
         archived.len(),
-        1,
+        archive_before + 1,
         "{kind:?}: Archive after cp\n{}",
         mount.log()
     );
-    let raw = String::from_utf8_lossy(&archived[0].2).into_owned();
+    let raw = String::from_utf8_lossy(&archived.last().unwrap().2).into_owned();
     assert!(raw.contains("X-Imapfs-File"), "{kind:?}: {raw:.300}");
     assert_eq!(fs::read(mount.join("Archive/numbers.bin")).unwrap(), data);
 
@@ -357,9 +398,15 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
         ),
         &mount,
     );
-    let inbox = messages(server.as_ref(), "INBOX");
+    let inbox = messages(server, "INBOX");
     assert_eq!(
-        inbox[0].1.iter().cloned().collect::<BTreeSet<_>>(),
+        inbox
+            .last()
+            .unwrap()
+            .1
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
         set(&["\\Flagged", "$Work"]),
         "{kind:?}: flags on the server"
     );
@@ -370,10 +417,10 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
         &format!("mv {} {}", shq(&msg), shq(&mount.join("Sent"))),
         &mount,
     );
-    let sent = messages(server.as_ref(), "Sent");
+    let sent = messages(server, "Sent");
     assert_eq!(sent.len(), 1, "{kind:?}: Sent after mv");
     assert_eq!(sent[0].2, plain.raw);
-    assert!(messages(server.as_ref(), "INBOX").is_empty());
+    assert_eq!(count("INBOX"), inbox_before - 1);
     let sent_commands = sent_commands(&mount)[before..].to_vec();
     if expect.move_command {
         assert!(
@@ -396,8 +443,8 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
     // rm -r goes to Trash, found by SPECIAL-USE or by name.
     let moved = mount.message_dir("Sent", &plain.subject);
     sh_ok(&format!("rm -r {}", shq(&moved)), &mount);
-    assert!(messages(server.as_ref(), "Sent").is_empty());
-    let trash = messages(server.as_ref(), "Trash");
+    assert!(messages(server, "Sent").is_empty());
+    let trash = messages(server, "Trash");
     assert_eq!(
         trash.len(),
         1,
@@ -405,11 +452,35 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
         mount.log()
     );
     assert_eq!(trash[0].2, plain.raw);
-    let _ = expect.special_use;
+    let trash_attribute = {
+        let mut client = server.client("alice").unwrap();
+        let listed = client.list(Some(""), Some("*")).unwrap();
+        let marked = listed.iter().any(|n| {
+            n.attributes()
+                .iter()
+                .any(|a| matches!(a, imap_proto::NameAttribute::Trash))
+        });
+        let _ = client.logout();
+        marked
+    };
+    assert_eq!(
+        trash_attribute, expect.special_use,
+        "{kind:?}: \\Trash attribute (Trash found by it, or by name)"
+    );
     // ...and inside Trash, rm -r expunges that one message.
     let in_trash = mount.message_dir("Trash", &plain.subject);
     sh_ok(&format!("rm -r {}", shq(&in_trash)), &mount);
-    assert!(messages(server.as_ref(), "Trash").is_empty());
+    assert!(messages(server, "Trash").is_empty());
+}
+
+/// Every IMAP command line imapfs sent so far, as its debug log shows it (`TAG VERB ...`,
+/// literals as `{n}`, secrets as `***`).
+pub fn sent_lines(mount: &Mount) -> Vec<String> {
+    mount
+        .log()
+        .lines()
+        .filter_map(|line| Some(line.split_once("C: ")?.1.to_string()))
+        .collect()
 }
 
 /// The verb of every IMAP command imapfs sent so far (`UID MOVE`, `SELECT`...), from its
@@ -432,12 +503,19 @@ pub fn sent_commands(mount: &Mount) -> Vec<String> {
 }
 
 fn search_finds_messages_on_the_server(kind: ServerKind) {
-    let server = with_samples(kind);
-    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    search(with_samples(kind).as_ref());
+}
+
+/// `.search` in a mailbox and at the root.
+pub fn search(server: &dyn ImapServer) {
+    let kind = server.kind();
+    let mount = MountSpec::on(server, "alice").mount();
     let hits = names(&mount.join("INBOX/.search/subject:greeting"));
     assert_eq!(hits.len(), 1, "{kind:?}: {hits:?}\n{}", mount.log());
     assert!(hits.iter().next().unwrap().ends_with("Plain text greeting"));
     let everywhere = names(&mount.join(".search/from:alice"));
     assert!(everywhere.contains("INBOX"), "{kind:?}: {everywhere:?}");
-    let _ = Expect::of(kind).binary;
+    // Non-ASCII text goes as a literal with CHARSET UTF-8.
+    let hits = listed(&mount, "INBOX/.search/subject:crème");
+    assert_eq!(hits.len(), 1, "{kind:?}: {hits:?}");
 }

@@ -347,7 +347,10 @@ impl<S: Read + Write> Wire<S> {
         self.write_out(out)?;
         loop {
             match self.read_response()? {
-                Response::Continuation(_) => return Ok(true),
+                Response::Continuation(_) => {
+                    tracing::debug!(target: LOG_TARGET, "S: + (go ahead with the literal)");
+                    return Ok(true);
+                }
                 Response::Tagged(t) => {
                     let ours = t.tag == tag;
                     self.file_tagged(t)?;
