@@ -34,6 +34,9 @@ pub enum Misbehaviour {
     /// Send these bytes (complete untagged lines) in place of this message's answer, then go
     /// on normally with the rest of the response.
     Replace(Vec<u8>),
+    /// Send these bytes (complete untagged lines) first, then the correct answer: responses
+    /// the client did not ask for, in the middle of one it did.
+    Prepend(Vec<u8>),
     /// Send only the first `n` bytes of the correct answer, then close the connection.
     CutAfter(usize),
     /// Announce a literal of `announced` bytes, send `sent` filler bytes, then close.
@@ -593,6 +596,10 @@ impl Conn<'_> {
         match behaviour {
             Misbehaviour::Normal => self.send(good)?,
             Misbehaviour::Replace(bytes) => self.send(bytes)?,
+            Misbehaviour::Prepend(bytes) => {
+                self.send(bytes)?;
+                self.send(good)?;
+            }
             Misbehaviour::CutAfter(n) => {
                 let _ = self.send(&good[..(*n).min(good.len())]);
                 return Err(self.close());

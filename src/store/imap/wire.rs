@@ -233,6 +233,23 @@ impl<S: Read + Write> Wire<S> {
             other => other?,
         };
         let response = parse_response(&unit)?;
+        // RFC 3501 §7.1: an ALERT's text must reach the user; the log is where they look.
+        let alert = match &response {
+            Response::Untagged(Untagged::Status {
+                code: Some(Code::Alert),
+                text,
+                ..
+            })
+            | Response::Tagged(Tagged {
+                code: Some(Code::Alert),
+                text,
+                ..
+            }) => Some(text),
+            _ => None,
+        };
+        if let Some(text) = alert {
+            tracing::warn!(target: LOG_TARGET, alert = %short(text), "the server sent an ALERT");
+        }
         if let Response::Untagged(Untagged::Status {
             status: Status::Bye,
             text,

@@ -38,6 +38,10 @@ pub enum Code {
     /// RFC 3516 §4.2: the server cannot decode this part's Content-Transfer-Encoding.
     UnknownCte,
     ReadOnly,
+    /// RFC 3501 §7.1: text the server wants a human to read.
+    Alert,
+    /// RFC 5530 §3: a subsystem is down; the command may succeed later.
+    Unavailable,
     /// Any other code: its name (upper case) and its data as sent.
     Other(String, String),
 }
@@ -213,6 +217,8 @@ fn response_code(c: &mut Cursor<'_>) -> Result<Code, WireError> {
         "CANNOT" => Code::Cannot,
         "UNKNOWN-CTE" => Code::UnknownCte,
         "READ-ONLY" => Code::ReadOnly,
+        "ALERT" => Code::Alert,
+        "UNAVAILABLE" => Code::Unavailable,
         _ => Code::Other(name, data),
     })
 }
