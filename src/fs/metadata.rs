@@ -760,6 +760,11 @@ impl MetadataCache {
         self.inner.lock().layouts().contains(message)
     }
 
+    /// Forgets a message's layout (its directory was forgotten by the kernel).
+    pub fn drop_layout(&self, message: &MessageRef) {
+        self.inner.lock().layouts().pop(message);
+    }
+
     /// Keeps a message's layout.
     pub fn insert_layout(&self, message: MessageRef, layout: Arc<Vec<Entry>>) {
         self.inner.lock().layouts().put(message, layout);

@@ -204,6 +204,24 @@ impl Fs {
                 section,
                 mtime,
             } => {
+                // Every message directory has message.eml, sized by the listing: `cat
+                // DIR/message.eml` needs no structure, only the content (one round trip).
+                if section.is_whole() && name == mime::MESSAGE_FILE {
+                    if let Some(meta) = self.metadata.message(&message) {
+                        let node = Node::File {
+                            message,
+                            dir: section,
+                            name: name.to_string(),
+                            spec: Box::new(mime::whole_message_file(meta.size)),
+                            mtime,
+                            known_size: None,
+                        };
+                        if self.hidden.lock().contains(&node.key()) {
+                            return Err(FsError::NotFound);
+                        }
+                        return self.exact_file(node);
+                    }
+                }
                 let layout = self.layout(&message)?;
                 let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
                 let entry = entries
@@ -312,13 +330,23 @@ impl Fs {
     /// when the inode table gave back its slots (the kernel forgets in bursts, e.g. after
     /// drop_caches) and after every [`MANY_FORGOTTEN`] nodes dropped.
     pub fn forget(&self, ino: u64, count: u64) {
-        let shrank = {
+        let (dropped_node, shrank) = {
             let mut inodes = self.inodes.lock();
-            if !inodes.forget(ino, count) {
+            let Some(node) = inodes.forget(ino, count) else {
                 return;
-            }
-            inodes.compact()
+            };
+            (node, inodes.compact())
         };
+        // A message directory the kernel forgot takes its layout along: what a walk
+        // looked at comes back, and the kernel keeps the inodes of what it will ask again.
+        if let Node::Message {
+            message, section, ..
+        } = &dropped_node
+        {
+            if section.is_whole() {
+                self.metadata.drop_layout(message);
+            }
+        }
         let dropped = self.forgotten.fetch_add(1, Ordering::Relaxed) + 1;
         if shrank || dropped >= MANY_FORGOTTEN {
             // A drop counted by another thread meanwhile is lost: it only delays a release.
