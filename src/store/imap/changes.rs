@@ -255,9 +255,14 @@ impl ImapStore {
                 StoreError::Invalid("the message was already read for an earlier attempt".into())
             })?;
             // Courier refuses to APPEND to the mailbox the connection has EXAMINEd ("Current
-            // box is selected READ-ONLY"); selecting it read-write is always accepted.
+            // box is selected READ-ONLY"); selecting it read-write is always accepted. If that
+            // fails (the mailbox is gone), APPEND says why in its own answer.
             if matches!(&conn.selection, Selection::Examine(m, _) if m == mailbox) {
-                self.select(conn, mailbox, None, Mode::Write)?;
+                if let Err(e) = self.select(conn, mailbox, None, Mode::Write) {
+                    if !super::errors::connection_survives(&e) {
+                        return Err(e);
+                    }
+                }
             }
             let mut cmd = Command::new("APPEND").arg(&name).syntax(flags.as_str());
             if let Some(date) = &date {
