@@ -266,8 +266,8 @@ impl FakeMailbox {
 pub struct Script {
     /// The CAPABILITY list after `IMAP4rev1`.
     pub capabilities: String,
-    /// The hierarchy delimiter LIST reports.
-    pub delimiter: char,
+    /// The hierarchy delimiter LIST reports (`None`: `NIL`, a server without hierarchy).
+    pub delimiter: Option<char>,
     pub mailboxes: Vec<FakeMailbox>,
 }
 
@@ -276,7 +276,7 @@ impl Script {
     pub fn new(mailboxes: Vec<FakeMailbox>) -> Script {
         Script {
             capabilities: "UIDPLUS MOVE".into(),
-            delimiter: '/',
+            delimiter: Some('/'),
             mailboxes,
         }
     }
@@ -508,7 +508,14 @@ impl Conn<'_> {
         let mut out = Vec::new();
         for mailbox in &script.mailboxes {
             out.extend_from_slice(
-                format!("* LIST ({}) \"{}\" ", mailbox.attributes, script.delimiter).as_bytes(),
+                format!(
+                    "* LIST ({}) {} ",
+                    mailbox.attributes,
+                    script
+                        .delimiter
+                        .map_or("NIL".to_string(), |d| format!("\"{d}\""))
+                )
+                .as_bytes(),
             );
             out.extend_from_slice(&imap_string(mailbox.wire_name.as_bytes()));
             out.extend_from_slice(b"\r\n");

@@ -512,6 +512,43 @@ fn untagged_responses_in_unexpected_places_are_taken_in_stride() {
     assert_still_serving(&mount, &process);
 }
 
+/// A server without hierarchy (LIST's delimiter `NIL`): every name is one level, `/` and
+/// `.` included, and a nested `mkdir` is EINVAL before anything is sent.
+#[test]
+fn without_a_hierarchy_every_name_is_one_level() {
+    let mut script = Script::new(vec![
+        control_mailbox(),
+        FakeMailbox::new("a/b", vec![FakeMessage::text(1, "slash", "from a/b\n")]),
+        FakeMailbox::new("x.y", vec![FakeMessage::text(1, "dot", "from x.y\n")]),
+    ]);
+    script.delimiter = None;
+    let server = FakeServer::start(script);
+    let (mount, process) = mount(&server);
+    assert_eq!(list(mount.path.clone()).unwrap(), ["INBOX", "a_b", "x.y"]);
+    assert_eq!(
+        read(mount.join("x.y/1 dot/body.txt")).unwrap(),
+        b"from x.y\r\n"
+    );
+    assert_eq!(
+        read(mount.join("a_b/1 slash/body.txt")).unwrap(),
+        b"from a/b\r\n"
+    );
+    let before = server.commands().len();
+    let nested = fs::create_dir(mount.join("x.y/sub"));
+    assert_eq!(
+        nested.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EINVAL))
+    );
+    assert!(
+        !server.commands()[before..]
+            .iter()
+            .any(|c| c.to_ascii_uppercase().contains("CREATE")),
+        "{:?}",
+        server.commands()
+    );
+    assert_still_serving(&mount, &process);
+}
+
 /// Attachment file names a server might send, as Content-Disposition (name, value).
 fn hostile_file_names() -> Vec<(&'static str, Vec<u8>)> {
     let mut names: Vec<(&str, Vec<u8>)> = vec![
@@ -834,7 +871,7 @@ fn mailboxes_whose_names_clean_to_the_same_text_are_both_reachable() {
             vec![FakeMessage::text(1, "underscore", "from Q1_Q2\n")],
         ),
     ]);
-    script.delimiter = '.';
+    script.delimiter = Some('.');
     let server = FakeServer::start(script);
     let (mount, process) = mount(&server);
     let failures = unlistable(mount.path.clone(), 3);
