@@ -232,6 +232,16 @@ pub struct Options {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = DeleteMode::Trash)]
     pub delete: DeleteMode,
 
+    /// The mailbox deleted messages go to, as the mount shows it (default: the server's
+    /// \Trash mailbox, else the one named Trash)
+    #[arg(long, value_name = "MAILBOX", value_parser = non_empty_string)]
+    pub trash: Option<String>,
+
+    /// Leave mailboxes that show other mailboxes' messages again (\All, \Flagged,
+    /// \Important: Gmail's All Mail, Starred, Important) out of listings and root searches
+    #[arg(long)]
+    pub hide_virtual_folders: bool,
+
     /// Do not verify the server's TLS certificate (dangerous)
     #[arg(long)]
     pub insecure: bool,
@@ -1075,6 +1085,8 @@ mod tests {
                 no_watch: false,
                 keepalive: Duration::from_secs(120),
                 delete: DeleteMode::Trash,
+                trash: None,
+                hide_virtual_folders: false,
                 insecure: false,
                 allow_plaintext: false,
                 no_compress: false,
@@ -1175,6 +1187,12 @@ mod tests {
             "spool_dir=/tmp/spool",
             |o| o.spool_dir == Some(PathBuf::from("/tmp/spool")),
         ),
+        (&["--trash", "Deleted Items"], "trash=Deleted Items", |o| {
+            o.trash.as_deref() == Some("Deleted Items")
+        }),
+        (&["--hide-virtual-folders"], "hide_virtual_folders", |o| {
+            o.hide_virtual_folders
+        }),
     ];
 
     #[test]

@@ -13,6 +13,7 @@ mod integration {
     mod disconnected;
     mod disk_cache;
     mod errors;
+    mod fallbacks;
     mod faults;
     mod hostile;
     mod linux_tool;
@@ -21,6 +22,7 @@ mod integration {
     mod read_path;
     mod reliability;
     mod search;
+    mod servers;
     mod soak;
     mod tools;
     mod wire;

@@ -261,6 +261,23 @@ impl<S: Read + Write> Wire<S> {
             other => other?,
         };
         let response = parse_response(&unit)?;
+        // RFC 3501 §7.1: an ALERT's text must reach the user; the log is where they look.
+        let alert = match &response {
+            Response::Untagged(Untagged::Status {
+                code: Some(Code::Alert),
+                text,
+                ..
+            })
+            | Response::Tagged(Tagged {
+                code: Some(Code::Alert),
+                text,
+                ..
+            }) => Some(text),
+            _ => None,
+        };
+        if let Some(text) = alert {
+            tracing::warn!(target: LOG_TARGET, alert = %short(text), "the server sent an ALERT");
+        }
         if let Response::Untagged(Untagged::Status {
             status: Status::Bye,
             text,
@@ -375,7 +392,10 @@ impl<S: Read + Write> Wire<S> {
         self.write_out(out)?;
         loop {
             match self.read_response()? {
-                Response::Continuation(_) => return Ok(true),
+                Response::Continuation(_) => {
+                    tracing::debug!(target: LOG_TARGET, "S: + (go ahead with the literal)");
+                    return Ok(true);
+                }
                 Response::Tagged(t) => {
                     let ours = t.tag == tag;
                     self.file_tagged(t)?;
