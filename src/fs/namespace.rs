@@ -207,6 +207,24 @@ impl Fs {
                 section,
                 mtime,
             } => {
+                // Every message directory has message.eml, sized by the listing: `cat
+                // DIR/message.eml` needs no structure, only the content (one round trip).
+                if section.is_whole() && name == mime::MESSAGE_FILE {
+                    if let Some(meta) = self.metadata.message(&message) {
+                        let node = Node::File {
+                            message,
+                            dir: section,
+                            name: name.to_string(),
+                            spec: Box::new(mime::whole_message_file(meta.size)),
+                            mtime,
+                            known_size: None,
+                        };
+                        if self.hidden.lock().contains(&node.key()) {
+                            return Err(FsError::NotFound);
+                        }
+                        return self.exact_file(node);
+                    }
+                }
                 let layout = self.layout(&message)?;
                 let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
                 let entry = entries
