@@ -533,3 +533,32 @@ fn no_watch_looks_again_when_read() {
     assert!(!log.contains("watching the account"), "nothing watched");
     assert!(log.contains("--no-watch"));
 }
+
+/// `--offline` never contacts the server: the watcher stays off too.
+#[test]
+fn offline_on_purpose_the_watcher_stays_off() {
+    let dovecot = server_without(&[]);
+    let proxy = fixture::proxy::Proxy::start(
+        dovecot.imaps_addr(),
+        fixture::proxy::ProxyOptions::default(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let arg = format!("--cache-dir={}", cache.path().join("cache").display());
+    let mount = MountSpec::new(&dovecot, "alice")
+        .via_proxy(&proxy)
+        .args(&[&arg])
+        .mount();
+    assert_eq!(ls(&mount, "INBOX"), ["1 One", "2 Two", "3 Three"]);
+    assert!(mount.terminate(), "clean unmount");
+    let before = proxy.connections();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .via_proxy(&proxy)
+        .args(&[&arg, "--offline"])
+        .mount();
+    assert_eq!(ls(&mount, "INBOX"), ["1 One", "2 Two", "3 Three"]);
+    // The watcher would have connected by now (it starts with the mount).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(proxy.connections(), before, "a connection to the server");
+    assert!(!mount.log().contains("watching the account"));
+}
