@@ -146,6 +146,10 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
         return Ok(imap);
     }
+    if opts.offline {
+        // --offline never contacts the server, the watcher included.
+        return Ok(imap);
+    }
     Ok(imap.with_watch(WatchSettings {
         poll_interval: opts.poll_interval,
         keepalive: opts.keepalive,
