@@ -398,6 +398,9 @@ pub enum StoreEvent {
     Mailbox(MailboxChange),
     /// Mailboxes were created, deleted or renamed: the mailbox list must be read again.
     MailboxList,
+    /// Messages of one mailbox changed in a way the store cannot tell exactly (a server
+    /// without CONDSTORE, or one that was out of reach for a while): list it again.
+    MailboxStale(MailboxId),
 }
 
 /// Where a store sends its events; called on the store's own thread, so it must not block.

@@ -15,6 +15,8 @@ mod integration {
     mod faults;
     mod hostile;
     mod linux_tool;
+    mod live;
+    mod live_faults;
     mod read_path;
     mod reliability;
     mod search;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 mod targets;
 
-use self::targets::{rows, Row};
+use self::targets::{live_rows, rows, Row};
 use crate::server::WALK_AVG_SIZE;
 use crate::stats::Series;
 use crate::suite::{Config, Results, FLOOR_COMMAND};
@@ -113,7 +113,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 13] = [
+    let series: [(&str, &Series); 16] = [
         ("R1 floor", &r.floor),
         ("R2 mbsync deflate", &r.mbsync_deflate),
         ("R3 mbsync plain", &r.mbsync_plain),
@@ -127,6 +127,9 @@ fn all_runs(r: &Results) -> String {
         ("4a ls -l, slow link", &r.ls_slow),
         ("4b body.txt, slow link", &r.body_slow),
         ("5b grep, small cache", &r.grep_small),
+        ("7a one APPEND elsewhere to visible", &r.live_append),
+        ("7b second ls -l, slow link", &r.live_ls_again),
+        ("7b' ls -l of as many local directories", &r.live_ls_local),
     ];
     let mut out = String::from(
         "| measurement | seconds per run | bytes per run | commands per run | CPU s (client, server) per run |\n\
@@ -347,6 +350,11 @@ fn method(config: &Config) -> String {
         word = config.word,
         walk_cache = mib(config.walk_cache),
     )
+}
+
+/// The live-update rows alone (`--live-only`), as a table.
+pub fn render_live(config: &Config, r: &Results) -> String {
+    table(&live_rows(config, r))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 mod forget;
 mod fuse_reference;
 mod imapfs_rows;
+mod live;
 mod references;
 
 use fixture::proxy::{Proxy, ProxyOptions};
@@ -57,6 +58,8 @@ pub struct Config {
     pub work: PathBuf,
     /// Where to keep imapfs's logs (`None`: not kept).
     pub log_dir: Option<PathBuf>,
+    /// Measure the live-update rows (7a, 7b) alone.
+    pub live_only: bool,
 }
 
 /// Round-trip times measured with NOOP, to show what the proxies add.
@@ -105,6 +108,12 @@ pub struct Results {
     /// (6a), then with a small cache (6b).
     pub forget: Option<Forget>,
     pub forget_small_cache: Option<Forget>,
+    /// One APPEND by another client until it shows through a mount (loopback).
+    pub live_append: Series,
+    /// A second `ls -l` of the unchanged, followed mailbox, slow link.
+    pub live_ls_again: Series,
+    /// `ls -l` of as many local directories (what `ls -l` itself costs).
+    pub live_ls_local: Series,
     /// Files the greps reported: (over the Maildir, over imapfs).
     pub grep_matches: (usize, usize),
     /// Rows whose output was wrong, with why.
@@ -190,6 +199,15 @@ pub fn run(config: &Config) -> io::Result<Results> {
     }
     results.calibration = bench.calibrate()?;
 
+    if config.live_only {
+        for run in 1..=config.runs {
+            progress(&format!("live rows, run {run} of {}", config.runs));
+            bench.imapfs_live(&mut results)?;
+        }
+        results.total_seconds = started.elapsed().as_secs_f64();
+        results.load_after = load_average();
+        return Ok(results);
+    }
     for run in 1..=config.runs {
         progress(&format!("run {run} of {}", config.runs));
         bench.run_once(&mut results)?;
@@ -398,7 +416,10 @@ impl<'a> Bench<'a> {
         results.floor_slow.push(floor);
 
         process::check()?;
-        self.imapfs_ls_then_body(true, results)
+        self.imapfs_ls_then_body(true, results)?;
+
+        process::check()?;
+        self.imapfs_live(results)
     }
 
     /// Dovecot's CPU seconds so far (0 if its master's pid is unknown).

@@ -290,22 +290,20 @@ impl InodeTable {
     }
 
     /// The kernel forgot `count` lookups of `ino`; at zero the node is dropped. Returns
-    /// whether it was.
-    pub fn forget(&mut self, ino: u64, count: u64) -> bool {
+    /// the node if it was.
+    pub fn forget(&mut self, ino: u64, count: u64) -> Option<Node> {
         if ino == ROOT {
-            return false;
+            return None;
         }
-        let Some(slot) = self.slots.get_mut(&ino) else {
-            return false;
-        };
+        let slot = self.slots.get_mut(&ino)?;
         slot.lookups = slot.lookups.saturating_sub(count);
         if slot.lookups > 0 {
-            return false;
+            return None;
         }
         let slot = self.slots.remove(&ino).expect("slot present");
         self.unkey(ino, &slot.node);
         self.unindex(ino, &slot.node);
-        true
+        Some(slot.node)
     }
 
     /// Gives back the memory of dropped nodes' slots once the table is mostly empty (after
@@ -536,15 +534,15 @@ mod tests {
         let mut table = InodeTable::default();
         let ino = table.remember(message("INBOX", 1));
         table.remember(message("INBOX", 1));
-        assert!(!table.forget(ino, 1));
+        assert!(table.forget(ino, 1).is_none());
         assert!(table.get(ino).is_some());
-        assert!(table.forget(ino, 1));
+        assert!(table.forget(ino, 1).is_some());
         assert!(table.get(ino).is_none());
         assert_eq!(table.len(), 1);
         assert!(table.by_message.is_empty(), "indexes are emptied too");
         // The root is never forgotten; unknown numbers are ignored.
-        assert!(!table.forget(ROOT, 100));
-        assert!(!table.forget(12345, 1));
+        assert!(table.forget(ROOT, 100).is_none());
+        assert!(table.forget(12345, 1).is_none());
     }
 
     #[test]
@@ -557,7 +555,7 @@ mod tests {
         assert!(!table.compact(), "a full table keeps its capacity");
         let mut shrinks = 0;
         for ino in &inos[..19_990] {
-            assert!(table.forget(*ino, 1));
+            assert!(table.forget(*ino, 1).is_some());
             shrinks += usize::from(table.compact());
         }
         assert!(

@@ -520,7 +520,9 @@ fn places(client: &mut Session, mailboxes: &[&str], raw: &[u8]) -> Vec<(String, 
 /// succeeded, and the mount then shows what the server has.
 #[test]
 fn a_cut_during_mv_leaves_each_message_in_exactly_one_mailbox() {
-    const COUNT: usize = 9;
+    // Cut points spread over the whole move: one of them, now and then, lands inside the
+    // server's MOVE, between its copy and its expunge.
+    const COUNT: usize = 13;
     let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
     fixture::fill_bulk(&dovecot, "alice", "Src", COUNT, 11, 1_500).unwrap();
     let mut client = dovecot.client("alice").unwrap();
@@ -915,8 +917,9 @@ fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
     client.uid_store("1", "+FLAGS.SILENT (\\Flagged)").unwrap();
     std::thread::sleep(LISTING_FRESH);
 
-    // A relisting of Big that takes about three seconds, and a move into Big meanwhile.
-    proxy.set_trickle(Some(listing_bytes / 3 + 1));
+    // A relisting of Big that takes about eight seconds (long enough that a move made
+    // meanwhile on a loaded machine is still well inside it), and a move into Big.
+    proxy.set_trickle(Some(listing_bytes / 8 + 1));
     let big = mount.join("Big");
     let lister = std::thread::spawn(move || list(big));
     std::thread::sleep(Duration::from_millis(500));

@@ -4,8 +4,9 @@
 //! and every argument goes through `quote`.
 
 use super::connection::{Connection, Selection};
-use super::wire::{format_date_time, Code, Command, Done, Untagged};
-use super::{quote, ImapStore, Mode, Retry};
+use super::wire::{format_date_time, Code, Command, Done, SectionKind, Untagged};
+use super::{convert, quote, ImapStore, Mode, Retry};
+use crate::store::MailStore;
 use crate::store::{Flag, MailboxId, NewMessage, StoreError, StoreResult, Uid, UidValidity};
 
 /// What the answer to an APPEND may take: the tagged answer and a few untagged responses.
@@ -143,7 +144,7 @@ impl ImapStore {
                 "the server has neither MOVE nor UIDPLUS, so a message cannot be moved without risking other clients' deleted messages".into(),
             ));
         }
-        self.with_connection(Some(from), Retry::Never, |conn| {
+        let moved = self.with_connection(Some(from), Retry::Never, |conn| {
             self.select(conn, from, Some(validity), Mode::Write)?;
             ensure_exists(conn, from, uid)?;
             let verb = if caps.move_command {
@@ -156,7 +157,76 @@ impl ImapStore {
                 expunge_uid(conn, uid)?;
             }
             Ok(copied_uid(&done, uid))
-        })
+        });
+        match moved {
+            Err(StoreError::Connection(why)) if caps.uidplus => {
+                self.settle_move(from, validity, uid, to, StoreError::Connection(why))
+            }
+            other => other,
+        }
+    }
+
+    /// After a move whose connection broke: the server may have copied the message and not
+    /// yet expunged it (Dovecot's MOVE is a copy, then an expunge; a client gone in between
+    /// leaves both, and so does a COPY whose expunge never came). Looks at both mailboxes
+    /// on a new connection: the message only in the target is a finished move; in both
+    /// (the same Message-ID, size and INTERNALDATE in the target), the move is finished
+    /// by expunging the source's UID; only in the source, nothing moved and `error` stands.
+    /// If that cannot be told (no Message-ID, the server still gone), `error` stands.
+    fn settle_move(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+        error: StoreError,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        tracing::warn!(%error, mailbox = %from, %uid, "the connection broke during a move; looking where the message is");
+        let source = self.with_connection(Some(from), Retry::Once, |conn| {
+            self.select(conn, from, Some(validity), Mode::Read)?;
+            let done =
+                conn.run(Command::new("UID FETCH").syntax(uid.to_string()).syntax(
+                    "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+                ))?;
+            Ok(done.untagged.into_iter().find_map(|u| match u {
+                Untagged::Fetch(f) if f.uid == Some(uid.0) => {
+                    let id = f
+                        .section(SectionKind::Body, "HEADER.FIELDS (MESSAGE-ID)", None)
+                        .and_then(|s| s.data.as_deref())
+                        .and_then(|h| convert::header_field(h, "message-id"));
+                    Some((f.size, f.internal_date, id))
+                }
+                _ => None,
+            }))
+        });
+        let (size, date, message_id) = match source {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tracing::info!(mailbox = %from, %uid, "the message left its mailbox: the move was done");
+                return Ok(None);
+            }
+            Err(_) => return Err(error),
+        };
+        let Some(message_id) = message_id.and_then(|id| String::from_utf8(id).ok()) else {
+            return Err(error);
+        };
+        let Ok((target_validity, candidates)) = self.find_by_message_id(to, &message_id) else {
+            return Err(error);
+        };
+        let copy = candidates
+            .iter()
+            .filter(|m| Some(m.size) == size && Some(m.internal_date) == date)
+            .map(|m| m.uid)
+            .max();
+        let Some(copy) = copy else {
+            return Err(error);
+        };
+        tracing::warn!(mailbox = %from, %uid, target = %to, copy = %copy, "the server copied the message but did not expunge it; expunging it now");
+        self.with_connection(Some(from), Retry::Never, |conn| {
+            self.select(conn, from, Some(validity), Mode::Write)?;
+            expunge_uid(conn, uid)
+        })?;
+        Ok(Some((target_validity, copy)))
     }
 
     pub(super) fn expunge_one(

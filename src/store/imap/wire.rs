@@ -29,7 +29,8 @@ pub use cursor::lossy_utf8_strings;
 pub use datetime::{format_date_time, parse_date_time};
 pub use fetch::{Fetch, SectionData, SectionKind};
 pub use response::{
-    parse_response, Code, ListEntry, QuotaResource, Response, Status, Tagged, Untagged,
+    parse_response, Code, ListEntry, MailboxStatus, QuotaResource, Response, Status, Tagged,
+    Untagged,
 };
 
 use super::connection::CommandLimits;
@@ -173,6 +174,17 @@ impl<S: Read + Write> Wire<S> {
     /// True once an error left the connection in an unknown state.
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// True if bytes the server sent were read from the stream and not parsed yet: one
+    /// who waits for the stream to become readable must look here first.
+    pub fn has_buffered(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    /// The stream under the protocol.
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// The stream, for a caller that must leave the protocol (STARTTLS). Bytes the server
