@@ -232,6 +232,16 @@ pub struct Options {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = DeleteMode::Trash)]
     pub delete: DeleteMode,
 
+    /// The mailbox deleted messages go to, as the mount shows it (default: the server's
+    /// \Trash mailbox, else the one named Trash)
+    #[arg(long, value_name = "MAILBOX", value_parser = non_empty_string)]
+    pub trash: Option<String>,
+
+    /// Leave mailboxes that show other mailboxes' messages again (\All, \Flagged,
+    /// \Important: Gmail's All Mail, Starred, Important) out of listings and root searches
+    #[arg(long)]
+    pub hide_virtual_folders: bool,
+
     /// Do not verify the server's TLS certificate (dangerous)
     #[arg(long)]
     pub insecure: bool,
@@ -239,6 +249,10 @@ pub struct Options {
     /// Allow imap:// to log in without STARTTLS if the server does not offer it
     #[arg(long)]
     pub allow_plaintext: bool,
+
+    /// Do not use COMPRESS=DEFLATE even if the server offers it (it saves bytes, costs CPU)
+    #[arg(long)]
+    pub no_compress: bool,
 
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
@@ -1071,8 +1085,11 @@ mod tests {
                 no_watch: false,
                 keepalive: Duration::from_secs(120),
                 delete: DeleteMode::Trash,
+                trash: None,
+                hide_virtual_folders: false,
                 insecure: false,
                 allow_plaintext: false,
+                no_compress: false,
                 allow_other: false,
                 oauth2_token_command: None,
                 auth: AuthMethod::Login,
@@ -1141,6 +1158,7 @@ mod tests {
         (&["--allow-plaintext"], "allow_plaintext", |o| {
             o.allow_plaintext
         }),
+        (&["--no-compress"], "no_compress", |o| o.no_compress),
         (&["--allow-other"], "allow_other", |o| o.allow_other),
         (
             &["--oauth2-token-command", "oama access a"],
@@ -1169,6 +1187,12 @@ mod tests {
             "spool_dir=/tmp/spool",
             |o| o.spool_dir == Some(PathBuf::from("/tmp/spool")),
         ),
+        (&["--trash", "Deleted Items"], "trash=Deleted Items", |o| {
+            o.trash.as_deref() == Some("Deleted Items")
+        }),
+        (&["--hide-virtual-folders"], "hide_virtual_folders", |o| {
+            o.hide_virtual_folders
+        }),
     ];
 
     #[test]

@@ -139,6 +139,7 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         timeout: opts.timeout,
         tls: Default::default(),
         plaintext_warned: Default::default(),
+        compress: !opts.no_compress,
     };
     let imap = ImapStore::unconnected(config, opts.connections);
     if opts.no_watch {
@@ -424,6 +425,8 @@ fn fs_config(opts: &Options) -> FsConfig {
             DeleteMode::Off => FsDelete::Off,
         },
         spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
+        trash: opts.trash.clone(),
+        hide_virtual_folders: opts.hide_virtual_folders,
     }
 }
 

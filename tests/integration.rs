@@ -8,10 +8,12 @@ mod integration {
     pub mod support;
 
     mod bodies;
+    mod compress;
     mod deadlines;
     mod disconnected;
     mod disk_cache;
     mod errors;
+    mod fallbacks;
     mod faults;
     mod hostile;
     mod linux_tool;
@@ -20,6 +22,7 @@ mod integration {
     mod read_path;
     mod reliability;
     mod search;
+    mod servers;
     mod soak;
     mod tools;
     mod wire;

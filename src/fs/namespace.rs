@@ -458,6 +458,12 @@ impl Fs {
             },
         ];
         for (name, child_path) in &dir.children {
+            // Still reachable by name: only walks (ls, find, grep -r) pass it by.
+            let hidden = self.config.hide_virtual_folders
+                && tree.get(child_path).is_some_and(|d| d.is_virtual());
+            if hidden {
+                continue;
+            }
             items.push(DirItem::Child {
                 name: name.clone(),
                 node: Node::Mailbox {

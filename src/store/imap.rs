@@ -7,6 +7,7 @@
 mod changes;
 pub mod connection;
 pub mod convert;
+mod deflate;
 pub mod errors;
 mod login;
 pub mod names;
@@ -125,6 +126,8 @@ const QUOTA_FRESH: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Naming {
     delimiter: Option<char>,
+    /// The personal namespace's prefix, from NAMESPACE before the first LIST.
+    prefix: names::Prefix,
     listed: bool,
     wire_by_path: std::collections::HashMap<MailboxPath, String>,
 }
@@ -219,7 +222,8 @@ impl ImapStore {
             self.list_mailboxes()?;
         }
         let naming = self.naming.lock();
-        names::wire_for(path, naming.delimiter, &naming.wire_by_path).map(|w| MailboxId::new(&w))
+        names::wire_for(path, naming.delimiter, &naming.prefix, &naming.wire_by_path)
+            .map(|w| MailboxId::new(&w))
     }
 
     /// True if the server announced `cap` at login.
@@ -590,19 +594,36 @@ fn metadata(
 
 impl MailStore for ImapStore {
     fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
-        let entries = self.with_connection(None, Retry::Once, |conn| {
+        let ask_namespace = !self.naming.lock().listed && self.has_capability("NAMESPACE");
+        let (namespace, entries) = self.with_connection(None, Retry::Once, |conn| {
+            // Once per mount: where the personal mailboxes live (RFC 2342).
+            let namespace = if ask_namespace {
+                let done = conn.run(Command::new("NAMESPACE"))?;
+                done.untagged.into_iter().find_map(|u| match u {
+                    Untagged::Namespace(personal) => personal,
+                    _ => None,
+                })
+            } else {
+                None
+            };
             let done = conn.run(Command::new("LIST").syntax("\"\" \"*\""))?;
-            Ok(done
+            let entries = done
                 .untagged
                 .into_iter()
                 .filter_map(|u| match u {
                     Untagged::List(entry) => Some(entry),
                     _ => None,
                 })
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((namespace, entries))
         })?;
         tracing::debug!(names = ?entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "mailboxes listed");
         let mut naming = self.naming.lock();
+        if let Some((prefix, delimiter)) = namespace {
+            tracing::debug!(prefix, ?delimiter, "personal namespace");
+            naming.prefix = names::Prefix(prefix);
+            naming.delimiter = naming.delimiter.or(delimiter);
+        }
         naming.listed = true;
         naming.wire_by_path.clear();
         let mut infos = Vec::with_capacity(entries.len());
@@ -618,7 +639,7 @@ impl MailStore for ImapStore {
             if naming.delimiter.is_none() {
                 naming.delimiter = entry.delimiter;
             }
-            let path = names::path_of(&entry.name, entry.delimiter);
+            let path = names::path_of(&entry.name, entry.delimiter, &naming.prefix);
             naming.wire_by_path.insert(path.clone(), entry.name.clone());
             infos.push(MailboxInfo {
                 id: MailboxId::new(&entry.name),

@@ -612,9 +612,15 @@ impl State {
         let known = self
             .mailboxes
             .iter()
-            .map(|(wire, mailbox)| (names::path_of(wire, mailbox.delimiter), wire.clone()))
+            .map(|(wire, mailbox)| {
+                (
+                    names::path_of(wire, mailbox.delimiter, &names::Prefix::default()),
+                    wire.clone(),
+                )
+            })
             .collect();
-        names::wire_for(path, Some('/'), &known).map(|w| MailboxId::new(&w))
+        names::wire_for(path, Some('/'), &names::Prefix::default(), &known)
+            .map(|w| MailboxId::new(&w))
     }
 
     /// Count a call of `op` and hand out its injected failure, if one is queued.
@@ -678,7 +684,7 @@ impl MailStore for MemoryStore {
             .chain(others)
             .map(|(name, mailbox)| MailboxInfo {
                 id: MailboxId::new(name),
-                path: names::path_of(name, mailbox.delimiter),
+                path: names::path_of(name, mailbox.delimiter, &names::Prefix::default()),
                 selectable: mailbox.selectable,
                 special_use: mailbox.special_use.clone(),
             })
@@ -979,13 +985,17 @@ impl MailStore for MemoryStore {
         let appended = {
             let mut state = self.state.lock();
             state.begin(Op::Append)?;
-            state.append_one(
-                mailbox,
-                &bytes,
-                message.flags,
-                message.internal_date,
-                message.binary,
-            )
+            let uidplus = state.capabilities.uidplus;
+            // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
+            state
+                .append_one(
+                    mailbox,
+                    &bytes,
+                    message.flags,
+                    message.internal_date,
+                    message.binary,
+                )
+                .map(|appended| appended.filter(|_| uidplus))
         };
         self.run_after(Op::Append);
         appended

@@ -1,6 +1,6 @@
 //! The live-update rows (issue 11): what one APPEND by another client costs until it shows
-//! through a mount whose mailbox is listed and in the kernel's caches (7a, loopback), and a
-//! second `ls -l` of the unchanged mailbox on the slow link (7b), which a followed mailbox
+//! through a mount whose mailbox is listed and in the kernel's caches (11a, loopback), and a
+//! second `ls -l` of the unchanged mailbox on the slow link (11b), which a followed mailbox
 //! answers without asking the server.
 
 use std::fs::File;
@@ -55,7 +55,7 @@ fn ls_l(dir: &Path) -> io::Result<()> {
 }
 
 impl Bench<'_> {
-    /// 7a and 7b, each on a fresh mount.
+    /// 11a and 11b, each on a fresh mount.
     pub(super) fn imapfs_live(&mut self, results: &mut Results) -> io::Result<()> {
         let append = self.one_append_shows(results)?;
         progress(&format!(

@@ -200,6 +200,22 @@ impl<S: Read + Write> Wire<S> {
         }
     }
 
+    /// The stream, to change how the next bytes are carried (COMPRESS). Bytes already read
+    /// past the last answer were carried the old way and would be misread, so they are an
+    /// error, and the wire is broken.
+    pub fn stream_at_boundary(&mut self) -> Result<&mut S, WireError> {
+        if self.broken {
+            return Err(WireError::Broken);
+        }
+        if !self.input.is_empty() {
+            self.broken = true;
+            return Err(WireError::Protocol(
+                "the server sent more after its answer, before compression started".into(),
+            ));
+        }
+        Ok(&mut self.stream)
+    }
+
     /// Runs `f`, marking the wire broken if it fails.
     fn guarded<T>(
         &mut self,
@@ -245,6 +261,23 @@ impl<S: Read + Write> Wire<S> {
             other => other?,
         };
         let response = parse_response(&unit)?;
+        // RFC 3501 §7.1: an ALERT's text must reach the user; the log is where they look.
+        let alert = match &response {
+            Response::Untagged(Untagged::Status {
+                code: Some(Code::Alert),
+                text,
+                ..
+            })
+            | Response::Tagged(Tagged {
+                code: Some(Code::Alert),
+                text,
+                ..
+            }) => Some(text),
+            _ => None,
+        };
+        if let Some(text) = alert {
+            tracing::warn!(target: LOG_TARGET, alert = %short(text), "the server sent an ALERT");
+        }
         if let Response::Untagged(Untagged::Status {
             status: Status::Bye,
             text,
@@ -359,7 +392,10 @@ impl<S: Read + Write> Wire<S> {
         self.write_out(out)?;
         loop {
             match self.read_response()? {
-                Response::Continuation(_) => return Ok(true),
+                Response::Continuation(_) => {
+                    tracing::debug!(target: LOG_TARGET, "S: + (go ahead with the literal)");
+                    return Ok(true);
+                }
                 Response::Tagged(t) => {
                     let ours = t.tag == tag;
                     self.file_tagged(t)?;

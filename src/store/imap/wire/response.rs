@@ -39,6 +39,10 @@ pub enum Code {
     /// RFC 3516 §4.2: the server cannot decode this part's Content-Transfer-Encoding.
     UnknownCte,
     ReadOnly,
+    /// RFC 3501 §7.1: text the server wants a human to read.
+    Alert,
+    /// RFC 5530 §3: a subsystem is down; the command may succeed later.
+    Unavailable,
     /// Any other code: its name (upper case) and its data as sent.
     Other(String, String),
 }
@@ -112,7 +116,10 @@ pub enum Untagged {
         root: String,
         resources: Vec<QuotaResource>,
     },
-    /// A response imapfs does not use (RECENT, NAMESPACE, an extension's...).
+    /// `* NAMESPACE`'s first personal namespace as (prefix, delimiter), `None` when the
+    /// server has none ([RFC 2342 §5](https://www.rfc-editor.org/rfc/rfc2342#section-5)).
+    Namespace(Option<(String, Option<char>)>),
+    /// A response imapfs does not use (RECENT, an extension's...).
     Other,
 }
 
@@ -234,6 +241,8 @@ fn response_code(c: &mut Cursor<'_>) -> Result<Code, WireError> {
         "CANNOT" => Code::Cannot,
         "UNKNOWN-CTE" => Code::UnknownCte,
         "READ-ONLY" => Code::ReadOnly,
+        "ALERT" => Code::Alert,
+        "UNAVAILABLE" => Code::Unavailable,
         _ => Code::Other(name, data),
     })
 }
@@ -270,6 +279,7 @@ fn untagged(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
         "LIST" => Untagged::List(list(c)?),
         "STATUS" => Untagged::MailboxStatus(mailbox_status(c)?),
         "VANISHED" => vanished(c)?,
+        "NAMESPACE" => Untagged::Namespace(personal_namespace(c)?),
         "SEARCH" => Untagged::Search(search(c)?),
         "ESEARCH" => Untagged::Search(esearch(c)?),
         "QUOTAROOT" => quota_root(c)?,
@@ -295,17 +305,7 @@ fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
     c.space()?;
     let attributes = c.atom_list()?;
     c.space()?;
-    let delimiter = match c.nstring()? {
-        None => None,
-        Some(d) => {
-            let text = String::from_utf8_lossy(&d).into_owned();
-            let mut chars = text.chars();
-            match (chars.next(), chars.next()) {
-                (Some(d), None) => Some(d),
-                _ => return Err(c.error("a hierarchy delimiter must be one character")),
-            }
-        }
-    };
+    let delimiter = delimiter(c)?;
     c.space()?;
     let name = String::from_utf8_lossy(&c.astring()?).into_owned();
     // LIST-EXTENDED data may follow: `("OLDNAME" ("old"))` is kept, CHILDINFO skipped.
@@ -387,6 +387,52 @@ fn vanished(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
     let uids = sequence_set(c)?;
     c.eol()?;
     Ok(Untagged::Vanished { earlier, uids })
+}
+
+/// The first namespace of `* NAMESPACE personal other shared`: `NIL`, or
+/// `(("prefix" "delimiter" extensions...) ...)`; the rest of the line is skipped.
+fn personal_namespace(c: &mut Cursor<'_>) -> Result<Option<(String, Option<char>)>, WireError> {
+    c.space()?;
+    let first = if c.eat(b"NIL") || c.eat(b"nil") {
+        None
+    } else {
+        c.expect(b'(')?;
+        c.expect(b'(')?;
+        let prefix = String::from_utf8_lossy(&c.string()?).into_owned();
+        c.space()?;
+        let delimiter = delimiter(c)?;
+        while c.eat(b" ") {
+            c.value()?;
+        }
+        c.expect(b')')?;
+        // Further personal namespaces: not used.
+        while c.peek() == Some(b'(') {
+            c.value()?;
+        }
+        c.expect(b')')?;
+        Some((prefix, delimiter))
+    };
+    // The other users' and the shared namespaces: not used.
+    while c.eat(b" ") {
+        c.value()?;
+    }
+    c.eol()?;
+    Ok(first)
+}
+
+/// A hierarchy delimiter: one character in a quoted string, or `NIL` (no hierarchy).
+fn delimiter(c: &mut Cursor<'_>) -> Result<Option<char>, WireError> {
+    match c.nstring()? {
+        None => Ok(None),
+        Some(d) => {
+            let text = String::from_utf8_lossy(&d).into_owned();
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(d), None) => Ok(Some(d)),
+                _ => Err(c.error("a hierarchy delimiter must be one character")),
+            }
+        }
+    }
 }
 
 /// `* SEARCH 1 2 3` ([RFC 3501 §7.2.5](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.5)),
@@ -633,9 +679,36 @@ mod tests {
     }
 
     #[test]
+    fn namespace_gives_the_first_personal_prefix_and_delimiter() {
+        let ns = |line: &[u8]| match untagged_of(line) {
+            Untagged::Namespace(n) => n,
+            other => panic!("{other:?}"),
+        };
+        // Dovecot, Cyrus (classic namespace), Courier, and a server without personal ones.
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"),
+            Some((String::new(), Some('/')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) ((\"\" \".\"))\r\n"),
+            Some(("INBOX.".into(), Some('.')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"INBOX.\" \".\" \"X-PARAM\" (\"a\" \"b\"))(\"#mh/\" \"/\")) NIL ((\"#shared.\" \".\")(\"shared.\" \".\"))\r\n"),
+            Some(("INBOX.".into(), Some('.')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"\" NIL)) NIL NIL\r\n"),
+            Some((String::new(), None))
+        );
+        assert_eq!(ns(b"* NAMESPACE NIL NIL ((\"\" \"/\"))\r\n"), None);
+        assert!(parse_response(b"* NAMESPACE ((\"a\" \"//\")) NIL NIL\r\n").is_err());
+    }
+
+    #[test]
     fn unknown_untagged_responses_are_skipped_and_garbage_is_an_error() {
         for line in [
-            &b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"[..],
+            &b"* 3 RECENT\r\n"[..],
             b"* 3 XWEIRD (((\r\n",
             b"* XYZZY\r\n",
         ] {

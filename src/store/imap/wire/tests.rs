@@ -374,7 +374,7 @@ fn unknown_cte_answers_like_dovecot() {
 }
 
 #[test]
-fn unknown_untagged_responses_are_skipped() {
+fn unknown_untagged_responses_are_skipped_and_namespace_is_kept() {
     let mut w = wire(
         b"* STATUS INBOX (MESSAGES 3)\r\n* 3 RECENT\r\n* XAPPLE {3}\r\n(((\r\n* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n\
           * 4 EXPUNGE\r\ni1 OK NOOP completed.\r\n",
@@ -391,7 +391,7 @@ fn unknown_untagged_responses_are_skipped() {
             }),
             Untagged::Other,
             Untagged::Other,
-            Untagged::Other,
+            Untagged::Namespace(Some((String::new(), Some('/')))),
             Untagged::Expunge(4)
         ]
     );
