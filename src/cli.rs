@@ -26,6 +26,10 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest accepted timeout in seconds (one day), so deadline arithmetic cannot overflow.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// How often mailboxes the server does not push changes of are checked, by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a quiet watcher connection waits before it is checked, by default.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(120);
 /// Port for `imaps://` (implicit TLS), [RFC 8314 §7](https://www.rfc-editor.org/rfc/rfc8314#section-7).
 pub const IMAPS_PORT: u16 = 993;
 /// Port for `imap://` (STARTTLS), [RFC 3501 §2.1](https://www.rfc-editor.org/rfc/rfc3501#section-2.1).
@@ -209,8 +213,20 @@ pub struct Options {
     pub connections: usize,
 
     /// Give up on an IMAP command after SECS seconds
-    #[arg(long, value_name = "SECS", value_parser = timeout_value, default_value = "30")]
+    #[arg(long, value_name = "SECS", value_parser = seconds_value, default_value = "30")]
     pub timeout: Duration,
+
+    /// Check mailboxes whose changes the server does not push every SECS seconds
+    #[arg(long, value_name = "SECS", value_parser = seconds_value, default_value = "60")]
+    pub poll_interval: Duration,
+
+    /// Do not watch for changes made elsewhere; see them when a directory is read again
+    #[arg(long)]
+    pub no_watch: bool,
+
+    /// Check a quiet watcher connection after SECS seconds (for tests)
+    #[arg(long, value_name = "SECS", value_parser = seconds_value, default_value = "120", hide = true)]
+    pub keepalive: Duration,
 
     /// What deleting a message does
     #[arg(long, value_name = "MODE", value_enum, default_value_t = DeleteMode::Trash)]
@@ -233,6 +249,10 @@ pub struct Options {
     /// Allow imap:// to log in without STARTTLS if the server does not offer it
     #[arg(long)]
     pub allow_plaintext: bool,
+
+    /// Do not use COMPRESS=DEFLATE even if the server offers it (it saves bytes, costs CPU)
+    #[arg(long)]
+    pub no_compress: bool,
 
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
@@ -741,7 +761,7 @@ fn connections_value(s: &str) -> Result<usize, String> {
     }
 }
 
-fn timeout_value(s: &str) -> Result<Duration, String> {
+fn seconds_value(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
         Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) && is_plain_number(s) => {
             Ok(Duration::from_secs(secs))
@@ -1061,11 +1081,15 @@ mod tests {
                 cache_size: 256 * 1024 * 1024,
                 connections: 4,
                 timeout: Duration::from_secs(30),
+                poll_interval: Duration::from_secs(60),
+                no_watch: false,
+                keepalive: Duration::from_secs(120),
                 delete: DeleteMode::Trash,
                 trash: None,
                 hide_virtual_folders: false,
                 insecure: false,
                 allow_plaintext: false,
+                no_compress: false,
                 allow_other: false,
                 oauth2_token_command: None,
                 auth: AuthMethod::Login,
@@ -1087,6 +1111,10 @@ mod tests {
         assert_eq!(
             (o.cache_size, o.connections, o.timeout),
             (DEFAULT_CACHE_SIZE, DEFAULT_CONNECTIONS, DEFAULT_TIMEOUT)
+        );
+        assert_eq!(
+            (o.poll_interval, o.keepalive),
+            (DEFAULT_POLL_INTERVAL, DEFAULT_KEEPALIVE)
         );
     }
 
@@ -1113,6 +1141,13 @@ mod tests {
         (&["--timeout", "5"], "timeout=5", |o| {
             o.timeout == Duration::from_secs(5)
         }),
+        (&["--poll-interval", "1"], "poll_interval=1", |o| {
+            o.poll_interval == Duration::from_secs(1)
+        }),
+        (&["--no-watch"], "no_watch", |o| o.no_watch),
+        (&["--keepalive", "2"], "keepalive=2", |o| {
+            o.keepalive == Duration::from_secs(2)
+        }),
         (&["--delete", "expunge"], "delete=expunge", |o| {
             o.delete == DeleteMode::Expunge
         }),
@@ -1123,6 +1158,7 @@ mod tests {
         (&["--allow-plaintext"], "allow_plaintext", |o| {
             o.allow_plaintext
         }),
+        (&["--no-compress"], "no_compress", |o| o.no_compress),
         (&["--allow-other"], "allow_other", |o| o.allow_other),
         (
             &["--oauth2-token-command", "oama access a"],
@@ -1425,6 +1461,8 @@ mod tests {
             &["--timeout", "0"],
             &["--timeout", "86401"],
             &["--timeout", "1.5"],
+            &["--poll-interval", "0"],
+            &["--poll-interval", "86401"],
             &["--cache-size", "0"],
             &["--cache-size", "lots"],
             &["--uid", "-1"],

@@ -18,6 +18,7 @@ use crate::notify;
 use crate::secret;
 use crate::store::cached::CachedStore;
 use crate::store::imap::connection::ConnectConfig;
+use crate::store::imap::watch::WatchSettings;
 use crate::store::imap::{Auth, ImapStore, Transport};
 use crate::store::{MailStore, StoreError, StoreEvent};
 
@@ -138,8 +139,17 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         timeout: opts.timeout,
         tls: Default::default(),
         plaintext_warned: Default::default(),
+        compress: !opts.no_compress,
     };
-    Ok(ImapStore::unconnected(config, opts.connections))
+    let imap = ImapStore::unconnected(config, opts.connections);
+    if opts.no_watch {
+        tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
+        return Ok(imap);
+    }
+    Ok(imap.with_watch(WatchSettings {
+        poll_interval: opts.poll_interval,
+        keepalive: opts.keepalive,
+    }))
 }
 
 fn login_error(opts: &Options, error: StoreError) -> RunError {
@@ -341,33 +351,46 @@ fn refuse_core_dumps() {
 }
 
 /// Hands the core's invalidations to the kernel, on a thread of its own: the kernel must
-/// not be told from inside a request handler for a related node.
+/// not be told from inside a request handler for a related node. What queued up while the
+/// kernel was being told goes out once each (a burst of reports repeats the directory).
 fn spawn_invalidator(notifier: fuser::Notifier) -> mpsc::Sender<Invalidation> {
     let (tx, rx) = mpsc::channel::<Invalidation>();
     std::thread::spawn(move || {
-        for invalidation in rx {
-            let result = match &invalidation {
-                Invalidation::Entry { parent, name } => {
-                    notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let mut sent = std::collections::HashSet::new();
+            for invalidation in batch {
+                if sent.insert(invalidation.clone()) {
+                    invalidate(&notifier, &invalidation);
                 }
-                Invalidation::Deleted {
-                    parent,
-                    child,
-                    name,
-                } => notifier.delete(
-                    fuser::INodeNo(*parent),
-                    fuser::INodeNo(*child),
-                    std::ffi::OsStr::new(name),
-                ),
-                Invalidation::Inode { ino } => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
-            };
-            // ENOENT: the kernel had already dropped it.
-            if let Err(e) = result {
-                tracing::debug!(?invalidation, error = %e, "kernel invalidation not applied");
             }
         }
     });
     tx
+}
+
+/// Tells the kernel one invalidation.
+fn invalidate(notifier: &fuser::Notifier, invalidation: &Invalidation) {
+    let result = match invalidation {
+        Invalidation::Entry { parent, name } => {
+            notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+        }
+        Invalidation::Deleted {
+            parent,
+            child,
+            name,
+        } => notifier.delete(
+            fuser::INodeNo(*parent),
+            fuser::INodeNo(*child),
+            std::ffi::OsStr::new(name),
+        ),
+        Invalidation::Inode { ino } => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+    };
+    // ENOENT: the kernel had already dropped it.
+    if let Err(e) = result {
+        tracing::debug!(?invalidation, error = %e, "kernel invalidation not applied");
+    }
 }
 
 /// Applies the store's events to the core on a thread of their own.

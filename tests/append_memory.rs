@@ -84,6 +84,7 @@ fn a_200_mb_append_keeps_memory_within_a_few_mb() {
             timeout: Duration::from_secs(30),
             tls: Default::default(),
             plaintext_warned: Default::default(),
+            compress: true,
         },
         1,
     )
@@ -112,8 +113,10 @@ fn a_200_mb_append_keeps_memory_within_a_few_mb() {
     );
     assert!(appended.is_some(), "APPENDUID");
     assert!(grew_kib < 8 * 1024, "memory grew by {grew_kib} KiB");
+    // Dovecot offers COMPRESS=DEFLATE, so the message went out compressed (the generated
+    // content is repetitive): the counter counts the bytes on the wire.
     let sent = store.stats().bytes_sent;
-    assert!(sent > LEN, "only {sent} bytes sent");
+    assert!(sent > 0 && sent < LEN / 10, "{sent} bytes sent for {LEN}");
     let mut client = dovecot.client("alice").unwrap();
     client.examine("INBOX").unwrap();
     let sizes = client.uid_fetch("1:*", "(RFC822.SIZE)").unwrap();

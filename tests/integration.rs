@@ -8,13 +8,17 @@ mod integration {
     pub mod support;
 
     mod bodies;
+    mod compress;
     mod deadlines;
+    mod disconnected;
     mod disk_cache;
     mod errors;
     mod fallbacks;
     mod faults;
     mod hostile;
     mod linux_tool;
+    mod live;
+    mod live_faults;
     mod read_path;
     mod reliability;
     mod search;

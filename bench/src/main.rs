@@ -67,6 +67,13 @@ struct Args {
     /// --cache-size of the forget row's second mount, which keeps the caches out of its figures.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     walk_cache: u64,
+    /// Messages in the Search mailbox of the search rows (plus 5 that hold the word searched) [default: 2000, --quick: 200].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    search_messages: Option<u64>,
+    /// Measure only these groups of rows (comma separated), e.g. `--only prefetch,remount`;
+    /// rows that compare with another group's show a ratio only if it ran too.
+    #[arg(long, value_name = "GROUP", value_enum, value_delimiter = ',')]
+    only: Vec<suite::Group>,
     /// The imapfs binary [default: `imapfs` beside this program].
     #[arg(long, value_name = "PATH")]
     imapfs: Option<PathBuf>,
@@ -80,6 +87,9 @@ struct Args {
     /// The command line to record in the results [default: $BENCH_COMMAND, else this one].
     #[arg(long, value_name = "TEXT")]
     command: Option<String>,
+    /// Measure only the live-update rows (11a, 11b), print them, and write nothing.
+    #[arg(long)]
+    live_only: bool,
     /// Internal: print the seconds of one fstat of PATH (the FUSE round-trip probe) and exit.
     #[arg(long, value_name = "PATH", hide = true)]
     fuse_probe: Option<PathBuf>,
@@ -255,9 +265,21 @@ fn run(args: &Args, work: &Path) -> io::Result<()> {
         imapfs: imapfs.clone(),
         work: work.to_path_buf(),
         log_dir: args.log_dir.clone(),
+        live_only: args.live_only,
+        search_messages: args
+            .search_messages
+            .map_or(if args.quick { 200 } else { 2_000 }, |n| n as usize),
+        only: args.only.clone(),
     };
     let machine = machine(args, &imapfs);
     let results = suite::run(&config)?;
+    if config.live_only {
+        print!("{}", report::render_live(&config, &results));
+        for (row, why) in &results.wrong {
+            eprintln!("imapfs-bench: WRONG RESULT ({row}): {why}");
+        }
+        return Ok(());
+    }
     let text = report::render(&config, &machine, &results);
     print!("{text}");
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {

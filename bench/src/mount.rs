@@ -29,6 +29,10 @@ pub struct MountOptions<'a> {
     pub cache_size: Option<u64>,
     /// `--log-file`; `None`: no log.
     pub log_file: Option<PathBuf>,
+    /// `--cache-dir`; `None`: `--no-disk-cache`, a mount that starts cold.
+    pub cache_dir: Option<&'a Path>,
+    /// `--no-compress`: no COMPRESS=DEFLATE even though the server offers it.
+    pub no_compress: bool,
 }
 
 /// The mount's own counters, from the root's `user.imapfs.stats` xattr.
@@ -73,9 +77,15 @@ impl Mount {
             .arg("--ca-file")
             .arg(opts.ca_file)
             .arg("--spool-dir")
-            .arg(opts.spool_dir)
-            // Every row here is about a mount that starts cold.
-            .arg("--no-disk-cache");
+            .arg(opts.spool_dir);
+        match opts.cache_dir {
+            Some(dir) => cmd.arg("--cache-dir").arg(dir),
+            // Most rows are about a mount that starts cold.
+            None => cmd.arg("--no-disk-cache"),
+        };
+        if opts.no_compress {
+            cmd.arg("--no-compress");
+        }
         if let Some(size) = opts.cache_size {
             cmd.arg("--cache-size").arg(size.to_string());
         }

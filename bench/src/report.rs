@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 mod targets;
 
-use self::targets::{rows, Row};
-use crate::server::WALK_AVG_SIZE;
+use self::targets::{live_rows, rows, Row};
+use crate::server::{SEARCH_HITS, SEARCH_WORD, WALK_AVG_SIZE};
 use crate::stats::Series;
 use crate::suite::{Config, Results, FLOOR_COMMAND};
 
@@ -113,7 +113,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 13] = [
+    let series: [(&str, &Series); 28] = [
         ("R1 floor", &r.floor),
         ("R2 mbsync deflate", &r.mbsync_deflate),
         ("R3 mbsync plain", &r.mbsync_plain),
@@ -127,12 +127,36 @@ fn all_runs(r: &Results) -> String {
         ("4a ls -l, slow link", &r.ls_slow),
         ("4b body.txt, slow link", &r.body_slow),
         ("5b grep, small cache", &r.grep_small),
+        ("11a one APPEND elsewhere to visible", &r.live_append),
+        ("11b second ls -l, slow link", &r.live_ls_again),
+        ("11b' ls -l of as many local directories", &r.live_ls_local),
+        ("7a prefetch INBOX, deflate", &r.prefetch_deflate),
+        ("7c prefetch INBOX, no compression", &r.prefetch_plain),
+        ("R7 grep cold, disk cache", &r.remount_first_cold),
+        ("R8 grep warm, disk cache", &r.remount_first_warm),
+        ("8a ls -l, warm remount", &r.remount_ls),
+        ("8b grep, warm remount", &r.remount_grep),
+        ("R9 grep -rl Search, slow link", &r.search_grep),
+        ("9a ls .search, slow link", &r.search_ls),
+        ("10a grep cold, no compression", &r.grep_cold_plain),
+        (
+            "10b grep -rl Search, slow link, no compression",
+            &r.search_grep_plain,
+        ),
+        (
+            "10c prefetch Search, slow link, no compression",
+            &r.slow_prefetch_plain,
+        ),
+        (
+            "10d prefetch Search, slow link, deflate",
+            &r.slow_prefetch_deflate,
+        ),
     ];
     let mut out = String::from(
         "| measurement | seconds per run | bytes per run | commands per run | CPU s (client, server) per run |\n\
          |---|---|---|---|---|\n",
     );
-    for (name, s) in series {
+    for (name, s) in series.into_iter().filter(|(_, s)| s.runs() > 0) {
         let join = |f: &dyn Fn(&crate::stats::Sample) -> String| {
             s.samples.iter().map(f).collect::<Vec<_>>().join(" / ")
         };
@@ -205,8 +229,9 @@ pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
         out,
         "Corpus: INBOX with {} messages, {} bytes ({} B on average): {} generated messages \
          (seed {}, about {} B each; plain, multipart/alternative and with an attachment) \
-         plus one of {} with a 10 MB attachment; and Walk, for the forget rows, with {} \
-         generated messages of about {} B ({} bytes). Filled in {:.1} s. \
+         plus one of {} with a 10 MB attachment; Walk, for the forget rows, with {} \
+         generated messages of about {} B ({} bytes); and Search, for the search rows, with \
+         {} messages ({} bytes). Filled in {:.1} s. \
          Each timed row is the median of {} runs; in each run every row is measured once, \
          one after another. The whole benchmark took {:.0} s; the load average (1, 5, 15 min) \
          was {} before and {} after.\n",
@@ -220,6 +245,8 @@ pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
         thousands(r.walk_messages as u64),
         thousands(WALK_AVG_SIZE as u64),
         thousands(r.walk_bytes),
+        thousands(r.search_messages as u64),
+        thousands(r.search_bytes),
         r.fill_seconds,
         config.runs,
         r.total_seconds,
@@ -341,12 +368,40 @@ fn method(config: &Config) -> String {
   heap. `find` must print the mailbox, every message directory and each one's files \
   (`message.eml`, `body.txt`, and `body.html` or the attachment). Measured once each, \
   after everything else, because drop_caches empties those caches for the whole machine.\n\
+- **Compression.** imapfs uses COMPRESS=DEFLATE whenever the server offers it, so every \
+  imapfs row above is compressed unless it says `--no-compress`; the proxy counts the \
+  compressed bytes.\n\
+- **Prefetch (7).** `imapfs prefetch INBOX` (its default 4 connections) into an empty \
+  `--cache-dir` under the work directory, through the loopback proxy, with compression \
+  (against R2, mbsync with it) and with `--no-compress` (against R3, mbsync without): like \
+  with like. CPU client is the prefetch process. Commands are from its summary line.\n\
+- **Warm remount (8).** A mount with a `--cache-dir` of its own (the other mounts run \
+  with `--no-disk-cache`) greps INBOX cold (R7) and warm (R8); it is unmounted, and mounted \
+  again on the same cache: `ls -l INBOX` (8a), then the grep (8b, 8c). Each grep must find \
+  the files the first one found.\n\
+- **Search (9).** The Search mailbox: {search} generated messages (seed {search_seed}, \
+  same sizes as INBOX) plus {SEARCH_HITS} APPENDed plain ones with `{SEARCH_WORD}` at the \
+  end of the body, the only messages holding it. Over the slow link, each on a fresh mount: \
+  `ls <mount>/Search/.search/body:{SEARCH_WORD}` (the server's SEARCH, the mailbox \
+  listing for the names) and `grep -rl --include=message.eml {SEARCH_WORD}` over Search \
+  (R9). Both must find the {SEARCH_HITS} messages.\n\
+- **Without compression (10).** After the runs, once each: the cold grep of 3a with \
+  `--no-compress` (10a, loopback), the slow-link grep of R9 with it (10b), and \
+  `imapfs prefetch Search` over the slow link without (10c) and with (10d) compression. \
+  The reference column gives time and bytes against the compressed run.\n\
 - **Clean-up.** Every mount is unmounted (SIGTERM to `imapfs -f`, lazy unmount if that \
   fails) and every process stopped, also on SIGINT/SIGTERM; `scripts/bench.sh` sweeps \
   whatever is left under its work directory on exit.\n",
         word = config.word,
         walk_cache = mib(config.walk_cache),
+        search = thousands(config.search_messages as u64),
+        search_seed = config.seed + 1,
     )
+}
+
+/// The live-update rows alone (`--live-only`), as a table.
+pub fn render_live(config: &Config, r: &Results) -> String {
+    table(&live_rows(config, r))
 }
 
 #[cfg(test)]

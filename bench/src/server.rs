@@ -22,6 +22,14 @@ pub const MAILBOX: &str = "INBOX";
 pub const WALK_MAILBOX: &str = "Walk";
 /// Average size of a message in [`WALK_MAILBOX`], bytes.
 pub const WALK_AVG_SIZE: usize = 2_000;
+/// The mailbox of the search rows and of the slow-link compression rows: a corpus small
+/// enough to grep over the slow link in seconds.
+pub const SEARCH_MAILBOX: &str = "Search";
+/// The word the search rows look for: in none of the bulk messages, added to the body of
+/// [`SEARCH_HITS`] of them.
+pub const SEARCH_WORD: &str = "zanzibar";
+/// Messages of [`SEARCH_MAILBOX`] whose body holds [`SEARCH_WORD`].
+pub const SEARCH_HITS: usize = 5;
 
 /// What the benchmark needs to know about the filled mailbox.
 pub struct Corpus {
@@ -43,7 +51,11 @@ pub struct Corpus {
     pub walk_bytes: u64,
     /// Lines `find` of the Walk directory must print (see [`walk_entries`]).
     pub walk_entries: usize,
-    /// Seconds the fill took (both mailboxes).
+    /// Messages in [`SEARCH_MAILBOX`] (bulk plus the [`SEARCH_HITS`]).
+    pub search_messages: usize,
+    /// Their bytes as stored.
+    pub search_bytes: u64,
+    /// Seconds the fill took (all mailboxes).
     pub fill_seconds: f64,
 }
 
@@ -68,11 +80,13 @@ pub fn start(dir: &Path) -> io::Result<Dovecot> {
 
 /// Writes `count` bulk messages (seed `seed`, about `avg_size` bytes each) straight into the
 /// Maildir, then APPENDs the 10 MB sample, which gets the next UID; then `walk` bulk
-/// messages of about [`WALK_AVG_SIZE`] bytes (same seed) into [`WALK_MAILBOX`].
+/// messages of about [`WALK_AVG_SIZE`] bytes (same seed) into [`WALK_MAILBOX`], and `search`
+/// of about `avg_size` into [`SEARCH_MAILBOX`] (see [`fill_search`]).
 pub fn fill(
     dovecot: &Dovecot,
     count: usize,
     walk: usize,
+    search: usize,
     seed: u64,
     avg_size: usize,
 ) -> io::Result<Corpus> {
@@ -86,10 +100,12 @@ pub fn fill(
     let large_uid = append(&mut session, MAILBOX, &large.raw, &[])?;
     let _ = session.logout();
     fill_bulk(dovecot, USER, WALK_MAILBOX, walk, seed, WALK_AVG_SIZE)?;
+    fill_search(dovecot, search, seed, avg_size)?;
     let fill_seconds = started.elapsed().as_secs_f64();
 
     let total_bytes = maildir_bytes(&dovecot.maildir(USER))?;
     let walk_bytes = maildir_bytes(&maildir_folder(&dovecot.maildir(USER), WALK_MAILBOX)?)?;
+    let search_bytes = maildir_bytes(&maildir_folder(&dovecot.maildir(USER), SEARCH_MAILBOX)?)?;
     let probe_index = count / 2;
     let probe = bulk_message(seed, probe_index, avg_size);
     Ok(Corpus {
@@ -102,8 +118,29 @@ pub fn fill(
         walk_messages: walk,
         walk_bytes,
         walk_entries: walk_entries(walk, seed),
+        search_messages: search + SEARCH_HITS,
+        search_bytes,
         fill_seconds,
     })
+}
+
+/// `count` bulk messages (seed `seed + 1`) in [`SEARCH_MAILBOX`], then [`SEARCH_HITS`] more
+/// APPENDed: plain bulk messages with a line naming [`SEARCH_WORD`] at the end of the body.
+fn fill_search(dovecot: &Dovecot, count: usize, seed: u64, avg_size: usize) -> io::Result<()> {
+    let seed = seed + 1;
+    fill_bulk(dovecot, USER, SEARCH_MAILBOX, count, seed, avg_size)?;
+    let mut session = dovecot.client(USER)?;
+    let plain = (count..)
+        .map(|index| bulk_message(seed, index, avg_size))
+        .filter(|m| m.structure == "plain")
+        .take(SEARCH_HITS);
+    for message in plain {
+        let mut raw = message.raw;
+        raw.extend_from_slice(format!("Next stop: {SEARCH_WORD}.\r\n").as_bytes());
+        append(&mut session, SEARCH_MAILBOX, &raw, &[])?;
+    }
+    let _ = session.logout();
+    Ok(())
 }
 
 /// What `find` of the Walk directory prints for `count` bulk messages of seed `seed`: the
@@ -134,7 +171,7 @@ pub fn warm_up(dovecot: &Dovecot) -> io::Result<()> {
     let ca = fs::read(dovecot.ca_file())?;
     let mut session = RawImap::connect(dovecot.imaps_addr(), &ca)?;
     session.login(USER, dovecot.password(USER))?;
-    for mailbox in [MAILBOX, WALK_MAILBOX] {
+    for mailbox in [MAILBOX, WALK_MAILBOX, SEARCH_MAILBOX] {
         session.run(&format!("EXAMINE {mailbox}"))?;
         session.run(
             "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE \

@@ -8,10 +8,13 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod cache_rows;
 mod forget;
 mod fuse_reference;
 mod imapfs_rows;
+mod live;
 mod references;
+mod search_rows;
 
 use fixture::proxy::{Proxy, ProxyOptions};
 use fixture::Dovecot;
@@ -57,6 +60,46 @@ pub struct Config {
     pub work: PathBuf,
     /// Where to keep imapfs's logs (`None`: not kept).
     pub log_dir: Option<PathBuf>,
+    /// Measure the live-update rows (11a, 11b) alone.
+    pub live_only: bool,
+    /// Messages in the Search mailbox (plus the few that hold the search word).
+    pub search_messages: usize,
+    /// The groups of rows to measure; empty: all.
+    pub only: Vec<Group>,
+}
+
+/// A group of rows, to measure some alone (`--only`) while working on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Group {
+    /// R1, R5: the protocol floor on loopback and on the slow link.
+    Floor,
+    /// R2, R3: mbsync with and without compression (and the mbsync command count).
+    Mbsync,
+    /// R4, R6: grep over the Maildir, and through bindfs.
+    Maildir,
+    /// 1, 2, 4a, 4b: cold `ls -l` and `body.txt` reads, loopback and slow link.
+    Ls,
+    /// 3a, 3b, 5a, 5b: cold and warm grep, and the small-cache grep.
+    Grep,
+    /// 6a, 6b: `find` then drop_caches.
+    Forget,
+    /// 7: `imapfs prefetch` against mbsync.
+    Prefetch,
+    /// 8: a warm remount with the disk cache.
+    Remount,
+    /// 9: `.search` against `grep -rl` on the slow link.
+    Search,
+    /// 10: the same operations without compression, and prefetch over the slow link.
+    Compress,
+    /// 11: live updates (one APPEND elsewhere until visible; a second `ls -l`).
+    Live,
+}
+
+impl Config {
+    /// Whether `group` is measured.
+    pub fn wants(&self, group: Group) -> bool {
+        self.only.is_empty() || self.only.contains(&group)
+    }
 }
 
 /// Round-trip times measured with NOOP, to show what the proxies add.
@@ -105,8 +148,34 @@ pub struct Results {
     /// (6a), then with a small cache (6b).
     pub forget: Option<Forget>,
     pub forget_small_cache: Option<Forget>,
+    /// One APPEND by another client until it shows through a mount (loopback).
+    pub live_append: Series,
+    /// A second `ls -l` of the unchanged, followed mailbox, slow link.
+    pub live_ls_again: Series,
+    /// `ls -l` of as many local directories (what `ls -l` itself costs).
+    pub live_ls_local: Series,
     /// Files the greps reported: (over the Maildir, over imapfs).
     pub grep_matches: (usize, usize),
+    pub search_messages: usize,
+    pub search_bytes: u64,
+    /// `imapfs prefetch INBOX` into an empty disk cache, with and without compression.
+    pub prefetch_deflate: Series,
+    pub prefetch_plain: Series,
+    /// The first mount with a disk cache: cold grep, then warm grep.
+    pub remount_first_cold: Series,
+    pub remount_first_warm: Series,
+    /// The mount after it with the same disk cache: `ls -l`, then grep.
+    pub remount_ls: Series,
+    pub remount_grep: Series,
+    /// Slow link, fresh mounts: `ls .search/body:WORD`, and `grep -rl WORD`.
+    pub search_ls: Series,
+    pub search_grep: Series,
+    /// Without compression (1 run each): the cold grep of 3a, the slow grep of 9b; and
+    /// `imapfs prefetch` of the Search mailbox over the slow link, with and without.
+    pub grep_cold_plain: Series,
+    pub search_grep_plain: Series,
+    pub slow_prefetch_deflate: Series,
+    pub slow_prefetch_plain: Series,
     /// Rows whose output was wrong, with why.
     pub wrong: Vec<(&'static str, String)>,
     pub total_seconds: f64,
@@ -184,31 +253,52 @@ pub fn run(config: &Config) -> io::Result<Results> {
     results.large_bytes = bench.corpus.large_bytes;
     results.large_part_bytes = bench.corpus.large_body.len() as u64;
     results.fill_seconds = bench.corpus.fill_seconds;
+    results.search_messages = bench.corpus.search_messages;
+    results.search_bytes = bench.corpus.search_bytes;
     results.config_grep_cache = bench.grep_cache;
     if bench.fuse_reference.is_none() {
         results.fuse_reference_missing = Some("bindfs is not installed".into());
     }
     results.calibration = bench.calibrate()?;
 
+    if config.live_only {
+        for run in 1..=config.runs {
+            progress(&format!("live rows, run {run} of {}", config.runs));
+            bench.imapfs_live(&mut results)?;
+        }
+        results.total_seconds = started.elapsed().as_secs_f64();
+        results.load_after = load_average();
+        return Ok(results);
+    }
     for run in 1..=config.runs {
         progress(&format!("run {run} of {}", config.runs));
         bench.run_once(&mut results)?;
     }
-    progress("extra cold grep with a small cache (1 run)");
-    bench.grep_small_cache(&mut results)?;
+    if config.wants(Group::Grep) {
+        progress("extra cold grep with a small cache (1 run)");
+        bench.grep_small_cache(&mut results)?;
+    }
+    if config.wants(Group::Compress) {
+        progress("without compression, and prefetch over the slow link (1 run each)");
+        bench.without_compression(&mut results)?;
+    }
     // Last: drop_caches empties the dentry and inode caches of the whole machine.
-    progress("forget: find over Walk, then drop_caches (1 run each, default and small cache)");
-    results.forget = Some(bench.forget_after_walk(None, &mut results)?);
-    results.forget_small_cache =
-        Some(bench.forget_after_walk(Some(config.walk_cache), &mut results)?);
-    progress("counting mbsync's commands (mbsync -Dn, untimed)");
-    let n = bench.corpus.messages;
-    results
-        .mbsync_deflate
-        .set_commands(bench.mbsync_deflate.count_commands(n)?);
-    results
-        .mbsync_plain
-        .set_commands(bench.mbsync_plain.count_commands(n)?);
+    if config.wants(Group::Forget) {
+        progress("forget: find over Walk, then drop_caches (1 run each, default and small cache)");
+        results.forget = Some(bench.forget_after_walk(None, &mut results)?);
+        results.forget_small_cache =
+            Some(bench.forget_after_walk(Some(config.walk_cache), &mut results)?);
+    }
+    if config.wants(Group::Mbsync) {
+        progress("counting mbsync's commands (mbsync -Dn, untimed)");
+        let n = bench.corpus.messages;
+        results
+            .mbsync_deflate
+            .set_commands(bench.mbsync_deflate.count_commands(n)?);
+        results
+            .mbsync_plain
+            .set_commands(bench.mbsync_plain.count_commands(n)?);
+    }
     results.total_seconds = started.elapsed().as_secs_f64();
     results.load_after = load_average();
     Ok(results)
@@ -227,6 +317,7 @@ impl<'a> Bench<'a> {
             &dovecot,
             config.messages,
             config.walk_messages,
+            config.search_messages,
             config.seed,
             config.avg_size,
         )?;
@@ -294,6 +385,18 @@ impl<'a> Bench<'a> {
     }
 
     fn mount(&mut self, proxy_port: u16, cache_size: Option<u64>) -> io::Result<Mount> {
+        self.mount_with(proxy_port, cache_size, None, false)
+    }
+
+    /// A mount with a disk cache in `cache_dir` (`None`: none), and without compression if
+    /// `no_compress`.
+    fn mount_with(
+        &mut self,
+        proxy_port: u16,
+        cache_size: Option<u64>,
+        cache_dir: Option<&Path>,
+        no_compress: bool,
+    ) -> io::Result<Mount> {
         self.mounts += 1;
         let log_file = match &self.config.log_dir {
             Some(dir) => {
@@ -311,6 +414,8 @@ impl<'a> Bench<'a> {
             spool_dir: &self.scratch("spool"),
             cache_size,
             log_file,
+            cache_dir,
+            no_compress,
         })
     }
 
@@ -344,15 +449,21 @@ impl<'a> Bench<'a> {
     }
 
     fn run_once(&mut self, results: &mut Results) -> io::Result<()> {
-        process::check()?;
-        let floor = self.floor(false)?;
-        progress(&format!("  floor: {}", brief(&floor)));
-        results.floor.push(floor);
+        let wants = |group| self.config.wants(group);
+        if wants(Group::Floor) {
+            process::check()?;
+            let floor = self.floor(false)?;
+            progress(&format!("  floor: {}", brief(&floor)));
+            results.floor.push(floor);
+        }
 
-        process::check()?;
-        self.imapfs_ls_then_body(false, results)?;
+        if wants(Group::Ls) {
+            process::check()?;
+            self.imapfs_ls_then_body(false, results)?;
+        }
 
-        for compress in [true, false] {
+        let mbsync = wants(Group::Mbsync) || wants(Group::Maildir);
+        for compress in [true, false].into_iter().filter(|_| mbsync) {
             process::check()?;
             let sample = self.mbsync(compress)?;
             let name = if compress { "deflate" } else { "plain" };
@@ -364,13 +475,15 @@ impl<'a> Bench<'a> {
             }
         }
 
-        process::check()?;
-        let (sample, matches) = self.grep_maildir()?;
-        progress(&format!("  grep over Maildir: {}", brief(&sample)));
-        results.grep_maildir.push(sample);
-        results.grep_matches.0 = matches;
+        if wants(Group::Maildir) {
+            process::check()?;
+            let (sample, matches) = self.grep_maildir()?;
+            progress(&format!("  grep over Maildir: {}", brief(&sample)));
+            results.grep_maildir.push(sample);
+            results.grep_matches.0 = matches;
+        }
 
-        if self.fuse_reference.is_some() {
+        if wants(Group::Maildir) && self.fuse_reference.is_some() {
             process::check()?;
             let (sample, matches) = self.grep_fuse_reference()?;
             progress(&format!(
@@ -389,16 +502,43 @@ impl<'a> Bench<'a> {
             results.fuse_reference.push(sample);
         }
 
-        process::check()?;
-        self.imapfs_grep(results)?;
+        if wants(Group::Grep) {
+            process::check()?;
+            self.imapfs_grep(results)?;
+        }
 
-        process::check()?;
-        let floor = self.floor(true)?;
-        progress(&format!("  slow floor: {}", brief(&floor)));
-        results.floor_slow.push(floor);
+        if wants(Group::Floor) {
+            process::check()?;
+            let floor = self.floor(true)?;
+            progress(&format!("  slow floor: {}", brief(&floor)));
+            results.floor_slow.push(floor);
+        }
 
-        process::check()?;
-        self.imapfs_ls_then_body(true, results)
+        if wants(Group::Ls) {
+            process::check()?;
+            self.imapfs_ls_then_body(true, results)?;
+        }
+
+        if wants(Group::Live) {
+            process::check()?;
+            self.imapfs_live(results)?;
+        }
+
+        if wants(Group::Prefetch) {
+            process::check()?;
+            self.prefetch_rows(results)?;
+        }
+
+        if wants(Group::Remount) {
+            process::check()?;
+            self.remount_rows(results)?;
+        }
+
+        if wants(Group::Search) {
+            process::check()?;
+            self.search_rows(results)?;
+        }
+        Ok(())
     }
 
     /// Dovecot's CPU seconds so far (0 if its master's pid is unknown).

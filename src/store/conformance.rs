@@ -197,6 +197,7 @@ fn connect_config(dovecot: &Dovecot) -> ConnectConfig {
         timeout: TIMEOUT,
         tls: Default::default(),
         plaintext_warned: Default::default(),
+        compress: true,
     }
 }
 

@@ -907,9 +907,30 @@ impl MailStore for MemoryStore {
         uid: Uid,
         flags: &[Flag],
     ) -> StoreResult<()> {
-        let mut state = self.state.lock();
-        state.begin(Op::SetFlags)?;
-        state.store_flags(mailbox, validity, uid, flags)
+        let stored = {
+            let mut state = self.state.lock();
+            state.begin(Op::SetFlags)?;
+            state.store_flags(mailbox, validity, uid, flags)
+        };
+        self.run_after(Op::SetFlags);
+        stored
+    }
+
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let stored = {
+            let mut state = self.state.lock();
+            state.begin(Op::SetFlags)?;
+            state.add_remove_flags(mailbox, validity, uid, add, remove)
+        };
+        self.run_after(Op::SetFlags);
+        stored
     }
 
     fn move_message(
@@ -919,9 +940,13 @@ impl MailStore for MemoryStore {
         uid: Uid,
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
-        let mut state = self.state.lock();
-        state.begin(Op::MoveMessage)?;
-        state.move_one(from, validity, uid, to)
+        let moved = {
+            let mut state = self.state.lock();
+            state.begin(Op::MoveMessage)?;
+            state.move_one(from, validity, uid, to)
+        };
+        self.run_after(Op::MoveMessage);
+        moved
     }
 
     fn expunge_message(
@@ -930,9 +955,13 @@ impl MailStore for MemoryStore {
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()> {
-        let mut state = self.state.lock();
-        state.begin(Op::ExpungeMessage)?;
-        state.expunge_one(mailbox, validity, uid)
+        let expunged = {
+            let mut state = self.state.lock();
+            state.begin(Op::ExpungeMessage)?;
+            state.expunge_one(mailbox, validity, uid)
+        };
+        self.run_after(Op::ExpungeMessage);
+        expunged
     }
 
     fn append(
@@ -950,17 +979,22 @@ impl MailStore for MemoryStore {
                 message.len
             )));
         }
-        let mut state = self.state.lock();
-        state.begin(Op::Append)?;
-        let appended = state.append_one(
-            mailbox,
-            &bytes,
-            message.flags,
-            message.internal_date,
-            message.binary,
-        )?;
-        // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
-        Ok(appended.filter(|_| state.capabilities.uidplus))
+        let appended = {
+            let mut state = self.state.lock();
+            state.begin(Op::Append)?;
+            let appended = state.append_one(
+                mailbox,
+                &bytes,
+                message.flags,
+                message.internal_date,
+                message.binary,
+            );
+            // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
+            let uidplus = state.capabilities.uidplus;
+            appended.map(|a| a.filter(|_| uidplus))
+        };
+        self.run_after(Op::Append);
+        appended
     }
 
     fn watch(&self, sink: EventSink) {

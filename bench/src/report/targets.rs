@@ -1,6 +1,7 @@
 //! The rows of the table and the targets of the issue they are checked against.
 
 use super::{mib, ratio, secs, thousands};
+use crate::server::{SEARCH_HITS, SEARCH_MAILBOX, SEARCH_WORD};
 use crate::stats::Series;
 use crate::suite::{Config, Forget, Results, BINDFS_OPTIONS, FLOOR_COMMAND, FORGET_TARGET};
 
@@ -302,6 +303,14 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
         });
     }
 
+    rows.extend(live_rows(config, r));
+
+    cache_rows(r, &mut rows);
+    search_rows(r, &mut rows);
+    compression_rows(r, &mut rows);
+
+    // Groups left out with --only.
+    rows.retain(|row| row.runs > 0 || row.what.contains("not measured"));
     for row in &mut rows {
         if r.wrong.iter().any(|(id, _)| row.id.starts_with(id)) {
             row.met = Some(false);
@@ -350,4 +359,243 @@ fn forget_row(id: &'static str, f: &Forget, messages: usize) -> Row {
             "RSS after drop_caches ≤ 1x".into(),
         )
     }
+}
+
+/// 11a: one APPEND by another client until it shows (issue 11: under 20 KB and at most 3
+/// commands, within 2 s); 11b: a second `ls -l` of the unchanged mailbox on the slow link
+/// (no command, well under one round trip).
+pub(super) fn live_rows(config: &Config, r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let rtt = 2.0 * config.delay_each_way.as_secs_f64();
+    let append = &r.live_append;
+    if append.runs() > 0 {
+        let commands = append.commands().unwrap_or(u64::MAX);
+        let row = Row::measured(
+            "11a",
+            format!(
+                "imapfs, loopback: another client APPENDs one message to the listed {}-message \
+                 INBOX; until `stat` of its directory succeeds",
+                thousands(r.corpus_messages as u64)
+            ),
+            append,
+        )
+        .check(
+            "20,000 bytes, 3 commands, 2 s".into(),
+            ratio(append.bytes() as f64, 20_000.0),
+            1.0,
+            "bytes < 20 KB, ≤ 3 commands, ≤ 2 s".into(),
+        );
+        rows.push(Row {
+            met: Some(append.bytes() < 20_000 && commands <= 3 && append.seconds() <= 2.0),
+            ..row
+        });
+    }
+    let again = &r.live_ls_again;
+    if again.runs() > 0 {
+        let local = r.live_ls_local.seconds();
+        let waited = (again.seconds() - local).max(0.0);
+        let row = Row::measured(
+            "11b",
+            format!(
+                "imapfs over the slow link: second `ls -l INBOX`, unchanged and followed \
+                 ({} s more than `ls -l` of as many local directories)",
+                secs(waited)
+            ),
+            again,
+        )
+        .check(
+            format!("local `ls -l` {} s + 1 RTT {} s", secs(local), secs(rtt)),
+            ratio(waited, rtt),
+            1.0,
+            "no command; time − local ls < 1 RTT".into(),
+        );
+        rows.push(Row {
+            met: Some(again.commands() == Some(0) && waited < rtt),
+            ..row
+        });
+    }
+    rows
+}
+
+/// A row that compares `series` with a reference without a target.
+fn compared(id: &'static str, what: String, series: &Series, reference: String, ratio: f64) -> Row {
+    Row {
+        reference,
+        ratio: Some(ratio),
+        target: "(for comparison)".into(),
+        ..Row::measured(id, what, series)
+    }
+}
+
+/// 7: prefetch against mbsync, like with like; 8: the warm remount.
+fn cache_rows(r: &Results, rows: &mut Vec<Row>) {
+    let prefetch = |compress: bool| {
+        format!(
+            "`imapfs prefetch INBOX` into an empty disk cache, {}",
+            if compress {
+                "COMPRESS=DEFLATE"
+            } else {
+                "--no-compress"
+            }
+        )
+    };
+    for (ids, series, (mb_id, mb), compress) in [
+        (
+            ["7a", "7b"],
+            &r.prefetch_deflate,
+            ("R2", &r.mbsync_deflate),
+            true,
+        ),
+        (
+            ["7c", "7d"],
+            &r.prefetch_plain,
+            ("R3", &r.mbsync_plain),
+            false,
+        ),
+    ] {
+        if mb.runs() == 0 {
+            rows.push(Row::measured(ids[0], prefetch(compress), series));
+            continue;
+        }
+        rows.push(Row::measured(ids[0], prefetch(compress), series).check(
+            format!("{mb_id} time {} s", secs(mb.seconds())),
+            ratio(series.seconds(), mb.seconds()),
+            1.0,
+            format!("time ≤ 1x {mb_id}"),
+        ));
+        rows.push(Row::measured(ids[1], prefetch(compress), series).check(
+            format!("{mb_id} bytes {}", thousands(mb.bytes())),
+            ratio(series.bytes() as f64, mb.bytes() as f64),
+            1.0,
+            format!("bytes ≤ 1x {mb_id}"),
+        ));
+    }
+
+    let cold = &r.remount_first_cold;
+    let warm = &r.remount_first_warm;
+    rows.push(Row::measured(
+        "R7",
+        "imapfs with a disk cache (`--cache-dir`): cold grep of 3a on a first mount".into(),
+        cold,
+    ));
+    rows.push(Row::measured(
+        "R8",
+        "imapfs with a disk cache: warm grep, the same again on that first mount".into(),
+        warm,
+    ));
+    let ls = &r.remount_ls;
+    rows.push(
+        Row::measured(
+            "8a",
+            "imapfs warm remount (unmounted after R8, mounted again on the same cache): `ls -l INBOX`"
+                .into(),
+            ls,
+        )
+        .check(
+            "10 KB = 10,240 B".into(),
+            ratio(ls.bytes() as f64, 10_240.0),
+            1.0,
+            "bytes < 10 KB".into(),
+        ),
+    );
+    let grep = &r.remount_grep;
+    let what = || "imapfs warm remount: the grep of 3a, after 8a".to_string();
+    rows.push(Row::measured("8b", what(), grep).check(
+        format!("R7 bytes {}", thousands(cold.bytes())),
+        ratio(grep.bytes() as f64, cold.bytes() as f64),
+        0.01,
+        "bytes < 1% of the first grep's".into(),
+    ));
+    rows.push(Row::measured("8c", what(), grep).check(
+        format!("R8 time {} s", secs(warm.seconds())),
+        ratio(grep.seconds(), warm.seconds()),
+        1.2,
+        "time ≤ 1.2x warm grep".into(),
+    ));
+}
+
+/// 9: the server's search against grep over the slow link.
+fn search_rows(r: &Results, rows: &mut Vec<Row>) {
+    let grep = &r.search_grep;
+    rows.push(Row::measured(
+        "R9",
+        format!(
+            "imapfs over the slow link: cold `grep -rl --include=message.eml {SEARCH_WORD}` over \
+             {SEARCH_MAILBOX} ({} messages, {} bytes; {SEARCH_HITS} hits; fresh mount)",
+            thousands(r.search_messages as u64),
+            thousands(r.search_bytes)
+        ),
+        grep,
+    ));
+    let ls = &r.search_ls;
+    let what = || {
+        format!(
+            "imapfs over the slow link: `ls {SEARCH_MAILBOX}/.search/body:{SEARCH_WORD}` (fresh mount)"
+        )
+    };
+    rows.push(Row::measured("9a", what(), ls).check(
+        format!("R9 time {} s", secs(grep.seconds())),
+        ratio(ls.seconds(), grep.seconds()),
+        1.0,
+        "time < 1x cold grep".into(),
+    ));
+    rows.push(Row::measured("9b", what(), ls).check(
+        format!("R9 bytes {}", thousands(grep.bytes())),
+        ratio(ls.bytes() as f64, grep.bytes() as f64),
+        0.01,
+        "bytes < 1% of cold grep's".into(),
+    ));
+}
+
+/// 10: the same operations without compression, compared with them with it.
+fn compression_rows(r: &Results, rows: &mut Vec<Row>) {
+    let both = |plain: &Series, compressed: &Series| {
+        format!(
+            "{:.2}x the time, {:.2}x the bytes",
+            ratio(plain.seconds(), compressed.seconds()),
+            ratio(plain.bytes() as f64, compressed.bytes() as f64)
+        )
+    };
+    let pairs: [(&'static str, String, &Series, &str, &Series); 3] = [
+        (
+            "10a",
+            "imapfs: cold grep of 3a, loopback, --no-compress".into(),
+            &r.grep_cold_plain,
+            "3a",
+            &r.grep_cold,
+        ),
+        (
+            "10b",
+            "imapfs over the slow link: the cold grep of R9, --no-compress".into(),
+            &r.search_grep_plain,
+            "R9",
+            &r.search_grep,
+        ),
+        (
+            "10c",
+            format!("`imapfs prefetch {SEARCH_MAILBOX}` over the slow link, --no-compress"),
+            &r.slow_prefetch_plain,
+            "10d",
+            &r.slow_prefetch_deflate,
+        ),
+    ];
+    for (id, what, plain, ref_id, compressed) in pairs {
+        if compressed.runs() == 0 {
+            rows.push(Row::measured(id, what, plain));
+            continue;
+        }
+        let row = compared(
+            id,
+            what,
+            plain,
+            format!("{ref_id} (compressed): {}", both(plain, compressed)),
+            ratio(plain.seconds(), compressed.seconds()),
+        );
+        rows.push(row);
+    }
+    rows.push(Row::measured(
+        "10d",
+        format!("`imapfs prefetch {SEARCH_MAILBOX}` over the slow link, COMPRESS=DEFLATE"),
+        &r.slow_prefetch_deflate,
+    ));
 }

@@ -128,14 +128,27 @@ impl Bench<'_> {
 
     /// `grep -rl --include=message.eml` over the mounted mailbox; returns the matches.
     pub(super) fn grep_mount(&self, mount: &Mount) -> io::Result<(Sample, usize)> {
+        let dir = Self::mailbox_dir(mount);
+        self.grep_dir(mount, &self.loopback, &self.config.word, &dir)
+    }
+
+    /// `grep -rl --include=message.eml WORD DIR` on `mount`, reached through `proxy`;
+    /// returns the matches.
+    pub(super) fn grep_dir(
+        &self,
+        mount: &Mount,
+        proxy: &Proxy,
+        word: &str,
+        dir: &Path,
+    ) -> io::Result<(Sample, usize)> {
         let out = self.scratch("grep.out");
         let mut grep = Command::new("grep");
         grep.arg("-rl")
             .arg("--include=message.eml")
             .arg("--")
-            .arg(&self.config.word)
-            .arg(Self::mailbox_dir(mount));
-        let sample = self.measure_on_mount(mount, &self.loopback, &mut grep, &out, &[0, 1])?;
+            .arg(word)
+            .arg(dir);
+        let sample = self.measure_on_mount(mount, proxy, &mut grep, &out, &[0, 1])?;
         Ok((sample, lines_of(&out)?.len()))
     }
 

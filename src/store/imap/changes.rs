@@ -100,6 +100,37 @@ impl ImapStore {
         })
     }
 
+    /// `UID STORE <uid> +FLAGS.SILENT (...)` then `-FLAGS.SILENT (...)`: only the flags that
+    /// changed, each command left out when it has nothing to say.
+    pub(super) fn add_remove_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        self.with_connection(Some(mailbox), Retry::Never, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            ensure_exists(conn, mailbox, uid)?;
+            for (item, flags, list) in [
+                ("+FLAGS.SILENT", add, &plus),
+                ("-FLAGS.SILENT", remove, &minus),
+            ] {
+                if flags.is_empty() {
+                    continue;
+                }
+                let cmd = Command::new("UID STORE")
+                    .syntax(uid.to_string())
+                    .syntax(item)
+                    .syntax(list.as_str());
+                conn.run(cmd)?;
+            }
+            Ok(())
+        })
+    }
+
     pub(super) fn move_one(
         &self,
         from: &MailboxId,

@@ -17,6 +17,7 @@ use crate::call::{self, OnCancel};
 use crate::secret::Secret;
 use crate::store::{MailboxId, StoreError, StoreResult, UidValidity};
 
+use super::deflate::Deflate;
 use super::errors::{check, from_wire};
 use super::login;
 use super::nesting::NestingGuard;
@@ -68,6 +69,9 @@ pub struct ConnectConfig {
     pub tls: std::sync::OnceLock<native_tls::TlsConnector>,
     /// Whether the plaintext warning was already logged.
     pub plaintext_warned: std::sync::atomic::AtomicBool,
+    /// Ask for COMPRESS=DEFLATE ([RFC 4978](https://www.rfc-editor.org/rfc/rfc4978)) when
+    /// the server offers it.
+    pub compress: bool,
 }
 
 /// What every connection of a store shares: byte and command counters, and whether the
@@ -375,35 +379,78 @@ pub enum Link {
     Plain(CountingTcp),
 }
 
-/// The byte stream the protocol layer reads: the transport, with the decrypted bytes
-/// checked by a nesting guard before anything parses them.
+impl Read for Link {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Tls(s) => s.read(buf),
+            Link::Plain(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Link {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Tls(s) => s.write(buf),
+            Link::Plain(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Link::Tls(s) => s.flush(),
+            Link::Plain(s) => s.flush(),
+        }
+    }
+}
+
+/// The byte stream the protocol layer reads: the transport, inflated once COMPRESS=DEFLATE
+/// is on, with the bytes checked by a nesting guard before anything parses them.
 pub struct ImapStream {
     link: Link,
+    deflate: Option<Box<Deflate>>,
     guard: NestingGuard,
+}
+
+impl ImapStream {
+    /// Compresses both directions from the next byte on (after the server's OK to
+    /// `COMPRESS DEFLATE`).
+    pub fn start_deflate(&mut self) {
+        self.deflate = Some(Box::default());
+    }
 }
 
 impl Read for ImapStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match &mut self.link {
-            Link::Tls(s) => s.read(buf)?,
-            Link::Plain(s) => s.read(buf)?,
+        let n = match &mut self.deflate {
+            Some(d) => d.read_from(&mut self.link, buf)?,
+            None => self.link.read(buf)?,
         };
         self.guard.feed(&buf[..n])?;
         Ok(n)
     }
 }
 
+impl ImapStream {
+    /// Bytes already decrypted by TLS and not read yet (none in plaintext).
+    fn pending(&self) -> usize {
+        match &self.link {
+            Link::Tls(s) => s.buffered_read_size().unwrap_or(0),
+            Link::Plain(_) => 0,
+        }
+    }
+}
+
 impl Write for ImapStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.link {
-            Link::Tls(s) => s.write(buf),
-            Link::Plain(s) => s.write(buf),
+        match &mut self.deflate {
+            Some(d) => d.write_to(&mut self.link, buf),
+            None => self.link.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.link {
-            Link::Tls(s) => s.flush(),
-            Link::Plain(s) => s.flush(),
+        match &mut self.deflate {
+            Some(d) => d.flush_to(&mut self.link),
+            None => self.link.flush(),
         }
     }
 }
@@ -458,6 +505,18 @@ impl Connection {
     /// True if the server said BYE on this connection (and so is closing it).
     pub fn said_bye(&self) -> bool {
         self.wire.said_bye()
+    }
+
+    /// The socket's descriptor, to wait on with poll(2) while no command is under way.
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
+    /// True if the server's bytes already wait above the socket (in TLS or the protocol
+    /// layer): waiting on the socket would not see them.
+    pub(super) fn has_buffered_input(&self) -> bool {
+        self.wire.has_buffered() || self.wire.stream().pending() > 0
     }
 
     /// Shuts the socket down if the current call is cancelled while the guard lives.
@@ -682,6 +741,7 @@ fn open(
     };
     let stream = ImapStream {
         link,
+        deflate: None,
         guard: NestingGuard::default(),
     };
     let mut conn = Connection {

@@ -124,11 +124,33 @@ pub fn log_in(
     };
     conn.wire.set_capabilities(&capabilities);
     conn.capabilities = capabilities;
+    if config.compress && conn.has_capability("COMPRESS=DEFLATE") {
+        start_compression(conn)?;
+    }
     if conn.has_capability("CONDSTORE") && conn.has_capability("ENABLE") {
         // Then every EXAMINE reports HIGHESTMODSEQ, which tells an unchanged mailbox from
         // a changed one without listing it again (RFC 7162 §3.1).
         conn.run_with_budget(LOGIN_BUDGET, Command::new("ENABLE").syntax("CONDSTORE"))?;
     }
+    Ok(())
+}
+
+/// `COMPRESS DEFLATE` ([RFC 4978 §3](https://www.rfc-editor.org/rfc/rfc4978#section-3)):
+/// after the server's OK, both directions are compressed from the next byte. A refusal
+/// (`NO`, `BAD`) leaves the connection as it was.
+fn start_compression(conn: &mut Connection) -> StoreResult<()> {
+    let done = conn.run_unchecked(LOGIN_BUDGET, Command::new("COMPRESS").syntax("DEFLATE"))?;
+    if done.tagged.status != Status::Ok {
+        tracing::debug!(
+            "the server refused COMPRESS DEFLATE: {}",
+            super::wire::short(&done.tagged.text)
+        );
+        return Ok(());
+    }
+    conn.wire
+        .stream_at_boundary()
+        .map_err(from_wire)?
+        .start_deflate();
     Ok(())
 }
 

@@ -29,7 +29,8 @@ pub use cursor::lossy_utf8_strings;
 pub use datetime::{format_date_time, parse_date_time};
 pub use fetch::{Fetch, SectionData, SectionKind};
 pub use response::{
-    parse_response, Code, ListEntry, QuotaResource, Response, Status, Tagged, Untagged,
+    parse_response, Code, ListEntry, MailboxStatus, QuotaResource, Response, Status, Tagged,
+    Untagged,
 };
 
 use super::connection::CommandLimits;
@@ -175,6 +176,17 @@ impl<S: Read + Write> Wire<S> {
         self.broken
     }
 
+    /// True if bytes the server sent were read from the stream and not parsed yet: one
+    /// who waits for the stream to become readable must look here first.
+    pub fn has_buffered(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    /// The stream under the protocol.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// The stream, for a caller that must leave the protocol (STARTTLS). Bytes the server
     /// sent that were not read yet would be lost, or taken as protected when they were not,
     /// so they are an error.
@@ -186,6 +198,22 @@ impl<S: Read + Write> Wire<S> {
                 "the server sent more after its answer, before the TLS handshake".into(),
             ))
         }
+    }
+
+    /// The stream, to change how the next bytes are carried (COMPRESS). Bytes already read
+    /// past the last answer were carried the old way and would be misread, so they are an
+    /// error, and the wire is broken.
+    pub fn stream_at_boundary(&mut self) -> Result<&mut S, WireError> {
+        if self.broken {
+            return Err(WireError::Broken);
+        }
+        if !self.input.is_empty() {
+            self.broken = true;
+            return Err(WireError::Protocol(
+                "the server sent more after its answer, before compression started".into(),
+            ));
+        }
+        Ok(&mut self.stream)
     }
 
     /// Runs `f`, marking the wire broken if it fails.
