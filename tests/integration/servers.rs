@@ -34,6 +34,15 @@ pub struct Expect {
     pub binary: bool,
 }
 
+/// How the mount hears of changes made elsewhere on a stock server of `kind`: NOTIFY
+/// (Dovecot), else IDLE (Cyrus, Courier).
+fn watch_command(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Dovecot => "NOTIFY",
+        ServerKind::Cyrus | ServerKind::Courier => "IDLE",
+    }
+}
+
 impl Expect {
     /// The stock configuration of each server.
     pub fn of(kind: ServerKind) -> Expect {
@@ -79,6 +88,7 @@ on_every_server!(
     mailboxes_are_created_renamed_and_deleted_through_the_delimiter,
     new_files_flags_moves_and_deletes_reach_the_server,
     search_finds_messages_on_the_server,
+    changes_elsewhere_show_without_a_remount,
 );
 
 pub fn names(dir: &Path) -> BTreeSet<String> {
@@ -518,4 +528,55 @@ pub fn search(server: &dyn ImapServer) {
     // Non-ASCII text goes as a literal with CHARSET UTF-8.
     let hits = listed(&mount, "INBOX/.search/subject:crème");
     assert_eq!(hits.len(), 1, "{kind:?}: {hits:?}");
+}
+
+/// Waits (up to a minute, polling) until `check` holds; a failure shows imapfs's log.
+fn eventually(mount: &Mount, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within a minute\nimapfs log:\n{}",
+            mount.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn changes_elsewhere_show_without_a_remount(kind: ServerKind) {
+    let server = start(kind);
+    let plain = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == "plain")
+        .unwrap();
+    let mut client = server.client("alice").unwrap();
+    fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
+    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    assert_eq!(listed(&mount, "INBOX").len(), 1);
+    let msg = mount.message_dir("INBOX", &plain.subject);
+
+    // Another client adds a message and flags the first.
+    let second = plain.raw.clone();
+    fixture::append(&mut client, "INBOX", &second, &["\\Seen"]).unwrap();
+    client.select("INBOX").unwrap();
+    client
+        .uid_store("1:*", "+FLAGS.SILENT (\\Flagged)")
+        .unwrap();
+    let _ = client.logout();
+    eventually(&mount, "the new message showing", || {
+        listed(&mount, "INBOX").len() == 2
+    });
+    eventually(&mount, "the flag showing", || {
+        let out = sh(&format!(
+            "getfattr --only-values -n user.imap.flags {}",
+            shq(&msg)
+        ));
+        String::from_utf8_lossy(&out.stdout).contains("\\Flagged")
+    });
+    let sent = sent_commands(&mount);
+    assert!(
+        sent.iter().any(|c| c == watch_command(kind)),
+        "{kind:?} should be watched with {}: {sent:?}",
+        watch_command(kind)
+    );
 }
