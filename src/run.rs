@@ -146,6 +146,10 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
         return Ok(imap);
     }
+    if opts.offline {
+        // --offline never contacts the server, the watcher included.
+        return Ok(imap);
+    }
     Ok(imap.with_watch(WatchSettings {
         poll_interval: opts.poll_interval,
         keepalive: opts.keepalive,
@@ -160,8 +164,15 @@ fn login_error(opts: &Options, error: StoreError) -> RunError {
     }
 }
 
-/// What a mount reads from: the store, and the cache of content in front of it.
-type Backends = (Arc<dyn MailStore>, Arc<dyn crate::cache::ContentCache>);
+/// What a mount reads from: the store, the cache of content in front of it, and what
+/// writes out what the disk cache still holds in memory (called once the mount is gone:
+/// threads such as the watcher's may keep the store alive past the session, so dropping
+/// it is not enough).
+type Backends = (
+    Arc<dyn MailStore>,
+    Arc<dyn crate::cache::ContentCache>,
+    Option<Box<dyn FnOnce()>>,
+);
 
 /// The store and content cache a mount uses: with the disk cache, the IMAP store behind
 /// `CachedStore` and memory in front of disk; without it (or when another imapfs uses it),
@@ -195,15 +206,21 @@ fn stores(opts: &Options, connected: Connected, memory: MemoryCache) -> Result<B
             if let Some(why) = &offline {
                 cached.start_offline(why);
             }
-            let cache = Arc::new(TieredCache::new(memory, disk));
-            Ok((Arc::new(cached), cache))
+            let cached = Arc::new(cached);
+            let cache = Arc::new(TieredCache::new(memory, Arc::clone(&disk)));
+            let kept = Arc::clone(&cached);
+            let flush = Box::new(move || {
+                kept.flush();
+                disk.flush();
+            });
+            Ok((cached, cache, Some(flush)))
         }
         Some(Err(why)) if starting_offline => Err(RunError::Daemon(why)),
         Some(Err(why)) => {
             tracing::warn!("{why}; this mount runs without a disk cache");
-            Ok((Arc::new(imap), Arc::new(memory)))
+            Ok((Arc::new(imap), Arc::new(memory), None))
         }
-        None => Ok((Arc::new(imap), Arc::new(memory))),
+        None => Ok((Arc::new(imap), Arc::new(memory), None)),
     }
 }
 
@@ -434,7 +451,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     let signals = block_signals();
     let config = fs_config(opts);
     let memory = MemoryCache::new(config.cache_bytes / 4 * 3);
-    let (store, cache) = stores(opts, connected, memory)?;
+    let (store, cache, flush_disk_cache) = stores(opts, connected, memory)?;
     let parts = FsParts {
         release_memory: Some(Arc::new(release_memory)),
         cache,
@@ -478,7 +495,11 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
             tracing::warn!(error = %e, "unmount failed");
         }
     }
-    match loop_thread.join() {
+    let ended = loop_thread.join();
+    if let Some(flush) = flush_disk_cache {
+        flush();
+    }
+    match ended {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "FUSE session ended with an error");

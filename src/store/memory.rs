@@ -982,16 +982,17 @@ impl MailStore for MemoryStore {
         let appended = {
             let mut state = self.state.lock();
             state.begin(Op::Append)?;
-            let appended = state.append_one(
-                mailbox,
-                &bytes,
-                message.flags,
-                message.internal_date,
-                message.binary,
-            );
-            // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
             let uidplus = state.capabilities.uidplus;
-            appended.map(|a| a.filter(|_| uidplus))
+            // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
+            state
+                .append_one(
+                    mailbox,
+                    &bytes,
+                    message.flags,
+                    message.internal_date,
+                    message.binary,
+                )
+                .map(|appended| appended.filter(|_| uidplus))
         };
         self.run_after(Op::Append);
         appended

@@ -122,8 +122,19 @@ pub fn settle_for(mount: &Mount, quiet: Duration) {
 /// How long `check` took to hold, polled every 20 ms; fails the test (with the mount's log)
 /// after [`SHOW_WITHIN`].
 pub fn shows(mount: &Mount, what: &str, check: impl Fn() -> bool) -> Duration {
+    shows_within(mount, what, SHOW_WITHIN, check)
+}
+
+/// How long `check` took to hold, polled every 20 ms; fails the test (with the mount's log
+/// and where its threads are) after `limit`.
+pub fn shows_within(
+    mount: &Mount,
+    what: &str,
+    limit: Duration,
+    check: impl Fn() -> bool,
+) -> Duration {
     let start = Instant::now();
-    while start.elapsed() < SHOW_WITHIN {
+    while start.elapsed() < limit {
         if check() {
             return start.elapsed();
         }
@@ -137,7 +148,7 @@ pub fn shows(mount: &Mount, what: &str, check: impl Fn() -> bool) -> Duration {
         mount.pid()
     ));
     panic!(
-        "{what}: not visible after {SHOW_WITHIN:?}; log ends:\n{}\nthreads:\n{}",
+        "{what}: not visible after {limit:?}; log ends:\n{}\nthreads:\n{}",
         tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         String::from_utf8_lossy(&threads.stdout)
     );
@@ -302,12 +313,18 @@ fn every_change_shows(dovecot: &Dovecot, mount: &Mount) -> Vec<(&'static str, Du
 
 /// The median of what `every_change_shows` measured is within the target; each is
 /// printed (the test's output says how fast each kind of change showed).
-fn within_target(config: &str, took: &[(&str, Duration)]) {
+/// `allowance`: what a mode waits by design on top (a poll interval where only polling is
+/// left). Each change is already held to [`SHOW_WITHIN`]; the median, which one slow moment
+/// of a loaded machine does not move, to the target.
+fn within_target(config: &str, took: &[(&str, Duration)], allowance: Duration) {
     let mut times: Vec<Duration> = took.iter().map(|(_, t)| *t).collect();
     times.sort();
     let median = times[times.len() / 2];
     eprintln!("{config}: median {median:?}; {took:?}");
-    assert!(median < TARGET, "{config}: median {median:?} ({took:?})");
+    assert!(
+        median < TARGET + allowance,
+        "{config}: median {median:?} ({took:?})"
+    );
 }
 
 #[test]
@@ -315,7 +332,7 @@ fn every_change_elsewhere_shows_within_two_seconds() {
     let dovecot = server_without(&[]);
     let mount = MountSpec::new(&dovecot, "alice").mount();
     let took = every_change_shows(&dovecot, &mount);
-    within_target("NOTIFY, QRESYNC", &took);
+    within_target("NOTIFY, QRESYNC", &took, Duration::ZERO);
     assert!(mount.log().contains("mode=Notify"), "watched with NOTIFY");
     // Unmounting does not wait for the watcher.
     let start = Instant::now();
@@ -334,7 +351,7 @@ fn without_notify_idle_and_polls_show_every_change() {
         .args(&["--poll-interval", "1"])
         .mount();
     let took = every_change_shows(&dovecot, &mount);
-    within_target("IDLE, polls", &took);
+    within_target("IDLE, polls", &took, Duration::ZERO);
     assert!(mount.log().contains("mode=Idle"));
 }
 
@@ -345,7 +362,7 @@ fn with_polls_alone_every_change_shows_within_the_poll_interval() {
         .args(&["-o", "poll_interval=1"])
         .mount();
     let took = every_change_shows(&dovecot, &mount);
-    within_target("polls alone", &took);
+    within_target("polls alone", &took, Duration::from_secs(1));
     assert!(mount.log().contains("mode=Poll"));
 }
 
@@ -354,7 +371,7 @@ fn without_qresync_condstore_tells_every_change() {
     let dovecot = server_without(&["QRESYNC"]);
     let mount = MountSpec::new(&dovecot, "alice").mount();
     let took = every_change_shows(&dovecot, &mount);
-    within_target("NOTIFY, CONDSTORE", &took);
+    within_target("NOTIFY, CONDSTORE", &took, Duration::ZERO);
 }
 
 #[test]
@@ -364,7 +381,7 @@ fn without_condstore_idle_and_listings_show_every_change() {
         .args(&["--poll-interval", "1"])
         .mount();
     let took = every_change_shows(&dovecot, &mount);
-    within_target("IDLE without CONDSTORE", &took);
+    within_target("IDLE without CONDSTORE", &took, Duration::ZERO);
     assert!(mount.log().contains("mode=Idle"));
 }
 
@@ -515,4 +532,33 @@ fn no_watch_looks_again_when_read() {
     let log = mount.log();
     assert!(!log.contains("watching the account"), "nothing watched");
     assert!(log.contains("--no-watch"));
+}
+
+/// `--offline` never contacts the server: the watcher stays off too.
+#[test]
+fn offline_on_purpose_the_watcher_stays_off() {
+    let dovecot = server_without(&[]);
+    let proxy = fixture::proxy::Proxy::start(
+        dovecot.imaps_addr(),
+        fixture::proxy::ProxyOptions::default(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let arg = format!("--cache-dir={}", cache.path().join("cache").display());
+    let mount = MountSpec::new(&dovecot, "alice")
+        .via_proxy(&proxy)
+        .args(&[&arg])
+        .mount();
+    assert_eq!(ls(&mount, "INBOX"), ["1 One", "2 Two", "3 Three"]);
+    assert!(mount.terminate(), "clean unmount");
+    let before = proxy.connections();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .via_proxy(&proxy)
+        .args(&[&arg, "--offline"])
+        .mount();
+    assert_eq!(ls(&mount, "INBOX"), ["1 One", "2 Two", "3 Three"]);
+    // The watcher would have connected by now (it starts with the mount).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(proxy.connections(), before, "a connection to the server");
+    assert!(!mount.log().contains("watching the account"));
 }

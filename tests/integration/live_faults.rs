@@ -3,16 +3,27 @@
 //! notices, connects again, compares what it follows with the server, and shows the
 //! changes made meanwhile; then looking costs nothing again.
 
+use std::time::Duration;
+
 use fixture::proxy::{Proxy, ProxyOptions};
 
-use super::live::{flags_of, ls, ls_cost, server_without, settle, shows, Other};
+use super::live::{flags_of, ls, ls_cost, server_without, settle, shows_within, Other};
 use super::support::*;
+
+/// How long a fault may take to be noticed and repaired: reconnecting backs off up to 5 s
+/// between tries, and a restarted server may be slow to answer on a loaded machine.
+const RECOVER_WITHIN: Duration = Duration::from_secs(30);
+
+/// Like `live::shows`, with [`RECOVER_WITHIN`].
+fn recovers(mount: &Mount, what: &str, check: impl Fn() -> bool) -> Duration {
+    shows_within(mount, what, RECOVER_WITHIN, check)
+}
 
 /// Lists INBOX into the kernel's caches and waits until the watcher follows it (looking
 /// again sends nothing).
 fn followed(mount: &Mount) {
     assert_eq!(ls(mount, "INBOX"), ["1 One", "2 Two", "3 Three"]);
-    shows(mount, "the watcher started", || {
+    recovers(mount, "the watcher started", || {
         mount.log().contains("watching the account")
     });
     settle(mount);
@@ -26,15 +37,15 @@ fn changes_while_away_show(dovecot: &Dovecot, mount: &Mount, subject: &str, away
     let mut other = Other::new(dovecot);
     let uid = other.append("INBOX", subject);
     other.store("INBOX", 1, "+FLAGS", "\\Flagged");
-    shows(mount, away, || mount.log().contains(away));
+    recovers(mount, away, || mount.log().contains(away));
     let name = format!("{uid} {subject}");
-    shows(mount, "the new message, after reconnecting", || {
+    recovers(mount, "the new message, after reconnecting", || {
         ls(mount, "INBOX").contains(&name)
     });
-    shows(mount, "the flag, after reconnecting", || {
+    recovers(mount, "the flag, after reconnecting", || {
         flags_of(mount, "INBOX/1 One").contains("\\Flagged")
     });
-    shows(mount, "the watcher back", || {
+    recovers(mount, "the watcher back", || {
         mount.log().contains("watcher connection back")
     });
     settle(mount);
@@ -42,7 +53,7 @@ fn changes_while_away_show(dovecot: &Dovecot, mount: &Mount, subject: &str, away
     // And a change after that is pushed as before.
     let later = other.append("INBOX", "Later");
     let later = format!("{later} Later");
-    shows(mount, "a change after the reconnection", || {
+    recovers(mount, "a change after the reconnection", || {
         ls(mount, "INBOX").contains(&later)
     });
 }
@@ -98,22 +109,22 @@ fn a_silent_server_is_noticed(left_out: &[&str]) {
     proxy.set_stalled(true);
     let mut other = Other::new(&dovecot);
     let uid = other.append("INBOX", "While silent");
-    shows(&mount, "the silence noticed", || {
+    recovers(&mount, "the silence noticed", || {
         mount.log().contains("watcher connection lost")
     });
     proxy.set_stalled(false);
     let name = format!("{uid} While silent");
-    shows(&mount, "the new message, after the silence", || {
+    recovers(&mount, "the new message, after the silence", || {
         ls(&mount, "INBOX").contains(&name)
     });
-    shows(&mount, "the watcher back", || {
+    recovers(&mount, "the watcher back", || {
         mount.log().contains("watcher connection back")
     });
     settle(&mount);
     assert_eq!(ls_cost(&mount, "INBOX"), 0, "INBOX is followed again");
     let later = other.append("INBOX", "Later");
     let later = format!("{later} Later");
-    shows(&mount, "a change after the silence", || {
+    recovers(&mount, "a change after the silence", || {
         ls(&mount, "INBOX").contains(&later)
     });
 }

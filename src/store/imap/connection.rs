@@ -431,12 +431,15 @@ impl Read for ImapStream {
 }
 
 impl ImapStream {
-    /// Bytes already decrypted by TLS and not read yet (none in plaintext).
+    /// Bytes already decrypted by TLS and not read yet (none in plaintext), plus one if
+    /// compressed bytes wait to be inflated.
     fn pending(&self) -> usize {
-        match &self.link {
+        let tls = match &self.link {
             Link::Tls(s) => s.buffered_read_size().unwrap_or(0),
             Link::Plain(_) => 0,
-        }
+        };
+        let inflating = self.deflate.as_ref().is_some_and(|d| d.has_pending_input());
+        tls + usize::from(inflating)
     }
 }
 

@@ -317,7 +317,12 @@ fn first_connection(shared: &Shared) -> Option<Connection> {
             Err(e) => {
                 failures += 1;
                 let wait = backoff(failures);
-                tracing::warn!(error = %e, retry_in = ?wait, "the watcher cannot connect; changes elsewhere show when listed until it does");
+                // Said once; a mount that started offline tries every few seconds.
+                if failures == 1 {
+                    tracing::warn!(error = %e, "the watcher cannot connect; changes elsewhere show when listed until it does");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?wait, "the watcher still cannot connect");
+                }
                 shared.wakers[Role::Primary as usize].sleep(wait);
             }
         }

@@ -92,7 +92,11 @@ impl Channel {
                 Err(e) => {
                     failures += 1;
                     let wait = backoff(failures);
-                    tracing::warn!(role = ?self.role, error = %e, retry_in = ?wait, "watcher connection lost; changes elsewhere show when listed until it is back");
+                    if failures == 1 {
+                        tracing::warn!(role = ?self.role, error = %e, retry_in = ?wait, "watcher connection lost; changes elsewhere show when listed until it is back");
+                    } else {
+                        tracing::debug!(role = ?self.role, error = %e, retry_in = ?wait, "watcher connection still down");
+                    }
                     self.shared.wakers[self.role as usize].sleep(wait);
                 }
             }
