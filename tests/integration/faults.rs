@@ -242,6 +242,24 @@ fn uids(names: &[String]) -> BTreeSet<u32> {
     names.iter().map(|n| uid_of(n)).collect()
 }
 
+/// Waits (bounded) until the mount has no change queued (`user.imapfs.pending` empty).
+fn wait_until_nothing_pending(mount: &Mount) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = Command::new("getfattr")
+            .args(["--only-values", "-n", "user.imapfs.pending"])
+            .arg(&mount.path)
+            .output()
+            .expect("getfattr");
+        let pending = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && pending.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still pending: {pending}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Mounts through `proxy` with `--timeout timeout` and `extra` arguments.
 fn mount_via(
     dovecot: &Dovecot,
@@ -571,6 +589,9 @@ fn a_cut_during_mv_leaves_each_message_in_exactly_one_mailbox() {
     for (i, message) in messages.iter().enumerate().skip(1) {
         let cut_after = took.mul_f64(i as f64 / (COUNT - 1) as f64 * 1.1);
         let (out, _) = mv(i, Some(cut_after));
+        // A cut that made the mount think the server gone queues the move (disconnected
+        // mode) and `mv` succeeds: wait until the queue is replayed before asking the server.
+        wait_until_nothing_pending(&mount);
         let found = places(&mut client, &["Src", "Dst"], &message.raw);
         outcomes.push(format!(
             "cut at {cut_after:?}: mv {} -> {found:?}",
