@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark: install what is missing, build imapfs and the driver (release), then measure
 # imapfs against the IMAP protocol floor, mbsync and grep over a local Maildir, on loopback and
-# on a slow link, against a private Dovecot with a generated corpus, and whether its memory
-# comes back after the kernel forgets a walk's inodes; prefetch against mbsync, a warm
-# remount with the disk cache, search against grep, and all of it with and without
-# COMPRESS=DEFLATE. Prints one table and writes it to
+# on a slow link, against a private Dovecot with a generated corpus, whether its memory
+# comes back after the kernel forgets a walk's inodes, what live updates cost (one APPEND
+# elsewhere until visible; a second ls -l of an unchanged mailbox on the slow link);
+# prefetch against mbsync, a warm remount with the disk cache, search against grep, and all
+# of it with and without COMPRESS=DEFLATE. Prints one table and writes it to
 # bench/RESULTS.md.
 #
 #   scripts/bench.sh             # 10,000 messages (+20,000 small ones to walk), median of 3 runs
@@ -12,6 +13,8 @@
 #   scripts/bench.sh --quick     # 500 messages (+1,000), 1 run (about 20 seconds)
 #   scripts/bench.sh --quick --only prefetch,remount --out /tmp/r.md
 #                                # some groups of rows alone, while working on them
+#   scripts/bench.sh --live-only --runs 1 --walk-messages 1
+#                                # the live-update rows (11a, 11b) alone, printed, not written
 #   scripts/bench.sh --help      # every option of the driver (--messages, --runs, --out, ...)
 #
 # Must run as root (Dovecot serves mail as another user; FUSE). Nothing is left behind: on

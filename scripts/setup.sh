@@ -3,10 +3,14 @@
 # Dovecot (IMAP server for tests), FUSE 3, OpenSSL headers and CLI, attr (getfattr),
 # isync (mbsync, the benchmark's reference client), python3, and the tools the tests point
 # at the mount as users do (rsync, vim, and gio from libglib2.0-bin), and man-db (the tests
-# render the man page with man -l). Checks for cargo.
+# render the man page with man -l), gamin (Courier IMAP's file monitor, which it waits
+# seconds for at each login without one) and the SASL database plugin (Cyrus's passwords).
+# Then scripts/test-servers.sh unpacks Cyrus and Courier privately (they conflict with
+# dovecot-imapd). Checks for cargo.
 set -euo pipefail
 
-packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3 rsync vim libglib2.0-bin man-db)
+packages=(dovecot-imapd fuse3 pkg-config libssl-dev openssl attr isync python3 rsync vim libglib2.0-bin man-db
+    gamin libsasl2-modules-db)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -36,6 +40,8 @@ if ((${#missing[@]} > 0)); then
 else
     echo "setup: system packages present"
 fi
+
+bash "$(dirname "${BASH_SOURCE[0]}")/test-servers.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2

@@ -26,6 +26,10 @@ pub const MAX_CONNECTIONS: usize = 16;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest accepted timeout in seconds (one day), so deadline arithmetic cannot overflow.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// How often mailboxes the server does not push changes of are checked, by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a quiet watcher connection waits before it is checked, by default.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(120);
 /// Port for `imaps://` (implicit TLS), [RFC 8314 §7](https://www.rfc-editor.org/rfc/rfc8314#section-7).
 pub const IMAPS_PORT: u16 = 993;
 /// Port for `imap://` (STARTTLS), [RFC 3501 §2.1](https://www.rfc-editor.org/rfc/rfc3501#section-2.1).
@@ -209,12 +213,34 @@ pub struct Options {
     pub connections: usize,
 
     /// Give up on an IMAP command after SECS seconds
-    #[arg(long, value_name = "SECS", value_parser = timeout_value, default_value = "30")]
+    #[arg(long, value_name = "SECS", value_parser = seconds_value, default_value = "30")]
     pub timeout: Duration,
+
+    /// Check mailboxes whose changes the server does not push every SECS seconds
+    #[arg(long, value_name = "SECS", value_parser = seconds_value, default_value = "60")]
+    pub poll_interval: Duration,
+
+    /// Do not watch for changes made elsewhere; see them when a directory is read again
+    #[arg(long)]
+    pub no_watch: bool,
+
+    /// Check a quiet watcher connection after SECS seconds (for tests)
+    #[arg(long, value_name = "SECS", value_parser = seconds_value, default_value = "120", hide = true)]
+    pub keepalive: Duration,
 
     /// What deleting a message does
     #[arg(long, value_name = "MODE", value_enum, default_value_t = DeleteMode::Trash)]
     pub delete: DeleteMode,
+
+    /// The mailbox deleted messages go to, as the mount shows it (default: the server's
+    /// \Trash mailbox, else the one named Trash)
+    #[arg(long, value_name = "MAILBOX", value_parser = non_empty_string)]
+    pub trash: Option<String>,
+
+    /// Leave mailboxes that show other mailboxes' messages again (\All, \Flagged,
+    /// \Important: Gmail's All Mail, Starred, Important) out of listings and root searches
+    #[arg(long)]
+    pub hide_virtual_folders: bool,
 
     /// Do not verify the server's TLS certificate (dangerous)
     #[arg(long)]
@@ -735,7 +761,7 @@ fn connections_value(s: &str) -> Result<usize, String> {
     }
 }
 
-fn timeout_value(s: &str) -> Result<Duration, String> {
+fn seconds_value(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
         Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) && is_plain_number(s) => {
             Ok(Duration::from_secs(secs))
@@ -1055,7 +1081,12 @@ mod tests {
                 cache_size: 256 * 1024 * 1024,
                 connections: 4,
                 timeout: Duration::from_secs(30),
+                poll_interval: Duration::from_secs(60),
+                no_watch: false,
+                keepalive: Duration::from_secs(120),
                 delete: DeleteMode::Trash,
+                trash: None,
+                hide_virtual_folders: false,
                 insecure: false,
                 allow_plaintext: false,
                 no_compress: false,
@@ -1081,6 +1112,10 @@ mod tests {
             (o.cache_size, o.connections, o.timeout),
             (DEFAULT_CACHE_SIZE, DEFAULT_CONNECTIONS, DEFAULT_TIMEOUT)
         );
+        assert_eq!(
+            (o.poll_interval, o.keepalive),
+            (DEFAULT_POLL_INTERVAL, DEFAULT_KEEPALIVE)
+        );
     }
 
     /// Every option, as (long form, -o form, check on the result).
@@ -1105,6 +1140,13 @@ mod tests {
         }),
         (&["--timeout", "5"], "timeout=5", |o| {
             o.timeout == Duration::from_secs(5)
+        }),
+        (&["--poll-interval", "1"], "poll_interval=1", |o| {
+            o.poll_interval == Duration::from_secs(1)
+        }),
+        (&["--no-watch"], "no_watch", |o| o.no_watch),
+        (&["--keepalive", "2"], "keepalive=2", |o| {
+            o.keepalive == Duration::from_secs(2)
         }),
         (&["--delete", "expunge"], "delete=expunge", |o| {
             o.delete == DeleteMode::Expunge
@@ -1145,6 +1187,12 @@ mod tests {
             "spool_dir=/tmp/spool",
             |o| o.spool_dir == Some(PathBuf::from("/tmp/spool")),
         ),
+        (&["--trash", "Deleted Items"], "trash=Deleted Items", |o| {
+            o.trash.as_deref() == Some("Deleted Items")
+        }),
+        (&["--hide-virtual-folders"], "hide_virtual_folders", |o| {
+            o.hide_virtual_folders
+        }),
     ];
 
     #[test]
@@ -1413,6 +1461,8 @@ mod tests {
             &["--timeout", "0"],
             &["--timeout", "86401"],
             &["--timeout", "1.5"],
+            &["--poll-interval", "0"],
+            &["--poll-interval", "86401"],
             &["--cache-size", "0"],
             &["--cache-size", "lots"],
             &["--uid", "-1"],

@@ -133,6 +133,11 @@ pub struct FsConfig {
     pub delete: DeleteMode,
     /// Where new files are kept until they are appended (and kept if APPEND fails).
     pub spool_dir: PathBuf,
+    /// Where deleted messages go (a display path); `None`: the `\Trash` mailbox, or else
+    /// the one named Trash.
+    pub trash: Option<String>,
+    /// Leave `\All`, `\Flagged` and `\Important` mailboxes out of listings and root searches.
+    pub hide_virtual_folders: bool,
 }
 
 /// A hook the core calls after it freed a lot of memory at once (a large listing replaced,

@@ -57,6 +57,16 @@ fn init_logging(opts: &cli::Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Panics go to the log too (a detached imapfs has no stderr to read), with the thread.
+fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), "panic: {info}");
+        default(info);
+    }));
+}
+
 /// `imapfs --generate WHAT`: the man page or a completion script on standard output.
 fn generate(what: &str) -> ExitCode {
     use clap_complete::Shell;
@@ -104,6 +114,7 @@ fn prefetch(args: &[OsString]) -> ExitCode {
         eprintln!("imapfs: {e}");
         return ExitCode::from(2);
     }
+    log_panics();
     let depth = if request.headers_only {
         imapfs::fs::prefetch::Depth::Headers
     } else {
@@ -171,6 +182,7 @@ fn main() -> ExitCode {
         eprintln!("imapfs: {e}");
         return ExitCode::from(2);
     }
+    log_panics();
     match imapfs::run::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

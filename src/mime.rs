@@ -14,7 +14,9 @@ pub use decode::{
     decode_base64, decode_quoted_printable, decode_transfer, encoding_for_charset, text_to_utf8,
 };
 pub use header::decode_header;
-pub use layout::{base64_decoded_len, base64_lines, is_identity, message_layout, Base64Lines};
+pub use layout::{
+    base64_decoded_len, base64_lines, is_identity, message_layout, whole_message_file, Base64Lines,
+};
 pub use naming::{
     clean_subject, guess_extension, message_dir_name, nested_message_dir_name, sanitize_name,
     UniqueNames, MAX_NAME_BYTES, NO_SUBJECT,

@@ -18,6 +18,7 @@ use crate::notify;
 use crate::secret;
 use crate::store::cached::CachedStore;
 use crate::store::imap::connection::ConnectConfig;
+use crate::store::imap::watch::WatchSettings;
 use crate::store::imap::{Auth, ImapStore, Transport};
 use crate::store::{MailStore, StoreError, StoreEvent};
 
@@ -140,7 +141,19 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         plaintext_warned: Default::default(),
         compress: !opts.no_compress,
     };
-    Ok(ImapStore::unconnected(config, opts.connections))
+    let imap = ImapStore::unconnected(config, opts.connections);
+    if opts.no_watch {
+        tracing::info!("--no-watch: changes made elsewhere show when a directory is read again");
+        return Ok(imap);
+    }
+    if opts.offline {
+        // --offline never contacts the server, the watcher included.
+        return Ok(imap);
+    }
+    Ok(imap.with_watch(WatchSettings {
+        poll_interval: opts.poll_interval,
+        keepalive: opts.keepalive,
+    }))
 }
 
 fn login_error(opts: &Options, error: StoreError) -> RunError {
@@ -151,8 +164,15 @@ fn login_error(opts: &Options, error: StoreError) -> RunError {
     }
 }
 
-/// What a mount reads from: the store, and the cache of content in front of it.
-type Backends = (Arc<dyn MailStore>, Arc<dyn crate::cache::ContentCache>);
+/// What a mount reads from: the store, the cache of content in front of it, and what
+/// writes out what the disk cache still holds in memory (called once the mount is gone:
+/// threads such as the watcher's may keep the store alive past the session, so dropping
+/// it is not enough).
+type Backends = (
+    Arc<dyn MailStore>,
+    Arc<dyn crate::cache::ContentCache>,
+    Option<Box<dyn FnOnce()>>,
+);
 
 /// The store and content cache a mount uses: with the disk cache, the IMAP store behind
 /// `CachedStore` and memory in front of disk; without it (or when another imapfs uses it),
@@ -186,15 +206,21 @@ fn stores(opts: &Options, connected: Connected, memory: MemoryCache) -> Result<B
             if let Some(why) = &offline {
                 cached.start_offline(why);
             }
-            let cache = Arc::new(TieredCache::new(memory, disk));
-            Ok((Arc::new(cached), cache))
+            let cached = Arc::new(cached);
+            let cache = Arc::new(TieredCache::new(memory, Arc::clone(&disk)));
+            let kept = Arc::clone(&cached);
+            let flush = Box::new(move || {
+                kept.flush();
+                disk.flush();
+            });
+            Ok((cached, cache, Some(flush)))
         }
         Some(Err(why)) if starting_offline => Err(RunError::Daemon(why)),
         Some(Err(why)) => {
             tracing::warn!("{why}; this mount runs without a disk cache");
-            Ok((Arc::new(imap), Arc::new(memory)))
+            Ok((Arc::new(imap), Arc::new(memory), None))
         }
-        None => Ok((Arc::new(imap), Arc::new(memory))),
+        None => Ok((Arc::new(imap), Arc::new(memory), None)),
     }
 }
 
@@ -342,33 +368,46 @@ fn refuse_core_dumps() {
 }
 
 /// Hands the core's invalidations to the kernel, on a thread of its own: the kernel must
-/// not be told from inside a request handler for a related node.
+/// not be told from inside a request handler for a related node. What queued up while the
+/// kernel was being told goes out once each (a burst of reports repeats the directory).
 fn spawn_invalidator(notifier: fuser::Notifier) -> mpsc::Sender<Invalidation> {
     let (tx, rx) = mpsc::channel::<Invalidation>();
     std::thread::spawn(move || {
-        for invalidation in rx {
-            let result = match &invalidation {
-                Invalidation::Entry { parent, name } => {
-                    notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let mut sent = std::collections::HashSet::new();
+            for invalidation in batch {
+                if sent.insert(invalidation.clone()) {
+                    invalidate(&notifier, &invalidation);
                 }
-                Invalidation::Deleted {
-                    parent,
-                    child,
-                    name,
-                } => notifier.delete(
-                    fuser::INodeNo(*parent),
-                    fuser::INodeNo(*child),
-                    std::ffi::OsStr::new(name),
-                ),
-                Invalidation::Inode { ino } => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
-            };
-            // ENOENT: the kernel had already dropped it.
-            if let Err(e) = result {
-                tracing::debug!(?invalidation, error = %e, "kernel invalidation not applied");
             }
         }
     });
     tx
+}
+
+/// Tells the kernel one invalidation.
+fn invalidate(notifier: &fuser::Notifier, invalidation: &Invalidation) {
+    let result = match invalidation {
+        Invalidation::Entry { parent, name } => {
+            notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name))
+        }
+        Invalidation::Deleted {
+            parent,
+            child,
+            name,
+        } => notifier.delete(
+            fuser::INodeNo(*parent),
+            fuser::INodeNo(*child),
+            std::ffi::OsStr::new(name),
+        ),
+        Invalidation::Inode { ino } => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+    };
+    // ENOENT: the kernel had already dropped it.
+    if let Err(e) = result {
+        tracing::debug!(?invalidation, error = %e, "kernel invalidation not applied");
+    }
 }
 
 /// Applies the store's events to the core on a thread of their own.
@@ -403,6 +442,8 @@ fn fs_config(opts: &Options) -> FsConfig {
             DeleteMode::Off => FsDelete::Off,
         },
         spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
+        trash: opts.trash.clone(),
+        hide_virtual_folders: opts.hide_virtual_folders,
     }
 }
 
@@ -410,7 +451,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     let signals = block_signals();
     let config = fs_config(opts);
     let memory = MemoryCache::new(config.cache_bytes / 4 * 3);
-    let (store, cache) = stores(opts, connected, memory)?;
+    let (store, cache, flush_disk_cache) = stores(opts, connected, memory)?;
     let parts = FsParts {
         release_memory: Some(Arc::new(release_memory)),
         cache,
@@ -454,7 +495,11 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
             tracing::warn!(error = %e, "unmount failed");
         }
     }
-    match loop_thread.join() {
+    let ended = loop_thread.join();
+    if let Some(flush) = flush_disk_cache {
+        flush();
+    }
+    match ended {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "FUSE session ended with an error");

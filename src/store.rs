@@ -398,6 +398,9 @@ pub enum StoreEvent {
     Mailbox(MailboxChange),
     /// Mailboxes were created, deleted or renamed: the mailbox list must be read again.
     MailboxList,
+    /// Messages of one mailbox changed in a way the store cannot tell exactly (a server
+    /// without CONDSTORE, or one that was out of reach for a while): list it again.
+    MailboxStale(MailboxId),
 }
 
 /// Where a store sends its events; called on the store's own thread, so it must not block.
@@ -517,6 +520,19 @@ pub trait MailStore: Send + Sync + 'static {
         flags: &[Flag],
     ) -> StoreResult<()>;
 
+    /// Adds and removes flags of one message, leaving its other flags as they are:
+    /// `UID STORE <uid> +FLAGS.SILENT (...)` and `-FLAGS.SILENT (...)`
+    /// ([RFC 3501 §6.4.6](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.6)), so a change
+    /// another client made meanwhile to other flags is kept (RFC 4549 §4.3).
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()>;
+
     /// Moves one message (`UID MOVE`, or `UID COPY` then expunging that UID alone).
     /// Returns the target's UIDVALIDITY and the new UID when the server tells them
     /// (COPYUID, RFC 4315).
@@ -562,6 +578,16 @@ pub trait MailStore: Send + Sync + 'static {
     ) -> StoreResult<Option<(MailboxChange, MailboxVersion)>> {
         Ok(None)
     }
+
+    /// Changes made while offline that wait for the server, one line each (refused ones
+    /// with why); empty for a store that never queues.
+    fn pending_changes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Replays the changes that wait (the refused ones too) now, in the background, if the
+    /// server can be reached; a store that never queues does nothing.
+    fn retry_pending(&self) {}
 
     /// Whether the server is being talked to (a store with a disk cache can be offline).
     fn link_state(&self) -> LinkState {
@@ -615,7 +641,7 @@ pub fn only<T>(batch: Vec<(Uid, T)>, mailbox: &MailboxId, uid: Uid) -> StoreResu
 }
 
 /// Server abilities that change which commands imapfs sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// RFC 6851 MOVE.
     pub move_command: bool,

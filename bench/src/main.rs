@@ -87,6 +87,9 @@ struct Args {
     /// The command line to record in the results [default: $BENCH_COMMAND, else this one].
     #[arg(long, value_name = "TEXT")]
     command: Option<String>,
+    /// Measure only the live-update rows (11a, 11b), print them, and write nothing.
+    #[arg(long)]
+    live_only: bool,
     /// Internal: print the seconds of one fstat of PATH (the FUSE round-trip probe) and exit.
     #[arg(long, value_name = "PATH", hide = true)]
     fuse_probe: Option<PathBuf>,
@@ -262,6 +265,7 @@ fn run(args: &Args, work: &Path) -> io::Result<()> {
         imapfs: imapfs.clone(),
         work: work.to_path_buf(),
         log_dir: args.log_dir.clone(),
+        live_only: args.live_only,
         search_messages: args
             .search_messages
             .map_or(if args.quick { 200 } else { 2_000 }, |n| n as usize),
@@ -269,6 +273,13 @@ fn run(args: &Args, work: &Path) -> io::Result<()> {
     };
     let machine = machine(args, &imapfs);
     let results = suite::run(&config)?;
+    if config.live_only {
+        print!("{}", report::render_live(&config, &results));
+        for (row, why) in &results.wrong {
+            eprintln!("imapfs-bench: WRONG RESULT ({row}): {why}");
+        }
+        return Ok(());
+    }
     let text = report::render(&config, &machine, &results);
     print!("{text}");
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 mod targets;
 
-use self::targets::{rows, Row};
+use self::targets::{live_rows, rows, Row};
 use crate::server::{SEARCH_HITS, SEARCH_WORD, WALK_AVG_SIZE};
 use crate::stats::Series;
 use crate::suite::{Config, Results, FLOOR_COMMAND};
@@ -113,7 +113,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 25] = [
+    let series: [(&str, &Series); 28] = [
         ("R1 floor", &r.floor),
         ("R2 mbsync deflate", &r.mbsync_deflate),
         ("R3 mbsync plain", &r.mbsync_plain),
@@ -127,6 +127,9 @@ fn all_runs(r: &Results) -> String {
         ("4a ls -l, slow link", &r.ls_slow),
         ("4b body.txt, slow link", &r.body_slow),
         ("5b grep, small cache", &r.grep_small),
+        ("11a one APPEND elsewhere to visible", &r.live_append),
+        ("11b second ls -l, slow link", &r.live_ls_again),
+        ("11b' ls -l of as many local directories", &r.live_ls_local),
         ("7a prefetch INBOX, deflate", &r.prefetch_deflate),
         ("7c prefetch INBOX, no compression", &r.prefetch_plain),
         ("R7 grep cold, disk cache", &r.remount_first_cold),
@@ -401,6 +404,11 @@ fn method(config: &Config) -> String {
         search = thousands(config.search_messages as u64),
         search_seed = config.seed + 1,
     )
+}
+
+/// The live-update rows alone (`--live-only`), as a table.
+pub fn render_live(config: &Config, r: &Results) -> String {
+    table(&live_rows(config, r))
 }
 
 #[cfg(test)]

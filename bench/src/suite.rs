@@ -12,6 +12,7 @@ mod cache_rows;
 mod forget;
 mod fuse_reference;
 mod imapfs_rows;
+mod live;
 mod references;
 mod search_rows;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub work: PathBuf,
     /// Where to keep imapfs's logs (`None`: not kept).
     pub log_dir: Option<PathBuf>,
+    /// Measure the live-update rows (11a, 11b) alone.
+    pub live_only: bool,
     /// Messages in the Search mailbox (plus the few that hold the search word).
     pub search_messages: usize,
     /// The groups of rows to measure; empty: all.
@@ -88,6 +91,8 @@ pub enum Group {
     Search,
     /// 10: the same operations without compression, and prefetch over the slow link.
     Compress,
+    /// 11: live updates (one APPEND elsewhere until visible; a second `ls -l`).
+    Live,
 }
 
 impl Config {
@@ -143,6 +148,12 @@ pub struct Results {
     /// (6a), then with a small cache (6b).
     pub forget: Option<Forget>,
     pub forget_small_cache: Option<Forget>,
+    /// One APPEND by another client until it shows through a mount (loopback).
+    pub live_append: Series,
+    /// A second `ls -l` of the unchanged, followed mailbox, slow link.
+    pub live_ls_again: Series,
+    /// `ls -l` of as many local directories (what `ls -l` itself costs).
+    pub live_ls_local: Series,
     /// Files the greps reported: (over the Maildir, over imapfs).
     pub grep_matches: (usize, usize),
     pub search_messages: usize,
@@ -261,6 +272,15 @@ pub fn run(config: &Config) -> io::Result<Results> {
     }
     results.calibration = bench.calibrate()?;
 
+    if config.live_only {
+        for run in 1..=config.runs {
+            progress(&format!("live rows, run {run} of {}", config.runs));
+            bench.imapfs_live(&mut results)?;
+        }
+        results.total_seconds = started.elapsed().as_secs_f64();
+        results.load_after = load_average();
+        return Ok(results);
+    }
     for run in 1..=config.runs {
         progress(&format!("run {run} of {}", config.runs));
         bench.run_once(&mut results)?;
@@ -508,6 +528,11 @@ impl<'a> Bench<'a> {
         if wants(Group::Ls) {
             process::check()?;
             self.imapfs_ls_then_body(true, results)?;
+        }
+
+        if wants(Group::Live) {
+            process::check()?;
+            self.imapfs_live(results)?;
         }
 
         if wants(Group::Prefetch) {

@@ -189,9 +189,19 @@ impl Fs {
         Ok(())
     }
 
-    /// The Trash mailbox: SPECIAL-USE `\Trash`, else one named Trash.
+    /// The Trash mailbox: `--trash`, else SPECIAL-USE `\Trash`, else one named Trash.
     pub(super) fn trash_mailbox(&self) -> FsResult<MailboxId> {
         let tree = self.tree(false)?;
+        if let Some(chosen) = &self.config.trash {
+            return tree
+                .get(chosen.trim_matches('/'))
+                .and_then(|d| d.selectable_id().cloned())
+                .ok_or_else(|| {
+                    FsError::NotPermitted(format!(
+                        "--trash {chosen:?} is not a mailbox that can hold messages"
+                    ))
+                });
+        }
         if let Some(t) = tree.special_use("trash") {
             return Ok(t.clone());
         }

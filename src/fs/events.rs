@@ -12,7 +12,7 @@ use super::Fs;
 use crate::store::{MailboxId, Section, StoreEvent};
 
 /// What the kernel must drop from its caches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Invalidation {
     /// The name `name` in directory `parent` (a cached entry, positive or negative).
     Entry { parent: u64, name: String },
@@ -34,7 +34,7 @@ pub struct Invalidations {
 }
 
 impl Invalidations {
-    fn send(&self, invalidation: Invalidation) {
+    pub(super) fn send(&self, invalidation: Invalidation) {
         let mut sink = self.sink.lock();
         if let Some(tx) = sink.as_ref() {
             if tx.send(invalidation).is_err() {
@@ -65,6 +65,20 @@ impl Fs {
                 self.announce(&reported.mailbox, &change);
             }
             StoreEvent::MailboxList => self.mailbox_list_changed(),
+            StoreEvent::MailboxStale(mailbox) => self.mailbox_stale(&mailbox),
+        }
+    }
+
+    /// Something changed in `mailbox` that the store cannot tell exactly: a mailbox listed
+    /// here is listed again now (the kernel is told what the new listing changed), so the
+    /// change shows without anyone reading the directory first.
+    fn mailbox_stale(&self, mailbox: &MailboxId) {
+        if self.metadata.generation(mailbox).is_none() {
+            return;
+        }
+        self.metadata.mark_stale(mailbox);
+        if let Err(e) = self.ensure_listing(mailbox, Some(std::time::Duration::ZERO)) {
+            tracing::warn!(mailbox = %mailbox, error = %e, "could not list a mailbox after a change");
         }
     }
 

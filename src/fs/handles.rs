@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use super::inodes::Node;
 use super::Kind;
+use crate::store::MailboxId;
 
 /// One entry of an open directory.
 #[derive(Debug, Clone)]
@@ -41,10 +42,26 @@ impl DirItem {
     }
 }
 
+/// What a mailbox directory's snapshot was taken from: the listing's generation then. If
+/// the listing changed while the directory was open, the kernel may have cached the
+/// snapshot after the change's invalidation went out, so it is invalidated again on close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirStamp {
+    pub ino: u64,
+    pub mailbox: MailboxId,
+    pub generation: Option<u64>,
+}
+
+/// An open directory: its snapshot, and where it came from.
+struct OpenDir {
+    items: Arc<Vec<DirItem>>,
+    stamp: Option<DirStamp>,
+}
+
 /// The snapshots of open directories, by handle.
 pub struct DirHandles {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<Vec<DirItem>>>>,
+    open: Mutex<HashMap<u64, OpenDir>>,
 }
 
 impl Default for DirHandles {
@@ -57,20 +74,24 @@ impl Default for DirHandles {
 }
 
 impl DirHandles {
-    /// Keeps a snapshot; returns its handle.
-    pub fn open(&self, items: Vec<DirItem>) -> u64 {
+    /// Keeps a snapshot (of a mailbox's listing at `stamp`); returns its handle.
+    pub fn open(&self, items: Vec<DirItem>, stamp: Option<DirStamp>) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().insert(fh, Arc::new(items));
+        let dir = OpenDir {
+            items: Arc::new(items),
+            stamp,
+        };
+        self.open.lock().insert(fh, dir);
         fh
     }
 
     /// The snapshot behind a handle.
     pub fn get(&self, fh: u64) -> Option<Arc<Vec<DirItem>>> {
-        self.open.lock().get(&fh).cloned()
+        self.open.lock().get(&fh).map(|d| Arc::clone(&d.items))
     }
 
-    /// Forgets a snapshot.
-    pub fn close(&self, fh: u64) {
-        self.open.lock().remove(&fh);
+    /// Forgets a snapshot; what it was taken from.
+    pub fn close(&self, fh: u64) -> Option<DirStamp> {
+        self.open.lock().remove(&fh).and_then(|d| d.stamp)
     }
 }

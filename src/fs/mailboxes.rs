@@ -18,9 +18,23 @@ pub struct MailboxDir {
     pub selectable: bool,
     /// Child directory name -> its display path.
     pub children: BTreeMap<String, String>,
+    /// Its RFC 6154 special use (`trash`, `all`...), lower case, if the server gave one.
+    pub special_use: Option<String>,
 }
 
+/// Special uses of mailboxes that show messages of other mailboxes again (Gmail's
+/// `[Gmail]/All Mail`, Starred and Important): `--hide-virtual-folders` leaves them out of
+/// listings and searches of every mailbox.
+pub const VIRTUAL_USES: [&str; 3] = ["all", "flagged", "important"];
+
 impl MailboxDir {
+    /// True if it shows messages of other mailboxes again (see [`VIRTUAL_USES`]).
+    pub fn is_virtual(&self) -> bool {
+        self.special_use
+            .as_deref()
+            .is_some_and(|u| VIRTUAL_USES.contains(&u))
+    }
+
     /// The mailbox, if this directory is one that can hold messages.
     pub fn selectable_id(&self) -> Option<&MailboxId> {
         self.id.as_ref().filter(|_| self.selectable)
@@ -117,6 +131,7 @@ impl MailboxTree {
                 if last {
                     dir.id = Some(info.id.clone());
                     dir.selectable = info.selectable;
+                    dir.special_use = info.special_use.clone();
                     tree.by_id.insert(info.id.clone(), path.clone());
                 }
             }

@@ -95,6 +95,9 @@ pub struct ListingChange {
 #[derive(Default)]
 struct Inner {
     tree: Option<(Arc<MailboxTree>, Instant)>,
+    /// Raised whenever the tree is forgotten: a LIST that went out before is older than
+    /// the change that made it be forgotten, and must not be kept.
+    tree_epoch: u64,
     listings: HashMap<MailboxId, Listing>,
     /// This mount's changes per mailbox (see `ChangeTicket`).
     changes: HashMap<MailboxId, u64>,
@@ -205,15 +208,28 @@ impl MetadataCache {
         }
     }
 
-    /// Keeps a tree just listed.
-    pub fn set_tree(&self, tree: Arc<MailboxTree>) {
+    /// What to hand back to [`Metadata::set_tree`] with a LIST about to go out.
+    pub fn tree_ticket(&self) -> u64 {
+        self.inner.lock().tree_epoch
+    }
+
+    /// Keeps a tree just listed, unless it was forgotten since `ticket` was taken (the
+    /// LIST may predate the change; the newer LIST is kept instead). True if kept.
+    pub fn set_tree(&self, tree: Arc<MailboxTree>, ticket: u64) -> bool {
         let now = self.clock.now();
-        self.inner.lock().tree = Some((tree, now));
+        let mut inner = self.inner.lock();
+        if inner.tree_epoch != ticket {
+            return false;
+        }
+        inner.tree = Some((tree, now));
+        true
     }
 
     /// Forgets the tree, so the next look at it asks the server.
     pub fn invalidate_tree(&self) {
-        self.inner.lock().tree = None;
+        let mut inner = self.inner.lock();
+        inner.tree = None;
+        inner.tree_epoch += 1;
     }
 
     // ---- listings -------------------------------------------------------------------------
@@ -844,6 +860,20 @@ mod tests {
             cache.plan_listing(&inbox, Some(LISTING_FRESH), true),
             ListingPlan::Relist { .. }
         ));
+    }
+
+    /// A LIST that went out before the tree was forgotten (a change elsewhere reported
+    /// meanwhile) is not kept over the one that went out after.
+    #[test]
+    fn a_tree_listed_before_it_was_forgotten_is_not_kept() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let tree = || Arc::new(MailboxTree::build(&[]));
+        let early = cache.tree_ticket();
+        cache.invalidate_tree();
+        let late = cache.tree_ticket();
+        assert!(cache.set_tree(tree(), late));
+        assert!(!cache.set_tree(tree(), early), "the older LIST is dropped");
+        assert!(cache.tree(None).is_some());
     }
 
     #[test]

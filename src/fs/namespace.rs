@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handles::DirItem;
+use super::handles::{DirItem, DirStamp};
 use super::inodes::{MessageRef, Node, ROOT};
 use super::mailboxes::MailboxTree;
 use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_FRESH};
 use super::walk::Walk;
-use super::{searches, virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult};
+use super::{searches, virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult, Invalidation};
 use crate::mime::{self, Entry, EntryKind};
 use crate::store::{MailboxId, Section, StoreError, Uid};
 
@@ -81,9 +81,10 @@ impl Fs {
         if let Some(tree) = self.metadata.tree(refresh.then_some(TREE_FRESH)) {
             return Ok(tree);
         }
+        let ticket = self.metadata.tree_ticket();
         let list = self.store.list_mailboxes()?;
         let tree = Arc::new(MailboxTree::build(&list));
-        self.metadata.set_tree(Arc::clone(&tree));
+        self.metadata.set_tree(Arc::clone(&tree), ticket);
         Ok(tree)
     }
 
@@ -98,6 +99,7 @@ impl Fs {
         let ticket = match self.metadata.plan_listing(mailbox, max_age, followed) {
             ListingPlan::Use => return Ok(()),
             ListingPlan::CheckVersion { known, ticket } => {
+                tracing::debug!(mailbox = %mailbox, followed, "checking a listing's version");
                 if self.store.mailbox_version(mailbox)? == Some(known)
                     && self.metadata.confirm_unchanged(mailbox, ticket)
                 {
@@ -107,6 +109,7 @@ impl Fs {
             }
             ListingPlan::Relist { ticket } => ticket,
         };
+        tracing::debug!(mailbox = %mailbox, followed, "listing a mailbox");
         let fresh = self.store.list_messages(mailbox)?;
         let validity = fresh.uid_validity;
         let version = fresh.version;
@@ -204,6 +207,24 @@ impl Fs {
                 section,
                 mtime,
             } => {
+                // Every message directory has message.eml, sized by the listing: `cat
+                // DIR/message.eml` needs no structure, only the content (one round trip).
+                if section.is_whole() && name == mime::MESSAGE_FILE {
+                    if let Some(meta) = self.metadata.message(&message) {
+                        let node = Node::File {
+                            message,
+                            dir: section,
+                            name: name.to_string(),
+                            spec: Box::new(mime::whole_message_file(meta.size)),
+                            mtime,
+                            known_size: None,
+                        };
+                        if self.hidden.lock().contains(&node.key()) {
+                            return Err(FsError::NotFound);
+                        }
+                        return self.exact_file(node);
+                    }
+                }
                 let layout = self.layout(&message)?;
                 let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
                 let entry = entries
@@ -342,9 +363,10 @@ impl Fs {
     /// Opens a directory: takes a snapshot of its entries so that paging through it with
     /// offsets is stable, refreshing the listing from the server.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let mut stamp = None;
         let items = match self.node(ino)? {
-            Node::Root => self.mailbox_dir_items(ino, "")?,
-            Node::Mailbox { path } => self.mailbox_dir_items(ino, &path)?,
+            Node::Root => self.mailbox_dir_items(ino, "", &mut stamp)?,
+            Node::Mailbox { path } => self.mailbox_dir_items(ino, &path, &mut stamp)?,
             Node::Message {
                 message,
                 section,
@@ -387,7 +409,7 @@ impl Fs {
             | Node::StoredFile { .. }
             | Node::Virtual(_) => return Err(FsError::NotADirectory),
         };
-        Ok(self.dirs.open(items))
+        Ok(self.dirs.open(items, stamp))
     }
 
     /// Whether the kernel may keep an open directory's entries across opens: true for
@@ -410,12 +432,23 @@ impl Fs {
             .is_some_and(|id| self.store.is_followed(&id))
     }
 
-    fn mailbox_dir_items(&self, ino: u64, path: &str) -> FsResult<Vec<DirItem>> {
+    fn mailbox_dir_items(
+        &self,
+        ino: u64,
+        path: &str,
+        stamp: &mut Option<DirStamp>,
+    ) -> FsResult<Vec<DirItem>> {
         let tree = self.tree(true)?;
         let dir = tree.get(path).ok_or(FsError::NotFound)?;
         let mailbox = dir.selectable_id();
         if let Some(mailbox) = mailbox {
             self.ensure_listing(mailbox, Some(LISTING_FRESH))?;
+            // Taken before the snapshot: a change between them shows as one since.
+            *stamp = Some(DirStamp {
+                ino,
+                mailbox: mailbox.clone(),
+                generation: self.metadata.generation(mailbox),
+            });
         }
         let mut items = vec![
             DirItem::Dot { name: ".", ino },
@@ -425,6 +458,12 @@ impl Fs {
             },
         ];
         for (name, child_path) in &dir.children {
+            // Still reachable by name: only walks (ls, find, grep -r) pass it by.
+            let hidden = self.config.hide_virtual_folders
+                && tree.get(child_path).is_some_and(|d| d.is_virtual());
+            if hidden {
+                continue;
+            }
             items.push(DirItem::Child {
                 name: name.clone(),
                 node: Node::Mailbox {
@@ -559,7 +598,16 @@ impl Fs {
     }
 
     /// Forgets an open directory's snapshot.
+    /// Closes an open directory. If its mailbox changed while it was open, the kernel may
+    /// have filled its cache of the directory from the old snapshot after that change's
+    /// invalidation: it is invalidated again (queued; never told from here).
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.close(fh);
+        let Some(stamp) = self.dirs.close(fh) else {
+            return;
+        };
+        if self.metadata.generation(&stamp.mailbox) != stamp.generation {
+            self.invalidations
+                .send(Invalidation::Inode { ino: stamp.ino });
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -539,11 +539,14 @@ impl Fs {
         self.metadata.mark_stale(&file.mailbox);
         match appended {
             Ok(uid) => {
-                let message = uid.map(|(validity, uid)| MessageRef {
-                    mailbox: file.mailbox.clone(),
-                    validity,
-                    uid,
-                });
+                let message = match uid {
+                    Some((validity, uid)) => Some(MessageRef {
+                        mailbox: file.mailbox.clone(),
+                        validity,
+                        uid,
+                    }),
+                    None => self.find_appended(&sending),
+                };
                 tracing::info!(mailbox = %file.mailbox, name, ?message, bytes = len, "stored new file");
                 *file.state.lock() = State::Stored(message.clone());
                 let _ = std::fs::remove_file(note_path(&file.spool));
@@ -570,6 +573,33 @@ impl Fs {
                     "APPEND failed; the written bytes are kept in the spool file");
                 *file.state.lock() = State::Failed(e.to_string());
                 Err(FsError::Store(e))
+            }
+        }
+    }
+
+    /// The message an APPEND without APPENDUID (a server without UIDPLUS) stored: the
+    /// newest one with its Message-ID, size and date. `None` if it cannot be told (the
+    /// next listing then shows it).
+    fn find_appended(&self, sending: &Sending) -> Option<MessageRef> {
+        let id = sending.message_id.as_deref()?;
+        let date = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match self.store.find_by_message_id(&sending.mailbox, id) {
+            Ok((validity, found)) => found
+                .iter()
+                .filter(|m| {
+                    m.size == sending.message_len
+                        && date(m.internal_date) == date(sending.internal_date)
+                })
+                .map(|m| m.uid)
+                .max()
+                .map(|uid| MessageRef {
+                    mailbox: sending.mailbox.clone(),
+                    validity,
+                    uid,
+                }),
+            Err(e) => {
+                tracing::warn!(mailbox = %sending.mailbox, error = %e, "no APPENDUID, and the new message could not be found by its Message-ID");
+                None
             }
         }
     }

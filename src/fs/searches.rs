@@ -212,6 +212,7 @@ impl Fs {
                 let tree = self.tree(true)?;
                 let mut mailboxes: Vec<(String, MailboxId)> = tree
                     .dirs()
+                    .filter(|(_, d)| !(self.config.hide_virtual_folders && d.is_virtual()))
                     .filter_map(|(path, d)| Some((path.to_string(), d.selectable_id()?.clone())))
                     .collect();
                 mailboxes.sort();

@@ -69,6 +69,8 @@ impl Harness {
             cache_bytes: 64 << 20,
             delete: DeleteMode::Trash,
             spool_dir: spool.path().to_path_buf(),
+            trash: None,
+            hide_virtual_folders: false,
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());

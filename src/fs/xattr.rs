@@ -18,11 +18,14 @@ pub const MAILBOX: &str = "user.imap.mailbox";
 
 /// On the root: what the mount asked of the server so far (for benchmarks and debugging).
 pub const STATS: &str = "user.imapfs.stats";
-/// On the root: the spool files not stored, one line each with why.
-pub const PENDING: &str = "user.imapfs.pending";
 
 /// On the root: `online`, or `offline since <time>` (serving the disk cache).
 pub const STATE: &str = "user.imapfs.state";
+
+/// On the root: what is not on the server yet, one line each: the changes made offline
+/// that wait for it (refused ones with why), then the spool files not stored, with why.
+/// Empty when nothing waits. Set to `retry` to replay the changes now.
+pub const PENDING: &str = "user.imapfs.pending";
 
 /// On a mailbox: set (to `1`, or `headers`) to prefetch it in the background; read for how
 /// far that came.
@@ -77,6 +80,16 @@ impl Fs {
             )
             .into_bytes());
         }
+        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
+            let mut out: String = self
+                .store
+                .pending_changes()
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect();
+            out.push_str(&self.pending_spool_files());
+            return Ok(out.into_bytes());
+        }
         if ino == super::inodes::ROOT && name.to_str() == Some(STATE) {
             return Ok(match self.store.link_state() {
                 LinkState::Online => b"online".to_vec(),
@@ -87,9 +100,6 @@ impl Fs {
                         .into_bytes()
                 }
             });
-        }
-        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
-            return Ok(self.pending_spool_files().into_bytes());
         }
         let name = name.to_str().ok_or(FsError::NoAttribute)?;
         if name == PREFETCH {
@@ -179,6 +189,15 @@ impl Fs {
             return self.start_prefetch(&id, depth);
         }
         self.refuse_if_read_only()?;
+        if ino == super::inodes::ROOT && name.to_str() == Some(PENDING) {
+            return match std::str::from_utf8(value).map(|v| v.trim_end_matches(['\n', '\0'])) {
+                Ok("retry") => {
+                    self.store.retry_pending();
+                    Ok(())
+                }
+                _ => Err(FsError::Invalid("user.imapfs.pending takes retry".into())),
+            };
+        }
         let Node::Message {
             message, section, ..
         } = self.node(ino)?

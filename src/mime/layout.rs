@@ -22,15 +22,25 @@ const MAX_DEPTH: usize = 64;
 /// `body.txt` and `body.html` are always reserved, so an attachment called `body.txt`
 /// is listed as `body (2).txt` whether or not the message has a text body.
 pub fn message_layout(structure: &BodyPart, whole_size: u64) -> Vec<Entry> {
-    let message_file = FileSpec {
+    message_entries(
+        whole_message_file(whole_size),
+        &Section::whole(),
+        structure,
+        0,
+    )
+}
+
+/// The `message.eml` of a top-level message of RFC822.SIZE `whole_size`: `BODY[]` as is.
+/// Every message directory has it, whatever its structure.
+pub fn whole_message_file(whole_size: u64) -> FileSpec {
+    FileSpec {
         section: Section::whole(),
         content: Content::Raw,
         size_hint: whole_size,
         stored_size: whole_size,
         lines: None,
         exact_size: true,
-    };
-    message_entries(message_file, &Section::whole(), structure, 0)
+    }
 }
 
 /// The section of a message's body when the message is at `base`: a multipart body's

@@ -6,9 +6,11 @@
 //! - Warm: a mailbox whose version is the one kept costs one `EXAMINE` to list; one that
 //!   changed costs what `changes_since` (QRESYNC) costs, or a full listing without it.
 //! - Offline: when the server cannot be reached (at mount, or later), listings, structures
-//!   and sizes come from disk, whatever is not there fails at once (EIO), changes are
-//!   refused (`Offline`: EROFS), and a thread tries the server again with backoff; when it
-//!   answers, the mount is online again and the core is told to look again.
+//!   and sizes come from disk, whatever is not there fails at once (EIO), and a thread
+//!   tries the server again with backoff; when it answers, the mount is online again and
+//!   the core is told to look again.
+//! - Disconnected (`cached/disconnected.rs`): changes made offline are journaled and shown
+//!   at once, and replayed when the server answers, before the mount is online again.
 //!
 //! Writes to the index go to a thread of their own, in order, so no answer waits for them.
 
@@ -31,7 +33,12 @@ use crate::cache::disk::DiskCache;
 use crate::search::SearchKey;
 use crate::store::{ByteRange, Quota};
 
-/// `"list"` → the mailbox list.
+mod disconnected;
+pub mod journal;
+
+use disconnected::Disconnected;
+
+/// `"list"` → the mailbox list; `"capabilities"` → what the server could do when last seen.
 const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
 /// Mailbox → its `Head`.
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
@@ -73,6 +80,7 @@ enum Link {
 /// A write to the index.
 enum Job {
     Mailboxes(Vec<MailboxInfo>),
+    Capabilities(Capabilities),
     Listing(MailboxId, MailboxListing),
     Change(MailboxChange),
     /// A change of `MailboxId` made here, or a version to resync from next time.
@@ -83,9 +91,43 @@ enum Job {
     Parts(MailboxId, UidValidity, Vec<(Uid, PartItem, PartValue)>),
     /// Everything of a mailbox that is gone.
     Forget(MailboxId),
+    /// A change made offline, shown in what is kept until the server's listing replaces it.
+    Local(LocalChange),
+    /// A replay settled what it could: rows under provisional UIDs go, but for these
+    /// (changes still waiting), since the server's listing shows the messages now.
+    Replayed(HashSet<Uid>),
     Flush(Sender<()>),
     /// The store is going away: finish and end.
     Stop,
+}
+
+/// A change made offline, as the kept metadata shows it. Each leaves the mailboxes it
+/// touches without a version, so that the next listing online is a full one.
+#[derive(Debug)]
+enum LocalChange {
+    Flags {
+        mailbox: MailboxId,
+        uid: Uid,
+        flags: Vec<String>,
+    },
+    /// `target`: the target's UIDVALIDITY and the provisional UID, when the target is kept.
+    Moved {
+        from: MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: MailboxId,
+        target: Option<(UidValidity, Uid)>,
+    },
+    Expunged {
+        mailbox: MailboxId,
+        uid: Uid,
+    },
+    Appended {
+        mailbox: MailboxId,
+        meta: MessageMeta,
+    },
+    /// A mailbox created offline: listed, with an empty listing.
+    Created(MailboxInfo),
 }
 
 /// The writer's own handles (not the store's, so that it never keeps the store alive).
@@ -103,6 +145,10 @@ struct Shared {
     probing: Mutex<bool>,
     sink: Mutex<Option<EventSink>>,
     jobs: Mutex<Sender<Job>>,
+    /// The journal of changes made offline. Locked before `link` where both are.
+    disconnected: Mutex<Disconnected>,
+    /// Held by the one replay that runs.
+    replaying: Mutex<()>,
 }
 
 /// The caching, offline-capable store.
@@ -166,6 +212,10 @@ impl CachedStore {
         offline: bool,
     ) -> CachedStore {
         let (tx, rx) = mpsc::channel();
+        let disconnected = Disconnected::open(dir.path());
+        // Changes left from before are replayed before this mount changes anything: until
+        // then it serves what is kept, as offline.
+        let pending = disconnected.has_pending() && !offline;
         let writer = Writer {
             dir: Arc::clone(&dir),
             content: content.clone(),
@@ -174,21 +224,30 @@ impl CachedStore {
             inner,
             dir,
             content,
-            link: Mutex::new(match offline {
-                true => Link::Offline {
+            link: Mutex::new(match (offline, pending) {
+                (true, _) => Link::Offline {
                     since: SystemTime::now(),
                     deliberate: true,
                 },
-                false => Link::Online,
+                (false, true) => Link::Offline {
+                    since: SystemTime::now(),
+                    deliberate: false,
+                },
+                (false, false) => Link::Online,
             }),
             probing: Mutex::new(false),
             sink: Mutex::new(None),
             jobs: Mutex::new(tx),
+            disconnected: Mutex::new(disconnected),
+            replaying: Mutex::new(()),
         });
         let writer = std::thread::Builder::new()
             .name("metadata-cache".into())
             .spawn(move || writer.write(rx))
             .ok();
+        if pending {
+            shared.probe_after(Duration::ZERO);
+        }
         CachedStore { shared, writer }
     }
 
@@ -244,6 +303,11 @@ impl Shared {
 
     /// Starts the thread that tries the server, unless one runs or offline is deliberate.
     fn probe(self: &Arc<Self>) {
+        self.probe_after(Duration::from_secs(1));
+    }
+
+    /// The same, with the first try after `first`.
+    fn probe_after(self: &Arc<Self>, first: Duration) {
         if matches!(
             *self.link.lock(),
             Link::Offline {
@@ -261,7 +325,7 @@ impl Shared {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("reconnect".into())
-            .spawn(move || try_again(weak));
+            .spawn(move || try_again(weak, first));
         if spawned.is_err() {
             *probing = false;
         }
@@ -489,6 +553,9 @@ impl Writer {
                         }
                         mailboxes.insert("list", encode(&list).as_slice())?;
                     }
+                    Job::Capabilities(caps) => {
+                        mailboxes.insert("capabilities", encode(&caps).as_slice())?;
+                    }
                     Job::Listing(mailbox, listing) => tables.listing(&mailbox, listing)?,
                     Job::Change(change) => {
                         tables.change(&change)?;
@@ -528,6 +595,29 @@ impl Writer {
                         }
                     }
                     Job::Forget(mailbox) => tables.forget(&mailbox, None)?,
+                    Job::Local(LocalChange::Created(info)) => {
+                        let mut list: Vec<MailboxInfo> = mailboxes
+                            .get("list")?
+                            .and_then(|v| decode(v.value()))
+                            .unwrap_or_default();
+                        let head = Head {
+                            // Never a server's (0 is not a valid UIDVALIDITY).
+                            validity: UidValidity(0),
+                            version: None,
+                            dirty: true,
+                        };
+                        tables
+                            .heads
+                            .insert(info.id.as_str(), encode(&head).as_slice())?;
+                        list.push(info);
+                        mailboxes.insert("list", encode(&list).as_slice())?;
+                    }
+                    Job::Local(change) => tables.local(change)?,
+                    Job::Replayed(waiting) => {
+                        tables.messages.retain(|key, _| {
+                            key.1 < journal::PROVISIONAL_UID || waiting.contains(&Uid(key.1))
+                        })?;
+                    }
                     Job::Flush(reply) => flushed.push(reply),
                     Job::Stop => {}
                 }
@@ -621,6 +711,109 @@ impl Tables<'_, '_> {
         Ok(())
     }
 
+    /// Leaves a mailbox changed here without a version: the next listing is a full one.
+    fn unversion(&mut self, mailbox: &MailboxId) -> Result<(), redb::Error> {
+        if let Some(mut head) = self.head(mailbox)? {
+            head.version = None;
+            head.dirty = true;
+            self.heads
+                .insert(mailbox.as_str(), encode(&head).as_slice())?;
+        }
+        Ok(())
+    }
+
+    fn meta(&self, mailbox: &MailboxId, uid: Uid) -> Result<Option<MessageMeta>, redb::Error> {
+        Ok(self
+            .messages
+            .get((mailbox.as_str(), uid.0))?
+            .and_then(|v| decode(v.value())))
+    }
+
+    /// A change made offline, applied to what is kept.
+    fn local(&mut self, change: LocalChange) -> Result<(), redb::Error> {
+        match change {
+            LocalChange::Flags {
+                mailbox,
+                uid,
+                flags,
+            } => {
+                if let Some(mut meta) = self.meta(&mailbox, uid)? {
+                    meta.flags = flags;
+                    self.messages
+                        .insert((mailbox.as_str(), uid.0), encode(&meta).as_slice())?;
+                }
+                self.unversion(&mailbox)
+            }
+            LocalChange::Moved {
+                from,
+                validity,
+                uid,
+                to,
+                target,
+            } => {
+                let meta = self.meta(&from, uid)?;
+                self.messages.remove((from.as_str(), uid.0))?;
+                if let (Some(mut meta), Some((to_validity, new_uid))) = (meta, target) {
+                    meta.uid = new_uid;
+                    self.messages
+                        .insert((to.as_str(), new_uid.0), encode(&meta).as_slice())?;
+                    self.copy_message(&from, validity, uid, &to, to_validity, new_uid)?;
+                }
+                self.unversion(&from)?;
+                self.unversion(&to)
+            }
+            LocalChange::Expunged { mailbox, uid } => {
+                self.messages.remove((mailbox.as_str(), uid.0))?;
+                self.unversion(&mailbox)
+            }
+            LocalChange::Appended { mailbox, meta } => {
+                self.messages
+                    .insert((mailbox.as_str(), meta.uid.0), encode(&meta).as_slice())?;
+                self.unversion(&mailbox)
+            }
+            LocalChange::Created(_) => Ok(()),
+        }
+    }
+
+    /// What is kept of a message's structure and parts, under its provisional place too, so
+    /// that its directory opens offline after a move.
+    fn copy_message(
+        &mut self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+        to_validity: UidValidity,
+        new_uid: Uid,
+    ) -> Result<(), redb::Error> {
+        let structure: Option<MessageStructure> = self
+            .structures
+            .get((from.as_str(), validity.0, uid.0))?
+            .and_then(|v| decode(v.value()));
+        if let Some(mut structure) = structure {
+            structure.uid = new_uid;
+            self.structures.insert(
+                (to.as_str(), to_validity.0, new_uid.0),
+                encode(&structure).as_slice(),
+            )?;
+        }
+        let name = from.as_str();
+        let mut parts = Vec::new();
+        for row in self.parts.range(
+            (name, validity.0, uid.0, &[][..])..(name, validity.0, uid.0, &[0xffu8; 64][..]),
+        )? {
+            let (key, value) = row?;
+            parts.push((key.value().3.to_vec(), value.value().to_vec()));
+        }
+        for (item, value) in parts {
+            self.parts.insert(
+                (to.as_str(), to_validity.0, new_uid.0, item.as_slice()),
+                value.as_slice(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Drops what is kept of `mailbox`: all of it, or (`keep`) what belongs to any other
     /// UIDVALIDITY.
     fn forget(
@@ -647,30 +840,34 @@ impl Tables<'_, '_> {
     }
 }
 
-/// Tries the server with growing pauses until it answers, then goes online and tells the
-/// core to look again.
-fn try_again(shared: Weak<Shared>) {
-    let mut pause = Duration::from_secs(1);
+/// Tries the server with growing pauses until it answers, replays the changes made
+/// offline, then goes online and tells the core to look again.
+fn try_again(shared: Weak<Shared>, first: Duration) {
+    let mut pause = first;
     loop {
         std::thread::sleep(pause);
+        pause = (pause * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
         let Some(s) = shared.upgrade() else { return };
         match s.inner.list_mailboxes() {
-            Ok(list) if s.inner.is_reachable() => {
-                tracing::info!("the server answers again; back online");
-                *s.link.lock() = Link::Online;
-                *s.probing.lock() = false;
-                s.send(Job::Mailboxes(list));
-                if let Some(sink) = s.sink.lock().clone() {
-                    sink(StoreEvent::MailboxList);
-                }
-                return;
-            }
-            Ok(_) => pause = (pause * 2).min(MAX_BACKOFF),
+            Ok(_) if s.inner.is_reachable() => {}
+            Ok(_) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "the server still cannot be reached");
-                pause = (pause * 2).min(MAX_BACKOFF);
+                continue;
             }
         }
+        if !s.replay() {
+            continue;
+        }
+        tracing::info!("the server answers again; back online");
+        *s.probing.lock() = false;
+        if let Ok(list) = s.inner.list_mailboxes() {
+            s.send(Job::Mailboxes(list));
+        }
+        if let Some(sink) = s.sink.lock().clone() {
+            sink(StoreEvent::MailboxList);
+        }
+        return;
     }
 }
 
@@ -681,6 +878,7 @@ impl MailStore for CachedStore {
             || {
                 let list = s.inner.list_mailboxes()?;
                 s.send(Job::Mailboxes(list.clone()));
+                s.send(Job::Capabilities(s.inner.capabilities()));
                 Ok(list)
             },
             || {
@@ -828,7 +1026,28 @@ impl MailStore for CachedStore {
                 s.inner
                     .fetch_section(mailbox, validity, uid, section, transfer, range)
             },
-            || Err(not_cached(format!("UID {} of {mailbox}", uid.0))),
+            || {
+                // A small body kept whole by `fetch_parts` (the one a directory came with).
+                let whole = PartItem::Bytes {
+                    section: section.clone(),
+                    transfer,
+                    range: None,
+                };
+                let txn = s.dir.db().begin_read().ok();
+                let table = txn.as_ref().and_then(|t| t.open_table(PARTS).ok());
+                match table.and_then(|t| s.kept_part(&t, mailbox, validity, uid, &whole)) {
+                    Some(PartValue::Bytes(bytes)) => Ok(match range {
+                        Some(r) => {
+                            let start = usize::try_from(r.offset).unwrap_or(usize::MAX);
+                            let end = usize::try_from(r.offset.saturating_add(r.len))
+                                .unwrap_or(usize::MAX);
+                            bytes[start.min(bytes.len())..end.min(bytes.len())].to_vec()
+                        }
+                        None => bytes,
+                    }),
+                    _ => Err(not_cached(format!("UID {} of {mailbox}", uid.0))),
+                }
+            },
         )
     }
 
@@ -875,12 +1094,28 @@ impl MailStore for CachedStore {
         self.shared.inner.stats()
     }
 
+    /// The server's; before it was ever reached (a mount that started offline), what it
+    /// could do when last seen, so that what is kept is asked for in the same form.
     fn capabilities(&self) -> Capabilities {
-        self.shared.inner.capabilities()
+        let s = &self.shared;
+        let known = s.inner.capabilities();
+        if known != Capabilities::default() {
+            return known;
+        }
+        let kept = || -> Option<Capabilities> {
+            let txn = s.dir.db().begin_read().ok()?;
+            let table = txn.open_table(MAILBOXES).ok()?;
+            let value = table.get("capabilities").ok()??;
+            decode(value.value())
+        };
+        kept().unwrap_or(known)
     }
 
     fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {
         let s = &self.shared;
+        if let Some(queued) = s.offline_create(path) {
+            return queued;
+        }
         s.change(None, || s.inner.create_mailbox(path))
     }
 
@@ -913,8 +1148,30 @@ impl MailStore for CachedStore {
         flags: &[Flag],
     ) -> StoreResult<()> {
         let s = &self.shared;
+        if let Some(queued) = s.offline_set_flags(mailbox, validity, uid, flags) {
+            return queued;
+        }
+        let (mailbox, validity, uid) = &s.real_place(mailbox, validity, uid)?;
         s.change(Some(mailbox), || {
-            s.inner.set_flags(mailbox, validity, uid, flags)
+            s.inner.set_flags(mailbox, *validity, *uid, flags)
+        })
+    }
+
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let s = &self.shared;
+        if let Some(queued) = s.offline_change_flags(mailbox, validity, uid, add, remove) {
+            return queued;
+        }
+        let (mailbox, validity, uid) = &s.real_place(mailbox, validity, uid)?;
+        s.change(Some(mailbox), || {
+            s.inner.change_flags(mailbox, *validity, *uid, add, remove)
         })
     }
 
@@ -926,7 +1183,14 @@ impl MailStore for CachedStore {
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let s = &self.shared;
-        let moved = s.change(Some(from), || s.inner.move_message(from, validity, uid, to))?;
+        if let Some(queued) = s.offline_move(from, validity, uid, to) {
+            return queued;
+        }
+        let (from, validity, uid) = &s.real_place(from, validity, uid)?;
+        let to = &s.real_mailbox(to)?;
+        let moved = s.change(Some(from), || {
+            s.inner.move_message(from, *validity, *uid, to)
+        })?;
         s.send(Job::Dirty(to.clone()));
         Ok(moved)
     }
@@ -938,8 +1202,12 @@ impl MailStore for CachedStore {
         uid: Uid,
     ) -> StoreResult<()> {
         let s = &self.shared;
+        if let Some(queued) = s.offline_expunge(mailbox, validity, uid) {
+            return queued;
+        }
+        let (mailbox, validity, uid) = &s.real_place(mailbox, validity, uid)?;
         s.change(Some(mailbox), || {
-            s.inner.expunge_message(mailbox, validity, uid)
+            s.inner.expunge_message(mailbox, *validity, *uid)
         })
     }
 
@@ -949,7 +1217,32 @@ impl MailStore for CachedStore {
         message: NewMessage<'_>,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let s = &self.shared;
+        let message = match s.offline_append(mailbox, message) {
+            Ok(queued) => return queued,
+            Err(message) => message,
+        };
+        let mailbox = &s.real_mailbox(mailbox)?;
         s.change(Some(mailbox), || s.inner.append(mailbox, message))
+    }
+
+    fn pending_changes(&self) -> Vec<String> {
+        self.shared.pending_lines()
+    }
+
+    fn retry_pending(&self) {
+        let s = &self.shared;
+        if s.is_offline() {
+            // The reconnect thread replays when the server answers.
+            return s.probe_after(Duration::ZERO);
+        }
+        let weak = Arc::downgrade(s);
+        let _ = std::thread::Builder::new()
+            .name("replay".into())
+            .spawn(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.replay();
+                }
+            });
     }
 
     fn watch(&self, sink: EventSink) {

@@ -16,6 +16,7 @@ mod parts;
 pub mod quote;
 pub mod search_keys;
 pub mod utf7;
+pub mod watch;
 pub mod wire;
 
 use std::sync::atomic::Ordering;
@@ -28,13 +29,14 @@ use self::connection::{
     connect, ConnectConfig, Connection, Counters, Selection, MAX_RESPONSE_BYTES,
 };
 use self::errors::connection_survives;
+use self::watch::{ListingNote, Watch, WatchSettings};
 use self::wire::{fetches, Code, Command, Untagged};
 use crate::call;
 use crate::search::SearchKey;
 use crate::store::{
-    Capabilities, Flag, MailStore, MailboxId, MailboxInfo, MailboxListing, MailboxPath,
-    MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, Quota, StoreError,
-    StoreResult, StoreStats, Uid, UidValidity,
+    Capabilities, Flag, MailStore, MailboxChange, MailboxId, MailboxInfo, MailboxListing,
+    MailboxPath, MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, Quota,
+    StoreError, StoreResult, StoreStats, Uid, UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
@@ -48,6 +50,7 @@ const MAX_NESTING: u32 = 32;
 /// What EXAMINE or SELECT told of a mailbox.
 struct Selected {
     exists: u32,
+    uid_next: Option<u32>,
     version: Option<MailboxVersion>,
 }
 
@@ -100,7 +103,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// A mail store backed by an IMAP server.
 pub struct ImapStore {
-    config: ConnectConfig,
+    config: Arc<ConnectConfig>,
     counters: Arc<Counters>,
     pool: Mutex<Pool>,
     returned: Condvar,
@@ -108,6 +111,8 @@ pub struct ImapStore {
     /// As the server announced them after the last login (empty until one succeeded).
     capabilities: parking_lot::RwLock<Vec<String>>,
     naming: Mutex<Naming>,
+    /// Learns of other clients' changes, once given somewhere to report them.
+    watch: Option<Watch>,
     /// The last quota answer and when it came (see [`QUOTA_FRESH`]).
     quota: Mutex<Option<(Instant, Option<Quota>)>>,
 }
@@ -121,6 +126,8 @@ const QUOTA_FRESH: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Naming {
     delimiter: Option<char>,
+    /// The personal namespace's prefix, from NAMESPACE before the first LIST.
+    prefix: names::Prefix,
     listed: bool,
     wire_by_path: std::collections::HashMap<MailboxPath, String>,
 }
@@ -155,7 +162,7 @@ impl ImapStore {
     /// first asked something.
     pub fn unconnected(config: ConnectConfig, max_connections: usize) -> ImapStore {
         ImapStore {
-            config,
+            config: Arc::new(config),
             counters: Arc::new(Counters::default()),
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
@@ -169,6 +176,7 @@ impl ImapStore {
             max_connections: max_connections.max(1),
             capabilities: parking_lot::RwLock::new(Vec::new()),
             naming: Mutex::new(Naming::default()),
+            watch: None,
         }
     }
 
@@ -193,6 +201,20 @@ impl ImapStore {
         }
     }
 
+    /// Watches the account for changes made elsewhere (see `watch.rs`) once `MailStore::watch`
+    /// is called. Without this the store reports nothing and follows nothing.
+    pub fn with_watch(mut self, settings: WatchSettings) -> ImapStore {
+        match Watch::new(
+            Arc::clone(&self.config),
+            Arc::clone(&self.counters),
+            settings,
+        ) {
+            Ok(watch) => self.watch = Some(watch),
+            Err(e) => tracing::warn!(error = %e, "cannot watch for changes; they show when listed"),
+        }
+        self
+    }
+
     /// The wire name for a mailbox at `path`, spelled as the last LIST spelled its existing
     /// levels (listing first if nothing was listed yet, to learn the delimiter).
     fn wire_for(&self, path: &[String]) -> StoreResult<MailboxId> {
@@ -200,7 +222,8 @@ impl ImapStore {
             self.list_mailboxes()?;
         }
         let naming = self.naming.lock();
-        names::wire_for(path, naming.delimiter, &naming.wire_by_path).map(|w| MailboxId::new(&w))
+        names::wire_for(path, naming.delimiter, &naming.prefix, &naming.wire_by_path)
+            .map(|w| MailboxId::new(&w))
     }
 
     /// True if the server announced `cap` at login.
@@ -479,6 +502,7 @@ impl ImapStore {
         };
         let selected = Selected {
             exists,
+            uid_next,
             version: uid_next
                 .zip(highest_modseq)
                 .map(|(uid_next, highest_modseq)| MailboxVersion {
@@ -570,18 +594,36 @@ fn metadata(
 
 impl MailStore for ImapStore {
     fn list_mailboxes(&self) -> StoreResult<Vec<MailboxInfo>> {
-        let entries = self.with_connection(None, Retry::Once, |conn| {
+        let ask_namespace = !self.naming.lock().listed && self.has_capability("NAMESPACE");
+        let (namespace, entries) = self.with_connection(None, Retry::Once, |conn| {
+            // Once per mount: where the personal mailboxes live (RFC 2342).
+            let namespace = if ask_namespace {
+                let done = conn.run(Command::new("NAMESPACE"))?;
+                done.untagged.into_iter().find_map(|u| match u {
+                    Untagged::Namespace(personal) => personal,
+                    _ => None,
+                })
+            } else {
+                None
+            };
             let done = conn.run(Command::new("LIST").syntax("\"\" \"*\""))?;
-            Ok(done
+            let entries = done
                 .untagged
                 .into_iter()
                 .filter_map(|u| match u {
                     Untagged::List(entry) => Some(entry),
                     _ => None,
                 })
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((namespace, entries))
         })?;
+        tracing::debug!(names = ?entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), "mailboxes listed");
         let mut naming = self.naming.lock();
+        if let Some((prefix, delimiter)) = namespace {
+            tracing::debug!(prefix, ?delimiter, "personal namespace");
+            naming.prefix = names::Prefix(prefix);
+            naming.delimiter = naming.delimiter.or(delimiter);
+        }
         naming.listed = true;
         naming.wire_by_path.clear();
         let mut infos = Vec::with_capacity(entries.len());
@@ -597,7 +639,7 @@ impl MailStore for ImapStore {
             if naming.delimiter.is_none() {
                 naming.delimiter = entry.delimiter;
             }
-            let path = names::path_of(&entry.name, entry.delimiter);
+            let path = names::path_of(&entry.name, entry.delimiter, &naming.prefix);
             naming.wire_by_path.insert(path.clone(), entry.name.clone());
             infos.push(MailboxInfo {
                 id: MailboxId::new(&entry.name),
@@ -614,32 +656,63 @@ impl MailStore for ImapStore {
             return Ok(None);
         }
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let started = std::time::Instant::now();
             let (_, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
-            Ok(selected.and_then(|s| s.version))
+            let version = selected.and_then(|s| s.version);
+            if let (Some(watch), Some(v)) = (&self.watch, version) {
+                // A listing kept at this version (the disk cache's) is one taken now: the
+                // watcher may trust it without a command of its own.
+                watch.note_listing(
+                    mailbox,
+                    ListingNote {
+                        started,
+                        validity: v.uid_validity,
+                        uid_next: Some(v.uid_next),
+                        exists: v.exists,
+                        modseq: Some(v.highest_modseq),
+                        uids: None,
+                    },
+                );
+            }
+            Ok(version)
         })
     }
 
     fn list_messages(&self, mailbox: &MailboxId) -> StoreResult<MailboxListing> {
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            let started = std::time::Instant::now();
             let (validity, selected) = self.select(conn, mailbox, None, Mode::Relist)?;
             let exists = selected.as_ref().map(|s| s.exists);
+            let uid_next = selected.as_ref().and_then(|s| s.uid_next);
             let version = selected.and_then(|s| s.version);
-            if exists == Some(0) {
-                return Ok(MailboxListing {
-                    uid_validity: validity,
-                    messages: Vec::new(),
-                    version,
-                });
+            let messages = if exists == Some(0) {
+                Vec::new()
+            } else {
+                // A listing is a few hundred bytes per message; allow 4 KiB each.
+                let budget = MAX_RESPONSE_BYTES.max(u64::from(exists.unwrap_or(0)) * 4096);
+                let cmd = Command::new("UID FETCH")
+                    .syntax("1:*")
+                    .syntax(convert::LISTING_ITEMS);
+                let done = conn.run_with_budget(budget, cmd)?;
+                metadata(mailbox, &done.untagged, None)
+            };
+            if let (Some(watch), Some(exists)) = (&self.watch, exists) {
+                // Without QRESYNC the watcher finds expunges by comparing UIDs.
+                let uids = (!self.has_capability("QRESYNC"))
+                    .then(|| messages.iter().map(|m| m.uid.0).collect());
+                let note = ListingNote {
+                    started,
+                    validity,
+                    uid_next,
+                    exists,
+                    modseq: version.map(|v| v.highest_modseq),
+                    uids,
+                };
+                watch.note_listing(mailbox, note);
             }
-            // A listing is a few hundred bytes per message; allow 4 KiB each.
-            let budget = MAX_RESPONSE_BYTES.max(u64::from(exists.unwrap_or(0)) * 4096);
-            let cmd = Command::new("UID FETCH")
-                .syntax("1:*")
-                .syntax(convert::LISTING_ITEMS);
-            let done = conn.run_with_budget(budget, cmd)?;
             Ok(MailboxListing {
                 uid_validity: validity,
-                messages: metadata(mailbox, &done.untagged, None),
+                messages,
                 version,
             })
         })
@@ -773,6 +846,32 @@ impl MailStore for ImapStore {
         })
     }
 
+    fn changes_since(
+        &self,
+        mailbox: &MailboxId,
+        known: MailboxVersion,
+        held: &[Uid],
+    ) -> StoreResult<Option<(MailboxChange, MailboxVersion)>> {
+        if !self.has_capability("CONDSTORE") {
+            return Ok(None);
+        }
+        let esearch = self.has_capability("ESEARCH");
+        let found = self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            watch::changes_since(conn, mailbox, known, held, esearch)
+        })?;
+        Ok(found.map(|(change, version, note)| {
+            if let Some(watch) = &self.watch {
+                // Without QRESYNC the watcher finds expunges by comparing UIDs.
+                let note = ListingNote {
+                    uids: note.uids.filter(|_| !self.has_capability("QRESYNC")),
+                    ..note
+                };
+                watch.note_listing(mailbox, note);
+            }
+            (change, version)
+        }))
+    }
+
     fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
         let offered = search_keys::Offered {
             gmail: self.has_capability("X-GM-EXT-1"),
@@ -852,6 +951,17 @@ impl MailStore for ImapStore {
         self.store_flags(mailbox, validity, uid, flags)
     }
 
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        self.add_remove_flags(mailbox, validity, uid, add, remove)
+    }
+
     fn move_message(
         &self,
         from: &MailboxId,
@@ -906,6 +1016,36 @@ impl MailStore for ImapStore {
             commands: self.counters.commands.load(Ordering::Relaxed),
             bytes_received: self.counters.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.counters.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+
+    fn watch(&self, sink: crate::store::EventSink) {
+        if let Some(watch) = &self.watch {
+            watch.start(sink);
+        }
+    }
+
+    fn follow(&self, mailbox: &MailboxId, known: Option<MailboxVersion>) {
+        if let Some(watch) = &self.watch {
+            // Without CONDSTORE offered, a version is not to be relied on.
+            let known = known.filter(|_| self.has_capability("CONDSTORE"));
+            watch.follow(mailbox, known);
+        }
+    }
+
+    fn is_followed(&self, mailbox: &MailboxId) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.is_followed(mailbox))
+    }
+
+    fn is_list_followed(&self) -> bool {
+        self.watch.as_ref().is_some_and(Watch::is_list_followed)
+    }
+}
+
+impl Drop for ImapStore {
+    fn drop(&mut self) {
+        if let Some(watch) = &self.watch {
+            watch.stop();
         }
     }
 }

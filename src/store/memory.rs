@@ -612,9 +612,15 @@ impl State {
         let known = self
             .mailboxes
             .iter()
-            .map(|(wire, mailbox)| (names::path_of(wire, mailbox.delimiter), wire.clone()))
+            .map(|(wire, mailbox)| {
+                (
+                    names::path_of(wire, mailbox.delimiter, &names::Prefix::default()),
+                    wire.clone(),
+                )
+            })
             .collect();
-        names::wire_for(path, Some('/'), &known).map(|w| MailboxId::new(&w))
+        names::wire_for(path, Some('/'), &names::Prefix::default(), &known)
+            .map(|w| MailboxId::new(&w))
     }
 
     /// Count a call of `op` and hand out its injected failure, if one is queued.
@@ -678,7 +684,7 @@ impl MailStore for MemoryStore {
             .chain(others)
             .map(|(name, mailbox)| MailboxInfo {
                 id: MailboxId::new(name),
-                path: names::path_of(name, mailbox.delimiter),
+                path: names::path_of(name, mailbox.delimiter, &names::Prefix::default()),
                 selectable: mailbox.selectable,
                 special_use: mailbox.special_use.clone(),
             })
@@ -901,9 +907,30 @@ impl MailStore for MemoryStore {
         uid: Uid,
         flags: &[Flag],
     ) -> StoreResult<()> {
-        let mut state = self.state.lock();
-        state.begin(Op::SetFlags)?;
-        state.store_flags(mailbox, validity, uid, flags)
+        let stored = {
+            let mut state = self.state.lock();
+            state.begin(Op::SetFlags)?;
+            state.store_flags(mailbox, validity, uid, flags)
+        };
+        self.run_after(Op::SetFlags);
+        stored
+    }
+
+    fn change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let stored = {
+            let mut state = self.state.lock();
+            state.begin(Op::SetFlags)?;
+            state.add_remove_flags(mailbox, validity, uid, add, remove)
+        };
+        self.run_after(Op::SetFlags);
+        stored
     }
 
     fn move_message(
@@ -913,9 +940,13 @@ impl MailStore for MemoryStore {
         uid: Uid,
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
-        let mut state = self.state.lock();
-        state.begin(Op::MoveMessage)?;
-        state.move_one(from, validity, uid, to)
+        let moved = {
+            let mut state = self.state.lock();
+            state.begin(Op::MoveMessage)?;
+            state.move_one(from, validity, uid, to)
+        };
+        self.run_after(Op::MoveMessage);
+        moved
     }
 
     fn expunge_message(
@@ -924,9 +955,13 @@ impl MailStore for MemoryStore {
         validity: UidValidity,
         uid: Uid,
     ) -> StoreResult<()> {
-        let mut state = self.state.lock();
-        state.begin(Op::ExpungeMessage)?;
-        state.expunge_one(mailbox, validity, uid)
+        let expunged = {
+            let mut state = self.state.lock();
+            state.begin(Op::ExpungeMessage)?;
+            state.expunge_one(mailbox, validity, uid)
+        };
+        self.run_after(Op::ExpungeMessage);
+        expunged
     }
 
     fn append(
@@ -944,15 +979,23 @@ impl MailStore for MemoryStore {
                 message.len
             )));
         }
-        let mut state = self.state.lock();
-        state.begin(Op::Append)?;
-        state.append_one(
-            mailbox,
-            &bytes,
-            message.flags,
-            message.internal_date,
-            message.binary,
-        )
+        let appended = {
+            let mut state = self.state.lock();
+            state.begin(Op::Append)?;
+            let uidplus = state.capabilities.uidplus;
+            // Without UIDPLUS: no APPENDUID, as most such servers (Dovecot sends it anyway).
+            state
+                .append_one(
+                    mailbox,
+                    &bytes,
+                    message.flags,
+                    message.internal_date,
+                    message.binary,
+                )
+                .map(|appended| appended.filter(|_| uidplus))
+        };
+        self.run_after(Op::Append);
+        appended
     }
 
     fn watch(&self, sink: EventSink) {

@@ -34,6 +34,9 @@ pub enum Misbehaviour {
     /// Send these bytes (complete untagged lines) in place of this message's answer, then go
     /// on normally with the rest of the response.
     Replace(Vec<u8>),
+    /// Send these bytes (complete untagged lines) first, then the correct answer: responses
+    /// the client did not ask for, in the middle of one it did.
+    Prepend(Vec<u8>),
     /// Send only the first `n` bytes of the correct answer, then close the connection.
     CutAfter(usize),
     /// Announce a literal of `announced` bytes, send `sent` filler bytes, then close.
@@ -263,8 +266,8 @@ impl FakeMailbox {
 pub struct Script {
     /// The CAPABILITY list after `IMAP4rev1`.
     pub capabilities: String,
-    /// The hierarchy delimiter LIST reports.
-    pub delimiter: char,
+    /// The hierarchy delimiter LIST reports (`None`: `NIL`, a server without hierarchy).
+    pub delimiter: Option<char>,
     pub mailboxes: Vec<FakeMailbox>,
 }
 
@@ -273,7 +276,7 @@ impl Script {
     pub fn new(mailboxes: Vec<FakeMailbox>) -> Script {
         Script {
             capabilities: "UIDPLUS MOVE".into(),
-            delimiter: '/',
+            delimiter: Some('/'),
             mailboxes,
         }
     }
@@ -505,7 +508,14 @@ impl Conn<'_> {
         let mut out = Vec::new();
         for mailbox in &script.mailboxes {
             out.extend_from_slice(
-                format!("* LIST ({}) \"{}\" ", mailbox.attributes, script.delimiter).as_bytes(),
+                format!(
+                    "* LIST ({}) {} ",
+                    mailbox.attributes,
+                    script
+                        .delimiter
+                        .map_or("NIL".to_string(), |d| format!("\"{d}\""))
+                )
+                .as_bytes(),
             );
             out.extend_from_slice(&imap_string(mailbox.wire_name.as_bytes()));
             out.extend_from_slice(b"\r\n");
@@ -593,6 +603,10 @@ impl Conn<'_> {
         match behaviour {
             Misbehaviour::Normal => self.send(good)?,
             Misbehaviour::Replace(bytes) => self.send(bytes)?,
+            Misbehaviour::Prepend(bytes) => {
+                self.send(bytes)?;
+                self.send(good)?;
+            }
             Misbehaviour::CutAfter(n) => {
                 let _ = self.send(&good[..(*n).min(good.len())]);
                 return Err(self.close());

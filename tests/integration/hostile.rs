@@ -458,6 +458,97 @@ fn an_unexpected_bye_is_retried_once_then_eio() {
     assert_still_serving(&mount, &process);
 }
 
+/// Responses nobody asked for, in the middle of answers (RFC 3501 §7 allows most of them at
+/// any time): an ALERT, which is logged for the user to see, mailbox news, a flag update
+/// without a UID, a CAPABILITY, a NO and a code imapfs does not know. Reads stay exact.
+#[test]
+fn untagged_responses_in_unexpected_places_are_taken_in_stride() {
+    let unexpected = b"* OK [ALERT] Maintenance at 22:00 UTC\r\n\
+        * 7 EXISTS\r\n\
+        * 2 RECENT\r\n\
+        * 1 FETCH (FLAGS (\\Seen))\r\n\
+        * CAPABILITY IMAP4rev1 LITERAL+\r\n\
+        * NO [UNAVAILABLE] Search backend down\r\n\
+        * OK [XWHATEVER 1 2 (3)] new code\r\n"
+        .to_vec();
+    let mut on_section = FakeMessage::text(1, "Noisy section", "noisy section body\n");
+    on_section.on_section = Misbehaviour::Prepend(unexpected.clone());
+    let mut on_structure = FakeMessage::text(2, "Noisy structure", "noisy structure body\n");
+    on_structure.on_structure = Misbehaviour::Prepend(unexpected.clone());
+    let mut on_listing = FakeMessage::text(3, "Noisy listing", "noisy listing body\n");
+    on_listing.on_listing = Misbehaviour::Prepend(unexpected);
+    let server = FakeServer::start(Script::new(vec![
+        control_mailbox(),
+        FakeMailbox::new("Noisy", vec![on_section, on_structure, on_listing]),
+    ]));
+    let (mount, process) = mount(&server);
+    let dir = mount.join("Noisy");
+    assert_eq!(
+        list(dir.clone()).unwrap(),
+        ["1 Noisy section", "2 Noisy structure", "3 Noisy listing"]
+    );
+    for (name, body) in [
+        ("1 Noisy section", "noisy section body\r\n"),
+        ("2 Noisy structure", "noisy structure body\r\n"),
+        ("3 Noisy listing", "noisy listing body\r\n"),
+    ] {
+        assert_eq!(
+            read(dir.join(name).join("body.txt")).unwrap(),
+            body.as_bytes()
+        );
+    }
+    let log = mount.log();
+    let alerts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("ALERT"))
+        .collect();
+    assert!(
+        !alerts.is_empty()
+            && alerts
+                .iter()
+                .all(|l| l.contains("Maintenance at 22:00 UTC")),
+        "{log}"
+    );
+    assert_still_serving(&mount, &process);
+}
+
+/// A server without hierarchy (LIST's delimiter `NIL`): every name is one level, `/` and
+/// `.` included, and a nested `mkdir` is EINVAL before anything is sent.
+#[test]
+fn without_a_hierarchy_every_name_is_one_level() {
+    let mut script = Script::new(vec![
+        control_mailbox(),
+        FakeMailbox::new("a/b", vec![FakeMessage::text(1, "slash", "from a/b\n")]),
+        FakeMailbox::new("x.y", vec![FakeMessage::text(1, "dot", "from x.y\n")]),
+    ]);
+    script.delimiter = None;
+    let server = FakeServer::start(script);
+    let (mount, process) = mount(&server);
+    assert_eq!(list(mount.path.clone()).unwrap(), ["INBOX", "a_b", "x.y"]);
+    assert_eq!(
+        read(mount.join("x.y/1 dot/body.txt")).unwrap(),
+        b"from x.y\r\n"
+    );
+    assert_eq!(
+        read(mount.join("a_b/1 slash/body.txt")).unwrap(),
+        b"from a/b\r\n"
+    );
+    let before = server.commands().len();
+    let nested = fs::create_dir(mount.join("x.y/sub"));
+    assert_eq!(
+        nested.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EINVAL))
+    );
+    assert!(
+        !server.commands()[before..]
+            .iter()
+            .any(|c| c.to_ascii_uppercase().contains("CREATE")),
+        "{:?}",
+        server.commands()
+    );
+    assert_still_serving(&mount, &process);
+}
+
 /// Attachment file names a server might send, as Content-Disposition (name, value).
 fn hostile_file_names() -> Vec<(&'static str, Vec<u8>)> {
     let mut names: Vec<(&str, Vec<u8>)> = vec![
@@ -780,7 +871,7 @@ fn mailboxes_whose_names_clean_to_the_same_text_are_both_reachable() {
             vec![FakeMessage::text(1, "underscore", "from Q1_Q2\n")],
         ),
     ]);
-    script.delimiter = '.';
+    script.delimiter = Some('.');
     let server = FakeServer::start(script);
     let (mount, process) = mount(&server);
     let failures = unlistable(mount.path.clone(), 3);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use fixture::proxy::{Proxy, ProxyOptions};
-pub use fixture::{Dovecot, DovecotOptions};
+pub use fixture::{Dovecot, DovecotOptions, ImapServer};
 
 /// Longest a single test's mount may live before the watchdog kills imapfs, so that a hang
 /// becomes a failure instead of a stuck suite.
@@ -66,6 +66,16 @@ impl<'a> MountSpec<'a> {
             source: dovecot.source(user),
             password: dovecot.password(user).to_string(),
             ca_file: Some(dovecot.ca_file().to_path_buf()),
+            args: Vec::new(),
+        }
+    }
+
+    /// Mount `user`'s account of any test server (Dovecot, Cyrus, Courier) over implicit TLS.
+    pub fn on(server: &dyn ImapServer, user: &str) -> MountSpec<'a> {
+        MountSpec {
+            source: server.source(user),
+            password: server.password(user).to_string(),
+            ca_file: Some(server.ca_path()),
             args: Vec::new(),
         }
     }

@@ -303,6 +303,8 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
         });
     }
 
+    rows.extend(live_rows(config, r));
+
     cache_rows(r, &mut rows);
     search_rows(r, &mut rows);
     compression_rows(r, &mut rows);
@@ -357,6 +359,62 @@ fn forget_row(id: &'static str, f: &Forget, messages: usize) -> Row {
             "RSS after drop_caches ≤ 1x".into(),
         )
     }
+}
+
+/// 11a: one APPEND by another client until it shows (issue 11: under 20 KB and at most 3
+/// commands, within 2 s); 11b: a second `ls -l` of the unchanged mailbox on the slow link
+/// (no command, well under one round trip).
+pub(super) fn live_rows(config: &Config, r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let rtt = 2.0 * config.delay_each_way.as_secs_f64();
+    let append = &r.live_append;
+    if append.runs() > 0 {
+        let commands = append.commands().unwrap_or(u64::MAX);
+        let row = Row::measured(
+            "11a",
+            format!(
+                "imapfs, loopback: another client APPENDs one message to the listed {}-message \
+                 INBOX; until `stat` of its directory succeeds",
+                thousands(r.corpus_messages as u64)
+            ),
+            append,
+        )
+        .check(
+            "20,000 bytes, 3 commands, 2 s".into(),
+            ratio(append.bytes() as f64, 20_000.0),
+            1.0,
+            "bytes < 20 KB, ≤ 3 commands, ≤ 2 s".into(),
+        );
+        rows.push(Row {
+            met: Some(append.bytes() < 20_000 && commands <= 3 && append.seconds() <= 2.0),
+            ..row
+        });
+    }
+    let again = &r.live_ls_again;
+    if again.runs() > 0 {
+        let local = r.live_ls_local.seconds();
+        let waited = (again.seconds() - local).max(0.0);
+        let row = Row::measured(
+            "11b",
+            format!(
+                "imapfs over the slow link: second `ls -l INBOX`, unchanged and followed \
+                 ({} s more than `ls -l` of as many local directories)",
+                secs(waited)
+            ),
+            again,
+        )
+        .check(
+            format!("local `ls -l` {} s + 1 RTT {} s", secs(local), secs(rtt)),
+            ratio(waited, rtt),
+            1.0,
+            "no command; time − local ls < 1 RTT".into(),
+        );
+        rows.push(Row {
+            met: Some(again.commands() == Some(0) && waited < rtt),
+            ..row
+        });
+    }
+    rows
 }
 
 /// A row that compares `series` with a reference without a target.

@@ -179,6 +179,28 @@ fn a_stored_file_removed_deletes_its_message() {
     assert_eq!(h.stored("Trash").len(), 1);
 }
 
+/// Without UIDPLUS there is no APPENDUID: the new message is found by its Message-ID, so
+/// the file still knows its message and removing it moves that message to Trash.
+#[test]
+fn without_appenduid_a_stored_file_finds_its_message_by_message_id() {
+    let h = Harness::new();
+    h.store.set_capabilities(crate::store::Capabilities {
+        move_command: true,
+        uidplus: false,
+        binary: true,
+    });
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "oops.txt", b"never mind");
+    assert_eq!(h.stored("INBOX").len(), 1);
+    assert_eq!(h.store.count(Op::Search), 1, "one search by Message-ID");
+    h.fs.unlink(inbox, OsStr::new("oops.txt")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+    assert_eq!(h.store.count(Op::MoveMessage), 1);
+}
+
 #[test]
 fn a_stored_file_declares_its_media_type() {
     let h = Harness::new();

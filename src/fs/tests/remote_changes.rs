@@ -2,7 +2,7 @@
 //! old or partial bytes, and a precise errno.
 
 use super::*;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreEvent};
 
 #[test]
 fn a_recreated_mailbox_never_serves_old_bytes() {
@@ -140,6 +140,11 @@ fn a_message_moved_while_its_structure_is_fetched_is_never_a_file_of_size_zero()
         )
         .expect("mv while the structure is on its way");
     });
+    // Listing the directory builds its layout, so the structure is fetched (message.eml
+    // alone is known from the listing and would need none).
+    if let Ok(fh) = h.fs.opendir(dir) {
+        h.fs.releasedir(fh);
+    }
     let eml = h.fs.lookup(dir, OsStr::new("message.eml"));
     assert_eq!(h.count(Op::MoveMessage), 1, "the move ran in between");
     match eml {
@@ -302,5 +307,76 @@ fn mailboxes_created_elsewhere_show_when_the_store_reports_them() {
         h.count(Op::ListMailboxes),
         lists,
         "listed once, when reported"
+    );
+}
+
+/// A store that cannot say what changed says which mailbox did: the core lists it again at
+/// once and tells the kernel, so nobody has to read the directory first.
+#[test]
+fn a_mailbox_the_store_reports_stale_is_listed_again_at_once() {
+    let h = Harness::new();
+    let first = Sample::numbered(1);
+    let uid1 = h.store.add_message("INBOX", &first.raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(h.names(inbox).unwrap().len(), 1);
+    h.sent_invalidations();
+    // Another client expunges it and adds another; this store does not say what.
+    h.store.remove_message("INBOX", uid1);
+    let second = Sample::numbered(2);
+    let uid2 = h.store.add_message("INBOX", &second.raw, &[], date());
+    let listings = h.count(Op::ListMessages);
+    h.fs.apply_store_event(StoreEvent::MailboxStale(MailboxId::new("INBOX")));
+    assert_eq!(
+        h.count(Op::ListMessages),
+        listings + 1,
+        "listed again at once"
+    );
+    let sent = h.sent_invalidations();
+    assert!(
+        sent.contains(&Invalidation::Entry {
+            parent: inbox,
+            name: first.dir_name(uid1),
+        }),
+        "{sent:?}"
+    );
+    assert!(
+        sent.contains(&Invalidation::Inode { ino: inbox }),
+        "{sent:?}"
+    );
+    assert_eq!(h.names(inbox).unwrap(), [second.dir_name(uid2)]);
+    // A mailbox never listed here is left alone: nothing to tell the kernel.
+    h.store.add_mailbox("Elsewhere", Some('/'), true, None);
+    let listings = h.count(Op::ListMessages);
+    h.fs.apply_store_event(StoreEvent::MailboxStale(MailboxId::new("Elsewhere")));
+    assert_eq!(h.count(Op::ListMessages), listings);
+}
+
+/// A directory opened before a change and read after its invalidation went out may fill
+/// the kernel's cache with the old snapshot: closing it invalidates the directory again.
+/// One opened and closed with nothing changed meanwhile sends nothing.
+#[test]
+fn a_directory_read_across_a_change_is_invalidated_again_when_closed() {
+    let h = Harness::watching();
+    h.store
+        .add_message("INBOX", &Sample::numbered(1).raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(h.names(inbox).unwrap().len(), 1);
+    h.sent_invalidations();
+
+    let quiet = h.fs.opendir(inbox).unwrap();
+    h.fs.releasedir(quiet);
+    assert!(h.sent_invalidations().is_empty(), "nothing changed");
+
+    let open = h.fs.opendir(inbox).unwrap();
+    h.store
+        .add_message("INBOX", &Sample::numbered(2).raw, &[], date());
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: inbox }));
+    h.fs.releasedir(open);
+    assert_eq!(
+        h.sent_invalidations(),
+        [Invalidation::Inode { ino: inbox }],
+        "invalidated again once the old snapshot is done with"
     );
 }

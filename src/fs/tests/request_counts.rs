@@ -412,3 +412,29 @@ fn a_forgotten_message_directory_takes_its_layout_along() {
     assert!(h.fs.readdir(fh, 0, usize::MAX).unwrap().len() > 2);
     h.fs.releasedir(fh);
 }
+
+/// `cat DIR/message.eml` of a listed message costs its content alone: message.eml is in
+/// every message directory and sized by the listing, so no structure is asked for.
+#[test]
+fn message_eml_of_a_listed_message_costs_one_request() {
+    let h = Harness::new();
+    mailbox_of(&h, 3);
+    h.names_at("INBOX").unwrap();
+    let before = h.store.stats().commands;
+    let eml = h.ino("INBOX/2 s2/message.eml").unwrap();
+    let size = h.fs.getattr(eml).unwrap().attr.size;
+    let bytes = h.read_all(eml).unwrap();
+    assert_eq!(bytes.len() as u64, size, "the listing's size is exact");
+    assert_eq!(h.count(Op::BodyStructures), 0);
+    assert_eq!(h.count(Op::FetchSection), 1);
+    assert_eq!(h.store.stats().commands, before + 1);
+    // The directory, listed afterwards, shows the same inode for it.
+    assert_eq!(
+        h.names_at("INBOX/2 s2").unwrap(),
+        ["message.eml", "body.txt"]
+    );
+    assert_eq!(h.ino("INBOX/2 s2/message.eml").unwrap(), eml);
+    // A name that is not message.eml still needs the structure to be known.
+    assert!(h.ino("INBOX/3 s3/nothing.txt").is_err());
+    assert_eq!(h.count(Op::BodyStructures), 2);
+}

@@ -167,11 +167,9 @@ fn offline_the_kept_answers_come_from_disk_and_the_rest_fails_at_once() {
         started.elapsed() < Duration::from_millis(100),
         "no waiting offline"
     );
+    // A change is journaled and shown (cached/disconnected.rs), not sent.
     let flags = [Flag::parse("\\Seen").unwrap()];
-    assert!(matches!(
-        store.set_flags(&inbox(), validity, Uid(1), &flags),
-        Err(StoreError::Offline(_))
-    ));
+    store.set_flags(&inbox(), validity, Uid(1), &flags).unwrap();
     assert!(!store.is_followed(&inbox()));
     // Nothing of that reached the server.
     let after: u64 = [
@@ -192,7 +190,10 @@ fn offline_the_kept_answers_come_from_disk_and_the_rest_fails_at_once() {
         assert!(Instant::now() < deadline, "never back online");
         std::thread::sleep(Duration::from_millis(50));
     }
-    store.set_flags(&inbox(), validity, Uid(1), &flags).unwrap();
+    // ... and it was replayed before.
+    assert_eq!(account.memory.count(Op::SetFlags), 1);
+    let listing = account.memory.list_messages(&inbox()).unwrap();
+    assert_eq!(listing.messages[0].flags, ["\\Seen"]);
 }
 
 #[test]
@@ -367,4 +368,46 @@ fn offline_a_search_runs_over_what_is_kept() {
     )
     .unwrap();
     assert_eq!(store.search(&inbox(), &by_body).unwrap(), [Uid(2)]);
+}
+
+#[test]
+fn offline_the_capabilities_and_small_bodies_kept_are_used() {
+    let account = Account::new(1);
+    let store = account.mount(false);
+    store.list_mailboxes().unwrap();
+    let validity = store.list_messages(&inbox()).unwrap().uid_validity;
+    let body = PartItem::Bytes {
+        section: Section(vec![1]),
+        transfer: Transfer::Decoded,
+        range: None,
+    };
+    store
+        .fetch_parts(&inbox(), validity, &[(Uid(1), vec![body])])
+        .unwrap();
+    drop(store);
+
+    // A mount that never reached the server asks in the form the server allowed.
+    let offline = account.mount(true);
+    assert_eq!(offline.capabilities(), account.memory.capabilities());
+    let range = Some(ByteRange { offset: 2, len: 3 });
+    let served = offline
+        .fetch_section(
+            &inbox(),
+            validity,
+            Uid(1),
+            &Section(vec![1]),
+            Transfer::Decoded,
+            range,
+        )
+        .unwrap();
+    assert_eq!(served, b"dy ");
+    let encoded = offline.fetch_section(
+        &inbox(),
+        validity,
+        Uid(1),
+        &Section(vec![1]),
+        Transfer::Encoded,
+        None,
+    );
+    assert!(matches!(encoded, Err(StoreError::Connection(_))));
 }

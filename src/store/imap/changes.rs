@@ -55,29 +55,30 @@ impl ImapStore {
 
     pub(super) fn delete(&self, mailbox: &MailboxId) -> StoreResult<()> {
         let name = quote::mailbox(mailbox)?;
-        self.forget_selection(mailbox);
-        self.with_connection(None, Retry::Never, |conn| {
-            // Deselect first where possible. Never CLOSE: on a read-write selection it would
-            // expunge messages other clients marked \Deleted.
+        let deleted = self.with_connection(None, Retry::Never, |conn| {
             if conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox) {
-                conn.selection = Selection::None;
-                if conn.has_capability("UNSELECT") {
-                    conn.run(Command::new("UNSELECT"))?;
-                } else {
-                    conn.run(Command::new("EXAMINE").syntax("INBOX"))?;
-                }
+                deselect(conn)?;
             }
             conn.run(Command::new("DELETE").arg(&name)).map(drop)
-        })
+        });
+        // Only now: the connection above must still know what it has selected.
+        self.forget_selection(mailbox);
+        deleted
     }
 
     pub(super) fn rename(&self, from: &MailboxId, to: &MailboxId) -> StoreResult<()> {
         let (from_name, to_name) = (quote::mailbox(from)?, quote::mailbox(to)?);
-        self.forget_selection(from);
-        self.with_connection(None, Retry::Never, |conn| {
+        let renamed = self.with_connection(None, Retry::Never, |conn| {
+            // Courier refuses to rename the selected mailbox ("Can't RENAME the
+            // currently-open folder"), and one of its children may be selected as well.
+            if conn.selection.mailbox().is_some() {
+                deselect(conn)?;
+            }
             conn.run(Command::new("RENAME").arg(&from_name).arg(&to_name))
                 .map(drop)
-        })
+        });
+        self.forget_selection(from);
+        renamed
     }
 
     pub(super) fn store_flags(
@@ -96,6 +97,37 @@ impl ImapStore {
                 .syntax("FLAGS.SILENT")
                 .syntax(list.as_str());
             conn.run(cmd).map(drop)
+        })
+    }
+
+    /// `UID STORE <uid> +FLAGS.SILENT (...)` then `-FLAGS.SILENT (...)`: only the flags that
+    /// changed, each command left out when it has nothing to say.
+    pub(super) fn add_remove_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        self.with_connection(Some(mailbox), Retry::Never, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            ensure_exists(conn, mailbox, uid)?;
+            for (item, flags, list) in [
+                ("+FLAGS.SILENT", add, &plus),
+                ("-FLAGS.SILENT", remove, &minus),
+            ] {
+                if flags.is_empty() {
+                    continue;
+                }
+                let cmd = Command::new("UID STORE")
+                    .syntax(uid.to_string())
+                    .syntax(item)
+                    .syntax(list.as_str());
+                conn.run(cmd)?;
+            }
+            Ok(())
         })
     }
 
@@ -253,6 +285,16 @@ impl ImapStore {
             let content = content.take().ok_or_else(|| {
                 StoreError::Invalid("the message was already read for an earlier attempt".into())
             })?;
+            // Courier refuses to APPEND to the mailbox the connection has EXAMINEd ("Current
+            // box is selected READ-ONLY"); selecting it read-write is always accepted. If that
+            // fails (the mailbox is gone), APPEND says why in its own answer.
+            if matches!(&conn.selection, Selection::Examine(m, _) if m == mailbox) {
+                if let Err(e) = self.select(conn, mailbox, None, Mode::Write) {
+                    if !super::errors::connection_survives(&e) {
+                        return Err(e);
+                    }
+                }
+            }
             let mut cmd = Command::new("APPEND").arg(&name).syntax(flags.as_str());
             if let Some(date) = &date {
                 cmd = cmd.syntax(date.as_str());
@@ -265,6 +307,18 @@ impl ImapStore {
             });
             Ok(appended)
         })
+    }
+}
+
+/// Leaves the selected mailbox: UNSELECT ([RFC 3691](https://www.rfc-editor.org/rfc/rfc3691)),
+/// or else EXAMINE INBOX. Never CLOSE: on a read-write selection it would expunge messages
+/// other clients marked `\Deleted`.
+fn deselect(conn: &mut Connection) -> StoreResult<()> {
+    conn.selection = Selection::None;
+    if conn.has_capability("UNSELECT") {
+        conn.run(Command::new("UNSELECT")).map(drop)
+    } else {
+        conn.run(Command::new("EXAMINE").syntax("INBOX")).map(drop)
     }
 }
 

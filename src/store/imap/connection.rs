@@ -430,6 +430,19 @@ impl Read for ImapStream {
     }
 }
 
+impl ImapStream {
+    /// Bytes already decrypted by TLS and not read yet (none in plaintext), plus one if
+    /// compressed bytes wait to be inflated.
+    fn pending(&self) -> usize {
+        let tls = match &self.link {
+            Link::Tls(s) => s.buffered_read_size().unwrap_or(0),
+            Link::Plain(_) => 0,
+        };
+        let inflating = self.deflate.as_ref().is_some_and(|d| d.has_pending_input());
+        tls + usize::from(inflating)
+    }
+}
+
 impl Write for ImapStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.deflate {
@@ -495,6 +508,18 @@ impl Connection {
     /// True if the server said BYE on this connection (and so is closing it).
     pub fn said_bye(&self) -> bool {
         self.wire.said_bye()
+    }
+
+    /// The socket's descriptor, to wait on with poll(2) while no command is under way.
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
+    /// True if the server's bytes already wait above the socket (in TLS or the protocol
+    /// layer): waiting on the socket would not see them.
+    pub(super) fn has_buffered_input(&self) -> bool {
+        self.wire.has_buffered() || self.wire.stream().pending() > 0
     }
 
     /// Shuts the socket down if the current call is cancelled while the guard lives.

@@ -58,6 +58,12 @@ impl Deflate {
         }
     }
 
+    /// Whether compressed bytes from the server were read and not inflated yet: one who
+    /// waits for the socket to become readable must look here first.
+    pub fn has_pending_input(&self) -> bool {
+        self.end > self.start
+    }
+
     /// Inflates into `buf` what `inner` sends. Output the inflater holds back from an
     /// earlier call comes first, before `inner` is read again: a response's last bytes are
     /// never left waiting behind a read that would block. 0 at the transport's end.

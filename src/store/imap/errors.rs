@@ -51,6 +51,9 @@ fn from_no(code: Option<&Code>, text: &str) -> StoreError {
         Some(Code::NonExistent | Code::TryCreate) => {
             StoreError::Refused(format!("no such mailbox: {text}"))
         }
+        Some(Code::Unavailable) => StoreError::Refused(format!(
+            "the server is temporarily unavailable (UNAVAILABLE): {text}"
+        )),
         Some(Code::UnknownCte) => StoreError::Unsupported(format!(
             "the server cannot decode this part's transfer encoding: {text}"
         )),
@@ -124,6 +127,10 @@ mod tests {
         assert!(matches!(
             answer("a NO [LIMIT] Too many\r\n"),
             Err(StoreError::OverQuota(_))
+        ));
+        assert!(matches!(
+            answer("a NO [UNAVAILABLE] Backend down, try later\r\n"),
+            Err(StoreError::Refused(m)) if m.contains("temporarily unavailable") && m.contains("Backend down")
         ));
         assert!(matches!(
             answer("a NO [ALREADYEXISTS] Mailbox already exists\r\n"),

@@ -29,7 +29,8 @@ pub use cursor::lossy_utf8_strings;
 pub use datetime::{format_date_time, parse_date_time};
 pub use fetch::{Fetch, SectionData, SectionKind};
 pub use response::{
-    parse_response, Code, ListEntry, QuotaResource, Response, Status, Tagged, Untagged,
+    parse_response, Code, ListEntry, MailboxStatus, QuotaResource, Response, Status, Tagged,
+    Untagged,
 };
 
 use super::connection::CommandLimits;
@@ -175,6 +176,17 @@ impl<S: Read + Write> Wire<S> {
         self.broken
     }
 
+    /// True if bytes the server sent were read from the stream and not parsed yet: one
+    /// who waits for the stream to become readable must look here first.
+    pub fn has_buffered(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    /// The stream under the protocol.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// The stream, for a caller that must leave the protocol (STARTTLS). Bytes the server
     /// sent that were not read yet would be lost, or taken as protected when they were not,
     /// so they are an error.
@@ -249,6 +261,23 @@ impl<S: Read + Write> Wire<S> {
             other => other?,
         };
         let response = parse_response(&unit)?;
+        // RFC 3501 §7.1: an ALERT's text must reach the user; the log is where they look.
+        let alert = match &response {
+            Response::Untagged(Untagged::Status {
+                code: Some(Code::Alert),
+                text,
+                ..
+            })
+            | Response::Tagged(Tagged {
+                code: Some(Code::Alert),
+                text,
+                ..
+            }) => Some(text),
+            _ => None,
+        };
+        if let Some(text) = alert {
+            tracing::warn!(target: LOG_TARGET, alert = %short(text), "the server sent an ALERT");
+        }
         if let Response::Untagged(Untagged::Status {
             status: Status::Bye,
             text,
@@ -363,7 +392,10 @@ impl<S: Read + Write> Wire<S> {
         self.write_out(out)?;
         loop {
             match self.read_response()? {
-                Response::Continuation(_) => return Ok(true),
+                Response::Continuation(_) => {
+                    tracing::debug!(target: LOG_TARGET, "S: + (go ahead with the literal)");
+                    return Ok(true);
+                }
                 Response::Tagged(t) => {
                     let ours = t.tag == tag;
                     self.file_tagged(t)?;

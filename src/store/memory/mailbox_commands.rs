@@ -187,6 +187,31 @@ impl State {
         Ok(())
     }
 
+    /// `UID STORE uid +FLAGS.SILENT (...)` and `-FLAGS.SILENT (...)`: the other flags stay.
+    pub(super) fn add_remove_flags(
+        &mut self,
+        name: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        self.select_for_write(name, validity)?;
+        let old = self.message(name, validity, uid)?.flags.clone();
+        let gone = |f: &String| remove.iter().any(|r| r.as_str().eq_ignore_ascii_case(f));
+        let mut flags: Vec<String> = old.into_iter().filter(|f| !gone(f)).collect();
+        for flag in add {
+            if !flags.iter().any(|f| f.eq_ignore_ascii_case(flag.as_str())) {
+                flags.push(flag.as_str().to_string());
+            }
+        }
+        let canonical = canonical_name(name.as_str());
+        if let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) {
+            mailbox.replace_flags(uid, &flags);
+        }
+        Ok(())
+    }
+
     /// Take out a message that must exist (the IMAP store checks with `UID SEARCH` first).
     fn take_message(
         &mut self,

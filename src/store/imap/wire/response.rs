@@ -1,7 +1,8 @@
 //! Responses as imapfs uses them: tagged and untagged status with their response codes,
-//! CAPABILITY, LIST, FLAGS, EXISTS, EXPUNGE, SEARCH, ESEARCH, ENABLED and FETCH
-//! ([RFC 3501 §7](https://www.rfc-editor.org/rfc/rfc3501#section-7)). Untagged responses of
-//! any other kind are recognised by their shape alone and skipped.
+//! CAPABILITY, LIST, STATUS, FLAGS, EXISTS, EXPUNGE, VANISHED, SEARCH, ESEARCH, ENABLED and
+//! FETCH ([RFC 3501 §7](https://www.rfc-editor.org/rfc/rfc3501#section-7),
+//! [RFC 7162 §3.2.10](https://www.rfc-editor.org/rfc/rfc7162#section-3.2.10)). Untagged
+//! responses of any other kind are recognised by their shape alone and skipped.
 
 use super::cursor::Cursor;
 use super::fetch::{parse_fetch, Fetch};
@@ -38,6 +39,10 @@ pub enum Code {
     /// RFC 3516 §4.2: the server cannot decode this part's Content-Transfer-Encoding.
     UnknownCte,
     ReadOnly,
+    /// RFC 3501 §7.1: text the server wants a human to read.
+    Alert,
+    /// RFC 5530 §3: a subsystem is down; the command may succeed later.
+    Unavailable,
     /// Any other code: its name (upper case) and its data as sent.
     Other(String, String),
 }
@@ -59,6 +64,22 @@ pub struct ListEntry {
     pub delimiter: Option<char>,
     /// The name, with quoted-string escapes undone (a literal is taken as is).
     pub name: String,
+    /// The name it had before a RENAME, when the server says (`OLDNAME`, RFC 5465 §5.4).
+    pub old_name: Option<String>,
+}
+
+/// A STATUS response ([RFC 3501 §7.2.4](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.4)):
+/// the items imapfs asks for, each absent when the server left it out (a NOTIFY report
+/// carries only what changed, [RFC 5465 §5.5](https://www.rfc-editor.org/rfc/rfc5465#section-5.5)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxStatus {
+    /// The name as sent, with quoted-string escapes undone (a literal is taken as is).
+    pub mailbox: String,
+    pub messages: Option<u32>,
+    pub uid_next: Option<u32>,
+    pub uid_validity: Option<u32>,
+    /// RFC 7162 §3.1.6.
+    pub highest_modseq: Option<u64>,
 }
 
 /// An untagged response.
@@ -71,9 +92,16 @@ pub enum Untagged {
     },
     Capability(Vec<String>),
     List(ListEntry),
+    MailboxStatus(MailboxStatus),
     Flags(Vec<String>),
     Exists(u32),
     Expunge(u32),
+    /// `VANISHED [(EARLIER)] uids` (QRESYNC): UIDs gone, as ranges. `earlier` when they
+    /// went before the command that reports them (a resynchronisation), not just now.
+    Vanished {
+        earlier: bool,
+        uids: Vec<(u32, u32)>,
+    },
     /// SEARCH or ESEARCH `ALL`: the matching numbers as ranges (never expanded).
     Search(Vec<(u32, u32)>),
     Enabled(Vec<String>),
@@ -88,7 +116,10 @@ pub enum Untagged {
         root: String,
         resources: Vec<QuotaResource>,
     },
-    /// A response imapfs does not use (RECENT, STATUS, NAMESPACE, an extension's...).
+    /// `* NAMESPACE`'s first personal namespace as (prefix, delimiter), `None` when the
+    /// server has none ([RFC 2342 §5](https://www.rfc-editor.org/rfc/rfc2342#section-5)).
+    Namespace(Option<(String, Option<char>)>),
+    /// A response imapfs does not use (RECENT, an extension's...).
     Other,
 }
 
@@ -210,6 +241,8 @@ fn response_code(c: &mut Cursor<'_>) -> Result<Code, WireError> {
         "CANNOT" => Code::Cannot,
         "UNKNOWN-CTE" => Code::UnknownCte,
         "READ-ONLY" => Code::ReadOnly,
+        "ALERT" => Code::Alert,
+        "UNAVAILABLE" => Code::Unavailable,
         _ => Code::Other(name, data),
     })
 }
@@ -244,6 +277,9 @@ fn untagged(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
             Untagged::Flags(c.atom_list()?)
         }
         "LIST" => Untagged::List(list(c)?),
+        "STATUS" => Untagged::MailboxStatus(mailbox_status(c)?),
+        "VANISHED" => vanished(c)?,
+        "NAMESPACE" => Untagged::Namespace(personal_namespace(c)?),
         "SEARCH" => Untagged::Search(search(c)?),
         "ESEARCH" => Untagged::Search(esearch(c)?),
         "QUOTAROOT" => quota_root(c)?,
@@ -269,29 +305,134 @@ fn list(c: &mut Cursor<'_>) -> Result<ListEntry, WireError> {
     c.space()?;
     let attributes = c.atom_list()?;
     c.space()?;
-    let delimiter = match c.nstring()? {
-        None => None,
-        Some(d) => {
-            let text = String::from_utf8_lossy(&d).into_owned();
-            let mut chars = text.chars();
-            match (chars.next(), chars.next()) {
-                (Some(d), None) => Some(d),
-                _ => return Err(c.error("a hierarchy delimiter must be one character")),
-            }
-        }
-    };
+    let delimiter = delimiter(c)?;
     c.space()?;
     let name = String::from_utf8_lossy(&c.astring()?).into_owned();
-    // LIST-EXTENDED data (CHILDINFO, OLDNAME) may follow; not used.
+    // LIST-EXTENDED data may follow: `("OLDNAME" ("old"))` is kept, CHILDINFO skipped.
+    let mut old_name = None;
     while c.eat(b" ") {
-        c.value()?;
+        if c.eat(b"(") {
+            while !c.eat(b")") {
+                c.eat(b" ");
+                let tag = c.astring()?.to_ascii_uppercase();
+                c.space()?;
+                if tag == b"OLDNAME" {
+                    c.expect(b'(')?;
+                    old_name = Some(String::from_utf8_lossy(&c.astring()?).into_owned());
+                    c.expect(b')')?;
+                } else {
+                    c.value()?;
+                }
+            }
+        } else {
+            c.value()?;
+        }
     }
     c.eol()?;
     Ok(ListEntry {
         attributes,
         delimiter,
         name,
+        old_name,
     })
+}
+
+/// `* STATUS name (MESSAGES 3 UIDNEXT 12 ...)`; items imapfs does not use are skipped.
+fn mailbox_status(c: &mut Cursor<'_>) -> Result<MailboxStatus, WireError> {
+    c.space()?;
+    let mailbox = String::from_utf8_lossy(&c.astring()?).into_owned();
+    c.space()?;
+    c.expect(b'(')?;
+    let mut status = MailboxStatus {
+        mailbox,
+        ..MailboxStatus::default()
+    };
+    let n32 = |n: u64, c: &Cursor<'_>| u32::try_from(n).map_err(|_| c.error("number too large"));
+    let mut first = true;
+    while !c.eat(b")") {
+        if !first {
+            c.space()?;
+        }
+        first = false;
+        let name = c.keyword()?;
+        c.space()?;
+        match name.as_str() {
+            "MESSAGES" => status.messages = Some(n32(c.number()?, c)?),
+            "UIDNEXT" => status.uid_next = Some(n32(c.number()?, c)?),
+            "UIDVALIDITY" => status.uid_validity = Some(n32(c.number()?, c)?),
+            "HIGHESTMODSEQ" => status.highest_modseq = Some(c.number()?),
+            _ => {
+                c.value()?;
+            }
+        }
+    }
+    c.eol()?;
+    Ok(status)
+}
+
+/// `* VANISHED (EARLIER) 41,43:116` ([RFC 7162 §3.2.10](https://www.rfc-editor.org/rfc/rfc7162#section-3.2.10)).
+fn vanished(c: &mut Cursor<'_>) -> Result<Untagged, WireError> {
+    c.space()?;
+    let earlier = if c.eat(b"(") {
+        let tag = c.keyword()?;
+        c.expect(b')')?;
+        c.space()?;
+        if tag != "EARLIER" {
+            return Err(c.error("VANISHED with an unknown tag"));
+        }
+        true
+    } else {
+        false
+    };
+    let uids = sequence_set(c)?;
+    c.eol()?;
+    Ok(Untagged::Vanished { earlier, uids })
+}
+
+/// The first namespace of `* NAMESPACE personal other shared`: `NIL`, or
+/// `(("prefix" "delimiter" extensions...) ...)`; the rest of the line is skipped.
+fn personal_namespace(c: &mut Cursor<'_>) -> Result<Option<(String, Option<char>)>, WireError> {
+    c.space()?;
+    let first = if c.eat(b"NIL") || c.eat(b"nil") {
+        None
+    } else {
+        c.expect(b'(')?;
+        c.expect(b'(')?;
+        let prefix = String::from_utf8_lossy(&c.string()?).into_owned();
+        c.space()?;
+        let delimiter = delimiter(c)?;
+        while c.eat(b" ") {
+            c.value()?;
+        }
+        c.expect(b')')?;
+        // Further personal namespaces: not used.
+        while c.peek() == Some(b'(') {
+            c.value()?;
+        }
+        c.expect(b')')?;
+        Some((prefix, delimiter))
+    };
+    // The other users' and the shared namespaces: not used.
+    while c.eat(b" ") {
+        c.value()?;
+    }
+    c.eol()?;
+    Ok(first)
+}
+
+/// A hierarchy delimiter: one character in a quoted string, or `NIL` (no hierarchy).
+fn delimiter(c: &mut Cursor<'_>) -> Result<Option<char>, WireError> {
+    match c.nstring()? {
+        None => Ok(None),
+        Some(d) => {
+            let text = String::from_utf8_lossy(&d).into_owned();
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(d), None) => Ok(Some(d)),
+                _ => Err(c.error("a hierarchy delimiter must be one character")),
+            }
+        }
+    }
 }
 
 /// `* SEARCH 1 2 3` ([RFC 3501 §7.2.5](https://www.rfc-editor.org/rfc/rfc3501#section-7.2.5)),
@@ -484,7 +625,9 @@ mod tests {
         let e = entry(b"* LIST (\\NonExistent) NIL {6}\r\nR\xc3\xa9\"x)\r\n");
         assert_eq!((e.delimiter, e.name.as_str()), (None, "R\u{e9}\"x)"));
         let e = entry(b"* LIST (\\Subscribed) \".\" INBOX (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
-        assert_eq!(e.name, "INBOX");
+        assert_eq!((e.name.as_str(), e.old_name), ("INBOX", None));
+        let e = entry(b"* LIST () \"/\" Baz/Bar (\"OLDNAME\" (Foo/Bar))\r\n");
+        assert_eq!(e.old_name.as_deref(), Some("Foo/Bar"));
         assert!(parse_response(b"* LIST (\\X) \"ab\" x\r\n").is_err());
     }
 
@@ -536,10 +679,36 @@ mod tests {
     }
 
     #[test]
+    fn namespace_gives_the_first_personal_prefix_and_delimiter() {
+        let ns = |line: &[u8]| match untagged_of(line) {
+            Untagged::Namespace(n) => n,
+            other => panic!("{other:?}"),
+        };
+        // Dovecot, Cyrus (classic namespace), Courier, and a server without personal ones.
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n"),
+            Some((String::new(), Some('/')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) ((\"\" \".\"))\r\n"),
+            Some(("INBOX.".into(), Some('.')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"INBOX.\" \".\" \"X-PARAM\" (\"a\" \"b\"))(\"#mh/\" \"/\")) NIL ((\"#shared.\" \".\")(\"shared.\" \".\"))\r\n"),
+            Some(("INBOX.".into(), Some('.')))
+        );
+        assert_eq!(
+            ns(b"* NAMESPACE ((\"\" NIL)) NIL NIL\r\n"),
+            Some((String::new(), None))
+        );
+        assert_eq!(ns(b"* NAMESPACE NIL NIL ((\"\" \"/\"))\r\n"), None);
+        assert!(parse_response(b"* NAMESPACE ((\"a\" \"//\")) NIL NIL\r\n").is_err());
+    }
+
+    #[test]
     fn unknown_untagged_responses_are_skipped_and_garbage_is_an_error() {
         for line in [
-            &b"* STATUS INBOX (MESSAGES 3)\r\n"[..],
-            b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n",
+            &b"* 3 RECENT\r\n"[..],
             b"* 3 XWEIRD (((\r\n",
             b"* XYZZY\r\n",
         ] {

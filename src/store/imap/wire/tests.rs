@@ -374,7 +374,7 @@ fn unknown_cte_answers_like_dovecot() {
 }
 
 #[test]
-fn unknown_untagged_responses_are_skipped() {
+fn unknown_untagged_responses_are_skipped_and_namespace_is_kept() {
     let mut w = wire(
         b"* STATUS INBOX (MESSAGES 3)\r\n* 3 RECENT\r\n* XAPPLE {3}\r\n(((\r\n* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n\
           * 4 EXPUNGE\r\ni1 OK NOOP completed.\r\n",
@@ -384,10 +384,14 @@ fn unknown_untagged_responses_are_skipped() {
     assert_eq!(
         done.untagged,
         [
+            Untagged::MailboxStatus(MailboxStatus {
+                mailbox: "INBOX".into(),
+                messages: Some(3),
+                ..MailboxStatus::default()
+            }),
             Untagged::Other,
             Untagged::Other,
-            Untagged::Other,
-            Untagged::Other,
+            Untagged::Namespace(Some((String::new(), Some('/')))),
             Untagged::Expunge(4)
         ]
     );
@@ -521,6 +525,173 @@ fn bytes_left_after_starttls_are_refused() {
     );
     w.run(Command::new("STARTTLS")).unwrap();
     assert!(w.into_inner().is_err());
+}
+
+/// What Dovecot 2.3.19 sends on a connection that asked for NOTIFY (RFC 5465) with nothing
+/// selected: STATUS with only what changed, LIST for mailboxes created, renamed (OLDNAME)
+/// and deleted (`\NonExistent`), and a name outside ASCII as a UTF-8 literal.
+#[test]
+fn notify_reports_from_dovecot() {
+    let mut w = wire(
+        b"* STATUS Archive (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 1796399733 UNSEEN 1 HIGHESTMODSEQ 2)\r\n\
+          * STATUS {17}\r\n\xd0\x9f\xd1\x80\xd0\xbe\xd0\xb5\xd0\xba\xd1\x82\xd1\x8b/Q1 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 1796399732 UNSEEN 1 HIGHESTMODSEQ 2)\r\n\
+          i1 OK NOTIFY completed (0.024 + 0.000 + 0.023 secs).\r\n\
+          * STATUS INBOX (HIGHESTMODSEQ 21)\r\n\
+          * STATUS Archive (UNSEEN 0 HIGHESTMODSEQ 3)\r\n\
+          * LIST () \"/\" Baz/Bar (\"OLDNAME\" (Foo/Bar))\r\n\
+          * LIST (\\NonExistent) \"/\" Newbox2\r\n",
+    );
+    let done = w
+        .run(Command::new("NOTIFY").syntax("SET STATUS (personal (MessageNew))"))
+        .unwrap();
+    assert_eq!(
+        done.untagged,
+        [
+            Untagged::MailboxStatus(MailboxStatus {
+                mailbox: "Archive".into(),
+                messages: Some(1),
+                uid_next: Some(2),
+                uid_validity: Some(1796399733),
+                highest_modseq: Some(2),
+            }),
+            Untagged::MailboxStatus(MailboxStatus {
+                mailbox: "Проекты/Q1".into(),
+                messages: Some(1),
+                uid_next: Some(2),
+                uid_validity: Some(1796399732),
+                highest_modseq: Some(2),
+            }),
+        ]
+    );
+    let pushed: Vec<Response> = (0..4).map(|_| w.next_response().unwrap()).collect();
+    assert_eq!(
+        pushed[0],
+        Response::Untagged(Untagged::MailboxStatus(MailboxStatus {
+            mailbox: "INBOX".into(),
+            highest_modseq: Some(21),
+            ..MailboxStatus::default()
+        }))
+    );
+    assert_eq!(
+        pushed[1],
+        Response::Untagged(Untagged::MailboxStatus(MailboxStatus {
+            mailbox: "Archive".into(),
+            highest_modseq: Some(3),
+            ..MailboxStatus::default()
+        }))
+    );
+    let Response::Untagged(Untagged::List(renamed)) = &pushed[2] else {
+        panic!("{:?}", pushed[2])
+    };
+    assert_eq!(renamed.name, "Baz/Bar");
+    assert_eq!(renamed.old_name.as_deref(), Some("Foo/Bar"));
+    let Response::Untagged(Untagged::List(deleted)) = &pushed[3] else {
+        panic!("{:?}", pushed[3])
+    };
+    assert_eq!(
+        (deleted.name.as_str(), deleted.attributes.as_slice()),
+        ("Newbox2", &["\\NonExistent".to_string()][..])
+    );
+}
+
+/// LIST-STATUS (RFC 5819) as Dovecot answers it: each LIST followed by its STATUS, none for
+/// a `\Noselect` mailbox.
+#[test]
+fn list_status_from_dovecot() {
+    let mut w = wire(
+        b"* LIST () \"/\" Archive\r\n\
+          * STATUS Archive (MESSAGES 1 UIDNEXT 3 UIDVALIDITY 1796399733 HIGHESTMODSEQ 6)\r\n\
+          * LIST (\\Noselect) \"/\" &BB8EQAQ+BDUEOgRCBEs-\r\n\
+          * LIST (\\Marked) \"/\" &BB8EQAQ+BDUEOgRCBEs-/Q1\r\n\
+          * STATUS &BB8EQAQ+BDUEOgRCBEs-/Q1 (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 1796399732 HIGHESTMODSEQ 2)\r\n\
+          * STATUS \"a \\\"b\" ()\r\n\
+          i1 OK List completed (0.011 + 0.000 + 0.010 secs).\r\n",
+    );
+    let done = w
+        .run(Command::new("LIST").syntax("\"\" \"*\" RETURN (STATUS (MESSAGES))"))
+        .unwrap();
+    let statuses: Vec<&MailboxStatus> = done
+        .untagged
+        .iter()
+        .filter_map(|u| match u {
+            Untagged::MailboxStatus(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses.len(), 3);
+    assert_eq!(statuses[1].mailbox, "&BB8EQAQ+BDUEOgRCBEs-/Q1");
+    assert_eq!(statuses[1].uid_next, Some(2));
+    assert_eq!(statuses[2].mailbox, "a \"b");
+    assert_eq!(statuses[2].messages, None);
+    for bad in [
+        &b"* STATUS INBOX (MESSAGES x)\r\n"[..],
+        b"* STATUS INBOX (UIDNEXT 99999999999)\r\n",
+        b"* STATUS INBOX MESSAGES 3\r\n",
+        b"* STATUS INBOX (MESSAGES 3\r\n",
+    ] {
+        assert!(parse_response(bad).is_err(), "{}", text(bad));
+    }
+}
+
+/// An EXAMINE with QRESYNC (RFC 7162 §3.2.5) as Dovecot answers it: what vanished since the
+/// known MODSEQ as ranges, and the flags of what changed (UIDs 11 and 12 arrived since).
+#[test]
+fn a_qresync_examine_from_dovecot() {
+    let mut w = wire(
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)\r\n\
+          * OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n* 10 EXISTS\r\n* 0 RECENT\r\n\
+          * OK [UNSEEN 2] First unseen.\r\n* OK [UIDVALIDITY 1796399730] UIDs valid\r\n\
+          * OK [UIDNEXT 13] Predicted next UID\r\n* OK [HIGHESTMODSEQ 20] Highest\r\n\
+          * VANISHED (EARLIER) 2,5:6\r\n\
+          * 1 FETCH (UID 1 FLAGS (\\Flagged \\Seen) MODSEQ (13))\r\n\
+          * 9 FETCH (UID 11 FLAGS () MODSEQ (14))\r\n\
+          * 10 FETCH (UID 12 FLAGS () MODSEQ (17))\r\n\
+          i1 OK [READ-ONLY] Examine completed (0.003 + 0.000 + 0.002 secs).\r\n\
+          * VANISHED 8\r\n* 9 EXISTS\r\n* OK [HIGHESTMODSEQ 26] Highest\r\n",
+    );
+    let inbox = quote::string("INBOX", "mailbox").unwrap();
+    let done = w
+        .run(
+            Command::new("EXAMINE")
+                .arg(&inbox)
+                .syntax("(QRESYNC (1796399730 12))"),
+        )
+        .unwrap();
+    assert!(done.untagged.contains(&Untagged::Vanished {
+        earlier: true,
+        uids: vec![(2, 2), (5, 6)],
+    }));
+    // (UID, FLAGS, MODSEQ) of each FETCH.
+    type Changed = (Option<u32>, Option<Vec<String>>, Option<u64>);
+    let changed: Vec<Changed> = fetches(&done.untagged)
+        .map(|f| (f.uid, f.flags.clone(), f.modseq))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            (
+                Some(1),
+                Some(vec!["\\Flagged".to_string(), "\\Seen".to_string()]),
+                Some(13)
+            ),
+            (Some(11), Some(vec![]), Some(14)),
+            (Some(12), Some(vec![]), Some(17)),
+        ]
+    );
+    // Then, while idling, an expunge as it happens.
+    assert_eq!(
+        w.next_response().unwrap(),
+        Response::Untagged(Untagged::Vanished {
+            earlier: false,
+            uids: vec![(8, 8)],
+        })
+    );
+    assert_eq!(
+        w.next_response().unwrap(),
+        Response::Untagged(Untagged::Exists(9))
+    );
+    assert!(parse_response(b"* VANISHED (LATER) 3\r\n").is_err());
+    assert!(parse_response(b"* VANISHED\r\n").is_err());
 }
 
 #[test]

@@ -1,0 +1,868 @@
+//! Disconnected changes ([RFC 4549](https://www.rfc-editor.org/rfc/rfc4549)): while offline,
+//! flags, moves, expunges, APPENDs and CREATEs are written to the journal (synced) and shown
+//! at once in what is kept; when the server answers again (or at the next mount) they are
+//! replayed in order, the server's state being the authority:
+//!
+//! - flags go as `+FLAGS.SILENT` / `-FLAGS.SILENT` of what changed, never as a replacement;
+//! - moves and expunges go by UID only (the IMAP store's `UID MOVE`, or `UID COPY` and
+//!   `UID EXPUNGE <uid>`); a message gone meanwhile, or a mailbox whose UIDVALIDITY
+//!   changed, drops the change (logged); APPENDs are never dropped;
+//! - an APPEND is sent exactly once: `Sending` is journaled first, and a replay that finds
+//!   it unsettled looks for the message (Message-ID, size, INTERNALDATE) before sending;
+//! - a CREATE of a name that exists by now merges into that mailbox;
+//! - a change the server refuses stays in the journal with its error, and is tried again
+//!   at the next replay.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::journal::{
+    self, is_provisional_mailbox, is_provisional_uid, Change, Entry, EntryState, Journal,
+    JournalError, Outcome, Place, Queue, Record,
+};
+use super::{Job, Link, LocalChange, Shared};
+use crate::store::imap::convert;
+use crate::store::{
+    Flag, MailboxId, MailboxInfo, MessageMeta, NewMessage, StoreError, StoreResult, Uid,
+    UidValidity,
+};
+
+/// The journal and what it says, or why it cannot be used.
+pub(super) struct Disconnected {
+    state: Result<(Journal, Queue), String>,
+}
+
+impl Disconnected {
+    /// Opens the journal in the cache directory `dir`.
+    pub(super) fn open(dir: &std::path::Path) -> Disconnected {
+        let state = Journal::open(dir).map_err(|e: JournalError| {
+            tracing::error!(error = %e, "offline changes");
+            e.to_string()
+        });
+        if let Ok((journal, queue)) = &state {
+            if !queue.entries.is_empty() {
+                tracing::info!(journal = %journal.path().display(), changes = queue.entries.len(),
+                    "changes made offline wait for the server");
+            }
+        }
+        Disconnected { state }
+    }
+
+    /// Whether changes wait to be replayed.
+    pub(super) fn has_pending(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_ok_and(|(_, queue)| !queue.entries.is_empty())
+    }
+}
+
+/// How replaying one change ended.
+enum Step {
+    Done(Outcome),
+    Refused(String),
+    /// The server cannot be reached: stop, and go on when it can.
+    Unreachable(StoreError),
+}
+
+fn journal_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Offline(format!(
+        "the change could not be written to the journal of offline changes: {e}"
+    ))
+}
+
+/// The flags of a listed message as a set to compare, without `\Recent` (the server's).
+fn flag_names(flags: &[String]) -> Vec<String> {
+    flags
+        .iter()
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .cloned()
+        .collect()
+}
+
+fn contains(flags: &[String], flag: &str) -> bool {
+    flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// One line of `user.imapfs.pending`.
+fn describe(entry: &Entry) -> String {
+    let what = match &entry.change {
+        Change::Flags {
+            mailbox,
+            uid,
+            add,
+            remove,
+            ..
+        } => {
+            let mut parts = Vec::new();
+            if !add.is_empty() {
+                parts.push(format!("+{}", add.join(" +")));
+            }
+            if !remove.is_empty() {
+                parts.push(format!("-{}", remove.join(" -")));
+            }
+            format!("flags {mailbox} UID {uid}: {}", parts.join(" "))
+        }
+        Change::Move { from, uid, to, .. } => format!("move {from} UID {uid} to {to}"),
+        Change::Expunge { mailbox, uid, .. } => format!("expunge {mailbox} UID {uid}"),
+        Change::Append {
+            mailbox, len, name, ..
+        } => format!("append {name:?} ({len} bytes) to {mailbox}"),
+        Change::Create { path, .. } => format!("create {}", path.join("/")),
+    };
+    let state = match &entry.state {
+        EntryState::Queued => String::new(),
+        EntryState::Sending => " (being sent)".into(),
+        EntryState::Refused(why) => format!(" -- refused: {why}"),
+    };
+    format!(
+        "#{} {} {what}{state}",
+        entry.seq,
+        crate::fs::xattr::rfc3339(entry.at)
+    )
+}
+
+impl Shared {
+    /// Journals a change if the store is offline (`None` when online: send it now).
+    /// `build` makes the change from its sequence number, and may keep bytes first.
+    fn enqueue(
+        &self,
+        build: impl FnOnce(&Journal, u64) -> StoreResult<Change>,
+    ) -> Option<StoreResult<(u64, Change)>> {
+        let mut guard = self.disconnected.lock();
+        if !self.is_offline() {
+            return None;
+        }
+        let (journal, queue) = match &mut guard.state {
+            Ok(state) => state,
+            Err(why) => return Some(Err(StoreError::Offline(why.clone()))),
+        };
+        let seq = queue.next_seq;
+        Some((|| {
+            let change = build(journal, seq)?;
+            let record = Record::Change {
+                seq,
+                at: SystemTime::now(),
+                change: change.clone(),
+            };
+            journal.append(&record).map_err(journal_error)?;
+            queue.apply(&record);
+            tracing::info!(seq, ?change, "offline: change queued for the server");
+            Ok((seq, change))
+        })())
+    }
+
+    /// Applies a change to what is kept, and waits until it is there (the core lists the
+    /// mailbox again at once).
+    fn show_locally(&self, change: LocalChange) {
+        self.send(Job::Local(change));
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.send(Job::Flush(tx));
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+    }
+
+    fn kept_meta(&self, mailbox: &MailboxId, uid: Uid) -> Option<MessageMeta> {
+        let (_, messages) = self.kept_listing(mailbox)?;
+        messages.into_iter().find(|m| m.uid == uid)
+    }
+
+    /// `user.imap.flags` written offline: the flags added and removed are journaled.
+    pub(super) fn offline_set_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        flags: &[Flag],
+    ) -> Option<StoreResult<()>> {
+        let wanted: Vec<String> = flags.iter().map(|f| f.as_str().to_string()).collect();
+        let old = self.kept_meta(mailbox, uid).map(|m| flag_names(&m.flags));
+        if old.is_none() {
+            tracing::warn!(mailbox = %mailbox, uid = %uid, "offline: the message's flags are not kept; only adding flags");
+        }
+        let old = old.unwrap_or_default();
+        let add: Vec<Flag> = flags
+            .iter()
+            .filter(|f| !contains(&old, f.as_str()))
+            .cloned()
+            .collect();
+        let remove: Vec<Flag> = old
+            .iter()
+            .filter(|f| !contains(&wanted, f))
+            .filter_map(|f| Flag::parse(f).ok())
+            .collect();
+        self.offline_change_flags(mailbox, validity, uid, &add, &remove)
+    }
+
+    /// Flags added and removed offline.
+    pub(super) fn offline_change_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> Option<StoreResult<()>> {
+        let names = |flags: &[Flag]| -> Vec<String> {
+            flags.iter().map(|f| f.as_str().to_string()).collect()
+        };
+        if add.is_empty() && remove.is_empty() {
+            return self.is_offline().then_some(Ok(()));
+        }
+        let queued = self.enqueue(|_, _| {
+            Ok(Change::Flags {
+                mailbox: mailbox.clone(),
+                validity,
+                uid,
+                add: names(add),
+                remove: names(remove),
+            })
+        })?;
+        Some(queued.map(|_| {
+            let mut flags = self
+                .kept_meta(mailbox, uid)
+                .map(|m| flag_names(&m.flags))
+                .unwrap_or_default();
+            flags.retain(|f| !remove.iter().any(|r| r.as_str().eq_ignore_ascii_case(f)));
+            for flag in add {
+                if !contains(&flags, flag.as_str()) {
+                    flags.push(flag.as_str().to_string());
+                }
+            }
+            self.show_locally(LocalChange::Flags {
+                mailbox: mailbox.clone(),
+                uid,
+                flags,
+            });
+        }))
+    }
+
+    /// A move offline: the message shows in `to` under a provisional UID.
+    pub(super) fn offline_move(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> Option<StoreResult<Option<(UidValidity, Uid)>>> {
+        let kept = self.kept_meta(from, uid);
+        let queued = self.enqueue(|_, seq| {
+            Ok(Change::Move {
+                from: from.clone(),
+                validity,
+                uid,
+                to: to.clone(),
+                provisional: provisional_uid(seq),
+                size: kept.as_ref().map(|m| m.size),
+                internal_date: kept.as_ref().map(|m| m.internal_date),
+            })
+        })?;
+        Some(queued.map(|(seq, _)| {
+            let new_uid = provisional_uid(seq);
+            let target = self.kept_head(to).map(|h| h.validity);
+            self.show_locally(LocalChange::Moved {
+                from: from.clone(),
+                validity,
+                uid,
+                to: to.clone(),
+                target: target.map(|v| (v, new_uid)),
+            });
+            target.map(|v| (v, new_uid))
+        }))
+    }
+
+    /// An expunge offline.
+    pub(super) fn offline_expunge(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> Option<StoreResult<()>> {
+        let queued = self.enqueue(|_, _| {
+            Ok(Change::Expunge {
+                mailbox: mailbox.clone(),
+                validity,
+                uid,
+            })
+        })?;
+        Some(queued.map(|_| {
+            self.show_locally(LocalChange::Expunged {
+                mailbox: mailbox.clone(),
+                uid,
+            });
+        }))
+    }
+
+    /// An APPEND offline: the bytes are kept in the outbox (synced) before the change is
+    /// journaled; the message shows under a provisional UID. Online, the message is
+    /// handed back.
+    pub(super) fn offline_append<'a>(
+        &self,
+        mailbox: &MailboxId,
+        message: NewMessage<'a>,
+    ) -> Result<StoreResult<Option<(UidValidity, Uid)>>, NewMessage<'a>> {
+        let NewMessage {
+            content,
+            len,
+            binary,
+            flags,
+            internal_date,
+        } = message;
+        let date = internal_date.unwrap_or_else(SystemTime::now);
+        let mut head = Vec::new();
+        let Some(queued) = self.enqueue(|journal, seq| {
+            journal
+                .keep_message(seq, content, len)
+                .map_err(journal_error)?;
+            let kept = journal.outbox_path(seq);
+            head = read_head(&kept);
+            let field = |name: &str| {
+                convert::header_field(&head, name)
+                    .map(|v| String::from_utf8_lossy(&v).trim().to_string())
+            };
+            // A file's name (the last item of `X-Imapfs-File`), else the Subject.
+            let name = field(convert::ORIGIN_FIELD)
+                .and_then(|v| v.split_once("name=").map(|(_, n)| n.to_string()))
+                .or_else(|| field("subject"))
+                .unwrap_or_default();
+            Ok(Change::Append {
+                mailbox: mailbox.clone(),
+                provisional: provisional_uid(seq),
+                len,
+                binary,
+                internal_date: date,
+                message_id: field("message-id").filter(|v| !v.is_empty()),
+                flags: flags.iter().map(|f| f.as_str().to_string()).collect(),
+                name,
+            })
+        }) else {
+            return Err(NewMessage {
+                content,
+                len,
+                binary,
+                flags,
+                internal_date,
+            });
+        };
+        Ok(queued.map(|(seq, _)| {
+            let uid = provisional_uid(seq);
+            let validity = self.kept_head(mailbox).map(|h| h.validity)?;
+            self.show_locally(LocalChange::Appended {
+                mailbox: mailbox.clone(),
+                meta: MessageMeta {
+                    uid,
+                    size: len,
+                    internal_date: UNIX_EPOCH + std::time::Duration::from_secs(whole_seconds(date)),
+                    subject: convert::subject_from_header(&head),
+                    flags: flags.iter().map(|f| f.as_str().to_string()).collect(),
+                    origin: convert::header_field(&head, convert::ORIGIN_FIELD),
+                },
+            });
+            Some((validity, uid))
+        }))
+    }
+
+    /// A CREATE offline: the mailbox shows at once under a provisional identifier.
+    pub(super) fn offline_create(&self, path: &[String]) -> Option<StoreResult<MailboxId>> {
+        let exists = self
+            .kept_mailboxes()
+            .is_some_and(|list| list.iter().any(|m| m.path == path));
+        if exists && self.is_offline() {
+            return Some(Err(StoreError::AlreadyExists(path.join("/"))));
+        }
+        let queued = self.enqueue(|_, seq| {
+            Ok(Change::Create {
+                path: path.to_vec(),
+                provisional: MailboxId::new(&format!(
+                    "{}{seq}\u{b7}{}",
+                    journal::PROVISIONAL_MAILBOX,
+                    path.join("/")
+                )),
+            })
+        })?;
+        Some(queued.map(|(_, change)| {
+            let Change::Create { provisional, .. } = change else {
+                unreachable!("a CREATE was queued")
+            };
+            self.show_locally(LocalChange::Created(MailboxInfo {
+                id: provisional.clone(),
+                path: path.to_vec(),
+                selectable: true,
+                special_use: None,
+            }));
+            provisional
+        }))
+    }
+
+    /// Online: a provisional mailbox the core still holds, as the server names it now.
+    pub(super) fn real_mailbox(&self, mailbox: &MailboxId) -> StoreResult<MailboxId> {
+        if !is_provisional_mailbox(mailbox) {
+            return Ok(mailbox.clone());
+        }
+        let guard = self.disconnected.lock();
+        guard
+            .state
+            .as_ref()
+            .ok()
+            .and_then(|(_, q)| q.created.get(mailbox).cloned())
+            .ok_or_else(|| StoreError::NoSuchMailbox(mailbox.clone()))
+    }
+
+    /// Online: a message under a provisional UID the core still holds, where it is now.
+    pub(super) fn real_place(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<Place> {
+        if !is_provisional_uid(uid) {
+            return Ok((self.real_mailbox(mailbox)?, validity, uid));
+        }
+        let guard = self.disconnected.lock();
+        guard
+            .state
+            .as_ref()
+            .ok()
+            .and_then(|(_, q)| q.placed.get(&uid).cloned().flatten())
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox.clone(),
+                uid,
+            })
+    }
+
+    /// The lines of `user.imapfs.pending`.
+    pub(super) fn pending_lines(&self) -> Vec<String> {
+        match &self.disconnected.lock().state {
+            Ok((_, queue)) => queue.entries.iter().map(describe).collect(),
+            Err(why) => vec![why.clone()],
+        }
+    }
+
+    /// Replays the journal, in order, until every change is settled or refused; then the
+    /// store is online (set under the journal's lock, so no change queued meanwhile is
+    /// left behind). `false`: the server went away again.
+    pub(super) fn replay(self: &Arc<Self>) -> bool {
+        let _one = self.replaying.lock();
+        let mut tried: HashSet<u64> = HashSet::new();
+        let mut replayed = 0usize;
+        loop {
+            let next = {
+                let mut guard = self.disconnected.lock();
+                let next = match &mut guard.state {
+                    Ok((journal, queue)) => {
+                        let next = queue
+                            .entries
+                            .iter()
+                            .find(|e| !tried.contains(&e.seq))
+                            .cloned();
+                        if next.is_none() && queue.entries.is_empty() && replayed > 0 {
+                            if let Err(e) = journal.compact(queue.next_seq) {
+                                tracing::warn!(error = %e, "could not start the journal of offline changes over; it is read again next time");
+                            }
+                        }
+                        next.map(|entry| (entry, queue.clone()))
+                    }
+                    Err(_) => None,
+                };
+                if next.is_none() {
+                    if replayed > 0 {
+                        if let Ok((_, queue)) = &guard.state {
+                            let waiting = queue
+                                .entries
+                                .iter()
+                                .filter_map(|e| match e.change {
+                                    Change::Move { provisional, .. }
+                                    | Change::Append { provisional, .. } => Some(provisional),
+                                    _ => None,
+                                })
+                                .collect();
+                            self.send(Job::Replayed(waiting));
+                        }
+                    }
+                    let mut link = self.link.lock();
+                    if matches!(
+                        *link,
+                        Link::Offline {
+                            deliberate: false,
+                            ..
+                        }
+                    ) {
+                        *link = Link::Online;
+                    }
+                    if replayed > 0 {
+                        tracing::info!(replayed, "offline changes replayed");
+                    }
+                    return true;
+                }
+                next
+            };
+            let Some((entry, queue)) = next else {
+                return true;
+            };
+            tried.insert(entry.seq);
+            let step = self.replay_one(&entry, &queue);
+            let record = match step {
+                Step::Unreachable(e) => {
+                    tracing::info!(seq = entry.seq, error = %e, "the server went away during the replay of offline changes; it goes on when the server is back");
+                    return false;
+                }
+                Step::Done(outcome) => {
+                    match &outcome {
+                        Outcome::Dropped(why) => {
+                            tracing::warn!(seq = entry.seq, change = ?entry.change, why, "offline change dropped")
+                        }
+                        outcome => {
+                            tracing::info!(seq = entry.seq, change = ?entry.change, ?outcome, "offline change replayed")
+                        }
+                    }
+                    Record::Done {
+                        seq: entry.seq,
+                        outcome,
+                    }
+                }
+                Step::Refused(error) => {
+                    tracing::warn!(seq = entry.seq, change = ?entry.change, error, "the server refused an offline change; it stays in the journal and is tried again at the next replay");
+                    Record::Refused {
+                        seq: entry.seq,
+                        error,
+                    }
+                }
+            };
+            replayed += 1;
+            if let Err(e) = self.record(&record) {
+                tracing::error!(error = %e, "could not journal the outcome of an offline change; the replay stops");
+                return false;
+            }
+            if let (Record::Done { .. }, Change::Append { .. }) = (&record, &entry.change) {
+                if let Ok((journal, _)) = &self.disconnected.lock().state {
+                    let _ = std::fs::remove_file(journal.outbox_path(entry.seq));
+                }
+            }
+        }
+    }
+
+    fn record(&self, record: &Record) -> std::io::Result<()> {
+        let mut guard = self.disconnected.lock();
+        let Ok((journal, queue)) = &mut guard.state else {
+            return Ok(());
+        };
+        journal.append(record)?;
+        queue.apply(record);
+        Ok(())
+    }
+
+    fn replay_one(&self, entry: &Entry, queue: &Queue) -> Step {
+        let inner = &self.inner;
+        match &entry.change {
+            Change::Flags {
+                mailbox,
+                validity,
+                uid,
+                add,
+                remove,
+            } => {
+                let (mailbox, validity, uid) = match resolve(queue, mailbox, *validity, *uid) {
+                    Ok(place) => place,
+                    Err(step) => return step,
+                };
+                let parse = |list: &[String]| -> Result<Vec<Flag>, Step> {
+                    list.iter()
+                        .map(|f| Flag::parse(f))
+                        .collect::<StoreResult<Vec<Flag>>>()
+                        .map_err(|e| Step::Done(Outcome::Dropped(e.to_string())))
+                };
+                let (add, remove) = match (parse(add), parse(remove)) {
+                    (Ok(a), Ok(r)) => (a, r),
+                    (Err(step), _) | (_, Err(step)) => return step,
+                };
+                settle(
+                    inner.change_flags(&mailbox, validity, uid, &add, &remove),
+                    |()| Outcome::Applied,
+                )
+            }
+            Change::Move {
+                from,
+                validity,
+                uid,
+                to,
+                size,
+                internal_date,
+                ..
+            } => {
+                let (from, validity, uid) = match resolve(queue, from, *validity, *uid) {
+                    Ok(place) => place,
+                    Err(step) => return step,
+                };
+                let to = match resolve_mailbox(queue, to) {
+                    Ok(to) => to,
+                    Err(step) => return step,
+                };
+                let cut_short = entry.state == EntryState::Sending;
+                // Later changes may name the message by where it goes: that must not be
+                // lost if imapfs dies between the MOVE and its outcome.
+                if let Err(e) = self.record(&Record::Sending { seq: entry.seq }) {
+                    return Step::Refused(format!("could not journal the move first: {e}"));
+                }
+                match inner.move_message(&from, validity, uid, &to) {
+                    Ok(placed) => {
+                        Step::Done(Outcome::Placed(placed.map(|(v, u)| (to.clone(), v, u))))
+                    }
+                    Err(StoreError::NoSuchMessage { .. }) if cut_short => {
+                        match (size, internal_date) {
+                            (Some(size), Some(date)) => {
+                                match self.look_for(&to, *size, *date, None) {
+                                    Ok(Some(place)) => {
+                                        tracing::info!(seq = entry.seq, mailbox = %to, uid = %place.2, "a move cut short before had been done; found the message where it went");
+                                        Step::Done(Outcome::Placed(Some(place)))
+                                    }
+                                    Ok(None) => Step::Done(Outcome::Dropped(
+                                        "the message is gone from where it was, and not found where it was moved to".into(),
+                                    )),
+                                    Err(e) => classify(e),
+                                }
+                            }
+                            _ => Step::Done(Outcome::Dropped(
+                                "the message is gone; where a move cut short put it is unknown"
+                                    .into(),
+                            )),
+                        }
+                    }
+                    Err(e) => classify(e),
+                }
+            }
+            Change::Expunge {
+                mailbox,
+                validity,
+                uid,
+            } => {
+                let (mailbox, validity, uid) = match resolve(queue, mailbox, *validity, *uid) {
+                    Ok(place) => place,
+                    Err(step) => return step,
+                };
+                settle(inner.expunge_message(&mailbox, validity, uid), |()| {
+                    Outcome::Applied
+                })
+            }
+            Change::Append { mailbox, .. } => {
+                let mailbox = match resolve_mailbox(queue, mailbox) {
+                    Ok(m) => m,
+                    // An APPEND is never dropped: it waits for its mailbox.
+                    Err(Step::Done(Outcome::Dropped(why))) => return Step::Refused(why),
+                    Err(step) => return step,
+                };
+                self.replay_append(entry, &mailbox)
+            }
+            Change::Create { path, .. } => match inner.create_mailbox(path) {
+                Ok(id) => Step::Done(Outcome::Created(id)),
+                Err(StoreError::AlreadyExists(_)) => match inner.list_mailboxes() {
+                    Ok(list) => match list.into_iter().find(|m| m.path == *path) {
+                        Some(existing) => {
+                            tracing::info!(mailbox = %existing.id, "a mailbox created offline exists on the server now; merged into it");
+                            Step::Done(Outcome::Created(existing.id))
+                        }
+                        None => Step::Refused(
+                            "the server says the mailbox exists but does not list it".into(),
+                        ),
+                    },
+                    Err(e) => classify(e),
+                },
+                Err(e) => classify(e),
+            },
+        }
+    }
+
+    /// An APPEND, exactly once: an attempt that may have landed is looked for first.
+    fn replay_append(&self, entry: &Entry, mailbox: &MailboxId) -> Step {
+        let Change::Append {
+            len,
+            binary,
+            internal_date,
+            message_id,
+            flags,
+            ..
+        } = &entry.change
+        else {
+            unreachable!("replay_append is given APPENDs")
+        };
+        if entry.state == EntryState::Sending {
+            match self.look_for(mailbox, *len, *internal_date, message_id.as_deref()) {
+                Ok(Some(place)) => {
+                    tracing::info!(seq = entry.seq, mailbox = %mailbox, uid = %place.2, "an APPEND cut short before had landed; not sent again");
+                    return Step::Done(Outcome::Placed(Some(place)));
+                }
+                Ok(None) => {}
+                Err(e) => return never_dropped(classify(e)),
+            }
+        }
+        let path = match &self.disconnected.lock().state {
+            Ok((journal, _)) => journal.outbox_path(entry.seq),
+            Err(why) => return Step::Refused(why.clone()),
+        };
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return Step::Refused(format!("its bytes in {}: {e}", path.display())),
+        };
+        let flags: Vec<Flag> = flags.iter().filter_map(|f| Flag::parse(f).ok()).collect();
+        if let Err(e) = self.record(&Record::Sending { seq: entry.seq }) {
+            return Step::Refused(format!("could not journal the APPEND first: {e}"));
+        }
+        let appended = self.inner.append(
+            mailbox,
+            NewMessage {
+                content: &mut file,
+                len: *len,
+                binary: *binary,
+                flags: &flags,
+                internal_date: Some(*internal_date),
+            },
+        );
+        match appended {
+            Ok(placed) => Step::Done(Outcome::Placed(
+                placed.map(|(v, u)| (mailbox.clone(), v, u)),
+            )),
+            // A NO never lands: `Refused` clears `Sending`.
+            Err(e) => never_dropped(classify(e)),
+        }
+    }
+
+    /// A message that an interrupted APPEND may have stored: same Message-ID (when it has
+    /// one), size and INTERNALDATE (to the second).
+    fn look_for(
+        &self,
+        mailbox: &MailboxId,
+        len: u64,
+        date: SystemTime,
+        message_id: Option<&str>,
+    ) -> StoreResult<Option<Place>> {
+        let same = |m: &MessageMeta| {
+            m.size == len && whole_seconds(m.internal_date) == whole_seconds(date)
+        };
+        let (validity, found) = match message_id {
+            Some(id) => self.inner.find_by_message_id(mailbox, id)?,
+            None => {
+                let listing = self.inner.list_messages(mailbox)?;
+                (listing.uid_validity, listing.messages)
+            }
+        };
+        Ok(found
+            .iter()
+            .filter(|m| same(m))
+            .map(|m| m.uid)
+            .max()
+            .map(|uid| (mailbox.clone(), validity, uid)))
+    }
+}
+
+/// The provisional UID of change `seq`.
+fn provisional_uid(seq: u64) -> Uid {
+    Uid(journal::PROVISIONAL_UID + (seq % u64::from(u32::MAX - journal::PROVISIONAL_UID)) as u32)
+}
+
+/// The first bytes of a kept message, enough for its header fields.
+fn read_head(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    if let Ok(file) = File::open(path) {
+        let _ = file.take(64 * 1024).read_to_end(&mut head);
+    }
+    match head.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => head.truncate(end + 2),
+        None => {
+            if let Some(end) = head.windows(2).position(|w| w == b"\n\n") {
+                head.truncate(end + 1);
+            }
+        }
+    }
+    head
+}
+
+/// A mailbox a change names, as the server names it.
+fn resolve_mailbox(queue: &Queue, mailbox: &MailboxId) -> Result<MailboxId, Step> {
+    if !is_provisional_mailbox(mailbox) {
+        return Ok(mailbox.clone());
+    }
+    if let Some(real) = queue.created.get(mailbox) {
+        return Ok(real.clone());
+    }
+    match queue.maker_of_mailbox(mailbox) {
+        Some(seq) => Err(Step::Refused(format!(
+            "waits for change #{seq}, which creates its mailbox"
+        ))),
+        None => Err(Step::Done(Outcome::Dropped(
+            "its mailbox was never created on the server".into(),
+        ))),
+    }
+}
+
+/// A message a change names, where it is on the server.
+fn resolve(
+    queue: &Queue,
+    mailbox: &MailboxId,
+    validity: UidValidity,
+    uid: Uid,
+) -> Result<Place, Step> {
+    if !is_provisional_uid(uid) {
+        return Ok((resolve_mailbox(queue, mailbox)?, validity, uid));
+    }
+    match queue.placed.get(&uid) {
+        Some(Some(place)) => Ok(place.clone()),
+        Some(None) => Err(Step::Done(Outcome::Dropped(
+            "the server did not tell where the message went (no UIDPLUS), so it cannot be named by UID".into(),
+        ))),
+        None => match queue.maker_of_uid(uid) {
+            Some(seq) => Err(Step::Refused(format!(
+                "waits for change #{seq}, which puts the message there"
+            ))),
+            None => Err(Step::Done(Outcome::Dropped(
+                "the message it acts on never reached the server".into(),
+            ))),
+        },
+    }
+}
+
+/// APPENDs are never dropped: what would drop another change keeps them, refused.
+fn never_dropped(step: Step) -> Step {
+    match step {
+        Step::Done(Outcome::Dropped(why)) => Step::Refused(why),
+        step => step,
+    }
+}
+
+/// What an error of a replayed change means for it.
+fn classify(e: StoreError) -> Step {
+    match e {
+        StoreError::Connection(_)
+        | StoreError::Timeout(_)
+        | StoreError::Interrupted
+        | StoreError::Offline(_) => Step::Unreachable(e),
+        StoreError::NoSuchMessage { .. } => {
+            Step::Done(Outcome::Dropped(format!("{e}: it vanished while offline")))
+        }
+        StoreError::UidValidityChanged { .. } => Step::Done(Outcome::Dropped(format!(
+            "{e}: the mailbox was recreated, and its old UIDs name nothing"
+        ))),
+        StoreError::NoSuchMailbox(_) => Step::Done(Outcome::Dropped(format!(
+            "{e}: it was deleted while offline"
+        ))),
+        StoreError::Refused(_)
+        | StoreError::Protocol(_)
+        | StoreError::Invalid(_)
+        | StoreError::Unsupported(_)
+        | StoreError::OverQuota(_)
+        | StoreError::AlreadyExists(_) => Step::Refused(e.to_string()),
+    }
+}
+
+fn settle<T>(result: StoreResult<T>, done: impl FnOnce(T) -> Outcome) -> Step {
+    match result {
+        Ok(value) => Step::Done(done(value)),
+        Err(e) => classify(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;
