@@ -296,6 +296,13 @@ pub fn render(config: &Config, machine: &Machine, r: &Results) -> String {
             );
         }
     }
+    if !r.notes.is_empty() {
+        let _ = writeln!(out, "Notes:\n");
+        for note in &r.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        out.push('\n');
+    }
     if !r.wrong.is_empty() {
         let _ = writeln!(out, "**Wrong results:**\n");
         for (row, why) in &r.wrong {

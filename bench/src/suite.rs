@@ -178,6 +178,8 @@ pub struct Results {
     pub slow_prefetch_plain: Series,
     /// Rows whose output was wrong, with why.
     pub wrong: Vec<(&'static str, String)>,
+    /// What went wrong around a measurement without making it wrong.
+    pub notes: Vec<String>,
     pub total_seconds: f64,
     /// `/proc/loadavg` (1, 5, 15 minutes) before and after, to show how busy the machine was.
     pub load_before: String,
@@ -185,6 +187,15 @@ pub struct Results {
 }
 
 impl Results {
+    /// Unmounts a mount whose measurement is complete: a daemon slow to exit (over the
+    /// slow link, a fetch still under way) is noted in the report, not fatal to the rest.
+    fn unmount_measured(&mut self, mount: Mount, what: &str) {
+        if let Err(e) = mount.unmount() {
+            eprintln!("imapfs-bench: {what}: {e}");
+            self.notes.push(format!("{what}: {e}"));
+        }
+    }
+
     fn wrong(&mut self, row: &'static str, why: String) {
         eprintln!("imapfs-bench: WRONG RESULT ({row}): {why}");
         if !self.wrong.iter().any(|(r, w)| *r == row && *w == why) {

@@ -23,8 +23,8 @@ impl Bench<'_> {
         ls.arg(&query);
         let ls_sample = self.measure_on_mount(&mount, &self.slow, &mut ls, &out, &[0])?;
         let hits = lines_of(&out)?.len();
-        mount.unmount()?;
-        let (grep, matches) = self.slow_search_grep(false)?;
+        results.unmount_measured(mount, "the mount of ls .search (9a)");
+        let (grep, matches) = self.slow_search_grep(false, results)?;
         progress(&format!(
             "  search, slow link: ls .search {}; grep -rl {}",
             brief(&ls_sample),
@@ -44,11 +44,15 @@ impl Bench<'_> {
     }
 
     /// A cold `grep -rl WORD` over the Search mailbox on a fresh mount over the slow link.
-    fn slow_search_grep(&mut self, no_compress: bool) -> io::Result<(Sample, usize)> {
+    fn slow_search_grep(
+        &mut self,
+        no_compress: bool,
+        results: &mut Results,
+    ) -> io::Result<(Sample, usize)> {
         let mount = self.mount_with(self.slow.port(), None, None, no_compress)?;
         let dir = mount.path().join(SEARCH_MAILBOX);
         let result = self.grep_dir(&mount, &self.slow, SEARCH_WORD, &dir)?;
-        mount.unmount()?;
+        results.unmount_measured(mount, "the mount of the slow-link grep over Search");
         Ok(result)
     }
 
@@ -73,7 +77,7 @@ impl Bench<'_> {
         }
         results.grep_cold_plain.push(cold);
 
-        let (grep, matches) = self.slow_search_grep(true)?;
+        let (grep, matches) = self.slow_search_grep(true, results)?;
         progress(&format!(
             "  grep -rl over Search, slow link, no compression: {}",
             brief(&grep)

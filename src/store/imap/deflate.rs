@@ -29,6 +29,8 @@ pub struct Deflate {
     end: usize,
     /// Compressed bytes waiting to be written to the transport.
     output: Vec<u8>,
+    /// The last read filled the caller's buffer, so the inflater may hold more output.
+    filled: bool,
 }
 
 impl Default for Deflate {
@@ -55,13 +57,15 @@ impl Deflate {
             start: 0,
             end: 0,
             output: Vec::new(),
+            filled: false,
         }
     }
 
-    /// Whether compressed bytes from the server were read and not inflated yet: one who
-    /// waits for the socket to become readable must look here first.
+    /// Whether compressed bytes from the server were read and not inflated yet, or the
+    /// last read filled its buffer (the inflater may hold more output): one who waits for
+    /// the socket to become readable must look here first.
     pub fn has_pending_input(&self) -> bool {
-        self.end > self.start
+        self.end > self.start || self.filled
     }
 
     /// Inflates into `buf` what `inner` sends. Output the inflater holds back from an
@@ -73,6 +77,7 @@ impl Deflate {
         }
         loop {
             let (produced, status) = self.inflate(buf)?;
+            self.filled = produced == buf.len();
             if produced > 0 {
                 return Ok(produced);
             }
@@ -288,6 +293,21 @@ mod tests {
             assert!(got == expected, "after {} pieces", expected.len());
             from = until;
         }
+    }
+
+    #[test]
+    fn output_held_back_by_the_inflater_counts_as_pending() {
+        let payload = text(2_000);
+        let (wire, _) = server_stream(&[&payload]);
+        let mut pipe = Pipe::new(wire, usize::MAX);
+        let mut codec = Deflate::new();
+        let mut buf = [0; 100];
+        assert_eq!(codec.read_from(&mut pipe, &mut buf).unwrap(), 100);
+        // The whole stream was read from the transport; what is left is in the codec.
+        assert!(codec.has_pending_input());
+        let rest = read_all(&mut codec, &mut pipe, 100).unwrap();
+        assert_eq!(100 + rest.len(), payload.len());
+        assert!(!codec.has_pending_input());
     }
 
     #[test]
