@@ -878,12 +878,15 @@ impl MailStore for MemoryStore {
     }
 
     fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId> {
-        let mut state = self.state.lock();
-        // A name the IMAP store refuses is refused before any command goes out.
-        let wire = state.wire_for(path)?;
-        state.begin(Op::CreateMailbox)?;
-        state.create(&wire)?;
-        Ok(wire)
+        let created = {
+            let mut state = self.state.lock();
+            // A name the IMAP store refuses is refused before any command goes out.
+            let wire = state.wire_for(path)?;
+            state.begin(Op::CreateMailbox)?;
+            state.create(&wire).map(|()| wire)
+        };
+        self.run_after(Op::CreateMailbox);
+        created
     }
 
     fn delete_mailbox(&self, mailbox: &MailboxId) -> StoreResult<()> {

@@ -34,6 +34,15 @@ pub struct Expect {
     pub binary: bool,
 }
 
+/// How the mount hears of changes made elsewhere on a stock server of `kind`: NOTIFY
+/// (Dovecot), else IDLE (Cyrus, Courier).
+fn watch_command(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Dovecot => "NOTIFY",
+        ServerKind::Cyrus | ServerKind::Courier => "IDLE",
+    }
+}
+
 impl Expect {
     /// The stock configuration of each server.
     pub fn of(kind: ServerKind) -> Expect {
@@ -584,4 +593,11 @@ fn changes_elsewhere_show_by_themselves(kind: ServerKind) {
         String::from_utf8_lossy(&out.stdout).contains("\\Flagged")
     });
     let _ = other.logout();
+    // How it heard, per server.
+    let sent = sent_commands(&mount);
+    assert!(
+        sent.iter().any(|c| c == watch_command(kind)),
+        "{kind:?} should be watched with {}: {sent:?}",
+        watch_command(kind)
+    );
 }

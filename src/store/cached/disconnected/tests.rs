@@ -507,34 +507,35 @@ fn a_damaged_journal_is_left_alone_and_said_so() {
     assert!(matches!(refused, Err(StoreError::Offline(m)) if m.contains("damaged")));
 }
 
-/// One change made offline, on the `n`-th message still there (modulo how many are).
+/// One change made offline, on the `n`-th message still there and the `b`-th mailbox
+/// (modulo how many there are).
 #[derive(Debug, Clone)]
 enum OfflineOp {
     Flags(usize, Vec<&'static str>),
     Move(usize, usize),
     Expunge(usize),
     Append(usize),
+    Create,
 }
-
-const BOXES: [&str; 3] = ["INBOX", "Archive", "Trash"];
 
 fn offline_op() -> impl proptest::strategy::Strategy<Value = OfflineOp> {
     use proptest::prelude::*;
     let flag_set = proptest::sample::subsequence(vec!["\\Seen", "\\Flagged", "$a", "$b"], 0..=4);
     prop_oneof![
-        (0..16usize, flag_set).prop_map(|(n, f)| OfflineOp::Flags(n, f)),
-        (0..16usize, 0..3usize).prop_map(|(n, b)| OfflineOp::Move(n, b)),
-        (0..16usize).prop_map(OfflineOp::Expunge),
-        (0..3usize).prop_map(OfflineOp::Append),
+        3 => (0..16usize, flag_set).prop_map(|(n, f)| OfflineOp::Flags(n, f)),
+        3 => (0..16usize, 0..5usize).prop_map(|(n, b)| OfflineOp::Move(n, b)),
+        2 => (0..16usize).prop_map(OfflineOp::Expunge),
+        2 => (0..5usize).prop_map(OfflineOp::Append),
+        1 => Just(OfflineOp::Create),
     ]
 }
 
 /// A mailbox's messages as (subject, flags), sorted.
 type Contents = Vec<(String, Vec<String>)>;
 
-/// Every mailbox of a store, the server's view.
-fn everything(store: &MemoryStore) -> Vec<(String, Contents)> {
-    BOXES
+/// The mailboxes `names` of a store, the server's view.
+fn everything(store: &MemoryStore, names: &[String]) -> Vec<(String, Contents)> {
+    names
         .iter()
         .map(|b| {
             let mut list: Contents = store
@@ -567,51 +568,68 @@ proptest::proptest! {
         let account = Account::new(4);
         let reference = Account::new(4);
         account.seen();
+        // Each mailbox: its name, its identifier offline (provisional when made offline),
+        // and in the reference.
+        let mut boxes: Vec<(String, MailboxId, MailboxId)> = ["INBOX", "Archive", "Trash"]
+            .iter()
+            .map(|b| (b.to_string(), id(b), id(b)))
+            .collect();
         // (mailbox, UID offline, UID in the reference) of each message, while it exists.
         let mut messages: Vec<(usize, Uid, Uid)> = (1..=4).map(|n| (0, Uid(n), Uid(n))).collect();
         let mut appended = 0;
         let offline = account.mount(true);
+        let there: &dyn MailStore = reference.memory.as_ref();
         for op in &ops {
-            let validity = |store: &dyn MailStore, b: usize| {
-                store.list_messages(&id(BOXES[b])).unwrap().uid_validity
+            let validity = |store: &dyn MailStore, m: &MailboxId| {
+                store.list_messages(m).unwrap().uid_validity
             };
             match op.clone() {
                 OfflineOp::Flags(n, list) if !messages.is_empty() => {
-                    let (b, here, there) = messages[n % messages.len()];
+                    let (b, uid_here, uid_there) = messages[n % messages.len()];
+                    let (_, here_box, there_box) = &boxes[b];
                     let f = flags(&list);
-                    offline.set_flags(&id(BOXES[b]), validity(&offline, b), here, &f).unwrap();
-                    let store: &dyn MailStore = reference.memory.as_ref();
-                    store.set_flags(&id(BOXES[b]), validity(store, b), there, &f).unwrap();
+                    offline.set_flags(here_box, validity(&offline, here_box), uid_here, &f).unwrap();
+                    there.set_flags(there_box, validity(there, there_box), uid_there, &f).unwrap();
                 }
                 OfflineOp::Move(n, to) if !messages.is_empty() => {
                     let i = n % messages.len();
-                    let (b, here, there) = messages[i];
+                    let to = to % boxes.len();
+                    let (b, uid_here, uid_there) = messages[i];
                     if b == to {
                         continue;
                     }
+                    let (_, here_box, there_box) = &boxes[b];
+                    let (_, here_to, there_to) = &boxes[to];
                     let moved = offline
-                        .move_message(&id(BOXES[b]), validity(&offline, b), here, &id(BOXES[to]))
+                        .move_message(here_box, validity(&offline, here_box), uid_here, here_to)
                         .unwrap()
                         .unwrap();
-                    let store: &dyn MailStore = reference.memory.as_ref();
-                    let real = store
-                        .move_message(&id(BOXES[b]), validity(store, b), there, &id(BOXES[to]))
+                    let real = there
+                        .move_message(there_box, validity(there, there_box), uid_there, there_to)
                         .unwrap()
                         .unwrap();
                     messages[i] = (to, moved.1, real.1);
                 }
                 OfflineOp::Expunge(n) if !messages.is_empty() => {
-                    let (b, here, there) = messages.remove(n % messages.len());
-                    offline.expunge_message(&id(BOXES[b]), validity(&offline, b), here).unwrap();
-                    let store: &dyn MailStore = reference.memory.as_ref();
-                    store.expunge_message(&id(BOXES[b]), validity(store, b), there).unwrap();
+                    let (b, uid_here, uid_there) = messages.remove(n % messages.len());
+                    let (_, here_box, there_box) = &boxes[b];
+                    offline.expunge_message(here_box, validity(&offline, here_box), uid_here).unwrap();
+                    there.expunge_message(there_box, validity(there, there_box), uid_there).unwrap();
                 }
                 OfflineOp::Append(b) => {
+                    let b = b % boxes.len();
                     appended += 1;
                     let raw = message(100 + appended);
-                    let here = append(&offline, BOXES[b], &raw).unwrap().1;
-                    let there = append(reference.memory.as_ref(), BOXES[b], &raw).unwrap().1;
-                    messages.push((b, here, there));
+                    let (_, here_box, there_box) = &boxes[b];
+                    let here = append(&offline, here_box.as_str(), &raw).unwrap().1;
+                    let real = append(there, there_box.as_str(), &raw).unwrap().1;
+                    messages.push((b, here, real));
+                }
+                OfflineOp::Create => {
+                    let name = format!("Box{}", boxes.len());
+                    let here = offline.create_mailbox(std::slice::from_ref(&name)).unwrap();
+                    let real = there.create_mailbox(std::slice::from_ref(&name)).unwrap();
+                    boxes.push((name, here, real));
                 }
                 _ => {}
             }
@@ -674,6 +692,10 @@ proptest::proptest! {
         let again = account.mount(false);
         settled(&again);
         proptest::prop_assert!(again.pending_changes().is_empty());
-        proptest::prop_assert_eq!(everything(&account.memory), everything(&reference.memory));
+        let names: Vec<String> = boxes.iter().map(|b| b.0.clone()).collect();
+        proptest::prop_assert_eq!(
+            everything(&account.memory, &names),
+            everything(&reference.memory, &names)
+        );
     }
 }
