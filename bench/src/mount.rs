@@ -184,12 +184,18 @@ impl Mount {
 
     /// Unmounts and waits for imapfs to exit; an error if either needed force.
     pub fn unmount(mut self) -> io::Result<()> {
-        self.stop()
+        self.stop(process::GRACE)
     }
 
-    fn stop(&mut self) -> io::Result<()> {
+    /// Like `unmount`, waiting up to `grace` for the exit: a mount with a disk cache
+    /// writes out what it holds as it ends.
+    pub fn unmount_within(mut self, grace: Duration) -> io::Result<()> {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> io::Result<()> {
         self.process.signal(libc::SIGTERM);
-        let exited = self.process.wait_for_exit(process::GRACE);
+        let exited = self.process.wait_for_exit(grace);
         let mut problem = None;
         if !exited {
             problem = Some("the FUSE daemon did not exit on SIGTERM; killed it".to_string());
@@ -211,7 +217,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Err(e) = self.stop() {
+        if let Err(e) = self.stop(process::GRACE) {
             eprintln!(
                 "imapfs-bench: unmounting {}: {e}",
                 self.mountpoint.display()

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use fixture::proxy::Proxy;
 
@@ -12,6 +13,10 @@ use super::{brief, lines_of, progress, settled_bytes, Bench, Results};
 use crate::process::run_timed;
 use crate::server::{MAILBOX, USER};
 use crate::stats::Sample;
+
+/// How long a mount with a disk cache may take to exit: it writes out what the cache
+/// holds as it ends.
+const DISK_CACHE_GRACE: Duration = Duration::from_secs(120);
 
 /// An empty directory at `path` (what was there is removed).
 fn fresh_dir(path: &Path) -> io::Result<PathBuf> {
@@ -108,7 +113,7 @@ impl Bench<'_> {
         let mount = self.mount_with(port, Some(self.grep_cache), Some(&cache), false)?;
         let (cold, cold_matches) = self.grep_mount(&mount)?;
         let (warm, warm_matches) = self.grep_mount(&mount)?;
-        mount.unmount()?;
+        mount.unmount_within(DISK_CACHE_GRACE)?;
         progress(&format!(
             "  first mount with a disk cache: grep cold {}; warm {}",
             brief(&cold),
@@ -125,7 +130,7 @@ impl Bench<'_> {
             .filter(|l| l.starts_with('d'))
             .count();
         let (grep, remount_matches) = self.grep_mount(&mount)?;
-        mount.unmount()?;
+        mount.unmount_within(DISK_CACHE_GRACE)?;
         fs::remove_dir_all(&cache)?;
         progress(&format!(
             "  warm remount: ls -l {}; grep {}",
