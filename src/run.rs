@@ -174,22 +174,24 @@ type Backends = (
     Option<Box<dyn FnOnce()>>,
 );
 
+/// The disk cache at `path`: its directory (locked) and its content store; why not.
+fn open_disk_cache(
+    opts: &Options,
+    path: &std::path::Path,
+) -> Result<(Arc<CacheDir>, Arc<DiskCache>), String> {
+    let dir = Arc::new(CacheDir::open(path).map_err(|e| e.to_string())?);
+    let disk = DiskCache::new(Arc::clone(&dir), opts.disk_cache_size)
+        .map_err(|e| format!("the disk cache {}: {e}", path.display()))?;
+    Ok((dir, Arc::new(disk)))
+}
+
 /// The store and content cache a mount uses: with the disk cache, the IMAP store behind
 /// `CachedStore` and memory in front of disk; without it (or when another imapfs uses it),
 /// the IMAP store and memory alone.
 fn stores(opts: &Options, connected: Connected, memory: MemoryCache) -> Result<Backends, RunError> {
     let Connected { imap, offline } = connected;
     let starting_offline = opts.offline || offline.is_some();
-    let opened = cache_path(opts).map(|path| {
-        CacheDir::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|dir| {
-                let dir = Arc::new(dir);
-                let disk = DiskCache::new(Arc::clone(&dir), opts.disk_cache_size)
-                    .map_err(|e| format!("the disk cache {}: {e}", path.display()))?;
-                Ok((dir, Arc::new(disk)))
-            })
-    });
+    let opened = cache_path(opts).map(|path| open_disk_cache(opts, &path));
     match opened {
         Some(Ok((dir, disk))) => {
             tracing::info!(dir = %dir.path().display(), "disk cache");

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{fs_config, login_error, unconnected_store, RunError};
-use crate::cache::dir::CacheDir;
-use crate::cache::disk::DiskCache;
 use crate::cache::memory::MemoryCache;
 use crate::cache::tiered::TieredCache;
 use crate::cli::Options;
@@ -38,11 +36,7 @@ pub fn prefetch(opts: &Options, mailboxes: &[String], depth: Depth) -> Result<()
                 .into(),
         ));
     };
-    let dir = CacheDir::open(&path).map_err(|e| RunError::Daemon(e.to_string()))?;
-    let dir = Arc::new(dir);
-    let disk = DiskCache::new(Arc::clone(&dir), opts.disk_cache_size)
-        .map_err(|e| RunError::Daemon(format!("the disk cache {}: {e}", path.display())))?;
-    let disk = Arc::new(disk);
+    let (dir, disk) = super::open_disk_cache(opts, &path).map_err(RunError::Daemon)?;
     let imap = unconnected_store(opts)?;
     imap.log_in().map_err(|e| login_error(opts, e))?;
     let store = Arc::new(CachedStore::new(
