@@ -90,8 +90,11 @@ impl DirHandles {
         self.open.lock().get(&fh).map(|d| Arc::clone(&d.items))
     }
 
-    /// Forgets a snapshot; what it was taken from.
-    pub fn close(&self, fh: u64) -> Option<DirStamp> {
-        self.open.lock().remove(&fh).and_then(|d| d.stamp)
+    /// Forgets a snapshot; says what it was taken from and how many entries it held.
+    pub fn close(&self, fh: u64) -> Option<(Option<DirStamp>, usize)> {
+        self.open
+            .lock()
+            .remove(&fh)
+            .map(|d| (d.stamp, d.items.len()))
     }
 }

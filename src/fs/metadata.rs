@@ -29,13 +29,80 @@ pub const LISTING_RECHECK_ON_MISS: Duration = Duration::from_secs(5);
 /// second pass (a `grep -r` twice), at a few hundred bytes each.
 const LAYOUTS_KEPT: usize = 16_384;
 
-/// One listed message, the directory name it has, and the file it was made from (if
-/// imapfs made it from one).
+/// One listed message, held compactly, since a mailbox's listing is kept for as long as
+/// the mount lives (20,000 messages took 7 MB as `MessageMeta`s with their names; this is
+/// under half): the directory name is made from the subject when asked for, the UID is
+/// the key it is held under, and messages with the same flags share one list.
 #[derive(Debug, Clone)]
 struct Listed {
-    meta: MessageMeta,
-    name: String,
-    origin: Option<FileOrigin>,
+    size: u64,
+    internal_date: SystemTime,
+    subject: Option<Box<[u8]>>,
+    flags: Arc<[String]>,
+    /// Only for a message imapfs made from a file, so boxed.
+    origin: Option<Box<Origin>>,
+}
+
+/// A message's raw `X-Imapfs-File` header, and what it says if it can be read.
+#[derive(Debug, Clone)]
+struct Origin {
+    raw: Box<[u8]>,
+    file: Option<FileOrigin>,
+}
+
+impl Listed {
+    fn new(meta: MessageMeta, flag_sets: &mut FlagSets) -> Listed {
+        let origin = meta.origin.map(|raw| {
+            let file = parse_origin(&raw);
+            Box::new(Origin {
+                raw: raw.into_boxed_slice(),
+                file,
+            })
+        });
+        Listed {
+            size: meta.size,
+            internal_date: meta.internal_date,
+            subject: meta.subject.map(Vec::into_boxed_slice),
+            flags: flag_sets.get(meta.flags),
+            origin,
+        }
+    }
+
+    fn meta(&self, uid: Uid) -> MessageMeta {
+        MessageMeta {
+            uid,
+            size: self.size,
+            internal_date: self.internal_date,
+            subject: self.subject.as_deref().map(<[u8]>::to_vec),
+            flags: self.flags.to_vec(),
+            origin: self.origin.as_ref().map(|o| o.raw.to_vec()),
+        }
+    }
+
+    /// The directory name: `<UID> <Subject>`.
+    fn name(&self, uid: Uid) -> String {
+        mime::message_dir_name(uid, self.subject.as_deref())
+    }
+
+    fn file_origin(&self) -> Option<&FileOrigin> {
+        self.origin.as_ref().and_then(|o| o.file.as_ref())
+    }
+}
+
+/// Flag lists shared by the messages that have the same flags (most messages of a mailbox
+/// have one of a few).
+#[derive(Default)]
+struct FlagSets(std::collections::HashSet<Arc<[String]>>);
+
+impl FlagSets {
+    fn get(&mut self, flags: Vec<String>) -> Arc<[String]> {
+        if let Some(shared) = self.0.get(flags.as_slice()) {
+            return shared.clone();
+        }
+        let shared: Arc<[String]> = flags.into();
+        self.0.insert(shared.clone());
+        shared
+    }
 }
 
 /// The messages of one mailbox as last listed, with local and reported changes applied.
@@ -115,18 +182,12 @@ pub struct MetadataCache {
     inner: Mutex<Inner>,
 }
 
-fn listed(meta: MessageMeta) -> Listed {
-    let name = mime::message_dir_name(meta.uid, meta.subject.as_deref());
-    let origin = meta.origin.as_deref().and_then(parse_origin);
-    Listed { meta, name, origin }
-}
-
 impl Listing {
     /// Rebuilds the file names after messages came or went.
     fn index_files(&mut self) {
         self.files.clear();
         for (uid, entry) in &self.messages {
-            if let Some(origin) = &entry.origin {
+            if let Some(origin) = entry.file_origin() {
                 // Later UIDs win: a newer version of a file replaces an older one.
                 self.files.insert(origin.name.clone(), *uid);
             }
@@ -287,10 +348,11 @@ impl MetadataCache {
         ticket: ChangeTicket,
     ) -> ListingChange {
         let now = self.clock.now();
+        let mut flag_sets = FlagSets::default();
         let messages: BTreeMap<Uid, Listed> = fresh
             .messages
             .into_iter()
-            .map(|meta| (meta.uid, listed(meta)))
+            .map(|meta| (meta.uid, Listed::new(meta, &mut flag_sets)))
             .collect();
         let mut inner = self.inner.lock();
         let mut change = ListingChange {
@@ -308,7 +370,7 @@ impl MetadataCache {
                         validity: old.validity,
                         uid: *uid,
                     };
-                    change.removed.push((entry.name.clone(), message));
+                    change.removed.push((entry.name(*uid), message));
                 }
             }
             change.arrived = messages.keys().any(|uid| !old.messages.contains_key(uid))
@@ -327,16 +389,14 @@ impl MetadataCache {
             Some(old) => SystemTime::now().max(old.changed + Duration::from_nanos(1)),
             None => messages
                 .values()
-                .map(|e| e.meta.internal_date)
+                .map(|e| e.internal_date)
                 .max()
                 .unwrap_or_else(SystemTime::now),
         };
         let same_flags = |old: &Listing| {
-            old.messages.iter().all(|(uid, e)| {
-                messages
-                    .get(uid)
-                    .is_some_and(|n| n.meta.flags == e.meta.flags)
-            })
+            old.messages
+                .iter()
+                .all(|(uid, e)| messages.get(uid).is_some_and(|n| n.flags == e.flags))
         };
         let generation = match inner.listings.get(mailbox) {
             Some(old) if change.removed.is_empty() && !change.arrived && same_flags(old) => {
@@ -380,7 +440,7 @@ impl MetadataCache {
                         validity: listing.validity,
                         uid: *uid,
                     };
-                    (entry.name.clone(), message)
+                    (entry.name(*uid), message)
                 })
                 .collect();
             // Nothing held is true any more: the next look lists the mailbox.
@@ -396,18 +456,19 @@ impl MetadataCache {
                     validity: listing.validity,
                     uid: *uid,
                 };
-                change.removed.push((entry.name, message));
+                change.removed.push((entry.name(*uid), message));
             }
         }
+        let mut flag_sets = FlagSets::default();
         for meta in &reported.arrived {
             change.arrived |= listing
                 .messages
-                .insert(meta.uid, listed(meta.clone()))
+                .insert(meta.uid, Listed::new(meta.clone(), &mut flag_sets))
                 .is_none();
         }
         for (uid, flags) in &reported.flags {
             if let Some(entry) = listing.messages.get_mut(uid) {
-                entry.meta.flags = flags.clone();
+                entry.flags = flag_sets.get(flags.clone());
                 change.flagged.push(MessageRef {
                     mailbox: reported.mailbox.clone(),
                     validity: listing.validity,
@@ -456,9 +517,9 @@ impl MetadataCache {
             .filter_map(|uid| {
                 let e = listing.messages.get(uid)?;
                 Some((
-                    e.name.clone(),
+                    e.name(*uid),
                     listing.message_ref(mailbox, *uid),
-                    e.meta.internal_date,
+                    e.internal_date,
                 ))
             })
             .collect()
@@ -470,7 +531,11 @@ impl MetadataCache {
         let listing = inner.listings.get(mailbox)?;
         Some((
             listing.validity,
-            listing.messages.values().map(|e| e.meta.clone()).collect(),
+            listing
+                .messages
+                .iter()
+                .map(|(uid, e)| e.meta(*uid))
+                .collect(),
         ))
     }
 
@@ -486,7 +551,10 @@ impl MetadataCache {
         if listing.validity != message.validity {
             return None;
         }
-        listing.messages.get(&message.uid).map(|e| e.meta.clone())
+        listing
+            .messages
+            .get(&message.uid)
+            .map(|e| e.meta(message.uid))
     }
 
     /// Whether the message is in its mailbox's listing.
@@ -506,15 +574,16 @@ impl MetadataCache {
     ) -> Option<(MessageRef, SystemTime)> {
         let inner = self.inner.lock();
         let listed = inner.listings.get(mailbox).and_then(|listing| {
-            let entry = listing.messages.get(&uid_in_name(name)?)?;
-            (entry.name == name).then(|| {
+            let uid = uid_in_name(name)?;
+            let entry = listing.messages.get(&uid)?;
+            (entry.name(uid) == name).then(|| {
                 (
                     MessageRef {
                         mailbox: mailbox.clone(),
                         validity: listing.validity,
-                        uid: entry.meta.uid,
+                        uid,
                     },
-                    entry.meta.internal_date,
+                    entry.internal_date,
                 )
             })
         });
@@ -537,14 +606,14 @@ impl MetadataCache {
         };
         listing
             .messages
-            .values()
-            .map(|e| {
+            .iter()
+            .map(|(&uid, e)| {
                 let message = MessageRef {
                     mailbox: mailbox.clone(),
                     validity: listing.validity,
-                    uid: e.meta.uid,
+                    uid,
                 };
-                (e.name.clone(), message, e.meta.internal_date)
+                (e.name(uid), message, e.internal_date)
             })
             .collect()
     }
@@ -554,7 +623,7 @@ impl MetadataCache {
         let inner = self.inner.lock();
         let listing = inner.listings.get(mailbox)?;
         let uid = *listing.files.get(name)?;
-        let origin = listing.messages.get(&uid)?.origin.clone()?;
+        let origin = listing.messages.get(&uid)?.file_origin()?.clone();
         Some((listing.message_ref(mailbox, uid), origin))
     }
 
@@ -568,7 +637,7 @@ impl MetadataCache {
             .files
             .values()
             .filter_map(|uid| {
-                let origin = listing.messages.get(uid)?.origin.clone()?;
+                let origin = listing.messages.get(uid)?.file_origin()?.clone();
                 Some((listing.message_ref(mailbox, *uid), origin))
             })
             .collect()
@@ -589,13 +658,13 @@ impl MetadataCache {
             .map(|(uid, _)| *uid)
     }
 
-    /// Listed messages from `message` on (itself first), in order, that `wanted` accepts,
-    /// at most `limit`.
+    /// Listed messages from `message` on (itself first), in order, whose size `wanted`
+    /// accepts, at most `limit`.
     pub fn following(
         &self,
         message: &MessageRef,
         limit: usize,
-        mut wanted: impl FnMut(&MessageMeta) -> bool,
+        mut wanted: impl FnMut(u64) -> bool,
     ) -> Vec<MessageMeta> {
         let inner = self.inner.lock();
         let Some(listing) = inner
@@ -608,10 +677,9 @@ impl MetadataCache {
         listing
             .messages
             .range(message.uid..)
-            .map(|(_, e)| &e.meta)
-            .filter(|m| wanted(m))
+            .filter(|(_, e)| wanted(e.size))
             .take(limit)
-            .cloned()
+            .map(|(uid, e)| e.meta(*uid))
             .collect()
     }
 
@@ -627,7 +695,7 @@ impl MetadataCache {
             .listings
             .values()
             .flat_map(|l| l.messages.values())
-            .map(|e| e.meta.size)
+            .map(|e| e.size)
             .sum();
         (files, bytes)
     }
@@ -690,13 +758,12 @@ impl MetadataCache {
             .get(&old.mailbox)
             .filter(|l| l.validity == old.validity)
             .and_then(|l| l.messages.get(&old.uid))
-            .map(|e| e.meta.clone());
+            .cloned();
         let mtime = meta
             .as_ref()
             .map_or(SystemTime::UNIX_EPOCH, |m| m.internal_date);
-        if let (Some(listing), Some(mut meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
-            meta.uid = new.uid;
-            listing.messages.insert(new.uid, listed(meta));
+        if let (Some(listing), Some(meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
+            listing.messages.insert(new.uid, meta);
             listing.index_files();
             listing.changed = SystemTime::now();
         }
@@ -720,7 +787,7 @@ impl MetadataCache {
             .filter(|l| l.validity == message.validity)
             .and_then(|l| l.messages.get_mut(&message.uid))
         {
-            entry.meta.flags = flags;
+            entry.flags = flags.into();
         }
         inner.touch(&message.mailbox);
     }
@@ -939,5 +1006,34 @@ mod tests {
             .map(|(n, _, _)| n)
             .collect();
         assert_eq!(names, ["2 b", "5 new"]);
+    }
+
+    #[test]
+    fn a_listing_gives_back_what_it_was_given_and_shares_equal_flag_lists() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let inbox = MailboxId::new("INBOX");
+        let mut given = vec![meta(1, "a"), meta(2, "b"), meta(3, "c")];
+        given[0].flags = vec!["\\Seen".into()];
+        given[1].flags = vec!["\\Seen".into()];
+        given[2].origin = Some(b"name=\"x.txt\"; size=3; mtime=5.0".to_vec());
+        given[2].subject = None;
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
+            panic!("nothing listed yet")
+        };
+        cache.install_listing(&inbox, listing(7, given.clone()), ticket);
+        assert_eq!(cache.listed(&inbox), Some((UidValidity(7), given)));
+        let files: Vec<String> = cache
+            .files(&inbox)
+            .into_iter()
+            .map(|(_, f)| f.name)
+            .collect();
+        assert_eq!(files, ["x.txt"]);
+        let inner = cache.inner.lock();
+        let messages = &inner.listings[&inbox].messages;
+        assert!(Arc::ptr_eq(
+            &messages[&Uid(1)].flags,
+            &messages[&Uid(2)].flags
+        ));
+        assert_eq!(messages[&Uid(3)].name(Uid(3)), "3 (no subject)");
     }
 }

@@ -20,6 +20,8 @@ use crate::store::{MailboxId, Section, StoreError, Uid};
 pub const STRUCTURE_READ_AHEAD: usize = 64;
 /// Dropping this many nodes (since memory was last released) tells the process so.
 const MANY_FORGOTTEN: u64 = 4096;
+/// A listing or an open directory this large leaves megabytes behind when it is freed.
+const MANY_ENTRIES: usize = 1000;
 
 /// A name as UTF-8; other names cannot exist here.
 pub(super) fn name_str(name: &OsStr) -> FsResult<&str> {
@@ -120,7 +122,7 @@ impl Fs {
             self.content.retain_validity(mailbox, validity);
         }
         self.announce(mailbox, &change);
-        if change.size > 1000 {
+        if change.size > MANY_ENTRIES {
             // Parsing a large listing leaves megabytes of freed buffers behind.
             self.released_memory();
         }
@@ -602,7 +604,14 @@ impl Fs {
     /// have filled its cache of the directory from the old snapshot after that change's
     /// invalidation: it is invalidated again (queued; never told from here).
     pub fn releasedir(&self, fh: u64) {
-        let Some(stamp) = self.dirs.close(fh) else {
+        let Some((stamp, entries)) = self.dirs.close(fh) else {
+            return;
+        };
+        if entries > MANY_ENTRIES {
+            // A large directory's snapshot (a name and a node per message) was just freed.
+            self.released_memory();
+        }
+        let Some(stamp) = stamp else {
             return;
         };
         if self.metadata.generation(&stamp.mailbox) != stamp.generation {

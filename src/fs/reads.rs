@@ -218,7 +218,7 @@ impl Fs {
         let mut budget = BODY_READ_AHEAD_BYTES;
         let wanted: Vec<(MessageRef, u64)> = self
             .metadata
-            .following(message, BODY_READ_AHEAD, |meta| meta.size <= SMALL_MESSAGE)
+            .following(message, BODY_READ_AHEAD, |size| size <= SMALL_MESSAGE)
             .into_iter()
             .take_while(|meta| {
                 let fits = meta.size <= budget;
