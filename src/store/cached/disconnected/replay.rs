@@ -147,6 +147,7 @@ impl Shared {
                 uid,
                 add,
                 remove,
+                ..
             } => {
                 let (mailbox, validity, uid) = match resolve(queue, mailbox, *validity, *uid) {
                     Ok(place) => place,
