@@ -4,6 +4,9 @@
 //! replayed in order, the server's state being the authority:
 //!
 //! - flags go as `+FLAGS.SILENT` / `-FLAGS.SILENT` of what changed, never as a replacement;
+//!   with CONDSTORE, conditional on the HIGHESTMODSEQ the change was made at
+//!   (`UNCHANGEDSINCE`), and merged with another client's change on `MODIFIED`
+//!   (`disconnected/merge.rs`);
 //! - moves and expunges go by UID only (the IMAP store's `UID MOVE`, or `UID COPY` and
 //!   `UID EXPUNGE <uid>`); a message gone meanwhile, or a mailbox whose UIDVALIDITY
 //!   changed, drops the change (logged); APPENDs are never dropped;
@@ -479,6 +482,7 @@ fn read_head(path: &std::path::Path) -> Vec<u8> {
 }
 
 mod local;
+mod merge;
 mod replay;
 
 pub(super) use local::LocalChange;
