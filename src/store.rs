@@ -381,6 +381,25 @@ impl MailboxChange {
     }
 }
 
+/// How a flag change made only if the message was unchanged since a MODSEQ ended
+/// ([RFC 7162 §3.1.3](https://www.rfc-editor.org/rfc/rfc7162#section-3.1.3)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionalStore {
+    /// Done; the message's MODSEQ after it, when the server said.
+    Stored(Option<u64>),
+    /// Not done, or only in part: the message changed after that MODSEQ (`MODIFIED`).
+    Modified,
+    /// The server cannot make a change conditional (no CONDSTORE): nothing was sent.
+    NotOffered,
+}
+
+/// A message's flags as the server holds them now, and its MODSEQ (with CONDSTORE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagsNow {
+    pub flags: Vec<String>,
+    pub modseq: Option<u64>,
+}
+
 /// Whether a store is talking to its server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -532,6 +551,36 @@ pub trait MailStore: Send + Sync + 'static {
         add: &[Flag],
         remove: &[Flag],
     ) -> StoreResult<()>;
+
+    /// `change_flags` only if the message has not changed since `since` (a MODSEQ):
+    /// `UID STORE <uid> (UNCHANGEDSINCE <since>) +FLAGS.SILENT (...)`, then the same for
+    /// `-FLAGS.SILENT` conditional on the MODSEQ the first left
+    /// ([RFC 7162 §3.1.3](https://www.rfc-editor.org/rfc/rfc7162#section-3.1.3)). A store
+    /// without CONDSTORE sends nothing and says `NotOffered` (the default).
+    fn change_flags_unchanged_since(
+        &self,
+        _mailbox: &MailboxId,
+        _validity: UidValidity,
+        _uid: Uid,
+        _add: &[Flag],
+        _remove: &[Flag],
+        _since: u64,
+    ) -> StoreResult<ConditionalStore> {
+        Ok(ConditionalStore::NotOffered)
+    }
+
+    /// One message's flags and MODSEQ now: `UID FETCH <uid> (FLAGS MODSEQ)`. A message
+    /// that is gone is `NoSuchMessage`.
+    fn flags_now(
+        &self,
+        mailbox: &MailboxId,
+        _validity: UidValidity,
+        _uid: Uid,
+    ) -> StoreResult<FlagsNow> {
+        Err(StoreError::Unsupported(format!(
+            "this store cannot fetch one message's flags in {mailbox}"
+        )))
+    }
 
     /// Moves one message (`UID MOVE`, or `UID COPY` then expunging that UID alone).
     /// Returns the target's UIDVALIDITY and the new UID when the server tells them

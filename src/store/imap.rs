@@ -34,9 +34,9 @@ use self::wire::{fetches, Code, Command, Untagged};
 use crate::call;
 use crate::search::SearchKey;
 use crate::store::{
-    Capabilities, Flag, MailStore, MailboxChange, MailboxId, MailboxInfo, MailboxListing,
-    MailboxPath, MailboxVersion, MessageStructure, NewMessage, PartItem, PartValue, Quota,
-    StoreError, StoreResult, StoreStats, Uid, UidValidity,
+    Capabilities, ConditionalStore, Flag, FlagsNow, MailStore, MailboxChange, MailboxId,
+    MailboxInfo, MailboxListing, MailboxPath, MailboxVersion, MessageStructure, NewMessage,
+    PartItem, PartValue, Quota, StoreError, StoreResult, StoreStats, Uid, UidValidity,
 };
 
 pub use self::connection::{Auth, Transport};
@@ -960,6 +960,27 @@ impl MailStore for ImapStore {
         remove: &[Flag],
     ) -> StoreResult<()> {
         self.add_remove_flags(mailbox, validity, uid, add, remove)
+    }
+
+    fn change_flags_unchanged_since(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+        since: u64,
+    ) -> StoreResult<ConditionalStore> {
+        self.add_remove_flags_unchanged_since(mailbox, validity, uid, add, remove, since)
+    }
+
+    fn flags_now(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<FlagsNow> {
+        self.fetch_flags(mailbox, validity, uid)
     }
 
     fn move_message(

@@ -26,10 +26,10 @@ use self::mail_index::{listed_flags, Keywords};
 use self::message_parser::{Entity, SectionError};
 use super::imap::{convert, names};
 use super::{
-    BodyPart, ByteRange, Capabilities, EventSink, Flag, MailStore, MailboxChange, MailboxId,
-    MailboxInfo, MailboxListing, MailboxVersion, MessageMeta, MessageStructure, NewMessage,
-    PartItem, PartValue, Section, StoreError, StoreEvent, StoreResult, StoreStats, Transfer, Uid,
-    UidValidity,
+    BodyPart, ByteRange, Capabilities, ConditionalStore, EventSink, Flag, FlagsNow, MailStore,
+    MailboxChange, MailboxId, MailboxInfo, MailboxListing, MailboxVersion, MessageMeta,
+    MessageStructure, NewMessage, PartItem, PartValue, Section, StoreError, StoreEvent,
+    StoreResult, StoreStats, Transfer, Uid, UidValidity,
 };
 use crate::search::SearchKey;
 
@@ -68,10 +68,12 @@ pub enum Op {
     Append,
     /// `MailStore::search`.
     SearchMessages,
+    /// `MailStore::flags_now`.
+    FetchFlags,
 }
 
 impl Op {
-    const COUNT: usize = 14;
+    const COUNT: usize = 15;
 
     fn index(self) -> usize {
         match self {
@@ -89,6 +91,7 @@ impl Op {
             Op::Append => 11,
             Op::Search => 12,
             Op::SearchMessages => 13,
+            Op::FetchFlags => 14,
         }
     }
 }
@@ -119,6 +122,8 @@ struct State {
     bytes_sent: u64,
     failures: [VecDeque<fn() -> StoreError>; Op::COUNT],
     capabilities: Capabilities,
+    /// Whether CONDSTORE is offered (see `set_condstore`).
+    condstore: bool,
     /// Whether listings show `\Recent` as Dovecot does (see `report_recent`).
     recent_reported: bool,
 }
@@ -145,6 +150,8 @@ struct Message {
     /// As the mailbox's index keeps them (see `Mailbox::insert`), without `\Recent`.
     flags: Vec<String>,
     internal_date: SystemTime,
+    /// CONDSTORE's MODSEQ: the mailbox's HIGHESTMODSEQ at the message's last change.
+    modseq: u64,
 }
 
 impl Message {
@@ -158,6 +165,7 @@ impl Message {
             root,
             flags,
             internal_date: whole_seconds(internal_date),
+            modseq: 0,
         }
     }
 
@@ -170,6 +178,7 @@ impl Message {
             root,
             flags,
             internal_date: whole_seconds(internal_date),
+            modseq: 0,
         }
     }
 
@@ -262,6 +271,7 @@ impl MemoryStore {
                 uidplus: true,
                 binary: true,
             },
+            condstore: true,
             recent_reported: false,
         };
         state.create_mailbox(INBOX, Some('/'), true, None);
@@ -475,6 +485,12 @@ impl MemoryStore {
         self.state.lock().capabilities = capabilities;
     }
 
+    /// Pretend to be a server with CONDSTORE (the default, as Dovecot) or without: then
+    /// listings carry no version and a flag change cannot be made conditional.
+    pub fn set_condstore(&self, offered: bool) {
+        self.state.lock().condstore = offered;
+    }
+
     /// Show `\Recent` in listings as Dovecot does: on every message that arrived after the
     /// last read-write SELECT of its mailbox (by the IMAP store's changes, or by another
     /// client's through `set_flags` and `remove_message`).
@@ -515,8 +531,9 @@ impl Mailbox {
         let uid = Uid(self.next_uid);
         self.next_uid = self.next_uid.saturating_add(1);
         message.flags = self.keywords.index_flags(&message.flags);
-        self.messages.insert(uid, message);
         self.highest_modseq += 1;
+        message.modseq = self.highest_modseq;
+        self.messages.insert(uid, message);
         uid
     }
 
@@ -533,6 +550,7 @@ impl Mailbox {
         let message = self.messages.get_mut(&uid)?;
         message.flags = self.keywords.index_flags(flags);
         self.highest_modseq += 1;
+        message.modseq = self.highest_modseq;
         Some(message.flags.clone())
     }
 
@@ -704,14 +722,15 @@ impl MailStore for MemoryStore {
         Ok(MailboxListing {
             uid_validity: mailbox.validity,
             messages,
-            version: Some(mailbox.version()),
+            version: state.condstore.then(|| mailbox.version()),
         })
     }
 
     fn mailbox_version(&self, mailbox: &MailboxId) -> StoreResult<Option<MailboxVersion>> {
         let mut state = self.state.lock();
         state.begin(Op::MailboxVersion)?;
-        Ok(Some(state.selectable(mailbox)?.version()))
+        let version = state.selectable(mailbox)?.version();
+        Ok(state.condstore.then_some(version))
     }
 
     /// One request for all of `uids`; UIDs that are gone are left out.
@@ -934,6 +953,50 @@ impl MailStore for MemoryStore {
         };
         self.run_after(Op::SetFlags);
         stored
+    }
+
+    /// Both commands at once: the message is changed whole or not at all.
+    fn change_flags_unchanged_since(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+        since: u64,
+    ) -> StoreResult<ConditionalStore> {
+        let stored = {
+            let mut state = self.state.lock();
+            if !state.condstore {
+                return Ok(ConditionalStore::NotOffered);
+            }
+            state.begin(Op::SetFlags)?;
+            state.add_remove_flags_unchanged_since(mailbox, validity, uid, add, remove, since)
+        };
+        self.run_after(Op::SetFlags);
+        stored
+    }
+
+    fn flags_now(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<FlagsNow> {
+        let now = {
+            let mut state = self.state.lock();
+            state.begin(Op::FetchFlags)?;
+            let modseq = state.message(mailbox, validity, uid)?.modseq;
+            let meta = state
+                .selected(mailbox, validity)?
+                .meta(uid, state.recent_reported);
+            FlagsNow {
+                flags: meta.map(|m| m.flags).unwrap_or_default(),
+                modseq: state.condstore.then_some(modseq),
+            }
+        };
+        self.run_after(Op::FetchFlags);
+        Ok(now)
     }
 
     fn move_message(

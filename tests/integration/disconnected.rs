@@ -617,3 +617,170 @@ fn write_messages_named(dir: &Path, name: &str, body_bytes: usize) {
     );
     fs::write(dir.join(format!("{name}.eml")), raw).unwrap();
 }
+
+/// A Dovecot (announcing `capabilities`, or its own list) whose INBOX holds `one`
+/// (`\Seen \Answered`), `two` (`\Flagged`) and `three` (`$Label`).
+fn flags_dovecot(capabilities: Option<String>) -> Dovecot {
+    let dovecot = Dovecot::start(DovecotOptions {
+        imap_capability: capabilities,
+        ..DovecotOptions::default()
+    })
+    .unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    for (subject, flags) in [
+        ("one", &["\\Seen", "\\Answered"][..]),
+        ("two", &["\\Flagged"]),
+        ("three", &["$Label"]),
+    ] {
+        let raw = format!("From: a@example.com\r\nSubject: {subject}\r\n\r\n{subject}\r\n");
+        fixture::append(&mut client, "INBOX", raw.as_bytes(), flags).unwrap();
+    }
+    let _ = client.logout();
+    dovecot
+}
+
+/// Every message of INBOX on the server: UID → flags, sorted.
+fn inbox_flags(dovecot: &Dovecot) -> BTreeMap<u32, Vec<String>> {
+    let mut client = dovecot.client("alice").unwrap();
+    let flags = server_flags(&mut client, "INBOX")
+        .into_iter()
+        .map(|(uid, mut f)| {
+            f.sort();
+            (uid, f)
+        })
+        .collect();
+    let _ = client.logout();
+    flags
+}
+
+/// `$mine` added to `one` offline while another client adds `$theirs` to it and takes
+/// `\Answered` (which the mount left alone) off; then the server is back for the mount.
+/// Returns the replaying mount, once it is online with nothing pending, and UID of `one`.
+fn flag_changed_here_and_there(dovecot: &Dovecot) -> (Mount, u32) {
+    let cache = cache_dir();
+    let mount = MountSpec::new(dovecot, "alice").args(&[&cache.arg]).mount();
+    warm_inbox(&mount);
+    stop(mount);
+    let before = inbox_flags(dovecot);
+    let one = *before.keys().next().unwrap();
+
+    let offline = MountSpec::new(dovecot, "alice")
+        .args(&[&cache.arg, "--offline"])
+        .mount();
+    set_flags(
+        &offline.message_dir("INBOX", "one"),
+        "\\Seen \\Answered $mine",
+    );
+    let queued = pending(&offline);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert!(
+        queued[0].contains(&format!("flags INBOX UID {one}: +$mine")),
+        "{}",
+        queued[0]
+    );
+    // Another client, while the mount is offline.
+    let mut client = dovecot.client("alice").unwrap();
+    client.select("INBOX").unwrap();
+    client
+        .uid_store(one.to_string(), "+FLAGS.SILENT ($theirs)")
+        .unwrap();
+    client
+        .uid_store(one.to_string(), "-FLAGS.SILENT (\\Answered)")
+        .unwrap();
+    let _ = client.logout();
+    assert_eq!(inbox_flags(dovecot)[&one], flags(&["\\Seen", "$theirs"]));
+    stop(offline);
+
+    let mount = MountSpec::new(dovecot, "alice").args(&[&cache.arg]).mount();
+    wait_until(60, "the replay", || {
+        state(&mount) == "online" && pending(&mount).is_empty()
+    });
+    let mut expected = before;
+    expected.insert(one, flags(&["\\Seen", "$theirs", "$mine"]));
+    assert_eq!(
+        inbox_flags(dovecot),
+        expected,
+        "both changes kept, nothing else changed\n{}",
+        mount.log()
+    );
+    (mount, one)
+}
+
+/// The flag commands the mount sent for `uid`, without their tags.
+fn stores_of(mount: &Mount, uid: u32) -> Vec<String> {
+    super::servers::sent_lines(mount)
+        .into_iter()
+        .filter_map(|line| Some(line.split_once(' ')?.1.to_string()))
+        .filter(|command| {
+            command.starts_with(&format!("UID STORE {uid} "))
+                || command.starts_with(&format!("UID FETCH {uid} "))
+        })
+        .collect()
+}
+
+#[test]
+fn an_offline_flag_change_meets_another_clients_with_unchangedsince_and_is_merged() {
+    let dovecot = flags_dovecot(None);
+    let (mount, one) = flag_changed_here_and_there(&dovecot);
+    let sent = stores_of(&mount, one);
+    // Conditional on the HIGHESTMODSEQ last listed: MODIFIED. Then the message's flags
+    // and MODSEQ, and nothing left to add but $mine, conditional on that MODSEQ.
+    let since = |command: &str| -> u64 {
+        let rest = command.split_once("(UNCHANGEDSINCE ").unwrap().1;
+        rest.split_once(')').unwrap().0.parse().unwrap()
+    };
+    assert_eq!(sent.len(), 3, "{sent:#?}");
+    assert!(
+        sent[0].starts_with(&format!("UID STORE {one} (UNCHANGEDSINCE "))
+            && sent[0].ends_with(") +FLAGS.SILENT ($mine)"),
+        "{sent:#?}"
+    );
+    assert_eq!(sent[1], format!("UID FETCH {one} (FLAGS MODSEQ)"));
+    assert!(
+        sent[2].starts_with(&format!("UID STORE {one} (UNCHANGEDSINCE "))
+            && sent[2].ends_with(") +FLAGS.SILENT ($mine)"),
+        "{sent:#?}"
+    );
+    assert!(since(&sent[2]) > since(&sent[0]), "{sent:#?}");
+    let log = mount.log();
+    let conflict = log
+        .lines()
+        .find(|l| l.contains("another client changed the message meanwhile (MODIFIED)"))
+        .unwrap_or_else(|| panic!("no conflict logged:\n{log}"));
+    for part in [
+        format!("uid={one}"),
+        "mailbox=INBOX".to_string(),
+        r#"add=["$mine"] remove=[]"#.to_string(),
+    ] {
+        assert!(conflict.contains(&part), "{part} in {conflict}");
+    }
+    // The flags before and the server's now, in the server's order.
+    let listed = |field: &str| -> Vec<String> {
+        let list = conflict.split_once(field).unwrap().1;
+        let list = list.split_once(']').unwrap().0;
+        let mut flags: Vec<String> = list
+            .split(", ")
+            .map(|f| f.trim_matches('"').replace("\\\\", "\\"))
+            .collect();
+        flags.sort();
+        flags
+    };
+    assert_eq!(listed("base=Some(["), flags(&["\\Seen", "\\Answered"]));
+    assert_eq!(listed("server=["), flags(&["\\Seen", "$theirs"]));
+}
+
+#[test]
+fn without_condstore_an_offline_flag_change_goes_as_before() {
+    let dovecot = flags_dovecot(Some(fixture::capabilities_without(&[
+        "CONDSTORE",
+        "QRESYNC",
+    ])));
+    let (mount, one) = flag_changed_here_and_there(&dovecot);
+    assert_eq!(
+        stores_of(&mount, one),
+        [format!("UID STORE {one} +FLAGS.SILENT ($mine)")]
+    );
+    let log = mount.log();
+    assert!(!log.contains("UNCHANGEDSINCE"), "{log}");
+    assert!(!log.contains("MODIFIED"), "{log}");
+}

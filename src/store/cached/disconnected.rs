@@ -4,6 +4,9 @@
 //! replayed in order, the server's state being the authority:
 //!
 //! - flags go as `+FLAGS.SILENT` / `-FLAGS.SILENT` of what changed, never as a replacement;
+//!   with CONDSTORE, conditional on the HIGHESTMODSEQ the change was made at
+//!   (`UNCHANGEDSINCE`), and merged with another client's change on `MODIFIED`
+//!   (`disconnected/merge.rs`);
 //! - moves and expunges go by UID only (the IMAP store's `UID MOVE`, or `UID COPY` and
 //!   `UID EXPUNGE <uid>`); a message gone meanwhile, or a mailbox whose UIDVALIDITY
 //!   changed, drops the change (logged); APPENDs are never dropped;
@@ -119,10 +122,11 @@ fn describe(entry: &Entry) -> String {
 
 impl Shared {
     /// Journals a change if the store is offline (`None` when online: send it now).
-    /// `build` makes the change from its sequence number, and may keep bytes first.
+    /// `build` makes the change from its sequence number (and what waits already), and may
+    /// keep bytes first.
     fn enqueue(
         &self,
-        build: impl FnOnce(&Journal, u64) -> StoreResult<Change>,
+        build: impl FnOnce(&Journal, &Queue, u64) -> StoreResult<Change>,
     ) -> Option<StoreResult<(u64, Change)>> {
         let mut guard = self.disconnected.lock();
         if !self.is_offline() {
@@ -134,7 +138,7 @@ impl Shared {
         };
         let seq = queue.next_seq;
         Some((|| {
-            let change = build(journal, seq)?;
+            let change = build(journal, queue, seq)?;
             let record = Record::Change {
                 seq,
                 at: SystemTime::now(),
@@ -188,7 +192,9 @@ impl Shared {
         self.offline_change_flags(mailbox, validity, uid, &add, &remove)
     }
 
-    /// Flags added and removed offline.
+    /// Flags added and removed offline, journaled with the flags shown before and the
+    /// mailbox's HIGHESTMODSEQ as last had from the server, for the replay's
+    /// `UNCHANGEDSINCE`.
     pub(super) fn offline_change_flags(
         &self,
         mailbox: &MailboxId,
@@ -203,13 +209,32 @@ impl Shared {
         if add.is_empty() && remove.is_empty() {
             return self.is_offline().then_some(Ok(()));
         }
-        let queued = self.enqueue(|_, _| {
+        let kept = self
+            .kept_listing(mailbox)
+            .filter(|(head, _)| head.validity == validity);
+        let base = kept.as_ref().and_then(|(_, messages)| {
+            let meta = messages.iter().find(|m| m.uid == uid)?;
+            Some(flag_names(&meta.flags))
+        });
+        let kept_modseq = kept
+            .and_then(|(head, _)| head.version)
+            .filter(|v| v.uid_validity == validity)
+            .map(|v| v.highest_modseq);
+        // A provisional UID gets a MODSEQ only when the replay puts its message there.
+        let real = !is_provisional_uid(uid);
+        let queued = self.enqueue(|_, queue, _| {
             Ok(Change::Flags {
                 mailbox: mailbox.clone(),
                 validity,
                 uid,
                 add: names(add),
                 remove: names(remove),
+                // Once this mount's offline changes left the kept listing without a
+                // version, an earlier offline change of the mailbox still knows it.
+                since: kept_modseq
+                    .or_else(|| queue.known_modseq(mailbox, validity))
+                    .filter(|_| real),
+                base,
             })
         })?;
         Some(queued.map(|_| {
@@ -240,7 +265,7 @@ impl Shared {
         to: &MailboxId,
     ) -> Option<StoreResult<Option<(UidValidity, Uid)>>> {
         let kept = self.kept_meta(from, uid);
-        let queued = self.enqueue(|_, seq| {
+        let queued = self.enqueue(|_, _, seq| {
             Ok(Change::Move {
                 from: from.clone(),
                 validity,
@@ -272,7 +297,7 @@ impl Shared {
         validity: UidValidity,
         uid: Uid,
     ) -> Option<StoreResult<()>> {
-        let queued = self.enqueue(|_, _| {
+        let queued = self.enqueue(|_, _, _| {
             Ok(Change::Expunge {
                 mailbox: mailbox.clone(),
                 validity,
@@ -304,7 +329,7 @@ impl Shared {
         } = message;
         let date = internal_date.unwrap_or_else(SystemTime::now);
         let mut head = Vec::new();
-        let Some(queued) = self.enqueue(|journal, seq| {
+        let Some(queued) = self.enqueue(|journal, _, seq| {
             journal
                 .keep_message(seq, content, len)
                 .map_err(journal_error)?;
@@ -364,7 +389,7 @@ impl Shared {
         if exists && self.is_offline() {
             return Some(Err(StoreError::AlreadyExists(path.join("/"))));
         }
-        let queued = self.enqueue(|_, seq| {
+        let queued = self.enqueue(|_, _, seq| {
             Ok(Change::Create {
                 path: path.to_vec(),
                 provisional: MailboxId::new(&format!(
@@ -457,6 +482,7 @@ fn read_head(path: &std::path::Path) -> Vec<u8> {
 }
 
 mod local;
+mod merge;
 mod replay;
 
 pub(super) use local::LocalChange;

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{MailboxId, Uid, UidValidity};
 
+mod stored;
+
 const MAGIC: &[u8; 8] = b"IMAPFSJ1";
 const JOURNAL_FILE: &str = "journal";
 const OUTBOX: &str = "outbox";
@@ -49,16 +51,24 @@ pub fn is_provisional_mailbox(mailbox: &MailboxId) -> bool {
 /// A message's place: mailbox, UIDVALIDITY, UID.
 pub type Place = (MailboxId, UidValidity, Uid);
 
-/// One change made offline, as it is to be replayed.
+/// One change made offline, as it is to be replayed. The journal holds it in the form of
+/// `stored::StoredChange`, which older journals still read as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "stored::StoredChange", into = "stored::StoredChange")]
 pub enum Change {
     /// Flags added and removed (never the whole set: others may have changed meanwhile).
+    /// `since`: the mailbox's HIGHESTMODSEQ as the mount last had it from the server
+    /// (CONDSTORE), so the replay can tell whether another client changed the message
+    /// meanwhile; `base`: the flags the mount showed before the change. Both are `None`
+    /// in records from before they were kept, and where the mount did not know them.
     Flags {
         mailbox: MailboxId,
         validity: UidValidity,
         uid: Uid,
         add: Vec<String>,
         remove: Vec<String>,
+        since: Option<u64>,
+        base: Option<Vec<String>>,
     },
     /// A message moved; it was shown under `provisional` in `to` meanwhile. Its size and
     /// INTERNALDATE (as kept; a move keeps both) find it in `to` after a replay that was
@@ -216,6 +226,21 @@ impl Queue {
             {
                 Some(e.seq)
             }
+            _ => None,
+        })
+    }
+
+    /// The HIGHESTMODSEQ of `mailbox` (under `validity`) an unsettled flag change was made
+    /// at, the latest: what the mount last had from the server, once its own offline
+    /// changes left the kept listing without a version.
+    pub fn known_modseq(&self, mailbox: &MailboxId, validity: UidValidity) -> Option<u64> {
+        self.entries.iter().rev().find_map(|e| match &e.change {
+            Change::Flags {
+                mailbox: m,
+                validity: v,
+                since,
+                ..
+            } if m == mailbox && *v == validity => *since,
             _ => None,
         })
     }
@@ -473,6 +498,8 @@ mod tests {
             uid: Uid(uid),
             add: vec!["\\Seen".into()],
             remove: vec!["$x".into()],
+            since: None,
+            base: None,
         }
     }
 
@@ -495,6 +522,56 @@ mod tests {
             flags: Vec::new(),
             name: "notes.txt".into(),
         }
+    }
+
+    /// A flag change as imapfs journaled it before `since` and `base` were kept (the bytes
+    /// `encode_record` gave at commit 8457fa4): seq 3, INBOX, UIDVALIDITY 7, UID 12,
+    /// +$mine -\Seen.
+    const OLD_FLAGS_RECORD: &str =
+        "1f000000bae265d1010380e2cfaa06000005494e424f58070c0105246d696e6501055c5365656e";
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_flag_change_journaled_before_since_and_base_were_kept_still_loads() {
+        let root = tempfile::tempdir().unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(from_hex(OLD_FLAGS_RECORD));
+        fs::write(root.path().join(JOURNAL_FILE), &bytes).unwrap();
+        let (mut journal, queue) = Journal::open(root.path()).unwrap();
+        let old = Change::Flags {
+            mailbox: MailboxId::new("INBOX"),
+            validity: UidValidity(7),
+            uid: Uid(12),
+            add: vec!["$mine".into()],
+            remove: vec!["\\Seen".into()],
+            since: None,
+            base: None,
+        };
+        assert_eq!(queue.entries.len(), 1);
+        assert_eq!(queue.entries[0].seq, 3);
+        assert_eq!(queue.entries[0].change, old);
+        // A change journaled now, after it, keeps what it knew.
+        let new = Change::Flags {
+            mailbox: MailboxId::new("INBOX"),
+            validity: UidValidity(7),
+            uid: Uid(12),
+            add: vec!["$mine".into()],
+            remove: vec![],
+            since: Some(4711),
+            base: Some(vec!["\\Seen".into(), "$theirs".into()]),
+        };
+        journal.append(&change(4, new.clone())).unwrap();
+        drop(journal);
+        let (_, queue) = Journal::open(root.path()).unwrap();
+        let changes: Vec<&Change> = queue.entries.iter().map(|e| &e.change).collect();
+        assert_eq!(changes, [&old, &new]);
+        assert_eq!(queue.next_seq, 5);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use super::{compare_listing, on_both, outcome, Load, Pair, Report};
 use crate::store::{
-    Flag, MailStore, MailboxId, MailboxListing, MessageMeta, NewMessage, StoreResult, Uid,
-    UidValidity,
+    ConditionalStore, Flag, MailStore, MailboxId, MailboxListing, MessageMeta, NewMessage,
+    StoreResult, Uid, UidValidity,
 };
 
 /// The mailbox the remote-change helpers are compared in.
@@ -112,6 +112,7 @@ pub(super) fn compare_remote_changes(pair: &mut Pair, report: &mut Report) {
         &outcome(&gone.1),
     );
     pair.client_command("SELECT", |c| c.select(CHANGES).map(drop));
+    compare_conditional_store(pair, report, &mailbox);
 
     // One message expunged.
     pair.client_command("UID STORE", |c| {
@@ -139,6 +140,101 @@ pub(super) fn compare_remote_changes(pair: &mut Pair, report: &mut Report) {
     );
     pair.add(&message(4));
     step(pair, report, "add_message after recreate_mailbox");
+}
+
+/// A flag change conditional on the HIGHESTMODSEQ just listed (`UNCHANGEDSINCE`, as the
+/// replay of offline changes sends it): stored; the same again after another client's
+/// change: `MODIFIED`, and nothing stored; then the message's flags and MODSEQ. The
+/// independent client has `mailbox` selected. MODSEQ values are not compared (the memory
+/// store counts them its own way), only that they move on.
+fn compare_conditional_store(pair: &mut Pair, report: &mut Report, mailbox: &MailboxId) {
+    let (real, memory) = compare_listing(pair, report, mailbox);
+    let since = |l: &MailboxListing| l.version.map_or(0, |v| v.highest_modseq);
+    let kind = |r: &StoreResult<ConditionalStore>| match r {
+        Ok(ConditionalStore::Stored(modseq)) => {
+            format!("stored, MODSEQ told: {}", modseq.is_some())
+        }
+        Ok(other) => format!("{other:?}"),
+        Err(_) => format!("{:?}", outcome(r)),
+    };
+    let add = [Flag::parse("$Cond").unwrap()];
+    let remove = [Flag::parse("$Trait").unwrap()];
+    let conditional = |pair: &Pair, since: (u64, u64)| {
+        (
+            pair.real.change_flags_unchanged_since(
+                mailbox,
+                real.uid_validity,
+                Uid(1),
+                &add,
+                &remove,
+                since.0,
+            ),
+            pair.memory.change_flags_unchanged_since(
+                mailbox,
+                memory.uid_validity,
+                Uid(1),
+                &add,
+                &remove,
+                since.1,
+            ),
+        )
+    };
+    let stored = conditional(pair, (since(&real), since(&memory)));
+    report.check(
+        "change_flags_unchanged_since, unchanged",
+        &"stored, MODSEQ told: true".to_string(),
+        &kind(&stored.0),
+    );
+    report.check(
+        "change_flags_unchanged_since, unchanged",
+        &kind(&stored.0),
+        &kind(&stored.1),
+    );
+    let (real_after, memory_after) = compare_listing(pair, report, mailbox);
+    pair.client_command("UID STORE", |c| {
+        c.uid_store("1", "+FLAGS.SILENT ($Other)").map(drop)
+    });
+    let mut theirs: Vec<&str> = memory_after.messages[0]
+        .flags
+        .iter()
+        .map(String::as_str)
+        .collect();
+    theirs.push("$Other");
+    pair.memory.set_flags(CHANGES, Uid(1), &theirs);
+    let again = conditional(pair, (since(&real_after), since(&memory_after)));
+    report.check(
+        "change_flags_unchanged_since after another client's change",
+        &"Modified".to_string(),
+        &kind(&again.0),
+    );
+    report.check(
+        "change_flags_unchanged_since after another client's change",
+        &kind(&again.0),
+        &kind(&again.1),
+    );
+    let now = (
+        pair.real.flags_now(mailbox, real.uid_validity, Uid(1)),
+        pair.memory.flags_now(mailbox, memory.uid_validity, Uid(1)),
+    );
+    let flags = |r: &StoreResult<crate::store::FlagsNow>| r.as_ref().ok().map(|n| n.flags.clone());
+    report.check("flags_now", &flags(&now.0), &flags(&now.1));
+    let moved_on = |r: &StoreResult<crate::store::FlagsNow>, l: &MailboxListing| {
+        r.as_ref()
+            .ok()
+            .and_then(|n| n.modseq)
+            .is_some_and(|m| m > since(l))
+    };
+    report.check(
+        "flags_now: MODSEQ after the other client's change",
+        &moved_on(&now.0, &real_after),
+        &moved_on(&now.1, &memory_after),
+    );
+    report.check(
+        "flags_now of a UID that is gone",
+        &outcome(&pair.real.flags_now(mailbox, real.uid_validity, Uid(99))),
+        &outcome(&pair.memory.flags_now(mailbox, memory.uid_validity, Uid(99))),
+    );
+    compare_listing(pair, report, mailbox);
 }
 
 /// The store's own changes, made through the trait on both sides (CREATE, APPEND, MOVE,

@@ -3,11 +3,15 @@
 //! None of these is retried after a broken connection (the first attempt may have landed),
 //! and every argument goes through `quote`.
 
-use super::connection::{Connection, Selection};
-use super::wire::{format_date_time, Code, Command, Done, SectionKind, Untagged};
+use super::connection::{Connection, Selection, MAX_RESPONSE_BYTES};
+use super::errors::check;
+use super::wire::{fetches, format_date_time, Code, Command, Done, SectionKind, Untagged};
 use super::{convert, quote, ImapStore, Mode, Retry};
 use crate::store::MailStore;
-use crate::store::{Flag, MailboxId, NewMessage, StoreError, StoreResult, Uid, UidValidity};
+use crate::store::{
+    ConditionalStore, Flag, FlagsNow, MailboxId, NewMessage, StoreError, StoreResult, Uid,
+    UidValidity,
+};
 
 /// What the answer to an APPEND may take: the tagged answer and a few untagged responses.
 const APPEND_ANSWER_BUDGET: u64 = 1 << 20;
@@ -24,6 +28,34 @@ fn copied_uid(done: &Done, uid: Uid) -> Option<(UidValidity, Uid)> {
         }
         _ => None,
     })
+}
+
+/// How one conditional `UID STORE` of `uid` ended
+/// ([RFC 7162 §3.1.3](https://www.rfc-editor.org/rfc/rfc7162#section-3.1.3)): `MODIFIED`
+/// naming it (on an OK, as the RFC says, or on a NO, as some servers send it) is `Modified`;
+/// otherwise an OK is `Stored` with the MODSEQ of the FETCH the server must send even for
+/// `.SILENT` once CONDSTORE is in use, and anything else the error it stands for.
+fn conditional_outcome(done: &Done, uid: Uid) -> StoreResult<ConditionalStore> {
+    if let Some(Code::Modified(set)) = &done.tagged.code {
+        // A set that cannot be read is taken to name the one UID sent.
+        if expand(set).is_none_or(|uids| uids.contains(&uid.0)) {
+            return Ok(ConditionalStore::Modified);
+        }
+    }
+    check(&done.tagged)?;
+    let modseq = fetches(&done.untagged)
+        .filter(|f| f.uid == Some(uid.0))
+        .find_map(|f| f.modseq);
+    Ok(ConditionalStore::Stored(modseq))
+}
+
+/// `UID STORE <uid> (UNCHANGEDSINCE <since>) <item> <list>`.
+fn conditional_store<'a>(uid: Uid, since: u64, item: &'a str, list: &'a str) -> Command<'a> {
+    Command::new("UID STORE")
+        .syntax(uid.to_string())
+        .syntax(format!("(UNCHANGEDSINCE {since})"))
+        .syntax(item)
+        .syntax(list)
 }
 
 /// Expands a small UID set (`3:5,9`) as COPYUID gives it; `None` if malformed or huge.
@@ -128,6 +160,79 @@ impl ImapStore {
                 conn.run(cmd)?;
             }
             Ok(())
+        })
+    }
+
+    /// `add_remove_flags` made conditional: each `UID STORE` with `(UNCHANGEDSINCE m)`, `m`
+    /// being `since` for the first and the MODSEQ the first left for the second, so that
+    /// this change does not count as another client's. Stops at the first `MODIFIED`.
+    pub(super) fn add_remove_flags_unchanged_since(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+        since: u64,
+    ) -> StoreResult<ConditionalStore> {
+        if !self.has_capability("CONDSTORE") {
+            return Ok(ConditionalStore::NotOffered);
+        }
+        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        self.with_connection(Some(mailbox), Retry::Never, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            ensure_exists(conn, mailbox, uid)?;
+            let (mut since, mut after) = (since, None);
+            for (item, flags, list) in [
+                ("+FLAGS.SILENT", add, &plus),
+                ("-FLAGS.SILENT", remove, &minus),
+            ] {
+                if flags.is_empty() {
+                    continue;
+                }
+                let cmd = conditional_store(uid, since, item, list.as_str());
+                let done = conn.run_unchecked(MAX_RESPONSE_BYTES, cmd)?;
+                match conditional_outcome(&done, uid)? {
+                    ConditionalStore::Stored(Some(modseq)) => {
+                        (since, after) = (modseq, Some(modseq));
+                    }
+                    ConditionalStore::Stored(None) => {}
+                    other => return Ok(other),
+                }
+            }
+            Ok(ConditionalStore::Stored(after))
+        })
+    }
+
+    /// `UID FETCH <uid> (FLAGS MODSEQ)` (without CONDSTORE, `(FLAGS)`).
+    pub(super) fn fetch_flags(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<FlagsNow> {
+        let items = if self.has_capability("CONDSTORE") {
+            "(FLAGS MODSEQ)"
+        } else {
+            "(FLAGS)"
+        };
+        self.with_connection(Some(mailbox), Retry::Once, |conn| {
+            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            let done = conn.run(
+                Command::new("UID FETCH")
+                    .syntax(uid.to_string())
+                    .syntax(items),
+            )?;
+            let found = fetches(&done.untagged)
+                .find(|f| f.uid == Some(uid.0) && f.flags.is_some())
+                .map(|f| FlagsNow {
+                    flags: f.flags.clone().unwrap_or_default(),
+                    modseq: f.modseq,
+                });
+            found.ok_or_else(|| StoreError::NoSuchMessage {
+                mailbox: mailbox.clone(),
+                uid,
+            })
         })
     }
 
@@ -398,6 +503,60 @@ mod tests {
             copied_uid(&done(&["A4 OK [COPYUID 1 x y] odd\r\n"]), Uid(6)),
             None
         );
+    }
+
+    #[test]
+    fn a_conditional_store_tells_a_conflict_from_success() {
+        let uid = Uid(7);
+        let outcome = |lines: &[&str]| conditional_outcome(&done(lines), uid);
+        assert_eq!(
+            conditional_store(uid, 40, "+FLAGS.SILENT", "($mine)").redacted("A5"),
+            "A5 UID STORE 7 (UNCHANGEDSINCE 40) +FLAGS.SILENT ($mine)"
+        );
+        // Stored: the FETCH sent despite .SILENT carries the new MODSEQ.
+        assert_eq!(
+            outcome(&[
+                "* 3 FETCH (UID 7 MODSEQ (41))\r\n",
+                "A5 OK Conditional store completed.\r\n"
+            ])
+            .unwrap(),
+            ConditionalStore::Stored(Some(41))
+        );
+        assert_eq!(
+            outcome(&[
+                "* 2 FETCH (UID 6 MODSEQ (50))\r\n",
+                "A5 OK Store completed.\r\n"
+            ])
+            .unwrap(),
+            ConditionalStore::Stored(None),
+            "another message's MODSEQ is not this one's"
+        );
+        // MODIFIED on an OK (RFC 7162 §3.1.3; Dovecot 2.3.19's answer first) and on a NO,
+        // in a set or unreadable.
+        for line in [
+            "A5 OK [MODIFIED 7] Conditional store failed (0.002 + 0.000 + 0.001 secs).\r\n",
+            "A5 NO [MODIFIED 7] Conditional store failed.\r\n",
+            "A5 OK [MODIFIED 1,5:9] Conditional STORE failed\r\n",
+            "A5 OK [MODIFIED 7:*] odd\r\n",
+        ] {
+            assert_eq!(
+                outcome(&[line]).unwrap(),
+                ConditionalStore::Modified,
+                "{line}"
+            );
+        }
+        assert_eq!(
+            outcome(&["A5 OK [MODIFIED 8] not ours\r\n"]).unwrap(),
+            ConditionalStore::Stored(None)
+        );
+        assert!(matches!(
+            outcome(&["A5 NO Permission denied\r\n"]),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(matches!(
+            outcome(&["A5 BAD Error in IMAP command\r\n"]),
+            Err(StoreError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::time::SystemTime;
 
 use super::{canonical_name, validate_name, Mailbox, Message, State, INBOX};
-use crate::store::{Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
+use crate::store::{ConditionalStore, Flag, MailboxId, StoreError, StoreResult, Uid, UidValidity};
 
 /// The hierarchy separator of the inbox namespace.
 const SEPARATOR: char = '/';
@@ -210,6 +210,27 @@ impl State {
             mailbox.replace_flags(uid, &flags);
         }
         Ok(())
+    }
+
+    /// `UID STORE uid (UNCHANGEDSINCE since) +FLAGS.SILENT (...)` and `-FLAGS.SILENT`:
+    /// `MODIFIED` if the message changed after `since`, as Dovecot answers (an OK).
+    pub(super) fn add_remove_flags_unchanged_since(
+        &mut self,
+        name: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        add: &[Flag],
+        remove: &[Flag],
+        since: u64,
+    ) -> StoreResult<ConditionalStore> {
+        self.select_for_write(name, validity)?;
+        if self.message(name, validity, uid)?.modseq > since {
+            return Ok(ConditionalStore::Modified);
+        }
+        self.add_remove_flags(name, validity, uid, add, remove)?;
+        Ok(ConditionalStore::Stored(Some(
+            self.message(name, validity, uid)?.modseq,
+        )))
     }
 
     /// Take out a message that must exist (the IMAP store checks with `UID SEARCH` first).

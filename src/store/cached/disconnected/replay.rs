@@ -11,6 +11,7 @@ use super::super::journal::{
     Record,
 };
 use super::super::{Job, Link, Shared};
+use super::merge::{FlagChange, OwnModseqs};
 use super::whole_seconds;
 use crate::store::{
     Flag, MailboxId, MessageMeta, NewMessage, StoreError, StoreResult, Uid, UidValidity,
@@ -31,6 +32,7 @@ impl Shared {
     pub(in crate::store::cached) fn replay(self: &Arc<Self>) -> bool {
         let _one = self.replaying.lock();
         let mut tried: HashSet<u64> = HashSet::new();
+        let mut own = OwnModseqs::new();
         let mut replayed = 0usize;
         loop {
             let next = {
@@ -87,7 +89,7 @@ impl Shared {
                 return true;
             };
             tried.insert(entry.seq);
-            let step = self.replay_one(&entry, &queue);
+            let step = self.replay_one(&entry, &queue, &mut own);
             let record = match step {
                 Step::Unreachable(e) => {
                     tracing::info!(seq = entry.seq, error = %e, "the server went away during the replay of offline changes; it goes on when the server is back");
@@ -138,7 +140,7 @@ impl Shared {
         Ok(())
     }
 
-    fn replay_one(&self, entry: &Entry, queue: &Queue) -> Step {
+    fn replay_one(&self, entry: &Entry, queue: &Queue, own: &mut OwnModseqs) -> Step {
         let inner = &self.inner;
         match &entry.change {
             Change::Flags {
@@ -147,6 +149,8 @@ impl Shared {
                 uid,
                 add,
                 remove,
+                since,
+                base,
             } => {
                 let (mailbox, validity, uid) = match resolve(queue, mailbox, *validity, *uid) {
                     Ok(place) => place,
@@ -162,10 +166,16 @@ impl Shared {
                     (Ok(a), Ok(r)) => (a, r),
                     (Err(step), _) | (_, Err(step)) => return step,
                 };
-                settle(
-                    inner.change_flags(&mailbox, validity, uid, &add, &remove),
-                    |()| Outcome::Applied,
-                )
+                let change = FlagChange {
+                    mailbox: &mailbox,
+                    validity,
+                    uid,
+                    add: &add,
+                    remove: &remove,
+                    since: *since,
+                    base: base.as_deref(),
+                };
+                settle(self.replay_flags(&change, own), |()| Outcome::Applied)
             }
             Change::Move {
                 from,

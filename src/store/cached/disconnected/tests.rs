@@ -699,3 +699,5 @@ proptest::proptest! {
         );
     }
 }
+
+mod merge;

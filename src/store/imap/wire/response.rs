@@ -30,6 +30,9 @@ pub enum Code {
     AppendUid(u32, u32),
     /// `COPYUID validity source-set destination-set` (RFC 4315 §3), sets as sent.
     CopyUid(u32, String, String),
+    /// `MODIFIED uid-set` (RFC 7162 §3.1.3): the messages a conditional STORE left alone,
+    /// since they changed after its `UNCHANGEDSINCE`; the set as sent.
+    Modified(String),
     OverQuota,
     Limit,
     TryCreate,
@@ -233,6 +236,7 @@ fn response_code(c: &mut Cursor<'_>) -> Result<Code, WireError> {
                 _ => return Err(c.error("COPYUID without its UID sets")),
             }
         }
+        "MODIFIED" if !data.is_empty() => Code::Modified(data),
         "OVERQUOTA" => Code::OverQuota,
         "LIMIT" => Code::Limit,
         "TRYCREATE" => Code::TryCreate,
@@ -565,6 +569,30 @@ mod tests {
             panic!()
         };
         assert_eq!((t.status, t.code, t.text.as_str()), (Status::Ok, None, ""));
+    }
+
+    #[test]
+    fn modified_after_a_conditional_store() {
+        let tagged = |line: &[u8]| match parse_response(line).unwrap() {
+            Response::Tagged(t) => t,
+            other => panic!("{other:?}"),
+        };
+        // RFC 7162 §3.1.3's examples.
+        let t = tagged(b"d105 OK [MODIFIED 7,9] Conditional STORE failed\r\n");
+        assert_eq!(
+            (t.status, t.code),
+            (Status::Ok, Some(Code::Modified("7,9".into())))
+        );
+        let t = tagged(b"a102 NO [MODIFIED 2] Some of the messages no longer exist.\r\n");
+        assert_eq!(
+            (t.status, t.code),
+            (Status::No, Some(Code::Modified("2".into())))
+        );
+        let t = tagged(b"A7 OK [MODIFIED 1:3,12] Conditional store failed.\r\n");
+        assert_eq!(t.code, Some(Code::Modified("1:3,12".into())));
+        // Without its set it is not one.
+        let t = tagged(b"A7 OK [MODIFIED] odd\r\n");
+        assert_eq!(t.code, Some(Code::Other("MODIFIED".into(), String::new())));
     }
 
     #[test]
