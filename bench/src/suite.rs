@@ -131,6 +131,8 @@ pub struct Results {
     pub grep_maildir: Series,
     /// The warm grep through a FUSE passthrough (bindfs) over the same tree shape.
     pub fuse_reference: Series,
+    /// R6b: the first grep through bindfs, on a fresh mount.
+    pub fuse_reference_fresh: Series,
     /// Why the FUSE reference was not measured, if it was not.
     pub fuse_reference_missing: Option<String>,
     pub ls_cold: Series,
@@ -496,11 +498,13 @@ impl<'a> Bench<'a> {
 
         if wants(Group::Maildir) && self.fuse_reference.is_some() {
             process::check()?;
-            let (sample, matches) = self.grep_fuse_reference()?;
+            let (fresh, sample, matches) = self.grep_fuse_reference()?;
             progress(&format!(
-                "  grep through bindfs (FUSE reference): {}",
+                "  grep through bindfs (FUSE reference): fresh mount {}, warm {}",
+                brief(&fresh),
                 brief(&sample)
             ));
+            results.fuse_reference_fresh.push(fresh);
             if matches != results.grep_matches.0 {
                 results.wrong(
                     "R6",

@@ -512,6 +512,35 @@ fn cache_rows(r: &Results, rows: &mut Vec<Row>) {
         1.2,
         "time ≤ 1.2x warm grep".into(),
     ));
+    if r.fuse_reference_missing.is_none() && r.fuse_reference_fresh.runs() > 0 {
+        // What a fresh mount costs any FUSE filesystem with this tree shape: the kernel's
+        // dentries, attributes, directory and page caches of the mount start empty.
+        let (fresh, settled) = (&r.fuse_reference_fresh, &r.fuse_reference);
+        rows.push(Row::measured(
+            "R6b",
+            "FUSE reference: the first grep through bindfs on a fresh mount (R6's tree; the \
+             files in the page cache underneath, as imapfs's disk cache is on a warm remount)"
+                .into(),
+            fresh,
+        ));
+        let bindfs = ratio(fresh.seconds(), settled.seconds());
+        rows.push(Row {
+            reference: format!(
+                "bindfs fresh / warm: R6b {} s / R6 {} s = {bindfs:.2}x",
+                secs(fresh.seconds()),
+                secs(settled.seconds())
+            ),
+            ratio: Some(ratio(grep.seconds(), warm.seconds()) / bindfs),
+            target: "(for comparison)".into(),
+            ..Row::measured(
+                "8c'",
+                "imapfs warm remount grep / warm grep (8c), against the same ratio for a FUSE \
+                 passthrough"
+                    .into(),
+                grep,
+            )
+        });
+    }
 }
 
 /// 9: the server's search against grep over the slow link.
