@@ -147,6 +147,17 @@ pub enum DeleteMode {
     Off,
 }
 
+/// When imapfs compresses its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressWhen {
+    #[value(help = "when the server offers it, unless it is on this machine (loopback)")]
+    Auto,
+    #[value(help = "whenever the server offers it")]
+    Always,
+    #[value(help = "never")]
+    Never,
+}
+
 /// How imapfs logs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMethod {
@@ -250,7 +261,12 @@ pub struct Options {
     #[arg(long)]
     pub allow_plaintext: bool,
 
-    /// Do not use COMPRESS=DEFLATE even if the server offers it (it saves bytes, costs CPU)
+    /// Use COMPRESS=DEFLATE: auto (when the server offers it, unless it is on this
+    /// machine), always, never. It saves two thirds of the bytes of text mail, costs CPU
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = CompressWhen::Auto)]
+    pub compress: CompressWhen,
+
+    /// The same as --compress never
     #[arg(long)]
     pub no_compress: bool,
 
@@ -1089,6 +1105,7 @@ mod tests {
                 hide_virtual_folders: false,
                 insecure: false,
                 allow_plaintext: false,
+                compress: CompressWhen::Auto,
                 no_compress: false,
                 allow_other: false,
                 oauth2_token_command: None,
@@ -1159,6 +1176,12 @@ mod tests {
             o.allow_plaintext
         }),
         (&["--no-compress"], "no_compress", |o| o.no_compress),
+        (&["--compress", "always"], "compress=always", |o| {
+            o.compress == CompressWhen::Always
+        }),
+        (&["--compress", "never"], "compress=never", |o| {
+            o.compress == CompressWhen::Never
+        }),
         (&["--allow-other"], "allow_other", |o| o.allow_other),
         (
             &["--oauth2-token-command", "oama access a"],

@@ -10,7 +10,7 @@ use crate::cache::dir::{self as cache_dir, CacheDir};
 use crate::cache::disk::DiskCache;
 use crate::cache::memory::MemoryCache;
 use crate::cache::tiered::TieredCache;
-use crate::cli::{AuthMethod, DeleteMode, Options, Security};
+use crate::cli::{AuthMethod, CompressWhen, DeleteMode, Options, Security};
 use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig, FsParts, Invalidation};
 use crate::fuse::FuseAdapter;
 use crate::mount::{self, KernelMount, MountPointError};
@@ -19,7 +19,7 @@ use crate::secret;
 use crate::store::cached::CachedStore;
 use crate::store::imap::connection::ConnectConfig;
 use crate::store::imap::watch::WatchSettings;
-use crate::store::imap::{Auth, ImapStore, Transport};
+use crate::store::imap::{Auth, Compression, ImapStore, Transport};
 use crate::store::{MailStore, StoreError, StoreEvent};
 
 /// FUSE threads serving requests; the IMAP pool is separate (`--connections`).
@@ -139,7 +139,11 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
         timeout: opts.timeout,
         tls: Default::default(),
         plaintext_warned: Default::default(),
-        compress: !opts.no_compress,
+        compress: match (opts.no_compress, opts.compress) {
+            (true, _) | (_, CompressWhen::Never) => Compression::Never,
+            (false, CompressWhen::Always) => Compression::Always,
+            (false, CompressWhen::Auto) => Compression::Auto,
+        },
     };
     let imap = ImapStore::unconnected(config, opts.connections);
     if opts.no_watch {

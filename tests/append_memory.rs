@@ -84,7 +84,7 @@ fn a_200_mb_append_keeps_memory_within_a_few_mb() {
             timeout: Duration::from_secs(30),
             tls: Default::default(),
             plaintext_warned: Default::default(),
-            compress: true,
+            compress: imapfs::store::imap::Compression::Always,
         },
         1,
     )

@@ -31,7 +31,9 @@ pub struct MountOptions<'a> {
     pub log_file: Option<PathBuf>,
     /// `--cache-dir`; `None`: `--no-disk-cache`, a mount that starts cold.
     pub cache_dir: Option<&'a Path>,
-    /// `--no-compress`: no COMPRESS=DEFLATE even though the server offers it.
+    /// `--compress never`: no COMPRESS=DEFLATE even though the server offers it; otherwise
+    /// `--compress always`, since the proxy on loopback stands for a server elsewhere (the
+    /// default, `auto`, does not compress a connection to loopback).
     pub no_compress: bool,
 }
 
@@ -83,9 +85,8 @@ impl Mount {
             // Most rows are about a mount that starts cold.
             None => cmd.arg("--no-disk-cache"),
         };
-        if opts.no_compress {
-            cmd.arg("--no-compress");
-        }
+        cmd.arg("--compress")
+            .arg(if opts.no_compress { "never" } else { "always" });
         if let Some(size) = opts.cache_size {
             cmd.arg("--cache-size").arg(size.to_string());
         }

@@ -379,9 +379,12 @@ fn method(config: &Config) -> String {
   heap. `find` must print the mailbox, every message directory and each one's files \
   (`message.eml`, `body.txt`, and `body.html` or the attachment). Measured once each, \
   after everything else, because drop_caches empties those caches for the whole machine.\n\
-- **Compression.** imapfs uses COMPRESS=DEFLATE whenever the server offers it, so every \
-  imapfs row above is compressed unless it says `--no-compress`; the proxy counts the \
-  compressed bytes.\n\
+- **Compression.** imapfs's default, `--compress auto`, uses COMPRESS=DEFLATE when the \
+  server offers it unless the server is on this machine. Every server here is reached \
+  through a proxy on loopback that stands for one elsewhere, so the mounts run with \
+  `--compress always`: every imapfs row above is compressed unless it says \
+  `--no-compress` (`--compress never`). 3c is the default's own case on loopback. The \
+  proxy counts the compressed bytes.\n\
 - **Prefetch (7).** `imapfs prefetch INBOX` (its default 4 connections) into an empty \
   `--cache-dir` under the work directory, through the loopback proxy, with compression \
   (against R2, mbsync with it) and with `--no-compress` (against R3, mbsync without): like \

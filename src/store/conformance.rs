@@ -197,7 +197,7 @@ fn connect_config(dovecot: &Dovecot) -> ConnectConfig {
         timeout: TIMEOUT,
         tls: Default::default(),
         plaintext_warned: Default::default(),
-        compress: true,
+        compress: crate::store::imap::Compression::Always,
     }
 }
 

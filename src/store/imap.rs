@@ -39,7 +39,7 @@ use crate::store::{
     PartItem, PartValue, Quota, StoreError, StoreResult, StoreStats, Uid, UidValidity,
 };
 
-pub use self::connection::{Auth, Transport};
+pub use self::connection::{Auth, Compression, Transport};
 
 /// More UIDs than any mailbox holds: a search answer with more is not believed.
 const MAX_SEARCH_HITS: u64 = 10_000_000;

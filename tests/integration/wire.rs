@@ -37,7 +37,7 @@ fn store_at(dovecot: &Dovecot, user: &str, port: u16) -> ImapStore {
         timeout: Duration::from_secs(20),
         tls: Default::default(),
         plaintext_warned: Default::default(),
-        compress: true,
+        compress: imapfs::store::imap::Compression::Always,
     };
     ImapStore::connect(config, 2).expect("the store logs in")
 }

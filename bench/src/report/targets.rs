@@ -168,6 +168,25 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
             "time ≤ 1x mbsync".into(),
         ),
     );
+    if r.grep_cold_plain.runs() > 0 {
+        // What a user with the server on the same machine gets: `--compress auto` (the
+        // default) does not compress a connection to loopback.
+        rows.push(
+            Row::measured(
+                "3c",
+                "imapfs with its default `--compress auto`, server on this machine (no \
+                 compression): the cold grep of 3a (= 10a)"
+                    .into(),
+                &r.grep_cold_plain,
+            )
+            .check(
+                format!("{mb_id} (faster mbsync) {} s", secs(mb.seconds())),
+                ratio(r.grep_cold_plain.seconds(), mb.seconds()),
+                1.0,
+                "time ≤ 1x mbsync".into(),
+            ),
+        );
+    }
     rows.push(
         Row::measured(
             "3b",

@@ -55,9 +55,8 @@ impl Bench<'_> {
             .arg(self.dovecot.ca_file())
             .arg("--cache-dir")
             .arg(&cache);
-        if no_compress {
-            cmd.arg("--no-compress");
-        }
+        cmd.arg("--compress")
+            .arg(if no_compress { "never" } else { "always" });
         cmd.arg(format!("imaps://{USER}@127.0.0.1:{}", proxy.port()))
             .arg(mailbox)
             .env("IMAPFS_PASSWORD", self.dovecot.password(USER));

@@ -69,9 +69,30 @@ pub struct ConnectConfig {
     pub tls: std::sync::OnceLock<native_tls::TlsConnector>,
     /// Whether the plaintext warning was already logged.
     pub plaintext_warned: std::sync::atomic::AtomicBool,
-    /// Ask for COMPRESS=DEFLATE ([RFC 4978](https://www.rfc-editor.org/rfc/rfc4978)) when
-    /// the server offers it.
-    pub compress: bool,
+    /// When to ask for COMPRESS=DEFLATE ([RFC 4978](https://www.rfc-editor.org/rfc/rfc4978))
+    /// if the server offers it.
+    pub compress: Compression,
+}
+
+/// When a connection asks for COMPRESS=DEFLATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Unless the server is on this machine (a loopback address): there, compressing
+    /// costs both sides CPU and saves no time.
+    Auto,
+    Always,
+    Never,
+}
+
+impl Compression {
+    /// Whether to compress a connection to `peer` (`None`: the address is unknown).
+    pub fn wanted(self, peer: Option<std::net::IpAddr>) -> bool {
+        match self {
+            Compression::Always => true,
+            Compression::Never => false,
+            Compression::Auto => !peer.is_some_and(|ip| ip.is_loopback()),
+        }
+    }
 }
 
 /// What every connection of a store shares: byte and command counters, and whether the
@@ -493,6 +514,11 @@ impl Connection {
         self.capabilities
             .iter()
             .any(|c| c.eq_ignore_ascii_case(cap))
+    }
+
+    /// The server's address, if the socket knows it.
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.socket.peer_addr().ok().map(|a| a.ip())
     }
 
     /// The server's capabilities as it announced them after login.

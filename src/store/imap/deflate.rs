@@ -474,8 +474,24 @@ mod over_a_socket {
             timeout: Duration::from_secs(20),
             tls: Default::default(),
             plaintext_warned: Default::default(),
-            compress: true,
+            compress: super::super::connection::Compression::Always,
         }
+    }
+
+    #[test]
+    fn auto_compresses_every_server_but_one_on_this_machine() {
+        use super::super::connection::Compression;
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        for remote in ["192.0.2.7", "10.1.2.3", "2001:db8::1"] {
+            assert!(Compression::Auto.wanted(ip(remote)), "{remote}");
+            assert!(!Compression::Never.wanted(ip(remote)), "{remote}");
+        }
+        for local in ["127.0.0.1", "127.3.4.5", "::1"] {
+            assert!(!Compression::Auto.wanted(ip(local)), "{local}");
+            assert!(Compression::Always.wanted(ip(local)), "{local}");
+        }
+        // An address the socket cannot tell is taken as elsewhere.
+        assert!(Compression::Auto.wanted(None));
     }
 
     /// Connects to a scripted server answering `answer`, runs NOOP, and returns its result

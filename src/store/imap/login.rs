@@ -7,7 +7,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::connection::{
-    port_speaks, Auth, CommandLimits, ConnectConfig, Connection, CountingTcp, GREETING_WAIT,
+    port_speaks, Auth, CommandLimits, Compression, ConnectConfig, Connection, CountingTcp,
+    GREETING_WAIT,
 };
 use super::errors::from_wire;
 use super::quote;
@@ -124,8 +125,12 @@ pub fn log_in(
     };
     conn.wire.set_capabilities(&capabilities);
     conn.capabilities = capabilities;
-    if config.compress && conn.has_capability("COMPRESS=DEFLATE") {
-        start_compression(conn)?;
+    if conn.has_capability("COMPRESS=DEFLATE") {
+        if config.compress.wanted(conn.peer()) {
+            start_compression(conn)?;
+        } else if config.compress == Compression::Auto {
+            tracing::debug!("the server is on this machine: COMPRESS=DEFLATE is not used (--compress always uses it)");
+        }
     }
     if conn.has_capability("CONDSTORE") && conn.has_capability("ENABLE") {
         // Then every EXAMINE reports HIGHESTMODSEQ, which tells an unchanged mailbox from
