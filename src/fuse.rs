@@ -43,6 +43,14 @@ impl FuseAdapter {
         self.calls.serve(Some(req.pid()), self.limit)
     }
 
+    /// Like `serve`, for a request that reads mail (a lookup, a directory, a file): a
+    /// background prefetch gives way to it. Others (`getfattr` polling a prefetch's
+    /// progress, `df`) do not hold it up.
+    fn serve_reader(&self, req: &Request) -> Serving {
+        self.fs.note_foreground();
+        self.serve(req)
+    }
+
     /// Like `serve`, for a close that stores a new file: sending a large file may take
     /// longer than `limit` in all (the store's own deadline applies to a stalled server),
     /// but a signalled caller still ends it.
@@ -115,7 +123,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _call = self.serve(req);
+        let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
         entry("lookup", reply, self.fs.lookup(parent.0, name));
     }
@@ -181,7 +189,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _call = self.serve(req);
+        let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
         match self.fs.opendir(ino.0) {
             Ok(fh) if self.fs.dir_is_final(ino.0) => reply.opened(
@@ -201,7 +209,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _call = self.serve(req);
+        let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
@@ -229,7 +237,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _call = self.serve(req);
+        let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
@@ -275,7 +283,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _call = self.serve(req);
+        let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
@@ -306,7 +314,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _call = self.serve(req);
+        let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("read", ino = ino.0, offset, size).entered();
         match self.fs.read(ino.0, fh.0, offset, size) {
             Ok(data) => reply.data(&data),

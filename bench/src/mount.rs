@@ -291,8 +291,33 @@ fn unescape_mount_field(field: &str) -> Vec<u8> {
     out
 }
 
+/// Sets extended attribute `name` of `path` to `value`.
+pub fn setxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c_name = CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: both strings are NUL-terminated and live across the call; the value is
+    // readable for its full length.
+    let done = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if done != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("setxattr {name} of {}: {e}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// The value of extended attribute `name` of `path`, as text.
-fn getxattr(path: &Path, name: &str) -> io::Result<String> {
+pub fn getxattr(path: &Path, name: &str) -> io::Result<String> {
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let c_name = CString::new(name).map_err(io::Error::other)?;
     let mut buf = vec![0u8; 512];

@@ -113,13 +113,15 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 29] = [
+    let series: [(&str, &Series); 31] = [
         ("R1 floor", &r.floor),
         ("R2 mbsync deflate", &r.mbsync_deflate),
         ("R3 mbsync plain", &r.mbsync_plain),
         ("R4 grep Maildir", &r.grep_maildir),
         ("R6 grep through bindfs", &r.fuse_reference),
         ("R6b first grep through bindfs", &r.fuse_reference_fresh),
+        ("R10 grep Search, disk cache", &r.grep_without_prefetch),
+        ("7e grep Search beside a prefetch", &r.grep_beside_prefetch),
         ("1 ls -l", &r.ls_cold),
         ("2 body.txt (10 MB message)", &r.body_large),
         ("3a grep cold", &r.grep_cold),
@@ -388,7 +390,12 @@ fn method(config: &Config) -> String {
 - **Prefetch (7).** `imapfs prefetch INBOX` (its default 4 connections) into an empty \
   `--cache-dir` under the work directory, through the loopback proxy, with compression \
   (against R2, mbsync with it) and with `--no-compress` (against R3, mbsync without): like \
-  with like. CPU client is the prefetch process. Commands are from its summary line.\n\
+  with like. CPU client is the prefetch process. Commands are from its summary line. \
+  **7e**: a fresh mount with an empty `--cache-dir` lists Search and INBOX (untimed) and \
+  greps Search cold (R10); then the same on another fresh mount and cache, a second after \
+  `setfattr -n user.imapfs.prefetch -v 1 INBOX`; the row says how far the prefetch was \
+  when the grep ended. A background prefetch fetches 1 MiB batches on one connection, each once the \
+  mount has served no request for 300 ms (or after 5 s of waiting).\n\
 - **Warm remount (8).** A mount with a `--cache-dir` of its own (the other mounts run \
   with `--no-disk-cache`) greps INBOX cold (R7) and warm (R8); it is unmounted, and mounted \
   again on the same cache: `ls -l INBOX` (8a), then the grep (8b, 8c). Each grep must find \

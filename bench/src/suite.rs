@@ -131,6 +131,12 @@ pub struct Results {
     pub grep_maildir: Series,
     /// The warm grep through a FUSE passthrough (bindfs) over the same tree shape.
     pub fuse_reference: Series,
+    /// 7e: a cold grep over Search on a mount with a disk cache, alone and while INBOX is
+    /// prefetched in the background.
+    pub grep_without_prefetch: Series,
+    pub grep_beside_prefetch: Series,
+    /// What `getfattr -n user.imapfs.prefetch INBOX` said when the last 7e grep ended.
+    pub prefetch_state_after_grep: String,
     /// R6b: the first grep through bindfs, on a fresh mount.
     pub fuse_reference_fresh: Series,
     /// Why the FUSE reference was not measured, if it was not.

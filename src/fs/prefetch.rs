@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -21,6 +22,71 @@ const STRUCTURE_BATCH: usize = 256;
 const BATCH_BYTES: u64 = 4 << 20;
 /// ... and at most this many messages.
 const BATCH_MESSAGES: usize = 256;
+/// A background prefetch's batches are smaller, so that one under way when the user starts
+/// something holds a connection and the server only briefly.
+const BACKGROUND_BATCH_BYTES: u64 = 1 << 20;
+/// A background prefetch sends its next batch once the mount has served no request for
+/// this long...
+const QUIET: Duration = Duration::from_millis(300);
+/// ... or after waiting this long, so that it still ends on a busy mount (at a batch of
+/// 1 MiB per 5 s, it takes little from what the user does).
+const MAX_YIELD: Duration = Duration::from_secs(5);
+
+/// How hard a prefetch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// `imapfs prefetch`: this many batches at a time, as fast as they come.
+    Full(usize),
+    /// A prefetch on a mount: one connection, small batches, each sent when the mount is
+    /// quiet (what the user asks goes first).
+    Background,
+}
+
+/// When the mount last began serving a request that may go to the server.
+pub(super) struct Foreground {
+    epoch: Instant,
+    /// Milliseconds since `epoch`, plus one (0: never).
+    last: AtomicU64,
+    quiet: parking_lot::RwLock<(Duration, Duration)>,
+}
+
+impl Default for Foreground {
+    fn default() -> Self {
+        Foreground {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+            quiet: parking_lot::RwLock::new((QUIET, MAX_YIELD)),
+        }
+    }
+}
+
+impl Foreground {
+    fn note(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Waits until no request began for the quiet time, or at most the longest yield.
+    fn wait_for_quiet(&self) {
+        let (quiet, max_yield) = *self.quiet.read();
+        let started = Instant::now();
+        loop {
+            let last = self.last.load(Ordering::Relaxed);
+            let idle = match last {
+                0 => return,
+                ms => self
+                    .epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms - 1)),
+            };
+            let waited = started.elapsed();
+            if idle >= quiet || waited >= max_yield {
+                return;
+            }
+            std::thread::sleep((quiet - idle).min(max_yield - waited));
+        }
+    }
+}
 
 /// How far a prefetch has come.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +133,8 @@ pub struct Prefetches {
     pub(super) by_mailbox: Mutex<std::collections::HashMap<MailboxId, Background>>,
     /// The core itself, for the threads that run them.
     pub(super) core: std::sync::OnceLock<Weak<Fs>>,
+    /// What they give way to.
+    pub(super) foreground: Foreground,
 }
 
 /// What the prefetch is asked to fetch.
@@ -81,12 +149,24 @@ pub enum Depth {
 impl Fs {
     /// Lets work the core starts by itself (a prefetch asked by `setfattr`) run on threads
     /// of its own; call once the core is shared.
+    /// Tells background prefetches that the mount serves a request that may need the
+    /// server: they wait for a quiet moment before their next batch.
+    pub fn note_foreground(&self) {
+        self.prefetches.foreground.note();
+    }
+
+    /// How long a background prefetch waits for quiet, and at most (for tests).
+    #[cfg(test)]
+    pub(super) fn set_background_pacing(&self, quiet: Duration, max_yield: Duration) {
+        *self.prefetches.foreground.quiet.write() = (quiet, max_yield);
+    }
+
     pub fn enable_background_work(self: &Arc<Self>) {
         let _ = self.prefetches.core.set(Arc::downgrade(self));
     }
 
-    /// Starts prefetching `mailbox` in the background with one connection (so that what
-    /// the mount is asked in the meantime is not slowed much), unless one runs.
+    /// Starts prefetching `mailbox` in the background (see [`Pace::Background`]), unless
+    /// one runs.
     pub(super) fn start_prefetch(&self, mailbox: &MailboxId, depth: Depth) -> FsResult<()> {
         let core = self
             .prefetches
@@ -109,7 +189,7 @@ impl Fs {
                 let record = |state: Background| {
                     core.prefetches.by_mailbox.lock().insert(mailbox.clone(), state);
                 };
-                let result = core.prefetch_mailbox(&mailbox, depth, 1, &|p| {
+                let result = core.prefetch_mailbox(&mailbox, depth, Pace::Background, &|p| {
                     record(Background::Running(*p));
                 });
                 let last = match core.prefetches.by_mailbox.lock().get(&mailbox) {
@@ -131,15 +211,24 @@ impl Fs {
         Ok(())
     }
 
-    /// Prefetches `mailbox` with `workers` requests at a time, telling `progress` after
-    /// each batch. The first error ends it (what was fetched stays).
+    /// Prefetches `mailbox` at `pace`, telling `progress` after each batch. The first error
+    /// ends it (what was fetched stays).
     pub fn prefetch_mailbox(
         &self,
         mailbox: &MailboxId,
         depth: Depth,
-        workers: usize,
+        pace: Pace,
         progress: &(dyn Fn(&Progress) + Sync),
     ) -> FsResult<Progress> {
+        let (workers, batch_limit) = match pace {
+            Pace::Full(workers) => (workers, BATCH_BYTES),
+            Pace::Background => (1, BACKGROUND_BATCH_BYTES),
+        };
+        let give_way = || {
+            if pace == Pace::Background {
+                self.prefetches.foreground.wait_for_quiet();
+            }
+        };
         self.ensure_listing(mailbox, Some(LISTING_FRESH))?;
         let (validity, messages) = self.metadata.listed(mailbox).ok_or_else(|| {
             FsError::Store(crate::store::StoreError::NoSuchMailbox(mailbox.clone()))
@@ -160,6 +249,7 @@ impl Fs {
         // Structures: the store keeps them (on disk with the disk cache).
         let uids: Vec<Uid> = messages.iter().map(|m| m.uid).collect();
         for batch in uids.chunks(STRUCTURE_BATCH) {
+            give_way();
             self.store.body_structures(mailbox, validity, batch)?;
             if depth == Depth::Headers {
                 done.messages += batch.len() as u64;
@@ -190,7 +280,7 @@ impl Fs {
         let mut batch_bytes = 0;
         for meta in wanted {
             if !batch.is_empty()
-                && (batch_bytes + meta.size > BATCH_BYTES || batch.len() >= BATCH_MESSAGES)
+                && (batch_bytes + meta.size > batch_limit || batch.len() >= BATCH_MESSAGES)
             {
                 batches.push_back(std::mem::take(&mut batch));
                 batch_bytes = 0;
@@ -212,6 +302,7 @@ impl Fs {
                     if failure.lock().is_some() {
                         return;
                     }
+                    give_way();
                     let Some(batch) = queue.lock().pop_front() else {
                         return;
                     };

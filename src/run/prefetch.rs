@@ -13,7 +13,7 @@ use super::{fs_config, login_error, unconnected_store, RunError};
 use crate::cache::memory::MemoryCache;
 use crate::cache::tiered::TieredCache;
 use crate::cli::Options;
-use crate::fs::prefetch::{Depth, Progress};
+use crate::fs::prefetch::{Depth, Pace, Progress};
 use crate::fs::{Fs, FsParts};
 use crate::store::cached::CachedStore;
 use crate::store::{MailStore, MailboxId};
@@ -60,7 +60,7 @@ pub fn prefetch(opts: &Options, mailboxes: &[String], depth: Depth) -> Result<()
     let mut failed = Vec::new();
     for (id, shown) in &chosen {
         let bar = display.begin(shown);
-        match fs.prefetch_mailbox(id, depth, opts.connections, &|p| bar.update(p)) {
+        match fs.prefetch_mailbox(id, depth, Pace::Full(opts.connections), &|p| bar.update(p)) {
             Ok(done) => {
                 bar.finish(&done, None);
                 total.messages += done.messages;

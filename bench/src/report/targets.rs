@@ -489,6 +489,35 @@ fn cache_rows(r: &Results, rows: &mut Vec<Row>) {
             format!("bytes ≤ 1x {mb_id}"),
         ));
     }
+    let (alone, beside) = (&r.grep_without_prefetch, &r.grep_beside_prefetch);
+    if alone.runs() > 0 && beside.runs() > 0 {
+        let grep = || {
+            format!(
+                "cold `grep -rl --include=message.eml {SEARCH_WORD}` over {SEARCH_MAILBOX} on a \
+                 fresh mount with a disk cache"
+            )
+        };
+        rows.push(Row::measured("R10", format!("imapfs: {}", grep()), alone));
+        rows.push(
+            Row::measured(
+                "7e",
+                format!(
+                    "imapfs: the {}, while the mount prefetches INBOX in the background \
+                     (`setfattr -n user.imapfs.prefetch -v 1`, a second before; when the \
+                     last grep ended it said `{}`)",
+                    grep(),
+                    r.prefetch_state_after_grep
+                ),
+                beside,
+            )
+            .check(
+                format!("R10 time {} s", secs(alone.seconds())),
+                ratio(beside.seconds(), alone.seconds()),
+                1.2,
+                "time ≤ 1.2x alone".into(),
+            ),
+        );
+    }
 
     let cold = &r.remount_first_cold;
     let warm = &r.remount_first_warm;

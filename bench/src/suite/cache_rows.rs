@@ -10,8 +10,9 @@ use std::time::Duration;
 use fixture::proxy::Proxy;
 
 use super::{brief, lines_of, progress, settled_bytes, Bench, Results};
+use crate::mount::{getxattr, setxattr};
 use crate::process::run_timed;
-use crate::server::{MAILBOX, USER};
+use crate::server::{MAILBOX, SEARCH_HITS, SEARCH_MAILBOX, SEARCH_WORD, USER};
 use crate::stats::Sample;
 
 /// How long a mount with a disk cache may take to exit: it writes out what the cache
@@ -101,7 +102,67 @@ impl Bench<'_> {
                 results.prefetch_deflate.push(sample);
             }
         }
-        fs::remove_dir_all(self.scratch("prefetch-cache"))
+        fs::remove_dir_all(self.scratch("prefetch-cache"))?;
+        for background in [false, true] {
+            let (sample, matches, state) = self.grep_search_beside_prefetch(background)?;
+            progress(&format!(
+                "  cold grep over {SEARCH_MAILBOX}{}: {}",
+                if background {
+                    format!(" while INBOX is prefetched in the background ({state})")
+                } else {
+                    String::new()
+                },
+                brief(&sample)
+            ));
+            if matches != SEARCH_HITS {
+                results.wrong(
+                    "7e",
+                    format!("grep found {matches} files, expected {SEARCH_HITS}"),
+                );
+            }
+            if background {
+                results.prefetch_state_after_grep = state;
+                results.grep_beside_prefetch.push(sample);
+            } else {
+                results.grep_without_prefetch.push(sample);
+            }
+        }
+        Ok(())
+    }
+
+    /// A cold grep over the Search mailbox on a fresh mount with an empty disk cache, with
+    /// or without a prefetch of INBOX started on the mount (`setfattr -n
+    /// user.imapfs.prefetch`) a second before. Returns the grep, its matches, and the
+    /// prefetch's state when the grep ended.
+    fn grep_search_beside_prefetch(
+        &mut self,
+        background: bool,
+    ) -> io::Result<(Sample, usize, String)> {
+        let cache = fresh_dir(&self.scratch("background-cache"))?;
+        let mount = self.mount_with(
+            self.loopback.port(),
+            Some(self.grep_cache),
+            Some(&cache),
+            false,
+        )?;
+        let search = mount.path().join(SEARCH_MAILBOX);
+        let inbox = Self::mailbox_dir(&mount);
+        // Both listings first, untimed: the prefetch lists INBOX itself.
+        fs::read_dir(&search)?.count();
+        fs::read_dir(&inbox)?.count();
+        if background {
+            setxattr(&inbox, "user.imapfs.prefetch", b"1")?;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let (sample, matches) = self.grep_dir(&mount, &self.loopback, SEARCH_WORD, &search)?;
+        let state = if background {
+            getxattr(&inbox, "user.imapfs.prefetch")?
+        } else {
+            String::new()
+        };
+        mount.unmount_within(DISK_CACHE_GRACE)?;
+        fs::remove_dir_all(&cache)?;
+        Ok((sample, matches, state))
     }
 
     /// 8: a first mount with a disk cache greps everything twice (cold, warm); unmounted,

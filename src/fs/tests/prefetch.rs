@@ -2,7 +2,7 @@
 //! started on a mailbox with `setfattr`.
 
 use super::*;
-use crate::fs::prefetch::{Depth, Progress};
+use crate::fs::prefetch::{Depth, Pace, Progress};
 use crate::store::StoreError;
 
 fn inbox() -> MailboxId {
@@ -27,11 +27,11 @@ fn a_prefetch_caches_every_message_and_resumes_after_a_failure() {
     let small = |p: &Progress| seen.lock().push(*p);
     // Small batches, to see several.
     let first =
-        h.fs.prefetch_mailbox(&inbox(), Depth::Everything, 1, &small);
+        h.fs.prefetch_mailbox(&inbox(), Depth::Everything, Pace::Full(1), &small);
     assert!(first.is_err(), "the injected failure ends the prefetch");
     let fetched_first = h.count(Op::FetchSection);
     let again =
-        h.fs.prefetch_mailbox(&inbox(), Depth::Everything, 2, &|_| {})
+        h.fs.prefetch_mailbox(&inbox(), Depth::Everything, Pace::Full(2), &|_| {})
             .unwrap();
     assert_eq!(again.messages, 300);
     assert!(
@@ -89,4 +89,40 @@ fn setfattr_on_a_mailbox_prefetches_it_in_the_background() {
         assert_eq!(h.read_path(&path).unwrap(), s.raw);
     }
     assert_eq!(h.count(Op::FetchSection), fetches);
+}
+
+#[test]
+fn a_background_prefetch_waits_while_the_mount_is_busy_and_goes_on_when_it_is_quiet() {
+    let h = Harness::new();
+    for s in (1..=10).map(Sample::numbered) {
+        h.store.add_message("INBOX", &s.raw, &[], date());
+    }
+    let inbox = h.ino("INBOX").unwrap();
+    let name = OsStr::new("user.imapfs.prefetch");
+    // Quiet means 2 s without a request here, and it waits for that as long as it takes.
+    h.fs.set_background_pacing(Duration::from_secs(2), Duration::from_secs(600));
+    let asked = || h.count(Op::BodyStructures) + h.count(Op::FetchSection);
+    let before = asked();
+    h.fs.note_foreground();
+    h.fs.setxattr(inbox, name, b"1").unwrap();
+    // Busy: a request every 50 ms for 3 s. The prefetch asks nothing meanwhile.
+    for _ in 0..60 {
+        h.fs.note_foreground();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(asked(), before, "the prefetch did not give way");
+    let state = String::from_utf8(h.fs.getxattr(inbox, name).unwrap()).unwrap();
+    assert!(state.starts_with("running: 0 of"), "{state}");
+    // Quiet: it goes on, and ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let state = String::from_utf8(h.fs.getxattr(inbox, name).unwrap()).unwrap();
+        if !state.starts_with("running") {
+            break state;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(state.starts_with("done: 10 of 10 messages"), "{state}");
+    assert!(asked() > before);
 }
