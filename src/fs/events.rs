@@ -87,7 +87,7 @@ impl Fs {
     fn mailbox_list_changed(&self) {
         let old = self.metadata.tree(None);
         self.metadata.invalidate_tree();
-        let new = match self.tree(false) {
+        let new = match self.list_tree() {
             Ok(new) => new,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the mailboxes after a change");

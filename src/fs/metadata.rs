@@ -162,6 +162,9 @@ pub struct ListingChange {
 #[derive(Default)]
 struct Inner {
     tree: Option<(Arc<MailboxTree>, Instant)>,
+    /// The tree last forgotten after a change elsewhere, until a new LIST replaces it:
+    /// what lookups see meanwhile, and while the server cannot be asked.
+    stale_tree: Option<Arc<MailboxTree>>,
     /// Raised whenever the tree is forgotten: a LIST that went out before is older than
     /// the change that made it be forgotten, and must not be kept.
     tree_epoch: u64,
@@ -258,11 +261,17 @@ impl MetadataCache {
 
     // ---- the mailbox tree ---------------------------------------------------------------
 
-    /// The tree held, if it is at most `max_age` old (any age with `None`).
+    /// The tree held, if it is at most `max_age` old; with `None`, any tree held, one
+    /// forgotten after a change elsewhere included.
     pub fn tree(&self, max_age: Option<Duration>) -> Option<Arc<MailboxTree>> {
         let now = self.clock.now();
         let inner = self.inner.lock();
-        let (tree, at) = inner.tree.as_ref()?;
+        let Some((tree, at)) = inner.tree.as_ref() else {
+            return match max_age {
+                Some(_) => None,
+                None => inner.stale_tree.clone(),
+            };
+        };
         match max_age {
             Some(age) if now.saturating_duration_since(*at) >= age => None,
             _ => Some(Arc::clone(tree)),
@@ -283,13 +292,17 @@ impl MetadataCache {
             return false;
         }
         inner.tree = Some((tree, now));
+        inner.stale_tree = None;
         true
     }
 
-    /// Forgets the tree, so the next look at it asks the server.
+    /// Forgets the tree, so that the next look that needs a fresh one asks the server. It
+    /// stays as the stale tree until then (see [`MetadataCache::tree`]).
     pub fn invalidate_tree(&self) {
         let mut inner = self.inner.lock();
-        inner.tree = None;
+        if let Some((tree, _)) = inner.tree.take() {
+            inner.stale_tree = Some(tree);
+        }
         inner.tree_epoch += 1;
     }
 

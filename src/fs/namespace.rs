@@ -77,12 +77,36 @@ pub(super) fn entry_node(
 impl Fs {
     // ---- what is known, fetched when needed ---------------------------------------------
 
-    /// The mailbox tree: any held (`refresh` false), or one at most `TREE_FRESH` old.
+    /// The mailbox tree: any held (`refresh` false), or one at most `TREE_FRESH` old. If
+    /// the server cannot be reached or does not answer in time, the tree held before is
+    /// shown, however old: what is cached stays reachable through it.
     pub(super) fn tree(&self, refresh: bool) -> FsResult<Arc<MailboxTree>> {
-        let refresh = refresh && !self.store.is_list_followed();
-        if let Some(tree) = self.metadata.tree(refresh.then_some(TREE_FRESH)) {
+        // A followed list is kept true by the store's reports: any tree held will do, but
+        // not one forgotten after a report.
+        let max_age = match (refresh, self.store.is_list_followed()) {
+            (false, _) => None,
+            (true, true) => Some(Duration::MAX),
+            (true, false) => Some(TREE_FRESH),
+        };
+        if let Some(tree) = self.metadata.tree(max_age) {
             return Ok(tree);
         }
+        match self.list_tree() {
+            Err(FsError::Store(e @ (StoreError::Connection(_) | StoreError::Timeout(_)))) => {
+                match self.metadata.tree(None) {
+                    Some(held) => {
+                        tracing::warn!(error = %e, "could not list the mailboxes; showing them as last listed");
+                        Ok(held)
+                    }
+                    None => Err(FsError::Store(e)),
+                }
+            }
+            listed => listed,
+        }
+    }
+
+    /// LISTs the mailboxes now and keeps the tree.
+    pub(super) fn list_tree(&self) -> FsResult<Arc<MailboxTree>> {
         let ticket = self.metadata.tree_ticket();
         let list = self.store.list_mailboxes()?;
         let tree = Arc::new(MailboxTree::build(&list));

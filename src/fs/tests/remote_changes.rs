@@ -380,3 +380,36 @@ fn a_directory_read_across_a_change_is_invalidated_again_when_closed() {
         "invalidated again once the old snapshot is done with"
     );
 }
+
+/// A change to the mailbox list reported while the server does not answer: the mailboxes
+/// stay reachable as last listed (a cached file reads at once), and the next LIST that
+/// works shows the change.
+#[test]
+fn a_mailbox_list_change_while_the_server_stalls_keeps_the_tree_last_listed() {
+    let h = Harness::watching();
+    let sample = Sample::numbered(1);
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let body = format!("INBOX/{}/body.txt", sample.dir_name(uid));
+    let cached = h.read_path(&body).unwrap();
+    for _ in 0..2 {
+        h.store
+            .fail_next(Op::ListMailboxes, || StoreError::Timeout("stalled".into()));
+    }
+    h.store.add_mailbox("Projects", Some('/'), true, None);
+    let lists = h.count(Op::ListMailboxes);
+    assert_eq!(h.read_path(&body).unwrap(), cached);
+    assert_eq!(
+        h.count(Op::ListMailboxes),
+        lists,
+        "a lookup asked the stalled server for the mailbox list"
+    );
+    // A look at the root asks again (the second failure): the last tree is shown. Then
+    // the server answers again, and the next look shows the change.
+    assert_eq!(
+        h.names(ROOT).unwrap(),
+        ["INBOX"],
+        "the last tree, shown while stalled"
+    );
+    assert_eq!(h.count(Op::ListMailboxes), lists + 1);
+    assert_eq!(h.names(ROOT).unwrap(), ["INBOX", "Projects"]);
+}
