@@ -397,8 +397,24 @@ fn after_kill_9_the_next_mount_clears_the_dead_mount_and_settles_the_spool() {
 
     // One file closed while the server is down: its APPEND fails and it stays in the spool
     // with its note. Another still open for writing when imapfs dies.
-    let half = std::fs::File::create(mnt.join("INBOX/half-written.txt")).unwrap();
-    std::io::Write::write_all(&mut &half, b"the first half").unwrap();
+    // The writer is a process of its own: every process this one forks meanwhile (other
+    // tests run in parallel) would close a copy of an fd opened here at its exec, and each
+    // close is a FUSE FLUSH, which stores the file.
+    let half_path = mnt.join("INBOX/half-written.txt");
+    // (A shell's redirection of a builtin dups and closes the file too, so the script
+    // only opens it once, as its standard output.)
+    let mut half = Command::new("sh")
+        .arg("-c")
+        .arg("exec 1>\"$1\"; printf 'the first half'; exec sleep 600")
+        .arg("sh")
+        .arg(&half_path)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + MOUNT_WITHIN;
+    while std::fs::metadata(&half_path).map_or(0, |m| m.len()) < 14 {
+        assert!(Instant::now() < deadline, "the writer did not write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let down = std::fs::File::create(mnt.join("INBOX/while-down.txt")).unwrap();
     std::io::Write::write_all(
         &mut &down,
@@ -411,7 +427,8 @@ fn after_kill_9_the_next_mount_clears_the_dead_mount_and_settles_the_spool() {
     let mut child = first.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    drop(half);
+    half.kill().unwrap();
+    half.wait().unwrap();
     let dead = std::fs::metadata(&mnt).unwrap_err();
     assert_eq!(dead.raw_os_error(), Some(libc::ENOTCONN), "{dead}");
     let spooled: Vec<String> = std::fs::read_dir(&spool)
