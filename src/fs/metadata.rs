@@ -121,6 +121,9 @@ struct Listing {
     generation: u64,
     /// Set after a change here: the next directory listing asks the server again.
     stale: bool,
+    /// This mount's changes to the mailbox that the listing knows of: the ticket it was
+    /// asked for at, or the ticket after a change here applied to it.
+    as_of: ChangeTicket,
 }
 
 /// How a listing at most some age old is to be had.
@@ -141,7 +144,7 @@ pub enum ListingPlan {
 /// The count of this mount's changes to a mailbox when a request went out: an answer that
 /// was under way while the mount changed the mailbox may miss the change, so it is not
 /// trusted as fresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ChangeTicket(u64);
 
 /// What a new listing (or a reported change) did to what was known.
@@ -361,6 +364,21 @@ impl MetadataCache {
         ticket: ChangeTicket,
     ) -> ListingChange {
         let now = self.clock.now();
+        {
+            // Asked for before a change this mount made and applied to the listing held
+            // (a message moved in, one moved out): the held one knows more of what this
+            // mount did, and keeps its names reachable. It stays marked to be listed again.
+            let inner = self.inner.lock();
+            if let Some(held) = inner.listings.get(mailbox) {
+                if held.validity == fresh.uid_validity && ticket < held.as_of {
+                    tracing::debug!(mailbox = %mailbox, "a listing asked for before a change here is dropped; the one held knows of the change");
+                    return ListingChange {
+                        size: held.messages.len(),
+                        ..ListingChange::default()
+                    };
+                }
+            }
+        }
         let mut flag_sets = FlagSets::default();
         let messages: BTreeMap<Uid, Listed> = fresh
             .messages
@@ -426,6 +444,7 @@ impl MetadataCache {
             fetched: now,
             generation,
             stale,
+            as_of: ticket,
         };
         listing.index_files();
         inner.listings.insert(mailbox.clone(), listing);
@@ -721,8 +740,10 @@ impl MetadataCache {
         let mut inner = self.inner.lock();
         *inner.changes.entry(mailbox.clone()).or_default() += 1;
         inner.touch(mailbox);
+        let ticket = inner.ticket(mailbox);
         if let Some(listing) = inner.listings.get_mut(mailbox) {
             listing.stale = true;
+            listing.as_of = ticket;
         }
     }
 
@@ -1048,5 +1069,48 @@ mod tests {
             &messages[&Uid(2)].flags
         ));
         assert_eq!(messages[&Uid(3)].name(Uid(3)), "3 (no subject)");
+    }
+
+    /// The soak's ENOENT: a listing of the target asked for before a message was moved in
+    /// arrives after the move; the moved message's name must still resolve.
+    #[test]
+    fn a_listing_asked_for_before_a_move_in_does_not_hide_the_moved_message() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let (a, b) = (MailboxId::new("A"), MailboxId::new("B"));
+        cache.install_listing(&a, listing(7, vec![meta(1, "one")]), ChangeTicket(0));
+        cache.install_listing(&b, listing(9, vec![meta(5, "moved")]), ChangeTicket(0));
+        // A listing of A goes out...
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&a, Some(Duration::ZERO), false)
+        else {
+            panic!("a relist")
+        };
+        // ... the mount moves B/5 to A, where it is UID 2 ...
+        let (old, new) = (
+            MessageRef {
+                mailbox: b.clone(),
+                validity: UidValidity(9),
+                uid: Uid(5),
+            },
+            MessageRef {
+                mailbox: a.clone(),
+                validity: UidValidity(7),
+                uid: Uid(2),
+            },
+        );
+        cache.message_moved(&old, &new, None);
+        cache.message_left(&old);
+        cache.mark_stale(&a);
+        // ... and the listing from before the move arrives.
+        cache.install_listing(&a, listing(7, vec![meta(1, "one")]), ticket);
+        assert_eq!(
+            cache.find_message(&a, "2 moved").map(|(m, _)| m),
+            Some(new),
+            "the moved message's name no longer resolves"
+        );
+        // It is still to be listed again.
+        assert!(matches!(
+            cache.plan_listing(&a, Some(LISTING_FRESH), false),
+            ListingPlan::Relist { .. }
+        ));
     }
 }
