@@ -35,8 +35,11 @@ const CHUNKS: TableDefinition<(&[u8], u64), (u32, u32)> = TableDefinition::new("
 /// Counters: `next_file`, `used`.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("content_counters");
 
-/// Writes waiting for the writer; more are dropped (it is a cache).
+/// Writes waiting for the writer; a read that finds the queue full waits for room for at
+/// most [`WRITER_WAIT`], then the chunk is not kept (it is a cache).
 const QUEUE: usize = 1024;
+/// How long a read waits for room in the writer's queue.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Open section files kept.
 const OPEN_FILES: usize = 64;
 /// The share of the filesystem that is kept free.
@@ -266,8 +269,23 @@ impl ContentCache for DiskCache {
             offset: key.offset,
             bytes,
         };
-        if let Err(TrySendError::Full(_)) = self.jobs.try_send(job) {
-            tracing::debug!("disk cache: the writer is behind; a chunk is not kept");
+        // A writer behind (a busy machine, a slow disk) holds the read up a little rather
+        // than leave a hole that an offline mount or a warm remount would miss; a writer
+        // stuck for longer loses the chunk (it is a cache).
+        let mut job = job;
+        let deadline = std::time::Instant::now() + WRITER_WAIT;
+        loop {
+            match self.jobs.try_send(job) {
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    job = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => {
+                    tracing::debug!("disk cache: the writer is behind; a chunk is not kept");
+                    return;
+                }
+                _ => return,
+            }
         }
     }
 
