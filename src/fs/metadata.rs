@@ -364,21 +364,6 @@ impl MetadataCache {
         ticket: ChangeTicket,
     ) -> ListingChange {
         let now = self.clock.now();
-        {
-            // Asked for before a change this mount made and applied to the listing held
-            // (a message moved in, one moved out): the held one knows more of what this
-            // mount did, and keeps its names reachable. It stays marked to be listed again.
-            let inner = self.inner.lock();
-            if let Some(held) = inner.listings.get(mailbox) {
-                if held.validity == fresh.uid_validity && ticket < held.as_of {
-                    tracing::debug!(mailbox = %mailbox, "a listing asked for before a change here is dropped; the one held knows of the change");
-                    return ListingChange {
-                        size: held.messages.len(),
-                        ..ListingChange::default()
-                    };
-                }
-            }
-        }
         let mut flag_sets = FlagSets::default();
         let messages: BTreeMap<Uid, Listed> = fresh
             .messages
@@ -386,6 +371,18 @@ impl MetadataCache {
             .map(|meta| (meta.uid, Listed::new(meta, &mut flag_sets)))
             .collect();
         let mut inner = self.inner.lock();
+        // Asked for before a change this mount made and applied to the listing held (a
+        // message moved in, one moved out): the held one knows more of what this mount
+        // did, and keeps its names reachable. It stays marked to be listed again.
+        if let Some(held) = inner.listings.get(mailbox) {
+            if held.validity == fresh.uid_validity && ticket < held.as_of {
+                tracing::debug!(mailbox = %mailbox, "a listing asked for before a change here is dropped; the one held knows of the change");
+                return ListingChange {
+                    size: held.messages.len(),
+                    ..ListingChange::default()
+                };
+            }
+        }
         let mut change = ListingChange {
             size: messages.len(),
             ..ListingChange::default()
