@@ -141,7 +141,20 @@ pub fn shows_within(
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = mount.log();
-    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    // The watcher's routine (keepalives, polls of the mailbox list) would fill the tail.
+    let routine = [
+        "keepalive",
+        "polling",
+        "NOOP",
+        "LIST \"\" \"*\"",
+        "List completed",
+    ];
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .filter(|l| !routine.iter().any(|r| l.contains(r)))
+        .take(80)
+        .collect();
     // Where each of imapfs's threads is, if it still runs.
     let threads = sh(&format!(
         "gdb -p {} -batch -ex 'thread apply all bt 12' 2>/dev/null | grep -E '^Thread|^#' | head -300",

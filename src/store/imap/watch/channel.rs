@@ -556,8 +556,10 @@ impl Channel {
                         modseq: st.highest_modseq,
                     };
                     let role = self.role;
-                    self.shared
+                    let due = self
+                        .shared
                         .with(|state| state.status_heard(role, &st.mailbox, status, now));
+                    tracing::debug!(role = ?role, mailbox = %st.mailbox, ?status, due, "status heard");
                 }
                 Untagged::List(entry) if self.role == Role::Notify => {
                     let gone = entry
