@@ -85,8 +85,13 @@ enum Job {
     Change(MailboxChange),
     /// A change of `MailboxId` made here, or a version to resync from next time.
     Dirty(MailboxId),
-    /// A listing brought up to date by `changes_since`: the change and the version after.
-    Resynced(MailboxChange, MailboxVersion),
+    /// A listing brought up to date by `changes_since`: the change from the version kept
+    /// then (`from`) to the version after (`to`). Applied only to rows still at `from`.
+    Resynced {
+        change: MailboxChange,
+        from: MailboxVersion,
+        to: MailboxVersion,
+    },
     Structures(MailboxId, Vec<MessageStructure>),
     Parts(MailboxId, UidValidity, Vec<(Uid, PartItem, PartValue)>),
     /// Everything of a mailbox that is gone.
@@ -532,16 +537,7 @@ impl Writer {
                         tables.change(&change)?;
                         tables.mark_dirty(&change.mailbox)?;
                     }
-                    Job::Resynced(change, version) => {
-                        tables.change(&change)?;
-                        if let Some(mut head) = tables.head(&change.mailbox)? {
-                            head.version = Some(version);
-                            head.dirty = false;
-                            tables
-                                .heads
-                                .insert(change.mailbox.as_str(), encode(&head).as_slice())?;
-                        }
-                    }
+                    Job::Resynced { change, from, to } => tables.resynced(&change, from, to)?,
                     Job::Dirty(mailbox) => tables.mark_dirty(&mailbox)?,
                     Job::Structures(mailbox, list) => {
                         let validity = tables.head(&mailbox)?.map(|h| h.validity);
@@ -647,6 +643,30 @@ impl Tables<'_, '_> {
             dirty: false,
         };
         self.heads.insert(name, encode(&head).as_slice())?;
+        Ok(())
+    }
+
+    /// A change from `from` to `to` found by a resynchronisation, applied if the rows kept
+    /// are still those it was found from. Rows kept meanwhile at another version (another
+    /// thread's listing, written first) describe that version, and are left alone.
+    fn resynced(
+        &mut self,
+        change: &MailboxChange,
+        from: MailboxVersion,
+        to: MailboxVersion,
+    ) -> Result<(), redb::Error> {
+        let Some(mut head) = self.head(&change.mailbox)? else {
+            return Ok(());
+        };
+        if head.version != Some(from) {
+            tracing::debug!(mailbox = %change.mailbox, "disk cache: a resynchronisation from a version no longer kept is not applied");
+            return Ok(());
+        }
+        self.change(change)?;
+        head.version = Some(to);
+        head.dirty = false;
+        self.heads
+            .insert(change.mailbox.as_str(), encode(&head).as_slice())?;
         Ok(())
     }
 
@@ -1170,7 +1190,7 @@ impl CachedStore {
             return Ok(None);
         };
         let now = s.inner.mailbox_version(mailbox)?;
-        if now == Some(known) && !head.dirty {
+        if now == Some(known) && !head.dirty && counts_agree(&messages, known) {
             return Ok(Some(MailboxListing {
                 uid_validity: head.validity,
                 messages,
@@ -1196,13 +1216,31 @@ impl CachedStore {
                 meta.flags = flags.clone();
             }
         }
-        s.send(Job::Resynced(change, version));
+        let messages: Vec<MessageMeta> = by_uid.into_values().collect();
+        // Without QRESYNC, expunges are found by counting from the version kept; rows that
+        // drifted from it (a report of a message gone again since) would stay. The count
+        // tells, and a full listing puts it right.
+        if !counts_agree(&messages, version) {
+            tracing::debug!(mailbox = %mailbox, kept = messages.len(), exists = version.exists,
+                "the kept listing disagrees with the server's count; listing in full");
+            return Ok(None);
+        }
+        s.send(Job::Resynced {
+            change,
+            from: known,
+            to: version,
+        });
         Ok(Some(MailboxListing {
             uid_validity: head.validity,
-            messages: by_uid.into_values().collect(),
+            messages,
             version: Some(version),
         }))
     }
+}
+
+/// Whether a listing holds as many messages as the server said it has at `version`.
+fn counts_agree(messages: &[MessageMeta], version: MailboxVersion) -> bool {
+    messages.len() == version.exists as usize
 }
 
 #[cfg(test)]

@@ -70,10 +70,12 @@ pub enum Op {
     SearchMessages,
     /// `MailStore::flags_now`.
     FetchFlags,
+    /// `MailStore::changes_since`.
+    ChangesSince,
 }
 
 impl Op {
-    const COUNT: usize = 15;
+    const COUNT: usize = 16;
 
     fn index(self) -> usize {
         match self {
@@ -92,6 +94,7 @@ impl Op {
             Op::Search => 12,
             Op::SearchMessages => 13,
             Op::FetchFlags => 14,
+            Op::ChangesSince => 15,
         }
     }
 }
@@ -731,6 +734,49 @@ impl MailStore for MemoryStore {
         state.begin(Op::MailboxVersion)?;
         let version = state.selectable(mailbox)?.version();
         Ok(state.condstore.then_some(version))
+    }
+
+    /// As the IMAP store finds it with CONDSTORE and no QRESYNC: flags changed since
+    /// `known`, messages from its UIDNEXT on, and expunges only where the count says some
+    /// went (then by comparing `held` with every UID now).
+    fn changes_since(
+        &self,
+        mailbox: &MailboxId,
+        known: MailboxVersion,
+        held: &[Uid],
+    ) -> StoreResult<Option<(MailboxChange, MailboxVersion)>> {
+        let mut state = self.state.lock();
+        state.begin(Op::ChangesSince)?;
+        if !state.condstore {
+            return Ok(None);
+        }
+        let recent = state.recent_reported;
+        let boxed = state.selectable(mailbox)?;
+        if boxed.validity != known.uid_validity {
+            return Ok(None);
+        }
+        let mut change = MailboxChange {
+            validity: Some(boxed.validity),
+            ..MailboxChange::new(mailbox.clone())
+        };
+        for (&uid, message) in &boxed.messages {
+            if uid.0 >= known.uid_next {
+                change.arrived.extend(boxed.meta(uid, recent));
+            } else if message.modseq > known.highest_modseq {
+                if let Some(meta) = boxed.meta(uid, recent) {
+                    change.flags.push((uid, meta.flags));
+                }
+            }
+        }
+        let now = boxed.version();
+        if now.exists as usize != known.exists as usize + change.arrived.len() {
+            change.vanished = held
+                .iter()
+                .copied()
+                .filter(|uid| !boxed.messages.contains_key(uid))
+                .collect();
+        }
+        Ok(Some((change, now)))
     }
 
     /// One request for all of `uids`; UIDs that are gone are left out.
