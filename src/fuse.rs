@@ -241,7 +241,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
-            let batch = match self.fs.readdirplus(fh.0, next, READDIR_BATCH) {
+            let batch = match self.fs.readdirplus(ino.0, fh.0, next, READDIR_BATCH) {
                 Ok(batch) => batch,
                 Err(e) => return reply.error(errno("readdirplus", &e)),
             };

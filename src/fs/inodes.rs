@@ -241,6 +241,24 @@ impl InodeTable {
         ino
     }
 
+    /// The inode of `node`, found in directory `parent`, counting one lookup as `remember`
+    /// does. A node of a message whose directory was moved meanwhile (found before the move
+    /// renumbered the directory, remembered after) is taken to the message the directory
+    /// stands for now: the kernel keeps what it is given under the moved directory, and
+    /// the old message is gone.
+    pub fn remember_in(&mut self, parent: u64, mut node: Node) -> u64 {
+        let now = match self.slots.get(&parent).map(|s| &s.node) {
+            Some(Node::Message { message, .. }) => Some(message.clone()),
+            _ => None,
+        };
+        if let (Some(now), Some(message)) = (now, node.message_mut()) {
+            if *message != now {
+                *message = now;
+            }
+        }
+        self.remember(node)
+    }
+
     fn index(&mut self, ino: u64, node: &Node) {
         match node {
             Node::Message { message, .. }
@@ -616,6 +634,31 @@ mod tests {
                 .map(|m| m.mailbox.clone()),
             Some(MailboxId::new("C"))
         );
+    }
+
+    /// A lookup in a message's directory that found its file before the message moved,
+    /// and is remembered after: the file is the moved message's, never a new inode of the
+    /// old one under the moved directory (reads of it would fail: the old UID is gone).
+    #[test]
+    fn a_file_found_before_its_message_moved_is_the_moved_messages() {
+        let mut table = InodeTable::default();
+        let dir = table.remember(message("A", 3));
+        // An attached message's directory inside the message's.
+        let file_of = |m: &Node| Node::Message {
+            message: m.message().unwrap().clone(),
+            section: Section::whole().child(2),
+            mtime: UNIX_EPOCH,
+        };
+        let found_before = file_of(&message("A", 3));
+        let old = message("A", 3).message().unwrap().clone();
+        let new = message("B", 40).message().unwrap().clone();
+        table.message_moved(&old, &new);
+        let ino = table.remember_in(dir, found_before);
+        assert_eq!(table.get(ino).and_then(Node::message), Some(&new));
+        assert_eq!(table.remember(file_of(&message("B", 40))), ino);
+        // Elsewhere a node is kept as found.
+        let root_child = table.remember_in(ROOT, message("A", 3));
+        assert_eq!(table.get(root_child).and_then(Node::message), Some(&old));
     }
 
     #[test]

@@ -349,10 +349,20 @@ impl Fs {
         self.attr_of(ino, &node)
     }
 
+    /// The same, for `node` found in directory `parent` (see `InodeTable::remember_in`).
+    fn remember_in(&self, parent: u64, node: Node) -> AttrReply {
+        let (ino, node) = {
+            let mut inodes = self.inodes.lock();
+            let ino = inodes.remember_in(parent, node);
+            (ino, inodes.get(ino).cloned().expect("just remembered"))
+        };
+        self.attr_of(ino, &node)
+    }
+
     /// Looks up `name` in directory `parent`; the kernel now holds the answer's inode.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<AttrReply> {
         let node = self.resolve(parent, name_str(name)?)?;
-        Ok(self.remember(node))
+        Ok(self.remember_in(parent, node))
     }
 
     /// The kernel forgot `count` lookups of `ino`. The process hears that memory was freed
@@ -595,6 +605,7 @@ impl Fs {
     /// the kernel must be given back with `forget(ino, 1)`.
     pub fn readdirplus(
         &self,
+        ino: u64,
         fh: u64,
         offset: u64,
         max: usize,
@@ -611,7 +622,7 @@ impl Fs {
                 // A text body's size is not learned here: a walk passing by (`find`) must not
                 // fetch every body. Its estimate goes with no attribute lifetime, so a
                 // `stat` asks again and gets the exact size (`getattr`).
-                DirItem::Child { node, .. } => self.remember(node.clone()),
+                DirItem::Child { node, .. } => self.remember_in(ino, node.clone()),
             };
             let entry = DirEntry {
                 ino: reply.attr.ino,

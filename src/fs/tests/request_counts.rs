@@ -78,7 +78,7 @@ fn a_walk_that_passes_text_files_by_fetches_no_body() {
     for name in h.names(inbox).unwrap() {
         let dir = h.fs.lookup(inbox, OsStr::new(&name)).unwrap().attr.ino;
         let fh = h.fs.opendir(dir).unwrap();
-        h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+        h.fs.readdirplus(dir, fh, 0, usize::MAX).unwrap();
         h.fs.releasedir(fh);
         h.fs.lookup(dir, OsStr::new("message.eml")).unwrap();
     }
@@ -171,7 +171,7 @@ fn ls_long_fetches_only_small_text_bodies() {
     }
     let inbox = h.ino("INBOX").unwrap();
     let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+    let listed = h.fs.readdirplus(inbox, fh, 0, usize::MAX).unwrap();
     h.fs.releasedir(fh);
     let messages: Vec<_> = listed
         .iter()
@@ -181,7 +181,7 @@ fn ls_long_fetches_only_small_text_bodies() {
     for (_, entry, attr) in messages {
         assert_eq!(attr.attr.kind, Kind::Directory);
         let fh = h.fs.opendir(entry.ino).unwrap();
-        let files = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+        let files = h.fs.readdirplus(entry.ino, fh, 0, usize::MAX).unwrap();
         h.fs.releasedir(fh);
         assert_eq!(files.len(), 2 + 3, "{}: . .. and three files", entry.name);
         for (_, file, attr) in files.iter().skip(2) {
@@ -293,7 +293,7 @@ fn forgotten_inodes_are_dropped_and_come_back_with_the_same_numbers() {
     let start = h.fs.inode_count();
     let inbox = h.ino("INBOX").unwrap();
     let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+    let listed = h.fs.readdirplus(inbox, fh, 0, usize::MAX).unwrap();
     h.fs.releasedir(fh);
     assert_eq!(listed.len(), N + 2);
     assert_eq!(
@@ -341,7 +341,7 @@ fn many_forgotten_inodes_tell_the_process_memory_was_freed() {
     mailbox_of(&h, 5000);
     let inbox = h.ino("INBOX").unwrap();
     let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(fh, 0, usize::MAX).unwrap();
+    let listed = h.fs.readdirplus(inbox, fh, 0, usize::MAX).unwrap();
     let after_listing = released.load(std::sync::atomic::Ordering::Relaxed);
     // The large listing itself was one.
     assert_eq!(after_listing, 1);
