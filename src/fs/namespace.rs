@@ -199,7 +199,8 @@ impl Fs {
             .iter()
             .map(|s| (s.uid, mime::message_layout(&s.body, s.size)))
             .collect();
-        self.exact_sizes(&message.mailbox, message.validity, &mut layouts);
+        let alone = (!walking).then_some(message.uid);
+        self.exact_sizes(&message.mailbox, message.validity, &mut layouts, alone);
         let mut wanted = None;
         for (uid, layout) in layouts {
             let layout = Arc::new(layout);

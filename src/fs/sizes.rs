@@ -60,24 +60,59 @@ fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
     }
 }
 
+/// The request that fetches a small text body whose size is not known yet, if `spec` is one.
+fn small_text(spec: &FileSpec, binary: bool) -> Option<PartItem> {
+    let small = spec.size_hint <= TEXT_READ_AHEAD_BYTES;
+    let text = matches!(spec.content, Content::Text { .. });
+    (text && !spec.exact_size && small).then(|| PartItem::Bytes {
+        section: spec.section.clone(),
+        transfer: if binary {
+            Transfer::Decoded
+        } else {
+            Transfer::Encoded
+        },
+        range: None,
+    })
+}
+
 impl Fs {
     /// Makes the sizes of freshly built layouts (of messages of `mailbox`) exact, in one
     /// request for all of them. What cannot be known stays an estimate (and is looked at
-    /// again by `exact_file`); a failed request is logged, not an error.
+    /// again by `exact_file`); a failed request is logged, not an error. The small text
+    /// bodies of `texts_of` (a message looked at by itself, not passed by in a walk) come
+    /// in the same request and are kept rendered: `cat body.txt` of a message not seen
+    /// before then costs two requests, its structure and this one.
     pub(super) fn exact_sizes(
         &self,
         mailbox: &MailboxId,
         validity: UidValidity,
         layouts: &mut [(Uid, Vec<Entry>)],
+        texts_of: Option<Uid>,
     ) {
         let binary = self.store.capabilities().binary;
+        let mut texts: HashMap<(Uid, PartItem), FileSpec> = HashMap::new();
         let asked: Vec<(Uid, Vec<PartItem>)> = layouts
             .iter_mut()
             .map(|(uid, entries)| {
-                let items = specs_mut(entries)
-                    .into_iter()
-                    .filter_map(|spec| wanted(spec, binary))
-                    .collect::<Vec<_>>();
+                let mut items = Vec::new();
+                for spec in specs_mut(entries) {
+                    items.extend(wanted(spec, binary));
+                    if texts_of == Some(*uid) {
+                        let m = MessageRef {
+                            mailbox: mailbox.clone(),
+                            validity,
+                            uid: *uid,
+                        };
+                        let rendered = self
+                            .content
+                            .rendered_len(&m, &spec.section, &spec.content)
+                            .is_some();
+                        if let Some(item) = small_text(spec, binary).filter(|_| !rendered) {
+                            texts.insert((*uid, item.clone()), spec.clone());
+                            items.push(item);
+                        }
+                    }
+                }
                 (*uid, items)
             })
             .filter(|(_, items)| !items.is_empty())
@@ -92,10 +127,22 @@ impl Fs {
                 return;
             }
         };
-        let mut by_item: HashMap<(Uid, PartItem), PartValue> = answers
-            .into_iter()
-            .map(|(uid, item, value)| ((uid, item), value))
-            .collect();
+        let mut by_item: HashMap<(Uid, PartItem), PartValue> = HashMap::new();
+        for (uid, item, value) in answers {
+            match (texts.get(&(uid, item.clone())), value) {
+                (Some(spec), PartValue::Bytes(bytes)) => {
+                    let m = MessageRef {
+                        mailbox: mailbox.clone(),
+                        validity,
+                        uid,
+                    };
+                    self.keep_text(&m, spec, &bytes, binary);
+                }
+                (_, value) => {
+                    by_item.insert((uid, item), value);
+                }
+            }
+        }
         for (uid, entries) in layouts.iter_mut() {
             for spec in specs_mut(entries) {
                 let Some(item) = wanted(spec, binary) else {
@@ -139,11 +186,9 @@ impl Fs {
             let mut entries = (*layout).clone();
             let mut items = Vec::new();
             for spec in specs_mut(&mut entries) {
-                let small = spec.size_hint <= TEXT_READ_AHEAD_BYTES;
-                let text = matches!(spec.content, Content::Text { .. });
-                if !text || spec.exact_size || !small {
+                let Some(item) = small_text(spec, binary) else {
                     continue;
-                }
+                };
                 if self
                     .content
                     .rendered_len(&m, &spec.section, &spec.content)
@@ -151,15 +196,6 @@ impl Fs {
                 {
                     continue;
                 }
-                let item = PartItem::Bytes {
-                    section: spec.section.clone(),
-                    transfer: if binary {
-                        Transfer::Decoded
-                    } else {
-                        Transfer::Encoded
-                    },
-                    range: None,
-                };
                 specs.insert((meta.uid, item.clone()), spec.clone());
                 items.push(item);
             }
@@ -184,18 +220,23 @@ impl Fs {
             let (Some(spec), PartValue::Bytes(bytes)) = (specs.get(&(uid, item)), value) else {
                 continue;
             };
-            let rendered = if binary {
-                mime::render_decoded(&spec.content, &bytes)
-            } else {
-                mime::render(&spec.content, &bytes)
-            };
             let m = MessageRef {
                 uid,
                 ..message.clone()
             };
-            self.content
-                .keep_rendered(&m, &spec.section, &spec.content, Arc::new(rendered));
+            self.keep_text(&m, spec, &bytes, binary);
         }
+    }
+
+    /// Keeps a text body fetched whole (decoded by the server with `binary`) rendered.
+    fn keep_text(&self, message: &MessageRef, spec: &FileSpec, bytes: &[u8], binary: bool) {
+        let rendered = if binary {
+            mime::render_decoded(&spec.content, bytes)
+        } else {
+            mime::render(&spec.content, bytes)
+        };
+        self.content
+            .keep_rendered(message, &spec.section, &spec.content, Arc::new(rendered));
     }
 
     /// A file node with its exact size: a text body is rendered now (once; the rendering

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::live::settle;
 use super::support::*;
 
 /// Finds a file named `name` anywhere under `dir`.
@@ -195,6 +196,74 @@ fn reading_body_txt_beside_a_10_mb_attachment_moves_little() {
         "read body.txt moved {bytes} bytes: {:?}\n{}",
         proxy.command_log(),
         mount.log()
+    );
+}
+
+/// On a slow link each command is a round trip: `cat DIR/body.txt` of a message in a
+/// listed mailbox is two (its structure; then its sizes and small text bodies in one),
+/// `cat DIR/message.eml` one. Counted by imapfs (the link is TLS); the fewest over three
+/// messages each, as a watcher's poll may fall into one read, never into all. Out of
+/// listing order: messages read in order are a walk, whose structures come in batches.
+#[test]
+fn cat_of_body_txt_is_two_commands_and_of_message_eml_one() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    // A text body and a base64 attachment: the sizes' request asks both.
+    let message = |n: usize| -> (Vec<u8>, String) {
+        // The CRLF before a boundary belongs to the boundary (RFC 2046).
+        let body = format!("Hello number {n}.\r\nSee the attachment.");
+        let raw = format!(
+            "From: a@example.com\r\nSubject: Report {n}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+             Content-Type: text/plain; charset=us-ascii\r\n\r\n{body}\r\n--b\r\n\
+             Content-Type: application/octet-stream; name=\"r{n}.bin\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n--b--\r\n"
+        );
+        (raw.into_bytes(), body)
+    };
+    let messages: Vec<(Vec<u8>, String)> = (0..6).map(message).collect();
+    for (raw, _) in &messages {
+        fixture::append(&mut client, "INBOX", raw, &[]).unwrap();
+    }
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let dirs: Vec<PathBuf> = (0..6)
+        .map(|n| mount.message_dir("INBOX", &format!("Report {n}")))
+        .collect();
+    settle(&mount);
+    let cost = |read: &dyn Fn()| {
+        let before = stats(&mount).0;
+        read();
+        stats(&mount).0 - before
+    };
+    let body_costs: Vec<u64> = [4, 0, 2]
+        .into_iter()
+        .map(|i| {
+            cost(&|| {
+                let body = fs::read_to_string(dirs[i].join("body.txt")).unwrap();
+                assert_eq!(body, messages[i].1);
+            })
+        })
+        .collect();
+    let eml_costs: Vec<u64> = [5, 1, 3]
+        .into_iter()
+        .map(|i| {
+            cost(&|| {
+                assert_eq!(
+                    fs::read(dirs[i].join("message.eml")).unwrap(),
+                    messages[i].0
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        body_costs.iter().min(),
+        Some(&2),
+        "cat body.txt: {body_costs:?} commands"
+    );
+    assert_eq!(
+        eml_costs.iter().min(),
+        Some(&1),
+        "cat message.eml: {eml_costs:?} commands"
     );
 }
 
