@@ -363,7 +363,8 @@ fn method(config: &Config) -> String {
 - **Slow link (4a, 4b).** Round trips are estimated as (elapsed − bytes from server ÷ \
   bandwidth) ÷ RTT; the remainder includes client and server processing time, so the \
   estimate is an upper bound on network round trips. 4b lists the mailbox first (untimed) \
-  on the same mount, then times `cat` of one `body.txt` of a message in the middle of it.\n\
+  on the same mount, waits until the mount has sent nothing for 3.2 s (the watcher starts \
+  meanwhile), then times `cat` of one `body.txt` of a message in the middle of it.\n\
 - **Memory (5a, 5b).** `VmHWM` of the imapfs process from `/proc/PID/status` after the \
   greps. 5b is one extra cold grep with a cache much smaller than the corpus.\n\
 - **Forget (6a, 6b).** A fresh mount; `ls` of its root; RSS (`VmRSS` of imapfs from \

@@ -23,7 +23,7 @@ const SHOW_WITHIN: Duration = Duration::from_secs(30);
 /// and has made the checks of the mailbox list it makes 1 s and 3 s after the server
 /// reports a list change, which a new server does for its special-use mailboxes), at
 /// most 30 s.
-fn quiet(mount: &Mount) -> io::Result<()> {
+pub(super) fn quiet(mount: &Mount) -> io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = mount.stats()?.commands;
     let mut since = Instant::now();
