@@ -7,7 +7,7 @@ mod targets;
 use self::targets::{live_rows, rows, Row};
 use crate::server::{SEARCH_HITS, SEARCH_WORD, WALK_AVG_SIZE};
 use crate::stats::Series;
-use crate::suite::{Config, Results, FLOOR_COMMAND};
+use crate::suite::{Config, Results, BULK_COMMAND, FLOOR_COMMAND};
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -113,8 +113,9 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 31] = [
+    let series: [(&str, &Series); 32] = [
         ("R1 floor", &r.floor),
+        ("R11 bulk fetch", &r.bulk_fetch),
         ("R2 mbsync deflate", &r.mbsync_deflate),
         ("R3 mbsync plain", &r.mbsync_plain),
         ("R4 grep Maildir", &r.grep_maildir),
@@ -339,9 +340,10 @@ fn method(config: &Config) -> String {
   floor client's thread. Server: every Dovecot process (its process group, plus the children \
   its master reaped), TLS included. The proxies run in the driver and count for neither. \
   When client + server approaches cores × seconds, the row is CPU-bound.\n\
-- **Protocol floor (R1, R5).** A minimal client (TLS, LOGIN, EXAMINE) times only \
+- **Protocol floor (R1, R5, R11).** A minimal client (TLS, LOGIN, EXAMINE) times only \
   `{FLOOR_COMMAND}` from sending it to reading its tagged OK, parsing nothing but line \
-  and literal boundaries.\n\
+  and literal boundaries. R11 does the same with `{BULK_COMMAND}`, the least a cold grep \
+  of every message can cost on the wire (3d).\n\
 - **mbsync (R2, R3).** isync's `mbsync` pulls INBOX into an empty Maildir (`Sync Pull`, \
   `Create Near`), through the loopback proxy, fresh state each run. isync uses \
   COMPRESS=DEFLATE whenever the server offers it; R3 turns it off with \

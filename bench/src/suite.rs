@@ -33,6 +33,8 @@ use crate::stats::{Sample, Series};
 
 /// The command whose time and bytes are the protocol floor.
 pub const FLOOR_COMMAND: &str = "UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)";
+/// R11: every message whole in one command, the wire's floor for a cold grep.
+pub const BULK_COMMAND: &str = "UID FETCH 1:* (BODY.PEEK[])";
 
 /// What to measure and how.
 #[derive(Debug, Clone)]
@@ -126,6 +128,8 @@ pub struct Results {
     pub fill_seconds: f64,
     pub calibration: Calibration,
     pub floor: Series,
+    /// R11: every message in one `UID FETCH 1:* (BODY.PEEK[])`, loopback, uncompressed.
+    pub bulk_fetch: Series,
     pub mbsync_deflate: Series,
     pub mbsync_plain: Series,
     pub grep_maildir: Series,
@@ -474,6 +478,9 @@ impl<'a> Bench<'a> {
             let floor = self.floor(false)?;
             progress(&format!("  floor: {}", brief(&floor)));
             results.floor.push(floor);
+            let bulk = self.one_command(BULK_COMMAND)?;
+            progress(&format!("  bulk fetch: {}", brief(&bulk)));
+            results.bulk_fetch.push(bulk);
         }
 
         if wants(Group::Ls) {

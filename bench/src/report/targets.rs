@@ -3,7 +3,9 @@
 use super::{mib, ratio, secs, thousands};
 use crate::server::{SEARCH_HITS, SEARCH_MAILBOX, SEARCH_WORD};
 use crate::stats::Series;
-use crate::suite::{Config, Forget, Results, BINDFS_OPTIONS, FLOOR_COMMAND, FORGET_TARGET};
+use crate::suite::{
+    Config, Forget, Results, BINDFS_OPTIONS, BULK_COMMAND, FLOOR_COMMAND, FORGET_TARGET,
+};
 
 /// One line of the table.
 pub(super) struct Row {
@@ -76,6 +78,13 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
         format!("protocol floor: one `{FLOOR_COMMAND}`, loopback"),
         &r.floor,
     ));
+    if r.bulk_fetch.runs() > 0 {
+        rows.push(Row::measured(
+            "R11",
+            format!("every message whole in one `{BULK_COMMAND}`, loopback, no compression"),
+            &r.bulk_fetch,
+        ));
+    }
     rows.push(Row::measured(
         "R2",
         "mbsync full sync into an empty Maildir, COMPRESS=DEFLATE".into(),
@@ -184,6 +193,23 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
                 ratio(r.grep_cold_plain.seconds(), mb.seconds()),
                 1.0,
                 "time ≤ 1x mbsync".into(),
+            ),
+        );
+    }
+    if r.grep_cold_plain.runs() > 0 && r.bulk_fetch.runs() > 0 {
+        rows.push(
+            Row::measured(
+                "3d",
+                "imapfs: the cold grep of 3c (default options, no compression on loopback) \
+                 against fetching every message in one command"
+                    .into(),
+                &r.grep_cold_plain,
+            )
+            .check(
+                format!("R11 {} s", secs(r.bulk_fetch.seconds())),
+                ratio(r.grep_cold_plain.seconds(), r.bulk_fetch.seconds()),
+                1.5,
+                "time ≤ 1.5x one bulk FETCH".into(),
             ),
         );
     }

@@ -6,6 +6,8 @@ use std::io;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use fixture::proxy::Proxy;
+
 use super::{lines_of, settled_bytes, Bench, FLOOR_COMMAND};
 use crate::cpu;
 use crate::process::run_timed;
@@ -15,13 +17,23 @@ impl Bench<'_> {
     /// The single floor command on one connection, through the loopback or slow proxy.
     pub(super) fn floor(&self, slow: bool) -> io::Result<Sample> {
         let proxy = if slow { &self.slow } else { &self.loopback };
+        self.timed_command(proxy, FLOOR_COMMAND)
+    }
+
+    /// `command` alone on loopback, timed as the floor is (R11).
+    pub(super) fn one_command(&self, command: &str) -> io::Result<Sample> {
+        self.timed_command(&self.loopback, command)
+    }
+
+    /// One FETCH of every message through `proxy`: time from sending it to its tagged OK.
+    fn timed_command(&self, proxy: &Proxy, command: &str) -> io::Result<Sample> {
         let mut session = self.raw_session(proxy.addr())?;
         settled_bytes(proxy);
         proxy.reset_counters();
         let server_before = self.server_cpu();
         let client_before = cpu::thread_seconds();
         let started = Instant::now();
-        let reply = session.run(FLOOR_COMMAND)?;
+        let reply = session.run(command)?;
         let seconds = started.elapsed().as_secs_f64();
         let client_cpu = cpu::thread_seconds() - client_before;
         let bytes = settled_bytes(proxy);
@@ -29,7 +41,7 @@ impl Bench<'_> {
         session.logout();
         if reply.fetches != self.corpus.messages as u64 {
             return Err(io::Error::other(format!(
-                "the floor FETCH returned {} messages, expected {}",
+                "`{command}` returned {} messages, expected {}",
                 reply.fetches, self.corpus.messages
             )));
         }
