@@ -859,7 +859,11 @@ impl MetadataCache {
         inner.listings.remove(mailbox);
         inner.aliases.remove(mailbox);
         inner.drop_layouts(mailbox, None);
+        // The tree held shows the mailbox: it is no tree to fall back on, and a LIST that
+        // went out before the DELETE must not bring it back.
         inner.tree = None;
+        inner.stale_tree = None;
+        inner.tree_epoch += 1;
     }
 
     // ---- layouts --------------------------------------------------------------------------
@@ -972,6 +976,32 @@ mod tests {
         assert!(cache.set_tree(tree(), late));
         assert!(!cache.set_tree(tree(), early), "the older LIST is dropped");
         assert!(cache.tree(None).is_some());
+    }
+
+    /// `rmdir` of a mailbox while a LIST is under way (a lookup's, or one after a report
+    /// of a change elsewhere): the LIST that went out before the DELETE is not kept, and
+    /// the tree that showed the mailbox is not shown again. Seen under load: `ls` of the
+    /// root right after `rmdir Projects` still listed it.
+    #[test]
+    fn a_tree_listed_before_a_mailbox_was_deleted_is_not_kept() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let gone = MailboxId::new("Projects");
+        let with_it = || {
+            Arc::new(MailboxTree::build(&[crate::store::MailboxInfo {
+                id: gone.clone(),
+                path: vec!["Projects".into()],
+                selectable: true,
+                special_use: None,
+            }]))
+        };
+        assert!(cache.set_tree(with_it(), cache.tree_ticket()));
+        let before = cache.tree_ticket();
+        cache.mailbox_deleted(&gone);
+        assert!(
+            !cache.set_tree(with_it(), before),
+            "the older LIST is dropped"
+        );
+        assert!(cache.tree(None).is_none(), "no tree showing it is held");
     }
 
     #[test]
