@@ -247,14 +247,10 @@ impl InodeTable {
     /// stands for now: the kernel keeps what it is given under the moved directory, and
     /// the old message is gone.
     pub fn remember_in(&mut self, parent: u64, mut node: Node) -> u64 {
-        let now = match self.slots.get(&parent).map(|s| &s.node) {
-            Some(Node::Message { message, .. }) => Some(message.clone()),
-            _ => None,
-        };
-        if let (Some(now), Some(message)) = (now, node.message_mut()) {
-            if *message != now {
-                *message = now;
-            }
+        if let (Some(Node::Message { message: now, .. }), Some(message)) =
+            (self.slots.get(&parent).map(|s| &s.node), node.message_mut())
+        {
+            message.clone_from(now);
         }
         self.remember(node)
     }

@@ -342,19 +342,22 @@ impl Fs {
 
     /// Gives the kernel an inode for `node`, counting the lookup, with its attributes.
     pub(super) fn remember(&self, node: Node) -> AttrReply {
-        let (ino, node) = {
-            let mut inodes = self.inodes.lock();
-            let ino = inodes.remember(node);
-            (ino, inodes.get(ino).cloned().expect("just remembered"))
-        };
-        self.attr_of(ino, &node)
+        self.remember_by(|inodes| inodes.remember(node))
     }
 
     /// The same, for `node` found in directory `parent` (see `InodeTable::remember_in`).
     fn remember_in(&self, parent: u64, node: Node) -> AttrReply {
+        self.remember_by(|inodes| inodes.remember_in(parent, node))
+    }
+
+    /// The attributes of the inode `remember` gives, the node as the table keeps it.
+    fn remember_by(
+        &self,
+        remember: impl FnOnce(&mut super::inodes::InodeTable) -> u64,
+    ) -> AttrReply {
         let (ino, node) = {
             let mut inodes = self.inodes.lock();
-            let ino = inodes.remember_in(parent, node);
+            let ino = remember(&mut inodes);
             (ino, inodes.get(ino).cloned().expect("just remembered"))
         };
         self.attr_of(ino, &node)

@@ -94,23 +94,20 @@ impl Fs {
         let asked: Vec<(Uid, Vec<PartItem>)> = layouts
             .iter_mut()
             .map(|(uid, entries)| {
+                let alone = (texts_of == Some(*uid)).then(|| MessageRef {
+                    mailbox: mailbox.clone(),
+                    validity,
+                    uid: *uid,
+                });
                 let mut items = Vec::new();
                 for spec in specs_mut(entries) {
                     items.extend(wanted(spec, binary));
-                    if texts_of == Some(*uid) {
-                        let m = MessageRef {
-                            mailbox: mailbox.clone(),
-                            validity,
-                            uid: *uid,
-                        };
-                        let rendered = self
-                            .content
-                            .rendered_len(&m, &spec.section, &spec.content)
-                            .is_some();
-                        if let Some(item) = small_text(spec, binary).filter(|_| !rendered) {
-                            texts.insert((*uid, item.clone()), spec.clone());
-                            items.push(item);
-                        }
+                    let text = alone
+                        .as_ref()
+                        .and_then(|m| self.text_to_fetch(m, spec, binary));
+                    if let Some(item) = text {
+                        texts.insert((*uid, item.clone()), spec.clone());
+                        items.push(item);
                     }
                 }
                 (*uid, items)
@@ -127,20 +124,18 @@ impl Fs {
                 return;
             }
         };
-        let mut by_item: HashMap<(Uid, PartItem), PartValue> = HashMap::new();
-        for (uid, item, value) in answers {
-            match (texts.get(&(uid, item.clone())), value) {
-                (Some(spec), PartValue::Bytes(bytes)) => {
-                    let m = MessageRef {
-                        mailbox: mailbox.clone(),
-                        validity,
-                        uid,
-                    };
-                    self.keep_text(&m, spec, &bytes, binary);
-                }
-                (_, value) => {
-                    by_item.insert((uid, item), value);
-                }
+        let mut by_item: HashMap<(Uid, PartItem), PartValue> = answers
+            .into_iter()
+            .map(|(uid, item, value)| ((uid, item), value))
+            .collect();
+        for (key, spec) in texts {
+            if let Some(PartValue::Bytes(bytes)) = by_item.remove(&key) {
+                let m = MessageRef {
+                    mailbox: mailbox.clone(),
+                    validity,
+                    uid: key.0,
+                };
+                self.keep_text(&m, &spec, &bytes, binary);
             }
         }
         for (uid, entries) in layouts.iter_mut() {
@@ -186,16 +181,9 @@ impl Fs {
             let mut entries = (*layout).clone();
             let mut items = Vec::new();
             for spec in specs_mut(&mut entries) {
-                let Some(item) = small_text(spec, binary) else {
+                let Some(item) = self.text_to_fetch(&m, spec, binary) else {
                     continue;
                 };
-                if self
-                    .content
-                    .rendered_len(&m, &spec.section, &spec.content)
-                    .is_some()
-                {
-                    continue;
-                }
                 specs.insert((meta.uid, item.clone()), spec.clone());
                 items.push(item);
             }
@@ -226,6 +214,21 @@ impl Fs {
             };
             self.keep_text(&m, spec, &bytes, binary);
         }
+    }
+
+    /// The request for `spec`'s body, if it is a small text body of `message` whose size
+    /// is not known and that is not kept rendered already.
+    fn text_to_fetch(
+        &self,
+        message: &MessageRef,
+        spec: &FileSpec,
+        binary: bool,
+    ) -> Option<PartItem> {
+        small_text(spec, binary).filter(|_| {
+            self.content
+                .rendered_len(message, &spec.section, &spec.content)
+                .is_none()
+        })
     }
 
     /// Keeps a text body fetched whole (decoded by the server with `binary`) rendered.
