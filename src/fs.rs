@@ -7,6 +7,7 @@
 //! (`handles.rs`), new files (`newfiles.rs`) and the walk detector (`walk.rs`). Changes the
 //! store reports become kernel invalidations in `events.rs`.
 
+pub mod ahead;
 pub mod changes;
 pub mod clock;
 pub mod content;
@@ -43,14 +44,14 @@ pub use self::errors::{FsError, FsResult, Level};
 pub use self::events::Invalidation;
 use self::events::Invalidations;
 use self::handles::DirHandles;
-use self::inodes::{InodeTable, Node, NodeKey};
+use self::inodes::{InodeTable, MessageRef, Node, NodeKey};
 use self::metadata::MetadataCache;
 use self::newfiles::NewFiles;
 use self::virtual_dirs::{TrashNotes, VirtualNode};
 use self::walk::WalkDetector;
 use crate::cache::memory::MemoryCache;
 use crate::cache::ContentCache;
-use crate::store::MailStore;
+use crate::store::{MailStore, Uid};
 
 /// How long the kernel may trust a directory entry or attributes that can change remotely.
 const TTL_VOLATILE: Duration = Duration::from_secs(1);
@@ -172,7 +173,13 @@ pub struct Fs {
     config: FsConfig,
     inodes: Mutex<InodeTable>,
     metadata: MetadataCache,
-    content: ContentFetcher,
+    content: Arc<ContentFetcher>,
+    /// Whole messages fetched ahead of walks that read them...
+    bodies_ahead: ahead::Ahead<reads::Batch>,
+    /// ... and structures ahead of walks that look into message directories...
+    structures_ahead: ahead::Ahead<(MessageRef, Vec<Uid>)>,
+    /// ... which a reader waits for when it gets there first.
+    layouts_coming: ahead::Coming<MessageRef>,
     dirs: DirHandles,
     new_files: NewFiles,
     /// Part files and encapsulated messages removed from this mount's view.
@@ -204,7 +211,14 @@ impl Fs {
     /// A filesystem over `store` with the parts given.
     pub fn with_parts(store: Arc<dyn MailStore>, config: FsConfig, parts: FsParts) -> Fs {
         Fs {
-            content: ContentFetcher::new(Arc::clone(&store), parts.cache, config.cache_bytes / 4),
+            content: Arc::new(ContentFetcher::new(
+                Arc::clone(&store),
+                parts.cache,
+                config.cache_bytes / 4,
+            )),
+            bodies_ahead: ahead::Ahead::default(),
+            structures_ahead: ahead::Ahead::default(),
+            layouts_coming: ahead::Coming::default(),
             metadata: MetadataCache::new(parts.clock),
             store,
             config,

@@ -339,13 +339,60 @@ impl ContentFetcher {
         self.fetch_whole(wanted, SMALL_MESSAGE).map(drop)
     }
 
+    /// Whether the first chunk of a whole message is cached or on its way (a read of it
+    /// would not send a request of its own).
+    pub fn held_or_coming(&self, message: &MessageRef) -> bool {
+        let first = key(message, &Section::whole(), Transfer::Encoded, 0);
+        self.cache.contains(&first) || self.inflight.lock().contains_key(&Gate::Chunk(first))
+    }
+
     /// Fetches whole messages of one mailbox, each at most `limit` bytes, in one request,
-    /// caches each that came back complete, and says how many bytes that was.
+    /// caches each that came back complete, and says how many bytes that was. Messages
+    /// cached or on their way already are left out; a reader of one of the others waits
+    /// for this request rather than sending its own.
     pub fn fetch_whole(&self, wanted: &[(MessageRef, u64)], limit: u64) -> FsResult<u64> {
-        let Some((first, _)) = wanted.first() else {
+        let whole = Section::whole();
+        let chunk_keys = |message: &MessageRef, size: u64| -> Vec<ContentKey> {
+            (0..size.max(1))
+                .step_by(CHUNK as usize)
+                .map(|at| key(message, &whole, Transfer::Encoded, at))
+                .collect()
+        };
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock();
+        let (claimed, keys) = {
+            let mut inflight = self.inflight.lock();
+            let mut claimed = Vec::with_capacity(wanted.len());
+            let mut keys = Vec::new();
+            for (message, size) in wanted {
+                let first = key(message, &whole, Transfer::Encoded, 0);
+                if self.cache.contains(&first) || inflight.contains_key(&Gate::Chunk(first)) {
+                    continue;
+                }
+                for k in chunk_keys(message, *size) {
+                    inflight.insert(Gate::Chunk(k.clone()), Arc::clone(&gate));
+                    keys.push(k);
+                }
+                claimed.push((message, *size));
+            }
+            (claimed, keys)
+        };
+        let result = self.fetch_claimed(&claimed, limit);
+        let mut inflight = self.inflight.lock();
+        for k in keys {
+            inflight.remove(&Gate::Chunk(k));
+        }
+        drop(inflight);
+        drop(held);
+        result
+    }
+
+    /// The request of [`fetch_whole`](Self::fetch_whole), for messages it claimed.
+    fn fetch_claimed(&self, claimed: &[(&MessageRef, u64)], limit: u64) -> FsResult<u64> {
+        let Some((first, _)) = claimed.first() else {
             return Ok(0);
         };
-        let uids: Vec<_> = wanted.iter().map(|(m, _)| m.uid).collect();
+        let uids: Vec<_> = claimed.iter().map(|(m, _)| m.uid).collect();
         let whole = Section::whole();
         let fetched = self.store.fetch_sections(
             &first.mailbox,
@@ -360,7 +407,7 @@ impl ContentFetcher {
         )?;
         let mut kept = 0;
         for (uid, data) in fetched {
-            let Some((message, size)) = wanted.iter().find(|(m, _)| m.uid == uid) else {
+            let Some((message, size)) = claimed.iter().find(|(m, _)| m.uid == uid) else {
                 continue;
             };
             if data.len() as u64 != *size {

@@ -162,36 +162,120 @@ impl Fs {
         let walking = self
             .walks
             .visit(Walk::Structures, &message.mailbox, message.uid, previous);
-        if let Some(layout) = self.metadata.layout(message) {
+        let held = self.metadata.layout(message).or_else(|| {
+            // On its way for a walk: wait for it rather than ask again.
+            self.layouts_coming.wait(message);
+            self.metadata.layout(message)
+        });
+        if let Some(layout) = held {
+            if walking {
+                self.structures_ahead(message);
+            }
             return Ok(layout);
         }
-        let mut uids = vec![message.uid];
+        let uids = if walking {
+            self.structures_from(message, true)
+        } else {
+            vec![message.uid]
+        };
+        let claim = self
+            .layouts_coming
+            .claim(uids.iter().map(|&uid| MessageRef {
+                uid,
+                ..message.clone()
+            }));
+        let layouts = self.fetch_layouts(message, &uids, !walking);
+        drop(claim);
         if walking {
-            let next = self
-                .metadata
-                .following(message, 2 * STRUCTURE_READ_AHEAD, |_| true);
-            uids.extend(
-                next.into_iter()
-                    .map(|m| m.uid)
-                    .filter(|&uid| uid != message.uid)
-                    .filter(|&uid| {
-                        !self.metadata.has_layout(&MessageRef {
-                            uid,
-                            ..message.clone()
-                        })
-                    })
-                    .take(STRUCTURE_READ_AHEAD - 1),
-            );
+            let last = uids.last().copied().unwrap_or(message.uid);
+            self.structures_ahead.fetched_to(message, last);
+            self.structures_ahead(message);
         }
-        let structures = match self
-            .store
-            .body_structures(&message.mailbox, message.validity, &uids)
-        {
-            // One unusable message must not spoil its neighbours: ask for this one alone.
+        layouts?
+            .into_iter()
+            .find_map(|(uid, layout)| (uid == message.uid).then_some(layout))
+            .ok_or_else(|| {
+                FsError::Store(StoreError::NoSuchMessage {
+                    mailbox: message.mailbox.clone(),
+                    uid: message.uid,
+                })
+            })
+    }
+
+    /// The messages from `message` on (or after it) whose structures a walk wants next:
+    /// at most `STRUCTURE_READ_AHEAD`, less those held or on their way.
+    fn structures_from(&self, message: &MessageRef, with_it: bool) -> Vec<Uid> {
+        let next = self
+            .metadata
+            .following(message, 2 * STRUCTURE_READ_AHEAD, |_| true);
+        let others = next
+            .into_iter()
+            .map(|m| m.uid)
+            .filter(|&uid| uid != message.uid)
+            .filter(|&uid| {
+                let m = MessageRef {
+                    uid,
+                    ..message.clone()
+                };
+                !self.metadata.has_layout(&m) && !self.layouts_coming.contains(&m)
+            });
+        let first = with_it.then_some(message.uid);
+        first
+            .into_iter()
+            .chain(others)
+            .take(STRUCTURE_READ_AHEAD)
+            .collect()
+    }
+
+    /// Sends the walk's next batch of structures to the read-ahead thread, if it is due now
+    /// that the walk is at `message`.
+    fn structures_ahead(&self, message: &MessageRef) {
+        let Some(last) = self.structures_ahead.due(message) else {
+            return;
+        };
+        let after = MessageRef {
+            uid: last,
+            ..message.clone()
+        };
+        let uids = self.structures_from(&after, false);
+        if let (Some(&first), Some(&end)) = (uids.first(), uids.last()) {
+            self.structures_ahead
+                .send(&message.mailbox, first, end, (after, uids));
+        }
+    }
+
+    /// On the read-ahead thread: the layouts of `uids` (messages of `of`'s mailbox), unless
+    /// held or on their way already.
+    pub(super) fn structures_for_walk(&self, of: &MessageRef, uids: &[Uid]) {
+        let claim = self.layouts_coming.claim(
+            uids.iter()
+                .map(|&uid| MessageRef { uid, ..of.clone() })
+                .filter(|m| !self.metadata.has_layout(m)),
+        );
+        let uids: Vec<Uid> = claim.keys().iter().map(|m| m.uid).collect();
+        if uids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.fetch_layouts(of, &uids, false) {
+            tracing::debug!(mailbox = %of.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed");
+        }
+    }
+
+    /// Fetches the structures of `uids` (messages of `of`'s mailbox, `of` the first), makes
+    /// their layouts with exact sizes, and keeps them. `alone`: `of` is looked at by itself,
+    /// and its small text bodies come with its sizes.
+    fn fetch_layouts(
+        &self,
+        of: &MessageRef,
+        uids: &[Uid],
+        alone: bool,
+    ) -> FsResult<Vec<(Uid, Arc<Vec<Entry>>)>> {
+        let structures = match self.store.body_structures(&of.mailbox, of.validity, uids) {
+            // One unusable message must not spoil its neighbours: ask for the first alone.
             Err(e) if uids.len() > 1 && !matches!(e, StoreError::UidValidityChanged { .. }) => {
-                tracing::warn!(mailbox = %message.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
+                tracing::warn!(mailbox = %of.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
                 self.store
-                    .body_structures(&message.mailbox, message.validity, &[message.uid])?
+                    .body_structures(&of.mailbox, of.validity, &uids[..1])?
             }
             other => other?,
         };
@@ -199,26 +283,21 @@ impl Fs {
             .iter()
             .map(|s| (s.uid, mime::message_layout(&s.body, s.size)))
             .collect();
-        let alone = (!walking).then_some(message.uid);
-        self.exact_sizes(&message.mailbox, message.validity, &mut layouts, alone);
-        let mut wanted = None;
-        for (uid, layout) in layouts {
-            let layout = Arc::new(layout);
-            if uid == message.uid {
-                wanted = Some(Arc::clone(&layout));
-            }
-            let one = MessageRef {
-                uid,
-                ..message.clone()
-            };
-            self.metadata.insert_layout(one, layout);
-        }
-        wanted.ok_or_else(|| {
-            FsError::Store(StoreError::NoSuchMessage {
-                mailbox: message.mailbox.clone(),
-                uid: message.uid,
+        self.exact_sizes(
+            &of.mailbox,
+            of.validity,
+            &mut layouts,
+            alone.then_some(of.uid),
+        );
+        Ok(layouts
+            .into_iter()
+            .map(|(uid, layout)| {
+                let layout = Arc::new(layout);
+                let one = MessageRef { uid, ..of.clone() };
+                self.metadata.insert_layout(one, Arc::clone(&layout));
+                (uid, layout)
             })
-        })
+            .collect())
     }
 
     // ---- lookups --------------------------------------------------------------------------

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::content::SMALL_MESSAGE;
 use super::inodes::MessageRef;
 use super::metadata::LISTING_FRESH;
+use super::reads::Batch;
 use super::{Fs, FsError, FsResult};
 use crate::store::{MailboxId, MessageMeta, Uid};
 
@@ -161,8 +163,28 @@ impl Fs {
         *self.prefetches.foreground.quiet.write() = (quiet, max_yield);
     }
 
+    /// Lets the core work on threads of its own: prefetches asked for on the mount, and
+    /// bodies read ahead of walks.
     pub fn enable_background_work(self: &Arc<Self>) {
         let _ = self.prefetches.core.set(Arc::downgrade(self));
+        let content = Arc::clone(&self.content);
+        let bodies = self.bodies_ahead.start("read-ahead", move |batch: Batch| {
+            if let Err(e) = content.fetch_whole(&batch, SMALL_MESSAGE) {
+                tracing::debug!(error = %e, messages = batch.len(), "read-ahead of messages failed");
+            }
+        });
+        let core = Arc::downgrade(self);
+        let structures = self.structures_ahead.start(
+            "structures-ahead",
+            move |(of, uids): (MessageRef, Vec<Uid>)| {
+                if let Some(fs) = core.upgrade() {
+                    fs.structures_for_walk(&of, &uids);
+                }
+            },
+        );
+        if let Err(e) = bodies.and(structures) {
+            tracing::warn!(error = %e, "cannot start a read-ahead thread; walks fetch as they go");
+        }
     }
 
     /// Starts prefetching `mailbox` in the background (see [`Pace::Background`]), unless

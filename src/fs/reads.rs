@@ -7,12 +7,15 @@ use super::virtual_dirs::VirtualNode;
 use super::walk::Walk;
 use super::{newmail, Fs, FsError, FsResult, OpenReply};
 use crate::mime::{self, Content};
-use crate::store::{Section, Transfer, TransferEncoding};
+use crate::store::{Transfer, TransferEncoding};
 
 /// How many whole messages (of at most `SMALL_MESSAGE`) to fetch at once when a walk reads
 /// them in order, and how many bytes they may add up to.
 pub const BODY_READ_AHEAD: usize = 64;
 const BODY_READ_AHEAD_BYTES: u64 = 2 << 20;
+
+/// Whole messages of one mailbox, with their sizes, to fetch in one request.
+pub type Batch = Vec<(MessageRef, u64)>;
 
 impl Fs {
     /// Opens a file for reading; writing is refused on a read-only mount. A file that a
@@ -205,21 +208,51 @@ impl Fs {
 
     /// When whole messages are read one after another in listing order (`grep -r`, `cat */
     /// message.eml`), fetch the next few small ones in the same request: one round trip for
-    /// `BODY_READ_AHEAD` messages instead of one each. A failed read-ahead is only logged;
-    /// the read itself then fetches what it needs.
+    /// `BODY_READ_AHEAD` messages instead of one each. Where the reader is, if nobody has
+    /// fetched it yet, in this read; the batch after it on the read-ahead thread, while the
+    /// reader works through this one. A failed read-ahead is only logged; the read itself
+    /// then fetches what it needs.
     fn read_ahead_messages(&self, message: &MessageRef) {
         let previous = self.metadata.previous_uid(message);
         let walking = self
             .walks
             .visit(Walk::Bodies, &message.mailbox, message.uid, previous);
-        if !walking || self.content.has_first_chunk(message, &Section::whole()) {
+        if !walking {
             return;
         }
+        if !self.content.held_or_coming(message) {
+            let batch = self.bodies_from(message, true);
+            let last = batch.last().map_or(message.uid, |(m, _)| m.uid);
+            if batch.len() > 1 {
+                if let Err(e) = self.content.prefetch_messages(&batch) {
+                    tracing::debug!(error = %e, "read-ahead of messages failed");
+                }
+            }
+            self.bodies_ahead.fetched_to(message, last);
+        }
+        if let Some(last) = self.bodies_ahead.due(message) {
+            let after = MessageRef {
+                uid: last,
+                ..message.clone()
+            };
+            let batch = self.bodies_from(&after, false);
+            if let (Some((first, _)), Some((end, _))) = (batch.first(), batch.last()) {
+                let (first, end) = (first.uid, end.uid);
+                self.bodies_ahead.send(&message.mailbox, first, end, batch);
+            }
+        }
+    }
+
+    /// The small messages from `message` on (or after it) for one request of at most
+    /// `BODY_READ_AHEAD` messages and `BODY_READ_AHEAD_BYTES`, less those cached or on
+    /// their way.
+    fn bodies_from(&self, message: &MessageRef, with_it: bool) -> Batch {
         let mut budget = BODY_READ_AHEAD_BYTES;
-        let wanted: Vec<(MessageRef, u64)> = self
-            .metadata
-            .following(message, BODY_READ_AHEAD, |size| size <= SMALL_MESSAGE)
+        self.metadata
+            .following(message, BODY_READ_AHEAD + 1, |size| size <= SMALL_MESSAGE)
             .into_iter()
+            .filter(|meta| with_it || meta.uid != message.uid)
+            .take(BODY_READ_AHEAD)
             .take_while(|meta| {
                 let fits = meta.size <= budget;
                 budget = budget.saturating_sub(meta.size);
@@ -232,12 +265,7 @@ impl Fs {
                 };
                 (m, meta.size)
             })
-            .filter(|(m, _)| !self.content.has_first_chunk(m, &Section::whole()))
-            .collect();
-        if wanted.len() > 1 {
-            if let Err(e) = self.content.prefetch_messages(&wanted) {
-                tracing::debug!(error = %e, "read-ahead of messages failed");
-            }
-        }
+            .filter(|(m, _)| !self.content.held_or_coming(m))
+            .collect()
     }
 }

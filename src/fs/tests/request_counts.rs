@@ -290,6 +290,90 @@ fn reading_messages_in_order_fetches_them_in_batches() {
     );
 }
 
+/// Polls `done` for up to 20 s (a thread of the core's works meanwhile).
+fn eventually(done: impl Fn() -> bool) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+fn inbox_message(h: &Harness, uid: u32) -> MessageRef {
+    MessageRef {
+        mailbox: MailboxId::new("INBOX"),
+        validity: h.store.uid_validity("INBOX"),
+        uid: Uid(uid),
+    }
+}
+
+/// `grep -r`: while the reader works through one batch of messages, the next batch is
+/// fetched on the read-ahead thread, structures and bodies both; the reader then finds it
+/// ready instead of waiting for the server after every batch.
+#[test]
+fn a_walk_has_its_next_batch_fetched_before_it_gets_there() {
+    let h = Harness::new();
+    mailbox_of(&h, 300);
+    let names = h.names_at("INBOX").unwrap();
+    for name in &names[..3] {
+        h.names_at(&format!("INBOX/{name}")).unwrap();
+        h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+    }
+    // The reader is at message 3: its batch (2 to 65) came with its read; the next one
+    // (66 to 129) comes without it asking.
+    let ahead = inbox_message(&h, 100);
+    assert!(
+        eventually(|| h.fs.metadata.has_layout(&ahead)),
+        "the structure of message 100 was not fetched ahead"
+    );
+    assert!(
+        eventually(|| h.fs.content.has_first_chunk(&ahead, &Section::whole())),
+        "message 100 was not fetched ahead"
+    );
+    // No further: the walk is not ahead of itself by more than two batches.
+    std::thread::sleep(Duration::from_millis(200));
+    let far = inbox_message(&h, 250);
+    assert!(!h.fs.metadata.has_layout(&far));
+    assert!(!h.fs.content.has_first_chunk(&far, &Section::whole()));
+}
+
+/// The read-ahead thread and the reader never fetch the same message twice: a walk over
+/// every message moves each message's bytes once, in batches.
+#[test]
+fn a_walk_with_read_ahead_fetches_every_message_once() {
+    const N: usize = 300;
+    let h = Harness::new();
+    mailbox_of(&h, N);
+    let names = h.names_at("INBOX").unwrap();
+    let mut before = 0;
+    let mut total = 0;
+    for (i, name) in names.iter().enumerate() {
+        // The first message is looked at alone (its text body comes with its structure);
+        // the walk starts at the second.
+        if i == 1 {
+            before = h.store.bytes_served();
+        }
+        h.names_at(&format!("INBOX/{name}")).unwrap();
+        let body = h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+        assert!(body.ends_with(b"hello\r\n"), "message {i}");
+        if i >= 1 {
+            total += body.len() as u64;
+        }
+    }
+    // The last batch sent ahead may still be on its way when the reader ends.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(h.store.bytes_served() - before, total, "bytes served");
+    let structures = h.count(Op::BodyStructures);
+    let bound = N.div_ceil(STRUCTURE_READ_AHEAD) as u64 + 2;
+    assert!(
+        structures <= bound,
+        "{structures} structure requests (at most {bound})"
+    );
+}
+
 #[test]
 fn forgotten_inodes_are_dropped_and_come_back_with_the_same_numbers() {
     const N: usize = 5000;
