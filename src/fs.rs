@@ -197,6 +197,8 @@ pub struct Fs {
     release_memory: Option<ReleaseHook>,
     /// Nodes dropped by `forget` since memory was last released.
     forgotten: AtomicU64,
+    /// Names the kernel looked up (it had none cached, or its entry had expired).
+    lookups: AtomicU64,
     /// What spool recovery said of each file it had to leave in the spool.
     spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
 }
@@ -234,6 +236,7 @@ impl Fs {
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
             spool_report: Mutex::new(Default::default()),
         }
     }
@@ -294,11 +297,17 @@ impl Fs {
             }
             // A message never changes for its UIDVALIDITY and UID, so its attributes and
             // the names inside it are final. Its own name is not: the message can vanish, or
-            // the mailbox be recreated with another message under the same name.
-            Node::Message { mtime, .. } => AttrReply {
+            // the mailbox be recreated with another message under the same name. In a
+            // followed mailbox a report invalidates the name when that happens (as for the
+            // mailbox's own listing), so a walk does not look every message up again.
+            Node::Message { message, mtime, .. } => AttrReply {
                 attr: self.dir_attr(ino, *mtime),
                 ttl: TTL_FINAL,
-                entry_ttl: TTL_VOLATILE,
+                entry_ttl: if self.store.is_followed(&message.mailbox) {
+                    TTL_FINAL
+                } else {
+                    TTL_VOLATILE
+                },
             },
             Node::NewFile { dir_path, name } => {
                 let (size, mtime) = self

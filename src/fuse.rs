@@ -115,7 +115,9 @@ fn empty(op: &str, reply: ReplyEmpty, result: Result<(), FsError>) {
 impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // `ls -l` of a 10,000-message mailbox then costs one request per page, not per entry.
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        // Not READDIRPLUS_AUTO: with it, the kernel asks for names alone after the first
+        // page, and a walk (`grep -r`, `find`) then looks every message up once more.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS;
         if let Err(missing) = config.add_capabilities(wanted) {
             tracing::debug!(?missing, "kernel lacks READDIRPLUS");
         }

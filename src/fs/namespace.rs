@@ -444,6 +444,7 @@ impl Fs {
 
     /// Looks up `name` in directory `parent`; the kernel now holds the answer's inode.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<AttrReply> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let node = self.resolve(parent, name_str(name)?)?;
         Ok(self.remember_in(parent, node))
     }

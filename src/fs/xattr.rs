@@ -1,6 +1,7 @@
 //! Extended attributes of message directories: flags (read-write) and identity (read-only).
 
 use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::inodes::{MessageRef, Node};
@@ -75,8 +76,11 @@ impl Fs {
         if ino == super::inodes::ROOT && name.to_str() == Some(STATS) {
             let s = self.store.stats();
             return Ok(format!(
-                "commands={} bytes_received={} bytes_sent={}",
-                s.commands, s.bytes_received, s.bytes_sent
+                "commands={} bytes_received={} bytes_sent={} lookups={}",
+                s.commands,
+                s.bytes_received,
+                s.bytes_sent,
+                self.lookups.load(Ordering::Relaxed)
             )
             .into_bytes());
         }

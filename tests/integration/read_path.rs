@@ -313,6 +313,12 @@ fn parallel_reads_and_listings_do_not_wait_for_a_slow_download() {
 
 /// The mount's own counters (`user.imapfs.stats` on the root): (commands, bytes received).
 fn stats(mount: &Mount) -> (u64, u64) {
+    let (commands, bytes, _) = counters(mount);
+    (commands, bytes)
+}
+
+/// (commands, bytes received, names the kernel looked up) of the mount so far.
+fn counters(mount: &Mount) -> (u64, u64, u64) {
     let out = sh(&format!(
         "getfattr --only-values -n user.imapfs.stats '{}'",
         mount.path.display()
@@ -324,7 +330,42 @@ fn stats(mount: &Mount) -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {text:?}"))
     };
-    (field("commands="), field("bytes_received="))
+    (
+        field("commands="),
+        field("bytes_received="),
+        field("lookups="),
+    )
+}
+
+/// `grep -r` over a followed mailbox, started seconds after its listing: the kernel keeps
+/// every name the listing gave it (READDIRPLUS for every page, and long entry lifetimes
+/// while the server reports changes), so the walk does not look each message up again.
+#[test]
+fn a_walk_of_a_followed_mailbox_looks_up_no_message_again() {
+    const MESSAGES: usize = 400;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 1_000).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let inbox = mount.join("INBOX");
+    assert_eq!(fs::read_dir(&inbox).unwrap().count(), MESSAGES);
+    // The watcher follows the mailbox once it is listed; listed again, its names are
+    // handed out for as long as it is followed.
+    settle(&mount);
+    assert_eq!(fs::read_dir(&inbox).unwrap().count(), MESSAGES);
+    // Longer than a name's lifetime in a mailbox nobody follows (1 s).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (_, _, before) = counters(&mount);
+    let grep = sh(&format!(
+        "grep -rl --include=message.eml -e bulk-00000 '{}' | wc -l",
+        inbox.display()
+    ));
+    assert!(grep.status.success());
+    let (_, _, after) = counters(&mount);
+    assert!(
+        after - before < (MESSAGES / 20) as u64,
+        "the walk looked up {} names for {MESSAGES} messages",
+        after - before
+    );
 }
 
 #[test]
