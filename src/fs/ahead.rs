@@ -1,7 +1,7 @@
 //! Work done ahead of a walk (`grep -r`, `find`): while the reader goes through one batch
-//! of messages, the next batch (their structures, or their whole bodies) is fetched on a
-//! thread of its own, so the reader finds it ready, or on its way, instead of waiting for
-//! a round trip and the transfer after every batch. A reader of something on its way
+//! of messages, the next two batches (their structures, or their whole bodies) are fetched
+//! on threads of their own, so the reader finds them ready, or on their way, instead of
+//! waiting for a round trip and the transfer after every batch. A reader of something on its way
 //! waits for that fetch rather than sending its own ([`Coming`]).
 
 use std::collections::HashMap;
@@ -33,6 +33,9 @@ struct Frontier {
     due: Due,
     /// The last message asked for.
     last: Uid,
+    /// The first message of the last batch sent: when the reader gets there, the batch
+    /// after the next is due (the walk is served two batches ahead).
+    last_sent: Option<Uid>,
 }
 
 /// The batches sent ahead of walks of one kind, and the thread that runs them.
@@ -51,19 +54,38 @@ impl<J> Default for Ahead<J> {
 }
 
 impl<J: Send + 'static> Ahead<J> {
-    /// Starts the thread `name` that runs each batch sent with `run` (until this is
-    /// dropped). Until then nothing is sent ahead, and walks fetch as they go.
-    pub fn start(&self, name: &str, run: impl Fn(J) + Send + 'static) -> std::io::Result<()> {
+    /// Starts `threads` threads called `name` that run the batches sent with `run` (until
+    /// this is dropped); with two, two batches are fetched at once (on two connections,
+    /// so a server that compresses each on one core serves them twice as fast). Until
+    /// then nothing is sent ahead, and walks fetch as they go.
+    pub fn start(
+        &self,
+        name: &str,
+        threads: usize,
+        run: impl Fn(J) + Send + Sync + 'static,
+    ) -> std::io::Result<()> {
         let mut worker = self.worker.lock();
         if worker.is_some() {
             return Ok(());
         }
-        // One batch waiting behind the one under way: the reader is never more than two
-        // batches behind, and nothing piles up when it stops.
-        let (tx, rx) = mpsc::sync_channel::<J>(1);
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || rx.into_iter().for_each(run))?;
+        // As many batches waiting as there are threads: nothing piles up when the reader
+        // stops.
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::sync_channel::<J>(threads);
+        let rx = Arc::new(Mutex::new(rx));
+        let run = Arc::new(run);
+        for _ in 0..threads {
+            let (rx, run) = (Arc::clone(&rx), Arc::clone(&run));
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || loop {
+                    let job = rx.lock().recv();
+                    match job {
+                        Ok(job) => run(job),
+                        Err(_) => return,
+                    }
+                })?;
+        }
         *worker = Some(tx);
         Ok(())
     }
@@ -77,6 +99,7 @@ impl<J: Send + 'static> Ahead<J> {
                 validity: message.validity,
                 due: Due::Now,
                 last,
+                last_sent: None,
             },
         );
     }
@@ -101,9 +124,10 @@ impl<J: Send + 'static> Ahead<J> {
         Some(frontier.last)
     }
 
-    /// Hands `job`, the batch of messages `first..=last` of `mailbox`, to the thread; the
-    /// batch after it is due when the reader gets to `first`. While the thread is two
-    /// batches behind, nothing is sent and the batch is due again at the reader's next
+    /// Hands `job`, the batch of messages `first..=last` of `mailbox`, to the threads; the
+    /// batch after it is due when the reader gets to the first message of the batch sent
+    /// before it (at once, if there was none). While the threads are busy and as many
+    /// batches wait already, nothing is sent and the batch is due again at the reader's next
     /// message. (For an empty batch, send nothing: the reader fetches for itself when it
     /// gets past what is held.)
     pub fn send(&self, mailbox: &MailboxId, first: Uid, last: Uid, job: J) {
@@ -116,7 +140,8 @@ impl<J: Send + 'static> Ahead<J> {
         };
         if let Some(frontier) = self.frontiers.lock().get_mut(mailbox) {
             if sent {
-                frontier.due = Due::At(first);
+                frontier.due = frontier.last_sent.map_or(Due::Now, Due::At);
+                frontier.last_sent = Some(first);
                 frontier.last = last;
             } else {
                 frontier.due = Due::Now;
@@ -215,12 +240,12 @@ mod tests {
     }
 
     #[test]
-    fn the_next_batch_is_due_once_the_reader_reaches_the_one_before() {
+    fn the_walk_is_served_two_batches_ahead_of_its_reader() {
         let ahead = Ahead::<u32>::default();
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         ahead
-            .start("test-ahead", move |job| tx.lock().send(job).unwrap())
+            .start("test-ahead", 2, move |job| tx.lock().send(job).unwrap())
             .unwrap();
         let inbox_id = MailboxId::new("INBOX");
         // Nothing is due before the reader fetched anything itself.
@@ -229,13 +254,22 @@ mod tests {
         assert_eq!(ahead.due(&inbox(1)), Some(Uid(64)));
         assert_eq!(ahead.due(&inbox(2)), None, "taken until sent");
         ahead.send(&inbox_id, Uid(65), Uid(128), 1);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
-        assert_eq!(
-            ahead.due(&inbox(64)),
-            None,
-            "the reader is not in that batch yet"
-        );
-        assert_eq!(ahead.due(&inbox(65)), Some(Uid(128)));
+        // The second batch ahead goes at once...
+        assert_eq!(ahead.due(&inbox(2)), Some(Uid(128)));
+        ahead.send(&inbox_id, Uid(129), Uid(192), 2);
+        let wait = Duration::from_secs(10);
+        let mut got = [
+            rx.recv_timeout(wait).unwrap(),
+            rx.recv_timeout(wait).unwrap(),
+        ];
+        got.sort();
+        assert_eq!(got, [1, 2]);
+        // ... and the third when the reader gets to the first.
+        assert_eq!(ahead.due(&inbox(64)), None, "the reader is not there yet");
+        assert_eq!(ahead.due(&inbox(65)), Some(Uid(192)));
+        ahead.send(&inbox_id, Uid(193), Uid(256), 3);
+        assert_eq!(ahead.due(&inbox(128)), None);
+        assert_eq!(ahead.due(&inbox(129)), Some(Uid(256)));
         // Another UIDVALIDITY is another mailbox's walk.
         ahead.fetched_to(&inbox(200), Uid(263));
         let other = MessageRef {
@@ -246,13 +280,13 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_the_thread_cannot_take_is_due_again() {
+    fn a_batch_the_threads_cannot_take_is_due_again() {
         let ahead = Ahead::<u32>::default();
         let (took, taken) = mpsc::channel::<u32>();
         let (release, blocked) = mpsc::channel::<()>();
         let (took, blocked) = (Mutex::new(took), Mutex::new(blocked));
         ahead
-            .start("test-ahead", move |job| {
+            .start("test-ahead", 1, move |job| {
                 took.lock().send(job).unwrap();
                 let _ = blocked.lock().recv();
             })

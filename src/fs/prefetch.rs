@@ -168,7 +168,7 @@ impl Fs {
     pub fn enable_background_work(self: &Arc<Self>) {
         let _ = self.prefetches.core.set(Arc::downgrade(self));
         let content = Arc::clone(&self.content);
-        let bodies = self.bodies_ahead.start("read-ahead", move |batch: Batch| {
+        let bodies = self.bodies_ahead.start("read-ahead", 2, move |batch: Batch| {
             if let Err(e) = content.fetch_whole(&batch, SMALL_MESSAGE) {
                 tracing::debug!(error = %e, messages = batch.len(), "read-ahead of messages failed");
             }
@@ -176,6 +176,7 @@ impl Fs {
         let core = Arc::downgrade(self);
         let structures = self.structures_ahead.start(
             "structures-ahead",
+            1,
             move |(of, uids): (MessageRef, Vec<Uid>)| {
                 if let Some(fs) = core.upgrade() {
                     fs.structures_for_walk(&of, &uids);
