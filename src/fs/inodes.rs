@@ -8,7 +8,7 @@
 //! without keeping anything.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
@@ -128,7 +128,13 @@ pub struct InodeTable {
     by_message: HashMap<MailboxId, HashMap<(UidValidity, Uid), Vec<u64>>>,
     /// Mailbox directories and new files by display path, ordered, for subtree renames.
     by_path: BTreeMap<String, Vec<u64>>,
+    /// Mailboxes renamed on this mount, latest last: (old identifier, new identifier, the
+    /// path the rename moved the subtree to).
+    renamed: VecDeque<(MailboxId, MailboxId, String)>,
 }
+
+/// How many mailbox renames `remember_in` can still see through.
+const RENAMES_KEPT: usize = 256;
 
 impl Default for InodeTable {
     fn default() -> Self {
@@ -137,6 +143,7 @@ impl Default for InodeTable {
             by_key: HashMap::new(),
             by_message: HashMap::new(),
             by_path: BTreeMap::new(),
+            renamed: VecDeque::new(),
         };
         table.by_key.insert(NodeKey::Root, ROOT);
         table.slots.insert(
@@ -245,12 +252,24 @@ impl InodeTable {
     /// does. A node of a message whose directory was moved meanwhile (found before the move
     /// renumbered the directory, remembered after) is taken to the message the directory
     /// stands for now: the kernel keeps what it is given under the moved directory, and
-    /// the old message is gone.
+    /// the old message is gone. Likewise a message found in a mailbox directory before the
+    /// mailbox was renamed takes the mailbox's new identifier.
     pub fn remember_in(&mut self, parent: u64, mut node: Node) -> u64 {
-        if let (Some(Node::Message { message: now, .. }), Some(message)) =
-            (self.slots.get(&parent).map(|s| &s.node), node.message_mut())
-        {
-            message.clone_from(now);
+        match (self.slots.get(&parent).map(|s| &s.node), node.message_mut()) {
+            (Some(Node::Message { message: now, .. }), Some(message)) => message.clone_from(now),
+            (Some(Node::Mailbox { path }), Some(message)) => {
+                let renamed = self.renamed.iter().rev().find(|(old, _, to)| {
+                    *old == message.mailbox
+                        && (path == to
+                            || path
+                                .strip_prefix(to.as_str())
+                                .is_some_and(|r| r.starts_with('/')))
+                });
+                if let Some((_, new, _)) = renamed {
+                    message.mailbox = new.clone();
+                }
+            }
+            _ => {}
         }
         self.remember(node)
     }
@@ -431,6 +450,11 @@ impl InodeTable {
             _ => {}
         });
         for (old, new) in ids {
+            self.renamed
+                .push_back((old.clone(), new.clone(), new_path.to_string()));
+            if self.renamed.len() > RENAMES_KEPT {
+                self.renamed.pop_front();
+            }
             let inos: Vec<u64> = self
                 .by_message
                 .get(old)
@@ -488,6 +512,35 @@ mod tests {
             section: Section::whole(),
             mtime: UNIX_EPOCH,
         }
+    }
+
+    /// A lookup in a mailbox directory that resolved a message before the mailbox was
+    /// renamed, and is remembered after: the kernel keeps the entry under the renamed
+    /// directory, so the node must name the mailbox by its new identifier.
+    #[test]
+    fn a_message_found_before_its_mailbox_was_renamed_takes_the_new_name() {
+        let mut table = InodeTable::default();
+        let dir = table.remember(Node::Mailbox {
+            path: "Projects".into(),
+        });
+        let sub = table.remember(Node::Mailbox {
+            path: "Projects/Sub".into(),
+        });
+        let ids = HashMap::from([
+            (MailboxId::new("Projects"), MailboxId::new("Old")),
+            (MailboxId::new("Projects/Sub"), MailboxId::new("Old/Sub")),
+        ]);
+        table.mailboxes_renamed("Projects", "Old", &ids);
+        let late = table.remember_in(dir, message("Projects", 6));
+        assert_eq!(table.get(late), Some(&message("Old", 6)));
+        let late = table.remember_in(sub, message("Projects/Sub", 2));
+        assert_eq!(table.get(late), Some(&message("Old/Sub", 2)));
+        // A new mailbox made at the old name is another mailbox.
+        let again = table.remember(Node::Mailbox {
+            path: "Projects".into(),
+        });
+        let fresh = table.remember_in(again, message("Projects", 1));
+        assert_eq!(table.get(fresh), Some(&message("Projects", 1)));
     }
 
     #[test]
