@@ -384,6 +384,12 @@ fn method(config: &Config) -> String {
   heap. `find` must print the mailbox, every message directory and each one's files \
   (`message.eml`, `body.txt`, and `body.html` or the attachment). Measured once each, \
   after everything else, because drop_caches empties those caches for the whole machine.\n\
+- **Listing peak (6c).** A fresh mount with the default options; `ls` of its root; RSS \
+  *after mount*. Then `ls -l <mount>/Walk`, timed and counted like the other rows, and \
+  `VmHWM` after it: the most the listing of every message (its FETCH answer, the listing \
+  kept, the names and the directory handle `ls` reads) ever held at once. Target (the \
+  performance issue's): at most 32 MiB above after mount. `ls -l` must print one line per \
+  message.\n\
 - **Compression.** imapfs's default, `--compress auto`, uses COMPRESS=DEFLATE when the \
   server offers it unless the server is on this machine. Every server here is reached \
   through a proxy on loopback that stands for one elsewhere, so the mounts run with \

@@ -26,7 +26,7 @@ use crate::process;
 use crate::raw_imap::RawImap;
 use crate::server::{self, Corpus, MAILBOX, USER, WALK_AVG_SIZE, WALK_MAILBOX};
 
-pub use self::forget::{Forget, FORGET_TARGET};
+pub use self::forget::{Forget, ListingPeak, FORGET_TARGET, LISTING_PEAK_TARGET};
 pub use self::fuse_reference::BINDFS_OPTIONS;
 use self::fuse_reference::{find_program, link_tree};
 use crate::stats::{Sample, Series};
@@ -160,6 +160,8 @@ pub struct Results {
     /// (6a), then with a small cache (6b).
     pub forget: Option<Forget>,
     pub forget_small_cache: Option<Forget>,
+    /// A cold `ls -l` of the Walk mailbox and the peak RSS it reached (6c).
+    pub listing_peak: Option<ListingPeak>,
     /// One APPEND by another client until it shows through a mount (loopback).
     pub live_append: Series,
     /// A second `ls -l` of the unchanged, followed mailbox, slow link.
@@ -307,6 +309,8 @@ pub fn run(config: &Config) -> io::Result<Results> {
     }
     // Last: drop_caches empties the dentry and inode caches of the whole machine.
     if config.wants(Group::Forget) {
+        progress("listing peak: ls -l of Walk on a fresh mount (1 run)");
+        results.listing_peak = Some(bench.listing_peak(&mut results)?);
         progress("forget: find over Walk, then drop_caches (1 run each, default and small cache)");
         results.forget = Some(bench.forget_after_walk(None, &mut results)?);
         results.forget_small_cache =

@@ -5,6 +5,7 @@ use crate::server::{SEARCH_HITS, SEARCH_MAILBOX, SEARCH_WORD};
 use crate::stats::Series;
 use crate::suite::{
     Config, Forget, Results, BINDFS_OPTIONS, BULK_COMMAND, FLOOR_COMMAND, FORGET_TARGET,
+    LISTING_PEAK_TARGET,
 };
 
 /// One line of the table.
@@ -363,6 +364,37 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
             target: "(for comparison)".into(),
             met: None,
             ..forget_row("6b", forget, r.walk_messages)
+        });
+    }
+
+    if let Some(l) = &r.listing_peak {
+        let limit = l.after_mount + LISTING_PEAK_TARGET;
+        let above = l.peak.saturating_sub(l.after_mount);
+        let row = Row::measured(
+            "6c",
+            format!(
+                "imapfs: cold `ls -l Walk` over {} messages (fresh mount, default options); \
+                 RSS after mount {}, peak {} ({} above)",
+                thousands(r.walk_messages as u64),
+                mib(l.after_mount),
+                mib(l.peak),
+                mib(above),
+            ),
+            &l.ls,
+        );
+        rows.push(Row {
+            met: Some(l.peak > 0 && l.peak <= limit),
+            ..row.check(
+                format!(
+                    "after mount {} + {} = {}",
+                    mib(l.after_mount),
+                    mib(LISTING_PEAK_TARGET),
+                    mib(limit)
+                ),
+                ratio(l.peak as f64, limit as f64),
+                1.0,
+                "peak RSS ≤ 1x".into(),
+            )
         });
     }
 

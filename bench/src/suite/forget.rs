@@ -18,6 +18,19 @@ use crate::stats::Series;
 
 /// The target: after drop_caches, RSS at most this much above RSS after the mount.
 pub const FORGET_TARGET: u64 = 16 << 20;
+/// The performance issue's target: a cold `ls -l` of the 20,000-message Walk peaks at most
+/// this much above RSS after the mount.
+pub const LISTING_PEAK_TARGET: u64 = 32 << 20;
+
+/// A cold `ls -l` of Walk on a fresh mount, and imapfs's resident memory around it.
+#[derive(Debug, Default)]
+pub struct ListingPeak {
+    pub ls: Series,
+    /// VmRSS after the mount and a first `ls` of its root, bytes.
+    pub after_mount: u64,
+    /// VmHWM after `ls -l`.
+    pub peak: u64,
+}
 
 /// How often RSS is read while it settles.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
@@ -102,6 +115,48 @@ fn count_entries(lines: &[String], dir: &Path) -> (usize, usize) {
 }
 
 impl Bench<'_> {
+    /// On a fresh mount: RSS after `ls` of the root, then `ls -l` of Walk (timed and
+    /// counted like the other rows) and the peak RSS it reached.
+    pub(super) fn listing_peak(&mut self, results: &mut Results) -> io::Result<ListingPeak> {
+        process::check()?;
+        let mount = self.mount(self.loopback.port(), None)?;
+        let mut ls = Command::new("ls");
+        ls.arg(mount.path());
+        let out = Stdio::from(File::create(self.scratch("root.out"))?);
+        run_timed(&mut ls, "ls", out, &[0])?;
+        let after_mount = mount.rss()?;
+        let out = self.scratch("ls-walk.out");
+        let mut ls = Command::new("ls");
+        ls.arg("-l").arg(mount.path().join(WALK_MAILBOX));
+        let sample = self.measure_on_mount(&mount, &self.loopback, &mut ls, &out, &[0])?;
+        let peak = mount.peak_rss()?;
+        mount.unmount()?;
+        let lines = lines_of(&out)?.len();
+        // One line per message, after the "total" line.
+        if lines != self.corpus.walk_messages + 1 {
+            results.wrong(
+                "6c",
+                format!(
+                    "ls -l printed {lines} lines for {} messages",
+                    self.corpus.walk_messages
+                ),
+            );
+        }
+        progress(&format!(
+            "  listing peak: ls -l Walk {}; RSS after mount {}, peak {}",
+            brief(&sample),
+            mib(after_mount),
+            mib(peak)
+        ));
+        let mut series = Series::default();
+        series.push(sample);
+        Ok(ListingPeak {
+            ls: series,
+            after_mount,
+            peak,
+        })
+    }
+
     /// On a fresh mount (`cache`: its `--cache-size`): RSS after `ls` of the root, `find`
     /// over the Walk mailbox (timed and counted like the other rows), RSS and its peak,
     /// drop_caches, RSS once settled. Checks that `find` printed every entry.
