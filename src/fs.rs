@@ -139,6 +139,9 @@ pub struct FsConfig {
     pub trash: Option<String>,
     /// Leave `\All`, `\Flagged` and `\Important` mailboxes out of listings and root searches.
     pub hide_virtual_folders: bool,
+    /// The connections the store keeps open at most: walks fetch ahead on all but one, so
+    /// that what the user asks meanwhile finds one free.
+    pub connections: usize,
 }
 
 /// A hook the core calls after it freed a lot of memory at once (a large listing replaced,

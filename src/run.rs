@@ -450,6 +450,7 @@ fn fs_config(opts: &Options) -> FsConfig {
         spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
         trash: opts.trash.clone(),
         hide_virtual_folders: opts.hide_virtual_folders,
+        connections: opts.connections,
     }
 }
 

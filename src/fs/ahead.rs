@@ -57,7 +57,7 @@ impl<J: Send + 'static> Ahead<J> {
     /// Starts `threads` threads called `name` that run the batches sent with `run` (until
     /// this is dropped); with two, two batches are fetched at once (on two connections,
     /// so a server that compresses each on one core serves them twice as fast). Until
-    /// then nothing is sent ahead, and walks fetch as they go.
+    /// then, or with none, nothing is sent ahead, and walks fetch as they go.
     pub fn start(
         &self,
         name: &str,
@@ -65,12 +65,11 @@ impl<J: Send + 'static> Ahead<J> {
         run: impl Fn(J) + Send + Sync + 'static,
     ) -> std::io::Result<()> {
         let mut worker = self.worker.lock();
-        if worker.is_some() {
+        if worker.is_some() || threads == 0 {
             return Ok(());
         }
         // As many batches waiting as there are threads: nothing piles up when the reader
         // stops.
-        let threads = threads.max(1);
         let (tx, rx) = mpsc::sync_channel::<J>(threads);
         let rx = Arc::new(Mutex::new(rx));
         let run = Arc::new(run);
@@ -277,6 +276,14 @@ mod tests {
             ..inbox(200)
         };
         assert_eq!(ahead.due(&other), None);
+    }
+
+    #[test]
+    fn with_no_thread_nothing_is_due() {
+        let ahead = Ahead::<u32>::default();
+        ahead.start("test-ahead", 0, |_| {}).unwrap();
+        ahead.fetched_to(&inbox(1), Uid(64));
+        assert_eq!(ahead.due(&inbox(1)), None, "the walk fetches as it goes");
     }
 
     #[test]

@@ -167,8 +167,12 @@ impl Fs {
     /// bodies read ahead of walks.
     pub fn enable_background_work(self: &Arc<Self>) {
         let _ = self.prefetches.core.set(Arc::downgrade(self));
+        // All connections but one: structures on one, bodies on up to two.
+        let spare = self.config.connections.saturating_sub(1);
+        let structure_threads = usize::from(spare >= 2);
+        let body_threads = spare.saturating_sub(structure_threads).min(2);
         let content = Arc::clone(&self.content);
-        let bodies = self.bodies_ahead.start("read-ahead", 2, move |batch: Batch| {
+        let bodies = self.bodies_ahead.start("read-ahead", body_threads, move |batch: Batch| {
             if let Err(e) = content.fetch_whole(&batch, SMALL_MESSAGE) {
                 tracing::debug!(error = %e, messages = batch.len(), "read-ahead of messages failed");
             }
@@ -176,7 +180,7 @@ impl Fs {
         let core = Arc::downgrade(self);
         let structures = self.structures_ahead.start(
             "structures-ahead",
-            1,
+            structure_threads,
             move |(of, uids): (MessageRef, Vec<Uid>)| {
                 if let Some(fs) = core.upgrade() {
                     fs.structures_for_walk(&of, &uids);

@@ -71,6 +71,7 @@ impl Harness {
             spool_dir: spool.path().to_path_buf(),
             trash: None,
             hide_virtual_folders: false,
+            connections: crate::cli::DEFAULT_CONNECTIONS,
         };
         tune(&mut config);
         let store = Arc::new(MemoryStore::new());

@@ -340,6 +340,26 @@ fn a_walk_has_its_next_batch_fetched_before_it_gets_there() {
     assert!(!h.fs.content.has_first_chunk(&far, &Section::whole()));
 }
 
+/// With a single connection there is none to spare: the walk fetches as it goes, and what
+/// the user asks meanwhile never waits behind a batch nobody asked for yet.
+#[test]
+fn with_one_connection_a_walk_fetches_nothing_ahead() {
+    let h = Harness::with(|c| c.connections = 1);
+    mailbox_of(&h, 300);
+    let names = h.names_at("INBOX").unwrap();
+    for name in &names[..3] {
+        h.names_at(&format!("INBOX/{name}")).unwrap();
+        h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let ahead = inbox_message(&h, 100);
+    assert!(!h.fs.metadata.has_layout(&ahead));
+    assert!(!h.fs.content.has_first_chunk(&ahead, &Section::whole()));
+    // The reader's own batch still comes in one request.
+    let near = inbox_message(&h, 60);
+    assert!(h.fs.content.has_first_chunk(&near, &Section::whole()));
+}
+
 /// The read-ahead thread and the reader never fetch the same message twice: a walk over
 /// every message moves each message's bytes once, in batches.
 #[test]
