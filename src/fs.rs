@@ -121,6 +121,8 @@ pub struct OpenReply {
     pub direct_io: bool,
     /// Content is final: keep the kernel's pages across opens.
     pub keep_cache: bool,
+    /// Closing it stores nothing, so the kernel need not send FLUSH (`FOPEN_NOFLUSH`).
+    pub no_flush: bool,
 }
 
 /// Settings of the filesystem core.
@@ -202,6 +204,8 @@ pub struct Fs {
     forgotten: AtomicU64,
     /// Names the kernel looked up (it had none cached, or its entry had expired).
     lookups: AtomicU64,
+    /// Closes the kernel told of (FLUSH).
+    flushes: AtomicU64,
     /// What spool recovery said of each file it had to leave in the spool.
     spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
 }
@@ -240,6 +244,7 @@ impl Fs {
             release_memory: parts.release_memory,
             forgotten: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
             spool_report: Mutex::new(Default::default()),
         }
     }

@@ -299,6 +299,9 @@ impl fuser::Filesystem for FuseAdapter {
                 if o.keep_cache {
                     f |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
+                if o.no_flush {
+                    f |= FopenFlags::FOPEN_NOFLUSH;
+                }
                 reply.opened(FileHandle(o.fh), f);
             }
             Err(e) => reply.error(errno("open", &e)),

@@ -441,10 +441,13 @@ impl Fs {
         Ok(())
     }
 
-    /// `flush` (every `close`): store a new file that was written since it was last stored,
+    /// `flush` (every `close` of a file that may be written; files that only show mail are
+    /// opened with `no_flush`): store a new file that was written since it was last stored,
     /// so that `close()` reports whether it worked. A file whose storing failed reports it
     /// at every close. Temporary, hidden and empty files stay local.
     pub fn flush(&self, ino: u64, _fh: u64) -> FsResult<()> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some((dir_path, file)) = self.new_file(ino) else {
             return Ok(());
         };

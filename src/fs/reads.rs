@@ -36,6 +36,7 @@ impl Fs {
                     fh: ino,
                     direct_io: true,
                     keep_cache: false,
+                    no_flush: false,
                 })
             }
             Node::StoredFile {
@@ -56,12 +57,14 @@ impl Fs {
                         fh: ino,
                         direct_io: true,
                         keep_cache: false,
+                        no_flush: false,
                     });
                 }
                 Ok(OpenReply {
                     fh: 0,
                     direct_io: false,
                     keep_cache: true,
+                    no_flush: true,
                 })
             }
             Node::File {
@@ -79,12 +82,14 @@ impl Fs {
                     fh: 0,
                     direct_io: !exact,
                     keep_cache: exact,
+                    no_flush: true,
                 })
             }
             Node::Virtual(VirtualNode::TrashNote { .. }) => Ok(OpenReply {
                 fh: 0,
                 direct_io: true,
                 keep_cache: false,
+                no_flush: false,
             }),
             Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => {
                 Err(FsError::IsADirectory)

@@ -76,11 +76,12 @@ impl Fs {
         if ino == super::inodes::ROOT && name.to_str() == Some(STATS) {
             let s = self.store.stats();
             return Ok(format!(
-                "commands={} bytes_received={} bytes_sent={} lookups={}",
+                "commands={} bytes_received={} bytes_sent={} lookups={} flushes={}",
                 s.commands,
                 s.bytes_received,
                 s.bytes_sent,
-                self.lookups.load(Ordering::Relaxed)
+                self.lookups.load(Ordering::Relaxed),
+                self.flushes.load(Ordering::Relaxed)
             )
             .into_bytes());
         }
