@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 
 use super::inodes::{MessageRef, Node};
-use super::mailboxes::child_path;
+use super::mailboxes::{self, child_path};
 use super::namespace::name_str;
 use super::virtual_dirs::{self, VirtualNode};
 use super::{AttrReply, Fs, FsError, FsResult, StatFs};
@@ -416,12 +416,10 @@ impl Fs {
         let shown = after.path_of(&to).unwrap_or(&new_path).to_string();
         // Each mailbox in the moved subtree, old identifier to new, found by where its
         // directory went.
-        let prefix = format!("{path}/");
         let ids: HashMap<MailboxId, MailboxId> = before
             .mailboxes()
-            .filter(|(_, p)| *p == path || p.starts_with(&prefix))
             .filter_map(|(old, p)| {
-                let moved = format!("{shown}{}", &p[path.len()..]);
+                let moved = mailboxes::moved_path(p, path, &shown)?;
                 let new = after.get(&moved)?.id.clone()?;
                 Some((old.clone(), new))
             })

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
+use super::mailboxes::{is_within, moved_path};
 use super::virtual_dirs::VirtualNode;
 use crate::mime::FileSpec;
 use crate::store::{MailboxId, Section, Uid, UidValidity};
@@ -258,13 +259,11 @@ impl InodeTable {
         match (self.slots.get(&parent).map(|s| &s.node), node.message_mut()) {
             (Some(Node::Message { message: now, .. }), Some(message)) => message.clone_from(now),
             (Some(Node::Mailbox { path }), Some(message)) => {
-                let renamed = self.renamed.iter().rev().find(|(old, _, to)| {
-                    *old == message.mailbox
-                        && (path == to
-                            || path
-                                .strip_prefix(to.as_str())
-                                .is_some_and(|r| r.starts_with('/')))
-                });
+                let renamed = self
+                    .renamed
+                    .iter()
+                    .rev()
+                    .find(|(old, _, to)| *old == message.mailbox && is_within(path, to));
                 if let Some((_, new, _)) = renamed {
                     message.mailbox = new.clone();
                 }
@@ -433,16 +432,16 @@ impl InodeTable {
         new_path: &str,
         ids: &HashMap<MailboxId, MailboxId>,
     ) {
-        let prefix = format!("{old_path}/");
         let dirs: Vec<u64> = self
             .by_path
             .range(old_path.to_string()..)
-            .take_while(|(p, _)| *p == old_path || p.starts_with(&prefix))
+            .take_while(|(p, _)| p.starts_with(old_path))
+            .filter(|(p, _)| is_within(p, old_path))
             .flat_map(|(_, inos)| inos.iter().copied())
             .collect();
         let moved = |path: &mut String| {
-            if path == old_path || path.starts_with(&prefix) {
-                *path = format!("{new_path}{}", &path[old_path.len()..]);
+            if let Some(new) = moved_path(path, old_path, new_path) {
+                *path = new;
             }
         };
         self.rekey(dirs, |node| match node {
@@ -512,6 +511,32 @@ mod tests {
             section: Section::whole(),
             mtime: UNIX_EPOCH,
         }
+    }
+
+    /// A sibling whose name sorts between the mailbox and its children (`Projects-2` before
+    /// `Projects/Sub`) does not hide the children from the rename.
+    #[test]
+    fn a_renamed_mailbox_takes_its_children_past_a_sibling_with_a_longer_name() {
+        let mut table = InodeTable::default();
+        let sibling = table.remember(Node::Mailbox {
+            path: "Projects-2".into(),
+        });
+        let child = table.remember(Node::Mailbox {
+            path: "Projects/Sub".into(),
+        });
+        table.mailboxes_renamed("Projects", "Old", &HashMap::new());
+        assert_eq!(
+            table.get(child),
+            Some(&Node::Mailbox {
+                path: "Old/Sub".into()
+            })
+        );
+        assert_eq!(
+            table.get(sibling),
+            Some(&Node::Mailbox {
+                path: "Projects-2".into()
+            })
+        );
     }
 
     /// A lookup in a mailbox directory that resolved a message before the mailbox was

@@ -81,6 +81,18 @@ fn unique_among(name: String, taken: &BTreeMap<String, String>) -> String {
         .expect("an unused suffix exists")
 }
 
+/// Whether the display path `path` is `dir` or lies below it.
+pub fn is_within(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Where `path` is once the directory `from` (and all below it) moved to `to`; `None` for a
+/// path outside it.
+pub fn moved_path(path: &str, from: &str, to: &str) -> Option<String> {
+    is_within(path, from).then(|| format!("{to}{}", &path[from.len()..]))
+}
+
 /// `parent/name`, or `name` at the root.
 pub fn child_path(parent: &str, name: &str) -> String {
     if parent.is_empty() {
@@ -173,6 +185,19 @@ impl MailboxTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_is_within_itself_and_its_subtree_only() {
+        assert!(is_within("Projects", "Projects"));
+        assert!(is_within("Projects/Sub/X", "Projects"));
+        assert!(!is_within("Projects-2", "Projects"));
+        assert!(!is_within("Proj", "Projects"));
+        assert_eq!(
+            moved_path("Projects/Sub", "Projects", "Old").as_deref(),
+            Some("Old/Sub")
+        );
+        assert_eq!(moved_path("Projects-2", "Projects", "Old"), None);
+    }
 
     fn info(path: &[&str], id: &str, selectable: bool) -> MailboxInfo {
         MailboxInfo {

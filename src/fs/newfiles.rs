@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::inodes::{MessageRef, Node};
+use super::mailboxes;
 use super::newmail::MessageSource;
 use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
@@ -157,15 +158,14 @@ impl NewFiles {
     /// Moves the new files of a renamed mailbox directory (and those below it).
     pub fn dirs_renamed(&self, old_path: &str, new_path: &str) {
         let mut files = self.files.lock();
-        let prefix = format!("{old_path}/");
         let moved: Vec<(String, String)> = files
             .keys()
-            .filter(|(dir, _)| dir == old_path || dir.starts_with(&prefix))
+            .filter(|(dir, _)| mailboxes::is_within(dir, old_path))
             .cloned()
             .collect();
         for (dir, name) in moved {
             if let Some(file) = files.remove(&(dir.clone(), name.clone())) {
-                let dir = format!("{new_path}{}", &dir[old_path.len()..]);
+                let dir = mailboxes::moved_path(&dir, old_path, new_path).unwrap_or(dir);
                 files.insert((dir, name), file);
             }
         }
