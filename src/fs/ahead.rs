@@ -104,8 +104,8 @@ impl<J: Send + 'static> Ahead<J> {
     }
 
     /// If a batch is due now that the reader is at `message`: the last message asked for,
-    /// after which it starts. The caller then [`send`](Self::send)s it.
-    pub fn due(&self, message: &MessageRef) -> Option<Uid> {
+    /// after which it starts (see [`send_due`](Self::send_due)).
+    fn due(&self, message: &MessageRef) -> Option<Uid> {
         if self.worker.lock().is_none() {
             return None;
         }
@@ -123,13 +123,32 @@ impl<J: Send + 'static> Ahead<J> {
         Some(frontier.last)
     }
 
+    /// If a batch is due now that the reader is at `message`, makes it with `batch_after`
+    /// (given the last message asked for; `None` for an empty batch) and sends it.
+    pub fn send_due(
+        &self,
+        message: &MessageRef,
+        batch_after: impl FnOnce(&MessageRef) -> Option<(Uid, Uid, J)>,
+    ) {
+        let Some(last) = self.due(message) else {
+            return;
+        };
+        let after = MessageRef {
+            uid: last,
+            ..message.clone()
+        };
+        if let Some((first, end, job)) = batch_after(&after) {
+            self.send(&message.mailbox, first, end, job);
+        }
+    }
+
     /// Hands `job`, the batch of messages `first..=last` of `mailbox`, to the threads; the
     /// batch after it is due when the reader gets to the first message of the batch sent
     /// before it (at once, if there was none). While the threads are busy and as many
     /// batches wait already, nothing is sent and the batch is due again at the reader's next
     /// message. (For an empty batch, send nothing: the reader fetches for itself when it
     /// gets past what is held.)
-    pub fn send(&self, mailbox: &MailboxId, first: Uid, last: Uid, job: J) {
+    fn send(&self, mailbox: &MailboxId, first: Uid, last: Uid, job: J) {
         let sent = match self.worker.lock().as_ref() {
             Some(tx) => match tx.try_send(job) {
                 Ok(()) => true,

@@ -230,18 +230,11 @@ impl Fs {
     /// Sends the walk's next batch of structures to the read-ahead thread, if it is due now
     /// that the walk is at `message`.
     fn structures_ahead(&self, message: &MessageRef) {
-        let Some(last) = self.structures_ahead.due(message) else {
-            return;
-        };
-        let after = MessageRef {
-            uid: last,
-            ..message.clone()
-        };
-        let uids = self.structures_from(&after, false);
-        if let (Some(&first), Some(&end)) = (uids.first(), uids.last()) {
-            self.structures_ahead
-                .send(&message.mailbox, first, end, (after, uids));
-        }
+        self.structures_ahead.send_due(message, |after| {
+            let uids = self.structures_from(after, false);
+            let (first, end) = (*uids.first()?, *uids.last()?);
+            Some((first, end, (after.clone(), uids)))
+        });
     }
 
     /// On the read-ahead thread: the layouts of `uids` (messages of `of`'s mailbox), unless

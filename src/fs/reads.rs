@@ -235,17 +235,11 @@ impl Fs {
             }
             self.bodies_ahead.fetched_to(message, last);
         }
-        if let Some(last) = self.bodies_ahead.due(message) {
-            let after = MessageRef {
-                uid: last,
-                ..message.clone()
-            };
-            let batch = self.bodies_from(&after, false);
-            if let (Some((first, _)), Some((end, _))) = (batch.first(), batch.last()) {
-                let (first, end) = (first.uid, end.uid);
-                self.bodies_ahead.send(&message.mailbox, first, end, batch);
-            }
-        }
+        self.bodies_ahead.send_due(message, |after| {
+            let batch = self.bodies_from(after, false);
+            let (first, end) = (batch.first()?.0.uid, batch.last()?.0.uid);
+            Some((first, end, batch))
+        });
     }
 
     /// The small messages from `message` on (or after it) for one request of at most
