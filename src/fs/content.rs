@@ -181,9 +181,7 @@ impl ContentFetcher {
                             source.transfer,
                             start + i * CHUNK,
                         );
-                        if inflight.contains_key(&Gate::Chunk(next.clone()))
-                            || self.cache.contains(&next)
-                        {
+                        if self.held_or_in(&inflight, &next) {
                             chunks = i;
                             break;
                         }
@@ -213,11 +211,7 @@ impl ContentFetcher {
                 Ok((gate, keys)) => {
                     let held = gate.lock();
                     let result = self.fetch_run(source, start, keys.len() as u64);
-                    let mut inflight = self.inflight.lock();
-                    for k in keys {
-                        inflight.remove(&Gate::Chunk(k));
-                    }
-                    drop(inflight);
+                    self.release(keys);
                     drop(held);
                     return result;
                 }
@@ -343,7 +337,20 @@ impl ContentFetcher {
     /// would not send a request of its own).
     pub fn held_or_coming(&self, message: &MessageRef) -> bool {
         let first = key(message, &Section::whole(), Transfer::Encoded, 0);
-        self.cache.contains(&first) || self.inflight.lock().contains_key(&Gate::Chunk(first))
+        self.held_or_in(&self.inflight.lock(), &first)
+    }
+
+    /// Whether chunk `k` is cached or on its way, `inflight` being the locked table.
+    fn held_or_in(&self, inflight: &HashMap<Gate, Arc<Mutex<()>>>, k: &ContentKey) -> bool {
+        self.cache.contains(k) || inflight.contains_key(&Gate::Chunk(k.clone()))
+    }
+
+    /// The fetch of `keys` is over (its chunks kept, or not): their readers look again.
+    fn release(&self, keys: Vec<ContentKey>) {
+        let mut inflight = self.inflight.lock();
+        for k in keys {
+            inflight.remove(&Gate::Chunk(k));
+        }
     }
 
     /// Fetches whole messages of one mailbox, each at most `limit` bytes, in one request,
@@ -365,8 +372,7 @@ impl ContentFetcher {
             let mut claimed = Vec::with_capacity(wanted.len());
             let mut keys = Vec::new();
             for (message, size) in wanted {
-                let first = key(message, &whole, Transfer::Encoded, 0);
-                if self.cache.contains(&first) || inflight.contains_key(&Gate::Chunk(first)) {
+                if self.held_or_in(&inflight, &key(message, &whole, Transfer::Encoded, 0)) {
                     continue;
                 }
                 for k in chunk_keys(message, *size) {
@@ -378,11 +384,7 @@ impl ContentFetcher {
             (claimed, keys)
         };
         let result = self.fetch_claimed(&claimed, limit);
-        let mut inflight = self.inflight.lock();
-        for k in keys {
-            inflight.remove(&Gate::Chunk(k));
-        }
-        drop(inflight);
+        self.release(keys);
         drop(held);
         result
     }
