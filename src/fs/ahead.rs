@@ -1,12 +1,12 @@
 //! Work done ahead of a walk (`grep -r`, `find`): while the reader goes through one batch
 //! of messages, the next two batches (their structures, or their whole bodies) are fetched
 //! on threads of their own, so the reader finds them ready, or on their way, instead of
-//! waiting for a round trip and the transfer after every batch. A reader of something on its way
-//! waits for that fetch rather than sending its own ([`Coming`]).
+//! waiting for a round trip and the transfer after every batch. A reader of something on
+//! its way waits for that fetch rather than sending its own ([`Coming`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 
 use parking_lot::lock_api::ArcMutexGuard;
@@ -124,7 +124,8 @@ impl<J: Send + 'static> Ahead<J> {
     }
 
     /// If a batch is due now that the reader is at `message`, makes it with `batch_after`
-    /// (given the last message asked for; `None` for an empty batch) and sends it.
+    /// (given the last message asked for) and sends it. For an empty batch (`None`)
+    /// nothing is sent: the reader fetches for itself when it gets past what is held.
     pub fn send_due(
         &self,
         message: &MessageRef,
@@ -146,16 +147,13 @@ impl<J: Send + 'static> Ahead<J> {
     /// batch after it is due when the reader gets to the first message of the batch sent
     /// before it (at once, if there was none). While the threads are busy and as many
     /// batches wait already, nothing is sent and the batch is due again at the reader's next
-    /// message. (For an empty batch, send nothing: the reader fetches for itself when it
-    /// gets past what is held.)
+    /// message.
     fn send(&self, mailbox: &MailboxId, first: Uid, last: Uid, job: J) {
-        let sent = match self.worker.lock().as_ref() {
-            Some(tx) => match tx.try_send(job) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-            },
-            None => false,
-        };
+        let sent = self
+            .worker
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(job).is_ok());
         if let Some(frontier) = self.frontiers.lock().get_mut(mailbox) {
             if sent {
                 frontier.due = frontier.last_sent.map_or(Due::Now, Due::At);
