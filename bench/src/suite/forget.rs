@@ -115,16 +115,23 @@ fn count_entries(lines: &[String], dir: &Path) -> (usize, usize) {
 }
 
 impl Bench<'_> {
-    /// On a fresh mount: RSS after `ls` of the root, then `ls -l` of Walk (timed and
-    /// counted like the other rows) and the peak RSS it reached.
-    pub(super) fn listing_peak(&mut self, results: &mut Results) -> io::Result<ListingPeak> {
+    /// A fresh mount on loopback (`cache`: its `--cache-size`) after `ls` of its root, and
+    /// imapfs's RSS then (*after mount*).
+    fn mount_at_rest(&mut self, cache: Option<u64>) -> io::Result<(Mount, u64)> {
         process::check()?;
-        let mount = self.mount(self.loopback.port(), None)?;
+        let mount = self.mount(self.loopback.port(), cache)?;
         let mut ls = Command::new("ls");
         ls.arg(mount.path());
         let out = Stdio::from(File::create(self.scratch("root.out"))?);
         run_timed(&mut ls, "ls", out, &[0])?;
         let after_mount = mount.rss()?;
+        Ok((mount, after_mount))
+    }
+
+    /// On a fresh mount: RSS after `ls` of the root, then `ls -l` of Walk (timed and
+    /// counted like the other rows) and the peak RSS it reached.
+    pub(super) fn listing_peak(&mut self, results: &mut Results) -> io::Result<ListingPeak> {
+        let (mount, after_mount) = self.mount_at_rest(None)?;
         let out = self.scratch("ls-walk.out");
         let mut ls = Command::new("ls");
         ls.arg("-l").arg(mount.path().join(WALK_MAILBOX));
@@ -165,13 +172,7 @@ impl Bench<'_> {
         cache: Option<u64>,
         results: &mut Results,
     ) -> io::Result<Forget> {
-        process::check()?;
-        let mount = self.mount(self.loopback.port(), cache)?;
-        let mut ls = Command::new("ls");
-        ls.arg(mount.path());
-        let out = Stdio::from(File::create(self.scratch("root.out"))?);
-        run_timed(&mut ls, "ls", out, &[0])?;
-        let after_mount = mount.rss()?;
+        let (mount, after_mount) = self.mount_at_rest(cache)?;
 
         let walk = mount.path().join(WALK_MAILBOX);
         let out = self.scratch("find.out");
