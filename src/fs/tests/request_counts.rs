@@ -302,6 +302,12 @@ fn eventually(done: impl Fn() -> bool) -> bool {
     done()
 }
 
+/// What `grep -r` does with a message of INBOX: lists its directory, reads message.eml.
+fn grep_message(h: &Harness, name: &str) -> Vec<u8> {
+    h.names_at(&format!("INBOX/{name}")).unwrap();
+    h.read_path(&format!("INBOX/{name}/message.eml")).unwrap()
+}
+
 fn inbox_message(h: &Harness, uid: u32) -> MessageRef {
     MessageRef {
         mailbox: MailboxId::new("INBOX"),
@@ -319,8 +325,7 @@ fn a_walk_has_its_next_batch_fetched_before_it_gets_there() {
     mailbox_of(&h, 300);
     let names = h.names_at("INBOX").unwrap();
     for name in &names[..3] {
-        h.names_at(&format!("INBOX/{name}")).unwrap();
-        h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+        grep_message(&h, name);
     }
     // The reader is at message 3: its batch (2 to 65) came with its read; the next one
     // (66 to 129) comes without it asking.
@@ -348,8 +353,7 @@ fn with_one_connection_a_walk_fetches_nothing_ahead() {
     mailbox_of(&h, 300);
     let names = h.names_at("INBOX").unwrap();
     for name in &names[..3] {
-        h.names_at(&format!("INBOX/{name}")).unwrap();
-        h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+        grep_message(&h, name);
     }
     std::thread::sleep(Duration::from_millis(300));
     let ahead = inbox_message(&h, 100);
@@ -376,8 +380,7 @@ fn a_walk_with_read_ahead_fetches_every_message_once() {
         if i == 1 {
             before = h.store.bytes_served();
         }
-        h.names_at(&format!("INBOX/{name}")).unwrap();
-        let body = h.read_path(&format!("INBOX/{name}/message.eml")).unwrap();
+        let body = grep_message(&h, name);
         assert!(body.ends_with(b"hello\r\n"), "message {i}");
         if i >= 1 {
             total += body.len() as u64;
