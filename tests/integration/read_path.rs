@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::live::settle;
+use super::live::{settle, settle_for};
 use super::support::*;
 
 /// Finds a file named `name` anywhere under `dir`.
@@ -397,6 +397,45 @@ fn a_walk_of_a_followed_mailbox_looks_up_no_message_again() {
         after - before < (MESSAGES / 20) as u64,
         "the walk looked up {} names for {MESSAGES} messages",
         after - before
+    );
+}
+
+/// `grep -r` through a real mount: while the reader goes through its batch, the next two
+/// come without it asking (structures and bodies on threads and connections of their
+/// own). With one connection there is none to spare, and nothing comes ahead.
+#[test]
+fn a_walk_is_served_ahead_of_its_reader_unless_there_is_one_connection() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", 300, 5, 8_000).unwrap();
+    // Bytes from the server while the first three messages are walked, once all is quiet.
+    let walk_three = |args: &[&str]| -> u64 {
+        let mount = MountSpec::new(&dovecot, "alice").args(args).mount();
+        let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir(mount.join("INBOX"))
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                (name.split(' ').next().unwrap().parse().unwrap(), path)
+            })
+            .collect();
+        dirs.sort();
+        settle(&mount);
+        let (_, before) = stats(&mount);
+        for (_, dir) in &dirs[..3] {
+            fs::read_dir(dir).unwrap().for_each(drop);
+            fs::read(dir.join("message.eml")).unwrap();
+        }
+        // Long enough for a batch still arriving on a loaded machine.
+        settle_for(&mount, std::time::Duration::from_secs(1));
+        let (_, after) = stats(&mount);
+        after - before
+    };
+    let ahead = walk_three(&[]);
+    let single = walk_three(&["--connections", "1"]);
+    // Alone: the reader's own batch of 64 messages. Ahead: two batches more.
+    assert!(
+        ahead > 2 * single,
+        "{ahead} bytes with read-ahead, {single} with one connection"
     );
 }
 
