@@ -80,22 +80,6 @@ pub fn holds(script: &str) -> bool {
     sh(script).status.success()
 }
 
-/// `commands=` and `bytes_received=` of the mount's counters.
-pub fn stats(mount: &Mount) -> (u64, u64) {
-    let out = sh(&format!(
-        "getfattr --only-values -n user.imapfs.stats '{}'",
-        mount.path.display()
-    ));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |name: &str| -> u64 {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-    };
-    (field("commands="), field("bytes_received="))
-}
-
 /// Waits until the mount sends no command for 400 ms (what follows a listing is done),
 /// at most 10 s.
 pub fn settle(mount: &Mount) {

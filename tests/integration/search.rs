@@ -16,15 +16,7 @@ use super::support::*;
 
 /// The mount's command counter (`user.imapfs.stats` on the root).
 fn commands(mount: &Mount) -> u64 {
-    let out = sh(&format!(
-        "getfattr --only-values -n user.imapfs.stats '{}'",
-        mount.path.display()
-    ));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("commands="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no commands= in {text:?}"))
+    counter(mount, "commands")
 }
 
 /// `UID SEARCH` by an independent client (Python's imaplib): `keys` as they are, then,

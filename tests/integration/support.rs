@@ -265,6 +265,24 @@ pub fn sh(script: &str) -> Output {
         .expect("run sh")
 }
 
+/// One of the mount's own counters (`name=` in `user.imapfs.stats` on the root).
+pub fn counter(mount: &Mount, name: &str) -> u64 {
+    let out = sh(&format!(
+        "getfattr --only-values -n user.imapfs.stats '{}'",
+        mount.path.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {text:?}"))
+}
+
+/// `commands=` and `bytes_received=` of the mount's counters.
+pub fn stats(mount: &Mount) -> (u64, u64) {
+    (counter(mount, "commands"), counter(mount, "bytes_received"))
+}
+
 /// An independent IMAP session as `user`.
 pub type Session = fixture::TlsSession;
 

@@ -213,16 +213,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Bytes the mount received from the server so far.
 fn received(mount: &Mount) -> u64 {
-    let stats = sh(&format!(
-        "getfattr --only-values -n user.imapfs.stats {}",
-        q(&mount.path)
-    ));
-    String::from_utf8_lossy(&stats.stdout)
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("bytes_received="))
-        .unwrap()
-        .parse()
-        .unwrap()
+    counter(mount, "bytes_received")
 }
 
 #[test]
