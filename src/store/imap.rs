@@ -368,9 +368,9 @@ impl ImapStore {
     }
 
     /// Runs `op` on a pooled connection. A connection left in an unknown state is dropped;
-    /// a broken connection is replaced and `op` retried once, which is safe for the
-    /// read-only operations this is used for, unless the filesystem call was cancelled or
-    /// has no time left. While `op` waits on the server, a cancelled call shuts the socket
+    /// a broken connection (or one the server failed internally on, SERVERBUG) is replaced
+    /// and `op` retried once, which is safe for the read-only operations this is used for,
+    /// unless the filesystem call was cancelled or has no time left. While `op` waits on the server, a cancelled call shuts the socket
     /// down, and the error is then `Interrupted`.
     fn with_connection<T>(
         &self,
@@ -382,7 +382,7 @@ impl ImapStore {
         loop {
             attempt += 1;
             let mut borrowed = self.borrow(mailbox)?;
-            let (result, keep) = {
+            let (result, keep, server_fault) = {
                 let conn = borrowed.conn.as_mut().expect("borrowed connection present");
                 let cancel = conn.cancel_with_call();
                 let result = match op(conn) {
@@ -392,7 +392,11 @@ impl ImapStore {
                 drop(cancel);
                 let keep =
                     !conn.is_broken() && result.as_ref().err().is_none_or(connection_survives);
-                (result, keep)
+                // A refusal that closed the connection is the server failing internally
+                // (SERVERBUG), which a new session may well not meet.
+                let server_fault =
+                    conn.is_broken() && matches!(result, Err(StoreError::Refused(_)));
+                (result, keep, server_fault)
             };
             if !keep {
                 borrowed.conn = None;
@@ -408,7 +412,7 @@ impl ImapStore {
             }
             if attempt == 1
                 && retry == Retry::Once
-                && matches!(e, StoreError::Connection(_))
+                && (server_fault || matches!(e, StoreError::Connection(_)))
                 && Self::call_goes_on().is_ok()
             {
                 tracing::warn!(error = %e, "IMAP connection broke; retrying once on a new one");

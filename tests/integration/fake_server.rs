@@ -46,8 +46,22 @@ pub enum Misbehaviour {
     Flood { announced: String, limit: u64 },
     /// Send `* BYE` instead of the answer, then close.
     Bye,
+    /// Answer the whole command with `NO` and this text (which may start with a response
+    /// code), sending nothing more for it.
+    Refuse(String),
     /// Misbehave like the inner value the first `n` times, then answer correctly.
     FirstTimes(usize, Box<Misbehaviour>),
+}
+
+impl Misbehaviour {
+    /// What the `asked`-th request meets: [`Misbehaviour::FirstTimes`] resolved.
+    fn on(&self, asked: usize) -> &Misbehaviour {
+        match self {
+            Misbehaviour::FirstTimes(n, inner) if asked <= *n => inner.on(asked),
+            Misbehaviour::FirstTimes(..) => &Misbehaviour::Normal,
+            other => other,
+        }
+    }
 }
 
 /// One message of the model.
@@ -584,6 +598,10 @@ impl Conn<'_> {
                 *count += 1;
                 *count
             };
+            if let Misbehaviour::Refuse(text) = behaviour.on(asked) {
+                self.send(format!("{tag} NO {text}\r\n").as_bytes())?;
+                return Ok(());
+            }
             self.misbehave(behaviour, asked, &good, seq + 1, message.uid, &items)?;
         }
         self.send(format!("{tag} OK fetch done\r\n").as_bytes())?;
@@ -600,8 +618,10 @@ impl Conn<'_> {
         uid: u32,
         items: &str,
     ) -> Result<(), Closed> {
-        match behaviour {
-            Misbehaviour::Normal => self.send(good)?,
+        match behaviour.on(asked) {
+            Misbehaviour::Normal | Misbehaviour::Refuse(_) | Misbehaviour::FirstTimes(..) => {
+                self.send(good)?
+            }
             Misbehaviour::Replace(bytes) => self.send(bytes)?,
             Misbehaviour::Prepend(bytes) => {
                 self.send(bytes)?;
@@ -633,12 +653,6 @@ impl Conn<'_> {
             Misbehaviour::Bye => {
                 let _ = self.send(b"* BYE the fake is going away\r\n");
                 return Err(self.close());
-            }
-            Misbehaviour::FirstTimes(n, inner) => {
-                if asked <= *n {
-                    return self.misbehave(inner, asked, good, seq, uid, items);
-                }
-                self.send(good)?;
             }
         }
         Ok(())

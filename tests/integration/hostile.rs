@@ -458,6 +458,61 @@ fn an_unexpected_bye_is_retried_once_then_eio() {
     assert_still_serving(&mount, &process);
 }
 
+/// A `NO [SERVERBUG]` (the server failed internally, RFC 5530) closes the connection it came
+/// on, since that session may hold what the failed command took (Dovecot can keep a
+/// mailbox's lock file, which stalls every other session), and a read is retried once on a
+/// new connection. A part the server always fails is EIO, and the mount goes on serving.
+#[test]
+fn a_serverbug_answer_closes_its_connection_and_a_read_is_retried_once() {
+    const BUG: &str =
+        "[SERVERBUG] Internal error occurred. Refer to server log for more information.";
+    let mut once = FakeMessage::text(1, "Bug once", "bug once body\n");
+    once.on_section = Misbehaviour::FirstTimes(1, Box::new(Misbehaviour::Refuse(BUG.into())));
+    let mut always = FakeMessage::text(2, "Bug always", "never seen\n");
+    always.on_section = Misbehaviour::Refuse(BUG.into());
+    let mut structure = FakeMessage::text(3, "Bug on structure", "structure body\n");
+    structure.on_structure =
+        Misbehaviour::FirstTimes(1, Box::new(Misbehaviour::Refuse(BUG.into())));
+    let server = FakeServer::start(Script::new(vec![
+        control_mailbox(),
+        FakeMailbox::new("Bugs", vec![once, always, structure]),
+    ]));
+    let (mount, process) = mount(&server);
+    let dir = mount.join("Bugs");
+    let connections = server.connections();
+    assert_eq!(
+        read(dir.join("1 Bug once/body.txt")).unwrap(),
+        b"bug once body\r\n"
+    );
+    let after_once = server.connections();
+    assert_eq!(
+        after_once,
+        connections + 1,
+        "the connection that met SERVERBUG is replaced, once"
+    );
+    assert_fails_with(
+        "a part the server always fails on",
+        &read(dir.join("2 Bug always/body.txt")),
+        &[libc::EIO],
+    );
+    // Each command it failed on was tried on two connections, both replaced; a read may
+    // send two (the part, then the whole message), never more.
+    let replaced = server.connections() - after_once;
+    assert!(
+        (2..=4).contains(&replaced),
+        "{replaced} connections replaced for one failing read"
+    );
+    assert_eq!(
+        list(dir.join("3 Bug on structure")).unwrap(),
+        ["body.txt", "message.eml"]
+    );
+    assert_eq!(
+        read(dir.join("3 Bug on structure/body.txt")).unwrap(),
+        b"structure body\r\n"
+    );
+    assert_still_serving(&mount, &process);
+}
+
 /// Responses nobody asked for, in the middle of answers (RFC 3501 §7 allows most of them at
 /// any time): an ALERT, which is logged for the user to see, mailbox news, a flag update
 /// without a UID, a CAPABILITY, a NO and a code imapfs does not know. Reads stay exact.

@@ -54,6 +54,9 @@ fn from_no(code: Option<&Code>, text: &str) -> StoreError {
         Some(Code::Unavailable) => StoreError::Refused(format!(
             "the server is temporarily unavailable (UNAVAILABLE): {text}"
         )),
+        Some(Code::ServerBug) => {
+            StoreError::Refused(format!("the server failed internally (SERVERBUG): {text}"))
+        }
         Some(Code::UnknownCte) => StoreError::Unsupported(format!(
             "the server cannot decode this part's transfer encoding: {text}"
         )),
@@ -143,6 +146,10 @@ mod tests {
         assert!(matches!(
             answer("b5 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n"),
             Err(StoreError::Unsupported(_))
+        ));
+        assert!(matches!(
+            answer("a NO [SERVERBUG] Internal error occurred. Refer to server log for more information.\r\n"),
+            Err(StoreError::Refused(m)) if m.contains("failed internally") && m.contains("Internal error")
         ));
         assert!(matches!(
             answer("a NO Something else\r\n"),

@@ -300,6 +300,13 @@ impl<S: Read + Write> Wire<S> {
         };
         self.pending.swap_remove(i);
         tracing::debug!(target: LOG_TARGET, "S: {} {:?} {}", tagged.tag, tagged.status, short(&tagged.text));
+        if tagged.code == Some(Code::ServerBug) {
+            // The server's session may still hold what the failed command took: Dovecot,
+            // failing an EXAMINE of a mailbox renamed meanwhile, keeps its lock file until
+            // the session ends, and every other session waits on it. Ending ours frees it.
+            tracing::warn!(tag = %tagged.tag, text = %short(&tagged.text), "the server failed internally (SERVERBUG); this connection is closed");
+            self.broken = true;
+        }
         self.completed.push(tagged);
         Ok(())
     }

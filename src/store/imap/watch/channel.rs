@@ -285,7 +285,7 @@ impl Channel {
         let name = quote::mailbox(mailbox)?;
         let done = match s.conn.run(Command::new("EXAMINE").arg(&name)) {
             Ok(done) => done,
-            Err(StoreError::Refused(_)) => {
+            Err(StoreError::Refused(_)) if !s.conn.is_broken() => {
                 s.selected = None;
                 self.shared.with(|st| st.forget_recent(mailbox));
                 return Ok(false);

@@ -174,7 +174,8 @@ pub fn resync(
     };
     let done = match x.conn.run(cmd) {
         Ok(done) => done,
-        Err(StoreError::Refused(_) | StoreError::NoSuchMailbox(_)) => {
+        // A refusal that closed the connection (SERVERBUG) says nothing of the mailbox.
+        Err(StoreError::Refused(_) | StoreError::NoSuchMailbox(_)) if !x.conn.is_broken() => {
             x.conn.selection = Selection::None;
             return Ok(x.finish(Outcome::Gone));
         }

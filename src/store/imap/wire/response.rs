@@ -46,6 +46,10 @@ pub enum Code {
     Alert,
     /// RFC 5530 §3: a subsystem is down; the command may succeed later.
     Unavailable,
+    /// RFC 5530 §3: the server hit an internal error. Its session may be left holding
+    /// what the failed command took (Dovecot can keep a mailbox's lock file), so the
+    /// connection is not used again.
+    ServerBug,
     /// Any other code: its name (upper case) and its data as sent.
     Other(String, String),
 }
@@ -247,6 +251,7 @@ fn response_code(c: &mut Cursor<'_>) -> Result<Code, WireError> {
         "READ-ONLY" => Code::ReadOnly,
         "ALERT" => Code::Alert,
         "UNAVAILABLE" => Code::Unavailable,
+        "SERVERBUG" => Code::ServerBug,
         _ => Code::Other(name, data),
     })
 }

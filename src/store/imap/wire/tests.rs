@@ -785,3 +785,27 @@ fn quota_root_and_quota_responses() {
         assert!(parse_response(bad).is_err(), "{bad:?}");
     }
 }
+
+/// Dovecot answers SERVERBUG when it fails internally, e.g. an EXAMINE of a mailbox another
+/// session renamed meanwhile, and its session may keep that mailbox's lock file: the wire
+/// is broken so that its owner closes the connection, which frees the lock.
+#[test]
+fn a_serverbug_answer_is_returned_and_breaks_the_wire() {
+    let mut w = wire(
+        b"i1 NO [SERVERBUG] Internal error occurred. Refer to server log for more information. [2026-12-05 03:36:01] (0.003 + 0.000 + 0.002 secs).\r\n",
+    );
+    let done = w.run(Command::new("EXAMINE").syntax("Projets")).unwrap();
+    assert_eq!(
+        (done.tagged.status, done.tagged.code),
+        (Status::No, Some(Code::ServerBug))
+    );
+    assert!(w.is_broken());
+    assert!(matches!(
+        w.run(Command::new("NOOP")),
+        Err(WireError::Broken)
+    ));
+    // Any other refusal keeps the connection.
+    let mut w = wire(b"i1 NO [NONEXISTENT] Mailbox doesn't exist: Projets\r\n");
+    w.run(Command::new("EXAMINE").syntax("Projets")).unwrap();
+    assert!(!w.is_broken());
+}
