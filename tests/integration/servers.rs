@@ -89,6 +89,7 @@ on_every_server!(
     new_files_flags_moves_and_deletes_reach_the_server,
     search_finds_messages_on_the_server,
     changes_elsewhere_show_by_themselves,
+    listed_mailboxes_cost_nothing_at_rest,
 );
 
 pub fn names(dir: &Path) -> BTreeSet<String> {
@@ -599,5 +600,29 @@ fn changes_elsewhere_show_by_themselves(kind: ServerKind) {
         sent.iter().any(|c| c == watch_command(kind)),
         "{kind:?} should be watched with {}: {sent:?}",
         watch_command(kind)
+    );
+}
+
+/// Once INBOX and another mailbox are listed and the watcher has them in hand, the mount
+/// is quiet: on a server whose EXAMINE has no UIDNEXT (Courier), checking a listing could
+/// only find it stale, and listing it again asked for another check, a loop of EXAMINEs.
+fn listed_mailboxes_cost_nothing_at_rest(kind: ServerKind) {
+    let server = with_samples(kind);
+    let mount = MountSpec::on(server.as_ref(), "alice").mount();
+    for mailbox in ["INBOX", "Reçus"] {
+        assert!(
+            !names(&mount.join(mailbox)).is_empty(),
+            "{kind:?}: {mailbox}"
+        );
+    }
+    super::live::settle(&mount);
+    let before = counter(&mount, "commands");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let sent = counter(&mount, "commands") - before;
+    // A poll of the mailbox list may fall in the window; the loop sent dozens.
+    assert!(
+        sent <= 4,
+        "{kind:?}: {sent} commands in 3 s at rest\n{}",
+        mount.log()
     );
 }

@@ -348,7 +348,10 @@ impl State {
         t.basis = basis;
         t.generation += 1;
         t.pending = !trusted;
-        if t.pending {
+        // Without a basis (Courier's EXAMINE has no UIDNEXT) a check could only find the
+        // listing stale again, and the new listing would ask for another check: a loop of
+        // EXAMINEs. Such a mailbox is not followed; a change heard on it still relists it.
+        if t.pending && t.basis.is_some() {
             t.dirty = true;
             wake.push(self.owner(mailbox));
         }
@@ -742,6 +745,46 @@ mod tests {
         s.follow(&b, None);
         s.idling(Role::Recent, Some((b, idle_at)));
         assert!(!s.is_followed(&a));
+    }
+
+    /// A listing without UIDNEXT (Courier) gives nothing to check against: it makes no
+    /// connection resynchronise, which would only find it stale and have it listed again,
+    /// forever. A change heard while idling on it still has it listed again, once.
+    #[test]
+    fn a_listing_without_uidnext_is_not_checked_again_and_again() {
+        let mut s = running(Mode::Idle);
+        let t0 = Instant::now();
+        s.went_live(Role::Primary, t0);
+        s.went_live(Role::Recent, t0);
+        s.idling(Role::Primary, Some((inbox(), t0)));
+        let a = MailboxId::new("A");
+        s.idling(Role::Recent, Some((a.clone(), t0)));
+        let courier = |at| ListingNote {
+            started: at,
+            validity: UidValidity(7),
+            uid_next: None,
+            exists: 2,
+            modseq: None,
+            uids: Some(vec![1, 2]),
+        };
+        for (mailbox, owner) in [(inbox(), Role::Primary), (a.clone(), Role::Recent)] {
+            for i in 1..4 {
+                s.note_listing(&mailbox, courier(t0 + Duration::from_millis(i)));
+                s.follow(&mailbox, None);
+                assert_eq!(s.next_due(owner), None, "{mailbox}: listing {i}");
+                assert!(!s.is_followed(&mailbox));
+            }
+            s.change_heard(&mailbox, t0 + Duration::from_millis(5));
+            assert_eq!(s.next_due(owner), Some(mailbox.clone()));
+            let claim = s.claim(&mailbox).unwrap();
+            assert_eq!(
+                s.commit(claim, Outcome::Stale, false),
+                [StoreEvent::MailboxStale(mailbox.clone())]
+            );
+            s.note_listing(&mailbox, courier(t0 + Duration::from_millis(6)));
+            s.follow(&mailbox, None);
+            assert_eq!(s.next_due(owner), None, "{mailbox}: after the change");
+        }
     }
 
     /// With CONDSTORE, a mailbox not idled on is followed by polls.
