@@ -82,6 +82,9 @@ struct Pool {
     retry_at: Option<Instant>,
     /// Whether the server is reachable, as the last connection attempt found.
     reach: Reach,
+    /// Bumped when every session must end (see [`ImapStore::renew_sessions`]): a
+    /// connection borrowed before is closed when given back.
+    epoch: u64,
 }
 
 /// What the last connection attempt found; while `Down`, calls that need a new connection
@@ -136,14 +139,16 @@ struct Naming {
 struct Borrowed<'a> {
     store: &'a ImapStore,
     conn: Option<Connection>,
+    /// The pool's epoch when it was borrowed.
+    epoch: u64,
 }
 
 impl Drop for Borrowed<'_> {
     fn drop(&mut self) {
         let mut pool = self.store.pool.lock();
         match self.conn.take() {
-            Some(conn) => pool.idle.push(conn),
-            None => pool.open -= 1,
+            Some(conn) if self.epoch == pool.epoch => pool.idle.push(conn),
+            _ => pool.open -= 1,
         }
         self.store.returned.notify_one();
     }
@@ -170,6 +175,7 @@ impl ImapStore {
                 failures: 0,
                 retry_at: None,
                 reach: Reach::Up,
+                epoch: 0,
             }),
             quota: Mutex::new(None),
             returned: Condvar::new(),
@@ -291,6 +297,7 @@ impl ImapStore {
                 return Ok(Borrowed {
                     store: self,
                     conn: Some(conn),
+                    epoch: pool.epoch,
                 });
             }
             if pool.open < self.max_connections {
@@ -331,6 +338,7 @@ impl ImapStore {
                         Ok(Borrowed {
                             store: self,
                             conn: Some(conn),
+                            epoch: pool.epoch,
                         })
                     }
                     Err(e) => {
@@ -429,6 +437,20 @@ impl ImapStore {
         let dropped = pool.idle.len();
         pool.idle.clear();
         pool.open -= dropped;
+    }
+
+    /// Ends every session of this store, the watcher's too: idle connections now, busy ones
+    /// when given back. After a RENAME, a session that was reading the mailbox as it moved
+    /// may still hold its lock: Dovecot 2.3 leaves `dovecot-uidlist.lock` behind in the
+    /// renamed directory, under the pid of a live session, and every other session waits
+    /// on it for minutes. When that session ends, the lock is stale and taken at once.
+    fn renew_sessions(&self) {
+        self.pool.lock().epoch += 1;
+        self.discard_idle();
+        self.returned.notify_all();
+        if let Some(watch) = &self.watch {
+            watch.renew();
+        }
     }
 
     /// Marks idle connections that have `mailbox` selected as having nothing selected, so

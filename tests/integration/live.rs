@@ -507,6 +507,43 @@ fn a_warm_remount_catches_up_by_the_change() {
 
 /// `--no-watch`: nothing is watched; a directory is checked with the server when read
 /// again, as before live updates.
+/// After `mv` of a mailbox every session the mount had open ends (the watcher's too) and
+/// new ones carry on: Dovecot 2.3 can leave a renamed mailbox's lock file held by a
+/// session that was reading the mailbox as it moved, and every other session, the mount's
+/// next `rmdir` or another client's LIST, then waited on it for 30 s and more (seen in CI).
+#[test]
+fn a_mailbox_rename_renews_every_session_and_changes_still_show() {
+    let dovecot = server_without(&[]);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    assert_eq!(ls(&mount, "INBOX"), ["1 One", "2 Two", "3 Three"]);
+    assert_eq!(ls(&mount, "Work"), ["1 Work one"]);
+    settle(&mount);
+    let before = dovecot.session_pids();
+    assert!(
+        before.len() >= 2,
+        "the pool's and the watcher's: {before:?}"
+    );
+    std::fs::rename(mount.join("Work"), mount.join("Projects")).unwrap();
+    shows(&mount, "the sessions open before the rename ending", || {
+        let now = dovecot.session_pids();
+        before.iter().all(|pid| !now.contains(pid))
+    });
+    assert_eq!(ls(&mount, "Projects"), ["1 Work one"]);
+    let mut other = Other::new(&dovecot);
+    let uid = other.append("Projects", "After the rename");
+    let name = format!("{uid} After the rename");
+    shows(&mount, "a message arriving after the rename", || {
+        ls(&mount, "Projects").contains(&name)
+    });
+    let uid = other.append("INBOX", "In INBOX after the rename");
+    let name = format!("{uid} In INBOX after the rename");
+    shows(
+        &mount,
+        "a message arriving in INBOX after the rename",
+        || ls(&mount, "INBOX").contains(&name),
+    );
+}
+
 #[test]
 fn no_watch_looks_again_when_read() {
     let dovecot = server_without(&[]);

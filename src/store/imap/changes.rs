@@ -109,7 +109,11 @@ impl ImapStore {
             conn.run(Command::new("RENAME").arg(&from_name).arg(&to_name))
                 .map(drop)
         });
-        self.forget_selection(from);
+        if renamed.is_ok() {
+            self.renew_sessions();
+        } else {
+            self.forget_selection(from);
+        }
         renamed
     }
 

@@ -18,6 +18,7 @@ mod resync;
 mod state;
 mod wait;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -107,6 +108,8 @@ struct Shared {
     /// mailbox leave in the order they were committed.
     sending: Mutex<()>,
     wakers: [Waker; 3],
+    /// Bumped when every connection must log out and connect again ([`Watch::renew`]).
+    renewals: AtomicU64,
 }
 
 impl Shared {
@@ -127,6 +130,10 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.state.lock().stopping
+    }
+
+    fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::SeqCst)
     }
 
     /// Records a resynchronisation's outcome (with `then` under the same lock) and reports
@@ -188,6 +195,7 @@ impl Watch {
                 state: Mutex::new(State::new()),
                 sending: Mutex::new(()),
                 wakers: [Waker::new()?, Waker::new()?, Waker::new()?],
+                renewals: AtomicU64::new(0),
             }),
         })
     }
@@ -236,6 +244,15 @@ impl Watch {
     /// See `MailStore::is_list_followed`.
     pub fn is_list_followed(&self) -> bool {
         self.shared.with(|s| s.is_list_followed())
+    }
+
+    /// Has every connection log out and connect again (see `ImapStore::renew_sessions`).
+    pub fn renew(&self) {
+        self.shared.renewals.fetch_add(1, Ordering::SeqCst);
+        if self.shared.with(|s| s.sink.is_some()) {
+            self.shared
+                .wake(&[Role::Notify, Role::Primary, Role::Recent]);
+        }
     }
 
     /// Stops every connection (they log out if they can); nothing is reported after.

@@ -64,6 +64,14 @@ struct Session {
     list_changed: bool,
 }
 
+/// Why a connection was let go without an error.
+enum End {
+    /// The watcher stops.
+    Stopped,
+    /// Every session must end ([`super::Watch::renew`]): connect again at once.
+    Renew,
+}
+
 impl Channel {
     pub fn new(shared: Arc<Shared>, role: Role, first: Option<Connection>) -> Channel {
         Channel {
@@ -88,7 +96,8 @@ impl Channel {
             let result = conn.and_then(|conn| self.serve(conn, &mut failures));
             self.shared.with(|s| s.went_down(self.role));
             match result {
-                Ok(()) => return,
+                Ok(End::Stopped) => return,
+                Ok(End::Renew) => {}
                 Err(e) => {
                     failures += 1;
                     let wait = backoff(failures);
@@ -103,8 +112,9 @@ impl Channel {
         }
     }
 
-    /// One connection, until it fails (an error) or the watcher stops (`Ok`).
-    fn serve(&mut self, conn: Connection, failures: &mut u32) -> StoreResult<()> {
+    /// One connection, until it fails (an error), the watcher stops, or it must be renewed.
+    fn serve(&mut self, conn: Connection, failures: &mut u32) -> StoreResult<End> {
+        let renewal = self.shared.renewals();
         let offers = self.shared.offers();
         let mut s = Session {
             conn,
@@ -134,7 +144,12 @@ impl Channel {
         loop {
             if self.shared.stopping() {
                 let _ = s.conn.run(Command::new("LOGOUT"));
-                return Ok(());
+                return Ok(End::Stopped);
+            }
+            if self.shared.renewals() != renewal {
+                tracing::debug!(role = ?self.role, "ending this session and starting a new one");
+                let _ = s.conn.run(Command::new("LOGOUT"));
+                return Ok(End::Renew);
             }
             self.work(&mut s)?;
             if self.shared.stopping() {
