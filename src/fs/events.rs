@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::inodes::{NodeKey, ROOT};
 use super::metadata::ListingChange;
-use super::Fs;
+use super::{Fs, FsError};
 use crate::store::{MailboxId, Section, StoreEvent};
 
 /// What the kernel must drop from its caches.
@@ -77,8 +77,15 @@ impl Fs {
             return;
         }
         self.metadata.mark_stale(mailbox);
-        if let Err(e) = self.ensure_listing(mailbox, Some(std::time::Duration::ZERO)) {
-            tracing::warn!(mailbox = %mailbox, error = %e, "could not list a mailbox after a change");
+        match self.ensure_listing(mailbox, Some(std::time::Duration::ZERO)) {
+            Ok(()) => {}
+            // Deleted elsewhere: the new mailbox list drops it.
+            Err(FsError::NotFound) => {
+                tracing::debug!(mailbox = %mailbox, "a mailbox reported stale is gone")
+            }
+            Err(e) => {
+                tracing::warn!(mailbox = %mailbox, error = %e, "could not list a mailbox after a change")
+            }
         }
     }
 

@@ -544,6 +544,30 @@ fn a_mailbox_rename_renews_every_session_and_changes_still_show() {
     );
 }
 
+/// Another client deletes a followed mailbox and makes it again under the same name: the
+/// name stays in the mailbox list, yet the listing of the old mailbox must not (its names
+/// stayed in the kernel's cache for their whole 60 s before).
+#[test]
+fn a_mailbox_deleted_and_made_again_elsewhere_shows_its_new_messages() {
+    let dovecot = server_without(&[]);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    assert_eq!(ls(&mount, "Work"), ["1 Work one"]);
+    settle(&mount);
+    let mut other = Other::new(&dovecot);
+    other.session.delete("Work").expect("DELETE");
+    fixture::create_mailbox(&mut other.session, "Work").expect("CREATE");
+    let uid = other.append("Work", "New work");
+    // `stat` alone, which the kernel answers from its caches while they are held true.
+    let old = mount.join("Work/1 Work one");
+    shows(&mount, "the old mailbox's message gone from a stat", || {
+        !old.exists()
+    });
+    let name = format!("{uid} New work");
+    shows(&mount, "the new mailbox's message, alone", || {
+        ls(&mount, "Work") == [name.as_str()]
+    });
+}
+
 #[test]
 fn no_watch_looks_again_when_read() {
     let dovecot = server_without(&[]);

@@ -335,7 +335,7 @@ fn a_held_message_of_a_recreated_mailbox_reads_as_estale() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(listed, ["1 new"]);
+    assert_eq!(listed, ["1 new"], "{}", mount.log());
     // The kernel is told to drop its pages from a thread of its own, so a read right
     // after the listing may still be served from them: the old message's own bytes, never
     // the new one's. Once they are dropped, the read comes to imapfs and is ESTALE.

@@ -62,6 +62,8 @@ struct Session {
     rechecks: Vec<Duration>,
     /// The mailbox list changed: report it.
     list_changed: bool,
+    /// Followed mailboxes deleted or renamed away (NOTIFY): reported stale with the list.
+    forgotten: Vec<MailboxId>,
 }
 
 /// Why a connection was let go without an error.
@@ -128,6 +130,7 @@ impl Channel {
             next_poll: None,
             rechecks: Vec::new(),
             list_changed: false,
+            forgotten: Vec::new(),
         };
         if offers.qresync {
             // VANISHED instead of EXPUNGE, and EXAMINE that resynchronises (RFC 7162 §3.2.3).
@@ -241,7 +244,15 @@ impl Channel {
         }
         if s.list_changed {
             s.list_changed = false;
-            self.shared.emit(vec![StoreEvent::MailboxList]);
+            // A followed mailbox deleted elsewhere is no longer kept true, and one made again
+            // under its name is another mailbox: what the core listed there is stale,
+            // though the name is still listed.
+            let stale = s.forgotten.drain(..).map(StoreEvent::MailboxStale);
+            self.shared.emit(
+                std::iter::once(StoreEvent::MailboxList)
+                    .chain(stale)
+                    .collect(),
+            );
         }
         while let Some(mailbox) = self.shared.with(|st| st.next_due(self.role)) {
             if !self.resync(s, &mailbox)? {
@@ -581,14 +592,10 @@ impl Channel {
                         .attributes
                         .iter()
                         .any(|a| a.eq_ignore_ascii_case("\\NonExistent"));
-                    self.shared.with(|state| {
-                        if gone {
-                            state.forget(&entry.name);
-                        }
-                        if let Some(old) = &entry.old_name {
-                            state.forget(old);
-                        }
+                    let forgotten = self.shared.with(|state| {
+                        state.list_heard(&entry.name, gone, entry.old_name.as_deref())
                     });
+                    s.forgotten.extend(forgotten);
                     s.list_changed = true;
                     let now = boot_clock();
                     s.rechecks = vec![

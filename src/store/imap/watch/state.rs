@@ -538,11 +538,22 @@ impl State {
     }
 
     /// Mailboxes deleted or renamed away elsewhere (their old names): no longer followed.
-    pub fn forget(&mut self, name: &str) {
-        if let Some(mailbox) = self.find(name) {
-            self.tracked.remove(&mailbox);
-            self.forget_recent(&mailbox);
-        }
+    /// Returns the mailbox if it was followed.
+    pub fn forget(&mut self, name: &str) -> Option<MailboxId> {
+        let mailbox = self.find(name)?;
+        self.tracked.remove(&mailbox);
+        self.forget_recent(&mailbox);
+        Some(mailbox)
+    }
+
+    /// NOTIFY listed `name`: deleted (`gone`), or renamed from `old_name`. The names that
+    /// went are no longer followed; the followed mailboxes among them are returned, since
+    /// what the core listed there is stale even if a mailbox of that name is listed again
+    /// (deleted and made again before the core looked at the mailbox list).
+    pub fn list_heard(&mut self, name: &str, gone: bool, old_name: Option<&str>) -> Vec<MailboxId> {
+        let gone = gone.then(|| self.forget(name)).flatten();
+        let moved = old_name.and_then(|old| self.forget(old));
+        gone.into_iter().chain(moved).collect()
     }
 
     /// Mailboxes not in `listed` (wire names) are gone: no longer followed.
@@ -785,6 +796,31 @@ mod tests {
             s.follow(&mailbox, None);
             assert_eq!(s.next_due(owner), None, "{mailbox}: after the change");
         }
+    }
+
+    /// A followed mailbox deleted (or renamed away) elsewhere is reported, so that its
+    /// listing is looked at again even when a mailbox of its name is made again at once.
+    #[test]
+    fn a_followed_mailbox_deleted_elsewhere_is_returned_once() {
+        let mut s = running(Mode::Notify);
+        let t0 = Instant::now();
+        s.went_live(Role::Notify, t0);
+        let (a, b) = (MailboxId::new("A"), MailboxId::new("B"));
+        for m in [&a, &b] {
+            s.note_listing(m, note(t0 + Duration::from_millis(1), &version(5, 4, 9)));
+            s.follow(m, Some(version(5, 4, 9)));
+            assert!(s.is_followed(m));
+        }
+        assert_eq!(s.list_heard("A", true, None), vec![a.clone()]);
+        assert!(!s.is_followed(&a));
+        assert!(s.list_heard("A", true, None).is_empty(), "once");
+        assert!(s.list_heard("C", false, None).is_empty(), "a new name");
+        assert_eq!(
+            s.list_heard("D", false, Some("B")),
+            vec![b.clone()],
+            "renamed"
+        );
+        assert!(!s.is_followed(&b));
     }
 
     /// With CONDSTORE, a mailbox not idled on is followed by polls.
