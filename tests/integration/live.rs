@@ -552,6 +552,12 @@ fn a_mailbox_deleted_and_made_again_elsewhere_shows_its_new_messages() {
     let dovecot = server_without(&[]);
     let mount = MountSpec::new(&dovecot, "alice").mount();
     assert_eq!(ls(&mount, "Work"), ["1 Work one"]);
+    // A listing taken before the watcher was live is not followed: a later one is.
+    shows(
+        &mount,
+        "Work followed (a second ls -l costs nothing)",
+        || ls_cost(&mount, "Work") == 0,
+    );
     settle(&mount);
     let mut other = Other::new(&dovecot);
     other.session.delete("Work").expect("DELETE");

@@ -178,7 +178,13 @@ pub struct State {
     channels: [Channel; 3],
     /// Whether the mailbox list is kept true: its connection checked it since connecting.
     list_live: bool,
+    /// Listings the core asked to follow before the mode was learned (the first moments
+    /// of a mount): followed once it is.
+    early: Vec<(MailboxId, Option<MailboxVersion>)>,
 }
+
+/// How many listings taken before the mode was learned are remembered.
+const EARLY_AT_MOST: usize = 64;
 
 /// The mailbox a Primary connection idles on.
 pub fn inbox() -> MailboxId {
@@ -198,13 +204,19 @@ impl State {
             recent: None,
             channels: Default::default(),
             list_live: false,
+            early: Vec::new(),
         }
     }
 
-    /// How the watcher watches, now that the server told what it offers.
+    /// How the watcher watches, now that the server told what it offers. Listings taken
+    /// before are followed now: each is due a check, which its connection makes when it
+    /// starts.
     pub fn learned(&mut self, mode: Mode) {
         self.mode = mode;
         self.learned = true;
+        for (mailbox, known) in std::mem::take(&mut self.early) {
+            self.follow(&mailbox, known);
+        }
     }
 
     /// Whether the watcher runs (a sink was given, the mode learned, and not stopped).
@@ -292,6 +304,13 @@ impl State {
     /// every change after it be reported. Returns the connection that must act now, if
     /// one must (to check the listing against the server, or to idle on it).
     pub fn follow(&mut self, mailbox: &MailboxId, known: Option<MailboxVersion>) -> Vec<Role> {
+        if !self.learned && !self.stopping {
+            self.early.retain(|(m, _)| m != mailbox);
+            if self.early.len() < EARLY_AT_MOST {
+                self.early.push((mailbox.clone(), known));
+            }
+            return Vec::new();
+        }
         if !self.running() {
             return Vec::new();
         }
@@ -796,6 +815,28 @@ mod tests {
             s.follow(&mailbox, None);
             assert_eq!(s.next_due(owner), None, "{mailbox}: after the change");
         }
+    }
+
+    /// A mailbox listed in a mount's first moments, before the watcher learned how to
+    /// watch, is followed once it has: checked by its connection, then kept true. Before,
+    /// it stayed unfollowed until listed again, and a `stat` alone never looked again.
+    #[test]
+    fn a_listing_taken_before_the_mode_is_learned_is_followed_after() {
+        let mut s = State::new();
+        s.sink = Some(Arc::new(|_| {}));
+        let work = MailboxId::new("Work");
+        let v = version(2, 1, 2);
+        assert!(s.follow(&work, Some(v)).is_empty());
+        assert!(!s.is_tracked(&work));
+        s.learned(Mode::Notify);
+        assert!(s.is_tracked(&work));
+        assert!(!s.is_followed(&work), "not checked yet");
+        s.went_live(Role::Notify, Instant::now());
+        assert_eq!(s.next_due(Role::Notify), Some(work.clone()));
+        let claim = s.claim(&work).unwrap();
+        let outcome = synced(&claim, 2, 2);
+        assert!(s.commit(claim, outcome, false).is_empty());
+        assert!(s.is_followed(&work));
     }
 
     /// A followed mailbox deleted (or renamed away) elsewhere is reported, so that its
