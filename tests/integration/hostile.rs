@@ -417,18 +417,27 @@ fn huge_literals_are_refused_without_allocating_them() {
     assert_still_serving(&mount, &process);
 }
 
+/// A server whose mailbox `name` answers with `failure`: the first read of message 1's
+/// part, every read of message 2's, and the first BODYSTRUCTURE of message 3. Subjects are
+/// `{word} once`, `{word} always` and `{word} on structure`.
+fn failing_reads(name: &str, word: &str, failure: Misbehaviour) -> FakeServer {
+    let first_time = || Misbehaviour::FirstTimes(1, Box::new(failure.clone()));
+    let once_body = format!("{} once body\n", word.to_lowercase());
+    let mut once = FakeMessage::text(1, &format!("{word} once"), &once_body);
+    once.on_section = first_time();
+    let mut always = FakeMessage::text(2, &format!("{word} always"), "never seen\n");
+    always.on_section = failure.clone();
+    let mut structure = FakeMessage::text(3, &format!("{word} on structure"), "structure body\n");
+    structure.on_structure = first_time();
+    FakeServer::start(Script::new(vec![
+        control_mailbox(),
+        FakeMailbox::new(name, vec![once, always, structure]),
+    ]))
+}
+
 #[test]
 fn an_unexpected_bye_is_retried_once_then_eio() {
-    let mut once = FakeMessage::text(1, "Bye once", "bye once body\n");
-    once.on_section = Misbehaviour::FirstTimes(1, Box::new(Misbehaviour::Bye));
-    let mut always = FakeMessage::text(2, "Bye always", "never seen\n");
-    always.on_section = Misbehaviour::Bye;
-    let mut structure = FakeMessage::text(3, "Bye on structure", "structure body\n");
-    structure.on_structure = Misbehaviour::FirstTimes(1, Box::new(Misbehaviour::Bye));
-    let server = FakeServer::start(Script::new(vec![
-        control_mailbox(),
-        FakeMailbox::new("Byes", vec![once, always, structure]),
-    ]));
+    let server = failing_reads("Byes", "Bye", Misbehaviour::Bye);
     let (mount, process) = mount(&server);
     let dir = mount.join("Byes");
     let connections = server.connections();
@@ -466,17 +475,7 @@ fn an_unexpected_bye_is_retried_once_then_eio() {
 fn a_serverbug_answer_closes_its_connection_and_a_read_is_retried_once() {
     const BUG: &str =
         "[SERVERBUG] Internal error occurred. Refer to server log for more information.";
-    let mut once = FakeMessage::text(1, "Bug once", "bug once body\n");
-    once.on_section = Misbehaviour::FirstTimes(1, Box::new(Misbehaviour::Refuse(BUG.into())));
-    let mut always = FakeMessage::text(2, "Bug always", "never seen\n");
-    always.on_section = Misbehaviour::Refuse(BUG.into());
-    let mut structure = FakeMessage::text(3, "Bug on structure", "structure body\n");
-    structure.on_structure =
-        Misbehaviour::FirstTimes(1, Box::new(Misbehaviour::Refuse(BUG.into())));
-    let server = FakeServer::start(Script::new(vec![
-        control_mailbox(),
-        FakeMailbox::new("Bugs", vec![once, always, structure]),
-    ]));
+    let server = failing_reads("Bugs", "Bug", Misbehaviour::Refuse(BUG.into()));
     let (mount, process) = mount(&server);
     let dir = mount.join("Bugs");
     let connections = server.connections();

@@ -609,6 +609,15 @@ mod tests {
         state
     }
 
+    /// IDLE mode with both connections live since `t0`, the first idling on INBOX.
+    fn idling_on_inbox(t0: Instant) -> State {
+        let mut s = running(Mode::Idle);
+        s.went_live(Role::Primary, t0);
+        s.went_live(Role::Recent, t0);
+        s.idling(Role::Primary, Some((inbox(), t0)));
+        s
+    }
+
     fn version(uid_next: u32, exists: u32, modseq: u64) -> MailboxVersion {
         MailboxVersion {
             uid_validity: UidValidity(7),
@@ -736,11 +745,8 @@ mod tests {
     /// are followed while idled on; the mailbox listed before is not.
     #[test]
     fn without_condstore_only_idled_mailboxes_are_followed() {
-        let mut s = running(Mode::Idle);
         let t0 = Instant::now();
-        s.went_live(Role::Primary, t0);
-        s.went_live(Role::Recent, t0);
-        s.idling(Role::Primary, Some((inbox(), t0)));
+        let mut s = idling_on_inbox(t0);
         let unversioned = |at| ListingNote {
             started: at,
             validity: UidValidity(7),
@@ -782,11 +788,8 @@ mod tests {
     /// forever. A change heard while idling on it still has it listed again, once.
     #[test]
     fn a_listing_without_uidnext_is_not_checked_again_and_again() {
-        let mut s = running(Mode::Idle);
         let t0 = Instant::now();
-        s.went_live(Role::Primary, t0);
-        s.went_live(Role::Recent, t0);
-        s.idling(Role::Primary, Some((inbox(), t0)));
+        let mut s = idling_on_inbox(t0);
         let a = MailboxId::new("A");
         s.idling(Role::Recent, Some((a.clone(), t0)));
         let courier = |at| ListingNote {
