@@ -378,8 +378,8 @@ impl ImapStore {
     /// Runs `op` on a pooled connection. A connection left in an unknown state is dropped;
     /// a broken connection (or one the server failed internally on, SERVERBUG) is replaced
     /// and `op` retried once, which is safe for the read-only operations this is used for,
-    /// unless the filesystem call was cancelled or has no time left. While `op` waits on the server, a cancelled call shuts the socket
-    /// down, and the error is then `Interrupted`.
+    /// unless the filesystem call was cancelled or has no time left. While `op` waits on the
+    /// server, a cancelled call shuts the socket down, and the error is then `Interrupted`.
     fn with_connection<T>(
         &self,
         mailbox: Option<&MailboxId>,
