@@ -43,7 +43,7 @@ use self::content::ContentFetcher;
 pub use self::errors::{FsError, FsResult, Level};
 pub use self::events::Invalidation;
 use self::events::Invalidations;
-use self::handles::DirHandles;
+use self::handles::DirSnapshots;
 use self::inodes::{InodeTable, MessageRef, Node, NodeKey};
 use self::metadata::MetadataCache;
 use self::newfiles::NewFiles;
@@ -185,7 +185,7 @@ pub struct Fs {
     structures_ahead: ahead::Ahead<(MessageRef, Vec<Uid>)>,
     /// ... which a reader waits for when it gets there first.
     layouts_coming: ahead::Coming<MessageRef>,
-    dirs: DirHandles,
+    dirs: DirSnapshots,
     new_files: NewFiles,
     /// Part files and encapsulated messages removed from this mount's view.
     hidden: Mutex<HashSet<NodeKey>>,
@@ -206,6 +206,8 @@ pub struct Fs {
     lookups: AtomicU64,
     /// Closes the kernel told of (FLUSH).
     flushes: AtomicU64,
+    /// Directories read from their start (the kernel held no listing of them).
+    dir_reads: AtomicU64,
     /// What spool recovery said of each file it had to leave in the spool.
     spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
 }
@@ -232,7 +234,7 @@ impl Fs {
             store,
             config,
             inodes: Mutex::new(InodeTable::default()),
-            dirs: DirHandles::default(),
+            dirs: DirSnapshots::default(),
             new_files: NewFiles::default(),
             hidden: Mutex::new(HashSet::new()),
             walks: WalkDetector::default(),
@@ -245,6 +247,7 @@ impl Fs {
             forgotten: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            dir_reads: AtomicU64::new(0),
             spool_report: Mutex::new(Default::default()),
         }
     }

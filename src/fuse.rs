@@ -98,6 +98,17 @@ fn errno(op: &str, e: &FsError) -> Errno {
     Errno::from_i32(code)
 }
 
+/// `errno` for reading a directory. There is no open to fail first, and the C library
+/// takes ENOENT from getdents(2) for the end of a directory removed while open: `ls` of a
+/// message or mailbox that is gone would list nothing and succeed. It gets ESTALE, as a
+/// directory removed on an NFS server does.
+fn dir_errno(op: &str, e: &FsError) -> Errno {
+    match errno(op, e) {
+        e if e == Errno::ENOENT => Errno::ESTALE,
+        e => e,
+    }
+}
+
 fn entry(op: &str, reply: ReplyEntry, result: Result<AttrReply, FsError>) {
     match result {
         Ok(r) => reply.entry_with_ttls(&r.ttl, &r.entry_ttl, &file_attr(&r.attr), Generation(0)),
@@ -190,24 +201,20 @@ impl fuser::Filesystem for FuseAdapter {
         }
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _call = self.serve_reader(req);
-        let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
-        match self.fs.opendir(ino.0) {
-            Ok(fh) if self.fs.dir_is_final(ino.0) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", &e)),
-        }
+    /// ENOSYS, once: the kernel then never opens or closes a directory here (two requests
+    /// fewer for every directory a walk enters), and keeps what it reads of one
+    /// (`FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE`). READDIR takes its snapshots itself, and
+    /// directories the kernel must not keep are invalidated once read (see
+    /// `Fs::readdir`).
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
@@ -215,16 +222,20 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
-            let batch = match self.fs.readdir(fh.0, next, READDIR_BATCH) {
+            let batch = match self.fs.readdir(ino.0, next, READDIR_BATCH) {
                 Ok(batch) => batch,
-                Err(e) => return reply.error(errno("readdir", &e)),
+                Err(e) => return reply.error(dir_errno("readdir", &e)),
             };
             let Some((last, _)) = batch.last() else { break };
-            let last = *last;
+            let (last, end) = (*last, batch.len() < READDIR_BATCH);
             for (off, e) in batch {
                 if reply.add(INodeNo(e.ino), off, file_type(e.kind), &e.name) {
                     return reply.ok();
                 }
+            }
+            // The kernel asks once more, past the end: that ends the snapshot.
+            if end {
+                break;
             }
             next = last;
         }
@@ -235,7 +246,7 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
@@ -243,14 +254,14 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
-            let batch = match self.fs.readdirplus(ino.0, fh.0, next, READDIR_BATCH) {
+            let batch = match self.fs.readdirplus(ino.0, next, READDIR_BATCH) {
                 Ok(batch) => batch,
-                Err(e) => return reply.error(errno("readdirplus", &e)),
+                Err(e) => return reply.error(dir_errno("readdirplus", &e)),
             };
             let Some((last, _, _)) = batch.last() else {
                 break;
             };
-            let last = *last;
+            let (last, end) = (*last, batch.len() < READDIR_BATCH);
             let mut entries = batch.into_iter();
             while let Some((off, e, r)) = entries.next() {
                 let attr = file_attr(&r.attr);
@@ -267,20 +278,11 @@ impl fuser::Filesystem for FuseAdapter {
                     return reply.ok();
                 }
             }
+            if end {
+                break;
+            }
             next = last;
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.fs.releasedir(fh.0);
         reply.ok();
     }
 

@@ -466,6 +466,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     };
     let fs = Arc::new(Fs::with_parts(Arc::clone(&store), config, parts));
     fs.enable_background_work();
+    fs.check_kept_dirs();
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
     let (session, mut unmounter) =

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handles::{DirItem, DirStamp};
+use super::handles::{self, DirItem, DirStamp, Snapshot};
 use super::inodes::{MessageRef, Node, ROOT};
 use super::mailboxes::MailboxTree;
 use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_FRESH};
@@ -20,7 +20,10 @@ use crate::store::{MailboxId, Section, StoreError, Uid};
 pub const STRUCTURE_READ_AHEAD: usize = 64;
 /// Dropping this many nodes (since memory was last released) tells the process so.
 const MANY_FORGOTTEN: u64 = 4096;
-/// A listing or an open directory this large leaves megabytes behind when it is freed.
+/// How often the mailbox directories the kernel keeps are checked for a mailbox no longer
+/// followed: as often as an unfollowed mailbox's attributes expire.
+const KEPT_DIRS_CHECK: Duration = Duration::from_secs(1);
+/// A listing or a directory snapshot this large leaves megabytes behind when it is freed.
 const MANY_ENTRIES: usize = 1000;
 
 /// A name as UTF-8; other names cannot exist here.
@@ -473,9 +476,9 @@ impl Fs {
 
     // ---- directories ----------------------------------------------------------------------
 
-    /// Opens a directory: takes a snapshot of its entries so that paging through it with
-    /// offsets is stable, refreshing the listing from the server.
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    /// A snapshot of directory `ino`'s entries, refreshing a mailbox's listing from the
+    /// server first (as every `ls` did when directories were opened).
+    fn snapshot(&self, ino: u64) -> FsResult<Snapshot> {
         let mut stamp = None;
         let items = match self.node(ino)? {
             Node::Root => self.mailbox_dir_items(ino, "", &mut stamp)?,
@@ -522,14 +525,19 @@ impl Fs {
             | Node::StoredFile { .. }
             | Node::Virtual(_) => return Err(FsError::NotADirectory),
         };
-        Ok(self.dirs.open(items, stamp))
+        Ok(Snapshot {
+            ino,
+            items,
+            stamp,
+            kept: self.dir_is_final(ino),
+        })
     }
 
-    /// Whether the kernel may keep an open directory's entries across opens: true for
-    /// message directories, whose contents never change (hiding a file with `rm` is seen by
-    /// the kernel itself), and for mailboxes the store follows (a change bumps the
-    /// directory's mtime and invalidates it, which drops the kernel's copy).
-    pub fn dir_is_final(&self, ino: u64) -> bool {
+    /// Whether the kernel may keep a directory's entries once read: true for message
+    /// directories, whose contents never change (hiding a file with `rm` is seen by the
+    /// kernel itself), and for mailboxes the store follows (a change bumps the directory's
+    /// mtime and invalidates it, which drops the kernel's copy).
+    fn dir_is_final(&self, ino: u64) -> bool {
         match self.node(ino) {
             Ok(Node::Message { .. }) => true,
             Ok(Node::Mailbox { path }) => self.followed_path(&path),
@@ -558,7 +566,6 @@ impl Fs {
             self.ensure_listing(mailbox, Some(LISTING_FRESH))?;
             // Taken before the snapshot: a change between them shows as one since.
             *stamp = Some(DirStamp {
-                ino,
                 mailbox: mailbox.clone(),
                 generation: self.metadata.generation(mailbox),
             });
@@ -627,15 +634,40 @@ impl Fs {
         Ok(items)
     }
 
-    /// Items of an open directory from `offset` on, at most `max`, each with the offset of
-    /// the next (its index + 1). A message that left its mailbox since the snapshot is left
-    /// out, so one directory never shows under two parents.
-    fn page(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirItem)>> {
-        let items = self.dirs.get(fh).ok_or(FsError::BadHandle)?;
-        Ok(items
+    /// Items of directory `ino` from `offset` on, at most `max`, each with the offset of
+    /// the next. From offset 0 a new snapshot is taken; any other offset is one handed out
+    /// here, and names its snapshot and place. A message that left its mailbox since the
+    /// snapshot is left out, so one directory never shows under two parents. Asked past
+    /// the end, the snapshot is done with (see `read_to_the_end`).
+    fn page(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirItem)>> {
+        let found = match offset {
+            0 => None,
+            _ => self.dirs.at(ino, offset),
+        };
+        let (id, snapshot, start) = match found {
+            Some(found) => found,
+            None => {
+                if offset != 0 {
+                    // Dropped: many directories were read since this reader stopped. It
+                    // goes on at the same place in a new snapshot.
+                    tracing::debug!(ino, offset, "a directory read goes on in a new snapshot");
+                }
+                if offset == 0 {
+                    self.dir_reads.fetch_add(1, Ordering::Relaxed);
+                }
+                let (id, snapshot) = self.dirs.keep(self.snapshot(ino)?);
+                (id, snapshot, handles::index_of(offset))
+            }
+        };
+        if start >= snapshot.items.len() {
+            self.read_to_the_end(id);
+            return Ok(Vec::new());
+        }
+        Ok(snapshot
+            .items
             .iter()
             .enumerate()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .skip(start)
             .filter(|(_, item)| match item {
                 DirItem::Child {
                     node:
@@ -651,14 +683,67 @@ impl Fs {
                 _ => true,
             })
             .take(max)
-            .map(|(i, item)| (i as u64 + 1, item.clone()))
+            .map(|(i, item)| (handles::offset_after(id, i), item.clone()))
             .collect())
     }
 
-    /// Entries of an open directory from `offset` on (see `page`). The numbers are those a
+    /// The kernel read snapshot `id` to the end, and now holds it (`FOPEN_CACHE_DIR`). A
+    /// directory whose changes do not all reach the kernel is invalidated, so the next
+    /// reader comes here again; so is a mailbox whose listing changed since the snapshot
+    /// (the change's invalidation may have come before the kernel kept the old one). A
+    /// mailbox directory the kernel keeps is watched until its mailbox is no longer
+    /// followed (see [`Fs::drop_unfollowed_dirs`]).
+    fn read_to_the_end(&self, id: u64) {
+        let Some(snapshot) = self.dirs.drop_snapshot(id) else {
+            return;
+        };
+        if snapshot.items.len() > MANY_ENTRIES {
+            // A large directory's snapshot (a name and a node per message) was just freed.
+            self.released_memory();
+        }
+        let changed = snapshot
+            .stamp
+            .as_ref()
+            .is_some_and(|s| self.metadata.generation(&s.mailbox) != s.generation);
+        if !snapshot.kept || changed {
+            self.invalidations
+                .send(Invalidation::Inode { ino: snapshot.ino });
+        } else if let Some(stamp) = &snapshot.stamp {
+            self.dirs.kept_while_followed(snapshot.ino, &stamp.mailbox);
+        }
+    }
+
+    /// Mailbox directories the kernel keeps whose mailboxes are no longer followed (the
+    /// watcher lost its connection, or idles elsewhere now): the kernel is told to drop
+    /// them, so the next reader lists them again.
+    pub fn drop_unfollowed_dirs(&self) {
+        for ino in self.dirs.unfollowed(|m| self.store.is_followed(m)) {
+            self.invalidations.send(Invalidation::Inode { ino });
+        }
+    }
+
+    /// Checks the kept directories (`drop_unfollowed_dirs`) every [`KEPT_DIRS_CHECK`], on
+    /// a thread of its own, until the core is dropped.
+    pub fn check_kept_dirs(self: &Arc<Self>) {
+        let core = Arc::downgrade(self);
+        let started = std::thread::Builder::new()
+            .name("kept-dirs".into())
+            .spawn(move || loop {
+                std::thread::sleep(KEPT_DIRS_CHECK);
+                match core.upgrade() {
+                    Some(fs) => fs.drop_unfollowed_dirs(),
+                    None => return,
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the thread that checks kept directories");
+        }
+    }
+
+    /// Entries of directory `ino` from `offset` on (see `page`). The numbers are those a
     /// lookup would give; nothing is counted.
-    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirEntry)>> {
-        let page = self.page(fh, offset, max)?;
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirEntry)>> {
+        let page = self.page(ino, offset, max)?;
         let inodes = self.inodes.lock();
         Ok(page
             .into_iter()
@@ -683,11 +768,10 @@ impl Fs {
     pub fn readdirplus(
         &self,
         ino: u64,
-        fh: u64,
         offset: u64,
         max: usize,
     ) -> FsResult<Vec<(u64, DirEntry, AttrReply)>> {
-        let page = self.page(fh, offset, max)?;
+        let page = self.page(ino, offset, max)?;
         let mut out = Vec::with_capacity(page.len());
         for (next, item) in page {
             let reply = match &item {
@@ -709,26 +793,5 @@ impl Fs {
             out.push((next, entry, reply));
         }
         Ok(out)
-    }
-
-    /// Forgets an open directory's snapshot.
-    /// Closes an open directory. If its mailbox changed while it was open, the kernel may
-    /// have filled its cache of the directory from the old snapshot after that change's
-    /// invalidation: it is invalidated again (queued; never told from here).
-    pub fn releasedir(&self, fh: u64) {
-        let Some((stamp, entries)) = self.dirs.close(fh) else {
-            return;
-        };
-        if entries > MANY_ENTRIES {
-            // A large directory's snapshot (a name and a node per message) was just freed.
-            self.released_memory();
-        }
-        let Some(stamp) = stamp else {
-            return;
-        };
-        if self.metadata.generation(&stamp.mailbox) != stamp.generation {
-            self.invalidations
-                .send(Invalidation::Inode { ino: stamp.ino });
-        }
     }
 }

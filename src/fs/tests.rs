@@ -146,8 +146,8 @@ impl Harness {
         Ok(ino)
     }
 
-    /// Names in a directory (without `.` and `..`), read as `ls` does: opendir, readdir
-    /// until the end, releasedir.
+    /// Names in a directory (without `.` and `..`), read as `ls` does: from offset 0 until
+    /// the end.
     fn names(&self, dir: u64) -> FsResult<Vec<String>> {
         Ok(self
             .entries(dir)?
@@ -159,22 +159,38 @@ impl Harness {
 
     /// All entries of a directory, paging through readdir by offset.
     fn entries(&self, dir: u64) -> FsResult<Vec<DirEntry>> {
-        let fh = self.fs.opendir(dir)?;
         let mut out = Vec::new();
         let mut next = 0;
         // Small pages, as the kernel asks for, to exercise paging by offset.
-        let result = loop {
-            match self.fs.readdir(fh, next, 7) {
-                Ok(page) if page.is_empty() => break Ok(()),
-                Ok(page) => {
-                    next = page.last().map_or(next, |(off, _)| *off);
-                    out.extend(page.into_iter().map(|(_, e)| e));
-                }
-                Err(e) => break Err(e),
+        loop {
+            let page = self.fs.readdir(dir, next, 7)?;
+            if page.is_empty() {
+                return Ok(out);
             }
-        };
-        self.fs.releasedir(fh);
-        result.map(|()| out)
+            next = page.last().map_or(next, |(off, _)| *off);
+            out.extend(page.into_iter().map(|(_, e)| e));
+        }
+    }
+
+    /// Every entry of a directory with its attributes, in one page, then the read past the
+    /// end that ends the snapshot (as the kernel asks).
+    fn plus_to_the_end(&self, dir: u64) -> Vec<(u64, DirEntry, AttrReply)> {
+        let all = self.fs.readdirplus(dir, 0, usize::MAX).unwrap();
+        let end = all.last().map_or(0, |(off, _, _)| *off);
+        assert!(self
+            .fs
+            .readdirplus(dir, end, usize::MAX)
+            .unwrap()
+            .is_empty());
+        all
+    }
+
+    /// Every entry of a directory, in one page, then the read past the end.
+    fn plain_to_the_end(&self, dir: u64) -> Vec<(u64, DirEntry)> {
+        let all = self.fs.readdir(dir, 0, usize::MAX).unwrap();
+        let end = all.last().map_or(0, |(off, _)| *off);
+        assert!(self.fs.readdir(dir, end, usize::MAX).unwrap().is_empty());
+        all
     }
 
     fn names_at(&self, path: &str) -> FsResult<Vec<String>> {

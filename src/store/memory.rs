@@ -388,6 +388,12 @@ impl MemoryStore {
         emit(sink, StoreEvent::Mailbox(report));
     }
 
+    /// The watcher stopped following every mailbox (as when its connection is lost); each
+    /// is followed again once the core lists it.
+    pub fn unfollow_all(&self) {
+        self.state.lock().followed.clear();
+    }
+
     /// Delete and re-create a mailbox: a new UIDVALIDITY, no messages, UIDs from 1 again.
     /// Unknown mailbox: nothing happens.
     pub fn recreate_mailbox(&self, mailbox: &str) {

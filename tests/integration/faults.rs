@@ -963,10 +963,20 @@ fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
     std::thread::sleep(LISTING_FRESH);
 
     // A relisting of Big that takes about eight seconds (long enough that a move made
-    // meanwhile on a loaded machine is still well inside it), and a move into Big.
+    // meanwhile on a loaded machine is still well inside it), and a move into Big. The
+    // relisting is a background prefetch's: an `ls` of Big would hold Big's lock in the
+    // kernel while it lists (imapfs lists on READDIR), and the kernel makes a rename into
+    // Big wait for that.
     proxy.set_trickle(Some(listing_bytes / 8 + 1));
-    let big = mount.join("Big");
-    let lister = std::thread::spawn(move || list(big));
+    let out = run(&[
+        "setfattr",
+        "-n",
+        "user.imapfs.prefetch",
+        "-v",
+        "headers",
+        mount.join("Big").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(500));
     let before_mv = proxy.bytes_from_server();
     let out = run(&[
@@ -976,12 +986,30 @@ fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let during_mv = proxy.bytes_from_server() - before_mv;
+    let prefetch = |mount: &Path| {
+        let out = run(&[
+            "getfattr",
+            "--only-values",
+            "-n",
+            "user.imapfs.prefetch",
+            mount.join("Big").to_str().unwrap(),
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
     assert!(
-        !lister.is_finished() && during_mv < listing_bytes / 2,
+        during_mv < listing_bytes / 2 && !prefetch(&mount.path).starts_with("done"),
         "the listing was not in flight during the move ({during_mv} bytes moved meanwhile)"
     );
-    let in_flight = lister.join().unwrap().0.unwrap();
     proxy.set_trickle(None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !prefetch(&mount.path).starts_with("done") {
+        assert!(
+            Instant::now() < deadline,
+            "prefetch: {}",
+            prefetch(&mount.path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // At once: within the second that imapfs trusts a listing.
     let (after, _) = list(mount.join("Big"));
     let after = after.unwrap();
@@ -995,11 +1023,10 @@ fn a_listing_in_flight_during_mv_does_not_hide_the_moved_message() {
     assert_eq!(
         moved.len(),
         1,
-        "ls Big right after a successful mv into it: {} entries, the moved message {}; \
-         the listing in flight had {} entries",
+        "ls Big right after a successful mv into it and a listing taken meanwhile: {} \
+         entries, the moved message {}",
         after.len(),
         if moved.is_empty() { "missing" } else { "twice" },
-        in_flight.len()
     );
     assert_eq!(
         read(mount.join("Big").join(moved[0]).join("message.eml"))

@@ -813,7 +813,7 @@ fn while_the_server_is_down_uncached_operations_fail_at_once() {
     // Back: the mount recovers by itself (within the 5 s backoff cap).
     dovecot.restart().unwrap();
     wait_until("INBOX listed again", MOUNT_WITHIN, || {
-        std::fs::read_dir(mount.join("INBOX")).is_ok()
+        list(&mount.join("INBOX")).is_ok()
     });
     let log = mount.log();
     assert_eq!(

@@ -372,6 +372,66 @@ fn a_walk_of_a_followed_mailbox_looks_up_no_message_again() {
     );
 }
 
+/// imapfs answers ENOSYS to OPENDIR, so the kernel keeps what it read of a directory whose
+/// changes all reach it: a walk of a followed mailbox, walked before, reads no directory
+/// here at all. A mailbox nobody follows (`--no-watch`) is read here again at every `ls`,
+/// and shows another client's new message.
+#[test]
+fn the_kernel_keeps_the_directories_whose_changes_reach_it() {
+    const MESSAGES: usize = 50;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 1_000).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let inbox = mount.join("INBOX");
+    let walk = || {
+        let out = sh(&format!("find '{}' -type d | wc -l", inbox.display()));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = counter(&mount, "dir_reads");
+    assert_eq!(walk(), (MESSAGES + 1).to_string());
+    let first = counter(&mount, "dir_reads") - before;
+    assert!(
+        first > MESSAGES as u64,
+        "the first walk read {first} directories"
+    );
+    // Followed from now on: INBOX is kept once read again, its message directories were.
+    settle(&mount);
+    walk();
+    let before = counter(&mount, "dir_reads");
+    assert_eq!(walk(), (MESSAGES + 1).to_string());
+    assert_eq!(
+        counter(&mount, "dir_reads") - before,
+        0,
+        "the kernel kept them all"
+    );
+
+    let unwatched = MountSpec::new(&dovecot, "alice")
+        .args(&["--no-watch"])
+        .mount();
+    let ls = || fs::read_dir(unwatched.join("INBOX")).unwrap().count();
+    // The first listing moves the directory's mtime (to its newest message), which alone
+    // would make the kernel read it again: the third `ls` is the one that tells.
+    assert_eq!(ls(), MESSAGES);
+    assert_eq!(ls(), MESSAGES);
+    let before = counter(&unwatched, "dir_reads");
+    assert_eq!(ls(), MESSAGES);
+    assert_eq!(
+        counter(&unwatched, "dir_reads") - before,
+        1,
+        "read here again"
+    );
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::append(&mut client, "INBOX", b"Subject: new\r\n\r\nhi\r\n", &[]).unwrap();
+    // Past the second that a listing is trusted.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        ls(),
+        MESSAGES + 1,
+        "another client's message shows at the next ls"
+    );
+}
+
 /// `grep -r` through a real mount: while the reader goes through its batch, the next two
 /// come without it asking (structures and bodies on threads and connections of their
 /// own). With one connection there is none to spare, and nothing comes ahead.

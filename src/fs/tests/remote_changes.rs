@@ -31,7 +31,7 @@ fn a_recreated_mailbox_never_serves_old_bytes() {
     for ino in [old_eml, old_body, old_attachment] {
         assert_eq!(errno(h.read_all(ino)), libc::ESTALE, "inode {ino}");
     }
-    assert_eq!(errno(h.fs.opendir(old_msg)), libc::ESTALE);
+    assert_eq!(errno(h.fs.readdir(old_msg, 0, 8)), libc::ESTALE);
     assert_eq!(errno(h.ino(&old_dir)), libc::ENOENT);
 
     let new_dir = format!("INBOX/{}", new.dir_name(new_uid));
@@ -142,9 +142,7 @@ fn a_message_moved_while_its_structure_is_fetched_is_never_a_file_of_size_zero()
     });
     // Listing the directory builds its layout, so the structure is fetched (message.eml
     // alone is known from the listing and would need none).
-    if let Ok(fh) = h.fs.opendir(dir) {
-        h.fs.releasedir(fh);
-    }
+    let _ = h.entries(dir);
     let eml = h.fs.lookup(dir, OsStr::new("message.eml"));
     assert_eq!(h.count(Op::MoveMessage), 1, "the move ran in between");
     match eml {
@@ -223,7 +221,7 @@ fn changes_the_store_reports_update_the_mount_and_invalidate_the_kernel() {
         .iter()
         .any(|i| matches!(i, Invalidation::Deleted { child, .. } if *child == dir)));
     assert!(h.names(inbox).unwrap().is_empty());
-    assert_eq!(errno(h.fs.opendir(dir)), libc::ESTALE);
+    assert_eq!(errno(h.fs.readdir(dir, 0, 8)), libc::ESTALE);
 }
 
 #[test]
@@ -247,6 +245,8 @@ fn a_new_listing_tells_the_kernel_which_names_are_gone() {
                 name: sample.dir_name(uid),
             },
             Invalidation::Inode { ino: inbox },
+            // Read to the end, and not followed: the kernel must not keep it.
+            Invalidation::Inode { ino: inbox },
         ]
     );
 }
@@ -261,11 +261,15 @@ fn a_followed_mailbox_costs_nothing_to_look_at_again() {
             .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
     }
     let inbox = h.ino("INBOX").unwrap();
+    h.sent_invalidations();
     assert_eq!(h.names(inbox).unwrap().len(), 3);
+    assert!(
+        h.sent_invalidations().is_empty(),
+        "the kernel may keep its listing"
+    );
     let commands = h.store.stats().commands;
     let before = h.fs.getattr(inbox).unwrap();
     assert!(before.ttl >= Duration::from_secs(60), "followed: long TTLs");
-    assert!(h.fs.dir_is_final(inbox), "the kernel may keep its listing");
     h.clock.advance(Duration::from_secs(3600));
     assert_eq!(h.names(inbox).unwrap().len(), 3);
     assert_eq!(
@@ -351,34 +355,114 @@ fn a_mailbox_the_store_reports_stale_is_listed_again_at_once() {
     assert_eq!(h.count(Op::ListMessages), listings);
 }
 
-/// A directory opened before a change and read after its invalidation went out may fill
-/// the kernel's cache with the old snapshot: closing it invalidates the directory again.
-/// One opened and closed with nothing changed meanwhile sends nothing.
+/// A directory whose reading began before a change and ended after its invalidation went
+/// out may fill the kernel's cache with the old snapshot: reaching its end invalidates the
+/// directory again. One read with nothing changed meanwhile sends nothing, since the
+/// kernel may keep a followed mailbox's listing.
 #[test]
-fn a_directory_read_across_a_change_is_invalidated_again_when_closed() {
+fn a_directory_read_across_a_change_is_invalidated_again_at_its_end() {
+    let h = Harness::watching();
+    for serial in 1..=2 {
+        h.store
+            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
+    }
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(h.names(inbox).unwrap().len(), 2);
+    h.sent_invalidations();
+
+    assert_eq!(h.names(inbox).unwrap().len(), 2);
+    assert!(h.sent_invalidations().is_empty(), "nothing changed");
+
+    let first = h.fs.readdir(inbox, 0, 3).unwrap();
+    assert_eq!(first.len(), 3, "., .. and the first message");
+    h.store
+        .add_message("INBOX", &Sample::numbered(3).raw, &[], date());
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: inbox }));
+    let mut next = first.last().unwrap().0;
+    let mut rest = Vec::new();
+    loop {
+        let page = h.fs.readdir(inbox, next, 3).unwrap();
+        let Some((last, _)) = page.last() else { break };
+        next = *last;
+        rest.extend(page.into_iter().map(|(_, e)| e.name));
+    }
+    assert_eq!(
+        rest.len(),
+        1,
+        "the rest of the snapshot taken before: {rest:?}"
+    );
+    assert_eq!(
+        h.sent_invalidations(),
+        [Invalidation::Inode { ino: inbox }],
+        "invalidated again once the old snapshot is read to the end"
+    );
+    assert_eq!(
+        h.names(inbox).unwrap().len(),
+        3,
+        "a new read sees the change"
+    );
+}
+
+/// A directory the kernel cannot be told about (a mailbox nobody follows, the root) is
+/// invalidated once read to the end, so that the next reader asks again; a followed
+/// mailbox the kernel keeps is invalidated once it is no longer followed.
+#[test]
+fn directories_the_kernel_cannot_keep_are_invalidated_once_read() {
+    let h = Harness::new();
+    h.store
+        .add_message("INBOX", &Sample::numbered(1).raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    h.sent_invalidations();
+    assert_eq!(h.names(inbox).unwrap().len(), 1);
+    assert_eq!(h.sent_invalidations(), [Invalidation::Inode { ino: inbox }]);
+    assert!(h.names(ROOT).unwrap().contains(&"INBOX".to_string()));
+    assert_eq!(h.sent_invalidations(), [Invalidation::Inode { ino: ROOT }]);
+
     let h = Harness::watching();
     h.store
         .add_message("INBOX", &Sample::numbered(1).raw, &[], date());
     let inbox = h.ino("INBOX").unwrap();
     assert_eq!(h.names(inbox).unwrap().len(), 1);
     h.sent_invalidations();
+    h.fs.drop_unfollowed_dirs();
+    assert!(h.sent_invalidations().is_empty(), "still followed");
+    h.store.unfollow_all();
+    h.fs.drop_unfollowed_dirs();
+    assert_eq!(h.sent_invalidations(), [Invalidation::Inode { ino: inbox }]);
+    h.fs.drop_unfollowed_dirs();
+    assert!(h.sent_invalidations().is_empty(), "told once");
+}
 
-    let quiet = h.fs.opendir(inbox).unwrap();
-    h.fs.releasedir(quiet);
-    assert!(h.sent_invalidations().is_empty(), "nothing changed");
-
-    let open = h.fs.opendir(inbox).unwrap();
+/// Two readers of one directory, one of them begun before a change: each pages through
+/// the snapshot its first read took, by the offsets it was given.
+#[test]
+fn two_readers_of_a_directory_page_through_their_own_snapshots() {
+    let h = Harness::new();
+    for serial in 1..=4 {
+        h.store
+            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
+    }
+    let inbox = h.ino("INBOX").unwrap();
+    let names =
+        |page: Vec<(u64, DirEntry)>| page.into_iter().map(|(_, e)| e.name).collect::<Vec<_>>();
+    let old = h.fs.readdir(inbox, 0, 4).unwrap();
+    let old_next = old.last().unwrap().0;
     h.store
-        .add_message("INBOX", &Sample::numbered(2).raw, &[], date());
-    assert!(h
-        .sent_invalidations()
-        .contains(&Invalidation::Inode { ino: inbox }));
-    h.fs.releasedir(open);
+        .add_message("INBOX", &Sample::numbered(5).raw, &[], date());
+    h.expire_listings();
+    let all = h.names(inbox).unwrap();
+    assert_eq!(all.len(), 5, "a new reader sees the new message");
+    let rest = names(h.fs.readdir(inbox, old_next, 100).unwrap());
     assert_eq!(
-        h.sent_invalidations(),
-        [Invalidation::Inode { ino: inbox }],
-        "invalidated again once the old snapshot is done with"
+        rest.len(),
+        2,
+        "the old reader finishes its own snapshot: {rest:?}"
     );
+    let mut seen = names(old);
+    seen.extend(rest);
+    assert_eq!(&seen[2..], &all[..4]);
 }
 
 /// A change to the mailbox list reported while the server does not answer: the mailboxes

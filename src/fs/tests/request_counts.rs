@@ -77,9 +77,7 @@ fn a_walk_that_passes_text_files_by_fetches_no_body() {
     let inbox = h.ino("INBOX").unwrap();
     for name in h.names(inbox).unwrap() {
         let dir = h.fs.lookup(inbox, OsStr::new(&name)).unwrap().attr.ino;
-        let fh = h.fs.opendir(dir).unwrap();
-        h.fs.readdirplus(dir, fh, 0, usize::MAX).unwrap();
-        h.fs.releasedir(fh);
+        h.plus_to_the_end(dir);
         h.fs.lookup(dir, OsStr::new("message.eml")).unwrap();
     }
     let fetches = h.count(Op::FetchSection);
@@ -176,9 +174,7 @@ fn ls_long_fetches_only_small_text_bodies() {
             .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
     }
     let inbox = h.ino("INBOX").unwrap();
-    let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(inbox, fh, 0, usize::MAX).unwrap();
-    h.fs.releasedir(fh);
+    let listed = h.plus_to_the_end(inbox);
     let messages: Vec<_> = listed
         .iter()
         .filter(|(_, e, _)| e.name != "." && e.name != "..")
@@ -186,9 +182,7 @@ fn ls_long_fetches_only_small_text_bodies() {
     assert_eq!(messages.len(), 20);
     for (_, entry, attr) in messages {
         assert_eq!(attr.attr.kind, Kind::Directory);
-        let fh = h.fs.opendir(entry.ino).unwrap();
-        let files = h.fs.readdirplus(entry.ino, fh, 0, usize::MAX).unwrap();
-        h.fs.releasedir(fh);
+        let files = h.plus_to_the_end(entry.ino);
         assert_eq!(files.len(), 2 + 3, "{}: . .. and three files", entry.name);
         for (_, file, attr) in files.iter().skip(2) {
             assert_eq!(attr.attr.kind, Kind::File, "{}", file.name);
@@ -405,9 +399,7 @@ fn forgotten_inodes_are_dropped_and_come_back_with_the_same_numbers() {
     mailbox_of(&h, N);
     let start = h.fs.inode_count();
     let inbox = h.ino("INBOX").unwrap();
-    let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(inbox, fh, 0, usize::MAX).unwrap();
-    h.fs.releasedir(fh);
+    let listed = h.plus_to_the_end(inbox);
     assert_eq!(listed.len(), N + 2);
     assert_eq!(
         h.fs.inode_count(),
@@ -415,9 +407,7 @@ fn forgotten_inodes_are_dropped_and_come_back_with_the_same_numbers() {
         "READDIRPLUS counts as lookups"
     );
     // Plain readdir shows the same numbers and keeps nothing.
-    let fh = h.fs.opendir(inbox).unwrap();
-    let plain = h.fs.readdir(fh, 0, usize::MAX).unwrap();
-    h.fs.releasedir(fh);
+    let plain = h.plain_to_the_end(inbox);
     assert_eq!(h.fs.inode_count(), start + 1 + N);
     for ((_, a), (_, b, _)) in plain.iter().zip(&listed) {
         assert_eq!(a.ino, b.ino, "{}", a.name);
@@ -453,13 +443,17 @@ fn many_forgotten_inodes_tell_the_process_memory_was_freed() {
     });
     mailbox_of(&h, 5000);
     let inbox = h.ino("INBOX").unwrap();
-    let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdirplus(inbox, fh, 0, usize::MAX).unwrap();
+    let listed = h.fs.readdirplus(inbox, 0, usize::MAX).unwrap();
     let after_listing = released.load(std::sync::atomic::Ordering::Relaxed);
     // The large listing itself was one.
     assert_eq!(after_listing, 1);
-    h.fs.releasedir(fh);
-    // And closing the directory, whose snapshot named every message, another.
+    let next = listed.last().unwrap().0;
+    assert!(h
+        .fs
+        .readdirplus(inbox, next, usize::MAX)
+        .unwrap()
+        .is_empty());
+    // And the end of the snapshot, which named every message, another.
     let after_listing = released.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(after_listing, 2);
     for (_, entry, _) in listed.iter().skip(2) {
@@ -504,14 +498,10 @@ fn a_forgotten_message_directory_takes_its_layout_along() {
     let h = Harness::new();
     mailbox_of(&h, 3);
     let inbox = h.ino("INBOX").unwrap();
-    let fh = h.fs.opendir(inbox).unwrap();
-    let listed = h.fs.readdir(fh, 0, usize::MAX).unwrap();
-    h.fs.releasedir(fh);
+    let listed = h.plain_to_the_end(inbox);
     let name = &listed[2].1.name;
     let dir = h.fs.lookup(inbox, OsStr::new(name)).unwrap().attr.ino;
-    let fh = h.fs.opendir(dir).unwrap();
-    assert!(h.fs.readdir(fh, 0, usize::MAX).unwrap().len() > 2);
-    h.fs.releasedir(fh);
+    assert!(h.plain_to_the_end(dir).len() > 2);
     let message = match h.fs.inodes.lock().get(dir) {
         Some(Node::Message { message, .. }) => message.clone(),
         other => panic!("{other:?}"),
@@ -524,9 +514,7 @@ fn a_forgotten_message_directory_takes_its_layout_along() {
     );
     // Looked up again, it is built again.
     let again = h.fs.lookup(inbox, OsStr::new(name)).unwrap().attr.ino;
-    let fh = h.fs.opendir(again).unwrap();
-    assert!(h.fs.readdir(fh, 0, usize::MAX).unwrap().len() > 2);
-    h.fs.releasedir(fh);
+    assert!(h.plain_to_the_end(again).len() > 2);
 }
 
 /// `cat DIR/message.eml` of a listed message costs its content alone: message.eml is in
