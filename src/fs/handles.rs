@@ -13,9 +13,11 @@ use super::inodes::Node;
 use super::Kind;
 use crate::store::MailboxId;
 
-/// How many snapshots are kept at most: a reader that stops half-way (`ls | head`) leaves
-/// one behind, and the oldest go first.
+/// How many snapshots are kept at most, and how many entries in all: a reader that stops
+/// half-way (`ls | head`) leaves one behind, and the oldest go first. A 20,000-message
+/// mailbox's snapshot holds about 2 MB.
 const SNAPSHOTS_AT_MOST: usize = 32;
+const ENTRIES_AT_MOST: usize = 1 << 18;
 
 /// One entry of a directory.
 #[derive(Debug, Clone)]
@@ -101,6 +103,16 @@ pub struct DirSnapshots {
 struct Snapshots {
     last: u64,
     by_id: BTreeMap<u64, Arc<Snapshot>>,
+    /// Entries in all the snapshots held.
+    entries: usize,
+}
+
+impl Snapshots {
+    fn remove(&mut self, id: u64) -> Option<Arc<Snapshot>> {
+        let gone = self.by_id.remove(&id)?;
+        self.entries -= gone.items.len();
+        Some(gone)
+    }
 }
 
 impl DirSnapshots {
@@ -111,8 +123,9 @@ impl DirSnapshots {
         s.last = s.last % 0x7fff_ffff + 1;
         let id = s.last;
         let snapshot = Arc::new(snapshot);
+        s.entries += snapshot.items.len();
         s.by_id.insert(id, Arc::clone(&snapshot));
-        while s.by_id.len() > SNAPSHOTS_AT_MOST {
+        while s.by_id.len() > SNAPSHOTS_AT_MOST || s.entries > ENTRIES_AT_MOST {
             // The oldest: the lowest number, unless the numbers wrapped.
             let oldest = s
                 .by_id
@@ -121,7 +134,7 @@ impl DirSnapshots {
                 .or_else(|| s.by_id.iter().next())
                 .map(|(k, _)| *k);
             match oldest {
-                Some(k) if k != id => s.by_id.remove(&k),
+                Some(k) if k != id => s.remove(k),
                 _ => break,
             };
         }
@@ -138,7 +151,7 @@ impl DirSnapshots {
 
     /// Drops snapshot `id` (read to the end); returns it unless it was dropped already.
     pub fn drop_snapshot(&self, id: u64) -> Option<Arc<Snapshot>> {
-        self.state.lock().by_id.remove(&id)
+        self.state.lock().remove(id)
     }
 
     /// The kernel keeps directory `ino`'s listing of `mailbox`, for as long as it is
@@ -190,6 +203,28 @@ mod tests {
         assert!(snaps.drop_snapshot(a).is_some());
         assert!(snaps.at(5, offset_after(a, 0)).is_none(), "dropped");
         assert!(offset_after(0x7fff_ffff, usize::MAX >> 33) <= i64::MAX as u64);
+    }
+
+    #[test]
+    fn snapshots_hold_a_bounded_number_of_entries() {
+        let snaps = DirSnapshots::default();
+        let (first, _) = snaps.keep(snapshot(1, ENTRIES_AT_MOST / 2));
+        let (second, _) = snaps.keep(snapshot(2, ENTRIES_AT_MOST / 2));
+        assert!(snaps.at(1, offset_after(first, 0)).is_some());
+        let (third, _) = snaps.keep(snapshot(3, 10));
+        assert!(
+            snaps.at(1, offset_after(first, 0)).is_none(),
+            "the oldest went"
+        );
+        assert!(snaps.at(2, offset_after(second, 0)).is_some());
+        assert!(snaps.drop_snapshot(second).is_some());
+        assert_eq!(snaps.state.lock().entries, 10);
+        let (huge, _) = snaps.keep(snapshot(4, ENTRIES_AT_MOST * 2));
+        assert!(
+            snaps.at(4, offset_after(huge, 0)).is_some(),
+            "the newest stays, however large"
+        );
+        assert!(snaps.at(3, offset_after(third, 0)).is_none());
     }
 
     #[test]

@@ -796,7 +796,13 @@ fn while_the_server_is_down_uncached_operations_fail_at_once() {
         let started = Instant::now();
         let listed = list(&mount.path.join(name));
         times.push(started.elapsed());
-        let err = listed.expect_err("a listing with the server stopped");
+        let err = match listed {
+            Ok(names) => panic!(
+                "{name} listed with the server stopped: {names:?}\n{}",
+                mount.log()
+            ),
+            Err(e) => e,
+        };
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{name}: {err}");
     }
     eprintln!("listings with the server down took {times:?}");
