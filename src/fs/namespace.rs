@@ -656,6 +656,13 @@ impl Fs {
                     self.dir_reads.fetch_add(1, Ordering::Relaxed);
                 }
                 let (id, snapshot) = self.dirs.keep(self.snapshot(ino)?);
+                tracing::debug!(
+                    ino,
+                    id,
+                    entries = snapshot.items.len(),
+                    kept = snapshot.kept,
+                    "directory snapshot"
+                );
                 (id, snapshot, handles::index_of(offset))
             }
         };
