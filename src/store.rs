@@ -420,6 +420,10 @@ pub enum StoreEvent {
     /// Messages of one mailbox changed in a way the store cannot tell exactly (a server
     /// without CONDSTORE, or one that was out of reach for a while): list it again.
     MailboxStale(MailboxId),
+    /// Mailboxes followed until now may not be any more (a watcher connection was lost, or
+    /// the server went out of reach): their changes may go unreported until each is
+    /// followed again (`MailStore::is_followed` says which).
+    Unfollowed,
 }
 
 /// Where a store sends its events; called on the store's own thread, so it must not block.

@@ -66,6 +66,7 @@ impl Fs {
             }
             StoreEvent::MailboxList => self.mailbox_list_changed(),
             StoreEvent::MailboxStale(mailbox) => self.mailbox_stale(&mailbox),
+            StoreEvent::Unfollowed => self.drop_unfollowed_dirs(),
         }
     }
 

@@ -264,14 +264,23 @@ impl Shared {
 
     /// The server could not be reached: serve from disk, and try it again in the background.
     fn went_offline(self: &Arc<Self>, why: &StoreError) {
-        {
+        let went = {
             let mut link = self.link.lock();
-            if let Link::Online = *link {
+            let went = matches!(*link, Link::Online);
+            if went {
                 tracing::warn!(error = %why, "the server cannot be reached; serving what the disk cache holds, and trying again in the background");
                 *link = Link::Offline {
                     since: SystemTime::now(),
                     deliberate: false,
                 };
+            }
+            went
+        };
+        if went {
+            // Offline, nothing is followed (`is_followed`).
+            let sink = self.sink.lock().clone();
+            if let Some(sink) = sink {
+                sink(StoreEvent::Unfollowed);
             }
         }
         self.probe();

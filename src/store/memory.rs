@@ -389,9 +389,17 @@ impl MemoryStore {
     }
 
     /// The watcher stopped following every mailbox (as when its connection is lost); each
-    /// is followed again once the core lists it.
-    pub fn unfollow_all(&self) {
-        self.state.lock().followed.clear();
+    /// is followed again once the core lists it. `report`: say so (`Unfollowed`), as the
+    /// IMAP store does when a watcher connection is lost (but not when its IDLE moves to
+    /// another mailbox).
+    pub fn unfollow_all(&self, report: bool) {
+        let mut state = self.state.lock();
+        state.followed.clear();
+        let sink = state.sink.clone();
+        drop(state);
+        if report {
+            emit(sink, StoreEvent::Unfollowed);
+        }
     }
 
     /// Delete and re-create a mailbox: a new UIDVALIDITY, no messages, UIDs from 1 again.

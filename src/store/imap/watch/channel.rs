@@ -97,6 +97,9 @@ impl Channel {
             };
             let result = conn.and_then(|conn| self.serve(conn, &mut failures));
             self.shared.with(|s| s.went_down(self.role));
+            if !matches!(result, Ok(End::Stopped)) {
+                self.shared.emit(vec![StoreEvent::Unfollowed]);
+            }
             match result {
                 Ok(End::Stopped) => return,
                 Ok(End::Renew) => {}
