@@ -20,7 +20,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-git -C "$root" worktree add --quiet --detach "$work/tree" HEAD
+# The patch is against 305aa1c, before OPENDIR was turned off in imapfs itself (8afcb70).
+git -C "$root" worktree add --quiet --detach "$work/tree" 305aa1c
 git -C "$work/tree" apply "$root/bench/experiments/kernel-levers.patch"
 CARGO_TARGET_DIR="$root/target/levers" cargo build --quiet --release \
     --manifest-path "$work/tree/Cargo.toml" --bin imapfs
