@@ -647,13 +647,12 @@ impl Fs {
         let (id, snapshot, start) = match found {
             Some(found) => found,
             None => {
-                if offset != 0 {
+                if offset == 0 {
+                    self.dir_reads.fetch_add(1, Ordering::Relaxed);
+                } else {
                     // Dropped: many directories were read since this reader stopped. It
                     // goes on at the same place in a new snapshot.
                     tracing::debug!(ino, offset, "a directory read goes on in a new snapshot");
-                }
-                if offset == 0 {
-                    self.dir_reads.fetch_add(1, Ordering::Relaxed);
                 }
                 let (id, snapshot) = self.dirs.keep(self.snapshot(ino)?);
                 tracing::debug!(

@@ -230,6 +230,14 @@ impl Harness {
         self.read_all(self.ino(path)?)
     }
 
+    /// Adds `Sample::numbered(serial)` to INBOX for each of `serials`, as another client.
+    fn add_numbered(&self, serials: std::ops::RangeInclusive<u32>) {
+        for serial in serials {
+            self.store
+                .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
+        }
+    }
+
     /// Moves the clock past `LISTING_RECHECK_ON_MISS`: the next directory listing (and the
     /// next lookup that misses) asks the server again.
     fn expire_listings(&self) {

@@ -389,7 +389,7 @@ impl MemoryStore {
     }
 
     /// The watcher stopped following every mailbox (as when its connection is lost); each
-    /// is followed again once the core lists it. `report`: say so (`Unfollowed`), as the
+    /// is followed again when `follow` is called for it. `report`: say so (`Unfollowed`), as the
     /// IMAP store does when a watcher connection is lost (but not when its IDLE moves to
     /// another mailbox).
     pub fn unfollow_all(&self, report: bool) {

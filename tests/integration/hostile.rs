@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::fake_server::*;
@@ -442,6 +442,17 @@ fn failing_reads(name: &str, word: &str, failure: Misbehaviour) -> FakeServer {
     ]))
 }
 
+/// Message 3 of `failing_reads` in `dir`: its BODYSTRUCTURE, failed once, was asked again,
+/// and the directory lists and reads whole.
+fn assert_structure_asked_again(dir: &Path, word: &str) {
+    let message = dir.join(format!("3 {word} on structure"));
+    assert_eq!(list(message.clone()).unwrap(), ["body.txt", "message.eml"]);
+    assert_eq!(
+        read(message.join("body.txt")).unwrap(),
+        b"structure body\r\n"
+    );
+}
+
 #[test]
 fn an_unexpected_bye_is_retried_once_then_eio() {
     let server = failing_reads("Byes", "Bye", Misbehaviour::Bye);
@@ -457,14 +468,7 @@ fn an_unexpected_bye_is_retried_once_then_eio() {
         &read(dir.join("2 Bye always/body.txt")),
         &[libc::EIO],
     );
-    assert_eq!(
-        list(dir.join("3 Bye on structure")).unwrap(),
-        ["body.txt", "message.eml"]
-    );
-    assert_eq!(
-        read(dir.join("3 Bye on structure/body.txt")).unwrap(),
-        b"structure body\r\n"
-    );
+    assert_structure_asked_again(&dir, "Bye");
     assert!(
         server.connections() >= connections + 3,
         "each BYE should cost one new connection: {} -> {}",
@@ -508,14 +512,7 @@ fn a_serverbug_answer_closes_its_connection_and_a_read_is_retried_once() {
         (2..=4).contains(&replaced),
         "{replaced} connections replaced for one failing read"
     );
-    assert_eq!(
-        list(dir.join("3 Bug on structure")).unwrap(),
-        ["body.txt", "message.eml"]
-    );
-    assert_eq!(
-        read(dir.join("3 Bug on structure/body.txt")).unwrap(),
-        b"structure body\r\n"
-    );
+    assert_structure_asked_again(&dir, "Bug");
     assert_still_serving(&mount, &process);
 }
 

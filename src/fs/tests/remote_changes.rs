@@ -256,10 +256,7 @@ fn a_new_listing_tells_the_kernel_which_names_are_gone() {
 #[test]
 fn a_followed_mailbox_costs_nothing_to_look_at_again() {
     let h = Harness::watching();
-    for serial in 1..=3 {
-        h.store
-            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
-    }
+    h.add_numbered(1..=3);
     let inbox = h.ino("INBOX").unwrap();
     h.sent_invalidations();
     assert_eq!(h.names(inbox).unwrap().len(), 3);
@@ -362,10 +359,7 @@ fn a_mailbox_the_store_reports_stale_is_listed_again_at_once() {
 #[test]
 fn a_directory_read_across_a_change_is_invalidated_again_at_its_end() {
     let h = Harness::watching();
-    for serial in 1..=2 {
-        h.store
-            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
-    }
+    h.add_numbered(1..=2);
     let inbox = h.ino("INBOX").unwrap();
     assert_eq!(h.names(inbox).unwrap().len(), 2);
     h.sent_invalidations();
@@ -448,10 +442,7 @@ fn directories_the_kernel_cannot_keep_are_invalidated_once_read() {
 #[test]
 fn two_readers_of_a_directory_page_through_their_own_snapshots() {
     let h = Harness::new();
-    for serial in 1..=4 {
-        h.store
-            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
-    }
+    h.add_numbered(1..=4);
     let inbox = h.ino("INBOX").unwrap();
     let names =
         |page: Vec<(u64, DirEntry)>| page.into_iter().map(|(_, e)| e.name).collect::<Vec<_>>();

@@ -169,10 +169,7 @@ fn reading_a_file_twice_fetches_it_once() {
 #[test]
 fn ls_long_fetches_only_small_text_bodies() {
     let h = Harness::new();
-    for serial in 1..=20 {
-        h.store
-            .add_message("INBOX", &Sample::numbered(serial).raw, &[], date());
-    }
+    h.add_numbered(1..=20);
     let inbox = h.ino("INBOX").unwrap();
     let listed = h.plus_to_the_end(inbox);
     let messages: Vec<_> = listed
