@@ -5,6 +5,7 @@
 //! turn its bytes into content, and [`render`] does the turning once the bytes are fetched.
 
 mod decode;
+pub mod dovecot;
 mod header;
 mod layout;
 mod naming;

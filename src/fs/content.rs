@@ -15,8 +15,12 @@ use super::errors::FsResult;
 use super::inodes::MessageRef;
 use crate::cache::memory::ByteLru;
 use crate::cache::{ContentCache, ContentKey};
+use crate::mime::dovecot::ParsedMessage;
 use crate::mime::{self, Base64Lines, Content};
-use crate::store::{ByteRange, MailStore, MailboxId, Section, StoreError, Transfer, UidValidity};
+use crate::store::{
+    ByteRange, MailStore, MailboxId, MessageStructure, PartItem, PartValue, Section, StoreError,
+    StoreResult, Transfer, Uid, UidValidity,
+};
 
 /// Content is cached in aligned chunks of this size (a first read of a few kilobytes moves
 /// little more than that).
@@ -61,6 +65,55 @@ pub struct Source<'a> {
     /// Decoded here rather than by the server (no BINARY): the base64 part's line layout,
     /// which maps each decoded range to the stored bytes that hold it.
     pub decode: Option<Base64Lines>,
+}
+
+/// A message held whole in the cache, parsed.
+struct Held {
+    raw: Vec<u8>,
+    parsed: ParsedMessage,
+}
+
+impl Held {
+    /// `BODY[section]` (or `BINARY[section]`) of the message; not the whole message.
+    fn section(&self, section: &Section, transfer: Transfer) -> Option<Vec<u8>> {
+        if section.is_whole() {
+            return None;
+        }
+        let (range, encoding) = self.parsed.section(section)?;
+        let stored = self.raw.get(range)?;
+        Some(match transfer {
+            Transfer::Encoded => stored.to_vec(),
+            Transfer::Decoded => mime::decode_transfer(&encoding, stored),
+        })
+    }
+
+    /// The answer to one item of `fetch_parts`.
+    fn answer(&self, item: &PartItem) -> Option<PartValue> {
+        Some(match item {
+            PartItem::DecodedSize(section) => {
+                PartValue::Size(self.section(section, Transfer::Decoded)?.len() as u64)
+            }
+            PartItem::Bytes {
+                section,
+                transfer,
+                range,
+            } => {
+                let bytes = self.section(section, *transfer)?;
+                PartValue::Bytes(match range {
+                    None => bytes,
+                    Some(r) => {
+                        let start = usize::try_from(r.offset)
+                            .unwrap_or(usize::MAX)
+                            .min(bytes.len());
+                        let end = start
+                            .saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX))
+                            .min(bytes.len());
+                        bytes[start..end].to_vec()
+                    }
+                })
+            }
+        })
+    }
 }
 
 /// Fetches content through the cache, one fetch per key at a time.
@@ -210,7 +263,10 @@ impl ContentFetcher {
                 }
                 Ok((gate, keys)) => {
                     let held = gate.lock();
-                    let result = self.fetch_run(source, start, keys.len() as u64);
+                    let result = match self.whole_section_here(source, start) {
+                        Some(chunk) => Ok(chunk),
+                        None => self.fetch_run(source, start, keys.len() as u64),
+                    };
                     self.release(keys);
                     drop(held);
                     return result;
@@ -250,6 +306,164 @@ impl ContentFetcher {
             );
         }
         Ok(first.unwrap_or_default())
+    }
+
+    /// The chunk at `start` of a section taken out of its message held whole (see
+    /// [`section_of_held_message`](Self::section_of_held_message)), every chunk of the section kept in
+    /// the cache as a fetch would keep it; `None` when the server must be asked.
+    fn whole_section_here(&self, source: Source<'_>, start: u64) -> Option<Arc<Vec<u8>>> {
+        let data = self.section_of_held_message(source.message, source.section, source.transfer)?;
+        if data.len() as u64 != source.len {
+            tracing::debug!(
+                uid = source.message.uid.0,
+                section = %source.section,
+                len = data.len(),
+                expected = source.len,
+                "a part taken from the whole message has another length; asking the server"
+            );
+            return None;
+        }
+        let mut wanted = None;
+        for (i, piece) in data.chunks(CHUNK as usize).enumerate() {
+            let piece = Arc::new(piece.to_vec());
+            let at = i as u64 * CHUNK;
+            if at == start {
+                wanted = Some(Arc::clone(&piece));
+            }
+            self.cache.insert(
+                key(source.message, source.section, source.transfer, at),
+                piece,
+            );
+        }
+        wanted
+    }
+
+    /// `section` of a message held whole (see [`held_whole`](Self::held_whole)), in
+    /// `transfer` form, with no request for its bytes; `None` when the server must be asked.
+    fn section_of_held_message(
+        &self,
+        message: &MessageRef,
+        section: &Section,
+        transfer: Transfer,
+    ) -> Option<Vec<u8>> {
+        if section.is_whole() {
+            return None;
+        }
+        let structures =
+            self.whole_structures(&message.mailbox, message.validity, &[message.uid], &[]);
+        let held = self.held_whole(message, structures.get(&message.uid)?)?;
+        held.section(section, transfer)
+    }
+
+    /// The BODYSTRUCTUREs of those of `uids` whose whole message the cache may hold (its
+    /// first chunk is there): from `known`, the rest from the store in one request.
+    fn whole_structures(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        known: &[MessageStructure],
+    ) -> HashMap<Uid, MessageStructure> {
+        let whole = Section::whole();
+        let mut found: HashMap<Uid, MessageStructure> = HashMap::new();
+        let held: Vec<Uid> = uids
+            .iter()
+            .copied()
+            .filter(|&uid| {
+                let m = MessageRef {
+                    mailbox: mailbox.clone(),
+                    validity,
+                    uid,
+                };
+                self.cache.contains(&key(&m, &whole, Transfer::Encoded, 0))
+            })
+            .filter(|&uid| match known.iter().find(|s| s.uid == uid) {
+                Some(s) => {
+                    found.insert(uid, s.clone());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if !held.is_empty() {
+            match self.store.body_structures(mailbox, validity, &held) {
+                Ok(asked) => found.extend(asked.into_iter().map(|s| (s.uid, s))),
+                Err(e) => {
+                    tracing::debug!(error = %e, "structures of messages held whole: not known");
+                }
+            }
+        }
+        found
+    }
+
+    /// A message the cache holds whole, all `structure.size` bytes of it, parsed as Dovecot
+    /// parses it; only when that gives the very BODYSTRUCTURE the server reported for it, so
+    /// that every section taken out of it is what the server would send.
+    fn held_whole(&self, message: &MessageRef, structure: &MessageStructure) -> Option<Held> {
+        let whole = Section::whole();
+        let mut raw = Vec::with_capacity(usize::try_from(structure.size).ok()?);
+        while (raw.len() as u64) < structure.size {
+            let at = raw.len() as u64;
+            let chunk = self
+                .cache
+                .get(&key(message, &whole, Transfer::Encoded, at))?;
+            if chunk.is_empty() {
+                return None;
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        if raw.len() as u64 != structure.size {
+            return None;
+        }
+        let parsed = ParsedMessage::parse(&raw);
+        if parsed.body_structure() != structure.body {
+            tracing::debug!(
+                uid = message.uid.0,
+                "the whole message parses to another structure than the server's; asking the server"
+            );
+            return None;
+        }
+        Some(Held { raw, parsed })
+    }
+
+    /// What `MailStore::fetch_parts` answers for `asked` (messages of one mailbox): the
+    /// items of messages held whole taken out of them here, the others from the store in
+    /// one request. `known`: structures the caller has (the others are asked for).
+    pub fn fetch_parts(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        asked: &[(Uid, Vec<PartItem>)],
+        known: &[MessageStructure],
+    ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>> {
+        let uids: Vec<Uid> = asked.iter().map(|(uid, _)| *uid).collect();
+        let structures = self.whole_structures(mailbox, validity, &uids, known);
+        let mut answers = Vec::new();
+        let mut rest = Vec::new();
+        for (uid, items) in asked {
+            let message = MessageRef {
+                mailbox: mailbox.clone(),
+                validity,
+                uid: *uid,
+            };
+            let held = structures
+                .get(uid)
+                .and_then(|s| self.held_whole(&message, s));
+            let mut missing = Vec::new();
+            for item in items {
+                match held.as_ref().and_then(|h| h.answer(item)) {
+                    Some(value) => answers.push((*uid, item.clone(), value)),
+                    None => missing.push(item.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                rest.push((*uid, missing));
+            }
+        }
+        if !rest.is_empty() {
+            answers.extend(self.store.fetch_parts(mailbox, validity, &rest)?);
+        }
+        Ok(answers)
     }
 
     /// `len` bytes of `source` from `start`, as the server sends them.
@@ -476,6 +690,13 @@ impl ContentFetcher {
             Gate::Rendered(k.clone()),
             || self.rendered.get(&k),
             || {
+                if let Some(stored) =
+                    self.section_of_held_message(message, section, Transfer::Encoded)
+                {
+                    let data = Arc::new(mime::render(content, &stored));
+                    self.rendered.insert(k.clone(), Arc::clone(&data));
+                    return Ok(data);
+                }
                 let decoded_by_server = binary && !matches!(content, Content::Raw);
                 let transfer = if decoded_by_server {
                     Transfer::Decoded

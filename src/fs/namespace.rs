@@ -284,6 +284,7 @@ impl Fs {
             of.validity,
             &mut layouts,
             alone.then_some(of.uid),
+            &structures,
         );
         Ok(layouts
             .into_iter()

@@ -14,7 +14,8 @@ use super::walk::Walk;
 use super::{Fs, FsResult};
 use crate::mime::{self, Content, Entry, EntryKind, FileSpec};
 use crate::store::{
-    ByteRange, MailboxId, PartItem, PartValue, Transfer, TransferEncoding, Uid, UidValidity,
+    ByteRange, MailboxId, MessageStructure, PartItem, PartValue, Transfer, TransferEncoding, Uid,
+    UidValidity,
 };
 
 /// Every file spec of a layout, nested message directories included.
@@ -88,6 +89,7 @@ impl Fs {
         validity: UidValidity,
         layouts: &mut [(Uid, Vec<Entry>)],
         texts_of: Option<Uid>,
+        structures: &[MessageStructure],
     ) {
         let binary = self.store.capabilities().binary;
         let mut texts: HashMap<(Uid, PartItem), FileSpec> = HashMap::new();
@@ -117,7 +119,10 @@ impl Fs {
         if asked.is_empty() {
             return;
         }
-        let answers = match self.store.fetch_parts(mailbox, validity, &asked) {
+        let answers = match self
+            .content
+            .fetch_parts(mailbox, validity, &asked, structures)
+        {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(mailbox = %mailbox, error = %e, "could not learn exact sizes; estimates shown");
@@ -194,16 +199,17 @@ impl Fs {
         if asked.len() < 2 {
             return;
         }
-        let answers = match self
-            .store
-            .fetch_parts(&message.mailbox, message.validity, &asked)
-        {
-            Ok(answers) => answers,
-            Err(e) => {
-                tracing::debug!(error = %e, "text bodies read ahead: not fetched");
-                return;
-            }
-        };
+        let answers =
+            match self
+                .content
+                .fetch_parts(&message.mailbox, message.validity, &asked, &[])
+            {
+                Ok(answers) => answers,
+                Err(e) => {
+                    tracing::debug!(error = %e, "text bodies read ahead: not fetched");
+                    return;
+                }
+            };
         for (uid, item, value) in answers {
             let (Some(spec), PartValue::Bytes(bytes)) = (specs.get(&(uid, item)), value) else {
                 continue;

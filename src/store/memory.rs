@@ -3,18 +3,15 @@
 //!
 //! It answers as Dovecot 2.3 (Maildir `LAYOUT=fs`, separator `/`) answers the IMAP store,
 //! each part of Dovecot in the file named after it: BODYSTRUCTURE and `BODY[section]` bytes
-//! come from its message parser (`memory/message_parser.rs`), which reads headers with its
-//! header parser (`memory/header_parser.rs`) and structured values with its RFC 822 and
-//! RFC 2231 parsers (`memory/rfc822_parser.rs`); mailbox changes follow its mailbox commands
+//! come from its message parser (`mime/dovecot/message_parser.rs`, shared with the core), which
+//! reads headers with its header parser and structured values with its RFC 822 and RFC 2231
+//! parsers (`mime/dovecot/`); mailbox changes follow its mailbox commands
 //! (`memory/mailbox_commands.rs`); flags are kept as its mail index keeps them
 //! (`memory/mail_index.rs`). `store/conformance.rs` checks the answers against Dovecot
 //! 2.3.19 through the `MailStore` trait. It is never a substitute for the real-server tests.
 
-mod header_parser;
 mod mail_index;
 mod mailbox_commands;
-mod message_parser;
-mod rfc822_parser;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -23,7 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use self::mail_index::{listed_flags, Keywords};
-use self::message_parser::{Entity, SectionError};
 use super::imap::{convert, names};
 use super::{
     BodyPart, ByteRange, Capabilities, ConditionalStore, EventSink, Flag, FlagsNow, MailStore,
@@ -31,6 +27,8 @@ use super::{
     MessageStructure, NewMessage, PartItem, PartValue, Section, StoreError, StoreEvent,
     StoreResult, StoreStats, Transfer, Uid, UidValidity,
 };
+use crate::mime::dovecot::header_parser;
+use crate::mime::dovecot::message_parser::{Entity, SectionError};
 use crate::search::SearchKey;
 
 /// The wire name of the inbox; matched case-insensitively
@@ -1241,8 +1239,8 @@ fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
 mod tests {
     use std::sync::Arc;
 
-    use super::message_parser::tests::{header, leaf};
     use super::*;
+    use crate::mime::dovecot::message_parser::tests::{header, leaf};
     use crate::store::TransferEncoding;
 
     /// multipart/mixed: [1 multipart/alternative: [1.1 text/plain, 1.2 text/html],

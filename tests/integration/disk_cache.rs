@@ -516,3 +516,97 @@ fn the_prefetch_command_with_headers_only_fetches_no_content() {
     );
     assert_eq!(blob_bytes(&cache.path), 0, "no content is cached");
 }
+
+/// Every file under `dir`, in path order: its path below `dir`, the size `stat` shows
+/// before anything is read, and its bytes.
+fn every_file(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(dir, &mut paths);
+    paths.sort();
+    let sizes: Vec<u64> = paths
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .collect();
+    paths
+        .iter()
+        .zip(sizes)
+        .map(|(p, size)| {
+            let name = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let bytes = fs::read(p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, size, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn after_a_prefetch_every_part_of_every_message_reads_offline_as_online() {
+    let mut dovecot = dovecot_with_samples();
+    let want = {
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&["--no-disk-cache"])
+            .mount();
+        every_file(&mount.join("INBOX"))
+    };
+    for part in ["résumé.pdf", "dataset.bin", "budget.csv", "body.html"] {
+        assert!(
+            want.iter().any(|(name, ..)| name.ends_with(part)),
+            "the samples have a {part}"
+        );
+    }
+    let cache = cache_dir();
+    let (ok, _, err) = prefetch_command(&dovecot, &cache, &[], &["INBOX"]);
+    assert!(ok, "{err}");
+
+    // The prefetch fetched whole messages, not their parts: every attachment, text body
+    // and forwarded message is taken out of its message, with its exact size at once.
+    dovecot.stop();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
+    let got = every_file(&mount.join("INBOX"));
+    let names = |files: &[(String, u64, Vec<u8>)]| -> Vec<(String, u64)> {
+        files.iter().map(|(n, s, _)| (n.clone(), *s)).collect()
+    };
+    assert_eq!(names(&got), names(&want), "names and sizes before reading");
+    for ((name, _, bytes), (_, _, expected)) in got.iter().zip(&want) {
+        assert!(bytes == expected, "{name}: other bytes offline");
+    }
+}
+
+#[test]
+fn a_part_of_a_message_read_whole_moves_no_content_again() {
+    let dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let message = mount.join("INBOX/8 Large attachment (10 MB)");
+    let whole = fs::read(message.join("message.eml")).unwrap();
+    assert!(whole.len() > 10 << 20);
+    let before = stats(&mount).1;
+    let data = fs::read(message.join("dataset.bin")).unwrap();
+    let moved = stats(&mount).1 - before;
+    assert_eq!(data.len(), 10 << 20);
+    assert!(
+        moved < 64 << 10,
+        "the 10 MiB attachment of a message read whole moved {moved} bytes"
+    );
+    // What the server would have sent: the same bytes through a mount that never read the
+    // message whole.
+    let other = MountSpec::new(&dovecot, "alice")
+        .args(&["--no-disk-cache"])
+        .mount();
+    let expected = fs::read(other.join("INBOX/8 Large attachment (10 MB)/dataset.bin")).unwrap();
+    assert!(data == expected, "other bytes than the server's");
+}

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::*;
+use crate::cache::{ContentCache, ContentKey};
 use crate::fs::content::CHUNK;
 
 /// A message with a 2 MiB attachment (its message.eml spans three raw chunks).
@@ -223,4 +224,64 @@ fn without_binary_sizes_come_from_the_end_of_each_part() {
         sample.body.len() as u64
     );
     assert!(!h.fs.open(body, false).unwrap().direct_io);
+}
+
+#[test]
+fn the_parts_of_a_message_read_whole_are_taken_out_of_it() {
+    let h = Harness::new();
+    let sample = big_sample();
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let dir = format!("INBOX/{}", sample.dir_name(uid));
+    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
+    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    let fetches = h.count(Op::FetchSection);
+    let attachment = h.ino(&format!("{dir}/{}", sample.attachment_name)).unwrap();
+    let body = h.ino(&format!("{dir}/body.txt")).unwrap();
+    assert_eq!(
+        h.fs.getattr(attachment).unwrap().attr.size,
+        sample.attachment.len() as u64
+    );
+    assert_eq!(h.read_all(attachment).unwrap(), sample.attachment);
+    assert_eq!(h.read_all(body).unwrap(), sample.body.as_bytes());
+    assert_eq!(
+        h.count(Op::FetchSection),
+        fetches,
+        "no part was fetched: every one came out of the message read whole"
+    );
+}
+
+#[test]
+fn a_message_held_whole_that_does_not_parse_to_the_servers_structure_is_not_used() {
+    let cache: Arc<dyn ContentCache> = Arc::new(MemoryCache::new(64 << 20));
+    let held = Arc::clone(&cache);
+    let h = Harness::with_parts(|p| p.cache = held);
+    let sample = Sample::numbered(5);
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let dir = format!("INBOX/{}", sample.dir_name(uid));
+    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
+    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    // The cached copy loses its boundaries (same length): it no longer has the parts the
+    // server says the message has.
+    let first = ContentKey {
+        mailbox: MailboxId::new("INBOX"),
+        validity: h.fs.metadata.validity(&MailboxId::new("INBOX")).unwrap(),
+        uid,
+        section: Section::whole(),
+        transfer: Transfer::Encoded,
+        offset: 0,
+    };
+    let damaged: Vec<u8> = cache
+        .get(&first)
+        .unwrap()
+        .iter()
+        .map(|&b| if b == b'=' { b'#' } else { b })
+        .collect();
+    cache.insert(first, Arc::new(damaged));
+    let fetches = h.count(Op::FetchSection);
+    let attachment = h.ino(&format!("{dir}/{}", sample.attachment_name)).unwrap();
+    assert_eq!(h.read_all(attachment).unwrap(), sample.attachment);
+    assert!(
+        h.count(Op::FetchSection) > fetches,
+        "the attachment came from the server"
+    );
 }

@@ -78,6 +78,9 @@ fn a_failed_fetch_is_an_error_and_caches_nothing() {
     let h = Harness::new();
     let sample = Sample::numbered(3);
     let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    // A part of another message (one read whole gives its parts without a fetch).
+    let other = Sample::numbered(4);
+    let other_uid = h.store.add_message("INBOX", &other.raw, &[], date());
     let dir = format!("INBOX/{}", sample.dir_name(uid));
     let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
     let fetches = h.count(Op::FetchSection);
@@ -87,11 +90,12 @@ fn a_failed_fetch_is_an_error_and_caches_nothing() {
     assert_eq!(h.read_all(eml).unwrap(), sample.raw);
     assert_eq!(h.count(Op::FetchSection), fetches + 2);
 
-    let attachment = h.ino(&format!("{dir}/a3.bin")).unwrap();
+    let dir = format!("INBOX/{}", other.dir_name(other_uid));
+    let attachment = h.ino(&format!("{dir}/a4.bin")).unwrap();
     h.store
         .fail_next(Op::FetchSection, || StoreError::Connection("reset".into()));
     assert_eq!(errno(h.read_all(attachment)), libc::EIO);
-    assert_eq!(h.read_all(attachment).unwrap(), sample.attachment);
+    assert_eq!(h.read_all(attachment).unwrap(), other.attachment);
 }
 
 /// message.eml is fetched in chunks: a failure after the first chunk must not leave a

@@ -42,16 +42,16 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 /// U+FFFD, which Dovecot puts where a header value has a NUL byte.
-pub(super) const NUL_REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
+pub(crate) const NUL_REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
 
 /// A cursor over one header value (folds still in it).
-pub(super) struct Lexer<'a> {
+pub(crate) struct Lexer<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Lexer<'a> {
-    pub(super) fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         Lexer { data, pos: 0 }
     }
 
@@ -158,7 +158,7 @@ impl<'a> Lexer<'a> {
     /// `type "/" subtype` as Dovecot's `rfc822_parse_content_type` reads it: the text read
     /// (`type/subtype`, a lone `type` that ran to the end, or empty when unreadable) and
     /// whether parameters may follow.
-    pub(super) fn content_type(&mut self) -> (Vec<u8>, bool) {
+    pub(crate) fn content_type(&mut self) -> (Vec<u8>, bool) {
         let mut text = Vec::new();
         if self.skip_lwsp() != Lw::More {
             return (text, false);
@@ -184,14 +184,14 @@ impl<'a> Lexer<'a> {
     }
 
     /// A lone token such as a disposition type (possibly empty); `None` on a broken comment.
-    pub(super) fn leading_token(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn leading_token(&mut self) -> Option<Vec<u8>> {
         self.skip_lwsp();
         let mut token = Vec::new();
         (self.mime_token(&mut token) != Lw::Error).then_some(token)
     }
 
     /// A Content-Transfer-Encoding: one non-empty token and nothing after it.
-    pub(super) fn sole_token(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn sole_token(&mut self) -> Option<Vec<u8>> {
         self.skip_lwsp();
         let mut token = Vec::new();
         let status = self.mime_token(&mut token);
@@ -243,7 +243,7 @@ impl<'a> Lexer<'a> {
 
     /// All parameters from here on, RFC 2231 pieces merged as Dovecot's `rfc2231_parse`
     /// does. A broken parameter is skipped one byte at a time until the next one parses.
-    pub(super) fn params(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn params(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut plain = Vec::new();
         let mut pieces: Vec<Piece> = Vec::new();
         // Dovecot keeps the index of the previous piece for a bare `name*`; so do we.

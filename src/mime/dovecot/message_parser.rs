@@ -24,7 +24,7 @@ const MAX_BOUNDARY_LINE: usize = 84;
 /// One MIME entity: a message (header + body) or a body part, with the byte range of its
 /// body inside the raw message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Entity {
+pub(crate) struct Entity {
     header: PartHeader,
     /// The entity's ENVELOPE subject, when the entity is a message.
     subject: Option<Vec<u8>>,
@@ -49,14 +49,14 @@ enum Kind {
 
 /// Why a section number does not name a part of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SectionError {
+pub(crate) enum SectionError {
     /// A section number was 0; IMAP section parts are non-zero.
     Zero,
 }
 
 impl Entity {
     /// Parse a whole message. Never fails: malformed MIME gives a best-effort tree.
-    pub(super) fn parse_message(raw: &[u8]) -> Entity {
+    pub(crate) fn parse_message(raw: &[u8]) -> Entity {
         let mut parser = Parser {
             data: raw,
             boundaries: Vec::new(),
@@ -66,13 +66,14 @@ impl Entity {
     }
 
     /// The raw Subject of this entity's header (the message's ENVELOPE subject).
-    pub(super) fn subject(&self) -> Option<Vec<u8>> {
+    #[cfg(any(test, feature = "memory-store"))]
+    pub(crate) fn subject(&self) -> Option<Vec<u8>> {
         self.subject.clone()
     }
 
     /// The BODYSTRUCTURE of this entity taken as a message
     /// ([RFC 3501 §7.4.2](https://www.rfc-editor.org/rfc/rfc3501#section-7.4.2)).
-    pub(super) fn body_structure(&self) -> BodyPart {
+    pub(crate) fn body_structure(&self) -> BodyPart {
         let octets = self.body.len() as u64;
         match &self.kind {
             Kind::Leaf { encoding } => BodyPart::Leaf {
@@ -108,7 +109,7 @@ impl Entity {
     /// `self` being the whole message of `raw_len` bytes. Like Dovecot, a section that
     /// names no part gives an empty range rather than an error, and a non-multipart part
     /// is its own part 1.
-    pub(super) fn section_range(
+    pub(crate) fn section_range(
         &self,
         section: &[u32],
         raw_len: usize,
@@ -121,7 +122,7 @@ impl Entity {
 
     /// The Content-Transfer-Encoding of the part at `section` (the whole message and
     /// multiparts have none to undo: 7bit).
-    pub(super) fn section_encoding(
+    pub(crate) fn section_encoding(
         &self,
         section: &[u32],
     ) -> Result<TransferEncoding, SectionError> {
@@ -432,7 +433,7 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     //! Expected values were checked against Dovecot 2.3.19 (BODYSTRUCTURE and BODY[n]).
 
     use super::*;
@@ -521,11 +522,7 @@ pub(super) mod tests {
     }
 
     /// A part header with `params`, no disposition (shared with the store's own tests).
-    pub(in crate::store::memory) fn header(
-        media_type: &str,
-        subtype: &str,
-        params: &[(&str, &str)],
-    ) -> PartHeader {
+    pub(crate) fn header(media_type: &str, subtype: &str, params: &[(&str, &str)]) -> PartHeader {
         PartHeader {
             media_type: media_type.into(),
             subtype: subtype.into(),
@@ -539,11 +536,7 @@ pub(super) mod tests {
     }
 
     /// A leaf whose octets are `body`'s length (shared with the store's own tests).
-    pub(in crate::store::memory) fn leaf(
-        header: PartHeader,
-        encoding: TransferEncoding,
-        body: &str,
-    ) -> BodyPart {
+    pub(crate) fn leaf(header: PartHeader, encoding: TransferEncoding, body: &str) -> BodyPart {
         BodyPart::Leaf {
             header,
             encoding,

@@ -18,13 +18,13 @@ struct Field {
 
 /// The header fields of an entity, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Fields(Vec<Field>);
+pub(crate) struct Fields(Vec<Field>);
 
 impl Fields {
     /// Split a header block (everything before the blank line) into fields
     /// ([RFC 5322 §2.2](https://www.rfc-editor.org/rfc/rfc5322#section-2.2)). A line without
     /// a colon is no field; continuation lines after it are dropped with it.
-    pub(super) fn parse(block: &[u8]) -> Fields {
+    pub(crate) fn parse(block: &[u8]) -> Fields {
         let mut fields: Vec<Field> = Vec::new();
         let mut continuing = false;
         for line in block.split_inclusive(|&b| b == b'\n') {
@@ -59,7 +59,7 @@ impl Fields {
         Fields(fields)
     }
 
-    pub(super) fn named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+    pub(crate) fn named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
         self.0
             .iter()
             .filter(move |f| f.name.eq_ignore_ascii_case(name.as_bytes()))
@@ -69,14 +69,14 @@ impl Fields {
     /// The Subject as an IMAP ENVELOPE gives it: the last Subject field, still RFC 2047
     /// encoded, with every run of whitespace and line breaks made one space and the ends
     /// trimmed (Dovecot's `imap_append_string_for_humans`).
-    pub(super) fn subject(&self) -> Option<Vec<u8>> {
+    pub(crate) fn subject(&self) -> Option<Vec<u8>> {
         self.named("subject").last().map(for_humans)
     }
 
     /// What the `Content-*` fields say, for a part that is (`mime`) or is not a MIME entity.
     /// A message is MIME when it has MIME-Version or Content-Type; parts of a multipart
     /// always are. `in_digest`: the part sits in a multipart/digest.
-    pub(super) fn describe(&self, mime: bool, in_digest: bool) -> Description {
+    pub(crate) fn describe(&self, mime: bool, in_digest: bool) -> Description {
         let mime = mime || self.named("mime-version").next().is_some();
         let content_type = self.named("content-type").next();
         let mime = mime || content_type.is_some();
@@ -121,16 +121,16 @@ impl Fields {
 
 /// How a part is to be parsed and reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Description {
+pub(crate) struct Description {
     /// The fields BODYSTRUCTURE reports (type names and parameter names lower-cased).
-    pub(super) header: PartHeader,
-    pub(super) encoding: TransferEncoding,
-    pub(super) kind: PartKind,
+    pub(crate) header: PartHeader,
+    pub(crate) encoding: TransferEncoding,
+    pub(crate) kind: PartKind,
 }
 
 /// What Dovecot's message parser makes of a part's body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum PartKind {
+pub(crate) enum PartKind {
     Leaf,
     /// message/rfc822: the body is a message (whatever its transfer encoding).
     Message,
@@ -202,7 +202,7 @@ impl Description {
 }
 
 /// The header BODYSTRUCTURE gives a part with no Content-Type.
-pub(super) fn text_plain() -> PartHeader {
+pub(crate) fn text_plain() -> PartHeader {
     header("text", "plain", vec![("charset".into(), "us-ascii".into())])
 }
 
