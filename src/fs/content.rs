@@ -426,9 +426,11 @@ impl ContentFetcher {
         Some(Held { raw, parsed })
     }
 
-    /// What `MailStore::fetch_parts` answers for `asked` (messages of one mailbox): the
-    /// items of messages held whole taken out of them here, the others from the store in
-    /// one request. `known`: structures the caller has (the others are asked for).
+    /// What `MailStore::fetch_parts` answers for `asked` (messages of one mailbox). When the
+    /// store cannot answer (offline, and not kept), the items of messages held whole are
+    /// taken out of them here (decoding a part to learn its size costs more than the store's
+    /// kept answer, so the store goes first), and the others asked again. `known`:
+    /// structures the caller has (the others are asked for).
     pub fn fetch_parts(
         &self,
         mailbox: &MailboxId,
@@ -436,6 +438,10 @@ impl ContentFetcher {
         asked: &[(Uid, Vec<PartItem>)],
         known: &[MessageStructure],
     ) -> StoreResult<Vec<(Uid, PartItem, PartValue)>> {
+        let failed = match self.store.fetch_parts(mailbox, validity, asked) {
+            Ok(answers) => return Ok(answers),
+            Err(e) => e,
+        };
         let uids: Vec<Uid> = asked.iter().map(|(uid, _)| *uid).collect();
         let structures = self.whole_structures(mailbox, validity, &uids, known);
         let mut answers = Vec::new();
@@ -459,6 +465,9 @@ impl ContentFetcher {
             if !missing.is_empty() {
                 rest.push((*uid, missing));
             }
+        }
+        if answers.is_empty() {
+            return Err(failed);
         }
         if !rest.is_empty() {
             answers.extend(self.store.fetch_parts(mailbox, validity, &rest)?);
