@@ -29,6 +29,9 @@ pub const CHUNK: u64 = 16 << 10;
 const MAX_RUN: u64 = 256;
 /// Whole messages of at most this size are read ahead in walks (`reads.rs`).
 pub const SMALL_MESSAGE: u64 = 1 << 20;
+/// The largest message whose parts are taken out of it when it is held whole (it is read
+/// into memory for that; a larger one's parts are fetched by themselves).
+const HELD_WHOLE_MAX: u64 = 64 << 20;
 /// How many sections' read positions are remembered for growing runs.
 const RUNS_KEPT: usize = 1024;
 
@@ -45,6 +48,8 @@ struct RenderKey {
 enum Gate {
     Chunk(ContentKey),
     Rendered(RenderKey),
+    /// A section being taken out of its message held whole.
+    Held(MessageRef, Section, Transfer),
 }
 
 /// Where a section was last read up to, and how many chunks that request fetched.
@@ -312,6 +317,25 @@ impl ContentFetcher {
     /// [`section_of_held_message`](Self::section_of_held_message)), every chunk of the section kept in
     /// the cache as a fetch would keep it; `None` when the server must be asked.
     fn whole_section_here(&self, source: Source<'_>, start: u64) -> Option<Arc<Vec<u8>>> {
+        // One reader takes the section out; one reading another part of it meanwhile (the
+        // kernel's read-ahead) waits for that and finds its chunk kept.
+        let gate = Gate::Held(
+            source.message.clone(),
+            source.section.clone(),
+            source.transfer,
+        );
+        let at_start = || {
+            self.cache
+                .get(&key(source.message, source.section, source.transfer, start))
+                .map(Some)
+        };
+        self.once(gate, at_start, || Ok(self.take_out_section(source, start)))
+            .ok()
+            .flatten()
+    }
+
+    /// The work of [`whole_section_here`](Self::whole_section_here).
+    fn take_out_section(&self, source: Source<'_>, start: u64) -> Option<Arc<Vec<u8>>> {
         let data = self.section_of_held_message(source.message, source.section, source.transfer)?;
         if data.len() as u64 != source.len {
             tracing::debug!(
@@ -400,6 +424,9 @@ impl ContentFetcher {
     /// parses it; only when that gives the very BODYSTRUCTURE the server reported for it, so
     /// that every section taken out of it is what the server would send.
     fn held_whole(&self, message: &MessageRef, structure: &MessageStructure) -> Option<Held> {
+        if structure.size > HELD_WHOLE_MAX {
+            return None;
+        }
         let whole = Section::whole();
         let mut raw = Vec::with_capacity(usize::try_from(structure.size).ok()?);
         while (raw.len() as u64) < structure.size {
