@@ -32,6 +32,8 @@ pub const SMALL_MESSAGE: u64 = 1 << 20;
 /// The largest message whose parts are taken out of it when it is held whole (it is read
 /// into memory for that; a larger one's parts are fetched by themselves).
 const HELD_WHOLE_MAX: u64 = 64 << 20;
+/// How many structures made from messages held whole are remembered.
+const STRUCTURES_MADE_KEPT: usize = 4096;
 /// How many sections' read positions are remembered for growing runs.
 const RUNS_KEPT: usize = 1024;
 
@@ -128,6 +130,8 @@ pub struct ContentFetcher {
     rendered: ByteLru<RenderKey>,
     inflight: Mutex<HashMap<Gate, Arc<Mutex<()>>>>,
     runs: Mutex<LruCache<(MessageRef, Section, Transfer), Run>>,
+    /// Structures made from messages held whole (`structure_from_held`).
+    made: Mutex<LruCache<MessageRef, MessageStructure>>,
 }
 
 fn key(message: &MessageRef, section: &Section, transfer: Transfer, offset: u64) -> ContentKey {
@@ -152,6 +156,9 @@ impl ContentFetcher {
             inflight: Mutex::new(HashMap::new()),
             runs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(RUNS_KEPT).expect("nonzero"),
+            )),
+            made: Mutex::new(LruCache::new(
+                NonZeroUsize::new(STRUCTURES_MADE_KEPT).expect("nonzero"),
             )),
         }
     }
@@ -414,6 +421,18 @@ impl ContentFetcher {
                 Ok(asked) => found.extend(asked.into_iter().map(|s| (s.uid, s))),
                 Err(e) => {
                     tracing::debug!(error = %e, "structures of messages held whole: not known");
+                    // Those made here when the server's were not at hand either.
+                    let mut made = self.made.lock();
+                    for uid in held {
+                        let m = MessageRef {
+                            mailbox: mailbox.clone(),
+                            validity,
+                            uid,
+                        };
+                        if let Some(s) = made.get(&m) {
+                            found.insert(uid, s.clone());
+                        }
+                    }
                 }
             }
         }
@@ -424,24 +443,7 @@ impl ContentFetcher {
     /// parses it; only when that gives the very BODYSTRUCTURE the server reported for it, so
     /// that every section taken out of it is what the server would send.
     fn held_whole(&self, message: &MessageRef, structure: &MessageStructure) -> Option<Held> {
-        if structure.size > HELD_WHOLE_MAX {
-            return None;
-        }
-        let whole = Section::whole();
-        let mut raw = Vec::with_capacity(usize::try_from(structure.size).ok()?);
-        while (raw.len() as u64) < structure.size {
-            let at = raw.len() as u64;
-            let chunk = self
-                .cache
-                .get(&key(message, &whole, Transfer::Encoded, at))?;
-            if chunk.is_empty() {
-                return None;
-            }
-            raw.extend_from_slice(&chunk);
-        }
-        if raw.len() as u64 != structure.size {
-            return None;
-        }
+        let raw = self.held_bytes(message, structure.size)?;
         let parsed = ParsedMessage::parse(&raw);
         if parsed.body_structure() != structure.body {
             tracing::debug!(
@@ -451,6 +453,41 @@ impl ContentFetcher {
             return None;
         }
         Some(Held { raw, parsed })
+    }
+
+    /// All `size` bytes of a message the cache holds whole (at most `HELD_WHOLE_MAX`).
+    fn held_bytes(&self, message: &MessageRef, size: u64) -> Option<Vec<u8>> {
+        if size > HELD_WHOLE_MAX {
+            return None;
+        }
+        let whole = Section::whole();
+        let mut raw = Vec::with_capacity(usize::try_from(size).ok()?);
+        while (raw.len() as u64) < size {
+            let at = raw.len() as u64;
+            let chunk = self
+                .cache
+                .get(&key(message, &whole, Transfer::Encoded, at))?;
+            if chunk.is_empty() {
+                return None;
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        (raw.len() as u64 == size).then_some(raw)
+    }
+
+    /// The structure of a message of `size` bytes the cache holds whole, made here from its
+    /// bytes as Dovecot makes it, for when the server's is not at hand (offline, and not
+    /// kept): so a message read whole shows its parts offline too. Remembered for the
+    /// mount's life, so that its parts are then taken out of it by the same structure.
+    pub fn structure_from_held(&self, message: &MessageRef, size: u64) -> Option<MessageStructure> {
+        let raw = self.held_bytes(message, size)?;
+        let made = MessageStructure {
+            uid: message.uid,
+            size,
+            body: ParsedMessage::parse(&raw).body_structure(),
+        };
+        self.made.lock().put(message.clone(), made.clone());
+        Some(made)
     }
 
     /// What `MailStore::fetch_parts` answers for `asked` (messages of one mailbox). When the

@@ -14,7 +14,7 @@ use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_
 use super::walk::Walk;
 use super::{searches, virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult, Invalidation};
 use crate::mime::{self, Entry, EntryKind};
-use crate::store::{MailboxId, Section, StoreError, Uid};
+use crate::store::{LinkState, MailboxId, Section, StoreError, Uid};
 
 /// How many BODYSTRUCTUREs to fetch at once when a walk visits messages in order.
 pub const STRUCTURE_READ_AHEAD: usize = 64;
@@ -269,11 +269,36 @@ impl Fs {
         let structures = match self.store.body_structures(&of.mailbox, of.validity, uids) {
             // One unusable message must not spoil its neighbours: ask for the first alone.
             Err(e) if uids.len() > 1 && !matches!(e, StoreError::UidValidityChanged { .. }) => {
-                tracing::warn!(mailbox = %of.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
+                if matches!(self.store.link_state(), LinkState::Online) {
+                    tracing::warn!(mailbox = %of.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
+                } else {
+                    // Offline, a structure not kept is no news: one line per message
+                    // would flood the log of a walk.
+                    tracing::debug!(mailbox = %of.mailbox, error = %e, "read-ahead of BODYSTRUCTUREs failed; fetching one");
+                }
                 self.store
-                    .body_structures(&of.mailbox, of.validity, &uids[..1])?
+                    .body_structures(&of.mailbox, of.validity, &uids[..1])
             }
-            other => other?,
+            other => other,
+        };
+        let structures = match structures {
+            Ok(structures) => structures,
+            Err(e @ StoreError::UidValidityChanged { .. }) => return Err(e.into()),
+            Err(e) => {
+                // Not at hand (offline, and not kept): made from the message if it is held
+                // whole, else the error.
+                let made = self
+                    .metadata
+                    .message(of)
+                    .and_then(|meta| self.content.structure_from_held(of, meta.size));
+                match made {
+                    Some(made) => {
+                        tracing::debug!(uid = of.uid.0, error = %e, "structure made from the message held whole");
+                        vec![made]
+                    }
+                    None => return Err(e.into()),
+                }
+            }
         };
         let mut layouts: Vec<(Uid, Vec<Entry>)> = structures
             .iter()

@@ -610,3 +610,43 @@ fn a_part_of_a_message_read_whole_moves_no_content_again() {
     let expected = fs::read(other.join("INBOX/8 Large attachment (10 MB)/dataset.bin")).unwrap();
     assert!(data == expected, "other bytes than the server's");
 }
+
+#[test]
+fn messages_read_whole_but_never_opened_as_directories_show_their_parts_offline() {
+    let mut dovecot = dovecot_with_samples();
+    let want = {
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&["--no-disk-cache"])
+            .mount();
+        every_file(&mount.join("INBOX"))
+    };
+    let cache = cache_dir();
+    {
+        // Every message.eml read by its path: the message directories are never listed,
+        // so no structure is fetched or kept.
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&[&cache.arg])
+            .mount();
+        let inbox = mount.join("INBOX");
+        for (name, _, bytes) in &want {
+            if name.ends_with("/message.eml") && name.matches('/').count() == 1 {
+                assert!(fs::read(inbox.join(name)).unwrap() == *bytes, "{name}");
+            }
+        }
+        assert!(mount.terminate(), "clean unmount");
+    }
+    dovecot.stop();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
+    let got = std::panic::catch_unwind(|| every_file(&mount.join("INBOX")))
+        .unwrap_or_else(|_| panic!("the offline walk failed; the mount's log:\n{}", mount.log()));
+    let names = |files: &[(String, u64, Vec<u8>)]| -> Vec<(String, u64)> {
+        files.iter().map(|(n, s, _)| (n.clone(), *s)).collect()
+    };
+    assert_eq!(names(&got), names(&want), "names and sizes before reading");
+    for ((name, _, bytes), (_, _, expected)) in got.iter().zip(&want) {
+        assert!(bytes == expected, "{name}: other bytes offline");
+    }
+}

@@ -302,3 +302,36 @@ fn a_message_held_whole_that_does_not_parse_to_the_servers_structure_is_not_used
         "the attachment came from the server"
     );
 }
+
+#[test]
+fn a_message_read_whole_shows_its_parts_when_its_structure_is_not_at_hand() {
+    let h = Harness::new();
+    let sample = big_sample();
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let dir = format!("INBOX/{}", sample.dir_name(uid));
+    // message.eml needs no structure: only the listing and the content.
+    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
+    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    assert_eq!(h.count(Op::BodyStructures), 0);
+    // From now on the store answers nothing about the message (as offline, not kept).
+    for _ in 0..8 {
+        h.store.fail_next(Op::BodyStructures, || {
+            crate::store::StoreError::Connection("offline".into())
+        });
+        h.store.fail_next(Op::FetchSection, || {
+            crate::store::StoreError::Connection("offline".into())
+        });
+    }
+    assert_eq!(
+        h.names_at(&dir).unwrap(),
+        ["message.eml", "body.txt", sample.attachment_name.as_str()]
+    );
+    let attachment = h.ino(&format!("{dir}/{}", sample.attachment_name)).unwrap();
+    assert_eq!(
+        h.fs.getattr(attachment).unwrap().attr.size,
+        sample.attachment.len() as u64
+    );
+    assert_eq!(h.read_all(attachment).unwrap(), sample.attachment);
+    let body = h.ino(&format!("{dir}/body.txt")).unwrap();
+    assert_eq!(h.read_all(body).unwrap(), sample.body.as_bytes());
+}
