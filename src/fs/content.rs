@@ -763,24 +763,23 @@ impl ContentFetcher {
             Gate::Rendered(k.clone()),
             || self.rendered.get(&k),
             || {
-                if let Some(stored) =
-                    self.section_of_held_message(message, section, Transfer::Encoded)
-                {
-                    let data = Arc::new(mime::render(content, &stored));
-                    self.rendered.insert(k.clone(), Arc::clone(&data));
-                    return Ok(data);
-                }
                 let decoded_by_server = binary && !matches!(content, Content::Raw);
                 let transfer = if decoded_by_server {
                     Transfer::Decoded
                 } else {
                     Transfer::Encoded
                 };
-                let bytes = self.whole_section(message, section, transfer)?;
-                let data = Arc::new(if decoded_by_server {
-                    mime::render_decoded(content, &bytes)
-                } else {
-                    mime::render(content, &bytes)
+                // The server's decoding first, as always, so that a file rendered again
+                // comes out the same; a message held whole when the server cannot answer.
+                let data = Arc::new(match self.whole_section(message, section, transfer) {
+                    Ok(bytes) if decoded_by_server => mime::render_decoded(content, &bytes),
+                    Ok(bytes) => mime::render(content, &bytes),
+                    Err(e) => {
+                        match self.section_of_held_message(message, section, Transfer::Encoded) {
+                            Some(stored) => mime::render(content, &stored),
+                            None => return Err(e),
+                        }
+                    }
                 });
                 self.rendered.insert(k.clone(), Arc::clone(&data));
                 Ok(data)
