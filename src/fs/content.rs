@@ -32,7 +32,8 @@ pub const SMALL_MESSAGE: u64 = 1 << 20;
 /// The largest message whose parts are taken out of it when it is held whole (it is read
 /// into memory for that; a larger one's parts are fetched by themselves).
 const HELD_WHOLE_MAX: u64 = 64 << 20;
-/// How many structures made from messages held whole are remembered.
+/// How many structures made from messages held whole are remembered (and as many messages
+/// that are not taken apart).
 const STRUCTURES_MADE_KEPT: usize = 4096;
 /// How many sections' read positions are remembered for growing runs.
 const RUNS_KEPT: usize = 1024;
@@ -132,6 +133,9 @@ pub struct ContentFetcher {
     runs: Mutex<LruCache<(MessageRef, Section, Transfer), Run>>,
     /// Structures made from messages held whole (`structure_from_held`).
     made: Mutex<LruCache<MessageRef, MessageStructure>>,
+    /// Messages held whole that parse to another structure than the server's: their parts
+    /// are fetched by themselves.
+    not_taken_apart: Mutex<LruCache<MessageRef, ()>>,
 }
 
 fn key(message: &MessageRef, section: &Section, transfer: Transfer, offset: u64) -> ContentKey {
@@ -158,6 +162,9 @@ impl ContentFetcher {
                 NonZeroUsize::new(RUNS_KEPT).expect("nonzero"),
             )),
             made: Mutex::new(LruCache::new(
+                NonZeroUsize::new(STRUCTURES_MADE_KEPT).expect("nonzero"),
+            )),
+            not_taken_apart: Mutex::new(LruCache::new(
                 NonZeroUsize::new(STRUCTURES_MADE_KEPT).expect("nonzero"),
             )),
         }
@@ -377,7 +384,7 @@ impl ContentFetcher {
         section: &Section,
         transfer: Transfer,
     ) -> Option<Vec<u8>> {
-        if section.is_whole() {
+        if section.is_whole() || self.not_taken_apart.lock().contains(message) {
             return None;
         }
         let structures =
@@ -450,6 +457,9 @@ impl ContentFetcher {
                 uid = message.uid.0,
                 "the whole message parses to another structure than the server's; asking the server"
             );
+            // Not again for every range of its parts (a server that is not Dovecot may
+            // describe many messages otherwise).
+            self.not_taken_apart.lock().put(message.clone(), ());
             return None;
         }
         Some(Held { raw, parsed })
