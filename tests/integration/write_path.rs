@@ -1395,7 +1395,25 @@ fn a_failed_append_fails_close_and_keeps_the_bytes_in_the_spool() {
     );
     let mut expected = before.clone();
     expected.mailboxes.remove("Doomed");
-    assert_server(&mut client, &expected, &[], &mount);
+    // Dovecot 2.3 can leave a deleted mailbox behind as a `\Noselect` name when an EXAMINE
+    // of it runs while it is deleted (here the watcher's, bringing it up to date after the
+    // mailbox list changed). Without imapfs, a loop of EXAMINE against CREATE and DELETE
+    // from another session left 8 ghosts in 200 tries. Such a name holds nothing; what
+    // this test asks is that nothing was stored anywhere.
+    let (actual, mut diff) = compare_server(&mut client, &expected, &[]);
+    if actual
+        .mailboxes
+        .get("Doomed")
+        .is_some_and(|ghost| ghost.counters.is_none() && ghost.messages.is_empty())
+    {
+        diff.retain(|d| d != "mailbox \"Doomed\" appeared");
+    }
+    assert!(
+        diff.is_empty(),
+        "the server is not as expected:\n  {}\nimapfs log:\n{}",
+        diff.join("\n  "),
+        log_tail(&mount)
+    );
 }
 
 // ---- strings that could carry IMAP syntax -----------------------------------------------------
