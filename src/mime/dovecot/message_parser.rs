@@ -66,7 +66,7 @@ impl Entity {
     }
 
     /// The raw Subject of this entity's header (the message's ENVELOPE subject).
-    #[cfg(any(test, feature = "memory-store"))]
+    #[cfg(test)]
     pub(crate) fn subject(&self) -> Option<Vec<u8>> {
         self.subject.clone()
     }
