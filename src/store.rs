@@ -271,6 +271,52 @@ pub enum PartValue {
     Bytes(Vec<u8>),
 }
 
+impl PartItem {
+    /// The section this item is about.
+    pub fn section(&self) -> &Section {
+        match self {
+            PartItem::DecodedSize(section) | PartItem::Bytes { section, .. } => section,
+        }
+    }
+
+    /// The answer to this item made from its section's bytes as stored (`BODY[section]`),
+    /// decoded here with the part's `encoding` where the item asks for decoded bytes.
+    pub fn answer_from_stored(&self, stored: &[u8], encoding: &TransferEncoding) -> PartValue {
+        match self {
+            PartItem::DecodedSize(_) => {
+                PartValue::Size(crate::mime::decode_transfer(encoding, stored).len() as u64)
+            }
+            PartItem::Bytes {
+                transfer: Transfer::Encoded,
+                range,
+                ..
+            } => PartValue::Bytes(clip(stored, *range).to_vec()),
+            PartItem::Bytes {
+                transfer: Transfer::Decoded,
+                range,
+                ..
+            } => {
+                let decoded = crate::mime::decode_transfer(encoding, stored);
+                PartValue::Bytes(clip(&decoded, *range).to_vec())
+            }
+        }
+    }
+}
+
+/// The `<offset.len>` slice of a section: clipped to its end, empty past it
+/// ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)); all of it
+/// for `None`.
+pub fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
+    let Some(range) = range else {
+        return bytes;
+    };
+    let len = bytes.len() as u64;
+    let start = range.offset.min(len);
+    let end = range.offset.saturating_add(range.len).min(len);
+    // Both are at most `bytes.len()`, so they fit in usize.
+    bytes.get(start as usize..end as usize).unwrap_or_default()
+}
+
 /// A message to APPEND, read once from `content`.
 pub struct NewMessage<'a> {
     /// The message, `len` bytes, read from start to end exactly once.

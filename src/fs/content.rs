@@ -19,7 +19,7 @@ use crate::mime::dovecot::ParsedMessage;
 use crate::mime::{self, Base64Lines, Content};
 use crate::store::{
     ByteRange, MailStore, MailboxId, MessageStructure, PartItem, PartValue, Section, StoreError,
-    StoreResult, Transfer, Uid, UidValidity,
+    StoreResult, Transfer, TransferEncoding, Uid, UidValidity,
 };
 
 /// Content is cached in aligned chunks of this size (a first read of a few kilobytes moves
@@ -82,13 +82,19 @@ struct Held {
 }
 
 impl Held {
-    /// `BODY[section]` (or `BINARY[section]`) of the message; not the whole message.
-    fn section(&self, section: &Section, transfer: Transfer) -> Option<Vec<u8>> {
+    /// `BODY[section]` of the message as stored, and the part's transfer encoding; not the
+    /// whole message.
+    fn stored(&self, section: &Section) -> Option<(&[u8], TransferEncoding)> {
         if section.is_whole() {
             return None;
         }
         let (range, encoding) = self.parsed.section(section)?;
-        let stored = self.raw.get(range)?;
+        Some((self.raw.get(range)?, encoding))
+    }
+
+    /// `BODY[section]` (or `BINARY[section]`) of the message; not the whole message.
+    fn section(&self, section: &Section, transfer: Transfer) -> Option<Vec<u8>> {
+        let (stored, encoding) = self.stored(section)?;
         Some(match transfer {
             Transfer::Encoded => stored.to_vec(),
             Transfer::Decoded => mime::decode_transfer(&encoding, stored),
@@ -97,30 +103,8 @@ impl Held {
 
     /// The answer to one item of `fetch_parts`.
     fn answer(&self, item: &PartItem) -> Option<PartValue> {
-        Some(match item {
-            PartItem::DecodedSize(section) => {
-                PartValue::Size(self.section(section, Transfer::Decoded)?.len() as u64)
-            }
-            PartItem::Bytes {
-                section,
-                transfer,
-                range,
-            } => {
-                let bytes = self.section(section, *transfer)?;
-                PartValue::Bytes(match range {
-                    None => bytes,
-                    Some(r) => {
-                        let start = usize::try_from(r.offset)
-                            .unwrap_or(usize::MAX)
-                            .min(bytes.len());
-                        let end = start
-                            .saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX))
-                            .min(bytes.len());
-                        bytes[start..end].to_vec()
-                    }
-                })
-            }
-        })
+        let (stored, encoding) = self.stored(item.section())?;
+        Some(item.answer_from_stored(stored, &encoding))
     }
 }
 

@@ -7,7 +7,7 @@ use super::virtual_dirs::VirtualNode;
 use super::walk::Walk;
 use super::{newmail, Fs, FsError, FsResult, OpenReply};
 use crate::mime::{self, Content};
-use crate::store::{Transfer, TransferEncoding};
+use crate::store::{clip, ByteRange, Transfer, TransferEncoding};
 
 /// How many whole messages (of at most `SMALL_MESSAGE`) to fetch at once when a walk reads
 /// them in order, and how many bytes they may add up to.
@@ -125,13 +125,8 @@ impl Fs {
                 data.len()
             ))));
         }
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let end = start
-            .saturating_add(usize::try_from(want).unwrap_or(usize::MAX))
-            .min(data.len());
-        Ok(data[start..end].to_vec())
+        let range = ByteRange { offset, len: want };
+        Ok(clip(&data, Some(range)).to_vec())
     }
 
     /// Reads up to `size` bytes at `offset`. Only the end of the file gives fewer bytes.
@@ -202,13 +197,8 @@ impl Fs {
             ))));
         }
         self.inodes.lock().set_known_size(ino, data.len() as u64);
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(data.len());
-        let end = start
-            .saturating_add(usize::try_from(size).unwrap_or(usize::MAX))
-            .min(data.len());
-        Ok(data[start..end].to_vec())
+        let range = ByteRange { offset, len: size };
+        Ok(clip(&data, Some(range)).to_vec())
     }
 
     /// When whole messages are read one after another in listing order (`grep -r`, `cat */

@@ -18,6 +18,7 @@ use super::handles::DirItem;
 use super::inodes::Node;
 use super::searches;
 use super::{Fs, FsError, FsResult, Kind};
+use crate::store::{clip, ByteRange};
 
 /// A node imapfs makes up.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -221,11 +222,11 @@ impl Fs {
         let (bytes, _) = notes
             .get(&(uid, name.to_string()))
             .ok_or(FsError::NotFound)?;
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let end = start.saturating_add(size as usize).min(bytes.len());
-        Ok(bytes[start..end].to_vec())
+        let range = ByteRange {
+            offset,
+            len: u64::from(size),
+        };
+        Ok(clip(bytes, Some(range)).to_vec())
     }
 
     /// Removes a note.

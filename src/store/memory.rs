@@ -22,10 +22,10 @@ use parking_lot::Mutex;
 use self::mail_index::{listed_flags, Keywords};
 use super::imap::{convert, names};
 use super::{
-    BodyPart, ByteRange, Capabilities, ConditionalStore, EventSink, Flag, FlagsNow, MailStore,
-    MailboxChange, MailboxId, MailboxInfo, MailboxListing, MailboxVersion, MessageMeta,
-    MessageStructure, NewMessage, PartItem, PartValue, Section, StoreError, StoreEvent,
-    StoreResult, StoreStats, Transfer, Uid, UidValidity,
+    BodyPart, Capabilities, ConditionalStore, EventSink, Flag, FlagsNow, MailStore, MailboxChange,
+    MailboxId, MailboxInfo, MailboxListing, MailboxVersion, MessageMeta, MessageStructure,
+    NewMessage, PartItem, PartValue, StoreError, StoreEvent, StoreResult, StoreStats, Transfer,
+    Uid, UidValidity,
 };
 use crate::mime::dovecot::header_parser;
 use crate::mime::dovecot::message_parser::{Entity, SectionError};
@@ -186,38 +186,14 @@ impl Message {
     /// One item of `UID FETCH`, or `None` where the server answers NIL or nothing.
     fn part(&self, item: &PartItem) -> StoreResult<Option<PartValue>> {
         let zero = |SectionError::Zero| StoreError::Invalid("a section has a part number 0".into());
-        Ok(match item {
-            PartItem::Bytes {
-                section,
-                transfer,
-                range,
-            } => {
-                let part = self
-                    .root
-                    .section_range(&section.0, self.raw.len())
-                    .map_err(zero)?;
-                let raw = self.raw.get(part).unwrap_or_default();
-                let bytes = match transfer {
-                    Transfer::Encoded => raw.to_vec(),
-                    Transfer::Decoded => {
-                        let encoding = self.root.section_encoding(&section.0).map_err(zero)?;
-                        crate::mime::decode_transfer(&encoding, raw)
-                    }
-                };
-                Some(PartValue::Bytes(clip(&bytes, *range).to_vec()))
-            }
-            PartItem::DecodedSize(section) => {
-                let part = self
-                    .root
-                    .section_range(&section.0, self.raw.len())
-                    .map_err(zero)?;
-                let raw = self.raw.get(part).unwrap_or_default();
-                let encoding = self.root.section_encoding(&section.0).map_err(zero)?;
-                Some(PartValue::Size(
-                    crate::mime::decode_transfer(&encoding, raw).len() as u64,
-                ))
-            }
-        })
+        let section = &item.section().0;
+        let part = self
+            .root
+            .section_range(section, self.raw.len())
+            .map_err(zero)?;
+        let stored = self.raw.get(part).unwrap_or_default();
+        let encoding = self.root.section_encoding(section).map_err(zero)?;
+        Ok(Some(item.answer_from_stored(stored, &encoding)))
     }
 }
 
@@ -1222,26 +1198,13 @@ fn whole_seconds(time: SystemTime) -> SystemTime {
     }
 }
 
-/// The `<offset.len>` slice of a section: clipped to its end, empty past it
-/// ([RFC 3501 §6.4.5](https://www.rfc-editor.org/rfc/rfc3501#section-6.4.5)).
-fn clip(bytes: &[u8], range: Option<ByteRange>) -> &[u8] {
-    let Some(range) = range else {
-        return bytes;
-    };
-    let len = bytes.len() as u64;
-    let start = range.offset.min(len);
-    let end = range.offset.saturating_add(range.len).min(len);
-    // Both are at most `bytes.len()`, so they fit in usize.
-    bytes.get(start as usize..end as usize).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::mime::dovecot::message_parser::tests::{header, leaf};
-    use crate::store::TransferEncoding;
+    use crate::store::{ByteRange, Section, TransferEncoding};
 
     /// multipart/mixed: [1 multipart/alternative: [1.1 text/plain, 1.2 text/html],
     /// 2 image/png attachment, 3 message/rfc822: [multipart/mixed: [3.1

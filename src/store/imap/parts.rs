@@ -188,21 +188,7 @@ pub fn decode_here(
                     let Some(PartValue::Bytes(raw)) = find(*uid, &whole(section)) else {
                         continue;
                     };
-                    let encoding = encoding_at(&structure.body, section);
-                    let decoded = crate::mime::decode_transfer(&encoding, raw);
-                    match item {
-                        PartItem::DecodedSize(_) => PartValue::Size(decoded.len() as u64),
-                        PartItem::Bytes { range: None, .. } => PartValue::Bytes(decoded),
-                        PartItem::Bytes { range: Some(r), .. } => {
-                            let start = usize::try_from(r.offset)
-                                .unwrap_or(usize::MAX)
-                                .min(decoded.len());
-                            let end = start
-                                .saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX))
-                                .min(decoded.len());
-                            PartValue::Bytes(decoded[start..end].to_vec())
-                        }
-                    }
+                    item.answer_from_stored(raw, &encoding_at(&structure.body, section))
                 }
                 other => match find(*uid, other) {
                     Some(value) => value.clone(),
