@@ -520,18 +520,8 @@ fn the_prefetch_command_with_headers_only_fetches_no_content() {
 /// Every file under `dir`, in path order: its path below `dir`, the size `stat` shows
 /// before anything is read, and its bytes.
 fn every_file(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
     let mut paths = Vec::new();
-    walk(dir, &mut paths);
+    all_files(dir, &mut paths);
     paths.sort();
     let sizes: Vec<u64> = paths
         .iter()
@@ -548,15 +538,38 @@ fn every_file(dir: &Path) -> Vec<(String, u64, Vec<u8>)> {
         .collect()
 }
 
+/// Every file of INBOX as a mount without a disk cache shows it (see [`every_file`]).
+fn inbox_online(dovecot: &Dovecot) -> Vec<(String, u64, Vec<u8>)> {
+    let mount = MountSpec::new(dovecot, "alice")
+        .args(&["--no-disk-cache"])
+        .mount();
+    every_file(&mount.join("INBOX"))
+}
+
+/// With the server stopped, a mount on `cache` is offline and shows INBOX as `want`: the
+/// same names, the same sizes before anything is read, the same bytes.
+fn assert_offline_inbox_shows(
+    dovecot: &Dovecot,
+    cache: &CacheDir,
+    want: &[(String, u64, Vec<u8>)],
+) {
+    let mount = MountSpec::new(dovecot, "alice").args(&[&cache.arg]).mount();
+    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
+    let got = std::panic::catch_unwind(|| every_file(&mount.join("INBOX")))
+        .unwrap_or_else(|_| panic!("the offline walk failed; the mount's log:\n{}", mount.log()));
+    let names = |files: &[(String, u64, Vec<u8>)]| -> Vec<(String, u64)> {
+        files.iter().map(|(n, s, _)| (n.clone(), *s)).collect()
+    };
+    assert_eq!(names(&got), names(want), "names and sizes before reading");
+    for ((name, _, bytes), (_, _, expected)) in got.iter().zip(want) {
+        assert!(bytes == expected, "{name}: other bytes offline");
+    }
+}
+
 #[test]
 fn after_a_prefetch_every_part_of_every_message_reads_offline_as_online() {
     let mut dovecot = dovecot_with_samples();
-    let want = {
-        let mount = MountSpec::new(&dovecot, "alice")
-            .args(&["--no-disk-cache"])
-            .mount();
-        every_file(&mount.join("INBOX"))
-    };
+    let want = inbox_online(&dovecot);
     for part in ["résumé.pdf", "dataset.bin", "budget.csv", "body.html"] {
         assert!(
             want.iter().any(|(name, ..)| name.ends_with(part)),
@@ -570,18 +583,7 @@ fn after_a_prefetch_every_part_of_every_message_reads_offline_as_online() {
     // The prefetch fetched whole messages, not their parts: every attachment, text body
     // and forwarded message is taken out of its message, with its exact size at once.
     dovecot.stop();
-    let mount = MountSpec::new(&dovecot, "alice")
-        .args(&[&cache.arg])
-        .mount();
-    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
-    let got = every_file(&mount.join("INBOX"));
-    let names = |files: &[(String, u64, Vec<u8>)]| -> Vec<(String, u64)> {
-        files.iter().map(|(n, s, _)| (n.clone(), *s)).collect()
-    };
-    assert_eq!(names(&got), names(&want), "names and sizes before reading");
-    for ((name, _, bytes), (_, _, expected)) in got.iter().zip(&want) {
-        assert!(bytes == expected, "{name}: other bytes offline");
-    }
+    assert_offline_inbox_shows(&dovecot, &cache, &want);
 }
 
 #[test]
@@ -614,12 +616,7 @@ fn a_part_of_a_message_read_whole_moves_no_content_again() {
 #[test]
 fn messages_read_whole_but_never_opened_as_directories_show_their_parts_offline() {
     let mut dovecot = dovecot_with_samples();
-    let want = {
-        let mount = MountSpec::new(&dovecot, "alice")
-            .args(&["--no-disk-cache"])
-            .mount();
-        every_file(&mount.join("INBOX"))
-    };
+    let want = inbox_online(&dovecot);
     let cache = cache_dir();
     {
         // Every message.eml read by its path: the message directories are never listed,
@@ -636,17 +633,5 @@ fn messages_read_whole_but_never_opened_as_directories_show_their_parts_offline(
         assert!(mount.terminate(), "clean unmount");
     }
     dovecot.stop();
-    let mount = MountSpec::new(&dovecot, "alice")
-        .args(&[&cache.arg])
-        .mount();
-    assert!(state(&mount).starts_with("offline"), "{}", state(&mount));
-    let got = std::panic::catch_unwind(|| every_file(&mount.join("INBOX")))
-        .unwrap_or_else(|_| panic!("the offline walk failed; the mount's log:\n{}", mount.log()));
-    let names = |files: &[(String, u64, Vec<u8>)]| -> Vec<(String, u64)> {
-        files.iter().map(|(n, s, _)| (n.clone(), *s)).collect()
-    };
-    assert_eq!(names(&got), names(&want), "names and sizes before reading");
-    for ((name, _, bytes), (_, _, expected)) in got.iter().zip(&want) {
-        assert!(bytes == expected, "{name}: other bytes offline");
-    }
+    assert_offline_inbox_shows(&dovecot, &cache, &want);
 }

@@ -2,37 +2,10 @@
 //! asked of the server.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::live::{settle, settle_for};
 use super::support::*;
-
-/// Finds a file named `name` anywhere under `dir`.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in fs::read_dir(dir).ok()? {
-        let path = entry.ok()?.path();
-        if path.is_dir() {
-            if let Some(found) = find_file(&path, name) {
-                return Some(found);
-            }
-        } else if path.file_name().is_some_and(|n| n == name) {
-            return Some(path);
-        }
-    }
-    None
-}
-
-/// Every file under `dir`, recursively.
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            all_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
 
 fn all_flags(client: &mut Session) -> Vec<(String, std::collections::BTreeMap<u32, Vec<String>>)> {
     let mut out = Vec::new();

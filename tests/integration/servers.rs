@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fixture::{Courier, Cyrus, ServerKind};
 
@@ -116,26 +116,6 @@ pub fn ok<T>(mount: &Mount, what: &str, result: std::io::Result<T>) -> T {
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-/// Every file under `dir`, recursively.
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            all_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    let mut files = Vec::new();
-    all_files(dir, &mut files);
-    files
-        .into_iter()
-        .find(|p| p.file_name().is_some_and(|n| n == name))
 }
 
 pub fn shq(path: &Path) -> String {

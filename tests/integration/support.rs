@@ -360,3 +360,24 @@ sys.stdout.buffer.write(data[0][1])
     );
     out.stdout
 }
+
+/// Every file under `dir`, recursively.
+pub fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// A file named `name` anywhere under `dir`.
+pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut files = Vec::new();
+    all_files(dir, &mut files);
+    files
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == name))
+}

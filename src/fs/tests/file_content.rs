@@ -226,14 +226,21 @@ fn without_binary_sizes_come_from_the_end_of_each_part() {
     assert!(!h.fs.open(body, false).unwrap().direct_io);
 }
 
-#[test]
-fn the_parts_of_a_message_read_whole_are_taken_out_of_it() {
-    let h = Harness::new();
-    let sample = big_sample();
+/// Adds `sample` to INBOX and reads its message.eml whole, so the cache holds the whole
+/// message; its UID and its directory's path.
+fn read_whole(h: &Harness, sample: &Sample) -> (Uid, String) {
     let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
     let dir = format!("INBOX/{}", sample.dir_name(uid));
     let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
     assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    (uid, dir)
+}
+
+#[test]
+fn the_parts_of_a_message_read_whole_are_taken_out_of_it() {
+    let h = Harness::new();
+    let sample = big_sample();
+    let (_, dir) = read_whole(&h, &sample);
     let attachment = h.ino(&format!("{dir}/{}", sample.attachment_name)).unwrap();
     let fetches = h.count(Op::FetchSection);
     assert_eq!(h.read_all(attachment).unwrap(), sample.attachment);
@@ -248,10 +255,7 @@ fn the_parts_of_a_message_read_whole_are_taken_out_of_it() {
 fn when_the_store_cannot_answer_sizes_and_texts_come_out_of_a_message_held_whole() {
     let h = Harness::new();
     let sample = Sample::numbered(6);
-    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
-    let dir = format!("INBOX/{}", sample.dir_name(uid));
-    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
-    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    let (_, dir) = read_whole(&h, &sample);
     // The request for the parts' exact sizes and the text body fails (as offline, for
     // what the disk cache does not hold).
     h.store.fail_next(Op::FetchSection, || {
@@ -273,10 +277,7 @@ fn a_message_held_whole_that_does_not_parse_to_the_servers_structure_is_not_used
     let held = Arc::clone(&cache);
     let h = Harness::with_parts(|p| p.cache = held);
     let sample = big_sample();
-    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
-    let dir = format!("INBOX/{}", sample.dir_name(uid));
-    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
-    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    let (uid, dir) = read_whole(&h, &sample);
     // The cached copy loses its boundaries (same length): it no longer has the parts the
     // server says the message has.
     let first = ContentKey {
@@ -313,11 +314,8 @@ fn a_message_held_whole_that_does_not_parse_to_the_servers_structure_is_not_used
 fn a_message_read_whole_shows_its_parts_when_its_structure_is_not_at_hand() {
     let h = Harness::new();
     let sample = big_sample();
-    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
-    let dir = format!("INBOX/{}", sample.dir_name(uid));
     // message.eml needs no structure: only the listing and the content.
-    let eml = h.ino(&format!("{dir}/message.eml")).unwrap();
-    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    let (_, dir) = read_whole(&h, &sample);
     assert_eq!(h.count(Op::BodyStructures), 0);
     // From now on the store answers nothing about the message (as offline, not kept).
     for _ in 0..8 {
