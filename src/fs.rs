@@ -208,6 +208,8 @@ pub struct Fs {
     flushes: AtomicU64,
     /// Directories read from their start (the kernel held no listing of them).
     dir_reads: AtomicU64,
+    /// Requests the FUSE layer began on another thread than the request before.
+    handoffs: Arc<AtomicU64>,
     /// What spool recovery said of each file it had to leave in the spool.
     spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
 }
@@ -247,9 +249,16 @@ impl Fs {
             forgotten: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            handoffs: Arc::default(),
             dir_reads: AtomicU64::new(0),
             spool_report: Mutex::new(Default::default()),
         }
+    }
+
+    /// The counter of requests begun on another FUSE thread than the request before,
+    /// shown in `user.imapfs.stats`.
+    pub fn handoff_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.handoffs)
     }
 
     fn dir_attr(&self, ino: u64, mtime: SystemTime) -> Attr {

@@ -14,6 +14,7 @@ use fuser::{
 
 use crate::call::{Calls, Serving};
 use crate::fs::{Attr, AttrReply, Fs, FsError, Kind, Level};
+use crate::readers::Readers;
 
 /// How long a close that stores a file may take in all.
 const STORING_LIMIT: Duration = Duration::from_secs(24 * 3600);
@@ -27,15 +28,21 @@ pub struct FuseAdapter {
     calls: Arc<Calls>,
     /// How long one call may take in all (`--timeout`).
     limit: Duration,
+    readers: Readers,
 }
 
 impl FuseAdapter {
     /// Wraps the core; every call that may ask the server must end within `limit`, and
     /// ends at once when its caller is signalled.
-    pub fn new(fs: Arc<Fs>, limit: Duration) -> Self {
+    pub fn new(fs: Arc<Fs>, limit: Duration, readers: Readers) -> Self {
         let calls = Arc::new(Calls::default());
         calls.watch();
-        FuseAdapter { fs, calls, limit }
+        FuseAdapter {
+            fs,
+            calls,
+            limit,
+            readers,
+        }
     }
 
     /// Serves `req` as the current call of this thread until the guard drops.
@@ -136,12 +143,14 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
         entry("lookup", reply, self.fs.lookup(parent.0, name));
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("readlink", ino = ino.0).entered();
         match self.fs.readlink(ino.0) {
@@ -151,10 +160,12 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _turn = self.readers.turn();
         self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _turn = self.readers.turn();
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
         match self.fs.getattr(ino.0) {
             Ok(r) => reply.attr(&r.ttl, &file_attr(&r.attr)),
@@ -180,6 +191,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("setattr", ino = ino.0).entered();
         let changes = mode.is_some()
@@ -207,6 +219,7 @@ impl fuser::Filesystem for FuseAdapter {
     /// directories the kernel must not keep are invalidated once read (see
     /// `Fs::readdir`).
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _turn = self.readers.turn();
         reply.error(Errno::ENOSYS);
     }
 
@@ -218,6 +231,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
         let mut next = offset;
@@ -250,6 +264,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
         let mut next = offset;
@@ -287,6 +302,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write =
@@ -321,6 +337,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("read", ino = ino.0, offset, size).entered();
         match self.fs.read(ino.0, fh.0, offset, size) {
@@ -341,6 +358,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("write", ino = ino.0, offset).entered();
         match self.fs.write(ino.0, fh.0, offset, data) {
@@ -357,6 +375,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("flush", ino = ino.0).entered();
         empty("flush", reply, self.fs.flush(ino.0, fh.0));
@@ -372,12 +391,14 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("release", ino = ino.0).entered();
         empty("release", reply, self.fs.release(ino.0, fh.0));
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let s = self.fs.statfs();
         let block = crate::fs::STATFS_BLOCK as u32;
@@ -402,18 +423,21 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("mkdir", parent = parent.0, ?name).entered();
         entry("mkdir", reply, self.fs.mkdir(parent.0, name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("rmdir", parent = parent.0, ?name).entered();
         empty("rmdir", reply, self.fs.rmdir(parent.0, name));
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
         empty("unlink", reply, self.fs.unlink(parent.0, name));
@@ -429,6 +453,7 @@ impl fuser::Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!(
             "rename",
@@ -462,6 +487,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("create", parent = parent.0, ?name).entered();
         match self.fs.create(parent.0, name) {
@@ -477,12 +503,14 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("getxattr", ino = ino.0, ?name).entered();
         xattr_reply(reply, size, self.fs.getxattr(ino.0, name), "getxattr");
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _turn = self.readers.turn();
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
         xattr_reply(reply, size, self.fs.listxattr(ino.0), "listxattr");
     }
@@ -497,12 +525,14 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("setxattr", ino = ino.0, ?name).entered();
         empty("setxattr", reply, self.fs.setxattr(ino.0, name, value));
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("removexattr", ino = ino.0, ?name).entered();
         empty("removexattr", reply, self.fs.removexattr(ino.0, name));

@@ -9,6 +9,7 @@ pub mod fuse;
 pub mod mime;
 pub mod mount;
 pub mod notify;
+pub mod readers;
 pub mod run;
 pub mod search;
 pub mod secret;

@@ -15,6 +15,7 @@ use crate::fs::{DeleteMode as FsDelete, Fs, FsConfig, FsParts, Invalidation};
 use crate::fuse::FuseAdapter;
 use crate::mount::{self, KernelMount, MountPointError};
 use crate::notify;
+use crate::readers::Readers;
 use crate::secret;
 use crate::store::cached::CachedStore;
 use crate::store::imap::connection::ConnectConfig;
@@ -469,8 +470,9 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     fs.check_kept_dirs();
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
-    let (session, mut unmounter) =
-        start_session(opts, FuseAdapter::new(Arc::clone(&fs), opts.timeout))?;
+    let readers = Readers::new(FUSE_THREADS, fs.handoff_counter());
+    let adapter = FuseAdapter::new(Arc::clone(&fs), opts.timeout, readers.clone());
+    let (session, mut unmounter) = start_session(opts, adapter)?;
     fs.send_invalidations_to(spawn_invalidator(session.notifier()));
     // What an earlier imapfs left in the spool is settled in the background.
     let recovering = Arc::clone(&fs);
@@ -502,6 +504,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
         if let Err(e) = unmounter.unmount() {
             tracing::warn!(error = %e, "unmount failed");
         }
+        readers.stop();
     }
     let ended = loop_thread.join();
     if let Some(flush) = flush_disk_cache {

@@ -76,13 +76,15 @@ impl Fs {
         if ino == super::inodes::ROOT && name.to_str() == Some(STATS) {
             let s = self.store.stats();
             return Ok(format!(
-                "commands={} bytes_received={} bytes_sent={} lookups={} flushes={} dir_reads={}",
+                "commands={} bytes_received={} bytes_sent={} lookups={} flushes={} dir_reads={} \
+                 handoffs={}",
                 s.commands,
                 s.bytes_received,
                 s.bytes_sent,
                 self.lookups.load(Ordering::Relaxed),
                 self.flushes.load(Ordering::Relaxed),
-                self.dir_reads.load(Ordering::Relaxed)
+                self.dir_reads.load(Ordering::Relaxed),
+                self.handoffs.load(Ordering::Relaxed)
             )
             .into_bytes());
         }

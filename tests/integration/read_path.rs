@@ -314,6 +314,39 @@ fn closing_a_read_file_costs_no_flush_and_closing_a_written_one_does() {
     );
 }
 
+/// A walk of files the kernel holds is a stream of quick requests (OPEN, RELEASE), which one
+/// FUSE thread serves in turn: with every thread reading, the kernel would wake another,
+/// sleeping thread for nearly every request. A request that waits lets a spare read
+/// (`parallel_reads_and_listings_do_not_wait_for_a_slow_download`).
+#[test]
+fn quick_requests_are_served_by_one_fuse_thread() {
+    const MESSAGES: usize = 300;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 1_000).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let emls: Vec<PathBuf> = fs::read_dir(mount.join("INBOX"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("message.eml"))
+        .collect();
+    assert_eq!(emls.len(), MESSAGES);
+    for eml in &emls {
+        fs::read(eml).unwrap();
+    }
+    let before = counter(&mount, "handoffs");
+    for _ in 0..3 {
+        for eml in &emls {
+            assert!(!fs::read(eml).unwrap().is_empty());
+        }
+    }
+    let handoffs = counter(&mount, "handoffs") - before;
+    // At least 1,800 requests (an OPEN and a RELEASE per read); a handoff is allowed for a
+    // request held up (the machine busy) for a millisecond.
+    assert!(
+        handoffs < (MESSAGES / 2) as u64,
+        "{handoffs} requests of 3 warm reads of {MESSAGES} files began on another thread"
+    );
+}
+
 /// `grep -r` over a followed mailbox, started seconds after its listing: the kernel keeps
 /// every name the listing gave it (READDIRPLUS for every page, and long entry lifetimes
 /// while the server reports changes), so the walk does not look each message up again.
