@@ -159,8 +159,10 @@ impl fuser::Filesystem for FuseAdapter {
         }
     }
 
+    /// No turn (`readers.rs`): `fuser` calls this once per node of a BATCH_FORGET, and a
+    /// thread may park at the end of a turn, which must be the end of a request. Forgetting
+    /// never waits, so the thread that does it simply reads on.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        let _turn = self.readers.turn();
         self.fs.forget(ino.0, nlookup);
     }
 

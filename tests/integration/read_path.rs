@@ -347,6 +347,42 @@ fn quick_requests_are_served_by_one_fuse_thread() {
     );
 }
 
+/// Thousands of inodes forgotten at once (BATCH_FORGET: here every message of a walked
+/// mailbox expunged by another client), then `umount`: imapfs exits promptly. (A thread
+/// that parked after each forget of a batch took 100 ms per inode.)
+#[test]
+fn an_unmount_that_forgets_thousands_of_inodes_ends_imapfs_promptly() {
+    const MESSAGES: usize = 1_000;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 500).unwrap();
+    let mut mount = MountSpec::new(&dovecot, "alice").mount();
+    let mut files = Vec::new();
+    all_files(&mount.join("INBOX"), &mut files);
+    assert!(files.len() >= MESSAGES, "{} files", files.len());
+    // Another client expunges every message: the kernel drops what it held of them.
+    let mut other = dovecot.client("alice").unwrap();
+    other.select("INBOX").unwrap();
+    other.uid_store("1:*", "+FLAGS.SILENT (\\Deleted)").unwrap();
+    other.expunge().unwrap();
+    let start = std::time::Instant::now();
+    while fs::read_dir(mount.join("INBOX")).unwrap().count() > 0 {
+        assert!(start.elapsed().as_secs() < 30, "the expunges never showed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = sh(&format!("umount '{}'", mount.path.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = mount.wait_for_exit(std::time::Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "imapfs did not exit within 10 s of umount ({status:?}): {}",
+        mount.log()
+    );
+}
+
 /// `grep -r` over a followed mailbox, started seconds after its listing: the kernel keeps
 /// every name the listing gave it (READDIRPLUS for every page, and long entry lifetimes
 /// while the server reports changes), so the walk does not look each message up again.

@@ -205,6 +205,21 @@ impl Mount {
         }
     }
 
+    /// Waits up to `limit` for imapfs to exit by itself (after an unmount it did not make);
+    /// its exit status, or None if it still runs.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The directory of the message whose name ends with `subject` in `mailbox_dir`.
     pub fn message_dir(&self, mailbox_dir: &str, subject: &str) -> PathBuf {
         let dir = self.join(mailbox_dir);
