@@ -339,10 +339,11 @@ fn quick_requests_are_served_by_one_fuse_thread() {
         }
     }
     let handoffs = counter(&mount, "handoffs") - before;
-    // At least 1,800 requests (an OPEN and a RELEASE per read); a handoff is allowed for a
-    // request held up (the machine busy) for a millisecond.
+    // At least 1,800 requests (an OPEN and a RELEASE per read), of which about 1,500 began
+    // on another thread when every thread read. A handoff follows a request held up for a
+    // millisecond: 1 to 22 of them with two CPU burners running.
     assert!(
-        handoffs < (MESSAGES / 2) as u64,
+        handoffs < MESSAGES as u64,
         "{handoffs} requests of 3 warm reads of {MESSAGES} files began on another thread"
     );
 }
