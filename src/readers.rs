@@ -63,6 +63,11 @@ impl Inner {
     fn reading(&self, st: &State) -> usize {
         self.threads.saturating_sub(st.busy + st.parked)
     }
+
+    /// Requests are being served, nobody reads, and a parked thread could.
+    fn spare_wanted(&self, st: &State) -> bool {
+        st.busy > 0 && self.reading(st) == 0 && st.parked > st.released
+    }
 }
 
 /// The mount's FUSE threads, as above.
@@ -161,7 +166,9 @@ impl Readers {
     }
 
     /// Lets a parked thread go whenever requests are being served, nobody reads, and
-    /// nothing has moved for a tick.
+    /// nothing has moved for a tick. Sleeps while no spare could be wanted (nothing is
+    /// served, or a thread reads, or none is parked) once that has lasted [`AWAKE`]: a
+    /// request that begins wakes it, and only then can a spare be wanted again.
     fn watch(&self) {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
@@ -171,7 +178,7 @@ impl Readers {
                 return;
             }
             let seen = st.events;
-            if st.busy == 0 && quiet_since.elapsed() >= AWAKE {
+            if !inner.spare_wanted(&st) && quiet_since.elapsed() >= AWAKE {
                 st.asleep = true;
                 while st.asleep && !st.stopped {
                     inner.watchdog.wait(&mut st);
@@ -184,7 +191,7 @@ impl Readers {
                 quiet_since = Instant::now();
                 continue;
             }
-            if st.busy > 0 && inner.reading(&st) == 0 && st.parked > st.released {
+            if inner.spare_wanted(&st) {
                 st.released += 1;
                 inner.parked.notify_one();
             }
@@ -222,6 +229,16 @@ mod tests {
         }
     }
 
+    /// Stops the readers when dropped. Declared after the turns a test holds, it drops
+    /// first: a failed assertion then ends the test instead of parking its thread.
+    struct Stopper<'a>(&'a Readers);
+
+    impl Drop for Stopper<'_> {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+
     /// Runs one request on a thread of its own; the channel says when the thread reads again.
     fn serve_one(readers: &Readers) -> mpsc::Receiver<()> {
         let readers = readers.clone();
@@ -236,6 +253,7 @@ mod tests {
     #[test]
     fn after_its_request_a_thread_parks_while_another_reads() {
         let readers = Readers::with_timing(3, Arc::default(), LONG, LONG);
+        let _stop = Stopper(&readers);
         let first = serve_one(&readers);
         wait_until("the first thread did not park", || readers.parked() == 1);
         let second = serve_one(&readers);
@@ -259,7 +277,8 @@ mod tests {
         let parked = serve_one(&readers);
         wait_until("the thread did not park", || readers.parked() == 1);
         // This thread now serves a request that waits (on the server, say): nobody reads.
-        let turn = readers.turn();
+        let _turn = readers.turn();
+        let _stop = Stopper(&readers);
         parked
             .recv_timeout(PATIENCE)
             .expect("the parked thread was not let go while a request waited");
@@ -269,8 +288,19 @@ mod tests {
             1,
             "two threads took a turn"
         );
-        readers.stop();
-        drop(turn);
+    }
+
+    /// A long request (a large download) with a spare reading: the watchdog sleeps rather
+    /// than ticking every millisecond for as long as the request lasts.
+    #[test]
+    fn the_watchdog_sleeps_while_a_long_request_has_a_spare_reading() {
+        let readers = Readers::with_timing(2, Arc::default(), Duration::from_millis(1), LONG);
+        // One thread serves a long request; the other (counted as reading) is free.
+        let _turn = readers.turn();
+        let _stop = Stopper(&readers);
+        wait_until("the watchdog kept ticking through the long request", || {
+            readers.inner.state.lock().asleep
+        });
     }
 
     #[test]
@@ -278,13 +308,24 @@ mod tests {
         let readers = Readers::with_timing(2, Arc::default(), LONG, LONG);
         let parked = serve_one(&readers);
         wait_until("the thread did not park", || readers.parked() == 1);
-        for _ in 0..1000 {
-            drop(readers.turn());
-        }
+        let _stop = Stopper(&readers);
+        let reader = readers.clone();
+        let (tx, quick) = mpsc::channel();
+        thread::spawn(move || {
+            for _ in 0..1000 {
+                drop(reader.turn());
+            }
+            let _ = tx.send(());
+        });
+        quick
+            .recv_timeout(PATIENCE)
+            .expect("the one thread reading parked");
         assert_eq!(readers.parked(), 1);
         assert!(parked.try_recv().is_err());
         readers.stop();
-        parked.recv_timeout(PATIENCE).unwrap();
+        parked
+            .recv_timeout(PATIENCE)
+            .expect("stop let the parked thread go");
     }
 
     /// After `fusermount -u`, only a thread that reads learns that the mount is gone.
