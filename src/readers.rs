@@ -12,6 +12,11 @@
 //!
 //! A parked thread goes back to reading when the mount has been quiet for [`PARK`], so an
 //! unmount that the mount did not make itself (`fusermount -u`) ends every thread.
+//!
+//! Each request takes one turn ([`Readers::turn`]) for its whole length, reply included.
+//! What `fuser` calls several times within one request (`forget`, once per node of a
+//! BATCH_FORGET) takes none: a thread may park at the end of a turn, which must be the end
+//! of its request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +46,7 @@ struct State {
     events: u64,
     /// The watchdog is asleep until a request begins.
     asleep: bool,
+    /// The mount is ending: nobody parks.
     stopped: bool,
     /// The thread that began the last request.
     last: Option<ThreadId>,
