@@ -415,8 +415,9 @@ fn method(config: &Config) -> String {
   `ls <mount>/Search/.search/body:{SEARCH_WORD}` (the server's SEARCH, the mailbox \
   listing for the names) and `grep -rl --include=message.eml {SEARCH_WORD}` over Search \
   (R9). Both must find the {SEARCH_HITS} messages.\n\
-- **Without compression (10).** After the runs, once each: the cold grep of 3a with \
-  `--no-compress` (10a, loopback), the slow-link grep of R9 with it (10b), and \
+- **Without compression (10).** After the runs: the cold grep of 3a with `--no-compress` \
+  (10a, loopback; as many runs as the rest, since 3c-3e compare its median with theirs), \
+  and once each the slow-link grep of R9 with it (10b), and \
   `imapfs prefetch Search` over the slow link without (10c) and with (10d) compression. \
   The reference column gives time and bytes against the compressed run.\n\
 - **Clean-up.** Every mount is unmounted (SIGTERM to `imapfs -f`, lazy unmount if that \
