@@ -3,8 +3,9 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::live::{settle, settle_for};
+use super::live::{settle, settle_for, shows_within};
 use super::support::*;
 
 fn all_flags(client: &mut Session) -> Vec<(String, std::collections::BTreeMap<u32, Vec<String>>)> {
@@ -365,18 +366,16 @@ fn an_unmount_that_forgets_thousands_of_inodes_ends_imapfs_promptly() {
     other.select("INBOX").unwrap();
     other.uid_store("1:*", "+FLAGS.SILENT (\\Deleted)").unwrap();
     other.expunge().unwrap();
-    let start = std::time::Instant::now();
-    while fs::read_dir(mount.join("INBOX")).unwrap().count() > 0 {
-        assert!(start.elapsed().as_secs() < 30, "the expunges never showed");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    shows_within(&mount, "the expunges", Duration::from_secs(30), || {
+        fs::read_dir(mount.join("INBOX")).unwrap().count() == 0
+    });
     let out = sh(&format!("umount '{}'", mount.path.display()));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = mount.wait_for_exit(std::time::Duration::from_secs(10));
+    let status = mount.wait_for_exit(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
         "imapfs did not exit within 10 s of umount ({status:?}): {}",

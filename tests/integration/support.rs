@@ -193,20 +193,11 @@ impl Mount {
     pub fn terminate(mut self) -> bool {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for_exit(Duration::from_secs(10))
+            .is_some_and(|status| status.success())
     }
 
-    /// Waits up to `limit` for imapfs to exit by itself (after an unmount it did not make);
-    /// its exit status, or None if it still runs.
+    /// Waits up to `limit` for imapfs to exit; its exit status, or None if it still runs.
     pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
