@@ -387,40 +387,36 @@ impl ContentFetcher {
         known: &[MessageStructure],
     ) -> HashMap<Uid, MessageStructure> {
         let whole = Section::whole();
+        let message = |uid| MessageRef {
+            mailbox: mailbox.clone(),
+            validity,
+            uid,
+        };
         let mut found: HashMap<Uid, MessageStructure> = HashMap::new();
-        let held: Vec<Uid> = uids
-            .iter()
-            .copied()
-            .filter(|&uid| {
-                let m = MessageRef {
-                    mailbox: mailbox.clone(),
-                    validity,
-                    uid,
-                };
-                self.cache.contains(&key(&m, &whole, Transfer::Encoded, 0))
-            })
-            .filter(|&uid| match known.iter().find(|s| s.uid == uid) {
+        let mut ask = Vec::new();
+        for &uid in uids {
+            if !self
+                .cache
+                .contains(&key(&message(uid), &whole, Transfer::Encoded, 0))
+            {
+                continue;
+            }
+            match known.iter().find(|s| s.uid == uid) {
                 Some(s) => {
                     found.insert(uid, s.clone());
-                    false
                 }
-                None => true,
-            })
-            .collect();
-        if !held.is_empty() {
-            match self.store.body_structures(mailbox, validity, &held) {
+                None => ask.push(uid),
+            }
+        }
+        if !ask.is_empty() {
+            match self.store.body_structures(mailbox, validity, &ask) {
                 Ok(asked) => found.extend(asked.into_iter().map(|s| (s.uid, s))),
                 Err(e) => {
                     tracing::debug!(error = %e, "structures of messages held whole: not known");
                     // Those made here when the server's were not at hand either.
                     let mut made = self.made.lock();
-                    for uid in held {
-                        let m = MessageRef {
-                            mailbox: mailbox.clone(),
-                            validity,
-                            uid,
-                        };
-                        if let Some(s) = made.get(&m) {
+                    for uid in ask {
+                        if let Some(s) = made.get(&message(uid)) {
                             found.insert(uid, s.clone());
                         }
                     }
