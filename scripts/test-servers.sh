@@ -28,25 +28,60 @@ rm -rf "$prefix"
 mkdir -p "$prefix/debs" "$prefix/root"
 # apt-get download writes into the current directory; _apt needs to be able to write it.
 chmod 0777 "$prefix/debs"
-(cd "$prefix/debs" && apt-get download -q "${packages[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
-for deb in "$prefix"/debs/*.deb; do
-    dpkg-deb -x "$deb" "$prefix/root"
-done
+root=$prefix/root
+fetch() {
+    (cd "$prefix/debs" && apt-get download -q "$@" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    local deb
+    for deb in "$prefix"/debs/*.deb; do
+        dpkg-deb -x "$deb" "$root"
+    done
+}
+fetch "${packages[@]}"
 
 # Every server binary must find its libraries: the system's, or the prefix's.
-root=$prefix/root
 export LD_LIBRARY_PATH="$root/usr/lib:$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu"
-for binary in usr/lib/cyrus/bin/master usr/lib/cyrus/bin/imapd usr/sbin/saslpasswd2 \
-    usr/sbin/couriertcpd usr/bin/couriertls usr/bin/imapd usr/lib/courier/courier/imaplogin; do
+binaries=(usr/lib/cyrus/bin/master usr/lib/cyrus/bin/imapd usr/sbin/saslpasswd2
+    usr/sbin/couriertcpd usr/bin/couriertls usr/bin/imapd usr/lib/courier/courier/imaplogin)
+missing_libraries() {
+    local binary
+    for binary in "${binaries[@]}"; do
+        ldd "$root/$binary" | awk '/not found/ { print $1 }'
+    done | sort -u
+}
+# Libraries this machine lacks (which differs from machine to machine: libidn12 is on
+# some and not others) come from the package Debian names after the soname:
+# libidn.so.12 is in libidn12, libsasl2.so.2 in libsasl2-2.
+package_of() {
+    local name=${1%%.so.*} version=${1##*.so.}
+    version=${version%%.*}
+    [[ $name =~ [0-9]$ ]] && name+=-
+    echo "$name$version"
+}
+for binary in "${binaries[@]}"; do
     if [[ ! -x $root/$binary ]]; then
         echo "test-servers: $binary is missing from the unpacked packages" >&2
         exit 1
     fi
-    if ldd "$root/$binary" | grep -q 'not found'; then
-        echo "test-servers: $binary lacks libraries:" >&2
-        ldd "$root/$binary" | grep 'not found' >&2
-        exit 1
-    fi
 done
+for _round in 1 2 3; do
+    mapfile -t lacking < <(missing_libraries)
+    ((${#lacking[@]})) || break
+    extra=()
+    for soname in "${lacking[@]}"; do
+        package=$(package_of "$soname")
+        if ! apt-cache show --no-all-versions "$package" >/dev/null 2>&1; then
+            echo "test-servers: no Debian package $package for the missing $soname" >&2
+            exit 1
+        fi
+        extra+=("$package")
+    done
+    echo "test-servers: fetching ${extra[*]} for ${lacking[*]}"
+    fetch "${extra[@]}"
+done
+mapfile -t lacking < <(missing_libraries)
+if ((${#lacking[@]})); then
+    echo "test-servers: the servers still lack ${lacking[*]}" >&2
+    exit 1
+fi
 echo "${packages[*]}" >"$stamp"
 echo "test-servers: Cyrus and Courier unpacked into $prefix"
