@@ -51,6 +51,7 @@ use self::virtual_dirs::{TrashNotes, VirtualNode};
 use self::walk::WalkDetector;
 use crate::cache::memory::MemoryCache;
 use crate::cache::ContentCache;
+use crate::readers::RequestCounts;
 use crate::store::{MailStore, Uid};
 
 /// How long the kernel may trust a directory entry or attributes that can change remotely.
@@ -208,8 +209,8 @@ pub struct Fs {
     flushes: AtomicU64,
     /// Directories read from their start (the kernel held no listing of them).
     dir_reads: AtomicU64,
-    /// Requests the FUSE layer began on another thread than the request before.
-    handoffs: Arc<AtomicU64>,
+    /// What the FUSE threads served.
+    requests: Arc<RequestCounts>,
     /// What spool recovery said of each file it had to leave in the spool.
     spool_report: Mutex<std::collections::BTreeMap<PathBuf, String>>,
 }
@@ -249,16 +250,16 @@ impl Fs {
             forgotten: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
-            handoffs: Arc::default(),
+            requests: Arc::default(),
             dir_reads: AtomicU64::new(0),
             spool_report: Mutex::new(Default::default()),
         }
     }
 
-    /// The counter of requests begun on another FUSE thread than the request before,
-    /// shown in `user.imapfs.stats`.
-    pub fn handoff_counter(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.handoffs)
+    /// The counts of FUSE requests shown in `user.imapfs.stats`, for the FUSE threads to
+    /// keep.
+    pub fn request_counts(&self) -> Arc<RequestCounts> {
+        Arc::clone(&self.requests)
     }
 
     fn dir_attr(&self, ino: u64, mtime: SystemTime) -> Attr {

@@ -303,8 +303,21 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
+    /// On a read-only mount, ENOSYS, once: the kernel then opens every file itself, with
+    /// `FOPEN_KEEP_CACHE`, and sends neither OPEN nor RELEASE (nor, after `flush`'s ENOSYS,
+    /// FLUSH): reading a file the kernel holds costs no request at all. What OPEN does on a
+    /// writable mount is not needed there:
+    /// - refusing writes: the kernel refuses them on a read-only mount;
+    /// - a text body's exact size, and direct I/O where a size is an estimate: an estimate
+    ///   comes with no attribute lifetime, so a read that reaches it asks for the
+    ///   attributes again (`getattr` renders a text body and gives its exact size), and a
+    ///   read that ends before it (a part decoding to less than its estimate, without
+    ///   BINARY) makes the kernel shrink the file to where the read ended.
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _turn = self.readers.turn();
+        if self.fs.read_only() {
+            return reply.error(Errno::ENOSYS);
+        }
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         let write =
@@ -378,6 +391,10 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _turn = self.readers.turn();
+        // Once, on a read-only mount (see `open`): closing there stores nothing.
+        if self.fs.read_only() {
+            return reply.error(Errno::ENOSYS);
+        }
         let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("flush", ino = ino.0).entered();
         empty("flush", reply, self.fs.flush(ino.0, fh.0));

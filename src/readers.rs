@@ -57,8 +57,7 @@ struct Inner {
     /// [`SLOW`] and [`PARK`] (shorter or longer in tests).
     slow: Duration,
     park: Duration,
-    /// Requests begun on another thread than the request before.
-    handoffs: Arc<AtomicU64>,
+    counts: Arc<RequestCounts>,
     state: Mutex<State>,
     parked: Condvar,
     watchdog: Condvar,
@@ -76,6 +75,15 @@ impl Inner {
     }
 }
 
+/// What the FUSE threads served, for `user.imapfs.stats`.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    /// Requests served (FORGET aside: it takes no turn).
+    pub requests: AtomicU64,
+    /// Requests begun on another thread than the request before.
+    pub handoffs: AtomicU64,
+}
+
 /// The mount's FUSE threads, as above.
 #[derive(Clone)]
 pub struct Readers {
@@ -90,14 +98,14 @@ pub struct Turn<'a> {
 
 impl Readers {
     /// Readers for a session of `threads` threads, with the watchdog that lets spares go.
-    /// `handoffs` counts the requests begun on another thread than the one before.
-    pub fn new(threads: usize, handoffs: Arc<AtomicU64>) -> Self {
-        Self::with_timing(threads, handoffs, SLOW, PARK)
+    /// `counts` counts the requests, and those begun on another thread than the one before.
+    pub fn new(threads: usize, counts: Arc<RequestCounts>) -> Self {
+        Self::with_timing(threads, counts, SLOW, PARK)
     }
 
     fn with_timing(
         threads: usize,
-        handoffs: Arc<AtomicU64>,
+        counts: Arc<RequestCounts>,
         slow: Duration,
         park: Duration,
     ) -> Self {
@@ -106,7 +114,7 @@ impl Readers {
                 threads,
                 slow,
                 park,
-                handoffs,
+                counts,
                 state: Mutex::new(State::default()),
                 parked: Condvar::new(),
                 watchdog: Condvar::new(),
@@ -132,8 +140,9 @@ impl Readers {
         let mut st = self.inner.state.lock();
         st.busy += 1;
         st.events += 1;
+        self.inner.counts.requests.fetch_add(1, Ordering::Relaxed);
         if st.last.replace(me).is_some_and(|last| last != me) {
-            self.inner.handoffs.fetch_add(1, Ordering::Relaxed);
+            self.inner.counts.handoffs.fetch_add(1, Ordering::Relaxed);
         }
         if st.asleep {
             st.asleep = false;
@@ -277,9 +286,8 @@ mod tests {
 
     #[test]
     fn a_slow_request_lets_a_parked_thread_read() {
-        let handoffs = Arc::new(AtomicU64::new(0));
-        let readers =
-            Readers::with_timing(2, Arc::clone(&handoffs), Duration::from_millis(5), LONG);
+        let counts = Arc::new(RequestCounts::default());
+        let readers = Readers::with_timing(2, Arc::clone(&counts), Duration::from_millis(5), LONG);
         let parked = serve_one(&readers);
         wait_until("the thread did not park", || readers.parked() == 1);
         // This thread now serves a request that waits (on the server, say): nobody reads.
@@ -290,10 +298,11 @@ mod tests {
             .expect("the parked thread was not let go while a request waited");
         assert_eq!(readers.parked(), 0);
         assert_eq!(
-            handoffs.load(Ordering::Relaxed),
+            counts.handoffs.load(Ordering::Relaxed),
             1,
             "two threads took a turn"
         );
+        assert_eq!(counts.requests.load(Ordering::Relaxed), 2);
     }
 
     /// A long request (a large download) with a spare reading: the watchdog sleeps rather

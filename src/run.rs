@@ -470,7 +470,7 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     fs.check_kept_dirs();
     forward_store_events(store.as_ref(), &fs);
     let mountpoint = opts.mountpoint.display().to_string();
-    let readers = Readers::new(FUSE_THREADS, fs.handoff_counter());
+    let readers = Readers::new(FUSE_THREADS, fs.request_counts());
     let adapter = FuseAdapter::new(Arc::clone(&fs), opts.timeout, readers.clone());
     let (session, mut unmounter) = start_session(opts, adapter)?;
     fs.send_invalidations_to(spawn_invalidator(session.notifier()));

@@ -35,6 +35,8 @@ pub struct MountOptions<'a> {
     /// `--compress always`, since the proxy on loopback stands for a server elsewhere (the
     /// default, `auto`, does not compress a connection to loopback).
     pub no_compress: bool,
+    /// `--read-only`.
+    pub read_only: bool,
 }
 
 /// The mount's own counters, from the root's `user.imapfs.stats` xattr.
@@ -89,6 +91,9 @@ impl Mount {
             .arg(if opts.no_compress { "never" } else { "always" });
         if let Some(size) = opts.cache_size {
             cmd.arg("--cache-size").arg(size.to_string());
+        }
+        if opts.read_only {
+            cmd.arg("--read-only");
         }
         if let Some(log) = &opts.log_file {
             cmd.arg("--log-file").arg(log);

@@ -113,7 +113,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn all_runs(r: &Results) -> String {
-    let series: [(&str, &Series); 32] = [
+    let series: [(&str, &Series); 34] = [
         ("R1 floor", &r.floor),
         ("R11 bulk fetch", &r.bulk_fetch),
         ("R2 mbsync deflate", &r.mbsync_deflate),
@@ -127,6 +127,8 @@ fn all_runs(r: &Results) -> String {
         ("2 body.txt (10 MB message)", &r.body_large),
         ("3a grep cold", &r.grep_cold),
         ("3b grep warm", &r.grep_warm),
+        ("3f grep cold, read-only", &r.grep_cold_read_only),
+        ("3g grep warm, read-only", &r.grep_warm_read_only),
         ("R5 floor, slow link", &r.floor_slow),
         ("4a ls -l, slow link", &r.ls_slow),
         ("4b body.txt, slow link", &r.body_slow),
@@ -351,7 +353,9 @@ fn method(config: &Config) -> String {
 - **grep.** imapfs: `grep -rl --include=message.eml {word} <mount>/INBOX`, which walks \
   every message directory and reads every `message.eml`; warm is the same command again on \
   the same mount, right after. Maildir: `grep -rl {word}` over the copy mbsync just wrote. \
-  Both must list the same number of files.\n\
+  Both must list the same number of files. 3f and 3g do the same on a fresh mount with \
+  `--read-only` and no compression: imapfs answers ENOSYS to OPEN and FLUSH there, so the \
+  kernel opens files itself and a file it holds is read again with no request.\n\
 - **FUSE reference (R6).** What a plain FUSE filesystem costs on this kernel for the warm \
   grep of 3b: the same command over a tree of the same shape (one directory per message, \
   each holding one `message.eml`, hard links to the server's Maildir files) served by \

@@ -149,6 +149,9 @@ pub struct Results {
     pub body_large: Series,
     pub grep_cold: Series,
     pub grep_warm: Series,
+    /// A read-only mount without compression: cold grep, then warm grep (3f, 3g).
+    pub grep_cold_read_only: Series,
+    pub grep_warm_read_only: Series,
     pub floor_slow: Series,
     pub ls_slow: Series,
     pub body_slow: Series,
@@ -425,6 +428,22 @@ impl<'a> Bench<'a> {
         cache_dir: Option<&Path>,
         no_compress: bool,
     ) -> io::Result<Mount> {
+        self.mount_full(proxy_port, cache_size, cache_dir, no_compress, false)
+    }
+
+    /// A read-only mount without a disk cache or compression.
+    fn mount_read_only(&mut self, proxy_port: u16, cache_size: Option<u64>) -> io::Result<Mount> {
+        self.mount_full(proxy_port, cache_size, None, true, true)
+    }
+
+    fn mount_full(
+        &mut self,
+        proxy_port: u16,
+        cache_size: Option<u64>,
+        cache_dir: Option<&Path>,
+        no_compress: bool,
+        read_only: bool,
+    ) -> io::Result<Mount> {
         self.mounts += 1;
         let log_file = match &self.config.log_dir {
             Some(dir) => {
@@ -444,6 +463,7 @@ impl<'a> Bench<'a> {
             log_file,
             cache_dir,
             no_compress,
+            read_only,
         })
     }
 
@@ -538,6 +558,8 @@ impl<'a> Bench<'a> {
         if wants(Group::Grep) {
             process::check()?;
             self.imapfs_grep(results)?;
+            process::check()?;
+            self.imapfs_grep_read_only(results)?;
         }
 
         if wants(Group::Floor) {

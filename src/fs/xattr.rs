@@ -77,14 +77,15 @@ impl Fs {
             let s = self.store.stats();
             return Ok(format!(
                 "commands={} bytes_received={} bytes_sent={} lookups={} flushes={} dir_reads={} \
-                 handoffs={}",
+                 requests={} handoffs={}",
                 s.commands,
                 s.bytes_received,
                 s.bytes_sent,
                 self.lookups.load(Ordering::Relaxed),
                 self.flushes.load(Ordering::Relaxed),
                 self.dir_reads.load(Ordering::Relaxed),
-                self.handoffs.load(Ordering::Relaxed)
+                self.requests.requests.load(Ordering::Relaxed),
+                self.requests.handoffs.load(Ordering::Relaxed)
             )
             .into_bytes());
         }

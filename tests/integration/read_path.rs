@@ -349,6 +349,127 @@ fn quick_requests_are_served_by_one_fuse_thread() {
     );
 }
 
+/// On a read-only mount the kernel opens files itself (OPEN and FLUSH answered ENOSYS
+/// once): reading files it holds again costs no request at all, where a writable mount
+/// pays an OPEN and a RELEASE for each.
+#[test]
+fn a_read_only_mount_reads_held_files_again_without_a_request() {
+    const MESSAGES: usize = 200;
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 1_000).unwrap();
+    let warm_requests = |args: &[&str]| {
+        let mount = MountSpec::new(&dovecot, "alice").args(args).mount();
+        let emls: Vec<PathBuf> = fs::read_dir(mount.join("INBOX"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join("message.eml"))
+            .collect();
+        assert_eq!(emls.len(), MESSAGES);
+        let first: Vec<Vec<u8>> = emls.iter().map(|eml| fs::read(eml).unwrap()).collect();
+        let before = counter(&mount, "requests");
+        for (eml, bytes) in emls.iter().zip(&first) {
+            assert!(
+                fs::read(eml).unwrap() == *bytes,
+                "{} changed",
+                eml.display()
+            );
+        }
+        // The getxattr of the counter itself is one of them.
+        counter(&mount, "requests") - before
+    };
+    let writable = warm_requests(&[]);
+    let read_only = warm_requests(&["--read-only"]);
+    assert!(
+        writable >= 2 * MESSAGES as u64,
+        "a writable mount's second read of {MESSAGES} files took {writable} requests"
+    );
+    assert!(
+        read_only <= 3,
+        "a read-only mount's second read of {MESSAGES} files took {read_only} requests"
+    );
+}
+
+/// Without OPEN, a read-only mount's files are read through the page cache at the size
+/// the kernel was told: a text body whose charset conversion makes it longer than its
+/// estimate, and (on a server without BINARY) a quoted-printable attachment that decodes
+/// to less than its estimate, both read back exactly by a reader that never stats them,
+/// in 4 KiB reads; `stat` agrees afterwards.
+#[test]
+fn a_read_only_mount_reads_files_of_estimated_size_exactly() {
+    // 200 KiB of Latin-1 text: each é is one byte sent and two shown.
+    let line = "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e, \u{e9}t\u{e9} apr\u{e8}s \u{e9}t\u{e9}\r\n";
+    let text: String = line.repeat(200 << 10 >> 6);
+    let latin1: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+    // 30 KB of CSV whose every byte is =XX: three bytes sent for each one shown.
+    let csv: Vec<u8> = (0..30_000u32).map(|i| b'0' + (i % 10) as u8).collect();
+    let mut qp = String::new();
+    for chunk in csv.chunks(25) {
+        qp.extend(chunk.iter().map(|b| format!("={b:02X}")));
+        qp.push_str("=\r\n");
+    }
+    let mut raw = b"From: a@example.com\r\nSubject: Estimates\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+        Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        .to_vec();
+    raw.extend_from_slice(&latin1);
+    raw.extend_from_slice(
+        b"\r\n--b\r\nContent-Type: text/csv; name=\"notes.csv\"\r\n\
+        Content-Disposition: attachment; filename=\"notes.csv\"\r\n\
+        Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+    );
+    raw.extend_from_slice(qp.as_bytes());
+    raw.extend_from_slice(b"\r\n--b--\r\n");
+    let want = [("body.txt", text.as_bytes()), ("notes.csv", &csv[..])];
+    for capabilities in [None, Some(fixture::capabilities_without(&["BINARY"]))] {
+        let dovecot = Dovecot::start(DovecotOptions {
+            imap_capability: capabilities.clone(),
+            ..DovecotOptions::default()
+        })
+        .unwrap();
+        let mut client = dovecot.client("alice").unwrap();
+        fixture::append(&mut client, "INBOX", &raw, &[]).unwrap();
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&["--read-only"])
+            .mount();
+        let dir = mount.message_dir("INBOX", "Estimates");
+        // The directory is listed (READDIRPLUS) with each file's estimate, as `ls` does.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+        let server = if capabilities.is_some() {
+            "without BINARY"
+        } else {
+            "with BINARY"
+        };
+        for (name, bytes) in want {
+            let path = dir.join(name);
+            let got = read_in_pages(&path);
+            assert!(
+                got == bytes,
+                "{server}: {name}: {} bytes read, {} expected",
+                got.len(),
+                bytes.len()
+            );
+            assert_eq!(fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+            assert!(
+                fs::read(&path).unwrap() == bytes,
+                "{server}: {name} read again"
+            );
+        }
+    }
+}
+
+/// `path`'s bytes, read 4 KiB at a time without a `stat`.
+fn read_in_pages(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut page = [0u8; 4096];
+    loop {
+        match file.read(&mut page).unwrap() {
+            0 => return out,
+            n => out.extend_from_slice(&page[..n]),
+        }
+    }
+}
+
 /// Thousands of inodes forgotten at once (BATCH_FORGET: here every message of a walked
 /// mailbox expunged by another client), then `umount`: imapfs exits promptly. (A thread
 /// that parked after each forget of a batch took 100 ms per inode.)

@@ -261,6 +261,40 @@ pub(super) fn rows(config: &Config, r: &Results) -> Vec<Row> {
         });
     }
 
+    if r.grep_cold_read_only.runs() > 0 && r.bulk_fetch.runs() > 0 {
+        rows.push(
+            Row::measured(
+                "3f",
+                "imapfs, read-only mount (`--read-only`, no compression; the kernel opens \
+                 files itself): the cold grep of 3a against fetching every message in one \
+                 command"
+                    .into(),
+                &r.grep_cold_read_only,
+            )
+            .check(
+                format!("R11 {} s", secs(r.bulk_fetch.seconds())),
+                ratio(r.grep_cold_read_only.seconds(), r.bulk_fetch.seconds()),
+                1.5,
+                "time ≤ 1.5x one bulk FETCH".into(),
+            ),
+        );
+    }
+    if r.grep_warm_read_only.runs() > 0 {
+        rows.push(
+            Row::measured(
+                "3g",
+                "imapfs, read-only mount: warm grep (the same again on the mount of 3f)".into(),
+                &r.grep_warm_read_only,
+            )
+            .check(
+                format!("R4 {} s", secs(r.grep_maildir.seconds())),
+                ratio(r.grep_warm_read_only.seconds(), r.grep_maildir.seconds()),
+                2.0,
+                "time ≤ 2x Maildir grep".into(),
+            ),
+        );
+    }
+
     rows.push(Row::measured(
         "R5",
         "protocol floor over the slow link".into(),

@@ -185,6 +185,33 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Cold then warm grep on a fresh read-only mount without compression, where the
+    /// kernel opens files itself (no OPEN, FLUSH or RELEASE).
+    pub(super) fn imapfs_grep_read_only(&mut self, results: &mut Results) -> io::Result<()> {
+        let mount = self.mount_read_only(self.loopback.port(), Some(self.grep_cache))?;
+        let (cold, cold_matches) = self.grep_mount(&mount)?;
+        process::check()?;
+        let (warm, warm_matches) = self.grep_mount(&mount)?;
+        mount.unmount()?;
+        progress(&format!(
+            "  imapfs grep, read-only mount: cold {}; warm {}",
+            brief(&cold),
+            brief(&warm)
+        ));
+        let want = results.grep_matches.0;
+        for (row, got) in [("3f", cold_matches), ("3g", warm_matches)] {
+            if got != want {
+                results.wrong(
+                    row,
+                    format!("grep over imapfs found {got} files, over the Maildir {want}"),
+                );
+            }
+        }
+        results.grep_cold_read_only.push(cold);
+        results.grep_warm_read_only.push(warm);
+        Ok(())
+    }
+
     /// One cold grep with a cache much smaller than the corpus, for the memory bound.
     pub(super) fn grep_small_cache(&mut self, results: &mut Results) -> io::Result<()> {
         let mount = self.mount(self.loopback.port(), Some(self.config.small_cache))?;
