@@ -1,10 +1,16 @@
 //! Exact sizes before any content is read, so that no tool sees a file shrink or grow
-//! after `stat`. A transfer-encoded part's size comes from the server (`BINARY.SIZE`) with
-//! its message directory; a text body's (its charset conversion changes it) from the body
-//! itself, rendered when the file is first looked up, stat'ed or opened, never for a walk
-//! that only passes by (`find`, `grep -r --include=message.eml`). Without BINARY, a base64
-//! part's size follows from its last bytes and its line width; a quoted-printable
-//! attachment's stays an estimate (read with direct I/O).
+//! after `stat`. A base64 part's size follows from its last bytes and its line width,
+//! learned with its message directory; a text body's (its charset conversion changes it)
+//! from the body itself, rendered when the file is first looked up, stat'ed or opened,
+//! never for a walk that only passes by (`find`, `grep -r --include=message.eml`).
+//!
+//! The server's `BINARY.SIZE` alone is never taken as exact: Dovecot 2.3 answers sizes
+//! short of the part (even below zero) for a part followed by a transfer-encoded one in
+//! a larger message, while `BINARY[part]` itself is right. So a base64 part is exact
+//! when its lines and `BINARY.SIZE` agree (or, without BINARY, from its lines alone),
+//! and a quoted-printable part, or a base64 part whose two answers differ, shows
+//! `BINARY.SIZE` (or the lines') as an estimate: read with direct I/O, and exact once
+//! read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,26 +44,53 @@ const TEXT_READ_AHEAD_BYTES: u64 = 64 << 10;
 /// How much of the end of a base64 part tells its decoded size (two full lines and more).
 const BASE64_TAIL: u64 = 240;
 
-/// What to ask for `spec` to know its size, if anything.
-fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
+/// What to ask for `spec` to know its size: the end of a base64 part (its decoded size
+/// follows from it), and with BINARY the server's `BINARY.SIZE`.
+fn wanted(spec: &FileSpec, binary: bool) -> Vec<PartItem> {
+    let mut items = Vec::new();
+    let Content::Decoded(encoding) = &spec.content else {
+        return items;
+    };
     if spec.exact_size {
-        return None;
+        return items;
     }
-    match &spec.content {
-        Content::Decoded(_) if binary => Some(PartItem::DecodedSize(spec.section.clone())),
-        // Without BINARY, the end of a base64 part gives its decoded size.
-        Content::Decoded(TransferEncoding::Base64) if spec.stored_size > 0 => {
-            let len = spec.stored_size.min(BASE64_TAIL);
-            Some(PartItem::Bytes {
-                section: spec.section.clone(),
-                transfer: Transfer::Encoded,
-                range: Some(ByteRange {
-                    offset: spec.stored_size - len,
-                    len,
-                }),
-            })
-        }
-        Content::Raw | Content::Decoded(_) | Content::Text { .. } => None,
+    if *encoding == TransferEncoding::Base64 && spec.stored_size > 0 {
+        let len = spec.stored_size.min(BASE64_TAIL);
+        items.push(PartItem::Bytes {
+            section: spec.section.clone(),
+            transfer: Transfer::Encoded,
+            range: Some(ByteRange {
+                offset: spec.stored_size - len,
+                len,
+            }),
+        });
+    }
+    if binary {
+        items.push(PartItem::DecodedSize(spec.section.clone()));
+    }
+    items
+}
+
+/// What the answers to `wanted` say of a part's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Learned {
+    /// Its lines, and `BINARY.SIZE` if asked, agree: the size is exact.
+    Exact(Option<mime::Base64Lines>, u64),
+    /// A size to show until the part is read.
+    Estimate(u64),
+    /// Nothing new.
+    Nothing,
+}
+
+/// The size a part's answers give: exact where its base64 lines show it and the server's
+/// `BINARY.SIZE` (`told`, when asked) agrees, an estimate otherwise.
+fn learned(lines: Option<mime::Base64Lines>, told: Option<u64>) -> Learned {
+    match (lines, told) {
+        (Some(lines), None) => Learned::Exact(Some(lines), lines.decoded_len),
+        (Some(lines), Some(told)) if told == lines.decoded_len => Learned::Exact(Some(lines), told),
+        (Some(lines), Some(_)) => Learned::Estimate(lines.decoded_len),
+        (None, Some(told)) => Learned::Estimate(told),
+        (None, None) => Learned::Nothing,
     }
 }
 
@@ -145,22 +178,29 @@ impl Fs {
         }
         for (uid, entries) in layouts.iter_mut() {
             for spec in specs_mut(entries) {
-                let Some(item) = wanted(spec, binary) else {
-                    continue;
-                };
-                match by_item.remove(&(*uid, item)) {
-                    Some(PartValue::Size(size)) => {
+                let (mut lines, mut told) = (None, None);
+                for item in wanted(spec, binary) {
+                    match by_item.remove(&(*uid, item)) {
+                        Some(PartValue::Size(size)) => told = Some(size),
+                        Some(PartValue::Bytes(tail)) => {
+                            lines = mime::base64_lines(spec.stored_size, &tail);
+                        }
+                        None => {}
+                    }
+                }
+                match learned(lines, told) {
+                    Learned::Exact(lines, size) => {
                         spec.size_hint = size;
                         spec.exact_size = true;
+                        spec.lines = lines;
                     }
-                    Some(PartValue::Bytes(tail)) => {
-                        if let Some(lines) = mime::base64_lines(spec.stored_size, &tail) {
-                            spec.size_hint = lines.decoded_len;
-                            spec.exact_size = true;
-                            spec.lines = Some(lines);
+                    Learned::Estimate(size) => {
+                        if let (Some(lines), Some(told)) = (lines, told) {
+                            tracing::debug!(mailbox = %mailbox, uid = uid.0, section = %spec.section, told, lines = lines.decoded_len, "the server's BINARY.SIZE and the part's base64 lines disagree: its size stays an estimate until it is read");
                         }
+                        spec.size_hint = size;
                     }
-                    None => {}
+                    Learned::Nothing => {}
                 }
             }
         }
@@ -290,5 +330,47 @@ impl Fs {
             mtime,
             known_size,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(decoded_len: u64) -> Option<mime::Base64Lines> {
+        Some(mime::Base64Lines {
+            width: 76,
+            stride: 78,
+            decoded_len,
+        })
+    }
+
+    #[test]
+    fn a_base64_part_is_exact_when_its_lines_and_binary_size_agree() {
+        assert_eq!(
+            learned(lines(100), Some(100)),
+            Learned::Exact(lines(100), 100)
+        );
+    }
+
+    #[test]
+    fn without_binary_a_base64_parts_lines_are_its_size() {
+        assert_eq!(learned(lines(100), None), Learned::Exact(lines(100), 100));
+    }
+
+    /// Dovecot 2.3 answered 99,962 for a 100,000-byte part followed by another base64 part.
+    #[test]
+    fn a_binary_size_the_lines_contradict_is_only_an_estimate() {
+        assert_eq!(
+            learned(lines(100_000), Some(99_962)),
+            Learned::Estimate(100_000)
+        );
+    }
+
+    /// A quoted-printable part: nothing to check `BINARY.SIZE` against.
+    #[test]
+    fn binary_size_alone_is_an_estimate() {
+        assert_eq!(learned(None, Some(15_954)), Learned::Estimate(15_954));
+        assert_eq!(learned(None, None), Learned::Nothing);
     }
 }
