@@ -83,8 +83,12 @@ enum Learned {
 }
 
 /// The size a part's answers give: exact where its base64 lines show it and the server's
-/// `BINARY.SIZE` (`told`, when asked) agrees, an estimate otherwise.
-fn learned(lines: Option<mime::Base64Lines>, told: Option<u64>) -> Learned {
+/// `BINARY.SIZE` (`told`, when asked) agrees, an estimate otherwise. A `told` larger than
+/// the part's stored size (`stored`) is ignored: decoding never makes a part longer, and
+/// Dovecot 2.3 has answered sizes below zero (2^64 less a little), which the kernel would
+/// refuse as a file's size.
+fn learned(lines: Option<mime::Base64Lines>, told: Option<u64>, stored: u64) -> Learned {
+    let told = told.filter(|&size| size <= stored);
     match (lines, told) {
         (Some(lines), None) => Learned::Exact(Some(lines), lines.decoded_len),
         (Some(lines), Some(told)) if told == lines.decoded_len => Learned::Exact(Some(lines), told),
@@ -188,7 +192,7 @@ impl Fs {
                         None => {}
                     }
                 }
-                match learned(lines, told) {
+                match learned(lines, told, spec.stored_size) {
                     Learned::Exact(lines, size) => {
                         spec.size_hint = size;
                         spec.exact_size = true;
@@ -348,21 +352,24 @@ mod tests {
     #[test]
     fn a_base64_part_is_exact_when_its_lines_and_binary_size_agree() {
         assert_eq!(
-            learned(lines(100), Some(100)),
+            learned(lines(100), Some(100), 140),
             Learned::Exact(lines(100), 100)
         );
     }
 
     #[test]
     fn without_binary_a_base64_parts_lines_are_its_size() {
-        assert_eq!(learned(lines(100), None), Learned::Exact(lines(100), 100));
+        assert_eq!(
+            learned(lines(100), None, 140),
+            Learned::Exact(lines(100), 100)
+        );
     }
 
     /// Dovecot 2.3 answered 99,962 for a 100,000-byte part followed by another base64 part.
     #[test]
     fn a_binary_size_the_lines_contradict_is_only_an_estimate() {
         assert_eq!(
-            learned(lines(100_000), Some(99_962)),
+            learned(lines(100_000), Some(99_962), 136_844),
             Learned::Estimate(100_000)
         );
     }
@@ -370,7 +377,23 @@ mod tests {
     /// A quoted-printable part: nothing to check `BINARY.SIZE` against.
     #[test]
     fn binary_size_alone_is_an_estimate() {
-        assert_eq!(learned(None, Some(15_954)), Learned::Estimate(15_954));
-        assert_eq!(learned(None, None), Learned::Nothing);
+        assert_eq!(
+            learned(None, Some(15_954), 93_600),
+            Learned::Estimate(15_954)
+        );
+        assert_eq!(learned(None, None, 93_600), Learned::Nothing);
+    }
+
+    /// Dovecot 2.3 answered 18446744073709491606 for a 3,600-byte part.
+    #[test]
+    fn a_binary_size_above_the_stored_size_is_ignored() {
+        assert_eq!(
+            learned(None, Some(18_446_744_073_709_491_606), 3_600),
+            Learned::Nothing
+        );
+        assert_eq!(
+            learned(lines(100), Some(u64::MAX), 140),
+            Learned::Exact(lines(100), 100)
+        );
     }
 }

@@ -396,7 +396,9 @@ type Files = Vec<(&'static str, Vec<u8>)>;
 /// bytes sent for each one shown), whose `BINARY.SIZE` Dovecot 2.3 gets wrong because a
 /// base64 part follows it; that base64 part in lines of 200 and 100
 /// characters (its lines tell nothing); and two base64 attachments in lines of 76, the
-/// first of which Dovecot says has 99,962 bytes, not 100,000.
+/// first of which Dovecot says has 99,962 bytes, not 100,000; and a quoted-printable
+/// attachment after a text and an HTML body, whose `BINARY.SIZE` Dovecot answers below
+/// zero.
 fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
     let head = |subject: &str| {
         format!(
@@ -425,15 +427,20 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
         unreachable!()
     };
 
+    // Every byte as =XX, 25 to a line, lines joined by soft line breaks.
+    let quoted_printable = |data: &[u8]| {
+        let lines: Vec<String> = data
+            .chunks(25)
+            .map(|chunk| chunk.iter().map(|b| format!("={b:02X}")).collect())
+            .collect();
+        lines.join("=\r\n").into_bytes()
+    };
+    let latin1_of = |text: &str| -> Vec<u8> { text.chars().map(|c| c as u32 as u8).collect() };
+
     let line = "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e, \u{e9}t\u{e9} apr\u{e8}s \u{e9}t\u{e9}\r\n";
     let text: String = line.repeat(3_200);
-    let latin1: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+    let latin1 = latin1_of(&text);
     let csv: Vec<u8> = (0..30_000u32).map(|i| b'0' + (i % 10) as u8).collect();
-    let mut qp = String::new();
-    for chunk in csv.chunks(25) {
-        qp.extend(chunk.iter().map(|b| format!("={b:02X}")));
-        qp.push_str("=\r\n");
-    }
     let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut estimates = head("Estimates");
     part(
@@ -446,7 +453,7 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
         "Content-Type: text/csv; name=\"notes.csv\"\r\n\
          Content-Disposition: attachment; filename=\"notes.csv\"\r\n\
          Content-Transfer-Encoding: quoted-printable",
-        qp.as_bytes(),
+        &quoted_printable(&csv),
     );
     part(
         &mut estimates,
@@ -471,6 +478,37 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
         );
     }
     two.extend_from_slice(b"\r\n--b--\r\n");
+
+    // Dovecot 2.3.19 answers 18446744073709551486 as a.csv's BINARY.SIZE.
+    let words = "caf\u{e9} cr\u{e8}me ".repeat(4_000);
+    let html = "<p>caf\u{e9}</p>".repeat(5_000);
+    let small_csv: Vec<u8> = csv[..1_000].to_vec();
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(3_072).collect();
+    let mut below = head("Below zero");
+    below.extend_from_slice(
+        b"\r\n--b\r\nContent-Type: multipart/alternative; boundary=\"c\"\r\n\r\n--c\r\n\
+          Content-Type: text/plain; charset=iso-8859-1\r\n\
+          Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+    );
+    below.extend_from_slice(&quoted_printable(&latin1_of(&words)));
+    below.extend_from_slice(
+        b"\r\n--c\r\nContent-Type: text/html; charset=utf-8\r\n\
+          Content-Transfer-Encoding: base64\r\n\r\n",
+    );
+    below.extend_from_slice(&base64_lines(html.as_bytes(), &[76]));
+    below.extend_from_slice(b"\r\n--c--\r\n");
+    part(
+        &mut below,
+        "Content-Type: text/csv; name=\"a.csv\"\r\nContent-Transfer-Encoding: quoted-printable",
+        &quoted_printable(&small_csv),
+    );
+    part(
+        &mut below,
+        "Content-Type: application/octet-stream; name=\"b.bin\"\r\n\
+         Content-Transfer-Encoding: base64",
+        &base64_lines(&bytes, &[76]),
+    );
+    below.extend_from_slice(b"\r\n--b--\r\n");
     vec![
         (
             "Estimates",
@@ -489,6 +527,16 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
                 ("second.bin", second),
             ],
             two,
+        ),
+        (
+            "Below zero",
+            vec![
+                ("body.txt", words.into_bytes()),
+                ("body.html", html.into_bytes()),
+                ("a.csv", small_csv),
+                ("b.bin", bytes),
+            ],
+            below,
         ),
     ]
 }
