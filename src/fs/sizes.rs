@@ -41,6 +41,13 @@ const TEXT_READ_AHEAD: usize = 64;
 /// Text bodies larger than this (estimated) are not read ahead.
 const TEXT_READ_AHEAD_BYTES: u64 = 64 << 10;
 
+/// A decoded part whose size is only an estimate (quoted-printable, base64 in lines of
+/// uneven width, or a size the server misstated) is fetched whole when it is looked up or
+/// stat'ed, as a text body is, if it is stored in at most this many bytes: `tar` and
+/// `rsync`, which trust `stat`, then see its exact size. Larger ones stay estimates
+/// until read, so that `ls -l` never fetches a large attachment.
+const DECODED_AT_LOOKUP: u64 = 1 << 20;
+
 /// How much of the end of a base64 part tells its decoded size (two full lines and more).
 const BASE64_TAIL: u64 = 240;
 
@@ -293,7 +300,9 @@ impl Fs {
     }
 
     /// A file node with its exact size: a text body is rendered now (once; the rendering
-    /// is kept). Other nodes are returned as they are.
+    /// is kept), and so is a decoded part whose size is still an estimate, up to
+    /// `DECODED_AT_LOOKUP` stored bytes (a failure to fetch it leaves the estimate). Other
+    /// nodes are returned as they are.
     pub(super) fn exact_file(&self, node: Node) -> FsResult<Node> {
         let Node::File {
             message,
@@ -325,6 +334,23 @@ impl Fs {
                 .rendered(&message, &spec.section, &spec.content, binary)?;
             spec.size_hint = data.len() as u64;
             spec.exact_size = true;
+        } else if !spec.exact_size
+            && matches!(spec.content, Content::Decoded(_))
+            && spec.stored_size <= DECODED_AT_LOOKUP
+        {
+            let binary = self.store.capabilities().binary;
+            match self
+                .content
+                .rendered(&message, &spec.section, &spec.content, binary)
+            {
+                Ok(data) => {
+                    spec.size_hint = data.len() as u64;
+                    spec.exact_size = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, section = %spec.section, "a part's exact size: not fetched; its estimate stays");
+                }
+            }
         }
         Ok(Node::File {
             message,

@@ -545,7 +545,8 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
 /// mount (where the kernel opens files itself and reads through the page cache at the
 /// size it was told), with and without BINARY: read 4 KiB at a time without a `stat`
 /// first, then `stat` agrees, then a second read. Where a base64 part's lines and the
-/// server's `BINARY.SIZE` disagree, the lines' size is shown from the start.
+/// server's `BINARY.SIZE` disagree, the lines' size is shown from the start; a small
+/// quoted-printable part's `stat` is exact before it is read.
 #[test]
 fn files_of_estimated_or_misstated_size_read_back_exactly() {
     let messages = misstated_sizes();
@@ -572,6 +573,13 @@ fn files_of_estimated_or_misstated_size_read_back_exactly() {
                 fs::metadata(two.join("first.bin")).unwrap().len(),
                 100_000,
                 "{how}: the size of first.bin before it is read"
+            );
+            // A small quoted-printable part is fetched when stat'ed, as a text body is.
+            let below = mount.message_dir("INBOX", "Below zero");
+            assert_eq!(
+                fs::metadata(below.join("a.csv")).unwrap().len(),
+                1_000,
+                "{how}: the size of a.csv before it is read"
             );
             for (subject, files, _) in &messages {
                 let dir = mount.message_dir("INBOX", subject);
