@@ -6,11 +6,13 @@
 //!
 //! The server's `BINARY.SIZE` alone is never taken as exact: Dovecot 2.3 answers sizes
 //! short of the part (even below zero) for a part followed by a transfer-encoded one in
-//! a larger message, while `BINARY[part]` itself is right. So a base64 part is exact
-//! when its lines and `BINARY.SIZE` agree (or, without BINARY, from its lines alone),
-//! and a quoted-printable part, or a base64 part whose two answers differ, shows
-//! `BINARY.SIZE` (or the lines') as an estimate: read with direct I/O, and exact once
-//! read.
+//! a larger message, while `BINARY[part]` itself is right. A base64 part's `BINARY.SIZE`
+//! is exact when it fits the part's stored size in lines of 76 (nearly every part:
+//! checked without a request); otherwise the part's last bytes are asked for, and it is
+//! exact where its lines agree (without BINARY, from its lines alone). A
+//! quoted-printable part, or a base64 part whose two answers differ, shows
+//! `BINARY.SIZE` (or the lines') as an estimate, and is fetched when looked up if it is
+//! small (`exact_file`), or read with direct I/O and exact once read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use super::walk::Walk;
 use super::{Fs, FsResult};
 use crate::mime::{self, Content, Entry, EntryKind, FileSpec};
 use crate::store::{
-    ByteRange, MailboxId, MessageStructure, PartItem, PartValue, Transfer, TransferEncoding, Uid,
-    UidValidity,
+    ByteRange, MailboxId, MessageStructure, PartItem, PartValue, Section, Transfer,
+    TransferEncoding, Uid, UidValidity,
 };
 
 /// Every file spec of a layout, nested message directories included.
@@ -51,31 +53,48 @@ const DECODED_AT_LOOKUP: u64 = 1 << 20;
 /// How much of the end of a base64 part tells its decoded size (two full lines and more).
 const BASE64_TAIL: u64 = 240;
 
-/// What to ask for `spec` to know its size: the end of a base64 part (its decoded size
-/// follows from it), and with BINARY the server's `BINARY.SIZE`.
-fn wanted(spec: &FileSpec, binary: bool) -> Vec<PartItem> {
-    let mut items = Vec::new();
-    let Content::Decoded(encoding) = &spec.content else {
-        return items;
-    };
+/// The request for the end of base64 part `spec` (its decoded size follows from it).
+fn tail_of(spec: &FileSpec) -> PartItem {
+    let len = spec.stored_size.min(BASE64_TAIL);
+    PartItem::Bytes {
+        section: spec.section.clone(),
+        transfer: Transfer::Encoded,
+        range: Some(ByteRange {
+            offset: spec.stored_size - len,
+            len,
+        }),
+    }
+}
+
+/// What to ask first for `spec` to know its size: with BINARY, `BINARY.SIZE` (the same
+/// item for every message of a batch, so one command serves them all); without, the end
+/// of a base64 part.
+fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
     if spec.exact_size {
-        return items;
+        return None;
     }
-    if *encoding == TransferEncoding::Base64 && spec.stored_size > 0 {
-        let len = spec.stored_size.min(BASE64_TAIL);
-        items.push(PartItem::Bytes {
-            section: spec.section.clone(),
-            transfer: Transfer::Encoded,
-            range: Some(ByteRange {
-                offset: spec.stored_size - len,
-                len,
-            }),
-        });
+    match &spec.content {
+        Content::Decoded(_) if binary => Some(PartItem::DecodedSize(spec.section.clone())),
+        Content::Decoded(TransferEncoding::Base64) if spec.stored_size > 0 => Some(tail_of(spec)),
+        Content::Raw | Content::Decoded(_) | Content::Text { .. } => None,
     }
-    if binary {
-        items.push(PartItem::DecodedSize(spec.section.clone()));
-    }
-    items
+}
+
+/// The layout of a base64 part stored in `octets` bytes that decodes to `decoded` bytes,
+/// if its lines are 76 characters wide (what nearly every mailer writes, RFC 2045 §6.8),
+/// each ended by CRLF, the last one's CRLF counted or not. `None` when `decoded` does not
+/// fit: a `BINARY.SIZE` that fits is taken as exact; one that does not is checked against
+/// the part's last bytes.
+fn lines_of_76(octets: u64, decoded: u64) -> Option<mime::Base64Lines> {
+    const WIDTH: u64 = 76;
+    let chars = decoded.div_ceil(3) * 4;
+    let lines = chars.div_ceil(WIDTH).max(1);
+    let bare = chars + 2 * (lines - 1);
+    (octets == bare || octets == bare + 2).then_some(mime::Base64Lines {
+        width: WIDTH,
+        stride: WIDTH + 2,
+        decoded_len: decoded,
+    })
 }
 
 /// What the answers to `wanted` say of a part's size.
@@ -87,6 +106,19 @@ enum Learned {
     Estimate(u64),
     /// Nothing new.
     Nothing,
+}
+
+/// Sets what `learned` says of `spec`'s size.
+fn settle(spec: &mut FileSpec, learned: Learned) {
+    match learned {
+        Learned::Exact(lines, size) => {
+            spec.size_hint = size;
+            spec.exact_size = true;
+            spec.lines = lines;
+        }
+        Learned::Estimate(size) => spec.size_hint = size,
+        Learned::Nothing => {}
+    }
 }
 
 /// The size a part's answers give: exact where its base64 lines show it and the server's
@@ -187,32 +219,88 @@ impl Fs {
                 self.keep_text(&m, &spec, &bytes, binary);
             }
         }
+        // Base64 parts whose BINARY.SIZE does not fit lines of 76: their ends are asked
+        // for next, with the size the server told.
+        let mut doubtful: HashMap<(Uid, Section), u64> = HashMap::new();
         for (uid, entries) in layouts.iter_mut() {
             for spec in specs_mut(entries) {
-                let (mut lines, mut told) = (None, None);
-                for item in wanted(spec, binary) {
-                    match by_item.remove(&(*uid, item)) {
-                        Some(PartValue::Size(size)) => told = Some(size),
-                        Some(PartValue::Bytes(tail)) => {
-                            lines = mime::base64_lines(spec.stored_size, &tail);
+                let Some(item) = wanted(spec, binary) else {
+                    continue;
+                };
+                let (lines, told) = match by_item.remove(&(*uid, item)) {
+                    Some(PartValue::Size(told)) => (None, Some(told)),
+                    Some(PartValue::Bytes(tail)) => {
+                        (mime::base64_lines(spec.stored_size, &tail), None)
+                    }
+                    None => continue,
+                };
+                let base64 = spec.content == Content::Decoded(TransferEncoding::Base64);
+                let lines = match (lines, told) {
+                    (None, Some(told)) if base64 && spec.stored_size > 0 => {
+                        match lines_of_76(spec.stored_size, told) {
+                            Some(lines) => Some(lines),
+                            None => {
+                                doubtful.insert((*uid, spec.section.clone()), told);
+                                continue;
+                            }
                         }
-                        None => {}
                     }
+                    _ => lines,
+                };
+                settle(spec, learned(lines, told, spec.stored_size));
+            }
+        }
+        if !doubtful.is_empty() {
+            self.check_doubtful_sizes(mailbox, validity, layouts, &doubtful, structures);
+        }
+    }
+
+    /// For each base64 part of `doubtful` (with the `BINARY.SIZE` the server told), its
+    /// last bytes, in one request: exact where they agree with the server, an estimate
+    /// where they do not (or cannot be had).
+    fn check_doubtful_sizes(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        layouts: &mut [(Uid, Vec<Entry>)],
+        doubtful: &HashMap<(Uid, Section), u64>,
+        structures: &[MessageStructure],
+    ) {
+        let mut asked: Vec<(Uid, Vec<PartItem>)> = Vec::new();
+        for (uid, entries) in layouts.iter_mut() {
+            let items: Vec<PartItem> = specs_mut(entries)
+                .into_iter()
+                .filter(|spec| doubtful.contains_key(&(*uid, spec.section.clone())))
+                .map(|spec| tail_of(spec))
+                .collect();
+            if !items.is_empty() {
+                asked.push((*uid, items));
+            }
+        }
+        let answers = self
+            .content
+            .fetch_parts(mailbox, validity, &asked, structures)
+            .unwrap_or_else(|e| {
+                tracing::debug!(mailbox = %mailbox, error = %e, "the ends of base64 parts: not fetched; their sizes stay estimates");
+                Vec::new()
+            });
+        let mut tails: HashMap<(Uid, PartItem), PartValue> = answers
+            .into_iter()
+            .map(|(uid, item, value)| ((uid, item), value))
+            .collect();
+        for (uid, entries) in layouts.iter_mut() {
+            for spec in specs_mut(entries) {
+                let Some(&told) = doubtful.get(&(*uid, spec.section.clone())) else {
+                    continue;
+                };
+                let lines = match tails.remove(&(*uid, tail_of(spec))) {
+                    Some(PartValue::Bytes(tail)) => mime::base64_lines(spec.stored_size, &tail),
+                    _ => None,
+                };
+                if let Some(lines) = lines.filter(|l| l.decoded_len != told) {
+                    tracing::debug!(mailbox = %mailbox, uid = uid.0, section = %spec.section, told, lines = lines.decoded_len, "the server's BINARY.SIZE and the part's base64 lines disagree: its size stays an estimate until it is read");
                 }
-                match learned(lines, told, spec.stored_size) {
-                    Learned::Exact(lines, size) => {
-                        spec.size_hint = size;
-                        spec.exact_size = true;
-                        spec.lines = lines;
-                    }
-                    Learned::Estimate(size) => {
-                        if let (Some(lines), Some(told)) = (lines, told) {
-                            tracing::debug!(mailbox = %mailbox, uid = uid.0, section = %spec.section, told, lines = lines.decoded_len, "the server's BINARY.SIZE and the part's base64 lines disagree: its size stays an estimate until it is read");
-                        }
-                        spec.size_hint = size;
-                    }
-                    Learned::Nothing => {}
-                }
+                settle(spec, learned(lines, Some(told), spec.stored_size));
             }
         }
     }
@@ -408,6 +496,19 @@ mod tests {
             Learned::Estimate(15_954)
         );
         assert_eq!(learned(None, None, 93_600), Learned::Nothing);
+    }
+
+    /// 100,000 bytes in lines of 76 are 1,755 lines, 133,336 characters and 1,754 CRLFs.
+    #[test]
+    fn a_binary_size_that_fits_lines_of_76_is_taken_without_a_request() {
+        let fits = |octets, decoded| lines_of_76(octets, decoded).map(|l| l.decoded_len);
+        assert_eq!(fits(136_844, 100_000), Some(100_000));
+        assert_eq!(fits(136_846, 100_000), Some(100_000), "a last CRLF counted");
+        assert_eq!(fits(136_844, 99_962), None, "what Dovecot 2.3 answered");
+        assert_eq!(fits(136_848, 100_000), None);
+        assert_eq!(fits(16, 10), Some(10), "one short line");
+        assert_eq!(fits(76, 57), Some(57), "one full line");
+        assert_eq!(fits(154, 114), Some(114), "two full lines");
     }
 
     /// Dovecot 2.3 answered 18446744073709491606 for a 3,600-byte part.
