@@ -372,16 +372,25 @@ impl Fs {
     }
 
     /// Marks a new file unusable after its spool failed, and gives the space back at once.
+    /// The first failure is the one every later write and close reports: the kernel can
+    /// have several WRITEs of one `write()` in flight, and those that fail after the spool
+    /// was dropped must not turn a full disk (ENOSPC) into an I/O error.
     fn break_new_file(&self, file: &NewFile, no_space: bool, why: String) -> FsError {
+        {
+            let mut state = file.state.lock();
+            if let State::Broken { no_space, why } = &*state {
+                return Self::broken_error(*no_space, why);
+            }
+            *state = State::Broken {
+                no_space,
+                why: why.clone(),
+            };
+        }
         tracing::error!(mailbox = %file.mailbox, name = %file.name(), error = %why,
             "writing the new file failed; it will not be stored");
         let _ = file.file.set_len(0);
         file.size.store(0, Ordering::Relaxed);
         self.drop_spool(file);
-        *file.state.lock() = State::Broken {
-            no_space,
-            why: why.clone(),
-        };
         if no_space {
             FsError::NoSpace(why)
         } else {

@@ -99,10 +99,13 @@ fn a_full_spool_fails_the_write_and_the_close_and_stores_nothing() {
     let fd = std::os::unix::io::IntoRawFd::into_raw_fd(out);
     // SAFETY: closing the descriptor we own, once.
     let closed = unsafe { libc::close(fd) };
+    let close_error = std::io::Error::last_os_error();
     assert_eq!(closed, -1, "close() must fail");
     assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::ENOSPC)
+        close_error.raw_os_error(),
+        Some(libc::ENOSPC),
+        "close(): {close_error}\nimapfs log:\n{}",
+        mount.log()
     );
     assert!(
         server_mailbox(&mut client, "Archive").is_empty(),
