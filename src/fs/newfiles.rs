@@ -375,7 +375,7 @@ impl Fs {
     /// The first failure is the one every later write and close reports: the kernel can
     /// have several WRITEs of one `write()` in flight, and those that fail after the spool
     /// was dropped must not turn a full disk (ENOSPC) into an I/O error.
-    fn break_new_file(&self, file: &NewFile, no_space: bool, why: String) -> FsError {
+    pub(super) fn break_new_file(&self, file: &NewFile, no_space: bool, why: String) -> FsError {
         {
             let mut state = file.state.lock();
             if let State::Broken { no_space, why } = &*state {
@@ -426,17 +426,23 @@ impl Fs {
         }
         p.size
             .fetch_max(offset + data.len() as u64, Ordering::Relaxed);
-        self.rewritten(&p);
+        self.rewritten(&p)?;
         Ok(data.len() as u32)
     }
 
-    /// A new file changed: a stored version becomes one to replace at the next store.
-    fn rewritten(&self, file: &NewFile) {
+    /// A new file changed: a stored version becomes one to replace at the next store. A
+    /// file broken meanwhile (another WRITE of the same `write()` failed while this one
+    /// ran, and its spool was dropped) stays broken, and this change fails with its error:
+    /// what was written went to a dropped spool file, and must never be stored.
+    pub(super) fn rewritten(&self, file: &NewFile) -> FsResult<()> {
         let mut state = file.state.lock();
-        if let State::Stored(old) = &*state {
-            file.replaces.lock().extend(old.clone());
+        match &*state {
+            State::Broken { no_space, why } => return Err(Self::broken_error(*no_space, why)),
+            State::Stored(old) => file.replaces.lock().extend(old.clone()),
+            State::Dirty | State::Failed(_) => {}
         }
         *state = State::Dirty;
+        Ok(())
     }
 
     /// Truncates a new file (`>` on an existing one, or `truncate`).
@@ -446,8 +452,7 @@ impl Fs {
             return Err(self.break_new_file(file, no_space, why));
         }
         file.size.store(size, Ordering::Relaxed);
-        self.rewritten(file);
-        Ok(())
+        self.rewritten(file)
     }
 
     /// `flush` (every `close` of a file that may be written; files that only show mail are

@@ -375,3 +375,34 @@ fn a_later_mount_stores_what_a_killed_one_was_sending_exactly_once() {
     let again = h.fs.recover_spool();
     assert_eq!(h.count(Op::Append), 1, "{again:?}");
 }
+
+/// The kernel can have several WRITEs of one `write()` in flight. One that lands after
+/// another failed on a full spool (which drops the spool file) fails with the first
+/// error, and the file is never stored: a close reports ENOSPC, not an I/O error, and
+/// nothing reaches the server.
+#[test]
+fn a_write_that_lands_after_the_spool_failed_fails_and_nothing_is_stored() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let before = h.stored("INBOX").len();
+    let errno = |e: FsError| e.errno_and_level().0;
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("big.bin")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"the first megabyte").unwrap();
+    let file = h.fs.new_files.get("INBOX", "big.bin").unwrap();
+    // One WRITE fails on the full spool...
+    let first =
+        h.fs.break_new_file(&file, true, "spool write: No space left".into());
+    assert_eq!(errno(first), libc::ENOSPC);
+    // ...while another of the same write() had passed its check and wrote to the spool
+    // file just dropped.
+    assert_eq!(errno(h.fs.rewritten(&file).unwrap_err()), libc::ENOSPC);
+    // A later failure of another kind does not replace the first.
+    let later =
+        h.fs.break_new_file(&file, false, "spool write: Bad file descriptor".into());
+    assert_eq!(errno(later), libc::ENOSPC);
+    assert_eq!(errno(h.fs.flush(ino, fh).unwrap_err()), libc::ENOSPC);
+    let _ = h.fs.release(ino, fh);
+    assert_eq!(h.stored("INBOX").len(), before);
+    assert_eq!(h.store.count(Op::Append), 0);
+}
