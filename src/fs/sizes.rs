@@ -389,8 +389,8 @@ impl Fs {
 
     /// A file node with its exact size: a text body is rendered now (once; the rendering
     /// is kept), and so is a decoded part whose size is still an estimate, up to
-    /// `DECODED_AT_LOOKUP` stored bytes (a failure to fetch it leaves the estimate). Other
-    /// nodes are returned as they are.
+    /// `DECODED_AT_LOOKUP` stored bytes (a failure to fetch it leaves the estimate),
+    /// unless a read learned its size. Other nodes are returned as they are.
     pub(super) fn exact_file(&self, node: Node) -> FsResult<Node> {
         let Node::File {
             message,
@@ -403,29 +403,25 @@ impl Fs {
         else {
             return Ok(node);
         };
-        if !spec.exact_size && matches!(spec.content, Content::Text { .. }) {
-            let previous = self.metadata.previous_uid(&message);
-            let walking =
-                self.walks
-                    .visit(Walk::TextSizes, &message.mailbox, message.uid, previous);
-            if walking
-                && self
-                    .content
-                    .rendered_len(&message, &spec.section, &spec.content)
-                    .is_none()
-            {
-                self.render_text_ahead(&message);
+        let text = matches!(spec.content, Content::Text { .. });
+        let small_decoded =
+            matches!(spec.content, Content::Decoded(_)) && spec.stored_size <= DECODED_AT_LOOKUP;
+        // A size learned from a read is exact already: nothing to fetch again.
+        if !spec.exact_size && known_size.is_none() && (text || small_decoded) {
+            if text {
+                let previous = self.metadata.previous_uid(&message);
+                let walking =
+                    self.walks
+                        .visit(Walk::TextSizes, &message.mailbox, message.uid, previous);
+                if walking
+                    && self
+                        .content
+                        .rendered_len(&message, &spec.section, &spec.content)
+                        .is_none()
+                {
+                    self.render_text_ahead(&message);
+                }
             }
-            let binary = self.store.capabilities().binary;
-            let data = self
-                .content
-                .rendered(&message, &spec.section, &spec.content, binary)?;
-            spec.size_hint = data.len() as u64;
-            spec.exact_size = true;
-        } else if !spec.exact_size
-            && matches!(spec.content, Content::Decoded(_))
-            && spec.stored_size <= DECODED_AT_LOOKUP
-        {
             let binary = self.store.capabilities().binary;
             match self
                 .content
@@ -435,6 +431,8 @@ impl Fs {
                     spec.size_hint = data.len() as u64;
                     spec.exact_size = true;
                 }
+                // A text body's size is its rendering's: without it, the lookup fails.
+                Err(e) if text => return Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, section = %spec.section, "a part's exact size: not fetched; its estimate stays");
                 }
