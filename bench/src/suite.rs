@@ -214,6 +214,18 @@ impl Results {
         }
     }
 
+    /// Marks `row` wrong if its grep over imapfs found another number of files than
+    /// grep over the Maildir.
+    fn check_against_maildir(&mut self, row: &'static str, got: usize) {
+        let want = self.grep_matches.0;
+        if got != want {
+            self.wrong(
+                row,
+                format!("grep over imapfs found {got} files, over the Maildir {want}"),
+            );
+        }
+    }
+
     fn wrong(&mut self, row: &'static str, why: String) {
         eprintln!("imapfs-bench: WRONG RESULT ({row}): {why}");
         if !self.wrong.iter().any(|(r, w)| *r == row && *w == why) {

@@ -315,6 +315,16 @@ fn closing_a_read_file_costs_no_flush_and_closing_a_written_one_does() {
     );
 }
 
+/// The message.eml of every message directory of INBOX, which must hold `count`.
+fn inbox_emls(mount: &Mount, count: usize) -> Vec<PathBuf> {
+    let emls: Vec<PathBuf> = fs::read_dir(mount.join("INBOX"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("message.eml"))
+        .collect();
+    assert_eq!(emls.len(), count);
+    emls
+}
+
 /// A walk of files the kernel holds is a stream of quick requests (OPEN, RELEASE), which one
 /// FUSE thread serves in turn: with every thread reading, the kernel would wake another,
 /// sleeping thread for nearly every request. A request that waits lets a spare read
@@ -325,11 +335,7 @@ fn quick_requests_are_served_by_one_fuse_thread() {
     let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
     fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 1_000).unwrap();
     let mount = MountSpec::new(&dovecot, "alice").mount();
-    let emls: Vec<PathBuf> = fs::read_dir(mount.join("INBOX"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("message.eml"))
-        .collect();
-    assert_eq!(emls.len(), MESSAGES);
+    let emls = inbox_emls(&mount, MESSAGES);
     for eml in &emls {
         fs::read(eml).unwrap();
     }
@@ -359,11 +365,7 @@ fn a_read_only_mount_reads_held_files_again_without_a_request() {
     fixture::fill_bulk(&dovecot, "alice", "INBOX", MESSAGES, 7, 1_000).unwrap();
     let warm_requests = |args: &[&str]| {
         let mount = MountSpec::new(&dovecot, "alice").args(args).mount();
-        let emls: Vec<PathBuf> = fs::read_dir(mount.join("INBOX"))
-            .unwrap()
-            .map(|e| e.unwrap().path().join("message.eml"))
-            .collect();
-        assert_eq!(emls.len(), MESSAGES);
+        let emls = inbox_emls(&mount, MESSAGES);
         let first: Vec<Vec<u8>> = emls.iter().map(|eml| fs::read(eml).unwrap()).collect();
         let before = counter(&mount, "requests");
         for (eml, bytes) in emls.iter().zip(&first) {
