@@ -11,8 +11,9 @@
 //! checked without a request); otherwise the part's last bytes are asked for, and it is
 //! exact where its lines agree (without BINARY, from its lines alone). A
 //! quoted-printable part, or a base64 part whose two answers differ, shows
-//! `BINARY.SIZE` (or the lines') as an estimate, and is fetched when looked up if it is
-//! small (`exact_file`), or read with direct I/O and exact once read.
+//! `BINARY.SIZE` (or the lines') as an estimate until it is looked up or stat'ed
+//! (`exact_file`): then a small one is fetched, and of a large one a few bytes around its
+//! end (with BINARY; without, it is read with direct I/O and exact once read).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,9 +47,17 @@ const TEXT_READ_AHEAD_BYTES: u64 = 64 << 10;
 /// A decoded part whose size is only an estimate (quoted-printable, base64 in lines of
 /// uneven width, or a size the server misstated) is fetched whole when it is looked up or
 /// stat'ed, as a text body is, if it is stored in at most this many bytes: `tar` and
-/// `rsync`, which trust `stat`, then see its exact size. Larger ones stay estimates
-/// until read, so that `ls -l` never fetches a large attachment.
+/// `rsync`, which trust `stat`, then see its exact size. Of a larger one only a few bytes
+/// are fetched (`decoded_end`), so that `ls -l` never fetches a large attachment.
 const DECODED_AT_LOOKUP: u64 = 1 << 20;
+
+/// How many one-byte ranges of a part one request asks for, to find where it ends when
+/// its `BINARY.SIZE` was wrong (`decoded_end`)...
+const SIZE_PROBES: u64 = 63;
+/// ... until the end is known to lie in at most this many bytes, which are then fetched.
+const PROBED_SPAN: u64 = 64 << 10;
+/// Requests enough for any part: (64 KiB × 64^9 is more than 2^64).
+const ROUNDS_MOST: usize = 10;
 
 /// How much of the end of a base64 part tells its decoded size (two full lines and more).
 const BASE64_TAIL: u64 = 240;
@@ -87,6 +96,11 @@ fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
 /// the part's last bytes.
 fn lines_of_76(octets: u64, decoded: u64) -> Option<mime::Base64Lines> {
     const WIDTH: u64 = 76;
+    // Base64 is longer than what it encodes; a larger `decoded` (Dovecot 2.3 has answered
+    // sizes below zero) cannot fit, and must not overflow below.
+    if decoded >= octets {
+        return None;
+    }
     let chars = decoded.div_ceil(3) * 4;
     let lines = chars.div_ceil(WIDTH).max(1);
     let bare = chars + 2 * (lines - 1);
@@ -150,6 +164,68 @@ fn small_text(spec: &FileSpec, binary: bool) -> Option<PartItem> {
         },
         range: None,
     })
+}
+
+/// Where a decoded part stored in `stored` bytes ends, from `fetch`, which answers how
+/// many bytes the server sends for each range it is given (one request each call): first
+/// one byte each side of `estimate`'s end, then `SIZE_PROBES` one-byte ranges per round
+/// across what is left, then the last `PROBED_SPAN` bytes at most (see `decoded_end`).
+/// An error when a request fails or the answers contradict each other or tell nothing.
+fn find_end(
+    estimate: u64,
+    stored: u64,
+    mut fetch: impl FnMut(&[ByteRange]) -> Result<Vec<(ByteRange, u64)>, String>,
+) -> Result<u64, String> {
+    // The part ends in [low, high]: decoding never makes it longer than it is stored.
+    let (mut low, mut high) = (0, stored);
+    let mut ranges = vec![ByteRange {
+        offset: estimate.min(stored).saturating_sub(1),
+        len: 2,
+    }];
+    // Each round leaves a 64th of the span at most (or fetches it): more rounds than that
+    // takes are a server that does not keep to what it was asked.
+    for _ in 0..ROUNDS_MOST {
+        let before = (low, high);
+        for (range, got) in fetch(&ranges)? {
+            // `got` bytes from `offset`: the part ends there when fewer came than were
+            // asked for, and after them otherwise.
+            if got < range.len {
+                high = high.min(range.offset + got);
+            }
+            if got > 0 || range.offset == 0 {
+                low = low.max(range.offset + got.min(range.len));
+            }
+        }
+        if low > high {
+            return Err(format!(
+                "the answers put the end after {low} and at most at {high}"
+            ));
+        }
+        if low == high {
+            return Ok(low);
+        }
+        if (low, high) == before {
+            return Err(format!("the answers left the end between {low} and {high}"));
+        }
+        let span = high - low;
+        ranges = if span <= PROBED_SPAN {
+            vec![ByteRange {
+                offset: low,
+                len: span + 1,
+            }]
+        } else {
+            (1..=SIZE_PROBES)
+                .map(|k| ByteRange {
+                    offset: low
+                        + (u128::from(span) * u128::from(k) / u128::from(SIZE_PROBES + 1)) as u64,
+                    len: 1,
+                })
+                .collect()
+        };
+    }
+    Err(format!(
+        "{ROUNDS_MOST} requests left the end between {low} and {high}"
+    ))
 }
 
 impl Fs {
@@ -387,6 +463,68 @@ impl Fs {
             .keep_rendered(message, &spec.section, &spec.content, Arc::new(rendered));
     }
 
+    /// The exact size of a large decoded part whose size is an estimate (with BINARY), from
+    /// the server's decoding of a few bytes of it, never the whole part. First one byte
+    /// before the estimate's end and one after: when the estimate is right (nearly always)
+    /// one byte comes back, and that is all. Otherwise (Dovecot 2.3 answers `BINARY.SIZE`s
+    /// short of a quoted-printable part followed by an encoded one, even below zero), the
+    /// part's end lies between two offsets, and one request of `SIZE_PROBES` one-byte
+    /// ranges narrows that to a 64th, until at most `PROBED_SPAN` bytes are left to fetch:
+    /// two or three requests and a few KiB for a part of a few MB. `None` when the request
+    /// fails or the answers contradict each other: the estimate stays, and the part is read
+    /// with direct I/O.
+    fn decoded_end(&self, message: &MessageRef, spec: &FileSpec) -> Option<u64> {
+        let fetch = |ranges: &[ByteRange]| -> Result<Vec<(ByteRange, u64)>, String> {
+            let items: Vec<PartItem> = ranges
+                .iter()
+                .map(|&range| PartItem::Bytes {
+                    section: spec.section.clone(),
+                    transfer: Transfer::Decoded,
+                    range: Some(range),
+                })
+                .collect();
+            let answers = self
+                .store
+                .fetch_parts(&message.mailbox, message.validity, &[(message.uid, items)])
+                .map_err(|e| e.to_string())?;
+            Ok(answers
+                .into_iter()
+                .filter_map(|(_, item, value)| match (item, value) {
+                    (
+                        PartItem::Bytes {
+                            range: Some(range), ..
+                        },
+                        PartValue::Bytes(bytes),
+                    ) => Some((range, bytes.len() as u64)),
+                    _ => None,
+                })
+                .collect())
+        };
+        match find_end(spec.size_hint, spec.stored_size, fetch) {
+            Ok(size) => Some(size),
+            Err(why) => {
+                tracing::debug!(uid = message.uid.0, section = %spec.section, estimate = spec.size_hint, why, "a part's end not found; its estimate stays until it is read");
+                None
+            }
+        }
+    }
+
+    /// Keeps the exact size `spec` now has in its message's layout, so that a later lookup
+    /// (after the kernel forgot the file) does not ask again.
+    fn remember_exact(&self, message: &MessageRef, spec: &FileSpec) {
+        let Some(layout) = self.metadata.layout(message) else {
+            return;
+        };
+        let mut entries = (*layout).clone();
+        for kept in specs_mut(&mut entries) {
+            if kept.section == spec.section && kept.content == spec.content {
+                settle(kept, Learned::Exact(kept.lines, spec.size_hint));
+            }
+        }
+        self.metadata
+            .insert_layout(message.clone(), Arc::new(entries));
+    }
+
     /// A file node with its exact size: a text body is rendered now (once; the rendering
     /// is kept), and so is a decoded part whose size is still an estimate, up to
     /// `DECODED_AT_LOOKUP` stored bytes (a failure to fetch it leaves the estimate),
@@ -404,10 +542,19 @@ impl Fs {
             return Ok(node);
         };
         let text = matches!(spec.content, Content::Text { .. });
-        let small_decoded =
-            matches!(spec.content, Content::Decoded(_)) && spec.stored_size <= DECODED_AT_LOOKUP;
+        let decoded = matches!(spec.content, Content::Decoded(_));
+        let small_decoded = decoded && spec.stored_size <= DECODED_AT_LOOKUP;
+        let binary = self.store.capabilities().binary;
         // A size learned from a read is exact already: nothing to fetch again.
-        if !spec.exact_size && known_size.is_none() && (text || small_decoded) {
+        let estimate = !spec.exact_size && known_size.is_none();
+        if estimate && decoded && !small_decoded && binary {
+            if let Some(size) = self.decoded_end(&message, &spec) {
+                let lines = spec.lines;
+                settle(&mut spec, Learned::Exact(lines, size));
+                self.remember_exact(&message, &spec);
+            }
+        }
+        if estimate && (text || small_decoded) {
             if text {
                 let previous = self.metadata.previous_uid(&message);
                 let walking =
@@ -422,7 +569,6 @@ impl Fs {
                     self.render_text_ahead(&message);
                 }
             }
-            let binary = self.store.capabilities().binary;
             match self
                 .content
                 .rendered(&message, &spec.section, &spec.content, binary)
@@ -507,6 +653,92 @@ mod tests {
         assert_eq!(fits(16, 10), Some(10), "one short line");
         assert_eq!(fits(76, 57), Some(57), "one full line");
         assert_eq!(fits(154, 114), Some(114), "two full lines");
+        assert_eq!(
+            fits(4_120, 18_446_744_073_709_551_486),
+            None,
+            "a size below zero, without overflow"
+        );
+    }
+
+    /// A server that decodes a part of `size` bytes: what `find_end` sends it, and how many
+    /// bytes it answers for each range.
+    fn server(
+        size: u64,
+        requests: &mut Vec<Vec<ByteRange>>,
+    ) -> impl FnMut(&[ByteRange]) -> Result<Vec<(ByteRange, u64)>, String> + '_ {
+        move |ranges: &[ByteRange]| {
+            requests.push(ranges.to_vec());
+            Ok(ranges
+                .iter()
+                .map(|&r| (r, size.saturating_sub(r.offset).min(r.len)))
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_right_estimate_costs_one_request_and_one_byte() {
+        let mut requests = Vec::new();
+        assert_eq!(
+            find_end(400_000, 1_247_997, server(400_000, &mut requests)),
+            Ok(400_000)
+        );
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn a_wrong_estimate_finds_the_end_in_a_few_requests_and_bytes() {
+        let stored = 1_247_997;
+        for size in [0, 1, 399_999, 400_000, 400_001, 1_000_000, stored] {
+            for estimate in [0, 1, 381_578, 400_000, 812_345, stored, u64::MAX] {
+                let mut requests = Vec::new();
+                let found = find_end(estimate, stored, server(size, &mut requests));
+                assert_eq!(found, Ok(size), "size {size}, estimate {estimate}");
+                assert!(
+                    requests.len() <= 3,
+                    "size {size}, estimate {estimate}: {requests:?}"
+                );
+                let asked: u64 = requests.iter().flatten().map(|r| r.len).sum();
+                assert!(
+                    asked <= (64 << 10) + 1_024,
+                    "size {size}, estimate {estimate}: {asked} bytes"
+                );
+            }
+        }
+        // A part of 10 GB: still a few requests.
+        let mut requests = Vec::new();
+        let size = 7_777_777_777;
+        assert_eq!(find_end(0, 10 << 30, server(size, &mut requests)), Ok(size));
+        assert!(requests.len() <= 6, "{}", requests.len());
+    }
+
+    #[test]
+    fn answers_that_contradict_or_tell_nothing_are_an_error_and_end() {
+        // The end is past the estimate, then the one-byte ranges come back empty and
+        // full by turns: it cannot be before one and after a later one.
+        let odd = |ranges: &[ByteRange]| {
+            Ok(ranges
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| {
+                    (
+                        r,
+                        if ranges.len() == 1 {
+                            r.len
+                        } else {
+                            (i % 2) as u64
+                        },
+                    )
+                })
+                .collect())
+        };
+        assert!(find_end(5_000_000, 10_000_000, odd).is_err());
+        // No answer at all.
+        assert!(find_end(5_000_000, 10_000_000, |_: &[ByteRange]| Ok(Vec::new())).is_err());
+        // A request that fails.
+        assert!(find_end(5_000_000, 10_000_000, |_: &[ByteRange]| Err("cut".into())).is_err());
+        // More than was asked for, every time: never past the stored size, and an end.
+        let generous = |ranges: &[ByteRange]| Ok(ranges.iter().map(|&r| (r, r.len + 10)).collect());
+        assert!(find_end(5_000_000, 10_000_000, generous).is_err());
     }
 
     /// Dovecot 2.3 answered 18446744073709491606 for a 3,600-byte part.

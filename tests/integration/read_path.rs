@@ -511,6 +511,43 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
         &base64_lines(&bytes, &[76]),
     );
     below.extend_from_slice(b"\r\n--b--\r\n");
+
+    // Quoted-printable parts stored in more than 1 MiB: Dovecot 2.3.19 answers a
+    // BINARY.SIZE 18,422 bytes short for the first (followed by base64), and the right
+    // one for the last.
+    let large_csv = |seed: u32| -> Vec<u8> {
+        (0..400_000u32)
+            .map(|i| b"0123456789;\xe9"[((i * 7 + seed) % 12) as usize])
+            .collect()
+    };
+    let (early_csv, late_csv) = (large_csv(1), large_csv(5));
+    let between = data[..3_000].to_vec();
+    let mut large = head("Large quoted-printable");
+    part(&mut large, "Content-Type: text/plain", b"Two tables.");
+    for (name, csv) in [
+        ("early.csv", &early_csv),
+        ("", &Vec::new()),
+        ("late.csv", &late_csv),
+    ] {
+        if name.is_empty() {
+            part(
+                &mut large,
+                "Content-Type: application/octet-stream; name=\"between.bin\"\r\n\
+                 Content-Transfer-Encoding: base64",
+                &base64_lines(&between, &[76]),
+            );
+            continue;
+        }
+        part(
+            &mut large,
+            &format!(
+                "Content-Type: text/csv; name=\"{name}\"\r\n\
+                 Content-Transfer-Encoding: quoted-printable"
+            ),
+            &quoted_printable(csv),
+        );
+    }
+    large.extend_from_slice(b"\r\n--b--\r\n");
     vec![
         (
             "Estimates",
@@ -540,6 +577,16 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
             ],
             below,
         ),
+        (
+            "Large quoted-printable",
+            vec![
+                ("body.txt", b"Two tables.".to_vec()),
+                ("early.csv", early_csv),
+                ("between.bin", between),
+                ("late.csv", late_csv),
+            ],
+            large,
+        ),
     ]
 }
 
@@ -547,12 +594,14 @@ fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
 /// mount (where the kernel opens files itself and reads through the page cache at the
 /// size it was told), with and without BINARY: read 4 KiB at a time without a `stat`
 /// first, then `stat` agrees, then a second read. Where a base64 part's lines and the
-/// server's `BINARY.SIZE` disagree, the lines' size is shown from the start; a small
-/// quoted-printable part's `stat` is exact before it is read.
+/// server's `BINARY.SIZE` disagree, the lines' size is shown from the start; a
+/// quoted-printable part's `stat` is exact before it is read (a large one's with BINARY,
+/// moving only its end).
 #[test]
 fn files_of_estimated_or_misstated_size_read_back_exactly() {
     let messages = misstated_sizes();
     for capabilities in [None, Some(fixture::capabilities_without(&["BINARY"]))] {
+        let binary = capabilities.is_none();
         let server = if capabilities.is_some() {
             "without BINARY"
         } else {
@@ -579,10 +628,32 @@ fn files_of_estimated_or_misstated_size_read_back_exactly() {
             // A small quoted-printable part is fetched when stat'ed, as a text body is.
             let below = mount.message_dir("INBOX", "Below zero");
             assert_eq!(
-                fs::metadata(below.join("a.csv")).unwrap().len(),
+                fs::metadata(below.join("a.csv"))
+                    .unwrap_or_else(|e| panic!("{how}: a.csv: {e}\nimapfs log:\n{}", mount.log()))
+                    .len(),
                 1_000,
                 "{how}: the size of a.csv before it is read"
             );
+            // Of a large quoted-printable part, only the end is fetched when it is
+            // stat'ed (with BINARY; without, its size is known once it is read).
+            let large = mount.message_dir("INBOX", "Large quoted-printable");
+            if binary {
+                for name in ["early.csv", "late.csv"] {
+                    let before = stats(&mount).1;
+                    let size = fs::metadata(large.join(name)).unwrap().len();
+                    let moved = stats(&mount).1 - before;
+                    assert_eq!(
+                        size,
+                        400_000,
+                        "{how}: the size of {name} before it is read\nimapfs log:\n{}",
+                        mount.log()
+                    );
+                    assert!(
+                        moved < 64 << 10,
+                        "{how}: stat of {name} moved {moved} bytes"
+                    );
+                }
+            }
             for (subject, files, _) in &messages {
                 let dir = mount.message_dir("INBOX", subject);
                 // Listed (READDIRPLUS) with each file's estimate, as `ls` does.
