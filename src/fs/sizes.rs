@@ -483,9 +483,15 @@ impl Fs {
                     range: Some(range),
                 })
                 .collect();
+            // Through the content layer: offline, a message held whole answers.
             let answers = self
-                .store
-                .fetch_parts(&message.mailbox, message.validity, &[(message.uid, items)])
+                .content
+                .fetch_parts(
+                    &message.mailbox,
+                    message.validity,
+                    &[(message.uid, items)],
+                    &[],
+                )
                 .map_err(|e| e.to_string())?;
             Ok(answers
                 .into_iter()

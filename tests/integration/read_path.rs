@@ -391,7 +391,7 @@ fn a_read_only_mount_reads_held_files_again_without_a_request() {
 }
 
 /// File names and what each file must hold.
-type Files = Vec<(&'static str, Vec<u8>)>;
+pub(super) type Files = Vec<(&'static str, Vec<u8>)>;
 
 /// Messages whose files start with estimated or misstated sizes (subject, files, raw):
 /// a Latin-1 text body (each é one byte sent, two shown); a quoted-printable CSV (three
@@ -401,7 +401,7 @@ type Files = Vec<(&'static str, Vec<u8>)>;
 /// first of which Dovecot says has 99,962 bytes, not 100,000; and a quoted-printable
 /// attachment after a text and an HTML body, whose `BINARY.SIZE` Dovecot answers below
 /// zero.
-fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
+pub(super) fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
     let head = |subject: &str| {
         format!(
             "From: a@example.com\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
