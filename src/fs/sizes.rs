@@ -51,6 +51,17 @@ const TEXT_READ_AHEAD_BYTES: u64 = 64 << 10;
 /// are fetched (`decoded_end`), so that `ls -l` never fetches a large attachment.
 const DECODED_AT_LOOKUP: u64 = 1 << 20;
 
+/// The file spec of `entries` (nested message directories included) for the same part
+/// and content as `spec`.
+fn same_part<'a>(entries: &'a [Entry], spec: &FileSpec) -> Option<&'a FileSpec> {
+    entries.iter().find_map(|entry| match &entry.kind {
+        EntryKind::File(kept) => {
+            (kept.section == spec.section && kept.content == spec.content).then_some(kept)
+        }
+        EntryKind::Message { entries, .. } => same_part(entries, spec),
+    })
+}
+
 /// How many one-byte ranges of a part one request asks for, to find where it ends when
 /// its `BINARY.SIZE` was wrong (`decoded_end`)...
 const SIZE_PROBES: u64 = 63;
@@ -515,8 +526,16 @@ impl Fs {
         }
     }
 
-    /// Keeps the exact size `spec` now has in its message's layout, so that a later lookup
-    /// (after the kernel forgot the file) does not ask again.
+    /// The exact size `remember_exact` kept for `spec`'s part, if any.
+    fn remembered_exact(&self, message: &MessageRef, spec: &FileSpec) -> Option<u64> {
+        let layout = self.metadata.layout(message)?;
+        let kept = same_part(&layout, spec)?;
+        kept.exact_size.then_some(kept.size_hint)
+    }
+
+    /// Keeps the exact size `spec` now has in its message's layout, so that the next
+    /// `stat` or open of the file, or a lookup after the kernel forgot it, does not ask
+    /// again.
     fn remember_exact(&self, message: &MessageRef, spec: &FileSpec) {
         let Some(layout) = self.metadata.layout(message) else {
             return;
@@ -552,7 +571,16 @@ impl Fs {
         let small_decoded = decoded && spec.stored_size <= DECODED_AT_LOOKUP;
         let binary = self.store.capabilities().binary;
         // A size learned from a read is exact already: nothing to fetch again.
-        let estimate = !spec.exact_size && known_size.is_none();
+        let mut estimate = !spec.exact_size && known_size.is_none();
+        // The node the kernel holds keeps the estimate it was made with; what was learned
+        // since is in the layout.
+        if estimate && decoded {
+            if let Some(size) = self.remembered_exact(&message, &spec) {
+                let lines = spec.lines;
+                settle(&mut spec, Learned::Exact(lines, size));
+                estimate = false;
+            }
+        }
         if estimate && decoded && !small_decoded && binary {
             if let Some(size) = self.decoded_end(&message, &spec) {
                 let lines = spec.lines;

@@ -339,3 +339,62 @@ fn a_message_read_whole_shows_its_parts_when_its_structure_is_not_at_hand() {
     let body = h.ino(&format!("{dir}/body.txt")).unwrap();
     assert_eq!(h.read_all(body).unwrap(), sample.body.as_bytes());
 }
+
+/// A quoted-printable attachment stored in more than 1 MiB shows the server's
+/// `BINARY.SIZE` as an estimate until it is looked up; then one request of a few decoded
+/// bytes makes it exact, and later `stat`s and opens ask nothing more.
+#[test]
+fn a_large_quoted_printable_part_is_made_exact_once_by_its_end() {
+    let h = Harness::new();
+    let data: Vec<u8> = (0..400_000u32)
+        .map(|i| b"0123456789;\xe9"[(i % 12) as usize])
+        .collect();
+    let encoded: Vec<String> = data
+        .chunks(25)
+        .map(|chunk| chunk.iter().map(|b| format!("={b:02X}")).collect())
+        .collect();
+    let mut raw = b"From: a@example.com\r\nSubject: Large table\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+        Content-Type: text/plain\r\n\r\nA table.\r\n--b\r\n\
+        Content-Type: text/csv; name=\"table.csv\"\r\n\
+        Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        .to_vec();
+    raw.extend_from_slice(encoded.join("=\r\n").as_bytes());
+    raw.extend_from_slice(b"\r\n--b--\r\n");
+    let uid = h.store.add_message("INBOX", &raw, &[], date());
+    let dir = mime::message_dir_name(uid, Some(b"Large table"));
+    // Listed as `ls -l` lists it (READDIRPLUS): the node the kernel holds is made with the
+    // estimate, and `stat` asks for the attributes.
+    let message = h.ino(&format!("INBOX/{dir}")).unwrap();
+    let before = h.count(Op::FetchSection);
+    let listed = h.plus_to_the_end(message);
+    let (_, entry, estimate) = listed
+        .iter()
+        .find(|(_, e, _)| e.name == "table.csv")
+        .unwrap();
+    assert_eq!(estimate.ttl, Duration::ZERO, "an estimate is not kept");
+    let ino = entry.ino;
+    let attr = h.fs.getattr(ino).unwrap();
+    assert_eq!(attr.attr.size, 400_000);
+    assert!(
+        attr.ttl > Duration::ZERO,
+        "exact, so the kernel may keep it"
+    );
+    let asked = h.count(Op::FetchSection);
+    assert!(
+        asked - before <= 3,
+        "its sizes, then its end: {} requests",
+        asked - before
+    );
+    assert!(
+        h.store.bytes_served() < 64 << 10,
+        "{} bytes fetched for its size",
+        h.store.bytes_served()
+    );
+    // The kernel's node keeps the estimate it was made with: the size learned is used.
+    assert_eq!(h.fs.getattr(ino).unwrap().attr.size, 400_000);
+    let open = h.fs.open(ino, false).unwrap();
+    assert!(open.keep_cache && !open.direct_io);
+    assert_eq!(h.count(Op::FetchSection), asked, "asked again");
+    assert_eq!(h.read_all(ino).unwrap(), data);
+}
