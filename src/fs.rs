@@ -29,7 +29,7 @@ pub mod virtual_dirs;
 pub mod walk;
 pub mod xattr;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ use self::walk::WalkDetector;
 use crate::cache::memory::MemoryCache;
 use crate::cache::ContentCache;
 use crate::readers::RequestCounts;
-use crate::store::{MailStore, Uid};
+use crate::store::{MailStore, MailboxId, Uid};
 
 /// How long the kernel may trust a directory entry or attributes that can change remotely.
 const TTL_VOLATILE: Duration = Duration::from_secs(1);
@@ -197,6 +197,9 @@ pub struct Fs {
     searches: searches::SearchResults,
     /// When the core was made (directories' ctime).
     started: SystemTime,
+    /// The newest message of each mailbox's listing kept from an earlier mount, asked
+    /// once: its directory's mtime until it is listed.
+    kept_dates: Mutex<HashMap<MailboxId, Option<SystemTime>>>,
     /// Prefetches asked for on this mount.
     prefetches: prefetch::Prefetches,
     invalidations: Invalidations,
@@ -244,6 +247,7 @@ impl Fs {
             notes: TrashNotes::default(),
             searches: searches::SearchResults::default(),
             started: SystemTime::now(),
+            kept_dates: Mutex::new(HashMap::new()),
             prefetches: prefetch::Prefetches::default(),
             invalidations: Invalidations::default(),
             release_memory: parts.release_memory,
@@ -414,7 +418,16 @@ impl Fs {
         let Some(id) = id else {
             return (self.started, TTL_VOLATILE);
         };
-        let mtime = self.metadata.changed(&id).unwrap_or(self.started);
+        // Not listed yet: dated as the listing an earlier mount kept (so the mtime does not
+        // move when the listing comes, unless the mailbox changed), else by the start.
+        let mtime = self.metadata.changed(&id).unwrap_or_else(|| {
+            let kept = *self
+                .kept_dates
+                .lock()
+                .entry(id.clone())
+                .or_insert_with(|| self.store.kept_newest(&id));
+            kept.unwrap_or(self.started)
+        });
         let ttl = if self.store.is_followed(&id) {
             TTL_FINAL
         } else {

@@ -703,6 +703,13 @@ pub trait MailStore: Send + Sync + 'static {
     /// nothing: the core then lists the mailbox again to see changes.
     fn follow(&self, _mailbox: &MailboxId, _known: Option<MailboxVersion>) {}
 
+    /// The newest INTERNALDATE of the listing of `mailbox` kept from an earlier mount (a
+    /// disk cache), without asking the server: what dates its directory before it is
+    /// listed again.
+    fn kept_newest(&self, _mailbox: &MailboxId) -> Option<SystemTime> {
+        None
+    }
+
     /// Whether every change of `mailbox` since it was followed was, or will be, reported:
     /// while true, a listing held for it stays true without asking the server.
     fn is_followed(&self, _mailbox: &MailboxId) -> bool {

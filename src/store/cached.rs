@@ -1162,6 +1162,11 @@ impl MailStore for CachedStore {
         }
     }
 
+    fn kept_newest(&self, mailbox: &MailboxId) -> Option<SystemTime> {
+        let (_, messages) = self.shared.kept_listing(mailbox)?;
+        messages.iter().map(|m| m.internal_date).max()
+    }
+
     fn is_followed(&self, mailbox: &MailboxId) -> bool {
         !self.shared.is_offline() && self.shared.inner.is_followed(mailbox)
     }

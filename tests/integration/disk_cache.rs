@@ -658,3 +658,45 @@ fn parts_of_misstated_size_in_messages_read_whole_show_exact_sizes_offline() {
     dovecot.stop();
     assert_offline_inbox_shows(&dovecot, &cache, &want);
 }
+
+/// A mailbox directory is dated by its newest message once listed. Before a mount lists
+/// it, the listing a disk cache kept from an earlier mount dates it, so its mtime does not
+/// move when the listing comes (`rsync -a` sees no change, `ls -lt` of the root orders
+/// mailboxes by their mail).
+#[test]
+fn a_mailbox_is_dated_by_its_kept_listing_before_it_is_listed() {
+    let dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let mtime = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+    let dated = {
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&[&cache.arg])
+            .mount();
+        let inbox = mount.join("INBOX");
+        let started = mtime(&inbox);
+        assert!(fs::read_dir(&inbox).unwrap().count() > 0);
+        // The kernel is told of the new date from a thread of imapfs's own.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let dated = loop {
+            let now = mtime(&inbox);
+            if now != started {
+                break now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "INBOX kept the mount's start as its date"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(mount.terminate(), "clean unmount");
+        dated
+    };
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let inbox = mount.join("INBOX");
+    assert_eq!(mtime(&inbox), dated, "the date before the listing");
+    assert!(fs::read_dir(&inbox).unwrap().count() > 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mtime(&inbox), dated, "the date after the listing");
+}
