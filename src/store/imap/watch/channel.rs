@@ -591,13 +591,9 @@ impl Channel {
                     tracing::debug!(role = ?role, mailbox = %st.mailbox, ?status, due, "status heard");
                 }
                 Untagged::List(entry) if self.role == Role::Notify => {
-                    let gone = entry
-                        .attributes
-                        .iter()
-                        .any(|a| a.eq_ignore_ascii_case("\\NonExistent"));
-                    let forgotten = self.shared.with(|state| {
-                        state.list_heard(&entry.name, gone, entry.old_name.as_deref())
-                    });
+                    let forgotten = self
+                        .shared
+                        .with(|state| state.list_heard(&entry.name, entry.old_name.as_deref()));
                     s.forgotten.extend(forgotten);
                     s.list_changed = true;
                     let now = boot_clock();
