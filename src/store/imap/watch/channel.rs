@@ -202,7 +202,7 @@ impl Channel {
                                 || crate::store::imap::utf7::encode(r) == mailbox.as_str()
                         });
                         if !named {
-                            st.change_heard(&mailbox, since);
+                            st.unreported_at_start(&mailbox, since);
                         }
                     }
                     st.went_live(self.role, since);
@@ -594,6 +594,7 @@ impl Channel {
                     let forgotten = self
                         .shared
                         .with(|state| state.list_heard(&entry.name, entry.old_name.as_deref()));
+                    tracing::debug!(name = %entry.name, attributes = ?entry.attributes, old_name = ?entry.old_name, ?forgotten, "mailbox list report heard");
                     s.forgotten.extend(forgotten);
                     s.list_changed = true;
                     let now = boot_clock();

@@ -132,6 +132,11 @@ struct Tracked {
     generation: u64,
     /// When a change of it was last heard of.
     noticed: Option<Instant>,
+    /// NOTIFY did not name it when it started (no STATUS of it then): the server may not
+    /// report its changes, so it is not followed until a STATUS of it is heard. Dovecot 2.3
+    /// has left out a mailbox being deleted and made again as NOTIFY started, and then
+    /// reported nothing of the new one.
+    unreported: bool,
 }
 
 /// What one watcher connection is doing.
@@ -283,7 +288,9 @@ impl State {
             return false;
         }
         match self.tracked.get(mailbox) {
-            Some(t) if !t.pending => t.basis.as_ref().is_some_and(|b| self.covered(mailbox, b)),
+            Some(t) if !t.pending && !t.unreported => {
+                t.basis.as_ref().is_some_and(|b| self.covered(mailbox, b))
+            }
             _ => false,
         }
     }
@@ -363,6 +370,7 @@ impl State {
             busy: false,
             generation: 0,
             noticed: None,
+            unreported: false,
         });
         t.basis = basis;
         t.generation += 1;
@@ -389,6 +397,7 @@ impl State {
         let Some(t) = self.tracked.get_mut(&mailbox) else {
             return false;
         };
+        t.unreported = false;
         let differs = t.basis.as_ref().is_none_or(|b| status.differs_from(b));
         if differs {
             t.noticed = Some(now);
@@ -402,6 +411,15 @@ impl State {
         if let Some(t) = self.tracked.get_mut(mailbox) {
             t.noticed = Some(now);
             t.dirty = true;
+        }
+    }
+
+    /// NOTIFY started without a STATUS of `mailbox`: it is due a resynchronisation (it may
+    /// be gone), and not followed until a STATUS of it is heard.
+    pub fn unreported_at_start(&mut self, mailbox: &MailboxId, now: Instant) {
+        self.change_heard(mailbox, now);
+        if let Some(t) = self.tracked.get_mut(mailbox) {
+            t.unreported = true;
         }
     }
 
@@ -843,6 +861,40 @@ mod tests {
         let outcome = synced(&claim, 2, 2);
         assert!(s.commit(claim, outcome, false).is_empty());
         assert!(s.is_followed(&work));
+    }
+
+    /// A mailbox listed before NOTIFY started, that NOTIFY gave no STATUS of then, is
+    /// checked but not followed (the server may not report it) until a STATUS of it is
+    /// heard: its listing is looked at again whenever it is read.
+    #[test]
+    fn a_mailbox_notify_did_not_name_at_its_start_is_not_followed_until_it_does() {
+        let mut s = State::new();
+        s.sink = Some(Arc::new(|_| {}));
+        let archive = MailboxId::new("Archive");
+        let v = version(2, 1, 2);
+        s.follow(&archive, Some(v));
+        s.learned(Mode::Notify);
+        let t0 = Instant::now();
+        s.unreported_at_start(&archive, t0);
+        s.went_live(Role::Notify, t0);
+        assert_eq!(s.next_due(Role::Notify), Some(archive.clone()));
+        let claim = s.claim(&archive).unwrap();
+        let outcome = synced(&claim, 2, 2);
+        assert!(s.commit(claim, outcome, false).is_empty());
+        assert!(!s.is_followed(&archive), "checked, but not reported");
+        let status = Status {
+            messages: Some(1),
+            uid_next: Some(2),
+            validity: Some(7),
+            modseq: Some(2),
+        };
+        s.status_heard(
+            Role::Notify,
+            "Archive",
+            status,
+            t0 + Duration::from_millis(1),
+        );
+        assert!(s.is_followed(&archive), "reported now");
     }
 
     /// A followed mailbox deleted (or renamed away) elsewhere is reported, so that its
