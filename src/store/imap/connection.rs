@@ -596,10 +596,7 @@ impl Connection {
             .commands
             .fetch_add(commands.len() as u64, Ordering::Relaxed);
         self.limits.start_command(budget);
-        let mut tags = Vec::with_capacity(commands.len());
-        for cmd in commands {
-            tags.push(self.wire.send(cmd).map_err(from_wire)?);
-        }
+        let tags = self.wire.send_all(commands).map_err(from_wire)?;
         let mut answers = Vec::with_capacity(tags.len());
         for tag in &tags {
             answers.push(self.wire.finish(tag).map_err(from_wire)?);

@@ -311,6 +311,32 @@ impl<S: Read + Write> Wire<S> {
         Ok(())
     }
 
+    /// Writes `commands` one after another (pipelined) and returns their tags. When a write
+    /// fails after some were sent, what the server said to those is read first: a server
+    /// that answered an earlier one with BYE and closed the connection (Dovecot does, for
+    /// a part it cannot decode) has the later write fail on a closed socket, and
+    /// [`Wire::said_bye`] must still tell so. The write's error is returned.
+    pub fn send_all(&mut self, commands: Vec<Command<'_>>) -> Result<Vec<String>, WireError> {
+        let mut tags = Vec::with_capacity(commands.len());
+        for cmd in commands {
+            match self.send(cmd) {
+                Ok(tag) => tags.push(tag),
+                Err(e) => {
+                    // The connection is done for; what already came is still read.
+                    self.broken = false;
+                    for tag in &tags {
+                        if self.finish(tag).is_err() {
+                            break;
+                        }
+                    }
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(tags)
+    }
+
     /// Writes `cmd` (waiting for `+` before each synchronizing literal) and returns its tag.
     /// If the server answers the command instead of a `+`, the rest is not sent and the
     /// answer waits for [`Wire::finish`].

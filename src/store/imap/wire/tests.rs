@@ -409,6 +409,26 @@ fn a_bye_then_a_closed_connection_says_why() {
     assert!(matches!(w.read_greeting(), Err(WireError::Closed(Some(_)))));
 }
 
+/// Dovecot answers a FETCH of a part it cannot decode with BYE and closes the connection;
+/// the next pipelined command's write then fails on the closed socket. What the server
+/// said is still read, so the caller knows it was a BYE (and fetches the part as stored).
+#[test]
+fn a_bye_before_a_pipelined_write_fails_is_still_heard() {
+    let mut w = wire(b"* BYE FETCH failed: Base64 data ends prematurely\r\n");
+    let fetch = |uid: u32| Command::new("UID FETCH").syntax(format!("{uid} (UID BINARY.PEEK[1])"));
+    let first_len = {
+        let mut probe = wire(b"");
+        probe.send(fetch(6)).unwrap();
+        probe.stream.written().len()
+    };
+    w.stream.hang_up_after = Some(first_len);
+    let (first, second) = (fetch(6), fetch(7));
+    let err = w.send_all(vec![first, second]).unwrap_err();
+    assert!(matches!(err, WireError::Io(_)), "{err:?}");
+    assert!(w.said_bye(), "the BYE was read");
+    assert!(w.is_broken());
+}
+
 #[test]
 fn hostile_answers_are_errors_that_break_the_connection() {
     let cases: [(&str, &[u8]); 12] = [
