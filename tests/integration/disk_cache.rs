@@ -695,7 +695,12 @@ fn a_mailbox_is_dated_by_its_kept_listing_before_it_is_listed() {
         .args(&[&cache.arg])
         .mount();
     let inbox = mount.join("INBOX");
-    assert_eq!(mtime(&inbox), dated, "the date before the listing");
+    assert_eq!(
+        mtime(&inbox),
+        dated,
+        "the date before the listing\nimapfs log:\n{}",
+        mount.log()
+    );
     assert!(fs::read_dir(&inbox).unwrap().count() > 0);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(mtime(&inbox), dated, "the date after the listing");
