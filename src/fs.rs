@@ -197,9 +197,9 @@ pub struct Fs {
     searches: searches::SearchResults,
     /// When the core was made (directories' ctime).
     started: SystemTime,
-    /// The newest message of each mailbox's listing kept from an earlier mount, asked
-    /// once: its directory's mtime until it is listed.
-    kept_dates: Mutex<HashMap<MailboxId, Option<SystemTime>>>,
+    /// The newest message of each mailbox's listing kept from an earlier mount, once
+    /// found: its directory's mtime until it is listed.
+    kept_dates: Mutex<HashMap<MailboxId, SystemTime>>,
     /// Prefetches asked for on this mount.
     prefetches: prefetch::Prefetches,
     invalidations: Invalidations,
@@ -421,12 +421,13 @@ impl Fs {
         // Not listed yet: dated as the listing an earlier mount kept (so the mtime does not
         // move when the listing comes, unless the mailbox changed), else by the start.
         let mtime = self.metadata.changed(&id).unwrap_or_else(|| {
-            let kept = *self
-                .kept_dates
-                .lock()
-                .entry(id.clone())
-                .or_insert_with(|| self.store.kept_newest(&id));
-            kept.unwrap_or(self.started)
+            let held = self.kept_dates.lock().get(&id).copied();
+            held.or_else(|| {
+                let found = self.store.kept_newest(&id)?;
+                self.kept_dates.lock().insert(id.clone(), found);
+                Some(found)
+            })
+            .unwrap_or(self.started)
         });
         let ttl = if self.store.is_followed(&id) {
             TTL_FINAL
