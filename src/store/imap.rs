@@ -317,8 +317,19 @@ impl ImapStore {
                     };
                 }
                 pool.open += 1;
+                let was_up = pool.reach == Reach::Up;
                 drop(pool);
-                let result = connect(&self.config, &self.counters);
+                let result = connect(&self.config, &self.counters).or_else(|e| match e {
+                    // A connection lost while it was being made says little of the server:
+                    // a network blip that cuts every connection at once catches one in its
+                    // handshake. One more try at once before the server is called
+                    // unreachable (and everything not cached fails at once).
+                    StoreError::Connection(_) if was_up => {
+                        tracing::debug!(error = %e, "a new connection failed; trying once more");
+                        connect(&self.config, &self.counters)
+                    }
+                    e => Err(e),
+                });
                 let mut pool = self.pool.lock();
                 if let Reach::Down { since, .. } = pool.reach {
                     pool.reach = Reach::Down {

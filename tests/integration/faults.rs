@@ -1057,7 +1057,12 @@ fn the_password_never_shows_in_the_log_cmdline_or_environment() {
     let dir = mount.message_dir("INBOX", &plain.subject);
     assert_eq!(read(dir.join("message.eml")).0.unwrap(), plain.raw);
     proxy.cut_all();
-    assert!(list(mount.join("Archive/2023")).0.is_ok());
+    let listed = list(mount.join("Archive/2023")).0;
+    assert!(
+        listed.is_ok(),
+        "after the cut: {listed:?}\nimapfs log:\n{}",
+        mount.log()
+    );
     let base64 = mount.message_dir("INBOX", &sample("base64").subject);
     proxy.set_stalled(true);
     assert!(read(base64.join("message.eml")).0.is_err());
