@@ -51,13 +51,16 @@ const TEXT_READ_AHEAD_BYTES: u64 = 64 << 10;
 /// are fetched (`decoded_end`), so that `ls -l` never fetches a large attachment.
 const DECODED_AT_LOOKUP: u64 = 1 << 20;
 
+/// Whether `kept` (a layout's) shows the same part, with the same content, as `spec`.
+fn is_same_part(kept: &FileSpec, spec: &FileSpec) -> bool {
+    kept.section == spec.section && kept.content == spec.content
+}
+
 /// The file spec of `entries` (nested message directories included) for the same part
 /// and content as `spec`.
 fn same_part<'a>(entries: &'a [Entry], spec: &FileSpec) -> Option<&'a FileSpec> {
     entries.iter().find_map(|entry| match &entry.kind {
-        EntryKind::File(kept) => {
-            (kept.section == spec.section && kept.content == spec.content).then_some(kept)
-        }
+        EntryKind::File(kept) => is_same_part(kept, spec).then_some(kept),
         EntryKind::Message { entries, .. } => same_part(entries, spec),
     })
 }
@@ -542,7 +545,7 @@ impl Fs {
         };
         let mut entries = (*layout).clone();
         for kept in specs_mut(&mut entries) {
-            if kept.section == spec.section && kept.content == spec.content {
+            if is_same_part(kept, spec) {
                 settle(kept, Learned::Exact(kept.lines, spec.size_hint));
             }
         }
@@ -572,20 +575,22 @@ impl Fs {
         let binary = self.store.capabilities().binary;
         // A size learned from a read is exact already: nothing to fetch again.
         let mut estimate = !spec.exact_size && known_size.is_none();
-        // The node the kernel holds keeps the estimate it was made with; what was learned
-        // since is in the layout.
         if estimate && decoded {
-            if let Some(size) = self.remembered_exact(&message, &spec) {
+            // The node the kernel holds keeps the estimate it was made with; what was
+            // learned since is in the layout. A large part's end is asked for.
+            let remembered = self.remembered_exact(&message, &spec);
+            let found = remembered.or_else(|| {
+                (!small_decoded && binary)
+                    .then(|| self.decoded_end(&message, &spec))
+                    .flatten()
+            });
+            if let Some(size) = found {
                 let lines = spec.lines;
                 settle(&mut spec, Learned::Exact(lines, size));
+                if remembered.is_none() {
+                    self.remember_exact(&message, &spec);
+                }
                 estimate = false;
-            }
-        }
-        if estimate && decoded && !small_decoded && binary {
-            if let Some(size) = self.decoded_end(&message, &spec) {
-                let lines = spec.lines;
-                settle(&mut spec, Learned::Exact(lines, size));
-                self.remember_exact(&message, &spec);
             }
         }
         if estimate && (text || small_decoded) {

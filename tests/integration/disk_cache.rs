@@ -613,6 +613,15 @@ fn a_part_of_a_message_read_whole_moves_no_content_again() {
     assert!(data == expected, "other bytes than the server's");
 }
 
+/// With a fresh cache, reads every message.eml of INBOX whole (`read_messages_whole`),
+/// stops the server, and checks that an offline mount shows INBOX as `want`.
+fn read_whole_then_offline_shows(dovecot: &mut Dovecot, want: &[(String, u64, Vec<u8>)]) {
+    let cache = cache_dir();
+    read_messages_whole(dovecot, &cache, want);
+    dovecot.stop();
+    assert_offline_inbox_shows(dovecot, &cache, want);
+}
+
 /// Reads every message.eml of INBOX (as `want` lists it) by its path, on a mount with
 /// `cache`: the message directories are never listed, so no structure is fetched or kept.
 fn read_messages_whole(dovecot: &Dovecot, cache: &CacheDir, want: &[(String, u64, Vec<u8>)]) {
@@ -630,10 +639,7 @@ fn read_messages_whole(dovecot: &Dovecot, cache: &CacheDir, want: &[(String, u64
 fn messages_read_whole_but_never_opened_as_directories_show_their_parts_offline() {
     let mut dovecot = dovecot_with_samples();
     let want = inbox_online(&dovecot);
-    let cache = cache_dir();
-    read_messages_whole(&dovecot, &cache, &want);
-    dovecot.stop();
-    assert_offline_inbox_shows(&dovecot, &cache, &want);
+    read_whole_then_offline_shows(&mut dovecot, &want);
 }
 
 /// Parts whose `BINARY.SIZE` Dovecot 2.3 misstates (short, below zero; quoted-printable
@@ -653,10 +659,7 @@ fn parts_of_misstated_size_in_messages_read_whole_show_exact_sizes_offline() {
         sizes.contains(&400_000),
         "the large quoted-printable parts: {sizes:?}"
     );
-    let cache = cache_dir();
-    read_messages_whole(&dovecot, &cache, &want);
-    dovecot.stop();
-    assert_offline_inbox_shows(&dovecot, &cache, &want);
+    read_whole_then_offline_shows(&mut dovecot, &want);
 }
 
 /// A mailbox directory is dated by its newest message once listed. Before a mount lists
