@@ -498,7 +498,8 @@ fn a_serverbug_answer_closes_its_connection_and_a_read_is_retried_once() {
     assert_eq!(
         after_once,
         connections + 1,
-        "the connection that met SERVERBUG is replaced, once"
+        "the connection that met SERVERBUG is replaced, once\nimapfs log:\n{}",
+        mount.log()
     );
     assert_fails_with(
         "a part the server always fails on",
