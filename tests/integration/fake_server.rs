@@ -312,6 +312,10 @@ struct Shared {
     stopping: AtomicBool,
     connections: AtomicU64,
     open: Mutex<Vec<TcpStream>>,
+    /// Reads of a part or message answered with `Misbehaviour::Refuse`.
+    refused_sections: AtomicU64,
+    /// Commands other than LOGOUT received on a connection after it refused one.
+    after_refusal: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -338,6 +342,8 @@ impl FakeServer {
             stopping: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             open: Mutex::new(Vec::new()),
+            refused_sections: AtomicU64::new(0),
+            after_refusal: AtomicU64::new(0),
         });
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -382,6 +388,17 @@ impl FakeServer {
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Reads of a part or message answered with a [`Misbehaviour::Refuse`] so far.
+    pub fn refused_sections(&self) -> u64 {
+        self.shared.refused_sections.load(Ordering::SeqCst)
+    }
+
+    /// Commands other than LOGOUT that came on a connection after it had refused one: zero
+    /// when every such connection was given up.
+    pub fn commands_after_refusal(&self) -> u64 {
+        self.shared.after_refusal.load(Ordering::SeqCst)
     }
 }
 
@@ -440,6 +457,8 @@ struct Conn<'a> {
     out: TcpStream,
     shared: &'a Shared,
     selected: Option<usize>,
+    /// Whether this connection refused a command.
+    refused: bool,
 }
 
 fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Closed> {
@@ -449,6 +468,7 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Closed> {
         out: stream,
         shared,
         selected: None,
+        refused: false,
     };
     conn.send(
         format!(
@@ -468,6 +488,13 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Closed> {
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         lock(&shared.log).push(text.clone());
+        let logout = text
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|verb| verb.eq_ignore_ascii_case("LOGOUT"));
+        if conn.refused && !logout {
+            shared.after_refusal.fetch_add(1, Ordering::SeqCst);
+        }
         conn.command(&text)?;
     }
 }
@@ -599,6 +626,10 @@ impl Conn<'_> {
                 *count
             };
             if let Misbehaviour::Refuse(text) = behaviour.on(asked) {
+                self.refused = true;
+                if answer == Answer::Section {
+                    self.shared.refused_sections.fetch_add(1, Ordering::SeqCst);
+                }
                 self.send(format!("{tag} NO {text}\r\n").as_bytes())?;
                 return Ok(());
             }
