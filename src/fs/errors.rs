@@ -15,6 +15,8 @@ pub enum FsError {
     ReadOnly,
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    #[error("permission denied")]
+    Denied,
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("directory not empty")]
@@ -54,6 +56,7 @@ impl FsError {
             FsError::IsADirectory => (libc::EISDIR, Level::Debug),
             FsError::ReadOnly => (libc::EROFS, Level::Debug),
             FsError::NotPermitted(_) => (libc::EPERM, Level::Warn),
+            FsError::Denied => (libc::EACCES, Level::Debug),
             FsError::Invalid(_) => (libc::EINVAL, Level::Warn),
             FsError::NotEmpty => (libc::ENOTEMPTY, Level::Debug),
             FsError::NoAttribute => (libc::ENODATA, Level::Debug),

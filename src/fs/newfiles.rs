@@ -214,6 +214,21 @@ impl Fs {
         Ok(dir)
     }
 
+    /// `mknod`: a regular file is made as `create` makes one and closed at once (an empty
+    /// file, kept local until written); a FIFO, socket or device cannot be mail: EPERM, as
+    /// for a symlink.
+    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> FsResult<AttrReply> {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            self.refuse_if_read_only()?;
+            return Err(FsError::NotPermitted(
+                "only regular files and directories can be made here".into(),
+            ));
+        }
+        let (reply, fh) = self.create(parent, name)?;
+        self.release(reply.attr.ino, fh)?;
+        Ok(reply)
+    }
+
     /// `create`: a new file in a mailbox directory, spooled until it is stored.
     pub fn create(&self, parent: u64, name: &OsStr) -> FsResult<(AttrReply, u64)> {
         self.refuse_if_read_only()?;

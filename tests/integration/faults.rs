@@ -1108,8 +1108,23 @@ fn base64_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// What `access(2)` answers for `path` and `mask` (`libc::R_OK` ...): Ok, or the errno.
+fn access(path: &Path, mask: i32) -> Result<(), i32> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+    if unsafe { libc::access(c.as_ptr(), mask) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// A message's files are read-only, and say so: mode 0400, and `access(W_OK)` is EACCES
+/// (imapfs answers it; the kernel would let root pass any mode), so an editor or an office
+/// suite opens them for viewing rather than failing at save. A file written into a mailbox
+/// stays 0600 and writable; directories are 0700.
 #[test]
-fn files_are_0600_and_directories_0700_owned_by_the_mounting_user() {
+fn message_files_are_0400_new_files_0600_and_directories_0700_owned_by_the_mounting_user() {
     use std::os::unix::fs::PermissionsExt;
     let dovecot = dovecot_with_samples();
     let mount = MountSpec::new(&dovecot, "alice").mount();
@@ -1123,6 +1138,12 @@ fn files_are_0600_and_directories_0700_owned_by_the_mounting_user() {
         assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", path.display());
         if meta.is_dir() {
             assert_eq!(mode, 0o700, "{}: {mode:o}", path.display());
+            assert_eq!(
+                access(&path, libc::R_OK | libc::W_OK | libc::X_OK),
+                Ok(()),
+                "{}",
+                path.display()
+            );
             checked.0 += 1;
             if depth < 4 {
                 for entry in fs::read_dir(&path).unwrap() {
@@ -1135,10 +1156,26 @@ fn files_are_0600_and_directories_0700_owned_by_the_mounting_user() {
                 "{} is neither file nor directory",
                 path.display()
             );
-            assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+            assert_eq!(mode, 0o400, "{}: {mode:o}", path.display());
+            assert_eq!(access(&path, libc::R_OK), Ok(()), "{}", path.display());
+            for mask in [libc::W_OK, libc::R_OK | libc::W_OK, libc::X_OK] {
+                assert_eq!(
+                    access(&path, mask),
+                    Err(libc::EACCES),
+                    "{} mask {mask}",
+                    path.display()
+                );
+            }
             checked.1 += 1;
         }
     }
+    let written = mount.join("INBOX/notes.txt");
+    fs::write(&written, b"kept as a file\n").unwrap();
+    let mode = fs::metadata(&written).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "a file written into a mailbox: {mode:o}");
+    assert_eq!(access(&written, libc::R_OK | libc::W_OK), Ok(()));
+    fs::write(&written, b"written again\n").unwrap();
+    assert_eq!(fs::read(&written).unwrap(), b"written again\n");
     assert!(checked.0 > 10 && checked.1 > 20, "checked only {checked:?}");
     // Without --allow-other, another user cannot look in even where the path lets them.
     let parent = mount.path.parent().unwrap();

@@ -1025,6 +1025,50 @@ fn moving_or_renaming_a_part_file_is_eperm() {
     assert_server(&mut client, &before, &[], &mount);
 }
 
+/// `mkfifo`, `mknod` and `ln -s` cannot make mail: EPERM with nothing sent; a regular
+/// file made by `mknod(2)` is an empty new file, like `touch`'s.
+#[test]
+fn fifos_devices_and_symlinks_are_eperm_and_mknod_of_a_file_makes_an_empty_one() {
+    use std::os::unix::fs::FileTypeExt;
+    let (dovecot, mut client) = server();
+    let before = snapshot(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let mknod = |path: &Path, mode: libc::mode_t| {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+        if unsafe { libc::mknod(c.as_ptr(), mode, 0) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let inbox = mount.join("INBOX");
+    for (what, mode) in [
+        ("a FIFO", libc::S_IFIFO | 0o600),
+        ("a socket", libc::S_IFSOCK | 0o600),
+        ("a character device", libc::S_IFCHR | 0o600),
+    ] {
+        assert_errno(
+            &format!("mknod of {what}"),
+            mknod(&inbox.join("special"), mode),
+            libc::EPERM,
+            &mount,
+        );
+    }
+    assert_errno(
+        "ln -s",
+        std::os::unix::fs::symlink("body.txt", inbox.join("link")),
+        libc::EPERM,
+        &mount,
+    );
+    assert!(!names(&inbox).contains("special") && !names(&inbox).contains("link"));
+    mknod(&inbox.join("empty.txt"), libc::S_IFREG | 0o600).unwrap();
+    let meta = fs::metadata(inbox.join("empty.txt")).unwrap();
+    assert!(meta.file_type().is_file() && !meta.file_type().is_fifo());
+    assert_eq!(meta.len(), 0);
+    assert_server(&mut client, &before, &[], &mount);
+}
+
 // ---- mailboxes --------------------------------------------------------------------------------
 
 #[test]
