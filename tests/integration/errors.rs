@@ -91,8 +91,12 @@ fn untrusted_certificate_is_refused() {
     assert_failed_without_mount(&out, dir.path());
     let line = error_line(&out);
     assert!(
-        line.contains("TLS") || line.contains("certificate"),
+        line.contains("TLS") && line.contains("certificate verify failed"),
         "{line}"
+    );
+    assert!(
+        line.contains("give its certificate with --ca-file FILE"),
+        "the error says what to do: {line}"
     );
 }
 

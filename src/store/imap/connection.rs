@@ -668,6 +668,23 @@ fn tls_connector(config: &ConnectConfig) -> StoreResult<native_tls::TlsConnector
         .map_err(|e| StoreError::Connection(format!("TLS setup failed: {e}")))
 }
 
+/// What a user can do about a certificate the handshake refused, after the TLS library's
+/// own words (which name the check, not the way out).
+fn certificate_hint(error: &str, host: &str) -> String {
+    if error.contains("hostname mismatch") {
+        format!(
+            ". The server's certificate is not issued for {host}: connect by the name it was \
+             issued for"
+        )
+    } else if error.contains("certificate verify failed") {
+        ". The server's certificate is not signed by a CA this machine trusts: for a \
+         private or self-signed CA, give its certificate with --ca-file FILE"
+            .into()
+    } else {
+        String::new()
+    }
+}
+
 fn handshake(
     config: &ConnectConfig,
     tcp: CountingTcp,
@@ -690,7 +707,11 @@ fn handshake(
                  server's TLS port (usually 993) with imaps://",
                 config.host, config.port, config.host, config.port
             )),
-            _ => StoreError::Connection(format!("TLS handshake with {} failed: {e}", config.host)),
+            _ => StoreError::Connection(format!(
+                "TLS handshake with {} failed: {e}{}",
+                config.host,
+                certificate_hint(&e.to_string(), &config.host)
+            )),
         },
         native_tls::HandshakeError::WouldBlock(_) => {
             StoreError::Timeout(format!("TLS handshake with {}", config.host))
@@ -798,6 +819,28 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// OpenSSL's words for the three refusals a user meets, and what each is told to do.
+    #[test]
+    fn a_refused_certificate_comes_with_what_to_do() {
+        let hint = |e: &str| certificate_hint(e, "mail.example.org");
+        let untrusted = "error:0A000086:SSL routines:tls_post_process_server_certificate:\
+            certificate verify failed:../ssl/statem/statem_clnt.c:1889: (unable to get local \
+            issuer certificate)";
+        assert!(
+            hint(untrusted).contains("--ca-file FILE"),
+            "{}",
+            hint(untrusted)
+        );
+        let mismatch = "error:0A000086:SSL routines:tls_post_process_server_certificate:\
+            certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch)";
+        assert!(
+            hint(mismatch).contains("not issued for mail.example.org"),
+            "{}",
+            hint(mismatch)
+        );
+        assert_eq!(hint("unexpected EOF while reading"), "");
+    }
 
     #[test]
     fn selection_reports_its_mailbox() {
