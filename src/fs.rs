@@ -302,12 +302,18 @@ impl Fs {
     }
 
     /// What `access(2)` answers for `mask` (`R_OK`, `W_OK`, `X_OK` bits) on `ino`: what its
-    /// mode shows, and on a read-only mount no write. Editors and office suites ask before
-    /// they open a file, and open one they may not write for viewing only.
+    /// mode allows, but a message's files, which cannot change, are EPERM for writing, as an
+    /// immutable file is (and, on a read-only mount, anything is EROFS). Editors and office
+    /// suites ask before they open a file, and open one they may not write for viewing.
     pub fn access(&self, ino: u64, mask: i32) -> FsResult<()> {
         let node = self.node(ino)?;
-        if mask & libc::W_OK != 0 && self.config.read_only {
-            return Err(FsError::ReadOnly);
+        if mask & libc::W_OK != 0 {
+            if self.config.read_only {
+                return Err(FsError::ReadOnly);
+            }
+            if matches!(node, Node::File { .. }) {
+                return Err(FsError::Immutable);
+            }
         }
         let perm = i32::from(perm_of(&node) >> 6);
         let wanted = mask & (libc::R_OK | libc::W_OK | libc::X_OK);
@@ -492,16 +498,16 @@ impl Fs {
     }
 }
 
-/// A node's permission bits. A message's files can never change, so they show 0400: an
-/// editor marks one read-only, an office suite opens it for viewing, and `cp -p` out of
-/// the mount keeps a copy that says it came from something unchangeable. Files that can be
-/// written again (new files, files stored through the mount, trash notes) are 0600;
-/// directories 0700 (message directories too: removing one of their files hides it).
+/// A node's permission bits: files 0600, directories 0700 (message directories too:
+/// removing one of their files hides it), search hits (symlinks) 0777. A message's files
+/// cannot be written, yet show 0600, as an immutable file (`chattr +i`) does: their copies
+/// (`cp`, a file manager's drag out of the mount) must be writable files like any other.
+/// `access` tells that they cannot be written.
 fn perm_of(node: &Node) -> u16 {
     match node {
-        Node::File { .. } => 0o400,
         Node::Virtual(VirtualNode::Hit { .. }) => 0o777,
-        Node::NewFile { .. }
+        Node::File { .. }
+        | Node::NewFile { .. }
         | Node::StoredFile { .. }
         | Node::Virtual(VirtualNode::TrashNote { .. }) => 0o600,
         Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => 0o700,

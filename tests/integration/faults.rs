@@ -1119,12 +1119,13 @@ fn access(path: &Path, mask: i32) -> Result<(), i32> {
     }
 }
 
-/// A message's files are read-only, and say so: mode 0400, and `access(W_OK)` is EACCES
-/// (imapfs answers it; the kernel would let root pass any mode), so an editor or an office
-/// suite opens them for viewing rather than failing at save. A file written into a mailbox
-/// stays 0600 and writable; directories are 0700.
+/// Files are 0600 and directories 0700, owned by the mounting user. A message's files
+/// cannot be written, and `access(W_OK)` says so with EPERM, as for an immutable file
+/// (imapfs answers it; the kernel would let root pass any mode), so an editor opens them
+/// read-only rather than failing at save; their mode stays 0600, so that copies out of
+/// the mount are writable. A file written into a mailbox can be written again.
 #[test]
-fn message_files_are_0400_new_files_0600_and_directories_0700_owned_by_the_mounting_user() {
+fn files_are_0600_and_directories_0700_and_message_files_say_they_cannot_be_written() {
     use std::os::unix::fs::PermissionsExt;
     let dovecot = dovecot_with_samples();
     let mount = MountSpec::new(&dovecot, "alice").mount();
@@ -1156,12 +1157,16 @@ fn message_files_are_0400_new_files_0600_and_directories_0700_owned_by_the_mount
                 "{} is neither file nor directory",
                 path.display()
             );
-            assert_eq!(mode, 0o400, "{}: {mode:o}", path.display());
+            assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
             assert_eq!(access(&path, libc::R_OK), Ok(()), "{}", path.display());
-            for mask in [libc::W_OK, libc::R_OK | libc::W_OK, libc::X_OK] {
+            for (mask, errno) in [
+                (libc::W_OK, libc::EPERM),
+                (libc::R_OK | libc::W_OK, libc::EPERM),
+                (libc::X_OK, libc::EACCES),
+            ] {
                 assert_eq!(
                     access(&path, mask),
-                    Err(libc::EACCES),
+                    Err(errno),
                     "{} mask {mask}",
                     path.display()
                 );
@@ -1171,9 +1176,23 @@ fn message_files_are_0400_new_files_0600_and_directories_0700_owned_by_the_mount
     }
     let written = mount.join("INBOX/notes.txt");
     fs::write(&written, b"kept as a file\n").unwrap();
-    let mode = fs::metadata(&written).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o600, "a file written into a mailbox: {mode:o}");
     assert_eq!(access(&written, libc::R_OK | libc::W_OK), Ok(()));
+    let copy = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "cp",
+        mount
+            .message_dir("INBOX", "Plain text greeting")
+            .join("body.txt")
+            .to_str()
+            .unwrap(),
+        copy.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mode = fs::metadata(copy.path().join("body.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o600, 0o600, "a copy out of the mount: {mode:o}");
     fs::write(&written, b"written again\n").unwrap();
     assert_eq!(fs::read(&written).unwrap(), b"written again\n");
     assert!(checked.0 > 10 && checked.1 > 20, "checked only {checked:?}");
