@@ -53,7 +53,9 @@ struct Origin {
 impl Listed {
     fn new(meta: MessageMeta, flag_sets: &mut FlagSets) -> Listed {
         let origin = meta.origin.map(|raw| {
-            let file = parse_origin(&raw);
+            // The header can come from anyone: a file bigger than the message that holds
+            // it is not one imapfs stored (its size is what `touch` or `>>` reads whole).
+            let file = parse_origin(&raw).filter(|f| f.size <= meta.size);
             Box::new(Origin {
                 raw: raw.into_boxed_slice(),
                 file,

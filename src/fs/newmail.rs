@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
@@ -107,15 +107,10 @@ fn sniff(head: &[u8]) -> &'static str {
 
 /// The `X-Imapfs-File` value for `origin`: `size=N; mtime=S.NNNNNNNNN; name=...`.
 pub fn origin_value(origin: &FileOrigin) -> String {
-    let since = origin
-        .mtime
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
     format!(
-        "size={}; mtime={}.{:09}; {}",
+        "size={}; mtime={}; {}",
         origin.size,
-        since.as_secs(),
-        since.subsec_nanos(),
+        super::spool::secs_nanos(origin.mtime),
         param("name", &origin.name)
     )
 }
@@ -131,8 +126,7 @@ pub fn parse_origin(raw: &[u8]) -> Option<FileOrigin> {
             .map(|(_, v)| v.as_str())
     };
     let size = get("size")?.parse().ok()?;
-    let (secs, nanos) = get("mtime")?.split_once('.')?;
-    let mtime = UNIX_EPOCH.checked_add(Duration::new(secs.parse().ok()?, nanos.parse().ok()?))?;
+    let mtime = super::spool::parse_secs_nanos(get("mtime")?)?;
     let name = crate::mime::param_value(&params, "name")?;
     let name = crate::mime::sanitize_name(&name);
     Some(FileOrigin { name, size, mtime })
@@ -467,6 +461,7 @@ pub fn file_section() -> crate::store::Section {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Duration;
 
     /// A spool-like file holding `data`.
     fn file_with(data: &[u8]) -> File {
@@ -629,6 +624,18 @@ mod tests {
         assert_eq!(parse_origin(b"size=3; name=\"a\""), None);
         let origin = parse_origin(b"size=3; mtime=5.000000007; name=\"a/b\"").unwrap();
         assert_eq!(origin.name, "a_b", "names are made safe");
+        // Anyone can send a message with this header: no time in it may panic.
+        for mtime in [
+            "18446744073709551615.1000000000",
+            "18446744073709551615.999999999",
+            "1.4294967296",
+            "1.-1",
+            "-1.0",
+            ".",
+        ] {
+            let header = format!("size=1; mtime={mtime}; name=a");
+            assert_eq!(parse_origin(header.as_bytes()), None, "{mtime}");
+        }
     }
 
     #[test]

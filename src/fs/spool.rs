@@ -36,14 +36,23 @@ pub fn note_path(spool: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn secs_nanos(t: SystemTime) -> String {
+/// A time as `seconds.nanoseconds` since the epoch, as notes and `X-Imapfs-File` keep it.
+pub(super) fn secs_nanos(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
-fn parse_time(v: &str) -> Option<SystemTime> {
+/// Reads `secs_nanos`'s form; `None` for anything else, also from a hostile message or a
+/// corrupt note: nanoseconds of a second or more, or a time past what `SystemTime` holds.
+pub(super) fn parse_secs_nanos(v: &str) -> Option<SystemTime> {
     let (s, n) = v.split_once('.')?;
-    UNIX_EPOCH.checked_add(Duration::new(s.parse().ok()?, n.parse().ok()?))
+    let nanos: u32 = n.parse().ok()?;
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(s.parse().ok()?))?
+        .checked_add(Duration::from_nanos(nanos.into()))
 }
 
 impl Sending {
@@ -83,10 +92,10 @@ impl Sending {
             mailbox: MailboxId::new(&get("mailbox")?),
             name: get("name")?,
             message_len: get("message_len")?.parse().ok()?,
-            internal_date: parse_time(&get("internal_date")?)?,
+            internal_date: parse_secs_nanos(&get("internal_date")?)?,
             message_id: get("message_id").filter(|v| !v.is_empty()),
             file_size: get("file_size")?.parse().ok()?,
-            mtime: parse_time(&get("mtime")?)?,
+            mtime: parse_secs_nanos(&get("mtime")?)?,
         })
     }
 }

@@ -1069,6 +1069,38 @@ fn fifos_devices_and_symlinks_are_eperm_and_mknod_of_a_file_makes_an_empty_one()
     assert_server(&mut client, &before, &[], &mount);
 }
 
+/// Anyone can mail the user an `X-Imapfs-File` header. A forged one (a time past what a
+/// clock holds, a file bigger than its message) lists as an ordinary message, and `df`,
+/// `touch` and reads of the mailbox go on; imapfs stays up.
+#[test]
+fn a_forged_x_imapfs_file_header_is_an_ordinary_message() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    for (subject, header) in [
+        (
+            "Forged time",
+            "size=1; mtime=18446744073709551615.1000000000; name=a.txt",
+        ),
+        ("Forged size", "size=1099511627776; mtime=1.0; name=b.txt"),
+    ] {
+        let raw = format!(
+            "From: x@example.org\r\nSubject: {subject}\r\nX-Imapfs-File: {header}\r\n\r\nhi\r\n"
+        );
+        fixture::append(&mut client, "INBOX", raw.as_bytes(), &[]).unwrap();
+    }
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let process = super::faults::Imapfs::of(&mount);
+    assert_eq!(
+        names(&mount.join("INBOX")),
+        set(&["1 Forged time", "2 Forged size"])
+    );
+    assert_eq!(
+        fs::read(mount.join("INBOX/2 Forged size/body.txt")).unwrap(),
+        b"hi\r\n"
+    );
+    process.assert_healthy(&mount);
+}
+
 // ---- mailboxes --------------------------------------------------------------------------------
 
 #[test]

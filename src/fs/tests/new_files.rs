@@ -248,6 +248,32 @@ fn a_stored_file_shows_as_itself_after_the_next_listing() {
     assert_eq!(h.read_all(file.attr.ino).unwrap(), b"my notes\n");
 }
 
+/// Anyone can send a message with an `X-Imapfs-File` header. One whose time cannot be a
+/// time, or whose file would be bigger than the message holding it, is not a stored file:
+/// it lists as a message directory, and nothing panics or reads a claimed size whole.
+#[test]
+fn a_forged_x_imapfs_file_header_lists_as_a_plain_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let forged = |header: &str| {
+        format!("From: a@example.org\r\nSubject: forged\r\nX-Imapfs-File: {header}\r\n\r\nbody\r\n")
+    };
+    for header in [
+        "size=1; mtime=18446744073709551615.1000000000; name=a.txt",
+        "size=1099511627776; mtime=1.0; name=b.txt",
+    ] {
+        h.store
+            .add_message("INBOX", forged(header).as_bytes(), &[], UNIX_EPOCH);
+    }
+    h.expire_listings();
+    let names = h.names(inbox).unwrap();
+    assert!(
+        names.iter().all(|n| n.ends_with(" forged")),
+        "only message directories: {names:?}"
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
 /// rsync's update of a file: a temporary name written and renamed onto the old one. The
 /// old message goes once the new one is stored.
 #[test]
