@@ -198,7 +198,8 @@ impl DiskCache {
     /// All `len` bytes of a section held in chunks of `chunk` bytes from `start`'s offset,
     /// if every chunk is here.
     pub fn read_all(&self, start: &ContentKey, len: u64, chunk: u64) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(len as usize);
+        // `len` is what a listing said: grown to as the pieces come, not reserved at once.
+        let mut out = Vec::with_capacity(usize::try_from(len.min(chunk)).unwrap_or(0));
         let mut key = start.clone();
         while (out.len() as u64) < len {
             key.offset = start.offset + out.len() as u64;

@@ -620,7 +620,7 @@ fn metadata(
             Some(meta) => messages.push(meta),
             None if fetch.uid.is_none() => {}
             None => {
-                tracing::warn!(mailbox = %mailbox, uid = ?fetch.uid, "server left out UID, size or date; message skipped")
+                tracing::warn!(mailbox = %mailbox, uid = ?fetch.uid, size = ?fetch.size, "server left out UID, size or date, or sent a size past 4 GiB; message skipped")
             }
         }
     }
@@ -784,9 +784,9 @@ impl MailStore for ImapStore {
                 if out.iter().any(|s| s.uid == uid) {
                     continue;
                 }
-                let size = f.size.ok_or_else(|| {
+                let size = f.size.and_then(convert::message_size).ok_or_else(|| {
                     StoreError::Protocol(format!(
-                        "the server sent the BODYSTRUCTURE of UID {uid} without its RFC822.SIZE"
+                        "the server sent the BODYSTRUCTURE of UID {uid} without its RFC822.SIZE, or with one past 4 GiB"
                     ))
                 })?;
                 out.push(MessageStructure {

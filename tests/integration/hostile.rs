@@ -328,12 +328,30 @@ fn short_literals_and_size_lies_are_errors_never_short_files() {
     let mut too_small = FakeMessage::text(4, "Size too small", "size too small body\n");
     too_small.size = "10".into();
     let raw_too_small = too_small.raw.clone();
+    // RFC822.SIZE past the 32 bits RFC 3501 gives it: no message is that, and reads, the
+    // cache and `df` would be sized by it. The message is left out of the listing.
+    let mut absurd = FakeMessage::text(5, "Size absurd", "size absurd body\n");
+    absurd.size = "1000000000000000".into();
     let server = FakeServer::start(Script::new(vec![
         control_mailbox(),
-        FakeMailbox::new("Lies", vec![short, short_once, too_big, too_small]),
+        FakeMailbox::new("Lies", vec![short, short_once, too_big, too_small, absurd]),
     ]));
     let (mount, process) = mount(&server);
     let dir = |name: &str| mount.join("Lies").join(name);
+    assert_eq!(
+        list(mount.join("Lies")).unwrap(),
+        [
+            "1 Short literal",
+            "2 Short once",
+            "3 Size too big",
+            "4 Size too small"
+        ]
+    );
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    let c_path = std::ffi::CString::new(mount.path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a buffer statvfs fills.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stats.as_mut_ptr()) };
+    assert_eq!(rc, 0, "df of the mount: {}", io::Error::last_os_error());
 
     assert_fails_with(
         "body.txt of a literal cut short",

@@ -175,7 +175,7 @@ pub const LISTING_ITEMS: &str =
 /// something we need (such a message is logged and skipped, not guessed at).
 pub fn message_meta(fetch: &Fetch) -> Option<MessageMeta> {
     let uid = Uid(fetch.uid?);
-    let size = fetch.size?;
+    let size = message_size(fetch.size?)?;
     let internal_date = fetch.internal_date.unwrap_or(UNIX_EPOCH);
     let header = fetch
         .sections
@@ -193,6 +193,13 @@ pub fn message_meta(fetch: &Fetch) -> Option<MessageMeta> {
         flags,
         origin,
     })
+}
+
+/// A message's RFC822.SIZE, if it can be one: RFC 3501 makes it a 32-bit number. A bigger
+/// one (a broken or hostile server) would size reads, cache entries and prefetch plans
+/// past what any message is, so such a message is not taken.
+pub fn message_size(size: u64) -> Option<u64> {
+    (size <= u64::from(u32::MAX)).then_some(size)
 }
 
 /// The unfolded value of the Subject field in a `HEADER.FIELDS (SUBJECT ...)` answer.
