@@ -131,6 +131,15 @@ pub fn body_part(bs: &BodyStructure<'_>, depth_left: u32) -> BodyPart {
     }
 }
 
+/// Lists nested deeper than this are parsed on a thread of their own with `DEEP_STACK`:
+/// imap-proto parses (and drops) BODYSTRUCTURE recursively, and a debug build's frames
+/// overflow a default 2 MiB thread stack at about 110 levels (a message forwarded as an
+/// attachment some 75 times). Real messages nest a few levels.
+const SHALLOW_DEPTH: u32 = 48;
+
+/// Enough for the deepest value the nesting guard lets through (`MAX_DEPTH`) in any build.
+const DEEP_STACK: usize = 64 << 20;
+
 /// Parses a BODYSTRUCTURE value (as sent, literals included) and converts it. `raw` has
 /// passed the nesting guard and our own parser's depth bound before it gets here. imap-proto
 /// takes strings as UTF-8, so any string that is not (a Latin-1 parameter) is made UTF-8
@@ -148,20 +157,38 @@ pub fn structure(raw: &[u8], depth_left: u32) -> StoreResult<BodyPart> {
             super::wire::short(&String::from_utf8_lossy(raw))
         ))
     };
-    let (rest, response) = imap_proto::parser::parse_response(&line).map_err(|_| unusable())?;
-    let imap_proto::Response::Fetch(_, attributes) = response else {
-        return Err(unusable());
+    let parse = || -> StoreResult<BodyPart> {
+        let (rest, response) = imap_proto::parser::parse_response(&line).map_err(|_| unusable())?;
+        let imap_proto::Response::Fetch(_, attributes) = response else {
+            return Err(unusable());
+        };
+        if !rest.is_empty() {
+            return Err(unusable());
+        }
+        attributes
+            .iter()
+            .find_map(|a| match a {
+                AttributeValue::BodyStructure(bs) => Some(body_part(bs, depth_left)),
+                _ => None,
+            })
+            .ok_or_else(unusable)
     };
-    if !rest.is_empty() {
-        return Err(unusable());
+    let mut guard = super::nesting::NestingGuard::default();
+    guard
+        .feed(&value)
+        .map_err(|e| StoreError::Protocol(format!("unusable BODYSTRUCTURE: {e}")))?;
+    if guard.deepest() <= SHALLOW_DEPTH {
+        return parse();
     }
-    attributes
-        .iter()
-        .find_map(|a| match a {
-            AttributeValue::BodyStructure(bs) => Some(body_part(bs, depth_left)),
-            _ => None,
-        })
-        .ok_or_else(unusable)
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("deep-structure".into())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, parse)
+            .map_err(|e| StoreError::Protocol(format!("cannot parse a deep BODYSTRUCTURE: {e}")))?
+            .join()
+            .map_err(|_| unusable())?
+    })
 }
 
 /// The header field imapfs writes into a message it made from a file (see `fs/newmail.rs`).
@@ -249,6 +276,32 @@ fn trim(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A multipart nested `levels` deep around one text part.
+    fn nested_multipart(levels: usize) -> Vec<u8> {
+        let mut value = String::from("(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 1 1)");
+        for _ in 0..levels {
+            value = format!("({value} \"MIXED\")");
+        }
+        value.into_bytes()
+    }
+
+    /// As deep as the nesting guard lets a response be: parsed on this thread's default
+    /// stack, a debug build overflowed it (and the process aborted) from about 110 levels.
+    #[test]
+    fn the_deepest_structure_the_guard_lets_through_parses_without_overflowing() {
+        let deep = nested_multipart(super::super::nesting::MAX_DEPTH as usize - 1);
+        let mut part = structure(&deep, 400).unwrap();
+        let mut levels = 0;
+        while let BodyPart::Multipart { mut children, .. } = part {
+            assert_eq!(children.len(), 1);
+            part = children.pop().unwrap();
+            levels += 1;
+        }
+        assert_eq!(levels, super::super::nesting::MAX_DEPTH as usize - 1);
+        let shallow = structure(&nested_multipart(3), 32).unwrap();
+        assert!(matches!(shallow, BodyPart::Multipart { .. }));
+    }
 
     #[test]
     fn subject_is_unfolded() {

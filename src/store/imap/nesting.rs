@@ -7,8 +7,8 @@
 
 use std::io;
 
-/// Deeper than any real BODYSTRUCTURE (a few levels per MIME level), shallow enough for
-/// the recursive parser on a default thread stack.
+/// Deeper than any real BODYSTRUCTURE (a few levels per MIME level). imap-proto's recursive
+/// parser gets a larger stack for values past a few dozen levels (`convert::structure`).
 pub const MAX_DEPTH: u32 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,8 @@ enum Mode {
 pub struct NestingGuard {
     mode: Mode,
     depth: u32,
+    /// The deepest nesting seen so far.
+    deepest: u32,
 }
 
 impl Default for NestingGuard {
@@ -37,6 +39,7 @@ impl Default for NestingGuard {
         NestingGuard {
             mode: Mode::Normal,
             depth: 0,
+            deepest: 0,
         }
     }
 }
@@ -91,12 +94,18 @@ impl NestingGuard {
         Ok(())
     }
 
+    /// The deepest nesting fed so far.
+    pub fn deepest(&self) -> u32 {
+        self.deepest
+    }
+
     fn normal(&mut self, b: u8) -> io::Result<Mode> {
         Ok(match b {
             b'"' => Mode::Quoted { escaped: false },
             b'{' => Mode::Brace(0),
             b'(' => {
                 self.depth += 1;
+                self.deepest = self.deepest.max(self.depth);
                 if self.depth > MAX_DEPTH {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
