@@ -58,7 +58,11 @@ fn conditional_store<'a>(uid: Uid, since: u64, item: &'a str, list: &'a str) -> 
         .syntax(list)
 }
 
-/// Expands a small UID set (`3:5,9`) as COPYUID gives it; `None` if malformed or huge.
+/// The most UIDs `expand` gives: imapfs copies, moves and stores one message at a time.
+const EXPANDED_MOST: usize = 10_000;
+
+/// Expands a small UID set (`3:5,9`) as COPYUID gives it; `None` if malformed or huge (more
+/// than `EXPANDED_MOST` UIDs in all, however many ranges carry them).
 fn expand(set: &str) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     for item in set.split(',') {
@@ -66,12 +70,13 @@ fn expand(set: &str) -> Option<Vec<u32>> {
             Some((a, b)) => {
                 let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
                 let (lo, hi) = (a.min(b), a.max(b));
-                if hi - lo > 10_000 {
+                if (hi - lo) as usize >= EXPANDED_MOST - out.len() {
                     return None;
                 }
                 out.extend(lo..=hi);
             }
-            None => out.push(item.parse().ok()?),
+            None if out.len() < EXPANDED_MOST => out.push(item.parse().ok()?),
+            None => return None,
         }
     }
     Some(out)
@@ -567,5 +572,15 @@ mod tests {
     fn huge_ranges_are_not_expanded() {
         assert_eq!(expand("1:4294967295"), None);
         assert_eq!(expand("2:1").unwrap(), vec![1, 2]);
+        // Many ranges of a size each allowed: a 1 MiB answer line would expand to gigabytes.
+        let many = vec!["1:9000"; 1000].join(",");
+        assert_eq!(expand(&many), None);
+        let singles = vec!["7"; EXPANDED_MOST + 1].join(",");
+        assert_eq!(expand(&singles), None);
+        assert_eq!(
+            expand(&vec!["7"; EXPANDED_MOST].join(",")).unwrap().len(),
+            EXPANDED_MOST
+        );
+        assert_eq!(expand("1:9999").unwrap().len(), EXPANDED_MOST - 1);
     }
 }

@@ -34,7 +34,11 @@ impl Prefix {
     /// True if the prefix puts every personal mailbox under INBOX (`INBOX.`), so that INBOX
     /// can have no children of its own.
     fn under_inbox(&self) -> bool {
-        self.0.len() > INBOX.len() && self.0[..INBOX.len()].eq_ignore_ascii_case(INBOX)
+        self.0.len() > INBOX.len()
+            && self
+                .0
+                .get(..INBOX.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(INBOX))
     }
 }
 
@@ -148,6 +152,16 @@ mod tests {
         assert_eq!(path_of("a.b", None, &none), path(&["a.b"]));
         // Not modified UTF-7: shown as sent.
         assert_eq!(path_of("&Jjo", Some('/'), &none), path(&["&Jjo"]));
+    }
+
+    /// A prefix whose fifth byte is inside a character (`Entrée.`) is not under INBOX, and
+    /// asking must not split the character.
+    #[test]
+    fn a_non_ascii_prefix_is_not_under_inbox() {
+        assert!(!Prefix("Entrée.".into()).under_inbox());
+        assert!(!Prefix("Inbé.".into()).under_inbox());
+        assert!(Prefix("INBOX.".into()).under_inbox());
+        assert!(Prefix("inbox/".into()).under_inbox());
     }
 
     #[test]

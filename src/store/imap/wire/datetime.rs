@@ -56,7 +56,8 @@ pub fn parse_date_time(text: &str) -> Option<SystemTime> {
         .iter()
         .position(|m| m.eq_ignore_ascii_case(month_name))? as u32
         + 1;
-    let year: i64 = d.next()?.parse().ok()?;
+    // Four digits, as RFC 3501 has it; a longer year would overflow the seconds below.
+    let year: i64 = d.next()?.parse().ok().filter(|y| (1..=9999).contains(y))?;
     if d.next().is_some() || !(1..=days_in_month(year, month)).contains(&day) {
         return None;
     }
@@ -136,6 +137,10 @@ mod tests {
             "01-Mar-2023 10:00:00 +00000",
             "01-Mar-2023-1 10:00:00 +0000",
             "01-Mar-2023 10:00:00 +\u{e9}12",
+            // Years past four digits overflowed the seconds in a debug build.
+            "01-Jan-300000000000 00:00:00 +0000",
+            "01-Jan-9223372036854775807 00:00:00 +0000",
+            "01-Jan-0 00:00:00 +0000",
         ] {
             assert_eq!(parse_date_time(bad), None, "{bad:?}");
         }
