@@ -273,7 +273,7 @@ impl Fs {
             size: 0,
             mtime,
             ctime: self.started,
-            perm: 0,
+            perm: 0o700,
             nlink: 2,
             uid: self.config.uid,
             gid: self.config.gid,
@@ -287,7 +287,7 @@ impl Fs {
             size,
             mtime,
             ctime: mtime,
-            perm: 0,
+            perm: 0o600,
             nlink: 1,
             uid: self.config.uid,
             gid: self.config.gid,
@@ -296,35 +296,6 @@ impl Fs {
 
     /// Attributes of `node` (which has, or will have, inode `ino`).
     fn attr_of(&self, ino: u64, node: &Node) -> AttrReply {
-        let mut reply = self.attr_but_perm(ino, node);
-        reply.attr.perm = perm_of(node);
-        reply
-    }
-
-    /// What `access(2)` answers for `mask` (`R_OK`, `W_OK`, `X_OK` bits) on `ino`: what its
-    /// mode allows, but a message's files, which cannot change, are EPERM for writing, as an
-    /// immutable file is (and, on a read-only mount, anything is EROFS). Editors and office
-    /// suites ask before they open a file, and open one they may not write for viewing.
-    pub fn access(&self, ino: u64, mask: i32) -> FsResult<()> {
-        let node = self.node(ino)?;
-        if mask & libc::W_OK != 0 {
-            if self.config.read_only {
-                return Err(FsError::ReadOnly);
-            }
-            if matches!(node, Node::File { .. }) {
-                return Err(FsError::Immutable);
-            }
-        }
-        let perm = i32::from(perm_of(&node) >> 6);
-        let wanted = mask & (libc::R_OK | libc::W_OK | libc::X_OK);
-        if wanted & !perm != 0 {
-            return Err(FsError::Denied);
-        }
-        Ok(())
-    }
-
-    /// Attributes of `node` but its permission bits (`perm_of`).
-    fn attr_but_perm(&self, ino: u64, node: &Node) -> AttrReply {
         match node {
             Node::Root => AttrReply {
                 attr: self.dir_attr(ino, self.started),
@@ -393,6 +364,7 @@ impl Fs {
                 AttrReply {
                     attr: Attr {
                         kind: Kind::Symlink,
+                        perm: 0o777,
                         ..self.file_attr(ino, target.len() as u64, *mtime)
                     },
                     ttl: TTL_VOLATILE,
@@ -495,22 +467,6 @@ impl Fs {
         if let Some(hook) = &self.release_memory {
             hook();
         }
-    }
-}
-
-/// A node's permission bits: files 0600, directories 0700 (message directories too:
-/// removing one of their files hides it), search hits (symlinks) 0777. A message's files
-/// cannot be written, yet show 0600, as an immutable file (`chattr +i`) does: their copies
-/// (`cp`, a file manager's drag out of the mount) must be writable files like any other.
-/// `access` tells that they cannot be written.
-fn perm_of(node: &Node) -> u16 {
-    match node {
-        Node::Virtual(VirtualNode::Hit { .. }) => 0o777,
-        Node::File { .. }
-        | Node::NewFile { .. }
-        | Node::StoredFile { .. }
-        | Node::Virtual(VirtualNode::TrashNote { .. }) => 0o600,
-        Node::Root | Node::Mailbox { .. } | Node::Message { .. } | Node::Virtual(_) => 0o700,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
@@ -534,17 +534,6 @@ impl fuser::Filesystem for FuseAdapter {
                 FopenFlags::FOPEN_DIRECT_IO,
             ),
             Err(e) => reply.error(errno("create", &e)),
-        }
-    }
-
-    /// `access(2)` and `cd`: answered from the node's mode (`Fs::access`), so that an app
-    /// that asks before it opens learns that a message's files are read-only.
-    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let _call = self.serve(req);
-        let _span = tracing::debug_span!("access", ino = ino.0, mask = mask.bits()).entered();
-        match self.fs.access(ino.0, mask.bits()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("access", &e)),
         }
     }
 

@@ -15,11 +15,6 @@ pub enum FsError {
     ReadOnly,
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
-    #[error("permission denied")]
-    Denied,
-    /// Asked whether a file that can never change may be written (`access(2)`).
-    #[error("the file cannot be changed")]
-    Immutable,
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("directory not empty")]
@@ -59,8 +54,6 @@ impl FsError {
             FsError::IsADirectory => (libc::EISDIR, Level::Debug),
             FsError::ReadOnly => (libc::EROFS, Level::Debug),
             FsError::NotPermitted(_) => (libc::EPERM, Level::Warn),
-            FsError::Denied => (libc::EACCES, Level::Debug),
-            FsError::Immutable => (libc::EPERM, Level::Debug),
             FsError::Invalid(_) => (libc::EINVAL, Level::Warn),
             FsError::NotEmpty => (libc::ENOTEMPTY, Level::Debug),
             FsError::NoAttribute => (libc::ENODATA, Level::Debug),
