@@ -133,9 +133,10 @@ pub fn body_part(bs: &BodyStructure<'_>, depth_left: u32) -> BodyPart {
 
 /// Lists nested deeper than this are parsed on a thread of their own with `DEEP_STACK`:
 /// imap-proto parses (and drops) BODYSTRUCTURE recursively, and a debug build's frames
-/// overflow a default 2 MiB thread stack at about 110 levels (a message forwarded as an
-/// attachment some 75 times). Real messages nest a few levels.
-const SHALLOW_DEPTH: u32 = 48;
+/// overflow a bare 2 MiB thread stack at about 100 levels of multiparts and 74 of
+/// message/rfc822 parts (54 with 1.5 MiB free; a FUSE thread's own frames come first). A
+/// real message nests a few levels, and a forwarded one a few more per forward.
+const SHALLOW_DEPTH: u32 = 24;
 
 /// Enough for the deepest value the nesting guard lets through (`MAX_DEPTH`) in any build.
 const DEEP_STACK: usize = 64 << 20;
@@ -286,21 +287,47 @@ mod tests {
         value.into_bytes()
     }
 
-    /// As deep as the nesting guard lets a response be: parsed on this thread's default
-    /// stack, a debug build overflowed it (and the process aborted) from about 110 levels.
-    #[test]
-    fn the_deepest_structure_the_guard_lets_through_parses_without_overflowing() {
-        let deep = nested_multipart(super::super::nesting::MAX_DEPTH as usize - 1);
-        let mut part = structure(&deep, 400).unwrap();
+    /// A message/rfc822 part nested `levels` deep around one text part: a message forwarded
+    /// as an attachment, again and again.
+    fn nested_messages(levels: usize) -> Vec<u8> {
+        let mut value = String::from("(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 1 1)");
+        for _ in 0..levels {
+            value = format!(
+                "(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 100 \
+                 (NIL \"Fwd\" NIL NIL NIL NIL NIL NIL NIL NIL) {value} 5)"
+            );
+        }
+        value.into_bytes()
+    }
+
+    /// How many levels of `Multipart` or `Message` wrap `part`'s one leaf.
+    fn levels(mut part: BodyPart) -> usize {
         let mut levels = 0;
-        while let BodyPart::Multipart { mut children, .. } = part {
-            assert_eq!(children.len(), 1);
-            part = children.pop().unwrap();
+        loop {
+            part = match part {
+                BodyPart::Multipart { mut children, .. } => {
+                    assert_eq!(children.len(), 1);
+                    children.pop().unwrap()
+                }
+                BodyPart::Message { body, .. } => *body,
+                BodyPart::Leaf { .. } => return levels,
+            };
             levels += 1;
         }
-        assert_eq!(levels, super::super::nesting::MAX_DEPTH as usize - 1);
-        let shallow = structure(&nested_multipart(3), 32).unwrap();
-        assert!(matches!(shallow, BodyPart::Multipart { .. }));
+    }
+
+    /// As deep as the nesting guard lets a response be, of either shape: parsed on this
+    /// thread's default stack, a debug build overflowed it (and the process aborted).
+    #[test]
+    fn the_deepest_structure_the_guard_lets_through_parses_without_overflowing() {
+        let most = super::super::nesting::MAX_DEPTH as usize - 1;
+        let deep = structure(&nested_multipart(most), 400).unwrap();
+        assert_eq!(levels(deep), most);
+        let deep = structure(&nested_messages(most), 400).unwrap();
+        assert_eq!(levels(deep), most);
+        for shallow in [nested_multipart(3), nested_messages(3)] {
+            assert_eq!(levels(structure(&shallow, 32).unwrap()), 3);
+        }
     }
 
     #[test]
