@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -669,17 +669,33 @@ fn tls_connector(config: &ConnectConfig) -> StoreResult<native_tls::TlsConnector
 }
 
 /// What a user can do about a certificate the handshake refused, after the TLS library's
-/// own words (which name the check, not the way out).
-fn certificate_hint(error: &str, host: &str) -> String {
-    if error.contains("hostname mismatch") {
+/// own words (which name the check, not the way out), chosen by OpenSSL's reason.
+fn certificate_hint(error: &str, host: &str, ca_file: Option<&Path>) -> String {
+    let says = |words: &[&str]| words.iter().any(|w| error.contains(w));
+    if says(&["hostname mismatch", "IP address mismatch"]) {
         format!(
             ". The server's certificate is not issued for {host}: connect by the name it was \
              issued for"
         )
-    } else if error.contains("certificate verify failed") {
-        ". The server's certificate is not signed by a CA this machine trusts: for a \
-         private or self-signed CA, give its certificate with --ca-file FILE"
+    } else if says(&["certificate has expired", "certificate is not yet valid"]) {
+        ". The dates of the server's certificate do not cover now: it must be renewed, or \
+         this machine's clock is wrong"
             .into()
+    } else if says(&[
+        "unable to get local issuer certificate",
+        "unable to get issuer certificate",
+        "self-signed certificate",
+        "self signed certificate",
+    ]) {
+        match ca_file {
+            Some(ca) => format!(
+                ". The CA certificate in {} did not sign the server's certificate",
+                ca.display()
+            ),
+            None => ". The server's certificate is not signed by a CA this machine trusts: \
+                     for a private or self-signed CA, give its certificate with --ca-file FILE"
+                .into(),
+        }
     } else {
         String::new()
     }
@@ -710,7 +726,7 @@ fn handshake(
             _ => StoreError::Connection(format!(
                 "TLS handshake with {} failed: {e}{}",
                 config.host,
-                certificate_hint(&e.to_string(), &config.host)
+                certificate_hint(&e.to_string(), &config.host, config.ca_file.as_deref())
             )),
         },
         native_tls::HandshakeError::WouldBlock(_) => {
@@ -820,26 +836,46 @@ impl Connection {
 mod tests {
     use super::*;
 
-    /// OpenSSL's words for the three refusals a user meets, and what each is told to do.
+    /// OpenSSL's words for the refusals a user meets, and what each is told to do.
     #[test]
     fn a_refused_certificate_comes_with_what_to_do() {
-        let hint = |e: &str| certificate_hint(e, "mail.example.org");
-        let untrusted = "error:0A000086:SSL routines:tls_post_process_server_certificate:\
-            certificate verify failed:../ssl/statem/statem_clnt.c:1889: (unable to get local \
-            issuer certificate)";
-        assert!(
-            hint(untrusted).contains("--ca-file FILE"),
-            "{}",
-            hint(untrusted)
+        let verify = |reason: &str| {
+            format!(
+                "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate \
+                 verify failed:../ssl/statem/statem_clnt.c:1889: ({reason})"
+            )
+        };
+        let hint = |reason: &str| certificate_hint(&verify(reason), "mail.example.org", None);
+        for untrusted in [
+            "unable to get local issuer certificate",
+            "self-signed certificate",
+            "self-signed certificate in certificate chain",
+        ] {
+            assert!(hint(untrusted).contains("--ca-file FILE"), "{untrusted}");
+        }
+        for mismatch in ["hostname mismatch", "IP address mismatch"] {
+            assert!(
+                hint(mismatch).contains("not issued for mail.example.org"),
+                "{mismatch}"
+            );
+        }
+        for dates in ["certificate has expired", "certificate is not yet valid"] {
+            assert!(hint(dates).contains("clock"), "{dates}");
+        }
+        let given = certificate_hint(
+            &verify("unable to get local issuer certificate"),
+            "mail.example.org",
+            Some(Path::new("/etc/ca.pem")),
         );
-        let mismatch = "error:0A000086:SSL routines:tls_post_process_server_certificate:\
-            certificate verify failed:../ssl/statem/statem_clnt.c:1889: (hostname mismatch)";
         assert!(
-            hint(mismatch).contains("not issued for mail.example.org"),
-            "{}",
-            hint(mismatch)
+            given.contains("/etc/ca.pem did not sign") && !given.contains("give its"),
+            "{given}"
         );
-        assert_eq!(hint("unexpected EOF while reading"), "");
+        assert_eq!(hint("certificate revoked"), "");
+        assert_eq!(
+            certificate_hint("unexpected EOF", "mail.example.org", None),
+            ""
+        );
     }
 
     #[test]
