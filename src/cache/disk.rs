@@ -15,7 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -119,6 +119,10 @@ pub struct DiskCache {
     shared: Arc<Shared>,
     jobs: SyncSender<Job>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Set when a job could not be queued within `WRITER_WAIT`; until the queue has room
+    /// again, jobs are offered once and not waited for, so a stuck writer costs one wait
+    /// rather than one per chunk of every read.
+    stuck: AtomicBool,
 }
 
 /// Dropping the cache waits for its writer, so that the directory's lock is free after.
@@ -176,6 +180,7 @@ impl DiskCache {
             shared,
             jobs,
             writer: Some(writer),
+            stuck: AtomicBool::new(false),
         })
     }
 
@@ -189,10 +194,46 @@ impl DiskCache {
 
     /// Drops everything held of `mailbox` (deleted on the server).
     pub fn drop_mailbox(&self, mailbox: &MailboxId) {
-        let _ = self.jobs.send(Job::DropMailbox {
+        self.send_within(Job::DropMailbox {
             mailbox: mailbox.clone(),
             keep: None,
         });
+    }
+
+    /// Queues `job` for the writer, waiting at most `WRITER_WAIT` for room: a writer behind
+    /// (a busy machine, a slow disk) holds its caller up a little, a writer stuck (a hung
+    /// disk) never holds it for good. A job not queued is lost, which a cache can afford:
+    /// content is kept under its UIDVALIDITY, so what a lost drop leaves is never served
+    /// for another mailbox, and it goes with the space it takes (least recently used).
+    fn send_within(&self, job: Job) {
+        let mut job = job;
+        let wait = if self.stuck.load(Ordering::Relaxed) {
+            std::time::Duration::ZERO
+        } else {
+            WRITER_WAIT
+        };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.jobs.try_send(job) {
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    job = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => {
+                    if !self.stuck.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("disk cache: the writer is stuck (a slow or hung disk?); what is read is not kept until it catches up");
+                    }
+                    return;
+                }
+                Ok(()) => {
+                    if self.stuck.swap(false, Ordering::Relaxed) {
+                        tracing::info!("disk cache: the writer caught up");
+                    }
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
     }
 
     /// All `len` bytes of a section held in chunks of `chunk` bytes from `start`'s offset,
@@ -265,33 +306,17 @@ impl ContentCache for DiskCache {
         if bytes.is_empty() || bytes.len() as u64 > self.shared.limit {
             return;
         }
-        let job = Job::Write {
+        // Held up a little rather than leave a hole that an offline mount or a warm remount
+        // would miss.
+        self.send_within(Job::Write {
             section: section_key(&key),
             offset: key.offset,
             bytes,
-        };
-        // A writer behind (a busy machine, a slow disk) holds the read up a little rather
-        // than leave a hole that an offline mount or a warm remount would miss; a writer
-        // stuck for longer loses the chunk (it is a cache).
-        let mut job = job;
-        let deadline = std::time::Instant::now() + WRITER_WAIT;
-        loop {
-            match self.jobs.try_send(job) {
-                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
-                    job = back;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                Err(TrySendError::Full(_)) => {
-                    tracing::debug!("disk cache: the writer is behind; a chunk is not kept");
-                    return;
-                }
-                _ => return,
-            }
-        }
+        });
     }
 
     fn retain_validity(&self, mailbox: &MailboxId, keep: UidValidity) {
-        let _ = self.jobs.send(Job::DropMailbox {
+        self.send_within(Job::DropMailbox {
             mailbox: mailbox.clone(),
             keep: Some(keep),
         });

@@ -496,9 +496,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut flushed = Vec::new();
-            if let Err(e) = self.apply(batch, &mut flushed) {
+            let (mut flushed, mut gone) = (Vec::new(), Vec::new());
+            if let Err(e) = self.apply(batch, &mut flushed, &mut gone) {
                 tracing::warn!(error = %e, "disk cache: could not record what the server said");
+            }
+            // Only once the write transaction is over: the content writer needs one too,
+            // and its queue may be full, so asking it from inside would wait forever.
+            if let Some(content) = &self.content {
+                for mailbox in &gone {
+                    content.drop_mailbox(mailbox);
+                }
             }
             for reply in flushed {
                 let _ = reply.send(());
@@ -509,7 +516,15 @@ impl Writer {
         }
     }
 
-    fn apply(&self, batch: Vec<Job>, flushed: &mut Vec<Sender<()>>) -> Result<(), redb::Error> {
+    /// Writes `batch` in one transaction; Flush jobs' replies go to `flushed`, and the
+    /// mailboxes the server no longer lists to `gone`, for the caller to answer once the
+    /// transaction is over.
+    fn apply(
+        &self,
+        batch: Vec<Job>,
+        flushed: &mut Vec<Sender<()>>,
+        gone: &mut Vec<MailboxId>,
+    ) -> Result<(), redb::Error> {
         let txn = self.dir.db().begin_write()?;
         {
             let mut mailboxes = txn.open_table(MAILBOXES)?;
@@ -529,12 +544,10 @@ impl Writer {
                         let old: Option<Vec<MailboxInfo>> =
                             mailboxes.get("list")?.and_then(|v| decode(v.value()));
                         let now: HashSet<&MailboxId> = list.iter().map(|m| &m.id).collect();
-                        for gone in old.iter().flatten().filter(|m| !now.contains(&m.id)) {
-                            tracing::info!(mailbox = %gone.id, "disk cache: dropping a mailbox the server no longer lists");
-                            tables.forget(&gone.id, None)?;
-                            if let Some(content) = &self.content {
-                                content.drop_mailbox(&gone.id);
-                            }
+                        for dropped in old.iter().flatten().filter(|m| !now.contains(&m.id)) {
+                            tracing::info!(mailbox = %dropped.id, "disk cache: dropping a mailbox the server no longer lists");
+                            tables.forget(&dropped.id, None)?;
+                            gone.push(dropped.id.clone());
                         }
                         mailboxes.insert("list", encode(&list).as_slice())?;
                     }

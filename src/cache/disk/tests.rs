@@ -155,3 +155,49 @@ fn orphan_files_of_a_dropped_index_are_removed() {
     assert!(blob_files(root.path()).is_empty());
     assert!(cache.get(&key("INBOX", 1, 1, &[], 0)).is_none());
 }
+
+/// A writer that cannot write (another holder of the index's write lock stands for a hung
+/// disk, or the metadata writer in the middle of its own transaction) never holds a caller
+/// for good: the first job waits `WRITER_WAIT` for room, later ones not at all, a mailbox's
+/// drop included, which used to wait on the full queue forever. Once the writer gets the
+/// lock, jobs are taken again.
+#[test]
+fn a_stuck_writer_costs_one_wait_and_never_holds_a_caller_for_good() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = Arc::new(CacheDir::open(root.path()).unwrap());
+    let cache = Arc::new(DiskCache::new(Arc::clone(&dir), 1 << 30).unwrap());
+    let lock = dir.db().begin_write().unwrap();
+    // Fill the queue: the writer takes a batch and waits for the lock.
+    let started = std::time::Instant::now();
+    let mut offset = 0;
+    while !cache.stuck.load(Ordering::Relaxed) {
+        cache.insert(key("INBOX", 7, 1, &[], offset), bytes(1, 16));
+        offset += 16;
+        assert!(offset < 16 * 10 * QUEUE as u64, "the queue never filled");
+    }
+    assert!(started.elapsed() >= WRITER_WAIT, "one wait for room");
+    let (done, finished) = mpsc::channel();
+    let later = Arc::clone(&cache);
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        for i in 0..100 {
+            later.insert(key("INBOX", 7, 2, &[], i * 16), bytes(2, 16));
+        }
+        later.drop_mailbox(&MailboxId::new("Gone"));
+        later.retain_validity(&MailboxId::new("INBOX"), UidValidity(7));
+        let _ = done.send(started.elapsed());
+    });
+    let took = finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("jobs offered to a stuck writer returned");
+    assert!(took < WRITER_WAIT, "no further waits: {took:?}");
+    drop(lock);
+    cache.flush();
+    cache.insert(key("INBOX", 7, 3, &[], 0), bytes(3, 16));
+    cache.flush();
+    assert!(!cache.stuck.load(Ordering::Relaxed), "taken again");
+    assert_eq!(
+        cache.get(&key("INBOX", 7, 3, &[], 0)).unwrap(),
+        bytes(3, 16)
+    );
+}
