@@ -108,6 +108,20 @@ impl Held {
     }
 }
 
+/// Chunk keys claimed in the in-flight table, released when dropped: also when the fetch
+/// panics, since a key left behind would have every later reader of it find a gate nobody
+/// holds and look again, forever.
+struct Claim<'a> {
+    fetcher: &'a ContentFetcher,
+    keys: Vec<ContentKey>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.fetcher.release(std::mem::take(&mut self.keys));
+    }
+}
+
 /// Fetches content through the cache, one fetch per key at a time.
 pub struct ContentFetcher {
     store: Arc<dyn MailStore>,
@@ -265,14 +279,16 @@ impl ContentFetcher {
                     drop(theirs.lock());
                 }
                 Ok((gate, keys)) => {
-                    let held = gate.lock();
-                    let result = match self.whole_section_here(source, start) {
-                        Some(chunk) => Ok(chunk),
-                        None => self.fetch_run(source, start, keys.len() as u64),
+                    let _held = gate.lock();
+                    // Released before the gate opens (dropped in reverse order).
+                    let claim = Claim {
+                        fetcher: self,
+                        keys,
                     };
-                    self.release(keys);
-                    drop(held);
-                    return result;
+                    return match self.whole_section_here(source, start) {
+                        Some(chunk) => Ok(chunk),
+                        None => self.fetch_run(source, start, claim.keys.len() as u64),
+                    };
                 }
             }
         }
@@ -660,8 +676,12 @@ impl ContentFetcher {
             }
             (claimed, keys)
         };
+        let claim = Claim {
+            fetcher: self,
+            keys,
+        };
         let result = self.fetch_claimed(&claimed, limit);
-        self.release(keys);
+        drop(claim);
         drop(held);
         result
     }

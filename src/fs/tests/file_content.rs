@@ -38,6 +38,33 @@ fn message_eml_is_the_message_as_stored() {
     assert_eq!(whole, sample.raw);
 }
 
+/// A fetch that panics (a bug meeting a server's answer) must not leave its chunks claimed:
+/// the next reader of them would find a gate nobody holds and look again forever.
+#[test]
+fn a_fetch_that_panics_leaves_nothing_claimed() {
+    let h = Arc::new(Harness::new());
+    let sample = big_sample();
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let ino = h
+        .ino(&format!("INBOX/{}/message.eml", sample.dir_name(uid)))
+        .unwrap();
+    h.store
+        .fail_next(Op::FetchSection, || panic!("a fetch that panics"));
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.read_all(ino))).is_err();
+    assert!(panicked, "the injected panic reached the reader");
+    let (done, read) = mpsc::channel();
+    let again = Arc::clone(&h);
+    std::thread::spawn(move || {
+        let _ = done.send(again.read_all(ino));
+    });
+    let bytes = read
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the next read of the same chunks ends")
+        .unwrap();
+    assert_eq!(bytes, sample.raw);
+}
+
 #[test]
 fn body_txt_is_decoded_and_converted_to_utf8() {
     let h = Harness::new();
