@@ -116,6 +116,20 @@ fn dir_errno(op: &str, e: &FsError) -> Errno {
     }
 }
 
+/// Runs a call of the core, turning a panic (a bug) into EIO for this one request. fuser
+/// does not catch it: the request would never be answered, and its caller (`ls`, a file
+/// manager) would wait until killed.
+fn guarded<T>(call: impl FnOnce() -> Result<T, FsError>) -> Result<T, FsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(FsError::Internal(what))
+    })
+}
+
 fn entry(op: &str, reply: ReplyEntry, result: Result<AttrReply, FsError>) {
     match result {
         Ok(r) => reply.entry_with_ttls(&r.ttl, &r.entry_ttl, &file_attr(&r.attr), Generation(0)),
@@ -146,14 +160,14 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
-        entry("lookup", reply, self.fs.lookup(parent.0, name));
+        entry("lookup", reply, guarded(|| self.fs.lookup(parent.0, name)));
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("readlink", ino = ino.0).entered();
-        match self.fs.readlink(ino.0) {
+        match guarded(|| self.fs.readlink(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno("readlink", &e)),
         }
@@ -166,10 +180,13 @@ impl fuser::Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    /// Under a call like every request that may ask the server (a text body's size is
+    /// found by rendering it): bounded by `--timeout`, and EINTR when its caller is signalled.
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _turn = self.readers.turn();
+        let _call = self.serve(req);
         let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
-        match self.fs.getattr(ino.0) {
+        match guarded(|| self.fs.getattr(ino.0)) {
             Ok(r) => reply.attr(&r.ttl, &file_attr(&r.attr)),
             Err(e) => reply.error(errno("getattr", &e)),
         }
@@ -206,10 +223,10 @@ impl fuser::Filesystem for FuseAdapter {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        match self
-            .fs
-            .setattr(ino.0, fh.map(|f| f.0), changes, size, mtime)
-        {
+        match guarded(|| {
+            self.fs
+                .setattr(ino.0, fh.map(|f| f.0), changes, size, mtime)
+        }) {
             Ok(r) => reply.attr(&r.ttl, &file_attr(&r.attr)),
             Err(e) => reply.error(errno("setattr", &e)),
         }
@@ -238,7 +255,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("readdir", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
-            let batch = match self.fs.readdir(ino.0, next, READDIR_BATCH) {
+            let batch = match guarded(|| self.fs.readdir(ino.0, next, READDIR_BATCH)) {
                 Ok(batch) => batch,
                 Err(e) => return reply.error(dir_errno("readdir", &e)),
             };
@@ -271,7 +288,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _span = tracing::debug_span!("readdirplus", ino = ino.0, offset).entered();
         let mut next = offset;
         loop {
-            let batch = match self.fs.readdirplus(ino.0, next, READDIR_BATCH) {
+            let batch = match guarded(|| self.fs.readdirplus(ino.0, next, READDIR_BATCH)) {
                 Ok(batch) => batch,
                 Err(e) => return reply.error(dir_errno("readdirplus", &e)),
             };
@@ -323,7 +340,7 @@ impl fuser::Filesystem for FuseAdapter {
         let write =
             !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open_with(ino.0, write, truncate) {
+        match guarded(|| self.fs.open_with(ino.0, write, truncate)) {
             Ok(o) => {
                 let mut f = FopenFlags::empty();
                 if o.direct_io {
@@ -355,7 +372,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve_reader(req);
         let _span = tracing::debug_span!("read", ino = ino.0, offset, size).entered();
-        match self.fs.read(ino.0, fh.0, offset, size) {
+        match guarded(|| self.fs.read(ino.0, fh.0, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno("read", &e)),
         }
@@ -376,7 +393,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("write", ino = ino.0, offset).entered();
-        match self.fs.write(ino.0, fh.0, offset, data) {
+        match guarded(|| self.fs.write(ino.0, fh.0, offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", &e)),
         }
@@ -397,7 +414,7 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("flush", ino = ino.0).entered();
-        empty("flush", reply, self.fs.flush(ino.0, fh.0));
+        empty("flush", reply, guarded(|| self.fs.flush(ino.0, fh.0)));
     }
 
     fn release(
@@ -413,7 +430,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve_storing(req);
         let _span = tracing::debug_span!("release", ino = ino.0).entered();
-        empty("release", reply, self.fs.release(ino.0, fh.0));
+        empty("release", reply, guarded(|| self.fs.release(ino.0, fh.0)));
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -445,21 +462,21 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("mkdir", parent = parent.0, ?name).entered();
-        entry("mkdir", reply, self.fs.mkdir(parent.0, name));
+        entry("mkdir", reply, guarded(|| self.fs.mkdir(parent.0, name)));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("rmdir", parent = parent.0, ?name).entered();
-        empty("rmdir", reply, self.fs.rmdir(parent.0, name));
+        empty("rmdir", reply, guarded(|| self.fs.rmdir(parent.0, name)));
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
-        empty("unlink", reply, self.fs.unlink(parent.0, name));
+        empty("unlink", reply, guarded(|| self.fs.unlink(parent.0, name)));
     }
 
     fn rename(
@@ -485,14 +502,16 @@ impl fuser::Filesystem for FuseAdapter {
         empty(
             "rename",
             reply,
-            self.fs.rename(
-                parent.0,
-                name,
-                newparent.0,
-                newname,
-                flags.contains(RenameFlags::RENAME_NOREPLACE),
-                flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT),
-            ),
+            guarded(|| {
+                self.fs.rename(
+                    parent.0,
+                    name,
+                    newparent.0,
+                    newname,
+                    flags.contains(RenameFlags::RENAME_NOREPLACE),
+                    flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT),
+                )
+            }),
         );
     }
 
@@ -509,7 +528,11 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("mknod", parent = parent.0, ?name, mode).entered();
-        entry("mknod", reply, self.fs.mknod(parent.0, name, mode));
+        entry(
+            "mknod",
+            reply,
+            guarded(|| self.fs.mknod(parent.0, name, mode)),
+        );
     }
 
     fn create(
@@ -525,7 +548,7 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("create", parent = parent.0, ?name).entered();
-        match self.fs.create(parent.0, name) {
+        match guarded(|| self.fs.create(parent.0, name)) {
             Ok((r, fh)) => reply.created(
                 &r.ttl,
                 &file_attr(&r.attr),
@@ -541,13 +564,23 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("getxattr", ino = ino.0, ?name).entered();
-        xattr_reply(reply, size, self.fs.getxattr(ino.0, name), "getxattr");
+        xattr_reply(
+            reply,
+            size,
+            guarded(|| self.fs.getxattr(ino.0, name)),
+            "getxattr",
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _turn = self.readers.turn();
         let _span = tracing::debug_span!("listxattr", ino = ino.0).entered();
-        xattr_reply(reply, size, self.fs.listxattr(ino.0), "listxattr");
+        xattr_reply(
+            reply,
+            size,
+            guarded(|| self.fs.listxattr(ino.0)),
+            "listxattr",
+        );
     }
 
     fn setxattr(
@@ -563,14 +596,22 @@ impl fuser::Filesystem for FuseAdapter {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("setxattr", ino = ino.0, ?name).entered();
-        empty("setxattr", reply, self.fs.setxattr(ino.0, name, value));
+        empty(
+            "setxattr",
+            reply,
+            guarded(|| self.fs.setxattr(ino.0, name, value)),
+        );
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _turn = self.readers.turn();
         let _call = self.serve(req);
         let _span = tracing::debug_span!("removexattr", ino = ino.0, ?name).entered();
-        empty("removexattr", reply, self.fs.removexattr(ino.0, name));
+        empty(
+            "removexattr",
+            reply,
+            guarded(|| self.fs.removexattr(ino.0, name)),
+        );
     }
 }
 
@@ -581,5 +622,24 @@ fn xattr_reply(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>, o
         Ok(value) if value.len() <= size as usize => reply.data(&value),
         Ok(_) => reply.error(Errno::from_i32(libc::ERANGE)),
         Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core call that panics is EIO for its request, with the panic's words kept.
+    #[test]
+    fn a_panicking_call_is_eio_not_an_unanswered_request() {
+        let failed = guarded(|| -> Result<(), FsError> { panic!("index out of bounds") });
+        let Err(e) = failed else {
+            panic!("a panic came back as success")
+        };
+        assert_eq!(e.errno_and_level().0, libc::EIO);
+        assert!(e.to_string().contains("index out of bounds"), "{e}");
+        let owned = guarded(|| -> Result<(), FsError> { panic!("{} words", 2) });
+        assert!(owned.unwrap_err().to_string().contains("2 words"));
+        assert_eq!(guarded(|| Ok(7)).unwrap(), 7);
     }
 }

@@ -33,6 +33,9 @@ pub enum FsError {
     NoSpace(String),
     #[error("{0}")]
     Spool(String),
+    /// A bug: the call panicked (the panic is logged).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -61,6 +64,7 @@ impl FsError {
             FsError::BadHandle => (libc::EBADF, Level::Warn),
             FsError::NoSpace(_) => (libc::ENOSPC, Level::Warn),
             FsError::Spool(_) => (libc::EIO, Level::Warn),
+            FsError::Internal(_) => (libc::EIO, Level::Warn),
             FsError::NotSupported => (libc::ENOTSUP, Level::Debug),
             FsError::Exists => (libc::EEXIST, Level::Debug),
             FsError::Store(e) => match e {
