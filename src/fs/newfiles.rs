@@ -305,25 +305,47 @@ impl Fs {
     }
 
     /// A file a message shows, opened for writing: a new file under the same inode, holding
-    /// `keep` to start with, that replaces the message once stored.
+    /// the first `keep` of the stored file's `size` bytes to start with (copied a piece at a
+    /// time), that replaces the message once stored.
     pub(super) fn overwrite_stored_file(
         &self,
         ino: u64,
         message: &MessageRef,
         name: &str,
-        keep: &[u8],
+        (size, keep): (u64, u64),
     ) -> FsResult<()> {
+        /// The stored bytes are copied into the spool this much at a time, so that a big
+        /// file is never held whole in memory.
+        const COPY_CHUNK: u64 = 4 << 20;
         let dir_path = self
             .tree(false)?
             .path_of(&message.mailbox)
             .ok_or(FsError::NotFound)?
             .to_string();
         let file = self.new_spooled_file(message.mailbox.clone(), name)?;
-        if let Err(e) = file.file.write_all_at(keep, 0) {
-            let (no_space, why) = spool_error("write", &e);
-            return Err(self.break_new_file(&file, no_space, why));
+        let mut copied = 0;
+        while copied < keep {
+            let piece = self.read_stored_file(message, size, copied, COPY_CHUNK.min(keep - copied));
+            let piece = match piece {
+                Ok(piece) if !piece.is_empty() => piece,
+                Ok(_) => {
+                    self.drop_spool(&file);
+                    return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                        "the stored file ended at {copied} bytes, its message says {size}"
+                    ))));
+                }
+                Err(e) => {
+                    self.drop_spool(&file);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = file.file.write_all_at(&piece, copied) {
+                let (no_space, why) = spool_error("write", &e);
+                return Err(self.break_new_file(&file, no_space, why));
+            }
+            copied += piece.len() as u64;
         }
-        file.size.store(keep.len() as u64, Ordering::Relaxed);
+        file.size.store(keep, Ordering::Relaxed);
         file.replaces.lock().push(message.clone());
         if let Some(old) = self.new_files.insert(&dir_path, file) {
             self.drop_spool(&old);
@@ -745,11 +767,8 @@ impl Fs {
             }
             self.refuse_if_read_only()?;
             // Truncating or re-dating it: it becomes a new version of the file.
-            let keep = match size {
-                Some(0) => Vec::new(),
-                _ => self.read_stored_file(&message, len, 0, len)?,
-            };
-            self.overwrite_stored_file(ino, &message, &name, &keep)?;
+            let keep = size.map_or(len, |s| s.min(len));
+            self.overwrite_stored_file(ino, &message, &name, (len, keep))?;
         }
         if let Some((_, file)) = self.new_file(ino) {
             if let Some(size) = size {

@@ -47,12 +47,8 @@ impl Fs {
             } => {
                 if write {
                     self.refuse_if_read_only()?;
-                    let keep = if truncate {
-                        Vec::new()
-                    } else {
-                        self.read_stored_file(&message, size, 0, size)?
-                    };
-                    self.overwrite_stored_file(ino, &message, &name, &keep)?;
+                    let keep = if truncate { 0 } else { size };
+                    self.overwrite_stored_file(ino, &message, &name, (size, keep))?;
                     return Ok(OpenReply {
                         fh: ino,
                         direct_io: true,

@@ -330,6 +330,27 @@ fn a_stored_file_opened_for_writing_becomes_its_next_version() {
     assert_eq!(attachment, b"three\n");
 }
 
+/// `>>` onto a stored file bigger than the pieces its bytes are copied in: the new version
+/// holds every old byte, in order, then the new ones.
+#[test]
+fn a_big_stored_file_appended_to_keeps_every_byte() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let old: Vec<u8> = (0..9 * 1024 * 1024 + 3).map(|i| (i % 251) as u8).collect();
+    shell_write(&h, inbox, "big.bin", &old);
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let ino = h.fs.lookup(inbox, OsStr::new("big.bin")).unwrap().attr.ino;
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.write(ino, fh, old.len() as u64, b"tail").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment.len(), old.len() + 4);
+    assert!(attachment[..old.len()] == old[..], "the old bytes are kept");
+    assert_eq!(&attachment[old.len()..], b"tail");
+}
+
 #[test]
 fn removing_a_stored_file_deletes_its_message() {
     let h = Harness::new();
