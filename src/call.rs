@@ -47,6 +47,28 @@ pub fn cancelled() -> bool {
     current().is_some_and(|c| c.is_cancelled())
 }
 
+/// Locks `gate`, which another thread holds while it fetches what this call wants, as
+/// long as the current call may wait: `Interrupted` once its caller gives up, `Timeout`
+/// once its deadline passes. Outside a call, until the gate opens.
+pub fn lock_within<T>(
+    gate: &Mutex<T>,
+) -> Result<parking_lot::MutexGuard<'_, T>, crate::store::StoreError> {
+    const CHECK_EVERY: Duration = Duration::from_millis(50);
+    loop {
+        if let Some(held) = gate.try_lock_for(CHECK_EVERY) {
+            return Ok(held);
+        }
+        if cancelled() {
+            return Err(crate::store::StoreError::Interrupted);
+        }
+        if deadline().is_some_and(|d| d <= Instant::now()) {
+            return Err(crate::store::StoreError::Timeout(
+                "another read of the same data did not end in time".into(),
+            ));
+        }
+    }
+}
+
 /// Makes `call` the current call of this thread until the guard is dropped.
 pub fn enter(call: Arc<Call>) -> Entered {
     let previous = CURRENT.with(|c| c.borrow_mut().replace(call));
@@ -224,6 +246,55 @@ fn signal_pending(tid: u32) -> bool {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    /// A reader waiting for another thread's fetch stops at its call's deadline, and at
+    /// once when its caller gives up; it gets the gate when the fetch ends.
+    #[test]
+    fn waiting_for_another_fetch_ends_with_the_call() {
+        let gate = Arc::new(Mutex::new(()));
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let (open, opened) = std::sync::mpsc::channel::<()>();
+        let fetcher = Arc::clone(&gate);
+        let holder = std::thread::spawn(move || {
+            let _fetching = fetcher.lock();
+            locked.send(()).unwrap();
+            let _ = opened.recv();
+        });
+        is_locked.recv().unwrap();
+        let soon = Call::new(Instant::now() + Duration::from_millis(200), None);
+        {
+            let _in = enter(Arc::clone(&soon));
+            let started = Instant::now();
+            let waited = lock_within(&gate).map(drop);
+            assert!(
+                matches!(waited, Err(crate::store::StoreError::Timeout(_))),
+                "{waited:?}"
+            );
+            assert!(started.elapsed() >= Duration::from_millis(200));
+        }
+        let patient = Call::new(Instant::now() + Duration::from_secs(600), None);
+        let giving_up = Arc::clone(&patient);
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            giving_up.cancel();
+        });
+        {
+            let _in = enter(Arc::clone(&patient));
+            let waited = lock_within(&gate).map(drop);
+            assert!(
+                matches!(waited, Err(crate::store::StoreError::Interrupted)),
+                "{waited:?}"
+            );
+        }
+        canceller.join().unwrap();
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            open.send(()).unwrap();
+        });
+        assert!(lock_within(&gate).is_ok(), "outside a call, until it opens");
+        opener.join().unwrap();
+        holder.join().unwrap();
+    }
 
     #[test]
     fn the_current_call_is_per_thread_and_restored() {

@@ -185,16 +185,16 @@ impl<K: Hash + Eq + Clone> Coming<K> {
         self.gates.lock().contains_key(key)
     }
 
-    /// Waits until the fetch of `key` under way, if any, is over; says whether there was
-    /// one.
-    pub fn wait(&self, key: &K) -> bool {
+    /// Waits until the fetch of `key` under way, if any, is over, as long as the current
+    /// call may wait; says whether there was one.
+    pub fn wait(&self, key: &K) -> Result<bool, crate::store::StoreError> {
         let gate = self.gates.lock().get(key).cloned();
         match gate {
             Some(gate) => {
-                drop(gate.lock());
-                true
+                drop(crate::call::lock_within(&gate)?);
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 
@@ -343,12 +343,12 @@ mod tests {
         assert!(!coming.contains(&4));
         let waiter = {
             let coming = Arc::clone(&coming);
-            std::thread::spawn(move || coming.wait(&2))
+            std::thread::spawn(move || coming.wait(&2).unwrap())
         };
         std::thread::sleep(Duration::from_millis(100));
         assert!(!waiter.is_finished(), "waits while the fetch is under way");
         drop(claim);
         assert!(waiter.join().unwrap(), "there was a fetch to wait for");
-        assert!(!coming.wait(&2), "nothing on its way any more");
+        assert!(!coming.wait(&2).unwrap(), "nothing on its way any more");
     }
 }

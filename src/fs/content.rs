@@ -15,6 +15,7 @@ use super::errors::FsResult;
 use super::inodes::MessageRef;
 use crate::cache::memory::ByteLru;
 use crate::cache::{ContentCache, ContentKey};
+use crate::call;
 use crate::mime::dovecot::ParsedMessage;
 use crate::mime::{self, Base64Lines, Content};
 use crate::store::{
@@ -187,12 +188,12 @@ impl ContentFetcher {
             return Ok(v);
         }
         let lock = Arc::clone(self.inflight.lock().entry(gate.clone()).or_default());
-        let result = {
-            let _held = lock.lock();
-            match cached() {
+        let result = match call::lock_within(&lock) {
+            Ok(_held) => match cached() {
                 Some(v) => Ok(v),
                 None => load(),
-            }
+            },
+            Err(e) => Err(e.into()),
         };
         let mut inflight = self.inflight.lock();
         if Arc::strong_count(&lock) <= 2 {
@@ -276,7 +277,7 @@ impl ContentFetcher {
             match gate {
                 Err(theirs) => {
                     // Wait for the fetch under way, then look again.
-                    drop(theirs.lock());
+                    drop(call::lock_within(&theirs)?);
                 }
                 Ok((gate, keys)) => {
                     let _held = gate.lock();

@@ -165,11 +165,15 @@ impl Fs {
         let walking = self
             .walks
             .visit(Walk::Structures, &message.mailbox, message.uid, previous);
-        let held = self.metadata.layout(message).or_else(|| {
-            // On its way for a walk: wait for it rather than ask again.
-            self.layouts_coming.wait(message);
-            self.metadata.layout(message)
-        });
+        let held = match self.metadata.layout(message) {
+            Some(layout) => Some(layout),
+            None => {
+                // On its way for a walk: wait for it (as long as this call may) rather than
+                // ask again.
+                self.layouts_coming.wait(message)?;
+                self.metadata.layout(message)
+            }
+        };
         if let Some(layout) = held {
             if walking {
                 self.structures_ahead(message);
