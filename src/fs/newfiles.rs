@@ -546,7 +546,9 @@ impl Fs {
     /// APPENDs a new file as a message, streamed from its spool file, dated its mtime; then
     /// expunges what it supersedes. On failure the bytes stay in the spool file.
     fn store_new_file(&self, dir_path: &str, file: &NewFile) -> FsResult<()> {
-        let _storing = file.storing.lock();
+        // Another close or a rename may be storing it (an APPEND of a big file over a slow
+        // link): waited for as long as this call may wait, never longer.
+        let _storing = crate::call::lock_within(&file.storing)?;
         if *file.state.lock() != State::Dirty {
             return Ok(());
         }
