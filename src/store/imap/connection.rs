@@ -616,11 +616,60 @@ fn shutdown_on_cancel(call: &Arc<call::Call>, socket: &Arc<TcpStream>) -> OnCanc
     })
 }
 
+/// The addresses of `host`: an IP address as it is, a name through the system's resolver
+/// on a thread of its own, waited for until `deadline` or the call's cancellation. The
+/// resolver's own timeouts (several seconds per name server and search domain after a
+/// network change) would otherwise hold the call past `--timeout`, deaf to Ctrl-C.
+fn resolve(host: &str, port: u16, deadline: Instant) -> StoreResult<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let name = host.to_string();
+    resolve_with(host, deadline, move || {
+        (name.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+    })
+}
+
+/// `resolve`'s wait, for any `lookup`.
+fn resolve_with(
+    host: &str,
+    deadline: Instant,
+    lookup: impl FnOnce() -> io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> StoreResult<Vec<SocketAddr>> {
+    const CHECK_EVERY: Duration = Duration::from_millis(50);
+    let (found, answer) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            // Nobody may be waiting any more: then the answer is dropped.
+            let _ = found.send(lookup());
+        })
+        .map_err(|e| StoreError::Connection(format!("cannot resolve {host}: {e}")))?;
+    loop {
+        if call::cancelled() {
+            return Err(StoreError::Interrupted);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StoreError::Timeout(format!("resolving {host}")));
+        }
+        match answer.recv_timeout(left.min(CHECK_EVERY)) {
+            Ok(addrs) => {
+                return addrs
+                    .map_err(|e| StoreError::Connection(format!("cannot resolve {host}: {e}")))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(StoreError::Connection(format!("cannot resolve {host}")))
+            }
+        }
+    }
+}
+
 fn connect_tcp(config: &ConnectConfig, deadline: Instant) -> StoreResult<TcpStream> {
-    let addrs: Vec<SocketAddr> = (config.host.as_str(), config.port)
-        .to_socket_addrs()
-        .map_err(|e| StoreError::Connection(format!("cannot resolve {}: {e}", config.host)))?
-        .collect();
+    let addrs = resolve(&config.host, config.port, deadline)?;
     let mut last = None;
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -876,6 +925,61 @@ mod tests {
             certificate_hint("unexpected EOF", "mail.example.org", None),
             ""
         );
+    }
+
+    /// A resolver that does not answer holds a connection attempt until its deadline, or
+    /// until its caller gives up; not for the resolver's own timeouts.
+    #[test]
+    fn a_silent_resolver_ends_at_the_deadline_or_the_callers_signal() {
+        let silent = || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(Vec::new())
+        };
+        let started = Instant::now();
+        let waited = resolve_with(
+            "mail.example.org",
+            started + Duration::from_millis(200),
+            silent,
+        );
+        assert!(matches!(waited, Err(StoreError::Timeout(_))), "{waited:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+
+        let caller = call::Call::new(Instant::now() + Duration::from_secs(600), None);
+        let gives_up = Arc::clone(&caller);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            gives_up.cancel();
+        });
+        let _in = call::enter(caller);
+        let started = Instant::now();
+        let waited = resolve_with(
+            "mail.example.org",
+            started + Duration::from_secs(600),
+            silent,
+        );
+        assert!(matches!(waited, Err(StoreError::Interrupted)), "{waited:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn addresses_are_taken_as_they_are_and_names_go_through_the_resolver() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert_eq!(
+            resolve("127.0.0.1", 993, deadline).unwrap(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 993))]
+        );
+        assert!(resolve("localhost", 993, deadline)
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 993));
     }
 
     #[test]
