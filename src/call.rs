@@ -69,6 +69,26 @@ pub fn lock_within<T>(
     }
 }
 
+/// Waits for `rx`'s next value for at most `at_most`, and no longer than the current call
+/// may wait (its deadline, its caller giving up). `None` when nothing came in that time.
+pub fn recv_within<T>(rx: &std::sync::mpsc::Receiver<T>, at_most: Duration) -> Option<T> {
+    const CHECK_EVERY: Duration = Duration::from_millis(50);
+    let until = deadline().map_or(Instant::now() + at_most, |d| {
+        d.min(Instant::now() + at_most)
+    });
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || cancelled() {
+            return None;
+        }
+        match rx.recv_timeout(left.min(CHECK_EVERY)) {
+            Ok(value) => return Some(value),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
 /// Makes `call` the current call of this thread until the guard is dropped.
 pub fn enter(call: Arc<Call>) -> Entered {
     let previous = CURRENT.with(|c| c.borrow_mut().replace(call));
@@ -294,6 +314,32 @@ mod tests {
         assert!(lock_within(&gate).is_ok(), "outside a call, until it opens");
         opener.join().unwrap();
         holder.join().unwrap();
+    }
+
+    /// A wait for a reply ends with what comes, at its bound, at the call's deadline, or
+    /// when the caller gives up, whichever is first.
+    #[test]
+    fn waiting_for_a_reply_ends_with_the_call() {
+        let (tx, rx) = std::sync::mpsc::channel::<u8>();
+        tx.send(1).unwrap();
+        assert_eq!(recv_within(&rx, Duration::from_secs(600)), Some(1));
+        let started = Instant::now();
+        assert_eq!(recv_within(&rx, Duration::from_millis(100)), None);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        let soon = Call::new(Instant::now() + Duration::from_millis(100), None);
+        {
+            let _in = enter(soon);
+            let started = Instant::now();
+            assert_eq!(recv_within(&rx, Duration::from_secs(600)), None);
+            assert!(started.elapsed() < Duration::from_secs(300));
+        }
+        let patient = Call::new(Instant::now() + Duration::from_secs(600), None);
+        patient.cancel();
+        let _in = enter(patient);
+        let started = Instant::now();
+        assert_eq!(recv_within(&rx, Duration::from_secs(600)), None);
+        assert!(started.elapsed() < Duration::from_secs(300));
+        drop(tx);
     }
 
     #[test]

@@ -152,12 +152,13 @@ impl Shared {
     }
 
     /// Applies a change to what is kept, and waits until it is there (the core lists the
-    /// mailbox again at once).
+    /// mailbox again at once), up to 30 s and never past the call's deadline or its
+    /// caller's signal: the change is journaled already, only its showing would lag.
     fn show_locally(&self, change: LocalChange) {
         self.send(Job::Local(change));
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Job::Flush(tx));
-        let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        let _ = crate::call::recv_within(&rx, std::time::Duration::from_secs(30));
     }
 
     fn kept_meta(&self, mailbox: &MailboxId, uid: Uid) -> Option<MessageMeta> {
