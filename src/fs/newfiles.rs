@@ -89,6 +89,18 @@ pub struct NewFile {
 }
 
 impl NewFile {
+    /// Holds the lock a store of this file holds, as an upload under way would (tests).
+    #[cfg(test)]
+    pub(super) fn hold_storing(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.storing.lock()
+    }
+
+    /// The messages this file supersedes once stored (tests).
+    #[cfg(test)]
+    pub(super) fn superseded(&self) -> Vec<MessageRef> {
+        self.replaces.lock().clone()
+    }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
@@ -99,7 +111,7 @@ impl NewFile {
         *self.mtime.lock()
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         self.name.lock().clone()
     }
 
@@ -323,9 +335,15 @@ impl Fs {
             .ok_or(FsError::NotFound)?
             .to_string();
         let file = self.new_spooled_file(message.mailbox.clone(), name)?;
+        // Without BINARY the part is decoded here, whole: once, then written in pieces.
+        let piece_len = if self.store.capabilities().binary {
+            COPY_CHUNK
+        } else {
+            keep
+        };
         let mut copied = 0;
         while copied < keep {
-            let piece = self.read_stored_file(message, size, copied, COPY_CHUNK.min(keep - copied));
+            let piece = self.read_stored_file(message, size, copied, piece_len.min(keep - copied));
             let piece = match piece {
                 Ok(piece) if !piece.is_empty() => piece,
                 Ok(_) => {
@@ -549,6 +567,11 @@ impl Fs {
         // Another close or a rename may be storing it (an APPEND of a big file over a slow
         // link): waited for as long as this call may wait, never longer.
         let _storing = crate::call::lock_within(&file.storing)?;
+        self.store_locked(dir_path, file)
+    }
+
+    /// `store_new_file` for a caller holding the file's storing lock.
+    fn store_locked(&self, dir_path: &str, file: &NewFile) -> FsResult<()> {
         if *file.state.lock() != State::Dirty {
             return Ok(());
         }
@@ -705,6 +728,12 @@ impl Fs {
             .new_files
             .get(dir_path, name)
             .ok_or(FsError::NotFound)?;
+        // Nothing changes while a close stores it: that upload would take what this rename
+        // supersedes. A rename that cannot wait (its deadline, its caller's signal) leaves
+        // the file as it was.
+        let locked = Arc::clone(&file);
+        let _storing = crate::call::lock_within(&locked.storing)?;
+        let replaces_before = file.replaces.lock().clone();
         if let Some(other) = self.new_files.get(dir_path, new_name) {
             if !Arc::ptr_eq(&other, &file) {
                 if let Some(Some(message)) = other.stored() {
@@ -724,8 +753,10 @@ impl Fs {
         }
         let dirty = *file.state.lock() == State::Dirty;
         if closed && wanted && dirty {
-            if let Err(e) = self.store_new_file(dir_path, &file) {
+            if let Err(e) = self.store_locked(dir_path, &file) {
+                // Not stored: nothing is superseded, the name stays.
                 *file.name.lock() = name.to_string();
+                *file.replaces.lock() = replaces_before;
                 return Err(e);
             }
         }

@@ -351,6 +351,61 @@ fn a_big_stored_file_appended_to_keeps_every_byte() {
     assert_eq!(&attachment[old.len()..], b"tail");
 }
 
+/// `mv x.pdf y.pdf` while x.pdf's last close is still uploading it: the rename waits as
+/// long as its call may, and when it cannot wait longer it fails with nothing changed:
+/// y.pdf's message is not superseded, and the upload stores x.pdf under its own name.
+#[test]
+fn a_rename_that_cannot_wait_for_an_upload_changes_nothing() {
+    let h = Arc::new(Harness::new());
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "y.pdf", b"old y");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let y_uid = h.stored("INBOX")[0].uid;
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("x.pdf")).unwrap();
+    let x = attr.attr.ino;
+    h.fs.write(x, fh, 0, b"new x").unwrap();
+    let file = h.fs.new_files.get("INBOX", "x.pdf").unwrap();
+    // The upload of x.pdf under way: its last close waits on it.
+    let (held, is_held) = mpsc::channel();
+    let (done, finish) = mpsc::channel::<()>();
+    let uploading = Arc::clone(&file);
+    let uploader = std::thread::spawn(move || {
+        let _storing = uploading.hold_storing();
+        held.send(()).unwrap();
+        let _ = finish.recv();
+    });
+    is_held.recv().unwrap();
+    let closing = Arc::clone(&h);
+    let closer = std::thread::spawn(move || closing.fs.release(x, fh));
+    let renamed = {
+        let _call = crate::call::enter(crate::call::Call::new(
+            std::time::Instant::now() + Duration::from_millis(200),
+            None,
+        ));
+        h.fs.rename(
+            inbox,
+            OsStr::new("x.pdf"),
+            inbox,
+            OsStr::new("y.pdf"),
+            false,
+            false,
+        )
+    };
+    assert!(renamed.is_err(), "{renamed:?}");
+    assert_eq!(file.name(), "x.pdf");
+    assert!(file.superseded().is_empty(), "{:?}", file.superseded());
+    done.send(()).unwrap();
+    uploader.join().unwrap();
+    closer.join().unwrap().unwrap();
+    let stored: Vec<Uid> = h.stored("INBOX").iter().map(|m| m.uid).collect();
+    assert!(
+        stored.contains(&y_uid),
+        "y.pdf's message is kept: {stored:?}"
+    );
+    assert_eq!(stored.len(), 2, "{stored:?}");
+}
+
 #[test]
 fn removing_a_stored_file_deletes_its_message() {
     let h = Harness::new();
