@@ -395,8 +395,9 @@ impl FakeServer {
         self.shared.refused_sections.load(Ordering::SeqCst)
     }
 
-    /// Commands other than LOGOUT that came on a connection after it had refused one: zero
-    /// when every such connection was given up.
+    /// Commands other than LOGOUT that came on a connection after it had refused one (and
+    /// were not already here, pipelined, when the refusal went out): zero when every such
+    /// connection was given up.
     pub fn commands_after_refusal(&self) -> u64 {
         self.shared.after_refusal.load(Ordering::SeqCst)
     }
@@ -477,6 +478,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Closed> {
         )
         .as_bytes(),
     )?;
+    // Bytes the client had sent before it could have read a refusal (pipelined commands
+    // already here when it went out): not counted as coming after it.
+    let mut pipelined: Option<usize> = None;
     loop {
         let mut line = Vec::new();
         let n = reader
@@ -492,10 +496,17 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), Closed> {
             .split_whitespace()
             .nth(1)
             .is_some_and(|verb| verb.eq_ignore_ascii_case("LOGOUT"));
-        if conn.refused && !logout {
-            shared.after_refusal.fetch_add(1, Ordering::SeqCst);
+        match &mut pipelined {
+            Some(left) if *left >= n => *left -= n,
+            Some(_) if !logout => {
+                shared.after_refusal.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
         }
         conn.command(&text)?;
+        if conn.refused && pipelined.is_none() {
+            pipelined = Some(reader.buffer().len());
+        }
     }
 }
 
