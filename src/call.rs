@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::store::StoreError;
+
 type Hook = Box<dyn Fn() + Send + Sync>;
 
 /// One filesystem call in flight.
@@ -47,44 +49,61 @@ pub fn cancelled() -> bool {
     current().is_some_and(|c| c.is_cancelled())
 }
 
+/// How often a wait of the current call looks whether it must end.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Whether the current call may still go on (start something, or wait longer): not once
+/// its caller gave up (`Interrupted`), nor once its deadline passed (`Timeout`).
+pub fn goes_on() -> Result<(), StoreError> {
+    if cancelled() {
+        return Err(StoreError::Interrupted);
+    }
+    if deadline().is_some_and(|d| d <= Instant::now()) {
+        return Err(StoreError::Timeout(
+            "the filesystem call ran out of time".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Locks `gate`, which another thread holds while it fetches what this call wants, as
-/// long as the current call may wait: `Interrupted` once its caller gives up, `Timeout`
-/// once its deadline passes. Outside a call, until the gate opens.
-pub fn lock_within<T>(
-    gate: &Mutex<T>,
-) -> Result<parking_lot::MutexGuard<'_, T>, crate::store::StoreError> {
-    const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// long as the current call goes on. Outside a call, until the gate opens.
+pub fn lock_within<T>(gate: &Mutex<T>) -> Result<parking_lot::MutexGuard<'_, T>, StoreError> {
     loop {
         if let Some(held) = gate.try_lock_for(CHECK_EVERY) {
             return Ok(held);
         }
-        if cancelled() {
-            return Err(crate::store::StoreError::Interrupted);
-        }
-        if deadline().is_some_and(|d| d <= Instant::now()) {
-            return Err(crate::store::StoreError::Timeout(
-                "another read of the same data did not end in time".into(),
-            ));
-        }
+        goes_on()?;
     }
 }
 
-/// Waits for `rx`'s next value for at most `at_most`, and no longer than the current call
-/// may wait (its deadline, its caller giving up). `None` when nothing came in that time.
-pub fn recv_within<T>(rx: &std::sync::mpsc::Receiver<T>, at_most: Duration) -> Option<T> {
-    const CHECK_EVERY: Duration = Duration::from_millis(50);
-    let until = deadline().map_or(Instant::now() + at_most, |d| {
-        d.min(Instant::now() + at_most)
-    });
+/// Why `recv_within` came back without a value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The call's caller gave up.
+    Interrupted,
+    /// `until`, or the call's deadline, passed.
+    TimedOut,
+    /// The sender is gone.
+    Gone,
+}
+
+/// Waits for `rx`'s next value until `until`, and no longer than the current call may
+/// (its deadline, its caller giving up).
+pub fn recv_within<T>(rx: &std::sync::mpsc::Receiver<T>, until: Instant) -> Result<T, Unanswered> {
+    let until = deadline().map_or(until, |d| d.min(until));
     loop {
+        if cancelled() {
+            return Err(Unanswered::Interrupted);
+        }
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || cancelled() {
-            return None;
+        if left.is_zero() {
+            return Err(Unanswered::TimedOut);
         }
         match rx.recv_timeout(left.min(CHECK_EVERY)) {
-            Ok(value) => return Some(value),
+            Ok(value) => return Ok(value),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(Unanswered::Gone),
         }
     }
 }
@@ -286,10 +305,7 @@ mod tests {
             let _in = enter(Arc::clone(&soon));
             let started = Instant::now();
             let waited = lock_within(&gate).map(drop);
-            assert!(
-                matches!(waited, Err(crate::store::StoreError::Timeout(_))),
-                "{waited:?}"
-            );
+            assert!(matches!(waited, Err(StoreError::Timeout(_))), "{waited:?}");
             assert!(started.elapsed() >= Duration::from_millis(200));
         }
         let patient = Call::new(Instant::now() + Duration::from_secs(600), None);
@@ -301,10 +317,7 @@ mod tests {
         {
             let _in = enter(Arc::clone(&patient));
             let waited = lock_within(&gate).map(drop);
-            assert!(
-                matches!(waited, Err(crate::store::StoreError::Interrupted)),
-                "{waited:?}"
-            );
+            assert!(matches!(waited, Err(StoreError::Interrupted)), "{waited:?}");
         }
         canceller.join().unwrap();
         let opener = std::thread::spawn(move || {
@@ -320,26 +333,33 @@ mod tests {
     /// when the caller gives up, whichever is first.
     #[test]
     fn waiting_for_a_reply_ends_with_the_call() {
+        let far = || Instant::now() + Duration::from_secs(600);
         let (tx, rx) = std::sync::mpsc::channel::<u8>();
         tx.send(1).unwrap();
-        assert_eq!(recv_within(&rx, Duration::from_secs(600)), Some(1));
+        assert_eq!(recv_within(&rx, far()), Ok(1));
         let started = Instant::now();
-        assert_eq!(recv_within(&rx, Duration::from_millis(100)), None);
+        assert_eq!(
+            recv_within(&rx, started + Duration::from_millis(100)),
+            Err(Unanswered::TimedOut)
+        );
         assert!(started.elapsed() >= Duration::from_millis(100));
         let soon = Call::new(Instant::now() + Duration::from_millis(100), None);
         {
             let _in = enter(soon);
             let started = Instant::now();
-            assert_eq!(recv_within(&rx, Duration::from_secs(600)), None);
+            assert_eq!(recv_within(&rx, far()), Err(Unanswered::TimedOut));
             assert!(started.elapsed() < Duration::from_secs(300));
         }
-        let patient = Call::new(Instant::now() + Duration::from_secs(600), None);
+        let patient = Call::new(far(), None);
         patient.cancel();
-        let _in = enter(patient);
-        let started = Instant::now();
-        assert_eq!(recv_within(&rx, Duration::from_secs(600)), None);
-        assert!(started.elapsed() < Duration::from_secs(300));
+        {
+            let _in = enter(patient);
+            let started = Instant::now();
+            assert_eq!(recv_within(&rx, far()), Err(Unanswered::Interrupted));
+            assert!(started.elapsed() < Duration::from_secs(300));
+        }
         drop(tx);
+        assert_eq!(recv_within(&rx, far()), Err(Unanswered::Gone));
     }
 
     #[test]

@@ -247,20 +247,6 @@ impl ImapStore {
         call::deadline().map_or(own, |d| d.min(own))
     }
 
-    /// Whether the current filesystem call may still start something: not cancelled, and
-    /// its deadline not passed.
-    fn call_goes_on() -> StoreResult<()> {
-        if call::cancelled() {
-            return Err(StoreError::Interrupted);
-        }
-        if call::deadline().is_some_and(|d| d <= Instant::now()) {
-            return Err(StoreError::Timeout(
-                "the filesystem call ran out of time".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// Waits on the pool until `until` or a connection comes back, waking often enough to
     /// see a cancelled call. False once `until` has passed.
     fn wait_for_pool(
@@ -269,7 +255,7 @@ impl ImapStore {
         until: Instant,
     ) -> StoreResult<bool> {
         const CHECK_EVERY: Duration = Duration::from_millis(50);
-        Self::call_goes_on()?;
+        call::goes_on()?;
         let now = Instant::now();
         if now >= until {
             return Ok(false);
@@ -284,7 +270,7 @@ impl ImapStore {
         let deadline = self.deadline();
         let mut pool = self.pool.lock();
         loop {
-            Self::call_goes_on()?;
+            call::goes_on()?;
             if !pool.idle.is_empty() {
                 let pos = mailbox
                     .and_then(|m| {
@@ -432,7 +418,7 @@ impl ImapStore {
             if attempt == 1
                 && retry == Retry::Once
                 && (server_fault || matches!(e, StoreError::Connection(_)))
-                && Self::call_goes_on().is_ok()
+                && call::goes_on().is_ok()
             {
                 tracing::warn!(error = %e, "IMAP connection broke; retrying once on a new one");
                 drop(borrowed);

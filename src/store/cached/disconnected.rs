@@ -158,7 +158,10 @@ impl Shared {
         self.send(Job::Local(change));
         let (tx, rx) = std::sync::mpsc::channel();
         self.send(Job::Flush(tx));
-        let _ = crate::call::recv_within(&rx, std::time::Duration::from_secs(30));
+        let _ = crate::call::recv_within(
+            &rx,
+            std::time::Instant::now() + std::time::Duration::from_secs(30),
+        );
     }
 
     fn kept_meta(&self, mailbox: &MailboxId, uid: Uid) -> Option<MessageMeta> {

@@ -638,7 +638,6 @@ fn resolve_with(
     deadline: Instant,
     lookup: impl FnOnce() -> io::Result<Vec<SocketAddr>> + Send + 'static,
 ) -> StoreResult<Vec<SocketAddr>> {
-    const CHECK_EVERY: Duration = Duration::from_millis(50);
     let (found, answer) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("resolve".into())
@@ -647,23 +646,14 @@ fn resolve_with(
             let _ = found.send(lookup());
         })
         .map_err(|e| StoreError::Connection(format!("cannot resolve {host}: {e}")))?;
-    loop {
-        if call::cancelled() {
-            return Err(StoreError::Interrupted);
+    match call::recv_within(&answer, deadline) {
+        Ok(addrs) => {
+            addrs.map_err(|e| StoreError::Connection(format!("cannot resolve {host}: {e}")))
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(StoreError::Timeout(format!("resolving {host}")));
-        }
-        match answer.recv_timeout(left.min(CHECK_EVERY)) {
-            Ok(addrs) => {
-                return addrs
-                    .map_err(|e| StoreError::Connection(format!("cannot resolve {host}: {e}")))
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(StoreError::Connection(format!("cannot resolve {host}")))
-            }
+        Err(call::Unanswered::Interrupted) => Err(StoreError::Interrupted),
+        Err(call::Unanswered::TimedOut) => Err(StoreError::Timeout(format!("resolving {host}"))),
+        Err(call::Unanswered::Gone) => {
+            Err(StoreError::Connection(format!("cannot resolve {host}")))
         }
     }
 }
