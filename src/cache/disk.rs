@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -208,16 +208,16 @@ impl DiskCache {
     fn send_within(&self, job: Job) {
         let mut job = job;
         let wait = if self.stuck.load(Ordering::Relaxed) {
-            std::time::Duration::ZERO
+            Duration::ZERO
         } else {
             WRITER_WAIT
         };
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
             match self.jobs.try_send(job) {
-                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
                     job = back;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(TrySendError::Full(_)) => {
                     if !self.stuck.swap(true, Ordering::Relaxed) {

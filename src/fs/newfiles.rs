@@ -343,15 +343,19 @@ impl Fs {
         };
         let mut copied = 0;
         while copied < keep {
-            let piece = self.read_stored_file(message, size, copied, piece_len.min(keep - copied));
+            let piece = self
+                .read_stored_file(message, size, copied, piece_len.min(keep - copied))
+                .and_then(|piece| {
+                    if piece.is_empty() {
+                        Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                            "the stored file ended at {copied} bytes, its message says {size}"
+                        ))))
+                    } else {
+                        Ok(piece)
+                    }
+                });
             let piece = match piece {
-                Ok(piece) if !piece.is_empty() => piece,
-                Ok(_) => {
-                    self.drop_spool(&file);
-                    return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
-                        "the stored file ended at {copied} bytes, its message says {size}"
-                    ))));
-                }
+                Ok(piece) => piece,
                 Err(e) => {
                     self.drop_spool(&file);
                     return Err(e);
