@@ -643,6 +643,21 @@ pub trait MailStore: Send + Sync + 'static {
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>>;
 
+    /// Copies one message into `to` (`UID COPY`), flags and INTERNALDATE with it. Returns
+    /// the target's UIDVALIDITY and the copy's UID when the server tells them (COPYUID,
+    /// RFC 4315). Never retried on another connection: a COPY cut off may have been done.
+    fn copy_message(
+        &self,
+        from: &MailboxId,
+        _validity: UidValidity,
+        _uid: Uid,
+        _to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        Err(StoreError::Unsupported(format!(
+            "this store cannot copy messages out of {from}"
+        )))
+    }
+
     /// Expunges exactly one message: `UID STORE +FLAGS.SILENT (\Deleted)` then
     /// `UID EXPUNGE <uid>`. Without UIDPLUS this is refused, since a plain EXPUNGE would also
     /// remove messages other clients marked deleted.

@@ -1105,6 +1105,20 @@ impl MailStore for CachedStore {
         Ok(moved)
     }
 
+    fn copy_message(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        // Not queued offline: a copy's directory is filled at once, from the copy.
+        let s = &self.shared;
+        let (from, validity, uid) = &s.real_place(from, validity, uid)?;
+        let to = &s.real_mailbox(to)?;
+        s.change(Some(to), || s.inner.copy_message(from, *validity, *uid, to))
+    }
+
     fn expunge_message(
         &self,
         mailbox: &MailboxId,

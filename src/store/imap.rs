@@ -118,6 +118,11 @@ pub struct ImapStore {
     watch: Option<Watch>,
     /// The last quota answer and when it came (see [`QUOTA_FRESH`]).
     quota: Mutex<Option<(Instant, Option<Quota>)>>,
+    /// How many times this store put messages into each mailbox (APPEND, COPY, MOVE). A
+    /// connection that selected a mailbox before the last of them selects it again before
+    /// it reads: Dovecot shows a session the new messages only after its next command, so
+    /// a `UID FETCH` of one on such a session would find nothing.
+    arrivals: Mutex<std::collections::HashMap<MailboxId, u64>>,
 }
 
 /// How long a quota answer is used before GETQUOTAROOT is sent again: `df` in a loop, or a
@@ -178,6 +183,7 @@ impl ImapStore {
                 epoch: 0,
             }),
             quota: Mutex::new(None),
+            arrivals: Mutex::default(),
             returned: Condvar::new(),
             max_connections: max_connections.max(1),
             capabilities: parking_lot::RwLock::new(Vec::new()),
@@ -471,6 +477,11 @@ impl ImapStore {
     /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
     /// changes) unless it already is; checks UIDVALIDITY if one is expected. Returns the
     /// UIDVALIDITY and, when the mailbox was (re)selected, what the server said of it.
+    /// Messages this store put into `mailbox` (see `arrivals`).
+    pub(super) fn arrived(&self, mailbox: &MailboxId) {
+        *self.arrivals.lock().entry(mailbox.clone()).or_default() += 1;
+    }
+
     fn select(
         &self,
         conn: &mut Connection,
@@ -478,9 +489,10 @@ impl ImapStore {
         expected: Option<UidValidity>,
         mode: Mode,
     ) -> StoreResult<(UidValidity, Option<Selected>)> {
+        let arrivals = self.arrivals.lock().get(mailbox).copied().unwrap_or(0);
         let reusable = match (&conn.selection, mode) {
             (Selection::Select(m, v), _) | (Selection::Examine(m, v), Mode::Read)
-                if m == mailbox =>
+                if m == mailbox && conn.arrivals_seen == arrivals =>
             {
                 Some(*v)
             }
@@ -523,6 +535,7 @@ impl ImapStore {
             Mode::Read | Mode::Relist => Selection::Examine(mailbox.clone(), validity),
             Mode::Write => Selection::Select(mailbox.clone(), validity),
         };
+        conn.arrivals_seen = arrivals;
         let selected = Selected {
             exists,
             uid_next,
@@ -1014,6 +1027,16 @@ impl MailStore for ImapStore {
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         self.move_one(from, validity, uid, to)
+    }
+
+    fn copy_message(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        self.copy_one(from, validity, uid, to)
     }
 
     fn expunge_message(

@@ -62,6 +62,8 @@ pub enum Op {
     MoveMessage,
     /// `MailStore::expunge_message`.
     ExpungeMessage,
+    /// `MailStore::copy_message`.
+    CopyMessage,
     /// `MailStore::append`.
     Append,
     /// `MailStore::search`.
@@ -73,7 +75,7 @@ pub enum Op {
 }
 
 impl Op {
-    const COUNT: usize = 16;
+    const COUNT: usize = 17;
 
     fn index(self) -> usize {
         match self {
@@ -93,6 +95,7 @@ impl Op {
             Op::SearchMessages => 13,
             Op::FetchFlags => 14,
             Op::ChangesSince => 15,
+            Op::CopyMessage => 16,
         }
     }
 }
@@ -1047,6 +1050,22 @@ impl MailStore for MemoryStore {
         };
         self.run_after(Op::MoveMessage);
         moved
+    }
+
+    fn copy_message(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let copied = {
+            let mut state = self.state.lock();
+            state.begin(Op::CopyMessage)?;
+            state.copy_one(from, validity, uid, to)
+        };
+        self.run_after(Op::CopyMessage);
+        copied
     }
 
     fn expunge_message(

@@ -310,8 +310,24 @@ pub(super) fn compare_store_writes(pair: &mut Pair, report: &mut Report) {
         &dates(&memory),
     );
 
-    // MOVE to Trash, then EXPUNGE, of messages there and gone.
     let validity = (real.uid_validity, memory.uid_validity);
+    // COPY to Trash, of a message there and of one gone (the copy is listed below).
+    for (uid, what) in [
+        (Uid(3), "copy_message"),
+        (Uid(99), "copy_message of a UID that is gone"),
+    ] {
+        let copied = (
+            pair.real.copy_message(&writes, validity.0, uid, &trash),
+            pair.memory.copy_message(&writes, validity.1, uid, &trash),
+        );
+        let new_uid = |m: &StoreResult<Option<(UidValidity, Uid)>>| {
+            m.as_ref().ok().map(|m| m.map(|(_, uid)| uid))
+        };
+        report.check(what, &new_uid(&copied.0), &new_uid(&copied.1));
+        report.check(what, &outcome(&copied.0), &outcome(&copied.1));
+    }
+
+    // MOVE to Trash, then EXPUNGE, of messages there and gone.
     let moved = (
         pair.real.move_message(&writes, validity.0, Uid(1), &trash),
         pair.memory

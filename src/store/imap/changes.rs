@@ -273,12 +273,37 @@ impl ImapStore {
             }
             Ok(copied_uid(&done, uid))
         });
+        self.arrived(to);
         match moved {
             Err(StoreError::Connection(why)) if caps.uidplus => {
                 self.settle_move(from, validity, uid, to, StoreError::Connection(why))
             }
             other => other,
         }
+    }
+
+    /// `UID COPY` of one message, from its mailbox selected read-only (COPY needs no
+    /// write access to the source, and so takes none of its `\Recent` flags).
+    pub(super) fn copy_one(
+        &self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        let target = quote::mailbox(to)?;
+        let copied = self.with_connection(Some(from), Retry::Never, |conn| {
+            self.select(conn, from, Some(validity), Mode::Read)?;
+            ensure_exists(conn, from, uid)?;
+            let done = conn.run(
+                Command::new("UID COPY")
+                    .syntax(uid.to_string())
+                    .arg(&target),
+            )?;
+            Ok(copied_uid(&done, uid))
+        });
+        self.arrived(to);
+        copied
     }
 
     /// After a move whose connection broke: the server may have copied the message and not
@@ -395,7 +420,7 @@ impl ImapStore {
             ..
         } = message;
         let mut content = Some(content);
-        self.with_connection(None, Retry::Never, |conn| {
+        let appended = self.with_connection(None, Retry::Never, |conn| {
             let content = content.take().ok_or_else(|| {
                 StoreError::Invalid("the message was already read for an earlier attempt".into())
             })?;
@@ -420,7 +445,9 @@ impl ImapStore {
                 _ => None,
             });
             Ok(appended)
-        })
+        });
+        self.arrived(mailbox);
+        appended
     }
 }
 

@@ -275,6 +275,25 @@ impl State {
         Ok(capabilities.uidplus.then_some((target.validity, new_uid)))
     }
 
+    /// `UID COPY` of one message, from its mailbox selected read-only: the copy keeps
+    /// the flags and INTERNALDATE, and is `\Recent` in the target.
+    pub(super) fn copy_one(
+        &mut self,
+        from: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        to: &MailboxId,
+    ) -> StoreResult<Option<(UidValidity, Uid)>> {
+        validate_name(to)?;
+        self.selected(from, validity)?;
+        let source = self.message(from, validity, uid)?;
+        let copy = Message::new(&source.raw, source.flags.clone(), source.internal_date);
+        let uidplus = self.capabilities.uidplus;
+        let target = self.destination(to)?;
+        let new_uid = target.insert(copy);
+        Ok(uidplus.then_some((target.validity, new_uid)))
+    }
+
     /// `UID EXPUNGE` of one message; without UIDPLUS the IMAP store refuses.
     pub(super) fn expunge_one(
         &mut self,
