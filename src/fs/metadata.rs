@@ -2,7 +2,7 @@
 //! listing, message layouts, and the names `mv` gave messages; and when each is fresh
 //! enough to use without asking the server (read from an injected clock).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -126,6 +126,9 @@ struct Listing {
     /// This mount's changes to the mailbox that the listing knows of: the ticket it was
     /// asked for at, or the ticket after a change here applied to it.
     as_of: ChangeTicket,
+    /// UIDs this mount saw leave: a UID is never given again for this UIDVALIDITY, so a
+    /// report of its arrival that left the server before it went is not believed.
+    left: BTreeSet<Uid>,
 }
 
 /// How a listing at most some age old is to be had.
@@ -434,6 +437,12 @@ impl MetadataCache {
             }
             _ => inner.next_generation(),
         };
+        let left = inner
+            .listings
+            .get(mailbox)
+            .filter(|old| old.validity == fresh.uid_validity)
+            .map(|old| old.left.clone())
+            .unwrap_or_default();
         let mut listing = Listing {
             validity: fresh.uid_validity,
             version: fresh.version,
@@ -444,6 +453,7 @@ impl MetadataCache {
             generation,
             stale,
             as_of: ticket,
+            left,
         };
         listing.index_files();
         inner.listings.insert(mailbox.clone(), listing);
@@ -491,7 +501,11 @@ impl MetadataCache {
             }
         }
         let mut flag_sets = FlagSets::default();
-        for meta in &reported.arrived {
+        for meta in reported
+            .arrived
+            .iter()
+            .filter(|m| !listing.left.contains(&m.uid))
+        {
             change.arrived |= listing
                 .messages
                 .insert(meta.uid, Listed::new(meta.clone(), &mut flag_sets))
@@ -627,6 +641,28 @@ impl MetadataCache {
         })
     }
 
+    /// Every listed message, in any mailbox but `not_in`, whose directory is named `name`.
+    pub fn find_message_elsewhere(
+        &self,
+        name: &str,
+        not_in: &MailboxId,
+    ) -> Vec<(MessageRef, SystemTime)> {
+        let Some(uid) = uid_in_name(name) else {
+            return Vec::new();
+        };
+        let inner = self.inner.lock();
+        inner
+            .listings
+            .iter()
+            .filter(|(mailbox, _)| *mailbox != not_in)
+            .filter_map(|(mailbox, listing)| {
+                let entry = listing.messages.get(&uid)?;
+                (entry.name(uid) == name)
+                    .then(|| (listing.message_ref(mailbox, uid), entry.internal_date))
+            })
+            .collect()
+    }
+
     /// Every listed message of `mailbox` in UID order, with its name and mtime; names `mv`
     /// gave stop resolving (a directory listing is "the next listing").
     pub fn snapshot(&self, mailbox: &MailboxId) -> Vec<(String, MessageRef, SystemTime)> {
@@ -754,6 +790,7 @@ impl MetadataCache {
         if let Some(listing) = inner.listings.get_mut(&message.mailbox) {
             if listing.validity == message.validity {
                 listing.messages.remove(&message.uid);
+                listing.left.insert(message.uid);
                 listing.index_files();
                 listing.changed = SystemTime::now();
             }
@@ -773,6 +810,23 @@ impl MetadataCache {
         new: &MessageRef,
         new_name: Option<&str>,
     ) -> bool {
+        self.arrived(old, new, new_name, true)
+    }
+
+    /// A message this mount copied: `new` holds what `old` holds, so it is listed and
+    /// laid out as `old` is. Returns whether the target's UIDVALIDITY changed.
+    pub fn message_copied(&self, old: &MessageRef, new: &MessageRef) -> bool {
+        self.arrived(old, new, None, false)
+    }
+
+    /// `old`'s listing entry and layout given to `new` (taken from `old` when `moved`).
+    fn arrived(
+        &self,
+        old: &MessageRef,
+        new: &MessageRef,
+        new_name: Option<&str>,
+        moved: bool,
+    ) -> bool {
         let mut inner = self.inner.lock();
         let recreated = inner
             .listings
@@ -783,7 +837,12 @@ impl MetadataCache {
             inner.aliases.remove(&new.mailbox);
             inner.drop_layouts(&new.mailbox, Some(new.validity));
         }
-        if let Some(layout) = inner.layouts().pop(old) {
+        let layout = if moved {
+            inner.layouts().pop(old)
+        } else {
+            inner.layouts().get(old).cloned()
+        };
+        if let Some(layout) = layout {
             inner.layouts().put(new.clone(), layout);
         }
         let meta = inner
@@ -913,6 +972,50 @@ mod tests {
             messages,
             version: None,
         }
+    }
+
+    #[test]
+    fn a_message_seen_leaving_is_not_brought_back_by_a_late_report_of_its_arrival() {
+        let cache = MetadataCache::new(Arc::new(ManualClock::new()));
+        let drafts = MailboxId::new("Drafts");
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&drafts, None, false) else {
+            panic!("nothing listed yet")
+        };
+        cache.install_listing(&drafts, listing(1, vec![meta(1, "a")]), ticket);
+        let copy = MessageRef {
+            mailbox: drafts.clone(),
+            validity: UidValidity(1),
+            uid: Uid(2),
+        };
+        // The copy this mount made, then removed, before the watcher's report of it came.
+        cache.message_copied(
+            &MessageRef {
+                uid: Uid(1),
+                ..copy.clone()
+            },
+            &copy,
+        );
+        assert!(cache.is_listed(&copy));
+        cache.message_left(&copy);
+        let mut late = MailboxChange::new(drafts.clone());
+        late.validity = Some(UidValidity(1));
+        late.arrived = vec![meta(2, "a"), meta(3, "b")];
+        let change = cache.apply_change(&late);
+        assert!(change.arrived, "UID 3 did arrive");
+        assert!(!cache.is_listed(&copy), "UID 2 is gone for good");
+        assert!(cache.is_listed(&MessageRef {
+            uid: Uid(3),
+            ..copy.clone()
+        }));
+        // A new listing with the same UIDVALIDITY keeps what it knows left.
+        let ListingPlan::Relist { ticket } =
+            cache.plan_listing(&drafts, Some(Duration::ZERO), false)
+        else {
+            panic!("stale")
+        };
+        cache.install_listing(&drafts, listing(1, vec![meta(1, "a")]), ticket);
+        cache.apply_change(&late);
+        assert!(!cache.is_listed(&copy));
     }
 
     #[test]
