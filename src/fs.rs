@@ -11,6 +11,7 @@ pub mod ahead;
 pub mod changes;
 pub mod clock;
 pub mod content;
+pub mod copies;
 pub mod errors;
 pub mod events;
 pub mod handles;
@@ -190,6 +191,8 @@ pub struct Fs {
     new_files: NewFiles,
     /// Part files and encapsulated messages removed from this mount's view.
     hidden: Mutex<HashSet<NodeKey>>,
+    /// Messages copied for directories made by their names, while they are filled.
+    copies: copies::Copies,
     walks: WalkDetector,
     /// Notes written into the mount's trash directories.
     notes: TrashNotes,
@@ -243,6 +246,7 @@ impl Fs {
             dirs: DirSnapshots::default(),
             new_files: NewFiles::default(),
             hidden: Mutex::new(HashSet::new()),
+            copies: copies::Copies::default(),
             walks: WalkDetector::default(),
             notes: TrashNotes::default(),
             searches: searches::SearchResults::default(),

@@ -64,9 +64,14 @@ impl Fs {
         Ok(path)
     }
 
-    /// `mkdir`: CREATE a mailbox.
+    /// `mkdir`: CREATE a mailbox; or, named as a message directory of another mailbox,
+    /// copy that message (`copies.rs`).
     pub fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<AttrReply> {
         self.refuse_if_read_only()?;
+        if let node @ Node::Message { .. } = self.node(parent)? {
+            let made = self.make_in_copy(&node, name, true)?;
+            return Ok(self.remember(made));
+        }
         let name = name
             .to_str()
             .ok_or_else(|| FsError::Invalid("name is not UTF-8".into()))?;
@@ -81,6 +86,18 @@ impl Fs {
                 Some(_) if parent_path.is_empty() => FsError::Exists,
                 _ => FsError::NotPermitted(format!("{name} is a name imapfs reserves")),
             });
+        }
+        let mut tree = self.tree(false)?;
+        let held = tree.get(&parent_path).map(|d| d.selectable_id().is_some());
+        if !parent_path.is_empty() && held == Some(false) {
+            // Held as holding no messages; perhaps it was made a mailbox since (Dovecot
+            // makes its special-use mailboxes at a first login): ask once.
+            tree = self.list_tree()?;
+        }
+        if let Some(mailbox) = tree.get(&parent_path).and_then(|d| d.selectable_id()) {
+            if let Some(made) = self.mkdir_copy(&parent_path, mailbox, name)? {
+                return Ok(made);
+            }
         }
         let server_path = self.new_server_path(&parent_path, name)?;
         let id = self.store.create_mailbox(&server_path)?;
@@ -249,6 +266,9 @@ impl Fs {
     /// a new file, or delete the message a file shows (as `rm -r` of the message would).
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.refuse_if_read_only()?;
+        if let Some(done) = self.unlink_copy_temp(&self.node(parent)?, name_str(name)?) {
+            return done;
+        }
         match self.resolve(parent, name_str(name)?)? {
             node @ Node::File { .. } => {
                 self.hidden.lock().insert(node.key());
@@ -281,6 +301,12 @@ impl Fs {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
         }
         let new_name = name_str(new_name)?;
+        let same_dir = parent == new_parent;
+        if let Some(done) =
+            self.rename_copy_temp(&self.node(parent)?, name_str(name)?, same_dir, new_name)
+        {
+            return done;
+        }
         if no_replace && self.resolve(new_parent, new_name).is_ok() {
             return Err(FsError::Exists);
         }

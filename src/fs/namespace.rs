@@ -339,6 +339,9 @@ impl Fs {
                 section,
                 mtime,
             } => {
+                if let Some(temp) = self.resolve_copy_temp(&message, &section, name) {
+                    return temp;
+                }
                 // Every message directory has message.eml, sized by the listing: `cat
                 // DIR/message.eml` needs no structure, only the content (one round trip).
                 if section.is_whole() && name == mime::MESSAGE_FILE {
@@ -383,6 +386,13 @@ impl Fs {
         if let Some(child) = dir.children.get(name) {
             return Ok(Node::Mailbox {
                 path: child.clone(),
+            });
+        }
+        if let Some((message, mtime)) = self.copies.named(path, name) {
+            return Ok(Node::Message {
+                message,
+                section: Section::whole(),
+                mtime,
             });
         }
         if self.new_files.get(path, name).is_some() {

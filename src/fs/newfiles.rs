@@ -252,6 +252,12 @@ impl Fs {
                 "{name:?} contains control characters"
             )));
         }
+        if let node @ Node::Message { .. } = self.node(parent)? {
+            let made = self.make_in_copy(&node, OsStr::new(name), false)?;
+            let reply = self.remember(made);
+            let ino = reply.attr.ino;
+            return Ok((reply, ino));
+        }
         if let Ok(Node::Virtual(dir)) = self.node(parent) {
             let node = self.create_note(&dir, name)?;
             let reply = self.remember(node);
@@ -470,8 +476,12 @@ impl Fs {
     /// `write` into a new file (or a trash note).
     pub fn write(&self, ino: u64, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.refuse_if_read_only()?;
-        if let Ok(Node::Virtual(VirtualNode::TrashNote { uid, name })) = self.node(ino) {
-            return self.write_note(uid, &name, offset, data);
+        match self.node(ino) {
+            Ok(Node::Virtual(VirtualNode::TrashNote { uid, name })) => {
+                return self.write_note(uid, &name, offset, data)
+            }
+            Ok(node @ Node::File { .. }) => return self.write_copy(&node, offset, data),
+            _ => {}
         }
         let (_, p) = self.new_file(ino).ok_or_else(|| {
             FsError::NotPermitted("existing messages and parts cannot be changed".into())
@@ -823,6 +833,15 @@ impl Fs {
             // them on every directory they fill); nothing of it is stored.
             if size.is_none() && matches!(self.node(ino)?, Node::Root | Node::Mailbox { .. }) {
                 return self.getattr(ino);
+            }
+            // A copy being filled takes them too (cp -a), and its own size.
+            if let Some(message) = self.node(ino)?.message() {
+                if self.is_copy(message) {
+                    let now = self.getattr(ino)?;
+                    if size.is_none_or(|s| s == now.attr.size) {
+                        return Ok(now);
+                    }
+                }
             }
             return Err(FsError::NotPermitted(
                 "attributes of messages cannot be changed".into(),

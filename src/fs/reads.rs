@@ -127,7 +127,18 @@ impl Fs {
 
     /// Reads up to `size` bytes at `offset`. Only the end of the file gives fewer bytes.
     pub fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let (message, spec) = match self.node(ino)? {
+        self.read_node(self.node(ino)?, Some(ino), offset, size)
+    }
+
+    /// `read` of `node`, which has the inode `ino` if the kernel holds it.
+    pub(super) fn read_node(
+        &self,
+        node: Node,
+        ino: Option<u64>,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        let (message, spec) = match node {
             Node::NewFile { dir_path, name } => {
                 return self.read_new_file(&dir_path, &name, offset, size)
             }
@@ -192,7 +203,9 @@ impl Fs {
                 spec.size_hint
             ))));
         }
-        self.inodes.lock().set_known_size(ino, data.len() as u64);
+        if let Some(ino) = ino {
+            self.inodes.lock().set_known_size(ino, data.len() as u64);
+        }
         let range = ByteRange { offset, len: size };
         Ok(clip(&data, Some(range)).to_vec())
     }

@@ -428,3 +428,114 @@ fn gio_trash_of_a_message_moves_it_to_the_servers_trash_and_creates_no_mailbox()
     let inbox = server_mailbox(&mut client, "INBOX");
     assert!(!inbox.values().any(|(_, raw)| *raw == plain.raw));
 }
+
+#[test]
+fn cp_r_of_a_message_directory_into_a_mailbox_copies_the_message_and_makes_no_mailbox() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let mailboxes = server_mailboxes(&mut client);
+    let inbox = server_mailbox(&mut client, "INBOX");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let sample = |name: &str| {
+        fixture::sample_messages()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap()
+    };
+    let (attachments, forwarded) = (sample("attachments"), sample("forwarded"));
+    let first = mount.message_dir("INBOX", &attachments.subject);
+    let second = mount.message_dir("INBOX", &forwarded.subject);
+    let archive = mount.join("Archive");
+    // A file manager's copy is cp -r; cp -a also sets times (and tries the xattrs).
+    run_clean(&format!("cp -r {} {}/", q(&first), q(&archive)), &mount);
+    run_clean(&format!("cp -a {} {}/", q(&second), q(&archive)), &mount);
+    // rsync writes each file under a temporary name and renames it.
+    let sent = mount.join("Sent");
+    run_clean(&format!("rsync -a {} {}/", q(&first), q(&sent)), &mount);
+    for (dir, into) in [(&first, &archive), (&second, &archive), (&first, &sent)] {
+        let made = into.join(dir.file_name().unwrap());
+        let out = sh(&format!("diff -r {} {}", q(dir), q(&made)));
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            mount.log()
+        );
+    }
+
+    assert_eq!(
+        server_mailboxes(&mut client),
+        mailboxes,
+        "no mailbox was made"
+    );
+    assert_eq!(
+        server_mailbox(&mut client, "INBOX"),
+        inbox,
+        "INBOX is as it was"
+    );
+    let archived: Vec<(Vec<String>, Vec<u8>)> = server_mailbox(&mut client, "Archive")
+        .into_values()
+        .collect();
+    let raws: Vec<&[u8]> = archived.iter().map(|(_, raw)| raw.as_slice()).collect();
+    assert_eq!(raws, [&attachments.raw[..], &forwarded.raw[..]]);
+    let copied_flags = &archived[1].0;
+    let original_flags = inbox
+        .values()
+        .find(|(_, raw)| *raw == forwarded.raw)
+        .map(|(flags, _)| flags)
+        .unwrap();
+    assert_eq!(copied_flags, original_flags, "the copy keeps the flags");
+    let sent_raws: Vec<Vec<u8>> = server_mailbox(&mut client, "Sent")
+        .into_values()
+        .map(|(_, raw)| raw)
+        .collect();
+    assert_eq!(sent_raws, std::slice::from_ref(&attachments.raw));
+
+    // Each copy also shows under its own name (its UID in Archive).
+    let listed: BTreeSet<String> = fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    for sample in [&attachments, &forwarded] {
+        let own = mount.message_dir("Archive", &sample.subject);
+        assert!(listed.contains(own.file_name().unwrap().to_str().unwrap()));
+        assert_eq!(fs::read(own.join("message.eml")).unwrap(), sample.raw);
+    }
+}
+
+#[test]
+fn a_message_directory_changed_outside_and_copied_back_in_is_refused_and_leaves_nothing() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let mailboxes = server_mailboxes(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let dir = mount.message_dir("INBOX", "Base64 body");
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("copy");
+    run_clean(&format!("cp -r {} {}", q(&dir), q(&outside)), &mount);
+    fs::write(outside.join("body.txt"), "not what the message says\n").unwrap();
+    let drafts = mount.join("Drafts");
+    let out = sh(&format!(
+        "cp -r {} {}",
+        q(&outside),
+        q(&drafts.join(dir.file_name().unwrap()))
+    ));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "{stderr}\n{}",
+        mount.log()
+    );
+    assert!(
+        server_mailbox(&mut client, "Drafts").is_empty(),
+        "the copy was removed"
+    );
+    assert_eq!(
+        server_mailboxes(&mut client),
+        mailboxes,
+        "no mailbox was made"
+    );
+    assert_eq!(fs::read_dir(&drafts).unwrap().count(), 0);
+    assert!(!drafts.join(dir.file_name().unwrap()).exists());
+}

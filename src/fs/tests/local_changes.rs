@@ -504,3 +504,141 @@ fn a_file_manager_trash_moves_the_message_to_the_servers_trash() {
         .iter()
         .any(|n| n.starts_with(".Trash")));
 }
+
+/// `cp -r INBOX/<message> Archive/` as coreutils does it: `mkdir`, then each file created
+/// and written, with the bytes read from the message directory copied.
+fn copy_dir_in(
+    h: &Harness,
+    from: &str,
+    into: u64,
+    name: &str,
+    bytes: impl Fn(&str) -> Vec<u8>,
+) -> FsResult<u64> {
+    // cp looks at what it copies first.
+    let source = h.ino(from).unwrap();
+    let dir = h.fs.mkdir(into, OsStr::new(name))?.attr.ino;
+    for file in h.names(source).unwrap() {
+        let (made, fh) = h.fs.create(dir, OsStr::new(&file))?;
+        let data = bytes(&file);
+        assert_eq!(h.fs.write(made.attr.ino, fh, 0, &data)?, data.len() as u32);
+        h.fs.release(made.attr.ino, fh)?;
+    }
+    Ok(dir)
+}
+
+#[test]
+fn cp_r_of_a_message_directory_into_a_mailbox_copies_the_message() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let earlier = Sample::numbered(2);
+    h.store.add_message("Archive", &earlier.raw, &[], date());
+    let archive = h.ino("Archive").unwrap();
+    let from = format!("INBOX/{name}");
+    let read = |file: &str| h.read_path(&format!("{from}/{file}")).unwrap();
+    let dir = copy_dir_in(&h, &from, archive, &name, read).unwrap();
+
+    // One COPY on the server, no mailbox, nothing stored from the files.
+    assert_eq!(h.count(Op::CopyMessage), 1);
+    assert_eq!(h.count(Op::CreateMailbox), 0);
+    assert_eq!(h.count(Op::Append), 0);
+    assert_eq!(h.stored("INBOX").len(), 1, "the message copied stays");
+    let archived = h.stored("Archive");
+    assert_eq!(archived.len(), 2);
+    let copy = archived[1].uid;
+    assert_eq!(h.stored_raw("Archive", copy), sample.raw);
+    assert_eq!(archived[1].flags, ["\\Seen"], "flags go with the copy");
+
+    // The directory made is the copy's, whole, under the name made and its own.
+    assert_eq!(h.names(dir).unwrap(), ["message.eml", "body.txt", "a1.bin"]);
+    for file in ["message.eml", "body.txt", "a1.bin"] {
+        let copied = h.read_path(&format!("Archive/{name}/{file}")).unwrap();
+        assert_eq!(copied, read(file), "{file}");
+    }
+    assert_eq!(
+        h.names(archive).unwrap(),
+        [earlier.dir_name(Uid(1)), sample.dir_name(copy)]
+    );
+    assert_eq!(
+        h.read_path(&format!("Archive/{}/body.txt", sample.dir_name(copy)))
+            .unwrap(),
+        sample.body.as_bytes()
+    );
+}
+
+#[test]
+fn a_message_directory_copied_in_with_other_bytes_is_refused_and_its_copy_removed() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let archive = h.ino("Archive").unwrap();
+    let from = format!("INBOX/{name}");
+    let changed = |file: &str| {
+        let mut bytes = h.read_path(&format!("{from}/{file}")).unwrap();
+        if file == "body.txt" {
+            bytes[0] ^= 1;
+        }
+        bytes
+    };
+    let result = copy_dir_in(&h, &from, archive, &name, changed);
+    assert_eq!(errno(result), libc::EPERM);
+    assert_eq!(h.count(Op::CopyMessage), 1);
+    assert!(h.stored("Archive").is_empty(), "the copy is removed");
+    assert_eq!(h.stored("INBOX").len(), 1);
+    assert!(h.names(archive).unwrap().is_empty());
+}
+
+#[test]
+fn a_copy_holds_only_the_message_files_and_other_numbered_names_are_mailboxes() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let archive = h.ino("Archive").unwrap();
+    h.ino(&format!("INBOX/{name}")).unwrap();
+    let dir = h.fs.mkdir(archive, OsStr::new(&name)).unwrap().attr.ino;
+    assert_eq!(
+        errno(h.fs.create(dir, OsStr::new("notes.txt"))),
+        libc::EPERM
+    );
+    assert_eq!(errno(h.fs.mkdir(dir, OsStr::new("sub"))), libc::EPERM);
+    h.fs.create(dir, OsStr::new("body.txt")).unwrap();
+    assert_eq!(
+        errno(h.fs.create(dir, OsStr::new("body.txt"))),
+        libc::EEXIST
+    );
+    assert_eq!(h.count(Op::Append), 0);
+
+    // A name no listed message has is a mailbox, as before.
+    h.fs.mkdir(archive, OsStr::new("2024 Receipts")).unwrap();
+    assert_eq!(h.count(Op::CreateMailbox), 1);
+    assert_eq!(h.count(Op::CopyMessage), 1);
+}
+
+#[test]
+fn rsync_of_a_message_directory_writes_temporary_names_and_renames_them() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let archive = h.ino("Archive").unwrap();
+    let from = format!("INBOX/{name}");
+    let source = h.ino(&from).unwrap();
+    let dir = h.fs.mkdir(archive, OsStr::new(&name)).unwrap().attr.ino;
+    for file in h.names(source).unwrap() {
+        let temp = format!(".{file}.Ab12Cd");
+        let (made, fh) = h.fs.create(dir, OsStr::new(&temp)).unwrap();
+        let data = h.read_path(&format!("{from}/{file}")).unwrap();
+        h.fs.write(made.attr.ino, fh, 0, &data).unwrap();
+        h.fs.release(made.attr.ino, fh).unwrap();
+        assert!(
+            !h.names(dir).unwrap().contains(&file),
+            "{file} shows once renamed"
+        );
+        h.fs.rename(dir, OsStr::new(&temp), dir, OsStr::new(&file), false, false)
+            .unwrap();
+    }
+    assert_eq!(h.names(dir).unwrap(), ["message.eml", "body.txt", "a1.bin"]);
+    // A temporary name of no file of the message, or renamed elsewhere, is refused.
+    assert_eq!(
+        errno(h.fs.create(dir, OsStr::new(".notes.txt.Ab12Cd"))),
+        libc::EPERM
+    );
+    assert_eq!(h.count(Op::CopyMessage), 1);
+    assert_eq!(h.count(Op::Append), 0);
+    assert_eq!(h.stored("Archive").len(), 1);
+}

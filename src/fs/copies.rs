@@ -1,0 +1,463 @@
+//! A message directory copied into another mailbox (`cp -r`, a file manager's copy). The
+//! copier makes the directory, then each file in it. `mkdir` of a name that is a message
+//! directory elsewhere in the mount copies that message on the server (`UID COPY`: flags
+//! and date kept, no byte sent), and the directory it makes is the copy's, its files
+//! hidden. Each file the copier then creates shows again, and what it writes into it must
+//! be the bytes the file holds (compared with the message copied): writing stores
+//! nothing. A write of other bytes removes the copy and fails, so a different message of
+//! the same name never passes for the one written.
+//!
+//! The name the copier made resolves to the copy while it is used, for as long as
+//! `NAME_KEPT` after its last use: the copy's own name has its own UID.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+
+use super::inodes::{MessageRef, Node, NodeKey};
+use super::namespace::{entries_in, entry_node};
+use super::{AttrReply, Fs, FsError, FsResult, Invalidation};
+use crate::mime::{self, Entry, EntryKind};
+use crate::store::{MailboxId, Section, StoreError};
+
+/// How long after its last use the name a copier made keeps resolving to the copy.
+const NAME_KEPT: Duration = Duration::from_secs(300);
+
+/// At most this many copies are remembered; the least recently used go first.
+const COPIES_KEPT: usize = 4096;
+
+/// One copy being filled.
+#[derive(Clone)]
+struct Copy {
+    /// The message copied: what is written is compared with it.
+    source: MessageRef,
+    /// The directory the name was made in, and the name.
+    dir: String,
+    name: String,
+    mtime: SystemTime,
+    used: Instant,
+    /// rsync's temporary names (`.body.txt.Ab12Cd`) in the copy, by directory, and the
+    /// file each is renamed to when written.
+    temps: HashMap<(Section, String), String>,
+}
+
+/// The copies made by `mkdir` on this mount, by the copy.
+#[derive(Default)]
+pub struct Copies {
+    copies: Mutex<HashMap<MessageRef, Copy>>,
+}
+
+impl Copies {
+    fn insert(&self, copy: MessageRef, entry: Copy) {
+        let mut copies = self.copies.lock();
+        copies.retain(|_, c| c.used.elapsed() < NAME_KEPT);
+        if copies.len() >= COPIES_KEPT {
+            if let Some(oldest) = copies
+                .iter()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(m, _)| m.clone())
+            {
+                copies.remove(&oldest);
+            }
+        }
+        copies.insert(copy, entry);
+    }
+
+    /// The copy the name `name` in the mailbox directory `dir` was made for, if still used.
+    pub fn named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
+        let mut copies = self.copies.lock();
+        let (copy, entry) = copies
+            .iter_mut()
+            .find(|(_, c)| c.dir == dir && c.name == name && c.used.elapsed() < NAME_KEPT)?;
+        entry.used = Instant::now();
+        Some((copy.clone(), entry.mtime))
+    }
+
+    /// The message `copy` was copied from, while it is being filled.
+    fn source_of(&self, copy: &MessageRef) -> Option<MessageRef> {
+        let mut copies = self.copies.lock();
+        let entry = copies.get_mut(copy)?;
+        entry.used = Instant::now();
+        Some(entry.source.clone())
+    }
+
+    fn forget(&self, copy: &MessageRef) -> Option<Copy> {
+        self.copies.lock().remove(copy)
+    }
+
+    /// The file the temporary name `name` in `copy`'s directory at `dir` stands for.
+    fn temp(&self, copy: &MessageRef, dir: &Section, name: &str) -> Option<String> {
+        let copies = self.copies.lock();
+        copies
+            .get(copy)?
+            .temps
+            .get(&(dir.clone(), name.to_string()))
+            .cloned()
+    }
+
+    fn set_temp(&self, copy: &MessageRef, dir: &Section, name: &str, file: Option<&str>) {
+        if let Some(entry) = self.copies.lock().get_mut(copy) {
+            let key = (dir.clone(), name.to_string());
+            match file {
+                Some(file) => entry.temps.insert(key, file.to_string()),
+                None => entry.temps.remove(&key),
+            };
+        }
+    }
+}
+
+/// The file an rsync temporary name (`.NAME.XXXXXX`, mkstemp's six characters) is for.
+fn temp_target(name: &str) -> Option<&str> {
+    let (file, suffix) = name.strip_prefix('.')?.rsplit_once('.')?;
+    let random = suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
+    (random && !file.is_empty()).then_some(file)
+}
+
+/// Every node of a message directory's layout, files and encapsulated messages, at any
+/// depth, with `message.eml` of the message itself.
+fn every_node(message: &MessageRef, layout: &[Entry]) -> Vec<NodeKey> {
+    fn walk(message: &MessageRef, dir: &Section, entries: &[Entry], out: &mut Vec<NodeKey>) {
+        for entry in entries {
+            out.push(entry_node(message, dir, entry, SystemTime::UNIX_EPOCH).key());
+            if let EntryKind::Message { section, entries } = &entry.kind {
+                walk(message, section, entries, out);
+            }
+        }
+    }
+    let mut out = vec![NodeKey::File(
+        message.clone(),
+        Section::whole(),
+        mime::MESSAGE_FILE.to_string(),
+    )];
+    walk(message, &Section::whole(), layout, &mut out);
+    out
+}
+
+impl Fs {
+    /// `mkdir NAME` in the mailbox directory at `dir_path` (`mailbox`), where NAME is the
+    /// directory of exactly one listed message in another mailbox: that message is copied
+    /// here, and the copy's directory, its files hidden, is what `mkdir` made. `None` when
+    /// NAME is no such name (then a mailbox is made, as for any other name).
+    pub(super) fn mkdir_copy(
+        &self,
+        dir_path: &str,
+        mailbox: &MailboxId,
+        name: &str,
+    ) -> FsResult<Option<AttrReply>> {
+        let mut found = self.metadata.find_message_elsewhere(name, mailbox);
+        if found.len() > 1 {
+            tracing::info!(
+                name,
+                "several messages have this directory name: making a mailbox of it"
+            );
+            return Ok(None);
+        }
+        let Some((source, _)) = found.pop() else {
+            tracing::debug!(name, "no listed message elsewhere has this directory name");
+            return Ok(None);
+        };
+        let layout = self.layout(&source)?;
+        let Some((validity, uid)) =
+            self.store
+                .copy_message(&source.mailbox, source.validity, source.uid, mailbox)?
+        else {
+            // Without COPYUID the copy cannot be told from other messages.
+            return Err(FsError::Store(StoreError::Unsupported(format!(
+                "the server copied message {} into {mailbox} without saying its UID \
+                 (no UIDPLUS): its directory is the next listing's",
+                source.uid
+            ))));
+        };
+        let copy = MessageRef {
+            mailbox: mailbox.clone(),
+            validity,
+            uid,
+        };
+        tracing::info!(from = %source.mailbox, uid = %source.uid, to = %mailbox, copy = %uid, "copied a message for a directory made by its name");
+        if self.metadata.message_copied(&source, &copy) {
+            tracing::warn!(%mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
+            self.content.retain_validity(mailbox, validity);
+        }
+        self.metadata.mark_stale(mailbox);
+        if self.metadata.message(&copy).is_none() {
+            self.ensure_listing(mailbox, None)?;
+        }
+        let Some(meta) = self.metadata.message(&copy) else {
+            return Err(FsError::Store(StoreError::Protocol(format!(
+                "the copy {uid} made in {mailbox} is not in its listing"
+            ))));
+        };
+        // The copy holds the same bytes: the same layout, without asking for it.
+        if !self.metadata.has_layout(&copy) {
+            self.metadata
+                .insert_layout(copy.clone(), Arc::clone(&layout));
+        }
+        self.hidden.lock().extend(every_node(&copy, &layout));
+        self.copies.insert(
+            copy.clone(),
+            Copy {
+                source,
+                dir: dir_path.to_string(),
+                name: name.to_string(),
+                mtime: meta.internal_date,
+                used: Instant::now(),
+                temps: HashMap::new(),
+            },
+        );
+        Ok(Some(self.remember(Node::Message {
+            message: copy,
+            section: Section::whole(),
+            mtime: meta.internal_date,
+        })))
+    }
+
+    /// A file or encapsulated message created by name in a copy's directory (`create` or
+    /// `mkdir` in a message directory): a hidden entry of the copy shows again. Anything
+    /// else cannot be made in a message directory.
+    pub(super) fn make_in_copy(&self, parent: &Node, name: &OsStr, dir: bool) -> FsResult<Node> {
+        let refused =
+            || FsError::NotPermitted("message directories hold only the message's files".into());
+        let Node::Message {
+            message, section, ..
+        } = parent
+        else {
+            return Err(refused());
+        };
+        let source = self.copies.source_of(message).ok_or_else(refused)?;
+        let name = name.to_str().ok_or_else(refused)?;
+        if !dir {
+            if let Some(file) = temp_target(name) {
+                // rsync writes `.body.txt.Ab12Cd`, then renames it: the same file, shown
+                // under its own name only once renamed.
+                let node = match self.copy_file(message, &source, section, file) {
+                    Err(FsError::NotFound) => return Err(refused()),
+                    other => other?,
+                };
+                if !self.hidden.lock().contains(&node.key()) {
+                    return Err(FsError::Exists);
+                }
+                self.copies.set_temp(message, section, name, Some(file));
+                return Ok(node);
+            }
+        }
+        let layout = self.layout(message)?;
+        let mtime = self.copy_mtime(message);
+        let node = if section.is_whole() && name == mime::MESSAGE_FILE {
+            let meta = self.metadata.message(message).ok_or(FsError::NotFound)?;
+            Node::File {
+                message: message.clone(),
+                dir: section.clone(),
+                name: name.to_string(),
+                spec: Box::new(mime::whole_message_file(meta.size)),
+                mtime,
+                known_size: None,
+            }
+        } else {
+            let entries = entries_in(&layout, section).ok_or(FsError::NotFound)?;
+            let entry = entries
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(refused)?;
+            entry_node(message, section, entry, mtime)
+        };
+        if matches!(node, Node::Message { .. }) != dir {
+            return Err(refused());
+        }
+        if !self.hidden.lock().remove(&node.key()) {
+            return Err(FsError::Exists);
+        }
+        if dir {
+            return Ok(node);
+        }
+        self.copy_file(message, &source, section, name)
+    }
+
+    /// The file `name` of the copy `message`, sized as the message copied shows it (which
+    /// the copier has just read), so that nothing of the copy is fetched for it.
+    fn copy_file(
+        &self,
+        message: &MessageRef,
+        source: &MessageRef,
+        section: &Section,
+        name: &str,
+    ) -> FsResult<Node> {
+        match self.source_file(source, section, name)? {
+            Node::File {
+                spec, known_size, ..
+            } => Ok(Node::File {
+                message: message.clone(),
+                dir: section.clone(),
+                name: name.to_string(),
+                spec,
+                mtime: self.copy_mtime(message),
+                known_size,
+            }),
+            _ => Err(FsError::NotPermitted(
+                "message directories hold only the message's files".into(),
+            )),
+        }
+    }
+
+    /// The file an rsync temporary name in a copy's directory stands for, if it is one.
+    pub(super) fn resolve_copy_temp(
+        &self,
+        message: &MessageRef,
+        section: &Section,
+        name: &str,
+    ) -> Option<FsResult<Node>> {
+        let file = self.copies.temp(message, section, name)?;
+        let source = self.copies.source_of(message)?;
+        Some(self.copy_file(message, &source, section, &file))
+    }
+
+    /// `rename` of an rsync temporary name onto its file in a copy's directory: the file
+    /// shows. `None` when `name` is no such name.
+    pub(super) fn rename_copy_temp(
+        &self,
+        parent: &Node,
+        name: &str,
+        same_dir: bool,
+        new_name: &str,
+    ) -> Option<FsResult<()>> {
+        let Node::Message {
+            message, section, ..
+        } = parent
+        else {
+            return None;
+        };
+        let file = self.copies.temp(message, section, name)?;
+        if !same_dir || file != new_name {
+            return Some(Err(FsError::NotPermitted(
+                "a file of a message keeps its name".into(),
+            )));
+        }
+        let source = self.copies.source_of(message)?;
+        let shown = self.copy_file(message, &source, section, &file);
+        Some(shown.map(|node| {
+            self.hidden.lock().remove(&node.key());
+            self.copies.set_temp(message, section, name, None);
+        }))
+    }
+
+    /// `unlink` of an rsync temporary name in a copy's directory (rsync gave up on it).
+    pub(super) fn unlink_copy_temp(&self, parent: &Node, name: &str) -> Option<FsResult<()>> {
+        let Node::Message {
+            message, section, ..
+        } = parent
+        else {
+            return None;
+        };
+        self.copies.temp(message, section, name)?;
+        self.copies.set_temp(message, section, name, None);
+        Some(Ok(()))
+    }
+
+    fn copy_mtime(&self, message: &MessageRef) -> SystemTime {
+        self.metadata
+            .message(message)
+            .map_or(SystemTime::UNIX_EPOCH, |m| m.internal_date)
+    }
+
+    /// Whether `message` is a copy being filled.
+    pub(super) fn is_copy(&self, message: &MessageRef) -> bool {
+        self.copies.source_of(message).is_some()
+    }
+
+    /// `write` into a file of a copy being filled: the bytes must be the file's own,
+    /// which are the message copied's. Other bytes remove the copy (it is not the message
+    /// written) and fail.
+    pub(super) fn write_copy(&self, node: &Node, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let Node::File {
+            message, dir, name, ..
+        } = node
+        else {
+            return Err(FsError::NotPermitted(
+                "existing messages and parts cannot be changed".into(),
+            ));
+        };
+        let source = self.copies.source_of(message).ok_or_else(|| {
+            FsError::NotPermitted("existing messages and parts cannot be changed".into())
+        })?;
+        let own = self.source_file(&source, dir, name)?;
+        let held = self.read_node(own, None, offset, data.len() as u32)?;
+        if held == data {
+            return Ok(data.len() as u32);
+        }
+        tracing::warn!(
+            mailbox = %message.mailbox, uid = %message.uid, file = name, offset,
+            "what is written into a copied message's directory is not the message copied: removing the copy"
+        );
+        let copy = self.copies.forget(message);
+        let real = self.metadata.named(&message.mailbox, &[message.uid]).pop();
+        if let Err(e) = self
+            .store
+            .expunge_message(&message.mailbox, message.validity, message.uid)
+        {
+            tracing::warn!(error = %e, uid = %message.uid, "the copy could not be removed");
+        } else {
+            self.metadata.message_left(message);
+            if let Some(copy) = copy {
+                self.copy_gone(message, &copy, real.map(|(name, ..)| name));
+            }
+        }
+        Err(FsError::NotPermitted(format!(
+            "{name} differs from the file of the message of that name, so it cannot be \
+             copied into a message directory"
+        )))
+    }
+
+    /// The kernel forgets the name a copier made for `message`, now removed, and the
+    /// copy's own name.
+    fn copy_gone(&self, message: &MessageRef, copy: &Copy, own: Option<String>) {
+        let out = {
+            let inodes = self.inodes.lock();
+            let Some(parent) = inodes.ino_of(&NodeKey::Mailbox(copy.dir.clone())) else {
+                return;
+            };
+            let key = NodeKey::Message(message.clone(), Section::whole());
+            let name = copy.name.clone();
+            let gone = match inodes.ino_of(&key) {
+                Some(child) => Invalidation::Deleted {
+                    parent,
+                    child,
+                    name,
+                },
+                None => Invalidation::Entry { parent, name },
+            };
+            let mut out = vec![gone, Invalidation::Inode { ino: parent }];
+            out.extend(
+                own.filter(|own| *own != copy.name)
+                    .map(|name| Invalidation::Entry { parent, name }),
+            );
+            out
+        };
+        for invalidation in out {
+            self.invalidations.send(invalidation);
+        }
+    }
+
+    /// The file `name` in the directory at `dir` of `source`.
+    fn source_file(&self, source: &MessageRef, dir: &Section, name: &str) -> FsResult<Node> {
+        if dir.is_whole() && name == mime::MESSAGE_FILE {
+            let meta = self.metadata.message(source).ok_or(FsError::NotFound)?;
+            return self.exact_file(Node::File {
+                message: source.clone(),
+                dir: dir.clone(),
+                name: name.to_string(),
+                spec: Box::new(mime::whole_message_file(meta.size)),
+                mtime: SystemTime::UNIX_EPOCH,
+                known_size: None,
+            });
+        }
+        let layout = self.layout(source)?;
+        let entries = entries_in(&layout, dir).ok_or(FsError::NotFound)?;
+        let entry = entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or(FsError::NotFound)?;
+        self.exact_file(entry_node(source, dir, entry, SystemTime::UNIX_EPOCH))
+    }
+}
