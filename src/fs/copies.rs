@@ -12,16 +12,18 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
+use super::changes::DeleteMode;
 use super::inodes::{MessageRef, Node, NodeKey};
 use super::namespace::{entries_in, entry_node};
 use super::{AttrReply, Fs, FsError, FsResult, Invalidation};
 use crate::mime::{self, Entry, EntryKind};
-use crate::store::{MailboxId, Section, StoreError};
+use crate::store::{LinkState, MailboxId, Section, StoreError};
 
 /// How long after its last use the name a copier made keeps resolving to the copy.
 const NAME_KEPT: Duration = Duration::from_secs(300);
@@ -44,62 +46,110 @@ struct Copy {
     temps: HashMap<(Section, String), String>,
 }
 
-/// The copies made by `mkdir` on this mount, by the copy.
+/// The copies made by `mkdir` on this mount and being filled.
 #[derive(Default)]
 pub struct Copies {
-    copies: Mutex<HashMap<MessageRef, Copy>>,
+    /// Whether any copy is held: lookups pass by without a lock when none is.
+    held: AtomicBool,
+    inner: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    copies: HashMap<MessageRef, Copy>,
+    /// The copy each name a copier made stands for, by directory and name.
+    names: HashMap<(String, String), MessageRef>,
+}
+
+impl Table {
+    fn remove(&mut self, copy: &MessageRef) -> Option<Copy> {
+        let entry = self.copies.remove(copy)?;
+        self.names.remove(&(entry.dir.clone(), entry.name.clone()));
+        Some(entry)
+    }
+
+    /// The copy, if used within `NAME_KEPT`; forgotten when not.
+    fn live(&mut self, copy: &MessageRef) -> Option<&mut Copy> {
+        if self.copies.get(copy)?.used.elapsed() >= NAME_KEPT {
+            self.remove(copy);
+            return None;
+        }
+        let entry = self.copies.get_mut(copy)?;
+        entry.used = Instant::now();
+        Some(entry)
+    }
 }
 
 impl Copies {
     fn insert(&self, copy: MessageRef, entry: Copy) {
-        let mut copies = self.copies.lock();
-        copies.retain(|_, c| c.used.elapsed() < NAME_KEPT);
-        if copies.len() >= COPIES_KEPT {
-            if let Some(oldest) = copies
+        let mut table = self.inner.lock();
+        let expired: Vec<MessageRef> = table
+            .copies
+            .iter()
+            .filter(|(_, c)| c.used.elapsed() >= NAME_KEPT)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for old in expired {
+            table.remove(&old);
+        }
+        if table.copies.len() >= COPIES_KEPT {
+            let oldest = table
+                .copies
                 .iter()
                 .min_by_key(|(_, c)| c.used)
-                .map(|(m, _)| m.clone())
-            {
-                copies.remove(&oldest);
+                .map(|(m, _)| m.clone());
+            if let Some(oldest) = oldest {
+                table.remove(&oldest);
             }
         }
-        copies.insert(copy, entry);
+        table
+            .names
+            .insert((entry.dir.clone(), entry.name.clone()), copy.clone());
+        table.copies.insert(copy, entry);
+        self.held.store(true, Ordering::Relaxed);
     }
 
     /// The copy the name `name` in the mailbox directory `dir` was made for, if still used.
-    pub fn named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
-        let mut copies = self.copies.lock();
-        let (copy, entry) = copies
-            .iter_mut()
-            .find(|(_, c)| c.dir == dir && c.name == name && c.used.elapsed() < NAME_KEPT)?;
-        entry.used = Instant::now();
-        Some((copy.clone(), entry.mtime))
+    fn named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
+        if !self.held.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut table = self.inner.lock();
+        let copy = table
+            .names
+            .get(&(dir.to_string(), name.to_string()))?
+            .clone();
+        let mtime = table.live(&copy)?.mtime;
+        Some((copy, mtime))
     }
 
     /// The message `copy` was copied from, while it is being filled.
     fn source_of(&self, copy: &MessageRef) -> Option<MessageRef> {
-        let mut copies = self.copies.lock();
-        let entry = copies.get_mut(copy)?;
-        entry.used = Instant::now();
-        Some(entry.source.clone())
+        if !self.held.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.inner.lock().live(copy)?.source.clone())
     }
 
     fn forget(&self, copy: &MessageRef) -> Option<Copy> {
-        self.copies.lock().remove(copy)
+        self.inner.lock().remove(copy)
     }
 
     /// The file the temporary name `name` in `copy`'s directory at `dir` stands for.
     fn temp(&self, copy: &MessageRef, dir: &Section, name: &str) -> Option<String> {
-        let copies = self.copies.lock();
-        copies
-            .get(copy)?
+        if !self.held.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut table = self.inner.lock();
+        table
+            .live(copy)?
             .temps
             .get(&(dir.clone(), name.to_string()))
             .cloned()
     }
 
     fn set_temp(&self, copy: &MessageRef, dir: &Section, name: &str, file: Option<&str>) {
-        if let Some(entry) = self.copies.lock().get_mut(copy) {
+        if let Some(entry) = self.inner.lock().live(copy) {
             let key = (dir.clone(), name.to_string());
             match file {
                 Some(file) => entry.temps.insert(key, file.to_string()),
@@ -114,6 +164,13 @@ fn temp_target(name: &str) -> Option<&str> {
     let (file, suffix) = name.strip_prefix('.')?.rsplit_once('.')?;
     let random = suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
     (random && !file.is_empty()).then_some(file)
+}
+
+fn differs(name: &str) -> FsError {
+    FsError::NotPermitted(format!(
+        "{name} differs from the file of the message of that name, so it cannot be copied \
+         into a message directory"
+    ))
 }
 
 /// Every node of a message directory's layout, files and encapsulated messages, at any
@@ -147,7 +204,19 @@ impl Fs {
         mailbox: &MailboxId,
         name: &str,
     ) -> FsResult<Option<AttrReply>> {
+        let offline = matches!(self.store.link_state(), LinkState::Offline { .. });
+        if offline || !self.store.capabilities().uidplus {
+            // Without COPYUID the copy could not be told from other messages; offline it
+            // cannot be made. A mailbox is made, as for any other name.
+            return Ok(None);
+        }
+        // The copier looks at what it copies first: the kernel holds that directory.
+        let held = |m: &MessageRef| {
+            let key = NodeKey::Message(m.clone(), Section::whole());
+            self.inodes.lock().ino_of(&key).is_some()
+        };
         let mut found = self.metadata.find_message_elsewhere(name, mailbox);
+        found.retain(|(m, _)| held(m));
         if found.len() > 1 {
             tracing::info!(
                 name,
@@ -164,10 +233,9 @@ impl Fs {
             self.store
                 .copy_message(&source.mailbox, source.validity, source.uid, mailbox)?
         else {
-            // Without COPYUID the copy cannot be told from other messages.
-            return Err(FsError::Store(StoreError::Unsupported(format!(
+            return Err(FsError::Store(StoreError::Protocol(format!(
                 "the server copied message {} into {mailbox} without saying its UID \
-                 (no UIDPLUS): its directory is the next listing's",
+                 (COPYUID): its directory is the next listing's",
                 source.uid
             ))));
         };
@@ -226,19 +294,17 @@ impl Fs {
         else {
             return Err(refused());
         };
-        let source = self.copies.source_of(message).ok_or_else(refused)?;
+        let source = self.copy_source(message).ok_or_else(refused)?;
         let name = name.to_str().ok_or_else(refused)?;
         if !dir {
             if let Some(file) = temp_target(name) {
                 // rsync writes `.body.txt.Ab12Cd`, then renames it: the same file, shown
                 // under its own name only once renamed.
+                // Also when the file shows already (rsync -I): the rename changes nothing.
                 let node = match self.copy_file(message, &source, section, file) {
                     Err(FsError::NotFound) => return Err(refused()),
                     other => other?,
                 };
-                if !self.hidden.lock().contains(&node.key()) {
-                    return Err(FsError::Exists);
-                }
                 self.copies.set_temp(message, section, name, Some(file));
                 return Ok(node);
             }
@@ -309,7 +375,7 @@ impl Fs {
         name: &str,
     ) -> Option<FsResult<Node>> {
         let file = self.copies.temp(message, section, name)?;
-        let source = self.copies.source_of(message)?;
+        let source = self.copy_source(message)?;
         Some(self.copy_file(message, &source, section, &file))
     }
 
@@ -334,7 +400,7 @@ impl Fs {
                 "a file of a message keeps its name".into(),
             )));
         }
-        let source = self.copies.source_of(message)?;
+        let source = self.copy_source(message)?;
         let shown = self.copy_file(message, &source, section, &file);
         Some(shown.map(|node| {
             self.hidden.lock().remove(&node.key());
@@ -355,6 +421,28 @@ impl Fs {
         Some(Ok(()))
     }
 
+    /// The copy the name a copier made in the mailbox directory `dir` stands for, while
+    /// it is used and still in its mailbox (removed, moved or expunged elsewhere, the
+    /// name is forgotten: copying again makes a new copy).
+    pub(super) fn copy_named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
+        let (copy, mtime) = self.copies.named(dir, name)?;
+        self.still_listed(&copy).then_some((copy, mtime))
+    }
+
+    /// The message `copy` was copied from, while the copy is being filled.
+    fn copy_source(&self, copy: &MessageRef) -> Option<MessageRef> {
+        let source = self.copies.source_of(copy)?;
+        self.still_listed(copy).then_some(source)
+    }
+
+    fn still_listed(&self, copy: &MessageRef) -> bool {
+        let listed = self.metadata.is_listed(copy);
+        if !listed {
+            self.copies.forget(copy);
+        }
+        listed
+    }
+
     fn copy_mtime(&self, message: &MessageRef) -> SystemTime {
         self.metadata
             .message(message)
@@ -363,7 +451,7 @@ impl Fs {
 
     /// Whether `message` is a copy being filled.
     pub(super) fn is_copy(&self, message: &MessageRef) -> bool {
-        self.copies.source_of(message).is_some()
+        self.copy_source(message).is_some()
     }
 
     /// `write` into a file of a copy being filled: the bytes must be the file's own,
@@ -378,7 +466,7 @@ impl Fs {
                 "existing messages and parts cannot be changed".into(),
             ));
         };
-        let source = self.copies.source_of(message).ok_or_else(|| {
+        let source = self.copy_source(message).ok_or_else(|| {
             FsError::NotPermitted("existing messages and parts cannot be changed".into())
         })?;
         let own = self.source_file(&source, dir, name)?;
@@ -391,6 +479,10 @@ impl Fs {
             "what is written into a copied message's directory is not the message copied: removing the copy"
         );
         let copy = self.copies.forget(message);
+        if self.config.delete == DeleteMode::Off {
+            tracing::warn!(uid = %message.uid, "--delete=off: the copy stays");
+            return Err(differs(name));
+        }
         let real = self.metadata.named(&message.mailbox, &[message.uid]).pop();
         if let Err(e) = self
             .store
@@ -403,10 +495,7 @@ impl Fs {
                 self.copy_gone(message, &copy, real.map(|(name, ..)| name));
             }
         }
-        Err(FsError::NotPermitted(format!(
-            "{name} differs from the file of the message of that name, so it cannot be \
-             copied into a message directory"
-        )))
+        Err(differs(name))
     }
 
     /// The kernel forgets the name a copier made for `message`, now removed, and the

@@ -388,7 +388,7 @@ impl Fs {
                 path: child.clone(),
             });
         }
-        if let Some((message, mtime)) = self.copies.named(path, name) {
+        if let Some((message, mtime)) = self.copy_named(path, name) {
             return Ok(Node::Message {
                 message,
                 section: Section::whole(),

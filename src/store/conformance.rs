@@ -356,3 +356,27 @@ fn memory_store_answers_as_dovecot_does() {
         report.disagreements.join("\n")
     );
 }
+
+/// Dovecot shows a session that has a mailbox selected the messages that arrived since
+/// only after its next command: the store selects again before it reads one of them.
+#[test]
+fn a_message_that_arrived_after_its_mailbox_was_selected_is_read_not_gone() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).expect("start Dovecot");
+    let mut client = dovecot.client(USER).expect("independent client logs in");
+    let raw = b"Subject: first\r\n\r\nfirst\r\n";
+    fixture::append(&mut client, "INBOX", raw, &[]).expect("append");
+    // One connection, so the read below is made where the listing selected INBOX.
+    let store = ImapStore::connect(connect_config(&dovecot), 1).expect("ImapStore logs in");
+    let inbox = MailboxId::new("INBOX");
+    let listing = store.list_messages(&inbox).expect("listing");
+    assert_eq!(listing.messages.len(), 1);
+    let later = b"Subject: later\r\n\r\nlater\r\n";
+    let uid = Uid(fixture::append(&mut client, "INBOX", later, &[]).expect("append"));
+    let structures = store
+        .body_structures(&inbox, listing.uid_validity, &[uid])
+        .expect("structure");
+    assert_eq!(structures.len(), 1, "the message read as gone");
+    assert_eq!(structures[0].uid, uid);
+    let flags = store.flags_now(&inbox, listing.uid_validity, uid);
+    assert!(flags.is_ok(), "{flags:?}");
+}

@@ -118,11 +118,6 @@ pub struct ImapStore {
     watch: Option<Watch>,
     /// The last quota answer and when it came (see [`QUOTA_FRESH`]).
     quota: Mutex<Option<(Instant, Option<Quota>)>>,
-    /// How many times this store put messages into each mailbox (APPEND, COPY, MOVE). A
-    /// connection that selected a mailbox before the last of them selects it again before
-    /// it reads: Dovecot shows a session the new messages only after its next command, so
-    /// a `UID FETCH` of one on such a session would find nothing.
-    arrivals: Mutex<std::collections::HashMap<MailboxId, u64>>,
 }
 
 /// How long a quota answer is used before GETQUOTAROOT is sent again: `df` in a loop, or a
@@ -183,7 +178,6 @@ impl ImapStore {
                 epoch: 0,
             }),
             quota: Mutex::new(None),
-            arrivals: Mutex::default(),
             returned: Condvar::new(),
             max_connections: max_connections.max(1),
             capabilities: parking_lot::RwLock::new(Vec::new()),
@@ -477,9 +471,26 @@ impl ImapStore {
     /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
     /// changes) unless it already is; checks UIDVALIDITY if one is expected. Returns the
     /// UIDVALIDITY and, when the mailbox was (re)selected, what the server said of it.
-    /// Messages this store put into `mailbox` (see `arrivals`).
-    pub(super) fn arrived(&self, mailbox: &MailboxId) {
-        *self.arrivals.lock().entry(mailbox.clone()).or_default() += 1;
+    /// `select` to read `uids`. A selection made before the newest of them arrived (its
+    /// UIDNEXT was not above it) is made again: Dovecot shows a session the messages that
+    /// arrived since it selected only after its next command, so a `UID FETCH` of one
+    /// there finds nothing, and the message would read as gone. A UID that is truly gone
+    /// costs one `EXAMINE`.
+    pub(super) fn select_to_read(
+        &self,
+        conn: &mut Connection,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: impl IntoIterator<Item = Uid>,
+    ) -> StoreResult<()> {
+        let newest = uids.into_iter().map(|u| u.0).max();
+        let selected_here = conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox);
+        if selected_here && newest.is_some_and(|n| conn.uid_next_seen.is_none_or(|next| n >= next))
+        {
+            conn.selection = Selection::None;
+        }
+        self.select(conn, mailbox, Some(validity), Mode::Read)
+            .map(drop)
     }
 
     fn select(
@@ -489,10 +500,9 @@ impl ImapStore {
         expected: Option<UidValidity>,
         mode: Mode,
     ) -> StoreResult<(UidValidity, Option<Selected>)> {
-        let arrivals = self.arrivals.lock().get(mailbox).copied().unwrap_or(0);
         let reusable = match (&conn.selection, mode) {
             (Selection::Select(m, v), _) | (Selection::Examine(m, v), Mode::Read)
-                if m == mailbox && conn.arrivals_seen == arrivals =>
+                if m == mailbox =>
             {
                 Some(*v)
             }
@@ -535,7 +545,7 @@ impl ImapStore {
             Mode::Read | Mode::Relist => Selection::Examine(mailbox.clone(), validity),
             Mode::Write => Selection::Select(mailbox.clone(), validity),
         };
-        conn.arrivals_seen = arrivals;
+        conn.uid_next_seen = uid_next;
         let selected = Selected {
             exists,
             uid_next,
@@ -765,7 +775,7 @@ impl MailStore for ImapStore {
         }
         let set = uid_set(uids);
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            self.select_to_read(conn, mailbox, validity, uids.iter().copied())?;
             // The size comes in the same answer as the structure: a message that vanishes
             // between two requests can never get a structure with a wrong size.
             let cmd = Command::new("UID FETCH")
@@ -809,7 +819,7 @@ impl MailStore for ImapStore {
             return Ok(Vec::new());
         }
         let answers = self.with_connection(Some(mailbox), Retry::Once, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            self.select_to_read(conn, mailbox, validity, wanted.iter().map(|(u, _)| *u))?;
             match conn.run_pipelined(plan.budget(), plan.commands()) {
                 Ok((untagged, _)) => plan.answers(untagged).map(Some),
                 // The server cannot decode a part: Dovecot 2.3.19 answers an unknown
@@ -1133,7 +1143,7 @@ impl ImapStore {
         let stored_items = parts::stored_items(wanted);
         let plan = parts::Plan::new(&stored_items, false)?;
         let stored = self.with_connection(Some(mailbox), Retry::Once, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            self.select_to_read(conn, mailbox, validity, uids.iter().copied())?;
             let (untagged, _) = conn.run_pipelined(plan.budget(), plan.commands())?;
             plan.answers(untagged)
         })?;

@@ -642,3 +642,38 @@ fn rsync_of_a_message_directory_writes_temporary_names_and_renames_them() {
     assert_eq!(h.count(Op::Append), 0);
     assert_eq!(h.stored("Archive").len(), 1);
 }
+
+#[test]
+fn a_copy_removed_and_copied_again_is_copied_again() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let archive = h.ino("Archive").unwrap();
+    let from = format!("INBOX/{name}");
+    let read = |file: &str| h.read_path(&format!("{from}/{file}")).unwrap();
+    let dir = copy_dir_in(&h, &from, archive, &name, read).unwrap();
+    // rm -r of it, by the name the copier made: the copy goes to Trash.
+    remove_files(&h, dir);
+    h.fs.rmdir(archive, OsStr::new(&name)).unwrap();
+    assert!(h.stored("Archive").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+    assert_eq!(errno(h.ino(&format!("Archive/{name}"))), libc::ENOENT);
+    // The name is forgotten with the copy: the same cp -r copies the message again.
+    copy_dir_in(&h, &from, archive, &name, read).unwrap();
+    assert_eq!(h.count(Op::CopyMessage), 2);
+    let archived = h.stored("Archive");
+    assert_eq!(archived.len(), 1);
+    assert_eq!(h.stored_raw("Archive", archived[0].uid), sample.raw);
+}
+
+#[test]
+fn a_name_of_a_message_nobody_looked_at_is_a_mailbox() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let archive = h.ino("Archive").unwrap();
+    // INBOX is listed, but its message's directory was never looked up.
+    h.names(h.ino("INBOX").unwrap()).unwrap();
+    h.fs.forget(h.ino(&format!("INBOX/{name}")).unwrap(), 1);
+    h.fs.mkdir(archive, OsStr::new(&name)).unwrap();
+    assert_eq!(h.count(Op::CopyMessage), 0);
+    assert_eq!(h.count(Op::CreateMailbox), 1);
+}

@@ -226,7 +226,7 @@ impl ImapStore {
             "(FLAGS)"
         };
         self.with_connection(Some(mailbox), Retry::Once, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Read)?;
+            self.select_to_read(conn, mailbox, validity, [uid])?;
             let done = conn.run(
                 Command::new("UID FETCH")
                     .syntax(uid.to_string())
@@ -273,7 +273,6 @@ impl ImapStore {
             }
             Ok(copied_uid(&done, uid))
         });
-        self.arrived(to);
         match moved {
             Err(StoreError::Connection(why)) if caps.uidplus => {
                 self.settle_move(from, validity, uid, to, StoreError::Connection(why))
@@ -292,7 +291,7 @@ impl ImapStore {
         to: &MailboxId,
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let target = quote::mailbox(to)?;
-        let copied = self.with_connection(Some(from), Retry::Never, |conn| {
+        self.with_connection(Some(from), Retry::Never, |conn| {
             self.select(conn, from, Some(validity), Mode::Read)?;
             ensure_exists(conn, from, uid)?;
             let done = conn.run(
@@ -301,9 +300,7 @@ impl ImapStore {
                     .arg(&target),
             )?;
             Ok(copied_uid(&done, uid))
-        });
-        self.arrived(to);
-        copied
+        })
     }
 
     /// After a move whose connection broke: the server may have copied the message and not
@@ -420,7 +417,7 @@ impl ImapStore {
             ..
         } = message;
         let mut content = Some(content);
-        let appended = self.with_connection(None, Retry::Never, |conn| {
+        self.with_connection(None, Retry::Never, |conn| {
             let content = content.take().ok_or_else(|| {
                 StoreError::Invalid("the message was already read for an earlier attempt".into())
             })?;
@@ -445,9 +442,7 @@ impl ImapStore {
                 _ => None,
             });
             Ok(appended)
-        });
-        self.arrived(mailbox);
-        appended
+        })
     }
 }
 

@@ -501,8 +501,8 @@ impl Selection {
 pub struct Connection {
     pub(super) wire: Wire<ImapStream>,
     pub selection: Selection,
-    /// The store's count of its arrivals in the selected mailbox when it was selected.
-    pub(super) arrivals_seen: u64,
+    /// The UIDNEXT the selected mailbox had when it was selected, if the server said.
+    pub(super) uid_next_seen: Option<u32>,
     pub(super) capabilities: Vec<String>,
     limits: Arc<CommandLimits>,
     counters: Arc<Counters>,
@@ -851,7 +851,7 @@ fn open(
     let mut conn = Connection {
         wire: Wire::new(stream, Arc::clone(&limits)),
         selection: Selection::None,
-        arrivals_seen: 0,
+        uid_next_seen: None,
         capabilities: Vec::new(),
         limits,
         counters: Arc::clone(counters),
