@@ -91,8 +91,11 @@ impl Fs {
         let held = tree.get(&parent_path).map(|d| d.selectable_id().is_some());
         if !parent_path.is_empty() && held == Some(false) {
             // Held as holding no messages; perhaps it was made a mailbox since (Dovecot
-            // makes its special-use mailboxes at a first login): ask once.
-            tree = self.list_tree()?;
+            // makes its special-use mailboxes at a first login): ask once, else go on.
+            match self.list_tree() {
+                Ok(listed) => tree = listed,
+                Err(e) => tracing::debug!(error = %e, "could not list the mailboxes again"),
+            }
         }
         if let Some(mailbox) = tree.get(&parent_path).and_then(|d| d.selectable_id()) {
             if let Some(made) = self.mkdir_copy(&parent_path, mailbox, name)? {

@@ -379,4 +379,9 @@ fn a_message_that_arrived_after_its_mailbox_was_selected_is_read_not_gone() {
     assert_eq!(structures[0].uid, uid);
     let flags = store.flags_now(&inbox, listing.uid_validity, uid);
     assert!(flags.is_ok(), "{flags:?}");
+    // A search made there finds one that arrived since, too.
+    let newest = b"Subject: newest\r\n\r\nnewest\r\n";
+    let uid = Uid(fixture::append(&mut client, "INBOX", newest, &[]).expect("append"));
+    let key = crate::search::SearchKey::Subject("newest".into());
+    assert_eq!(store.search(&inbox, &key).expect("search"), [uid]);
 }
