@@ -602,6 +602,15 @@ impl MetadataCache {
             .map(|e| e.meta(message.uid))
     }
 
+    /// Whether the listing of `mailbox` holds a message of `size` bytes.
+    pub fn holds_size(&self, mailbox: &MailboxId, size: u64) -> bool {
+        let inner = self.inner.lock();
+        inner
+            .listings
+            .get(mailbox)
+            .is_some_and(|l| l.messages.values().any(|e| e.size == size))
+    }
+
     /// Whether the message is in its mailbox's listing.
     pub fn is_listed(&self, message: &MessageRef) -> bool {
         let inner = self.inner.lock();

@@ -21,7 +21,7 @@ use super::newmail::MessageSource;
 use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
-use crate::store::{MailboxId, NewMessage, StoreError};
+use crate::store::{MailboxId, NewMessage, StoreError, Uid, UidValidity};
 
 /// What a new file's name says about storing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -616,19 +616,32 @@ impl Fs {
                 return Ok(());
             }
         }
-        sending
-            .record(&file.spool)
-            .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
-        let appended = self.store.append(
-            &file.mailbox,
-            NewMessage {
-                content: &mut source,
-                len,
-                binary,
-                flags: &[],
-                internal_date: Some(mtime),
-            },
-        );
+        let held = if source.as_is() {
+            self.held_already(&sending)
+        } else {
+            None
+        };
+        let appended = match held {
+            Some(found) => {
+                tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already (its Message-ID, its size): not stored again");
+                Ok(Some(found))
+            }
+            None => {
+                sending
+                    .record(&file.spool)
+                    .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
+                self.store.append(
+                    &file.mailbox,
+                    NewMessage {
+                        content: &mut source,
+                        len,
+                        binary,
+                        flags: &[],
+                        internal_date: Some(mtime),
+                    },
+                )
+            }
+        };
         self.metadata.mark_stale(&file.mailbox);
         match appended {
             Ok(uid) => {
@@ -666,6 +679,31 @@ impl Fs {
                     "APPEND failed; the written bytes are kept in the spool file");
                 *file.state.lock() = State::Failed(e.to_string());
                 Err(FsError::Store(e))
+            }
+        }
+    }
+
+    /// The message of the mailbox that an RFC 5322 file about to be stored is already: the
+    /// same Message-ID and size (a second `rsync` or `cp` of `.eml` files into a mailbox
+    /// stores nothing again). Asked of the server only where the listing holds a message
+    /// of that size, so that storing many messages costs no search each.
+    fn held_already(&self, sending: &Sending) -> Option<(UidValidity, Uid)> {
+        let id = sending.message_id.as_deref()?;
+        if !self
+            .metadata
+            .holds_size(&sending.mailbox, sending.message_len)
+        {
+            return None;
+        }
+        match self.store.find_by_message_id(&sending.mailbox, id) {
+            Ok((validity, found)) => found
+                .iter()
+                .filter(|m| m.size == sending.message_len)
+                .map(|m| (validity, m.uid))
+                .max_by_key(|(_, uid)| *uid),
+            Err(e) => {
+                tracing::debug!(mailbox = %sending.mailbox, error = %e, "could not look for the message before storing it");
+                None
             }
         }
     }

@@ -244,6 +244,8 @@ pub struct MessageSource {
     len: u64,
     binary: bool,
     message_id: Option<String>,
+    /// An RFC 5322 message sent as it is (not a file wrapped in a new message).
+    as_is: bool,
 }
 
 /// What a file holds, read in one pass: its first bytes, bare line feeds and NULs.
@@ -313,6 +315,7 @@ impl MessageSource {
                 len: size + scanned.bare_lf,
                 binary: scanned.nul,
                 message_id,
+                as_is: true,
             });
         }
         let origin = FileOrigin {
@@ -337,7 +340,13 @@ impl MessageSource {
             len,
             binary: false,
             message_id: Some(message_id),
+            as_is: false,
         })
+    }
+
+    /// Whether the file is an RFC 5322 message, sent as it is.
+    pub fn as_is(&self) -> bool {
+        self.as_is
     }
 
     /// The message's exact length in bytes.

@@ -539,3 +539,48 @@ fn a_message_directory_changed_outside_and_copied_back_in_is_refused_and_leaves_
     assert_eq!(fs::read_dir(&drafts).unwrap().count(), 0);
     assert!(!drafts.join(dir.file_name().unwrap()).exists());
 }
+
+#[test]
+fn rsync_of_eml_files_into_a_mailbox_twice_stores_each_message_once() {
+    let (dovecot, mount, mut client) = archive_mount();
+    let source = tempfile::tempdir().unwrap();
+    let mut raws = Vec::new();
+    for n in 1..=3 {
+        let raw = format!(
+            "Message-ID: <export-{n}@example.org>\r\nSubject: exported {n}\r\n\
+             Date: Thu, 3 Dec 2026 10:00:00 +0000\r\n\r\nexported message {n}\r\n"
+        );
+        fs::write(source.path().join(format!("{n}.eml")), &raw).unwrap();
+        raws.push(raw);
+    }
+    let rsync = format!(
+        "rsync -a {}/ {}/",
+        q(source.path()),
+        q(&mount.join("Archive"))
+    );
+    let stored = |client: &mut _| {
+        let mut raws: Vec<String> = server_mailbox(client, "Archive")
+            .into_values()
+            .map(|(_, raw)| String::from_utf8(raw).unwrap())
+            .collect();
+        raws.sort();
+        raws
+    };
+    run_clean(&rsync, &mount);
+    assert_eq!(stored(&mut client), raws);
+    // An RFC 5322 message is stored as it is, so a later mount does not show it as its
+    // file: the next run sends each file again, and each is found in the mailbox already.
+    drop(mount);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let rsync = format!(
+        "rsync -a {}/ {}/",
+        q(source.path()),
+        q(&mount.join("Archive"))
+    );
+    run_clean(&rsync, &mount);
+    assert_eq!(
+        stored(&mut client),
+        raws,
+        "the second rsync stored them again"
+    );
+}

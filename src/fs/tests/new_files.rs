@@ -508,3 +508,24 @@ fn a_write_that_lands_after_the_spool_failed_fails_and_nothing_is_stored() {
     assert_eq!(h.stored("INBOX").len(), before);
     assert_eq!(h.store.count(Op::Append), 0);
 }
+
+#[test]
+fn an_rfc_5322_message_the_mailbox_holds_already_is_not_stored_again() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let raw = b"Message-ID: <once@example.org>\r\nSubject: once\r\n\r\nbody\r\n";
+    h.names(inbox).unwrap();
+    shell_write(&h, inbox, "once.eml", raw);
+    assert_eq!(h.count(Op::Append), 1);
+    // A second rsync or cp of the same file: the listing holds a message of its size, and
+    // the server one of its Message-ID.
+    h.names(inbox).unwrap();
+    shell_write(&h, inbox, "once.eml", raw);
+    assert_eq!(h.count(Op::Append), 1, "not stored again");
+    assert_eq!(h.stored("INBOX").len(), 1);
+    // Another message of the same Message-ID but other bytes is stored.
+    let other = b"Message-ID: <once@example.org>\r\nSubject: once, edited\r\n\r\nbody\r\n";
+    shell_write(&h, inbox, "edited.eml", other);
+    assert_eq!(h.count(Op::Append), 2);
+    assert_eq!(h.stored("INBOX").len(), 2);
+}
