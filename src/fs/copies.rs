@@ -64,7 +64,10 @@ struct Table {
 impl Table {
     fn remove(&mut self, copy: &MessageRef) -> Option<Copy> {
         let entry = self.copies.remove(copy)?;
-        self.names.remove(&(entry.dir.clone(), entry.name.clone()));
+        let name = (entry.dir.clone(), entry.name.clone());
+        if self.names.get(&name) == Some(copy) {
+            self.names.remove(&name);
+        }
         Some(entry)
     }
 
@@ -106,12 +109,12 @@ impl Copies {
             .names
             .insert((entry.dir.clone(), entry.name.clone()), copy.clone());
         table.copies.insert(copy, entry);
-        self.held.store(true, Ordering::Relaxed);
+        self.held.store(true, Ordering::Release);
     }
 
     /// The copy the name `name` in the mailbox directory `dir` was made for, if still used.
     fn named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
-        if !self.held.load(Ordering::Relaxed) {
+        if !self.held.load(Ordering::Acquire) {
             return None;
         }
         let mut table = self.inner.lock();
@@ -125,19 +128,24 @@ impl Copies {
 
     /// The message `copy` was copied from, while it is being filled.
     fn source_of(&self, copy: &MessageRef) -> Option<MessageRef> {
-        if !self.held.load(Ordering::Relaxed) {
+        if !self.held.load(Ordering::Acquire) {
             return None;
         }
         Some(self.inner.lock().live(copy)?.source.clone())
     }
 
     fn forget(&self, copy: &MessageRef) -> Option<Copy> {
-        self.inner.lock().remove(copy)
+        let mut table = self.inner.lock();
+        let gone = table.remove(copy);
+        if table.copies.is_empty() {
+            self.held.store(false, Ordering::Release);
+        }
+        gone
     }
 
     /// The file the temporary name `name` in `copy`'s directory at `dir` stands for.
     fn temp(&self, copy: &MessageRef, dir: &Section, name: &str) -> Option<String> {
-        if !self.held.load(Ordering::Relaxed) {
+        if !self.held.load(Ordering::Acquire) {
             return None;
         }
         let mut table = self.inner.lock();

@@ -15,13 +15,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use super::content::Source;
 use super::inodes::{MessageRef, Node};
 use super::mailboxes;
 use super::newmail::MessageSource;
 use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
-use crate::store::{MailboxId, NewMessage, StoreError, Uid, UidValidity};
+use crate::store::{MailboxId, NewMessage, Section, StoreError, Transfer, Uid, UidValidity};
 
 /// What a new file's name says about storing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,13 +618,15 @@ impl Fs {
             }
         }
         let held = if source.as_is() {
-            self.held_already(&sending)
+            let again =
+                || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
+            self.held_already(&sending, again)
         } else {
             None
         };
         let appended = match held {
             Some(found) => {
-                tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already (its Message-ID, its size): not stored again");
+                tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
                 Ok(Some(found))
             }
             None => {
@@ -654,7 +657,14 @@ impl Fs {
                     None => self.find_appended(&sending),
                 };
                 tracing::info!(mailbox = %file.mailbox, name, ?message, bytes = len, "stored new file");
-                *file.state.lock() = State::Stored(message.clone());
+                // A message found held is the file's own only if it was its earlier
+                // version: removing or rewriting a copy of another message's file must
+                // never remove that message.
+                let own = match &message {
+                    Some(m) if held.is_some() && !file.replaces.lock().contains(m) => None,
+                    _ => message.clone(),
+                };
+                *file.state.lock() = State::Stored(own);
                 let _ = std::fs::remove_file(note_path(&file.spool));
                 self.drop_spool(file);
                 let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
@@ -683,29 +693,85 @@ impl Fs {
         }
     }
 
-    /// The message of the mailbox that an RFC 5322 file about to be stored is already: the
-    /// same Message-ID and size (a second `rsync` or `cp` of `.eml` files into a mailbox
-    /// stores nothing again). Asked of the server only where the listing holds a message
-    /// of that size, so that storing many messages costs no search each.
-    fn held_already(&self, sending: &Sending) -> Option<(UidValidity, Uid)> {
+    /// The message of the mailbox that an RFC 5322 file about to be stored is already,
+    /// byte for byte (a second `rsync` or `cp` of `.eml` files into a mailbox stores
+    /// nothing again). Looked for only where the listing holds a message of its size,
+    /// among those of its Message-ID, and compared with `ours` (the message as it would
+    /// be sent), through the caches, a MiB at a time.
+    fn held_already(
+        &self,
+        sending: &Sending,
+        ours: impl Fn() -> std::io::Result<MessageSource>,
+    ) -> Option<(UidValidity, Uid)> {
         let id = sending.message_id.as_deref()?;
-        if !self
-            .metadata
-            .holds_size(&sending.mailbox, sending.message_len)
-        {
+        let len = sending.message_len;
+        if !self.metadata.holds_size(&sending.mailbox, len) {
             return None;
         }
-        match self.store.find_by_message_id(&sending.mailbox, id) {
-            Ok((validity, found)) => found
-                .iter()
-                .filter(|m| m.size == sending.message_len)
-                .map(|m| (validity, m.uid))
-                .max_by_key(|(_, uid)| *uid),
+        let (validity, found) = match self.store.find_by_message_id(&sending.mailbox, id) {
+            Ok(found) => found,
             Err(e) => {
                 tracing::debug!(mailbox = %sending.mailbox, error = %e, "could not look for the message before storing it");
-                None
+                return None;
+            }
+        };
+        let mut candidates: Vec<Uid> = found
+            .iter()
+            .filter(|m| m.size == len)
+            .map(|m| m.uid)
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for uid in candidates {
+            let message = MessageRef {
+                mailbox: sending.mailbox.clone(),
+                validity,
+                uid,
+            };
+            let same = ours()
+                .map_err(|e| FsError::Spool(format!("spool read: {e}")))
+                .and_then(|ours| self.holds_bytes(&message, len, ours));
+            match same {
+                Ok(true) => return Some((validity, uid)),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(mailbox = %sending.mailbox, %uid, error = %e, "could not compare a message before storing one like it");
+                    return None;
+                }
             }
         }
+        None
+    }
+
+    /// Whether `message`, of `len` bytes, holds exactly what `ours` makes.
+    fn holds_bytes(
+        &self,
+        message: &MessageRef,
+        len: u64,
+        mut ours: MessageSource,
+    ) -> FsResult<bool> {
+        const WINDOW: u64 = 1 << 20;
+        let whole = Section::whole();
+        let mut mine = vec![0u8; WINDOW.min(len) as usize];
+        let mut at = 0;
+        while at < len {
+            let want = (len - at).min(WINDOW);
+            let source = Source {
+                message,
+                section: &whole,
+                transfer: Transfer::Encoded,
+                len,
+                decode: None,
+            };
+            let theirs = self.content.read(source, at, want)?;
+            let mine = &mut mine[..want as usize];
+            std::io::Read::read_exact(&mut ours, mine)
+                .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
+            if theirs != *mine {
+                return Ok(false);
+            }
+            at += want;
+        }
+        Ok(true)
     }
 
     /// The message an APPEND without APPENDUID (a server without UIDPLUS) stored: the

@@ -471,11 +471,7 @@ impl ImapStore {
     /// Makes `mailbox` the selected mailbox of `conn` (EXAMINE for reading, SELECT for
     /// changes) unless it already is; checks UIDVALIDITY if one is expected. Returns the
     /// UIDVALIDITY and, when the mailbox was (re)selected, what the server said of it.
-    /// `select` to read `uids`. A selection made before the newest of them arrived (its
-    /// UIDNEXT was not above it) is made again: Dovecot shows a session the messages that
-    /// arrived since it selected only after its next command, so a `UID FETCH` of one
-    /// there finds nothing, and the message would read as gone. A UID that is truly gone
-    /// costs one `EXAMINE`.
+    /// `select` to read `uids`.
     pub(super) fn select_to_read(
         &self,
         conn: &mut Connection,
@@ -483,14 +479,33 @@ impl ImapStore {
         validity: UidValidity,
         uids: impl IntoIterator<Item = Uid>,
     ) -> StoreResult<()> {
+        self.select_for(conn, mailbox, validity, Mode::Read, uids)
+    }
+
+    /// `select` to read or change `uids`. A selection made before the newest of them
+    /// arrived (the UIDNEXT it saw was not above it) is made again: Dovecot shows a session
+    /// the messages that arrived since it selected only after its next command, so a `UID
+    /// FETCH` (or STORE, COPY, MOVE) of one there finds nothing, and the message would be
+    /// taken for gone. A UID that is truly gone costs one `EXAMINE`; a server that gave no
+    /// UIDNEXT is not asked again.
+    fn select_for(
+        &self,
+        conn: &mut Connection,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        mode: Mode,
+        uids: impl IntoIterator<Item = Uid>,
+    ) -> StoreResult<()> {
         let newest = uids.into_iter().map(|u| u.0).max();
         let selected_here = conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox);
-        if selected_here && newest.is_some_and(|n| conn.uid_next_seen.is_none_or(|next| n >= next))
-        {
+        let before = match (newest, conn.uid_next_seen) {
+            (Some(newest), Some(next)) => newest >= next,
+            _ => false,
+        };
+        if selected_here && before {
             conn.selection = Selection::None;
         }
-        self.select(conn, mailbox, Some(validity), Mode::Read)
-            .map(drop)
+        self.select(conn, mailbox, Some(validity), mode).map(drop)
     }
 
     fn select(

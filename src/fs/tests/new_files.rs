@@ -529,3 +529,31 @@ fn an_rfc_5322_message_the_mailbox_holds_already_is_not_stored_again() {
     assert_eq!(h.count(Op::Append), 2);
     assert_eq!(h.stored("INBOX").len(), 2);
 }
+
+#[test]
+fn an_eml_edited_to_the_same_size_is_stored_and_a_copy_of_one_never_removes_it() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let raw = b"Message-ID: <same@example.org>\r\nSubject: teh plan\r\n\r\nbody\r\n";
+    let edited = b"Message-ID: <same@example.org>\r\nSubject: the plan\r\n\r\nbody\r\n";
+    h.names(inbox).unwrap();
+    let ino = shell_write(&h, inbox, "plan.eml", raw);
+    // Rewritten in place to bytes of the same size and Message-ID, once the listing
+    // shows its message: stored, and its first version expunged.
+    let fh = h.fs.open_with(ino, true, true).unwrap().fh;
+    h.names(inbox).unwrap();
+    h.fs.write(ino, fh, 0, edited).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 2);
+    let stored = h.stored("INBOX");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(h.stored_raw("INBOX", stored[0].uid), edited);
+    // A copy of it (cp plan.eml copy.eml) is the message held: nothing stored, and
+    // removing the copy, or appending to it, leaves that message alone.
+    h.names(inbox).unwrap();
+    shell_write(&h, inbox, "copy.eml", edited);
+    assert_eq!(h.count(Op::Append), 2);
+    h.fs.unlink(inbox, OsStr::new("copy.eml")).unwrap();
+    assert_eq!(h.stored("INBOX").len(), 1, "the message held stays");
+    assert_eq!(h.count(Op::MoveMessage) + h.count(Op::ExpungeMessage), 1);
+}

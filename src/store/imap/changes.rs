@@ -131,7 +131,7 @@ impl ImapStore {
     ) -> StoreResult<()> {
         let list = quote::flag_list(flags)?;
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            self.select_for(conn, mailbox, validity, Mode::Write, [uid])?;
             ensure_exists(conn, mailbox, uid)?;
             let cmd = Command::new("UID STORE")
                 .syntax(uid.to_string())
@@ -153,7 +153,7 @@ impl ImapStore {
     ) -> StoreResult<()> {
         let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            self.select_for(conn, mailbox, validity, Mode::Write, [uid])?;
             ensure_exists(conn, mailbox, uid)?;
             for (item, flags, list) in [
                 ("+FLAGS.SILENT", add, &plus),
@@ -189,7 +189,7 @@ impl ImapStore {
         }
         let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            self.select_for(conn, mailbox, validity, Mode::Write, [uid])?;
             ensure_exists(conn, mailbox, uid)?;
             let (mut since, mut after) = (since, None);
             for (item, flags, list) in [
@@ -260,7 +260,7 @@ impl ImapStore {
             ));
         }
         let moved = self.with_connection(Some(from), Retry::Never, |conn| {
-            self.select(conn, from, Some(validity), Mode::Write)?;
+            self.select_for(conn, from, validity, Mode::Write, [uid])?;
             ensure_exists(conn, from, uid)?;
             let verb = if caps.move_command {
                 "UID MOVE"
@@ -292,7 +292,7 @@ impl ImapStore {
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         let target = quote::mailbox(to)?;
         self.with_connection(Some(from), Retry::Never, |conn| {
-            self.select(conn, from, Some(validity), Mode::Read)?;
+            self.select_for(conn, from, validity, Mode::Read, [uid])?;
             ensure_exists(conn, from, uid)?;
             let done = conn.run(
                 Command::new("UID COPY")
@@ -320,7 +320,7 @@ impl ImapStore {
     ) -> StoreResult<Option<(UidValidity, Uid)>> {
         tracing::warn!(%error, mailbox = %from, %uid, "the connection broke during a move; looking where the message is");
         let source = self.with_connection(Some(from), Retry::Once, |conn| {
-            self.select(conn, from, Some(validity), Mode::Read)?;
+            self.select_for(conn, from, validity, Mode::Read, [uid])?;
             let done =
                 conn.run(Command::new("UID FETCH").syntax(uid.to_string()).syntax(
                     "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
@@ -360,7 +360,7 @@ impl ImapStore {
         };
         tracing::warn!(mailbox = %from, %uid, target = %to, copy = %copy, "the server copied the message but did not expunge it; expunging it now");
         self.with_connection(Some(from), Retry::Never, |conn| {
-            self.select(conn, from, Some(validity), Mode::Write)?;
+            self.select_for(conn, from, validity, Mode::Write, [uid])?;
             expunge_uid(conn, uid)
         })?;
         Ok(Some((target_validity, copy)))
@@ -378,7 +378,7 @@ impl ImapStore {
             ));
         }
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
-            self.select(conn, mailbox, Some(validity), Mode::Write)?;
+            self.select_for(conn, mailbox, validity, Mode::Write, [uid])?;
             ensure_exists(conn, mailbox, uid)?;
             expunge_uid(conn, uid)
         })

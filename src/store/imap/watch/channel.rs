@@ -323,6 +323,7 @@ impl Channel {
         };
         let shown = examined(&done)?;
         s.conn.selection = Selection::Examine(mailbox.clone(), UidValidity(shown.validity));
+        s.conn.uid_next_seen = shown.uid_next;
         s.selected = Some((mailbox.clone(), shown));
         let since = Instant::now();
         self.shared

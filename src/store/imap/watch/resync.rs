@@ -183,6 +183,7 @@ pub fn resync(
     };
     let now = examined(&done)?;
     x.conn.selection = Selection::Examine(mailbox.clone(), UidValidity(now.validity));
+    x.conn.uid_next_seen = now.uid_next;
     let untagged = x.keep(done.untagged);
     x.examined = Some(now);
     let Some(basis) = basis else {
