@@ -175,7 +175,7 @@ impl Fs {
             .count())
     }
 
-    fn unhide_message(&self, message: &MessageRef) {
+    pub(super) fn unhide_message(&self, message: &MessageRef) {
         self.hidden.lock().retain(|key| match key {
             super::inodes::NodeKey::File(m, ..) | super::inodes::NodeKey::Message(m, _) => {
                 m != message

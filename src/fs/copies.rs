@@ -26,7 +26,7 @@ use crate::mime::{self, Entry, EntryKind};
 use crate::store::{LinkState, MailboxId, Section, StoreError};
 
 /// How long after its last use the name a copier made keeps resolving to the copy.
-const NAME_KEPT: Duration = Duration::from_secs(300);
+pub const NAME_KEPT: Duration = Duration::from_secs(300);
 
 /// At most this many copies are remembered; the least recently used go first.
 const COPIES_KEPT: usize = 4096;
@@ -71,30 +71,22 @@ impl Table {
         Some(entry)
     }
 
-    /// The copy, if used within `NAME_KEPT`; forgotten when not.
-    fn live(&mut self, copy: &MessageRef) -> Option<&mut Copy> {
-        if self.copies.get(copy)?.used.elapsed() >= NAME_KEPT {
-            self.remove(copy);
+    /// The copy, if used within `NAME_KEPT` (an older one is ended by `take_ended`).
+    fn live(&mut self, copy: &MessageRef, now: Instant) -> Option<&mut Copy> {
+        let entry = self.copies.get_mut(copy)?;
+        if now.saturating_duration_since(entry.used) >= NAME_KEPT {
             return None;
         }
-        let entry = self.copies.get_mut(copy)?;
-        entry.used = Instant::now();
+        entry.used = now;
         Some(entry)
     }
 }
 
 impl Copies {
-    fn insert(&self, copy: MessageRef, entry: Copy) {
+    /// Keeps a copy; returns the least recently used one it ends to stay in bounds.
+    fn insert(&self, copy: MessageRef, entry: Copy) -> Option<MessageRef> {
         let mut table = self.inner.lock();
-        let expired: Vec<MessageRef> = table
-            .copies
-            .iter()
-            .filter(|(_, c)| c.used.elapsed() >= NAME_KEPT)
-            .map(|(m, _)| m.clone())
-            .collect();
-        for old in expired {
-            table.remove(&old);
-        }
+        let mut ended = None;
         if table.copies.len() >= COPIES_KEPT {
             let oldest = table
                 .copies
@@ -103,6 +95,7 @@ impl Copies {
                 .map(|(m, _)| m.clone());
             if let Some(oldest) = oldest {
                 table.remove(&oldest);
+                ended = Some(oldest);
             }
         }
         table
@@ -110,10 +103,32 @@ impl Copies {
             .insert((entry.dir.clone(), entry.name.clone()), copy.clone());
         table.copies.insert(copy, entry);
         self.held.store(true, Ordering::Release);
+        ended
+    }
+
+    /// The copies unused for `NAME_KEPT`, forgotten.
+    fn take_ended(&self, now: Instant) -> Vec<MessageRef> {
+        if !self.held.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut table = self.inner.lock();
+        let ended: Vec<MessageRef> = table
+            .copies
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.used) >= NAME_KEPT)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for copy in &ended {
+            table.remove(copy);
+        }
+        if table.copies.is_empty() {
+            self.held.store(false, Ordering::Release);
+        }
+        ended
     }
 
     /// The copy the name `name` in the mailbox directory `dir` was made for, if still used.
-    fn named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
+    fn named(&self, dir: &str, name: &str, now: Instant) -> Option<(MessageRef, SystemTime)> {
         if !self.held.load(Ordering::Acquire) {
             return None;
         }
@@ -122,16 +137,16 @@ impl Copies {
             .names
             .get(&(dir.to_string(), name.to_string()))?
             .clone();
-        let mtime = table.live(&copy)?.mtime;
+        let mtime = table.live(&copy, now)?.mtime;
         Some((copy, mtime))
     }
 
     /// The message `copy` was copied from, while it is being filled.
-    fn source_of(&self, copy: &MessageRef) -> Option<MessageRef> {
+    fn source_of(&self, copy: &MessageRef, now: Instant) -> Option<MessageRef> {
         if !self.held.load(Ordering::Acquire) {
             return None;
         }
-        Some(self.inner.lock().live(copy)?.source.clone())
+        Some(self.inner.lock().live(copy, now)?.source.clone())
     }
 
     fn forget(&self, copy: &MessageRef) -> Option<Copy> {
@@ -144,20 +159,26 @@ impl Copies {
     }
 
     /// The file the temporary name `name` in `copy`'s directory at `dir` stands for.
-    fn temp(&self, copy: &MessageRef, dir: &Section, name: &str) -> Option<String> {
+    fn temp(&self, copy: &MessageRef, dir: &Section, name: &str, now: Instant) -> Option<String> {
         if !self.held.load(Ordering::Acquire) {
             return None;
         }
         let mut table = self.inner.lock();
         table
-            .live(copy)?
+            .live(copy, now)?
             .temps
             .get(&(dir.clone(), name.to_string()))
             .cloned()
     }
 
-    fn set_temp(&self, copy: &MessageRef, dir: &Section, name: &str, file: Option<&str>) {
-        if let Some(entry) = self.inner.lock().live(copy) {
+    fn set_temp(
+        &self,
+        copy: &MessageRef,
+        (dir, name): (&Section, &str),
+        file: Option<&str>,
+        now: Instant,
+    ) {
+        if let Some(entry) = self.inner.lock().live(copy, now) {
             let key = (dir.clone(), name.to_string());
             match file {
                 Some(file) => entry.temps.insert(key, file.to_string()),
@@ -272,17 +293,19 @@ impl Fs {
                 .insert_layout(copy.clone(), Arc::clone(&layout));
         }
         self.hidden.lock().extend(every_node(&copy, &layout));
-        self.copies.insert(
+        self.end_copies(self.copies.take_ended(self.metadata.now()));
+        let evicted = self.copies.insert(
             copy.clone(),
             Copy {
                 source,
                 dir: dir_path.to_string(),
                 name: name.to_string(),
                 mtime: meta.internal_date,
-                used: Instant::now(),
+                used: self.metadata.now(),
                 temps: HashMap::new(),
             },
         );
+        self.end_copies(evicted);
         Ok(Some(self.remember(Node::Message {
             message: copy,
             section: Section::whole(),
@@ -313,7 +336,8 @@ impl Fs {
                     Err(FsError::NotFound) => return Err(refused()),
                     other => other?,
                 };
-                self.copies.set_temp(message, section, name, Some(file));
+                self.copies
+                    .set_temp(message, (section, name), Some(file), self.metadata.now());
                 return Ok(node);
             }
         }
@@ -382,7 +406,9 @@ impl Fs {
         section: &Section,
         name: &str,
     ) -> Option<FsResult<Node>> {
-        let file = self.copies.temp(message, section, name)?;
+        let file = self
+            .copies
+            .temp(message, section, name, self.metadata.now())?;
         let source = self.copy_source(message)?;
         Some(self.copy_file(message, &source, section, &file))
     }
@@ -402,7 +428,9 @@ impl Fs {
         else {
             return None;
         };
-        let file = self.copies.temp(message, section, name)?;
+        let file = self
+            .copies
+            .temp(message, section, name, self.metadata.now())?;
         if !same_dir || file != new_name {
             return Some(Err(FsError::NotPermitted(
                 "a file of a message keeps its name".into(),
@@ -412,7 +440,8 @@ impl Fs {
         let shown = self.copy_file(message, &source, section, &file);
         Some(shown.map(|node| {
             self.hidden.lock().remove(&node.key());
-            self.copies.set_temp(message, section, name, None);
+            self.copies
+                .set_temp(message, (section, name), None, self.metadata.now());
         }))
     }
 
@@ -424,8 +453,10 @@ impl Fs {
         else {
             return None;
         };
-        self.copies.temp(message, section, name)?;
-        self.copies.set_temp(message, section, name, None);
+        self.copies
+            .temp(message, section, name, self.metadata.now())?;
+        self.copies
+            .set_temp(message, (section, name), None, self.metadata.now());
         Some(Ok(()))
     }
 
@@ -433,14 +464,29 @@ impl Fs {
     /// it is used and still in its mailbox (removed, moved or expunged elsewhere, the
     /// name is forgotten: copying again makes a new copy).
     pub(super) fn copy_named(&self, dir: &str, name: &str) -> Option<(MessageRef, SystemTime)> {
-        let (copy, mtime) = self.copies.named(dir, name)?;
+        self.end_copies(self.copies.take_ended(self.metadata.now()));
+        let (copy, mtime) = self.copies.named(dir, name, self.metadata.now())?;
         self.still_listed(&copy).then_some((copy, mtime))
     }
 
     /// The message `copy` was copied from, while the copy is being filled.
     fn copy_source(&self, copy: &MessageRef) -> Option<MessageRef> {
-        let source = self.copies.source_of(copy)?;
+        let source = self.copies.source_of(copy, self.metadata.now())?;
         self.still_listed(copy).then_some(source)
+    }
+
+    /// Copies no copier fills any more (an interrupted `cp -r`) show whole: every file
+    /// of the message, which the server holds.
+    fn end_copies(&self, ended: impl IntoIterator<Item = MessageRef>) {
+        for copy in ended {
+            tracing::debug!(mailbox = %copy.mailbox, uid = %copy.uid, "a copy is no longer filled: all its files show");
+            self.unhide_message(&copy);
+            let key = NodeKey::Message(copy, Section::whole());
+            let ino = self.inodes.lock().ino_of(&key);
+            if let Some(ino) = ino {
+                self.invalidations.send(Invalidation::Inode { ino });
+            }
+        }
     }
 
     fn still_listed(&self, copy: &MessageRef) -> bool {

@@ -259,6 +259,11 @@ impl Inner {
 }
 
 impl MetadataCache {
+    /// The time by the cache's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// An empty cache reading `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MetadataCache {

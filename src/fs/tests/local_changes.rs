@@ -677,3 +677,31 @@ fn a_name_of_a_message_nobody_looked_at_is_a_mailbox() {
     assert_eq!(h.count(Op::CopyMessage), 0);
     assert_eq!(h.count(Op::CreateMailbox), 1);
 }
+
+#[test]
+fn an_interrupted_copy_shows_whole_once_no_copier_fills_it() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    // The copy's UID is not the original's, so the name the copier made is not its own.
+    h.store
+        .add_message("Archive", &Sample::numbered(2).raw, &[], date());
+    let archive = h.ino("Archive").unwrap();
+    let from = format!("INBOX/{name}");
+    let source = h.ino(&from).unwrap();
+    let dir = h.fs.mkdir(archive, OsStr::new(&name)).unwrap().attr.ino;
+    // cp was stopped after message.eml.
+    let (made, fh) = h.fs.create(dir, OsStr::new("message.eml")).unwrap();
+    let data = h.read_path(&format!("{from}/message.eml")).unwrap();
+    h.fs.write(made.attr.ino, fh, 0, &data).unwrap();
+    h.fs.release(made.attr.ino, fh).unwrap();
+    assert_eq!(h.names(dir).unwrap(), ["message.eml"]);
+    h.clock.advance(crate::fs::copies::NAME_KEPT);
+    // The next lookup in a mailbox ends the copy: every file shows, the kernel is told.
+    h.sent_invalidations();
+    let _ = h.fs.lookup(archive, OsStr::new("nothing"));
+    assert!(h
+        .sent_invalidations()
+        .contains(&Invalidation::Inode { ino: dir }));
+    assert_eq!(h.names(dir).unwrap(), h.names(source).unwrap());
+    assert_eq!(errno(h.ino(&format!("Archive/{name}"))), libc::ENOENT);
+}
