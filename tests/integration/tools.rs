@@ -584,3 +584,43 @@ fn rsync_of_eml_files_into_a_mailbox_twice_stores_each_message_once() {
         "the second rsync stored them again"
     );
 }
+
+#[test]
+fn cp_r_of_a_whole_mailbox_into_another_copies_each_message_on_the_server() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let before = server_mailboxes(&mut client);
+    let inbox = server_mailbox(&mut client, "INBOX");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    run_clean(
+        &format!(
+            "cp -r {} {}/",
+            q(&mount.join("INBOX")),
+            q(&mount.join("Archive"))
+        ),
+        &mount,
+    );
+    // One mailbox made (Archive/INBOX), holding every message of INBOX, flags and all.
+    let mut expected = before.clone();
+    expected.push("Archive/INBOX".to_string());
+    expected.sort();
+    let mut after = server_mailboxes(&mut client);
+    after.sort();
+    assert_eq!(after, expected, "one mailbox made, none per message");
+    // In whatever order cp went: the same messages with the same flags.
+    let held = |m: BTreeMap<u32, (Vec<String>, Vec<u8>)>| {
+        let mut held: Vec<(Vec<u8>, Vec<String>)> = m
+            .into_values()
+            .map(|(flags, raw)| {
+                let flags = flags.into_iter().filter(|f| f != "\\Recent").collect();
+                (raw, flags)
+            })
+            .collect();
+        held.sort();
+        held
+    };
+    assert_eq!(
+        held(server_mailbox(&mut client, "Archive/INBOX")),
+        held(inbox)
+    );
+}
