@@ -607,13 +607,15 @@ impl MetadataCache {
             .map(|e| e.meta(message.uid))
     }
 
-    /// Whether the listing of `mailbox` holds a message of `size` bytes.
-    pub fn holds_size(&self, mailbox: &MailboxId, size: u64) -> bool {
+    /// Whether the listing of `mailbox` holds a message of `size` bytes and this raw
+    /// Subject (none: without one).
+    pub fn holds_like(&self, mailbox: &MailboxId, size: u64, subject: Option<&[u8]>) -> bool {
         let inner = self.inner.lock();
-        inner
-            .listings
-            .get(mailbox)
-            .is_some_and(|l| l.messages.values().any(|e| e.size == size))
+        inner.listings.get(mailbox).is_some_and(|l| {
+            l.messages
+                .values()
+                .any(|e| e.size == size && e.subject.as_deref() == subject)
+        })
     }
 
     /// Whether the message is in its mailbox's listing.

@@ -620,7 +620,7 @@ impl Fs {
         let held = if source.as_is() {
             let again =
                 || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
-            self.held_already(&sending, again)
+            self.held_already(&sending, source.subject(), again)
         } else {
             None
         };
@@ -695,17 +695,19 @@ impl Fs {
 
     /// The message of the mailbox that an RFC 5322 file about to be stored is already,
     /// byte for byte (a second `rsync` or `cp` of `.eml` files into a mailbox stores
-    /// nothing again). Looked for only where the listing holds a message of its size,
-    /// among those of its Message-ID, and compared with `ours` (the message as it would
+    /// nothing again). Looked for only where the listing holds a message of its size and
+    /// Subject (so that storing many messages costs no search each), among those of its
+    /// Message-ID, and compared with `ours` (the message as it would
     /// be sent), through the caches, a MiB at a time.
     fn held_already(
         &self,
         sending: &Sending,
+        subject: Option<&[u8]>,
         ours: impl Fn() -> std::io::Result<MessageSource>,
     ) -> Option<(UidValidity, Uid)> {
         let id = sending.message_id.as_deref()?;
         let len = sending.message_len;
-        if !self.metadata.holds_size(&sending.mailbox, len) {
+        if !self.metadata.holds_like(&sending.mailbox, len, subject) {
             return None;
         }
         let (validity, found) = match self.store.find_by_message_id(&sending.mailbox, id) {

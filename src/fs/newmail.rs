@@ -246,6 +246,8 @@ pub struct MessageSource {
     message_id: Option<String>,
     /// An RFC 5322 message sent as it is (not a file wrapped in a new message).
     as_is: bool,
+    /// Its raw Subject, as a listing holds it.
+    subject: Option<Vec<u8>>,
 }
 
 /// What a file holds, read in one pass: its first bytes, bare line feeds and NULs.
@@ -303,6 +305,7 @@ impl MessageSource {
         if is_message(&scanned.head) && (!scanned.nul || binary_ok) {
             let message_id = crate::store::imap::convert::header_field(&scanned.head, "message-id")
                 .map(|v| String::from_utf8_lossy(&v).into_owned());
+            let subject = crate::store::imap::convert::subject_from_header(&scanned.head);
             return Ok(MessageSource {
                 file,
                 pieces: VecDeque::from([Piece::Crlf {
@@ -316,6 +319,7 @@ impl MessageSource {
                 binary: scanned.nul,
                 message_id,
                 as_is: true,
+                subject,
             });
         }
         let origin = FileOrigin {
@@ -341,12 +345,18 @@ impl MessageSource {
             binary: false,
             message_id: Some(message_id),
             as_is: false,
+            subject: None,
         })
     }
 
     /// Whether the file is an RFC 5322 message, sent as it is.
     pub fn as_is(&self) -> bool {
         self.as_is
+    }
+
+    /// The message's raw Subject, if it is sent as it is and has one.
+    pub fn subject(&self) -> Option<&[u8]> {
+        self.subject.as_deref()
     }
 
     /// The message's exact length in bytes.

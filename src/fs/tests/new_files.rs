@@ -534,8 +534,8 @@ fn an_rfc_5322_message_the_mailbox_holds_already_is_not_stored_again() {
 fn an_eml_edited_to_the_same_size_is_stored_and_a_copy_of_one_never_removes_it() {
     let h = Harness::new();
     let inbox = h.ino("INBOX").unwrap();
-    let raw = b"Message-ID: <same@example.org>\r\nSubject: teh plan\r\n\r\nbody\r\n";
-    let edited = b"Message-ID: <same@example.org>\r\nSubject: the plan\r\n\r\nbody\r\n";
+    let raw = b"Message-ID: <same@example.org>\r\nSubject: plan\r\n\r\nteh body\r\n";
+    let edited = b"Message-ID: <same@example.org>\r\nSubject: plan\r\n\r\nthe body\r\n";
     h.names(inbox).unwrap();
     let ino = shell_write(&h, inbox, "plan.eml", raw);
     // Rewritten in place to bytes of the same size and Message-ID, once the listing
