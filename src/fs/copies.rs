@@ -1,14 +1,19 @@
-//! A message directory copied into another mailbox (`cp -r`, a file manager's copy). The
-//! copier makes the directory, then each file in it. `mkdir` of a name that is a message
-//! directory elsewhere in the mount copies that message on the server (`UID COPY`: flags
-//! and date kept, no byte sent), and the directory it makes is the copy's, its files
-//! hidden. Each file the copier then creates shows again, and what it writes into it must
-//! be the bytes the file holds (compared with the message copied): writing stores
-//! nothing. A write of other bytes removes the copy and fails, so a different message of
-//! the same name never passes for the one written.
+//! A message directory copied into another mailbox (`cp -r`, rsync, a file manager's
+//! copy). The copier makes the directory, then each file in it. `mkdir` of a name that is
+//! the directory of a message the mount shows in another mailbox (the kernel holds it:
+//! the copier just looked at it) copies that message on the server (`UID COPY`: flags and
+//! date kept, no byte sent), and the directory it makes is the copy's, its files hidden.
+//! Each file the copier then creates (rsync's temporary name, renamed onto it) shows
+//! again, and what it writes into it must be the bytes the file holds (compared with the
+//! message copied): writing stores nothing. A write of other bytes removes the copy
+//! (unless `--delete=off`) and fails, so a different message of the same name never
+//! passes for the one written.
 //!
-//! The name the copier made resolves to the copy while it is used, for as long as
-//! `NAME_KEPT` after its last use: the copy's own name has its own UID.
+//! The name the copier made resolves to the copy while the copy is in its mailbox and
+//! used, until `NAME_KEPT` after its last use (the copy's own name has its own UID); then
+//! the copy is ended, and every file of it shows (an interrupted copy is whole on the
+//! server). Offline, without UIDPLUS, or with two shown messages of the name, `mkdir`
+//! makes a mailbox as for any name.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
