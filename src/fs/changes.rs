@@ -55,6 +55,15 @@ impl Fs {
         }
     }
 
+    /// Whether the directory `ino` is a mailbox that holds messages.
+    fn holds_messages(&self, ino: u64) -> bool {
+        let Ok(path) = self.mailbox_dir_path(ino) else {
+            return false;
+        };
+        self.tree(false)
+            .is_ok_and(|t| t.get(&path).is_some_and(|d| d.selectable_id().is_some()))
+    }
+
     /// The server path of a new mailbox `name` in the directory at `parent_path`.
     fn new_server_path(&self, parent_path: &str, name: &str) -> FsResult<Vec<String>> {
         let tree = self.tree(false)?;
@@ -363,6 +372,13 @@ impl Fs {
             Node::StoredFile { .. } => Err(FsError::NotPermitted(
                 "a stored file keeps its name; copy it to rename it".into(),
             )),
+            // An attachment dragged into another mailbox: mv and file managers then copy it
+            // there (a new file, stored) and remove it here (hidden in this mount).
+            Node::File { .. } if new_parent != parent && self.holds_messages(new_parent) => {
+                Err(FsError::CrossDevice(
+                    "a part of a message is copied into a mailbox, then removed".into(),
+                ))
+            }
             Node::Message { .. } | Node::File { .. } => Err(FsError::NotPermitted(
                 "parts of a message cannot be moved or renamed".into(),
             )),

@@ -27,6 +27,9 @@ pub enum FsError {
     NotSupported,
     #[error("already exists")]
     Exists,
+    /// A rename that moving tools do as a copy and a removal instead (EXDEV).
+    #[error("cannot be moved in one step: {0}")]
+    CrossDevice(String),
     #[error("stale handle")]
     BadHandle,
     #[error("no space left: {0}")]
@@ -67,6 +70,7 @@ impl FsError {
             FsError::Internal(_) => (libc::EIO, Level::Warn),
             FsError::NotSupported => (libc::ENOTSUP, Level::Debug),
             FsError::Exists => (libc::EEXIST, Level::Debug),
+            FsError::CrossDevice(_) => (libc::EXDEV, Level::Debug),
             FsError::Store(e) => match e {
                 StoreError::NoSuchMailbox(_) | StoreError::NoSuchMessage { .. } => {
                     (libc::ENOENT, Level::Debug)

@@ -624,3 +624,34 @@ fn cp_r_of_a_whole_mailbox_into_another_copies_each_message_on_the_server() {
         held(inbox)
     );
 }
+
+#[test]
+fn mv_of_an_attachment_into_another_mailbox_stores_it_there_and_hides_it_here() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let inbox = server_mailbox(&mut client, "INBOX");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let attachments = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == "attachments")
+        .unwrap();
+    let dir = mount.message_dir("INBOX", &attachments.subject);
+    let part = dir.join("résumé.pdf");
+    let bytes = fs::read(&part).unwrap();
+    // rename(2) says EXDEV; mv copies the file into Archive and removes it here.
+    run_clean(
+        &format!("mv {} {}/", q(&part), q(&mount.join("Archive"))),
+        &mount,
+    );
+    assert_eq!(
+        stored_files(&mut client, "Archive"),
+        BTreeMap::from([("résumé.pdf".to_string(), bytes.clone())])
+    );
+    assert!(!part.exists(), "hidden in its message here");
+    assert_eq!(
+        server_mailbox(&mut client, "INBOX"),
+        inbox,
+        "the message is as it was"
+    );
+    assert_eq!(fs::read(mount.join("Archive/résumé.pdf")).unwrap(), bytes);
+}

@@ -705,3 +705,40 @@ fn an_interrupted_copy_shows_whole_once_no_copier_fills_it() {
     assert_eq!(h.names(dir).unwrap(), h.names(source).unwrap());
     assert_eq!(errno(h.ino(&format!("Archive/{name}"))), libc::ENOENT);
 }
+
+#[test]
+fn mv_of_a_part_into_another_mailbox_is_exdev_so_tools_copy_it_there() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    let archive = h.ino("Archive").unwrap();
+    let moved = h.fs.rename(
+        dir,
+        OsStr::new("a1.bin"),
+        archive,
+        OsStr::new("a1.bin"),
+        false,
+        false,
+    );
+    assert_eq!(errno(moved), libc::EXDEV);
+    // Within its message, or into the root (which holds no messages): EPERM as before.
+    let renamed = h.fs.rename(
+        dir,
+        OsStr::new("a1.bin"),
+        dir,
+        OsStr::new("b.bin"),
+        false,
+        false,
+    );
+    assert_eq!(errno(renamed), libc::EPERM);
+    let to_root = h.fs.rename(
+        dir,
+        OsStr::new("a1.bin"),
+        ROOT,
+        OsStr::new("a1.bin"),
+        false,
+        false,
+    );
+    assert_eq!(errno(to_root), libc::EPERM);
+    assert_eq!(h.change_calls(), 0);
+}
