@@ -104,9 +104,13 @@ fn walking_messages_in_order_batches_body_structures() {
         requests <= bound,
         "{requests} BODYSTRUCTURE requests for {N} messages walked in order (at most {bound})"
     );
-    // The sizes come in one request per batch of structures.
+    // The sizes come in one request per batch of structures. On a busy machine the walk
+    // can overtake the thread that fetches the next batch's sizes, and then asks for one
+    // message's sizes itself (seen: 7 requests for 5 batches, with the lib tests and
+    // their Dovecots in parallel); one request per message would be 200.
     let sizes = h.count(Op::FetchSection);
-    assert!(sizes <= bound, "{sizes} size requests (at most {bound})");
+    let slack = 2 * bound;
+    assert!(sizes <= slack, "{sizes} size requests (at most {slack})");
 }
 
 #[test]
