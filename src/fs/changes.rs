@@ -57,11 +57,30 @@ impl Fs {
 
     /// Whether the directory `ino` is a mailbox that holds messages.
     fn holds_messages(&self, ino: u64) -> bool {
-        let Ok(path) = self.mailbox_dir_path(ino) else {
-            return false;
-        };
-        self.tree(false)
-            .is_ok_and(|t| t.get(&path).is_some_and(|d| d.selectable_id().is_some()))
+        self.mailbox_dir_path(ino)
+            .is_ok_and(|path| self.holding_messages(&path).is_some())
+    }
+
+    /// The mailbox at the directory `path`, if it holds messages. One held as holding
+    /// none may have been made a mailbox since (Dovecot makes its special-use mailboxes
+    /// at a first login, after a LIST may have shown `Archive` as `\Noselect` for its
+    /// children): the mailboxes are listed once again before saying no.
+    fn holding_messages(&self, path: &str) -> Option<MailboxId> {
+        if path.is_empty() {
+            return None;
+        }
+        let held = self.tree(false).ok()?;
+        let dir = held.get(path)?;
+        if let Some(id) = dir.selectable_id() {
+            return Some(id.clone());
+        }
+        match self.list_tree() {
+            Ok(listed) => listed.get(path)?.selectable_id().cloned(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not list the mailboxes again");
+                None
+            }
+        }
     }
 
     /// The server path of a new mailbox `name` in the directory at `parent_path`.
@@ -96,18 +115,8 @@ impl Fs {
                 _ => FsError::NotPermitted(format!("{name} is a name imapfs reserves")),
             });
         }
-        let mut tree = self.tree(false)?;
-        let held = tree.get(&parent_path).map(|d| d.selectable_id().is_some());
-        if !parent_path.is_empty() && held == Some(false) {
-            // Held as holding no messages; perhaps it was made a mailbox since (Dovecot
-            // makes its special-use mailboxes at a first login): ask once, else go on.
-            match self.list_tree() {
-                Ok(listed) => tree = listed,
-                Err(e) => tracing::debug!(error = %e, "could not list the mailboxes again"),
-            }
-        }
-        if let Some(mailbox) = tree.get(&parent_path).and_then(|d| d.selectable_id()) {
-            if let Some(made) = self.mkdir_copy(&parent_path, mailbox, name)? {
+        if let Some(mailbox) = self.holding_messages(&parent_path) {
+            if let Some(made) = self.mkdir_copy(&parent_path, &mailbox, name)? {
                 return Ok(made);
             }
         }

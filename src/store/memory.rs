@@ -288,6 +288,16 @@ impl MemoryStore {
         emit(sink, StoreEvent::MailboxList);
     }
 
+    /// Makes a `\Noselect` mailbox one that holds messages without any report, as
+    /// Dovecot does when it creates a special-use mailbox at a first login after a LIST
+    /// showed it as the parent of another.
+    pub fn make_selectable_unannounced(&self, name: &str) {
+        let name = canonical_name(name);
+        if let Some(mailbox) = self.state.lock().mailboxes.get_mut(name.as_str()) {
+            mailbox.selectable = true;
+        }
+    }
+
     /// Append a message as another client would, and return its UID (the mailbox's next).
     /// That client has not selected the mailbox, so the message is `\Recent`.
     ///

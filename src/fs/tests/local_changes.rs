@@ -742,3 +742,31 @@ fn mv_of_a_part_into_another_mailbox_is_exdev_so_tools_copy_it_there() {
     assert_eq!(errno(to_root), libc::EPERM);
     assert_eq!(h.change_calls(), 0);
 }
+
+#[test]
+fn a_mailbox_first_listed_as_holding_no_messages_is_asked_again_before_a_move_or_copy() {
+    let h = Harness::new();
+    h.store.add_mailbox("Later", Some('/'), false, None);
+    let (_, name) = account(&h);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    let later = h.ino("Later").unwrap();
+    // Made a mailbox since the tree was listed, and nobody said so.
+    h.store.make_selectable_unannounced("Later");
+    let moved = h.fs.rename(
+        dir,
+        OsStr::new("a1.bin"),
+        later,
+        OsStr::new("a1.bin"),
+        false,
+        false,
+    );
+    assert_eq!(errno(moved), libc::EXDEV, "a mailbox now: copied by mv");
+    let inbox = h.ino("INBOX").unwrap();
+    h.fs.mkdir(later, OsStr::new(&name)).unwrap();
+    assert_eq!(
+        h.count(Op::CopyMessage),
+        1,
+        "and a message directory made there copies"
+    );
+    assert!(h.names(inbox).unwrap().contains(&name));
+}
