@@ -205,6 +205,13 @@ impl Listing {
         }
     }
 
+    /// The listed message whose directory is named `name`, with its mtime.
+    fn named(&self, mailbox: &MailboxId, name: &str) -> Option<(MessageRef, SystemTime)> {
+        let uid = uid_in_name(name)?;
+        let entry = self.messages.get(&uid)?;
+        (entry.name(uid) == name).then(|| (self.message_ref(mailbox, uid), entry.internal_date))
+    }
+
     fn message_ref(&self, mailbox: &MailboxId, uid: Uid) -> MessageRef {
         MessageRef {
             mailbox: mailbox.clone(),
@@ -634,20 +641,10 @@ impl MetadataCache {
         name: &str,
     ) -> Option<(MessageRef, SystemTime)> {
         let inner = self.inner.lock();
-        let listed = inner.listings.get(mailbox).and_then(|listing| {
-            let uid = uid_in_name(name)?;
-            let entry = listing.messages.get(&uid)?;
-            (entry.name(uid) == name).then(|| {
-                (
-                    MessageRef {
-                        mailbox: mailbox.clone(),
-                        validity: listing.validity,
-                        uid,
-                    },
-                    entry.internal_date,
-                )
-            })
-        });
+        let listed = inner
+            .listings
+            .get(mailbox)
+            .and_then(|listing| listing.named(mailbox, name));
         listed.or_else(|| {
             inner
                 .aliases
@@ -663,19 +660,12 @@ impl MetadataCache {
         name: &str,
         not_in: &MailboxId,
     ) -> Vec<(MessageRef, SystemTime)> {
-        let Some(uid) = uid_in_name(name) else {
-            return Vec::new();
-        };
         let inner = self.inner.lock();
         inner
             .listings
             .iter()
             .filter(|(mailbox, _)| *mailbox != not_in)
-            .filter_map(|(mailbox, listing)| {
-                let entry = listing.messages.get(&uid)?;
-                (entry.name(uid) == name)
-                    .then(|| (listing.message_ref(mailbox, uid), entry.internal_date))
-            })
+            .filter_map(|(mailbox, listing)| listing.named(mailbox, name))
             .collect()
     }
 
