@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 use super::changes::DeleteMode;
 use super::inodes::{MessageRef, Node, NodeKey};
-use super::namespace::{entries_in, entry_node};
+use super::namespace::entry_node;
 use super::{AttrReply, Fs, FsError, FsResult, Invalidation};
 use crate::mime::{self, Entry, EntryKind};
 use crate::store::{LinkState, MailboxId, Section, StoreError};
@@ -346,26 +346,9 @@ impl Fs {
                 return Ok(node);
             }
         }
-        let layout = self.layout(message)?;
-        let mtime = self.copy_mtime(message);
-        let node = if section.is_whole() && name == mime::MESSAGE_FILE {
-            let meta = self.metadata.message(message).ok_or(FsError::NotFound)?;
-            Node::File {
-                message: message.clone(),
-                dir: section.clone(),
-                name: name.to_string(),
-                spec: Box::new(mime::whole_message_file(meta.size)),
-                mtime,
-                known_size: None,
-            }
-        } else {
-            let entries = entries_in(&layout, section).ok_or(FsError::NotFound)?;
-            let entry = entries
-                .iter()
-                .find(|e| e.name == name)
-                .ok_or_else(refused)?;
-            entry_node(message, section, entry, mtime)
-        };
+        let node = self
+            .message_entry(message, section, name, self.copy_mtime(message))?
+            .ok_or_else(refused)?;
         if matches!(node, Node::Message { .. }) != dir {
             return Err(refused());
         }
@@ -589,23 +572,9 @@ impl Fs {
 
     /// The file `name` in the directory at `dir` of `source`.
     fn source_file(&self, source: &MessageRef, dir: &Section, name: &str) -> FsResult<Node> {
-        if dir.is_whole() && name == mime::MESSAGE_FILE {
-            let meta = self.metadata.message(source).ok_or(FsError::NotFound)?;
-            return self.exact_file(Node::File {
-                message: source.clone(),
-                dir: dir.clone(),
-                name: name.to_string(),
-                spec: Box::new(mime::whole_message_file(meta.size)),
-                mtime: SystemTime::UNIX_EPOCH,
-                known_size: None,
-            });
-        }
-        let layout = self.layout(source)?;
-        let entries = entries_in(&layout, dir).ok_or(FsError::NotFound)?;
-        let entry = entries
-            .iter()
-            .find(|e| e.name == name)
+        let node = self
+            .message_entry(source, dir, name, SystemTime::UNIX_EPOCH)?
             .ok_or(FsError::NotFound)?;
-        self.exact_file(entry_node(source, dir, entry, SystemTime::UNIX_EPOCH))
+        self.exact_file(node)
     }
 }

@@ -342,31 +342,9 @@ impl Fs {
                 if let Some(temp) = self.resolve_copy_temp(&message, &section, name) {
                     return temp;
                 }
-                // Every message directory has message.eml, sized by the listing: `cat
-                // DIR/message.eml` needs no structure, only the content (one round trip).
-                if section.is_whole() && name == mime::MESSAGE_FILE {
-                    if let Some(meta) = self.metadata.message(&message) {
-                        let node = Node::File {
-                            message,
-                            dir: section,
-                            name: name.to_string(),
-                            spec: Box::new(mime::whole_message_file(meta.size)),
-                            mtime,
-                            known_size: None,
-                        };
-                        if self.hidden.lock().contains(&node.key()) {
-                            return Err(FsError::NotFound);
-                        }
-                        return self.exact_file(node);
-                    }
-                }
-                let layout = self.layout(&message)?;
-                let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
-                let entry = entries
-                    .iter()
-                    .find(|e| e.name == name)
+                let node = self
+                    .message_entry(&message, &section, name, mtime)?
                     .ok_or(FsError::NotFound)?;
-                let node = entry_node(&message, &section, entry, mtime);
                 if self.hidden.lock().contains(&node.key()) {
                     return Err(FsError::NotFound);
                 }
@@ -378,6 +356,37 @@ impl Fs {
             | Node::StoredFile { .. }
             | Node::Virtual(_) => Err(FsError::NotADirectory),
         }
+    }
+
+    /// What `name` is in the directory of `message` at `section`, hidden or not, as the
+    /// layout has it (sizes not made exact yet); `None` when the directory has no such
+    /// entry. Every message directory has message.eml, sized by the listing: `cat
+    /// DIR/message.eml` needs no structure, only the content (one round trip).
+    pub(super) fn message_entry(
+        &self,
+        message: &MessageRef,
+        section: &Section,
+        name: &str,
+        mtime: std::time::SystemTime,
+    ) -> FsResult<Option<Node>> {
+        if section.is_whole() && name == mime::MESSAGE_FILE {
+            if let Some(meta) = self.metadata.message(message) {
+                return Ok(Some(Node::File {
+                    message: message.clone(),
+                    dir: section.clone(),
+                    name: name.to_string(),
+                    spec: Box::new(mime::whole_message_file(meta.size)),
+                    mtime,
+                    known_size: None,
+                }));
+            }
+        }
+        let layout = self.layout(message)?;
+        let entries = entries_in(&layout, section).ok_or(FsError::NotFound)?;
+        Ok(entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|entry| entry_node(message, section, entry, mtime)))
     }
 
     fn resolve_in_mailbox_dir(&self, path: &str, name: &str) -> FsResult<Node> {
