@@ -105,9 +105,10 @@ pub fn render(content: &Content, raw: &[u8]) -> Vec<u8> {
     match content {
         Content::Raw => raw.to_vec(),
         Content::Decoded(encoding) => decode_transfer(encoding, raw),
-        Content::Text { encoding, charset } => {
-            text_to_utf8(charset.as_deref(), &decode_transfer(encoding, raw))
-        }
+        Content::Text { encoding, charset } => unix_line_ends(text_to_utf8(
+            charset.as_deref(),
+            &decode_transfer(encoding, raw),
+        )),
     }
 }
 
@@ -116,8 +117,24 @@ pub fn render(content: &Content, raw: &[u8]) -> Vec<u8> {
 pub fn render_decoded(content: &Content, decoded: &[u8]) -> Vec<u8> {
     match content {
         Content::Raw | Content::Decoded(_) => decoded.to_vec(),
-        Content::Text { charset, .. } => text_to_utf8(charset.as_deref(), decoded),
+        Content::Text { charset, .. } => unix_line_ends(text_to_utf8(charset.as_deref(), decoded)),
     }
+}
+
+/// Text with each CRLF made LF, as Linux tools expect a text file's lines to end (`grep
+/// 'x$'`, `read`, `cut`, `diff`); a CR on its own stays.
+fn unix_line_ends(text: Vec<u8>) -> Vec<u8> {
+    if !text.windows(2).any(|w| w == b"\r\n") {
+        return text;
+    }
+    let ends_line = |at: usize| text.get(at + 1) == Some(&b'\n');
+    let mut out = Vec::with_capacity(text.len());
+    for (at, &byte) in text.iter().enumerate() {
+        if byte != b'\r' || !ends_line(at) {
+            out.push(byte);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -142,7 +159,7 @@ mod tests {
             encoding: TransferEncoding::QuotedPrintable,
             charset: Some("iso-8859-1".into()),
         };
-        assert_eq!(render(&content, b"caf=E9\r\n"), "café\r\n".as_bytes());
+        assert_eq!(render(&content, b"caf=E9\r\n"), "café\n".as_bytes());
         let content = Content::Text {
             encoding: TransferEncoding::Base64,
             charset: Some("utf-8".into()),
@@ -153,5 +170,26 @@ mod tests {
             charset: None,
         };
         assert_eq!(render(&content, b"plain"), b"plain");
+    }
+
+    #[test]
+    fn text_bodies_end_lines_with_lf_and_nothing_else_changes() {
+        let text = Content::Text {
+            encoding: TransferEncoding::SevenBit,
+            charset: None,
+        };
+        let raw = b"one\r\ntwo\rstill two\r\n\r\nlast\r";
+        assert_eq!(render(&text, raw), b"one\ntwo\rstill two\n\nlast\r");
+        assert_eq!(render_decoded(&text, raw), b"one\ntwo\rstill two\n\nlast\r");
+        // In UTF-16 a line end is four bytes; it is made LF once the text is UTF-8.
+        let utf16 = Content::Text {
+            encoding: TransferEncoding::Binary,
+            charset: Some("utf-16le".into()),
+        };
+        assert_eq!(render_decoded(&utf16, b"a\0\r\0\n\0b\0"), b"a\nb");
+        // Attachments and message.eml keep their bytes.
+        let attachment = Content::Decoded(TransferEncoding::SevenBit);
+        assert_eq!(render(&attachment, raw), raw);
+        assert_eq!(render_decoded(&Content::Raw, raw), raw);
     }
 }

@@ -315,7 +315,7 @@ fn quoted_printable_latin1(text: &str) -> String {
 struct Sample {
     /// The message with CRLF line ends, as the store keeps and serves it.
     raw: Vec<u8>,
-    /// The expected body.txt: the text body decoded and in UTF-8.
+    /// The expected body.txt: the text body decoded, in UTF-8, its lines ended by LF.
     body: String,
     /// The attachment's file name and exact bytes.
     attachment_name: String,
@@ -358,7 +358,7 @@ impl Sample {
         .into_bytes();
         Sample {
             raw,
-            body: body.to_string(),
+            body: body.replace("\r\n", "\n"),
             attachment_name: attachment_name.to_string(),
             attachment,
         }

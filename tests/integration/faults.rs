@@ -301,7 +301,7 @@ pub(super) fn small_message(subject: &str, token: &str) -> Vec<u8> {
 
 /// The body.txt imapfs shows for [`small_message`].
 pub(super) fn small_body(subject: &str, token: &str) -> Vec<u8> {
-    format!("This is {subject}.\r\nIts token is {token}.\r\n").into_bytes()
+    format!("This is {subject}.\nIts token is {token}.\n").into_bytes()
 }
 
 // ---- stalls: every command has a deadline -------------------------------------------------
@@ -328,7 +328,7 @@ fn a_stalled_read_fails_within_the_deadline_and_the_next_read_is_exact() {
     let (stalled_body, took) = read(dir.join("body.txt"));
     assert_eq!(
         stalled_body.ok(),
-        Some(plain.body_text.clone().unwrap().into_bytes()),
+        Some(plain.body_file().unwrap().into_bytes()),
         "body.txt while stalled; imapfs log:\n{}",
         mount.log()
     );
@@ -342,7 +342,7 @@ fn a_stalled_read_fails_within_the_deadline_and_the_next_read_is_exact() {
     assert!(took < Duration::from_secs(5), "recovering took {took:?}");
     assert_eq!(
         read(dir.join("body.txt")).0.unwrap(),
-        plain.body_text.unwrap().into_bytes()
+        plain.body_file().unwrap().into_bytes()
     );
     process.assert_healthy(&mount);
 }

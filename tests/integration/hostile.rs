@@ -75,10 +75,6 @@ fn unlistable(root: PathBuf, depth: usize) -> BTreeMap<String, i32> {
     .0
 }
 
-fn crlf(text: &str) -> Vec<u8> {
-    text.replace('\n', "\r\n").into_bytes()
-}
-
 /// Fails unless `result` failed with one of `allowed`.
 fn assert_fails_with<T: std::fmt::Debug>(what: &str, result: &io::Result<T>, allowed: &[i32]) {
     match errno(result) {
@@ -99,7 +95,7 @@ fn assert_still_serving(mount: &Mount, process: &Imapfs) {
         ["1 Control"]
     );
     let body = read(mount.join("INBOX/1 Control/body.txt")).expect("control body reads");
-    assert_eq!(body, crlf(CONTROL_BODY));
+    assert_eq!(body, CONTROL_BODY.as_bytes());
     process.assert_healthy(mount);
 }
 
@@ -174,7 +170,7 @@ fn broken_bodystructures_give_eio_and_spare_the_good_messages() {
         match listed {
             Ok(names) if names == ["body.txt", "message.eml"] => {
                 let body = read(dir.join("body.txt"));
-                let want = crlf(&format!("good body {}\n", message.uid));
+                let want = format!("good body {}\n", message.uid).into_bytes();
                 if body.as_ref().ok() != Some(&want) {
                     wrong.push(format!("{name}/body.txt: {body:?}"));
                 }
@@ -272,7 +268,7 @@ fn broken_listing_responses_fail_only_their_mailbox() {
     );
     assert_eq!(
         read(mount.join("Skips/3 Kept three/body.txt")).unwrap(),
-        b"three\r\n"
+        b"three\n"
     );
     for mailbox in ["Garbage", "Cut", "Short"] {
         assert_fails_with(
@@ -287,14 +283,14 @@ fn broken_listing_responses_fail_only_their_mailbox() {
     assert!(server.connections() > before, "no reconnect after BYE");
     assert_eq!(
         read(mount.join("ByeOnce/1 Fine after a bye/body.txt")).unwrap(),
-        b"after bye\r\n"
+        b"after bye\n"
     );
     // The same UID twice: one directory, never two names for one UID.
     let twice = list(mount.join("Twice")).unwrap();
     assert_eq!(twice.len(), 1, "{twice:?}");
     assert_eq!(
         read(mount.join("Twice").join(&twice[0]).join("body.txt")).unwrap(),
-        b"twice\r\n"
+        b"twice\n"
     );
     // A walk of the whole mount fails on the three broken mailboxes alone, with EIO.
     let failures = unlistable(mount.path.clone(), 3);
@@ -366,7 +362,7 @@ fn short_literals_and_size_lies_are_errors_never_short_files() {
     // Cut short once: the read is retried on a new connection and is exact.
     assert_eq!(
         read(dir("2 Short once").join("body.txt")).unwrap(),
-        b"short once body\r\n"
+        b"short once body\n"
     );
     assert_fails_with(
         "message.eml shorter than its RFC822.SIZE",
@@ -465,10 +461,7 @@ fn failing_reads(name: &str, word: &str, failure: Misbehaviour) -> FakeServer {
 fn assert_structure_asked_again(dir: &Path, word: &str) {
     let message = dir.join(format!("3 {word} on structure"));
     assert_eq!(list(message.clone()).unwrap(), ["body.txt", "message.eml"]);
-    assert_eq!(
-        read(message.join("body.txt")).unwrap(),
-        b"structure body\r\n"
-    );
+    assert_eq!(read(message.join("body.txt")).unwrap(), b"structure body\n");
 }
 
 #[test]
@@ -479,7 +472,7 @@ fn an_unexpected_bye_is_retried_once_then_eio() {
     let connections = server.connections();
     assert_eq!(
         read(dir.join("1 Bye once/body.txt")).unwrap(),
-        b"bye once body\r\n"
+        b"bye once body\n"
     );
     assert_fails_with(
         "a part the server always answers with BYE",
@@ -511,7 +504,7 @@ fn a_serverbug_answer_closes_its_connection_and_a_read_is_retried_once() {
     // the watcher and the pool may open theirs at any moment on a loaded machine.
     assert_eq!(
         read(dir.join("1 Bug once/body.txt")).unwrap(),
-        b"bug once body\r\n"
+        b"bug once body\n"
     );
     assert_eq!(
         server.refused_sections(),
@@ -578,9 +571,9 @@ fn untagged_responses_in_unexpected_places_are_taken_in_stride() {
         ["1 Noisy section", "2 Noisy structure", "3 Noisy listing"]
     );
     for (name, body) in [
-        ("1 Noisy section", "noisy section body\r\n"),
-        ("2 Noisy structure", "noisy structure body\r\n"),
-        ("3 Noisy listing", "noisy listing body\r\n"),
+        ("1 Noisy section", "noisy section body\n"),
+        ("2 Noisy structure", "noisy structure body\n"),
+        ("3 Noisy listing", "noisy listing body\n"),
     ] {
         assert_eq!(
             read(dir.join(name).join("body.txt")).unwrap(),
@@ -617,11 +610,11 @@ fn without_a_hierarchy_every_name_is_one_level() {
     assert_eq!(list(mount.path.clone()).unwrap(), ["INBOX", "a_b", "x.y"]);
     assert_eq!(
         read(mount.join("x.y/1 dot/body.txt")).unwrap(),
-        b"from x.y\r\n"
+        b"from x.y\n"
     );
     assert_eq!(
         read(mount.join("a_b/1 slash/body.txt")).unwrap(),
-        b"from a/b\r\n"
+        b"from a/b\n"
     );
     let before = server.commands().len();
     let nested = fs::create_dir(mount.join("x.y/sub"));
@@ -841,7 +834,7 @@ fn mailbox_names_that_are_not_valid_modified_utf7() {
                     let body = read(path.join("body.txt"));
                     assert_eq!(
                         body.as_ref().ok(),
-                        Some(&crlf(&format!("mailbox {i}\n"))),
+                        Some(&format!("mailbox {i}\n").into_bytes()),
                         "{}",
                         path.display()
                     );
@@ -916,7 +909,7 @@ fn deeply_nested_bodystructures_do_not_crash_imapfs() {
     }
     assert_eq!(
         read(mount.join("Deep/2 Good 2/body.txt")).unwrap(),
-        b"good body 2\r\n"
+        b"good body 2\n"
     );
     assert_still_serving(&mount, &process);
 }
@@ -944,7 +937,7 @@ fn a_1000_byte_mailbox_name_is_shortened_and_still_reachable() {
     );
     assert_eq!(
         read(mount.path.join(name).join("1 Long/body.txt")).unwrap(),
-        b"in the long one\r\n"
+        b"in the long one\n"
     );
     assert_still_serving(&mount, &process);
 }

@@ -273,9 +273,9 @@ pub fn read_back(server: &dyn ImapServer, expect: &Expect) {
             "{kind:?} {}: message.eml differs",
             sample.name
         );
-        if let Some(text) = &sample.body_text {
+        if let Some(text) = sample.body_file() {
             let body = fs::read_to_string(dir.join("body.txt")).unwrap();
-            assert_eq!(&body, text, "{kind:?} {}: body.txt", sample.name);
+            assert_eq!(body, text, "{kind:?} {}: body.txt", sample.name);
         }
         for (name, bytes) in &sample.attachments {
             let path = find_file(&dir, name)

@@ -66,8 +66,8 @@ fn expected_inbox(mount: &Mount, dovecot: &Dovecot) -> BTreeMap<String, BTreeMap
             .unwrap();
         let mut files = BTreeMap::new();
         files.insert("message.eml".to_string(), server[&uid].1.clone());
-        if let Some(body) = &sample.body_text {
-            files.insert("body.txt".to_string(), body.clone().into_bytes());
+        if let Some(body) = sample.body_file() {
+            files.insert("body.txt".to_string(), body.into_bytes());
         }
         // Attachments of forwarded messages live one directory down; keep to the top.
         for (name, data) in &sample.attachments {

@@ -845,7 +845,7 @@ fn unlinking_a_part_only_hides_it_from_this_mount() {
     let same = other.message_dir("INBOX", "Plain text greeting");
     assert_eq!(
         fs::read_to_string(same.join("body.txt")).unwrap(),
-        sample("plain").body_text.unwrap()
+        sample("plain").body_file().unwrap()
     );
 }
 
@@ -1098,7 +1098,7 @@ fn a_forged_x_imapfs_file_header_is_an_ordinary_message() {
     );
     assert_eq!(
         fs::read(mount.join("INBOX/2 Forged size/body.txt")).unwrap(),
-        b"hi\r\n"
+        b"hi\n"
     );
     process.assert_healthy(&mount);
 }
