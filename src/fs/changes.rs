@@ -493,6 +493,35 @@ impl Fs {
         Ok(())
     }
 
+    /// Adds and removes flags of a message (`UID STORE +FLAGS` / `-FLAGS`), so that flags
+    /// another client set meanwhile stay; the listing shows the change at once.
+    pub(super) fn change_message_flags(
+        &self,
+        message: &MessageRef,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> FsResult<()> {
+        let shown = self
+            .metadata
+            .message(message)
+            .ok_or(FsError::NotFound)?
+            .flags;
+        self.store
+            .change_flags(&message.mailbox, message.validity, message.uid, add, remove)?;
+        let same = |flag: &Flag, shown: &str| flag.as_str().eq_ignore_ascii_case(shown);
+        let mut flags: Vec<String> = shown
+            .into_iter()
+            .filter(|f| !remove.iter().any(|r| same(r, f)))
+            .collect();
+        for flag in add {
+            if !flags.iter().any(|f| same(flag, f)) {
+                flags.push(flag.as_str().to_string());
+            }
+        }
+        self.metadata.flags_set(message, flags);
+        Ok(())
+    }
+
     /// `statfs`: the account's quota where the server keeps one (so `df` shows what is
     /// used of it and what is left); otherwise what is known to be used, and a large free
     /// space, since nothing says the account is full.

@@ -181,7 +181,8 @@ impl Fs {
         }
     }
 
-    /// `setxattr`: only `user.imap.flags` can be written; it replaces the whole set.
+    /// `setxattr`: only `user.imap.flags` can be written: a list replaces the whole set, and
+    /// `+flag` / `-flag` words add and remove flags, leaving the others as they are.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8]) -> FsResult<()> {
         if name.to_str() == Some(PREFETCH) {
             // Reading ahead changes nothing on the server: allowed on a read-only mount.
@@ -218,9 +219,12 @@ impl Fs {
             FLAGS if section.is_whole() => {
                 let text = std::str::from_utf8(value)
                     .map_err(|_| FsError::Invalid("flags must be UTF-8 text".into()))?;
-                let flags = Flag::parse_list(text.trim_end_matches(['\n', '\0']))
-                    .map_err(|e| FsError::Invalid(e.to_string()))?;
-                self.set_message_flags(&message, &flags)
+                match FlagsValue::parse(text.trim_end_matches(['\n', '\0']))? {
+                    FlagsValue::Replace(flags) => self.set_message_flags(&message, &flags),
+                    FlagsValue::Change { add, remove } => {
+                        self.change_message_flags(&message, &add, &remove)
+                    }
+                }
             }
             UID | UIDVALIDITY | INTERNALDATE | MAILBOX => {
                 Err(FsError::NotPermitted(format!("{name} is read-only")))
@@ -242,10 +246,93 @@ impl Fs {
     }
 }
 
+/// What is written to `user.imap.flags`.
+#[derive(Debug, PartialEq, Eq)]
+enum FlagsValue {
+    /// `\Seen $label`: the message's flags become these.
+    Replace(Vec<Flag>),
+    /// `+\Seen -\Flagged`: these are added and removed, other flags stay (another
+    /// client's too: `UID STORE +FLAGS` / `-FLAGS`).
+    Change { add: Vec<Flag>, remove: Vec<Flag> },
+}
+
+impl FlagsValue {
+    /// A list of flags, or of flags each after `+` or `-`; not both in one value, and no
+    /// flag both added and removed.
+    fn parse(text: &str) -> FsResult<FlagsValue> {
+        let invalid = |e: crate::store::StoreError| FsError::Invalid(e.to_string());
+        let words: Vec<&str> = text.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+        let signed = |w: &&str| w.starts_with(['+', '-']);
+        if !words.iter().any(signed) {
+            return Flag::parse_list(text)
+                .map(FlagsValue::Replace)
+                .map_err(invalid);
+        }
+        if !words.iter().all(signed) {
+            return Err(FsError::Invalid(
+                "flags are either all +flag / -flag (a change) or none (the new set)".into(),
+            ));
+        }
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for word in words {
+            let flag = Flag::parse(&word[1..]).map_err(invalid)?;
+            let (to, other) = match word.as_bytes()[0] {
+                b'+' => (&mut add, &remove),
+                _ => (&mut remove, &add),
+            };
+            // Keywords are matched regardless of case, as servers do.
+            let same = |f: &Flag| f.as_str().eq_ignore_ascii_case(flag.as_str());
+            if other.iter().any(same) {
+                return Err(FsError::Invalid(format!(
+                    "{flag} is both added and removed"
+                )));
+            }
+            if !to.iter().any(same) {
+                to.push(flag);
+            }
+        }
+        Ok(FlagsValue::Change { add, remove })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn flags_values_replace_or_change() {
+        let flags = |words: &[&str]| -> Vec<Flag> {
+            words.iter().map(|w| Flag::parse(w).unwrap()).collect()
+        };
+        assert_eq!(
+            FlagsValue::parse("\\seen $a").unwrap(),
+            FlagsValue::Replace(flags(&["\\Seen", "$a"]))
+        );
+        assert_eq!(
+            FlagsValue::parse("").unwrap(),
+            FlagsValue::Replace(Vec::new())
+        );
+        assert_eq!(
+            FlagsValue::parse(" +\\Seen\t-\\Flagged +$a +\\seen").unwrap(),
+            FlagsValue::Change {
+                add: flags(&["\\Seen", "$a"]),
+                remove: flags(&["\\Flagged"])
+            }
+        );
+        for bad in [
+            "+\\Seen \\Flagged",
+            "+\\Seen -\\seen",
+            "+",
+            "-\\Recent",
+            "+(x",
+        ] {
+            assert!(
+                matches!(FlagsValue::parse(bad), Err(FsError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn rfc3339_dates() {

@@ -582,6 +582,38 @@ fn writing_flags_replaces_the_whole_set() {
     assert_server(&mut client, &expected, &["INBOX"], &mount);
 }
 
+/// `setfattr -v '+\Answered -\Seen'` adds and removes those flags alone: a flag another
+/// client set after the mount listed the mailbox stays on the server.
+#[test]
+fn plus_and_minus_flags_change_only_those() {
+    let (dovecot, mut client) = server();
+    let before = snapshot(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let msg = mount.message_dir("INBOX", "Quarterly numbers (text and HTML)");
+    let uid = uid_of(&msg);
+    assert_eq!(flags_xattr(&msg), set(&["\\Seen", "\\Flagged"]));
+    client.select("INBOX").unwrap();
+    client
+        .uid_store(uid.to_string(), "+FLAGS.SILENT ($Theirs)")
+        .unwrap();
+    let mut expected = before.clone();
+
+    sh_ok(
+        &format!(
+            "setfattr -n user.imap.flags -v '+\\Answered -\\Seen' {}",
+            shq(&msg)
+        ),
+        &mount,
+    );
+    expected.set_flags("INBOX", uid, &["\\Answered", "\\Flagged", "$Theirs"]);
+    assert_server(&mut client, &expected, &["INBOX"], &mount);
+    let shown = flags_xattr(&msg);
+    assert!(
+        shown.contains("\\Answered") && !shown.contains("\\Seen"),
+        "{shown:?}"
+    );
+}
+
 #[test]
 fn invalid_flag_values_are_einval_and_nothing_is_sent() {
     let (dovecot, mut client) = server();

@@ -228,6 +228,38 @@ fn invalid_flags_are_einval_and_valid_flags_are_one_store() {
     assert_eq!(h.count(Op::SetFlags), 2);
 }
 
+/// `setfattr -n user.imap.flags -v '+\Flagged -\Seen'`: only those change; a flag another
+/// client set since the listing stays, where replacing the set would drop it.
+#[test]
+fn plus_and_minus_flags_change_only_those_and_keep_another_clients() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    assert_eq!(h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap(), b"\\Seen");
+    // Another client, unseen by the mount.
+    h.store.set_flags("INBOX", Uid(1), &["\\Seen", "$theirs"]);
+
+    h.fs.setxattr(dir, OsStr::new(FLAGS), b"+\\Flagged -\\seen +$mine\n")
+        .unwrap();
+    assert_eq!(h.count(Op::SetFlags), 1);
+    assert_eq!(
+        h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap(),
+        b"\\Flagged $mine"
+    );
+    let mut stored = h.stored("INBOX")[0].flags.clone();
+    stored.sort();
+    assert_eq!(stored, ["$mine", "$theirs", "\\Flagged"]);
+
+    // Signed and unsigned words together, or one flag both ways: EINVAL, nothing sent.
+    for bad in [&b"+\\Seen \\Flagged"[..], b"+$x -$X"] {
+        assert_eq!(
+            errno(h.fs.setxattr(dir, OsStr::new(FLAGS), bad)),
+            libc::EINVAL
+        );
+    }
+    assert_eq!(h.count(Op::SetFlags), 1);
+}
+
 #[test]
 fn a_read_only_mount_refuses_every_change_without_asking_the_server() {
     let h = Harness::with(|c| c.read_only = true);
