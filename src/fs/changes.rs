@@ -158,7 +158,7 @@ impl Fs {
                     }
                     result
                 } else {
-                    self.hidden.lock().insert(child.key());
+                    self.hide_part(child);
                     Ok(())
                 }
             }
@@ -292,7 +292,7 @@ impl Fs {
         }
         match self.resolve(parent, name_str(name)?)? {
             node @ Node::File { .. } => {
-                self.hidden.lock().insert(node.key());
+                self.hide_part(node);
                 Ok(())
             }
             Node::NewFile { dir_path, name } => self.unlink_new_file(&dir_path, &name),
@@ -305,6 +305,12 @@ impl Fs {
                 Err(FsError::IsADirectory)
             }
         }
+    }
+
+    /// Hides a file or forwarded message of a message from this mount's view; the server
+    /// keeps it.
+    fn hide_part(&self, file: Node) {
+        self.hidden.lock().insert(file.key());
     }
 
     /// `rename`: move a message to another mailbox, rename a mailbox, or rename a new file.
@@ -339,13 +345,14 @@ impl Fs {
             // A file manager's "Move to Trash": the message goes to the server's Trash.
             Node::Message {
                 message, section, ..
-            }
-            | Node::File {
-                message,
-                dir: section,
-                ..
             } if moved_into_trash && section.is_whole() => self.trash_message(&message),
             Node::StoredFile { message, .. } if moved_into_trash => self.trash_message(&message),
+            // A file or forwarded message of a message is hidden, as `rm` does: never the
+            // message with it.
+            node @ (Node::File { .. } | Node::Message { .. }) if moved_into_trash => {
+                self.hide_part(node);
+                Ok(())
+            }
             _ if moved_into_trash => Err(FsError::NotPermitted(
                 "only messages can be moved to the trash".into(),
             )),

@@ -429,6 +429,29 @@ fn gio_trash_of_a_message_moves_it_to_the_servers_trash_and_creates_no_mailbox()
     assert!(!inbox.values().any(|(_, raw)| *raw == plain.raw));
 }
 
+/// `gio trash` of one attachment hides that file, as `rm` does: the message stays in INBOX
+/// on the server, unchanged, and nothing reaches Trash.
+#[test]
+fn gio_trash_of_an_attachment_hides_it_and_leaves_the_message() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::ensure_mailbox(&mut client, "Trash").unwrap();
+    let inbox = server_mailbox(&mut client, "INBOX");
+    let trash = server_mailbox(&mut client, "Trash");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let sample = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == "attachments")
+        .unwrap();
+    let dir = mount.message_dir("INBOX", &sample.subject);
+    let (name, _) = &sample.attachments[0];
+    run_clean(&format!("gio trash {}", q(&dir.join(name))), &mount);
+    assert!(!dir.join(name).exists());
+    assert!(dir.join("message.eml").exists());
+    assert_eq!(server_mailbox(&mut client, "INBOX"), inbox);
+    assert_eq!(server_mailbox(&mut client, "Trash"), trash);
+}
+
 #[test]
 fn cp_r_of_a_message_directory_into_a_mailbox_copies_the_message_and_makes_no_mailbox() {
     let dovecot = dovecot_with_samples();

@@ -537,6 +537,32 @@ fn a_file_manager_trash_moves_the_message_to_the_servers_trash() {
         .any(|n| n.starts_with(".Trash")));
 }
 
+/// "Move to Trash" of one file of a message (an attachment) hides that file, as `rm` does;
+/// the message stays where it is, whole.
+#[test]
+fn a_file_manager_trash_of_an_attachment_hides_it_and_keeps_the_message() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    let trash_dir =
+        h.fs.lookup(ROOT, OsStr::new(".Trash-1000"))
+            .unwrap()
+            .attr
+            .ino;
+    let files =
+        h.fs.lookup(trash_dir, OsStr::new("files"))
+            .unwrap()
+            .attr
+            .ino;
+    let attachment = OsStr::new(&sample.attachment_name);
+    h.fs.rename(dir, attachment, files, attachment, false, false)
+        .unwrap();
+    assert_eq!(h.names(dir).unwrap(), ["message.eml", "body.txt"]);
+    assert_eq!(h.stored("INBOX").len(), 1);
+    assert!(h.stored("Trash").is_empty());
+    assert_eq!(h.change_calls(), 0);
+}
+
 /// `cp -r INBOX/<message> Archive/` as coreutils does it: `mkdir`, then each file created
 /// and written, with the bytes read from the message directory copied.
 fn copy_dir_in(
