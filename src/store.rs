@@ -602,6 +602,26 @@ pub trait MailStore: Send + Sync + 'static {
         remove: &[Flag],
     ) -> StoreResult<()>;
 
+    /// `change_flags` for many messages of one mailbox: `UID STORE <set> +FLAGS.SILENT (...)`
+    /// and `-FLAGS.SILENT (...)`, a few commands for any number of messages. A UID that is
+    /// gone is passed over. The default changes them one by one.
+    fn change_flags_of(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        for &uid in uids {
+            match self.change_flags(mailbox, validity, uid, add, remove) {
+                Ok(()) | Err(StoreError::NoSuchMessage { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// `change_flags` only if the message has not changed since `since` (a MODSEQ):
     /// `UID STORE <uid> (UNCHANGEDSINCE <since>) +FLAGS.SILENT (...)`, then the same for
     /// `-FLAGS.SILENT` conditional on the MODSEQ the first left

@@ -515,17 +515,37 @@ impl Fs {
             .flags;
         self.store
             .change_flags(&message.mailbox, message.validity, message.uid, add, remove)?;
-        let same = |flag: &Flag, shown: &str| flag.as_str().eq_ignore_ascii_case(shown);
-        let mut flags: Vec<String> = shown
-            .into_iter()
-            .filter(|f| !remove.iter().any(|r| same(r, f)))
-            .collect();
-        for flag in add {
-            if !flags.iter().any(|f| same(flag, f)) {
-                flags.push(flag.as_str().to_string());
-            }
+        self.metadata
+            .flags_set(message, changed_flags(shown, add, remove));
+        Ok(())
+    }
+
+    /// Adds and removes flags of every message the mount shows in `mailbox` (listed again
+    /// if its listing is not fresh): `UID STORE <set> +FLAGS` / `-FLAGS`, a command of
+    /// each kind per few hundred messages, however many there are.
+    pub(super) fn change_mailbox_flags(
+        &self,
+        mailbox: &MailboxId,
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> FsResult<()> {
+        self.ensure_listing(mailbox, Some(super::metadata::LISTING_FRESH))?;
+        let (validity, messages) = self.metadata.listed(mailbox).ok_or_else(|| {
+            FsError::Store(crate::store::StoreError::NoSuchMailbox(mailbox.clone()))
+        })?;
+        let uids: Vec<Uid> = messages.iter().map(|m| m.uid).collect();
+        self.store
+            .change_flags_of(mailbox, validity, &uids, add, remove)?;
+        tracing::info!(mailbox = %mailbox, messages = uids.len(), "flags of every message changed");
+        for meta in messages {
+            let message = MessageRef {
+                mailbox: mailbox.clone(),
+                validity,
+                uid: meta.uid,
+            };
+            self.metadata
+                .flags_set(&message, changed_flags(meta.flags, add, remove));
         }
-        self.metadata.flags_set(message, flags);
         Ok(())
     }
 
@@ -558,4 +578,20 @@ impl Fs {
             }
         }
     }
+}
+
+/// The flags `shown` with `remove` taken out and `add` put in (keywords matched regardless
+/// of case, as servers match them).
+fn changed_flags(shown: Vec<String>, add: &[Flag], remove: &[Flag]) -> Vec<String> {
+    let same = |flag: &Flag, shown: &str| flag.as_str().eq_ignore_ascii_case(shown);
+    let mut flags: Vec<String> = shown
+        .into_iter()
+        .filter(|f| !remove.iter().any(|r| same(r, f)))
+        .collect();
+    for flag in add {
+        if !flags.iter().any(|f| same(flag, f)) {
+            flags.push(flag.as_str().to_string());
+        }
+    }
+    flags
 }

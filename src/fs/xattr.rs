@@ -208,24 +208,32 @@ impl Fs {
                 _ => Err(FsError::Invalid("user.imapfs.pending takes retry".into())),
             };
         }
+        let node = self.node(ino)?;
+        if let (Node::Mailbox { .. }, Some(FLAGS)) = (&node, name.to_str()) {
+            let mailbox = self.mailbox_of_dir(ino)?;
+            return match FlagsValue::parse(flags_text(value)?)? {
+                FlagsValue::Change { add, remove } => {
+                    self.change_mailbox_flags(&mailbox, &add, &remove)
+                }
+                FlagsValue::Replace(_) => Err(FsError::Invalid(
+                    "a mailbox takes +flag and -flag words, a change to all its messages".into(),
+                )),
+            };
+        }
         let Node::Message {
             message, section, ..
-        } = self.node(ino)?
+        } = node
         else {
             return Err(FsError::NotSupported);
         };
         let name = name.to_str().unwrap_or_default();
         match name {
-            FLAGS if section.is_whole() => {
-                let text = std::str::from_utf8(value)
-                    .map_err(|_| FsError::Invalid("flags must be UTF-8 text".into()))?;
-                match FlagsValue::parse(text.trim_end_matches(['\n', '\0']))? {
-                    FlagsValue::Replace(flags) => self.set_message_flags(&message, &flags),
-                    FlagsValue::Change { add, remove } => {
-                        self.change_message_flags(&message, &add, &remove)
-                    }
+            FLAGS if section.is_whole() => match FlagsValue::parse(flags_text(value)?)? {
+                FlagsValue::Replace(flags) => self.set_message_flags(&message, &flags),
+                FlagsValue::Change { add, remove } => {
+                    self.change_message_flags(&message, &add, &remove)
                 }
-            }
+            },
             UID | UIDVALIDITY | INTERNALDATE | MAILBOX => {
                 Err(FsError::NotPermitted(format!("{name} is read-only")))
             }
@@ -244,6 +252,13 @@ impl Fs {
             _ => Err(FsError::NoAttribute),
         }
     }
+}
+
+/// The text of a value written to `user.imap.flags`, without a final newline or NUL.
+fn flags_text(value: &[u8]) -> FsResult<&str> {
+    std::str::from_utf8(value)
+        .map(|text| text.trim_end_matches(['\n', '\0']))
+        .map_err(|_| FsError::Invalid("flags must be UTF-8 text".into()))
 }
 
 /// What is written to `user.imap.flags`.

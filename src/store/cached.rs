@@ -1085,6 +1085,38 @@ impl MailStore for CachedStore {
         })
     }
 
+    /// Online only: offline, one journal record per message of a mailbox is not worth
+    /// keeping (EROFS, as for a mailbox's rename); each message can be flagged by itself.
+    fn change_flags_of(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let s = &self.shared;
+        if s.is_offline() {
+            return Err(refused_offline());
+        }
+        // Messages made offline and not on the server yet go one by one, to where the
+        // replay put them.
+        let (real, provisional): (Vec<Uid>, Vec<Uid>) = uids
+            .iter()
+            .partition(|&&uid| !journal::is_provisional_uid(uid));
+        for uid in provisional {
+            match self.change_flags(mailbox, validity, uid, add, remove) {
+                Ok(()) | Err(StoreError::NoSuchMessage { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let target = s.real_mailbox(mailbox)?;
+        s.change(Some(&target), || {
+            s.inner
+                .change_flags_of(&target, validity, &real, add, remove)
+        })
+    }
+
     fn move_message(
         &self,
         from: &MailboxId,

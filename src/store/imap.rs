@@ -1035,6 +1035,17 @@ impl MailStore for ImapStore {
         self.add_remove_flags_unchanged_since(mailbox, validity, uid, add, remove, since)
     }
 
+    fn change_flags_of(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        self.add_remove_flags_of(mailbox, validity, uids, add, remove)
+    }
+
     fn flags_now(
         &self,
         mailbox: &MailboxId,

@@ -614,6 +614,39 @@ fn plus_and_minus_flags_change_only_those() {
     );
 }
 
+/// `setfattr -v '+\Flagged -\Seen' INBOX`: every message of the mailbox, in one `UID STORE`
+/// of each kind; their other flags stay.
+#[test]
+fn plus_and_minus_flags_on_a_mailbox_change_all_its_messages_in_two_commands() {
+    let (dovecot, mut client) = server();
+    let before = snapshot(&mut client);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let inbox = mount.join("INBOX");
+    names(&inbox);
+    let (commands, _) = stats(&mount);
+    sh_ok(
+        &format!(
+            "setfattr -n user.imap.flags -v '+\\Flagged -\\Seen' {}",
+            shq(&inbox)
+        ),
+        &mount,
+    );
+    // The listing's check, a SELECT and the two STOREs, and what the watcher asks when it
+    // hears of them: a few commands, where a STORE of each kind per message would be 18.
+    let count = before.mailboxes["INBOX"].messages.len();
+    assert!(count >= 9, "{count} messages");
+    let sent = stats(&mount).0 - commands;
+    assert!(sent <= 8, "{sent} commands for {count} messages");
+    let mut expected = before.clone();
+    for message in expected.mailbox("INBOX").messages.values_mut() {
+        message.flags.insert("\\Flagged".into());
+        message.flags.remove("\\Seen");
+    }
+    assert_server(&mut client, &expected, &["INBOX"], &mount);
+    let msg = mount.message_dir("INBOX", "Quarterly numbers (text and HTML)");
+    assert_eq!(flags_xattr(&msg), set(&["\\Flagged"]));
+}
+
 #[test]
 fn invalid_flag_values_are_einval_and_nothing_is_sent() {
     let (dovecot, mut client) = server();

@@ -260,6 +260,42 @@ fn plus_and_minus_flags_change_only_those_and_keep_another_clients() {
     assert_eq!(h.count(Op::SetFlags), 1);
 }
 
+/// `setfattr -n user.imap.flags -v '+\Seen' INBOX`: every message shown there changes;
+/// a plain list, which would replace every message's flags, is EINVAL.
+#[test]
+fn plus_and_minus_flags_on_a_mailbox_change_every_message_it_shows() {
+    let h = Harness::new();
+    for (i, flags) in [&["\\Seen"][..], &[], &["\\Flagged", "$x"]]
+        .iter()
+        .enumerate()
+    {
+        let raw = plain_message(&format!("m{i}"), "hello");
+        h.store.add_message("INBOX", &raw, flags, date());
+    }
+    let inbox = h.ino("INBOX").unwrap();
+    let names = h.names(inbox).unwrap();
+    assert_eq!(
+        errno(h.fs.setxattr(inbox, OsStr::new(FLAGS), b"\\Seen")),
+        libc::EINVAL
+    );
+    assert_eq!(h.count(Op::SetFlags), 0);
+    h.fs.setxattr(inbox, OsStr::new(FLAGS), b"+\\Seen -$X\n")
+        .unwrap();
+    let stored: Vec<Vec<String>> = h.stored("INBOX").into_iter().map(|m| m.flags).collect();
+    assert_eq!(
+        stored,
+        [vec!["\\Seen"], vec!["\\Seen"], vec!["\\Flagged", "\\Seen"]]
+    );
+    let shown: Vec<Vec<u8>> = names
+        .iter()
+        .map(|name| {
+            let dir = h.fs.lookup(inbox, OsStr::new(name)).unwrap().attr.ino;
+            h.fs.getxattr(dir, OsStr::new(FLAGS)).unwrap()
+        })
+        .collect();
+    assert_eq!(shown, [&b"\\Seen"[..], b"\\Seen", b"\\Flagged \\Seen"]);
+}
+
 #[test]
 fn a_read_only_mount_refuses_every_change_without_asking_the_server() {
     let h = Harness::with(|c| c.read_only = true);

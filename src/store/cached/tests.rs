@@ -235,6 +235,9 @@ fn offline_the_kept_answers_come_from_disk_and_the_rest_fails_at_once() {
     let flags = [Flag::parse("\\Seen").unwrap()];
     store.set_flags(&inbox(), validity, Uid(1), &flags).unwrap();
     assert!(!store.is_followed(&inbox()));
+    // ... but a change to every message of a mailbox is refused.
+    let all = store.change_flags_of(&inbox(), validity, &[Uid(1), Uid(2)], &flags, &[]);
+    assert!(matches!(all, Err(StoreError::Offline(_))), "{all:?}");
     // Nothing of that reached the server.
     let after: u64 = [
         Op::ListMessages,

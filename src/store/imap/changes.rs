@@ -16,6 +16,10 @@ use crate::store::{
 /// What the answer to an APPEND may take: the tagged answer and a few untagged responses.
 const APPEND_ANSWER_BUDGET: u64 = 1 << 20;
 
+/// UIDs one `UID STORE` of a change to many messages names at most: sparse UIDs make a
+/// set of a few KiB, well within any server's line length.
+const UIDS_PER_STORE: usize = 500;
+
 /// The destination UIDVALIDITY and UID for `uid` in a `COPYUID validity src dst` code
 /// ([RFC 4315 §3](https://www.rfc-editor.org/rfc/rfc4315#section-3)), found in any status
 /// response of `done` (MOVE sends it untagged, COPY in its tagged OK).
@@ -167,6 +171,45 @@ impl ImapStore {
                     .syntax(item)
                     .syntax(list.as_str());
                 conn.run(cmd)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `add_remove_flags` for many messages: a `UID STORE` of each kind per
+    /// `UIDS_PER_STORE` UIDs (a UID set of sparse UIDs stays a short command line).
+    pub(super) fn add_remove_flags_of(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        add: &[Flag],
+        remove: &[Flag],
+    ) -> StoreResult<()> {
+        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.is_empty() {
+            return Ok(());
+        }
+        self.with_connection(Some(mailbox), Retry::Never, |conn| {
+            self.select_for(conn, mailbox, validity, Mode::Write, sorted.iter().copied())?;
+            for chunk in sorted.chunks(UIDS_PER_STORE) {
+                let set = super::uid_set(chunk);
+                for (item, flags, list) in [
+                    ("+FLAGS.SILENT", add, &plus),
+                    ("-FLAGS.SILENT", remove, &minus),
+                ] {
+                    if flags.is_empty() {
+                        continue;
+                    }
+                    let cmd = Command::new("UID STORE")
+                        .syntax(set.as_str())
+                        .syntax(item)
+                        .syntax(list.as_str());
+                    conn.run(cmd)?;
+                }
             }
             Ok(())
         })
