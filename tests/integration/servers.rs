@@ -443,6 +443,37 @@ pub fn changes(server: &dyn ImapServer, expect: &Expect, args: &[&str]) {
         set(&["\\Flagged", "$Work"]),
         "{kind:?}: flags on the server"
     );
+    // Flags added and removed one by one, and added to every message of a mailbox.
+    sh_ok(
+        &format!(
+            "setfattr -n user.imap.flags -v '+\\Seen -$Work' {}",
+            shq(&msg)
+        ),
+        &mount,
+    );
+    sh_ok(
+        &format!(
+            "setfattr -n user.imap.flags -v '+$Filed' {}",
+            shq(&mount.join("INBOX"))
+        ),
+        &mount,
+    );
+    let inbox = messages(server, "INBOX");
+    assert_eq!(
+        inbox
+            .last()
+            .unwrap()
+            .1
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        set(&["\\Flagged", "\\Seen", "$Filed"]),
+        "{kind:?}: flags changed on the server"
+    );
+    assert!(
+        inbox.iter().all(|m| m.1.iter().any(|f| f == "$Filed")),
+        "{kind:?}: $Filed on every message of INBOX: {inbox:?}"
+    );
 
     // A move to another mailbox, by MOVE or by its fallback.
     let before = sent_commands(&mount).len();
