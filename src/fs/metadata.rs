@@ -625,6 +625,30 @@ impl MetadataCache {
         })
     }
 
+    /// The messages of `size` bytes and this raw Subject in the listings of mailboxes other
+    /// than `not_in`: what an RFC 5322 file stored into `not_in` may be a copy of.
+    pub fn like_elsewhere(
+        &self,
+        not_in: &MailboxId,
+        size: u64,
+        subject: Option<&[u8]>,
+    ) -> Vec<MessageRef> {
+        let inner = self.inner.lock();
+        let mut found = Vec::new();
+        for (mailbox, listing) in inner.listings.iter().filter(|(m, _)| *m != not_in) {
+            for (uid, entry) in &listing.messages {
+                if entry.size == size && entry.subject.as_deref() == subject {
+                    found.push(MessageRef {
+                        mailbox: mailbox.clone(),
+                        validity: listing.validity,
+                        uid: *uid,
+                    });
+                }
+            }
+        }
+        found
+    }
+
     /// Whether the message is in its mailbox's listing.
     pub fn is_listed(&self, message: &MessageRef) -> bool {
         let inner = self.inner.lock();

@@ -617,19 +617,23 @@ impl Fs {
                 return Ok(());
             }
         }
+        let again = || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
         let held = if source.as_is() {
-            let again =
-                || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
             self.held_already(&sending, source.subject(), again)
         } else {
             None
         };
-        let appended = match held {
-            Some(found) => {
+        let copied = match (&held, source.as_is()) {
+            (None, true) => self.copied_from_elsewhere(&sending, source.subject(), again),
+            _ => None,
+        };
+        let appended = match (held, copied) {
+            (Some(found), _) => {
                 tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
                 Ok(Some(found))
             }
-            None => {
+            (None, Some(copy)) => Ok(copy),
+            (None, None) => {
                 sending
                     .record(&file.spool)
                     .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
@@ -738,6 +742,49 @@ impl Fs {
                 Err(e) => {
                     tracing::debug!(mailbox = %sending.mailbox, %uid, error = %e, "could not compare a message before storing one like it");
                     return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// An RFC 5322 file that is, byte for byte, a message of another mailbox whose bytes the
+    /// caches hold (`cp MNT/INBOX/<msg>/message.eml MNT/Archive/`: the copier just read
+    /// it) is copied on the server (`UID COPY`, flags and INTERNALDATE with it) rather than
+    /// sent again. Returns the copy (its UID where the server tells it), or `None` (no such
+    /// message, offline, or a refused COPY): the file is then APPENDed.
+    fn copied_from_elsewhere(
+        &self,
+        sending: &Sending,
+        subject: Option<&[u8]>,
+        ours: impl Fn() -> std::io::Result<MessageSource>,
+    ) -> Option<Option<(UidValidity, Uid)>> {
+        let len = sending.message_len;
+        let candidates = self.metadata.like_elsewhere(&sending.mailbox, len, subject);
+        for source in candidates {
+            if !self.content.has_whole_message(&source, len) {
+                continue;
+            }
+            let same = ours()
+                .map_err(|e| FsError::Spool(format!("spool read: {e}")))
+                .and_then(|ours| self.holds_bytes(&source, len, ours));
+            if !matches!(same, Ok(true)) {
+                continue;
+            }
+            let copied = self.store.copy_message(
+                &source.mailbox,
+                source.validity,
+                source.uid,
+                &sending.mailbox,
+            );
+            match copied {
+                Ok(copy) => {
+                    // Without COPYUID the copy's UID is not told: the next listing shows it.
+                    tracing::info!(from = %source.mailbox, uid = %source.uid, to = %sending.mailbox, new_uid = ?copy.map(|c| c.1), name = sending.name, "the file is a message of another mailbox: copied on the server, not sent");
+                    return Some(copy);
+                }
+                Err(e) => {
+                    tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, "could not copy the message the file is; storing the file");
                 }
             }
         }

@@ -483,6 +483,41 @@ fn a_backup_restores_from_its_message_eml_files() {
     );
 }
 
+/// `cp MNT/INBOX/<msg>/message.eml MNT/Archive/`: the message the copier just read is
+/// copied on the server (`UID COPY`), not sent again.
+#[test]
+fn cp_of_a_message_eml_into_another_mailbox_copies_it_on_the_server() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let large = fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.raw.len() > 10_000_000)
+        .expect("a large sample");
+    let eml = mount
+        .message_dir(&large.mailbox, &large.subject)
+        .join("message.eml");
+    let sent = || counter(&mount, "bytes_sent");
+    let before = sent();
+    run_clean(
+        &format!("cp {} {}/copied.eml", q(&eml), q(&mount.join("Archive"))),
+        &mount,
+    );
+    let sent = sent() - before;
+    assert!(
+        sent < 100_000,
+        "{sent} bytes sent for a copy of {}",
+        large.raw.len()
+    );
+    let archive = server_mailbox(&mut client, "Archive");
+    assert!(
+        archive.values().any(|(_, raw)| *raw == large.raw),
+        "the copy in Archive"
+    );
+    let inbox = server_mailbox(&mut client, &large.mailbox);
+    assert!(inbox.values().any(|(_, raw)| *raw == large.raw));
+}
+
 /// `gio trash` of one attachment hides that file, as `rm` does: the message stays in INBOX
 /// on the server, unchanged, and nothing reaches Trash.
 #[test]

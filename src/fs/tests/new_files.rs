@@ -557,3 +557,48 @@ fn an_eml_edited_to_the_same_size_is_stored_and_a_copy_of_one_never_removes_it()
     assert_eq!(h.stored("INBOX").len(), 1, "the message held stays");
     assert_eq!(h.count(Op::MoveMessage) + h.count(Op::ExpungeMessage), 1);
 }
+
+/// `cp MNT/INBOX/<msg>/message.eml MNT/Archive/x.eml`: the file is the message the copier
+/// just read, so it is copied on the server (flags with it), not sent; the file then
+/// stands for the copy alone. A message not held whole, or other bytes, is sent.
+#[test]
+fn an_eml_that_is_a_message_read_from_another_mailbox_is_copied_not_sent() {
+    let h = Harness::new();
+    h.store.add_mailbox("Archive", Some('/'), true, None);
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let sample = Sample::numbered(1);
+    let uid = h
+        .store
+        .add_message("INBOX", &sample.raw, &["\\Flagged"], date());
+    let other = Sample::numbered(2);
+    h.store.add_message("INBOX", &other.raw, &[], date());
+    let eml = h
+        .read_path(&format!("INBOX/{}/message.eml", sample.dir_name(uid)))
+        .unwrap();
+    assert_eq!(eml, sample.raw);
+    let archive = h.ino("Archive").unwrap();
+    h.names(archive).unwrap();
+
+    shell_write(&h, archive, "copied.eml", &eml);
+    assert_eq!((h.count(Op::CopyMessage), h.count(Op::Append)), (1, 0));
+    let stored = h.stored("Archive");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].flags, ["\\Flagged"]);
+    assert_eq!(h.stored_raw("Archive", stored[0].uid), sample.raw);
+    // Removing the file removes the copy (to Trash), never the message it was copied from.
+    h.fs.unlink(archive, OsStr::new("copied.eml")).unwrap();
+    assert!(h.stored("Archive").is_empty());
+    assert_eq!(h.stored("INBOX").len(), 2);
+    assert_eq!(h.stored("Trash").len(), 1);
+
+    // A message nobody read (its bytes are not at hand) is sent, not fetched to compare;
+    // so are bytes that differ from the message read.
+    let fetched = h.count(Op::FetchSection);
+    shell_write(&h, archive, "other.eml", &other.raw);
+    let mut changed = eml.clone();
+    *changed.last_mut().unwrap() = b'!';
+    shell_write(&h, archive, "changed.eml", &changed);
+    assert_eq!((h.count(Op::CopyMessage), h.count(Op::Append)), (1, 2));
+    assert_eq!(h.count(Op::FetchSection), fetched);
+}
