@@ -604,7 +604,8 @@ pub trait MailStore: Send + Sync + 'static {
 
     /// `change_flags` for many messages of one mailbox: `UID STORE <set> +FLAGS.SILENT (...)`
     /// and `-FLAGS.SILENT (...)`, a few commands for any number of messages. A UID that is
-    /// gone is passed over. The default changes them one by one.
+    /// gone is passed over; those known to be gone are returned. The default changes them
+    /// one by one.
     fn change_flags_of(
         &self,
         mailbox: &MailboxId,
@@ -612,14 +613,16 @@ pub trait MailStore: Send + Sync + 'static {
         uids: &[Uid],
         add: &[Flag],
         remove: &[Flag],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<Uid>> {
+        let mut gone = Vec::new();
         for &uid in uids {
             match self.change_flags(mailbox, validity, uid, add, remove) {
-                Ok(()) | Err(StoreError::NoSuchMessage { .. }) => {}
+                Ok(()) => {}
+                Err(StoreError::NoSuchMessage { .. }) => gone.push(uid),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// `change_flags` only if the message has not changed since `since` (a MODSEQ):

@@ -10,7 +10,7 @@ use super::mailboxes::{self, child_path};
 use super::namespace::name_str;
 use super::virtual_dirs::{self, VirtualNode};
 use super::{AttrReply, Fs, FsError, FsResult, StatFs};
-use crate::store::{Flag, MailboxId, Uid, UidValidity};
+use crate::store::{Flag, LinkState, MailboxId, StoreError, Uid, UidValidity};
 
 /// What deleting a message directory does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl Fs {
     /// none may have been made a mailbox since (Dovecot makes its special-use mailboxes
     /// at a first login, after a LIST may have shown `Archive` as `\Noselect` for its
     /// children): the mailboxes are listed once again before saying no.
-    fn holding_messages(&self, path: &str) -> Option<MailboxId> {
+    pub(super) fn holding_messages(&self, path: &str) -> Option<MailboxId> {
         if path.is_empty() {
             return None;
         }
@@ -411,9 +411,10 @@ impl Fs {
         target_path: &str,
         new_name: &str,
     ) -> FsResult<()> {
-        let tree = self.tree(false)?;
-        let dir = tree.get(target_path).ok_or(FsError::NotFound)?;
-        let target = dir.selectable_id().cloned().ok_or_else(|| {
+        if self.tree(false)?.get(target_path).is_none() {
+            return Err(FsError::NotFound);
+        }
+        let target = self.holding_messages(target_path).ok_or_else(|| {
             FsError::NotPermitted("the target directory cannot hold messages".into())
         })?;
         if target == message.mailbox {
@@ -508,44 +509,50 @@ impl Fs {
         add: &[Flag],
         remove: &[Flag],
     ) -> FsResult<()> {
-        let shown = self
-            .metadata
-            .message(message)
-            .ok_or(FsError::NotFound)?
-            .flags;
+        if !self.metadata.is_listed(message) {
+            return Err(FsError::NotFound);
+        }
         self.store
             .change_flags(&message.mailbox, message.validity, message.uid, add, remove)?;
         self.metadata
-            .flags_set(message, changed_flags(shown, add, remove));
+            .flags_changed(&message.mailbox, message.validity, &[message.uid], |now| {
+                changed_flags(now, add, remove)
+            });
         Ok(())
     }
 
     /// Adds and removes flags of every message the mount shows in `mailbox` (listed again
-    /// if its listing is not fresh): `UID STORE <set> +FLAGS` / `-FLAGS`, a command of
-    /// each kind per few hundred messages, however many there are.
+    /// if its listing is not fresh): a `UID STORE <set> +FLAGS` / `-FLAGS` per few hundred
+    /// messages. Refused offline (EROFS), before anything is looked at.
     pub(super) fn change_mailbox_flags(
         &self,
         mailbox: &MailboxId,
         add: &[Flag],
         remove: &[Flag],
     ) -> FsResult<()> {
-        self.ensure_listing(mailbox, Some(super::metadata::LISTING_FRESH))?;
-        let (validity, messages) = self.metadata.listed(mailbox).ok_or_else(|| {
-            FsError::Store(crate::store::StoreError::NoSuchMailbox(mailbox.clone()))
-        })?;
-        let uids: Vec<Uid> = messages.iter().map(|m| m.uid).collect();
-        self.store
-            .change_flags_of(mailbox, validity, &uids, add, remove)?;
-        tracing::info!(mailbox = %mailbox, messages = uids.len(), "flags of every message changed");
-        for meta in messages {
-            let message = MessageRef {
-                mailbox: mailbox.clone(),
-                validity,
-                uid: meta.uid,
-            };
-            self.metadata
-                .flags_set(&message, changed_flags(meta.flags, add, remove));
+        if matches!(self.store.link_state(), LinkState::Offline { .. }) {
+            return Err(FsError::Store(StoreError::Offline(
+                "the flags of every message of a mailbox are changed only online".into(),
+            )));
         }
+        self.ensure_listing(mailbox, Some(super::metadata::LISTING_FRESH))?;
+        let (validity, messages) = self
+            .metadata
+            .listed(mailbox)
+            .ok_or_else(|| FsError::Store(StoreError::NoSuchMailbox(mailbox.clone())))?;
+        let uids: Vec<Uid> = messages.iter().map(|m| m.uid).collect();
+        let skipped = self
+            .store
+            .change_flags_of(mailbox, validity, &uids, add, remove)?;
+        tracing::info!(mailbox = %mailbox, messages = uids.len(), skipped = skipped.len(), "flags of every message changed");
+        let changed: Vec<Uid> = uids
+            .into_iter()
+            .filter(|uid| !skipped.contains(uid))
+            .collect();
+        self.metadata
+            .flags_changed(mailbox, validity, &changed, |now| {
+                changed_flags(now, add, remove)
+            });
         Ok(())
     }
 
@@ -582,11 +589,12 @@ impl Fs {
 
 /// The flags `shown` with `remove` taken out and `add` put in (keywords matched regardless
 /// of case, as servers match them).
-fn changed_flags(shown: Vec<String>, add: &[Flag], remove: &[Flag]) -> Vec<String> {
+fn changed_flags(shown: &[String], add: &[Flag], remove: &[Flag]) -> Vec<String> {
     let same = |flag: &Flag, shown: &str| flag.as_str().eq_ignore_ascii_case(shown);
     let mut flags: Vec<String> = shown
-        .into_iter()
+        .iter()
         .filter(|f| !remove.iter().any(|r| same(r, f)))
+        .cloned()
         .collect();
     for flag in add {
         if !flags.iter().any(|f| same(flag, f)) {

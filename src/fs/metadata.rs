@@ -914,6 +914,31 @@ impl MetadataCache {
         inner.touch(&message.mailbox);
     }
 
+    /// Applies `change` to the flags of listed messages `uids` of `mailbox` as they are now,
+    /// so that a change another client made meanwhile (heard by the watcher) stays shown.
+    pub fn flags_changed(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        change: impl Fn(&[String]) -> Vec<String>,
+    ) {
+        let mut inner = self.inner.lock();
+        if let Some(listing) = inner
+            .listings
+            .get_mut(mailbox)
+            .filter(|l| l.validity == validity)
+        {
+            let mut sets = FlagSets::default();
+            for uid in uids {
+                if let Some(entry) = listing.messages.get_mut(uid) {
+                    entry.flags = sets.get(change(&entry.flags));
+                }
+            }
+        }
+        inner.touch(mailbox);
+    }
+
     /// Mailboxes this mount renamed (old identifier to new): what is known of them follows.
     pub fn mailboxes_renamed(&self, ids: &HashMap<MailboxId, MailboxId>) {
         let mut inner = self.inner.lock();

@@ -266,11 +266,11 @@ impl Fs {
             return Ok((reply, 0)).map(|(r, _)| (r, ino));
         }
         let dir_path = self.mailbox_dir_path(parent)?;
-        let tree = self.tree(false)?;
-        let dir = tree.get(&dir_path).ok_or(FsError::NotFound)?;
-        let mailbox = dir
-            .selectable_id()
-            .cloned()
+        if self.tree(false)?.get(&dir_path).is_none() {
+            return Err(FsError::NotFound);
+        }
+        let mailbox = self
+            .holding_messages(&dir_path)
             .ok_or_else(|| FsError::NotPermitted("this directory cannot hold messages".into()))?;
         let file = self.new_spooled_file(mailbox, name)?;
         if let Some(old) = self.new_files.insert(&dir_path, file) {

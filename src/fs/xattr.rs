@@ -159,10 +159,7 @@ impl Fs {
         let Node::Mailbox { path } = self.node(ino)? else {
             return Err(FsError::NotSupported);
         };
-        let tree = self.tree(false)?;
-        tree.get(&path)
-            .and_then(|d| d.selectable_id().cloned())
-            .ok_or(FsError::NotSupported)
+        self.holding_messages(&path).ok_or(FsError::NotSupported)
     }
 
     /// `listxattr`: NUL-terminated names.
@@ -244,6 +241,10 @@ impl Fs {
     /// `removexattr`: removing the flags clears them; the rest are read-only.
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
         match name.to_str() {
+            // A mailbox directory has no flags of its own to clear.
+            Some(FLAGS) if matches!(self.node(ino)?, Node::Mailbox { .. }) => {
+                Err(FsError::NoAttribute)
+            }
             Some(FLAGS) => self.setxattr(ino, name, b""),
             Some(UID | UIDVALIDITY | INTERNALDATE | MAILBOX) => {
                 self.refuse_if_read_only()?;
@@ -261,6 +262,10 @@ fn flags_text(value: &[u8]) -> FsResult<&str> {
         .map_err(|_| FsError::Invalid("flags must be UTF-8 text".into()))
 }
 
+/// The longest value `user.imap.flags` takes: its flags go on one command line, which
+/// servers keep under 8 KiB or so with the UID set.
+const MAX_FLAGS_TEXT: usize = 2048;
+
 /// What is written to `user.imap.flags`.
 #[derive(Debug, PartialEq, Eq)]
 enum FlagsValue {
@@ -275,6 +280,11 @@ impl FlagsValue {
     /// A list of flags, or of flags each after `+` or `-`; not both in one value, and no
     /// flag both added and removed.
     fn parse(text: &str) -> FsResult<FlagsValue> {
+        if text.len() > MAX_FLAGS_TEXT {
+            return Err(FsError::Invalid(format!(
+                "at most {MAX_FLAGS_TEXT} bytes of flags at a time"
+            )));
+        }
         let invalid = |e: crate::store::StoreError| FsError::Invalid(e.to_string());
         let words: Vec<&str> = text.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
         let signed = |w: &&str| w.starts_with(['+', '-']);
@@ -335,12 +345,14 @@ mod tests {
                 remove: flags(&["\\Flagged"])
             }
         );
+        let long = "+$x ".repeat(600);
         for bad in [
             "+\\Seen \\Flagged",
             "+\\Seen -\\seen",
             "+",
             "-\\Recent",
             "+(x",
+            long.as_str(),
         ] {
             assert!(
                 matches!(FlagsValue::parse(bad), Err(FsError::Invalid(_))),

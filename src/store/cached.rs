@@ -1094,27 +1094,31 @@ impl MailStore for CachedStore {
         uids: &[Uid],
         add: &[Flag],
         remove: &[Flag],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<Uid>> {
         let s = &self.shared;
         if s.is_offline() {
             return Err(refused_offline());
         }
-        // Messages made offline and not on the server yet go one by one, to where the
-        // replay put them.
+        // Messages made offline go one by one, to where the replay put them; one the
+        // replay has not put on the server is passed over (and returned).
         let (real, provisional): (Vec<Uid>, Vec<Uid>) = uids
             .iter()
             .partition(|&&uid| !journal::is_provisional_uid(uid));
+        let mut gone = Vec::new();
         for uid in provisional {
             match self.change_flags(mailbox, validity, uid, add, remove) {
-                Ok(()) | Err(StoreError::NoSuchMessage { .. }) => {}
+                Ok(()) => {}
+                Err(StoreError::NoSuchMessage { .. }) => gone.push(uid),
                 Err(e) => return Err(e),
             }
         }
         let target = s.real_mailbox(mailbox)?;
-        s.change(Some(&target), || {
+        let more = s.change(Some(&target), || {
             s.inner
                 .change_flags_of(&target, validity, &real, add, remove)
-        })
+        })?;
+        gone.extend(more);
+        Ok(gone)
     }
 
     fn move_message(

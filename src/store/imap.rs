@@ -600,29 +600,39 @@ fn check_validity(
 
 /// A UID set such as `3:5,9` ([RFC 3501 §9](https://www.rfc-editor.org/rfc/rfc3501#section-9), `sequence-set`).
 pub fn uid_set(uids: &[Uid]) -> String {
+    uid_sets(uids, usize::MAX).pop().unwrap_or_default()
+}
+
+/// `uids` as UID sets (`3:5,9`) of at most `max` bytes each (one run or UID may pass it).
+pub fn uid_sets(uids: &[Uid], max: usize) -> Vec<String> {
     let mut sorted: Vec<u32> = uids.iter().map(|u| u.0).collect();
     sorted.sort_unstable();
     sorted.dedup();
-    let mut out = String::new();
+    let mut sets = Vec::new();
+    let mut set = String::new();
     let mut i = 0;
     while i < sorted.len() {
         let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
             i += 1;
-            end = sorted[i];
         }
-        if !out.is_empty() {
-            out.push(',');
+        let run = match sorted[i] {
+            end if end == start => start.to_string(),
+            end => format!("{start}:{end}"),
+        };
+        if !set.is_empty() && set.len() + 1 + run.len() > max {
+            sets.push(std::mem::take(&mut set));
         }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}:{end}"));
+        if !set.is_empty() {
+            set.push(',');
         }
+        set.push_str(&run);
         i += 1;
     }
-    out
+    if !set.is_empty() {
+        sets.push(set);
+    }
+    sets
 }
 
 /// The metadata in FETCH answers, for the UIDs in `wanted` (all when `None`), sorted by UID
@@ -1042,8 +1052,9 @@ impl MailStore for ImapStore {
         uids: &[Uid],
         add: &[Flag],
         remove: &[Flag],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<Uid>> {
         self.add_remove_flags_of(mailbox, validity, uids, add, remove)
+            .map(|()| Vec::new())
     }
 
     fn flags_now(
@@ -1280,5 +1291,24 @@ mod tests {
         assert_eq!(uid_set(&uids), "3:5,9,11");
         assert_eq!(uid_set(&[Uid(1)]), "1");
         assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn uid_sets_are_cut_to_a_length() {
+        let uids = [Uid(9), Uid(3), Uid(4), Uid(5), Uid(11), Uid(4), Uid(13)];
+        assert_eq!(uid_sets(&uids, 8), ["3:5,9,11", "13"]);
+        assert_eq!(uid_sets(&uids, 3), ["3:5", "9", "11", "13"]);
+        assert!(uid_sets(&[], 8).is_empty());
+        // 2,000 sparse UIDs: every set within the bound, all of them once, in order.
+        let sparse: Vec<Uid> = (1..=2_000).map(|i| Uid(i * 2)).collect();
+        let sets = uid_sets(&sparse, 4096);
+        assert!(sets.len() > 1 && sets.iter().all(|s| s.len() <= 4096));
+        let back: Vec<String> = sets
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(String::from)
+            .collect();
+        let want: Vec<String> = sparse.iter().map(|u| u.0.to_string()).collect();
+        assert_eq!(back, want);
     }
 }

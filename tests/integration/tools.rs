@@ -471,7 +471,7 @@ fn a_backup_restores_from_its_message_eml_files() {
     assert_eq!(dated_messages(&mut client).len(), before.len() - 2);
     run_clean(
         &format!(
-            "for d in {}/*/; do cp -p \"$d/message.eml\" {}/\"$(basename \"$d\").eml\"; done",
+            "for f in {}/*/message.eml; do cp -p \"$f\" {}/\"$(basename \"$(dirname \"$f\")\").eml\"; done",
             q(backup.path()),
             q(&inbox)
         ),

@@ -278,6 +278,10 @@ fn plus_and_minus_flags_on_a_mailbox_change_every_message_it_shows() {
         errno(h.fs.setxattr(inbox, OsStr::new(FLAGS), b"\\Seen")),
         libc::EINVAL
     );
+    assert_eq!(
+        errno(h.fs.removexattr(inbox, OsStr::new(FLAGS))),
+        libc::ENODATA
+    );
     assert_eq!(h.count(Op::SetFlags), 0);
     h.fs.setxattr(inbox, OsStr::new(FLAGS), b"+\\Seen -$X\n")
         .unwrap();
@@ -863,4 +867,34 @@ fn a_mailbox_first_listed_as_holding_no_messages_is_asked_again_before_a_move_or
         "and a message directory made there copies"
     );
     assert!(h.names(inbox).unwrap().contains(&name));
+}
+
+/// The same for a new file, a message moved in, and `setfattr` on the mailbox.
+#[test]
+fn a_mailbox_first_listed_as_holding_no_messages_takes_new_files_and_messages() {
+    let h = Harness::new();
+    h.store.add_mailbox("Later", Some('/'), false, None);
+    h.store.add_mailbox("Also", Some('/'), false, None);
+    let (_, name) = account(&h);
+    let later = h.ino("Later").unwrap();
+    let also = h.ino("Also").unwrap();
+    h.store.make_selectable_unannounced("Later");
+    h.store.make_selectable_unannounced("Also");
+    let (made, fh) = h.fs.create(later, OsStr::new("note.txt")).unwrap();
+    h.fs.write(made.attr.ino, fh, 0, b"a note\n").unwrap();
+    h.fs.release(made.attr.ino, fh).unwrap();
+    assert_eq!(h.stored("Later").len(), 1);
+    let inbox = h.ino("INBOX").unwrap();
+    h.fs.rename(
+        inbox,
+        OsStr::new(&name),
+        also,
+        OsStr::new(&name),
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(h.stored("Also").len(), 1);
+    h.fs.setxattr(also, OsStr::new(FLAGS), b"+$done").unwrap();
+    assert_eq!(h.stored("Also")[0].flags.last().unwrap(), "$done");
 }

@@ -16,9 +16,9 @@ use crate::store::{
 /// What the answer to an APPEND may take: the tagged answer and a few untagged responses.
 const APPEND_ANSWER_BUDGET: u64 = 1 << 20;
 
-/// UIDs one `UID STORE` of a change to many messages names at most: sparse UIDs make a
-/// set of a few KiB, well within any server's line length.
-const UIDS_PER_STORE: usize = 500;
+/// The longest UID set one `UID STORE` of a change to many messages names (RFC 7162 §4
+/// advises lines under 8,192 octets): 500 sparse UIDs, or many more in runs.
+const STORE_SET_BYTES: usize = 4096;
 
 /// The destination UIDVALIDITY and UID for `uid` in a `COPYUID validity src dst` code
 /// ([RFC 4315 §3](https://www.rfc-editor.org/rfc/rfc4315#section-3)), found in any status
@@ -176,8 +176,8 @@ impl ImapStore {
         })
     }
 
-    /// `add_remove_flags` for many messages: a `UID STORE` of each kind per
-    /// `UIDS_PER_STORE` UIDs (a UID set of sparse UIDs stays a short command line).
+    /// `add_remove_flags` for many messages: a `UID STORE` of each kind per UID set of at
+    /// most `STORE_SET_BYTES`.
     pub(super) fn add_remove_flags_of(
         &self,
         mailbox: &MailboxId,
@@ -187,16 +187,13 @@ impl ImapStore {
         remove: &[Flag],
     ) -> StoreResult<()> {
         let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
-        let mut sorted = uids.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.is_empty() {
+        let sets = super::uid_sets(uids, STORE_SET_BYTES);
+        if sets.is_empty() {
             return Ok(());
         }
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
-            self.select_for(conn, mailbox, validity, Mode::Write, sorted.iter().copied())?;
-            for chunk in sorted.chunks(UIDS_PER_STORE) {
-                let set = super::uid_set(chunk);
+            self.select_for(conn, mailbox, validity, Mode::Write, uids.iter().copied())?;
+            for set in &sets {
                 for (item, flags, list) in [
                     ("+FLAGS.SILENT", add, &plus),
                     ("-FLAGS.SILENT", remove, &minus),
