@@ -27,6 +27,10 @@ pub fn dovecot_with_samples() -> Dovecot {
     let mut session = dovecot.client("alice").expect("login");
     fixture::append_samples(&mut session, &fixture::sample_messages()).expect("append samples");
     let _ = session.logout();
+    let mut session = dovecot.client("alice").expect("login");
+    fixture::settle_special_parents(&mut session, &fixture::sample_messages())
+        .expect("special-use parents");
+    let _ = session.logout();
     dovecot
 }
 
