@@ -14,8 +14,13 @@ pub struct MailboxDir {
     /// Its path as the server has it (decoded, before the names were made safe): what a
     /// new child's path or a rename target is built from.
     pub server_path: MailboxPath,
-    /// Whether it can hold messages (not `\Noselect`).
+    /// Whether it can hold messages (not `\Noselect`, or a special-use mailbox listed so).
     pub selectable: bool,
+    /// Listed `\Noselect` though it has a special use: Dovecot 2.3 lists so a special-use
+    /// mailbox of its configuration (`Archive`) first made as the parent of another
+    /// (`Archive/2023`), and it opens, takes messages and holds them. Taken as holding
+    /// messages; a server that refuses to open it shows its children alone.
+    pub unsure: bool,
     /// Child directory name -> its display path.
     pub children: BTreeMap<String, String>,
     /// Its RFC 6154 special use (`trash`, `all`...), lower case, if the server gave one.
@@ -142,7 +147,8 @@ impl MailboxTree {
                 dir.server_path = prefix.to_vec();
                 if last {
                     dir.id = Some(info.id.clone());
-                    dir.selectable = info.selectable;
+                    dir.unsure = !info.selectable && info.special_use.is_some();
+                    dir.selectable = info.selectable || dir.unsure;
                     dir.special_use = info.special_use.clone();
                     tree.by_id.insert(info.id.clone(), path.clone());
                 }

@@ -421,13 +421,18 @@ impl Fs {
             };
         }
         if let Some(mailbox) = dir.selectable_id() {
-            if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            let opens = match self.ensure_listing(mailbox, None) {
+                Err(e) if dir.unsure && refused(&e) => false,
+                other => other.map(|()| true)?,
+            };
+            if opens && name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(node) = self.find_message_dir(mailbox, name)? {
                     return Ok(node);
                 }
             }
-            self.ensure_listing(mailbox, None)?;
-            if let Some((message, origin)) = self.metadata.find_file(mailbox, name) {
+            if let Some((message, origin)) =
+                self.metadata.find_file(mailbox, name).filter(|_| opens)
+            {
                 return Ok(Node::StoredFile {
                     message,
                     name: origin.name,
@@ -610,14 +615,22 @@ impl Fs {
     ) -> FsResult<Vec<DirItem>> {
         let tree = self.tree(true)?;
         let dir = tree.get(path).ok_or(FsError::NotFound)?;
-        let mailbox = dir.selectable_id();
-        if let Some(mailbox) = mailbox {
-            self.ensure_listing(mailbox, Some(LISTING_FRESH))?;
-            // Taken before the snapshot: a change between them shows as one since.
-            *stamp = Some(DirStamp {
-                mailbox: mailbox.clone(),
-                generation: self.metadata.generation(mailbox),
-            });
+        let mut mailbox = dir.selectable_id();
+        if let Some(id) = mailbox {
+            match self.ensure_listing(id, Some(LISTING_FRESH)) {
+                Ok(()) => {
+                    // Taken before the snapshot: a change between them shows as one since.
+                    *stamp = Some(DirStamp {
+                        mailbox: id.clone(),
+                        generation: self.metadata.generation(id),
+                    });
+                }
+                Err(e) if dir.unsure && refused(&e) => {
+                    tracing::debug!(mailbox = %id, error = %e, "a mailbox listed \\Noselect with a special use does not open: its children alone");
+                    mailbox = None;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut items = vec![
             DirItem::Dot { name: ".", ino },
@@ -849,4 +862,12 @@ impl Fs {
         }
         Ok(out)
     }
+}
+
+/// Whether the server refused to open a mailbox (rather than failing to answer).
+fn refused(e: &FsError) -> bool {
+    matches!(
+        e,
+        FsError::Store(StoreError::Refused(_) | StoreError::NoSuchMailbox(_))
+    )
 }

@@ -135,6 +135,9 @@ struct State {
 struct Mailbox {
     delimiter: Option<char>,
     selectable: bool,
+    /// LIST says `\Noselect` though it opens (Dovecot's special-use parent; see
+    /// `list_as_noselect`).
+    listed_noselect: bool,
     special_use: Option<String>,
     validity: UidValidity,
     next_uid: u32,
@@ -291,6 +294,16 @@ impl MemoryStore {
     /// Makes a `\Noselect` mailbox one that holds messages without any report, as
     /// Dovecot does when it creates a special-use mailbox at a first login after a LIST
     /// showed it as the parent of another.
+    /// LIST says `\Noselect` for the mailbox from now on, while it still opens and holds
+    /// messages: what Dovecot 2.3 lists for a special-use mailbox of its configuration
+    /// first made as the parent of another.
+    pub fn list_as_noselect(&self, name: &str) {
+        let name = canonical_name(name);
+        if let Some(mailbox) = self.state.lock().mailboxes.get_mut(name.as_str()) {
+            mailbox.listed_noselect = true;
+        }
+    }
+
     pub fn make_selectable_unannounced(&self, name: &str) {
         let name = canonical_name(name);
         if let Some(mailbox) = self.state.lock().mailboxes.get_mut(name.as_str()) {
@@ -518,6 +531,7 @@ impl Mailbox {
         Mailbox {
             delimiter,
             selectable,
+            listed_noselect: false,
             special_use: special_use.map(normalize_special_use),
             validity,
             next_uid: 1,
@@ -707,7 +721,7 @@ impl MailStore for MemoryStore {
             .map(|(name, mailbox)| MailboxInfo {
                 id: MailboxId::new(name),
                 path: names::path_of(name, mailbox.delimiter, &names::Prefix::default()),
-                selectable: mailbox.selectable,
+                selectable: mailbox.selectable && !mailbox.listed_noselect,
                 special_use: mailbox.special_use.clone(),
             })
             .collect();

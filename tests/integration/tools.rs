@@ -518,6 +518,39 @@ fn cp_of_a_message_eml_into_another_mailbox_copies_it_on_the_server() {
     assert!(inbox.values().any(|(_, raw)| *raw == large.raw));
 }
 
+/// Dovecot 2.3 lists its special-use `Archive`, first made as the parent of
+/// `Archive/2023`, as `\Noselect` for good, though it opens and holds what is put there:
+/// the mount shows those messages, and `mv` puts more there.
+#[test]
+fn a_special_use_mailbox_dovecot_lists_as_noselect_shows_its_messages() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    fixture::create_mailbox(&mut client, "Archive/2023").unwrap();
+    let raw = b"From: a@example.org\r\nSubject: Kept\r\n\r\nArchived.\r\n";
+    fixture::append(&mut client, "Archive", raw, &[]).unwrap();
+    fixture::append(&mut client, "INBOX", raw, &[]).unwrap();
+    let listed = client.list(Some(""), Some("Archive")).unwrap();
+    let attributes = format!("{:?}", listed.iter().next().unwrap().attributes());
+    assert!(attributes.contains("NoSelect"), "{attributes}");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let archive = mount.join("Archive");
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&archive), ["1 Kept", "2023"]);
+    assert_eq!(fs::read(archive.join("1 Kept/message.eml")).unwrap(), raw);
+    run_clean(
+        &format!("mv {} {}/", q(&mount.join("INBOX/1 Kept")), q(&archive)),
+        &mount,
+    );
+    assert_eq!(server_mailbox(&mut client, "Archive").len(), 2);
+}
+
 /// `gio trash` of one attachment hides that file, as `rm` does: the message stays in INBOX
 /// on the server, unchanged, and nothing reaches Trash.
 #[test]

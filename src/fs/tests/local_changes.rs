@@ -898,3 +898,38 @@ fn a_mailbox_first_listed_as_holding_no_messages_takes_new_files_and_messages() 
     h.fs.setxattr(also, OsStr::new(FLAGS), b"+$done").unwrap();
     assert_eq!(h.stored("Also")[0].flags.last().unwrap(), "$done");
 }
+
+/// Dovecot 2.3 lists a special-use mailbox first made as a parent (`Archive`, of
+/// `Archive/2023`) as `\Noselect`, yet it opens and holds messages: they show, and it
+/// takes more. A special-use mailbox that truly does not open shows its children alone.
+#[test]
+fn a_special_use_mailbox_listed_noselect_shows_its_messages_or_its_children() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Archive", Some('/'), true, Some("\\Archive"));
+    h.store.add_mailbox("Archive/2023", Some('/'), true, None);
+    let old = Sample::numbered(1);
+    let uid = h.store.add_message("Archive", &old.raw, &[], date());
+    h.store.list_as_noselect("Archive");
+    h.store
+        .add_mailbox("Junk", Some('/'), false, Some("\\Junk"));
+    h.store.add_mailbox("Junk/Old", Some('/'), true, None);
+    let archive = h.ino("Archive").unwrap();
+    assert_eq!(
+        h.names(archive).unwrap(),
+        ["2023".to_string(), old.dir_name(uid)]
+    );
+    assert_eq!(
+        h.read_path(&format!("Archive/{}/message.eml", old.dir_name(uid)))
+            .unwrap(),
+        old.raw
+    );
+    let (made, fh) = h.fs.create(archive, OsStr::new("note.txt")).unwrap();
+    h.fs.write(made.attr.ino, fh, 0, b"a note\n").unwrap();
+    h.fs.release(made.attr.ino, fh).unwrap();
+    assert_eq!(h.stored("Archive").len(), 2);
+
+    let junk = h.ino("Junk").unwrap();
+    assert_eq!(h.names(junk).unwrap(), ["Old"]);
+    assert!(h.ino("Junk/Old").is_ok());
+}
