@@ -216,8 +216,15 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         if dir.selectable {
-            let listing = self.store.list_messages(&id)?;
-            if !listing.messages.is_empty() {
+            let listing = match self.store.list_messages(&id) {
+                // Listed \Noselect and does not open: no messages to lose.
+                Err(e) if dir.unsure => {
+                    tracing::debug!(mailbox = %id, error = %e, "not listed before deleting it");
+                    None
+                }
+                other => Some(other?),
+            };
+            if listing.is_some_and(|l| !l.messages.is_empty()) {
                 return Err(FsError::NotEmpty);
             }
         }

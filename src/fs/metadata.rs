@@ -626,23 +626,29 @@ impl MetadataCache {
     }
 
     /// The messages of `size` bytes and this raw Subject in the listings of mailboxes other
-    /// than `not_in`: what an RFC 5322 file stored into `not_in` may be a copy of.
+    /// than `not_in`, with their INTERNALDATEs: what an RFC 5322 file stored into `not_in`
+    /// may be a copy of. A message marked `\Deleted` is left out (its copy would be too).
     pub fn like_elsewhere(
         &self,
         not_in: &MailboxId,
         size: u64,
         subject: Option<&[u8]>,
-    ) -> Vec<MessageRef> {
+    ) -> Vec<(MessageRef, SystemTime)> {
         let inner = self.inner.lock();
         let mut found = Vec::new();
         for (mailbox, listing) in inner.listings.iter().filter(|(m, _)| *m != not_in) {
             for (uid, entry) in &listing.messages {
-                if entry.size == size && entry.subject.as_deref() == subject {
-                    found.push(MessageRef {
+                let deleted = entry
+                    .flags
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+                if entry.size == size && entry.subject.as_deref() == subject && !deleted {
+                    let message = MessageRef {
                         mailbox: mailbox.clone(),
                         validity: listing.validity,
                         uid: *uid,
-                    });
+                    };
+                    found.push((message, entry.meta(*uid).internal_date));
                 }
             }
         }

@@ -422,7 +422,10 @@ impl Fs {
         }
         if let Some(mailbox) = dir.selectable_id() {
             let opens = match self.ensure_listing(mailbox, None) {
-                Err(e) if dir.unsure && refused(&e) => false,
+                Err(e) if dir.unsure => {
+                    tracing::debug!(mailbox = %mailbox, error = %e, "a mailbox listed \\Noselect with a special use does not open");
+                    false
+                }
                 other => other.map(|()| true)?,
             };
             if opens && name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
@@ -625,8 +628,8 @@ impl Fs {
                         generation: self.metadata.generation(id),
                     });
                 }
-                Err(e) if dir.unsure && refused(&e) => {
-                    tracing::debug!(mailbox = %id, error = %e, "a mailbox listed \\Noselect with a special use does not open: its children alone");
+                Err(e) if dir.unsure => {
+                    tracing::debug!(mailbox = %id, error = %e, "a mailbox listed \\Noselect with a special use does not open (or offline, not kept): its children alone");
                     mailbox = None;
                 }
                 Err(e) => return Err(e),
@@ -862,12 +865,4 @@ impl Fs {
         }
         Ok(out)
     }
-}
-
-/// Whether the server refused to open a mailbox (rather than failing to answer).
-fn refused(e: &FsError) -> bool {
-    matches!(
-        e,
-        FsError::Store(StoreError::Refused(_) | StoreError::NoSuchMailbox(_))
-    )
 }

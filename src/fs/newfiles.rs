@@ -22,7 +22,13 @@ use super::newmail::MessageSource;
 use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
-use crate::store::{MailboxId, NewMessage, Section, StoreError, Transfer, Uid, UidValidity};
+use crate::store::{
+    MailboxId, NewMessage, Section, StoreError, StoreResult, Transfer, Uid, UidValidity,
+};
+
+/// What storing a file came to: where its message landed (the UID where the server tells
+/// it), or why not.
+type Stored = StoreResult<Option<(UidValidity, Uid)>>;
 
 /// What a new file's name says about storing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -624,7 +630,9 @@ impl Fs {
             None
         };
         let copied = match (&held, source.as_is()) {
-            (None, true) => self.copied_from_elsewhere(&sending, source.subject(), again),
+            (None, true) => {
+                self.copied_from_elsewhere(&sending, source.subject(), again, &file.spool)?
+            }
             _ => None,
         };
         let appended = match (held, copied) {
@@ -632,7 +640,7 @@ impl Fs {
                 tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
                 Ok(Some(found))
             }
-            (None, Some(copy)) => Ok(copy),
+            (None, Some(copy)) => copy,
             (None, None) => {
                 sending
                     .record(&file.spool)
@@ -751,17 +759,24 @@ impl Fs {
     /// An RFC 5322 file that is, byte for byte, a message of another mailbox whose bytes the
     /// caches hold (`cp MNT/INBOX/<msg>/message.eml MNT/Archive/`: the copier just read
     /// it) is copied on the server (`UID COPY`, flags and INTERNALDATE with it) rather than
-    /// sent again. Returns the copy (its UID where the server tells it), or `None` (no such
-    /// message, offline, or a refused COPY): the file is then APPENDed.
+    /// sent again; only where COPYUID tells the copy's UID, so that the file stands for it.
+    /// A note of the copy (its date the source's) is kept while it is made, as for an
+    /// APPEND, so that a crash or a cut connection never leads to a second one. Returns
+    /// `Ok(None)` when no copy was made (no such message, or the COPY refused): the file is
+    /// then APPENDed; a COPY whose outcome is not known is an error.
     fn copied_from_elsewhere(
         &self,
         sending: &Sending,
         subject: Option<&[u8]>,
         ours: impl Fn() -> std::io::Result<MessageSource>,
-    ) -> Option<Option<(UidValidity, Uid)>> {
+        spool: &std::path::Path,
+    ) -> FsResult<Option<Stored>> {
+        if !self.store.capabilities().uidplus {
+            return Ok(None);
+        }
         let len = sending.message_len;
         let candidates = self.metadata.like_elsewhere(&sending.mailbox, len, subject);
-        for source in candidates {
+        for (source, internal_date) in candidates {
             if !self.content.has_whole_message(&source, len) {
                 continue;
             }
@@ -771,6 +786,12 @@ impl Fs {
             if !matches!(same, Ok(true)) {
                 continue;
             }
+            let note = Sending {
+                internal_date,
+                ..sending.clone()
+            };
+            note.record(spool)
+                .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
             let copied = self.store.copy_message(
                 &source.mailbox,
                 source.validity,
@@ -779,16 +800,23 @@ impl Fs {
             );
             match copied {
                 Ok(copy) => {
-                    // Without COPYUID the copy's UID is not told: the next listing shows it.
                     tracing::info!(from = %source.mailbox, uid = %source.uid, to = %sending.mailbox, new_uid = ?copy.map(|c| c.1), name = sending.name, "the file is a message of another mailbox: copied on the server, not sent");
-                    return Some(copy);
+                    return Ok(Some(Ok(copy)));
                 }
+                // Landed or not, nobody can tell: the note stays, and the next attempt
+                // looks for the copy before sending anything.
+                Err(
+                    e @ (StoreError::Connection(_)
+                    | StoreError::Timeout(_)
+                    | StoreError::Interrupted),
+                ) => return Ok(Some(Err(e))),
                 Err(e) => {
+                    let _ = std::fs::remove_file(note_path(spool));
                     tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, "could not copy the message the file is; storing the file");
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// Whether `message`, of `len` bytes, holds exactly what `ours` makes.

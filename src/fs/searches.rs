@@ -210,15 +210,25 @@ impl Fs {
                 query,
             } => {
                 let tree = self.tree(true)?;
-                let mut mailboxes: Vec<(String, MailboxId)> = tree
+                let mut mailboxes: Vec<(String, MailboxId, bool)> = tree
                     .dirs()
                     .filter(|(_, d)| !(self.config.hide_virtual_folders && d.is_virtual()))
-                    .filter_map(|(path, d)| Some((path.to_string(), d.selectable_id()?.clone())))
+                    .filter_map(|(path, d)| {
+                        Some((path.to_string(), d.selectable_id()?.clone(), d.unsure))
+                    })
                     .collect();
                 mailboxes.sort();
                 let mut items = Vec::new();
-                for (path, id) in mailboxes {
-                    if !self.hits(&id, query)?.is_empty() {
+                for (path, id, unsure) in mailboxes {
+                    let hits = match self.hits(&id, query) {
+                        // A mailbox listed \Noselect that does not open has no hits.
+                        Err(e) if unsure => {
+                            tracing::debug!(mailbox = %id, error = %e, "not searched");
+                            continue;
+                        }
+                        other => other?,
+                    };
+                    if !hits.is_empty() {
                         items.push(DirItem::Child {
                             name: flat_name(&path),
                             node: Node::Virtual(VirtualNode::QueryMailbox {

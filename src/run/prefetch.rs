@@ -115,9 +115,10 @@ fn choose(store: &dyn MailStore, names: &[String]) -> Result<Vec<(MailboxId, Str
     let list = store
         .list_mailboxes()
         .map_err(|e| RunError::Daemon(format!("cannot list the mailboxes: {e}")))?;
+    // A special-use mailbox listed \Noselect is shown holding messages (`MailboxDir::unsure`).
     let selectable: Vec<(MailboxId, String)> = list
         .into_iter()
-        .filter(|m| m.selectable)
+        .filter(|m| m.selectable || m.special_use.is_some())
         .map(|m| (m.id, m.path.join("/")))
         .collect();
     if names.is_empty() {

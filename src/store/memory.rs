@@ -291,9 +291,6 @@ impl MemoryStore {
         emit(sink, StoreEvent::MailboxList);
     }
 
-    /// Makes a `\Noselect` mailbox one that holds messages without any report, as
-    /// Dovecot does when it creates a special-use mailbox at a first login after a LIST
-    /// showed it as the parent of another.
     /// LIST says `\Noselect` for the mailbox from now on, while it still opens and holds
     /// messages: what Dovecot 2.3 lists for a special-use mailbox of its configuration
     /// first made as the parent of another.
@@ -304,6 +301,9 @@ impl MemoryStore {
         }
     }
 
+    /// Makes a `\Noselect` mailbox one that holds messages without any report, as
+    /// Dovecot does when it creates a special-use mailbox at a first login after a LIST
+    /// showed it as the parent of another.
     pub fn make_selectable_unannounced(&self, name: &str) {
         let name = canonical_name(name);
         if let Some(mailbox) = self.state.lock().mailboxes.get_mut(name.as_str()) {

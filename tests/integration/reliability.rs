@@ -107,9 +107,21 @@ fn a_full_spool_fails_the_write_and_the_close_and_stores_nothing() {
         "close(): {close_error}\nimapfs log:\n{}",
         mount.log()
     );
+    let archive = server_mailbox(&mut client, "Archive");
+    let stored: Vec<String> = archive
+        .values()
+        .map(|(flags, raw)| {
+            format!(
+                "{flags:?} {} bytes: {:?}",
+                raw.len(),
+                String::from_utf8_lossy(&raw[..raw.len().min(300)])
+            )
+        })
+        .collect();
     assert!(
-        server_mailbox(&mut client, "Archive").is_empty(),
-        "nothing is stored"
+        stored.is_empty(),
+        "nothing is stored, yet Archive holds {stored:#?}\nimapfs log:\n{}",
+        mount.log()
     );
     assert!(
         mount.log().contains("will not be stored"),

@@ -932,4 +932,10 @@ fn a_special_use_mailbox_listed_noselect_shows_its_messages_or_its_children() {
     let junk = h.ino("Junk").unwrap();
     assert_eq!(h.names(junk).unwrap(), ["Old"]);
     assert!(h.ino("Junk/Old").is_ok());
+    // A search of every mailbox passes it by; emptied, it can be deleted.
+    h.store.add_message("INBOX", &old.raw, &[], date());
+    assert_eq!(h.names_at(".search/m1").unwrap(), ["Archive", "INBOX"]);
+    h.fs.rmdir(junk, OsStr::new("Old")).unwrap();
+    h.fs.rmdir(ROOT, OsStr::new("Junk")).unwrap();
+    assert!(errno(h.ino("Junk")) == libc::ENOENT);
 }

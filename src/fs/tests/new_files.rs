@@ -601,4 +601,20 @@ fn an_eml_that_is_a_message_read_from_another_mailbox_is_copied_not_sent() {
     shell_write(&h, archive, "changed.eml", &changed);
     assert_eq!((h.count(Op::CopyMessage), h.count(Op::Append)), (1, 2));
     assert_eq!(h.count(Op::FetchSection), fetched);
+
+    // A COPY cut off may have landed: the close fails, and nothing is sent after it.
+    h.store.fail_next(Op::CopyMessage, || {
+        crate::store::StoreError::Connection("connection reset".into())
+    });
+    let (made, fh) = h.fs.create(archive, OsStr::new("cut.eml")).unwrap();
+    h.fs.write(made.attr.ino, fh, 0, &eml).unwrap();
+    assert_eq!(errno(h.fs.release(made.attr.ino, fh)), libc::EIO);
+    assert_eq!((h.count(Op::CopyMessage), h.count(Op::Append)), (2, 2));
+
+    // A message marked \Deleted is not copied (its copy would be too).
+    let dir = h.ino(&format!("INBOX/{}", sample.dir_name(uid))).unwrap();
+    h.fs.setxattr(dir, OsStr::new("user.imap.flags"), b"+\\Deleted")
+        .unwrap();
+    shell_write(&h, archive, "deleted.eml", &eml);
+    assert_eq!((h.count(Op::CopyMessage), h.count(Op::Append)), (2, 3));
 }
