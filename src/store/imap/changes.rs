@@ -155,24 +155,11 @@ impl ImapStore {
         add: &[Flag],
         remove: &[Flag],
     ) -> StoreResult<()> {
-        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        let items = flag_items(add, remove)?;
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
             self.select_for(conn, mailbox, validity, Mode::Write, [uid])?;
             ensure_exists(conn, mailbox, uid)?;
-            for (item, flags, list) in [
-                ("+FLAGS.SILENT", add, &plus),
-                ("-FLAGS.SILENT", remove, &minus),
-            ] {
-                if flags.is_empty() {
-                    continue;
-                }
-                let cmd = Command::new("UID STORE")
-                    .syntax(uid.to_string())
-                    .syntax(item)
-                    .syntax(list.as_str());
-                conn.run(cmd)?;
-            }
-            Ok(())
+            store_items(conn, &uid.to_string(), &items)
         })
     }
 
@@ -186,29 +173,15 @@ impl ImapStore {
         add: &[Flag],
         remove: &[Flag],
     ) -> StoreResult<()> {
-        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        let items = flag_items(add, remove)?;
         let sets = super::uid_sets(uids, STORE_SET_BYTES);
         if sets.is_empty() {
             return Ok(());
         }
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
             self.select_for(conn, mailbox, validity, Mode::Write, uids.iter().copied())?;
-            for set in &sets {
-                for (item, flags, list) in [
-                    ("+FLAGS.SILENT", add, &plus),
-                    ("-FLAGS.SILENT", remove, &minus),
-                ] {
-                    if flags.is_empty() {
-                        continue;
-                    }
-                    let cmd = Command::new("UID STORE")
-                        .syntax(set.as_str())
-                        .syntax(item)
-                        .syntax(list.as_str());
-                    conn.run(cmd)?;
-                }
-            }
-            Ok(())
+            sets.iter()
+                .try_for_each(|set| store_items(conn, set, &items))
         })
     }
 
@@ -227,18 +200,12 @@ impl ImapStore {
         if !self.has_capability("CONDSTORE") {
             return Ok(ConditionalStore::NotOffered);
         }
-        let (plus, minus) = (quote::flag_list(add)?, quote::flag_list(remove)?);
+        let items = flag_items(add, remove)?;
         self.with_connection(Some(mailbox), Retry::Never, |conn| {
             self.select_for(conn, mailbox, validity, Mode::Write, [uid])?;
             ensure_exists(conn, mailbox, uid)?;
             let (mut since, mut after) = (since, None);
-            for (item, flags, list) in [
-                ("+FLAGS.SILENT", add, &plus),
-                ("-FLAGS.SILENT", remove, &minus),
-            ] {
-                if flags.is_empty() {
-                    continue;
-                }
+            for (item, list) in &items {
                 let cmd = conditional_store(uid, since, item, list.as_str());
                 let done = conn.run_unchecked(MAX_RESPONSE_BYTES, cmd)?;
                 match conditional_outcome(&done, uid)? {
@@ -496,6 +463,31 @@ fn deselect(conn: &mut Connection) -> StoreResult<()> {
     } else {
         conn.run(Command::new("EXAMINE").syntax("INBOX")).map(drop)
     }
+}
+
+/// The `+FLAGS.SILENT` and `-FLAGS.SILENT` items of a change, each with its flag list quoted
+/// (before anything is sent, so an unsafe flag sends nothing); one with no flags is left
+/// out.
+fn flag_items(add: &[Flag], remove: &[Flag]) -> StoreResult<Vec<(&'static str, String)>> {
+    let mut items = Vec::new();
+    for (item, flags) in [("+FLAGS.SILENT", add), ("-FLAGS.SILENT", remove)] {
+        if !flags.is_empty() {
+            items.push((item, quote::flag_list(flags)?));
+        }
+    }
+    Ok(items)
+}
+
+/// `UID STORE <set> <item> <list>` for each of `items`, in order.
+fn store_items(conn: &mut Connection, set: &str, items: &[(&str, String)]) -> StoreResult<()> {
+    for (item, list) in items {
+        let cmd = Command::new("UID STORE")
+            .syntax(set)
+            .syntax(*item)
+            .syntax(list.as_str());
+        conn.run(cmd)?;
+    }
+    Ok(())
 }
 
 /// `UID STORE uid +FLAGS.SILENT (\Deleted)` then `UID EXPUNGE uid`: that one message only.
