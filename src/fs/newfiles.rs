@@ -741,9 +741,7 @@ impl Fs {
                 validity,
                 uid,
             };
-            let same = ours()
-                .map_err(|e| FsError::Spool(format!("spool read: {e}")))
-                .and_then(|ours| self.holds_bytes(&message, len, ours));
+            let same = self.holds_bytes(&message, len, &ours);
             match same {
                 Ok(true) => return Some((validity, uid)),
                 Ok(false) => {}
@@ -780,9 +778,7 @@ impl Fs {
             if !self.content.has_whole_message(&source, len) {
                 continue;
             }
-            let same = ours()
-                .map_err(|e| FsError::Spool(format!("spool read: {e}")))
-                .and_then(|ours| self.holds_bytes(&source, len, ours));
+            let same = self.holds_bytes(&source, len, &ours);
             if !matches!(same, Ok(true)) {
                 continue;
             }
@@ -819,13 +815,15 @@ impl Fs {
         Ok(None)
     }
 
-    /// Whether `message`, of `len` bytes, holds exactly what `ours` makes.
+    /// Whether `message`, of `len` bytes, holds exactly what a source `ours` makes.
     fn holds_bytes(
         &self,
         message: &MessageRef,
         len: u64,
-        mut ours: MessageSource,
+        ours: &impl Fn() -> std::io::Result<MessageSource>,
     ) -> FsResult<bool> {
+        let spool = |e: std::io::Error| FsError::Spool(format!("spool read: {e}"));
+        let mut ours = ours().map_err(spool)?;
         const WINDOW: u64 = 1 << 20;
         let whole = Section::whole();
         let mut mine = vec![0u8; WINDOW.min(len) as usize];
@@ -841,8 +839,7 @@ impl Fs {
             };
             let theirs = self.content.read(source, at, want)?;
             let mine = &mut mine[..want as usize];
-            std::io::Read::read_exact(&mut ours, mine)
-                .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
+            std::io::Read::read_exact(&mut ours, mine).map_err(spool)?;
             if theirs != *mine {
                 return Ok(false);
             }
