@@ -421,13 +421,7 @@ impl Fs {
             };
         }
         if let Some(mailbox) = dir.selectable_id() {
-            let opens = match self.ensure_listing(mailbox, None) {
-                Err(e) if dir.unsure => {
-                    tracing::debug!(mailbox = %mailbox, error = %e, "a mailbox listed \\Noselect with a special use does not open");
-                    false
-                }
-                other => other.map(|()| true)?,
-            };
+            let opens = self.listing_at_hand(dir, mailbox, None)?;
             if opens && name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(node) = self.find_message_dir(mailbox, name)? {
                     return Ok(node);
@@ -602,6 +596,26 @@ impl Fs {
         }
     }
 
+    /// Lists `mailbox`, shown by `dir`, unless a listing at most `max_age` old is held (see
+    /// `ensure_listing`); whether its listing is at hand. One listed `\Noselect` with a
+    /// special use (`MailboxDir::unsure`) that does not open, or is not kept while offline,
+    /// is shown with its children alone: false.
+    fn listing_at_hand(
+        &self,
+        dir: &super::mailboxes::MailboxDir,
+        mailbox: &MailboxId,
+        max_age: Option<Duration>,
+    ) -> FsResult<bool> {
+        match self.ensure_listing(mailbox, max_age) {
+            Ok(()) => Ok(true),
+            Err(e) if dir.unsure => {
+                tracing::debug!(mailbox = %mailbox, error = %e, "a mailbox listed \\Noselect with a special use does not open (or offline, not kept): its children alone");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the mailbox shown at `path` is followed by the store (kept true by reports).
     pub(super) fn followed_path(&self, path: &str) -> bool {
         self.metadata
@@ -620,19 +634,14 @@ impl Fs {
         let dir = tree.get(path).ok_or(FsError::NotFound)?;
         let mut mailbox = dir.selectable_id();
         if let Some(id) = mailbox {
-            match self.ensure_listing(id, Some(LISTING_FRESH)) {
-                Ok(()) => {
-                    // Taken before the snapshot: a change between them shows as one since.
-                    *stamp = Some(DirStamp {
-                        mailbox: id.clone(),
-                        generation: self.metadata.generation(id),
-                    });
-                }
-                Err(e) if dir.unsure => {
-                    tracing::debug!(mailbox = %id, error = %e, "a mailbox listed \\Noselect with a special use does not open (or offline, not kept): its children alone");
-                    mailbox = None;
-                }
-                Err(e) => return Err(e),
+            if self.listing_at_hand(dir, id, Some(LISTING_FRESH))? {
+                // Taken before the snapshot: a change between them shows as one since.
+                *stamp = Some(DirStamp {
+                    mailbox: id.clone(),
+                    generation: self.metadata.generation(id),
+                });
+            } else {
+                mailbox = None;
             }
         }
         let mut items = vec![
