@@ -29,13 +29,6 @@ fn full() -> Expect {
     }
 }
 
-fn plain_sample() -> fixture::Sample {
-    fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == "plain")
-        .unwrap()
-}
-
 fn errno<T>(result: std::io::Result<T>) -> Option<i32> {
     result.err().and_then(|e| e.raw_os_error())
 }
@@ -57,7 +50,7 @@ fn without_move_a_move_is_uid_copy_store_and_expunge_of_that_uid() {
 fn without_uidplus_moves_use_move_appends_are_found_and_expunges_are_refused() {
     let server = without(&["UIDPLUS"]);
     let mut client = server.client("alice").unwrap();
-    let plain = plain_sample();
+    let plain = sample("plain");
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     let mount = MountSpec::on(&server, "alice").mount();
 
@@ -118,7 +111,7 @@ fn without_uidplus_moves_use_move_appends_are_found_and_expunges_are_refused() {
 fn without_move_and_uidplus_a_move_is_refused_and_nothing_changes() {
     let server = without(&["MOVE", "UIDPLUS"]);
     let mut client = server.client("alice").unwrap();
-    let plain = plain_sample();
+    let plain = sample("plain");
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     let mount = MountSpec::on(&server, "alice").mount();
     let msg = mount.message_dir("INBOX", &plain.subject);
@@ -154,7 +147,7 @@ fn wait_for_count(mount: &Mount, count: usize) {
 /// Another client's new message shows at a later listing; `left_out` is not used.
 fn changes_elsewhere_show(server: &Dovecot, forbidden: &[&str]) {
     let mut client = server.client("alice").unwrap();
-    let plain = plain_sample();
+    let plain = sample("plain");
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     let mount = MountSpec::on(server, "alice").mount();
     wait_for_count(&mount, 1);
@@ -262,7 +255,7 @@ fn without_list_status_and_compress_the_tree_and_reads_work() {
     let dir = mount.message_dir("INBOX", "Plain text greeting");
     assert_eq!(
         fs::read(dir.join("message.eml")).unwrap(),
-        plain_sample().raw
+        sample("plain").raw
     );
     for line in sent_lines(&mount) {
         assert!(
@@ -299,7 +292,7 @@ fn trash_chooses_where_deleted_messages_go() {
     .unwrap();
     let mut client = server.client("alice").unwrap();
     fixture::create_mailbox(&mut client, "Corbeille").unwrap();
-    let plain = plain_sample();
+    let plain = sample("plain");
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     let mount = MountSpec::on(&server, "alice")
         .args(&["--trash", "Corbeille"])
@@ -358,7 +351,7 @@ fn hide_virtual_folders_leaves_all_mail_out_of_walks() {
         ..DovecotOptions::default()
     })
     .unwrap();
-    let plain = plain_sample();
+    let plain = sample("plain");
     let mut client = server.client("alice").unwrap();
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     fixture::append(&mut client, "All Mail", &plain.raw, &[]).unwrap();

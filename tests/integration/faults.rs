@@ -224,13 +224,6 @@ pub(super) fn run(args: &[&str]) -> Output {
         .expect("run command")
 }
 
-fn sample(name: &str) -> fixture::Sample {
-    fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no sample {name}"))
-}
-
 /// The UID at the start of a message directory name.
 fn uid_of(name: &str) -> u32 {
     name.split(' ').next().unwrap().parse().unwrap()

@@ -394,10 +394,7 @@ fn new_files_flags_moves_and_deletes_reach_the_server(kind: ServerKind) {
 pub fn changes(server: &dyn ImapServer, expect: &Expect, args: &[&str]) {
     let kind = server.kind();
     let mut client = server.client("alice").unwrap();
-    let plain = fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == "plain")
-        .unwrap();
+    let plain = sample("plain");
     fixture::append(&mut client, "INBOX", &plain.raw, &[]).unwrap();
     let _ = client.logout();
     // Other messages may be there already: every count below is relative.
@@ -431,15 +428,13 @@ pub fn changes(server: &dyn ImapServer, expect: &Expect, args: &[&str]) {
         ),
         &mount,
     );
+    // The flags of the newest message of INBOX on the server.
+    let newest_flags = |inbox: &[(u32, Vec<String>, Vec<u8>)]| -> BTreeSet<String> {
+        inbox.last().unwrap().1.iter().cloned().collect()
+    };
     let inbox = messages(server, "INBOX");
     assert_eq!(
-        inbox
-            .last()
-            .unwrap()
-            .1
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>(),
+        newest_flags(&inbox),
         set(&["\\Flagged", "$Work"]),
         "{kind:?}: flags on the server"
     );
@@ -460,13 +455,7 @@ pub fn changes(server: &dyn ImapServer, expect: &Expect, args: &[&str]) {
     );
     let inbox = messages(server, "INBOX");
     assert_eq!(
-        inbox
-            .last()
-            .unwrap()
-            .1
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>(),
+        newest_flags(&inbox),
         set(&["\\Flagged", "\\Seen", "$Filed"]),
         "{kind:?}: flags changed on the server"
     );

@@ -21,6 +21,14 @@ pub fn imapfs_bin() -> String {
     std::env::var("IMAPFS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_imapfs").to_string())
 }
 
+/// The sample message called `name` (`fixture::sample_messages`).
+pub fn sample(name: &str) -> fixture::Sample {
+    fixture::sample_messages()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
 /// A Dovecot with the sample corpus appended (one APPEND each, in order).
 pub fn dovecot_with_samples() -> Dovecot {
     let dovecot = Dovecot::start(DovecotOptions::default()).expect("start dovecot");

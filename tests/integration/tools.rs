@@ -219,10 +219,7 @@ fn received(mount: &Mount) -> u64 {
 #[test]
 fn head_of_a_large_attachment_and_a_listing_of_its_directory_move_kilobytes() {
     let (_dovecot, mount) = corpus_mount();
-    let large = fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == "large")
-        .unwrap();
+    let large = sample("large");
     let dir = mount.message_dir("INBOX", &large.subject);
     let before = received(&mount);
     let listed = run_clean(&format!("ls -l {}", q(&dir)), &mount);
@@ -408,10 +405,7 @@ fn gio_trash_of_a_message_moves_it_to_the_servers_trash_and_creates_no_mailbox()
     fixture::ensure_mailbox(&mut client, "Trash").unwrap();
     let mailboxes = server_mailboxes(&mut client);
     let mount = MountSpec::new(&dovecot, "alice").mount();
-    let plain = fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == "plain")
-        .unwrap();
+    let plain = sample("plain");
     let dir = mount.message_dir("INBOX", &plain.subject);
     run_clean(&format!("gio trash {}", q(&dir)), &mount);
     assert!(!dir.exists());
@@ -561,10 +555,7 @@ fn gio_trash_of_an_attachment_hides_it_and_leaves_the_message() {
     let inbox = server_mailbox(&mut client, "INBOX");
     let trash = server_mailbox(&mut client, "Trash");
     let mount = MountSpec::new(&dovecot, "alice").mount();
-    let sample = fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == "attachments")
-        .unwrap();
+    let sample = sample("attachments");
     let dir = mount.message_dir("INBOX", &sample.subject);
     let (name, _) = &sample.attachments[0];
     run_clean(&format!("gio trash {}", q(&dir.join(name))), &mount);
@@ -581,12 +572,6 @@ fn cp_r_of_a_message_directory_into_a_mailbox_copies_the_message_and_makes_no_ma
     let mailboxes = server_mailboxes(&mut client);
     let inbox = server_mailbox(&mut client, "INBOX");
     let mount = MountSpec::new(&dovecot, "alice").mount();
-    let sample = |name: &str| {
-        fixture::sample_messages()
-            .into_iter()
-            .find(|s| s.name == name)
-            .unwrap()
-    };
     let (attachments, forwarded) = (sample("attachments"), sample("forwarded"));
     let first = mount.message_dir("INBOX", &attachments.subject);
     let second = mount.message_dir("INBOX", &forwarded.subject);
@@ -776,10 +761,7 @@ fn mv_of_an_attachment_into_another_mailbox_stores_it_there_and_hides_it_here() 
     let mut client = dovecot.client("alice").unwrap();
     let inbox = server_mailbox(&mut client, "INBOX");
     let mount = MountSpec::new(&dovecot, "alice").mount();
-    let attachments = fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == "attachments")
-        .unwrap();
+    let attachments = sample("attachments");
     let dir = mount.message_dir("INBOX", &attachments.subject);
     let part = dir.join("résumé.pdf");
     let bytes = fs::read(&part).unwrap();

@@ -258,13 +258,6 @@ fn uid_with_bytes(server: &Server, wire: &str, raw: &[u8]) -> u32 {
         .0
 }
 
-fn sample(name: &str) -> fixture::Sample {
-    fixture::sample_messages()
-        .into_iter()
-        .find(|s| s.name == name)
-        .unwrap()
-}
-
 /// SELECTs `wire` with the independent client and runs `UID STORE uid <what>`.
 fn client_store(client: &mut Session, wire: &str, uid: u32, what: &str) {
     client.select(wire).expect("select");
