@@ -574,6 +574,29 @@ fn a_mailbox_deleted_and_made_again_elsewhere_shows_its_new_messages() {
     });
 }
 
+/// Dovecot 2.3's NOTIFY reports nothing at all when a mailbox with a child is deleted
+/// (it stays as the child's `\Noselect` parent), made again and given as many messages:
+/// only its UIDVALIDITY tells the new mailbox from the old, and the poll finds it.
+#[test]
+fn a_mailbox_made_again_that_notify_says_nothing_of_shows_by_the_poll() {
+    let dovecot = server_without(&[]);
+    let mut other = Other::new(&dovecot);
+    fixture::create_mailbox(&mut other.session, "Work/2023").unwrap();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&["--poll-interval", "1"])
+        .mount();
+    assert_eq!(ls(&mount, "Work"), ["1 Work one", "2023"]);
+    shows(&mount, "Work followed", || ls_cost(&mount, "Work") == 0);
+    settle(&mount);
+    other.session.delete("Work").expect("DELETE");
+    fixture::create_mailbox(&mut other.session, "Work").expect("CREATE");
+    let uid = other.append("Work", "New work");
+    assert_eq!(uid, 1, "as many messages as before");
+    shows(&mount, "the new mailbox's message, alone", || {
+        ls(&mount, "Work") == ["1 New work", "2023"]
+    });
+}
+
 #[test]
 fn no_watch_looks_again_when_read() {
     let dovecot = server_without(&[]);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::resync::{examined, resync, speaks_of_change, Asks, Examined};
-use super::state::{inbox, Outcome, Role, Status};
+use super::state::{inbox, Heard, Outcome, Role, Status};
 use super::wait::{boot_clock, wait_on, Woken};
-use super::{Offers, Shared};
+use super::Shared;
 use crate::store::imap::backoff;
 use crate::store::imap::connection::{connect, Connection, Selection};
 use crate::store::imap::errors::{check, from_wire};
@@ -497,17 +497,14 @@ impl Channel {
         self.hear(s, done.untagged)
     }
 
-    /// Checks the mailbox list and the followed mailboxes nothing pushes: LIST-STATUS, or
-    /// LIST then one STATUS each (not of the mailbox selected here, whose STATUS Dovecot
-    /// answers from before its last changes). With NOTIFY, the mailbox list alone, for
-    /// what the server did not report.
+    /// Checks the mailbox list and the followed mailboxes: LIST-STATUS, or LIST then one
+    /// STATUS each (not of the mailbox selected here, whose STATUS Dovecot answers from
+    /// before its last changes). With NOTIFY too, for what the server did not report:
+    /// Dovecot 2.3 has sent nothing at all of a mailbox deleted and made again with as
+    /// many messages, which only its UIDVALIDITY tells apart.
     fn poll(&mut self, s: &mut Session) -> StoreResult<()> {
         tracing::debug!(role = ?self.role, "polling");
-        let offers = Offers {
-            list_status: self.shared.offers().list_status && self.role != Role::Notify,
-            condstore: self.shared.offers().condstore && self.role != Role::Notify,
-            ..self.shared.offers()
-        };
+        let offers = self.shared.offers();
         let items = if offers.condstore {
             STATUS_ITEMS
         } else {
@@ -569,12 +566,16 @@ impl Channel {
             Untagged::MailboxStatus(st) => Some(&st.mailbox) != selected.as_ref(),
             _ => true,
         });
-        self.hear(s, untagged)
+        self.hear_as(s, untagged, Heard::Polled)
     }
 
     /// What the server said besides answers: STATUS of a mailbox (NOTIFY, or a poll's),
     /// LIST of one created, renamed or deleted (NOTIFY), a refusal to go on notifying.
     fn hear(&mut self, s: &mut Session, untagged: Vec<Untagged>) -> StoreResult<()> {
+        self.hear_as(s, untagged, Heard::Pushed)
+    }
+
+    fn hear_as(&mut self, s: &mut Session, untagged: Vec<Untagged>, how: Heard) -> StoreResult<()> {
         let now = Instant::now();
         for u in untagged {
             match u {
@@ -588,7 +589,7 @@ impl Channel {
                     let role = self.role;
                     let due = self
                         .shared
-                        .with(|state| state.status_heard(role, &st.mailbox, status, now));
+                        .with(|state| state.status_heard(role, &st.mailbox, status, how, now));
                     tracing::debug!(role = ?role, mailbox = %st.mailbox, ?status, due, "status heard");
                 }
                 Untagged::List(entry) if self.role == Role::Notify => {

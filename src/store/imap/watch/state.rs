@@ -70,6 +70,13 @@ impl Basis {
     }
 }
 
+/// How a STATUS came: pushed by the server (NOTIFY), or the answer to a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    Pushed,
+    Polled,
+}
+
 /// What a STATUS said of a mailbox (any item may be missing: NOTIFY sends what changed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Status {
@@ -386,8 +393,16 @@ impl State {
     }
 
     /// A STATUS for `name` was heard (NOTIFY, or a poll) by `role`: the mailbox is due a
-    /// resynchronisation if it differs from what was reported. True if it is.
-    pub fn status_heard(&mut self, role: Role, name: &str, status: Status, now: Instant) -> bool {
+    /// resynchronisation if it differs from what was reported. True if it is. Only a
+    /// pushed one shows that the server reports the mailbox.
+    pub fn status_heard(
+        &mut self,
+        role: Role,
+        name: &str,
+        status: Status,
+        how: Heard,
+        now: Instant,
+    ) -> bool {
         let Some(mailbox) = self.find(name) else {
             return false;
         };
@@ -397,7 +412,9 @@ impl State {
         let Some(t) = self.tracked.get_mut(&mailbox) else {
             return false;
         };
-        t.unreported = false;
+        if how == Heard::Pushed {
+            t.unreported = false;
+        }
         let differs = t.basis.as_ref().is_none_or(|b| status.differs_from(b));
         if differs {
             t.noticed = Some(now);
@@ -726,7 +743,7 @@ mod tests {
             modseq: Some(10),
             ..Status::default()
         };
-        assert!(s.status_heard(Role::Notify, "INBOX", later, heard));
+        assert!(s.status_heard(Role::Notify, "INBOX", later, Heard::Pushed, heard));
         assert!(s.is_followed(&m), "a change heard of will be reported");
         let claim = s.claim(&m).unwrap();
         s.commit(claim.clone(), synced(&claim, 5, 10), false);
@@ -740,7 +757,7 @@ mod tests {
             uid_next: Some(5),
             ..Status::default()
         };
-        assert!(!s.status_heard(Role::Notify, "INBOX", same, heard));
+        assert!(!s.status_heard(Role::Notify, "INBOX", same, Heard::Pushed, heard));
     }
 
     #[test]
@@ -888,13 +905,41 @@ mod tests {
             validity: Some(7),
             modseq: Some(2),
         };
-        s.status_heard(
-            Role::Notify,
-            "Archive",
-            status,
-            t0 + Duration::from_millis(1),
-        );
+        let heard = t0 + Duration::from_millis(1);
+        s.status_heard(Role::Notify, "Archive", status, Heard::Polled, heard);
+        assert!(!s.is_followed(&archive), "a poll's answer is no report");
+        s.status_heard(Role::Notify, "Archive", status, Heard::Pushed, heard);
         assert!(s.is_followed(&archive), "reported now");
+    }
+
+    /// A poll's STATUS that differs from what is known only by its UIDVALIDITY (a mailbox
+    /// deleted and made again with as many messages, which Dovecot's NOTIFY may not
+    /// report at all) makes the mailbox due.
+    #[test]
+    fn a_polled_status_with_another_uidvalidity_makes_a_followed_mailbox_due() {
+        let mut s = running(Mode::Notify);
+        let t0 = Instant::now();
+        s.went_live(Role::Notify, t0);
+        let archive = MailboxId::new("Archive");
+        let v = version(2, 1, 2);
+        s.note_listing(&archive, note(t0 + Duration::from_millis(1), &v));
+        s.follow(&archive, Some(v));
+        assert!(s.is_followed(&archive));
+        let same = Status {
+            messages: Some(1),
+            uid_next: Some(2),
+            validity: Some(v.uid_validity.0),
+            modseq: Some(2),
+        };
+        let later = t0 + Duration::from_millis(2);
+        assert!(!s.status_heard(Role::Notify, "Archive", same, Heard::Polled, later));
+        assert_eq!(s.next_due(Role::Notify), None);
+        let recreated = Status {
+            validity: Some(v.uid_validity.0 + 1),
+            ..same
+        };
+        assert!(s.status_heard(Role::Notify, "Archive", recreated, Heard::Polled, later));
+        assert_eq!(s.next_due(Role::Notify), Some(archive));
     }
 
     /// A followed mailbox deleted (or renamed away) elsewhere is reported, so that its
@@ -944,10 +989,10 @@ mod tests {
             modseq: Some(10),
         };
         assert!(
-            !s.status_heard(Role::Recent, "A", moved, t0),
+            !s.status_heard(Role::Recent, "A", moved, Heard::Pushed, t0),
             "not its owner"
         );
-        assert!(s.status_heard(Role::Primary, "A", moved, t0));
+        assert!(s.status_heard(Role::Primary, "A", moved, Heard::Pushed, t0));
         assert_eq!(s.next_due(Role::Primary), Some(a));
     }
 
@@ -994,7 +1039,7 @@ mod tests {
             modseq: Some(3),
             ..Status::default()
         };
-        assert!(s.status_heard(Role::Notify, "Проекты/Q1", moved, t0));
+        assert!(s.status_heard(Role::Notify, "Проекты/Q1", moved, Heard::Pushed, t0));
         s.forget("Проекты/Q1");
         assert!(!s.is_tracked(&m));
     }
