@@ -1007,12 +1007,15 @@ impl Fs {
         }
         if changes {
             self.refuse_if_read_only()?;
-            // A mailbox directory takes times and modes as it is (rsync -a and cp -a set
-            // them on every directory they fill); nothing of it is stored.
-            if size.is_none() && matches!(self.node(ino)?, Node::Root | Node::Mailbox { .. }) {
+            // Times, modes and owners are taken as they are and kept nowhere, on mailboxes,
+            // messages and their files alike: IMAP has no place for them (a message's date
+            // is its INTERNALDATE), and `touch`, `rsync -a` and `cp -a` set them on what
+            // they find, failing (rsync: exit 23) where that is refused. rclone does the
+            // same on a remote that cannot keep a time.
+            if size.is_none() {
                 return self.getattr(ino);
             }
-            // A copy being filled takes them too (cp -a), and its own size.
+            // A copy being filled takes its own size (cp -a).
             if let Some(message) = self.node(ino)?.message() {
                 if self.is_copy(message) {
                     let now = self.getattr(ino)?;
@@ -1022,7 +1025,7 @@ impl Fs {
                 }
             }
             return Err(FsError::NotPermitted(
-                "attributes of messages cannot be changed".into(),
+                "the size of a message or of its files cannot be changed".into(),
             ));
         }
         self.getattr(ino)

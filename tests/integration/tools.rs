@@ -477,6 +477,37 @@ fn a_backup_restores_from_its_message_eml_files() {
     );
 }
 
+/// `touch` and `chmod` of a message and its files, and `rsync -a` of a backup whose
+/// directories' times changed since (a file was added to each, say), succeed and send
+/// nothing that changes the server; `truncate` of a message's file is EPERM.
+#[test]
+fn touch_chmod_and_rsync_of_a_retimed_backup_succeed_and_change_nothing() {
+    let dovecot = dovecot_with_samples();
+    let mut client = dovecot.client("alice").unwrap();
+    let before = dated_messages(&mut client);
+    let flags = server_flags(&mut client, "INBOX");
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let backup = tempfile::tempdir().unwrap();
+    let inbox = mount.join("INBOX");
+    let (b, i) = (q(backup.path()), q(&inbox));
+    run_clean(&format!("rsync -a {i}/ {b}/"), &mount);
+    run_clean(&format!("touch -d 2001-02-03 {b}/*/"), &mount);
+    run_clean(&format!("rsync -a {b}/ {i}/"), &mount);
+    let msg = q(&mount.message_dir("INBOX", "Plain text greeting"));
+    run_clean(
+        &format!("touch {msg} {msg}/message.eml && chmod 600 {msg}/body.txt && chmod 700 {msg}"),
+        &mount,
+    );
+    let out = sh(&format!("truncate -s 0 {msg}/message.eml"));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{out:?}"
+    );
+    assert!(dated_messages(&mut client) == before, "INBOX changed");
+    assert_eq!(server_flags(&mut client, "INBOX"), flags);
+}
+
 /// `cp MNT/INBOX/<msg>/message.eml MNT/Archive/`: the message the copier just read is
 /// copied on the server (`UID COPY`), not sent again.
 #[test]

@@ -161,6 +161,34 @@ fn mv_within_a_mailbox_is_eperm() {
     assert_eq!(h.change_calls(), 0);
 }
 
+/// `touch`, `chmod` and `rsync -a` set times and modes on what they find: a message's
+/// directory and files take them as they are (nothing is sent, the times shown stay the
+/// message's), while a size change (truncation) is refused.
+#[test]
+fn times_and_modes_of_a_message_are_accepted_and_its_size_is_not() {
+    let h = Harness::new();
+    let (_, name) = account(&h);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    let eml = h.ino(&format!("INBOX/{name}/message.eml")).unwrap();
+    let later = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    for ino in [dir, eml] {
+        let shown = h.fs.getattr(ino).unwrap().attr;
+        let after =
+            h.fs.setattr(ino, None, true, None, Some(later))
+                .unwrap()
+                .attr;
+        assert_eq!(after.mtime, shown.mtime, "the message's time stays");
+        assert_eq!(after.size, shown.size);
+    }
+    let size = h.fs.getattr(eml).unwrap().attr.size;
+    assert_eq!(
+        errno(h.fs.setattr(eml, None, true, Some(0), None)),
+        libc::EPERM
+    );
+    assert_eq!(h.fs.getattr(eml).unwrap().attr.size, size);
+    assert_eq!(h.change_calls(), 0);
+}
+
 #[test]
 fn mkdir_refuses_names_that_could_smuggle_commands() {
     let h = Harness::new();
