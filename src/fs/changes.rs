@@ -354,6 +354,10 @@ impl Fs {
                 message, section, ..
             } if moved_into_trash && section.is_whole() => self.trash_message(&message),
             Node::StoredFile { message, .. } if moved_into_trash => self.trash_message(&message),
+            // A file written here: its message (once stored) goes to Trash, as with `rm`.
+            Node::NewFile { dir_path, name } if moved_into_trash => {
+                self.drop_new_file(&dir_path, &name, |m| self.trash_message(m))
+            }
             // A file or forwarded message of a message is hidden, as `rm` does: never the
             // message with it.
             node @ (Node::File { .. } | Node::Message { .. }) if moved_into_trash => {
@@ -374,12 +378,10 @@ impl Fs {
                 self.move_message(&message, &target, new_name)
             }
             Node::NewFile { dir_path, name } => {
-                // Editors and rsync write a temporary name and rename it when done.
                 if new_parent != parent {
-                    return Err(FsError::NotPermitted(
-                        "a new file stays in its mailbox".into(),
-                    ));
+                    return self.move_new_file(&dir_path, &name, new_parent, new_name);
                 }
+                // Editors and rsync write a temporary name and rename it when done.
                 // Onto a file a message shows: that message is the old version.
                 let replaced = match self.resolve(new_parent, new_name) {
                     Ok(Node::StoredFile { message, .. }) => Some(message),
@@ -412,7 +414,7 @@ impl Fs {
         }
     }
 
-    fn move_message(
+    pub(super) fn move_message(
         &self,
         message: &MessageRef,
         target_path: &str,

@@ -895,12 +895,55 @@ impl Fs {
     /// Removes a new file: one never stored is dropped with its spool copy; a stored one
     /// deletes its message as `rm -r` of the message would.
     pub(super) fn unlink_new_file(&self, dir_path: &str, name: &str) -> FsResult<()> {
+        self.drop_new_file(dir_path, name, |m| self.delete_message(m))
+    }
+
+    /// Drops a new file, after `remove` took the message it was stored as (if it was).
+    pub(super) fn drop_new_file(
+        &self,
+        dir_path: &str,
+        name: &str,
+        remove: impl FnOnce(&MessageRef) -> FsResult<()>,
+    ) -> FsResult<()> {
         let Some(file) = self.new_files.get(dir_path, name) else {
             return Err(FsError::NotFound);
         };
         if let Some(Some(message)) = file.stored() {
-            self.delete_message(&message)?;
+            remove(&message)?;
         }
+        self.new_files.remove(dir_path, name);
+        self.drop_spool(&file);
+        Ok(())
+    }
+
+    /// `mv` of a new file into another directory. Stored, closed and unchanged since, and
+    /// keeping its name: its message is moved (`UID MOVE`) and the file goes with it.
+    /// Otherwise EXDEV, so that `mv` copies it there (a new file, stored there) and
+    /// removes it here, as between two filesystems: a file renamed on the way would show
+    /// under its old name (the message's), and one not stored yet has no message to move.
+    pub(super) fn move_new_file(
+        &self,
+        dir_path: &str,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> FsResult<()> {
+        let file = self
+            .new_files
+            .get(dir_path, name)
+            .ok_or(FsError::NotFound)?;
+        let target = self.mailbox_dir_path(new_parent)?;
+        let _storing = crate::call::lock_within(&file.storing)?;
+        let closed = file.opens.load(Ordering::Relaxed) == 0;
+        let message = match file.stored() {
+            Some(Some(message)) if closed && new_name == name => message,
+            _ => {
+                return Err(FsError::CrossDevice(
+                    "a file not stored yet, or renamed on the way, is copied there".into(),
+                ))
+            }
+        };
+        self.move_message(&message, &target, new_name)?;
         self.new_files.remove(dir_path, name);
         self.drop_spool(&file);
         Ok(())

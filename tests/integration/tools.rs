@@ -423,6 +423,41 @@ fn gio_trash_of_a_message_moves_it_to_the_servers_trash_and_creates_no_mailbox()
     assert!(!inbox.values().any(|(_, raw)| *raw == plain.raw));
 }
 
+/// A file written into a mailbox, then at once `mv`ed into another (same name: its message
+/// moves; another name: mv copies it, and removing the original sends that to Trash, as
+/// `rm` does) or moved to the trash with `gio trash`: nothing is left behind.
+#[test]
+fn mv_and_gio_trash_of_a_file_just_written_file_it() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    fixture::create_mailbox(&mut client, "Work").unwrap();
+    let (w, a) = (q(&mount.join("Work")), q(&mount.join("Archive")));
+    run_clean(
+        &format!(
+            "echo one > {w}/one.txt && mv {w}/one.txt {a}/ && \
+             echo two > {w}/two.txt && mv {w}/two.txt {a}/renamed.txt && \
+             echo three > {w}/three.txt && gio trash {w}/three.txt"
+        ),
+        &mount,
+    );
+    assert!(stored_files(&mut client, "Work").is_empty());
+    let archived = stored_files(&mut client, "Archive");
+    assert_eq!(
+        archived.into_iter().collect::<Vec<_>>(),
+        [
+            ("one.txt".to_string(), b"one\n".to_vec()),
+            ("renamed.txt".to_string(), b"two\n".to_vec())
+        ]
+    );
+    let trashed = stored_files(&mut client, "Trash");
+    assert_eq!(
+        trashed.into_iter().collect::<Vec<_>>(),
+        [
+            ("three.txt".to_string(), b"three\n".to_vec()),
+            ("two.txt".to_string(), b"two\n".to_vec())
+        ]
+    );
+}
+
 /// Every message of INBOX on the server: its INTERNALDATE (seconds since the epoch) and
 /// bytes, sorted.
 fn dated_messages(client: &mut Session) -> Vec<(i64, Vec<u8>)> {

@@ -179,6 +179,61 @@ fn a_stored_file_removed_deletes_its_message() {
     assert_eq!(h.stored("Trash").len(), 1);
 }
 
+/// `mv note.txt ../Archive/` right after writing it (before INBOX is listed again): its
+/// message moves there (`UID MOVE`) and the name resolves in Archive; renamed on the way,
+/// or not stored yet, it is EXDEV (mv then copies it there and removes it here).
+#[test]
+fn a_stored_new_file_moved_to_another_mailbox_moves_its_message() {
+    let h = Harness::new();
+    h.store.add_mailbox("Archive", Some('/'), true, None);
+    let inbox = h.ino("INBOX").unwrap();
+    let archive = h.ino("Archive").unwrap();
+    shell_write(&h, inbox, "note.txt", b"filed\n");
+    let name = OsStr::new("note.txt");
+    let renamed =
+        h.fs.rename(inbox, name, archive, OsStr::new("other.txt"), false, false);
+    assert_eq!(errno(renamed), libc::EXDEV);
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("open.txt")).unwrap();
+    h.fs.write(attr.attr.ino, fh, 0, b"still open").unwrap();
+    let open = OsStr::new("open.txt");
+    assert_eq!(
+        errno(h.fs.rename(inbox, open, archive, open, false, false)),
+        libc::EXDEV
+    );
+    let appends = h.count(Op::Append);
+    h.fs.rename(inbox, name, archive, name, false, false)
+        .unwrap();
+    assert_eq!(h.count(Op::Append), appends, "moved, not sent again");
+    assert_eq!(only_stored(&h, "Archive").1, b"filed\n");
+    assert!(!h.names(inbox).unwrap().contains(&"note.txt".to_string()));
+    assert!(h.fs.lookup(archive, name).is_ok());
+}
+
+/// A file manager's "Move to Trash" of a file written here: its message goes to Trash.
+#[test]
+fn a_stored_new_file_moved_to_the_trash_folder_goes_to_trash() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "note.txt", b"bin me");
+    let trash_dir =
+        h.fs.lookup(ROOT, OsStr::new(".Trash-1000"))
+            .unwrap()
+            .attr
+            .ino;
+    let files =
+        h.fs.lookup(trash_dir, OsStr::new("files"))
+            .unwrap()
+            .attr
+            .ino;
+    let name = OsStr::new("note.txt");
+    h.fs.rename(inbox, name, files, name, false, false).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(only_stored(&h, "Trash").1, b"bin me");
+    assert!(!h.names(inbox).unwrap().contains(&"note.txt".to_string()));
+}
+
 /// Without UIDPLUS there is no APPENDUID: the new message is found by its Message-ID, so
 /// the file still knows its message and removing it moves that message to Trash.
 #[test]
