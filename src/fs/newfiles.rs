@@ -23,7 +23,7 @@ use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
 use crate::store::{
-    MailboxId, NewMessage, Section, StoreError, StoreResult, Transfer, Uid, UidValidity,
+    Flag, MailboxId, NewMessage, Section, StoreError, StoreResult, Transfer, Uid, UidValidity,
 };
 
 /// What storing a file came to: where its message landed (the UID where the server tells
@@ -338,6 +338,7 @@ impl Fs {
         message: &MessageRef,
         name: &str,
         (size, keep): (u64, u64),
+        mtime: SystemTime,
     ) -> FsResult<()> {
         /// The stored bytes are copied into the spool this much at a time, so that a big
         /// file is never held whole in memory.
@@ -381,7 +382,14 @@ impl Fs {
             copied += piece.len() as u64;
         }
         file.size.store(keep, Ordering::Relaxed);
-        file.replaces.lock().push(message.clone());
+        *file.mtime.lock() = mtime;
+        if keep == size {
+            // The message's bytes as they are: stored, until written (`>>` opens it so; a
+            // close with nothing written must not send it again).
+            *file.state.lock() = State::Stored(Some(message.clone()));
+        } else {
+            file.replaces.lock().push(message.clone());
+        }
         if let Some(old) = self.new_files.insert(&dir_path, file) {
             self.drop_spool(&old);
         }
@@ -635,6 +643,20 @@ impl Fs {
             }
             _ => None,
         };
+        // A new version keeps the flags of the one it replaces (someone flagged it).
+        let kept_flags: Vec<Flag> = file
+            .replaces
+            .lock()
+            .first()
+            .and_then(|old| self.metadata.message(old))
+            .map(|meta| {
+                meta.flags
+                    .iter()
+                    .filter(|f| !f.eq_ignore_ascii_case("\\Deleted"))
+                    .filter_map(|f| Flag::parse(f).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
         let appended = match (held, copied) {
             (Some(found), _) => {
                 tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
@@ -651,7 +673,7 @@ impl Fs {
                         content: &mut source,
                         len,
                         binary,
-                        flags: &[],
+                        flags: &kept_flags,
                         internal_date: Some(mtime),
                     },
                 )
@@ -1028,15 +1050,14 @@ impl Fs {
             mtime: shown,
         }) = self.node(ino)
         {
-            let touches = mtime.is_some_and(|t| t != shown);
-            if size.is_none() && !touches {
-                // Times and modes are accepted as they are (rsync, cp -p).
+            let Some(size) = size else {
+                // Times and modes are accepted as they are and kept nowhere, as on
+                // messages (below): re-dating it would send it again, under a new UID.
                 return self.getattr(ino);
-            }
+            };
             self.refuse_if_read_only()?;
-            // Truncating or re-dating it: it becomes a new version of the file.
-            let keep = size.map_or(len, |s| s.min(len));
-            self.overwrite_stored_file(ino, &message, &name, (len, keep))?;
+            // Truncated: it becomes a new version of the file.
+            self.overwrite_stored_file(ino, &message, &name, (len, size.min(len)), shown)?;
         }
         if let Some((_, file)) = self.new_file(ino) {
             if let Some(size) = size {

@@ -43,12 +43,12 @@ impl Fs {
                 message,
                 name,
                 size,
-                ..
+                mtime,
             } => {
                 if write {
                     self.refuse_if_read_only()?;
                     let keep = if truncate { 0 } else { size };
-                    self.overwrite_stored_file(ino, &message, &name, (size, keep))?;
+                    self.overwrite_stored_file(ino, &message, &name, (size, keep), mtime)?;
                     return Ok(OpenReply {
                         fh: ino,
                         direct_io: true,

@@ -458,6 +458,50 @@ fn mv_and_gio_trash_of_a_file_just_written_file_it() {
     );
 }
 
+/// A file stored through the mount and flagged, then `: >>`, `touch` and `>>` as a shell
+/// does them: the first two send nothing; the last sends one new version, flags kept.
+#[test]
+fn touch_and_appends_to_a_stored_file_send_only_what_changed() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let a = mount.join("Archive");
+    let note = q(&a.join("note.txt"));
+    run_clean(
+        &format!("echo one > {note} && ls {} >/dev/null", q(&a)),
+        &mount,
+    );
+    let dir = mount.message_dir("Archive", "note.txt");
+    run_clean(
+        &format!("setfattr -n user.imap.flags -v '+\\Flagged' {}", q(&dir)),
+        &mount,
+    );
+    let before = server_flags(&mut client, "Archive");
+    assert_eq!(before.len(), 1);
+    run_clean(
+        &format!("ls {} >/dev/null && : >> {note} && touch {note}", q(&a)),
+        &mount,
+    );
+    assert_eq!(server_flags(&mut client, "Archive"), before, "nothing sent");
+    run_clean(
+        &format!("ls {} >/dev/null && echo two >> {note}", q(&a)),
+        &mount,
+    );
+    let after = server_flags(&mut client, "Archive");
+    assert_eq!(after.len(), 1, "one version: {after:?}");
+    assert_ne!(after.keys().next(), before.keys().next());
+    assert!(after
+        .values()
+        .next()
+        .unwrap()
+        .iter()
+        .any(|f| f == "\\Flagged"));
+    assert_eq!(
+        stored_files(&mut client, "Archive")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("note.txt".to_string(), b"one\ntwo\n".to_vec())]
+    );
+}
+
 /// Every message of INBOX on the server: its INTERNALDATE (seconds since the epoch) and
 /// bytes, sorted.
 fn dated_messages(client: &mut Session) -> Vec<(i64, Vec<u8>)> {

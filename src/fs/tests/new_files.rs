@@ -385,6 +385,57 @@ fn a_stored_file_opened_for_writing_becomes_its_next_version() {
     assert_eq!(attachment, b"three\n");
 }
 
+/// A stored file opened for writing but not written (`: >> f`, `touch f`, a shell's `>>`
+/// whose first descriptor closes before the write) is not sent again; `>>` with bytes
+/// sends exactly one new version, which keeps the flags of the one it replaces.
+#[test]
+fn a_stored_file_opened_and_closed_unwritten_or_touched_is_not_sent_again() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "log.txt", b"one\n");
+    let relisted = || {
+        h.expire_listings();
+        h.names(inbox).unwrap();
+        h.fs.lookup(inbox, OsStr::new("log.txt")).unwrap().attr.ino
+    };
+    let first = only_stored(&h, "INBOX").2;
+    h.store
+        .set_flags("INBOX", first.uid, &["\\Flagged", "$Todo"]);
+    let appends = h.count(Op::Append);
+    // : >> log.txt
+    let ino = relisted();
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    // touch log.txt: open, the times, close.
+    let ino = relisted();
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.setattr(ino, Some(fh), true, None, Some(SystemTime::now()))
+        .unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    // os.utime, without an open.
+    let ino = relisted();
+    h.fs.setattr(ino, None, true, None, Some(UNIX_EPOCH))
+        .unwrap();
+    assert_eq!(h.count(Op::Append), appends, "nothing sent again");
+    assert_eq!(only_stored(&h, "INBOX").2.uid, first.uid);
+    // echo two >> log.txt
+    let ino = relisted();
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.write(ino, fh, 4, b"two\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), appends + 1, "one new version");
+    let (_, attachment, meta) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"one\ntwo\n");
+    assert_ne!(meta.uid, first.uid);
+    let mut flags = meta.flags.clone();
+    flags.sort();
+    assert_eq!(flags, ["$Todo", "\\Flagged"], "the flags went with it");
+}
+
 /// `>>` onto a stored file bigger than the pieces its bytes are copied in: the new version
 /// holds every old byte, in order, then the new ones.
 #[test]
