@@ -185,7 +185,16 @@ struct Inner {
     layouts: Option<LruCache<MessageRef, Arc<Vec<Entry>>>>,
     /// The last listing generation given out.
     generation: u64,
+    /// Sizes and raw Subjects of the messages this mount stored lately, per mailbox (the
+    /// newest `STORED_HERE_KEPT`): a listing taken before may not hold them yet.
+    stored_here: HashMap<MailboxId, std::collections::VecDeque<SizeAndSubject>>,
 }
+
+/// A message's size and raw Subject (none: it has none).
+type SizeAndSubject = (u64, Option<Vec<u8>>);
+
+/// How many messages stored lately are remembered per mailbox (`Inner::stored_here`).
+const STORED_HERE_KEPT: usize = 256;
 
 /// The metadata cache; its one lock is never held while asking the server.
 pub struct MetadataCache {
@@ -615,14 +624,30 @@ impl MetadataCache {
     }
 
     /// Whether the listing of `mailbox` holds a message of `size` bytes and this raw
-    /// Subject (none: without one).
+    /// Subject (none: without one), or this mount stored one lately (the listing may
+    /// predate it: `cp a.eml b.eml` into a mailbox in quick succession).
     pub fn holds_like(&self, mailbox: &MailboxId, size: u64, subject: Option<&[u8]>) -> bool {
         let inner = self.inner.lock();
-        inner.listings.get(mailbox).is_some_and(|l| {
+        let listed = inner.listings.get(mailbox).is_some_and(|l| {
             l.messages
                 .values()
                 .any(|e| e.size == size && e.subject.as_deref() == subject)
-        })
+        });
+        listed
+            || inner.stored_here.get(mailbox).is_some_and(|s| {
+                s.iter()
+                    .any(|(n, sub)| *n == size && sub.as_deref() == subject)
+            })
+    }
+
+    /// This mount stored a message of `size` bytes and this raw Subject in `mailbox`.
+    pub fn stored_here(&self, mailbox: &MailboxId, size: u64, subject: Option<Vec<u8>>) {
+        let mut inner = self.inner.lock();
+        let kept = inner.stored_here.entry(mailbox.clone()).or_default();
+        if kept.len() == STORED_HERE_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((size, subject));
     }
 
     /// The messages of `size` bytes and this raw Subject in the listings of mailboxes other

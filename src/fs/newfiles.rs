@@ -611,6 +611,7 @@ impl Fs {
             .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
         let len = source.byte_len();
         let binary = source.binary();
+        let raw_subject = source.subject().map(<[u8]>::to_vec);
         let sending = Sending {
             mailbox: file.mailbox.clone(),
             name: name.clone(),
@@ -667,6 +668,9 @@ impl Fs {
                 sending
                     .record(&file.spool)
                     .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
+                if source.as_is() {
+                    self.metadata.stored_here(&file.mailbox, len, raw_subject);
+                }
                 self.store.append(
                     &file.mailbox,
                     NewMessage {

@@ -502,6 +502,30 @@ fn touch_and_appends_to_a_stored_file_send_only_what_changed() {
     );
 }
 
+/// The same .eml copied into a mailbox twice at once, under two names: one message.
+#[test]
+fn an_eml_copied_in_twice_at_once_is_stored_once() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let work = tempfile::tempdir().unwrap();
+    let eml = work.path().join("d.eml");
+    let raw = b"From: a@example.com\r\nMessage-ID: <d@example.com>\r\nSubject: d\r\n\r\nbody\r\n";
+    fs::write(&eml, raw).unwrap();
+    let a = mount.join("Archive");
+    run_clean(
+        &format!(
+            "ls {a} >/dev/null && cp {e} {a}/ && cp {e} {a}/d2.eml",
+            a = q(&a),
+            e = q(&eml)
+        ),
+        &mount,
+    );
+    let stored: Vec<Vec<u8>> = server_mailbox(&mut client, "Archive")
+        .into_values()
+        .map(|(_, raw)| raw)
+        .collect();
+    assert_eq!(stored, [raw.to_vec()]);
+}
+
 /// Every message of INBOX on the server: its INTERNALDATE (seconds since the epoch) and
 /// bytes, sorted.
 fn dated_messages(client: &mut Session) -> Vec<(i64, Vec<u8>)> {

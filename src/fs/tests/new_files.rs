@@ -636,6 +636,21 @@ fn an_rfc_5322_message_the_mailbox_holds_already_is_not_stored_again() {
     assert_eq!(h.stored("INBOX").len(), 2);
 }
 
+/// `cp a.eml Scratch/; cp a.eml Scratch/b.eml` at once: the listing held predates the
+/// first, but the mount knows it stored one of that size and Subject, so the server is
+/// asked, and the second is not stored.
+#[test]
+fn an_rfc_5322_message_stored_twice_in_quick_succession_is_stored_once() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let raw = b"Message-ID: <twice@example.org>\r\nSubject: twice\r\n\r\nbody\r\n";
+    h.names(inbox).unwrap();
+    shell_write(&h, inbox, "a.eml", raw);
+    shell_write(&h, inbox, "b.eml", raw);
+    assert_eq!(h.count(Op::Append), 1, "not stored again");
+    assert_eq!(h.stored("INBOX").len(), 1);
+}
+
 #[test]
 fn an_eml_edited_to_the_same_size_is_stored_and_a_copy_of_one_never_removes_it() {
     let h = Harness::new();
