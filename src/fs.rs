@@ -66,7 +66,10 @@ pub struct StatFs {
     pub blocks: u64,
     /// Free blocks (all of them available to the user).
     pub free_blocks: u64,
+    /// Files and directories: those known (listed messages), and room for as many more
+    /// as `free_files` (IMAP counts no inodes: `df -i` must not show 100% used).
     pub files: u64,
+    pub free_files: u64,
 }
 
 /// The block size `statfs` counts in.

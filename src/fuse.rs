@@ -443,7 +443,7 @@ impl fuser::Filesystem for FuseAdapter {
             s.free_blocks,
             s.free_blocks,
             s.files,
-            0,
+            s.free_files,
             block,
             255,
             block,

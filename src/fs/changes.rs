@@ -27,6 +27,9 @@ pub enum DeleteMode {
 /// and file managers never take the mount for full.
 pub const UNKNOWN_FREE_BYTES: u64 = 1 << 50;
 
+/// The free files `statfs` shows: IMAP tells no limit of that kind.
+pub const UNKNOWN_FREE_FILES: u64 = 1 << 30;
+
 impl Fs {
     pub(super) fn refuse_if_read_only(&self) -> FsResult<()> {
         if self.config.read_only {
@@ -578,11 +581,13 @@ impl Fs {
             }
         };
         let block = super::STATFS_BLOCK;
+        let (files, free_files) = (files + UNKNOWN_FREE_FILES, UNKNOWN_FREE_FILES);
         match quota {
             Some(q) if q.limit_bytes > 0 => StatFs {
                 blocks: q.limit_bytes.div_ceil(block),
                 free_blocks: q.limit_bytes.saturating_sub(q.used_bytes) / block,
                 files,
+                free_files,
             },
             _ => {
                 let free_blocks = UNKNOWN_FREE_BYTES / block;
@@ -590,6 +595,7 @@ impl Fs {
                     blocks: bytes.div_ceil(block) + free_blocks,
                     free_blocks,
                     files,
+                    free_files,
                 }
             }
         }
