@@ -199,6 +199,8 @@ pub struct Fs {
     walks: WalkDetector,
     /// Notes written into the mount's trash directories.
     notes: TrashNotes,
+    /// Message directories of stored files removed through the file, for `rm -r`.
+    removed_dirs: virtual_dirs::RemovedDirs,
     /// Kept search results.
     searches: searches::SearchResults,
     /// When the core was made (directories' ctime).
@@ -252,6 +254,7 @@ impl Fs {
             copies: copies::Copies::default(),
             walks: WalkDetector::default(),
             notes: TrashNotes::default(),
+            removed_dirs: virtual_dirs::RemovedDirs::default(),
             searches: searches::SearchResults::default(),
             started: SystemTime::now(),
             kept_dates: Mutex::new(HashMap::new()),

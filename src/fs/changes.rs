@@ -169,11 +169,35 @@ impl Fs {
             Node::File { .. } | Node::NewFile { .. } | Node::StoredFile { .. } => {
                 Err(FsError::NotADirectory)
             }
+            Node::Virtual(VirtualNode::Removed { path, name }) => {
+                self.removed_dirs.remove(&path, &name);
+                Ok(())
+            }
             Node::Virtual(v) if v.is_dir() => Err(FsError::NotPermitted(
                 "imapfs's own directories cannot be removed".into(),
             )),
             Node::Virtual(_) => Err(FsError::NotADirectory),
         }
+    }
+
+    /// Removes the message a stored file stands for, through the file (`rm`, or a move to
+    /// the trash folder), and keeps its message directory's name for `rm -r`
+    /// (`RemovedDirs`).
+    pub(super) fn remove_stored_file(
+        &self,
+        dir_path: &str,
+        message: &MessageRef,
+        remove: impl FnOnce(&MessageRef) -> FsResult<()>,
+    ) -> FsResult<()> {
+        let name = self
+            .metadata
+            .message(message)
+            .map(|meta| crate::mime::message_dir_name(message.uid, meta.subject.as_deref()));
+        remove(message)?;
+        if let Some(name) = name {
+            self.removed_dirs.insert(dir_path, name);
+        }
+        Ok(())
     }
 
     /// How many entries of a message directory have not been hidden.
@@ -306,7 +330,10 @@ impl Fs {
                 Ok(())
             }
             Node::NewFile { dir_path, name } => self.unlink_new_file(&dir_path, &name),
-            Node::StoredFile { message, .. } => self.delete_message(&message),
+            Node::StoredFile { message, .. } => {
+                let dir_path = self.mailbox_dir_path(parent)?;
+                self.remove_stored_file(&dir_path, &message, |m| self.delete_message(m))
+            }
             Node::Virtual(VirtualNode::TrashNote { uid, name }) => self.remove_note(uid, &name),
             Node::Virtual(VirtualNode::Hit { .. }) => Err(FsError::NotPermitted(
                 "search results cannot be removed; remove the message itself".into(),

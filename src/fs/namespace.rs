@@ -437,6 +437,9 @@ impl Fs {
                     mtime: origin.mtime,
                 });
             }
+            if let Some(removed) = self.removed_dirs.get(path, name) {
+                return Ok(Node::Virtual(removed));
+            }
         }
         // Perhaps another client created it: ask again, at most once per `TREE_FRESH`.
         let tree = self.tree(true)?;

@@ -935,7 +935,7 @@ impl Fs {
             return Err(FsError::NotFound);
         };
         if let Some(Some(message)) = file.stored() {
-            remove(&message)?;
+            self.remove_stored_file(dir_path, &message, remove)?;
         }
         self.new_files.remove(dir_path, name);
         self.drop_spool(&file);

@@ -8,9 +8,11 @@
 //!   memory (they describe nothing the server keeps). Nothing is listed in `files`.
 //! - `.search` (and `.imapfs-search`) at the root and in every mailbox directory holds
 //!   server-side searches (`searches.rs`).
+//! - The message directory of a stored file this mount removed through the file stays a
+//!   minute as an empty directory (`RemovedDirs`), never listed.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -48,6 +50,9 @@ pub enum VirtualNode {
         name: String,
         mtime: SystemTime,
     },
+    /// The message directory `name` in the mailbox directory at `path` of a stored file
+    /// this mount removed through the file (`RemovedDirs`): an empty directory.
+    Removed { path: String, name: String },
 }
 
 impl VirtualNode {
@@ -83,6 +88,45 @@ fn trash_uid(name: &str) -> Option<u32> {
 /// The virtual node a reserved name at the root stands for, if any yet.
 pub fn at_root(name: &str) -> Option<VirtualNode> {
     trash_uid(name).map(|uid| VirtualNode::Trash { uid })
+}
+
+/// How long the message directory of a stored file removed through the file stays.
+const REMOVED_DIR_KEPT: Duration = Duration::from_secs(60);
+
+/// Message directories of stored files this mount removed through the file. A mailbox
+/// shows a stored file twice, as itself and as its message directory: `rm -r` of the
+/// mailbox removes the file (its message goes to Trash), then finds the directory gone
+/// and fails with ENOENT. For a minute it is an empty directory there, which `rmdir`
+/// removes; it is never listed.
+#[derive(Default)]
+pub struct RemovedDirs {
+    dirs: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl RemovedDirs {
+    /// `name` in the mailbox directory at `path` was removed through its file.
+    pub fn insert(&self, path: &str, name: String) {
+        let mut dirs = self.dirs.lock();
+        dirs.retain(|_, at| at.elapsed() < REMOVED_DIR_KEPT);
+        dirs.insert((path.to_string(), name), Instant::now());
+    }
+
+    /// The empty directory `name` in `path` stands for, if it was removed lately.
+    pub fn get(&self, path: &str, name: &str) -> Option<VirtualNode> {
+        let dirs = self.dirs.lock();
+        let at = dirs.get(&(path.to_string(), name.to_string()))?;
+        (at.elapsed() < REMOVED_DIR_KEPT).then(|| VirtualNode::Removed {
+            path: path.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// `rmdir` of it: gone for good.
+    pub fn remove(&self, path: &str, name: &str) {
+        self.dirs
+            .lock()
+            .remove(&(path.to_string(), name.to_string()));
+    }
 }
 
 /// One note: its bytes and when it was last written.
@@ -134,7 +178,7 @@ impl Fs {
                 ("files".into(), VirtualNode::TrashFiles { uid: *uid }),
                 ("info".into(), VirtualNode::TrashInfo { uid: *uid }),
             ],
-            VirtualNode::TrashFiles { .. } => Vec::new(),
+            VirtualNode::TrashFiles { .. } | VirtualNode::Removed { .. } => Vec::new(),
             VirtualNode::TrashInfo { uid } => {
                 let notes = self.notes.notes.lock();
                 let mut names: Vec<(String, VirtualNode)> = notes

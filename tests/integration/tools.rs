@@ -526,6 +526,28 @@ fn an_eml_copied_in_twice_at_once_is_stored_once() {
     assert_eq!(stored, [raw.to_vec()]);
 }
 
+/// `rm -r` of a mailbox holding stored files (each listed twice: as itself and as its
+/// message directory) removes it at the first try: the files' messages are in Trash.
+#[test]
+fn rm_r_of_a_mailbox_with_stored_files_succeeds_at_once() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let w = q(&mount.join("Work"));
+    run_clean(
+        &format!("mkdir {w} && echo a > {w}/a.txt && echo b > {w}/b.txt && ls {w} >/dev/null"),
+        &mount,
+    );
+    let listed = std::fs::read_dir(mount.join("Work")).unwrap().count();
+    assert_eq!(listed, 4, "files and message directories");
+    run_clean(&format!("rm -r {w}"), &mount);
+    assert!(!server_mailboxes(&mut client).contains(&"Work".to_string()));
+    assert_eq!(
+        stored_files(&mut client, "Trash")
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["a.txt", "b.txt"]
+    );
+}
+
 /// Every message of INBOX on the server: its INTERNALDATE (seconds since the epoch) and
 /// bytes, sorted.
 fn dated_messages(client: &mut Session) -> Vec<(i64, Vec<u8>)> {

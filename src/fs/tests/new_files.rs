@@ -234,6 +234,39 @@ fn a_stored_new_file_moved_to_the_trash_folder_goes_to_trash() {
     assert!(!h.names(inbox).unwrap().contains(&"note.txt".to_string()));
 }
 
+/// `rm -r` of a mailbox that holds a stored file: it removes the file (its message goes to
+/// Trash), then comes to the message directory it listed beside it: an empty directory
+/// that `rmdir` removes, never listed; then the mailbox.
+#[test]
+fn rm_r_of_a_mailbox_with_a_stored_file_removes_both_its_names() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    h.store.add_mailbox("Work", Some('/'), true, None);
+    let work = h.ino("Work").unwrap();
+    shell_write(&h, work, "note.txt", b"a note");
+    h.expire_listings();
+    let uid = h.stored("Work")[0].uid;
+    let dir_name = format!("{uid} note.txt");
+    assert_eq!(
+        h.names(work).unwrap(),
+        ["note.txt".to_string(), dir_name.clone()]
+    );
+    h.fs.unlink(work, OsStr::new("note.txt")).unwrap();
+    assert_eq!(h.stored("Trash").len(), 1);
+    let dir = h.fs.lookup(work, OsStr::new(&dir_name)).unwrap();
+    assert_eq!(dir.attr.kind, Kind::Directory);
+    assert!(h.names(dir.attr.ino).unwrap().is_empty());
+    assert!(h.names(work).unwrap().is_empty(), "never listed");
+    h.fs.rmdir(work, OsStr::new(&dir_name)).unwrap();
+    assert_eq!(
+        errno(h.fs.lookup(work, OsStr::new(&dir_name))),
+        libc::ENOENT
+    );
+    h.fs.rmdir(ROOT, OsStr::new("Work")).unwrap();
+    assert_eq!(h.stored("Trash").len(), 1, "nothing else removed");
+}
+
 /// Without UIDPLUS there is no APPENDUID: the new message is found by its Message-ID, so
 /// the file still knows its message and removing it moves that message to Trash.
 #[test]
