@@ -386,7 +386,7 @@ impl Fs {
             Node::StoredFile { message, .. } if moved_into_trash => self.trash_message(&message),
             // A file written here: its message (once stored) goes to Trash, as with `rm`.
             Node::NewFile { dir_path, name } if moved_into_trash => {
-                self.drop_new_file(&dir_path, &name, |m| self.trash_message(m))
+                self.trash_new_file(&dir_path, &name)
             }
             // A file or forwarded message of a message is hidden, as `rm` does: never the
             // message with it.
@@ -405,7 +405,7 @@ impl Fs {
                 message, section, ..
             } if section.is_whole() => {
                 let target = self.mailbox_dir_path(new_parent)?;
-                self.move_message(&message, &target, new_name)
+                self.move_message(&message, &target, Some(new_name))
             }
             Node::NewFile { dir_path, name } => {
                 if new_parent != parent {
@@ -422,7 +422,7 @@ impl Fs {
             }
             Node::StoredFile { message, .. } if new_parent != parent => {
                 let target = self.mailbox_dir_path(new_parent)?;
-                self.move_message(&message, &target, new_name)
+                self.move_message(&message, &target, None)
             }
             Node::StoredFile { .. } => Err(FsError::NotPermitted(
                 "a stored file keeps its name; copy it to rename it".into(),
@@ -444,11 +444,13 @@ impl Fs {
         }
     }
 
+    /// Moves a message into the mailbox directory at `target_path`; `new_name` is the
+    /// name its directory was given there (a stored file keeps its own).
     pub(super) fn move_message(
         &self,
         message: &MessageRef,
         target_path: &str,
-        new_name: &str,
+        new_name: Option<&str>,
     ) -> FsResult<()> {
         if self.tree(false)?.get(target_path).is_none() {
             return Err(FsError::NotFound);
@@ -465,7 +467,7 @@ impl Fs {
             self.store
                 .move_message(&message.mailbox, message.validity, message.uid, &target)?;
         tracing::info!(from = %message.mailbox, to = %target, uid = %message.uid, ?moved, "moved message");
-        self.follow_move(message, &target, moved, Some(new_name));
+        self.follow_move(message, &target, moved, new_name);
         Ok(())
     }
 

@@ -93,6 +93,8 @@ pub struct NewFile {
     replaces: Mutex<Vec<MessageRef>>,
     /// Held while the file is being stored.
     storing: Mutex<()>,
+    /// The flags its last version was stored with.
+    flags: Mutex<Vec<Flag>>,
 }
 
 impl NewFile {
@@ -326,6 +328,7 @@ impl Fs {
             state: Mutex::new(State::Dirty),
             replaces: Mutex::new(Vec::new()),
             storing: Mutex::new(()),
+            flags: Mutex::new(Vec::new()),
         }))
     }
 
@@ -382,11 +385,13 @@ impl Fs {
             copied += piece.len() as u64;
         }
         file.size.store(keep, Ordering::Relaxed);
-        *file.mtime.lock() = mtime;
         if keep == size {
             // The message's bytes as they are: stored, until written (`>>` opens it so; a
-            // close with nothing written must not send it again).
+            // close with nothing written must not send it again). Its spool file goes, as
+            // after a store; the bytes stay readable through the open file.
+            *file.mtime.lock() = mtime;
             *file.state.lock() = State::Stored(Some(message.clone()));
+            self.drop_spool(&file);
         } else {
             file.replaces.lock().push(message.clone());
         }
@@ -522,7 +527,12 @@ impl Fs {
         let mut state = file.state.lock();
         match &*state {
             State::Broken { no_space, why } => return Err(Self::broken_error(*no_space, why)),
-            State::Stored(old) => file.replaces.lock().extend(old.clone()),
+            State::Stored(old) => {
+                file.replaces.lock().extend(old.clone());
+                // A new version is dated when it is made (a later `touch -d` may say
+                // otherwise), not as the one it replaces.
+                *file.mtime.lock() = SystemTime::now();
+            }
             State::Dirty | State::Failed(_) => {}
         }
         *state = State::Dirty;
@@ -644,20 +654,23 @@ impl Fs {
             }
             _ => None,
         };
-        // A new version keeps the flags of the one it replaces (someone flagged it).
-        let kept_flags: Vec<Flag> = file
-            .replaces
-            .lock()
-            .first()
-            .and_then(|old| self.metadata.message(old))
-            .map(|meta| {
-                meta.flags
-                    .iter()
-                    .filter(|f| !f.eq_ignore_ascii_case("\\Deleted"))
-                    .filter_map(|f| Flag::parse(f).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        // A new version keeps the flags of the one it replaces (someone flagged it): as
+        // listed, or as this file's last version was stored (not listed yet).
+        let replaced = file.replaces.lock().first().cloned();
+        let kept_flags: Vec<Flag> = match replaced.and_then(|old| self.metadata.message(&old)) {
+            Some(meta) => meta
+                .flags
+                .iter()
+                .filter(|f| !f.eq_ignore_ascii_case("\\Deleted"))
+                .filter_map(|f| Flag::parse(f).ok())
+                .collect(),
+            None => file.flags.lock().clone(),
+        };
+        *file.flags.lock() = kept_flags.clone();
+        if held.is_none() && source.as_is() {
+            // Copied or about to be sent: a copy of it stored next asks the server.
+            self.metadata.stored_here(&file.mailbox, len, raw_subject);
+        }
         let appended = match (held, copied) {
             (Some(found), _) => {
                 tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
@@ -668,9 +681,6 @@ impl Fs {
                 sending
                     .record(&file.spool)
                     .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
-                if source.as_is() {
-                    self.metadata.stored_here(&file.mailbox, len, raw_subject);
-                }
                 self.store.append(
                     &file.mailbox,
                     NewMessage {
@@ -942,6 +952,22 @@ impl Fs {
         Ok(())
     }
 
+    /// A file manager's "Move to Trash" of a new file: its message goes to Trash. One
+    /// not stored (still written, kept local, or its APPEND failed: its bytes wait in the
+    /// spool) is refused, so that nothing is lost; `rm` removes it.
+    pub(super) fn trash_new_file(&self, dir_path: &str, name: &str) -> FsResult<()> {
+        let file = self
+            .new_files
+            .get(dir_path, name)
+            .ok_or(FsError::NotFound)?;
+        if !matches!(file.stored(), Some(Some(_))) {
+            return Err(FsError::NotPermitted(
+                "only a stored file can go to the trash; rm removes this one".into(),
+            ));
+        }
+        self.drop_new_file(dir_path, name, |m| self.trash_message(m))
+    }
+
     /// `mv` of a new file into another directory. Stored, closed and unchanged since, and
     /// keeping its name: its message is moved (`UID MOVE`) and the file goes with it.
     /// Otherwise EXDEV, so that `mv` copies it there (a new file, stored there) and
@@ -969,7 +995,7 @@ impl Fs {
                 ))
             }
         };
-        self.move_message(&message, &target, new_name)?;
+        self.move_message(&message, &target, None)?;
         self.new_files.remove(dir_path, name);
         self.drop_spool(&file);
         Ok(())

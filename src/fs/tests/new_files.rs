@@ -425,7 +425,14 @@ fn a_stored_file_opened_for_writing_becomes_its_next_version() {
 fn a_stored_file_opened_and_closed_unwritten_or_touched_is_not_sent_again() {
     let h = Harness::new();
     let inbox = h.ino("INBOX").unwrap();
-    shell_write(&h, inbox, "log.txt", b"one\n");
+    // Written and dated long ago, as by cp -p.
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("log.txt")).unwrap();
+    let long_ago = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    h.fs.write(attr.attr.ino, fh, 0, b"one\n").unwrap();
+    h.fs.setattr(attr.attr.ino, Some(fh), true, None, Some(long_ago))
+        .unwrap();
+    h.fs.flush(attr.attr.ino, fh).unwrap();
+    h.fs.release(attr.attr.ino, fh).unwrap();
     let relisted = || {
         h.expire_listings();
         h.names(inbox).unwrap();
@@ -453,6 +460,10 @@ fn a_stored_file_opened_and_closed_unwritten_or_touched_is_not_sent_again() {
         .unwrap();
     assert_eq!(h.count(Op::Append), appends, "nothing sent again");
     assert_eq!(only_stored(&h, "INBOX").2.uid, first.uid);
+    assert!(
+        std::fs::read_dir(h.spool.path()).unwrap().next().is_none(),
+        "no copy left in the spool"
+    );
     // echo two >> log.txt
     let ino = relisted();
     let fh = h.fs.open_with(ino, true, false).unwrap().fh;
@@ -467,6 +478,44 @@ fn a_stored_file_opened_and_closed_unwritten_or_touched_is_not_sent_again() {
     let mut flags = meta.flags.clone();
     flags.sort();
     assert_eq!(flags, ["$Todo", "\\Flagged"], "the flags went with it");
+    assert!(meta.internal_date > long_ago, "a new version is dated now");
+    // echo three >> log.txt, before INBOX is listed again: the flags go on.
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.write(ino, fh, 8, b"three\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, meta) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"one\ntwo\nthree\n");
+    let mut flags = meta.flags.clone();
+    flags.sort();
+    assert_eq!(flags, ["$Todo", "\\Flagged"], "and on");
+}
+
+/// "Move to Trash" of a file not stored (still open here) is refused: its bytes are kept.
+#[test]
+fn a_new_file_not_stored_cannot_go_to_the_trash_folder() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("draft.txt")).unwrap();
+    h.fs.write(attr.attr.ino, fh, 0, b"unsaved").unwrap();
+    let trash_dir =
+        h.fs.lookup(ROOT, OsStr::new(".Trash-1000"))
+            .unwrap()
+            .attr
+            .ino;
+    let files =
+        h.fs.lookup(trash_dir, OsStr::new("files"))
+            .unwrap()
+            .attr
+            .ino;
+    let name = OsStr::new("draft.txt");
+    assert_eq!(
+        errno(h.fs.rename(inbox, name, files, name, false, false)),
+        libc::EPERM
+    );
+    assert_eq!(h.read_all(attr.attr.ino).unwrap(), b"unsaved");
 }
 
 /// `>>` onto a stored file bigger than the pieces its bytes are copied in: the new version

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::resync::{examined, resync, speaks_of_change, Asks, Examined};
 use super::state::{inbox, Heard, Outcome, Role, Status};
 use super::wait::{boot_clock, wait_on, Woken};
-use super::Shared;
+use super::{Offers, Shared};
 use crate::store::imap::backoff;
 use crate::store::imap::connection::{connect, Connection, Selection};
 use crate::store::imap::errors::{check, from_wire};
@@ -207,12 +207,13 @@ impl Channel {
                     }
                     st.went_live(self.role, since);
                 });
-                // Mailboxes may have come and gone while nobody was listening.
-                self.poll(s)?;
+                // Mailboxes may have come and gone while nobody was listening (NOTIFY
+                // just gave every mailbox's STATUS).
+                self.poll(s, false)?;
                 s.list_changed = true;
             }
             Role::Primary => {
-                self.poll(s)?;
+                self.poll(s, true)?;
                 let now = Instant::now();
                 self.shared.with(|st| st.went_live(self.role, now));
             }
@@ -239,11 +240,11 @@ impl Channel {
     /// Everything due: a poll, the mailbox list's report, each mailbox said to have changed.
     fn work(&mut self, s: &mut Session) -> StoreResult<()> {
         let now = boot_clock();
-        if s.next_poll.is_some_and(|at| now >= at)
-            || s.rechecks.first().is_some_and(|&at| now >= at)
-        {
+        let periodic = s.next_poll.is_some_and(|at| now >= at);
+        if periodic || s.rechecks.first().is_some_and(|&at| now >= at) {
             s.rechecks.retain(|&at| at > now);
-            self.poll(s)?;
+            // With NOTIFY, the rechecks after a reported list change look at the list alone.
+            self.poll(s, periodic || self.role != Role::Notify)?;
         }
         if s.list_changed {
             s.list_changed = false;
@@ -499,12 +500,17 @@ impl Channel {
 
     /// Checks the mailbox list and the followed mailboxes: LIST-STATUS, or LIST then one
     /// STATUS each (not of the mailbox selected here, whose STATUS Dovecot answers from
-    /// before its last changes). With NOTIFY too, for what the server did not report:
-    /// Dovecot 2.3 has sent nothing at all of a mailbox deleted and made again with as
-    /// many messages, which only its UIDVALIDITY tells apart.
-    fn poll(&mut self, s: &mut Session) -> StoreResult<()> {
-        tracing::debug!(role = ?self.role, "polling");
-        let offers = self.shared.offers();
+    /// before its last changes). With NOTIFY, the periodic poll asks LIST-STATUS where
+    /// offered, for what the server did not report (Dovecot 2.3 has sent nothing at all
+    /// of a mailbox deleted and made again with as many messages, which only its
+    /// UIDVALIDITY tells apart); its answers are acted on as reports (Dovecot then sends
+    /// no report of what they told), but do not make a mailbox followed.
+    fn poll(&mut self, s: &mut Session, with_status: bool) -> StoreResult<()> {
+        tracing::debug!(role = ?self.role, with_status, "polling");
+        let offers = Offers {
+            list_status: self.shared.offers().list_status && with_status,
+            ..self.shared.offers()
+        };
         let items = if offers.condstore {
             STATUS_ITEMS
         } else {
@@ -536,7 +542,9 @@ impl Channel {
             s.list_changed = true;
             self.listed = Some(listed);
         }
-        if !offers.list_status && offers.condstore {
+        // A STATUS of each followed mailbox where LIST-STATUS is missing, but not for
+        // NOTIFY, which reports their changes itself.
+        if !offers.list_status && offers.condstore && self.role != Role::Notify {
             let selected = s.selected.as_ref().map(|(m, _)| m.clone());
             let wanted: Vec<MailboxId> = self
                 .shared
