@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 
-use super::inodes::{MessageRef, Node};
+use super::inodes::{MessageRef, Node, NodeKey};
 use super::mailboxes::{self, child_path};
 use super::namespace::name_str;
 use super::virtual_dirs::{self, VirtualNode};
 use super::{AttrReply, Fs, FsError, FsResult, StatFs};
-use crate::store::{Flag, LinkState, MailboxId, StoreError, Uid, UidValidity};
+use crate::store::{Flag, LinkState, MailboxId, Section, StoreError, Uid, UidValidity};
 
 /// What deleting a message directory does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +193,20 @@ impl Fs {
             .metadata
             .message(message)
             .map(|meta| crate::mime::message_dir_name(message.uid, meta.subject.as_deref()));
+        let dir_key = NodeKey::Message(message.clone(), Section::whole());
+        let dir_ino = self.inodes.lock().ino_of(&dir_key);
         remove(message)?;
         if let Some(name) = name {
+            // The directory the kernel may still hold at that name is the empty one too:
+            // it must not follow the message into Trash, where `rm -r` would hide its
+            // files.
+            if let Some(ino) = dir_ino {
+                let removed = VirtualNode::Removed {
+                    path: dir_path.to_string(),
+                    name: name.clone(),
+                };
+                self.inodes.lock().replace(ino, Node::Virtual(removed));
+            }
             self.removed_dirs.insert(dir_path, name);
         }
         Ok(())

@@ -252,8 +252,12 @@ fn rm_r_of_a_mailbox_with_a_stored_file_removes_both_its_names() {
         h.names(work).unwrap(),
         ["note.txt".to_string(), dir_name.clone()]
     );
+    // The kernel holds the directory (READDIRPLUS): after the file's removal that inode
+    // is the empty directory too, not the message now in Trash.
+    let held = h.fs.lookup(work, OsStr::new(&dir_name)).unwrap().attr.ino;
     h.fs.unlink(work, OsStr::new("note.txt")).unwrap();
     assert_eq!(h.stored("Trash").len(), 1);
+    assert!(h.names(held).unwrap().is_empty());
     let dir = h.fs.lookup(work, OsStr::new(&dir_name)).unwrap();
     assert_eq!(dir.attr.kind, Kind::Directory);
     assert!(h.names(dir.attr.ino).unwrap().is_empty());
