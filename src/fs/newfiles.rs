@@ -71,7 +71,7 @@ enum State {
     /// Stored as a message (known when the server told its UID); nothing written since.
     Stored(Option<MessageRef>),
     /// Storing failed: the bytes wait in the spool file.
-    Failed(String),
+    Failed { why: String, over_quota: bool },
     /// Writing to the spool failed (say, the disk is full): it will not be stored.
     Broken { no_space: bool, why: String },
 }
@@ -104,6 +104,15 @@ impl NewFile {
         self.storing.lock()
     }
 
+    /// Marks the file as one whose APPEND failed, as a store elsewhere would (tests).
+    #[cfg(test)]
+    pub(super) fn mark_failed(&self, over_quota: bool) {
+        *self.state.lock() = State::Failed {
+            why: "refused".into(),
+            over_quota,
+        };
+    }
+
     /// The messages this file supersedes once stored (tests).
     #[cfg(test)]
     pub(super) fn superseded(&self) -> Vec<MessageRef> {
@@ -130,6 +139,20 @@ impl NewFile {
             _ => None,
         }
     }
+}
+
+/// What a close of a file whose APPEND failed says: ENOSPC if the server was over quota,
+/// EIO otherwise; the bytes are in the spool.
+fn failed_close(file: &NewFile, why: &str, over_quota: bool) -> FsError {
+    let why = format!(
+        "{why}; the message was not stored; its bytes are in {}",
+        file.spool.display()
+    );
+    FsError::Store(if over_quota {
+        StoreError::OverQuota(why)
+    } else {
+        StoreError::Refused(why)
+    })
 }
 
 /// The new files of every mailbox directory, by directory path and name.
@@ -533,7 +556,7 @@ impl Fs {
                 // otherwise), not as the one it replaces.
                 *file.mtime.lock() = SystemTime::now();
             }
-            State::Dirty | State::Failed(_) => {}
+            State::Dirty | State::Failed { .. } => {}
         }
         *state = State::Dirty;
         Ok(())
@@ -562,10 +585,7 @@ impl Fs {
         let state = file.state.lock().clone();
         match state {
             State::Broken { no_space, why } => Err(Self::broken_error(no_space, &why)),
-            State::Failed(why) => Err(FsError::Store(StoreError::Refused(format!(
-                "{why}; the message was not stored; its bytes are in {}",
-                file.spool.display()
-            )))),
+            State::Failed { why, over_quota } => Err(failed_close(&file, &why, over_quota)),
             State::Dirty => self.store_if_wanted(&dir_path, &file),
             State::Stored(_) => Ok(()),
         }
@@ -609,10 +629,14 @@ impl Fs {
         self.store_locked(dir_path, file)
     }
 
-    /// `store_new_file` for a caller holding the file's storing lock.
+    /// `store_new_file` for a caller holding the file's storing lock. A close that waited
+    /// for another one's store (a forked child's close-on-exec, say) reports how it went.
     fn store_locked(&self, dir_path: &str, file: &NewFile) -> FsResult<()> {
-        if *file.state.lock() != State::Dirty {
-            return Ok(());
+        match file.state.lock().clone() {
+            State::Dirty => {}
+            State::Stored(_) => return Ok(()),
+            State::Failed { why, over_quota } => return Err(failed_close(file, &why, over_quota)),
+            State::Broken { no_space, why } => return Err(Self::broken_error(no_space, &why)),
         }
         let name = file.name();
         let binary_ok = self.store.capabilities().binary;
@@ -735,7 +759,10 @@ impl Fs {
                 }
                 tracing::error!(mailbox = %file.mailbox, name, spool = %file.spool.display(), error = %e,
                     "APPEND failed; the written bytes are kept in the spool file");
-                *file.state.lock() = State::Failed(e.to_string());
+                *file.state.lock() = State::Failed {
+                    why: e.to_string(),
+                    over_quota: matches!(e, StoreError::OverQuota(_)),
+                };
                 Err(FsError::Store(e))
             }
         }

@@ -453,8 +453,8 @@ fn a_failed_append_is_reported_and_keeps_the_bytes_in_the_spool() {
     assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);
 
     // No new bytes: closing again does not send the same message again, and still
-    // reports that it was not stored; the last release sends nothing either.
-    assert_eq!(errno(h.fs.flush(ino, fh)), libc::EIO);
+    // reports that it was not stored, and why; the last release sends nothing either.
+    assert_eq!(errno(h.fs.flush(ino, fh)), libc::ENOSPC);
     h.fs.release(ino, fh).unwrap();
     assert_eq!(h.count(Op::Append), 1);
     assert_eq!(std::fs::read(&spooled[0]).unwrap(), data);

@@ -546,6 +546,35 @@ fn a_big_stored_file_appended_to_keeps_every_byte() {
 /// `mv x.pdf y.pdf` while x.pdf's last close is still uploading it: the rename waits as
 /// long as its call may, and when it cannot wait longer it fails with nothing changed:
 /// y.pdf's message is not superseded, and the upload stores x.pdf under its own name.
+/// Two closes at once (a child forked while the file was open closes it at its exec): the
+/// one that waited for the other's store reports that store's failure, never success.
+#[test]
+fn a_close_that_waited_for_a_failed_store_fails_too() {
+    let h = Arc::new(Harness::new());
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("big.txt")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"too big").unwrap();
+    let file = h.fs.new_files.get("INBOX", "big.txt").unwrap();
+    let (held, is_held) = mpsc::channel();
+    let (done, finish) = mpsc::channel::<()>();
+    let storing = Arc::clone(&file);
+    let other_close = std::thread::spawn(move || {
+        let _storing = storing.hold_storing();
+        held.send(()).unwrap();
+        let _ = finish.recv();
+        storing.mark_failed(true);
+    });
+    is_held.recv().unwrap();
+    let closing = Arc::clone(&h);
+    let closer = std::thread::spawn(move || closing.fs.flush(ino, fh));
+    std::thread::sleep(Duration::from_millis(100));
+    done.send(()).unwrap();
+    other_close.join().unwrap();
+    assert_eq!(errno(closer.join().unwrap()), libc::ENOSPC);
+    assert_eq!(h.count(Op::Append), 0);
+}
+
 #[test]
 fn a_rename_that_cannot_wait_for_an_upload_changes_nothing() {
     let h = Arc::new(Harness::new());
