@@ -365,7 +365,7 @@ impl Fs {
         name: &str,
         (size, keep): (u64, u64),
         mtime: SystemTime,
-    ) -> FsResult<()> {
+    ) -> FsResult<(String, Arc<NewFile>)> {
         /// The stored bytes are copied into the spool this much at a time, so that a big
         /// file is never held whole in memory.
         const COPY_CHUNK: u64 = 4 << 20;
@@ -418,17 +418,17 @@ impl Fs {
         } else {
             file.replaces.lock().push(message.clone());
         }
-        if let Some(old) = self.new_files.insert(&dir_path, file) {
+        if let Some(old) = self.new_files.insert(&dir_path, Arc::clone(&file)) {
             self.drop_spool(&old);
         }
         self.inodes.lock().replace(
             ino,
             Node::NewFile {
-                dir_path,
+                dir_path: dir_path.clone(),
                 name: name.to_string(),
             },
         );
-        Ok(())
+        Ok((dir_path, file))
     }
 
     /// Removes a new file's spool copy (its bytes stay readable through the open file) and
@@ -1113,8 +1113,17 @@ impl Fs {
                 return self.getattr(ino);
             };
             self.refuse_if_read_only()?;
-            // Truncated: it becomes a new version of the file.
-            self.overwrite_stored_file(ino, &message, &name, (len, size.min(len)), shown)?;
+            // Truncated (`truncate -s`, by its path: no descriptor of it is open for
+            // writing, or it would be a new file already): a new version of the file,
+            // stored now, as no close will come.
+            let (dir_path, file) =
+                self.overwrite_stored_file(ino, &message, &name, (len, size.min(len)), shown)?;
+            if size > len {
+                self.truncate_new_file(&file, size)?;
+            }
+            file.opens.store(0, Ordering::Relaxed);
+            self.store_if_wanted(&dir_path, &file)?;
+            return self.getattr(ino);
         }
         if let Some((_, file)) = self.new_file(ino) {
             if let Some(size) = size {

@@ -522,6 +522,32 @@ fn a_new_file_not_stored_cannot_go_to_the_trash_folder() {
     assert_eq!(h.read_all(attr.attr.ino).unwrap(), b"unsaved");
 }
 
+/// `truncate -s` of a stored file by its path: no descriptor will close it, so its new
+/// version is stored at once; to its own size, nothing is sent.
+#[test]
+fn a_stored_file_truncated_by_its_path_is_stored_at_once() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "log.txt", b"one\ntwo\n");
+    let relisted = || {
+        h.expire_listings();
+        h.names(inbox).unwrap();
+        h.fs.lookup(inbox, OsStr::new("log.txt")).unwrap().attr.ino
+    };
+    let appends = h.count(Op::Append);
+    let ino = relisted();
+    h.fs.setattr(ino, None, true, Some(8), None).unwrap();
+    assert_eq!(h.count(Op::Append), appends, "the same size: nothing");
+    let ino = relisted();
+    h.fs.setattr(ino, None, true, Some(4), None).unwrap();
+    assert_eq!(h.count(Op::Append), appends + 1);
+    assert_eq!(only_stored(&h, "INBOX").1, b"one\n");
+    assert!(
+        std::fs::read_dir(h.spool.path()).unwrap().next().is_none(),
+        "nothing left waiting in the spool"
+    );
+}
+
 /// `>>` onto a stored file bigger than the pieces its bytes are copied in: the new version
 /// holds every old byte, in order, then the new ones.
 #[test]
