@@ -182,8 +182,8 @@ impl Fs {
             let why = match report.get(&path) {
                 Some(line) => line.clone(),
                 None if name.starts_with(&ours) => {
-                    "written through this mount and not stored yet (still open, or its APPEND \
-                     failed: see the log)"
+                    "written through this mount and not stored yet: still open, kept local \
+                     (empty, or a temporary or hidden name), or its APPEND failed (see the log)"
                         .to_owned()
                 }
                 None if writer_alive(&path) => continue,
