@@ -436,9 +436,30 @@ impl Fs {
                 let target = self.mailbox_dir_path(new_parent)?;
                 self.move_message(&message, &target, None)
             }
-            Node::StoredFile { .. } => Err(FsError::NotPermitted(
-                "a stored file keeps its name; copy it to rename it".into(),
-            )),
+            // Renamed within its mailbox: stored again under the new name, the old message
+            // expunged, as a file written here and renamed after it was stored.
+            Node::StoredFile {
+                message,
+                name: stored_name,
+                size,
+                mtime,
+            } => {
+                let dir_path = self.mailbox_dir_path(parent)?;
+                let ino = self
+                    .inodes
+                    .lock()
+                    .ino_of(&NodeKey::StoredFile(message.clone()))
+                    .ok_or(FsError::NotFound)?;
+                let replaced = match self.resolve(new_parent, new_name) {
+                    Ok(Node::StoredFile { message, .. }) => Some(message),
+                    Ok(Node::NewFile { .. }) | Err(_) => None,
+                    Ok(_) => return Err(FsError::IsADirectory),
+                };
+                let (_, file) =
+                    self.overwrite_stored_file(ino, &message, &stored_name, (size, size), mtime)?;
+                file.closed();
+                self.rename_new_file(&dir_path, &stored_name, new_name, replaced)
+            }
             // An attachment dragged into another mailbox: mv and file managers then copy it
             // there (a new file, stored) and remove it here (hidden in this mount).
             Node::File { .. } if new_parent != parent && self.holds_messages(new_parent) => {

@@ -104,6 +104,12 @@ impl NewFile {
         self.storing.lock()
     }
 
+    /// No descriptor holds it open (a stored file made a new file by a rename or a
+    /// truncation by path, not by an open).
+    pub(super) fn closed(&self) {
+        self.opens.store(0, Ordering::Relaxed);
+    }
+
     /// Marks the file as one whose APPEND failed, as a store elsewhere would (tests).
     #[cfg(test)]
     pub(super) fn mark_failed(&self, over_quota: bool) {
@@ -1121,7 +1127,7 @@ impl Fs {
             if size > len {
                 self.truncate_new_file(&file, size)?;
             }
-            file.opens.store(0, Ordering::Relaxed);
+            file.closed();
             self.store_if_wanted(&dir_path, &file)?;
             return self.getattr(ino);
         }

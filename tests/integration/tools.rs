@@ -502,6 +502,27 @@ fn touch_and_appends_to_a_stored_file_send_only_what_changed() {
     );
 }
 
+/// `mv` of a stored file within its mailbox, before and after the mailbox is listed
+/// again: the same each time, one message under the last name.
+#[test]
+fn mv_of_a_stored_file_within_its_mailbox_renames_it_every_time() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let a = q(&mount.join("Archive"));
+    run_clean(
+        &format!(
+            "echo x > {a}/one.txt && mv {a}/one.txt {a}/two.txt && ls {a} >/dev/null && \
+             mv {a}/two.txt {a}/three.txt && ls {a} >/dev/null && mv {a}/three.txt {a}/four.txt"
+        ),
+        &mount,
+    );
+    assert_eq!(
+        stored_files(&mut client, "Archive")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("four.txt".to_string(), b"x\n".to_vec())]
+    );
+}
+
 /// The same .eml copied into a mailbox twice at once, under two names: one message.
 #[test]
 fn an_eml_copied_in_twice_at_once_is_stored_once() {

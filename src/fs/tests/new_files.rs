@@ -548,6 +548,41 @@ fn a_stored_file_truncated_by_its_path_is_stored_at_once() {
     );
 }
 
+/// `mv a.txt b.txt` of a stored file, after its mailbox was listed again: stored under the
+/// new name, the old message expunged, as before the listing; its flags go with it.
+#[test]
+fn a_stored_file_renamed_within_its_mailbox_is_stored_under_the_new_name() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "a.txt", b"same bytes");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let first = only_stored(&h, "INBOX").2;
+    h.store.set_flags("INBOX", first.uid, &["\\Flagged"]);
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    h.fs.lookup(inbox, OsStr::new("a.txt")).unwrap();
+    h.fs.rename(
+        inbox,
+        OsStr::new("a.txt"),
+        inbox,
+        OsStr::new("b.txt"),
+        false,
+        false,
+    )
+    .unwrap();
+    let (subject, attachment, meta) = only_stored(&h, "INBOX");
+    assert_eq!(
+        (subject.as_str(), attachment.as_slice()),
+        ("b.txt", &b"same bytes"[..])
+    );
+    assert_ne!(meta.uid, first.uid, "the old message expunged");
+    assert_eq!(meta.flags, ["\\Flagged"]);
+    h.expire_listings();
+    let names = h.names(inbox).unwrap();
+    assert!(names.contains(&"b.txt".to_string()) && !names.contains(&"a.txt".to_string()));
+}
+
 /// `>>` onto a stored file bigger than the pieces its bytes are copied in: the new version
 /// holds every old byte, in order, then the new ones.
 #[test]
