@@ -965,7 +965,14 @@ impl MailStore for ImapStore {
                     search_keys::Piece::Arg(a) => cmd.arg(a),
                 };
             }
-            let done = conn.run(cmd)?;
+            // A query the server will not take (`imap:` keys of the user's) is the query's
+            // fault, not the connection's: EINVAL.
+            let done = conn.run(cmd).map_err(|e| match e {
+                StoreError::Protocol(text) if text.starts_with(errors::BAD_ANSWER) => {
+                    StoreError::Invalid(format!("the server refused the search: {text}"))
+                }
+                other => other,
+            })?;
             let ranges: Vec<(u32, u32)> = done
                 .untagged
                 .iter()

@@ -289,6 +289,17 @@ fn bad_queries_are_einval_and_send_nothing() {
     assert_eq!(commands(&mount), before, "a bad query reached the server");
     assert!(mount.log().contains("at character"), "the log says where");
 
+    // Raw keys the server refuses (BAD): the query's fault, EINVAL too, and the mount
+    // goes on searching.
+    for query in ["imap:\"DELETE INBOX\"", "imap:\"NOSUCHKEY 1\""] {
+        let err = listed_uids(&search.join(query)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{query:?}: {err}");
+    }
+    assert_eq!(
+        listed_uids(&search.join("imap:ALL")).unwrap().len(),
+        MESSAGES
+    );
+
     // What looks like a command is a value: it finds nothing and changes nothing.
     let injected = search.join("subject:\"x\\\" ) DELETE INBOX\" OR (imap:\"ALL\")");
     let hits = listed_uids(&injected).unwrap();

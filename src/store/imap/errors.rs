@@ -23,13 +23,16 @@ pub fn from_wire(e: WireError) -> StoreError {
     }
 }
 
+/// How the error of a tagged BAD begins.
+pub const BAD_ANSWER: &str = "server said BAD: ";
+
 /// `Ok` for a tagged OK; otherwise the error its status and response code stand for.
 pub fn check(tagged: &Tagged) -> Result<(), StoreError> {
     match tagged.status {
         Status::Ok => Ok(()),
         Status::No => Err(from_no(tagged.code.as_ref(), &tagged.text)),
         Status::Bad => Err(StoreError::Protocol(format!(
-            "server said BAD: {}",
+            "{BAD_ANSWER}{}",
             short(&tagged.text)
         ))),
         Status::Bye | Status::PreAuth => Err(StoreError::Protocol(format!(
