@@ -238,6 +238,14 @@ impl Harness {
         }
     }
 
+    /// The mount's FreeDesktop trash folder `.Trash-1000/files`, where a file manager's
+    /// "Move to Trash" renames what it trashes.
+    fn trash_files(&self) -> u64 {
+        let trash = self.fs.lookup(ROOT, OsStr::new(".Trash-1000")).unwrap();
+        let files = self.fs.lookup(trash.attr.ino, OsStr::new("files"));
+        files.unwrap().attr.ino
+    }
+
     /// Moves the clock past `LISTING_RECHECK_ON_MISS`: the next directory listing (and the
     /// next lookup that misses) asks the server again.
     fn expire_listings(&self) {

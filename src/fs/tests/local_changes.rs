@@ -612,16 +612,7 @@ fn a_file_manager_trash_of_an_attachment_hides_it_and_keeps_the_message() {
     let h = Harness::new();
     let (sample, name) = account(&h);
     let dir = h.ino(&format!("INBOX/{name}")).unwrap();
-    let trash_dir =
-        h.fs.lookup(ROOT, OsStr::new(".Trash-1000"))
-            .unwrap()
-            .attr
-            .ino;
-    let files =
-        h.fs.lookup(trash_dir, OsStr::new("files"))
-            .unwrap()
-            .attr
-            .ino;
+    let files = h.trash_files();
     let attachment = OsStr::new(&sample.attachment_name);
     h.fs.rename(dir, attachment, files, attachment, false, false)
         .unwrap();

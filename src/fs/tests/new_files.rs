@@ -217,16 +217,7 @@ fn a_stored_new_file_moved_to_the_trash_folder_goes_to_trash() {
         .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
     let inbox = h.ino("INBOX").unwrap();
     shell_write(&h, inbox, "note.txt", b"bin me");
-    let trash_dir =
-        h.fs.lookup(ROOT, OsStr::new(".Trash-1000"))
-            .unwrap()
-            .attr
-            .ino;
-    let files =
-        h.fs.lookup(trash_dir, OsStr::new("files"))
-            .unwrap()
-            .attr
-            .ino;
+    let files = h.trash_files();
     let name = OsStr::new("note.txt");
     h.fs.rename(inbox, name, files, name, false, false).unwrap();
     assert!(h.stored("INBOX").is_empty());
@@ -504,16 +495,7 @@ fn a_new_file_not_stored_cannot_go_to_the_trash_folder() {
     let inbox = h.ino("INBOX").unwrap();
     let (attr, fh) = h.fs.create(inbox, OsStr::new("draft.txt")).unwrap();
     h.fs.write(attr.attr.ino, fh, 0, b"unsaved").unwrap();
-    let trash_dir =
-        h.fs.lookup(ROOT, OsStr::new(".Trash-1000"))
-            .unwrap()
-            .attr
-            .ino;
-    let files =
-        h.fs.lookup(trash_dir, OsStr::new("files"))
-            .unwrap()
-            .attr
-            .ino;
+    let files = h.trash_files();
     let name = OsStr::new("draft.txt");
     assert_eq!(
         errno(h.fs.rename(inbox, name, files, name, false, false)),
