@@ -193,7 +193,14 @@ pub struct State {
     /// Listings the core asked to follow before the mode was learned (the first moments
     /// of a mount): followed once it is.
     early: Vec<(MailboxId, Option<MailboxVersion>)>,
+    /// Mailboxes NOTIFY reported made (or made again) under their name: Dovecot 2.3 has
+    /// pushed nothing at all of a mailbox made again at once, so one is followed only
+    /// once a STATUS of it is pushed, and its listing is looked at again until then.
+    made: std::collections::HashSet<MailboxId>,
 }
+
+/// How many mailboxes reported made are remembered (`State::made`).
+const MADE_AT_MOST: usize = 1024;
 
 /// How many listings taken before the mode was learned are remembered.
 const EARLY_AT_MOST: usize = 64;
@@ -217,6 +224,7 @@ impl State {
             channels: Default::default(),
             list_live: false,
             early: Vec::new(),
+            made: std::collections::HashSet::new(),
         }
     }
 
@@ -370,6 +378,7 @@ impl State {
             (Some(b), Some(n)) => self.trusts(mailbox, b, n.started),
             _ => false,
         };
+        let made = self.made.remove(mailbox);
         let t = self.tracked.entry(mailbox.clone()).or_insert(Tracked {
             basis: None,
             pending: true,
@@ -377,7 +386,7 @@ impl State {
             busy: false,
             generation: 0,
             noticed: None,
-            unreported: false,
+            unreported: made,
         });
         t.basis = basis;
         t.generation += 1;
@@ -608,6 +617,12 @@ impl State {
     /// loaded machine Dovecot 2.3 has reported a delete and a create close together as the
     /// create alone, and sent no STATUS of the new mailbox.
     pub fn list_heard(&mut self, name: &str, old_name: Option<&str>) -> Vec<MailboxId> {
+        if self.made.len() >= MADE_AT_MOST {
+            self.made.clear();
+        }
+        self.made.insert(MailboxId::new(name));
+        self.made
+            .insert(MailboxId::new(&crate::store::imap::utf7::encode(name)));
         let here = self.forget(name);
         let moved = old_name.and_then(|old| self.forget(old));
         here.into_iter().chain(moved).collect()
@@ -968,6 +983,30 @@ mod tests {
         assert!(!s.is_followed(&e));
         assert_eq!(s.list_heard("D", Some("B")), vec![b.clone()], "renamed");
         assert!(!s.is_followed(&b));
+    }
+
+    /// A mailbox NOTIFY reported made (again) is followed only once a STATUS of it is
+    /// pushed: until then its listing is looked at again when read.
+    #[test]
+    fn a_mailbox_reported_made_is_followed_once_notify_speaks_of_it() {
+        let mut s = running(Mode::Notify);
+        let t0 = Instant::now();
+        s.went_live(Role::Notify, t0);
+        let work = MailboxId::new("Work");
+        let v = version(2, 1, 2);
+        assert!(s.list_heard("Work", None).is_empty());
+        s.note_listing(&work, note(t0 + Duration::from_millis(1), &v));
+        s.follow(&work, Some(v));
+        assert!(!s.is_followed(&work), "not reported yet");
+        let status = Status {
+            messages: Some(1),
+            uid_next: Some(2),
+            validity: Some(7),
+            modseq: Some(2),
+        };
+        let heard = t0 + Duration::from_millis(2);
+        s.status_heard(Role::Notify, "Work", status, Heard::Pushed, heard);
+        assert!(s.is_followed(&work));
     }
 
     /// With CONDSTORE, a mailbox not idled on is followed by polls.
