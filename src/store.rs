@@ -472,6 +472,27 @@ pub enum StoreEvent {
     Unfollowed,
 }
 
+/// `MailStore::change_flags` of each of `uids` in turn; those found gone are passed over
+/// and returned.
+pub fn change_flags_one_by_one<S: MailStore + ?Sized>(
+    store: &S,
+    mailbox: &MailboxId,
+    validity: UidValidity,
+    uids: &[Uid],
+    add: &[Flag],
+    remove: &[Flag],
+) -> StoreResult<Vec<Uid>> {
+    let mut gone = Vec::new();
+    for &uid in uids {
+        match store.change_flags(mailbox, validity, uid, add, remove) {
+            Ok(()) => {}
+            Err(StoreError::NoSuchMessage { .. }) => gone.push(uid),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(gone)
+}
+
 /// Where a store sends its events; called on the store's own thread, so it must not block.
 pub type EventSink = Arc<dyn Fn(StoreEvent) + Send + Sync>;
 
@@ -614,15 +635,7 @@ pub trait MailStore: Send + Sync + 'static {
         add: &[Flag],
         remove: &[Flag],
     ) -> StoreResult<Vec<Uid>> {
-        let mut gone = Vec::new();
-        for &uid in uids {
-            match self.change_flags(mailbox, validity, uid, add, remove) {
-                Ok(()) => {}
-                Err(StoreError::NoSuchMessage { .. }) => gone.push(uid),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(gone)
+        change_flags_one_by_one(self, mailbox, validity, uids, add, remove)
     }
 
     /// `change_flags` only if the message has not changed since `since` (a MODSEQ):

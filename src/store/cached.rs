@@ -1104,14 +1104,14 @@ impl MailStore for CachedStore {
         let (real, provisional): (Vec<Uid>, Vec<Uid>) = uids
             .iter()
             .partition(|&&uid| !journal::is_provisional_uid(uid));
-        let mut gone = Vec::new();
-        for uid in provisional {
-            match self.change_flags(mailbox, validity, uid, add, remove) {
-                Ok(()) => {}
-                Err(StoreError::NoSuchMessage { .. }) => gone.push(uid),
-                Err(e) => return Err(e),
-            }
-        }
+        let mut gone = crate::store::change_flags_one_by_one(
+            self,
+            mailbox,
+            validity,
+            &provisional,
+            add,
+            remove,
+        )?;
         let target = s.real_mailbox(mailbox)?;
         let more = s.change(Some(&target), || {
             s.inner
