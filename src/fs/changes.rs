@@ -425,11 +425,7 @@ impl Fs {
                 }
                 // Editors and rsync write a temporary name and rename it when done.
                 // Onto a file a message shows: that message is the old version.
-                let replaced = match self.resolve(new_parent, new_name) {
-                    Ok(Node::StoredFile { message, .. }) => Some(message),
-                    Ok(Node::NewFile { .. }) | Err(_) => None,
-                    Ok(_) => return Err(FsError::IsADirectory),
-                };
+                let replaced = self.replaced_by(new_parent, new_name)?;
                 self.rename_new_file(&dir_path, &name, new_name, replaced)
             }
             Node::StoredFile { message, .. } if new_parent != parent => {
@@ -450,11 +446,7 @@ impl Fs {
                     .lock()
                     .ino_of(&NodeKey::StoredFile(message.clone()))
                     .ok_or(FsError::NotFound)?;
-                let replaced = match self.resolve(new_parent, new_name) {
-                    Ok(Node::StoredFile { message, .. }) => Some(message),
-                    Ok(Node::NewFile { .. }) | Err(_) => None,
-                    Ok(_) => return Err(FsError::IsADirectory),
-                };
+                let replaced = self.replaced_by(new_parent, new_name)?;
                 let (_, file) =
                     self.overwrite_stored_file(ino, &message, &stored_name, (size, size), mtime)?;
                 file.closed();
@@ -477,6 +469,26 @@ impl Fs {
         }
     }
 
+    /// The message a file renamed onto `new_name` in `new_parent` replaces: the one a
+    /// stored file there stands for (a new file there is simply replaced).
+    fn replaced_by(&self, new_parent: u64, new_name: &str) -> FsResult<Option<MessageRef>> {
+        match self.resolve(new_parent, new_name) {
+            Ok(Node::StoredFile { message, .. }) => Ok(Some(message)),
+            Ok(Node::NewFile { .. }) | Err(_) => Ok(None),
+            Ok(_) => Err(FsError::IsADirectory),
+        }
+    }
+
+    /// The mailbox of the directory at `path`, which must hold messages: ENOENT where no
+    /// such directory is, EPERM (saying `why`) where it holds none.
+    pub(super) fn mailbox_at(&self, path: &str, why: &str) -> FsResult<MailboxId> {
+        if self.tree(false)?.get(path).is_none() {
+            return Err(FsError::NotFound);
+        }
+        self.holding_messages(path)
+            .ok_or_else(|| FsError::NotPermitted(why.into()))
+    }
+
     /// Moves a message into the mailbox directory at `target_path`; `new_name` is the
     /// name its directory was given there (a stored file keeps its own).
     pub(super) fn move_message(
@@ -485,12 +497,7 @@ impl Fs {
         target_path: &str,
         new_name: Option<&str>,
     ) -> FsResult<()> {
-        if self.tree(false)?.get(target_path).is_none() {
-            return Err(FsError::NotFound);
-        }
-        let target = self.holding_messages(target_path).ok_or_else(|| {
-            FsError::NotPermitted("the target directory cannot hold messages".into())
-        })?;
+        let target = self.mailbox_at(target_path, "the target directory cannot hold messages")?;
         if target == message.mailbox {
             return Err(FsError::NotPermitted(
                 "a message's name comes from its UID and subject; it cannot be renamed".into(),

@@ -303,12 +303,7 @@ impl Fs {
             return Ok((reply, 0)).map(|(r, _)| (r, ino));
         }
         let dir_path = self.mailbox_dir_path(parent)?;
-        if self.tree(false)?.get(&dir_path).is_none() {
-            return Err(FsError::NotFound);
-        }
-        let mailbox = self
-            .holding_messages(&dir_path)
-            .ok_or_else(|| FsError::NotPermitted("this directory cannot hold messages".into()))?;
+        let mailbox = self.mailbox_at(&dir_path, "this directory cannot hold messages")?;
         let file = self.new_spooled_file(mailbox, name)?;
         if let Some(old) = self.new_files.insert(&dir_path, file) {
             // Created over a new file of the same name: that one is gone.
