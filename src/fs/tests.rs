@@ -238,6 +238,14 @@ impl Harness {
         }
     }
 
+    /// Whether the spool directory holds no file (nothing waits to be stored).
+    fn spool_is_empty(&self) -> bool {
+        std::fs::read_dir(self.spool.path())
+            .unwrap()
+            .next()
+            .is_none()
+    }
+
     /// The mount's FreeDesktop trash folder `.Trash-1000/files`, where a file manager's
     /// "Move to Trash" renames what it trashes.
     fn trash_files(&self) -> u64 {
