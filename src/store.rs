@@ -411,6 +411,9 @@ pub struct MailboxChange {
     pub vanished: Vec<Uid>,
     /// Messages whose flags changed, with their new flags.
     pub flags: Vec<(Uid, Vec<String>)>,
+    /// When the server was first asked for what this tells (none: told as it happened).
+    /// Flags this mount changed after that may be newer than the ones told here.
+    pub asked_at: Option<std::time::Instant>,
 }
 
 impl MailboxChange {
@@ -423,6 +426,7 @@ impl MailboxChange {
             arrived: Vec::new(),
             vanished: Vec::new(),
             flags: Vec::new(),
+            asked_at: None,
         }
     }
 }

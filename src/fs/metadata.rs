@@ -188,7 +188,16 @@ struct Inner {
     /// Sizes and raw Subjects of the messages this mount stored lately, per mailbox (the
     /// newest `STORED_HERE_KEPT`): a listing taken before may not hold them yet.
     stored_here: HashMap<MailboxId, std::collections::VecDeque<SizeAndSubject>>,
+    /// Messages whose flags this mount changed lately: at which of the mailbox's change
+    /// counts, and when. A listing or a report asked for before may hold the flags from
+    /// before the change (the server had not applied it yet), so for such a message the
+    /// flags held are kept. Kept `FLAG_MARKS_KEPT`.
+    flags_changed_here: HashMap<MessageRef, (ChangeTicket, Instant)>,
 }
+
+/// How long a flag change made here outranks what listings and reports say of the message:
+/// longer than any answer takes to come.
+const FLAG_MARKS_KEPT: Duration = Duration::from_secs(300);
 
 /// A message's size and raw Subject (none: it has none).
 type SizeAndSubject = (u64, Option<Vec<u8>>);
@@ -257,6 +266,54 @@ impl Inner {
 
     fn ticket(&self, mailbox: &MailboxId) -> ChangeTicket {
         ChangeTicket(self.changes.get(mailbox).copied().unwrap_or(0))
+    }
+
+    /// Notes that this mount changed the flags of `uids` of `mailbox` at `now` (see
+    /// `flags_changed_here`).
+    fn flags_changed_here(
+        &mut self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uids: &[Uid],
+        now: Instant,
+    ) {
+        *self.changes.entry(mailbox.clone()).or_default() += 1;
+        let ticket = self.ticket(mailbox);
+        self.flags_changed_here
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < FLAG_MARKS_KEPT);
+        for uid in uids {
+            let message = MessageRef {
+                mailbox: mailbox.clone(),
+                validity,
+                uid: *uid,
+            };
+            self.flags_changed_here.insert(message, (ticket, now));
+        }
+    }
+
+    /// Whether this mount changed the flags of `uid` of `mailbox` after a listing asked for
+    /// at `ticket`, or a report asked for at `asked_at`.
+    fn flags_newer_here(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+        ticket: Option<ChangeTicket>,
+        asked_at: Option<Instant>,
+    ) -> bool {
+        if self.flags_changed_here.is_empty() {
+            return false;
+        }
+        let message = MessageRef {
+            mailbox: mailbox.clone(),
+            validity,
+            uid,
+        };
+        self.flags_changed_here
+            .get(&message)
+            .is_some_and(|(changed, at)| {
+                ticket.is_some_and(|t| t < *changed) || asked_at.is_some_and(|a| a < *at)
+            })
     }
 
     /// Drops layouts of `mailbox` not under `keep`.
@@ -413,6 +470,20 @@ impl MetadataCache {
             size: messages.len(),
             ..ListingChange::default()
         };
+        let mut messages = messages;
+        if let Some(held) = inner
+            .listings
+            .get(mailbox)
+            .filter(|held| held.validity == fresh.uid_validity)
+        {
+            for (uid, entry) in messages.iter_mut() {
+                let newer_here =
+                    || inner.flags_newer_here(mailbox, held.validity, *uid, Some(ticket), None);
+                if let Some(kept) = held.messages.get(uid).filter(|_| newer_here()) {
+                    entry.flags = kept.flags.clone();
+                }
+            }
+        }
         if let Some(old) = inner.listings.get(mailbox) {
             if old.validity != fresh.uid_validity {
                 change.validity_changed = true;
@@ -486,6 +557,25 @@ impl MetadataCache {
     pub fn apply_change(&self, reported: &MailboxChange) -> ListingChange {
         let mut inner = self.inner.lock();
         let mut change = ListingChange::default();
+        let Some(held_validity) = inner.listings.get(&reported.mailbox).map(|l| l.validity) else {
+            return change;
+        };
+        // Flags changed here after the report was asked for: the report may predate them.
+        let newer_here: BTreeSet<Uid> = reported
+            .flags
+            .iter()
+            .map(|(uid, _)| *uid)
+            .chain(reported.arrived.iter().map(|m| m.uid))
+            .filter(|uid| {
+                inner.flags_newer_here(
+                    &reported.mailbox,
+                    held_validity,
+                    *uid,
+                    None,
+                    reported.asked_at,
+                )
+            })
+            .collect();
         let Some(listing) = inner.listings.get_mut(&reported.mailbox) else {
             return change;
         };
@@ -527,12 +617,19 @@ impl MetadataCache {
             .iter()
             .filter(|m| !listing.left.contains(&m.uid))
         {
-            change.arrived |= listing
-                .messages
-                .insert(meta.uid, Listed::new(meta.clone(), &mut flag_sets))
-                .is_none();
+            let mut entry = Listed::new(meta.clone(), &mut flag_sets);
+            if newer_here.contains(&meta.uid) {
+                if let Some(held) = listing.messages.get(&meta.uid) {
+                    entry.flags = held.flags.clone();
+                }
+            }
+            change.arrived |= listing.messages.insert(meta.uid, entry).is_none();
         }
         for (uid, flags) in &reported.flags {
+            if newer_here.contains(uid) {
+                tracing::debug!(mailbox = %reported.mailbox, %uid, "flags reported from before a change made here: kept as changed here");
+                continue;
+            }
             if let Some(entry) = listing.messages.get_mut(uid) {
                 entry.flags = flag_sets.get(flags.clone());
                 change.flagged.push(MessageRef {
@@ -933,7 +1030,9 @@ impl MetadataCache {
 
     /// Flags this mount set.
     pub fn flags_set(&self, message: &MessageRef, flags: Vec<String>) {
+        let now = self.clock.now();
         let mut inner = self.inner.lock();
+        inner.flags_changed_here(&message.mailbox, message.validity, &[message.uid], now);
         if let Some(entry) = inner
             .listings
             .get_mut(&message.mailbox)
@@ -954,7 +1053,9 @@ impl MetadataCache {
         uids: &[Uid],
         change: impl Fn(&[String]) -> Vec<String>,
     ) {
+        let now = self.clock.now();
         let mut inner = self.inner.lock();
+        inner.flags_changed_here(mailbox, validity, uids, now);
         if let Some(listing) = inner
             .listings
             .get_mut(mailbox)
@@ -1258,6 +1359,78 @@ mod tests {
             .map(|(n, _, _)| n)
             .collect();
         assert_eq!(names, ["2 b", "5 new"]);
+    }
+
+    /// A flag change made here while a report or a listing was on its way: what they
+    /// say of the message's flags may be from before the server applied it, and must not
+    /// undo it (a resync asked for after an APPEND, answered after a `+\Flagged`, showed
+    /// the message unflagged and gave its next version no flag). Asked for after the
+    /// change, they are believed.
+    #[test]
+    fn flags_changed_here_outrank_reports_and_listings_asked_for_before() {
+        let clock = Arc::new(ManualClock::new());
+        let cache = MetadataCache::new(clock.clone());
+        let inbox = MailboxId::new("INBOX");
+        let one = MessageRef {
+            mailbox: inbox.clone(),
+            validity: UidValidity(1),
+            uid: Uid(1),
+        };
+        let flags = |cache: &MetadataCache| cache.message(&one).unwrap().flags;
+        let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
+            panic!("nothing listed yet")
+        };
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), ticket);
+        let asked = clock.now();
+        let ListingPlan::Relist { ticket: before } =
+            cache.plan_listing(&inbox, Some(Duration::ZERO), false)
+        else {
+            panic!("asked for any age")
+        };
+        clock.advance(Duration::from_millis(5));
+        cache.flags_changed(&inbox, UidValidity(1), &[Uid(1)], |_| {
+            vec!["\\Flagged".to_string()]
+        });
+        // The report of the message's arrival, and of its flags, both from before.
+        let late = MailboxChange {
+            validity: Some(UidValidity(1)),
+            arrived: vec![meta(1, "a")],
+            flags: vec![(Uid(1), Vec::new())],
+            asked_at: Some(asked),
+            ..MailboxChange::new(inbox.clone())
+        };
+        assert!(cache.apply_change(&late).flagged.is_empty());
+        assert_eq!(flags(&cache), ["\\Flagged"]);
+        // A listing asked for before the change keeps the flags made here.
+        cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), before);
+        assert_eq!(flags(&cache), ["\\Flagged"]);
+        // Asked for after it: believed (another client took the flag off).
+        clock.advance(Duration::from_millis(5));
+        let later = MailboxChange {
+            asked_at: Some(clock.now()),
+            ..late.clone()
+        };
+        assert_eq!(
+            cache.apply_change(&later).flagged,
+            std::slice::from_ref(&one)
+        );
+        assert!(flags(&cache).is_empty());
+        let ListingPlan::Relist { ticket: after } =
+            cache.plan_listing(&inbox, Some(Duration::ZERO), false)
+        else {
+            panic!("asked for any age")
+        };
+        let mut seen = meta(1, "a");
+        seen.flags = vec!["\\Seen".into()];
+        cache.install_listing(&inbox, listing(1, vec![seen]), after);
+        assert_eq!(flags(&cache), ["\\Seen"]);
+        // A report without a time is believed, as before.
+        let untimed = MailboxChange {
+            asked_at: None,
+            ..late
+        };
+        cache.apply_change(&untimed);
+        assert!(flags(&cache).is_empty());
     }
 
     #[test]

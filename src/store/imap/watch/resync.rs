@@ -157,6 +157,8 @@ pub fn resync(
     asks: Asks,
 ) -> StoreResult<Resynced> {
     let name = quote::mailbox(mailbox)?;
+    // Before the first command: flags changed here later may be newer than what it tells.
+    let asked_at = std::time::Instant::now();
     let modseq = basis.and_then(|b| b.modseq).filter(|_| asks.condstore);
     let qresync = match (basis, modseq) {
         (Some(b), Some(m)) if asks.qresync => Some(format!("(QRESYNC ({} {m}))", b.validity)),
@@ -198,6 +200,7 @@ pub fn resync(
     };
     let mut change = MailboxChange {
         validity: Some(basis.validity),
+        asked_at: Some(asked_at),
         ..MailboxChange::new(mailbox.clone())
     };
     let mut fresh = Basis {
