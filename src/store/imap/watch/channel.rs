@@ -47,6 +47,8 @@ pub struct Channel {
     listed: Option<Vec<(String, bool)>>,
     /// A connection already logged in, to use first.
     first: Option<Connection>,
+    /// The session before this one was ended to be renewed (after a mailbox RENAME).
+    renewed: bool,
 }
 
 /// One connection's life.
@@ -81,6 +83,7 @@ impl Channel {
             role,
             listed: None,
             first,
+            renewed: false,
         }
     }
 
@@ -102,7 +105,7 @@ impl Channel {
             }
             match result {
                 Ok(End::Stopped) => return,
-                Ok(End::Renew) => {}
+                Ok(End::Renew) => self.renewed = true,
                 Err(e) => {
                     failures += 1;
                     let wait = backoff(failures);
@@ -195,13 +198,17 @@ impl Channel {
                     })
                     .collect();
                 self.hear(s, done.untagged)?;
+                // After a RENAME's renewal, Dovecot 2.3 has named INBOX at the start and
+                // then pushed nothing of a message that arrived there: nothing is followed
+                // until the new session pushes something of it.
+                let renewed = std::mem::take(&mut self.renewed);
                 self.shared.with(|st| {
                     for mailbox in st.owned(self.role) {
                         let named = reported.iter().any(|r| {
                             r == mailbox.as_str()
                                 || crate::store::imap::utf7::encode(r) == mailbox.as_str()
                         });
-                        if !named {
+                        if !named || renewed {
                             st.unreported_at_start(&mailbox, since);
                         }
                     }

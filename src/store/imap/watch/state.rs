@@ -440,8 +440,8 @@ impl State {
         }
     }
 
-    /// NOTIFY started without a STATUS of `mailbox`: it is due a resynchronisation (it may
-    /// be gone), and not followed until a STATUS of it is heard.
+    /// NOTIFY started without a STATUS of `mailbox` (or renewed after a RENAME): it is due a
+    /// resynchronisation (it may be gone), and not followed until a STATUS of it is pushed.
     pub fn unreported_at_start(&mut self, mailbox: &MailboxId, now: Instant) {
         self.change_heard(mailbox, now);
         if let Some(t) = self.tracked.get_mut(mailbox) {
