@@ -139,7 +139,7 @@ impl NewFile {
         self.name.lock().clone()
     }
 
-    fn stored(&self) -> Option<Option<MessageRef>> {
+    pub(super) fn stored(&self) -> Option<Option<MessageRef>> {
         match &*self.state.lock() {
             State::Stored(message) => Some(message.clone()),
             _ => None,

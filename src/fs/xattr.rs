@@ -71,6 +71,29 @@ impl Fs {
         self.metadata.message(message).ok_or(FsError::NotFound)
     }
 
+    /// The message whose attributes `node` shows: a message directory's, or a stored
+    /// file's (also one just written, once stored: its mailbox is listed again if the
+    /// listing held predates it, so that its flags are known).
+    fn attribute_message(&self, node: &Node) -> FsResult<Option<MessageRef>> {
+        let message = match node {
+            Node::Message {
+                message, section, ..
+            } if section.is_whole() => return Ok(Some(message.clone())),
+            Node::StoredFile { message, .. } => return Ok(Some(message.clone())),
+            Node::NewFile { dir_path, name } => {
+                match self.new_files.get(dir_path, name).and_then(|f| f.stored()) {
+                    Some(Some(message)) => message,
+                    _ => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        if self.metadata.message(&message).is_none() {
+            self.ensure_listing(&message.mailbox, Some(std::time::Duration::ZERO))?;
+        }
+        Ok(Some(message))
+    }
+
     /// `getxattr`.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
         if ino == super::inodes::ROOT && name.to_str() == Some(STATS) {
@@ -124,15 +147,9 @@ impl Fs {
             // three requests per file.
             return Err(FsError::NotSupported);
         }
-        let Node::Message {
-            message, section, ..
-        } = self.node(ino)?
-        else {
+        let Some(message) = self.attribute_message(&self.node(ino)?)? else {
             return Err(FsError::NoAttribute);
         };
-        if !section.is_whole() {
-            return Err(FsError::NoAttribute);
-        }
         let value = match name {
             FLAGS => {
                 // \Recent is the server's alone: showing it would make a read-modify-write
@@ -164,8 +181,18 @@ impl Fs {
 
     /// `listxattr`: NUL-terminated names.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        match self.node(ino)? {
-            Node::Message { section, .. } if section.is_whole() => {
+        let node = self.node(ino)?;
+        let message = match &node {
+            Node::NewFile { dir_path, name } => self
+                .new_files
+                .get(dir_path, name)
+                .is_some_and(|f| matches!(f.stored(), Some(Some(_)))),
+            Node::StoredFile { .. } => true,
+            Node::Message { section, .. } => section.is_whole(),
+            _ => false,
+        };
+        match node {
+            _ if message => {
                 let mut out = Vec::new();
                 for name in ALL {
                     out.extend_from_slice(name.as_bytes());
@@ -174,6 +201,17 @@ impl Fs {
                 Ok(out)
             }
             Node::Root => Ok(format!("{STATS}\0{STATE}\0{PENDING}\0").into_bytes()),
+            // A prefetch asked for here: how far it got (`getfattr -d` shows it).
+            Node::Mailbox { .. } => {
+                let asked = self
+                    .mailbox_of_dir(ino)
+                    .is_ok_and(|id| self.prefetches.by_mailbox.lock().contains_key(&id));
+                Ok(if asked {
+                    format!("{PREFETCH}\0").into_bytes()
+                } else {
+                    Vec::new()
+                })
+            }
             _ => Ok(Vec::new()),
         }
     }
@@ -217,15 +255,12 @@ impl Fs {
                 )),
             };
         }
-        let Node::Message {
-            message, section, ..
-        } = node
-        else {
+        let Some(message) = self.attribute_message(&node)? else {
             return Err(FsError::NotSupported);
         };
         let name = name.to_str().unwrap_or_default();
         match name {
-            FLAGS if section.is_whole() => match FlagsValue::parse(flags_text(value)?)? {
+            FLAGS => match FlagsValue::parse(flags_text(value)?)? {
                 FlagsValue::Replace(flags) => self.set_message_flags(&message, &flags),
                 FlagsValue::Change { add, remove } => {
                     self.change_message_flags(&message, &add, &remove)

@@ -502,6 +502,41 @@ fn touch_and_appends_to_a_stored_file_send_only_what_changed() {
     );
 }
 
+/// `setfattr` and `getfattr -d` on a stored file, right after it was written and once the
+/// mailbox is listed again: the flags of its message, as on its message directory.
+#[test]
+fn setfattr_on_a_stored_file_flags_its_message() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let a = mount.join("Archive");
+    let note = q(&a.join("note.txt"));
+    run_clean(
+        &format!("echo one > {note} && setfattr -n user.imap.flags -v '+\\Flagged' {note}"),
+        &mount,
+    );
+    let flags = server_flags(&mut client, "Archive");
+    assert_eq!(flags.values().collect::<Vec<_>>(), [&["\\Flagged"]]);
+    let out = run_clean(
+        &format!(
+            "ls {} >/dev/null && setfattr -n user.imap.flags -v '+\\Seen' {note} && \
+             getfattr --absolute-names -d {note}",
+            q(&a)
+        ),
+        &mount,
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("user.imap.flags=\"\\\\Flagged \\\\Seen\"")
+            || shown.contains("user.imap.flags=\"\\\\Seen \\\\Flagged\""),
+        "{shown}"
+    );
+    let mut flags: Vec<String> = server_flags(&mut client, "Archive")
+        .into_values()
+        .flatten()
+        .collect();
+    flags.sort();
+    assert_eq!(flags, ["\\Flagged", "\\Seen"]);
+}
+
 /// `mv` of a stored file within its mailbox, before and after the mailbox is listed
 /// again: the same each time, one message under the last name.
 #[test]

@@ -891,3 +891,40 @@ fn an_eml_that_is_a_message_read_from_another_mailbox_is_copied_not_sent() {
     shell_write(&h, archive, "deleted.eml", &eml);
     assert_eq!((h.count(Op::CopyMessage), h.count(Op::Append)), (2, 3));
 }
+
+/// `setfattr -n user.imap.flags` on a stored file, as on its message directory: right
+/// after it was stored (its mailbox not listed since), and after the listing shows it; a
+/// file not stored yet has no flags to change.
+#[test]
+fn a_stored_file_shows_and_takes_its_message_flags() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let flags = OsStr::new("user.imap.flags");
+    let written = shell_write(&h, inbox, "a.txt", b"some bytes");
+    assert!(h
+        .fs
+        .listxattr(written)
+        .unwrap()
+        .split(|b| *b == 0)
+        .any(|n| n == flags.as_encoded_bytes()));
+    h.fs.setxattr(written, flags, b"+\\Flagged").unwrap();
+    assert_eq!(only_stored(&h, "INBOX").2.flags, ["\\Flagged"]);
+    assert_eq!(h.fs.getxattr(written, flags).unwrap(), b"\\Flagged");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let stored = h.fs.lookup(inbox, OsStr::new("a.txt")).unwrap().attr.ino;
+    assert_eq!(h.fs.getxattr(stored, flags).unwrap(), b"\\Flagged");
+    h.fs.setxattr(stored, flags, b"-\\Flagged +\\Seen").unwrap();
+    assert_eq!(only_stored(&h, "INBOX").2.flags, ["\\Seen"]);
+    let uid = h.fs.getxattr(stored, OsStr::new("user.imap.uid")).unwrap();
+    assert_eq!(uid, only_stored(&h, "INBOX").2.uid.to_string().as_bytes());
+    // Written and still open: not a message yet.
+    let (made, fh) = h.fs.create(inbox, OsStr::new("b.txt")).unwrap();
+    h.fs.write(made.attr.ino, fh, 0, b"more").unwrap();
+    assert_eq!(
+        errno(h.fs.setxattr(made.attr.ino, flags, b"+\\Flagged")),
+        libc::ENOTSUP
+    );
+    assert_eq!(errno(h.fs.getxattr(made.attr.ino, flags)), libc::ENODATA);
+    h.fs.release(made.attr.ino, fh).unwrap();
+}

@@ -65,6 +65,7 @@ fn setfattr_on_a_mailbox_prefetches_it_in_the_background() {
     let inbox = h.ino("INBOX").unwrap();
     let name = OsStr::new("user.imapfs.prefetch");
     assert_eq!(errno(h.fs.getxattr(inbox, name)), libc::ENODATA);
+    assert!(h.fs.listxattr(inbox).unwrap().is_empty());
     assert_eq!(
         errno(h.fs.setxattr(inbox, name, b"sometimes")),
         libc::EINVAL
@@ -80,6 +81,8 @@ fn setfattr_on_a_mailbox_prefetches_it_in_the_background() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(state.starts_with("done: 10 of 10 messages"), "{state}");
+    // `getfattr -d` shows it from now on.
+    assert_eq!(h.fs.listxattr(inbox).unwrap(), b"user.imapfs.prefetch\0");
     for (s, uid) in samples.iter().zip(&uids) {
         h.names_at(&format!("INBOX/{}", s.dir_name(*uid))).unwrap();
     }
@@ -124,5 +127,7 @@ fn a_background_prefetch_waits_while_the_mount_is_busy_and_goes_on_when_it_is_qu
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(state.starts_with("done: 10 of 10 messages"), "{state}");
+    // `getfattr -d` shows it from now on.
+    assert_eq!(h.fs.listxattr(inbox).unwrap(), b"user.imapfs.prefetch\0");
     assert!(asked() > before);
 }
