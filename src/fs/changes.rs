@@ -124,7 +124,16 @@ impl Fs {
             }
         }
         let server_path = self.new_server_path(&parent_path, name)?;
-        let id = self.store.create_mailbox(&server_path)?;
+        let id = match self.store.create_mailbox(&server_path) {
+            Ok(id) => id,
+            Err(e @ StoreError::AlreadyExists(_)) => {
+                // Made elsewhere since the mailbox list was taken: EEXIST says it is
+                // there, so the next look lists the mailboxes again and shows it.
+                self.metadata.invalidate_tree();
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(mailbox = %id, "created mailbox");
         self.metadata.invalidate_tree();
         let tree = self.tree(true)?;

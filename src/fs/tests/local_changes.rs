@@ -211,6 +211,20 @@ fn mkdir_refuses_names_that_could_smuggle_commands() {
     assert_eq!(h.count(Op::CreateMailbox), 1);
 }
 
+/// `mkdir` of a name another client made a moment ago, while the mount's mailbox list
+/// is fresh: EEXIST, and the mailbox shows at once, as EEXIST says it does.
+#[test]
+fn mkdir_of_a_mailbox_made_elsewhere_meanwhile_shows_it() {
+    let h = Harness::new();
+    assert!(!h.names(ROOT).unwrap().contains(&"Projects".to_string()));
+    h.store.add_mailbox("Projects", Some('/'), true, None);
+    assert_eq!(
+        errno(h.fs.mkdir(ROOT, OsStr::new("Projects"))),
+        libc::EEXIST
+    );
+    assert!(h.fs.lookup(ROOT, OsStr::new("Projects")).is_ok());
+}
+
 #[test]
 fn invalid_flags_are_einval_and_valid_flags_are_one_store() {
     let h = Harness::new();
