@@ -32,9 +32,16 @@ impl Fs {
         match self.exact_file(self.node(ino)?)? {
             Node::NewFile { dir_path, name } => {
                 self.open_new_file(&dir_path, &name)?;
+                // Stored and opened to read: its size holds until someone writes it, so
+                // it is read through the page cache (mmap works), dropped at every open.
+                let stored = !write
+                    && self
+                        .new_files
+                        .get(&dir_path, &name)
+                        .is_some_and(|f| f.stored().is_some());
                 Ok(OpenReply {
                     fh: ino,
-                    direct_io: true,
+                    direct_io: !stored,
                     keep_cache: false,
                     no_flush: false,
                 })

@@ -537,6 +537,25 @@ fn setfattr_on_a_stored_file_flags_its_message() {
     assert_eq!(flags, ["\\Flagged", "\\Seen"]);
 }
 
+/// A file just written through the mount, read back with `mmap` before its mailbox is
+/// listed again (it was direct I/O, ENODEV), and `tail` and `cmp` too.
+#[test]
+fn a_file_just_written_can_be_mmapped() {
+    let (_dovecot, mount, _client) = archive_mount();
+    let note = q(&mount.join("Archive").join("note.txt"));
+    let out = run_clean(
+        &format!(
+            "seq 1 2000 > {note} && python3 -c 'import mmap,sys\n\
+             f=open(sys.argv[1],\"rb\")\n\
+             m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\n\
+             sys.stdout.write(m[-10:].decode())' {note} && tail -n 1 {note} && \
+             seq 1 2000 | cmp - {note}"
+        ),
+        &mount,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1999\n2000\n2000\n");
+}
+
 /// `mv` of a stored file within its mailbox, before and after the mailbox is listed
 /// again: the same each time, one message under the last name.
 #[test]

@@ -928,3 +928,27 @@ fn a_stored_file_shows_and_takes_its_message_flags() {
     assert_eq!(errno(h.fs.getxattr(made.attr.ino, flags)), libc::ENODATA);
     h.fs.release(made.attr.ino, fh).unwrap();
 }
+
+/// A file just written and stored is read through the page cache (so it can be mmap'ed);
+/// one still being written, or opened to write, with direct I/O.
+#[test]
+fn a_stored_new_file_opens_for_the_page_cache() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let (made, fh) = h.fs.create(inbox, OsStr::new("a.txt")).unwrap();
+    let ino = made.attr.ino;
+    h.fs.write(ino, fh, 0, b"bytes").unwrap();
+    let open = h.fs.open(ino, false).unwrap();
+    assert!(open.direct_io, "written, not stored yet");
+    h.fs.release(ino, open.fh).unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.stored("INBOX").len(), 1);
+    let open = h.fs.open(ino, false).unwrap();
+    assert!(!open.direct_io && !open.keep_cache);
+    assert_eq!(h.fs.read(ino, open.fh, 0, 4096).unwrap(), b"bytes");
+    h.fs.release(ino, open.fh).unwrap();
+    let open = h.fs.open(ino, true).unwrap();
+    assert!(open.direct_io, "opened to write");
+    h.fs.release(ino, open.fh).unwrap();
+}
