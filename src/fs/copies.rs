@@ -146,6 +146,37 @@ impl Copies {
         Some((copy, mtime))
     }
 
+    /// The copy of `source` made in the mailbox directory `dir` and still used, now also
+    /// named `name` there (the copier names it after the message copied).
+    fn made_from(
+        &self,
+        dir: &str,
+        source: &MessageRef,
+        name: &str,
+        now: Instant,
+    ) -> Option<(MessageRef, SystemTime)> {
+        if !self.held.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut table = self.inner.lock();
+        let copy = table
+            .copies
+            .iter()
+            .find(|(_, c)| c.dir == dir && c.source == *source)
+            .map(|(m, _)| m.clone())?;
+        let entry = table.live(&copy, now)?;
+        let old = std::mem::replace(&mut entry.name, name.to_string());
+        let mtime = entry.mtime;
+        let old = (dir.to_string(), old);
+        if table.names.get(&old) == Some(&copy) {
+            table.names.remove(&old);
+        }
+        table
+            .names
+            .insert((dir.to_string(), name.to_string()), copy.clone());
+        Some((copy, mtime))
+    }
+
     /// The message `copy` was copied from, while it is being filled.
     fn source_of(&self, copy: &MessageRef, now: Instant) -> Option<MessageRef> {
         if !self.held.load(Ordering::Acquire) {
@@ -262,6 +293,18 @@ impl Fs {
             tracing::debug!(name, "no listed message elsewhere has this directory name");
             return Ok(None);
         };
+        // Copied already, as a file the copier wrote first (a stored file's message).
+        let now = self.metadata.now();
+        if let Some((copy, mtime)) = self.copies.made_from(dir_path, &source, name, now) {
+            if self.still_listed(&copy) {
+                tracing::debug!(name, uid = %copy.uid, "the message was copied with its file: the copy is filled");
+                return Ok(Some(self.remember(Node::Message {
+                    message: copy,
+                    section: Section::whole(),
+                    mtime,
+                })));
+            }
+        }
         let layout = self.layout(&source)?;
         let Some((validity, uid)) =
             self.store
@@ -279,25 +322,61 @@ impl Fs {
             uid,
         };
         tracing::info!(from = %source.mailbox, uid = %source.uid, to = %mailbox, copy = %uid, "copied a message for a directory made by its name");
-        if self.metadata.message_copied(&source, &copy) {
+        let mtime = self.begin_copy(dir_path, name, source, &copy, layout)?;
+        Ok(Some(self.remember(Node::Message {
+            message: copy,
+            section: Section::whole(),
+            mtime,
+        })))
+    }
+
+    /// A new file was stored as a copy of the stored file of `source` (another mailbox's):
+    /// the copy is filled as a message directory copied by name is, so that `cp -r` of the
+    /// mailbox, which goes on into the message directory of the same name, makes no
+    /// second copy.
+    pub(super) fn file_copy_made(&self, dir_path: &str, source: &MessageRef, copy: &MessageRef) {
+        let Some((name, ..)) = self.metadata.named(&source.mailbox, &[source.uid]).pop() else {
+            return;
+        };
+        let begun = self
+            .layout(source)
+            .and_then(|layout| self.begin_copy(dir_path, &name, source.clone(), copy, layout));
+        if let Err(e) = begun {
+            tracing::debug!(uid = %copy.uid, error = %e, "the copy of a stored file shows whole");
+        }
+    }
+
+    /// Keeps `copy` (just made of `source` in the mailbox at `dir_path`) as a copy being
+    /// filled under `name`: listed as `source` is, its files hidden until written. Returns
+    /// its date.
+    fn begin_copy(
+        &self,
+        dir_path: &str,
+        name: &str,
+        source: MessageRef,
+        copy: &MessageRef,
+        layout: Arc<Vec<Entry>>,
+    ) -> FsResult<SystemTime> {
+        let (mailbox, validity, uid) = (&copy.mailbox, copy.validity, copy.uid);
+        if self.metadata.message_copied(&source, copy) {
             tracing::warn!(%mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
             self.content.retain_validity(mailbox, validity);
         }
         self.metadata.mark_stale(mailbox);
-        if self.metadata.message(&copy).is_none() {
+        if self.metadata.message(copy).is_none() {
             self.ensure_listing(mailbox, None)?;
         }
-        let Some(meta) = self.metadata.message(&copy) else {
+        let Some(meta) = self.metadata.message(copy) else {
             return Err(FsError::Store(StoreError::Protocol(format!(
                 "the copy {uid} made in {mailbox} is not in its listing"
             ))));
         };
         // The copy holds the same bytes: the same layout, without asking for it.
-        if !self.metadata.has_layout(&copy) {
+        if !self.metadata.has_layout(copy) {
             self.metadata
                 .insert_layout(copy.clone(), Arc::clone(&layout));
         }
-        self.hidden.lock().extend(every_node(&copy, &layout));
+        self.hidden.lock().extend(every_node(copy, &layout));
         self.end_copies(self.copies.take_ended(self.metadata.now()));
         let evicted = self.copies.insert(
             copy.clone(),
@@ -311,11 +390,7 @@ impl Fs {
             },
         );
         self.end_copies(evicted);
-        Ok(Some(self.remember(Node::Message {
-            message: copy,
-            section: Section::whole(),
-            mtime: meta.internal_date,
-        })))
+        Ok(meta.internal_date)
     }
 
     /// A file or encapsulated message created by name in a copy's directory (`create` or

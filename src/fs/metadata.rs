@@ -868,6 +868,30 @@ impl MetadataCache {
             .collect()
     }
 
+    /// The messages shown as a file named `name` of `size` bytes in the listings of
+    /// mailboxes other than `not_in`: what a file of that name stored into `not_in` may be
+    /// a copy of. A message marked `\Deleted` is left out (its copy would be too).
+    pub fn files_elsewhere(&self, not_in: &MailboxId, name: &str, size: u64) -> Vec<MessageRef> {
+        let inner = self.inner.lock();
+        let mut found = Vec::new();
+        for (mailbox, listing) in inner.listings.iter().filter(|(m, _)| *m != not_in) {
+            let Some(uid) = listing.files.get(name) else {
+                continue;
+            };
+            let Some(entry) = listing.messages.get(uid) else {
+                continue;
+            };
+            let deleted = entry
+                .flags
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+            if entry.file_origin().is_some_and(|o| o.size == size) && !deleted {
+                found.push(listing.message_ref(mailbox, *uid));
+            }
+        }
+        found
+    }
+
     /// The UID listed just before `message`, if it is listed.
     pub fn previous_uid(&self, message: &MessageRef) -> Option<Uid> {
         let inner = self.inner.lock();

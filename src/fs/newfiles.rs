@@ -16,9 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::content::Source;
-use super::inodes::{MessageRef, Node};
+use super::inodes::{MessageRef, Node, NodeKey};
 use super::mailboxes;
-use super::newmail::MessageSource;
+use super::newmail::{parse_origin, MessageSource};
 use super::spool::{note_path, Sending};
 use super::virtual_dirs::VirtualNode;
 use super::{AttrReply, Fs, FsError, FsResult};
@@ -667,15 +667,30 @@ impl Fs {
                 return Ok(());
             }
         }
+        if let Some(old) = self.unchanged_version(file, &name) {
+            tracing::info!(mailbox = %file.mailbox, name, uid = %old.uid, "written again with the bytes it held: nothing sent");
+            file.replaces.lock().clear();
+            *file.state.lock() = State::Stored(Some(old));
+            self.drop_spool(file);
+            return Ok(());
+        }
         let again = || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
         let held = if source.as_is() {
             self.held_already(&sending, source.subject(), again)
         } else {
             None
         };
+        let mut file_source = None;
         let copied = match (&held, source.as_is()) {
             (None, true) => {
                 self.copied_from_elsewhere(&sending, source.subject(), again, &file.spool)?
+            }
+            (None, false) => {
+                self.file_copied_from_elsewhere(&sending, file)?
+                    .map(|(source, copied)| {
+                        file_source = Some(source);
+                        copied
+                    })
             }
             _ => None,
         };
@@ -740,6 +755,9 @@ impl Fs {
                 *file.state.lock() = State::Stored(own);
                 let _ = std::fs::remove_file(note_path(&file.spool));
                 self.drop_spool(file);
+                if let (Some(source), Some(copy)) = (&file_source, &message) {
+                    self.file_copy_made(dir_path, source, copy);
+                }
                 let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
                 for old in superseded
                     .into_iter()
@@ -877,6 +895,120 @@ impl Fs {
             }
         }
         Ok(None)
+    }
+
+    /// A file that is, byte for byte, the file another mailbox shows under the same name
+    /// (`cp MNT/INBOX/report.pdf MNT/Archive/`, or `cp -r` of a mailbox holding stored
+    /// files: the copier just read it, so the kernel holds it) is copied on the server
+    /// (`UID COPY`: no upload, flags and date with it) rather than stored anew, and the copy
+    /// is filled as a copied message directory is: `cp -r` goes on into the message
+    /// directory of the same name and writes the same bytes, which makes no second copy.
+    /// Noted first, as an APPEND is. Returns `Ok(None)` when no copy was made.
+    fn file_copied_from_elsewhere(
+        &self,
+        sending: &Sending,
+        file: &NewFile,
+    ) -> FsResult<Option<(MessageRef, Stored)>> {
+        if !self.store.capabilities().uidplus {
+            return Ok(None);
+        }
+        let size = file.size();
+        let held = |m: &MessageRef| {
+            let inodes = self.inodes.lock();
+            inodes.ino_of(&NodeKey::StoredFile(m.clone())).is_some()
+                || inodes
+                    .ino_of(&NodeKey::Message(m.clone(), Section::whole()))
+                    .is_some()
+        };
+        let candidates = self
+            .metadata
+            .files_elsewhere(&sending.mailbox, &sending.name, size);
+        for source in candidates.into_iter().filter(held) {
+            let Some(meta) = self.metadata.message(&source) else {
+                continue;
+            };
+            match self.same_file(&source, &file.file, size) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, "could not compare a stored file before storing one like it");
+                    continue;
+                }
+            }
+            // The copy is found again after a crash by its size and date (the source's).
+            let note = Sending {
+                message_len: meta.size,
+                internal_date: meta.internal_date,
+                message_id: None,
+                ..sending.clone()
+            };
+            note.record(&file.spool)
+                .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
+            let copied = self.store.copy_message(
+                &source.mailbox,
+                source.validity,
+                source.uid,
+                &sending.mailbox,
+            );
+            match copied {
+                Ok(copy) => {
+                    tracing::info!(from = %source.mailbox, uid = %source.uid, to = %sending.mailbox, new_uid = ?copy.map(|c| c.1), name = sending.name, "the file is another mailbox's stored file: copied on the server, not sent");
+                    return Ok(Some((source, Ok(copy))));
+                }
+                Err(
+                    e @ (StoreError::Connection(_)
+                    | StoreError::Timeout(_)
+                    | StoreError::Interrupted),
+                ) => return Ok(Some((source, Err(e)))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(note_path(&file.spool));
+                    tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, "could not copy the stored file the file is; storing the file");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The one message `file` replaces, if it is the stored file `name` with the very bytes
+    /// written (`cp` or rsync of an unchanged file over it, an editor saving unchanged):
+    /// then nothing needs sending.
+    fn unchanged_version(&self, file: &NewFile, name: &str) -> Option<MessageRef> {
+        let old = match file.replaces.lock().as_slice() {
+            [old] => old.clone(),
+            _ => return None,
+        };
+        let origin = parse_origin(&self.metadata.message(&old)?.origin?)?;
+        let size = file.size();
+        if origin.name != name || origin.size != size || size == 0 {
+            return None;
+        }
+        match self.same_file(&old, &file.file, size) {
+            Ok(same) => same.then_some(old),
+            Err(e) => {
+                tracing::debug!(uid = %old.uid, error = %e, "could not compare a file with its stored version");
+                None
+            }
+        }
+    }
+
+    /// Whether the stored file of `message` holds the `size` bytes of `spool`.
+    fn same_file(&self, message: &MessageRef, spool: &File, size: u64) -> FsResult<bool> {
+        const WINDOW: u64 = 1 << 20;
+        let mut mine = vec![0u8; WINDOW.min(size) as usize];
+        let mut at = 0;
+        while at < size {
+            let want = (size - at).min(WINDOW);
+            let theirs = self.read_stored_file(message, size, at, want)?;
+            let mine = &mut mine[..want as usize];
+            spool
+                .read_exact_at(mine, at)
+                .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
+            if theirs != *mine {
+                return Ok(false);
+            }
+            at += want;
+        }
+        Ok(true)
     }
 
     /// Whether `message`, of `len` bytes, holds exactly what a source `ours` makes.

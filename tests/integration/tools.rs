@@ -556,6 +556,67 @@ fn a_file_just_written_can_be_mmapped() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1999\n2000\n2000\n");
 }
 
+/// `cp -r` of a mailbox holding a stored file into others, with the real `cp`: the file
+/// and its message directory make one copy there, made on the server, whichever `cp` takes
+/// first (it reads a directory in inode order); then `cp` of the same file over it sends
+/// nothing either.
+#[test]
+fn cp_r_of_a_mailbox_with_a_stored_file_copies_it_once() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let m = |name: &str| q(&mount.join(name));
+    run_clean(
+        &format!(
+            "mkdir {src} {one} {two} {three} && seq 1 20000 > {src}/note.txt && ls {src} >/dev/null",
+            src = m("Src"),
+            one = m("One"),
+            two = m("Two"),
+            three = m("Three")
+        ),
+        &mount,
+    );
+    let dir = mount.message_dir("Src", "note.txt");
+    let dir_name = dir.file_name().unwrap().to_string_lossy().to_string();
+    let sent = || counter(&mount, "bytes_sent");
+    let before = sent();
+    run_clean(
+        &format!(
+            "cp {src}/note.txt {one}/ && cp -r {dir} {one}/ && \
+             cp -r {dir} {two}/ && cp {src}/note.txt {two}/ && \
+             cp -r {src}/. {three}/ && cp {src}/note.txt {three}/",
+            src = m("Src"),
+            dir = q(&dir),
+            one = m("One"),
+            two = m("Two"),
+            three = m("Three")
+        ),
+        &mount,
+    );
+    let expected: Vec<u8> = (1..=20000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    for mailbox in ["One", "Two", "Three"] {
+        assert_eq!(
+            server_mailbox(&mut client, mailbox).len(),
+            1,
+            "{mailbox}: one message"
+        );
+        assert_eq!(
+            stored_files(&mut client, mailbox)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [("note.txt".to_string(), expected.clone())],
+            "{mailbox}"
+        );
+        let copied = std::fs::read(mount.join(mailbox).join(&dir_name).join("note.txt"));
+        assert!(copied.is_ok_and(|c| c == expected), "{mailbox}: {dir_name}");
+    }
+    assert!(
+        sent() - before < 20_000,
+        "copied on the server, not sent: {} bytes",
+        sent() - before
+    );
+}
+
 /// `mv` of a stored file within its mailbox, before and after the mailbox is listed
 /// again: the same each time, one message under the last name.
 #[test]

@@ -638,7 +638,7 @@ fn a_file_manager_trash_of_an_attachment_hides_it_and_keeps_the_message() {
 
 /// `cp -r INBOX/<message> Archive/` as coreutils does it: `mkdir`, then each file created
 /// and written, with the bytes read from the message directory copied.
-fn copy_dir_in(
+pub(super) fn copy_dir_in(
     h: &Harness,
     from: &str,
     into: u64,

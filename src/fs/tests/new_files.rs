@@ -2,6 +2,7 @@
 //! before writing, editors and rsync that write a temporary name and rename it, files
 //! rewritten after they were stored, and temporary files that are never stored.
 
+use super::local_changes::copy_dir_in;
 use super::*;
 
 /// A file written into `dir` as `open(O_CREAT)`, `close` of a dup'ed descriptor, then the
@@ -951,4 +952,90 @@ fn a_stored_new_file_opens_for_the_page_cache() {
     let open = h.fs.open(ino, true).unwrap();
     assert!(open.direct_io, "opened to write");
     h.fs.release(ino, open.fh).unwrap();
+}
+
+/// A file written into INBOX, stored, and looked at and read again through its listing,
+/// as a copier does: its directory name there.
+fn stored_and_read(h: &Harness, bytes: &[u8]) -> String {
+    for mailbox in ["Archive", "Work"] {
+        h.store.add_mailbox(mailbox, Some('/'), true, None);
+    }
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(h, inbox, "note.txt", bytes);
+    h.expire_listings();
+    let names = h.names(inbox).unwrap();
+    assert_eq!(h.read_path("INBOX/note.txt").unwrap(), bytes);
+    names
+        .into_iter()
+        .find(|n| n.ends_with(" note.txt"))
+        .expect("its message directory")
+}
+
+/// `cp -r` of a mailbox holding a stored file, the file first: the file is copied on the
+/// server (nothing sent), and the message directory of the same name that `cp` makes and
+/// fills next is that copy, not a second one.
+#[test]
+fn a_stored_file_copied_file_first_then_its_directory_is_one_copy() {
+    let h = Harness::new();
+    let bytes = b"a note worth keeping\n";
+    let dir_name = stored_and_read(&h, bytes);
+    let appends = h.count(Op::Append);
+    let archive = h.ino("Archive").unwrap();
+    shell_write(&h, archive, "note.txt", bytes);
+    assert_eq!(
+        (h.count(Op::CopyMessage), h.count(Op::Append)),
+        (1, appends)
+    );
+    let read = |file: &str| h.read_path(&format!("INBOX/{dir_name}/{file}")).unwrap();
+    copy_dir_in(&h, &format!("INBOX/{dir_name}"), archive, &dir_name, read).unwrap();
+    assert_eq!(h.count(Op::CopyMessage), 1, "no second copy");
+    let archived = h.stored("Archive");
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(
+        h.stored_raw("Archive", archived[0].uid),
+        h.stored_raw("INBOX", h.stored("INBOX")[0].uid)
+    );
+    h.expire_listings();
+    assert_eq!(h.read_path("Archive/note.txt").unwrap(), bytes);
+    // Other bytes under the same name are stored as themselves.
+    let work = h.ino("Work").unwrap();
+    shell_write(&h, work, "note.txt", b"another note\n");
+    assert_eq!(
+        (h.count(Op::CopyMessage), h.count(Op::Append)),
+        (1, appends + 1)
+    );
+}
+
+/// The same, the message directory first (`cp -r` reads entries in no set order): the
+/// directory copies the message, and the file written after it over the copy's file,
+/// byte for byte the same, sends nothing.
+#[test]
+fn a_stored_file_copied_directory_first_then_the_file_is_one_copy() {
+    let h = Harness::new();
+    let bytes = b"a note worth keeping\n";
+    let dir_name = stored_and_read(&h, bytes);
+    let appends = h.count(Op::Append);
+    let archive = h.ino("Archive").unwrap();
+    let read = |file: &str| h.read_path(&format!("INBOX/{dir_name}/{file}")).unwrap();
+    copy_dir_in(&h, &format!("INBOX/{dir_name}"), archive, &dir_name, read).unwrap();
+    assert_eq!(h.count(Op::CopyMessage), 1);
+    // cp finds note.txt there and opens it to write, truncated.
+    let ino =
+        h.fs.lookup(archive, OsStr::new("note.txt"))
+            .unwrap()
+            .attr
+            .ino;
+    let fh = h.fs.open_with(ino, true, true).unwrap().fh;
+    h.fs.write(ino, fh, 0, bytes).unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), appends, "nothing sent");
+    assert_eq!(h.stored("Archive").len(), 1);
+    assert_eq!(h.read_path("Archive/note.txt").unwrap(), bytes);
+    // Written with other bytes, it is a new version as before.
+    let fh = h.fs.open_with(ino, true, true).unwrap().fh;
+    h.fs.write(ino, fh, 0, b"changed\n").unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), appends + 1);
+    assert_eq!(h.stored("Archive").len(), 1);
 }
