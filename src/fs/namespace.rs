@@ -427,8 +427,11 @@ impl Fs {
                     return Ok(node);
                 }
             }
-            if let Some((message, origin)) =
-                self.metadata.find_file(mailbox, name).filter(|_| opens)
+            let left = |m: &MessageRef| self.new_files.renamed_away(path, name).as_ref() == Some(m);
+            if let Some((message, origin)) = self
+                .metadata
+                .find_file(mailbox, name)
+                .filter(|(m, _)| opens && !left(m))
             {
                 return Ok(Node::StoredFile {
                     message,
@@ -681,7 +684,12 @@ impl Fs {
         if let Some(mailbox) = mailbox {
             // A new file of the same name is the newer version; a mailbox always wins.
             for (message, origin) in self.metadata.files(mailbox) {
-                if dir.children.contains_key(&origin.name) || new_files.contains(&origin.name) {
+                let left =
+                    self.new_files.renamed_away(path, &origin.name).as_ref() == Some(&message);
+                if dir.children.contains_key(&origin.name)
+                    || new_files.contains(&origin.name)
+                    || left
+                {
                     continue;
                 }
                 items.push(DirItem::Child {

@@ -139,6 +139,14 @@ impl NewFile {
         self.name.lock().clone()
     }
 
+    /// `old` is a version this file supersedes once stored (once only).
+    fn replaces_also(&self, old: MessageRef) {
+        let mut replaces = self.replaces.lock();
+        if !replaces.contains(&old) {
+            replaces.push(old);
+        }
+    }
+
     pub(super) fn stored(&self) -> Option<Option<MessageRef>> {
         match &*self.state.lock() {
             State::Stored(message) => Some(message.clone()),
@@ -165,9 +173,44 @@ fn failed_close(file: &NewFile, why: &str, over_quota: bool) -> FsError {
 #[derive(Default)]
 pub struct NewFiles {
     files: Mutex<HashMap<(String, String), Arc<NewFile>>>,
+    /// Stored files renamed to a name kept local (`mv f f~`, vim's and rsync's backups,
+    /// `mv f .f`), by directory path and the name they left: the message no longer shows
+    /// under that name here, and the next file stored under it replaces the message.
+    renamed_away: Mutex<HashMap<(String, String), MessageRef>>,
 }
 
 impl NewFiles {
+    /// The message a stored file renamed to a local name left `name` in `dir_path` with.
+    pub fn renamed_away(&self, dir_path: &str, name: &str) -> Option<MessageRef> {
+        self.renamed_away
+            .lock()
+            .get(&(dir_path.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// The name in `dir_path` that `file`'s stored version left when it was renamed to a
+    /// local name, with that message, taken.
+    fn take_left_by(
+        &self,
+        dir_path: &str,
+        file: &NewFile,
+    ) -> Option<((String, String), MessageRef)> {
+        let replaces = file.replaces.lock().clone();
+        let mut left = self.renamed_away.lock();
+        let key = left
+            .iter()
+            .find(|((dir, _), m)| dir == dir_path && replaces.contains(m))
+            .map(|(k, _)| k.clone())?;
+        left.remove_entry(&key)
+    }
+
+    /// `renamed_away`, taken by a new file of that name, which replaces the message.
+    fn take_renamed_away(&self, dir_path: &str, name: &str) -> Option<MessageRef> {
+        self.renamed_away
+            .lock()
+            .remove(&(dir_path.to_string(), name.to_string()))
+    }
+
     /// The new file `name` in the directory at `dir_path`.
     pub fn get(&self, dir_path: &str, name: &str) -> Option<Arc<NewFile>> {
         self.files
@@ -219,6 +262,11 @@ impl NewFiles {
                 files.insert((dir, name), file);
             }
         }
+        // The messages left behind moved with their mailbox: they no longer stand for
+        // anything in it, and show again.
+        self.renamed_away
+            .lock()
+            .retain(|(dir, _), _| !mailboxes::is_within(dir, old_path));
     }
 }
 
@@ -305,6 +353,12 @@ impl Fs {
         let dir_path = self.mailbox_dir_path(parent)?;
         let mailbox = self.mailbox_at(&dir_path, "this directory cannot hold messages")?;
         let file = self.new_spooled_file(mailbox, name)?;
+        if name_kind(name) == NameKind::Stored {
+            // The stored file that left this name for a local one is this file's old version.
+            if let Some(old) = self.new_files.take_renamed_away(&dir_path, name) {
+                file.replaces_also(old);
+            }
+        }
         if let Some(old) = self.new_files.insert(&dir_path, file) {
             // Created over a new file of the same name: that one is gone.
             self.drop_spool(&old);
@@ -1082,6 +1136,11 @@ impl Fs {
                 tracing::info!(mailbox = %old.mailbox, uid = %old.uid, dir = dir_path, "expunged the version a new one replaced");
                 self.metadata.message_left(old);
             }
+            // Gone already (another version replaced it first, or another client).
+            Err(StoreError::NoSuchMessage { .. }) => {
+                tracing::debug!(mailbox = %old.mailbox, uid = %old.uid, "the version a new one replaced is gone already");
+                self.metadata.message_left(old);
+            }
             Err(e) => {
                 tracing::warn!(mailbox = %old.mailbox, uid = %old.uid, error = %e, "could not expunge the version a new one replaced; both are kept");
             }
@@ -1106,6 +1165,13 @@ impl Fs {
         };
         if let Some(Some(message)) = file.stored() {
             self.remove_stored_file(dir_path, &message, remove)?;
+        } else if let Some(left) = self.new_files.take_left_by(dir_path, &file) {
+            // The backup a stored file was renamed to, its name not written since: the
+            // message goes with it, as with `rm` of the file.
+            if let Err(e) = self.remove_stored_file(dir_path, &left.1, remove) {
+                self.new_files.renamed_away.lock().insert(left.0, left.1);
+                return Err(e);
+            }
         }
         self.new_files.remove(dir_path, name);
         self.drop_spool(&file);
@@ -1193,10 +1259,32 @@ impl Fs {
         *file.name.lock() = new_name.to_string();
         let closed = file.opens.load(Ordering::Relaxed) == 0;
         let wanted = name_kind(new_name) == NameKind::Stored && file.size() > 0;
-        if let Some(previous) = stored_before.filter(|_| wanted) {
-            // Stored under the old name: store it again under the new one, then drop the old.
-            file.replaces.lock().extend(previous);
-            *file.state.lock() = State::Dirty;
+        let mut left_behind = None;
+        match stored_before {
+            Some(previous) if wanted => {
+                // Stored under the old name: store it again under the new one, then drop
+                // the old.
+                file.replaces.lock().extend(previous);
+                *file.state.lock() = State::Dirty;
+            }
+            Some(Some(previous)) => {
+                // To a name kept local (a backup): the bytes stay here under it; the
+                // message leaves the old name, and the next file stored there replaces it
+                // (or this one, renamed back, is it again, unchanged).
+                file.replaces_also(previous.clone());
+                *file.state.lock() = State::Dirty;
+                left_behind = Some(previous);
+            }
+            _ => {}
+        }
+        // Onto a name a stored file left for a backup: that message is an old version.
+        let taken = if wanted {
+            self.new_files.take_renamed_away(dir_path, new_name)
+        } else {
+            None
+        };
+        if let Some(old) = &taken {
+            file.replaces_also(old.clone());
         }
         let dirty = *file.state.lock() == State::Dirty;
         if closed && wanted && dirty {
@@ -1204,6 +1292,12 @@ impl Fs {
                 // Not stored: nothing is superseded, the name stays.
                 *file.name.lock() = name.to_string();
                 *file.replaces.lock() = replaces_before;
+                if let Some(old) = taken {
+                    self.new_files
+                        .renamed_away
+                        .lock()
+                        .insert((dir_path.to_string(), new_name.to_string()), old);
+                }
                 return Err(e);
             }
         }
@@ -1215,6 +1309,13 @@ impl Fs {
             self.drop_spool(&other);
         } else {
             drop(files);
+        }
+        if let Some(message) = left_behind {
+            tracing::info!(dir = dir_path, name, new_name, uid = %message.uid, "a stored file renamed to a name kept local: kept here; its message leaves the old name");
+            self.new_files
+                .renamed_away
+                .lock()
+                .insert((dir_path.to_string(), name.to_string()), message);
         }
         self.inodes
             .lock()

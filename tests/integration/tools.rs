@@ -398,6 +398,67 @@ fn a_vim_save_stores_one_message() {
     );
 }
 
+/// Backups of a stored file, as vim (`set backup backupcopy=no`: rename, then write),
+/// `rsync --backup` and `mv -b` make them: the backup keeps the old bytes, the file the
+/// new ones, the server one message with the new ones (the backups were lost, and the old
+/// versions expunged, with no error).
+#[test]
+fn backups_of_a_stored_file_keep_the_old_bytes() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let a = mount.join("Archive");
+    let local = tempfile::tempdir().unwrap();
+    let l = q(local.path());
+    run_clean(
+        &format!(
+            "cd {a} && printf 'line1\\n' > notes.txt && echo v1 > doc.txt && echo m1 > moved.txt && \
+             ls >/dev/null && \
+             HOME=/nonexistent vim -u NONE -i NONE -N -es \
+               -c 'set backup backupskip= backupcopy=no' -c 'call append(1, \"line2\")' \
+               -c 'wq' notes.txt && \
+             echo v2 > {l}/doc.txt && touch -d 2020-01-01 {l}/doc.txt && rsync -a --backup {l}/doc.txt {a}/ && \
+             echo m2 > {l}/moved.txt && mv -b {l}/moved.txt {a}/moved.txt",
+            a = q(&a)
+        ),
+        &mount,
+    );
+    let read = |name: &str| {
+        std::fs::read_to_string(a.join(name)).unwrap_or_else(|e| format!("{name}: {e}"))
+    };
+    assert_eq!(
+        [read("notes.txt~"), read("doc.txt~"), read("moved.txt~")],
+        ["line1\n", "v1\n", "m1\n"]
+    );
+    assert_eq!(
+        stored_files(&mut client, "Archive")
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [
+            ("doc.txt".to_string(), b"v2\n".to_vec()),
+            ("moved.txt".to_string(), b"m2\n".to_vec()),
+            ("notes.txt".to_string(), b"line1\nline2\n".to_vec())
+        ]
+    );
+    assert_eq!(server_mailbox(&mut client, "Archive").len(), 3);
+    let listed: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.as_bytes()[0].is_ascii_digit())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "doc.txt",
+            "doc.txt~",
+            "moved.txt",
+            "moved.txt~",
+            "notes.txt",
+            "notes.txt~"
+        ]
+    );
+}
+
 #[test]
 fn gio_trash_of_a_message_moves_it_to_the_servers_trash_and_creates_no_mailbox() {
     let dovecot = dovecot_with_samples();

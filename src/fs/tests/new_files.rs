@@ -1039,3 +1039,88 @@ fn a_stored_file_copied_directory_first_then_the_file_is_one_copy() {
     assert_eq!(h.count(Op::Append), appends + 1);
     assert_eq!(h.stored("Archive").len(), 1);
 }
+
+/// Renames `from` to `to` within `dir`.
+fn rename_in(h: &Harness, dir: u64, from: &str, to: &str) -> FsResult<()> {
+    h.fs.rename(dir, OsStr::new(from), dir, OsStr::new(to), false, false)
+}
+
+/// vim's and rsync's backups: a stored file renamed to a name kept local (`f~`) is kept
+/// here under it with its bytes, its name is free (ENOENT, unlisted), and the file written
+/// there next replaces its message: one message, the backup readable until removed, and
+/// nothing in Trash when it is. Right after the store, and after the mailbox was listed.
+#[test]
+fn a_stored_file_renamed_to_a_backup_name_keeps_its_bytes_and_frees_its_name() {
+    for listed in [false, true] {
+        let h = Harness::new();
+        let inbox = h.ino("INBOX").unwrap();
+        shell_write(&h, inbox, "plan.txt", b"version one\n");
+        if listed {
+            h.expire_listings();
+            h.names(inbox).unwrap();
+        }
+        h.fs.lookup(inbox, OsStr::new("plan.txt")).unwrap();
+        rename_in(&h, inbox, "plan.txt", "plan.txt~").unwrap();
+        assert_eq!(
+            errno(h.fs.lookup(inbox, OsStr::new("plan.txt"))),
+            libc::ENOENT,
+            "listed: {listed}"
+        );
+        h.expire_listings();
+        let names = h.names(inbox).unwrap();
+        assert!(names.contains(&"plan.txt~".to_string()), "{names:?}");
+        assert!(!names.contains(&"plan.txt".to_string()), "{names:?}");
+        assert_eq!(h.read_path("INBOX/plan.txt~").unwrap(), b"version one\n");
+        assert_eq!(
+            h.stored("INBOX").len(),
+            1,
+            "the message stays until replaced"
+        );
+        shell_write(&h, inbox, "plan.txt", b"version two\n");
+        let stored = h.stored("INBOX");
+        assert_eq!(stored.len(), 1, "listed: {listed}: {stored:?}");
+        assert_eq!(only_stored(&h, "INBOX").1, b"version two\n");
+        assert_eq!(h.read_path("INBOX/plan.txt~").unwrap(), b"version one\n");
+        let moves = h.count(Op::MoveMessage);
+        h.fs.unlink(inbox, OsStr::new("plan.txt~")).unwrap();
+        assert_eq!(h.stored("INBOX").len(), 1);
+        assert_eq!(h.count(Op::MoveMessage), moves, "nothing goes to Trash");
+    }
+}
+
+/// `mv f .f` and back (or `cp -b` undoing its backup): the name comes back with the same
+/// message, nothing sent.
+#[test]
+fn a_stored_file_renamed_to_a_local_name_and_back_is_the_same_message() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "doc.txt", b"the document\n");
+    let first = only_stored(&h, "INBOX").2.uid;
+    let appends = h.count(Op::Append);
+    rename_in(&h, inbox, "doc.txt", ".doc.txt").unwrap();
+    assert_eq!(
+        errno(h.fs.lookup(inbox, OsStr::new("doc.txt"))),
+        libc::ENOENT
+    );
+    rename_in(&h, inbox, ".doc.txt", "doc.txt").unwrap();
+    assert_eq!(h.count(Op::Append), appends, "nothing sent");
+    assert_eq!(only_stored(&h, "INBOX").2.uid, first);
+    assert_eq!(h.read_path("INBOX/doc.txt").unwrap(), b"the document\n");
+}
+
+/// `mv f f~` then `rm f~`, its name not written since: the file is gone, its message to
+/// Trash as with `rm f` (it would come back at the next mount otherwise).
+#[test]
+fn a_backup_removed_before_its_name_was_written_takes_the_message_along() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "plan.txt", b"version one\n");
+    rename_in(&h, inbox, "plan.txt", "plan.txt~").unwrap();
+    h.fs.unlink(inbox, OsStr::new("plan.txt~")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+    h.expire_listings();
+    assert!(h.names(inbox).unwrap().iter().all(|n| !n.contains("plan")));
+}
