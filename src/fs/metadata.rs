@@ -641,6 +641,11 @@ impl MetadataCache {
         }
         // The version held no longer describes the listing.
         listing.version = None;
+        if !newer_here.is_empty() {
+            // What the report said of those messages' other flags is not taken either:
+            // the next look lists the mailbox again.
+            listing.stale = true;
+        }
         listing.index_files();
         if change.arrived || !change.removed.is_empty() {
             listing.changed = SystemTime::now();
@@ -1425,6 +1430,11 @@ mod tests {
         };
         assert!(cache.apply_change(&late).flagged.is_empty());
         assert_eq!(flags(&cache), ["\\Flagged"]);
+        // What else the report said of them is not taken: the next look lists again.
+        assert!(matches!(
+            cache.plan_listing(&inbox, Some(Duration::from_secs(60)), true),
+            ListingPlan::Relist { .. }
+        ));
         // A listing asked for before the change keeps the flags made here.
         cache.install_listing(&inbox, listing(1, vec![meta(1, "a")]), before);
         assert_eq!(flags(&cache), ["\\Flagged"]);

@@ -263,9 +263,11 @@ impl Fs {
             binary_ok,
         )
         .map_err(|e| e.to_string())?;
+        // Dated as it is sent now (a note of a COPY that never landed has the source's).
         let again = Sending {
             message_len: source.byte_len(),
             message_id: source.message_id().map(str::to_string),
+            internal_date: sending.mtime,
             ..sending.clone()
         };
         again.record(spool).map_err(|e| e.to_string())?;

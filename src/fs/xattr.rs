@@ -79,6 +79,7 @@ impl Fs {
             Node::Message {
                 message, section, ..
             } if section.is_whole() => return Ok(Some(message.clone())),
+            // Listed: what the listing says of it is all there is.
             Node::StoredFile { message, .. } => return Ok(Some(message.clone())),
             Node::NewFile { dir_path, name } => {
                 match self.new_files.get(dir_path, name).and_then(|f| f.stored()) {
@@ -255,10 +256,15 @@ impl Fs {
                 )),
             };
         }
-        let Some(message) = self.attribute_message(&node)? else {
-            return Err(FsError::NotSupported);
-        };
         let name = name.to_str().unwrap_or_default();
+        let Some(message) = self.attribute_message(&node)? else {
+            return Err(match (&node, name) {
+                (Node::Message { .. }, UID | UIDVALIDITY | INTERNALDATE | MAILBOX) => {
+                    FsError::NotPermitted(format!("{name} is read-only"))
+                }
+                _ => FsError::NotSupported,
+            });
+        };
         match name {
             FLAGS => match FlagsValue::parse(flags_text(value)?)? {
                 FlagsValue::Replace(flags) => self.set_message_flags(&message, &flags),
