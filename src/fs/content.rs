@@ -608,6 +608,20 @@ impl ContentFetcher {
             .contains(&key(message, section, Transfer::Encoded, 0))
     }
 
+    /// Whether all `size` bytes of a section read as `transfer` are cached (its first and
+    /// last chunks).
+    pub fn has_section(
+        &self,
+        message: &MessageRef,
+        section: &Section,
+        transfer: Transfer,
+        size: u64,
+    ) -> bool {
+        let last = size.saturating_sub(1) / CHUNK * CHUNK;
+        self.cache.contains(&key(message, section, transfer, 0))
+            && self.cache.contains(&key(message, section, transfer, last))
+    }
+
     /// Whether all of a whole message of `size` bytes is cached (its first and last chunks:
     /// a message's chunks are kept together).
     pub fn has_whole_message(&self, message: &MessageRef, size: u64) -> bool {

@@ -322,7 +322,7 @@ impl Fs {
             uid,
         };
         tracing::info!(from = %source.mailbox, uid = %source.uid, to = %mailbox, copy = %uid, "copied a message for a directory made by its name");
-        let mtime = self.begin_copy(dir_path, name, source, &copy, layout)?;
+        let mtime = self.begin_copy(dir_path, name, source, &copy, layout, true)?;
         Ok(Some(self.remember(Node::Message {
             message: copy,
             section: Section::whole(),
@@ -333,22 +333,23 @@ impl Fs {
     /// A new file was stored as a copy of the stored file of `source` (another mailbox's):
     /// the copy is filled as a message directory copied by name is, so that `cp -r` of the
     /// mailbox, which goes on into the message directory of the same name, makes no
-    /// second copy.
+    /// second copy. Its files show meanwhile (nobody may fill it: a plain `cp`), and `cp`
+    /// writes over them.
     pub(super) fn file_copy_made(&self, dir_path: &str, source: &MessageRef, copy: &MessageRef) {
         let Some((name, ..)) = self.metadata.named(&source.mailbox, &[source.uid]).pop() else {
             return;
         };
-        let begun = self
-            .layout(source)
-            .and_then(|layout| self.begin_copy(dir_path, &name, source.clone(), copy, layout));
+        let begun = self.layout(source).and_then(|layout| {
+            self.begin_copy(dir_path, &name, source.clone(), copy, layout, false)
+        });
         if let Err(e) = begun {
             tracing::debug!(uid = %copy.uid, error = %e, "the copy of a stored file shows whole");
         }
     }
 
     /// Keeps `copy` (just made of `source` in the mailbox at `dir_path`) as a copy being
-    /// filled under `name`: listed as `source` is, its files hidden until written. Returns
-    /// its date.
+    /// filled under `name`: listed as `source` is, its files hidden until written (with
+    /// `hide`). Returns its date.
     fn begin_copy(
         &self,
         dir_path: &str,
@@ -356,6 +357,7 @@ impl Fs {
         source: MessageRef,
         copy: &MessageRef,
         layout: Arc<Vec<Entry>>,
+        hide: bool,
     ) -> FsResult<SystemTime> {
         let (mailbox, validity, uid) = (&copy.mailbox, copy.validity, copy.uid);
         if self.metadata.message_copied(&source, copy) {
@@ -376,7 +378,9 @@ impl Fs {
             self.metadata
                 .insert_layout(copy.clone(), Arc::clone(&layout));
         }
-        self.hidden.lock().extend(every_node(copy, &layout));
+        if hide {
+            self.hidden.lock().extend(every_node(copy, &layout));
+        }
         self.end_copies(self.copies.take_ended(self.metadata.now()));
         let evicted = self.copies.insert(
             copy.clone(),
@@ -533,7 +537,7 @@ impl Fs {
     }
 
     /// The message `copy` was copied from, while the copy is being filled.
-    fn copy_source(&self, copy: &MessageRef) -> Option<MessageRef> {
+    pub(super) fn copy_source(&self, copy: &MessageRef) -> Option<MessageRef> {
         let source = self.copies.source_of(copy, self.metadata.now())?;
         self.still_listed(copy).then_some(source)
     }

@@ -85,8 +85,11 @@ pub struct NewFile {
     size: AtomicU64,
     /// What `touch` or rsync set; the creation time otherwise. Becomes the INTERNALDATE.
     mtime: Mutex<SystemTime>,
+    /// The mtime was set (rsync, `cp -p`, `touch -d`) since the file was last stored: a
+    /// version with the same bytes and another date is stored, to keep the date.
+    mtime_set: std::sync::atomic::AtomicBool,
     /// Open handles (create counts as one).
-    opens: AtomicU32,
+    pub(super) opens: AtomicU32,
     state: Mutex<State>,
     /// Messages this file supersedes once stored (a file it was renamed onto, an older
     /// version of itself); expunged after the APPEND, so nothing is ever lost.
@@ -402,6 +405,7 @@ impl Fs {
             file,
             size: AtomicU64::new(0),
             mtime: Mutex::new(now),
+            mtime_set: std::sync::atomic::AtomicBool::new(false),
             opens: AtomicU32::new(1),
             state: Mutex::new(State::Dirty),
             replaces: Mutex::new(Vec::new()),
@@ -963,7 +967,8 @@ impl Fs {
         sending: &Sending,
         file: &NewFile,
     ) -> FsResult<Option<(MessageRef, Stored)>> {
-        if !self.store.capabilities().uidplus {
+        // A new version of a file here keeps that one's flags: an APPEND.
+        if !self.store.capabilities().uidplus || !file.replaces.lock().is_empty() {
             return Ok(None);
         }
         let size = file.size();
@@ -981,6 +986,10 @@ impl Fs {
             let Some(meta) = self.metadata.message(&source) else {
                 continue;
             };
+            // Nothing is downloaded to compare: the copier has just read it.
+            if !self.stored_file_at_hand(&source, size) {
+                continue;
+            }
             match self.same_file(&source, &file.file, size) {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -1026,23 +1035,72 @@ impl Fs {
     /// The one message `file` replaces, if it is the stored file `name` with the very bytes
     /// written (`cp` or rsync of an unchanged file over it, an editor saving unchanged):
     /// then nothing needs sending.
+    /// Only where that is sure: the old version listed, the newest of its name, its bytes
+    /// at hand (nothing is downloaded to compare), no other date set, and the server still
+    /// holding it, not marked `\Deleted` (one `UID FETCH (FLAGS)`).
     fn unchanged_version(&self, file: &NewFile, name: &str) -> Option<MessageRef> {
         let old = match file.replaces.lock().as_slice() {
             [old] => old.clone(),
             _ => return None,
         };
-        let origin = parse_origin(&self.metadata.message(&old)?.origin?)?;
+        let meta = self.metadata.message(&old)?;
+        let deleted = |flags: &[String]| flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+        if deleted(&meta.flags) {
+            return None;
+        }
+        let origin = parse_origin(meta.origin.as_deref()?)?;
         let size = file.size();
         if origin.name != name || origin.size != size || size == 0 {
             return None;
         }
-        match self.same_file(&old, &file.file, size) {
-            Ok(same) => same.then_some(old),
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if file.mtime_set.load(Ordering::Relaxed) && secs(file.mtime()) != secs(origin.mtime) {
+            return None;
+        }
+        let newest = self.metadata.find_file(&old.mailbox, name);
+        if newest.is_some_and(|(m, _)| m != old) {
+            return None;
+        }
+        // A copy being filled holds its source's bytes, which the copier has just read.
+        let held = [self.copy_source(&old), Some(old.clone())]
+            .into_iter()
+            .flatten()
+            .find(|m| self.stored_file_at_hand(m, size))?;
+        match self.same_file(&held, &file.file, size) {
+            Ok(true) => {}
+            Ok(false) => return None,
             Err(e) => {
                 tracing::debug!(uid = %old.uid, error = %e, "could not compare a file with its stored version");
+                return None;
+            }
+        }
+        match self.store.flags_now(&old.mailbox, old.validity, old.uid) {
+            Ok(now) if !deleted(&now.flags) => Some(old),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(uid = %old.uid, error = %e, "the stored version could not be confirmed");
                 None
             }
         }
+    }
+
+    /// Whether the bytes of the stored file of `message` (`size` of them) are in the
+    /// caches: its part, or the whole message. Only with BINARY, where the part is read as
+    /// it is (without, it would be decoded whole).
+    fn stored_file_at_hand(&self, message: &MessageRef, size: u64) -> bool {
+        if !self.store.capabilities().binary {
+            return false;
+        }
+        let part = self.content.has_section(
+            message,
+            &super::newmail::file_section(),
+            Transfer::Decoded,
+            size,
+        );
+        part || self
+            .metadata
+            .message(message)
+            .is_some_and(|m| self.content.has_whole_message(message, m.size))
     }
 
     /// Whether the stored file of `message` holds the `size` bytes of `spool`.
@@ -1364,8 +1422,13 @@ impl Fs {
                 self.truncate_new_file(&file, size)?;
             }
             if let Some(mtime) = mtime {
-                *file.mtime.lock() = mtime;
-                // A stored file keeps its date; set before storing, it is the message's.
+                // Set before storing, it is the message's date. A stored file keeps its own
+                // (accepted and kept nowhere, as on messages, and not shown: every mount
+                // shows the date it was stored with).
+                if file.stored().is_none() {
+                    *file.mtime.lock() = mtime;
+                    file.mtime_set.store(true, Ordering::Relaxed);
+                }
             }
             return self.getattr(ino);
         }
@@ -1379,11 +1442,12 @@ impl Fs {
             if size.is_none() {
                 return self.getattr(ino);
             }
-            // A copy being filled takes its own size (cp -a).
+            // A copy being filled takes its own size (cp -a), and 0 (`cp` opening a file
+            // of it that shows already to write it over: what it writes is compared).
             if let Some(message) = self.node(ino)?.message() {
                 if self.is_copy(message) {
                     let now = self.getattr(ino)?;
-                    if size.is_none_or(|s| s == now.attr.size) {
+                    if size.is_none_or(|s| s == now.attr.size || s == 0) {
                         return Ok(now);
                     }
                 }

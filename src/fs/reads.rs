@@ -5,9 +5,10 @@ use super::content::{Source, SMALL_MESSAGE};
 use super::inodes::{MessageRef, Node};
 use super::virtual_dirs::VirtualNode;
 use super::walk::Walk;
-use super::{newmail, Fs, FsError, FsResult, OpenReply};
+use super::{newmail, Fs, FsError, FsResult, Invalidation, OpenReply};
 use crate::mime::{self, Content};
 use crate::store::{clip, ByteRange, Transfer, TransferEncoding};
+use std::sync::atomic::Ordering;
 
 /// How many whole messages (of at most `SMALL_MESSAGE`) to fetch at once when a walk reads
 /// them in order, and how many bytes they may add up to.
@@ -32,13 +33,17 @@ impl Fs {
         match self.exact_file(self.node(ino)?)? {
             Node::NewFile { dir_path, name } => {
                 self.open_new_file(&dir_path, &name)?;
-                // Stored and opened to read: its size holds until someone writes it, so
-                // it is read through the page cache (mmap works), dropped at every open.
+                // Stored, opened to read and open nowhere else: its bytes hold until
+                // someone opens it to write, so it is read through the page cache (mmap
+                // works); dropped at every open, and when a writer opens it.
+                let file = self.new_files.get(&dir_path, &name);
                 let stored = !write
-                    && self
-                        .new_files
-                        .get(&dir_path, &name)
-                        .is_some_and(|f| f.stored().is_some());
+                    && file.as_ref().is_some_and(|f| {
+                        f.stored().is_some() && f.opens.load(Ordering::Relaxed) == 1
+                    });
+                if write {
+                    self.invalidations.send(Invalidation::Inode { ino });
+                }
                 Ok(OpenReply {
                     fh: ino,
                     direct_io: !stored,
@@ -56,6 +61,8 @@ impl Fs {
                     self.refuse_if_read_only()?;
                     let keep = if truncate { 0 } else { size };
                     self.overwrite_stored_file(ino, &message, &name, (size, keep), mtime)?;
+                    // Readers may hold its pages: they are written over now.
+                    self.invalidations.send(Invalidation::Inode { ino });
                     return Ok(OpenReply {
                         fh: ino,
                         direct_io: true,
@@ -71,8 +78,21 @@ impl Fs {
                 })
             }
             Node::File {
-                spec, known_size, ..
+                message,
+                spec,
+                known_size,
+                ..
             } => {
+                if write && self.is_copy(&message) {
+                    // A copy being filled whose file shows already (a file `cp` copied
+                    // first made the copy): what is written over it is compared with it.
+                    return Ok(OpenReply {
+                        fh: 0,
+                        direct_io: true,
+                        keep_cache: false,
+                        no_flush: true,
+                    });
+                }
                 if write {
                     return Err(if self.config.read_only {
                         FsError::ReadOnly

@@ -992,6 +992,19 @@ impl MailStore for CachedStore {
         )
     }
 
+    fn flags_now(
+        &self,
+        mailbox: &MailboxId,
+        validity: UidValidity,
+        uid: Uid,
+    ) -> StoreResult<crate::store::FlagsNow> {
+        let s = &self.shared;
+        s.either(
+            || s.inner.flags_now(mailbox, validity, uid),
+            || Err(refused_offline()),
+        )
+    }
+
     fn search(&self, mailbox: &MailboxId, key: &SearchKey) -> StoreResult<Vec<Uid>> {
         let s = &self.shared;
         s.either(

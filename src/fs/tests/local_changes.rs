@@ -647,12 +647,29 @@ pub(super) fn copy_dir_in(
 ) -> FsResult<u64> {
     // cp looks at what it copies first.
     let source = h.ino(from).unwrap();
-    let dir = h.fs.mkdir(into, OsStr::new(name))?.attr.ino;
+    let dir = match h.fs.mkdir(into, OsStr::new(name)) {
+        Ok(made) => made.attr.ino,
+        // There already: cp goes on into it.
+        Err(FsError::Exists) => h.fs.lookup(into, OsStr::new(name))?.attr.ino,
+        Err(e) => return Err(e),
+    };
     for file in h.names(source).unwrap() {
-        let (made, fh) = h.fs.create(dir, OsStr::new(&file))?;
         let data = bytes(&file);
-        assert_eq!(h.fs.write(made.attr.ino, fh, 0, &data)?, data.len() as u32);
-        h.fs.release(made.attr.ino, fh)?;
+        // A file that shows already is opened to write and truncated; another is made.
+        let (ino, fh) = match h.fs.lookup(dir, OsStr::new(&file)) {
+            Ok(found) => {
+                let ino = found.attr.ino;
+                let fh = h.fs.open(ino, true)?.fh;
+                h.fs.setattr(ino, Some(fh), true, Some(0), None)?;
+                (ino, fh)
+            }
+            Err(_) => {
+                let (made, fh) = h.fs.create(dir, OsStr::new(&file))?;
+                (made.attr.ino, fh)
+            }
+        };
+        assert_eq!(h.fs.write(ino, fh, 0, &data)?, data.len() as u32);
+        h.fs.release(ino, fh)?;
     }
     Ok(dir)
 }

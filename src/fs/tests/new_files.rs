@@ -948,6 +948,10 @@ fn a_stored_new_file_opens_for_the_page_cache() {
     let open = h.fs.open(ino, false).unwrap();
     assert!(!open.direct_io && !open.keep_cache);
     assert_eq!(h.fs.read(ino, open.fh, 0, 4096).unwrap(), b"bytes");
+    // Open elsewhere too (a writer may hold it): direct I/O.
+    let second = h.fs.open(ino, false).unwrap();
+    assert!(second.direct_io);
+    h.fs.release(ino, second.fh).unwrap();
     h.fs.release(ino, open.fh).unwrap();
     let open = h.fs.open(ino, true).unwrap();
     assert!(open.direct_io, "opened to write");
@@ -997,12 +1001,38 @@ fn a_stored_file_copied_file_first_then_its_directory_is_one_copy() {
     );
     h.expire_listings();
     assert_eq!(h.read_path("Archive/note.txt").unwrap(), bytes);
-    // Other bytes under the same name are stored as themselves.
+    // Other bytes of the same size under the same name are stored as themselves.
     let work = h.ino("Work").unwrap();
-    shell_write(&h, work, "note.txt", b"another note\n");
+    shell_write(&h, work, "note.txt", b"a note worth kEEping\n");
     assert_eq!(
         (h.count(Op::CopyMessage), h.count(Op::Append)),
         (1, appends + 1)
+    );
+    // cp -r leaves the copy's message directory whole: rmdir of it is ENOTEMPTY.
+    let copy_dir = format!("{} note.txt", archived[0].uid);
+    assert_eq!(
+        errno(h.fs.rmdir(archive, OsStr::new(&copy_dir))),
+        libc::ENOTEMPTY
+    );
+}
+
+/// A plain `cp` of a stored file: the copy's message directory shows every file at once
+/// (never an empty-looking directory whose rmdir would take the file along).
+#[test]
+fn a_stored_file_copied_alone_leaves_a_whole_message_directory() {
+    let h = Harness::new();
+    let bytes = b"a note worth keeping\n";
+    stored_and_read(&h, bytes);
+    let archive = h.ino("Archive").unwrap();
+    shell_write(&h, archive, "note.txt", bytes);
+    assert_eq!(h.count(Op::CopyMessage), 1);
+    let copy = h.stored("Archive")[0].uid;
+    let dir = format!("{copy} note.txt");
+    let files = h.names_at(&format!("Archive/{dir}")).unwrap();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(
+        errno(h.fs.rmdir(archive, OsStr::new(&dir))),
+        libc::ENOTEMPTY
     );
 }
 
@@ -1032,14 +1062,55 @@ fn a_stored_file_copied_directory_first_then_the_file_is_one_copy() {
     assert_eq!(h.count(Op::Append), appends, "nothing sent");
     assert_eq!(h.stored("Archive").len(), 1);
     assert_eq!(h.read_path("Archive/note.txt").unwrap(), bytes);
-    // Written with other bytes, it is a new version as before.
+    // Written with other bytes of the same size, it is a new version as before.
     let fh = h.fs.open_with(ino, true, true).unwrap().fh;
-    h.fs.write(ino, fh, 0, b"changed\n").unwrap();
+    h.fs.write(ino, fh, 0, b"a note worth kEEping\n").unwrap();
     h.fs.release(ino, fh).unwrap();
     assert_eq!(h.count(Op::Append), appends + 1);
     assert_eq!(h.stored("Archive").len(), 1);
 }
 
+/// The same bytes written again are a new version where keeping the old one would lose
+/// something: it is marked `\Deleted` (the next EXPUNGE would take the file), or another
+/// date was set (rsync -a of a file whose time alone changed).
+#[test]
+fn the_same_bytes_written_again_are_stored_where_the_old_version_would_not_do() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let bytes = b"the same bytes\n";
+    shell_write(&h, inbox, "a.txt", bytes);
+    let relisted_and_read = || {
+        h.expire_listings();
+        h.names(inbox).unwrap();
+        assert_eq!(h.read_path("INBOX/a.txt").unwrap(), bytes);
+        h.fs.lookup(inbox, OsStr::new("a.txt")).unwrap().attr.ino
+    };
+    let write_over = |ino: u64, mtime: Option<SystemTime>| {
+        let fh = h.fs.open_with(ino, true, true).unwrap().fh;
+        h.fs.write(ino, fh, 0, bytes).unwrap();
+        if let Some(mtime) = mtime {
+            h.fs.setattr(ino, Some(fh), true, None, Some(mtime))
+                .unwrap();
+        }
+        h.fs.release(ino, fh).unwrap();
+    };
+    let appends = h.count(Op::Append);
+    write_over(relisted_and_read(), None);
+    assert_eq!(h.count(Op::Append), appends, "unchanged: nothing sent");
+    let uid = only_stored(&h, "INBOX").2.uid;
+    h.store.set_flags("INBOX", uid, &["\\Deleted"]);
+    write_over(relisted_and_read(), None);
+    assert_eq!(h.count(Op::Append), appends + 1, "the old one is \\Deleted");
+    let newer = h
+        .stored("INBOX")
+        .into_iter()
+        .find(|m| m.uid != uid)
+        .unwrap();
+    assert!(newer.flags.is_empty(), "{:?}", newer.flags);
+    let long_ago = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    write_over(relisted_and_read(), Some(long_ago));
+    assert_eq!(h.count(Op::Append), appends + 2, "another date");
+}
 /// Renames `from` to `to` within `dir`.
 fn rename_in(h: &Harness, dir: u64, from: &str, to: &str) -> FsResult<()> {
     h.fs.rename(dir, OsStr::new(from), dir, OsStr::new(to), false, false)
@@ -1095,6 +1166,10 @@ fn a_stored_file_renamed_to_a_local_name_and_back_is_the_same_message() {
     let h = Harness::new();
     let inbox = h.ino("INBOX").unwrap();
     shell_write(&h, inbox, "doc.txt", b"the document\n");
+    // Listed and read: its bytes are at hand to compare.
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    assert_eq!(h.read_path("INBOX/doc.txt").unwrap(), b"the document\n");
     let first = only_stored(&h, "INBOX").2.uid;
     let appends = h.count(Op::Append);
     rename_in(&h, inbox, "doc.txt", ".doc.txt").unwrap();
