@@ -90,9 +90,10 @@ pub struct Attr {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
-    /// Status change: a file's mtime; for a directory, when the mount started (its mtime
-    /// becomes known only once it is listed, and `tar` takes a changed ctime for a
-    /// directory changed while it was read).
+    /// Status change: a file's mtime; for a mailbox directory, when a change to what it
+    /// holds was last seen after its first listing, else when the mount started (its mtime
+    /// becomes known only once it is listed, and `tar` takes a ctime that moved while it
+    /// read a directory for a change).
     pub ctime: SystemTime,
     pub perm: u16,
     pub nlink: u32,
@@ -316,14 +317,14 @@ impl Fs {
             // mtime is when its contents last changed, so the kernel drops a cached
             // listing of it when that changes.
             Node::Mailbox { path } => {
-                let (mtime, ttl) = self.mailbox_dir_state(path);
-                // The first listing dates the directory back to its newest message, but
-                // nothing changed then: tar, which compares the ctime before and after
-                // reading a directory, must not see a change in that. Changes seen later
-                // are after the start, and move the ctime too.
+                let (mtime, ctime, ttl) = self.mailbox_dir_state(path);
+                // The first listing dates the directory (back to its newest message, or
+                // to then for an empty one), but nothing changed then: tar, which compares
+                // the ctime before and after reading a directory, must not see a change
+                // in that. Changes seen later move the ctime too.
                 AttrReply {
                     attr: Attr {
-                        ctime: mtime.max(self.started),
+                        ctime,
                         ..self.dir_attr(ino, mtime)
                     },
                     ttl,
@@ -420,13 +421,13 @@ impl Fs {
     }
 
     /// A mailbox directory's mtime, and how long the kernel may trust what it knows of it.
-    fn mailbox_dir_state(&self, path: &str) -> (SystemTime, Duration) {
+    fn mailbox_dir_state(&self, path: &str) -> (SystemTime, SystemTime, Duration) {
         let id = self
             .metadata
             .tree(None)
             .and_then(|t| t.get(path).and_then(|d| d.selectable_id().cloned()));
         let Some(id) = id else {
-            return (self.started, TTL_VOLATILE);
+            return (self.started, self.started, TTL_VOLATILE);
         };
         // Not listed yet: dated as the listing an earlier mount kept (so the mtime does not
         // move when the listing comes, unless the mailbox changed), else by the start.
@@ -444,7 +445,11 @@ impl Fs {
         } else {
             TTL_VOLATILE
         };
-        (mtime, ttl)
+        let ctime = self
+            .metadata
+            .status_changed(&id)
+            .map_or(self.started, |t| t.max(self.started));
+        (mtime, ctime, ttl)
     }
 
     /// The node behind an inode the kernel holds.

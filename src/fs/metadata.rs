@@ -114,6 +114,10 @@ struct Listing {
     /// When what the mailbox holds last changed, as far as this mount knows: its
     /// directory's mtime (the kernel drops a cached listing when it changes).
     changed: SystemTime,
+    /// When a change to what the mailbox holds was seen after its first listing (the
+    /// directory's ctime): the first listing itself changes nothing, though it dates the
+    /// directory (`tar` takes a ctime moved while it read a directory for a change).
+    status_changed: Option<SystemTime>,
     messages: BTreeMap<Uid, Listed>,
     /// File names of file-born messages: the newest message of each name.
     files: BTreeMap<String, Uid>,
@@ -212,6 +216,13 @@ pub struct MetadataCache {
 }
 
 impl Listing {
+    /// What the mailbox holds changed now.
+    fn changed_now(&mut self) {
+        let now = SystemTime::now().max(self.changed + Duration::from_nanos(1));
+        self.changed = now;
+        self.status_changed = Some(now);
+    }
+
     /// Rebuilds the file names after messages came or went.
     fn index_files(&mut self) {
         self.files.clear();
@@ -539,6 +550,11 @@ impl MetadataCache {
             validity: fresh.uid_validity,
             version: fresh.version,
             changed,
+            status_changed: match inner.listings.get(mailbox) {
+                Some(old) if old.changed != changed => Some(changed),
+                Some(old) => old.status_changed,
+                None => None,
+            },
             messages,
             files: BTreeMap::new(),
             fetched: now,
@@ -648,7 +664,7 @@ impl MetadataCache {
         }
         listing.index_files();
         if change.arrived || !change.removed.is_empty() {
-            listing.changed = SystemTime::now();
+            listing.changed_now();
         }
         change.size = listing.messages.len();
         inner.touch(&reported.mailbox);
@@ -658,6 +674,16 @@ impl MetadataCache {
     /// When what `mailbox` holds last changed (its directory's mtime), if it was listed.
     pub fn changed(&self, mailbox: &MailboxId) -> Option<SystemTime> {
         self.inner.lock().listings.get(mailbox).map(|l| l.changed)
+    }
+
+    /// When a change to what `mailbox` holds was seen after its first listing (its
+    /// directory's ctime), if one was.
+    pub fn status_changed(&self, mailbox: &MailboxId) -> Option<SystemTime> {
+        self.inner
+            .lock()
+            .listings
+            .get(mailbox)
+            .and_then(|l| l.status_changed)
     }
 
     /// A number that changes whenever what the listing of `mailbox` holds changes, flags
@@ -979,7 +1005,7 @@ impl MetadataCache {
                 listing.messages.remove(&message.uid);
                 listing.left.insert(message.uid);
                 listing.index_files();
-                listing.changed = SystemTime::now();
+                listing.changed_now();
             }
         }
         if let Some(aliases) = inner.aliases.get_mut(&message.mailbox) {
@@ -1044,7 +1070,7 @@ impl MetadataCache {
         if let (Some(listing), Some(meta)) = (inner.listings.get_mut(&new.mailbox), meta) {
             listing.messages.insert(new.uid, meta);
             listing.index_files();
-            listing.changed = SystemTime::now();
+            listing.changed_now();
         }
         inner.touch(&new.mailbox);
         if let Some(name) = new_name {

@@ -678,6 +678,28 @@ fn cp_r_of_a_mailbox_with_a_stored_file_copies_it_once() {
     );
 }
 
+/// `tar` of mailboxes the mount has not listed yet, an empty one and one with a message
+/// newer than the mount, made by another client after it started: no "file changed as
+/// we read it" (tar exited 1).
+#[test]
+fn tar_of_mailboxes_not_listed_yet_exits_cleanly() {
+    let (dovecot, mount, mut client) = archive_mount();
+    fixture::create_mailbox(&mut client, "Later").unwrap();
+    fixture::create_mailbox(&mut client, "Later/Empty").unwrap();
+    let mut other = dovecot.client("alice").unwrap();
+    let raw = b"From: other@example.com\r\nSubject: New\r\n\r\nHello.\r\n";
+    fixture::append(&mut other, "Later", raw, &[]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    run_clean(
+        &format!(
+            "tar cf {}/later.tar -C {} Later",
+            q(out.path()),
+            q(&mount.path)
+        ),
+        &mount,
+    );
+}
+
 /// `mv` of a stored file within its mailbox, before and after the mailbox is listed
 /// again: the same each time, one message under the last name.
 #[test]

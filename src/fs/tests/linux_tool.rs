@@ -51,6 +51,34 @@ fn a_mailbox_directory_is_dated_by_its_newest_message_then_by_changes_seen() {
     assert!(h.fs.getattr(ROOT).unwrap().attr.mtime > UNIX_EPOCH);
 }
 
+/// `tar` of a mailbox not listed yet: an empty one, and one whose newest message is newer
+/// than the mount, are dated at their first listing, but their ctime stays (tar exited 1
+/// with "file changed as we read it" for each).
+#[test]
+fn a_first_listing_never_moves_a_directory_ctime() {
+    let h = Harness::new();
+    h.store.add_mailbox("Empty", Some('/'), true, None);
+    h.store.add_mailbox("Fresh", Some('/'), true, None);
+    let in_an_hour = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let later = UNIX_EPOCH + Duration::from_secs(in_an_hour);
+    h.store
+        .add_message("Fresh", &plain_message("new", "b"), &[], later);
+    for name in ["Empty", "Fresh"] {
+        let dir = h.ino(name).unwrap();
+        let before = h.fs.getattr(dir).unwrap().attr;
+        h.names(dir).unwrap();
+        let after = h.fs.getattr(dir).unwrap().attr;
+        assert_eq!(after.ctime, before.ctime, "{name}");
+        if name == "Fresh" {
+            assert_eq!(after.mtime, later);
+        }
+    }
+}
+
 #[test]
 fn pending_lists_every_spool_file_not_stored_with_why() {
     let h = Harness::new();
