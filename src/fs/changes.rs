@@ -111,6 +111,7 @@ impl Fs {
         if self.tree(true)?.get(&path).is_some() {
             return Err(FsError::Exists);
         }
+        mailbox_name_fits(name)?;
         if virtual_dirs::is_reserved(name) {
             // The trash's directory exists already; other reserved names are imapfs's.
             return Err(match virtual_dirs::at_root(name) {
@@ -126,6 +127,10 @@ impl Fs {
         let server_path = self.new_server_path(&parent_path, name)?;
         let id = match self.store.create_mailbox(&server_path) {
             Ok(id) => id,
+            // Dovecot: `NO [CANNOT] Mailbox name too long` (in modified UTF-7, a name grows).
+            Err(StoreError::Invalid(why)) if why.to_ascii_lowercase().contains("too long") => {
+                return Err(FsError::NameTooLong(why));
+            }
             Err(e @ StoreError::AlreadyExists(_)) => {
                 // Made elsewhere since the mailbox list was taken: EEXIST says it is
                 // there, so the next look lists the mailboxes again and shows it.
@@ -386,6 +391,9 @@ impl Fs {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
         }
         let new_name = name_str(new_name)?;
+        if self.holds_messages(new_parent) {
+            super::newfiles::stored_name_fits(new_name)?;
+        }
         let same_dir = parent == new_parent;
         if let Some(done) =
             self.rename_copy_temp(&self.node(parent)?, name_str(name)?, same_dir, new_name)
@@ -419,6 +427,7 @@ impl Fs {
                 "only messages can be moved to the trash".into(),
             )),
             Node::Mailbox { path } => {
+                mailbox_name_fits(new_name)?;
                 let new_parent_path = self.mailbox_dir_path(new_parent)?;
                 self.rename_mailbox(&path, &new_parent_path, new_name)
             }
@@ -695,4 +704,16 @@ fn changed_flags(shown: &[String], add: &[Flag], remove: &[Flag]) -> Vec<String>
         }
     }
     flags
+}
+
+/// ENAMETOOLONG for a mailbox name longer than a listing shows (the directory could not
+/// be found again under the name given).
+fn mailbox_name_fits(name: &str) -> FsResult<()> {
+    if name.len() > crate::mime::MAX_NAME_BYTES {
+        return Err(FsError::NameTooLong(format!(
+            "a mailbox's name is at most {} bytes",
+            crate::mime::MAX_NAME_BYTES
+        )));
+    }
+    Ok(())
 }

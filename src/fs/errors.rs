@@ -27,6 +27,8 @@ pub enum FsError {
     NotSupported,
     #[error("already exists")]
     Exists,
+    #[error("name too long: {0}")]
+    NameTooLong(String),
     /// A rename that moving tools do as a copy and a removal instead (EXDEV).
     #[error("cannot be moved in one step: {0}")]
     CrossDevice(String),
@@ -70,6 +72,7 @@ impl FsError {
             FsError::Internal(_) => (libc::EIO, Level::Warn),
             FsError::NotSupported => (libc::ENOTSUP, Level::Debug),
             FsError::Exists => (libc::EEXIST, Level::Debug),
+            FsError::NameTooLong(_) => (libc::ENAMETOOLONG, Level::Debug),
             FsError::CrossDevice(_) => (libc::EXDEV, Level::Debug),
             FsError::Store(e) => match e {
                 StoreError::NoSuchMailbox(_) | StoreError::NoSuchMessage { .. } => {

@@ -41,6 +41,18 @@ pub enum NameKind {
     Local,
 }
 
+/// ENAMETOOLONG for a name a stored file could not be shown under again: a listing
+/// shows names of at most `MAX_NAME_BYTES` (names kept local may be longer).
+pub(super) fn stored_name_fits(name: &str) -> FsResult<()> {
+    if name_kind(name) == NameKind::Stored && name.len() > crate::mime::MAX_NAME_BYTES {
+        return Err(FsError::NameTooLong(format!(
+            "a stored file's name is at most {} bytes",
+            crate::mime::MAX_NAME_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// How a file named `name` is treated.
 pub fn name_kind(name: &str) -> NameKind {
     let vim_swap =
@@ -341,6 +353,7 @@ impl Fs {
                 "{name:?} contains control characters"
             )));
         }
+        stored_name_fits(name)?;
         if let node @ Node::Message { .. } = self.node(parent)? {
             let made = self.make_in_copy(&node, OsStr::new(name), false)?;
             let reply = self.remember(made);

@@ -700,6 +700,24 @@ fn tar_of_mailboxes_not_listed_yet_exits_cleanly() {
     );
 }
 
+/// A file name a listing could not show again (over 200 bytes): the shell says "File name
+/// too long" at once, where the file was stored and then ENOENT by its own name.
+#[test]
+fn a_name_too_long_to_show_again_is_refused_at_create() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let long = format!("{}.txt", "n".repeat(240));
+    let out = sh(&format!(
+        "echo long > {}",
+        q(&mount.join("Archive").join(&long))
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("File name too long"),
+        "{stderr}"
+    );
+    assert!(server_mailbox(&mut client, "Archive").is_empty());
+}
+
 /// `mv` of a stored file within its mailbox, before and after the mailbox is listed
 /// again: the same each time, one message under the last name.
 #[test]

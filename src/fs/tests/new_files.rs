@@ -1199,3 +1199,31 @@ fn a_backup_removed_before_its_name_was_written_takes_the_message_along() {
     h.expire_listings();
     assert!(h.names(inbox).unwrap().iter().all(|n| !n.contains("plan")));
 }
+
+/// A name a listing could not show again (over 200 bytes) is ENAMETOOLONG for a file to
+/// store, a rename to such a name and a mailbox; a name kept local may be longer.
+#[test]
+fn names_a_listing_could_not_show_again_are_enametoolong() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let long = format!("{}.txt", "n".repeat(240));
+    assert_eq!(
+        errno(h.fs.create(inbox, OsStr::new(&long))),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(h.fs.mkdir(ROOT, OsStr::new(&long))),
+        libc::ENAMETOOLONG
+    );
+    let fits = format!("{}.txt", "n".repeat(196));
+    shell_write(&h, inbox, &fits, b"fits\n");
+    assert_eq!(
+        errno(rename_in(&h, inbox, &fits, &long)),
+        libc::ENAMETOOLONG
+    );
+    // rsync's temporary name of a file whose name fits is longer: kept local, allowed.
+    let temp = format!(".{fits}.Ab12Cd");
+    shell_write(&h, inbox, &temp, b"temporary\n");
+    assert_eq!(h.count(Op::CreateMailbox), 0);
+    assert_eq!(h.stored("INBOX").len(), 1);
+}
