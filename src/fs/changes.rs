@@ -127,17 +127,13 @@ impl Fs {
         let server_path = self.new_server_path(&parent_path, name)?;
         let id = match self.store.create_mailbox(&server_path) {
             Ok(id) => id,
-            // Dovecot: `NO [CANNOT] Mailbox name too long` (in modified UTF-7, a name grows).
-            Err(StoreError::Invalid(why)) if why.to_ascii_lowercase().contains("too long") => {
-                return Err(FsError::NameTooLong(why));
-            }
             Err(e @ StoreError::AlreadyExists(_)) => {
                 // Made elsewhere since the mailbox list was taken: EEXIST says it is
                 // there, so the next look lists the mailboxes again and shows it.
                 self.metadata.invalidate_tree();
                 return Err(e.into());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(name_too_long(e)),
         };
         tracing::info!(mailbox = %id, "created mailbox");
         self.metadata.invalidate_tree();
@@ -391,9 +387,6 @@ impl Fs {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
         }
         let new_name = name_str(new_name)?;
-        if self.holds_messages(new_parent) {
-            super::newfiles::stored_name_fits(new_name)?;
-        }
         let same_dir = parent == new_parent;
         if let Some(done) =
             self.rename_copy_temp(&self.node(parent)?, name_str(name)?, same_dir, new_name)
@@ -570,7 +563,10 @@ impl Fs {
             return Err(FsError::Exists);
         }
         let to_path = self.new_server_path(new_parent_path, new_name)?;
-        let to = self.store.rename_mailbox(&from, &to_path)?;
+        let to = self
+            .store
+            .rename_mailbox(&from, &to_path)
+            .map_err(name_too_long)?;
         tracing::info!(from = %from, to = %to, "renamed mailbox");
         self.metadata.invalidate_tree();
         let after = self.tree(true)?;
@@ -704,6 +700,17 @@ fn changed_flags(shown: &[String], add: &[Flag], remove: &[Flag]) -> Vec<String>
         }
     }
     flags
+}
+
+/// A refusal of a mailbox name as too long, ENAMETOOLONG (Dovecot: `NO [CANNOT] Mailbox
+/// name too long`; in modified UTF-7 a name grows); any other error as it is.
+fn name_too_long(e: StoreError) -> FsError {
+    match e {
+        StoreError::Invalid(why) if why.to_ascii_lowercase().contains("too long") => {
+            FsError::NameTooLong(why)
+        }
+        e => e.into(),
+    }
 }
 
 /// ENAMETOOLONG for a mailbox name longer than a listing shows (the directory could not

@@ -49,6 +49,10 @@ struct Copy {
     /// rsync's temporary names (`.body.txt.Ab12Cd`) in the copy, by directory, and the
     /// file each is renamed to when written.
     temps: HashMap<(Section, String), String>,
+    /// Made by a `mkdir` of its name: other bytes written into it mean it is not the
+    /// message written, and it is removed. A copy a stored file's `cp` made is the file
+    /// the user copied: other bytes are refused, and it stays.
+    by_mkdir: bool,
 }
 
 /// The copies made by `mkdir` on this mount and being filled.
@@ -183,6 +187,15 @@ impl Copies {
             return None;
         }
         Some(self.inner.lock().live(copy, now)?.source.clone())
+    }
+
+    /// Whether `copy` was made by a `mkdir` of its name (see `Copy::by_mkdir`).
+    fn by_mkdir(&self, copy: &MessageRef) -> bool {
+        self.inner
+            .lock()
+            .copies
+            .get(copy)
+            .is_some_and(|c| c.by_mkdir)
     }
 
     fn forget(&self, copy: &MessageRef) -> Option<Copy> {
@@ -348,8 +361,8 @@ impl Fs {
     }
 
     /// Keeps `copy` (just made of `source` in the mailbox at `dir_path`) as a copy being
-    /// filled under `name`: listed as `source` is, its files hidden until written (with
-    /// `hide`). Returns its date.
+    /// filled under `name`: listed as `source` is; made `by_mkdir`, its files hidden until
+    /// written (see `Copy::by_mkdir`). Returns its date.
     fn begin_copy(
         &self,
         dir_path: &str,
@@ -357,7 +370,7 @@ impl Fs {
         source: MessageRef,
         copy: &MessageRef,
         layout: Arc<Vec<Entry>>,
-        hide: bool,
+        by_mkdir: bool,
     ) -> FsResult<SystemTime> {
         let (mailbox, validity, uid) = (&copy.mailbox, copy.validity, copy.uid);
         if self.metadata.message_copied(&source, copy) {
@@ -378,7 +391,7 @@ impl Fs {
             self.metadata
                 .insert_layout(copy.clone(), Arc::clone(&layout));
         }
-        if hide {
+        if by_mkdir {
             self.hidden.lock().extend(every_node(copy, &layout));
         }
         self.end_copies(self.copies.take_ended(self.metadata.now()));
@@ -391,6 +404,7 @@ impl Fs {
                 mtime: meta.internal_date,
                 used: self.metadata.now(),
                 temps: HashMap::new(),
+                by_mkdir,
             },
         );
         self.end_copies(evicted);
@@ -594,6 +608,9 @@ impl Fs {
         let held = self.read_node(own, None, offset, data.len() as u32)?;
         if held == data {
             return Ok(data.len() as u32);
+        }
+        if !self.copies.by_mkdir(message) {
+            return Err(differs(name));
         }
         tracing::warn!(
             mailbox = %message.mailbox, uid = %message.uid, file = name, offset,

@@ -210,13 +210,14 @@ impl NewFiles {
         dir_path: &str,
         file: &NewFile,
     ) -> Option<((String, String), MessageRef)> {
-        let replaces = file.replaces.lock().clone();
         let mut left = self.renamed_away.lock();
-        let key = left
-            .iter()
-            .find(|((dir, _), m)| dir == dir_path && replaces.contains(m))
-            .map(|(k, _)| k.clone())?;
+        let key = left_key(&left, dir_path, file)?;
         left.remove_entry(&key)
+    }
+
+    /// Whether `file` is the backup of a stored file whose old name was not written since.
+    fn left_by(&self, dir_path: &str, file: &NewFile) -> bool {
+        left_key(&self.renamed_away.lock(), dir_path, file).is_some()
     }
 
     /// `renamed_away`, taken by a new file of that name, which replaces the message.
@@ -300,6 +301,38 @@ impl Drop for NewFiles {
 
 static SPOOL_SERIAL: AtomicU64 = AtomicU64::new(0);
 
+/// The name in `dir_path` of `left` (`NewFiles::renamed_away`) whose message `file`
+/// replaces: the name its stored version left when it became a backup.
+fn left_key(
+    left: &HashMap<(String, String), MessageRef>,
+    dir_path: &str,
+    file: &NewFile,
+) -> Option<(String, String)> {
+    let replaces = file.replaces.lock();
+    left.iter()
+        .find(|((dir, _), m)| dir == dir_path && replaces.contains(m))
+        .map(|(k, _)| k.clone())
+}
+
+/// Where a stored file's spool copy is set aside (`park_spool`).
+pub(super) fn parked_path(spool: &std::path::Path) -> PathBuf {
+    let mut name = spool.as_os_str().to_owned();
+    name.push(".stored");
+    PathBuf::from(name)
+}
+
+/// A stored file set aside, back in the spool (it is written again, or kept as a backup).
+fn unpark_spool(file: &NewFile) {
+    let _ = std::fs::rename(parked_path(&file.spool), &file.spool);
+}
+
+impl Drop for NewFile {
+    /// Its stored copy set aside goes with it (the server holds it).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(parked_path(&self.spool));
+    }
+}
+
 /// An error of the spool file: ENOSPC when the disk is full, else EIO.
 fn spool_error(what: &str, e: &std::io::Error) -> (bool, String) {
     let no_space = e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT);
@@ -353,7 +386,6 @@ impl Fs {
                 "{name:?} contains control characters"
             )));
         }
-        stored_name_fits(name)?;
         if let node @ Node::Message { .. } = self.node(parent)? {
             let made = self.make_in_copy(&node, OsStr::new(name), false)?;
             let reply = self.remember(made);
@@ -368,13 +400,8 @@ impl Fs {
         }
         let dir_path = self.mailbox_dir_path(parent)?;
         let mailbox = self.mailbox_at(&dir_path, "this directory cannot hold messages")?;
+        stored_name_fits(name)?;
         let file = self.new_spooled_file(mailbox, name)?;
-        if name_kind(name) == NameKind::Stored {
-            // The stored file that left this name for a local one is this file's old version.
-            if let Some(old) = self.new_files.take_renamed_away(&dir_path, name) {
-                file.replaces_also(old);
-            }
-        }
         if let Some(old) = self.new_files.insert(&dir_path, file) {
             // Created over a new file of the same name: that one is gone.
             self.drop_spool(&old);
@@ -486,7 +513,7 @@ impl Fs {
             // after a store; the bytes stay readable through the open file.
             *file.mtime.lock() = mtime;
             *file.state.lock() = State::Stored(Some(message.clone()));
-            self.drop_spool(&file);
+            self.park_spool(&file);
         } else {
             file.replaces.lock().push(message.clone());
         }
@@ -508,6 +535,18 @@ impl Fs {
     fn drop_spool(&self, file: &NewFile) {
         let _ = std::fs::remove_file(note_path(&file.spool));
         let _ = std::fs::remove_file(&file.spool);
+        let _ = std::fs::remove_file(parked_path(&file.spool));
+    }
+
+    /// A new file is stored: its spool copy is set aside under a name recovery removes (the
+    /// server holds it), and its note goes. Should it be written again, or be kept here as a
+    /// backup, `unpark_spool` makes it a spool file again, so that its bytes are never only
+    /// in memory.
+    fn park_spool(&self, file: &NewFile) {
+        let _ = std::fs::remove_file(note_path(&file.spool));
+        if std::fs::rename(&file.spool, parked_path(&file.spool)).is_err() {
+            let _ = std::fs::remove_file(&file.spool);
+        }
     }
 
     /// The new file behind `ino`, if it is one, with its directory.
@@ -623,6 +662,7 @@ impl Fs {
         match &*state {
             State::Broken { no_space, why } => return Err(Self::broken_error(*no_space, why)),
             State::Stored(old) => {
+                unpark_spool(file);
                 file.replaces.lock().extend(old.clone());
                 // A new version is dated when it is made (a later `touch -d` may say
                 // otherwise), not as the one it replaces.
@@ -677,11 +717,22 @@ impl Fs {
 
     /// `release` (the last close of one open): when no descriptor is left, a file still
     /// to be stored is stored now (its error can only be logged).
-    pub fn release(&self, ino: u64, _fh: u64) -> FsResult<()> {
+    pub fn release(&self, ino: u64, fh: u64) -> FsResult<()> {
+        // Handle 0: opened as something else (a stored file read before it became a new
+        // file under the same inode), never counted among its opens.
+        if fh == 0 {
+            return Ok(());
+        }
         let Some((dir_path, file)) = self.new_file(ino) else {
             return Ok(());
         };
-        let left = file.opens.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let before = file
+            .opens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        let left = before.saturating_sub(1);
         if left > 0 || *file.state.lock() != State::Dirty {
             return Ok(());
         }
@@ -710,7 +761,26 @@ impl Fs {
             State::Failed { why, over_quota } => return Err(failed_close(file, &why, over_quota)),
             State::Broken { no_space, why } => return Err(Self::broken_error(no_space, &why)),
         }
+        // The stored file that left this name for a backup is this file's old version:
+        // taken as the file is stored under the name, given back if that fails.
         let name = file.name();
+        let taken = self.new_files.take_renamed_away(dir_path, &name);
+        if let Some(old) = &taken {
+            file.replaces_also(old.clone());
+        }
+        let stored = self.store_dirty(dir_path, file, name);
+        if let (Err(_), Some(old)) = (&stored, taken) {
+            file.replaces.lock().retain(|m| *m != old);
+            self.new_files
+                .renamed_away
+                .lock()
+                .insert((dir_path.to_string(), file.name()), old);
+        }
+        stored
+    }
+
+    /// `store_locked` of a file written since it was last stored, as `name`.
+    fn store_dirty(&self, dir_path: &str, file: &NewFile, name: String) -> FsResult<()> {
         let binary_ok = self.store.capabilities().binary;
         let mtime = file.mtime();
         let mut source = MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok)
@@ -732,9 +802,8 @@ impl Fs {
         if let Some(previous) = Sending::read(&note_path(&file.spool)) {
             if self.already_stored(&previous).unwrap_or(false) {
                 tracing::info!(mailbox = %file.mailbox, name, "an earlier attempt stored it after all");
-                let _ = std::fs::remove_file(note_path(&file.spool));
                 *file.state.lock() = State::Stored(None);
-                self.drop_spool(file);
+                self.park_spool(file);
                 return Ok(());
             }
         }
@@ -742,7 +811,7 @@ impl Fs {
             tracing::info!(mailbox = %file.mailbox, name, uid = %old.uid, "written again with the bytes it held: nothing sent");
             file.replaces.lock().clear();
             *file.state.lock() = State::Stored(Some(old));
-            self.drop_spool(file);
+            self.park_spool(file);
             return Ok(());
         }
         let again = || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
@@ -824,8 +893,8 @@ impl Fs {
                     _ => message.clone(),
                 };
                 *file.state.lock() = State::Stored(own);
-                let _ = std::fs::remove_file(note_path(&file.spool));
-                self.drop_spool(file);
+                file.mtime_set.store(false, Ordering::Relaxed);
+                self.park_spool(file);
                 if let (Some(source), Some(copy)) = (&file_source, &message) {
                     self.file_copy_made(dir_path, source, copy);
                 }
@@ -1238,10 +1307,13 @@ impl Fs {
             self.remove_stored_file(dir_path, &message, remove)?;
         } else if let Some(left) = self.new_files.take_left_by(dir_path, &file) {
             // The backup a stored file was renamed to, its name not written since: the
-            // message goes with it, as with `rm` of the file.
-            if let Err(e) = self.remove_stored_file(dir_path, &left.1, remove) {
-                self.new_files.renamed_away.lock().insert(left.0, left.1);
-                return Err(e);
+            // message goes with it, as with `rm` of the file (gone already: nothing to do).
+            match self.remove_stored_file(dir_path, &left.1, remove) {
+                Ok(()) | Err(FsError::Store(StoreError::NoSuchMessage { .. })) => {}
+                Err(e) => {
+                    self.new_files.renamed_away.lock().insert(left.0, left.1);
+                    return Err(e);
+                }
             }
         }
         self.new_files.remove(dir_path, name);
@@ -1257,7 +1329,8 @@ impl Fs {
             .new_files
             .get(dir_path, name)
             .ok_or(FsError::NotFound)?;
-        if !matches!(file.stored(), Some(Some(_))) {
+        let backup = self.new_files.left_by(dir_path, &file);
+        if !matches!(file.stored(), Some(Some(_))) && !backup {
             return Err(FsError::NotPermitted(
                 "only a stored file can go to the trash; rm removes this one".into(),
             ));
@@ -1308,6 +1381,7 @@ impl Fs {
         new_name: &str,
         replaced: Option<MessageRef>,
     ) -> FsResult<()> {
+        stored_name_fits(new_name)?;
         let file = self
             .new_files
             .get(dir_path, name)
@@ -1336,6 +1410,7 @@ impl Fs {
                 // Stored under the old name: store it again under the new one, then drop
                 // the old.
                 file.replaces.lock().extend(previous);
+                unpark_spool(&file);
                 *file.state.lock() = State::Dirty;
             }
             Some(Some(previous)) => {
@@ -1343,19 +1418,11 @@ impl Fs {
                 // message leaves the old name, and the next file stored there replaces it
                 // (or this one, renamed back, is it again, unchanged).
                 file.replaces_also(previous.clone());
+                unpark_spool(&file);
                 *file.state.lock() = State::Dirty;
                 left_behind = Some(previous);
             }
             _ => {}
-        }
-        // Onto a name a stored file left for a backup: that message is an old version.
-        let taken = if wanted {
-            self.new_files.take_renamed_away(dir_path, new_name)
-        } else {
-            None
-        };
-        if let Some(old) = &taken {
-            file.replaces_also(old.clone());
         }
         let dirty = *file.state.lock() == State::Dirty;
         if closed && wanted && dirty {
@@ -1363,12 +1430,6 @@ impl Fs {
                 // Not stored: nothing is superseded, the name stays.
                 *file.name.lock() = name.to_string();
                 *file.replaces.lock() = replaces_before;
-                if let Some(old) = taken {
-                    self.new_files
-                        .renamed_away
-                        .lock()
-                        .insert((dir_path.to_string(), new_name.to_string()), old);
-                }
                 return Err(e);
             }
         }
@@ -1378,6 +1439,12 @@ impl Fs {
         if let Some(other) = files.insert((dir_path.to_string(), new_name.to_string()), file) {
             drop(files);
             self.drop_spool(&other);
+            // A backup renamed over: gone as with `rm`, and its message with it.
+            if let Some((_, message)) = self.new_files.take_left_by(dir_path, &other) {
+                if let Err(e) = self.delete_message(&message) {
+                    tracing::warn!(uid = %message.uid, error = %e, "the message of a backup renamed over could not be removed");
+                }
+            }
         } else {
             drop(files);
         }

@@ -134,6 +134,11 @@ impl Fs {
             if name.ends_with(".sending") || name.ends_with(".tmp") || writer_alive(&path) {
                 continue;
             }
+            if name.ends_with(".stored") {
+                // A stored file's copy an imapfs that stopped set aside: the server has it.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             let line = match Sending::read(&note_path(&path)) {
                 Some(sending) => self.settle(&path, &sending),
                 None => format!(
@@ -176,7 +181,7 @@ impl Fs {
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default();
-            if name.ends_with(".sending") || name.ends_with(".tmp") {
+            if name.ends_with(".sending") || name.ends_with(".tmp") || name.ends_with(".stored") {
                 continue;
             }
             let why = match report.get(&path) {

@@ -1227,3 +1227,134 @@ fn names_a_listing_could_not_show_again_are_enametoolong() {
     assert_eq!(h.count(Op::CreateMailbox), 0);
     assert_eq!(h.stored("INBOX").len(), 1);
 }
+
+/// The bytes of a file waiting to be stored are in a spool file, never only in memory:
+/// a stored file written again whose store failed, and a backup of a stored file. (Its
+/// spool copy went once it was stored; a crash or an unmount would have lost them.)
+#[test]
+fn bytes_of_a_stored_file_written_again_wait_in_the_spool() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let spooled = |h: &Harness| -> Vec<Vec<u8>> {
+        let mut found: Vec<Vec<u8>> = std::fs::read_dir(h.spool.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                !name.ends_with(".stored") && !name.ends_with(".sending")
+            })
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        found.sort();
+        found
+    };
+    let ino = shell_write(&h, inbox, "log.txt", b"one\n");
+    assert!(spooled(&h).is_empty());
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.write(ino, fh, 4, b"two\n").unwrap();
+    h.store.fail_next(Op::Append, || {
+        crate::store::StoreError::Refused("not now".into())
+    });
+    assert!(h.fs.flush(ino, fh).is_err());
+    h.fs.release(ino, fh).ok();
+    assert_eq!(spooled(&h), [b"one\ntwo\n".to_vec()]);
+    // A backup of a stored file: its bytes in the spool too.
+    shell_write(&h, inbox, "plan.txt", b"plan\n");
+    rename_in(&h, inbox, "plan.txt", "plan.txt~").unwrap();
+    assert_eq!(spooled(&h), [b"one\ntwo\n".to_vec(), b"plan\n".to_vec()]);
+}
+
+/// A reader of a stored file (`less f`) that closes after the file became a backup
+/// (`mv f f~`) does not count as one of the backup's closes: restored later (`mv f~ f`
+/// over a newer `f`), the backup is stored at once, as a closed file is.
+#[test]
+fn a_readers_close_after_a_rename_leaves_the_backups_opens_alone() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "f.txt", b"old\n");
+    h.expire_listings();
+    h.names(inbox).unwrap();
+    let ino = h.fs.lookup(inbox, OsStr::new("f.txt")).unwrap().attr.ino;
+    let reader = h.fs.open(ino, false).unwrap();
+    rename_in(&h, inbox, "f.txt", "f.txt~").unwrap();
+    h.fs.release(ino, reader.fh).unwrap();
+    shell_write(&h, inbox, "f.txt", b"new!\n");
+    let appends = h.count(Op::Append);
+    rename_in(&h, inbox, "f.txt~", "f.txt").unwrap();
+    assert_eq!(h.count(Op::Append), appends + 1, "stored at the rename");
+    assert_eq!(only_stored(&h, "INBOX").1, b"old\n");
+}
+
+/// A backup's old name and message, when what happens next is not a new version: an
+/// empty file made there and removed again takes nothing (`rm f~` then trashes the
+/// message); a backup renamed over, trashed by a file manager, or whose message another
+/// client removed is gone as with `rm`, never stuck.
+#[test]
+fn a_backups_message_follows_what_is_done_to_the_backup() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let inbox = h.ino("INBOX").unwrap();
+    // mv f f~; touch f; rm f; rm f~
+    shell_write(&h, inbox, "a.txt", b"a\n");
+    rename_in(&h, inbox, "a.txt", "a.txt~").unwrap();
+    let (made, fh) = h.fs.create(inbox, OsStr::new("a.txt")).unwrap();
+    h.fs.release(made.attr.ino, fh).unwrap();
+    h.fs.unlink(inbox, OsStr::new("a.txt")).unwrap();
+    h.fs.unlink(inbox, OsStr::new("a.txt~")).unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 1);
+    // mv g b~ over the backup b~.
+    shell_write(&h, inbox, "b.txt", b"b\n");
+    rename_in(&h, inbox, "b.txt", "b.txt~").unwrap();
+    shell_write(&h, inbox, ".g", b"g\n");
+    rename_in(&h, inbox, ".g", "b.txt~").unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 2);
+    // A file manager's trash of the backup.
+    shell_write(&h, inbox, "c.txt", b"c\n");
+    rename_in(&h, inbox, "c.txt", "c.txt~").unwrap();
+    let files = h.trash_files();
+    h.fs.rename(
+        inbox,
+        OsStr::new("c.txt~"),
+        files,
+        OsStr::new("c.txt~"),
+        false,
+        false,
+    )
+    .unwrap();
+    assert!(h.stored("INBOX").is_empty());
+    assert_eq!(h.stored("Trash").len(), 3);
+    // Its message removed by another client: rm of the backup still works.
+    shell_write(&h, inbox, "d.txt", b"d\n");
+    rename_in(&h, inbox, "d.txt", "d.txt~").unwrap();
+    let uid = h.stored("INBOX")[0].uid;
+    h.store.remove_message("INBOX", uid);
+    h.fs.unlink(inbox, OsStr::new("d.txt~")).unwrap();
+    assert_eq!(
+        errno(h.fs.lookup(inbox, OsStr::new("d.txt~"))),
+        libc::ENOENT
+    );
+}
+
+/// Other bytes written over a file of a copy a stored file's `cp` made: refused, and the
+/// copy (the file the user copied) stays.
+#[test]
+fn other_bytes_over_a_file_copys_files_are_refused_and_the_copy_stays() {
+    let h = Harness::new();
+    let bytes = b"a note worth keeping\n";
+    stored_and_read(&h, bytes);
+    let archive = h.ino("Archive").unwrap();
+    shell_write(&h, archive, "note.txt", bytes);
+    let copy = h.stored("Archive")[0].uid;
+    let dir = h.ino(&format!("Archive/{copy} note.txt")).unwrap();
+    let ino = h.fs.lookup(dir, OsStr::new("note.txt")).unwrap().attr.ino;
+    let fh = h.fs.open(ino, true).unwrap().fh;
+    assert_eq!(
+        errno(h.fs.write(ino, fh, 0, b"something else entirely\n")),
+        libc::EPERM
+    );
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(h.stored("Archive").len(), 1, "the copy stays");
+}
