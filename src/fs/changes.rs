@@ -583,7 +583,7 @@ impl Fs {
             .collect();
         self.inodes.lock().mailboxes_renamed(path, &shown, &ids);
         self.metadata.mailboxes_renamed(&ids);
-        self.new_files.dirs_renamed(path, &shown);
+        self.new_files.dirs_renamed(path, &shown, &ids);
         Ok(())
     }
 

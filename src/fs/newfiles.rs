@@ -90,7 +90,8 @@ enum State {
 
 /// A new file in a mailbox directory, spooled on local disk.
 pub struct NewFile {
-    mailbox: MailboxId,
+    /// Its mailbox on the server (follows a RENAME of it, `NewFiles::mailboxes_renamed`).
+    mailbox: Mutex<MailboxId>,
     name: Mutex<String>,
     spool: PathBuf,
     file: File,
@@ -152,6 +153,10 @@ impl NewFile {
 
     pub(super) fn name(&self) -> String {
         self.name.lock().clone()
+    }
+
+    pub(super) fn mailbox(&self) -> MailboxId {
+        self.mailbox.lock().clone()
     }
 
     /// `old` is a version this file supersedes once stored (once only).
@@ -264,8 +269,35 @@ impl NewFiles {
             .collect()
     }
 
-    /// Moves the new files of a renamed mailbox directory (and those below it).
-    pub fn dirs_renamed(&self, old_path: &str, new_path: &str) {
+    /// Moves the new files of a renamed mailbox directory (and those below it), with their
+    /// mailboxes (`ids`: old identifier to new) and the messages they stand for.
+    pub fn dirs_renamed(
+        &self,
+        old_path: &str,
+        new_path: &str,
+        ids: &HashMap<MailboxId, MailboxId>,
+    ) {
+        let moved_ref = |m: &MessageRef| match ids.get(&m.mailbox) {
+            Some(new) => MessageRef {
+                mailbox: new.clone(),
+                ..m.clone()
+            },
+            None => m.clone(),
+        };
+        for file in self.files.lock().values() {
+            let mut mailbox = file.mailbox.lock();
+            if let Some(new) = ids.get(&*mailbox) {
+                *mailbox = new.clone();
+            }
+            drop(mailbox);
+            let mut replaces = file.replaces.lock();
+            *replaces = replaces.iter().map(moved_ref).collect();
+            drop(replaces);
+            let mut state = file.state.lock();
+            if let State::Stored(Some(m)) = &*state {
+                *state = State::Stored(Some(moved_ref(m)));
+            }
+        }
         let mut files = self.files.lock();
         let moved: Vec<(String, String)> = files
             .keys()
@@ -278,11 +310,18 @@ impl NewFiles {
                 files.insert((dir, name), file);
             }
         }
-        // The messages left behind moved with their mailbox: they no longer stand for
-        // anything in it, and show again.
-        self.renamed_away
-            .lock()
-            .retain(|(dir, _), _| !mailboxes::is_within(dir, old_path));
+        let mut left = self.renamed_away.lock();
+        let moved: Vec<(String, String)> = left
+            .keys()
+            .filter(|(dir, _)| mailboxes::is_within(dir, old_path))
+            .cloned()
+            .collect();
+        for (dir, name) in moved {
+            if let Some(message) = left.remove(&(dir.clone(), name.clone())) {
+                let dir = mailboxes::moved_path(&dir, old_path, new_path).unwrap_or(dir);
+                left.insert((dir, name), moved_ref(&message));
+            }
+        }
     }
 }
 
@@ -439,7 +478,7 @@ impl Fs {
                 FsError::Spool(format!("cannot create spool file {}: {e}", spool.display()))
             })?;
         Ok(Arc::new(NewFile {
-            mailbox,
+            mailbox: Mutex::new(mailbox),
             name: Mutex::new(name.to_string()),
             spool,
             file,
@@ -605,7 +644,7 @@ impl Fs {
                 why: why.clone(),
             };
         }
-        tracing::error!(mailbox = %file.mailbox, name = %file.name(), error = %why,
+        tracing::error!(mailbox = %file.mailbox(), name = %file.name(), error = %why,
             "writing the new file failed; it will not be stored");
         let _ = file.file.set_len(0);
         file.size.store(0, Ordering::Relaxed);
@@ -709,7 +748,7 @@ impl Fs {
         match name_kind(&name) {
             NameKind::Stored if file.size() > 0 => self.store_new_file(dir_path, file),
             kind => {
-                tracing::debug!(mailbox = %file.mailbox, name, ?kind, size = file.size(), "new file kept local");
+                tracing::debug!(mailbox = %file.mailbox(), name, ?kind, size = file.size(), "new file kept local");
                 Ok(())
             }
         }
@@ -738,7 +777,7 @@ impl Fs {
         }
         let result = self.store_if_wanted(&dir_path, &file);
         if let Err(e) = &result {
-            tracing::error!(mailbox = %file.mailbox, name = %file.name(), error = %e, "storing the new file at its last close failed");
+            tracing::error!(mailbox = %file.mailbox(), name = %file.name(), error = %e, "storing the new file at its last close failed");
         }
         result
     }
@@ -789,7 +828,7 @@ impl Fs {
         let binary = source.binary();
         let raw_subject = source.subject().map(<[u8]>::to_vec);
         let sending = Sending {
-            mailbox: file.mailbox.clone(),
+            mailbox: file.mailbox(),
             name: name.clone(),
             message_len: len,
             internal_date: mtime,
@@ -801,14 +840,14 @@ impl Fs {
         // recovery, stores it twice. An earlier attempt that may have landed is looked for.
         if let Some(previous) = Sending::read(&note_path(&file.spool)) {
             if self.already_stored(&previous).unwrap_or(false) {
-                tracing::info!(mailbox = %file.mailbox, name, "an earlier attempt stored it after all");
+                tracing::info!(mailbox = %file.mailbox(), name, "an earlier attempt stored it after all");
                 *file.state.lock() = State::Stored(None);
                 self.park_spool(file);
                 return Ok(());
             }
         }
         if let Some(old) = self.unchanged_version(file, &name) {
-            tracing::info!(mailbox = %file.mailbox, name, uid = %old.uid, "written again with the bytes it held: nothing sent");
+            tracing::info!(mailbox = %file.mailbox(), name, uid = %old.uid, "written again with the bytes it held: nothing sent");
             file.replaces.lock().clear();
             *file.state.lock() = State::Stored(Some(old));
             self.park_spool(file);
@@ -849,11 +888,11 @@ impl Fs {
         *file.flags.lock() = kept_flags.clone();
         if held.is_none() && source.as_is() {
             // Copied or about to be sent: a copy of it stored next asks the server.
-            self.metadata.stored_here(&file.mailbox, len, raw_subject);
+            self.metadata.stored_here(&file.mailbox(), len, raw_subject);
         }
         let appended = match (held, copied) {
             (Some(found), _) => {
-                tracing::info!(mailbox = %file.mailbox, name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
+                tracing::info!(mailbox = %file.mailbox(), name, uid = %found.1, "the mailbox holds this message already, byte for byte: not stored again");
                 Ok(Some(found))
             }
             (None, Some(copy)) => copy,
@@ -862,7 +901,7 @@ impl Fs {
                     .record(&file.spool)
                     .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
                 self.store.append(
-                    &file.mailbox,
+                    &file.mailbox(),
                     NewMessage {
                         content: &mut source,
                         len,
@@ -873,18 +912,18 @@ impl Fs {
                 )
             }
         };
-        self.metadata.mark_stale(&file.mailbox);
+        self.metadata.mark_stale(&file.mailbox());
         match appended {
             Ok(uid) => {
                 let message = match uid {
                     Some((validity, uid)) => Some(MessageRef {
-                        mailbox: file.mailbox.clone(),
+                        mailbox: file.mailbox(),
                         validity,
                         uid,
                     }),
                     None => self.find_appended(&sending),
                 };
-                tracing::info!(mailbox = %file.mailbox, name, ?message, bytes = len, "stored new file");
+                tracing::info!(mailbox = %file.mailbox(), name, ?message, bytes = len, "stored new file");
                 // A message found held is the file's own only if it was its earlier
                 // version: removing or rewriting a copy of another message's file must
                 // never remove that message.
@@ -916,7 +955,7 @@ impl Fs {
                 ) {
                     let _ = std::fs::remove_file(note_path(&file.spool));
                 }
-                tracing::error!(mailbox = %file.mailbox, name, spool = %file.spool.display(), error = %e,
+                tracing::error!(mailbox = %file.mailbox(), name, spool = %file.spool.display(), error = %e,
                     "APPEND failed; the written bytes are kept in the spool file");
                 *file.state.lock() = State::Failed {
                     why: e.to_string(),

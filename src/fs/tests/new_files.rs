@@ -1358,3 +1358,28 @@ fn other_bytes_over_a_file_copys_files_are_refused_and_the_copy_stays() {
     h.fs.release(ino, fh).unwrap();
     assert_eq!(h.stored("Archive").len(), 1, "the copy stays");
 }
+
+/// A file written into a mailbox, then the mailbox renamed (`mv Work Projects`), then the
+/// file written again before the mailbox is listed: the new version goes to the mailbox
+/// under its new name, replacing the old one there (it went to the old name, refused).
+#[test]
+fn a_new_file_follows_its_mailbox_renamed() {
+    let h = Harness::new();
+    h.store.add_mailbox("Work", Some('/'), true, None);
+    let work = h.ino("Work").unwrap();
+    let ino = shell_write(&h, work, "a.txt", b"one\n");
+    h.fs.rename(
+        ROOT,
+        OsStr::new("Work"),
+        ROOT,
+        OsStr::new("Projects"),
+        false,
+        false,
+    )
+    .unwrap();
+    let fh = h.fs.open_with(ino, true, false).unwrap().fh;
+    h.fs.write(ino, fh, 4, b"two\n").unwrap();
+    h.fs.flush(ino, fh).unwrap();
+    h.fs.release(ino, fh).unwrap();
+    assert_eq!(only_stored(&h, "Projects").1, b"one\ntwo\n");
+}
