@@ -64,6 +64,7 @@ pub fn name_kind(name: &str) -> NameKind {
         || name.ends_with('~')
         || name == "4913"
         || name.starts_with(".#")
+        || (name.len() > 2 && name.starts_with('#') && name.ends_with('#'))
         || name.ends_with(".lock")
         || (name.starts_with(".~lock.") && name.ends_with('#'));
     if local {
@@ -1594,13 +1595,21 @@ mod tests {
             ".#notes.txt",
             "index.lock",
             ".~lock.report.odt#",
+            "#notes.txt#",
         ] {
             assert_eq!(name_kind(local), NameKind::Local, "{local}");
         }
         for hidden in [".notes.txt.KWEOd0", ".profile", ".swp"] {
             assert_eq!(name_kind(hidden), NameKind::Hidden, "{hidden}");
         }
-        for stored in ["notes.txt", "swap.swp", "lock", "é.pdf"] {
+        for stored in [
+            "notes.txt",
+            "swap.swp",
+            "lock",
+            "é.pdf",
+            "#",
+            "#1 issue.txt",
+        ] {
             assert_eq!(name_kind(stored), NameKind::Stored, "{stored}");
         }
     }
