@@ -320,8 +320,10 @@ fn start_session(
     }
 }
 
-/// `$XDG_STATE_HOME/imapfs/spool`, else `~/.local/state/imapfs/spool`.
-fn default_spool_dir() -> PathBuf {
+/// `$XDG_STATE_HOME/imapfs/spool/<user>@<host>:<port>`, else under `~/.local/state`: one
+/// spool per account, since what waits there is stored into the account whose mount finds
+/// it (a shared one sent one account's file into another's at the next mount).
+fn default_spool_dir(source: &crate::cli::Source) -> PathBuf {
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -329,7 +331,31 @@ fn default_spool_dir() -> PathBuf {
         .unwrap_or_else(|| {
             std::env::temp_dir().join(format!("imapfs-{}", unsafe { libc::getuid() }))
         });
-    state.join("imapfs").join("spool")
+    let shared = state.join("imapfs").join("spool");
+    warn_of_shared_spool(&shared);
+    account_spool(&shared, source)
+}
+
+/// The spool of `source`'s account under the directory all accounts' spools are in.
+fn account_spool(shared: &std::path::Path, source: &crate::cli::Source) -> PathBuf {
+    let account = format!("{}@{}:{}", source.user, source.host, source.port).replace('/', "_");
+    shared.join(account)
+}
+
+/// Files an earlier imapfs left in the spool all accounts shared: whose they are cannot be
+/// told, so none is stored; the log names them, to be copied into their mailbox by hand.
+fn warn_of_shared_spool(shared: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(shared) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = path.to_string_lossy();
+        let file = entry.file_type().is_ok_and(|t| t.is_file());
+        if file && !name.ends_with(".sending") && !name.ends_with(".stored") {
+            tracing::warn!(path = %path.display(), "an earlier imapfs left this file in the spool every account shared, not stored: which account it belongs to cannot be told, so it is not stored; copy it into its mailbox");
+        }
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread started later), so
@@ -448,7 +474,10 @@ fn fs_config(opts: &Options) -> FsConfig {
             DeleteMode::Expunge => FsDelete::Expunge,
             DeleteMode::Off => FsDelete::Off,
         },
-        spool_dir: opts.spool_dir.clone().unwrap_or_else(default_spool_dir),
+        spool_dir: opts
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| default_spool_dir(&opts.source)),
         trash: opts.trash.clone(),
         hide_virtual_folders: opts.hide_virtual_folders,
         connections: opts.connections,
@@ -591,5 +620,26 @@ fn detach_stdio() {
             // SAFETY: dup2 onto the standard descriptors; `null` stays open until after.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each account has a spool of its own: a file one account's mount left there is never
+    /// found by another's (it was stored into the other account).
+    #[test]
+    fn every_account_has_a_spool_of_its_own() {
+        let shared = std::path::Path::new("/state/imapfs/spool");
+        let alice = crate::cli::parse_source("imaps://alice@mail.example:993").unwrap();
+        let bob = crate::cli::parse_source("imaps://bob@mail.example:993").unwrap();
+        let odd = crate::cli::parse_source("imaps://a%2Fb@mail.example:993").unwrap();
+        assert_eq!(
+            account_spool(shared, &alice),
+            shared.join("alice@mail.example:993")
+        );
+        assert_ne!(account_spool(shared, &alice), account_spool(shared, &bob));
+        assert_eq!(account_spool(shared, &odd).parent(), Some(shared));
     }
 }
