@@ -112,6 +112,9 @@ struct Shared {
     /// Sections read since the writer last recorded it, with when.
     touched: Mutex<HashMap<Vec<u8>, u64>>,
     files: Mutex<LruCache<u64, Arc<File>>>,
+    /// Damaged chunks reported lately (each read of one until its drop is written would
+    /// report it again: four times a chunk were seen).
+    reported: Mutex<LruCache<(Vec<u8>, u64), ()>>,
 }
 
 /// The disk cache of section bytes.
@@ -169,6 +172,9 @@ impl DiskCache {
             touched: Mutex::new(HashMap::new()),
             files: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(OPEN_FILES).expect("nonzero"),
+            )),
+            reported: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(1024).expect("nonzero"),
             )),
         });
         let (jobs, queue) = mpsc::sync_channel(QUEUE);
@@ -287,7 +293,15 @@ impl ContentCache for DiskCache {
         };
         let section = section_key(key);
         if let Some(why) = fault {
-            tracing::warn!(mailbox = %key.mailbox, uid = %key.uid.0, section = %key.section, offset = key.offset, why, "disk cache: dropped a damaged chunk; it is fetched again");
+            let first = self
+                .shared
+                .reported
+                .lock()
+                .put((section.clone(), key.offset), ())
+                .is_none();
+            if first {
+                tracing::warn!(mailbox = %key.mailbox, uid = %key.uid.0, section = %key.section, offset = key.offset, why, "disk cache: dropped a damaged chunk; it is fetched again");
+            }
             let _ = self.jobs.try_send(Job::Drop {
                 section,
                 offset: key.offset,

@@ -87,6 +87,9 @@ fn a_damaged_chunk_is_dropped_never_served() {
     let cache = open(root.path(), 1 << 30);
     assert!(cache.get(&a).is_none());
     assert!(cache.get(&b).is_none());
+    // Read again before its drop is written: reported once (each was logged four times).
+    assert!(cache.get(&a).is_none());
+    assert_eq!(cache.shared.reported.lock().len(), 2);
     cache.flush();
     assert!(
         !cache.contains(&a) && !cache.contains(&b),
