@@ -34,6 +34,9 @@ impl Shared {
         let mut tried: HashSet<u64> = HashSet::new();
         let mut own = OwnModseqs::new();
         let mut replayed = 0usize;
+        // The mailboxes replayed changes touched: what the mount shows of them (messages
+        // under provisional UIDs) is listed again from the server.
+        let mut touched: std::collections::BTreeSet<MailboxId> = Default::default();
         loop {
             let next = {
                 let mut guard = self.disconnected.lock();
@@ -80,6 +83,11 @@ impl Shared {
                     }
                     if replayed > 0 {
                         tracing::info!(replayed, "offline changes replayed");
+                        if let Some(sink) = self.sink.lock().clone() {
+                            for mailbox in std::mem::take(&mut touched) {
+                                sink(crate::store::StoreEvent::MailboxStale(mailbox));
+                            }
+                        }
                     }
                     return true;
                 }
@@ -96,6 +104,7 @@ impl Shared {
                     return false;
                 }
                 Step::Done(outcome) => {
+                    touched.extend(touched_by(&entry.change));
                     match &outcome {
                         Outcome::Dropped(why) => {
                             tracing::warn!(seq = entry.seq, change = ?entry.change, why, "offline change dropped")
@@ -431,5 +440,16 @@ fn settle<T>(result: StoreResult<T>, done: impl FnOnce(T) -> Outcome) -> Step {
     match result {
         Ok(value) => Step::Done(done(value)),
         Err(e) => classify(e),
+    }
+}
+
+/// The mailboxes whose messages `change` changes.
+fn touched_by(change: &Change) -> Vec<MailboxId> {
+    match change {
+        Change::Flags { mailbox, .. }
+        | Change::Expunge { mailbox, .. }
+        | Change::Append { mailbox, .. } => vec![mailbox.clone()],
+        Change::Move { from, to, .. } => vec![from.clone(), to.clone()],
+        Change::Create { .. } => Vec::new(),
     }
 }

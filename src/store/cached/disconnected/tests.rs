@@ -9,7 +9,8 @@ use super::super::CachedStore;
 use crate::cache::dir::CacheDir;
 use crate::store::memory::{MemoryStore, Op};
 use crate::store::{
-    Flag, LinkState, MailStore, MailboxId, MessageMeta, NewMessage, StoreError, Uid, UidValidity,
+    Flag, LinkState, MailStore, MailboxId, MessageMeta, NewMessage, StoreError, StoreEvent, Uid,
+    UidValidity,
 };
 
 fn message(n: u32) -> Vec<u8> {
@@ -469,6 +470,42 @@ fn a_store_that_went_offline_replays_when_the_server_answers_again() {
         account.server("INBOX")[1],
         ("m2".into(), vec!["\\Answered".into()])
     );
+}
+
+/// When the server is back and offline changes are replayed, every mailbox they touched
+/// is reported stale, so that the mount lists it again: what it showed under provisional
+/// UIDs stayed listed for good (a moved message twice, reading short then ENOENT).
+#[test]
+fn a_replay_reports_the_mailboxes_it_touched_as_stale() {
+    let account = Account::new(2);
+    let store = account.mount(false);
+    let heard: Arc<parking_lot::Mutex<Vec<StoreEvent>>> = Arc::default();
+    let sink = Arc::clone(&heard);
+    store.watch(Arc::new(move |e| sink.lock().push(e)));
+    store.list_mailboxes().unwrap();
+    let validity = store.list_messages(&id("INBOX")).unwrap().uid_validity;
+    store.list_messages(&id("Archive")).unwrap();
+    store.flush();
+    account.memory.set_reachable(false);
+    account.memory.fail_next(Op::MailboxVersion, || {
+        StoreError::Connection("connection refused".into())
+    });
+    store.list_messages(&id("INBOX")).unwrap();
+    assert!(matches!(store.link_state(), LinkState::Offline { .. }));
+    store
+        .move_message(&id("INBOX"), validity, Uid(1), &id("Archive"))
+        .unwrap();
+    account.memory.set_reachable(true);
+    settled(&store);
+    let stale: Vec<MailboxId> = heard
+        .lock()
+        .iter()
+        .filter_map(|e| match e {
+            StoreEvent::MailboxStale(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stale, [id("Archive"), id("INBOX")]);
 }
 
 #[test]
