@@ -543,6 +543,7 @@ impl Fs {
                 tracing::warn!(mailbox = %target, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
                 self.content.retain_validity(target, validity);
             }
+            self.content.same_bytes(message, &new);
         }
         self.metadata.message_left(message);
         self.metadata.mark_stale(target);

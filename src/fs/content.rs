@@ -135,7 +135,14 @@ pub struct ContentFetcher {
     /// Messages held whole that parse to another structure than the server's: their parts
     /// are fetched by themselves.
     not_taken_apart: Mutex<LruCache<MessageRef, ()>>,
+    /// Messages moved or copied by this mount, to the message they were made from: the
+    /// same bytes, so what the cache holds of that one is theirs (offline, a message
+    /// moved under a provisional UID reads from it; online, nothing is fetched again).
+    same_bytes: Mutex<LruCache<MessageRef, MessageRef>>,
 }
+
+/// How many moved or copied messages are remembered (`ContentFetcher::same_bytes`).
+const SAME_BYTES_KEPT: usize = 4096;
 
 fn key(message: &MessageRef, section: &Section, transfer: Transfer, offset: u64) -> ContentKey {
     ContentKey {
@@ -166,7 +173,63 @@ impl ContentFetcher {
             not_taken_apart: Mutex::new(LruCache::new(
                 NonZeroUsize::new(STRUCTURES_MADE_KEPT).expect("nonzero"),
             )),
+            same_bytes: Mutex::new(LruCache::new(
+                NonZeroUsize::new(SAME_BYTES_KEPT).expect("nonzero"),
+            )),
         }
+    }
+
+    /// `new` holds the bytes of `old` (moved or copied there by this mount).
+    pub fn same_bytes(&self, old: &MessageRef, new: &MessageRef) {
+        if old != new {
+            self.same_bytes.lock().put(new.clone(), old.clone());
+        }
+    }
+
+    /// What the cache holds under `k`, or under the same key of a message `k`'s was moved
+    /// or copied from (a few moves back at most).
+    fn cached(&self, k: &ContentKey) -> Option<Arc<Vec<u8>>> {
+        if let Some(chunk) = self.cache.get(k) {
+            return Some(chunk);
+        }
+        let mut message = MessageRef {
+            mailbox: k.mailbox.clone(),
+            validity: k.validity,
+            uid: k.uid,
+        };
+        for _ in 0..4 {
+            message = self.same_bytes.lock().get(&message).cloned()?;
+            let old = key(&message, &k.section, k.transfer, k.offset);
+            if let Some(chunk) = self.cache.get(&old) {
+                return Some(chunk);
+            }
+        }
+        None
+    }
+
+    /// Whether `cached` would find `k`.
+    fn holds(&self, k: &ContentKey) -> bool {
+        if self.cache.contains(k) {
+            return true;
+        }
+        let mut message = MessageRef {
+            mailbox: k.mailbox.clone(),
+            validity: k.validity,
+            uid: k.uid,
+        };
+        for _ in 0..4 {
+            let Some(from) = self.same_bytes.lock().get(&message).cloned() else {
+                return false;
+            };
+            message = from;
+            if self
+                .cache
+                .contains(&key(&message, &k.section, k.transfer, k.offset))
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Drops content of `mailbox` under any UIDVALIDITY other than `keep`.
@@ -229,7 +292,7 @@ impl ContentFetcher {
     fn chunk(&self, source: Source<'_>, start: u64, want_end: u64) -> FsResult<Arc<Vec<u8>>> {
         let k = key(source.message, source.section, source.transfer, start);
         loop {
-            if let Some(chunk) = self.cache.get(&k) {
+            if let Some(chunk) = self.cached(&k) {
                 return Ok(chunk);
             }
             let gate = {
@@ -604,8 +667,7 @@ impl ContentFetcher {
 
     /// Whether the first chunk of a section is cached.
     pub fn has_first_chunk(&self, message: &MessageRef, section: &Section) -> bool {
-        self.cache
-            .contains(&key(message, section, Transfer::Encoded, 0))
+        self.holds(&key(message, section, Transfer::Encoded, 0))
     }
 
     /// Whether all `size` bytes of a section read as `transfer` are cached (its first and
@@ -618,20 +680,14 @@ impl ContentFetcher {
         size: u64,
     ) -> bool {
         let last = size.saturating_sub(1) / CHUNK * CHUNK;
-        self.cache.contains(&key(message, section, transfer, 0))
-            && self.cache.contains(&key(message, section, transfer, last))
+        self.holds(&key(message, section, transfer, 0))
+            && self.holds(&key(message, section, transfer, last))
     }
 
     /// Whether all of a whole message of `size` bytes is cached (its first and last chunks:
     /// a message's chunks are kept together).
     pub fn has_whole_message(&self, message: &MessageRef, size: u64) -> bool {
-        let whole = Section::whole();
-        let last = size.saturating_sub(1) / CHUNK * CHUNK;
-        self.cache
-            .contains(&key(message, &whole, Transfer::Encoded, 0))
-            && self
-                .cache
-                .contains(&key(message, &whole, Transfer::Encoded, last))
+        self.has_section(message, &Section::whole(), Transfer::Encoded, size)
     }
 
     /// Fetches whole small messages (`BODY[]`, each at most `SMALL_MESSAGE` bytes) of one
@@ -823,7 +879,7 @@ impl ContentFetcher {
         let mut out = Vec::new();
         loop {
             let offset = out.len() as u64;
-            if let Some(chunk) = self.cache.get(&key(message, section, transfer, offset)) {
+            if let Some(chunk) = self.cached(&key(message, section, transfer, offset)) {
                 out.extend_from_slice(&chunk);
                 if (chunk.len() as u64) < CHUNK {
                     return Ok(out);

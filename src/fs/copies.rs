@@ -373,6 +373,7 @@ impl Fs {
         by_mkdir: bool,
     ) -> FsResult<SystemTime> {
         let (mailbox, validity, uid) = (&copy.mailbox, copy.validity, copy.uid);
+        self.content.same_bytes(&source, copy);
         if self.metadata.message_copied(&source, copy) {
             tracing::warn!(%mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
             self.content.retain_validity(mailbox, validity);

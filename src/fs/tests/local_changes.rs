@@ -989,3 +989,38 @@ fn a_special_use_mailbox_listed_noselect_shows_its_messages_or_its_children() {
     h.fs.rmdir(ROOT, OsStr::new("Junk")).unwrap();
     assert!(errno(h.ino("Junk")) == libc::ENOENT);
 }
+
+/// A message read, then moved or copied by this mount: its bytes are the same, so reading
+/// it in its new place takes them from the cache (offline, a message moved under a
+/// provisional UID was EIO; online, it was fetched again).
+#[test]
+fn a_message_moved_or_copied_here_reads_from_what_the_cache_holds() {
+    let h = Harness::new();
+    let (sample, name) = account(&h);
+    let inbox = h.ino("INBOX").unwrap();
+    assert_eq!(
+        h.read_path(&format!("INBOX/{name}/message.eml")).unwrap(),
+        sample.raw
+    );
+    let archive = h.ino("Archive").unwrap();
+    h.fs.rename(
+        inbox,
+        OsStr::new(&name),
+        archive,
+        OsStr::new(&name),
+        false,
+        false,
+    )
+    .unwrap();
+    let fetched = h.count(Op::FetchSection);
+    let moved = h.stored("Archive")[0].uid;
+    h.expire_listings();
+    let moved_name = sample.dir_name(moved);
+    assert!(h.names(archive).unwrap().contains(&moved_name));
+    assert_eq!(
+        h.read_path(&format!("Archive/{moved_name}/message.eml"))
+            .unwrap(),
+        sample.raw
+    );
+    assert_eq!(h.count(Op::FetchSection), fetched, "nothing fetched again");
+}
