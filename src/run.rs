@@ -505,7 +505,18 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
     fs.send_invalidations_to(spawn_invalidator(session.notifier()));
     // What an earlier imapfs left in the spool is settled in the background.
     let recovering = Arc::clone(&fs);
+    let link = Arc::clone(&store);
+    let opts_offline = opts.offline;
     std::thread::spawn(move || {
+        // Changes made offline are replayed first, and the store counts as offline until
+        // they are: waited for (a while), so that the spool is settled with the server.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while matches!(link.link_state(), crate::store::LinkState::Offline { .. })
+            && !opts_offline
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         recovering.recover_spool();
     });
     tracing::info!(mountpoint = %mountpoint, source = %mount_name(opts), "mounted");

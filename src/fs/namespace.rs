@@ -421,7 +421,17 @@ impl Fs {
             };
         }
         if let Some(mailbox) = dir.selectable_id() {
-            let opens = self.listing_at_hand(dir, mailbox, None)?;
+            let opens = match self.listing_at_hand(dir, mailbox, None) {
+                Ok(opens) => opens,
+                // Offline, and no listing of it kept: no name in it is known, so none is
+                // there (`mv` and rename(2) into it look the name up first; EIO failed them).
+                Err(FsError::Store(StoreError::Connection(_)))
+                    if matches!(self.store.link_state(), LinkState::Offline { .. }) =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            };
             if opens && name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(node) = self.find_message_dir(mailbox, name)? {
                     return Ok(node);

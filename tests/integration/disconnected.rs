@@ -790,3 +790,56 @@ fn without_condstore_an_offline_flag_change_goes_as_before() {
     assert!(!log.contains("UNCHANGEDSINCE"), "{log}");
     assert!(!log.contains("MODIFIED"), "{log}");
 }
+
+/// The server goes away under a running mount and comes back. Meanwhile a message read
+/// before and moved reads exactly from the disk cache (it was EIO: its bytes were kept
+/// under its old UID), a message moves into a mailbox never listed (rename(2) was EIO,
+/// the target name unknown), and once the replay placed them the mount shows each under
+/// its real UID alone (their provisional entries stayed listed for good, reading short).
+#[test]
+fn moves_while_the_server_is_away_read_and_then_show_once() {
+    let mut dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let mount = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let plain = mount.message_dir("INBOX", "Plain text greeting");
+    let eml = fs::read(plain.join("message.eml")).unwrap();
+    let base64 = mount.message_dir("INBOX", "Base64 body");
+    let archive = mount.join("Archive/2023");
+    names(&archive);
+    dovecot.stop();
+    wait_until(30, "the mount to go offline", || {
+        let _ = fs::read(base64.join("message.eml"));
+        state(&mount).starts_with("offline")
+    });
+    fs::rename(&plain, archive.join(plain.file_name().unwrap())).unwrap();
+    let never_listed = mount.join("Reçus");
+    fs::rename(&base64, never_listed.join(base64.file_name().unwrap())).unwrap();
+    // Read again from the cache, not from pages the kernel kept.
+    sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+    let moved = names(&archive)
+        .into_iter()
+        .find(|n| n.ends_with("Plain text greeting"))
+        .expect("shown moved");
+    assert_eq!(
+        fs::read(archive.join(&moved).join("message.eml")).unwrap(),
+        eml
+    );
+    dovecot.restart().unwrap();
+    wait_until(120, "the replay", || {
+        state(&mount) == "online" && pending(&mount).is_empty()
+    });
+    wait_until(30, "one entry each, under its real UID", || {
+        let shown = names(&archive);
+        let plain: Vec<&String> = shown
+            .iter()
+            .filter(|n| n.ends_with("Plain text greeting"))
+            .collect();
+        let recus = names(&never_listed);
+        provisional(&shown).is_empty()
+            && plain.len() == 1
+            && provisional(&recus).is_empty()
+            && recus.iter().filter(|n| n.ends_with("Base64 body")).count() == 1
+    });
+}
