@@ -816,6 +816,8 @@ fn moves_while_the_server_is_away_read_and_then_show_once() {
     fs::rename(&plain, archive.join(plain.file_name().unwrap())).unwrap();
     let never_listed = mount.join("Reçus");
     fs::rename(&base64, never_listed.join(base64.file_name().unwrap())).unwrap();
+    let note = mount.join("INBOX/written-away.txt");
+    fs::write(&note, b"written while the server was away\n").unwrap();
     // Read again from the cache, not from pages the kernel kept.
     sh("sync; echo 3 > /proc/sys/vm/drop_caches");
     let moved = names(&archive)
@@ -842,4 +844,16 @@ fn moves_while_the_server_is_away_read_and_then_show_once() {
             && provisional(&recus).is_empty()
             && recus.iter().filter(|n| n.ends_with("Base64 body")).count() == 1
     });
+    // The file written meanwhile reads, and takes more (it was ENOENT for minutes).
+    assert_eq!(
+        fs::read(&note).unwrap(),
+        b"written while the server was away\n"
+    );
+    let mut more = fs::OpenOptions::new().append(true).open(&note).unwrap();
+    std::io::Write::write_all(&mut more, b"and more\n").unwrap();
+    drop(more);
+    assert_eq!(
+        fs::read(&note).unwrap(),
+        b"written while the server was away\nand more\n"
+    );
 }
