@@ -466,6 +466,45 @@ impl Shared {
             .collect()
     }
 
+    /// `BODY[section]` (or `BINARY[section]` with `Decoded`) of a message written offline
+    /// and not sent yet, from its bytes in the outbox.
+    fn outbox_section(
+        &self,
+        mailbox: &MailboxId,
+        uid: Uid,
+        section: &Section,
+        transfer: Transfer,
+        range: Option<ByteRange>,
+    ) -> Option<Vec<u8>> {
+        if !journal::is_provisional_uid(uid) {
+            return None;
+        }
+        let raw = self.disconnected.lock().outbox_message(mailbox, uid)?;
+        let bytes = if section.0.is_empty() {
+            raw
+        } else {
+            let (at, encoding) =
+                crate::mime::dovecot::ParsedMessage::parse(&raw).section(section)?;
+            let part = raw.get(at)?;
+            match transfer {
+                Transfer::Decoded => crate::mime::decode_transfer(&encoding, part),
+                _ => part.to_vec(),
+            }
+        };
+        Some(match range {
+            Some(r) => {
+                let start = usize::try_from(r.offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let end = usize::try_from(r.offset.saturating_add(r.len))
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                bytes[start..end].to_vec()
+            }
+            None => bytes,
+        })
+    }
+
     fn kept_part(
         &self,
         table: &redb::ReadOnlyTable<(&str, u32, u32, &[u8]), &[u8]>,
@@ -955,7 +994,9 @@ impl MailStore for CachedStore {
                         }
                         None => bytes,
                     }),
-                    _ => Err(not_cached(format!("UID {} of {mailbox}", uid.0))),
+                    _ => s
+                        .outbox_section(mailbox, uid, section, transfer, range)
+                        .ok_or_else(|| not_cached(format!("UID {} of {mailbox}", uid.0))),
                 }
             },
         )

@@ -51,6 +51,21 @@ impl Disconnected {
         Disconnected { state }
     }
 
+    /// The bytes of the message written offline and shown as `uid` (provisional) in
+    /// `mailbox`, from the outbox, while its APPEND waits.
+    pub(super) fn outbox_message(&self, mailbox: &MailboxId, uid: Uid) -> Option<Vec<u8>> {
+        let (journal, queue) = self.state.as_ref().ok()?;
+        let seq = queue.entries.iter().find_map(|e| match &e.change {
+            Change::Append {
+                mailbox: m,
+                provisional,
+                ..
+            } if m == mailbox && *provisional == uid => Some(e.seq),
+            _ => None,
+        })?;
+        std::fs::read(journal.outbox_path(seq)).ok()
+    }
+
     /// Whether changes wait to be replayed.
     pub(super) fn has_pending(&self) -> bool {
         self.state

@@ -9,8 +9,8 @@ use super::super::CachedStore;
 use crate::cache::dir::CacheDir;
 use crate::store::memory::{MemoryStore, Op};
 use crate::store::{
-    Flag, LinkState, MailStore, MailboxId, MessageMeta, NewMessage, StoreError, StoreEvent, Uid,
-    UidValidity,
+    Flag, LinkState, MailStore, MailboxId, MessageMeta, NewMessage, Section, StoreError,
+    StoreEvent, Transfer, Uid, UidValidity,
 };
 
 fn message(n: u32) -> Vec<u8> {
@@ -506,6 +506,42 @@ fn a_replay_reports_the_mailboxes_it_touched_as_stale() {
         })
         .collect();
     assert_eq!(stale, [id("Archive"), id("INBOX")]);
+}
+
+/// A message written offline reads back from the outbox while its APPEND waits, also at
+/// a later mount that is still offline (it was EIO: not in the disk cache), whole and by
+/// part, encoded and decoded.
+#[test]
+fn a_message_written_offline_reads_from_the_outbox_until_it_is_sent() {
+    let account = Account::new(1);
+    let online = account.mount(false);
+    online.list_mailboxes().unwrap();
+    online.list_messages(&id("INBOX")).unwrap();
+    online.flush();
+    drop(online);
+    let raw = b"From: a@example.com\r\nSubject: draft\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+hello\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+Content-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n--b--\r\n";
+    let offline = account.mount(true);
+    let (validity, uid) = append(&offline, "INBOX", raw).expect("a provisional UID");
+    drop(offline);
+    let again = account.mount(true);
+    let read = |section: &[u32], transfer: Transfer| {
+        again
+            .fetch_section(
+                &id("INBOX"),
+                validity,
+                uid,
+                &Section(section.to_vec()),
+                transfer,
+                None,
+            )
+            .unwrap()
+    };
+    assert_eq!(read(&[], Transfer::Encoded), raw);
+    assert_eq!(read(&[2], Transfer::Encoded), b"aGVsbG8gd29ybGQ=");
+    assert_eq!(read(&[2], Transfer::Decoded), b"hello world");
 }
 
 #[test]
