@@ -332,6 +332,10 @@ fn default_spool_dir(source: &crate::cli::Source) -> PathBuf {
             std::env::temp_dir().join(format!("imapfs-{}", unsafe { libc::getuid() }))
         });
     let shared = state.join("imapfs").join("spool");
+    // Private: the accounts' names are those of its directories.
+    let _ =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&shared);
     warn_of_shared_spool(&shared);
     account_spool(&shared, source)
 }

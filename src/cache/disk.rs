@@ -320,6 +320,11 @@ impl ContentCache for DiskCache {
         if bytes.is_empty() || bytes.len() as u64 > self.shared.limit {
             return;
         }
+        // Kept anew: should it be damaged again, that is reported again.
+        self.shared
+            .reported
+            .lock()
+            .pop(&(section_key(&key), key.offset));
         // Held up a little rather than leave a hole that an offline mount or a warm remount
         // would miss.
         self.send_within(Job::Write {

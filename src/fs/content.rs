@@ -186,8 +186,18 @@ impl ContentFetcher {
         }
     }
 
+    /// Keeps a chunk in the cache. Not one of a message shown under a provisional UID
+    /// (moved or written offline): such a UID names another message once the journal of
+    /// offline changes starts over.
+    fn keep(&self, k: ContentKey, chunk: Arc<Vec<u8>>) {
+        if !crate::store::cached::journal::is_provisional_uid(k.uid) {
+            self.cache.insert(k, chunk);
+        }
+    }
+
     /// What the cache holds under `k`, or under the same key of a message `k`'s was moved
-    /// or copied from (a few moves back at most).
+    /// or copied from (a few moves back at most), then kept under `k` too (so that what is
+    /// read of it stays, in the disk cache for later mounts, for search and prefetch).
     fn cached(&self, k: &ContentKey) -> Option<Arc<Vec<u8>>> {
         if let Some(chunk) = self.cache.get(k) {
             return Some(chunk);
@@ -201,6 +211,7 @@ impl ContentFetcher {
             message = self.same_bytes.lock().get(&message).cloned()?;
             let old = key(&message, &k.section, k.transfer, k.offset);
             if let Some(chunk) = self.cache.get(&old) {
+                self.keep(k.clone(), Arc::clone(&chunk));
                 return Some(chunk);
             }
         }
@@ -383,7 +394,7 @@ impl ContentFetcher {
             if i == 0 {
                 first = Some(Arc::clone(&piece));
             }
-            self.cache.insert(
+            self.keep(
                 key(source.message, source.section, source.transfer, at),
                 piece,
             );
@@ -432,7 +443,7 @@ impl ContentFetcher {
             if at == start {
                 wanted = Some(Arc::clone(&piece));
             }
-            self.cache.insert(
+            self.keep(
                 key(source.message, source.section, source.transfer, at),
                 piece,
             );
@@ -687,7 +698,13 @@ impl ContentFetcher {
     /// Whether all of a whole message of `size` bytes is cached (its first and last chunks:
     /// a message's chunks are kept together).
     pub fn has_whole_message(&self, message: &MessageRef, size: u64) -> bool {
-        self.has_section(message, &Section::whole(), Transfer::Encoded, size)
+        let last = size.saturating_sub(1) / CHUNK * CHUNK;
+        let whole = Section::whole();
+        self.cache
+            .contains(&key(message, &whole, Transfer::Encoded, 0))
+            && self
+                .cache
+                .contains(&key(message, &whole, Transfer::Encoded, last))
     }
 
     /// Fetches whole small messages (`BODY[]`, each at most `SMALL_MESSAGE` bytes) of one
@@ -785,7 +802,7 @@ impl ContentFetcher {
             }
             for (i, piece) in data.chunks(CHUNK as usize).enumerate() {
                 let at = i as u64 * CHUNK;
-                self.cache.insert(
+                self.keep(
                     key(message, &whole, Transfer::Encoded, at),
                     Arc::new(piece.to_vec()),
                 );
@@ -898,7 +915,7 @@ impl ContentFetcher {
             let done = (part.len() as u64) < want;
             for (i, piece) in part.chunks(CHUNK as usize).enumerate() {
                 let at = offset + i as u64 * CHUNK;
-                self.cache.insert(
+                self.keep(
                     key(message, section, transfer, at),
                     Arc::new(piece.to_vec()),
                 );

@@ -131,7 +131,11 @@ impl Fs {
         paths.sort();
         for path in paths {
             let name = path.to_string_lossy();
-            if name.ends_with(".sending") || name.ends_with(".tmp") || writer_alive(&path) {
+            if name.ends_with(".sending")
+                || name.ends_with(".tmp")
+                || path.is_dir()
+                || writer_alive(&path)
+            {
                 continue;
             }
             if name.ends_with(".stored") {
@@ -181,7 +185,11 @@ impl Fs {
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default();
-            if name.ends_with(".sending") || name.ends_with(".tmp") || name.ends_with(".stored") {
+            if name.ends_with(".sending")
+                || name.ends_with(".tmp")
+                || name.ends_with(".stored")
+                || path.is_dir()
+            {
                 continue;
             }
             let why = match report.get(&path) {

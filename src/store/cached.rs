@@ -479,7 +479,8 @@ impl Shared {
         if !journal::is_provisional_uid(uid) {
             return None;
         }
-        let raw = self.disconnected.lock().outbox_message(mailbox, uid)?;
+        let path = self.disconnected.lock().outbox_message(mailbox, uid)?;
+        let raw = std::fs::read(path).ok()?;
         let bytes = if section.0.is_empty() {
             raw
         } else {

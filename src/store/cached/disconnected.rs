@@ -51,9 +51,13 @@ impl Disconnected {
         Disconnected { state }
     }
 
-    /// The bytes of the message written offline and shown as `uid` (provisional) in
-    /// `mailbox`, from the outbox, while its APPEND waits.
-    pub(super) fn outbox_message(&self, mailbox: &MailboxId, uid: Uid) -> Option<Vec<u8>> {
+    /// Where the bytes of the message written offline and shown as `uid` (provisional) in
+    /// `mailbox` wait in the outbox, while its APPEND waits (read them with no lock held).
+    pub(super) fn outbox_message(
+        &self,
+        mailbox: &MailboxId,
+        uid: Uid,
+    ) -> Option<std::path::PathBuf> {
         let (journal, queue) = self.state.as_ref().ok()?;
         let seq = queue.entries.iter().find_map(|e| match &e.change {
             Change::Append {
@@ -63,7 +67,7 @@ impl Disconnected {
             } if m == mailbox && *provisional == uid => Some(e.seq),
             _ => None,
         })?;
-        std::fs::read(journal.outbox_path(seq)).ok()
+        Some(journal.outbox_path(seq))
     }
 
     /// Whether changes wait to be replayed.

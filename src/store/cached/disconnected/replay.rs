@@ -83,17 +83,13 @@ impl Shared {
                     }
                     if replayed > 0 {
                         tracing::info!(replayed, "offline changes replayed");
-                        if let Some(sink) = self.sink.lock().clone() {
-                            for mailbox in std::mem::take(&mut touched) {
-                                sink(crate::store::StoreEvent::MailboxStale(mailbox));
-                            }
-                        }
                     }
-                    return true;
                 }
                 next
             };
             let Some((entry, queue)) = next else {
+                // With no lock held: the sink may act on the report at once.
+                self.report_stale(std::mem::take(&mut touched));
                 return true;
             };
             tried.insert(entry.seq);
@@ -101,6 +97,7 @@ impl Shared {
             let record = match step {
                 Step::Unreachable(e) => {
                     tracing::info!(seq = entry.seq, error = %e, "the server went away during the replay of offline changes; it goes on when the server is back");
+                    self.report_stale(std::mem::take(&mut touched));
                     return false;
                 }
                 Step::Done(outcome) => {
@@ -129,12 +126,26 @@ impl Shared {
             replayed += 1;
             if let Err(e) = self.record(&record) {
                 tracing::error!(error = %e, "could not journal the outcome of an offline change; the replay stops");
+                self.report_stale(std::mem::take(&mut touched));
                 return false;
             }
             if let (Record::Done { .. }, Change::Append { .. }) = (&record, &entry.change) {
                 if let Ok((journal, _)) = &self.disconnected.lock().state {
                     let _ = std::fs::remove_file(journal.outbox_path(entry.seq));
                 }
+            }
+        }
+    }
+
+    /// Reports `touched` mailboxes stale (the mount lists each again), with no lock held.
+    fn report_stale(&self, touched: std::collections::BTreeSet<MailboxId>) {
+        if touched.is_empty() {
+            return;
+        }
+        let sink = self.sink.lock().clone();
+        if let Some(sink) = sink {
+            for mailbox in touched {
+                sink(crate::store::StoreEvent::MailboxStale(mailbox));
             }
         }
     }
