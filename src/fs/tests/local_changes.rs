@@ -1023,4 +1023,14 @@ fn a_message_moved_or_copied_here_reads_from_what_the_cache_holds() {
         sample.raw
     );
     assert_eq!(h.count(Op::FetchSection), fetched, "nothing fetched again");
+    // Kept under its own UID from then on (a prefetch or a later mount finds it there).
+    let moved_ref = MessageRef {
+        mailbox: MailboxId::new("Archive"),
+        validity: h.store.uid_validity("Archive"),
+        uid: moved,
+    };
+    assert!(h
+        .fs
+        .content
+        .has_whole_message(&moved_ref, sample.raw.len() as u64));
 }
