@@ -285,7 +285,8 @@ impl NewFiles {
             },
             None => m.clone(),
         };
-        for file in self.files.lock().values() {
+        let mut files = self.files.lock();
+        for file in files.values() {
             let mut mailbox = file.mailbox.lock();
             if let Some(new) = ids.get(&*mailbox) {
                 *mailbox = new.clone();
@@ -299,30 +300,11 @@ impl NewFiles {
                 *state = State::Stored(Some(moved_ref(m)));
             }
         }
-        let mut files = self.files.lock();
-        let moved: Vec<(String, String)> = files
-            .keys()
-            .filter(|(dir, _)| mailboxes::is_within(dir, old_path))
-            .cloned()
-            .collect();
-        for (dir, name) in moved {
-            if let Some(file) = files.remove(&(dir.clone(), name.clone())) {
-                let dir = mailboxes::moved_path(&dir, old_path, new_path).unwrap_or(dir);
-                files.insert((dir, name), file);
-            }
-        }
-        let mut left = self.renamed_away.lock();
-        let moved: Vec<(String, String)> = left
-            .keys()
-            .filter(|(dir, _)| mailboxes::is_within(dir, old_path))
-            .cloned()
-            .collect();
-        for (dir, name) in moved {
-            if let Some(message) = left.remove(&(dir.clone(), name.clone())) {
-                let dir = mailboxes::moved_path(&dir, old_path, new_path).unwrap_or(dir);
-                left.insert((dir, name), moved_ref(&message));
-            }
-        }
+        rekey_dirs(&mut files, old_path, new_path, |file| file);
+        drop(files);
+        rekey_dirs(&mut self.renamed_away.lock(), old_path, new_path, |m| {
+            moved_ref(&m)
+        });
     }
 }
 
@@ -340,6 +322,27 @@ impl Drop for NewFiles {
 }
 
 static SPOOL_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// Moves the entries of `map` (by directory path and name) in the directory at `old_path`
+/// and below to `new_path`, each value through `moved`.
+fn rekey_dirs<V>(
+    map: &mut HashMap<(String, String), V>,
+    old_path: &str,
+    new_path: &str,
+    moved: impl Fn(V) -> V,
+) {
+    let keys: Vec<(String, String)> = map
+        .keys()
+        .filter(|(dir, _)| mailboxes::is_within(dir, old_path))
+        .cloned()
+        .collect();
+    for (dir, name) in keys {
+        if let Some(value) = map.remove(&(dir.clone(), name.clone())) {
+            let dir = mailboxes::moved_path(&dir, old_path, new_path).unwrap_or(dir);
+            map.insert((dir, name), moved(value));
+        }
+    }
+}
 
 /// The name in `dir_path` of `left` (`NewFiles::renamed_away`) whose message `file`
 /// replaces: the name its stored version left when it became a backup.
