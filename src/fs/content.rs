@@ -195,52 +195,44 @@ impl ContentFetcher {
         }
     }
 
+    /// The same key of the messages `k`'s was moved or copied from, nearest first (a few
+    /// moves back at most).
+    fn originals(&self, k: &ContentKey) -> Vec<ContentKey> {
+        let mut message = MessageRef {
+            mailbox: k.mailbox.clone(),
+            validity: k.validity,
+            uid: k.uid,
+        };
+        let mut out = Vec::new();
+        let mut same_bytes = self.same_bytes.lock();
+        while out.len() < 4 {
+            let Some(from) = same_bytes.get(&message) else {
+                break;
+            };
+            message = from.clone();
+            out.push(key(&message, &k.section, k.transfer, k.offset));
+        }
+        out
+    }
+
     /// What the cache holds under `k`, or under the same key of a message `k`'s was moved
-    /// or copied from (a few moves back at most), then kept under `k` too (so that what is
-    /// read of it stays, in the disk cache for later mounts, for search and prefetch).
+    /// or copied from (`originals`), then kept under `k` too (so that what is read of it
+    /// stays, in the disk cache for later mounts, for search and prefetch).
     fn cached(&self, k: &ContentKey) -> Option<Arc<Vec<u8>>> {
         if let Some(chunk) = self.cache.get(k) {
             return Some(chunk);
         }
-        let mut message = MessageRef {
-            mailbox: k.mailbox.clone(),
-            validity: k.validity,
-            uid: k.uid,
-        };
-        for _ in 0..4 {
-            message = self.same_bytes.lock().get(&message).cloned()?;
-            let old = key(&message, &k.section, k.transfer, k.offset);
-            if let Some(chunk) = self.cache.get(&old) {
-                self.keep(k.clone(), Arc::clone(&chunk));
-                return Some(chunk);
-            }
-        }
-        None
+        let chunk = self
+            .originals(k)
+            .iter()
+            .find_map(|old| self.cache.get(old))?;
+        self.keep(k.clone(), Arc::clone(&chunk));
+        Some(chunk)
     }
 
     /// Whether `cached` would find `k`.
     fn holds(&self, k: &ContentKey) -> bool {
-        if self.cache.contains(k) {
-            return true;
-        }
-        let mut message = MessageRef {
-            mailbox: k.mailbox.clone(),
-            validity: k.validity,
-            uid: k.uid,
-        };
-        for _ in 0..4 {
-            let Some(from) = self.same_bytes.lock().get(&message).cloned() else {
-                return false;
-            };
-            message = from;
-            if self
-                .cache
-                .contains(&key(&message, &k.section, k.transfer, k.offset))
-            {
-                return true;
-            }
-        }
-        false
+        self.cache.contains(k) || self.originals(k).iter().any(|old| self.cache.contains(old))
     }
 
     /// Drops content of `mailbox` under any UIDVALIDITY other than `keep`.
@@ -681,8 +673,23 @@ impl ContentFetcher {
         self.holds(&key(message, section, Transfer::Encoded, 0))
     }
 
-    /// Whether all `size` bytes of a section read as `transfer` are cached (its first and
-    /// last chunks).
+    /// The keys of a section's first and last chunks, for `size` bytes: a section whose
+    /// both are cached is cached whole (its chunks are kept together).
+    fn ends(
+        message: &MessageRef,
+        section: &Section,
+        transfer: Transfer,
+        size: u64,
+    ) -> [ContentKey; 2] {
+        let last = size.saturating_sub(1) / CHUNK * CHUNK;
+        [
+            key(message, section, transfer, 0),
+            key(message, section, transfer, last),
+        ]
+    }
+
+    /// Whether all `size` bytes of a section read as `transfer` are cached, under its own
+    /// key or an original's (`holds`).
     pub fn has_section(
         &self,
         message: &MessageRef,
@@ -690,21 +697,16 @@ impl ContentFetcher {
         transfer: Transfer,
         size: u64,
     ) -> bool {
-        let last = size.saturating_sub(1) / CHUNK * CHUNK;
-        self.holds(&key(message, section, transfer, 0))
-            && self.holds(&key(message, section, transfer, last))
+        Self::ends(message, section, transfer, size)
+            .iter()
+            .all(|k| self.holds(k))
     }
 
-    /// Whether all of a whole message of `size` bytes is cached (its first and last chunks:
-    /// a message's chunks are kept together).
+    /// Whether all of a whole message of `size` bytes is cached under its own key.
     pub fn has_whole_message(&self, message: &MessageRef, size: u64) -> bool {
-        let last = size.saturating_sub(1) / CHUNK * CHUNK;
-        let whole = Section::whole();
-        self.cache
-            .contains(&key(message, &whole, Transfer::Encoded, 0))
-            && self
-                .cache
-                .contains(&key(message, &whole, Transfer::Encoded, last))
+        Self::ends(message, &Section::whole(), Transfer::Encoded, size)
+            .iter()
+            .all(|k| self.cache.contains(k))
     }
 
     /// Fetches whole small messages (`BODY[]`, each at most `SMALL_MESSAGE` bytes) of one
