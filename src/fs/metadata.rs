@@ -89,6 +89,13 @@ impl Listed {
     fn file_origin(&self) -> Option<&FileOrigin> {
         self.origin.as_ref().and_then(|o| o.file.as_ref())
     }
+
+    /// Marked `\Deleted` (a copy of it would be too).
+    fn is_deleted(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case("\\Deleted"))
+    }
 }
 
 /// Flag lists shared by the messages that have the same flags (most messages of a mailbox
@@ -791,11 +798,8 @@ impl MetadataCache {
         let mut found = Vec::new();
         for (mailbox, listing) in inner.listings.iter().filter(|(m, _)| *m != not_in) {
             for (uid, entry) in &listing.messages {
-                let deleted = entry
-                    .flags
-                    .iter()
-                    .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
-                if entry.size == size && entry.subject.as_deref() == subject && !deleted {
+                if entry.size == size && entry.subject.as_deref() == subject && !entry.is_deleted()
+                {
                     let message = MessageRef {
                         mailbox: mailbox.clone(),
                         validity: listing.validity,
@@ -912,11 +916,7 @@ impl MetadataCache {
             let Some(entry) = listing.messages.get(uid) else {
                 continue;
             };
-            let deleted = entry
-                .flags
-                .iter()
-                .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
-            if entry.file_origin().is_some_and(|o| o.size == size) && !deleted {
+            if entry.file_origin().is_some_and(|o| o.size == size) && !entry.is_deleted() {
                 found.push(listing.message_ref(mailbox, *uid));
             }
         }
