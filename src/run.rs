@@ -342,8 +342,11 @@ fn default_spool_dir(source: &crate::cli::Source) -> PathBuf {
 
 /// The spool of `source`'s account under the directory all accounts' spools are in.
 fn account_spool(shared: &std::path::Path, source: &crate::cli::Source) -> PathBuf {
-    let account = format!("{}@{}:{}", source.user, source.host, source.port).replace('/', "_");
-    shared.join(account)
+    shared.join(cache_dir::account_name(
+        &source.user,
+        &source.host,
+        source.port,
+    ))
 }
 
 /// Files an earlier imapfs left in the spool all accounts shared: whose they are cannot be

@@ -116,8 +116,16 @@ impl CacheDir {
 
 /// The default place: `$XDG_CACHE_HOME/imapfs/<user>@<host>:<port>` (or `~/.cache/...`).
 pub fn default_path(user: &str, host: &str, port: u16) -> Option<PathBuf> {
-    let name = format!("{user}@{host}:{port}").replace('/', "_");
-    Some(dirs::cache_dir()?.join("imapfs").join(name))
+    Some(
+        dirs::cache_dir()?
+            .join("imapfs")
+            .join(account_name(user, host, port)),
+    )
+}
+
+/// An account's directory name, `<user>@<host>:<port>` (the disk cache's, the spool's).
+pub fn account_name(user: &str, host: &str, port: u16) -> String {
+    format!("{user}@{host}:{port}").replace('/', "_")
 }
 
 enum Locked {
