@@ -447,6 +447,16 @@ fn an_append_cut_short_is_looked_for_before_it_is_sent_again() {
     }
 }
 
+/// The server goes away under a running store, which finds out at its next look at INBOX.
+fn lose_the_server(account: &Account, store: &CachedStore) {
+    account.memory.set_reachable(false);
+    account.memory.fail_next(Op::MailboxVersion, || {
+        StoreError::Connection("connection refused".into())
+    });
+    store.list_messages(&id("INBOX")).unwrap();
+    assert!(matches!(store.link_state(), LinkState::Offline { .. }));
+}
+
 #[test]
 fn a_store_that_went_offline_replays_when_the_server_answers_again() {
     let account = Account::new(2);
@@ -454,12 +464,7 @@ fn a_store_that_went_offline_replays_when_the_server_answers_again() {
     store.list_mailboxes().unwrap();
     let validity = store.list_messages(&id("INBOX")).unwrap().uid_validity;
     store.flush();
-    account.memory.set_reachable(false);
-    account.memory.fail_next(Op::MailboxVersion, || {
-        StoreError::Connection("connection refused".into())
-    });
-    store.list_messages(&id("INBOX")).unwrap();
-    assert!(matches!(store.link_state(), LinkState::Offline { .. }));
+    lose_the_server(&account, &store);
     store
         .set_flags(&id("INBOX"), validity, Uid(2), &flags(&["\\Answered"]))
         .unwrap();
@@ -486,12 +491,7 @@ fn a_replay_reports_the_mailboxes_it_touched_as_stale() {
     let validity = store.list_messages(&id("INBOX")).unwrap().uid_validity;
     store.list_messages(&id("Archive")).unwrap();
     store.flush();
-    account.memory.set_reachable(false);
-    account.memory.fail_next(Op::MailboxVersion, || {
-        StoreError::Connection("connection refused".into())
-    });
-    store.list_messages(&id("INBOX")).unwrap();
-    assert!(matches!(store.link_state(), LinkState::Offline { .. }));
+    lose_the_server(&account, &store);
     store
         .move_message(&id("INBOX"), validity, Uid(1), &id("Archive"))
         .unwrap();
