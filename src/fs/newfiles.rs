@@ -1051,33 +1051,43 @@ impl Fs {
                 internal_date,
                 ..sending.clone()
             };
-            note.record(spool)
-                .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
-            let copied = self.store.copy_message(
-                &source.mailbox,
-                source.validity,
-                source.uid,
-                &sending.mailbox,
-            );
-            match copied {
-                Ok(copy) => {
-                    tracing::info!(from = %source.mailbox, uid = %source.uid, to = %sending.mailbox, new_uid = ?copy.map(|c| c.1), name = sending.name, "the file is a message of another mailbox: copied on the server, not sent");
-                    return Ok(Some(Ok(copy)));
-                }
-                // Landed or not, nobody can tell: the note stays, and the next attempt
-                // looks for the copy before sending anything.
-                Err(
-                    e @ (StoreError::Connection(_)
-                    | StoreError::Timeout(_)
-                    | StoreError::Interrupted),
-                ) => return Ok(Some(Err(e))),
-                Err(e) => {
-                    let _ = std::fs::remove_file(note_path(spool));
-                    tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, "could not copy the message the file is; storing the file");
-                }
+            if let Some(copied) = self.copy_noted(&source, &note, spool, "a message")? {
+                return Ok(Some(copied));
             }
         }
         Ok(None)
+    }
+
+    /// `UID COPY` of `source` into the note's mailbox, the note recorded beside `spool`
+    /// first (`what` the file was found to be, for the log). `None`: the server refused,
+    /// nothing landed, the note is gone; a copy whose outcome is not known is an error, and
+    /// its note stays, so the next attempt looks for the copy before sending anything.
+    fn copy_noted(
+        &self,
+        source: &MessageRef,
+        note: &Sending,
+        spool: &std::path::Path,
+        what: &str,
+    ) -> FsResult<Option<Stored>> {
+        note.record(spool)
+            .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
+        let copied =
+            self.store
+                .copy_message(&source.mailbox, source.validity, source.uid, &note.mailbox);
+        match copied {
+            Ok(copy) => {
+                tracing::info!(from = %source.mailbox, uid = %source.uid, to = %note.mailbox, new_uid = ?copy.map(|c| c.1), name = note.name, what, "the file is another mailbox's: copied on the server, not sent");
+                Ok(Some(Ok(copy)))
+            }
+            Err(
+                e @ (StoreError::Connection(_) | StoreError::Timeout(_) | StoreError::Interrupted),
+            ) => Ok(Some(Err(e))),
+            Err(e) => {
+                let _ = std::fs::remove_file(note_path(spool));
+                tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, what, "could not copy what the file is; storing the file");
+                Ok(None)
+            }
+        }
     }
 
     /// A file that is, byte for byte, the file another mailbox shows under the same name
@@ -1130,28 +1140,8 @@ impl Fs {
                 message_id: None,
                 ..sending.clone()
             };
-            note.record(&file.spool)
-                .map_err(|e| FsError::Spool(format!("spool note: {e}")))?;
-            let copied = self.store.copy_message(
-                &source.mailbox,
-                source.validity,
-                source.uid,
-                &sending.mailbox,
-            );
-            match copied {
-                Ok(copy) => {
-                    tracing::info!(from = %source.mailbox, uid = %source.uid, to = %sending.mailbox, new_uid = ?copy.map(|c| c.1), name = sending.name, "the file is another mailbox's stored file: copied on the server, not sent");
-                    return Ok(Some((source, Ok(copy))));
-                }
-                Err(
-                    e @ (StoreError::Connection(_)
-                    | StoreError::Timeout(_)
-                    | StoreError::Interrupted),
-                ) => return Ok(Some((source, Err(e)))),
-                Err(e) => {
-                    let _ = std::fs::remove_file(note_path(&file.spool));
-                    tracing::debug!(from = %source.mailbox, uid = %source.uid, error = %e, "could not copy the stored file the file is; storing the file");
-                }
+            if let Some(copied) = self.copy_noted(&source, &note, &file.spool, "a stored file")? {
+                return Ok(Some((source, copied)));
             }
         }
         Ok(None)
