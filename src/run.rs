@@ -66,7 +66,7 @@ fn cache_path(opts: &Options) -> Option<PathBuf> {
 
 /// Whether an unreachable server still allows a mount: a disk cache with an index is there.
 fn may_start_offline(opts: &Options, error: &StoreError) -> bool {
-    matches!(error, StoreError::Connection(_) | StoreError::Timeout(_))
+    error.is_unreachable()
         && cache_path(opts)
             .and_then(|p| std::fs::metadata(p.join("index.redb")).ok())
             .is_some_and(|m| m.len() > 0)

@@ -384,6 +384,13 @@ pub enum StoreError {
     Offline(String),
 }
 
+impl StoreError {
+    /// Whether it means the server cannot be reached (rather than refusing a request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Connection(_) | StoreError::Timeout(_))
+    }
+}
+
 /// The result type of every store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 

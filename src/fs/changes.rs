@@ -266,8 +266,9 @@ impl Fs {
         }
         if dir.selectable {
             let listing = match self.store.list_messages(&id) {
-                // Listed \Noselect and does not open: no messages to lose.
-                Err(e) if dir.unsure => {
+                // Listed \Noselect and the server does not open it: no messages to lose.
+                // Unreachable, it may hold some: the error.
+                Err(e) if dir.unsure && !e.is_unreachable() => {
                     tracing::debug!(mailbox = %id, error = %e, "not listed before deleting it");
                     None
                 }

@@ -96,6 +96,13 @@ impl FsError {
     }
 }
 
+impl FsError {
+    /// Whether it means the server cannot be reached (rather than refusing a request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, FsError::Store(e) if e.is_unreachable())
+    }
+}
+
 /// The result type of the filesystem core.
 pub type FsResult<T> = Result<T, FsError>;
 

@@ -614,8 +614,10 @@ impl Fs {
 
     /// Lists `mailbox`, shown by `dir`, unless a listing at most `max_age` old is held (see
     /// `ensure_listing`); whether its listing is at hand. One listed `\Noselect` with a
-    /// special use (`MailboxDir::unsure`) that does not open, or is not kept while offline,
-    /// is shown with its children alone: false.
+    /// special use (`MailboxDir::unsure`) that the server does not open is shown with its
+    /// children alone: false. So is one with children while the server cannot be reached and
+    /// it is not kept; without children there is nothing to show, and it may hold messages
+    /// (Dovecot lists `Trash` so at times): the error (EIO), as for any mailbox.
     fn listing_at_hand(
         &self,
         dir: &super::mailboxes::MailboxDir,
@@ -624,8 +626,8 @@ impl Fs {
     ) -> FsResult<bool> {
         match self.ensure_listing(mailbox, max_age) {
             Ok(()) => Ok(true),
-            Err(e) if dir.unsure => {
-                tracing::debug!(mailbox = %mailbox, error = %e, "a mailbox listed \\Noselect with a special use does not open (or offline, not kept): its children alone");
+            Err(e) if dir.unsure && (!dir.children.is_empty() || !e.is_unreachable()) => {
+                tracing::debug!(mailbox = %mailbox, error = %e, "a mailbox listed \\Noselect with a special use does not open (or, unreachable, is not kept): its children alone");
                 Ok(false)
             }
             Err(e) => Err(e),

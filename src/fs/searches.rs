@@ -221,8 +221,9 @@ impl Fs {
                 let mut items = Vec::new();
                 for (path, id, unsure) in mailboxes {
                     let hits = match self.hits(&id, query) {
-                        // A mailbox listed \Noselect that does not open has no hits.
-                        Err(e) if unsure => {
+                        // A mailbox listed \Noselect that the server does not open has no
+                        // hits (unreachable, it may have some: the error).
+                        Err(e) if unsure && !e.is_unreachable() => {
                             tracing::debug!(mailbox = %id, error = %e, "not searched");
                             continue;
                         }

@@ -172,11 +172,6 @@ fn refused_offline() -> StoreError {
     StoreError::Offline("the server cannot be reached; changes wait until it can".into())
 }
 
-/// Whether an error means the server cannot be reached (rather than refusing a request).
-fn unreachable(e: &StoreError) -> bool {
-    matches!(e, StoreError::Connection(_) | StoreError::Timeout(_))
-}
-
 impl CachedStore {
     /// `inner` behind the metadata kept in `dir`; `content` is the disk content cache
     /// (told when a mailbox is gone). `offline`: start offline on purpose (`--offline`),
@@ -259,7 +254,7 @@ impl Shared {
     /// store could not connect again. A connection cut, or a command that timed out, on a
     /// server that still takes connections stays an error of that call.
     fn lost(&self, e: &StoreError) -> bool {
-        unreachable(e) && !self.inner.is_reachable()
+        e.is_unreachable() && !self.inner.is_reachable()
     }
 
     /// The server could not be reached: serve from disk, and try it again in the background.

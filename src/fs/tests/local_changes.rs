@@ -990,6 +990,31 @@ fn a_special_use_mailbox_listed_noselect_shows_its_messages_or_its_children() {
     assert!(errno(h.ino("Junk")) == libc::ENOENT);
 }
 
+/// A `\Noselect` special-use mailbox that cannot be listed because the server is
+/// unreachable may hold messages: without children it is EIO like any other mailbox (Dovecot
+/// lists `Trash` so at times; it was shown empty), with children they show; rmdir refuses.
+#[test]
+fn an_unreachable_noselect_special_use_mailbox_is_eio_unless_it_has_children() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    h.store.list_as_noselect("Trash");
+    h.store
+        .add_mailbox("Archive", Some('/'), true, Some("\\Archive"));
+    h.store.add_mailbox("Archive/2023", Some('/'), true, None);
+    h.store.list_as_noselect("Archive");
+    let trash = h.ino("Trash").unwrap();
+    let archive = h.ino("Archive").unwrap();
+    let lost = || StoreError::Connection("gone".into());
+    h.store.fail_next(Op::ListMessages, lost);
+    assert_eq!(errno(h.names(trash)), libc::EIO);
+    h.store.fail_next(Op::ListMessages, lost);
+    assert_eq!(h.names(archive).unwrap(), ["2023"]);
+    h.store.fail_next(Op::ListMessages, lost);
+    assert_eq!(errno(h.fs.rmdir(ROOT, OsStr::new("Trash"))), libc::EIO);
+    assert!(h.ino("Trash").is_ok());
+}
+
 /// A message read, then moved or copied by this mount: its bytes are the same, so reading
 /// it in its new place takes them from the cache (offline, a message moved under a
 /// provisional UID was EIO; online, it was fetched again).
