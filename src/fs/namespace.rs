@@ -2,6 +2,7 @@
 //! Mailbox directories come from the mailbox tree and each mailbox's listing; message
 //! directories from the message's BODYSTRUCTURE (its layout).
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -694,14 +695,21 @@ impl Fs {
             });
         }
         if let Some(mailbox) = mailbox {
+            // A file-born message is shown as its file, and its message directory is left
+            // out of the listing (still there by name): walks (`rsync --delete`, `du`,
+            // `grep -r`, `cp -r`) see each file once, and never remove the directory of a
+            // file they just stored as something the source does not have. Where a mailbox
+            // has the name, the file does not show and the directory does.
+            let mut shown_as_file = HashSet::new();
             // A new file of the same name is the newer version; a mailbox always wins.
             for (message, origin) in self.metadata.files(mailbox) {
+                if dir.children.contains_key(&origin.name) {
+                    continue;
+                }
+                shown_as_file.insert(message.uid);
                 let left =
                     self.new_files.renamed_away(path, &origin.name).as_ref() == Some(&message);
-                if dir.children.contains_key(&origin.name)
-                    || new_files.contains(&origin.name)
-                    || left
-                {
+                if new_files.contains(&origin.name) || left {
                     continue;
                 }
                 items.push(DirItem::Child {
@@ -715,7 +723,7 @@ impl Fs {
                 });
             }
             for (name, message, mtime) in self.metadata.snapshot(mailbox) {
-                if dir.children.contains_key(&name) {
+                if dir.children.contains_key(&name) || shown_as_file.contains(&message.uid) {
                     continue;
                 }
                 items.push(DirItem::Child {

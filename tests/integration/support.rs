@@ -223,7 +223,9 @@ impl Mount {
         }
     }
 
-    /// The directory of the message whose name ends with `subject` in `mailbox_dir`.
+    /// The directory of the message whose name ends with `subject` in `mailbox_dir`; for a
+    /// file stored there, whose message directory is not listed, `UID NAME` by its
+    /// `user.imap.uid`.
     pub fn message_dir(&self, mailbox_dir: &str, subject: &str) -> PathBuf {
         let dir = self.join(mailbox_dir);
         let wanted = if subject.is_empty() {
@@ -237,6 +239,11 @@ impl Mount {
             .find(|p| {
                 let name = p.file_name().unwrap().to_string_lossy().to_string();
                 name.split_once(' ').map(|(_, s)| s) == Some(wanted)
+            })
+            .or_else(|| {
+                let file = dir.join(wanted);
+                let uid = uid_xattr(&file).filter(|_| file.is_file())?;
+                Some(dir.join(format!("{uid} {wanted}")))
             })
             .unwrap_or_else(|| panic!("no message {wanted:?} in {}", dir.display()))
     }
@@ -398,4 +405,22 @@ pub fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     files
         .into_iter()
         .find(|p| p.file_name().is_some_and(|n| n == name))
+}
+
+/// The `user.imap.uid` attribute of `path`, if it has one.
+fn uid_xattr(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: valid C strings; the buffer has its length.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c"user.imap.uid".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }

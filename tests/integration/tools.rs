@@ -337,6 +337,9 @@ fn shells_dd_tee_cat_cp_and_python_store_one_message_each_with_the_bytes_written
     assert_eq!(stored, expected);
 }
 
+/// Both runs with `--delete`, as a mirror script does: the second found the message
+/// directories of the files it stored listed beside them and removed them, and the files
+/// with them (every file lost).
 #[test]
 fn rsync_into_a_mailbox_stores_each_file_once_and_a_second_run_nothing() {
     let (_dovecot, mount, mut client) = archive_mount();
@@ -351,12 +354,19 @@ fn rsync_into_a_mailbox_stores_each_file_once_and_a_second_run_nothing() {
         expected.insert(name.to_string(), data);
     }
     let rsync = format!(
-        "rsync -a {}/ {}/",
+        "rsync -a --delete {}/ {}/",
         q(source.path()),
         q(&mount.join("Archive"))
     );
     run_clean(&rsync, &mount);
     assert_eq!(stored_files(&mut client, "Archive"), expected);
+    // A walk sees each file once, as the source has it.
+    let mut walked: Vec<String> = fs::read_dir(mount.join("Archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    walked.sort();
+    assert_eq!(walked, ["data.bin", "notes.txt", "report.pdf"]);
     let uids: BTreeSet<u32> = server_mailbox(&mut client, "Archive")
         .keys()
         .copied()
@@ -763,8 +773,9 @@ fn an_eml_copied_in_twice_at_once_is_stored_once() {
     assert_eq!(stored, [raw.to_vec()]);
 }
 
-/// `rm -r` of a mailbox holding stored files (each listed twice: as itself and as its
-/// message directory) removes it at the first try: the files' messages are in Trash.
+/// `rm -r` of a mailbox holding stored files (each listed once, as itself; their message
+/// directories are not listed) removes it at the first try: the files' messages are in
+/// Trash.
 #[test]
 fn rm_r_of_a_mailbox_with_stored_files_succeeds_at_once() {
     let (_dovecot, mount, mut client) = archive_mount();
@@ -774,7 +785,7 @@ fn rm_r_of_a_mailbox_with_stored_files_succeeds_at_once() {
         &mount,
     );
     let listed = std::fs::read_dir(mount.join("Work")).unwrap().count();
-    assert_eq!(listed, 4, "files and message directories");
+    assert_eq!(listed, 2, "the files alone");
     run_clean(&format!("rm -r {w}"), &mount);
     assert!(!server_mailboxes(&mut client).contains(&"Work".to_string()));
     assert_eq!(
