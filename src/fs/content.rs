@@ -702,6 +702,15 @@ impl ContentFetcher {
             .all(|k| self.holds(k))
     }
 
+    /// Whether the cache holds bytes of `source`'s section past `len`: the section is
+    /// longer than `len` says (a read stops at `len` and cannot see it).
+    pub fn holds_past(&self, source: &Source<'_>, len: u64) -> bool {
+        let start = len - len % CHUNK;
+        self.cache
+            .get(&key(source.message, source.section, source.transfer, start))
+            .is_some_and(|chunk| start + chunk.len() as u64 > len)
+    }
+
     /// Whether all of a whole message of `size` bytes is cached under its own key.
     pub fn has_whole_message(&self, message: &MessageRef, size: u64) -> bool {
         Self::ends(message, &Section::whole(), Transfer::Encoded, size)

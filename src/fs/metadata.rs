@@ -859,8 +859,14 @@ impl MetadataCache {
     /// Every listed message of `mailbox` in UID order, with its name and mtime; names `mv`
     /// gave stop resolving (a directory listing is "the next listing").
     pub fn snapshot(&self, mailbox: &MailboxId) -> Vec<(String, MessageRef, SystemTime)> {
-        let mut inner = self.inner.lock();
-        inner.aliases.remove(mailbox);
+        self.inner.lock().aliases.remove(mailbox);
+        self.listed_names(mailbox)
+    }
+
+    /// Every listed message of `mailbox` in UID order, with its name and mtime (what
+    /// `snapshot` gives, without ending names `mv` gave).
+    pub fn listed_names(&self, mailbox: &MailboxId) -> Vec<(String, MessageRef, SystemTime)> {
+        let inner = self.inner.lock();
         let Some(listing) = inner.listings.get(mailbox) else {
             return Vec::new();
         };
@@ -1500,7 +1506,7 @@ mod tests {
         let mut given = vec![meta(1, "a"), meta(2, "b"), meta(3, "c")];
         given[0].flags = vec!["\\Seen".into()];
         given[1].flags = vec!["\\Seen".into()];
-        given[2].origin = Some(b"name=\"x.txt\"; size=3; mtime=5.0".to_vec());
+        given[2].origin = Some(b"name=\"x.txt\"; size=3; mtime=5.000000000".to_vec());
         given[2].subject = None;
         let ListingPlan::Relist { ticket } = cache.plan_listing(&inbox, None, false) else {
             panic!("nothing listed yet")

@@ -12,6 +12,7 @@ use super::handles::{self, DirItem, DirStamp, Snapshot};
 use super::inodes::{MessageRef, Node, ROOT};
 use super::mailboxes::MailboxTree;
 use super::metadata::{ListingPlan, LISTING_FRESH, LISTING_RECHECK_ON_MISS, TREE_FRESH};
+use super::newmail::FileOrigin;
 use super::walk::Walk;
 use super::{searches, virtual_dirs, AttrReply, DirEntry, Fs, FsError, FsResult, Invalidation};
 use crate::mime::{self, Entry, EntryKind};
@@ -433,17 +434,28 @@ impl Fs {
                 }
                 Err(e) => return Err(e),
             };
+            let left = |m: &MessageRef| self.new_files.renamed_away(path, name).as_ref() == Some(m);
+            let file = || {
+                self.metadata
+                    .find_file(mailbox, name)
+                    .filter(|(m, _)| opens && !left(m))
+            };
             if opens && name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if let Some(node) = self.find_message_dir(mailbox, name)? {
-                    return Ok(node);
+                    // A file of the same name shows where the listing shows it (the
+                    // directory is then one of a message shown as its file).
+                    let shows = file().is_some_and(|(m, _)| {
+                        let messages = self.metadata.listed_names(mailbox);
+                        self.files_shown(mailbox, dir, &messages)
+                            .iter()
+                            .any(|(shown, _)| *shown == m)
+                    });
+                    if !shows {
+                        return Ok(node);
+                    }
                 }
             }
-            let left = |m: &MessageRef| self.new_files.renamed_away(path, name).as_ref() == Some(m);
-            if let Some((message, origin)) = self
-                .metadata
-                .find_file(mailbox, name)
-                .filter(|(m, _)| opens && !left(m))
-            {
+            if let Some((message, origin)) = file() {
                 return Ok(Node::StoredFile {
                     message,
                     name: origin.name,
@@ -695,18 +707,11 @@ impl Fs {
             });
         }
         if let Some(mailbox) = mailbox {
-            // A file-born message is shown as its file, and its message directory is left
-            // out of the listing (still there by name): walks (`rsync --delete`, `du`,
-            // `grep -r`, `cp -r`) see each file once, and never remove the directory of a
-            // file they just stored as something the source does not have. Where a mailbox
-            // has the name, the file does not show and the directory does.
-            let mut shown_as_file = HashSet::new();
-            // A new file of the same name is the newer version; a mailbox always wins.
-            for (message, origin) in self.metadata.files(mailbox) {
-                if dir.children.contains_key(&origin.name) {
-                    continue;
-                }
-                shown_as_file.insert(message.uid);
+            let messages = self.metadata.snapshot(mailbox);
+            let files = self.files_shown(mailbox, dir, &messages);
+            let shown_as_file: HashSet<Uid> = files.iter().map(|(m, _)| m.uid).collect();
+            // A new file of the same name is the newer version.
+            for (message, origin) in files {
                 let left =
                     self.new_files.renamed_away(path, &origin.name).as_ref() == Some(&message);
                 if new_files.contains(&origin.name) || left {
@@ -722,7 +727,7 @@ impl Fs {
                     },
                 });
             }
-            for (name, message, mtime) in self.metadata.snapshot(mailbox) {
+            for (name, message, mtime) in messages {
                 if dir.children.contains_key(&name) || shown_as_file.contains(&message.uid) {
                     continue;
                 }
@@ -737,6 +742,47 @@ impl Fs {
             }
         }
         Ok(items)
+    }
+
+    /// The files that file-born messages of `mailbox` (listed as `messages`) show in its
+    /// directory `dir`: the newest of each name, unless a child mailbox or a listed message
+    /// directory has the name; then that file's own message directory is listed instead,
+    /// so that no name shows twice (`cat` of a file found a directory) and nothing is out
+    /// of reach. The directory of a message shown as a file is not listed (still there by
+    /// name): walks (`rsync --delete`, `du`, `grep -r`, `cp -r`) see each file once, and
+    /// never remove the directory of a file they just stored as something the source
+    /// lacks.
+    fn files_shown(
+        &self,
+        mailbox: &MailboxId,
+        dir: &super::mailboxes::MailboxDir,
+        messages: &[(String, MessageRef, std::time::SystemTime)],
+    ) -> Vec<(MessageRef, FileOrigin)> {
+        let mut files: Vec<(MessageRef, FileOrigin)> = self
+            .metadata
+            .files(mailbox)
+            .into_iter()
+            .filter(|(_, origin)| !dir.children.contains_key(&origin.name))
+            .collect();
+        // Message directory names begin with their UID: only such a file name can clash.
+        // A file given way lists its directory, whose name may clash in turn.
+        while files
+            .iter()
+            .any(|(_, o)| o.name.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        {
+            let shown: HashSet<Uid> = files.iter().map(|(m, _)| m.uid).collect();
+            let listed: HashSet<&str> = messages
+                .iter()
+                .filter(|(_, m, _)| !shown.contains(&m.uid))
+                .map(|(name, _, _)| name.as_str())
+                .collect();
+            let before = files.len();
+            files.retain(|(_, origin)| !listed.contains(origin.name.as_str()));
+            if files.len() == before {
+                break;
+            }
+        }
+        files
     }
 
     /// Items of directory `ino` from `offset` on, at most `max`, each with the offset of

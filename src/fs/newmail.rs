@@ -129,6 +129,10 @@ pub fn parse_origin(raw: &[u8]) -> Option<FileOrigin> {
     let mtime = super::spool::parse_secs_nanos(get("mtime")?)?;
     let name = crate::mime::param_value(&params, "name")?;
     let name = crate::mime::sanitize_name(&name);
+    // A name the mount keeps for itself (`.search`) is never one it stored.
+    if super::virtual_dirs::is_reserved(&name) {
+        return None;
+    }
     Some(FileOrigin { name, size, mtime })
 }
 
@@ -639,7 +643,7 @@ mod tests {
     #[test]
     fn origins_that_are_not_ours_are_ignored() {
         assert_eq!(parse_origin(b"garbage"), None);
-        assert_eq!(parse_origin(b"size=x; mtime=1.0; name=\"a\""), None);
+        assert_eq!(parse_origin(b"size=x; mtime=1.000000000; name=\"a\""), None);
         assert_eq!(parse_origin(b"size=3; name=\"a\""), None);
         let origin = parse_origin(b"size=3; mtime=5.000000007; name=\"a/b\"").unwrap();
         assert_eq!(origin.name, "a_b", "names are made safe");
@@ -651,9 +655,17 @@ mod tests {
             "1.-1",
             "-1.0",
             ".",
+            // Fewer digits than imapfs writes: read as nanoseconds, `.5` was 5 ns.
+            "1700000000.5",
+            "+1.000000000",
         ] {
             let header = format!("size=1; mtime={mtime}; name=a");
             assert_eq!(parse_origin(header.as_bytes()), None, "{mtime}");
+        }
+        // A name the mount keeps for itself.
+        for name in [".search", ".Trash-0"] {
+            let header = format!("size=1; mtime=1.000000000; name=\"{name}\"");
+            assert_eq!(parse_origin(header.as_bytes()), None, "{name}");
         }
     }
 

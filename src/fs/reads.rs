@@ -138,7 +138,18 @@ impl Fs {
                 len: size,
                 decode: None,
             };
-            return self.content.read(source, offset, want);
+            // The size is the header's word: a part that holds more or fewer bytes is an
+            // error at every read, never a file cut short or padded (the message may be
+            // any sender's, and the part may be cached already through its directory).
+            let data = self.content.read(source, offset, want)?;
+            let expected = size.saturating_sub(offset).min(want);
+            let at_end = offset.saturating_add(want) >= size;
+            if data.len() as u64 != expected || (at_end && self.content.holds_past(&source, size)) {
+                return Err(FsError::Store(crate::store::StoreError::Protocol(format!(
+                    "the stored file's part is not the {size} bytes its message says"
+                ))));
+            }
+            return Ok(data);
         }
         let content = Content::Decoded(TransferEncoding::Base64);
         let data = self.content.rendered(message, &section, &content, false)?;

@@ -46,10 +46,12 @@ pub(super) fn secs_nanos(t: SystemTime) -> String {
 /// corrupt note: nanoseconds of a second or more, or a time past what `SystemTime` holds.
 pub(super) fn parse_secs_nanos(v: &str) -> Option<SystemTime> {
     let (s, n) = v.split_once('.')?;
-    let nanos: u32 = n.parse().ok()?;
-    if nanos >= 1_000_000_000 {
+    // Nine digits after the point, as written: `1700000000.5` is not 5 nanoseconds.
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(s) || n.len() != 9 || !digits(n) {
         return None;
     }
+    let nanos: u32 = n.parse().ok()?;
     UNIX_EPOCH
         .checked_add(Duration::from_secs(s.parse().ok()?))?
         .checked_add(Duration::from_nanos(nanos.into()))

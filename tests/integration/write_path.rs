@@ -1143,7 +1143,10 @@ fn a_forged_x_imapfs_file_header_is_an_ordinary_message() {
             "Forged time",
             "size=1; mtime=18446744073709551615.1000000000; name=a.txt",
         ),
-        ("Forged size", "size=1099511627776; mtime=1.0; name=b.txt"),
+        (
+            "Forged size",
+            "size=1099511627776; mtime=1.000000000; name=b.txt",
+        ),
     ] {
         let raw = format!(
             "From: x@example.org\r\nSubject: {subject}\r\nX-Imapfs-File: {header}\r\n\r\nhi\r\n"

@@ -345,7 +345,7 @@ fn a_forged_x_imapfs_file_header_lists_as_a_plain_message() {
     };
     for header in [
         "size=1; mtime=18446744073709551615.1000000000; name=a.txt",
-        "size=1099511627776; mtime=1.0; name=b.txt",
+        "size=1099511627776; mtime=1.000000000; name=b.txt",
     ] {
         h.store
             .add_message("INBOX", forged(header).as_bytes(), &[], UNIX_EPOCH);
@@ -357,6 +357,81 @@ fn a_forged_x_imapfs_file_header_lists_as_a_plain_message() {
         "only message directories: {names:?}"
     );
     assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// A stored file whose name is another message's directory name (`2 r.txt` beside UID 2,
+/// `r.txt`): each name shows once and opens as what the listing shows. The directory of a
+/// message shown as its file is not listed, so the file keeps the name; a listed message
+/// directory keeps it from a file, whose own directory is listed then (`cat` of the file
+/// found a directory, and both were listed).
+#[test]
+fn a_stored_file_named_as_a_message_directory_shows_once_by_each_name() {
+    let h = Harness::new();
+    for mailbox in ["Box", "Mail"] {
+        h.store.add_mailbox(mailbox, Some('/'), true, None);
+    }
+    let boxed = h.ino("Box").unwrap();
+    shell_write(&h, boxed, "2 r.txt", b"one\n");
+    shell_write(&h, boxed, "r.txt", b"two\n");
+    assert_eq!(
+        h.stored("Box").iter().map(|m| m.uid.0).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    h.expire_listings();
+    assert_eq!(h.names(boxed).unwrap(), ["2 r.txt", "r.txt"]);
+    assert_eq!(h.read_path("Box/2 r.txt").unwrap(), b"one\n");
+    assert_eq!(h.read_path("Box/r.txt").unwrap(), b"two\n");
+
+    let mail = h.ino("Mail").unwrap();
+    shell_write(&h, mail, "2 r.txt", b"mine\n");
+    let plain = b"From: a@example.org\r\nSubject: r.txt\r\n\r\nplain\r\n";
+    assert_eq!(h.store.add_message("Mail", plain, &[], date()).0, 2);
+    h.expire_listings();
+    let mut names = h.names(mail).unwrap();
+    names.sort();
+    assert_eq!(names, ["1 2 r.txt", "2 r.txt"]);
+    let found = h.fs.lookup(mail, OsStr::new("2 r.txt")).unwrap();
+    assert_eq!(found.attr.kind, Kind::Directory);
+    assert_eq!(h.read_path("Mail/1 2 r.txt/2 r.txt").unwrap(), b"mine\n");
+}
+
+/// A file-born message whose `X-Imapfs-File` size is not its part's (anyone can mail one):
+/// reading the file is EIO every time, also once the part is cached through its message
+/// directory (it read short, or a prefix served as the whole file).
+#[test]
+fn a_stored_file_whose_part_is_not_its_claimed_size_is_eio_at_every_read() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    shell_write(&h, inbox, "real.txt", b"hello file\n");
+    let uid = h.stored("INBOX")[0].uid;
+    let raw = String::from_utf8(h.stored_raw("INBOX", uid)).unwrap();
+    let claims = [("long.txt", 40u64), ("short.txt", 5)];
+    for (name, claim) in claims {
+        let forged = raw
+            .replace("size=11;", &format!("size={claim};"))
+            .replace("real.txt", name);
+        assert!(forged.contains(&format!("size={claim};")), "{raw}");
+        h.store
+            .add_message("INBOX", forged.as_bytes(), &[], UNIX_EPOCH);
+    }
+    h.expire_listings();
+    for (name, claim) in claims {
+        let file = h.fs.lookup(inbox, OsStr::new(name)).unwrap();
+        assert_eq!(file.attr.size, claim);
+        assert_eq!(errno(h.read_all(file.attr.ino)), libc::EIO, "{name}, cold");
+        let uid =
+            h.fs.getxattr(file.attr.ino, OsStr::new(crate::fs::xattr::UID))
+                .unwrap();
+        let uid = String::from_utf8(uid).unwrap();
+        let part = h.read_path(&format!("INBOX/{uid} {name}/{name}")).unwrap();
+        assert_eq!(part, b"hello file\n");
+        assert_eq!(
+            errno(h.read_all(file.attr.ino)),
+            libc::EIO,
+            "{name}, cached"
+        );
+    }
+    assert_eq!(h.read_path("INBOX/real.txt").unwrap(), b"hello file\n");
 }
 
 /// rsync's update of a file: a temporary name written and renamed onto the old one. The
