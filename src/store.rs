@@ -378,6 +378,9 @@ pub enum StoreError {
     OverQuota(String),
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// A mailbox to delete holds messages (one may have arrived since it was looked at).
+    #[error("not empty: {0}")]
+    NotEmpty(String),
     #[error("interrupted: the caller gave up")]
     Interrupted,
     #[error("offline: {0}")]
@@ -604,7 +607,9 @@ pub trait MailStore: Send + Sync + 'static {
     /// `Invalid`.
     fn create_mailbox(&self, path: &[String]) -> StoreResult<MailboxId>;
 
-    /// `DELETE` a mailbox ([RFC 3501 §6.3.4](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.4)).
+    /// `DELETE` a mailbox ([RFC 3501 §6.3.4](https://www.rfc-editor.org/rfc/rfc3501#section-6.3.4))
+    /// that holds no message; one that does (a message another client filed since it was
+    /// looked at) is `NotEmpty` and kept.
     fn delete_mailbox(&self, mailbox: &MailboxId) -> StoreResult<()>;
 
     /// `RENAME`s a mailbox, with everything under it, to `to`

@@ -87,6 +87,7 @@ impl FsError {
                 StoreError::Unsupported(_) => (libc::EPERM, Level::Warn),
                 StoreError::OverQuota(_) => (libc::ENOSPC, Level::Warn),
                 StoreError::AlreadyExists(_) => (libc::EEXIST, Level::Debug),
+                StoreError::NotEmpty(_) => (libc::ENOTEMPTY, Level::Debug),
                 StoreError::Interrupted => (libc::EINTR, Level::Debug),
                 // A change while the server cannot be reached: the mount is read-only
                 // until it can.

@@ -402,6 +402,18 @@ impl MemoryStore {
         }
     }
 
+    /// Another client's DELETE, which takes the mailbox with the messages it holds (the
+    /// trait's `delete_mailbox`, imapfs's, keeps one that holds any). Returns what the
+    /// DELETE answered.
+    pub fn delete_elsewhere(&self, mailbox: &str) -> StoreResult<()> {
+        let name = canonical_name(mailbox);
+        let mut state = self.state.lock();
+        if let Some(target) = state.mailboxes.get_mut(name.as_str()) {
+            target.messages.clear();
+        }
+        state.delete(&MailboxId::new(mailbox))
+    }
+
     /// Delete and re-create a mailbox: a new UIDVALIDITY, no messages, UIDs from 1 again.
     /// Unknown mailbox: nothing happens.
     pub fn recreate_mailbox(&self, mailbox: &str) {

@@ -300,10 +300,7 @@ fn a_recreated_or_deleted_mailbox_loses_what_was_kept() {
     account
         .memory
         .add_message("INBOX", &message(12345), &[], date());
-    account
-        .memory
-        .delete_mailbox(&MailboxId::new("Archive"))
-        .unwrap();
+    account.memory.delete_elsewhere("Archive").unwrap();
     let store = account.mount(false);
     let new = store.list_messages(&inbox()).unwrap();
     assert_ne!(new.uid_validity, old.uid_validity);

@@ -94,14 +94,82 @@ impl ImapStore {
         })
     }
 
+    /// Deletes `mailbox` only if it holds no message as it goes: a DELETE takes whatever is
+    /// in the mailbox, and another client may file a message between a look and the
+    /// DELETE. So the mailbox is first renamed to a name of this mount's own (a message
+    /// filed meanwhile lands in it, or, sent to the old name, is refused with TRYCREATE),
+    /// counted under that name, and deleted if empty; otherwise renamed back: `NotEmpty`.
+    /// A server that will not rename it (a `\Noselect` one) gets the DELETE alone.
     pub(super) fn delete(&self, mailbox: &MailboxId) -> StoreResult<()> {
+        static ASIDE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = quote::mailbox(mailbox)?;
+        let aside = MailboxId::new(&format!(
+            "{}-imapfs-rmdir-{}-{}",
+            mailbox.as_str(),
+            std::process::id(),
+            ASIDE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let aside_name = quote::mailbox(&aside)?;
+        let mut renamed_back = false;
+        // RENAME of INBOX moves its messages out and leaves it there (RFC 3501 §6.3.5).
+        let inbox = mailbox.as_str().eq_ignore_ascii_case("INBOX");
         let deleted = self.with_connection(None, Retry::Never, |conn| {
-            if conn.selection.mailbox().is_some_and(|(m, _)| m == mailbox) {
+            if conn.selection.mailbox().is_some() {
+                // The mailbox or (Courier) any selected one cannot be renamed.
                 deselect(conn)?;
             }
-            conn.run(Command::new("DELETE").arg(&name)).map(drop)
+            let set_aside = if inbox {
+                Err(StoreError::Invalid("INBOX is not renamed".into()))
+            } else {
+                conn.run(Command::new("RENAME").arg(&name).arg(&aside_name))
+            };
+            match set_aside {
+                Ok(_) => {}
+                Err(e) if super::errors::connection_survives(&e) => {
+                    tracing::debug!(%mailbox, error = %e, "not renamed before deleting it");
+                    return conn.run(Command::new("DELETE").arg(&name)).map(drop);
+                }
+                Err(e) => return Err(e),
+            }
+            // A child made meanwhile moved with it: a DELETE leaves the mailbox there as
+            // its `\Noselect` parent, which goes back to the name (as a DELETE of the
+            // mailbox itself would have left it).
+            let delete_aside = |conn: &mut Connection| -> StoreResult<()> {
+                conn.run(Command::new("DELETE").arg(&aside_name))?;
+                let left = conn.run(Command::new("LIST").syntax("\"\"").arg(&aside_name))?;
+                if left.untagged.iter().any(|u| matches!(u, Untagged::List(_))) {
+                    conn.run(Command::new("RENAME").arg(&aside_name).arg(&name))?;
+                }
+                Ok(())
+            };
+            let done = match conn.run(
+                Command::new("STATUS")
+                    .arg(&aside_name)
+                    .syntax("(MESSAGES)"),
+            ) {
+                Ok(done) => done,
+                // One that cannot be opened (`\Noselect`) holds no message.
+                Err(StoreError::Refused(_)) => return delete_aside(conn),
+                Err(e) => return Err(e),
+            };
+            let messages = done.untagged.iter().find_map(|u| match u {
+                Untagged::MailboxStatus(st) => st.messages,
+                _ => None,
+            });
+            if messages == Some(0) {
+                return delete_aside(conn);
+            }
+            tracing::info!(%mailbox, ?messages, "a mailbox to delete holds messages (filed since it was looked at); kept");
+            renamed_back = true;
+            conn.run(Command::new("RENAME").arg(&aside_name).arg(&name))?;
+            Err(StoreError::NotEmpty(format!(
+                "{mailbox} holds messages now; nothing was deleted"
+            )))
         });
+        if renamed_back {
+            // Back under its name: sessions may keep a stale list of it (see `rename`).
+            self.renew_sessions();
+        }
         // Only now: the connection above must still know what it has selected.
         self.forget_selection(mailbox);
         deleted
@@ -274,7 +342,9 @@ impl ImapStore {
             } else {
                 "UID COPY"
             };
-            let done = conn.run(Command::new(verb).syntax(uid.to_string()).arg(&target))?;
+            let done = conn
+                .run(Command::new(verb).syntax(uid.to_string()).arg(&target))
+                .map_err(|e| refused_or_gone(conn, from, uid, e))?;
             if !caps.move_command {
                 expunge_uid(conn, uid)?;
             }
@@ -301,11 +371,13 @@ impl ImapStore {
         self.with_connection(Some(from), Retry::Never, |conn| {
             self.select_for(conn, from, validity, Mode::Read, [uid])?;
             ensure_exists(conn, from, uid)?;
-            let done = conn.run(
-                Command::new("UID COPY")
-                    .syntax(uid.to_string())
-                    .arg(&target),
-            )?;
+            let done = conn
+                .run(
+                    Command::new("UID COPY")
+                        .syntax(uid.to_string())
+                        .arg(&target),
+                )
+                .map_err(|e| refused_or_gone(conn, from, uid, e))?;
             Ok(copied_uid(&done, uid))
         })
     }
@@ -503,6 +575,24 @@ fn expunge_uid(conn: &mut Connection, uid: Uid) -> StoreResult<()> {
 
 /// Refuses to act on a UID that is no longer there (UID commands on a missing UID
 /// succeed silently, which would report a deletion or move that never happened).
+/// `e`, the server's refusal of a command on `uid`; `NoSuchMessage` instead if the message
+/// is gone (another client expunged or moved it since `ensure_exists`: Dovecot answers
+/// `NO [EXPUNGEISSUED]`), so that the caller sees ENOENT, as with any message gone.
+fn refused_or_gone(
+    conn: &mut Connection,
+    mailbox: &MailboxId,
+    uid: Uid,
+    e: StoreError,
+) -> StoreError {
+    if !matches!(e, StoreError::Refused(_)) {
+        return e;
+    }
+    match ensure_exists(conn, mailbox, uid) {
+        Err(gone @ StoreError::NoSuchMessage { .. }) => gone,
+        _ => e,
+    }
+}
+
 fn ensure_exists(conn: &mut Connection, mailbox: &MailboxId, uid: Uid) -> StoreResult<()> {
     let done = conn.run(Command::new("UID SEARCH").syntax(format!("UID {uid}")))?;
     let found = done.untagged.iter().any(|u| match u {

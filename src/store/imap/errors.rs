@@ -88,6 +88,7 @@ pub fn connection_survives(e: &StoreError) -> bool {
         | StoreError::Invalid(_)
         | StoreError::Unsupported(_)
         | StoreError::AlreadyExists(_)
+        | StoreError::NotEmpty(_)
         | StoreError::OverQuota(_)
         | StoreError::Offline(_) => true,
         StoreError::Protocol(_)

@@ -102,6 +102,13 @@ impl State {
         let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) else {
             return Err(no_such_mailbox("NONEXISTENT", name.as_str()));
         };
+        // imapfs's DELETE keeps a mailbox that holds messages (`ImapStore::delete`).
+        if !mailbox.messages.is_empty() {
+            return Err(StoreError::NotEmpty(format!(
+                "{} holds messages",
+                name.as_str()
+            )));
+        }
         match (has_children, mailbox.selectable) {
             (true, false) => Err(refused("Mailbox has children, delete them first")),
             (true, true) => {
@@ -473,13 +480,17 @@ mod tests {
         let store = MemoryStore::new();
         create_wire(&store, "p/q").unwrap();
         create_wire(&store, "p").unwrap();
-        store.add_message("p", b"Subject: x\r\n\r\n", &[], UNIX_EPOCH);
+        let uid = store.add_message("p", b"Subject: x\r\n\r\n", &[], UNIX_EPOCH);
         assert!(is_refused(
             store.delete_mailbox(&name("nope")),
             "no such mailbox"
         ));
         assert!(is_refused(store.delete_mailbox(&name("INBOX")), "INBOX"));
-        // A mailbox with children loses its messages and becomes \Noselect.
+        // imapfs's DELETE keeps a mailbox that holds a message.
+        let kept = store.delete_mailbox(&name("p"));
+        assert!(matches!(kept, Err(StoreError::NotEmpty(_))), "{kept:?}");
+        store.remove_message("p", uid);
+        // A mailbox with children becomes \Noselect.
         store.delete_mailbox(&name("p")).unwrap();
         assert_eq!(
             listing(&store),

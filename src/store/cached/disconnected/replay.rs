@@ -443,7 +443,8 @@ fn classify(e: StoreError) -> Step {
         | StoreError::Invalid(_)
         | StoreError::Unsupported(_)
         | StoreError::OverQuota(_)
-        | StoreError::AlreadyExists(_) => Step::Refused(e.to_string()),
+        | StoreError::AlreadyExists(_)
+        | StoreError::NotEmpty(_) => Step::Refused(e.to_string()),
     }
 }
 
