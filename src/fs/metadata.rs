@@ -820,6 +820,15 @@ impl MetadataCache {
         })
     }
 
+    /// Whether the message is known to have left its mailbox: the listing held of it, of
+    /// the same UIDVALIDITY, lacks its UID (false where no such listing is held).
+    pub fn is_gone(&self, message: &MessageRef) -> bool {
+        let inner = self.inner.lock();
+        inner.listings.get(&message.mailbox).is_some_and(|l| {
+            l.validity == message.validity && !l.messages.contains_key(&message.uid)
+        })
+    }
+
     /// The message a directory name in `mailbox` stands for: one from the listing, or else
     /// a name `mv` gave it (which never hides a listed message of that name).
     pub fn find_message(

@@ -2,7 +2,7 @@
 //! Mailbox directories come from the mailbox tree and each mailbox's listing; message
 //! directories from the message's BODYSTRUCTURE (its layout).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -568,6 +568,11 @@ impl Fs {
                 section,
                 mtime,
             } => {
+                // Expunged or moved by another client since it was looked up: an error
+                // (ESTALE), not an empty listing a backup would copy as an empty directory.
+                if self.metadata.is_gone(&message) {
+                    return Err(FsError::NotFound);
+                }
                 let layout = self.layout(&message)?;
                 let entries = entries_in(&layout, &section).ok_or(FsError::NotFound)?;
                 let hidden = self.hidden.lock();
@@ -758,31 +763,47 @@ impl Fs {
         dir: &super::mailboxes::MailboxDir,
         messages: &[(String, MessageRef, std::time::SystemTime)],
     ) -> Vec<(MessageRef, FileOrigin)> {
-        let mut files: Vec<(MessageRef, FileOrigin)> = self
+        let mut files: BTreeMap<String, (MessageRef, FileOrigin)> = self
             .metadata
             .files(mailbox)
             .into_iter()
             .filter(|(_, origin)| !dir.children.contains_key(&origin.name))
+            .map(|(message, origin)| (origin.name.clone(), (message, origin)))
             .collect();
         // Message directory names begin with their UID: only such a file name can clash.
-        // A file given way lists its directory, whose name may clash in turn.
-        while files
-            .iter()
-            .any(|(_, o)| o.name.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        if !files
+            .keys()
+            .any(|name| name.as_bytes().first().is_some_and(u8::is_ascii_digit))
         {
-            let shown: HashSet<Uid> = files.iter().map(|(m, _)| m.uid).collect();
-            let listed: HashSet<&str> = messages
-                .iter()
-                .filter(|(_, m, _)| !shown.contains(&m.uid))
-                .map(|(name, _, _)| name.as_str())
-                .collect();
-            let before = files.len();
-            files.retain(|(_, origin)| !listed.contains(origin.name.as_str()));
-            if files.len() == before {
-                break;
+            return files.into_values().collect();
+        }
+        let dir_names: HashMap<Uid, &str> = messages
+            .iter()
+            .map(|(name, m, _)| (m.uid, name.as_str()))
+            .collect();
+        let shown: HashSet<Uid> = files.values().map(|(m, _)| m.uid).collect();
+        let mut listed: HashSet<&str> = messages
+            .iter()
+            .filter(|(_, m, _)| !shown.contains(&m.uid))
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        // A file given way lists its own directory, whose name may take another's.
+        let mut giving_way: Vec<String> = files
+            .keys()
+            .filter(|name| listed.contains(name.as_str()))
+            .cloned()
+            .collect();
+        while let Some(name) = giving_way.pop() {
+            let Some((message, _)) = files.remove(&name) else {
+                continue;
+            };
+            if let Some(dir_name) = dir_names.get(&message.uid) {
+                if listed.insert(dir_name) && files.contains_key(*dir_name) {
+                    giving_way.push(dir_name.to_string());
+                }
             }
         }
-        files
+        files.into_values().collect()
     }
 
     /// Items of directory `ino` from `offset` on, at most `max`, each with the offset of

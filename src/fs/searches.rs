@@ -210,20 +210,22 @@ impl Fs {
                 query,
             } => {
                 let tree = self.tree(true)?;
-                let mut mailboxes: Vec<(String, MailboxId, bool)> = tree
+                let mut mailboxes: Vec<(String, MailboxId, bool, bool)> = tree
                     .dirs()
                     .filter(|(_, d)| !(self.config.hide_virtual_folders && d.is_virtual()))
                     .filter_map(|(path, d)| {
-                        Some((path.to_string(), d.selectable_id()?.clone(), d.unsure))
+                        let id = d.selectable_id()?.clone();
+                        Some((path.to_string(), id, d.unsure, !d.children.is_empty()))
                     })
                     .collect();
                 mailboxes.sort();
                 let mut items = Vec::new();
-                for (path, id, unsure) in mailboxes {
+                for (path, id, unsure, parent) in mailboxes {
                     let hits = match self.hits(&id, query) {
                         // A mailbox listed \Noselect that the server does not open has no
-                        // hits (unreachable, it may have some: the error).
-                        Err(e) if unsure && !e.is_unreachable() => {
+                        // hits; unreachable, as its listing shows its children alone where
+                        // it has some (`listing_at_hand`), else the error.
+                        Err(e) if unsure && (parent || !e.is_unreachable()) => {
                             tracing::debug!(mailbox = %id, error = %e, "not searched");
                             continue;
                         }

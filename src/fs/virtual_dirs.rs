@@ -93,11 +93,11 @@ pub fn at_root(name: &str) -> Option<VirtualNode> {
 /// How long the message directory of a stored file removed through the file stays.
 const REMOVED_DIR_KEPT: Duration = Duration::from_secs(60);
 
-/// Message directories of stored files this mount removed through the file. A mailbox
-/// shows a stored file twice, as itself and as its message directory: `rm -r` of the
-/// mailbox removes the file (its message goes to Trash), then finds the directory gone
-/// and fails with ENOENT. For a minute it is an empty directory there, which `rmdir`
-/// removes; it is never listed.
+/// Message directories of stored files this mount removed through the file. A stored
+/// file's message directory is not listed, but a walk may hold it from an older listing
+/// (or a file of its name given way): `rm -r` of the mailbox removes the file (its message
+/// goes to Trash), then finds the directory gone and would fail with ENOENT. For a minute
+/// it is an empty directory there, which `rmdir` removes; it is never listed.
 #[derive(Default)]
 pub struct RemovedDirs {
     dirs: Mutex<HashMap<(String, String), Instant>>,

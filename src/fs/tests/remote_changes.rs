@@ -73,6 +73,22 @@ fn a_message_deleted_elsewhere_reads_as_enoent() {
     assert_eq!(errno(h.ino(&dir)), libc::ENOENT);
 }
 
+/// A message directory held open (a shell's cwd, `ls` of its path) whose message another
+/// client expunged: reading it is an error (ESTALE through the mount), never an empty
+/// listing that a backup copies as an empty directory.
+#[test]
+fn a_message_directory_whose_message_is_gone_does_not_list_empty() {
+    let h = Harness::new();
+    let sample = Sample::numbered(1);
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let dir = h.ino(&format!("INBOX/{}", sample.dir_name(uid))).unwrap();
+    assert!(h.names(dir).unwrap().contains(&"message.eml".to_string()));
+    h.store.remove_message("INBOX", uid);
+    h.expire_listings();
+    assert!(h.names_at("INBOX").unwrap().is_empty());
+    assert_eq!(errno(h.names(dir)), libc::ENOENT);
+}
+
 #[test]
 fn a_failed_fetch_is_an_error_and_caches_nothing() {
     let h = Harness::new();
