@@ -477,6 +477,10 @@ pub enum StoreEvent {
     Mailbox(MailboxChange),
     /// Mailboxes were created, deleted or renamed: the mailbox list must be read again.
     MailboxList,
+    /// Another client renamed mailbox `from` to `to` (NOTIFY's `OLDNAME`): what is held
+    /// of it and its children, and handles on them, stand for the new names. A
+    /// `MailboxList` follows.
+    MailboxRenamed { from: MailboxId, to: MailboxId },
     /// Messages of one mailbox changed in a way the store cannot tell exactly (a server
     /// without CONDSTORE, or one that was out of reach for a while): list it again.
     MailboxStale(MailboxId),

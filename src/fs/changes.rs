@@ -573,20 +573,31 @@ impl Fs {
         self.metadata.invalidate_tree();
         let after = self.tree(true)?;
         let shown = after.path_of(&to).unwrap_or(&new_path).to_string();
-        // Each mailbox in the moved subtree, old identifier to new, found by where its
-        // directory went.
+        self.mailboxes_moved(&before, &after, path, &shown);
+        Ok(())
+    }
+
+    /// The mailbox shown at `path` in `before` is at `shown` in `after` (renamed here or
+    /// elsewhere): inodes, listings and files being written of it and its children follow,
+    /// each mailbox's old identifier to its new one found by where its directory went.
+    pub(super) fn mailboxes_moved(
+        &self,
+        before: &mailboxes::MailboxTree,
+        after: &mailboxes::MailboxTree,
+        path: &str,
+        shown: &str,
+    ) {
         let ids: HashMap<MailboxId, MailboxId> = before
             .mailboxes()
             .filter_map(|(old, p)| {
-                let moved = mailboxes::moved_path(p, path, &shown)?;
+                let moved = mailboxes::moved_path(p, path, shown)?;
                 let new = after.get(&moved)?.id.clone()?;
                 Some((old.clone(), new))
             })
             .collect();
-        self.inodes.lock().mailboxes_renamed(path, &shown, &ids);
+        self.inodes.lock().mailboxes_renamed(path, shown, &ids);
         self.metadata.mailboxes_renamed(&ids);
-        self.new_files.dirs_renamed(path, &shown, &ids);
-        Ok(())
+        self.new_files.dirs_renamed(path, shown, &ids);
     }
 
     /// `user.imap.flags` written: replace the message's flags.

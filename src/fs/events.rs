@@ -65,6 +65,7 @@ impl Fs {
                 self.announce(&reported.mailbox, &change);
             }
             StoreEvent::MailboxList => self.mailbox_list_changed(),
+            StoreEvent::MailboxRenamed { from, to } => self.mailbox_renamed_elsewhere(&from, &to),
             StoreEvent::MailboxStale(mailbox) => self.mailbox_stale(&mailbox),
             StoreEvent::Unfollowed => self.drop_unfollowed_dirs(),
         }
@@ -87,6 +88,53 @@ impl Fs {
             Err(e) => {
                 tracing::warn!(mailbox = %mailbox, error = %e, "could not list a mailbox after a change")
             }
+        }
+    }
+
+    /// Another client renamed `from` to `to`: the mount's directories of it and its
+    /// children (a shell's cwd, an open file, a file being written there) go on under the
+    /// new names, as after a rename through the mount; the kernel forgets the old name.
+    /// A mailbox this mount renamed itself (its report comes too) is not found under its
+    /// old name any more: nothing to do.
+    fn mailbox_renamed_elsewhere(&self, from: &MailboxId, to: &MailboxId) {
+        let Some(before) = self.metadata.tree(None) else {
+            return;
+        };
+        let Some(old_path) = before.path_of(from).map(str::to_string) else {
+            return;
+        };
+        self.metadata.invalidate_tree();
+        let after = match self.list_tree() {
+            Ok(after) => after,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the mailboxes after a rename elsewhere");
+                return;
+            }
+        };
+        let Some(new_path) = after.path_of(to).map(str::to_string) else {
+            return;
+        };
+        if after.path_of(from).is_some() {
+            // Made again under the old name meanwhile: the old directories are that one's.
+            return;
+        }
+        tracing::info!(%from, %to, "a mailbox was renamed elsewhere");
+        self.mailboxes_moved(&before, &after, &old_path, &new_path);
+        let parent_ino = |path: &str| match path.rsplit_once('/') {
+            None => Some(ROOT),
+            Some((parent, _)) => self
+                .inodes
+                .lock()
+                .ino_of(&NodeKey::Mailbox(parent.to_string())),
+        };
+        if let Some(parent) = parent_ino(&old_path) {
+            let name = old_path.rsplit('/').next().unwrap_or(&old_path).to_string();
+            self.invalidations
+                .send(Invalidation::Entry { parent, name });
+            self.invalidations.send(Invalidation::Inode { ino: parent });
+        }
+        if let Some(parent) = parent_ino(&new_path) {
+            self.invalidations.send(Invalidation::Inode { ino: parent });
         }
     }
 

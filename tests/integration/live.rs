@@ -649,3 +649,59 @@ fn offline_on_purpose_the_watcher_stays_off() {
     assert_eq!(proxy.connections(), before, "a connection to the server");
     assert!(!mount.log().contains("watching the account"));
 }
+
+/// Another client renames a mailbox while this mount has it open (a shell's cwd in it, an
+/// open `message.eml`): both go on under the new name, as after a rename through the
+/// mount (`ls .` was ESTALE, relative opens and reads ENOENT). Only the cwd's path is
+/// the kernel's and is lost, as on NFS.
+#[test]
+fn a_mailbox_renamed_elsewhere_keeps_open_directories_and_files_working() {
+    let dovecot = server_without(&[]);
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    assert_eq!(ls(&mount, "Work"), ["1 Work one"]);
+    shows(&mount, "Work followed", || ls_cost(&mount, "Work") == 0);
+    settle(&mount);
+    let eml = mount.join("Work/1 Work one/message.eml");
+    let whole = std::fs::read(&eml).unwrap();
+    let mut open = std::fs::File::open(&eml).unwrap();
+    let mut head = [0u8; 10];
+    std::io::Read::read_exact(&mut open, &mut head).unwrap();
+    // A shell in the mailbox: it waits for `go`, then lists `.` and reads by a relative path.
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let script = format!(
+        "import os, sys, time\n\
+         os.chdir(sys.argv[1])\n\
+         while not os.path.exists({go:?}): time.sleep(0.02)\n\
+         print(sorted(os.listdir('.')))\n\
+         print(len(open('1 Work one/message.eml', 'rb').read()))\n",
+        go = go.to_str().unwrap()
+    );
+    let shell = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(mount.join("Work"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = Other::new(&dovecot);
+    other.session.rename("Work", "Projects").expect("RENAME");
+    shows(&mount, "the new name, the old one gone", || {
+        let root = ls(&mount, "");
+        root.iter().any(|n| n == "Projects") && !root.iter().any(|n| n == "Work")
+    });
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut open, &mut rest).unwrap();
+    assert_eq!([&head[..], &rest[..]].concat(), whole);
+    std::fs::write(&go, b"").unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("['1 Work one']\n{}\n", whole.len()),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mount.log()
+    );
+}

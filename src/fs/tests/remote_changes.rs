@@ -516,3 +516,43 @@ fn a_mailbox_list_change_while_the_server_stalls_keeps_the_tree_last_listed() {
     assert_eq!(h.count(Op::ListMailboxes), lists + 1);
     assert_eq!(h.names(ROOT).unwrap(), ["INBOX", "Projects"]);
 }
+
+/// Another client renames a mailbox this mount has open (a shell's cwd in `Clients/Acme`,
+/// an open `message.eml`): the directories go on under the new names, as after a rename
+/// through the mount (they were ESTALE and ENOENT), and the kernel forgets the old name.
+#[test]
+fn a_mailbox_renamed_elsewhere_keeps_the_mounts_directories_and_files() {
+    let h = Harness::new();
+    h.store.add_mailbox("Clients", Some('/'), true, None);
+    h.store.add_mailbox("Clients/Acme", Some('/'), true, None);
+    let sample = Sample::numbered(1);
+    let uid = h
+        .store
+        .add_message("Clients/Acme", &sample.raw, &[], date());
+    let acme = h.ino("Clients/Acme").unwrap();
+    let name = sample.dir_name(uid);
+    let eml = h.ino(&format!("Clients/Acme/{name}/message.eml")).unwrap();
+    assert_eq!(h.names(acme).unwrap(), std::slice::from_ref(&name));
+    h.sent_invalidations();
+
+    h.store
+        .rename_mailbox(&MailboxId::new("Clients"), &["Customers".to_string()])
+        .unwrap();
+    h.fs.apply_store_event(StoreEvent::MailboxRenamed {
+        from: MailboxId::new("Clients"),
+        to: MailboxId::new("Customers"),
+    });
+    h.fs.apply_store_event(StoreEvent::MailboxList);
+    assert_eq!(h.names(acme).unwrap(), std::slice::from_ref(&name));
+    assert_eq!(h.read_all(eml).unwrap(), sample.raw);
+    assert_eq!(h.ino("Customers/Acme").unwrap(), acme);
+    assert_eq!(errno(h.ino("Clients")), libc::ENOENT);
+    let sent = h.sent_invalidations();
+    assert!(
+        sent.iter().any(|i| matches!(
+            i,
+            Invalidation::Entry { parent: ROOT, name } if name == "Clients"
+        )),
+        "{sent:?}"
+    );
+}

@@ -66,6 +66,8 @@ struct Session {
     list_changed: bool,
     /// Followed mailboxes deleted or renamed away (NOTIFY): reported stale with the list.
     forgotten: Vec<MailboxId>,
+    /// Mailboxes renamed (NOTIFY's `OLDNAME`), old name and new: reported before the list.
+    renamed: Vec<(MailboxId, MailboxId)>,
 }
 
 /// Why a connection was let go without an error.
@@ -137,6 +139,7 @@ impl Channel {
             rechecks: Vec::new(),
             list_changed: false,
             forgotten: Vec::new(),
+            renamed: Vec::new(),
         };
         if offers.qresync {
             // VANISHED instead of EXPUNGE, and EXAMINE that resynchronises (RFC 7162 §3.2.3).
@@ -259,8 +262,13 @@ impl Channel {
             // under its name is another mailbox: what the core listed there is stale,
             // though the name is still listed.
             let stale = s.forgotten.drain(..).map(StoreEvent::MailboxStale);
+            let renamed = s
+                .renamed
+                .drain(..)
+                .map(|(from, to)| StoreEvent::MailboxRenamed { from, to });
             self.shared.emit(
-                std::iter::once(StoreEvent::MailboxList)
+                renamed
+                    .chain(std::iter::once(StoreEvent::MailboxList))
                     .chain(stale)
                     .collect(),
             );
@@ -613,6 +621,10 @@ impl Channel {
                         .with(|state| state.list_heard(&entry.name, entry.old_name.as_deref()));
                     tracing::debug!(name = %entry.name, attributes = ?entry.attributes, old_name = ?entry.old_name, ?forgotten, "mailbox list report heard");
                     s.forgotten.extend(forgotten);
+                    if let Some(old) = &entry.old_name {
+                        s.renamed
+                            .push((MailboxId::new(old), MailboxId::new(&entry.name)));
+                    }
                     s.list_changed = true;
                     let now = boot_clock();
                     s.rechecks = vec![
