@@ -787,6 +787,12 @@ pub trait MailStore: Send + Sync + 'static {
         false
     }
 
+    /// Another client renamed `mailbox`: a session that has it selected would be ended by
+    /// the server at its next command (Dovecot: "IMAP session state is inconsistent"),
+    /// failing whatever that was (an APPEND of a file being written there). The default
+    /// does nothing.
+    fn renamed_elsewhere(&self, _mailbox: &MailboxId) {}
+
     /// The storage quota of the account (of its INBOX's quota root), if the server keeps
     /// one. A store may answer from what it learnt a few seconds ago.
     fn quota(&self) -> StoreResult<Option<Quota>> {

@@ -97,7 +97,8 @@ impl Fs {
     /// A mailbox this mount renamed itself (its report comes too) is not found under its
     /// old name any more: nothing to do.
     fn mailbox_renamed_elsewhere(&self, from: &MailboxId, to: &MailboxId) {
-        let Some(before) = self.metadata.tree(None) else {
+        // The tree may have been listed again since the rename (a lookup): the one before.
+        let Some(before) = self.metadata.tree_with(from) else {
             return;
         };
         let Some(old_path) = before.path_of(from).map(str::to_string) else {
@@ -119,6 +120,7 @@ impl Fs {
             return;
         }
         tracing::info!(%from, %to, "a mailbox was renamed elsewhere");
+        self.store.renamed_elsewhere(from);
         self.mailboxes_moved(&before, &after, &old_path, &new_path);
         let parent_ino = |path: &str| match path.rsplit_once('/') {
             None => Some(ROOT),

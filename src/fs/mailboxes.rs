@@ -172,6 +172,11 @@ impl MailboxTree {
         self.special_use.get(use_)
     }
 
+    /// Whether `other` has the same mailboxes at the same paths.
+    pub fn same_mailboxes(&self, other: &MailboxTree) -> bool {
+        self.by_id == other.by_id
+    }
+
     /// The display path of a mailbox.
     pub fn path_of(&self, id: &MailboxId) -> Option<&str> {
         self.by_id.get(id).map(String::as_str)

@@ -184,6 +184,9 @@ struct Inner {
     /// The tree last forgotten after a change elsewhere, until a new LIST replaces it:
     /// what lookups see meanwhile, and while the server cannot be asked.
     stale_tree: Option<Arc<MailboxTree>>,
+    /// The last tree a new LIST replaced with another set of mailboxes: where a mailbox
+    /// renamed elsewhere was, once a lookup has listed the tree before its report came.
+    replaced_tree: Option<Arc<MailboxTree>>,
     /// Raised whenever the tree is forgotten: a LIST that went out before is older than
     /// the change that made it be forgotten, and must not be kept.
     tree_epoch: u64,
@@ -395,9 +398,34 @@ impl MetadataCache {
         if inner.tree_epoch != ticket {
             return false;
         }
+        let before = inner
+            .tree
+            .take()
+            .map(|(t, _)| t)
+            .or_else(|| inner.stale_tree.take());
+        if let Some(before) = before.filter(|b| !b.same_mailboxes(&tree)) {
+            inner.replaced_tree = Some(before);
+        }
         inner.tree = Some((tree, now));
         inner.stale_tree = None;
         true
+    }
+
+    /// The tree held, or else the one it replaced, that has `mailbox` (see
+    /// `replaced_tree`).
+    pub fn tree_with(&self, mailbox: &MailboxId) -> Option<Arc<MailboxTree>> {
+        let inner = self.inner.lock();
+        let current = inner
+            .tree
+            .as_ref()
+            .map(|(t, _)| t)
+            .or(inner.stale_tree.as_ref());
+        let found = [current, inner.replaced_tree.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|t| t.path_of(mailbox).is_some())
+            .cloned();
+        found
     }
 
     /// Forgets the tree, so that the next look that needs a fresh one asks the server. It

@@ -1288,6 +1288,10 @@ impl MailStore for CachedStore {
         !self.shared.is_offline() && self.shared.inner.is_list_followed()
     }
 
+    fn renamed_elsewhere(&self, mailbox: &MailboxId) {
+        self.shared.inner.renamed_elsewhere(mailbox);
+    }
+
     fn quota(&self) -> StoreResult<Option<Quota>> {
         let s = &self.shared;
         s.either(|| s.inner.quota(), || Ok(None))

@@ -1158,6 +1158,12 @@ impl MailStore for ImapStore {
         self.watch.as_ref().is_some_and(|w| w.is_followed(mailbox))
     }
 
+    /// Every session is renewed, as after a RENAME here (see `renew_sessions`): which ones
+    /// have the mailbox selected on the server is not known for busy ones.
+    fn renamed_elsewhere(&self, _mailbox: &MailboxId) {
+        self.renew_sessions();
+    }
+
     fn is_list_followed(&self) -> bool {
         self.watch.as_ref().is_some_and(Watch::is_list_followed)
     }

@@ -686,20 +686,41 @@ fn a_mailbox_renamed_elsewhere_keeps_open_directories_and_files_working() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // A file being written there, opened after the shell started (a child's exec closes
+    // what the parent holds, which stores it): it failed at close with EIO, not stored.
+    let mut note = std::fs::File::create(mount.join("Work/note.txt")).unwrap();
+    std::io::Write::write_all(&mut note, b"begun, ").unwrap();
     let mut other = Other::new(&dovecot);
     other.session.rename("Work", "Projects").expect("RENAME");
+    // Looked at without a child process: its exec would close (and so store) the file
+    // being written.
     shows(&mount, "the new name, the old one gone", || {
-        let root = ls(&mount, "");
-        root.iter().any(|n| n == "Projects") && !root.iter().any(|n| n == "Work")
+        let root: Vec<String> = std::fs::read_dir(&mount.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        root.iter().any(|n| n == "Projects")
+            && !root.iter().any(|n| n == "Work")
+            && mount.log().contains("a mailbox was renamed elsewhere")
     });
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut open, &mut rest).unwrap();
     assert_eq!([&head[..], &rest[..]].concat(), whole);
+    std::io::Write::write_all(&mut note, b"ended\n").unwrap();
+    drop(note);
+    let stored = server_mailbox(&mut other.session, "Projects");
+    assert_eq!(stored.len(), 2, "{}", mount.log());
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(mount.join("Projects/note.txt")).unwrap()),
+        "begun, ended\n",
+        "{}",
+        mount.log()
+    );
     std::fs::write(&go, b"").unwrap();
     let out = shell.wait_with_output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("['1 Work one']\n{}\n", whole.len()),
+        format!("['1 Work one', 'note.txt']\n{}\n", whole.len()),
         "{}\n{}",
         String::from_utf8_lossy(&out.stderr),
         mount.log()
