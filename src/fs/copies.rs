@@ -343,21 +343,18 @@ impl Fs {
         })))
     }
 
-    /// A new file was stored as a copy of the stored file of `source` (another mailbox's):
-    /// the copy is filled as a message directory copied by name is, so that `cp -r` of the
-    /// mailbox, which goes on into the message directory of the same name, makes no
-    /// second copy. Its files show meanwhile (nobody may fill it: a plain `cp`), and `cp`
-    /// writes over them.
-    pub(super) fn file_copy_made(&self, dir_path: &str, source: &MessageRef, copy: &MessageRef) {
-        let Some((name, ..)) = self.metadata.named(&source.mailbox, &[source.uid]).pop() else {
-            return;
-        };
-        let begun = self.layout(source).and_then(|layout| {
-            self.begin_copy(dir_path, &name, source.clone(), copy, layout, false)
-        });
-        if let Err(e) = begun {
-            tracing::debug!(uid = %copy.uid, error = %e, "the copy of a stored file shows whole");
+    /// `copy` was just made of `source` (`UID COPY`): it reads from the bytes the caches
+    /// hold of the source, its listing is known stale. A new file stored as a copy of
+    /// another mailbox's stored file needs no more: its message directory is not listed,
+    /// so no walk (`cp -r`) goes into it.
+    pub(super) fn note_copy(&self, source: &MessageRef, copy: &MessageRef) {
+        let (mailbox, validity) = (&copy.mailbox, copy.validity);
+        self.content.same_bytes(source, copy);
+        if self.metadata.message_copied(source, copy) {
+            tracing::warn!(%mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
+            self.content.retain_validity(mailbox, validity);
         }
+        self.metadata.mark_stale(mailbox);
     }
 
     /// Keeps `copy` (just made of `source` in the mailbox at `dir_path`) as a copy being
@@ -372,13 +369,8 @@ impl Fs {
         layout: Arc<Vec<Entry>>,
         by_mkdir: bool,
     ) -> FsResult<SystemTime> {
-        let (mailbox, validity, uid) = (&copy.mailbox, copy.validity, copy.uid);
-        self.content.same_bytes(&source, copy);
-        if self.metadata.message_copied(&source, copy) {
-            tracing::warn!(%mailbox, "UIDVALIDITY changed: dropping everything cached for the old mailbox");
-            self.content.retain_validity(mailbox, validity);
-        }
-        self.metadata.mark_stale(mailbox);
+        let (mailbox, uid) = (&copy.mailbox, copy.uid);
+        self.note_copy(&source, copy);
         if self.metadata.message(copy).is_none() {
             self.ensure_listing(mailbox, None)?;
         }

@@ -939,7 +939,7 @@ impl Fs {
                 file.mtime_set.store(false, Ordering::Relaxed);
                 self.park_spool(file);
                 if let (Some(source), Some(copy)) = (&file_source, &message) {
-                    self.file_copy_made(dir_path, source, copy);
+                    self.note_copy(source, copy);
                 }
                 let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
                 for old in superseded

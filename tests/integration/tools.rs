@@ -627,10 +627,10 @@ fn a_file_just_written_can_be_mmapped() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1999\n2000\n2000\n");
 }
 
-/// `cp -r` of a mailbox holding a stored file into others, with the real `cp`: the file
-/// and its message directory make one copy there, made on the server, whichever `cp` takes
-/// first (it reads a directory in inode order); then `cp` of the same file over it sends
-/// nothing either.
+/// A stored file copied into other mailboxes with the real `cp`: alone (`One`), its
+/// message directory by name and then the file (`Two`), `cp -r` of its mailbox, which
+/// lists the file alone (`Three`), then `cp` of the same file over it: one copy in each,
+/// made on the server (nothing sent), its message directory whole by its name.
 #[test]
 fn cp_r_of_a_mailbox_with_a_stored_file_copies_it_once() {
     let (_dovecot, mount, mut client) = archive_mount();
@@ -651,7 +651,7 @@ fn cp_r_of_a_mailbox_with_a_stored_file_copies_it_once() {
     let before = sent();
     run_clean(
         &format!(
-            "cp {src}/note.txt {one}/ && cp -r {dir} {one}/ && \
+            "cp {src}/note.txt {one}/ && \
              cp -r {dir} {two}/ && cp {src}/note.txt {two}/ && \
              cp -r {src}/. {three}/ && cp {src}/note.txt {three}/",
             src = m("Src"),
@@ -678,8 +678,15 @@ fn cp_r_of_a_mailbox_with_a_stored_file_copies_it_once() {
             [("note.txt".to_string(), expected.clone())],
             "{mailbox}"
         );
-        let copied = std::fs::read(mount.join(mailbox).join(&dir_name).join("note.txt"));
-        assert!(copied.is_ok_and(|c| c == expected), "{mailbox}: {dir_name}");
+        let copy_dir = mount.message_dir(mailbox, "note.txt");
+        let copied = std::fs::read(copy_dir.join("note.txt"));
+        assert!(
+            copied.is_ok_and(|c| c == expected),
+            "{mailbox}: {copy_dir:?}"
+        );
+        if mailbox == "Two" {
+            assert_eq!(copy_dir.file_name().unwrap().to_string_lossy(), dir_name);
+        }
     }
     assert!(
         sent() - before < 20_000,
