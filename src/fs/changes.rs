@@ -440,7 +440,21 @@ impl Fs {
                 let replaced = self.replaced_by(new_parent, new_name)?;
                 self.rename_new_file(&dir_path, &name, new_name, replaced)
             }
-            Node::StoredFile { message, .. } if new_parent != parent => {
+            // Into another mailbox under its own name where that name is free: the message
+            // moves (`UID MOVE`: nothing sent, flags kept). Under another name, or onto a
+            // file there (which it must replace; rsync's --delay-updates does so), `mv`
+            // copies and removes instead (EXDEV): a MOVE kept the message's own name and
+            // left the file it should have replaced.
+            Node::StoredFile {
+                message,
+                name: stored_name,
+                ..
+            } if new_parent != parent => {
+                if new_name != stored_name || self.resolve(new_parent, new_name).is_ok() {
+                    return Err(FsError::CrossDevice(
+                        "a stored file goes under another name, or over a file, as a copy".into(),
+                    ));
+                }
                 let target = self.mailbox_dir_path(new_parent)?;
                 self.move_message(&message, &target, None)
             }

@@ -44,10 +44,29 @@ pub enum NameKind {
 /// ENAMETOOLONG for a name a stored file could not be shown under again: a listing
 /// shows names of at most `MAX_NAME_BYTES` (names kept local may be longer).
 pub(super) fn stored_name_fits(name: &str) -> FsResult<()> {
-    if name_kind(name) == NameKind::Stored && name.len() > crate::mime::MAX_NAME_BYTES {
+    if name_kind(name) != NameKind::Stored {
+        return Ok(());
+    }
+    if name.len() > crate::mime::MAX_NAME_BYTES {
         return Err(FsError::NameTooLong(format!(
             "a stored file's name is at most {} bytes",
             crate::mime::MAX_NAME_BYTES
+        )));
+    }
+    // EINVAL for one a listing would show otherwise (names are made safe as every name
+    // from the server is: spaces at either end trimmed, `=?...?=` decoded): the file
+    // would be gone under its own name the moment it is stored, and each `rsync
+    // --delete` would remove it and store it again.
+    let origin = super::newmail::FileOrigin {
+        name: name.to_string(),
+        size: 0,
+        mtime: std::time::UNIX_EPOCH,
+    };
+    let shown = super::newmail::parse_origin(super::newmail::origin_value(&origin).as_bytes());
+    if shown.is_none_or(|o| o.name != name) {
+        return Err(FsError::Invalid(format!(
+            "{name:?} cannot be stored under that name (it would show as another); \
+             no spaces at its ends or encoded words"
         )));
     }
     Ok(())

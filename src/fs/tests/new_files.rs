@@ -395,6 +395,75 @@ fn a_stored_file_named_as_a_message_directory_shows_once_by_each_name() {
     assert_eq!(h.read_path("Mail/1 2 r.txt/2 r.txt").unwrap(), b"mine\n");
 }
 
+/// A name a listing would show otherwise once the file is stored (spaces at its ends are
+/// trimmed, encoded words decoded, as in every name from the server) is refused at create
+/// and rename (EINVAL): it was stored, then gone under its own name, and every `rsync
+/// --delete` removed it and stored it again.
+#[test]
+fn a_file_name_that_would_not_read_back_is_refused() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    for name in [
+        " lead.txt",
+        "trail.txt ",
+        "x =?utf-8?q?a?= y.txt",
+        "tab\tend.txt",
+    ] {
+        assert_eq!(
+            errno(h.fs.create(inbox, OsStr::new(name))),
+            libc::EINVAL,
+            "{name:?}"
+        );
+    }
+    shell_write(&h, inbox, ".tmp", b"kept");
+    assert_eq!(
+        errno(h.fs.rename(
+            inbox,
+            OsStr::new(".tmp"),
+            inbox,
+            OsStr::new(" lead.txt"),
+            false,
+            false
+        )),
+        libc::EINVAL
+    );
+    shell_write(&h, inbox, "in the middle.txt", b"fine");
+    h.expire_listings();
+    assert_eq!(h.read_path("INBOX/in the middle.txt").unwrap(), b"fine");
+}
+
+/// `mv` of a stored file into another mailbox: under its own name where it is free, the
+/// message moves; under another name or over a file there, EXDEV, so that `mv` copies it
+/// (replacing that file) and removes it (a MOVE kept the message's own name and left the
+/// file it should have replaced: `rsync --delay-updates` left both versions).
+#[test]
+fn a_stored_file_moved_to_another_name_or_over_a_file_is_copied() {
+    let h = Harness::new();
+    for mailbox in ["A", "B"] {
+        h.store.add_mailbox(mailbox, Some('/'), true, None);
+    }
+    let (a, b) = (h.ino("A").unwrap(), h.ino("B").unwrap());
+    for name in ["new.txt", "same.txt", "free.txt"] {
+        shell_write(&h, a, name, name.as_bytes());
+    }
+    shell_write(&h, b, "config.txt", b"old config");
+    shell_write(&h, b, "same.txt", b"old same");
+    h.expire_listings();
+    h.names(a).unwrap();
+    h.names(b).unwrap();
+    let mv = |from: &str, to: &str| {
+        h.fs.rename(a, OsStr::new(from), b, OsStr::new(to), false, false)
+    };
+    assert_eq!(errno(mv("new.txt", "config.txt")), libc::EXDEV);
+    assert_eq!(errno(mv("same.txt", "same.txt")), libc::EXDEV);
+    let moves = h.count(Op::MoveMessage);
+    mv("free.txt", "free.txt").unwrap();
+    assert_eq!(h.count(Op::MoveMessage), moves + 1);
+    h.expire_listings();
+    assert_eq!(h.names(b).unwrap(), ["config.txt", "free.txt", "same.txt"]);
+    assert_eq!(h.read_path("B/config.txt").unwrap(), b"old config");
+}
+
 /// A file-born message whose `X-Imapfs-File` size is not its part's (anyone can mail one):
 /// reading the file is EIO every time, also once the part is cached through its message
 /// directory (it read short, or a prefix served as the whole file).
