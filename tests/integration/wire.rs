@@ -772,3 +772,29 @@ fn a_mailbox_that_holds_a_message_when_deleted_is_kept() {
     }
     assert!(!left.iter().any(|n| n.contains("imapfs-rmdir")), "{left:?}");
 }
+
+/// A MOVE or COPY into a mailbox another client deleted a moment before (the mount still
+/// showed it): the server says TRYCREATE, and the store says which mailbox is missing
+/// (ENOENT through the mount, where it was EIO); the message stays where it was.
+#[test]
+fn a_move_into_a_mailbox_gone_meanwhile_is_no_such_mailbox() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let mut client = dovecot.client("alice").unwrap();
+    let raw = fault_free_message("stays", "put");
+    let uid = Uid(fixture::append(&mut client, "INBOX", &raw, &[]).unwrap());
+    let store = store(&dovecot);
+    let inbox = MailboxId::new("INBOX");
+    let validity = store.list_messages(&inbox).unwrap().uid_validity;
+    let gone = MailboxId::new("Gone");
+    let moved = store.move_message(&inbox, validity, uid, &gone);
+    assert!(
+        matches!(&moved, Err(StoreError::NoSuchMailbox(m)) if *m == gone),
+        "{moved:?}"
+    );
+    let copied = store.copy_message(&inbox, validity, uid, &gone);
+    assert!(
+        matches!(&copied, Err(StoreError::NoSuchMailbox(m)) if *m == gone),
+        "{copied:?}"
+    );
+    assert_eq!(server_mailbox(&mut client, "INBOX").len(), 1);
+}

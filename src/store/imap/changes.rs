@@ -4,7 +4,7 @@
 //! and every argument goes through `quote`.
 
 use super::connection::{Connection, Selection, MAX_RESPONSE_BYTES};
-use super::errors::check;
+use super::errors::{check, no_such_mailbox};
 use super::wire::{fetches, format_date_time, Code, Command, Done, SectionKind, Untagged};
 use super::{convert, quote, ImapStore, Mode, Retry};
 use crate::store::MailStore;
@@ -111,6 +111,10 @@ impl ImapStore {
         ));
         let aside_name = quote::mailbox(&aside)?;
         let mut renamed_back = false;
+        // Whether the mailbox is under the name set aside: a failure then must not leave
+        // it there unsaid (a RENAME racing an APPEND can leave Dovecot's lock behind and
+        // the next command waits for minutes).
+        let aside_held = std::cell::Cell::new(false);
         // RENAME of INBOX moves its messages out and leaves it there (RFC 3501 §6.3.5).
         let inbox = mailbox.as_str().eq_ignore_ascii_case("INBOX");
         let deleted = self.with_connection(None, Retry::Never, |conn| {
@@ -124,7 +128,7 @@ impl ImapStore {
                 conn.run(Command::new("RENAME").arg(&name).arg(&aside_name))
             };
             match set_aside {
-                Ok(_) => {}
+                Ok(_) => aside_held.set(true),
                 Err(e) if super::errors::connection_survives(&e) => {
                     tracing::debug!(%mailbox, error = %e, "not renamed before deleting it");
                     return conn.run(Command::new("DELETE").arg(&name)).map(drop);
@@ -136,6 +140,7 @@ impl ImapStore {
             // mailbox itself would have left it).
             let delete_aside = |conn: &mut Connection| -> StoreResult<()> {
                 conn.run(Command::new("DELETE").arg(&aside_name))?;
+                aside_held.set(false);
                 let left = conn.run(Command::new("LIST").syntax("\"\"").arg(&aside_name))?;
                 if left.untagged.iter().any(|u| matches!(u, Untagged::List(_))) {
                     conn.run(Command::new("RENAME").arg(&aside_name).arg(&name))?;
@@ -162,11 +167,23 @@ impl ImapStore {
             tracing::info!(%mailbox, ?messages, "a mailbox to delete holds messages (filed since it was looked at); kept");
             renamed_back = true;
             conn.run(Command::new("RENAME").arg(&aside_name).arg(&name))?;
+            aside_held.set(false);
             Err(StoreError::NotEmpty(format!(
                 "{mailbox} holds messages now; nothing was deleted"
             )))
         });
-        if renamed_back {
+        if aside_held.get() {
+            // Failed (or timed out) with the mailbox set aside: it goes back under its name
+            // on another connection, or the log says where its messages are.
+            match self.rename(&aside, mailbox) {
+                Ok(()) => {
+                    tracing::warn!(%mailbox, error = ?deleted.as_ref().err(), "deleting a mailbox failed; it is back under its name")
+                }
+                Err(e) => {
+                    tracing::error!(%mailbox, aside = %aside, error = %e, "deleting a mailbox failed with it renamed aside, and it could not be renamed back: what it holds is in the mailbox named aside; rename it back (mv)")
+                }
+            }
+        } else if renamed_back {
             // Back under its name: sessions may keep a stale list of it (see `rename`).
             self.renew_sessions();
         }
@@ -344,7 +361,7 @@ impl ImapStore {
             };
             let done = conn
                 .run(Command::new(verb).syntax(uid.to_string()).arg(&target))
-                .map_err(|e| refused_or_gone(conn, from, uid, e))?;
+                .map_err(|e| refused_or_gone(conn, from, uid, no_such_mailbox(e, to)))?;
             if !caps.move_command {
                 expunge_uid(conn, uid)?;
             }
@@ -377,7 +394,7 @@ impl ImapStore {
                         .syntax(uid.to_string())
                         .arg(&target),
                 )
-                .map_err(|e| refused_or_gone(conn, from, uid, e))?;
+                .map_err(|e| refused_or_gone(conn, from, uid, no_such_mailbox(e, to)))?;
             Ok(copied_uid(&done, uid))
         })
     }

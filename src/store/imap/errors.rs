@@ -43,6 +43,22 @@ pub fn check(tagged: &Tagged) -> Result<(), StoreError> {
     }
 }
 
+/// How a refusal for a mailbox that does not exist (`NONEXISTENT`, `TRYCREATE`) begins:
+/// the command's caller knows which mailbox that was (see `no_such_mailbox`).
+const NO_SUCH_MAILBOX: &str = "no such mailbox: ";
+
+/// `NoSuchMailbox(mailbox)` for a refusal that says the mailbox does not exist, where the
+/// caller knows it is `mailbox` (a MOVE's target another client deleted: ENOENT, not EIO).
+pub fn no_such_mailbox(e: StoreError, mailbox: &crate::store::MailboxId) -> StoreError {
+    match e {
+        StoreError::Refused(text) if text.starts_with(NO_SUCH_MAILBOX) => {
+            tracing::debug!(%mailbox, %text, "refused: no such mailbox");
+            StoreError::NoSuchMailbox(mailbox.clone())
+        }
+        e => e,
+    }
+}
+
 /// A tagged NO, by its response code ([RFC 5530](https://www.rfc-editor.org/rfc/rfc5530),
 /// [RFC 3516 §4.2](https://www.rfc-editor.org/rfc/rfc3516#section-4.2)).
 fn from_no(code: Option<&Code>, text: &str) -> StoreError {
@@ -52,7 +68,7 @@ fn from_no(code: Option<&Code>, text: &str) -> StoreError {
         Some(Code::Cannot) => StoreError::Invalid(text),
         Some(Code::AlreadyExists) => StoreError::AlreadyExists(text),
         Some(Code::NonExistent | Code::TryCreate) => {
-            StoreError::Refused(format!("no such mailbox: {text}"))
+            StoreError::Refused(format!("{NO_SUCH_MAILBOX}{text}"))
         }
         Some(Code::Unavailable) => StoreError::Refused(format!(
             "the server is temporarily unavailable (UNAVAILABLE): {text}"
