@@ -394,6 +394,9 @@ impl StoreError {
     }
 }
 
+/// What the name of a mailbox an rmdir renamed aside to delete holds.
+pub const RMDIR_ASIDE: &str = "-imapfs-rmdir-";
+
 /// The result type of every store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -319,12 +319,13 @@ impl Fs {
                 if trash == message.mailbox {
                     return self.expunge(message);
                 }
-                let new_uid = self.store.move_message(
-                    &message.mailbox,
-                    message.validity,
-                    message.uid,
-                    &trash,
-                )?;
+                let new_uid = self
+                    .store
+                    .move_message(&message.mailbox, message.validity, message.uid, &trash)
+                    .map_err(|e| {
+                        self.metadata.invalidate_tree();
+                        trash_gone(e, &trash)
+                    })?;
                 tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?new_uid, "moved message to Trash");
                 self.follow_move(message, &trash, new_uid, None);
                 Ok(())
@@ -450,12 +451,12 @@ impl Fs {
                 name: stored_name,
                 ..
             } if new_parent != parent => {
-                if new_name != stored_name || self.resolve(new_parent, new_name).is_ok() {
+                let target = self.mailbox_dir_path(new_parent)?;
+                if new_name != stored_name || self.file_named(&target, new_name) {
                     return Err(FsError::CrossDevice(
                         "a stored file goes under another name, or over a file, as a copy".into(),
                     ));
                 }
-                let target = self.mailbox_dir_path(new_parent)?;
                 self.move_message(&message, &target, None)
             }
             // Renamed within its mailbox: stored again under the new name, the old message
@@ -588,6 +589,8 @@ impl Fs {
         let after = self.tree(true)?;
         let shown = after.path_of(&to).unwrap_or(&new_path).to_string();
         self.mailboxes_moved(&before, &after, path, &shown);
+        // Its report comes too: the tree before is no place to find it in.
+        self.metadata.forget_replaced_tree();
         Ok(())
     }
 
@@ -750,4 +753,15 @@ fn mailbox_name_fits(name: &str) -> FsResult<()> {
         )));
     }
     Ok(())
+}
+
+/// A move into Trash refused because Trash itself is gone (another client deleted it):
+/// EIO, never ENOENT, which `rm -rf` and `rsync --delete` take for "already removed".
+pub(super) fn trash_gone(e: StoreError, trash: &MailboxId) -> FsError {
+    match e {
+        StoreError::NoSuchMailbox(m) if &m == trash => FsError::Store(StoreError::Refused(
+            format!("the Trash mailbox {m} is gone; nothing was moved"),
+        )),
+        e => FsError::Store(e),
+    }
 }

@@ -97,6 +97,12 @@ impl Fs {
     /// A mailbox this mount renamed itself (its report comes too) is not found under its
     /// old name any more: nothing to do.
     fn mailbox_renamed_elsewhere(&self, from: &MailboxId, to: &MailboxId) {
+        // An rmdir's (this mount's or another's) renames a mailbox aside to delete it:
+        // nothing of it may follow there (a file written there would be stored into what
+        // is deleted next). The mailbox list's change shows it gone.
+        if to.as_str().contains(crate::store::RMDIR_ASIDE) {
+            return;
+        }
         // The tree may have been listed again since the rename (a lookup): the one before.
         let Some(before) = self.metadata.tree_with(from) else {
             return;

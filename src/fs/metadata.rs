@@ -411,6 +411,11 @@ impl MetadataCache {
         true
     }
 
+    /// Forgets the tree a LIST replaced (after a rename here, whose report needs nothing).
+    pub fn forget_replaced_tree(&self) {
+        self.inner.lock().replaced_tree = None;
+    }
+
     /// The tree held, or else the one it replaced, that has `mailbox` (see
     /// `replaced_tree`).
     pub fn tree_with(&self, mailbox: &MailboxId) -> Option<Arc<MailboxTree>> {

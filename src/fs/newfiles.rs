@@ -1109,13 +1109,20 @@ impl Fs {
         }
     }
 
+    /// Whether the mailbox directory at `dir_path` shows a file named `name` (a new file,
+    /// or a stored one in the listing held), asking the server nothing.
+    pub(super) fn file_named(&self, dir_path: &str, name: &str) -> bool {
+        self.new_files.get(dir_path, name).is_some()
+            || self
+                .holding_messages(dir_path)
+                .is_some_and(|m| self.metadata.find_file(&m, name).is_some())
+    }
+
     /// A file that is, byte for byte, the file another mailbox shows under the same name
     /// (`cp MNT/INBOX/report.pdf MNT/Archive/`, or `cp -r` of a mailbox holding stored
     /// files: the copier just read it, so the kernel holds it) is copied on the server
-    /// (`UID COPY`: no upload, flags and date with it) rather than stored anew, and the copy
-    /// is filled as a copied message directory is: `cp -r` goes on into the message
-    /// directory of the same name and writes the same bytes, which makes no second copy.
-    /// Noted first, as an APPEND is. Returns `Ok(None)` when no copy was made.
+    /// (`UID COPY`: no upload, flags and date with it) rather than stored anew. Noted first,
+    /// as an APPEND is. Returns `Ok(None)` when no copy was made.
     fn file_copied_from_elsewhere(
         &self,
         sending: &Sending,
@@ -1409,13 +1416,14 @@ impl Fs {
         let target = self.mailbox_dir_path(new_parent)?;
         let _storing = crate::call::lock_within(&file.storing)?;
         let closed = file.opens.load(Ordering::Relaxed) == 0;
+        // Over a file there, which it must replace (rsync --delay-updates): copied too.
+        let free = !self.file_named(&target, new_name);
         let message = match file.stored() {
-            Some(Some(message)) if closed && new_name == name => message,
-            _ => {
-                return Err(FsError::CrossDevice(
-                    "a file not stored yet, or renamed on the way, is copied there".into(),
-                ))
-            }
+            Some(Some(message)) if closed && new_name == name && free => message,
+            _ => return Err(FsError::CrossDevice(
+                "a file not stored yet, renamed on the way, or over a file there, is copied there"
+                    .into(),
+            )),
         };
         self.move_message(&message, &target, None)?;
         self.new_files.remove(dir_path, name);

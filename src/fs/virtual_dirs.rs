@@ -291,9 +291,13 @@ impl Fs {
                 "the message is in Trash already".into(),
             ));
         }
-        let moved =
-            self.store
-                .move_message(&message.mailbox, message.validity, message.uid, &trash)?;
+        let moved = self
+            .store
+            .move_message(&message.mailbox, message.validity, message.uid, &trash)
+            .map_err(|e| {
+                self.metadata.invalidate_tree();
+                super::changes::trash_gone(e, &trash)
+            })?;
         tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?moved, "moved message to Trash (file manager trash)");
         self.follow_move(message, &trash, moved, None);
         Ok(())

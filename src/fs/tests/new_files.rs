@@ -462,6 +462,30 @@ fn a_stored_file_moved_to_another_name_or_over_a_file_is_copied() {
     h.expire_listings();
     assert_eq!(h.names(b).unwrap(), ["config.txt", "free.txt", "same.txt"]);
     assert_eq!(h.read_path("B/config.txt").unwrap(), b"old config");
+    // A file just written here, onto a file of its name there (rsync --delay-updates).
+    shell_write(&h, a, "fresh.txt", b"new version");
+    shell_write(&h, b, "fresh.txt", b"old version");
+    assert_eq!(errno(mv("fresh.txt", "fresh.txt")), libc::EXDEV);
+}
+
+/// `rm` of a message when another client has deleted Trash: EIO (nothing was moved), not
+/// ENOENT, which `rm -rf` and `rsync --delete` take for "already removed".
+#[test]
+fn rm_with_the_trash_gone_is_eio_not_enoent() {
+    let h = Harness::new();
+    h.store
+        .add_mailbox("Trash", Some('/'), true, Some("\\Trash"));
+    let sample = Sample::numbered(1);
+    let uid = h.store.add_message("INBOX", &sample.raw, &[], date());
+    let inbox = h.ino("INBOX").unwrap();
+    let name = sample.dir_name(uid);
+    let dir = h.ino(&format!("INBOX/{name}")).unwrap();
+    h.store.delete_elsewhere("Trash").unwrap();
+    for file in h.names(dir).unwrap() {
+        h.fs.unlink(dir, OsStr::new(&file)).unwrap();
+    }
+    assert_eq!(errno(h.fs.rmdir(inbox, OsStr::new(&name))), libc::EIO);
+    assert_eq!(h.stored("INBOX").len(), 1, "the message stays");
 }
 
 /// A file-born message whose `X-Imapfs-File` size is not its part's (anyone can mail one):

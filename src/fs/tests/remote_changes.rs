@@ -556,3 +556,24 @@ fn a_mailbox_renamed_elsewhere_keeps_the_mounts_directories_and_files() {
         "{sent:?}"
     );
 }
+
+/// An rmdir (of another mount) renames a mailbox aside before it deletes it: nothing of
+/// this mount's follows it there (a file being written would be stored into what is
+/// deleted next).
+#[test]
+fn a_mailbox_renamed_aside_to_be_deleted_is_not_followed() {
+    let h = Harness::new();
+    h.store.add_mailbox("Old", Some('/'), true, None);
+    let old = h.ino("Old").unwrap();
+    h.names(old).unwrap();
+    let aside = format!("Old{}1-2-3", crate::store::RMDIR_ASIDE);
+    h.store
+        .rename_mailbox(&MailboxId::new("Old"), std::slice::from_ref(&aside))
+        .unwrap();
+    h.fs.apply_store_event(StoreEvent::MailboxRenamed {
+        from: MailboxId::new("Old"),
+        to: MailboxId::new(&aside),
+    });
+    h.fs.apply_store_event(StoreEvent::MailboxList);
+    assert_eq!(errno(h.names(old)), libc::ENOENT);
+}

@@ -103,9 +103,13 @@ impl ImapStore {
     pub(super) fn delete(&self, mailbox: &MailboxId) -> StoreResult<()> {
         static ASIDE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = quote::mailbox(mailbox)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let aside = MailboxId::new(&format!(
-            "{}-imapfs-rmdir-{}-{}",
+            "{}{}{}-{nanos}-{}",
             mailbox.as_str(),
+            crate::store::RMDIR_ASIDE,
             std::process::id(),
             ASIDE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
@@ -122,18 +126,39 @@ impl ImapStore {
                 // The mailbox or (Courier) any selected one cannot be renamed.
                 deselect(conn)?;
             }
-            let set_aside = if inbox {
-                Err(StoreError::Invalid("INBOX is not renamed".into()))
-            } else {
-                conn.run(Command::new("RENAME").arg(&name).arg(&aside_name))
+            if inbox {
+                // Servers refuse it (RFC 3501 §6.3.4).
+                return conn.run(Command::new("DELETE").arg(&name)).map(drop);
+            }
+            let set_aside = conn.run(Command::new("RENAME").arg(&name).arg(&aside_name));
+            let count = |done: &Done| {
+                done.untagged.iter().find_map(|u| match u {
+                    Untagged::MailboxStatus(st) => st.messages,
+                    _ => None,
+                })
             };
             match set_aside {
                 Ok(_) => aside_held.set(true),
                 Err(e) if super::errors::connection_survives(&e) => {
+                    // Not renamed (INBOX, a server that will not): deleted only if it
+                    // holds nothing just before (a plain DELETE's narrower race); one that
+                    // cannot be opened holds nothing.
                     tracing::debug!(%mailbox, error = %e, "not renamed before deleting it");
+                    let status = Command::new("STATUS").arg(&name).syntax("(MESSAGES)");
+                    match conn.run(status) {
+                        Ok(done) if count(&done) != Some(0) => {
+                            return Err(StoreError::NotEmpty(format!("{mailbox} holds messages")))
+                        }
+                        Ok(_) | Err(StoreError::Refused(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                     return conn.run(Command::new("DELETE").arg(&name)).map(drop);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Cut off: the server may have renamed it.
+                    aside_held.set(true);
+                    return Err(e);
+                }
             }
             // A child made meanwhile moved with it: a DELETE leaves the mailbox there as
             // its `\Noselect` parent, which goes back to the name (as a DELETE of the
@@ -157,10 +182,7 @@ impl ImapStore {
                 Err(StoreError::Refused(_)) => return delete_aside(conn),
                 Err(e) => return Err(e),
             };
-            let messages = done.untagged.iter().find_map(|u| match u {
-                Untagged::MailboxStatus(st) => st.messages,
-                _ => None,
-            });
+            let messages = count(&done);
             if messages == Some(0) {
                 return delete_aside(conn);
             }
@@ -174,10 +196,22 @@ impl ImapStore {
         });
         if aside_held.get() {
             // Failed (or timed out) with the mailbox set aside: it goes back under its name
-            // on another connection, or the log says where its messages are.
-            match self.rename(&aside, mailbox) {
+            // on another connection, with a deadline of its own (the call's has passed or
+            // was cancelled), or the log says where its messages are.
+            let _own = crate::call::enter(crate::call::Call::new(
+                std::time::Instant::now() + self.config.timeout,
+                None,
+            ));
+            match self
+                .rename(&aside, mailbox)
+                .map_err(|e| no_such_mailbox(e, &aside))
+            {
                 Ok(()) => {
                     tracing::warn!(%mailbox, error = ?deleted.as_ref().err(), "deleting a mailbox failed; it is back under its name")
+                }
+                // A RENAME cut off that had not been done.
+                Err(StoreError::NoSuchMailbox(_)) => {
+                    tracing::debug!(%mailbox, "deleting a mailbox failed before it was renamed aside")
                 }
                 Err(e) => {
                     tracing::error!(%mailbox, aside = %aside, error = %e, "deleting a mailbox failed with it renamed aside, and it could not be renamed back: what it holds is in the mailbox named aside; rename it back (mv)")
@@ -189,7 +223,7 @@ impl ImapStore {
         }
         // Only now: the connection above must still know what it has selected.
         self.forget_selection(mailbox);
-        deleted
+        deleted.map_err(|e| no_such_mailbox(e, mailbox))
     }
 
     pub(super) fn rename(&self, from: &MailboxId, to: &MailboxId) -> StoreResult<()> {

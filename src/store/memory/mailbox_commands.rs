@@ -100,7 +100,8 @@ impl State {
         }
         let has_children = self.has_children(&canonical);
         let Some(mailbox) = self.mailboxes.get_mut(canonical.as_str()) else {
-            return Err(no_such_mailbox("NONEXISTENT", name.as_str()));
+            // The IMAP store says which mailbox the server found missing.
+            return Err(StoreError::NoSuchMailbox(name.clone()));
         };
         // imapfs's DELETE keeps a mailbox that holds messages (`ImapStore::delete`).
         if !mailbox.messages.is_empty() {
@@ -481,9 +482,9 @@ mod tests {
         create_wire(&store, "p/q").unwrap();
         create_wire(&store, "p").unwrap();
         let uid = store.add_message("p", b"Subject: x\r\n\r\n", &[], UNIX_EPOCH);
-        assert!(is_refused(
+        assert!(matches!(
             store.delete_mailbox(&name("nope")),
-            "no such mailbox"
+            Err(StoreError::NoSuchMailbox(_))
         ));
         assert!(is_refused(store.delete_mailbox(&name("INBOX")), "INBOX"));
         // imapfs's DELETE keeps a mailbox that holds a message.
