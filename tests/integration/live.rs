@@ -672,7 +672,8 @@ fn a_mailbox_renamed_elsewhere_keeps_open_directories_and_files_working() {
     let script = format!(
         "import os, sys, time\n\
          os.chdir(sys.argv[1])\n\
-         while not os.path.exists({go:?}): time.sleep(0.02)\n\
+         end = time.time() + 60\n\
+         while not os.path.exists({go:?}) and time.time() < end: time.sleep(0.02)\n\
          print(sorted(os.listdir('.')))\n\
          print(len(open('1 Work one/message.eml', 'rb').read()))\n",
         go = go.to_str().unwrap()
