@@ -308,6 +308,32 @@ impl Fs {
         }
     }
 
+    /// Moves `message` into `trash` (not its mailbox) and follows it there, logging `done`.
+    /// Trash itself gone (another client deleted it) is EIO, never ENOENT, which `rm -rf`
+    /// and `rsync --delete` take for "already removed"; the tree is listed again.
+    pub(super) fn move_to_trash(
+        &self,
+        message: &MessageRef,
+        trash: &MailboxId,
+        done: &str,
+    ) -> FsResult<()> {
+        let moved = self
+            .store
+            .move_message(&message.mailbox, message.validity, message.uid, trash)
+            .map_err(|e| match e {
+                StoreError::NoSuchMailbox(m) if &m == trash => {
+                    self.metadata.invalidate_tree();
+                    FsError::Store(StoreError::Refused(format!(
+                        "the Trash mailbox {m} is gone; nothing was moved"
+                    )))
+                }
+                e => FsError::Store(e),
+            })?;
+        tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?moved, "{done}");
+        self.follow_move(message, trash, moved, None);
+        Ok(())
+    }
+
     pub(super) fn delete_message(&self, message: &MessageRef) -> FsResult<()> {
         match self.config.delete {
             DeleteMode::Off => Err(FsError::NotPermitted(
@@ -319,16 +345,7 @@ impl Fs {
                 if trash == message.mailbox {
                     return self.expunge(message);
                 }
-                let new_uid = self
-                    .store
-                    .move_message(&message.mailbox, message.validity, message.uid, &trash)
-                    .map_err(|e| {
-                        self.metadata.invalidate_tree();
-                        trash_gone(e, &trash)
-                    })?;
-                tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?new_uid, "moved message to Trash");
-                self.follow_move(message, &trash, new_uid, None);
-                Ok(())
+                self.move_to_trash(message, &trash, "moved message to Trash")
             }
         }
     }
@@ -753,15 +770,4 @@ fn mailbox_name_fits(name: &str) -> FsResult<()> {
         )));
     }
     Ok(())
-}
-
-/// A move into Trash refused because Trash itself is gone (another client deleted it):
-/// EIO, never ENOENT, which `rm -rf` and `rsync --delete` take for "already removed".
-pub(super) fn trash_gone(e: StoreError, trash: &MailboxId) -> FsError {
-    match e {
-        StoreError::NoSuchMailbox(m) if &m == trash => FsError::Store(StoreError::Refused(
-            format!("the Trash mailbox {m} is gone; nothing was moved"),
-        )),
-        e => FsError::Store(e),
-    }
 }

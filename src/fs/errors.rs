@@ -53,6 +53,11 @@ pub enum Level {
 }
 
 impl FsError {
+    /// Whether it means the server cannot be reached (rather than refusing a request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, FsError::Store(e) if e.is_unreachable())
+    }
+
     /// The errno reported to the kernel, and the level to log at. Exhaustive on purpose:
     /// a new error kind must decide its errno here.
     pub fn errno_and_level(&self) -> (i32, Level) {
@@ -94,13 +99,6 @@ impl FsError {
                 StoreError::Offline(_) => (libc::EROFS, Level::Warn),
             },
         }
-    }
-}
-
-impl FsError {
-    /// Whether it means the server cannot be reached (rather than refusing a request).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, FsError::Store(e) if e.is_unreachable())
     }
 }
 

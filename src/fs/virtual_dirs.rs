@@ -291,16 +291,11 @@ impl Fs {
                 "the message is in Trash already".into(),
             ));
         }
-        let moved = self
-            .store
-            .move_message(&message.mailbox, message.validity, message.uid, &trash)
-            .map_err(|e| {
-                self.metadata.invalidate_tree();
-                super::changes::trash_gone(e, &trash)
-            })?;
-        tracing::info!(mailbox = %message.mailbox, uid = %message.uid, ?moved, "moved message to Trash (file manager trash)");
-        self.follow_move(message, &trash, moved, None);
-        Ok(())
+        self.move_to_trash(
+            message,
+            &trash,
+            "moved message to Trash (file manager trash)",
+        )
     }
 }
 

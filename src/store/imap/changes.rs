@@ -99,7 +99,8 @@ impl ImapStore {
     /// DELETE. So the mailbox is first renamed to a name of this mount's own (a message
     /// filed meanwhile lands in it, or, sent to the old name, is refused with TRYCREATE),
     /// counted under that name, and deleted if empty; otherwise renamed back: `NotEmpty`.
-    /// A server that will not rename it (a `\Noselect` one) gets the DELETE alone.
+    /// INBOX gets the DELETE alone (refused); a mailbox the server will not rename, a
+    /// STATUS and the DELETE if it holds nothing.
     pub(super) fn delete(&self, mailbox: &MailboxId) -> StoreResult<()> {
         static ASIDE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = quote::mailbox(mailbox)?;
@@ -131,12 +132,6 @@ impl ImapStore {
                 return conn.run(Command::new("DELETE").arg(&name)).map(drop);
             }
             let set_aside = conn.run(Command::new("RENAME").arg(&name).arg(&aside_name));
-            let count = |done: &Done| {
-                done.untagged.iter().find_map(|u| match u {
-                    Untagged::MailboxStatus(st) => st.messages,
-                    _ => None,
-                })
-            };
             match set_aside {
                 Ok(_) => aside_held.set(true),
                 Err(e) if super::errors::connection_survives(&e) => {
@@ -144,9 +139,8 @@ impl ImapStore {
                     // holds nothing just before (a plain DELETE's narrower race); one that
                     // cannot be opened holds nothing.
                     tracing::debug!(%mailbox, error = %e, "not renamed before deleting it");
-                    let status = Command::new("STATUS").arg(&name).syntax("(MESSAGES)");
-                    match conn.run(status) {
-                        Ok(done) if count(&done) != Some(0) => {
+                    match messages_in(conn, &name) {
+                        Ok(count) if count != Some(0) => {
                             return Err(StoreError::NotEmpty(format!("{mailbox} holds messages")))
                         }
                         Ok(_) | Err(StoreError::Refused(_)) => {}
@@ -172,17 +166,12 @@ impl ImapStore {
                 }
                 Ok(())
             };
-            let done = match conn.run(
-                Command::new("STATUS")
-                    .arg(&aside_name)
-                    .syntax("(MESSAGES)"),
-            ) {
-                Ok(done) => done,
+            let messages = match messages_in(conn, &aside_name) {
+                Ok(count) => count,
                 // One that cannot be opened (`\Noselect`) holds no message.
                 Err(StoreError::Refused(_)) => return delete_aside(conn),
                 Err(e) => return Err(e),
             };
-            let messages = count(&done);
             if messages == Some(0) {
                 return delete_aside(conn);
             }
@@ -624,8 +613,16 @@ fn expunge_uid(conn: &mut Connection, uid: Uid) -> StoreResult<()> {
     conn.run(Command::new("UID EXPUNGE").syntax(uid)).map(drop)
 }
 
-/// Refuses to act on a UID that is no longer there (UID commands on a missing UID
-/// succeed silently, which would report a deletion or move that never happened).
+/// `STATUS <mailbox> (MESSAGES)`: how many messages the mailbox (an argument as quoted)
+/// holds, if the server says.
+fn messages_in(conn: &mut Connection, mailbox: &quote::Arg) -> StoreResult<Option<u32>> {
+    let done = conn.run(Command::new("STATUS").arg(mailbox).syntax("(MESSAGES)"))?;
+    Ok(done.untagged.iter().find_map(|u| match u {
+        Untagged::MailboxStatus(st) => st.messages,
+        _ => None,
+    }))
+}
+
 /// `e`, the server's refusal of a command on `uid`; `NoSuchMessage` instead if the message
 /// is gone (another client expunged or moved it since `ensure_exists`: Dovecot answers
 /// `NO [EXPUNGEISSUED]`), so that the caller sees ENOENT, as with any message gone.
@@ -644,6 +641,8 @@ fn refused_or_gone(
     }
 }
 
+/// Refuses to act on a UID that is no longer there (UID commands on a missing UID
+/// succeed silently, which would report a deletion or move that never happened).
 fn ensure_exists(conn: &mut Connection, mailbox: &MailboxId, uid: Uid) -> StoreResult<()> {
     let done = conn.run(Command::new("UID SEARCH").syntax(format!("UID {uid}")))?;
     let found = done.untagged.iter().any(|u| match u {
