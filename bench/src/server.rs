@@ -41,8 +41,10 @@ pub struct Corpus {
     pub large_dir: String,
     /// Its raw size.
     pub large_bytes: u64,
-    /// The exact text its `body.txt` must show.
+    /// Its text part as sent (CRLF line ends): the bytes the read of `body.txt` is held to.
     pub large_body: String,
+    /// What imapfs shows as that part's `body.txt` (its lines end with LF).
+    pub large_body_file: String,
     /// Directory name of a bulk message in the middle of the mailbox, for the slow-link read.
     pub probe_dir: String,
     /// Messages in [`WALK_MAILBOX`].
@@ -113,6 +115,7 @@ pub fn fill(
         total_bytes,
         large_dir: format!("{large_uid} {}", large.subject),
         large_bytes: large.raw.len() as u64,
+        large_body_file: large.body_file().unwrap_or_default(),
         large_body: large.body_text.unwrap_or_default(),
         probe_dir: format!("{} {}", probe_index + 1, probe.subject),
         walk_messages: walk,

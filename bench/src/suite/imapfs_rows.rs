@@ -87,7 +87,7 @@ impl Bench<'_> {
         } else {
             (
                 &self.corpus.large_dir,
-                Some(self.corpus.large_body.as_bytes()),
+                Some(self.corpus.large_body_file.as_bytes()),
             )
         };
         // The watcher starts while the mailbox is listed; what it sends then is not the
