@@ -20,7 +20,6 @@ use crate::store::{MailboxId, StoreError, StoreResult, UidValidity};
 use super::deflate::Deflate;
 use super::errors::{check, from_wire};
 use super::login;
-use super::nesting::NestingGuard;
 use super::wire::{Command, Done, Tagged, Untagged, Wire, WireError};
 
 /// The most one answer may take unless the command says otherwise: far more than any
@@ -425,11 +424,12 @@ impl Write for Link {
 }
 
 /// The byte stream the protocol layer reads: the transport, inflated once COMPRESS=DEFLATE
-/// is on, with the bytes checked by a nesting guard before anything parses them.
+/// is on. Nothing that parses it recurses (`wire::cursor` skips nested lists with a bounded
+/// counter; a BODYSTRUCTURE is checked by its own nesting guard before imap-proto sees it),
+/// so its bytes are not scanned on the way.
 pub struct ImapStream {
     link: Link,
     deflate: Option<Box<Deflate>>,
-    guard: NestingGuard,
 }
 
 impl ImapStream {
@@ -442,12 +442,10 @@ impl ImapStream {
 
 impl Read for ImapStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match &mut self.deflate {
-            Some(d) => d.read_from(&mut self.link, buf)?,
-            None => self.link.read(buf)?,
-        };
-        self.guard.feed(&buf[..n])?;
-        Ok(n)
+        match &mut self.deflate {
+            Some(d) => d.read_from(&mut self.link, buf),
+            None => self.link.read(buf),
+        }
     }
 }
 
@@ -846,7 +844,6 @@ fn open(
     let stream = ImapStream {
         link,
         deflate: None,
-        guard: NestingGuard::default(),
     };
     let mut conn = Connection {
         wire: Wire::new(stream, Arc::clone(&limits)),

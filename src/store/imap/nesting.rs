@@ -1,9 +1,10 @@
 //! A guard on the bytes a server sends: it tracks parenthesis nesting outside quoted strings
 //! and literals, and stops a response that nests deeper than any real one does.
 //!
-//! imap-proto parses nested lists (BODYSTRUCTURE, ENVELOPE) recursively, so a hostile server
-//! nesting a hundred thousand levels would overflow the stack and kill the whole mount. This
-//! guard sees the bytes before the parser does.
+//! imap-proto parses nested lists recursively, so a hostile server nesting a BODYSTRUCTURE a
+//! hundred thousand levels deep would overflow the stack and kill the whole mount. This guard
+//! sees the value's bytes before that parser does (`convert::structure`); imapfs's own reader
+//! (`wire`) never recurses.
 
 use std::io;
 
