@@ -37,17 +37,19 @@ const MESSAGE_FIELDS: [&str; 9] = [
 
 /// Whether `data` starts with an RFC 5322 header block
 /// ([RFC 5322 §2.2](https://www.rfc-editor.org/rfc/rfc5322#section-2.2)): field lines
-/// (`Name: value`, folded lines allowed) up to an empty line, at least two fields, one of
-/// them a field every message has.
+/// (`Name: value`, folded lines allowed) up to an empty line, among them a `From` (every
+/// message names its originator, [§3.6](https://www.rfc-editor.org/rfc/rfc5322#section-3.6))
+/// and another field messages have. Notes and posts that open with `Title:`, `Date:` or
+/// `To:` lines name no originator: they stay files.
 pub fn is_message(data: &[u8]) -> bool {
     const MAX_HEADER: usize = 256 * 1024;
     let head = &data[..data.len().min(MAX_HEADER)];
-    let mut fields = 0;
-    let mut known = false;
+    let mut from = false;
+    let mut others = 0;
     for (i, line) in head.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            return i > 0 && fields >= 2 && known;
+            return i > 0 && from && others > 0;
         }
         if line[0] == b' ' || line[0] == b'\t' {
             if i == 0 {
@@ -62,17 +64,37 @@ pub fn is_message(data: &[u8]) -> bool {
         if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
             return false;
         }
-        fields += 1;
         let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-        known |= MESSAGE_FIELDS.contains(&name.as_str());
+        if name == "from" {
+            from = true;
+        } else if MESSAGE_FIELDS.contains(&name.as_str()) {
+            others += 1;
+        }
     }
     false
 }
 
-/// The media type to declare for a file: from its name, else from its first bytes.
+/// Whether the file `name` may be a message, going by its name: one whose extension
+/// names another kind of document (`post.md`, `notes.txt`, `data.json`) is a file
+/// whatever its first lines look like; `.eml`, a name without an extension and one no
+/// media type is known for (a Maildir file's) are judged by their content.
+pub fn may_be_message(name: &str) -> bool {
+    match mime_guess::from_path(name).first() {
+        Some(media) => media.type_() == mime_guess::mime::MESSAGE,
+        None => true,
+    }
+}
+
+/// The media type to declare for a file: from its name, else from its first bytes. Never a
+/// composite type (`message/rfc822` for a `.eml` that is no message, `multipart/*`): the
+/// file goes base64-encoded, which RFC 2046 forbids for those, and a server takes such a
+/// part for a message of its own (Dovecot's BINARY then answers other bytes than the file's).
 pub fn media_type_for(name: &str, head: &[u8]) -> String {
     let by_name = mime_guess::from_path(name)
         .first()
+        .filter(|m| {
+            m.type_() != mime_guess::mime::MESSAGE && m.type_() != mime_guess::mime::MULTIPART
+        })
         .map(|m| m.essence_str().to_string())
         .filter(|m| m != "application/octet-stream");
     let media = by_name.unwrap_or_else(|| sniff(head).to_string());
@@ -306,7 +328,7 @@ impl MessageSource {
     ) -> io::Result<MessageSource> {
         let file = file.try_clone()?;
         let scanned = scan(&file, size)?;
-        if is_message(&scanned.head) && (!scanned.nul || binary_ok) {
+        if may_be_message(name) && is_message(&scanned.head) && (!scanned.nul || binary_ok) {
             let message_id = crate::store::imap::convert::header_field(&scanned.head, "message-id")
                 .map(|v| String::from_utf8_lossy(&v).into_owned());
             let subject = crate::store::imap::convert::subject_from_header(&scanned.head);
@@ -513,9 +535,35 @@ mod tests {
     }
 
     #[test]
+    fn only_names_that_may_be_mail_are_judged_by_content() {
+        for name in [
+            "saved.eml",
+            "1700000000.M1P2.host,S=120:2,S",
+            "draft",
+            "x.EML",
+        ] {
+            assert!(may_be_message(name), "{name}");
+        }
+        for name in ["post.md", "notes.txt", "data.json", "page.html", "a.pdf"] {
+            assert!(!may_be_message(name), "{name}");
+        }
+    }
+
+    #[test]
     fn messages_are_recognised() {
         assert!(is_message(b"From: a@b\nSubject: hi\n\nbody\n"));
-        assert!(is_message(b"Received: x\r\n\tfolded\r\nTo: y\r\n\r\n"));
+        assert!(is_message(
+            b"Received: x\r\n\tfolded\r\nfrom: y\r\nDate: z\r\n\r\n"
+        ));
+        // Header-like lines that name no originator: a blog post's metadata, a note.
+        assert!(!is_message(
+            b"Title: My first post\nDate: 2024-01-01\nCategory: notes\n\nHello\n"
+        ));
+        assert!(!is_message(b"To: Bob\nSubject: groceries\n\nmilk\n"));
+        // An mbox `From ` line first: not a header field.
+        assert!(!is_message(
+            b"From alice@example.org Mon Jan  1 10:00:00 2024\nFrom: a@b\nDate: x\n\nbody\n"
+        ));
         assert!(!is_message(b"%PDF-1.4\n1 0 obj\n"));
         assert!(!is_message(b"notes: one\nmore notes\n\n"));
         assert!(!is_message(b"X-A: 1\nX-B: 2\n\n"));
@@ -629,6 +677,10 @@ mod tests {
             "text/plain; charset=utf-8"
         );
         assert_eq!(media_type_for("scan", b"%PDF-1.7\n"), "application/pdf");
+        // A composite type is never declared for a base64-encoded file.
+        for name in ["notes.eml", "page.mht", "page.mhtml"] {
+            assert_eq!(media_type_for(name, b"\x00"), "application/octet-stream");
+        }
         assert_eq!(media_type_for("photo", b"\xff\xd8\xff\xe0"), "image/jpeg");
         assert_eq!(
             media_type_for("data", b"\x00\x01\x02"),

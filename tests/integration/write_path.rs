@@ -1431,12 +1431,25 @@ fn any_other_file_is_wrapped_as_an_attachment_that_reads_back_the_same() {
     pdf.extend_from_slice(b"\n%%EOF\n");
     // Looks like header fields, but none a message has: still a plain file.
     let notes = b"Shopping: milk, eggs\nTodo: call Bob\r\n\nThat is all.\n".to_vec();
-    let files: [(&str, &[u8]); 3] = [
+    // Fields a message has, but no originator: a blog post's metadata.
+    let post = b"Title: My first post\nDate: 2024-01-01\nCategory: notes\n\nHello.\n".to_vec();
+    // A mail's fields under a name that says another kind of document.
+    let saved = b"From: a@example.org\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n\nHi\n".to_vec();
+    // Named like mail, but none: wrapped, never declared `message/rfc822`.
+    let not_mail = b"hello\n".to_vec();
+    let files: [(&str, &[u8]); 7] = [
         ("all-bytes.bin", &all_bytes),
         ("Relevé 2024.pdf", &pdf),
         ("notes.txt", &notes),
+        ("post.md", &post),
+        ("saved.txt", &saved),
+        ("not-mail.eml", &not_mail),
+        ("page.mht", b"abc\n"),
     ];
 
+    for (name, data) in &files[3..] {
+        write_new_file(&mount.join("INBOX").join(name), data).unwrap();
+    }
     write_new_file(&mount.join("INBOX/all-bytes.bin"), &all_bytes).unwrap();
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("Relevé 2024.pdf");
@@ -1449,7 +1462,7 @@ fn any_other_file_is_wrapped_as_an_attachment_that_reads_back_the_same() {
 
     let after = snapshot(&mut client);
     let new = after.new_uids(&before, "INBOX");
-    assert_eq!(new.len(), 3, "INBOX gained {new:?}\n{}", log_tail(&mount));
+    assert_eq!(new.len(), 7, "INBOX gained {new:?}\n{}", log_tail(&mount));
     let mut expected = before.clone();
     for (name, data) in files {
         // Independently of imapfs, the server holds a message named after the file with the
@@ -1505,6 +1518,42 @@ fn any_other_file_is_wrapped_as_an_attachment_that_reads_back_the_same() {
         );
     }
     assert_server(&mut client, &expected, &["INBOX"], &mount);
+    // Another mount, whose caches never held them, reads the same bytes from the server.
+    let other = MountSpec::new(&dovecot, "alice").mount();
+    for (name, data) in files {
+        let read = fs::read(other.join("INBOX").join(name));
+        assert!(
+            read.as_deref().ok() == Some(data),
+            "{name} through another mount: {:?}\n{}",
+            read.map(|d| d.len()),
+            log_tail(&other)
+        );
+    }
+}
+
+/// A message imapfs stored from a file named `*.eml` before it stopped declaring such files
+/// `message/rfc822` (base64-encoded, which Dovecot's BINARY decodes as a message, one byte
+/// off): its file reads back exactly, decoded here from the part's bytes.
+#[test]
+fn a_file_stored_as_a_base64_message_rfc822_part_reads_back_exactly() {
+    let (dovecot, mut client) = server();
+    let raw = "Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n\
+        From: imapfs <imapfs@localhost>\r\n\
+        Subject: notes.eml\r\n\
+        X-Imapfs-File: size=6; mtime=1704103200.000000000; name=notes.eml\r\n\
+        MIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+        --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nFile stored by imapfs: notes.eml\r\n\
+        --b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\
+        Content-Disposition: attachment; filename=\"notes.eml\"\r\n\r\naGVsbG8K\r\n--b--\r\n";
+    fixture::append(&mut client, "INBOX", raw.as_bytes(), &[]).unwrap();
+    let mount = MountSpec::new(&dovecot, "alice").mount();
+    let read = fs::read(mount.join("INBOX/notes.eml"));
+    assert!(
+        read.as_deref().ok() == Some(&b"hello\n"[..]),
+        "{read:?}\n{}",
+        log_tail(&mount)
+    );
 }
 
 #[test]
