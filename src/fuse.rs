@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -220,7 +220,7 @@ impl fuser::Filesystem for FuseAdapter {
             || atime.is_some()
             || mtime.is_some();
         let mtime = mtime.map(|t| match t {
-            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::SpecificTime(t) => before_1970_mended(t),
             TimeOrNow::Now => SystemTime::now(),
         });
         match guarded(|| {
@@ -625,8 +625,37 @@ fn xattr_reply(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>, o
     }
 }
 
+/// A time before 1970 as the kernel sent it. fuser 0.18 takes the kernel's `(-S, n)` (S
+/// seconds before the epoch, then n nanoseconds forward) for S seconds and n nanoseconds
+/// before it (its `system_time_from_time`): `touch -d '1960-01-01 00:00:00.25'` arrives half
+/// a second early. Whole seconds are right either way.
+fn before_1970_mended(t: SystemTime) -> SystemTime {
+    match UNIX_EPOCH.duration_since(t) {
+        Ok(d) if d.subsec_nanos() > 0 => {
+            UNIX_EPOCH - Duration::from_secs(d.as_secs())
+                + Duration::from_nanos(d.subsec_nanos().into())
+        }
+        _ => t,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_before_1970_arrive_as_sent() {
+        use super::*;
+        // What fuser 0.18 makes of the kernel's (-315619200, 250000000).
+        let from_fuser = UNIX_EPOCH - Duration::new(315_619_200, 250_000_000);
+        assert_eq!(
+            before_1970_mended(from_fuser),
+            UNIX_EPOCH - Duration::new(315_619_199, 750_000_000)
+        );
+        let whole = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(before_1970_mended(whole), whole);
+        let later = UNIX_EPOCH + Duration::new(5, 1);
+        assert_eq!(before_1970_mended(later), later);
+    }
+
     use super::*;
 
     /// A core call that panics is EIO for its request, with the panic's words kept.

@@ -693,6 +693,24 @@ mod tests {
     }
 
     #[test]
+    fn times_before_1970_are_kept() {
+        // `touch -d 1960-01-01 12:00:00.5`: stored, then shown, as that time, not as 1970.
+        let mtime = UNIX_EPOCH - Duration::new(315_575_999, 500_000_000);
+        let origin = FileOrigin {
+            name: "old.txt".into(),
+            size: 3,
+            mtime,
+        };
+        let value = origin_value(&origin);
+        assert!(value.contains("mtime=-315575999.500000000"), "{value}");
+        assert_eq!(parse_origin(value.as_bytes()), Some(origin));
+        assert_eq!(
+            parse_origin(b"size=1; mtime=-0.000000000; name=a").map(|o| o.mtime),
+            Some(UNIX_EPOCH)
+        );
+    }
+
+    #[test]
     fn origins_that_are_not_ours_are_ignored() {
         assert_eq!(parse_origin(b"garbage"), None);
         assert_eq!(parse_origin(b"size=x; mtime=1.000000000; name=\"a\""), None);
@@ -710,6 +728,8 @@ mod tests {
             // Fewer digits than imapfs writes: read as nanoseconds, `.5` was 5 ns.
             "1700000000.5",
             "+1.000000000",
+            "--1.000000000",
+            "-18446744073709551615.999999999",
         ] {
             let header = format!("size=1; mtime={mtime}; name=a");
             assert_eq!(parse_origin(header.as_bytes()), None, "{mtime}");

@@ -38,13 +38,23 @@ pub fn note_path(spool: &Path) -> PathBuf {
 
 /// A time as `seconds.nanoseconds` since the epoch, as notes and `X-Imapfs-File` keep it.
 pub(super) fn secs_nanos(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        // Before 1970 (`touch -d 1960-01-01`, a restored archive): the distance before it.
+        Err(e) => {
+            let d = e.duration();
+            format!("-{}.{:09}", d.as_secs(), d.subsec_nanos())
+        }
+    }
 }
 
 /// Reads `secs_nanos`'s form; `None` for anything else, also from a hostile message or a
 /// corrupt note: nanoseconds of a second or more, or a time past what `SystemTime` holds.
 pub(super) fn parse_secs_nanos(v: &str) -> Option<SystemTime> {
+    let (before, v) = match v.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
     let (s, n) = v.split_once('.')?;
     // Nine digits after the point, as written: `1700000000.5` is not 5 nanoseconds.
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
@@ -52,9 +62,12 @@ pub(super) fn parse_secs_nanos(v: &str) -> Option<SystemTime> {
         return None;
     }
     let nanos: u32 = n.parse().ok()?;
-    UNIX_EPOCH
-        .checked_add(Duration::from_secs(s.parse().ok()?))?
-        .checked_add(Duration::from_nanos(nanos.into()))
+    let d = Duration::from_secs(s.parse().ok()?).checked_add(Duration::from_nanos(nanos.into()))?;
+    if before {
+        UNIX_EPOCH.checked_sub(d)
+    } else {
+        UNIX_EPOCH.checked_add(d)
+    }
 }
 
 impl Sending {

@@ -388,6 +388,35 @@ fn rsync_into_a_mailbox_stores_each_file_once_and_a_second_run_nothing() {
     assert_eq!(after, uids, "the second rsync stored or removed messages");
 }
 
+/// `cp -p` of a file dated before 1970 (an old archive's): another mount shows its date, so
+/// `rsync -a` finds it unchanged rather than sending it again at every run.
+#[test]
+fn a_file_dated_before_1970_keeps_its_date() {
+    use std::os::unix::fs::MetadataExt as _;
+    let (dovecot, mount, _client) = archive_mount();
+    let source = tempfile::tempdir().unwrap();
+    let old = source.path().join("old.txt");
+    fs::write(&old, b"from the sixties\n").unwrap();
+    run_clean(
+        &format!(
+            "touch -d '1960-01-01 00:00:00.25 UTC' {0} && cp -p {0} {1}/",
+            q(&old),
+            q(&mount.join("Archive"))
+        ),
+        &mount,
+    );
+    let other = MountSpec::new(&dovecot, "alice").mount();
+    for m in [&mount, &other] {
+        let meta = fs::metadata(m.join("Archive/old.txt")).unwrap();
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec()),
+            (-315_619_200, 250_000_000),
+            "{}",
+            m.path.display()
+        );
+    }
+}
+
 #[test]
 fn a_vim_save_stores_one_message() {
     let (_dovecot, mount, mut client) = archive_mount();
