@@ -57,6 +57,7 @@ impl Fs {
         match event {
             StoreEvent::Mailbox(reported) => {
                 let change = self.metadata.apply_change(&reported);
+                self.drop_stored_files_gone(&reported.mailbox, &change.removed);
                 if change.validity_changed {
                     if let Some(validity) = reported.validity {
                         self.content.retain_validity(&reported.mailbox, validity);

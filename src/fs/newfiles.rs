@@ -272,6 +272,22 @@ impl NewFiles {
             .remove(&(dir_path.to_string(), name.to_string()))
     }
 
+    /// Stored files of `dir_path` closed everywhere here whose message is among `gone`,
+    /// taken out.
+    fn take_stored_among(&self, dir_path: &str, gone: &[MessageRef]) -> Vec<Arc<NewFile>> {
+        let mut files = self.files.lock();
+        let keys: Vec<(String, String)> = files
+            .iter()
+            .filter(|((dir, _), f)| {
+                dir == dir_path
+                    && f.opens.load(Ordering::Relaxed) == 0
+                    && matches!(f.stored(), Some(Some(m)) if gone.contains(&m))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.iter().filter_map(|key| files.remove(key)).collect()
+    }
+
     /// Names of the new files of a mailbox directory. Stored files stay visible until the
     /// directory is listed again; a listing (`listing` true) drops them, as the message
     /// (and, for a file-born message, its file) shows now.
@@ -402,6 +418,34 @@ fn spool_error(what: &str, e: &std::io::Error) -> (bool, String) {
 }
 
 impl Fs {
+    /// Messages of `mailbox` are gone on the server (another client stored a new version of
+    /// a file, an APPEND then an EXPUNGE of the old one; or moved or removed it): a file
+    /// this mount stored as one of them, closed here, stops standing for its name, which
+    /// shows what the mailbox holds now rather than this mount's last version (the next
+    /// `>>` here would build on that and drop the other client's change). A file open here
+    /// stays what it was.
+    pub(super) fn drop_stored_files_gone(
+        &self,
+        mailbox: &MailboxId,
+        removed: &[(String, MessageRef)],
+    ) {
+        if removed.is_empty() {
+            return;
+        }
+        let Some(dir_path) = self
+            .metadata
+            .tree(None)
+            .and_then(|t| t.path_of(mailbox).map(str::to_string))
+        else {
+            return;
+        };
+        let gone: Vec<MessageRef> = removed.iter().map(|(_, m)| m.clone()).collect();
+        for file in self.new_files.take_stored_among(&dir_path, &gone) {
+            tracing::debug!(mailbox = %mailbox, name = %file.name(), "a file stored here was replaced or removed elsewhere");
+            self.drop_spool(&file);
+        }
+    }
+
     /// The spool directory, created private (0700) if it is missing.
     fn spool_dir(&self) -> FsResult<&PathBuf> {
         let dir = &self.config.spool_dir;

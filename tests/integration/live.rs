@@ -727,3 +727,62 @@ fn a_mailbox_renamed_elsewhere_keeps_open_directories_and_files_working() {
         mount.log()
     );
 }
+
+/// A file this mount stored and then opened to write (`touch`, `>>`) stays what the server
+/// holds: another mount's new version of it shows here, and the next append here builds on
+/// that version, losing nothing (a bug hunt found this mount's last version kept until the
+/// mailbox was listed again, and the other change dropped by the next edit).
+#[test]
+fn another_mounts_new_version_of_a_file_written_here_shows_and_is_built_on() {
+    let dovecot = server_without(&[]);
+    let here = MountSpec::new(&dovecot, "alice").mount();
+    let there = MountSpec::new(&dovecot, "alice").mount();
+    let path = |m: &Mount, name: &str| m.join("Work").join(name);
+    for name in ["touched.txt", "appended.txt"] {
+        std::fs::write(path(&here, name), b"a\n").unwrap();
+    }
+    for m in [&here, &there] {
+        shows(m, "the files, followed", || {
+            ls(m, "Work").contains(&"appended.txt".to_string()) && ls_cost(m, "Work") == 0
+        });
+    }
+    // Opened to write here, closed unwritten; and appended to here.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path(&here, "touched.txt"))
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path(&here, "appended.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"A\n").unwrap();
+    drop(f);
+    for (name, now) in [("touched.txt", "a\n"), ("appended.txt", "a\nA\n")] {
+        shows(&there, "this mount's version there", || {
+            std::fs::read(path(&there, name)).ok().as_deref() == Some(now.as_bytes())
+        });
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path(&there, name))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"B\n").unwrap();
+    }
+    for (name, now) in [("touched.txt", "a\nB\n"), ("appended.txt", "a\nA\nB\n")] {
+        shows(&here, &format!("the other mount's {name} here"), || {
+            std::fs::read(path(&here, name)).ok().as_deref() == Some(now.as_bytes())
+        });
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path(&here, "touched.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"C\n").unwrap();
+    drop(f);
+    shows(&there, "the edit built on both", || {
+        std::fs::read(path(&there, "touched.txt")).ok().as_deref() == Some(&b"a\nB\nC\n"[..])
+    });
+    assert_eq!(
+        ls(&here, "Work"),
+        ["1 Work one", "appended.txt", "touched.txt"]
+    );
+}
