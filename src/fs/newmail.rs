@@ -35,54 +35,59 @@ const MESSAGE_FIELDS: [&str; 9] = [
     "delivered-to",
 ];
 
-/// Whether `data` starts with an RFC 5322 header block
+/// The fields of the RFC 5322 header block `data` starts with
 /// ([RFC 5322 §2.2](https://www.rfc-editor.org/rfc/rfc5322#section-2.2)): field lines
-/// (`Name: value`, folded lines allowed) up to an empty line, among them a `From` (every
-/// message names its originator, [§3.6](https://www.rfc-editor.org/rfc/rfc5322#section-3.6))
-/// and another field messages have. Notes and posts that open with `Title:`, `Date:` or
-/// `To:` lines name no originator: they stay files.
-pub fn is_message(data: &[u8]) -> bool {
+/// (`Name: value`, folded lines allowed) up to an empty line; their names, lowercased.
+/// `None` if `data` does not start so.
+fn header_fields(data: &[u8]) -> Option<Vec<String>> {
     const MAX_HEADER: usize = 256 * 1024;
     let head = &data[..data.len().min(MAX_HEADER)];
-    let mut from = false;
-    let mut others = 0;
+    let mut names = Vec::new();
     for (i, line) in head.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            return i > 0 && from && others > 0;
+            return (i > 0).then_some(names);
         }
         if line[0] == b' ' || line[0] == b'\t' {
             if i == 0 {
-                return false;
+                return None;
             }
             continue;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return false;
-        };
+        let colon = line.iter().position(|&b| b == b':')?;
         let name = &line[..colon];
         if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
-            return false;
+            return None;
         }
-        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-        if name == "from" {
-            from = true;
-        } else if MESSAGE_FIELDS.contains(&name.as_str()) {
-            others += 1;
-        }
+        names.push(String::from_utf8_lossy(name).to_ascii_lowercase());
     }
-    false
+    None
 }
 
-/// Whether the file `name` may be a message, going by its name: one whose extension
-/// names another kind of document (`post.md`, `notes.txt`, `data.json`) is a file
-/// whatever its first lines look like; `.eml`, a name without an extension and one no
-/// media type is known for (a Maildir file's) are judged by their content.
-pub fn may_be_message(name: &str) -> bool {
-    match mime_guess::from_path(name).first() {
-        Some(media) => media.type_() == mime_guess::mime::MESSAGE,
-        None => true,
-    }
+/// Whether the file `name` holding `data` is a mail message, to be stored as it is.
+/// - Named as mail (`.eml`): a header block of at least two fields, one of them a field
+///   messages have.
+/// - Named so that no media type is known (no extension, a Maildir file's name): the
+///   same, and one of them `From` (every message names its originator,
+///   [§3.6](https://www.rfc-editor.org/rfc/rfc5322#section-3.6)): notes that open with
+///   `To:` or `Date:` lines name none.
+/// - Named as another kind of document (`post.md` with `Title:`/`Date:` lines,
+///   `notes.txt`, `data.json`): never; it stays a file.
+pub fn is_message(name: &str, data: &[u8]) -> bool {
+    let named_as_mail = match mime_guess::from_path(name).first() {
+        Some(media) if media.type_() == mime_guess::mime::MESSAGE => true,
+        Some(_) => return false,
+        None => false,
+    };
+    let Some(fields) = header_fields(data) else {
+        return false;
+    };
+    let known = fields
+        .iter()
+        .filter(|f| MESSAGE_FIELDS.contains(&f.as_str()))
+        .count();
+    let from = fields.iter().any(|f| f == "from");
+    fields.len() >= 2 && known > 0 && (named_as_mail || (from && known > 1))
 }
 
 /// The media type to declare for a file: from its name, else from its first bytes. Never a
@@ -328,7 +333,7 @@ impl MessageSource {
     ) -> io::Result<MessageSource> {
         let file = file.try_clone()?;
         let scanned = scan(&file, size)?;
-        if may_be_message(name) && is_message(&scanned.head) && (!scanned.nul || binary_ok) {
+        if is_message(name, &scanned.head) && (!scanned.nul || binary_ok) {
             let message_id = crate::store::imap::convert::header_field(&scanned.head, "message-id")
                 .map(|v| String::from_utf8_lossy(&v).into_owned());
             let subject = crate::store::imap::convert::subject_from_header(&scanned.head);
@@ -535,40 +540,42 @@ mod tests {
     }
 
     #[test]
-    fn only_names_that_may_be_mail_are_judged_by_content() {
+    fn messages_are_recognised_by_name_and_content() {
+        let mail = b"From: a@b\nSubject: hi\n\nbody\n";
+        let folded = b"Received: x\r\n\tfolded\r\nfrom: y\r\nDate: z\r\n\r\n";
         for name in [
             "saved.eml",
             "1700000000.M1P2.host,S=120:2,S",
             "draft",
             "x.EML",
         ] {
-            assert!(may_be_message(name), "{name}");
+            assert!(is_message(name, mail), "{name}");
+            assert!(is_message(name, folded), "{name}");
         }
+        // Named as another kind of document: a file, whatever it holds.
         for name in ["post.md", "notes.txt", "data.json", "page.html", "a.pdf"] {
-            assert!(!may_be_message(name), "{name}");
+            assert!(!is_message(name, mail), "{name}");
         }
-    }
-
-    #[test]
-    fn messages_are_recognised() {
-        assert!(is_message(b"From: a@b\nSubject: hi\n\nbody\n"));
-        assert!(is_message(
-            b"Received: x\r\n\tfolded\r\nfrom: y\r\nDate: z\r\n\r\n"
-        ));
+        // No originator: mail only where the name says so (an export without From).
+        let exported = b"Message-ID: <1@x>\r\nSubject: exported\r\nDate: z\r\n\r\nhi\r\n";
+        assert!(is_message("1.eml", exported));
+        assert!(!is_message("1", exported));
         // Header-like lines that name no originator: a blog post's metadata, a note.
+        let post = b"Title: My first post\nDate: 2024-01-01\nCategory: notes\n\nHello\n";
+        assert!(!is_message("post", post));
+        assert!(!is_message("post.md", post));
         assert!(!is_message(
-            b"Title: My first post\nDate: 2024-01-01\nCategory: notes\n\nHello\n"
+            "note",
+            b"To: Bob\nSubject: groceries\n\nmilk\n"
         ));
-        assert!(!is_message(b"To: Bob\nSubject: groceries\n\nmilk\n"));
         // An mbox `From ` line first: not a header field.
-        assert!(!is_message(
-            b"From alice@example.org Mon Jan  1 10:00:00 2024\nFrom: a@b\nDate: x\n\nbody\n"
-        ));
-        assert!(!is_message(b"%PDF-1.4\n1 0 obj\n"));
-        assert!(!is_message(b"notes: one\nmore notes\n\n"));
-        assert!(!is_message(b"X-A: 1\nX-B: 2\n\n"));
-        assert!(!is_message(b"From: a@b\nSubject: no blank line"));
-        assert!(!is_message(b""));
+        let mbox = b"From alice@example.org Mon Jan  1 10:00:00 2024\nFrom: a@b\nDate: x\n\nbody\n";
+        assert!(!is_message("saved.eml", mbox));
+        assert!(!is_message("x.eml", b"%PDF-1.4\n1 0 obj\n"));
+        assert!(!is_message("x.eml", b"notes: one\nmore notes\n\n"));
+        assert!(!is_message("x.eml", b"X-A: 1\nX-B: 2\n\n"));
+        assert!(!is_message("x.eml", b"From: a@b\nSubject: no blank line"));
+        assert!(!is_message("x.eml", b""));
     }
 
     #[test]
@@ -629,7 +636,7 @@ mod tests {
                 MessageSource::for_file(&file_with(&data), size as u64, "résumé.pdf", mtime, true)
                     .unwrap();
             let msg = streamed(source);
-            assert!(is_message(&msg));
+            assert!(is_message("x.eml", &msg));
             let text = String::from_utf8(msg).unwrap();
             assert!(text.contains("filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"));
             assert!(text.contains("Subject: =?UTF-8?B?"));
