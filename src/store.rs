@@ -368,6 +368,11 @@ pub enum StoreError {
     Protocol(String),
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The server was reached, and its TLS was refused (a certificate this machine does not
+    /// trust, another name, a port that speaks plain IMAP): not "unreachable", so no mount
+    /// starts offline on it, nor waits for it to pass.
+    #[error("connection failed: {0}")]
+    Untrusted(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("invalid argument: {0}")]

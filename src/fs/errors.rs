@@ -87,6 +87,7 @@ impl FsError {
                 StoreError::Refused(_) => (libc::EIO, Level::Warn),
                 StoreError::Protocol(_) => (libc::EIO, Level::Warn),
                 StoreError::Connection(_) => (libc::EIO, Level::Warn),
+                StoreError::Untrusted(_) => (libc::EIO, Level::Warn),
                 StoreError::Timeout(_) => (libc::ETIMEDOUT, Level::Warn),
                 StoreError::Invalid(_) => (libc::EINVAL, Level::Warn),
                 StoreError::Unsupported(_) => (libc::EPERM, Level::Warn),

@@ -100,6 +100,37 @@ fn untrusted_certificate_is_refused() {
     );
 }
 
+/// A disk cache lets a mount start offline when the server cannot be reached; a server that
+/// is reached and whose certificate is refused is not that: the mount fails as without a
+/// cache (a bug hunt found it mounted offline, exit 0, its changes queued for good).
+#[test]
+fn untrusted_certificate_is_refused_also_with_a_disk_cache() {
+    let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = format!("--cache-dir={}", cache.path().display());
+    {
+        let mount = MountSpec::new(&dovecot, "alice")
+            .args(&[&cache_arg])
+            .mount();
+        assert_eq!(std::fs::read_dir(mount.join("INBOX")).unwrap().count(), 0);
+    }
+    let index = cache.path().join("index.redb");
+    assert!(
+        std::fs::metadata(&index).is_ok_and(|m| m.len() > 0),
+        "no disk cache to start offline from: {}",
+        index.display()
+    );
+    let dir = mountpoint();
+    let source = dovecot.source("alice");
+    let out = run_imapfs(
+        &["-f", &cache_arg, &source, dir.path().to_str().unwrap()],
+        Some("alice-pass"),
+    );
+    assert_failed_without_mount(&out, dir.path());
+    let line = error_line(&out);
+    assert!(line.contains("certificate verify failed"), "{line}");
+}
+
 #[test]
 fn missing_mountpoint_is_refused_before_connecting() {
     let out = run_imapfs(

@@ -756,13 +756,13 @@ fn handshake(
     connector.connect(&config.host, tcp).map_err(|e| match e {
         native_tls::HandshakeError::Failure(e) => match port_speaks(&head.lock()) {
             // A plain port greets at once, and that greeting is the handshake's answer.
-            Some("plain IMAP") if !after_starttls => StoreError::Connection(format!(
+            Some("plain IMAP") if !after_starttls => StoreError::Untrusted(format!(
                 "{}:{} speaks plain IMAP, not TLS: it answered the TLS handshake with an \
                  IMAP greeting. Use imap://USER@{}:{} (STARTTLS) for this port, or the \
                  server's TLS port (usually 993) with imaps://",
                 config.host, config.port, config.host, config.port
             )),
-            _ => StoreError::Connection(format!(
+            _ => StoreError::Untrusted(format!(
                 "TLS handshake with {} failed: {e}{}",
                 config.host,
                 certificate_hint(&e.to_string(), &config.host, config.ca_file.as_deref())

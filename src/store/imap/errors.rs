@@ -109,6 +109,7 @@ pub fn connection_survives(e: &StoreError) -> bool {
         | StoreError::Offline(_) => true,
         StoreError::Protocol(_)
         | StoreError::Connection(_)
+        | StoreError::Untrusted(_)
         | StoreError::Timeout(_)
         | StoreError::Interrupted => false,
     }

@@ -425,7 +425,9 @@ fn never_dropped(step: Step) -> Step {
 /// What an error of a replayed change means for it.
 fn classify(e: StoreError) -> Step {
     match e {
+        // A certificate refused waits too: the change is kept until the server is trusted.
         StoreError::Connection(_)
+        | StoreError::Untrusted(_)
         | StoreError::Timeout(_)
         | StoreError::Interrupted
         | StoreError::Offline(_) => Step::Unreachable(e),
