@@ -36,8 +36,10 @@ pub fn prefetch(opts: &Options, mailboxes: &[String], depth: Depth) -> Result<()
                 .into(),
         ));
     };
-    let (dir, disk) = super::open_disk_cache(opts, &path).map_err(RunError::Daemon)?;
+    // The password first, while this is the only thread: the disk cache starts a writer
+    // thread, after which `IMAPFS_PASSWORD` can no longer be erased from /proc/PID/environ.
     let imap = unconnected_store(opts)?;
+    let (dir, disk) = super::open_disk_cache(opts, &path).map_err(RunError::Daemon)?;
     imap.log_in().map_err(|e| login_error(opts, e))?;
     let store = Arc::new(CachedStore::new(
         Arc::new(imap),
