@@ -89,30 +89,71 @@ fn tail_of(spec: &FileSpec) -> PartItem {
     }
 }
 
-/// What to ask first for `spec` to know its size: with BINARY, `BINARY.SIZE` (the same
-/// item for every message of a batch, so one command serves them all); without, the end
-/// of a base64 part.
-fn wanted(spec: &FileSpec, binary: bool) -> Option<PartItem> {
-    if spec.exact_size {
-        return None;
-    }
-    match &spec.content {
-        Content::Decoded(_) if binary => Some(PartItem::DecodedSize(spec.section.clone())),
-        Content::Decoded(TransferEncoding::Base64) if spec.stored_size > 0 => Some(tail_of(spec)),
-        Content::Raw | Content::Decoded(_) | Content::Text { .. } => None,
+/// How much of the end of a base64 part shows its padding (`==`, `=` or none) whatever
+/// line break ends it.
+const PADDING_TAIL: u64 = 8;
+
+/// The request for the last bytes of base64 part `spec`, which show its padding.
+fn padding_of(spec: &FileSpec) -> PartItem {
+    let len = spec.stored_size.min(PADDING_TAIL);
+    PartItem::Bytes {
+        section: spec.section.clone(),
+        transfer: Transfer::Encoded,
+        range: Some(ByteRange {
+            offset: spec.stored_size - len,
+            len,
+        }),
     }
 }
 
-/// The layout of a base64 part stored in `octets` bytes that decodes to `decoded` bytes,
-/// if its lines are 76 characters wide (what nearly every mailer writes, RFC 2045 §6.8),
-/// each ended by CRLF, the last one's CRLF counted or not. `None` when `decoded` does not
-/// fit: a `BINARY.SIZE` that fits is taken as exact; one that does not is checked against
-/// the part's last bytes.
-fn lines_of_76(octets: u64, decoded: u64) -> Option<mime::Base64Lines> {
+/// How many `=` end the base64 text `tail` ends (line breaks and spaces after them
+/// aside); `None` if it does not end in base64.
+fn padding(tail: &[u8]) -> Option<u64> {
+    let end = tail.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+    let body = &tail[..end];
+    let last = *body.last()?;
+    if !(last.is_ascii_alphanumeric() || last == b'+' || last == b'/' || last == b'=') {
+        return None;
+    }
+    Some(
+        body.iter()
+            .rev()
+            .take(2)
+            .take_while(|&&b| b == b'=')
+            .count() as u64,
+    )
+}
+
+/// What to ask first for `spec` to know its size: with BINARY, `BINARY.SIZE` (the same
+/// item for every message of a batch, so one command serves them all), and of a base64
+/// part also its last bytes (`padding_of`); without BINARY, the end of a base64 part.
+fn wanted(spec: &FileSpec, binary: bool) -> Vec<PartItem> {
+    if spec.exact_size {
+        return Vec::new();
+    }
+    match &spec.content {
+        Content::Decoded(TransferEncoding::Base64) if binary && spec.stored_size > 0 => vec![
+            PartItem::DecodedSize(spec.section.clone()),
+            padding_of(spec),
+        ],
+        Content::Decoded(_) if binary => vec![PartItem::DecodedSize(spec.section.clone())],
+        Content::Decoded(TransferEncoding::Base64) if spec.stored_size > 0 => vec![tail_of(spec)],
+        Content::Raw | Content::Decoded(_) | Content::Text { .. } => Vec::new(),
+    }
+}
+
+/// The layout of a base64 part stored in `octets` bytes that decodes to `decoded` bytes
+/// and ends with `pad` `=`, if its lines are 76 characters wide (what nearly every mailer
+/// writes, RFC 2045 §6.8), each ended by CRLF, the last one's CRLF counted or not. `None`
+/// when `decoded` does not fit: a `BINARY.SIZE` that fits is taken as exact; one that does
+/// not is checked against the part's last bytes. The padding counts: lines alone cannot
+/// tell n from n - 1 where n is a multiple of 3, and Dovecot 2.3.19 answers n - 1 for a
+/// part of n ≢ 1 (mod 3) bytes followed by another.
+fn lines_of_76(octets: u64, decoded: u64, pad: u64) -> Option<mime::Base64Lines> {
     const WIDTH: u64 = 76;
     // Base64 is longer than what it encodes; a larger `decoded` (Dovecot 2.3 has answered
     // sizes below zero) cannot fit, and must not overflow below.
-    if decoded >= octets {
+    if decoded >= octets || (3 - decoded % 3) % 3 != pad {
         return None;
     }
     let chars = decoded.div_ceil(3) * 4;
@@ -314,7 +355,8 @@ impl Fs {
         let mut doubtful: HashMap<(Uid, Section), u64> = HashMap::new();
         for (uid, entries) in layouts.iter_mut() {
             for spec in specs_mut(entries) {
-                let Some(item) = wanted(spec, binary) else {
+                let mut items = wanted(spec, binary).into_iter();
+                let Some(item) = items.next() else {
                     continue;
                 };
                 let (lines, told) = match by_item.remove(&(*uid, item)) {
@@ -324,10 +366,16 @@ impl Fs {
                     }
                     None => continue,
                 };
+                let pad = items
+                    .next()
+                    .and_then(|item| match by_item.remove(&(*uid, item)) {
+                        Some(PartValue::Bytes(tail)) => padding(&tail),
+                        _ => None,
+                    });
                 let base64 = spec.content == Content::Decoded(TransferEncoding::Base64);
                 let lines = match (lines, told) {
                     (None, Some(told)) if base64 && spec.stored_size > 0 => {
-                        match lines_of_76(spec.stored_size, told) {
+                        match pad.and_then(|pad| lines_of_76(spec.stored_size, told, pad)) {
                             Some(lines) => Some(lines),
                             None => {
                                 doubtful.insert((*uid, spec.section.clone()), told);
@@ -684,7 +732,9 @@ mod tests {
     /// 100,000 bytes in lines of 76 are 1,755 lines, 133,336 characters and 1,754 CRLFs.
     #[test]
     fn a_binary_size_that_fits_lines_of_76_is_taken_without_a_request() {
-        let fits = |octets, decoded| lines_of_76(octets, decoded).map(|l| l.decoded_len);
+        let pad = |decoded: u64| (3 - decoded % 3) % 3;
+        let fits =
+            |octets, decoded| lines_of_76(octets, decoded, pad(decoded)).map(|l| l.decoded_len);
         assert_eq!(fits(136_844, 100_000), Some(100_000));
         assert_eq!(fits(136_846, 100_000), Some(100_000), "a last CRLF counted");
         assert_eq!(fits(136_844, 99_962), None, "what Dovecot 2.3 answered");
@@ -697,6 +747,16 @@ mod tests {
             None,
             "a size below zero, without overflow"
         );
+        // 512 bytes are 684 characters ending in `=`, 9 full lines: as many as 511 bytes
+        // (ending in `==`) or 510 (no `=`) make. Dovecot 2.3.19 answered 511 for a
+        // 512-byte part followed by another; the padding tells them apart.
+        assert_eq!(lines_of_76(700, 512, 1).map(|l| l.decoded_len), Some(512));
+        assert_eq!(lines_of_76(700, 511, 1), None, "511 bytes end in ==");
+        assert_eq!(lines_of_76(700, 510, 1), None, "510 bytes end in no =");
+        assert_eq!(padding(b"QUJD\r\n"), Some(0));
+        assert_eq!(padding(b"QUI=\r\n"), Some(1));
+        assert_eq!(padding(b"\nQQ=="), Some(2));
+        assert_eq!(padding(b"x-->\r\n"), None, "not base64 at its end");
     }
 
     /// A server that decodes a part of `size` bytes: what `find_end` sends it, and how many

@@ -548,6 +548,23 @@ pub(super) fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
         );
     }
     large.extend_from_slice(b"\r\n--b--\r\n");
+
+    // Two base64 attachments in lines of 76 (as nearly every mailer writes them): Dovecot
+    // 2.3.19 answers 511 as the first's BINARY.SIZE, which fits its lines as well as 512.
+    let padded: Vec<u8> = (0..512u32).map(|i| (i * 31 % 256) as u8).collect();
+    let mut padding = head("Padding");
+    part(&mut padding, "Content-Type: text/plain", b"Two more files.");
+    for (name, bytes) in [("a.bin", &padded[..]), ("b.bin", &b"end"[..])] {
+        part(
+            &mut padding,
+            &format!(
+                "Content-Type: application/octet-stream; name=\"{name}\"\r\n\
+                 Content-Transfer-Encoding: base64"
+            ),
+            &base64_lines(bytes, &[76]),
+        );
+    }
+    padding.extend_from_slice(b"\r\n--b--\r\n");
     vec![
         (
             "Estimates",
@@ -587,6 +604,15 @@ pub(super) fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
             ],
             large,
         ),
+        (
+            "Padding",
+            vec![
+                ("body.txt", b"Two more files.".to_vec()),
+                ("a.bin", padded),
+                ("b.bin", b"end".to_vec()),
+            ],
+            padding,
+        ),
     ]
 }
 
@@ -624,6 +650,12 @@ fn files_of_estimated_or_misstated_size_read_back_exactly() {
                 fs::metadata(two.join("first.bin")).unwrap().len(),
                 100_000,
                 "{how}: the size of first.bin before it is read"
+            );
+            let padding = mount.message_dir("INBOX", "Padding");
+            assert_eq!(
+                fs::metadata(padding.join("a.bin")).unwrap().len(),
+                512,
+                "{how}: the size of a.bin before it is read"
             );
             // A small quoted-printable part is fetched when stat'ed, as a text body is.
             let below = mount.message_dir("INBOX", "Below zero");
