@@ -2,13 +2,18 @@
 //! cache's copy while offline, or the memory store's (which emulates Dovecot 2.3's search
 //! without full-text indexes, `mail-search.c`). Header fields match as case-insensitive
 //! substrings of their unfolded values, `TEXT` the header and the body, `BODY` the body,
-//! dates by the UTC day of the internal date, sizes by RFC822.SIZE. Dovecot also decodes
-//! MIME words and transfer encodings before matching; this does not.
+//! dates by the UTC day of the internal date, sizes by RFC822.SIZE. As Dovecot does, header
+//! values match with their MIME words decoded (RFC 2047), and the body part by part, its
+//! transfer encoding decoded and a text part's charset made UTF-8: `subject:Käse` finds
+//! `=?ISO-8859-1?Q?K=E4se?=`, `body:café` a quoted-printable Latin-1 body, and base64 text
+//! is never matched as such.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Address, SearchKey};
-use crate::store::Uid;
+use crate::mime::dovecot::ParsedMessage;
+use crate::mime::{decode_transfer, text_to_utf8};
+use crate::store::{BodyPart, Section, Uid};
 
 /// One message to match.
 pub struct Candidate<'m> {
@@ -29,11 +34,31 @@ pub struct Candidate<'m> {
 pub struct Unsupported(pub String);
 
 impl Candidate<'_> {
-    fn body(&self) -> &[u8] {
-        match self.raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(end) => &self.raw[end + 4..],
-            None => &[],
+    /// The body as text: each part's content decoded (transfer encoding, and a text
+    /// part's charset), one after another; the header of a message inside too.
+    fn body(&self) -> String {
+        if self.raw.is_empty() {
+            return String::new();
         }
+        let parsed = ParsedMessage::parse(self.raw);
+        let mut out = String::new();
+        let root = parsed.body_structure();
+        let mut path = match root {
+            BodyPart::Multipart { .. } => Vec::new(),
+            _ => vec![1],
+        };
+        decoded_parts(self.raw, &parsed, &root, &mut path, &mut out);
+        out
+    }
+
+    /// The header, its MIME words decoded.
+    fn header(&self) -> String {
+        let end = self
+            .raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.raw.len(), |end| end + 2);
+        crate::mime::decode_header(&self.raw[..end])
     }
 
     fn field_contains(&self, name: &str, text: &str) -> bool {
@@ -41,7 +66,9 @@ impl Candidate<'_> {
         if text.is_empty() {
             return !values.is_empty();
         }
-        values.iter().any(|v| contains(v, text))
+        values
+            .iter()
+            .any(|v| contains(crate::mime::decode_header(v).as_bytes(), text))
     }
 
     fn day(&self) -> i64 {
@@ -68,9 +95,11 @@ impl Candidate<'_> {
             // The subject is asked for too: where only the listing is known (`raw` empty),
             // it is the part of the text there is.
             SearchKey::Text(text) => {
-                contains(self.raw, text) || self.field_contains("subject", text)
+                self.field_contains("subject", text)
+                    || contains(self.header().as_bytes(), text)
+                    || contains(self.body().as_bytes(), text)
             }
-            SearchKey::Body(text) => contains(self.body(), text),
+            SearchKey::Body(text) => contains(self.body().as_bytes(), text),
             SearchKey::Subject(text) => self.field_contains("subject", text),
             SearchKey::Address(which, text) => {
                 let name = match which {
@@ -101,6 +130,63 @@ impl Candidate<'_> {
                 return Err(Unsupported("Gmail's search needs the server".into()))
             }
         })
+    }
+}
+
+/// The content of every part of `part` (at `path`, its section) of the message `raw`,
+/// decoded, each followed by a line break; of a message inside, its header too.
+fn decoded_parts(
+    raw: &[u8],
+    parsed: &ParsedMessage,
+    part: &BodyPart,
+    path: &mut Vec<u32>,
+    out: &mut String,
+) {
+    match part {
+        BodyPart::Multipart { children, .. } => {
+            for (i, child) in children.iter().enumerate() {
+                path.push(i as u32 + 1);
+                decoded_parts(raw, parsed, child, path, out);
+                path.pop();
+            }
+        }
+        BodyPart::Message { body, .. } => {
+            if let Some((range, _)) = parsed.section(&Section(path.clone())) {
+                let inner = &raw[range];
+                let end = inner
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(inner.len(), |end| end + 2);
+                out.push_str(&crate::mime::decode_header(&inner[..end]));
+                out.push('\n');
+            }
+            let single = !matches!(**body, BodyPart::Multipart { .. });
+            if single {
+                path.push(1);
+            }
+            decoded_parts(raw, parsed, body, path, out);
+            if single {
+                path.pop();
+            }
+        }
+        BodyPart::Leaf { header, .. } => {
+            let Some((range, encoding)) = parsed.section(&Section(path.clone())) else {
+                return;
+            };
+            let bytes = decode_transfer(&encoding, &raw[range]);
+            let text = if header.media_type == "text" {
+                let charset = header
+                    .params
+                    .iter()
+                    .find(|(k, _)| k == "charset")
+                    .map(|(_, v)| v.as_str());
+                text_to_utf8(charset, &bytes)
+            } else {
+                bytes
+            };
+            out.push_str(&String::from_utf8_lossy(&text));
+            out.push('\n');
+        }
     }
 }
 

@@ -212,7 +212,7 @@ fn ls_long_fetches_only_small_text_bodies() {
     let bodies: u64 = (1..=20)
         .map(|s| Sample::numbered(s).body.len() as u64)
         .sum();
-    let sizes = 20 * 8; // one decoded size per attachment
+    let sizes = 20 * (8 + 8); // one decoded size and at most 8 bytes of padding per attachment
     assert!(
         h.store.bytes_served() <= bodies + sizes,
         "{} bytes served; the bodies are {bodies}",
