@@ -523,15 +523,15 @@ impl Parser {
             if count > 100_000 {
                 return None;
             }
-            return match unit.to_ascii_lowercase() {
-                'd' => Some(SearchDate::from_days(self.today.days() - i64::from(count))),
-                'w' => Some(SearchDate::from_days(
-                    self.today.days() - 7 * i64::from(count),
-                )),
-                'm' => Some(self.today.months_back(count)),
-                'y' => Some(self.today.months_back(count.checked_mul(12)?)),
-                _ => None,
+            let date = match unit.to_ascii_lowercase() {
+                'd' => SearchDate::from_days(self.today.days() - i64::from(count)),
+                'w' => SearchDate::from_days(self.today.days() - 7 * i64::from(count)),
+                'm' => self.today.months_back(count),
+                'y' => self.today.months_back(count.checked_mul(12)?),
+                _ => return None,
             };
+            // An IMAP date has a year of four digits (`since:5000y` is before year 1).
+            return (1..=9999).contains(&date.year).then_some(date);
         }
         let mut parts = text.splitn(3, '-');
         let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);

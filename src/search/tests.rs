@@ -126,6 +126,12 @@ fn relative_dates_count_back_from_today() {
     assert_eq!(ok("before:3m"), SearchKey::Before(date(2025, 12, 31)));
     assert_eq!(ok("on:1y"), SearchKey::On(date(2025, 3, 31)));
     assert_eq!(ok("since:0d"), SearchKey::Since(TODAY));
+    assert_eq!(ok("since:2025y"), SearchKey::Since(date(1, 3, 31)));
+    // Before year 1: no IMAP date (a bug hunt found it sent, and refused by the server).
+    for query in ["since:5000y", "since:24400m"] {
+        let e = err(query);
+        assert!(e.to_string().contains("date"), "{query}: {e}");
+    }
 }
 
 #[test]

@@ -146,7 +146,10 @@ fn put(key: &SearchKey, offered: &Offered, pieces: &mut Vec<Piece>) -> StoreResu
             pieces,
             match range.last {
                 Some(last) => format!("UID {}:{}", range.first.0, last.0),
-                None => format!("UID {}:*", range.first.0),
+                // Not `N:*`: `*` is the highest UID there is, so `N:*` holds it even when it
+                // is below N (RFC 3501 §6.4.8), and "UIDs from N on" would list the newest
+                // message to a script asking for what came after it.
+                None => format!("UID {}:4294967295", range.first.0),
             },
         ),
         SearchKey::Raw(raw) => {
@@ -229,7 +232,7 @@ mod tests {
             ),
             ("tag:$Work", "KEYWORD $Work"),
             ("larger:1K smaller:2M", "LARGER 1024 SMALLER 2097152"),
-            ("uid:5:9 uid:7:*", "UID 5:9 UID 7:*"),
+            ("uid:5:9 uid:7:*", "UID 5:9 UID 7:4294967295"),
             ("a OR b", r#"OR TEXT "a" TEXT "b""#),
             ("(a b) OR c", r#"OR (TEXT "a" TEXT "b") TEXT "c""#),
             ("-(a b)", r#"NOT (TEXT "a" TEXT "b")"#),
