@@ -390,6 +390,9 @@ pub enum StoreError {
     Interrupted,
     #[error("offline: {0}")]
     Offline(String),
+    /// This machine's disk is full (the journal of offline changes could not grow).
+    #[error("no space left on this machine: {0}")]
+    NoSpaceHere(String),
 }
 
 impl StoreError {

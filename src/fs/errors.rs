@@ -98,6 +98,7 @@ impl FsError {
                 // A change while the server cannot be reached: the mount is read-only
                 // until it can.
                 StoreError::Offline(_) => (libc::EROFS, Level::Warn),
+                StoreError::NoSpaceHere(_) => (libc::ENOSPC, Level::Warn),
             },
         }
     }

@@ -195,8 +195,8 @@ impl NewFile {
     }
 }
 
-/// What a close of a file whose APPEND failed says: ENOSPC if the server was over quota,
-/// EIO otherwise; the bytes are in the spool.
+/// What a close of a file whose APPEND failed says: ENOSPC if the server was over quota
+/// (or, offline, this machine's disk was full), EIO otherwise; the bytes are in the spool.
 fn failed_close(file: &NewFile, why: &str, over_quota: bool) -> FsError {
     let why = format!(
         "{why}; the message was not stored; its bytes are in {}",
@@ -1026,7 +1026,7 @@ impl Fs {
                     "APPEND failed; the written bytes are kept in the spool file");
                 *file.state.lock() = State::Failed {
                     why: e.to_string(),
-                    over_quota: matches!(e, StoreError::OverQuota(_)),
+                    over_quota: matches!(e, StoreError::OverQuota(_) | StoreError::NoSpaceHere(_)),
                 };
                 Err(FsError::Store(e))
             }

@@ -78,10 +78,17 @@ impl Disconnected {
     }
 }
 
-fn journal_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Offline(format!(
-        "the change could not be written to the journal of offline changes: {e}"
-    ))
+fn journal_error(e: std::io::Error) -> StoreError {
+    let why = format!("the change could not be written to the journal of offline changes: {e}");
+    // A full disk is ENOSPC, as for a full spool, not the EROFS of "offline".
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) {
+        StoreError::NoSpaceHere(why)
+    } else {
+        StoreError::Offline(why)
+    }
 }
 
 /// The flags of a listed message as a set to compare, without `\Recent` (the server's).

@@ -106,7 +106,8 @@ pub fn connection_survives(e: &StoreError) -> bool {
         | StoreError::AlreadyExists(_)
         | StoreError::NotEmpty(_)
         | StoreError::OverQuota(_)
-        | StoreError::Offline(_) => true,
+        | StoreError::Offline(_)
+        | StoreError::NoSpaceHere(_) => true,
         StoreError::Protocol(_)
         | StoreError::Connection(_)
         | StoreError::Untrusted(_)

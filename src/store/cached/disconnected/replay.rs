@@ -430,7 +430,8 @@ fn classify(e: StoreError) -> Step {
         | StoreError::Untrusted(_)
         | StoreError::Timeout(_)
         | StoreError::Interrupted
-        | StoreError::Offline(_) => Step::Unreachable(e),
+        | StoreError::Offline(_)
+        | StoreError::NoSpaceHere(_) => Step::Unreachable(e),
         StoreError::NoSuchMessage { .. } => {
             Step::Done(Outcome::Dropped(format!("{e}: it vanished while offline")))
         }

@@ -774,3 +774,16 @@ proptest::proptest! {
 }
 
 mod merge;
+
+/// A journal that cannot grow because the disk is full fails the change with ENOSPC (as a
+/// full spool does), not the EROFS of "offline" (a bug hunt saw `cp` report "Read-only
+/// file system" with the disk full).
+#[test]
+fn a_full_disk_under_the_journal_is_no_space() {
+    let full = super::journal_error(std::io::Error::from(std::io::ErrorKind::StorageFull));
+    assert!(matches!(full, StoreError::NoSpaceHere(_)), "{full:?}");
+    let (errno, _) = crate::fs::FsError::Store(full).errno_and_level();
+    assert_eq!(errno, libc::ENOSPC);
+    let other = super::journal_error(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+    assert!(matches!(other, StoreError::Offline(_)), "{other:?}");
+}
