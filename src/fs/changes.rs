@@ -448,6 +448,7 @@ impl Fs {
             } if section.is_whole() => {
                 let target = self.mailbox_dir_path(new_parent)?;
                 self.move_message(&message, &target, Some(new_name))
+                    .map(drop)
             }
             Node::NewFile { dir_path, name } => {
                 if new_parent != parent {
@@ -474,7 +475,7 @@ impl Fs {
                         "a stored file goes under another name, or over a file, as a copy".into(),
                     ));
                 }
-                self.move_message(&message, &target, None)
+                self.move_message(&message, &target, None).map(drop)
             }
             // Renamed within its mailbox: stored again under the new name, the old message
             // expunged, as a file written here and renamed after it was stored.
@@ -540,7 +541,7 @@ impl Fs {
         message: &MessageRef,
         target_path: &str,
         new_name: Option<&str>,
-    ) -> FsResult<()> {
+    ) -> FsResult<Option<MessageRef>> {
         let target = self.mailbox_at(target_path, "the target directory cannot hold messages")?;
         if target == message.mailbox {
             return Err(FsError::NotPermitted(
@@ -552,7 +553,11 @@ impl Fs {
                 .move_message(&message.mailbox, message.validity, message.uid, &target)?;
         tracing::info!(from = %message.mailbox, to = %target, uid = %message.uid, ?moved, "moved message");
         self.follow_move(message, &target, moved, new_name);
-        Ok(())
+        Ok(moved.map(|(validity, uid)| MessageRef {
+            mailbox: target,
+            validity,
+            uid,
+        }))
     }
 
     /// After a move to `target`: the inodes the kernel holds for the message follow it to

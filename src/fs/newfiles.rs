@@ -1469,9 +1469,29 @@ impl Fs {
                     .into(),
             )),
         };
-        self.move_message(&message, &target, None)?;
+        let moved = self.move_message(&message, &target, None)?;
         self.new_files.remove(dir_path, name);
-        self.drop_spool(&file);
+        let Some(moved) = moved else {
+            self.drop_spool(&file);
+            return Ok(());
+        };
+        // The kernel moved its entry to the target: the file stands for the moved message
+        // there, under its name, until the target is listed (`mv f Archive/ && cat
+        // Archive/f` works at once, with or without a watcher, and reads what it read).
+        *file.mailbox.lock() = moved.mailbox.clone();
+        *file.state.lock() = State::Stored(Some(moved));
+        self.new_files.insert(&target, Arc::clone(&file));
+        let mut inodes = self.inodes.lock();
+        if let Some(ino) = inodes.ino_of(&NodeKey::NewFile(dir_path.to_string(), name.to_string()))
+        {
+            inodes.replace(
+                ino,
+                Node::NewFile {
+                    dir_path: target,
+                    name: name.to_string(),
+                },
+            );
+        }
         Ok(())
     }
 

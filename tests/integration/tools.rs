@@ -531,14 +531,18 @@ fn mv_and_gio_trash_of_a_file_just_written_file_it() {
     let (_dovecot, mount, mut client) = archive_mount();
     fixture::create_mailbox(&mut client, "Work").unwrap();
     let (w, a) = (q(&mount.join("Work")), q(&mount.join("Archive")));
-    run_clean(
+    // Read at once where it went (a bug hunt found it ENOENT there until the mailbox was
+    // listed): `mv f Archive/ && sha256sum Archive/f`.
+    let out = run_clean(
         &format!(
-            "echo one > {w}/one.txt && mv {w}/one.txt {a}/ && \
+            "echo one > {w}/one.txt && mv {w}/one.txt {a}/ && cat {a}/one.txt && \
+             stat -c %s {a}/one.txt && \
              echo two > {w}/two.txt && mv {w}/two.txt {a}/renamed.txt && \
              echo three > {w}/three.txt && gio trash {w}/three.txt"
         ),
         &mount,
     );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n4\n");
     assert!(stored_files(&mut client, "Work").is_empty());
     let archived = stored_files(&mut client, "Archive");
     assert_eq!(
