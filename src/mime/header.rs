@@ -90,7 +90,8 @@ impl Decoder {
 
     fn push_raw(&mut self, raw: &[u8]) {
         self.flush();
-        self.out.push_str(&String::from_utf8_lossy(raw));
+        self.out
+            .push_str(&String::from_utf8_lossy(&text_to_utf8(None, raw)));
     }
 
     fn flush(&mut self) {
@@ -113,7 +114,8 @@ impl Decoder {
 ///   encoded-words is dropped (§6.2). An encoded-word in an unknown charset is decoded as
 ///   UTF-8 if valid, else as windows-1252. Something that only looks like an encoded-word is
 ///   kept as written.
-/// - Other bytes are taken as UTF-8, invalid sequences becoming U+FFFD.
+/// - Other bytes are taken as UTF-8 where they are valid UTF-8, else as windows-1252 (raw
+///   8-bit headers are usually Latin-1, as untagged bodies are): `caf\xe9` is `café`.
 ///
 /// Never panics; control characters are kept (sanitising is the caller's job).
 pub fn decode_header(raw: &[u8]) -> String {
@@ -232,9 +234,11 @@ mod tests {
     }
 
     #[test]
-    fn raw_8bit_is_utf8_lossy() {
+    fn raw_8bit_is_utf8_else_windows_1252() {
         assert_eq!(decode_header("Grüße".as_bytes()), "Grüße");
-        assert_eq!(decode_header(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(decode_header(b"a\xffb"), "a\u{ff}b");
+        // A raw Latin-1 subject (a bug hunt saw `caf\u{fffd}` as its directory's name).
+        assert_eq!(decode_header(b"raw latin1 caf\xe9"), "raw latin1 café");
     }
 
     #[test]
@@ -256,12 +260,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn text_without_encoded_words_is_lossy_utf8(
+        fn text_without_encoded_words_is_utf8_or_windows_1252(
             raw in proptest::collection::vec(any::<u8>(), 0..256)
         ) {
             let decoded = decode_header(&raw);
             if !raw.windows(2).any(|w| w == b"=?") {
-                prop_assert_eq!(decoded, String::from_utf8_lossy(&unfold(&raw)).into_owned());
+                let unfolded = unfold(&raw);
+                let want = match std::str::from_utf8(&unfolded) {
+                    Ok(text) => text.to_string(),
+                    Err(_) => encoding_rs::WINDOWS_1252
+                        .decode_without_bom_handling(&unfolded)
+                        .0
+                        .into_owned(),
+                };
+                prop_assert_eq!(decoded, want);
             }
         }
 
