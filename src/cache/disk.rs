@@ -115,6 +115,9 @@ struct Shared {
     /// Damaged chunks reported lately (each read of one until its drop is written would
     /// report it again: four times a chunk were seen).
     reported: Mutex<LruCache<(Vec<u8>, u64), ()>>,
+    /// The index refuses every write since one failed underway (redb's "previous I/O
+    /// error", a disk that filled during a commit): nothing more is written this mount.
+    broken: AtomicBool,
 }
 
 /// The disk cache of section bytes.
@@ -176,6 +179,7 @@ impl DiskCache {
             reported: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("nonzero"),
             )),
+            broken: AtomicBool::new(false),
         });
         let (jobs, queue) = mpsc::sync_channel(QUEUE);
         let serving = Arc::clone(&shared);
@@ -393,8 +397,23 @@ impl Shared {
 
     fn apply(&self, jobs: Vec<Job>) {
         let mut flushed = Vec::new();
-        if let Err(e) = self.apply_jobs(jobs, &mut flushed) {
+        if self.broken.load(Ordering::Relaxed) {
+            flushed.extend(jobs.into_iter().filter_map(|job| match job {
+                Job::Flush(reply) => Some(reply),
+                _ => None,
+            }));
+        } else if let Err(e) = self.apply_jobs(jobs, &mut flushed) {
             tracing::warn!(error = %e, "disk cache: could not record content");
+            if matches!(
+                self.dir.db().begin_write(),
+                Err(redb::TransactionError::Storage(
+                    redb::StorageError::PreviousIo
+                ))
+            ) && !self.broken.swap(true, Ordering::Relaxed)
+            {
+                tracing::error!(dir = %self.dir.path().display(), error = %e,
+                    "the disk cache's index failed while it was written (is the disk full?); nothing more is kept in it until imapfs is mounted again");
+            }
         }
         for reply in flushed {
             let _ = reply.send(());
@@ -417,6 +436,12 @@ impl Shared {
             let mut used = get(&counters, "used")?;
             let mut next_file = get(&counters, "next_file")?;
             let now = now_secs();
+            // What the cache may hold: writing takes as much free space as it adds to
+            // `used`, so this stays true through the batch. A chunk that does not fit is
+            // not kept (it is fetched again when read), and room is made below, before the
+            // filesystem reaches its floor (a full disk breaks the index's next commit).
+            let room = self.budget(used);
+            let mut short = false;
             for job in jobs {
                 match job {
                     Job::Write {
@@ -439,11 +464,16 @@ impl Shared {
                             .get((section.as_slice(), offset))
                             .map_err(io::Error::other)?
                             .map(|v| v.value().0);
-                        if let Err(e) = write_chunk(&root, file, offset, &bytes) {
-                            tracing::warn!(error = %e, "disk cache: could not write content");
+                        let len = bytes.len() as u32;
+                        if used + u64::from(len) > room + u64::from(old.unwrap_or(0)) {
+                            short = true;
                             continue;
                         }
-                        let len = bytes.len() as u32;
+                        if let Err(e) = write_chunk(&root, file, offset, &bytes) {
+                            tracing::warn!(error = %e, "disk cache: could not write content");
+                            short = true;
+                            continue;
+                        }
                         chunks
                             .insert((section.as_slice(), offset), (len, crc32fast::hash(&bytes)))
                             .map_err(io::Error::other)?;
@@ -512,7 +542,7 @@ impl Shared {
                 }
             }
             let budget = self.budget(used);
-            if used > budget {
+            if used > budget || short {
                 let target = (budget as f64 * EVICT_TO) as u64;
                 let mut all: Vec<(u64, Vec<u8>, u64, u64)> = sections
                     .iter()

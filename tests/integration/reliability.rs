@@ -129,6 +129,48 @@ fn a_full_spool_fails_the_write_and_the_close_and_stores_nothing() {
     );
 }
 
+/// A disk cache on a filesystem too small for what is read leaves the filesystem's free
+/// floor (5%) free and keeps working: a bug hunt saw it fill a 20 MB filesystem to the
+/// last byte, after which its index refused every write and an offline mount lost the
+/// listings. Reads stay exact; an offline mount of the cache lists what was listed.
+#[test]
+fn a_disk_cache_on_a_small_filesystem_leaves_its_floor_free() {
+    let dovecot = dovecot_with_samples();
+    let base = tempfile::tempdir().unwrap();
+    let small = base.path().join("small");
+    let _tmpfs = Tmpfs::new(&small, 20);
+    let arg = format!("--cache-dir={}", small.join("cache").display());
+    let listed;
+    {
+        let mount = MountSpec::new(&dovecot, "alice").args(&[&arg]).mount();
+        listed = fs::read_dir(mount.join("INBOX")).unwrap().count();
+        let large = mount.message_dir("INBOX", "Large attachment (10 MB)");
+        for name in ["dataset.bin", "message.eml"] {
+            let size = fs::metadata(large.join(name)).unwrap().len();
+            let read = fs::read(large.join(name)).unwrap();
+            assert_eq!(read.len() as u64, size, "{name}");
+        }
+        let c = std::ffi::CString::new(small.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: statvfs fills the zeroed struct for a valid C path.
+        let (free, total) = unsafe {
+            let mut s: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+            (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize)
+        };
+        // The floor, less what the index itself may take past it.
+        assert!(
+            free >= total / 20 - (256 << 10),
+            "{free} of {total} bytes free\n{}",
+            mount.log()
+        );
+        assert!(!mount.log().contains("Previous I/O"), "{}", mount.log());
+    }
+    let offline = MountSpec::new(&dovecot, "alice")
+        .args(&[&arg, "--offline"])
+        .mount();
+    assert_eq!(fs::read_dir(offline.join("INBOX")).unwrap().count(), listed);
+}
+
 #[test]
 fn a_message_with_nul_bytes_is_stored_without_a_byte_changed() {
     let (dovecot, mut client) = archive_account();
