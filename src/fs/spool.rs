@@ -222,7 +222,12 @@ impl Fs {
                     "left by an imapfs that stopped while it was written; not stored".to_owned()
                 }
             };
-            out.push_str(&format!("{}: {}\n", path.display(), why.replace('\n', " ")));
+            // A line of the recovery's report may name the path already.
+            let shown = path.display().to_string();
+            let why = why
+                .strip_prefix(&format!("{shown}: "))
+                .map_or(why.clone(), str::to_string);
+            out.push_str(&format!("{shown}: {}\n", why.replace('\n', " ")));
         }
         out
     }

@@ -106,6 +106,8 @@ fn pending_lists_every_spool_file_not_stored_with_why() {
         lines[0].contains("1-7-halfway.txt") && lines[0].contains("while it was written"),
         "{pending}"
     );
+    // Each path once (a bug hunt saw `PATH: PATH: left by ...`).
+    assert_eq!(lines[0].matches("1-7-halfway.txt").count(), 1, "{pending}");
     assert!(
         lines[1].contains("1-8-sending.txt") && lines[1].contains("kept in"),
         "{pending}"
