@@ -198,10 +198,7 @@ impl NewFile {
 /// What a close of a file whose APPEND failed says: ENOSPC if the server was over quota
 /// (or, offline, this machine's disk was full), EIO otherwise; the bytes are in the spool.
 fn failed_close(file: &NewFile, why: &str, over_quota: bool) -> FsError {
-    let why = format!(
-        "{why}; the message was not stored; its bytes are in {}",
-        file.spool.display()
-    );
+    let why = format!("{why}; its bytes are in {}", file.spool.display());
     FsError::Store(if over_quota {
         StoreError::OverQuota(why)
     } else {
@@ -1016,16 +1013,24 @@ impl Fs {
             Err(e) => {
                 // A refusal landed nothing; a broken connection may have: keep the note so
                 // the next attempt (or the next mount) looks before sending again.
-                if !matches!(
+                let maybe_landed = matches!(
                     e,
                     StoreError::Connection(_) | StoreError::Timeout(_) | StoreError::Interrupted
-                ) {
+                );
+                if !maybe_landed {
                     let _ = std::fs::remove_file(note_path(&file.spool));
                 }
                 tracing::error!(mailbox = %file.mailbox(), name, spool = %file.spool.display(), error = %e,
                     "APPEND failed; the written bytes are kept in the spool file");
+                // Where the answer was lost, the server may hold it: the next attempt looks
+                // first (a bug hunt read "not stored" in the log of one that was).
+                let why = if maybe_landed {
+                    format!("{e}; the server may have stored it before the answer was lost, and the next attempt looks for it before sending again")
+                } else {
+                    format!("{e}; the message was not stored")
+                };
                 *file.state.lock() = State::Failed {
-                    why: e.to_string(),
+                    why,
                     over_quota: matches!(e, StoreError::OverQuota(_) | StoreError::NoSpaceHere(_)),
                 };
                 Err(FsError::Store(e))
