@@ -53,21 +53,38 @@ impl Disconnected {
 
     /// Where the bytes of the message written offline and shown as `uid` (provisional) in
     /// `mailbox` wait in the outbox, while its APPEND waits (read them with no lock held).
+    /// A message written offline and then moved offline (`mv f Archive/`) is followed back
+    /// through its moves to where it was written.
     pub(super) fn outbox_message(
         &self,
         mailbox: &MailboxId,
         uid: Uid,
     ) -> Option<std::path::PathBuf> {
         let (journal, queue) = self.state.as_ref().ok()?;
-        let seq = queue.entries.iter().find_map(|e| match &e.change {
-            Change::Append {
-                mailbox: m,
-                provisional,
-                ..
-            } if m == mailbox && *provisional == uid => Some(e.seq),
-            _ => None,
-        })?;
-        Some(journal.outbox_path(seq))
+        let (mut mailbox, mut uid) = (mailbox.clone(), uid);
+        // Each step goes to an earlier entry: as many steps as entries at most.
+        for _ in 0..=queue.entries.len() {
+            let step = queue.entries.iter().find_map(|e| match &e.change {
+                Change::Append {
+                    mailbox: m,
+                    provisional,
+                    ..
+                } if *m == mailbox && *provisional == uid => Some(Err(e.seq)),
+                Change::Move {
+                    from,
+                    uid: moved,
+                    to,
+                    provisional,
+                    ..
+                } if *to == mailbox && *provisional == uid => Some(Ok((from.clone(), *moved))),
+                _ => None,
+            })?;
+            match step {
+                Err(seq) => return Some(journal.outbox_path(seq)),
+                Ok(before) => (mailbox, uid) = before,
+            }
+        }
+        None
     }
 
     /// Whether changes wait to be replayed.

@@ -544,6 +544,37 @@ Content-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n--b--\r\n";
     assert_eq!(read(&[2], Transfer::Decoded), b"hello world");
 }
 
+/// A message written offline and moved offline reads from the outbox where it went (a bug
+/// hunt saw `mv f Archive/` offline, then `cat Archive/f`, fail: not in the disk cache).
+#[test]
+fn a_message_written_then_moved_offline_reads_from_the_outbox() {
+    let account = Account::new(1);
+    let online = account.mount(false);
+    online.list_mailboxes().unwrap();
+    online.list_messages(&id("INBOX")).unwrap();
+    online.list_messages(&id("Archive")).unwrap();
+    online.flush();
+    drop(online);
+    let raw = b"From: a@example.com\r\nSubject: moved\r\n\r\nhello\r\n";
+    let offline = account.mount(true);
+    let (validity, uid) = append(&offline, "INBOX", raw).expect("a provisional UID");
+    let (to_validity, to_uid) = offline
+        .move_message(&id("INBOX"), validity, uid, &id("Archive"))
+        .unwrap()
+        .expect("a provisional UID in Archive");
+    let read = offline
+        .fetch_section(
+            &id("Archive"),
+            to_validity,
+            to_uid,
+            &Section(Vec::new()),
+            Transfer::Encoded,
+            None,
+        )
+        .unwrap();
+    assert_eq!(read, raw);
+}
+
 #[test]
 fn a_damaged_journal_is_left_alone_and_said_so() {
     let account = Account::new(1);
