@@ -437,10 +437,38 @@ impl Shared {
             let mut next_file = get(&counters, "next_file")?;
             let now = now_secs();
             // What the cache may hold: writing takes as much free space as it adds to
-            // `used`, so this stays true through the batch. A chunk that does not fit is
-            // not kept (it is fetched again when read), and room is made below, before the
-            // filesystem reaches its floor (a full disk breaks the index's next commit).
+            // `used`, so this stays true through the batch. Room for the batch is made
+            // before it is written (the files of what is evicted go first), so that the
+            // filesystem never reaches its floor (a full disk breaks the index's next
+            // commit); a chunk that still does not fit is not kept (it is fetched again
+            // when read).
             let room = self.budget(used);
+            let disk_room = self.disk_room(used).unwrap_or(u64::MAX);
+            let incoming: u64 = jobs
+                .iter()
+                .map(|job| match job {
+                    Job::Write { bytes, .. } => bytes.len() as u64,
+                    _ => 0,
+                })
+                .sum();
+            if used + incoming > room {
+                let target = ((room as f64 * EVICT_TO) as u64).saturating_sub(incoming);
+                // Not the sections this batch writes to: a read under way would leave a
+                // hole where its first chunks were.
+                let writing: std::collections::HashSet<&[u8]> = jobs
+                    .iter()
+                    .filter_map(|job| match job {
+                        Job::Write { section, .. } => Some(section.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                let freed = evict_to(&mut sections, &mut chunks, &mut used, target, &writing)?;
+                let mut files = self.files.lock();
+                for file in freed {
+                    files.pop(&file);
+                    let _ = fs::remove_file(blob_path(&root, file));
+                }
+            }
             let mut short = false;
             for job in jobs {
                 match job {
@@ -465,7 +493,11 @@ impl Shared {
                             .map_err(io::Error::other)?
                             .map(|v| v.value().0);
                         let len = bytes.len() as u32;
-                        if used + u64::from(len) > room + u64::from(old.unwrap_or(0)) {
+                        // Past the size bound, the eviction below makes up for it; past
+                        // the free-space floor, it would be too late.
+                        if short || used + u64::from(len) > disk_room + u64::from(old.unwrap_or(0))
+                        {
+                            // The rest of the batch is not kept either.
                             short = true;
                             continue;
                         }
@@ -544,24 +576,13 @@ impl Shared {
             let budget = self.budget(used);
             if used > budget || short {
                 let target = (budget as f64 * EVICT_TO) as u64;
-                let mut all: Vec<(u64, Vec<u8>, u64, u64)> = sections
-                    .iter()
-                    .map_err(io::Error::other)?
-                    .filter_map(Result::ok)
-                    .map(|(k, v)| {
-                        let (file, held, at) = v.value();
-                        (at, k.value().to_vec(), file, held)
-                    })
-                    .collect();
-                all.sort();
-                for (_, section, file, held) in all {
-                    if used <= target {
-                        break;
-                    }
-                    forget_section(&mut sections, &mut chunks, &section)?;
-                    used = used.saturating_sub(held);
-                    doomed_files.push(file);
-                }
+                doomed_files.extend(evict_to(
+                    &mut sections,
+                    &mut chunks,
+                    &mut used,
+                    target,
+                    &std::collections::HashSet::new(),
+                )?);
             }
             counters.insert("used", used).map_err(io::Error::other)?;
             counters
@@ -582,15 +603,51 @@ impl Shared {
     /// The bytes the cache may hold now: its bound, or less where the filesystem would
     /// otherwise fall under its free-space floor.
     fn budget(&self, used: u64) -> u64 {
-        match free_space(self.dir.path()) {
-            Some((free, total)) => {
-                let floor = (total as f64 * FREE_FLOOR) as u64;
-                let room = (used + free).saturating_sub(floor);
-                self.limit.min(room)
-            }
-            None => self.limit,
-        }
+        self.disk_room(used)
+            .map_or(self.limit, |room| self.limit.min(room))
     }
+
+    /// The bytes the cache may hold before the filesystem falls under its free-space
+    /// floor; `None` where the filesystem cannot tell.
+    fn disk_room(&self, used: u64) -> Option<u64> {
+        let (free, total) = free_space(self.dir.path())?;
+        let floor = (total as f64 * FREE_FLOOR) as u64;
+        Some((used + free).saturating_sub(floor))
+    }
+}
+
+/// Forgets the least recently used sections (but those of `keep`) until `used` is at most
+/// `target`; their files.
+fn evict_to(
+    sections: &mut redb::Table<&[u8], (u64, u64, u64)>,
+    chunks: &mut redb::Table<(&[u8], u64), (u32, u32)>,
+    used: &mut u64,
+    target: u64,
+    keep: &std::collections::HashSet<&[u8]>,
+) -> io::Result<Vec<u64>> {
+    let mut all: Vec<(u64, Vec<u8>, u64, u64)> = sections
+        .iter()
+        .map_err(io::Error::other)?
+        .filter_map(Result::ok)
+        .map(|(k, v)| {
+            let (file, held, at) = v.value();
+            (at, k.value().to_vec(), file, held)
+        })
+        .collect();
+    all.sort();
+    let mut files = Vec::new();
+    for (_, section, file, held) in all {
+        if *used <= target {
+            break;
+        }
+        if keep.contains(section.as_slice()) {
+            continue;
+        }
+        forget_section(sections, chunks, &section)?;
+        *used = used.saturating_sub(held);
+        files.push(file);
+    }
+    Ok(files)
 }
 
 /// Removes a section's chunks and its entry.
