@@ -134,6 +134,9 @@ enum Locked {
 }
 
 /// Takes the directory's lock and writes our pid into it.
+/// How long an open waits for another imapfs to let go of the cache.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn lock(dir: &Path) -> Result<File, Locked> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -143,15 +146,21 @@ fn lock(dir: &Path) -> Result<File, Locked> {
         .mode(0o600)
         .open(dir.join(LOCK_FILE))
         .map_err(Locked::Io)?;
+    // An imapfs just unmounted still holds the lock while it flushes and exits (`umount`
+    // returns before it has): `umount && imapfs ...` waits for it, for a while.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
     // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Locked::Io(e));
+        }
+        if std::time::Instant::now() >= deadline {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             return Err(Locked::Busy(text.trim().parse().ok()));
         }
-        return Err(Locked::Io(e));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     file.set_len(0).map_err(Locked::Io)?;
     writeln!(file, "{}", std::process::id()).map_err(Locked::Io)?;

@@ -344,7 +344,29 @@ fn a_second_mount_of_the_account_runs_without_the_busy_cache() {
     assert!(log.contains("without a disk cache"), "{log}");
 }
 
-/// The message directories under `inbox` whose message.eml holds `needle`, by name.
+/// `umount` returns before imapfs has flushed its cache and exited: a mount started at once
+/// (`umount && imapfs ...`, a script, a changed option) waits for the cache rather than run
+/// without it for its whole life, as a bug hunt saw.
+#[test]
+fn a_mount_right_after_umount_gets_the_disk_cache() {
+    let dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    let first = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    let want = read_all_messages(&first.join("INBOX"));
+    let out = sh(&format!("umount '{}'", first.path.display()));
+    assert!(out.status.success(), "{out:?}");
+    let second = MountSpec::new(&dovecot, "alice")
+        .args(&[&cache.arg])
+        .mount();
+    assert!(read_all_messages(&second.join("INBOX")) == want);
+    let log = second.log();
+    assert!(!log.contains("in use by another imapfs"), "{log}");
+    drop(first);
+}
+
+/// The message directories under `inbox` whose message.eml holds `needle`, by name./// The message directories under `inbox` whose message.eml holds `needle`, by name.
 fn grep_hits(inbox: &Path, needle: &str) -> Vec<String> {
     let out = sh(&format!(
         "grep -rl --include=message.eml -e '{needle}' '{}'",
