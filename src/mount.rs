@@ -87,17 +87,37 @@ fn mounted_at(path: &Path) -> Option<MountEntry> {
     mounts().into_iter().rev().find(|m| m.target == path)
 }
 
-/// `path` made absolute without following its last component (which may be a dead mount,
-/// where every look at it fails with ENOTCONN).
+/// `path` made absolute without looking into its last component (which may be a dead
+/// mount, where every look at it fails with ENOTCONN); a symbolic link there (`~/mail ->
+/// /data/mail`) is read, not followed, so the mount's own path comes out.
 fn absolute(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match (absolute.parent(), absolute.file_name()) {
-        (Some(parent), Some(name)) => parent
-            .canonicalize()
-            .map(|p| p.join(name))
-            .unwrap_or(absolute),
-        _ => absolute,
+    let mut path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // As many links as the kernel follows (ELOOP past them).
+    for _ in 0..40 {
+        let resolved = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => parent
+                .canonicalize()
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.clone()),
+            _ => return path,
+        };
+        let is_link =
+            std::fs::symlink_metadata(&resolved).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            return resolved;
+        }
+        match std::fs::read_link(&resolved) {
+            Ok(target) => {
+                path = match resolved.parent() {
+                    Some(parent) => parent.join(target),
+                    None => target,
+                };
+                path = std::path::absolute(&path).unwrap_or(path);
+            }
+            Err(_) => return resolved,
+        }
     }
+    path
 }
 
 /// Checks the mount point before anything is mounted: a directory; not a live imapfs mount;
@@ -271,6 +291,26 @@ mod tests {
 97 22 0:54 / /mnt/s rw - fuse.sshfs me@host:/x rw
 98 22 0:55 / /mnt/acct rw master:3 - fuse.imapfs work rw
 ";
+
+    /// A mount point named through a symbolic link (`~/mail -> /data/mail`) is the link's
+    /// target, as the kernel records the mount: a bug hunt found a dead mount there not
+    /// cleared, and a live one not seen.
+    #[test]
+    fn a_mount_point_through_a_link_is_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("mnt")).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(root.join("mnt"), root.join("mail")).unwrap();
+        std::os::unix::fs::symlink("../mnt", root.join("sub/rel")).unwrap();
+        std::os::unix::fs::symlink("rel", root.join("sub/chain")).unwrap();
+        for name in ["mnt", "mail", "sub/rel", "sub/chain"] {
+            assert_eq!(absolute(&root.join(name)), root.join("mnt"), "{name}");
+        }
+        // A loop ends (the kernel says ELOOP when it is used).
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        let _ = absolute(&root.join("loop"));
+    }
 
     #[test]
     fn mountinfo_fields_with_optional_fields_and_escapes() {
