@@ -340,6 +340,27 @@ fn default_spool_dir(source: &crate::cli::Source) -> PathBuf {
     account_spool(&shared, source)
 }
 
+/// The spool directory made (private) if missing, and written to once: one that cannot be
+/// used fails the mount at once, not every new file later with EIO (the reason only in a
+/// log that a mount without `-f` or `--log-file` drops).
+fn check_spool_dir(dir: &std::path::Path) -> Result<(), RunError> {
+    let unusable = |e: std::io::Error| {
+        RunError::Daemon(format!(
+            "the spool directory {} cannot be used: {e}; give one that can with --spool-dir",
+            dir.display()
+        ))
+    };
+    if !dir.is_dir() {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(unusable)?;
+    }
+    let probe = dir.join(format!(".imapfs-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(unusable)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// The spool of `source`'s account under the directory all accounts' spools are in.
 fn account_spool(shared: &std::path::Path, source: &crate::cli::Source) -> PathBuf {
     shared.join(cache_dir::account_name(
@@ -573,6 +594,9 @@ pub fn run(opts: Options) -> Result<(), RunError> {
     tune_allocator();
     refuse_core_dumps();
     mount::check_mountpoint(&opts.mountpoint, opts.nonempty)?;
+    if !opts.read_only {
+        check_spool_dir(&fs_config(&opts).spool_dir)?;
+    }
     let store = connect(&opts)?;
     if opts.foreground {
         return serve(&opts, store, || {});

@@ -131,6 +131,30 @@ fn untrusted_certificate_is_refused_also_with_a_disk_cache() {
     assert!(line.contains("certificate verify failed"), "{line}");
 }
 
+/// A spool directory that cannot be used fails the mount at once, before connecting (a bug
+/// hunt found it accepted, and every new file then EIO, the reason only in the log).
+#[test]
+fn an_unusable_spool_directory_is_refused_at_start() {
+    let dir = mountpoint();
+    let out = run_imapfs(
+        &[
+            "-f",
+            "--spool-dir",
+            "/proc/nonexistent/spool",
+            "imaps://alice@127.0.0.1:1",
+            dir.path().to_str().unwrap(),
+        ],
+        Some("x"),
+    );
+    assert_failed_without_mount(&out, dir.path());
+    let line = error_line(&out);
+    assert!(
+        line.contains("spool directory /proc/nonexistent/spool cannot be used")
+            && line.contains("--spool-dir"),
+        "{line}"
+    );
+}
+
 #[test]
 fn missing_mountpoint_is_refused_before_connecting() {
     let out = run_imapfs(
