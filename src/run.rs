@@ -590,9 +590,25 @@ fn serve(opts: &Options, connected: Connected, ready: impl FnOnce()) -> Result<(
 
 /// Runs imapfs with parsed options. Without `--foreground` it forks after logging in; the
 /// parent returns once the child's mount is ready (or with the child's error).
-pub fn run(opts: Options) -> Result<(), RunError> {
+pub fn run(mut opts: Options) -> Result<(), RunError> {
     tune_allocator();
     refuse_core_dumps();
+    // The daemon leaves the directory it was started from (so that it never keeps a
+    // filesystem busy): every path it uses later is made absolute first.
+    for path in [
+        Some(&mut opts.mountpoint),
+        opts.ca_file.as_mut(),
+        opts.log_file.as_mut(),
+        opts.spool_dir.as_mut(),
+        opts.cache_dir.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(absolute) = std::path::absolute(&*path) {
+            *path = absolute;
+        }
+    }
     mount::check_mountpoint(&opts.mountpoint, opts.nonempty)?;
     if !opts.read_only {
         check_spool_dir(&fs_config(&opts).spool_dir)?;
@@ -624,6 +640,9 @@ pub fn run(opts: Options) -> Result<(), RunError> {
             let result = serve(&opts, store, || {
                 let _ = status.write_all(b"ready\n");
                 detach_stdio();
+                // Not to keep the directory it was started from busy (`umount` of that
+                // filesystem would say "target is busy").
+                let _ = std::env::set_current_dir("/");
             });
             if let Err(e) = &result {
                 let _ = writeln!(status, "{e}");

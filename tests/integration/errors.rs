@@ -214,6 +214,12 @@ fn background_mode_returns_once_mounted_and_unmount_stops_it() {
     // Usable as soon as the command returned.
     assert!(is_mounted(dir.path()));
     assert!(dir.path().join("INBOX").read_dir().unwrap().count() > 5);
+    // The daemon keeps no directory busy (a bug hunt found the one it was started from
+    // could not be unmounted while it ran): its working directory is the root.
+    let ps = sh(&format!("pgrep -f -- 'imapf[s] .*{mnt}'"));
+    let pid = String::from_utf8_lossy(&ps.stdout).trim().to_string();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, std::path::Path::new("/"), "pid {pid}");
     let out = sh(&format!("umount '{mnt}'"));
     assert!(
         out.status.success(),
