@@ -185,9 +185,33 @@ fn open_disk_cache(
     path: &std::path::Path,
 ) -> Result<(Arc<CacheDir>, Arc<DiskCache>), String> {
     let dir = Arc::new(CacheDir::open(path).map_err(|e| e.to_string())?);
+    check_cache_account(path, opts)?;
     let disk = DiskCache::new(Arc::clone(&dir), opts.disk_cache_size)
         .map_err(|e| format!("the disk cache {}: {e}", path.display()))?;
     Ok((dir, Arc::new(disk)))
+}
+
+/// The cache directory says whose it is (`account`: the user and host, written at its
+/// first use): another account's (an explicit `--cache-dir` given to two accounts) is never
+/// used, so that its mailboxes are never shown offline under this one, nor its changes made
+/// offline sent to this server. The port may differ (the same server through a tunnel, or
+/// STARTTLS on 143 and TLS on 993).
+fn check_cache_account(path: &std::path::Path, opts: &Options) -> Result<(), String> {
+    let ours = format!("{}@{}", opts.source.user, opts.source.host);
+    let file = path.join("account");
+    match std::fs::read_to_string(&file) {
+        Ok(theirs) if theirs.trim() == ours => Ok(()),
+        Ok(theirs) => Err(format!(
+            "the disk cache {} belongs to {}, not {ours}; give each account its own --cache-dir",
+            path.display(),
+            theirs.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&file, format!("{ours}\n"))
+                .map_err(|e| format!("the disk cache {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("the disk cache {}: {e}", path.display())),
+    }
 }
 
 /// The store and content cache a mount uses: with the disk cache, the IMAP store behind

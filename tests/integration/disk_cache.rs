@@ -366,6 +366,44 @@ fn a_mount_right_after_umount_gets_the_disk_cache() {
     drop(first);
 }
 
+/// A disk cache given to a second account (one `--cache-dir` for two) is not used: a bug
+/// hunt found it mounted offline as the other account's mail (whose offline changes would
+/// then go to this server). Online it runs without it, with a warning; offline it fails.
+#[test]
+fn another_accounts_disk_cache_is_not_used() {
+    let dovecot = dovecot_with_samples();
+    let cache = cache_dir();
+    {
+        let alice = MountSpec::new(&dovecot, "alice")
+            .args(&[&cache.arg])
+            .mount();
+        assert!(read_all_messages(&alice.join("INBOX")).len() > 5);
+    }
+    let bob = MountSpec::new(&dovecot, "bob").args(&[&cache.arg]).mount();
+    let log = bob.log();
+    assert!(
+        log.contains("belongs to alice@") && log.contains("without a disk cache"),
+        "{log}"
+    );
+    drop(bob);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_imapfs(
+        &[
+            "-f",
+            "--offline",
+            &cache.arg,
+            &dovecot.source("bob"),
+            dir.path().to_str().unwrap(),
+        ],
+        Some("bob-pass"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to alice@"),
+        "{out:?}"
+    );
+}
+
 /// The message directories under `inbox` whose message.eml holds `needle`, by name./// The message directories under `inbox` whose message.eml holds `needle`, by name.
 fn grep_hits(inbox: &Path, needle: &str) -> Vec<String> {
     let out = sh(&format!(
