@@ -207,7 +207,7 @@ pub struct Options {
     #[arg(long, value_name = "CMD", value_parser = non_empty_string)]
     pub password_command: Option<String>,
 
-    /// Trust the CA certificates in this PEM file instead of the system ones
+    /// Also trust the CA certificate in this PEM file (the system's stay trusted)
     #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
     pub ca_file: Option<PathBuf>,
 
@@ -311,7 +311,7 @@ pub struct Options {
     #[arg(skip)]
     pub mount_name: String,
 
-    /// Keep new files in DIR until they are appended (and if APPEND fails) [default: $XDG_STATE_HOME/imapfs/spool]
+    /// Keep new files in DIR until they are appended (and if APPEND fails) [default: $XDG_STATE_HOME/imapfs/spool/USER@HOST:PORT]
     #[arg(long, value_name = "DIR", value_parser = non_empty_path)]
     pub spool_dir: Option<PathBuf>,
 

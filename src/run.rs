@@ -164,7 +164,12 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
 fn login_error(opts: &Options, error: StoreError) -> RunError {
     RunError::Login {
         user: opts.source.user.clone(),
-        server: format!("{}:{}", opts.source.host, opts.source.port),
+        // An IPv6 address in brackets, as in a URL: `[::1]:993`, not `::1:993`.
+        server: if opts.source.host.contains(':') {
+            format!("[{}]:{}", opts.source.host, opts.source.port)
+        } else {
+            format!("{}:{}", opts.source.host, opts.source.port)
+        },
         error,
     }
 }

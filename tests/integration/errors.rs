@@ -79,6 +79,20 @@ fn unreachable_port_is_one_clear_line() {
     );
 }
 
+/// An IPv6 server is named as in a URL, in brackets (a bug hunt saw `at ::1:33937`).
+#[test]
+fn an_ipv6_server_is_named_in_brackets() {
+    // Port 1: nothing listens there (nor does a machine without IPv6 reach it).
+    let dir = mountpoint();
+    let out = run_imapfs(
+        &["-f", "imaps://alice@[::1]:1", dir.path().to_str().unwrap()],
+        Some("x"),
+    );
+    assert_failed_without_mount(&out, dir.path());
+    let line = error_line(&out);
+    assert!(line.contains("at [::1]:1:"), "{line}");
+}
+
 #[test]
 fn untrusted_certificate_is_refused() {
     let dovecot = Dovecot::start(DovecotOptions::default()).unwrap();
