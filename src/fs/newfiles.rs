@@ -123,6 +123,9 @@ pub struct NewFile {
     mtime_set: std::sync::atomic::AtomicBool,
     /// Open handles (create counts as one).
     pub(super) opens: AtomicU32,
+    /// Counts its changes (writes, truncations): a store that finds it changed while it
+    /// was sent leaves it to be stored again.
+    changes: AtomicU64,
     state: Mutex<State>,
     /// Messages this file supersedes once stored (a file it was renamed onto, an older
     /// version of itself); expunged after the APPEND, so nothing is ever lost.
@@ -550,6 +553,7 @@ impl Fs {
             mtime: Mutex::new(now),
             mtime_set: std::sync::atomic::AtomicBool::new(false),
             opens: AtomicU32::new(1),
+            changes: AtomicU64::new(0),
             state: Mutex::new(State::Dirty),
             replaces: Mutex::new(Vec::new()),
             storing: Mutex::new(()),
@@ -762,6 +766,7 @@ impl Fs {
     /// what was written went to a dropped spool file, and must never be stored.
     pub(super) fn rewritten(&self, file: &NewFile) -> FsResult<()> {
         let mut state = file.state.lock();
+        file.changes.fetch_add(1, Ordering::Relaxed);
         match &*state {
             State::Broken { no_space, why } => return Err(Self::broken_error(*no_space, why)),
             State::Stored(old) => {
@@ -886,7 +891,16 @@ impl Fs {
     fn store_dirty(&self, dir_path: &str, file: &NewFile, name: String) -> FsResult<()> {
         let binary_ok = self.store.capabilities().binary;
         let mtime = file.mtime();
-        let mut source = MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok)
+        // What is sent is the file as it is now; another descriptor may change it meanwhile
+        // (several writers of one name): then that version is stored by the next close.
+        let changes = file.changes.load(Ordering::Relaxed);
+        let size = file.size();
+        if size == 0 {
+            // Truncated by another writer since its close decided to store it: its own
+            // close stores what it writes (an empty file stays local).
+            return Ok(());
+        }
+        let mut source = MessageSource::for_file(&file.file, size, &name, mtime, binary_ok)
             .map_err(|e| FsError::Spool(format!("spool read: {e}")))?;
         let len = source.byte_len();
         let binary = source.binary();
@@ -897,7 +911,7 @@ impl Fs {
             message_len: len,
             internal_date: mtime,
             message_id: source.message_id().map(str::to_string),
-            file_size: file.size(),
+            file_size: size,
             mtime,
         };
         // A note first, so a crash during the APPEND neither loses the message nor, on
@@ -917,7 +931,7 @@ impl Fs {
             self.park_spool(file);
             return Ok(());
         }
-        let again = || MessageSource::for_file(&file.file, file.size(), &name, mtime, binary_ok);
+        let again = || MessageSource::for_file(&file.file, size, &name, mtime, binary_ok);
         let held = if source.as_is() {
             self.held_already(&sending, source.subject(), again)
         } else {
@@ -995,13 +1009,32 @@ impl Fs {
                     Some(m) if held.is_some() && !file.replaces.lock().contains(m) => None,
                     _ => message.clone(),
                 };
-                *file.state.lock() = State::Stored(own);
-                file.mtime_set.store(false, Ordering::Relaxed);
-                self.park_spool(file);
+                let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
+                let changed = {
+                    let mut state = file.state.lock();
+                    let changed = file.changes.load(Ordering::Relaxed) != changes;
+                    if changed {
+                        // Written again while it was sent: the version sent is superseded
+                        // by the next store, which sends what the file holds then (its
+                        // spool stays a spool file).
+                        file.replaces.lock().extend(own.clone());
+                        *state = State::Dirty;
+                    } else {
+                        *state = State::Stored(own);
+                    }
+                    changed
+                };
+                if changed {
+                    // That send is settled (its message is superseded next): its note must
+                    // not make the next store take the file for stored already.
+                    let _ = std::fs::remove_file(note_path(&file.spool));
+                } else {
+                    file.mtime_set.store(false, Ordering::Relaxed);
+                    self.park_spool(file);
+                }
                 if let (Some(source), Some(copy)) = (&file_source, &message) {
                     self.note_copy(source, copy);
                 }
-                let superseded: Vec<MessageRef> = std::mem::take(&mut *file.replaces.lock());
                 for old in superseded
                     .into_iter()
                     .filter(|old| Some(old) != message.as_ref())

@@ -388,6 +388,47 @@ fn rsync_into_a_mailbox_stores_each_file_once_and_a_second_run_nothing() {
     assert_eq!(after, uids, "the second rsync stored or removed messages");
 }
 
+/// Several shells writing one name at once (`echo ... > same.txt` in loops), then one more
+/// write: the server ends with one message for it, holding the last bytes (a bug hunt saw
+/// several versions left, and an empty one stored). The core's test
+/// `a_write_while_the_file_is_sent_is_stored_by_its_own_close` holds the worst interleaving.
+#[test]
+fn writers_of_one_name_at_once_leave_one_version_with_the_files_bytes() {
+    let (_dovecot, mount, mut client) = archive_mount();
+    let file = q(&mount.join("Archive/same.txt"));
+    let writers: Vec<_> = (1..=8)
+        .map(|w| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "for k in 1 2 3 4 5 6 7 8 9 10; do echo \"writer {w} round $k\" > {file}; done"
+                ))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut w in writers {
+        w.wait().unwrap();
+    }
+    run_clean(&format!("echo the last word > {file}"), &mount);
+    let shown = fs::read(mount.join("Archive/same.txt")).unwrap();
+    assert_eq!(shown, b"the last word\n");
+    let mut stored = BTreeMap::new();
+    for _ in 0..50 {
+        stored = stored_files(&mut client, "Archive");
+        if stored.len() == 1 && stored.get("same.txt") == Some(&shown) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        stored.into_iter().collect::<Vec<_>>(),
+        [("same.txt".to_string(), shown)],
+        "{}",
+        mount.log()
+    );
+}
+
 /// `cp -p` of a file dated before 1970 (an old archive's): another mount shows its date, so
 /// `rsync -a` finds it unchanged rather than sending it again at every run.
 #[test]

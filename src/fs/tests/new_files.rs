@@ -1547,3 +1547,34 @@ fn a_new_file_follows_its_mailbox_renamed() {
     h.fs.release(ino, fh).unwrap();
     assert_eq!(only_stored(&h, "Projects").1, b"one\ntwo\n");
 }
+
+/// Another descriptor writes the file while its close sends it (the APPEND has its answer,
+/// the store has not yet marked the file stored): that write's close stores it, and the
+/// version sent in between goes. A bug hunt (eight shells writing one name) saw such a
+/// write's close find the file marked stored and send nothing.
+#[test]
+fn a_write_while_the_file_is_sent_is_stored_by_its_own_close() {
+    let h = Harness::new();
+    let inbox = h.ino("INBOX").unwrap();
+    let (attr, fh) = h.fs.create(inbox, OsStr::new("same.txt")).unwrap();
+    let ino = attr.attr.ino;
+    h.fs.write(ino, fh, 0, b"writer 1\n").unwrap();
+    let fs = Arc::clone(&h.fs);
+    h.store.after_next(Op::Append, move || {
+        // The second writer: `echo writer 2 > same.txt` on its own descriptor.
+        fs.setattr(ino, None, true, Some(0), None).unwrap();
+        fs.write(ino, 0, 0, b"writer 2\n").unwrap();
+    });
+    h.fs.flush(ino, fh).unwrap();
+    assert_eq!(h.count(Op::Append), 1);
+    // The second writer's close.
+    h.fs.flush(ino, fh).unwrap();
+    assert_eq!(
+        h.count(Op::Append),
+        2,
+        "the second close sends the second version"
+    );
+    h.fs.release(ino, fh).unwrap();
+    let (_, attachment, _) = only_stored(&h, "INBOX");
+    assert_eq!(attachment, b"writer 2\n");
+}
