@@ -292,10 +292,13 @@ impl Fs {
     }
 
     /// The small messages from `message` on (or after it) for one request of at most
-    /// `BODY_READ_AHEAD` messages and `BODY_READ_AHEAD_BYTES`, less those cached or on
-    /// their way.
+    /// `BODY_READ_AHEAD` messages and `BODY_READ_AHEAD_BYTES` (less with a cache under 32
+    /// MiB), less those cached or on their way.
     fn bodies_from(&self, message: &MessageRef, with_it: bool) -> Batch {
-        let mut budget = BODY_READ_AHEAD_BYTES;
+        // Three batches may be on their way or waiting to be read: together they stay well
+        // within the memory cache, or they would push each other out before the reader came
+        // to them (and each message would begin a batch of its own).
+        let mut budget = BODY_READ_AHEAD_BYTES.min(self.config.cache_bytes / 16);
         self.metadata
             .following(message, BODY_READ_AHEAD + 1, |size| size <= SMALL_MESSAGE)
             .into_iter()
