@@ -6,7 +6,7 @@ use std::sync::mpsc::Sender;
 
 use parking_lot::Mutex;
 
-use super::inodes::{NodeKey, ROOT};
+use super::inodes::{MessageRef, NodeKey, ROOT};
 use super::metadata::ListingChange;
 use super::{Fs, FsError};
 use crate::store::{MailboxId, Section, StoreEvent};
@@ -57,7 +57,21 @@ impl Fs {
         match event {
             StoreEvent::Mailbox(reported) => {
                 let change = self.metadata.apply_change(&reported);
-                self.drop_stored_files_gone(&reported.mailbox, &change.removed);
+                // What went: what the listing lost, and what the server says vanished (a
+                // version this mount stored lately may not be in the listing yet).
+                let mut gone: Vec<MessageRef> =
+                    change.removed.iter().map(|(_, m)| m.clone()).collect();
+                if let Some(validity) = reported
+                    .validity
+                    .or_else(|| self.metadata.validity(&reported.mailbox))
+                {
+                    gone.extend(reported.vanished.iter().map(|&uid| MessageRef {
+                        mailbox: reported.mailbox.clone(),
+                        validity,
+                        uid,
+                    }));
+                }
+                self.drop_stored_files_gone(&reported.mailbox, &gone);
                 if change.validity_changed {
                     if let Some(validity) = reported.validity {
                         self.content.retain_validity(&reported.mailbox, validity);

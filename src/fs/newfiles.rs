@@ -272,14 +272,14 @@ impl NewFiles {
             .remove(&(dir_path.to_string(), name.to_string()))
     }
 
-    /// Stored files of `dir_path` closed everywhere here whose message is among `gone`,
+    /// Stored files of `mailbox` closed everywhere here whose message is among `gone`,
     /// taken out.
-    fn take_stored_among(&self, dir_path: &str, gone: &[MessageRef]) -> Vec<Arc<NewFile>> {
+    fn take_stored_among(&self, mailbox: &MailboxId, gone: &[MessageRef]) -> Vec<Arc<NewFile>> {
         let mut files = self.files.lock();
         let keys: Vec<(String, String)> = files
             .iter()
-            .filter(|((dir, _), f)| {
-                dir == dir_path
+            .filter(|(_, f)| {
+                f.mailbox() == *mailbox
                     && f.opens.load(Ordering::Relaxed) == 0
                     && matches!(f.stored(), Some(Some(m)) if gone.contains(&m))
             })
@@ -424,23 +424,13 @@ impl Fs {
     /// shows what the mailbox holds now rather than this mount's last version (the next
     /// `>>` here would build on that and drop the other client's change). A file open here
     /// stays what it was.
-    pub(super) fn drop_stored_files_gone(
-        &self,
-        mailbox: &MailboxId,
-        removed: &[(String, MessageRef)],
-    ) {
-        if removed.is_empty() {
+    pub(super) fn drop_stored_files_gone(&self, mailbox: &MailboxId, gone: &[MessageRef]) {
+        if gone.is_empty() {
             return;
         }
-        let Some(dir_path) = self
-            .metadata
-            .tree(None)
-            .and_then(|t| t.path_of(mailbox).map(str::to_string))
-        else {
-            return;
-        };
-        let gone: Vec<MessageRef> = removed.iter().map(|(_, m)| m.clone()).collect();
-        for file in self.new_files.take_stored_among(&dir_path, &gone) {
+        // By the files' own mailbox: the tree may be forgotten just now (a change of the
+        // mailbox list), and this must not wait for it.
+        for file in self.new_files.take_stored_among(mailbox, gone) {
             tracing::debug!(mailbox = %mailbox, name = %file.name(), "a file stored here was replaced or removed elsewhere");
             self.drop_spool(&file);
         }
