@@ -442,8 +442,9 @@ impl Shared {
             // filesystem never reaches its floor (a full disk breaks the index's next
             // commit); a chunk that still does not fit is not kept (it is fetched again
             // when read).
-            let room = self.budget(used);
-            let disk_room = self.disk_room(used).unwrap_or(u64::MAX);
+            let disk_room = self.disk_room(used);
+            let room = self.within_limit(disk_room);
+            let disk_room = disk_room.unwrap_or(u64::MAX);
             let incoming: u64 = jobs
                 .iter()
                 .map(|job| match job {
@@ -463,11 +464,7 @@ impl Shared {
                     })
                     .collect();
                 let freed = evict_to(&mut sections, &mut chunks, &mut used, target, &writing)?;
-                let mut files = self.files.lock();
-                for file in freed {
-                    files.pop(&file);
-                    let _ = fs::remove_file(blob_path(&root, file));
-                }
+                self.remove_files(&root, freed);
             }
             let mut short = false;
             for job in jobs {
@@ -592,19 +589,28 @@ impl Shared {
         }
         txn.commit().map_err(io::Error::other)?;
         // Files go once the index no longer names them.
-        let mut files = self.files.lock();
-        for file in doomed_files {
-            files.pop(&file);
-            let _ = fs::remove_file(blob_path(&root, file));
-        }
+        self.remove_files(&root, doomed_files);
         Ok(())
+    }
+
+    /// Closes and removes the content files `doomed`.
+    fn remove_files(&self, root: &Path, doomed: Vec<u64>) {
+        let mut files = self.files.lock();
+        for file in doomed {
+            files.pop(&file);
+            let _ = fs::remove_file(blob_path(root, file));
+        }
     }
 
     /// The bytes the cache may hold now: its bound, or less where the filesystem would
     /// otherwise fall under its free-space floor.
     fn budget(&self, used: u64) -> u64 {
-        self.disk_room(used)
-            .map_or(self.limit, |room| self.limit.min(room))
+        self.within_limit(self.disk_room(used))
+    }
+
+    /// The size bound, or `disk_room` where that is less.
+    fn within_limit(&self, disk_room: Option<u64>) -> u64 {
+        disk_room.map_or(self.limit, |room| self.limit.min(room))
     }
 
     /// The bytes the cache may hold before the filesystem falls under its free-space

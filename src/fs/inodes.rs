@@ -474,12 +474,14 @@ impl InodeTable {
         self.rekey(vec![ino], move |n| *n = new.clone());
     }
 
-    /// A new file was renamed within its directory: the inode the kernel holds follows.
-    pub fn new_file_renamed(&mut self, dir_path: &str, old: &str, new: &str) {
+    /// A new file was renamed (within its directory, or moved to `new_dir`): the inode
+    /// the kernel holds follows.
+    pub fn new_file_renamed(&mut self, dir_path: &str, old: &str, new_dir: &str, new: &str) {
         let key = NodeKey::NewFile(dir_path.to_string(), old.to_string());
         if let Some(ino) = self.by_key.get(&key).copied() {
             self.rekey(vec![ino], |node| {
-                if let Node::NewFile { name, .. } = node {
+                if let Node::NewFile { dir_path, name } = node {
+                    *dir_path = new_dir.to_string();
                     *name = new.to_string();
                 }
             });

@@ -1509,17 +1509,9 @@ impl Fs {
         *file.mailbox.lock() = moved.mailbox.clone();
         *file.state.lock() = State::Stored(Some(moved));
         self.new_files.insert(&target, Arc::clone(&file));
-        let mut inodes = self.inodes.lock();
-        if let Some(ino) = inodes.ino_of(&NodeKey::NewFile(dir_path.to_string(), name.to_string()))
-        {
-            inodes.replace(
-                ino,
-                Node::NewFile {
-                    dir_path: target,
-                    name: name.to_string(),
-                },
-            );
-        }
+        self.inodes
+            .lock()
+            .new_file_renamed(dir_path, name, &target, name);
         Ok(())
     }
 
@@ -1609,7 +1601,7 @@ impl Fs {
         }
         self.inodes
             .lock()
-            .new_file_renamed(dir_path, name, new_name);
+            .new_file_renamed(dir_path, name, dir_path, new_name);
         Ok(())
     }
 

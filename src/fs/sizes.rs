@@ -78,7 +78,12 @@ const BASE64_TAIL: u64 = 240;
 
 /// The request for the end of base64 part `spec` (its decoded size follows from it).
 fn tail_of(spec: &FileSpec) -> PartItem {
-    let len = spec.stored_size.min(BASE64_TAIL);
+    last_bytes(spec, BASE64_TAIL)
+}
+
+/// The request for the last `most` bytes (as stored) of part `spec`.
+fn last_bytes(spec: &FileSpec, most: u64) -> PartItem {
+    let len = spec.stored_size.min(most);
     PartItem::Bytes {
         section: spec.section.clone(),
         transfer: Transfer::Encoded,
@@ -95,15 +100,7 @@ const PADDING_TAIL: u64 = 8;
 
 /// The request for the last bytes of base64 part `spec`, which show its padding.
 fn padding_of(spec: &FileSpec) -> PartItem {
-    let len = spec.stored_size.min(PADDING_TAIL);
-    PartItem::Bytes {
-        section: spec.section.clone(),
-        transfer: Transfer::Encoded,
-        range: Some(ByteRange {
-            offset: spec.stored_size - len,
-            len,
-        }),
-    }
+    last_bytes(spec, PADDING_TAIL)
 }
 
 /// How many `=` end the base64 text `tail` ends (line breaks and spaces after them

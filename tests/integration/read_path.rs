@@ -465,21 +465,31 @@ pub(super) fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
     );
     estimates.extend_from_slice(b"\r\n--b--\r\n");
 
+    // A text part, then each file a base64 attachment in lines of 76.
+    let with_attachments = |subject: &str, text: &[u8], files: [(&str, &[u8]); 2]| {
+        let mut raw = head(subject);
+        part(&mut raw, "Content-Type: text/plain", text);
+        for (name, bytes) in files {
+            part(
+                &mut raw,
+                &format!(
+                    "Content-Type: application/octet-stream; name=\"{name}\"\r\n\
+                     Content-Transfer-Encoding: base64"
+                ),
+                &base64_lines(bytes, &[76]),
+            );
+        }
+        raw.extend_from_slice(b"\r\n--b--\r\n");
+        raw
+    };
+
     let first: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 256) as u8).collect();
     let second: Vec<u8> = (0..100u8).collect();
-    let mut two = head("Two attachments");
-    part(&mut two, "Content-Type: text/plain", b"Two files.");
-    for (name, bytes) in [("first.bin", &first), ("second.bin", &second)] {
-        part(
-            &mut two,
-            &format!(
-                "Content-Type: application/octet-stream; name=\"{name}\"\r\n\
-                 Content-Transfer-Encoding: base64"
-            ),
-            &base64_lines(bytes, &[76]),
-        );
-    }
-    two.extend_from_slice(b"\r\n--b--\r\n");
+    let two = with_attachments(
+        "Two attachments",
+        b"Two files.",
+        [("first.bin", &first), ("second.bin", &second)],
+    );
 
     // Dovecot 2.3.19 answers 18446744073709551486 as a.csv's BINARY.SIZE.
     let words = "caf\u{e9} cr\u{e8}me ".repeat(4_000);
@@ -552,19 +562,11 @@ pub(super) fn misstated_sizes() -> Vec<(&'static str, Files, Vec<u8>)> {
     // Two base64 attachments in lines of 76 (as nearly every mailer writes them): Dovecot
     // 2.3.19 answers 511 as the first's BINARY.SIZE, which fits its lines as well as 512.
     let padded: Vec<u8> = (0..512u32).map(|i| (i * 31 % 256) as u8).collect();
-    let mut padding = head("Padding");
-    part(&mut padding, "Content-Type: text/plain", b"Two more files.");
-    for (name, bytes) in [("a.bin", &padded[..]), ("b.bin", &b"end"[..])] {
-        part(
-            &mut padding,
-            &format!(
-                "Content-Type: application/octet-stream; name=\"{name}\"\r\n\
-                 Content-Transfer-Encoding: base64"
-            ),
-            &base64_lines(bytes, &[76]),
-        );
-    }
-    padding.extend_from_slice(b"\r\n--b--\r\n");
+    let padding = with_attachments(
+        "Padding",
+        b"Two more files.",
+        [("a.bin", &padded), ("b.bin", b"end")],
+    );
     vec![
         (
             "Estimates",

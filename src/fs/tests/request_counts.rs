@@ -361,11 +361,10 @@ fn with_one_connection_a_walk_fetches_nothing_ahead() {
 
 /// The read-ahead thread and the reader never fetch the same message twice: a walk over
 /// every message moves each message's bytes once, in batches.
-#[test]
-fn a_walk_with_read_ahead_fetches_every_message_once() {
-    const N: usize = 300;
-    let h = Harness::new();
-    mailbox_of(&h, N);
+/// Greps every message of a mailbox of `n` made by `mailbox_of`: the bytes the store
+/// served for the walk from the second message on, and the bytes read there.
+fn walk_every_message(h: &Harness, n: usize) -> (u64, u64) {
+    mailbox_of(h, n);
     let names = h.names_at("INBOX").unwrap();
     let mut before = 0;
     let mut total = 0;
@@ -375,7 +374,7 @@ fn a_walk_with_read_ahead_fetches_every_message_once() {
         if i == 1 {
             before = h.store.bytes_served();
         }
-        let body = grep_message(&h, name);
+        let body = grep_message(h, name);
         assert!(body.ends_with(b"hello\r\n"), "message {i}");
         if i >= 1 {
             total += body.len() as u64;
@@ -383,7 +382,15 @@ fn a_walk_with_read_ahead_fetches_every_message_once() {
     }
     // The last batch sent ahead may still be on its way when the reader ends.
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(h.store.bytes_served() - before, total, "bytes served");
+    (h.store.bytes_served() - before, total)
+}
+
+#[test]
+fn a_walk_with_read_ahead_fetches_every_message_once() {
+    const N: usize = 300;
+    let h = Harness::new();
+    let (served, total) = walk_every_message(&h, N);
+    assert_eq!(served, total, "bytes served");
     let structures = h.count(Op::BodyStructures);
     let bound = N.div_ceil(STRUCTURE_READ_AHEAD) as u64 + 2;
     assert!(
@@ -397,24 +404,8 @@ fn a_walk_with_read_ahead_fetches_every_message_once() {
 /// evicted before the reader came to them, and every message began a new one).
 #[test]
 fn read_ahead_keeps_to_a_small_cache() {
-    const N: usize = 300;
     let h = Harness::with(|c| c.cache_bytes = 8 << 10);
-    mailbox_of(&h, N);
-    let names = h.names_at("INBOX").unwrap();
-    let mut before = 0;
-    let mut total = 0;
-    for (i, name) in names.iter().enumerate() {
-        if i == 1 {
-            before = h.store.bytes_served();
-        }
-        let body = grep_message(&h, name);
-        assert!(body.ends_with(b"hello\r\n"), "message {i}");
-        if i >= 1 {
-            total += body.len() as u64;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let served = h.store.bytes_served() - before;
+    let (served, total) = walk_every_message(&h, 300);
     assert!(served <= 2 * total, "{served} bytes served to read {total}");
 }
 
