@@ -123,14 +123,21 @@ pub struct Source {
     pub port: u16,
 }
 
+impl Source {
+    /// `host:port`, with an IPv6 host in brackets (`[::1]:993`); for messages.
+    pub fn server(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl fmt::Display for Source {
     /// `user@host:port`, with an IPv6 host in brackets; for messages, not for parsing.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "{}@[{}]:{}", self.user, self.host, self.port)
-        } else {
-            write!(f, "{}@{}:{}", self.user, self.host, self.port)
-        }
+        write!(f, "{}@{}", self.user, self.server())
     }
 }
 

@@ -16,7 +16,8 @@ pub use decode::{
 };
 pub use header::decode_header;
 pub use layout::{
-    base64_decoded_len, base64_lines, is_identity, message_layout, whole_message_file, Base64Lines,
+    base64_decoded_len, base64_lines, charset, is_identity, message_layout, whole_message_file,
+    Base64Lines,
 };
 pub use naming::{
     clean_subject, guess_extension, message_dir_name, nested_message_dir_name, sanitize_name,

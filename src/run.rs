@@ -164,12 +164,7 @@ fn unconnected_store(opts: &Options) -> Result<ImapStore, RunError> {
 fn login_error(opts: &Options, error: StoreError) -> RunError {
     RunError::Login {
         user: opts.source.user.clone(),
-        // An IPv6 address in brackets, as in a URL: `[::1]:993`, not `::1:993`.
-        server: if opts.source.host.contains(':') {
-            format!("[{}]:{}", opts.source.host, opts.source.port)
-        } else {
-            format!("{}:{}", opts.source.host, opts.source.port)
-        },
+        server: opts.source.server(),
         error,
     }
 }
@@ -639,9 +634,13 @@ pub fn run(mut opts: Options) -> Result<(), RunError> {
         }
     }
     mount::check_mountpoint(&opts.mountpoint, opts.nonempty)?;
+    // Resolved once (the default one is made, and its shared parent looked at, here), so
+    // that the mount's settings name the same directory.
+    let spool = fs_config(&opts).spool_dir;
     if !opts.read_only {
-        check_spool_dir(&fs_config(&opts).spool_dir)?;
+        check_spool_dir(&spool)?;
     }
+    opts.spool_dir = Some(spool);
     let store = connect(&opts)?;
     if opts.foreground {
         return serve(&opts, store, || {});

@@ -311,7 +311,7 @@ fn effective_type(header: &PartHeader) -> (&str, &str) {
 /// The `charset` Content-Type parameter, if present and not empty, RFC 2231 forms first
 /// (see [`param_value`]). Dovecot passes `charset*=us-ascii''utf-8` through undecoded and
 /// then adds its default `charset=us-ascii` beside it, so the plain one is only a fallback.
-fn charset(header: &PartHeader) -> Option<String> {
+pub fn charset(header: &PartHeader) -> Option<String> {
     param_value(&header.params, "charset")
         .map(|value| value.trim().trim_matches('"').trim().to_string())
         .filter(|value| !value.is_empty())

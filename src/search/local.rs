@@ -53,12 +53,7 @@ impl Candidate<'_> {
 
     /// The header, its MIME words decoded.
     fn header(&self) -> String {
-        let end = self
-            .raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(self.raw.len(), |end| end + 2);
-        crate::mime::decode_header(&self.raw[..end])
+        crate::mime::decode_header(header_block(self.raw))
     }
 
     fn field_contains(&self, name: &str, text: &str) -> bool {
@@ -133,6 +128,16 @@ impl Candidate<'_> {
     }
 }
 
+/// The header fields of message `raw`, up to the CRLF that ends the last one (all of it
+/// when no empty line ends them).
+pub(crate) fn header_block(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |end| end + 2);
+    &raw[..end]
+}
+
 /// The content of every part of `part` (at `path`, its section) of the message `raw`,
 /// decoded, each followed by a line break; of a message inside, its header too.
 fn decoded_parts(
@@ -152,12 +157,7 @@ fn decoded_parts(
         }
         BodyPart::Message { body, .. } => {
             if let Some((range, _)) = parsed.section(&Section(path.clone())) {
-                let inner = &raw[range];
-                let end = inner
-                    .windows(4)
-                    .position(|w| w == b"\r\n\r\n")
-                    .map_or(inner.len(), |end| end + 2);
-                out.push_str(&crate::mime::decode_header(&inner[..end]));
+                out.push_str(&crate::mime::decode_header(header_block(&raw[range])));
                 out.push('\n');
             }
             let single = !matches!(**body, BodyPart::Multipart { .. });
@@ -175,12 +175,7 @@ fn decoded_parts(
             };
             let bytes = decode_transfer(&encoding, &raw[range]);
             let text = if header.media_type == "text" {
-                let charset = header
-                    .params
-                    .iter()
-                    .find(|(k, _)| k == "charset")
-                    .map(|(_, v)| v.as_str());
-                text_to_utf8(charset, &bytes)
+                text_to_utf8(crate::mime::charset(header).as_deref(), &bytes)
             } else {
                 bytes
             };

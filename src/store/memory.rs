@@ -917,12 +917,7 @@ impl MailStore for MemoryStore {
         let mailbox = state.selectable(mailbox)?;
         let mut found = Vec::new();
         for (&uid, m) in &mailbox.messages {
-            let header_end = m
-                .raw
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(m.raw.len(), |end| end + 2);
-            let fields = header_parser::Fields::parse(&m.raw[..header_end]);
+            let fields = header_parser::Fields::parse(crate::search::local::header_block(&m.raw));
             let values = |name: &str| -> Vec<Vec<u8>> {
                 fields
                     .named(name)
